@@ -1,0 +1,3 @@
+from dynaprune_edge.cli import main
+
+main()

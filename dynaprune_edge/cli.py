@@ -1,0 +1,165 @@
+"""`dpedge`: the command line. Errors a user can cause print one line and exit 1."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from dynaprune_edge.errors import ConfigError, DpedgeError
+
+app = typer.Typer(
+    help="Train per-sample pruned spatio-temporal forecasters (Dyna-Pruner) and measure what they cost.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks: long runs that print comparison tables (not tests).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+BACKBONE_HELP = "Backbone: simvp (CNN), convlstm (RNN) or vit (patch transformer)."
+DATASET_HELP = "Dataset family: taxibj, weatherbench, sevir or knmi."
+DATA_HELP = (
+    "Real data: a file, directory or glob in the family's format; 'sample' for the real sample "
+    "bundled with dpedge (knmi, weatherbench). Omitted: synthetic data of the family's shape."
+)
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--arch takes KEY=VALUE, got {pair!r}")
+        parsed[key] = value
+    return parsed
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Directory for model.pt, resume.pt and metrics.json.")],
+    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "simvp",
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "taxibj",
+    data: Annotated[Optional[str], typer.Option(help=DATA_HELP)] = None,
+    target_flops: Annotated[float, typer.Option(help="Mean sparse/dense FLOPs ratio to train for; 1.0 = dense baseline (pruning off).")] = 1.0,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training windows.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimizer step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW; warm-up then cosine, by optimizer steps).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and synthetic data.")] = 0,
+    frames_in: Annotated[Optional[int], typer.Option(help="Input frames (default: the family's).")] = None,
+    frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Frame side in pixels for resampled families (sevir, knmi); multiple of 8.")] = None,
+    synthetic_frames: Annotated[Optional[int], typer.Option(help="Length of the synthetic series when --data is omitted (default: the family's).")] = None,
+    region_size: Annotated[int, typer.Option(help="DataMask region side in pixels (power of 2).")] = 8,
+    group_size: Annotated[int, typer.Option(help="Filters pruned together (hardware alignment).")] = 8,
+    arch: Annotated[list[str], typer.Option(help="Backbone size option KEY=VALUE, repeatable (e.g. temporal_channels=128); `dpedge info` shows the keys of a trained model.")] = [],
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")] = False,
+) -> None:
+    """Train one model; writes OUT/model.pt and OUT/metrics.json."""
+    from dynaprune_edge.data import DataConfig, load_dataset
+    from dynaprune_edge.training.run import RunSpec, train_run
+    from dynaprune_edge.training.trainer import TrainConfig
+
+    data_config = DataConfig(dataset, data, frames_in, frames_out, size, synthetic_frames, seed=seed)
+    spec = RunSpec.create(
+        backbone,
+        data_config,
+        target_flops,
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+        parse_assignments(arch),
+        {"region_size": region_size, "group_size": group_size},
+    )
+    loaded = load_dataset(data_config)
+    print(f"data: {loaded.describe()}", file=sys.stderr)
+    metrics = train_run(spec, out, resume=resume, data=loaded)
+    show_metrics(metrics)
+    console.print(f"wrote {out / 'model.pt'} and {out / 'metrics.json'}")
+
+
+def show_metrics(metrics: dict) -> None:
+    from dynaprune_edge.profiling.flops import format_flops
+
+    console.print(
+        f"{metrics['backbone']} on {metrics['dataset']}: val MAE {metrics['val_mae']:.4g} {metrics['unit']}, "
+        f"MSE {metrics['val_mse']:.4g}; FLOPs {format_flops(metrics['flops_sparse_mean'])} of "
+        f"{format_flops(metrics['flops_dense'])} dense (ratio {metrics['flops_ratio_mean']:.3f}), "
+        f"data kept {metrics['data_kept_mean']:.3f}; {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s"
+    )
+    console.print(f"[dim]{metrics['flops_convention']}[/dim]")
+
+
+@app.command()
+def info(model: Annotated[Path, typer.Argument(help="A model.pt written by `dpedge train`.")]) -> None:
+    """Show how a model was built and trained, and its validation metrics."""
+    from dynaprune_edge.training import load_model
+
+    trained = load_model(model)
+    console.print_json(
+        json.dumps(
+            {
+                "model": trained.model_config.to_dict(),
+                "data": trained.data_config.to_dict(),
+                "normalizer": trained.normalizer.to_dict(),
+            }
+        )
+    )
+    if trained.metrics:
+        show_metrics(trained.metrics)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Directory for the demo's models.")] = Path("runs/demo"),
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 240,
+) -> None:
+    """Train dense and pruned SimVP on synthetic TaxiBJ and on the real KNMI radar sample, and compare."""
+    from dynaprune_edge.data import DataConfig
+    from dynaprune_edge.experiments import compare, comparison_table
+    from dynaprune_edge.training.trainer import TrainConfig
+
+    rows = []
+    for data_config in (DataConfig("taxibj"), DataConfig("knmi", path="sample")):
+        rows.append(compare("simvp", data_config, 0.3, TrainConfig(), out, steps=steps))
+    console.print(comparison_table(rows, "dpedge demo: dense vs pruned SimVP (target FLOPs 0.3), validation set"))
+    console.print("[dim]Models in {out}; `dpedge info MODEL.pt` shows one. FLOPs: one multiply-add = one flop.[/dim]".format(out=out))
+
+
+@bench_app.command("accuracy")
+def bench_accuracy(
+    out: Annotated[Path, typer.Option(help="Directory for the benchmark's models.")] = Path("runs/bench-accuracy"),
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).")] = 1000,
+    target_flops: Annotated[float, typer.Option(help="FLOPs target of the pruned models.")] = 0.3,
+    backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
+) -> None:
+    """For each backbone, on synthetic TaxiBJ and the real KNMI radar set: dense vs pruned MAE, FLOPs ratio, data kept."""
+    from dynaprune_edge.data import DataConfig
+    from dynaprune_edge.experiments import compare, comparison_table, knmi_data_path
+    from dynaprune_edge.models import BACKBONES
+    from dynaprune_edge.training.trainer import TrainConfig
+
+    rows = []
+    for name in backbone or BACKBONES.names():
+        for data_config in (DataConfig("taxibj"), DataConfig("knmi", path=knmi_data_path())):
+            row = compare(name, data_config, target_flops, TrainConfig(), out, steps=steps)
+            rows.append(row)
+            if as_json:
+                console.print_json(json.dumps(row.as_dict()))
+    if not as_json:
+        console.print(comparison_table(rows, f"dense vs pruned (target FLOPs {target_flops}), {steps} steps each"))
+
+
+def main() -> None:
+    try:
+        app()
+    except DpedgeError as error:
+        print(f"error: {error}", file=sys.stderr)  # one line, never wrapped or marked up
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: `dpedge train --resume` continues after the last completed epoch", file=sys.stderr)
+        sys.exit(130)

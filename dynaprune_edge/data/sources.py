@@ -1,0 +1,129 @@
+"""Finding and opening real data files, with every failure turned into a one-line DataError.
+
+A user pointing dpedge at the wrong folder, a half-downloaded file or an unexpected variable
+should read what is wrong and with which file, never an h5py or netCDF traceback.
+
+Non-finite values policy: NaN or ±inf anywhere in the frames → DataError naming the file and
+the count. Filling them silently (with zeros, the mean, or interpolation) would train and
+evaluate the model on invented values; the user decides how to repair the file. Sentinels
+that a format defines as "no data" (KNMI's 65535) are not NaN: their family handles them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from dynaprune_edge.errors import ConfigError, DataError
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+
+
+def sample_path(family: str, sample: str | None) -> str:
+    """Where the family's bundled real sample lives inside the installed package."""
+    if sample is None:
+        raise ConfigError(
+            f"no sample is bundled for {family}: use synthetic data (no path) "
+            f"or pass the real data with --data PATH"
+        )
+    path = SAMPLES_DIR / sample
+    if not path.exists():
+        raise DataError(f"{path}: the bundled {family} sample is missing from this install")
+    return str(path)
+
+
+def resolve_files(path: str, suffixes: Sequence[str]) -> list[str]:
+    """A file, a folder (its files ending in `suffixes`) or a glob pattern (`**` recurses,
+    e.g. pysteps' radar/KNMI/2010/08/*/*.h5 layout) → sorted files."""
+    if glob.has_magic(path):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        if not files:
+            raise DataError(f"{path}: no file matches this pattern")
+        return files
+    if os.path.isdir(path):
+        files = sorted(
+            os.path.join(path, name)
+            for name in os.listdir(path)
+            if name.lower().endswith(tuple(suffixes)) and os.path.isfile(os.path.join(path, name))
+        )
+        if not files:
+            raise DataError(f"{path}: no {' or '.join(suffixes)} files in this folder")
+        return files
+    if os.path.isfile(path):
+        return [path]
+    raise DataError(f"{path}: no such file or folder")
+
+
+@contextlib.contextmanager
+def open_hdf5(path: str) -> Iterator["h5py.File"]:  # noqa: F821 (h5py imported lazily)
+    """h5py.File that reports unreadable or corrupt files as DataError."""
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise DataError(f"{path}: not a readable HDF5 file ({error})") from None
+    with handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def open_netcdf(path: str) -> Iterator["netCDF4.Dataset"]:  # noqa: F821
+    """netCDF4.Dataset that reports unreadable or corrupt files as DataError."""
+    import netCDF4
+
+    try:
+        handle = netCDF4.Dataset(path, "r")
+    except OSError as error:
+        raise DataError(f"{path}: not a readable netCDF file ({error})") from None
+    with handle:
+        yield handle
+
+
+def read_array(node, path: str, selection=Ellipsis) -> np.ndarray:
+    """Read (part of) an h5py dataset or netCDF variable; a damaged chunk becomes a DataError."""
+    try:
+        return node[selection]
+    except (OSError, RuntimeError, ValueError) as error:
+        raise DataError(f"{path}: cannot read {getattr(node, 'name', 'data')} ({error})") from None
+
+
+def require_finite(values: np.ndarray, path: str) -> None:
+    """Reject NaN/inf (see the module notes for why they are not repaired)."""
+    if np.issubdtype(values.dtype, np.floating):
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise DataError(
+                f"{path}: {bad} NaN or infinite values of {values.size}; "
+                f"dpedge does not fill them, repair or drop these time steps"
+            )
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=float(seconds)))
+
+
+def check_regular_steps(
+    seconds: np.ndarray, labels: Sequence[str], step: float, source: str
+) -> None:
+    """Sorted times must advance by exactly `step` seconds; name the first gap otherwise.
+
+    Windows assume consecutive frames: a missing frame would silently pair an input with a
+    target from the wrong lead time."""
+    steps = np.diff(seconds)
+    same = np.flatnonzero(steps == 0)
+    if len(same):
+        raise DataError(f"{source}: {labels[same[0]]} and {labels[same[0] + 1]} have the same time")
+    bad = np.flatnonzero(steps != step)
+    if len(bad):
+        first = bad[0]
+        raise DataError(
+            f"{source}: frames must be consecutive {_duration(step)} steps, but "
+            f"{labels[first]} → {labels[first + 1]} is {_duration(steps[first])}"
+        )

@@ -1,0 +1,62 @@
+"""fvcore's count under dpedge's convention (profiling.flops.FLOPS_CONVENTION): the
+independent check of the closed-form per-sample FLOPs the masks compute."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from fvcore.nn import FlopCountAnalysis
+from torch import Tensor, nn
+
+from dynaprune_edge.masks import MaskState
+from dynaprune_edge.models import DynaPruner
+
+NOT_COUNTED = (
+    "aten::batch_norm",
+    "aten::group_norm",
+    "aten::layer_norm",
+    "aten::instance_norm",
+    "aten::upsample_nearest2d",
+    "aten::upsample_bilinear2d",
+    "aten::adaptive_avg_pool2d",
+)
+
+
+def _not_counted(inputs, outputs) -> int:
+    return 0
+
+
+def fvcore_flops(module: nn.Module, inputs: tuple[Tensor, ...]) -> float:
+    """Multiply-adds of convolutions, linear layers and matrix products in one call."""
+    if inputs and inputs[0].shape[0] == 0:
+        return 0.0  # nothing gathered: a layer whose every region was skipped
+    logging.getLogger("fvcore").setLevel(logging.ERROR)  # unsupported element-wise ops
+    was_training = module.training
+    analysis = FlopCountAnalysis(module.eval(), inputs)
+    # set_op_handle(op, None) leaves fvcore's default handle in charge: count zero instead
+    analysis.set_op_handle(**{op: _not_counted for op in NOT_COUNTED})
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    try:
+        return float(analysis.total())
+    finally:
+        module.train(was_training)
+
+
+class _DenseBackbone(nn.Module):
+    def __init__(self, model: DynaPruner) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        masks = MaskState.all_kept(x.shape[0], self.model.grid, self.model.gates, x)
+        return self.model.backbone(x, masks)
+
+
+@torch.no_grad()
+def dense_flops_fvcore(model: DynaPruner) -> float:
+    """fvcore's count of one sample through the backbone with pruning off."""
+    shape = model.backbone.shape
+    x = torch.zeros(1, shape.frames_in, shape.channels, shape.height, shape.width)
+    return fvcore_flops(_DenseBackbone(model), (x,))

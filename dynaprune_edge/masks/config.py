@@ -1,0 +1,68 @@
+"""Settings of Dyna-Pruner, saved inside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from dynaprune_edge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """target_flops: mean sparse/dense FLOPs ratio to reach; 1.0 turns pruning off (the
+    dense baseline: same backbone, no mask generator).
+
+    region_size: pixels per side of a DataMask region (a power of 2).
+    group_size: filters pruned together (hardware alignment, DESIGN.md §3).
+    width_levels: fractions of each layer's groups a sample may keep; few levels means few
+        distinct sub-networks to compile (export's bucketed mode).
+    flops_weight: λ of the loss term λ·(mean FLOPs ratio − target)².
+    soft_fraction: share of training (by optimizer steps) that uses soft masks, their
+        temperature annealed from soft_temperature to hard; hard straight-through after.
+    """
+
+    target_flops: float = 1.0
+    region_size: int = 8
+    group_size: int = 8
+    width_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    generator_channels: int = 16
+    flops_weight: float = 4.0
+    soft_fraction: float = 0.3
+    soft_temperature: float = 1.0
+    hard_temperature: float = 0.05
+    keep_bias: float = 3.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "width_levels", tuple(float(w) for w in self.width_levels))
+        if not 0.0 < self.target_flops <= 1.0:
+            raise ConfigError(f"--target-flops must be in (0, 1], got {self.target_flops}")
+        if self.region_size < 1 or self.region_size & (self.region_size - 1):
+            raise ConfigError(f"region size must be a power of 2, got {self.region_size}")
+        if self.group_size < 1:
+            raise ConfigError(f"group size must be ≥ 1, got {self.group_size}")
+        levels = self.width_levels
+        if not levels or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
+            raise ConfigError(f"width levels must rise to 1.0, got {levels}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.target_flops < 1.0
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["width_levels"] = list(self.width_levels)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PruningConfig":
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class MaskMode:
+    """How masks are formed in one forward pass: hard 0/1 (straight-through gradients) or
+    soft with a temperature (the early, annealed phase of training)."""
+
+    hard: bool = True
+    temperature: float = 1.0

@@ -1,0 +1,134 @@
+"""Dyna-Pruner's mask generator: one importance field S drives both the DataMask (which
+regions a sample computes) and the ModelMask (which filter groups it uses).
+
+Synchronisation: each layer's width is a learned monotone function of the sample's kept
+data fraction, so sparse inputs run narrow networks; which groups fill that width is
+chosen per sample from generator features pooled with S as weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from dynaprune_edge.masks.config import MaskMode, PruningConfig
+from dynaprune_edge.masks.gated import conv2d_flops
+from dynaprune_edge.masks.state import GateSpec, straight_through
+
+
+@dataclass
+class ImportanceField:
+    features: Tensor  # (B, F, h, w) generator features at region resolution
+    logits: Tensor  # (B, h, w); S = sigmoid(logits)
+
+    @property
+    def scores(self) -> Tensor:
+        return torch.sigmoid(self.logits)
+
+
+class MaskGenerator(nn.Module):
+    """Strided 3×3 convs over the stacked input frames, down to one pixel per region.
+    Cheap by construction: its few channels see the input once, not once per frame."""
+
+    def __init__(self, in_channels: int, region_size: int, channels: int, keep_bias: float) -> None:
+        super().__init__()
+        steps = int(math.log2(region_size))
+        layers: list[nn.Module] = []
+        for step in range(steps):
+            layers += [
+                nn.Conv2d(in_channels if step == 0 else channels, channels, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(),
+            ]
+        self.body = nn.Sequential(*layers)
+        self.importance = nn.Conv2d(channels, 1, 1)
+        nn.init.zeros_(self.importance.weight)
+        nn.init.constant_(self.importance.bias, keep_bias)  # start with every region kept
+
+    def forward(self, x: Tensor) -> ImportanceField:
+        features = self.body(x.flatten(1, 2))  # frames stacked as channels
+        return ImportanceField(features, self.importance(features)[:, 0])
+
+    def flops(self, height: int, width: int) -> float:
+        total, h, w = 0.0, height, width
+        for layer in self.body:
+            if isinstance(layer, nn.Conv2d):
+                h, w = (h + 1) // 2, (w + 1) // 2
+                total += conv2d_flops(layer, (h, w))
+        return total + conv2d_flops(self.importance, (h, w))
+
+
+class DataMask(nn.Module):
+    """Regions with S ≥ 0.5 are computed; gradients flow to S (straight-through)."""
+
+    def forward(self, field: ImportanceField, mode: MaskMode) -> Tensor:
+        scores = field.scores
+        if mode.hard:
+            mask = straight_through((field.logits >= 0).to(scores.dtype), scores)
+        else:
+            mask = torch.sigmoid(field.logits / mode.temperature)
+        return mask[:, None]  # (B, 1, h, w)
+
+
+def soft_rank(scores: Tensor, temperature: float) -> Tensor:
+    """Differentiable 0-based descending rank of each group: Σ_j σ((s_j − s_i)/τ)."""
+    pairwise = torch.sigmoid((scores[:, None, :] - scores[:, :, None]) / temperature)
+    return pairwise.sum(dim=-1) - 0.5  # drop the self-comparison σ(0)
+
+
+def hard_rank(scores: Tensor) -> Tensor:
+    return scores.argsort(dim=-1, descending=True).argsort(dim=-1).to(scores.dtype)
+
+
+WIDTH_BIAS = 1.5
+"""Initial c_gate: with every region kept, every layer starts at full width (σ(3.5) ≈ 0.97)."""
+
+
+class ModelMask(nn.Module):
+    """Per sample and gate: width = σ(a·4(kept data fraction − ½) + c_gate), quantised to
+    the configured width levels; the top-`width` groups by per-sample score are kept
+    (never fewer than one)."""
+
+    def __init__(self, gates: list[GateSpec], feature_channels: int, config: PruningConfig) -> None:
+        super().__init__()
+        self.gates = gates
+        self.scorers = nn.ModuleDict({g.name: nn.Linear(feature_channels, g.groups) for g in gates})
+        self.width_bias = nn.Parameter(torch.full((len(gates),), WIDTH_BIAS))
+        self.density_gain = nn.Parameter(torch.tensor(math.log(math.e - 1)))  # softplus → 1
+        self.register_buffer("levels", torch.tensor(config.width_levels), persistent=False)
+
+    def widths(self, data_kept: Tensor) -> Tensor:
+        """(B, gates) continuous widths in (0, 1), rising with the kept data fraction."""
+        centred = 4.0 * (data_kept - 0.5)
+        return torch.sigmoid(F.softplus(self.density_gain) * centred[:, None] + self.width_bias)
+
+    def quantise(self, widths: Tensor) -> Tensor:
+        nearest = (widths[..., None] - self.levels).abs().argmin(dim=-1)
+        return straight_through(self.levels[nearest], widths)
+
+    def forward(self, field: ImportanceField, data_mask: Tensor, mode: MaskMode) -> tuple[dict[str, Tensor], Tensor]:
+        weights = field.scores[:, None]
+        pooled = (field.features * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3)).clamp_min(1e-6)
+        widths = self.widths(data_mask.mean(dim=(1, 2, 3)))
+        if mode.hard:
+            widths = self.quantise(widths)
+        masks = {}
+        for index, gate in enumerate(self.gates):
+            scores = self.scorers[gate.name](pooled)
+            target = widths[:, index : index + 1] * gate.groups
+            if mode.hard:
+                keep = torch.ceil(target.detach() - 1e-4).clamp_min(1)
+                hard = (hard_rank(scores) < keep).to(scores.dtype)
+                soft = torch.sigmoid(target - soft_rank(scores, 1.0) - 0.5)
+                groups = straight_through(hard, soft)
+            else:
+                groups = torch.sigmoid((target - soft_rank(scores, mode.temperature) - 0.5) / mode.temperature)
+            masks[gate.name] = groups.repeat_interleave(gate.group_size, dim=1)
+        return masks, widths
+
+    def flops(self) -> float:
+        return float(sum(s.in_features * s.out_features for s in self.scorers.values()))

@@ -1,0 +1,36 @@
+"""Backbones (one per family: CNN, RNN, transformer) and the Dyna-Pruner wrapper."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.models import convlstm, simvp, vit  # noqa: F401  (register the backbones)
+from dynaprune_edge.models.base import Backbone, DynaPruner, Forecast, ForecastShape, ModelConfig
+from dynaprune_edge.models.registry import BACKBONES
+
+
+def backbone_options(backbone: str, overrides: dict[str, str]) -> dict:
+    """Fill a backbone's size options from `KEY=VALUE` overrides (values cast to the
+    field's type); unknown keys are an error listing the known ones."""
+    options_type = BACKBONES.get(backbone).Options
+    fields = {f.name: f for f in dataclasses.fields(options_type)}
+    values = dataclasses.asdict(options_type())
+    for key, raw in overrides.items():
+        if key not in fields:
+            raise ConfigError(f"{backbone} has no option {key!r}; known: {', '.join(fields)}")
+        try:
+            values[key] = type(values[key])(raw)
+        except ValueError:
+            raise ConfigError(f"{backbone} option {key}={raw!r} is not a {type(values[key]).__name__}") from None
+    return values
+
+
+def build_model(config: ModelConfig) -> DynaPruner:
+    backbone_type = BACKBONES.get(config.backbone)
+    options = backbone_type.Options(**config.options)
+    backbone = backbone_type(config.shape, options, config.pruning.group_size)
+    return DynaPruner(backbone, config.pruning)
+
+
+__all__ = ["BACKBONES", "Backbone", "DynaPruner", "Forecast", "ForecastShape", "ModelConfig", "backbone_options", "build_model"]

@@ -1,0 +1,135 @@
+"""The contract every backbone keeps, and `DynaPruner`, which wraps a backbone with the
+mask generator and the persistence fallback for skipped regions."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.masks import DataMask, GateSpec, MaskGenerator, MaskMode, MaskState, ModelMask, PruningConfig
+
+
+@dataclass(frozen=True)
+class ForecastShape:
+    """Input (B, frames_in, channels, height, width) → output (B, frames_out, ...)."""
+
+    frames_in: int
+    frames_out: int
+    channels: int
+    height: int
+    width: int
+
+
+class Backbone(nn.Module):
+    """A forecaster whose prunable layers read their masks from a `MaskState`.
+
+    Subclasses define `Options` (a dataclass of sizes, all with defaults) and
+    `forward(x, masks) -> (B, frames_out, C, H, W)`. Gated layers expose `gate_spec`.
+    What the backbone outputs in skipped regions does not matter: `DynaPruner` replaces it
+    with the fallback there.
+    """
+
+    Options: ClassVar[type]
+
+    def __init__(self, shape: ForecastShape, options, group_size: int) -> None:
+        super().__init__()
+        self.shape = shape
+        self.options = options
+        self.group_size = group_size
+
+    def gate_specs(self) -> list[GateSpec]:
+        return [m.gate_spec for m in self.modules() if getattr(m, "gate_spec", None) is not None]
+
+    def forward(self, x: Tensor, masks: MaskState) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model: saved inside `model.pt`."""
+
+    backbone: str
+    shape: ForecastShape
+    options: dict
+    pruning: PruningConfig
+
+    def to_dict(self) -> dict:
+        return {
+            "backbone": self.backbone,
+            "shape": dataclasses.asdict(self.shape),
+            "options": dict(self.options),
+            "pruning": self.pruning.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        return cls(
+            backbone=values["backbone"],
+            shape=ForecastShape(**values["shape"]),
+            options=dict(values["options"]),
+            pruning=PruningConfig.from_dict(values["pruning"]),
+        )
+
+
+@dataclass
+class Forecast:
+    prediction: Tensor  # (B, frames_out, C, H, W)
+    flops: Tensor  # (B,) closed-form sparse FLOPs of each sample, mask generator included
+    dense_flops: float  # the same backbone with pruning off, per sample
+    data_kept: Tensor  # (B,) fraction of regions computed
+    masks: MaskState
+
+    @property
+    def flops_ratio(self) -> Tensor:
+        return self.flops / self.dense_flops
+
+
+class DynaPruner(nn.Module):
+    """Backbone + (when pruning is on) mask generator. Skipped regions output the last
+    input frame (persistence) in training and at inference alike, so the loss sees what
+    the exported model will do there."""
+
+    def __init__(self, backbone: Backbone, pruning: PruningConfig) -> None:
+        super().__init__()
+        shape = backbone.shape
+        if shape.height % pruning.region_size or shape.width % pruning.region_size:
+            raise ConfigError(
+                f"{shape.height}×{shape.width} frames are not a multiple of the region size "
+                f"{pruning.region_size}"
+            )
+        self.backbone = backbone
+        self.pruning = pruning
+        self.grid = (shape.height // pruning.region_size, shape.width // pruning.region_size)
+        self.gates = backbone.gate_specs()
+        if pruning.enabled:
+            channels = pruning.generator_channels
+            self.generator = MaskGenerator(
+                shape.frames_in * shape.channels, pruning.region_size, channels, pruning.keep_bias
+            )
+            self.data_mask = DataMask()
+            self.model_mask = ModelMask(self.gates, channels, pruning)
+        else:
+            self.generator = None
+
+    def masks(self, x: Tensor, mode: MaskMode) -> MaskState:
+        if self.generator is None:
+            return MaskState.all_kept(x.shape[0], self.grid, self.gates, x)
+        field = self.generator(x)
+        region_mask = self.data_mask(field, mode)
+        channel_masks, _ = self.model_mask(field, region_mask, mode)
+        masks = MaskState(region_mask, channel_masks)
+        shape = self.backbone.shape
+        masks.ledger.add_fixed(self.generator.flops(shape.height, shape.width) + self.model_mask.flops())
+        return masks
+
+    def forward(self, x: Tensor, mode: MaskMode = MaskMode()) -> Forecast:
+        masks = self.masks(x, mode)
+        dense_part = self.backbone(x, masks)
+        region = masks.region_at((x.shape[-2], x.shape[-1]))[:, None]  # (B, 1, 1, H, W)
+        prediction = region * dense_part + (1 - region) * x[:, -1:]
+        ledger = masks.ledger
+        return Forecast(prediction, ledger.sparse, ledger.dense, masks.region_fraction(), masks)

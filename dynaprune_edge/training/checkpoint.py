@@ -1,0 +1,109 @@
+"""model.pt and the resume state: written atomically, read without unpickling code.
+
+Both files are plain `torch.save` dicts of tensors, numbers, strings and lists, so
+`torch.load(path, weights_only=True)` reads them; anything that needs more (a pickle that
+would import or call something) is refused before it can run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dynaprune_edge.data import DataConfig, Normalizer
+from dynaprune_edge.errors import CheckpointError
+from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
+
+FORMAT = "dpedge-checkpoint"
+VERSION = 1
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash leaves the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(payload: dict, path: Path) -> None:
+    _atomic_write(path, lambda temporary: torch.save(payload, temporary))
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    _atomic_write(path, lambda temporary: Path(temporary).write_text(text))
+
+
+def safe_load(path: Path, kind: str) -> dict:
+    """torch.load with weights_only=True, every failure turned into one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():  # torch's notes on foreign pickles: we refuse those anyway
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: refused: loading it would run code or build objects that a dpedge "
+            f"{kind} never holds (only tensors, numbers and strings are read)"
+        ) from None
+    except Exception as error:  # zip/pickle corruption surfaces as many types
+        raise CheckpointError(f"{path}: not a dpedge {kind} ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a dpedge {kind} (no '{FORMAT}' marker)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: {kind} version {payload.get('version')} is not supported (expected {VERSION})")
+    return payload
+
+
+@dataclass
+class TrainedModel:
+    """What `model.pt` holds: enough to rebuild and run the model with no other file."""
+
+    model: DynaPruner
+    model_config: ModelConfig
+    data_config: DataConfig
+    normalizer: Normalizer
+    metrics: dict
+
+
+def model_payload(model: DynaPruner, model_config: ModelConfig, data_config: DataConfig, normalizer: Normalizer, metrics: dict) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "model",
+        "model_config": model_config.to_dict(),
+        "data_config": data_config.to_dict(),
+        "normalizer": normalizer.to_dict(),
+        "state_dict": model.state_dict(),
+        "metrics": metrics,
+    }
+
+
+def load_model(path: Path) -> TrainedModel:
+    payload = safe_load(path, "model")
+    try:
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        model = build_model(model_config)
+        model.load_state_dict(payload["state_dict"])
+        return TrainedModel(
+            model.eval(),
+            model_config,
+            DataConfig.from_dict(payload["data_config"]),
+            Normalizer.from_dict(payload["normalizer"]),
+            payload.get("metrics", {}),
+        )
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: damaged dpedge model ({type(error).__name__}: {error})".splitlines()[0]) from None

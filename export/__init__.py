@@ -1,0 +1,1 @@
+"""model.pt → ONNX with per-sample gated sub-networks, and TensorRT engines (DESIGN.md §5)."""

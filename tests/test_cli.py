@@ -1,0 +1,134 @@
+"""The command line as a user meets it: help, one-line errors, artifacts, resume."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+
+from dynaprune_edge.cli import app
+from dynaprune_edge.training import load_model
+
+TINY = ["--dataset", "taxibj", "--synthetic-frames", "120", "--batch-size", "8",
+        "--arch", "spatial_channels=8", "--arch", "temporal_channels=16"]
+
+
+def dpedge(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "dynaprune_edge", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def all_commands(command, path=()):
+    yield path, command
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            yield from all_commands(sub, path + (name,))
+
+
+def test_every_option_of_every_command_is_explained():
+    for path, command in all_commands(typer.main.get_command(app)):
+        assert command.help, f"dpedge {' '.join(path)} has no help"
+        for param in command.params:
+            if isinstance(param, typer.core.TyperOption):
+                assert param.help, f"dpedge {' '.join(path)} {param.opts[0]} has no help"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--out", "x", "--backbone", "resnet"], "unknown backbone 'resnet'; known: convlstm, simvp, vit"),
+        (["train", "--out", "x", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["train", "--out", "x", "--dataset", "knmi", "--data", "/nonexistent/radar"], "/nonexistent/radar"),
+        (["train", "--out", "x", "--target-flops", "1.5"], "--target-flops must be in (0, 1]"),
+        (["train", "--out", "x", "--arch", "depth"], "--arch takes KEY=VALUE"),
+        (["train", "--out", "x", "--arch", "depth=3"], "simvp has no option 'depth'"),
+        (["info", "/nonexistent/model.pt"], "no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
+    result = dpedge(*args, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "x").exists(), "a failed command left an artifact"
+
+
+def test_not_a_checkpoint_is_refused(tmp_path):
+    (tmp_path / "notes.pt").write_text("hello")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    for name in ("notes.pt", "other.pt"):
+        result = dpedge("info", tmp_path / name)
+        assert result.returncode == 1 and "not a dpedge model" in result.stderr, result.stderr
+
+
+class CreatesAFile:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.mark.parametrize("writer", ["torch", "pickle"])
+def test_malicious_pickle_is_refused_without_running(writer, tmp_path):
+    target = tmp_path / "pwned"
+    payload = {"format": "dpedge-checkpoint", "version": 1, "evil": CreatesAFile(target)}
+    if writer == "torch":
+        torch.save(payload, tmp_path / "model.pt")
+    else:
+        (tmp_path / "model.pt").write_bytes(pickle.dumps(payload))
+    result = dpedge("info", tmp_path / "model.pt")
+    assert result.returncode == 1 and "refused" in result.stderr, result.stderr
+    assert not target.exists(), "loading the checkpoint ran code"
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_writes_a_self_contained_model_and_metrics(tmp_path):
+    out = tmp_path / "run"
+    result = dpedge("train", *TINY, "--epochs", "1", "--target-flops", "0.5", "--out", out)
+    assert result.returncode == 0, result.stderr
+    payload = torch.load(out / "model.pt", weights_only=True)
+    assert payload["format"] == "dpedge-checkpoint"
+    trained = load_model(out / "model.pt")
+    x, _ = next(iter(torch.utils.data.DataLoader([(torch.zeros(4, 2, 32, 32), 0)], batch_size=1)))
+    assert trained.model(x).prediction.shape == (1, 4, 2, 32, 32)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("val_mae", "val_mse", "flops_dense", "flops_sparse_mean", "flops_ratio_mean",
+                "data_kept_mean", "epochs", "train_seconds", "flops_convention"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 1
+    assert abs(metrics["flops_dense"] - metrics["flops_dense_fvcore"]) / metrics["flops_dense"] < 0.01
+    assert "one multiply-add = one flop" in metrics["flops_convention"]
+    assert not list(out.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_resume_after_a_killed_run_loses_at_most_one_epoch(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "4", "--target-flops", "0.5", "--out", out]
+    process = subprocess.Popen([sys.executable, "-m", "dynaprune_edge", *map(str, args)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "resume.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = torch.load(out / "resume.pt", weights_only=True)
+    done = state["epoch"]
+    assert 1 <= done < 4, "the run should have been killed mid-way"
+    first_epoch = json.loads(state["history"])[0]
+
+    result = dpedge("train", *args[1:], "--resume")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert metrics["history"][0] == first_epoch, "resume must keep the completed epochs"
+
+    changed = dpedge("train", *[a if a != "0.5" else "0.4" for a in args[1:]], "--resume")
+    assert changed.returncode == 1 and "different model_config" in changed.stderr, changed.stderr
