@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks: long runs that print comparison tables (not tests).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs and pipes
 
 BACKBONE_HELP = "Backbone: simvp (CNN), convlstm (RNN) or vit (patch transformer)."
 DATASET_HELP = "Dataset family: taxibj, weatherbench, sevir or knmi."
@@ -115,7 +115,7 @@ def info(model: Annotated[Path, typer.Argument(help="A model.pt written by `dped
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the demo's models.")] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 240,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 150,
 ) -> None:
     """Train dense and pruned SimVP on synthetic TaxiBJ and on the real KNMI radar sample, and compare."""
     from dynaprune_edge.data import DataConfig

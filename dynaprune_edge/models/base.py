@@ -41,6 +41,9 @@ class Backbone(nn.Module):
         self.options = options
         self.group_size = group_size
 
+    def check_region_grid(self, grid: tuple[int, int]) -> None:
+        """Raise ConfigError if this backbone cannot use regions forming `grid`."""
+
     def gate_specs(self) -> list[GateSpec]:
         return [m.gate_spec for m in self.modules() if getattr(m, "gate_spec", None) is not None]
 
@@ -104,6 +107,7 @@ class DynaPruner(nn.Module):
         self.backbone = backbone
         self.pruning = pruning
         self.grid = (shape.height // pruning.region_size, shape.width // pruning.region_size)
+        backbone.check_region_grid(self.grid)
         self.gates = backbone.gate_specs()
         if pruning.enabled:
             channels = pruning.generator_channels
