@@ -29,6 +29,12 @@ DATA_HELP = (
     "bundled with dpedge (knmi, weatherbench). Omitted: synthetic data of the family's shape."
 )
 
+ARCH_HELP = (
+    "Backbone size KEY=VALUE, repeatable. simvp: spatial_channels, temporal_channels, "
+    "translator_blocks; convlstm: patch_size, hidden_channels, num_layers, kernel_size; "
+    "vit: patch_size, dim, depth, heads, head_dim, mlp_ratio."
+)
+
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:
     parsed = {}
@@ -57,7 +63,7 @@ def train(
     synthetic_frames: Annotated[Optional[int], typer.Option(help="Length of the synthetic series when --data is omitted (default: the family's).")] = None,
     region_size: Annotated[int, typer.Option(help="DataMask region side in pixels (power of 2).")] = 8,
     group_size: Annotated[int, typer.Option(help="Filters pruned together (hardware alignment).")] = 8,
-    arch: Annotated[list[str], typer.Option(help="Backbone size option KEY=VALUE, repeatable (e.g. temporal_channels=128); `dpedge info` shows the keys of a trained model.")] = [],
+    arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")] = False,
 ) -> None:
     """Train one model; writes OUT/model.pt and OUT/metrics.json."""
@@ -120,19 +126,20 @@ def demo(
     """Train dense and pruned SimVP on synthetic TaxiBJ and on the real KNMI radar sample, and compare."""
     from dynaprune_edge.data import DataConfig
     from dynaprune_edge.experiments import compare, comparison_table
+    from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
     from dynaprune_edge.training.trainer import TrainConfig
 
     rows = []
     for data_config in (DataConfig("taxibj"), DataConfig("knmi", path="sample")):
         rows.append(compare("simvp", data_config, 0.3, TrainConfig(), out, steps=steps))
     console.print(comparison_table(rows, "dpedge demo: dense vs pruned SimVP (target FLOPs 0.3), validation set"))
-    console.print("[dim]Models in {out}; `dpedge info MODEL.pt` shows one. FLOPs: one multiply-add = one flop.[/dim]".format(out=out))
+    console.print(f"[dim]Models in {out}; `dpedge info MODEL.pt` shows one. {FLOPS_CONVENTION}[/dim]")
 
 
 @bench_app.command("accuracy")
 def bench_accuracy(
     out: Annotated[Path, typer.Option(help="Directory for the benchmark's models.")] = Path("runs/bench-accuracy"),
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).")] = 1000,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).")] = 600,
     target_flops: Annotated[float, typer.Option(help="FLOPs target of the pruned models.")] = 0.3,
     backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
@@ -140,18 +147,27 @@ def bench_accuracy(
     """For each backbone, on synthetic TaxiBJ and the real KNMI radar set: dense vs pruned MAE, FLOPs ratio, data kept."""
     from dynaprune_edge.data import DataConfig
     from dynaprune_edge.experiments import compare, comparison_table, knmi_data_path
+    from dynaprune_edge.masks import PruningConfig
     from dynaprune_edge.models import BACKBONES
+    from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
+    from dynaprune_edge.training.checkpoint import atomic_write_text
     from dynaprune_edge.training.trainer import TrainConfig
 
+    names = backbone or BACKBONES.names()
+    for name in names:  # bad options fail now, not after an hour of training
+        BACKBONES.get(name)
+    PruningConfig(target_flops=target_flops)
     rows = []
-    for name in backbone or BACKBONES.names():
+    for name in names:
         for data_config in (DataConfig("taxibj"), DataConfig("knmi", path=knmi_data_path())):
             row = compare(name, data_config, target_flops, TrainConfig(), out, steps=steps)
             rows.append(row)
             if as_json:
-                console.print_json(json.dumps(row.as_dict()))
+                print(json.dumps(row.as_dict()), flush=True)
+    atomic_write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n", out / "results.json")
     if not as_json:
         console.print(comparison_table(rows, f"dense vs pruned (target FLOPs {target_flops}), {steps} steps each"))
+        console.print(f"[dim]rows also in {out / 'results.json'}; {FLOPS_CONVENTION}[/dim]")
 
 
 def main() -> None:
@@ -161,5 +177,5 @@ def main() -> None:
         print(f"error: {error}", file=sys.stderr)  # one line, never wrapped or marked up
         sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: `dpedge train --resume` continues after the last completed epoch", file=sys.stderr)
+        print("interrupted (an interrupted `dpedge train` continues with --resume)", file=sys.stderr)
         sys.exit(130)

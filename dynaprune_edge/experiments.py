@@ -12,7 +12,6 @@ from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
 from dynaprune_edge.training.run import RunSpec, train_run
 from dynaprune_edge.training.trainer import TrainConfig
 
-
 SHARED_KNMI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "knmi_radar_2010-08-26"
 
 
@@ -27,6 +26,7 @@ class Comparison:
     backbone: str
     dataset: str
     unit: str
+    persistence_mae: float
     dense_mae: float
     pruned_mae: float
     flops_ratio: float
@@ -57,6 +57,7 @@ def compare(backbone: str, data_config: DataConfig, target_flops: float, train: 
         backbone=backbone,
         dataset=label,
         unit=data.unit,
+        persistence_mae=runs["dense"]["val_mae_persistence"],
         dense_mae=runs["dense"]["val_mae"],
         pruned_mae=runs["pruned"]["val_mae"],
         flops_ratio=runs["pruned"]["flops_ratio_mean"],
@@ -67,12 +68,13 @@ def compare(backbone: str, data_config: DataConfig, target_flops: float, train: 
 
 def comparison_table(rows: list[Comparison], title: str) -> Table:
     table = Table(title=title, caption="MAE on the validation split in the unit shown; FLOPs = pruned/dense")
-    for column in ("backbone", "dataset", "dense MAE", "pruned MAE", "Δ MAE", "FLOPs", "data kept", "train s", "unit"):
+    for column in ("backbone", "dataset", "persistence MAE", "dense MAE", "pruned MAE", "Δ MAE", "FLOPs", "data kept", "train s", "unit"):
         table.add_column(column, justify="left" if column in ("backbone", "dataset", "unit") else "right")
     for row in rows:
         table.add_row(
             row.backbone,
             row.dataset,
+            f"{row.persistence_mae:.4g}",
             f"{row.dense_mae:.4g}",
             f"{row.pruned_mae:.4g}",
             f"{100 * row.relative_difference:+.1f} %",

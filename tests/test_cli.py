@@ -40,6 +40,17 @@ def test_every_option_of_every_command_is_explained():
                 assert param.help, f"dpedge {' '.join(path)} {param.opts[0]} has no help"
 
 
+def test_arch_help_names_every_size_option_of_every_backbone():
+    from dataclasses import fields
+
+    from dynaprune_edge.cli import ARCH_HELP
+    from dynaprune_edge.models import BACKBONES
+
+    for name in BACKBONES.names():
+        listed = ARCH_HELP.split(f"{name}: ")[1].split(";")[0].rstrip(".").split(", ")
+        assert listed == [f.name for f in fields(BACKBONES.get(name).Options)], name
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -79,7 +90,7 @@ class CreatesAFile:
 @pytest.mark.parametrize("writer", ["torch", "pickle"])
 def test_malicious_pickle_is_refused_without_running(writer, tmp_path):
     target = tmp_path / "pwned"
-    payload = {"format": "dpedge-checkpoint", "version": 1, "evil": CreatesAFile(target)}
+    payload = {"format": "dpedge-checkpoint", "version": 1, "kind": "model", "evil": CreatesAFile(target)}
     if writer == "torch":
         torch.save(payload, tmp_path / "model.pt")
     else:
@@ -107,6 +118,8 @@ def test_train_writes_a_self_contained_model_and_metrics(tmp_path):
     assert abs(metrics["flops_dense"] - metrics["flops_dense_fvcore"]) / metrics["flops_dense"] < 0.01
     assert "one multiply-add = one flop" in metrics["flops_convention"]
     assert not list(out.glob(".*.tmp")), "temporary files left behind"
+    resume_state = dpedge("info", out / "resume.pt")
+    assert resume_state.returncode == 1 and "a dpedge resume state, not a model" in resume_state.stderr
 
 
 def test_resume_after_a_killed_run_loses_at_most_one_epoch(tmp_path):

@@ -52,11 +52,6 @@ class Normalizer:
         self.std = np.asarray(std, dtype=np.float32).reshape(-1)
 
     @classmethod
-    def fit(cls, frames: np.ndarray) -> "Normalizer":
-        """frames: (..., C, H, W) training data only."""
-        return cls.fit_segments([frames.reshape(-1, *frames.shape[-3:])])
-
-    @classmethod
     def fit_segments(cls, segments: list[np.ndarray]) -> "Normalizer":
         """Statistics over several (T, C, H, W) arrays without concatenating them: TaxiBJ's
         ~20k pre-cut windows would otherwise need another gigabyte. Two passes in float64
@@ -67,9 +62,6 @@ class Normalizer:
         squares = sum(((s - centre) ** 2).sum(axis=(0, 2, 3)) for s in segments)
         std = np.sqrt(squares / count)
         return cls(mean, np.where(std > 0, std, 1.0))
-
-    def _shape(self, ndim: int) -> tuple[int, ...]:
-        return (-1, 1, 1) if ndim >= 3 else (-1,)
 
     def normalize(self, x):
         mean, std = self.mean.reshape(-1, 1, 1), self.std.reshape(-1, 1, 1)

@@ -22,13 +22,54 @@ def kept_count(fraction: Tensor, total: int) -> int:
     return int((fraction * total).round())
 
 
+def kept_tiles(masks: MaskState, element: int, output_size: tuple[int, int], kernel: int, stride: int = 1):
+    """(tiles, input tile size) of an SBNet-style gathered execution of a conv: the kept
+    regions as tiles with the kernel's halo and no padding, or the whole map where regions
+    are finer than the map (such layers are not spatially gated)."""
+    if masks.region_at(output_size) is None:
+        tiles, tile = 1, output_size
+    else:
+        grid = masks.region_mask.shape[-2:]
+        tiles = int(masks.region_mask[element].sum().round())
+        tile = tuple(size // cells for size, cells in zip(output_size, grid))
+    return tiles, tuple((size - 1) * stride + kernel for size in tile)
+
+
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics come from the kept positions and channels only.
+
+    Plain BatchNorm would average the skipped regions and pruned filters in too, so a
+    sample's normalisation would depend on how much the rest of the batch skipped, and the
+    running statistics used at inference would match no sample: the kept outputs drift
+    between training and inference. At inference this is ordinary BatchNorm (folded into
+    the convolution at export)."""
+
+    def forward(self, y: Tensor, kept: Tensor | None = None) -> Tensor:
+        if not self.training or kept is None:
+            return super().forward(y)
+        kept = kept.detach().expand_as(y)
+        count = kept.sum(dim=(0, 2, 3))
+        mean = (y * kept).sum(dim=(0, 2, 3)) / count.clamp_min(1)
+        centred = y - mean[:, None, None]
+        variance = (centred.pow(2) * kept).sum(dim=(0, 2, 3)) / count.clamp_min(1)
+        with torch.no_grad():
+            seen = count > 1  # channels kept somewhere in the batch update their statistics
+            unbiased = variance * count / (count - 1).clamp_min(1)
+            momentum = self.momentum
+            self.running_mean[seen] = (1 - momentum) * self.running_mean[seen] + momentum * mean[seen]
+            self.running_var[seen] = (1 - momentum) * self.running_var[seen] + momentum * unbiased[seen]
+            self.num_batches_tracked += 1
+        scale = self.weight / torch.sqrt(variance + self.eps)
+        return centred * scale[:, None, None] + self.bias[:, None, None]
+
+
 class GatedConv2d(nn.Module):
     """[nearest upsample] → conv → BatchNorm → activation → × masks.
 
     gate: names this layer's output filters as a prunable unit (None: never pruned).
     input_gate: the gate that pruned this layer's input channels (None: input is dense).
-    spatial: whether skipped regions are skipped here; a skipped region outputs zero,
-        exactly what a tile-gathered execution that never computes it would leave.
+    A skipped region outputs zero here, exactly what a tile-gathered execution that never
+    computes it would leave.
     """
 
     def __init__(
@@ -44,29 +85,38 @@ class GatedConv2d(nn.Module):
         upsample: int = 1,
         norm: bool = True,
         activation: bool = True,
-        spatial: bool = True,
     ) -> None:
         super().__init__()
         self.upsample = upsample
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=not norm)
-        self.norm = nn.BatchNorm2d(out_channels) if norm else nn.Identity()
+        self.norm = MaskedBatchNorm2d(out_channels) if norm else None
         self.activation = nn.SiLU() if activation else nn.Identity()
         self.gate = gate
         self.input_gate = input_gate
-        self.spatial = spatial
         self.gate_spec = None if gate is None else GateSpec(gate, out_channels, group_size)
 
     def forward(self, x: Tensor, masks: MaskState) -> Tensor:
         if self.upsample > 1:
             x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
-        y = self.activation(self.norm(self.conv(x)))
+        y = self.conv(x)
         size = tuple(y.shape[-2:])
-        region = masks.region_at(size) if self.spatial else None
+        region = masks.region_at(size)
+        if self.norm is not None:
+            y = self.norm(y, self.kept_positions(masks, region))
+        y = self.activation(y)
         fraction = masks.fraction(self.input_gate) * masks.fraction(self.gate)
         if region is not None:
             fraction = fraction * region.mean(dim=(1, 2, 3))
         masks.ledger.add(self, conv2d_flops(self.conv, size), fraction, masks.frames, size)
         return masks.apply(y, self.gate, region)
+
+    def kept_positions(self, masks: MaskState, region: Tensor | None) -> Tensor | None:
+        """(N, C or 1, H or 1, W or 1) 0/1 weights of the outputs this layer really computes."""
+        kept = masks.channel(self.gate)
+        kept = None if kept is None else kept[:, :, None, None]
+        if region is not None:
+            kept = region if kept is None else kept * region
+        return kept
 
     def static_equivalent(self, masks: MaskState, element: int, output_size: tuple[int, int]):
         """The dense layer that computes exactly what element `element` keeps: kept input
@@ -74,14 +124,7 @@ class GatedConv2d(nn.Module):
         the halo the kernel needs and no padding. Returns (module, example input)."""
         in_kept = kept_count(masks.fraction(self.input_gate)[element], self.conv.in_channels)
         out_kept = kept_count(masks.fraction(self.gate)[element], self.conv.out_channels)
-        region = masks.region_at(output_size) if self.spatial else None
-        if region is None:
-            tiles, tile = 1, output_size
-        else:
-            grid = masks.region_mask.shape[-2:]
-            tiles = int(masks.region_mask[element].sum().round())
-            tile = (output_size[0] // grid[0], output_size[1] // grid[1])
         stride, kernel = self.conv.stride[0], self.conv.kernel_size[0]
-        tile_in = tuple((t - 1) * stride + kernel for t in tile)
+        tiles, tile_in = kept_tiles(masks, element, output_size, kernel, stride)
         module = nn.Conv2d(in_kept, out_kept, kernel, stride, padding=0, bias=False)
         return module, (torch.zeros(tiles, in_kept, *tile_in),)

@@ -41,6 +41,13 @@ class Backbone(nn.Module):
         self.options = options
         self.group_size = group_size
 
+    def patch_grid(self, patch: int) -> tuple[int, int]:
+        """Rows and columns of patch×patch tiles covering a frame (ConfigError if they don't)."""
+        height, width = self.shape.height, self.shape.width
+        if patch < 1 or height % patch or width % patch:
+            raise ConfigError(f"patch_size {patch} does not divide {height}×{width} frames")
+        return height // patch, width // patch
+
     def check_region_grid(self, grid: tuple[int, int]) -> None:
         """Raise ConfigError if this backbone cannot use regions forming `grid`."""
 

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.masks import GatedConv2d, GateSpec, MaskState, conv2d_flops
-from dynaprune_edge.masks.gated import kept_count
+from dynaprune_edge.masks.gated import kept_count, kept_tiles
 from dynaprune_edge.models.base import Backbone, ForecastShape
 from dynaprune_edge.models.registry import BACKBONES
 
@@ -36,17 +36,6 @@ class ConvLSTMOptions:
     hidden_channels: int = 32  # per layer (num_hidden), a multiple of the group size
     num_layers: int = 2
     kernel_size: int = 3  # of the gates convolution (filter_size)
-
-
-def kept_tiles(masks: MaskState, element: int, output_size: tuple[int, int], kernel: int):
-    """(tiles, input tile size) of an SBNet-style gathered execution of a stride-1 conv:
-    the kept regions as tiles with the kernel's halo, or the whole map unpadded where
-    regions are finer than the map."""
-    if masks.region_at(output_size) is None:
-        return 1, tuple(s + kernel - 1 for s in output_size)
-    grid = masks.region_mask.shape[-2:]
-    tiles = int(masks.region_mask[element].sum().round())
-    return tiles, tuple(s // g + kernel - 1 for s, g in zip(output_size, grid))
 
 
 class GatedConvLSTMCell(nn.Module):
@@ -115,10 +104,7 @@ class ConvLSTM(Backbone):
     def __init__(self, shape: ForecastShape, options: ConvLSTMOptions, group_size: int) -> None:
         super().__init__(shape, options, group_size)
         patch = options.patch_size
-        if patch < 1 or shape.height % patch or shape.width % patch:
-            raise ConfigError(
-                f"convlstm patch_size {patch} does not divide {shape.height}×{shape.width} frames"
-            )
+        self.patch_grid(patch)
         if options.num_layers < 1:
             raise ConfigError(f"convlstm needs num_layers ≥ 1, got {options.num_layers}")
         if options.kernel_size % 2 == 0:

@@ -173,9 +173,7 @@ class PatchTransformer(Backbone):
     def __init__(self, shape: ForecastShape, options: ViTOptions, group_size: int) -> None:
         super().__init__(shape, options, group_size)
         patch = options.patch_size
-        if patch < 1 or shape.height % patch or shape.width % patch:
-            raise ConfigError(f"vit patch_size {patch} does not divide {shape.height}×{shape.width} frames")
-        self.grid = (shape.height // patch, shape.width // patch)
+        self.grid = self.patch_grid(patch)
         tokens = self.grid[0] * self.grid[1]
         self.embed = TokenLinear(shape.frames_in * shape.channels * patch * patch, options.dim)
         self.position = nn.Parameter(torch.zeros(1, tokens, options.dim))

@@ -68,7 +68,14 @@ def safe_load(path: Path, kind: str) -> dict:
         raise CheckpointError(f"{path}: not a dpedge {kind} (no '{FORMAT}' marker)")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: {kind} version {payload.get('version')} is not supported (expected {VERSION})")
+    if payload.get("kind") != kind:
+        raise CheckpointError(f"{path}: a dpedge {payload.get('kind')}, not a {kind}")
     return payload
+
+
+def header(kind: str) -> dict:
+    """The marker `safe_load` checks: format, version and kind ("model", "resume state")."""
+    return {"format": FORMAT, "version": VERSION, "kind": kind}
 
 
 @dataclass
@@ -84,9 +91,7 @@ class TrainedModel:
 
 def model_payload(model: DynaPruner, model_config: ModelConfig, data_config: DataConfig, normalizer: Normalizer, metrics: dict) -> dict:
     return {
-        "format": FORMAT,
-        "version": VERSION,
-        "kind": "model",
+        **header("model"),
         "model_config": model_config.to_dict(),
         "data_config": data_config.to_dict(),
         "normalizer": normalizer.to_dict(),

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from dynaprune_edge.data import SpatioTemporalData
@@ -19,7 +20,7 @@ from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
 from dynaprune_edge.progress import progress_bar
-from dynaprune_edge.training.checkpoint import FORMAT, VERSION, atomic_save, atomic_write_text, model_payload, safe_load
+from dynaprune_edge.training.checkpoint import atomic_save, atomic_write_text, header, model_payload, safe_load
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
 MODEL_FILE = "model.pt"
@@ -40,7 +41,7 @@ class TrainConfig:
 def per_sample_loss(forecast: Forecast, target: torch.Tensor) -> torch.Tensor:
     """(B,) mean squared error of each sample (reduction='none'): sample-pruning trainers
     weight these individually."""
-    return (forecast.prediction - target).pow(2).flatten(1).mean(dim=1)
+    return F.mse_loss(forecast.prediction, target, reduction="none").flatten(1).mean(dim=1)
 
 
 def flops_penalty(forecast: Forecast, model: DynaPruner) -> torch.Tensor:
@@ -76,6 +77,18 @@ def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", ba
     }
 
 
+@torch.no_grad()
+def persistence_mae(data: SpatioTemporalData, split: str = "val") -> float:
+    """MAE of repeating the last input frame: the baseline a forecaster must beat, and
+    what a fully skipped sample outputs."""
+    absolute = elements = 0.0
+    for x, y in DataLoader(getattr(data, split), batch_size=64):
+        error = data.normalizer.denormalize(x[:, -1:]) - data.normalizer.denormalize(y)
+        absolute += float(error.abs().sum())
+        elements += error.numel()
+    return absolute / elements
+
+
 class Trainer:
     def __init__(self, model_config: ModelConfig, data: SpatioTemporalData, config: TrainConfig, out: Path) -> None:
         if len(data.val) == 0 or len(data.train) == 0:
@@ -91,6 +104,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.history: list[dict] = []
         self.flops_dense_fvcore = dense_flops_fvcore(self.model)
+        self.val_mae_persistence = persistence_mae(data)
 
     def parameter_groups(self) -> list[dict]:
         """The mask generator's few parameters (biases, width calibration) must travel far
@@ -116,9 +130,7 @@ class Trainer:
         atomic_save(model_payload(self.model, self.model_config, self.data.config, self.data.normalizer, metrics), self.out / MODEL_FILE)
         atomic_save(
             {
-                "format": FORMAT,
-                "version": VERSION,
-                "kind": "resume",
+                **header("resume state"),
                 **self._identity(),
                 "state_dict": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -195,6 +207,7 @@ class Trainer:
         latest = {key: value for key, value in self.history[-1].items() if key not in ("epoch", "train_loss")}
         return {
             **latest,
+            "val_mae_persistence": self.val_mae_persistence,
             "flops_dense_fvcore": self.flops_dense_fvcore,
             "flops_convention": FLOPS_CONVENTION,
             "backbone": self.model_config.backbone,
