@@ -51,25 +51,43 @@ def flops_penalty(forecast: Forecast, model: DynaPruner) -> torch.Tensor:
     return pruning.flops_weight * (forecast.flops_ratio.mean() - pruning.target_flops) ** 2
 
 
+class ErrorTotals:
+    """Running MAE and MSE over de-normalised (physical-unit) values."""
+
+    def __init__(self, data: SpatioTemporalData) -> None:
+        self.normalizer = data.normalizer
+        self.absolute = self.squared = self.elements = 0.0
+
+    def add(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        error = self.normalizer.denormalize(prediction) - self.normalizer.denormalize(target)
+        self.absolute += float(error.abs().sum())
+        self.squared += float(error.pow(2).sum())
+        self.elements += error.numel()
+
+    @property
+    def mae(self) -> float:
+        return self.absolute / self.elements
+
+    @property
+    def mse(self) -> float:
+        return self.squared / self.elements
+
+
 @torch.no_grad()
 def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", batch_size: int = 32) -> dict:
     """Hard-mask metrics on de-normalised values; FLOPs per sample from the masks."""
     model.eval()
-    dataset = getattr(data, split)
-    absolute = squared = elements = 0.0
+    totals = ErrorTotals(data)
     flops, kept = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size):
+    for x, y in DataLoader(getattr(data, split), batch_size=batch_size):
         forecast = model(x, MaskMode(hard=True))
-        error = data.normalizer.denormalize(forecast.prediction) - data.normalizer.denormalize(y)
-        absolute += float(error.abs().sum())
-        squared += float(error.pow(2).sum())
-        elements += error.numel()
+        totals.add(forecast.prediction, y)
         flops.append(forecast.flops)
         kept.append(forecast.data_kept)
     flops_per_sample = torch.cat(flops)
     return {
-        f"{split}_mae": absolute / elements,
-        f"{split}_mse": squared / elements,
+        f"{split}_mae": totals.mae,
+        f"{split}_mse": totals.mse,
         "flops_dense": forecast.dense_flops,
         "flops_sparse_mean": float(flops_per_sample.mean()),
         "flops_ratio_mean": float((flops_per_sample / forecast.dense_flops).mean()),
@@ -81,12 +99,10 @@ def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", ba
 def persistence_mae(data: SpatioTemporalData, split: str = "val") -> float:
     """MAE of repeating the last input frame: the baseline a forecaster must beat, and
     what a fully skipped sample outputs."""
-    absolute = elements = 0.0
+    totals = ErrorTotals(data)
     for x, y in DataLoader(getattr(data, split), batch_size=64):
-        error = data.normalizer.denormalize(x[:, -1:]) - data.normalizer.denormalize(y)
-        absolute += float(error.abs().sum())
-        elements += error.numel()
-    return absolute / elements
+        totals.add(x[:, -1:].expand_as(y), y)
+    return totals.mae
 
 
 class Trainer:
