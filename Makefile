@@ -7,13 +7,13 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench-accuracy clean
+.PHONY: demo test bench-accuracy bench-latency clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,export,dev]"
 	touch $@
 
 demo: $(BIN)/dpedge
@@ -24,6 +24,9 @@ test: $(BIN)/dpedge
 
 bench-accuracy: $(BIN)/dpedge
 	$(BIN)/dpedge bench accuracy
+
+bench-latency: $(BIN)/dpedge
+	$(BIN)/dpedge bench latency
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from dynaprune_edge.errors import ConfigError, DpedgeError
 
@@ -63,6 +64,7 @@ def train(
     synthetic_frames: Annotated[Optional[int], typer.Option(help="Length of the synthetic series when --data is omitted (default: the family's).")] = None,
     region_size: Annotated[int, typer.Option(help="DataMask region side in pixels (power of 2).")] = 8,
     group_size: Annotated[int, typer.Option(help="Filters pruned together (hardware alignment).")] = 8,
+    group_order: Annotated[str, typer.Option(help="Which filter groups fill a layer's width: 'scored' (each sample's best; export gathers weights) or 'ordered' (always the first, DS-Net; export compiles constant-weight sub-networks).")] = "scored",
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")] = False,
 ) -> None:
@@ -78,7 +80,7 @@ def train(
         target_flops,
         TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
         parse_assignments(arch),
-        {"region_size": region_size, "group_size": group_size},
+        {"region_size": region_size, "group_size": group_size, "group_order": group_order},
     )
     loaded = load_dataset(data_config)
     print(f"data: {loaded.describe()}", file=sys.stderr)
@@ -116,6 +118,59 @@ def info(model: Annotated[Path, typer.Argument(help="A model.pt written by `dped
     )
     if trained.metrics:
         show_metrics(trained.metrics)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="A model.pt written by `dpedge train`.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="ONNX file to write (default: MODEL's folder, model.onnx; model.dense.onnx with --dense). The manifest NAME.dpedge.json goes beside it.")] = None,
+    mode: Annotated[str, typer.Option(help="Filters: 'gather' (any per-sample subset; weights gathered at run time), 'bucketed' (constant weight slices per sub-network; ordered-group models), 'auto' (the faster, measured).")] = "auto",
+    tiles: Annotated[str, typer.Option(help="Regions: layers run on the kept regions' tiles when 'all', only layers with ≥ 32 input channels when 'wide', never when 'none' (skipped regions masked); 'auto' measures.")] = "auto",
+    levels: Annotated[int, typer.Option(min=1, help="Sub-networks compiled for samples that keep regions (plus a free one for samples that keep none).")] = 4,
+    dense: Annotated[bool, typer.Option("--dense", help="Export the same model with pruning off: the latency baseline.")] = False,
+    trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine where tensorrt imports; elsewhere print the trtexec command for the device.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="TensorRT engine in fp16.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="TensorRT engine in int8, calibrated on validation samples.")] = False,
+    jetpack: Annotated[str, typer.Option(help="JetPack of the target Jetson (names the engine in the trtexec command when TensorRT is not here): 5.1, 6.0, 6.1 or 6.2.")] = "5.1",
+    opset: Annotated[int, typer.Option(help="ONNX opset (17–21).")] = 17,
+) -> None:
+    """Compile a model into ONNX whose per-sample sub-networks skip the pruned filters and regions; parity-checked against PyTorch."""
+    from dynaprune_edge.export.exporter import Exporter, ExportOptions
+    from dynaprune_edge.profiling.flops import format_flops
+    from dynaprune_edge.runtime.manifest import manifest_path
+
+    if fp16 and int8:
+        raise ConfigError("choose one of --fp16 and --int8")
+    if (fp16 or int8) and not trt:
+        raise ConfigError("--fp16 and --int8 set the TensorRT engine's precision: add --trt")
+    options = ExportOptions(mode=mode, tiles=tiles, levels=levels, dense=dense, opset=opset)
+    output = output or model.with_name("model.dense.onnx" if dense else "model.onnx")
+    if output.suffix != ".onnx":
+        raise ConfigError(f"--output must end in .onnx, got {output.name}")
+    exporter = Exporter(model, options, log=lambda line: print(line, file=sys.stderr))
+    chosen, manifest, _ = exporter.run(output)
+    table = Table(title=f"{manifest.backbone} on {manifest.dataset}: {chosen.mode} export, tiles {chosen.tiles}")
+    for column in ("branch", "kept regions", "tiles computed", "FLOPs", "FLOPs ratio", "max abs error"):
+        table.add_column(column, justify="right")
+    for index, bucket in enumerate(manifest.buckets):
+        error = chosen.parity.get(str(index))
+        table.add_row(
+            str(index), "–".join(map(str, bucket.regions)), str(bucket.tiles), format_flops(bucket.flops),
+            f"{bucket.flops / manifest.dense_flops:.3f}", "not reached" if error is None else f"{error:.1e}",
+        )
+    console.print(table)
+    console.print(f"wrote {output} and {manifest_path(output)}")
+    if trt:
+        from dynaprune_edge.export.tensorrt import build_or_explain
+
+        precision = "fp16" if fp16 else "int8" if int8 else "fp32"
+        calibration = exporter.calibration_frames() if int8 else None
+        outcome = build_or_explain(output, manifest, precision, calibration, None, jetpack=jetpack)
+        if outcome.engine_path is None:
+            console.print(f"no TensorRT engine built: {outcome.reason}", soft_wrap=True, markup=False)
+        else:
+            console.print(f"wrote {outcome.engine_path}; Polygraphy: {outcome.polygraphy}")
+            console.print(f"profile it with: {outcome.command}", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -168,6 +223,53 @@ def bench_accuracy(
     if not as_json:
         console.print(comparison_table(rows, f"dense vs pruned (target FLOPs {target_flops}), {steps} steps each"))
         console.print(f"[dim]rows also in {out / 'results.json'}; {FLOPS_CONVENTION}[/dim]")
+
+
+@bench_app.command("latency")
+def bench_latency(
+    out: Annotated[Path, typer.Option(help="Directory for the benchmark's models and exports (models trained with the same settings are reused).")] = Path("runs/bench-latency"),
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 300,
+    target_flops: Annotated[list[float], typer.Option(help="FLOPs targets of the pruned models, repeatable (default: 0.3 and 0.5).")] = [],
+    threads: Annotated[list[int], typer.Option(help="onnxruntime intra-op threads, repeatable (default: 1 and 2).")] = [],
+    backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
+    group_order: Annotated[str, typer.Option(help="Group order the models are trained with (see `dpedge train --help`); 'ordered' lets export compile constant-weight sub-networks.")] = "ordered",
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs of each model per row (cycling over the validation samples).")] = 300,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
+) -> None:
+    """Dense vs sparse export latency (onnxruntime CPU, batch 1) on synthetic TaxiBJ and the real KNMI radar set."""
+    from dynaprune_edge.bench_latency import latency_table, measure
+    from dynaprune_edge.data import DataConfig
+    from dynaprune_edge.experiments import knmi_data_path
+    from dynaprune_edge.export.network import LOWERINGS
+    from dynaprune_edge.masks import PruningConfig
+    from dynaprune_edge.models import BACKBONES
+    from dynaprune_edge.training.checkpoint import atomic_write_text
+
+    targets, thread_counts = target_flops or [0.3, 0.5], threads or [1, 2]
+    names = backbone or BACKBONES.names()
+    for name in names:
+        BACKBONES.get(name)
+    for target in targets:
+        PruningConfig(target_flops=target, group_order=group_order)
+    if min(thread_counts) < 1:
+        raise ConfigError(f"--threads must be ≥ 1, got {min(thread_counts)}")
+    rows, skipped = [], []
+    for name in names:
+        if name not in LOWERINGS.names():
+            skipped.append(name)
+            print(json.dumps({"backbone": name, "skipped": "export not implemented yet"}) if as_json else f"{name}: skipped, export not implemented yet", file=sys.stderr)
+            continue
+        for data_config in (DataConfig("taxibj"), DataConfig("knmi", path=knmi_data_path())):
+            for target in targets:
+                for row in measure(name, data_config, target, thread_counts, steps, group_order, runs, out):
+                    rows.append(row)
+                    if as_json:
+                        print(json.dumps(row.as_dict()), flush=True)
+    atomic_write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n", out / "results.json")
+    if not as_json:
+        console.print(latency_table(rows, f"export latency, onnxruntime CPU, batch 1 ({steps}-step models, {group_order} groups)"))
+        note = f"; not exportable yet: {', '.join(skipped)}" if skipped else ""
+        console.print(f"[dim]rows also in {out / 'results.json'}{note}[/dim]")
 
 
 def main() -> None:

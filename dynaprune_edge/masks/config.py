@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from dynaprune_edge.errors import ConfigError
 
 
+GROUP_ORDERS = ("scored", "ordered")
+
+
 @dataclass(frozen=True)
 class PruningConfig:
     """target_flops: mean sparse/dense FLOPs ratio to reach; 1.0 turns pruning off (the
@@ -17,6 +20,10 @@ class PruningConfig:
     group_size: filters pruned together (hardware alignment, DESIGN.md §3).
     width_levels: fractions of each layer's groups a sample may keep; few levels means few
         distinct sub-networks to compile (export's bucketed mode).
+    group_order: which groups fill a layer's width. "scored": the sample's top-scoring
+        groups (any subset; export gathers their weights at run time). "ordered": always
+        the first groups, as in DS-Net, so every sub-network is a weight slice that export
+        can compile with constant weights (bucketed mode).
     flops_weight: λ of the loss term λ·(mean FLOPs ratio − target)².
     soft_fraction: share of training (by optimizer steps) that uses soft masks, their
         temperature annealed from soft_temperature to hard; hard straight-through after.
@@ -26,6 +33,7 @@ class PruningConfig:
     region_size: int = 8
     group_size: int = 8
     width_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    group_order: str = "scored"
     generator_channels: int = 16
     flops_weight: float = 4.0
     soft_fraction: float = 0.3
@@ -41,6 +49,8 @@ class PruningConfig:
             raise ConfigError(f"region size must be a power of 2, got {self.region_size}")
         if self.group_size < 1:
             raise ConfigError(f"group size must be ≥ 1, got {self.group_size}")
+        if self.group_order not in GROUP_ORDERS:
+            raise ConfigError(f"group order must be one of {', '.join(GROUP_ORDERS)}, got {self.group_order!r}")
         levels = self.width_levels
         if not levels or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
             raise ConfigError(f"width levels must rise to 1.0, got {levels}")

@@ -91,12 +91,13 @@ WIDTH_BIAS = 1.5
 class ModelMask(nn.Module):
     """Per sample and gate: width = σ(a·4(kept data fraction − ½) + c_gate), quantised to
     the configured width levels; the top-`width` groups by per-sample score are kept
-    (never fewer than one)."""
+    (never fewer than one), or the first ones when the group order is "ordered"."""
 
     def __init__(self, gates: list[GateSpec], feature_channels: int, config: PruningConfig) -> None:
         super().__init__()
         self.gates = gates
-        self.scorers = nn.ModuleDict({g.name: nn.Linear(feature_channels, g.groups) for g in gates})
+        scored = config.group_order == "scored"
+        self.scorers = nn.ModuleDict({g.name: nn.Linear(feature_channels, g.groups) for g in gates if scored})
         self.width_bias = nn.Parameter(torch.full((len(gates),), WIDTH_BIAS))
         self.density_gain = nn.Parameter(torch.tensor(math.log(math.e - 1)))  # softplus → 1
         self.register_buffer("levels", torch.tensor(config.width_levels), persistent=False)
@@ -116,19 +117,31 @@ class ModelMask(nn.Module):
         widths = self.widths(data_mask.mean(dim=(1, 2, 3)))
         if mode.hard:
             widths = self.quantise(widths)
+            kept = self.kept_groups(widths)
         masks = {}
         for index, gate in enumerate(self.gates):
-            scores = self.scorers[gate.name](pooled)
+            scores = self.group_scores(gate, pooled)
             target = widths[:, index : index + 1] * gate.groups
             if mode.hard:
-                keep = torch.ceil(target.detach() - 1e-4).clamp_min(1)
-                hard = (hard_rank(scores) < keep).to(scores.dtype)
+                hard = (hard_rank(scores) < kept[:, index : index + 1]).to(scores.dtype)
                 soft = torch.sigmoid(target - soft_rank(scores, 1.0) - 0.5)
                 groups = straight_through(hard, soft)
             else:
                 groups = torch.sigmoid((target - soft_rank(scores, mode.temperature) - 0.5) / mode.temperature)
             masks[gate.name] = groups.repeat_interleave(gate.group_size, dim=1)
         return masks, widths
+
+    def kept_groups(self, widths: Tensor) -> Tensor:
+        """(B, gates) groups each gate keeps at the given quantised widths (at least one)."""
+        groups = torch.tensor([g.groups for g in self.gates], dtype=widths.dtype, device=widths.device)
+        return torch.ceil(widths.detach() * groups - 1e-4).clamp_min(1)
+
+    def group_scores(self, gate: GateSpec, pooled: Tensor) -> Tensor:
+        """(B, groups): higher is kept first. Ordered groups rank by position, the same
+        for every sample."""
+        if gate.name in self.scorers:
+            return self.scorers[gate.name](pooled)
+        return torch.arange(gate.groups, 0, -1, dtype=pooled.dtype, device=pooled.device).expand(pooled.shape[0], -1)
 
     def flops(self) -> float:
         return float(sum(s.in_features * s.out_features for s in self.scorers.values()))

@@ -1,0 +1,144 @@
+"""`dpedge bench latency`: does the exported sparse model run faster than the same model
+exported dense, by as much as its FLOPs say? Trained models, real validation samples,
+onnxruntime on this CPU at batch 1 (as deployed), dense and sparse timed interleaved on
+the same samples so that machine noise hits both alike."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from dynaprune_edge.data import DataConfig, load_dataset
+from dynaprune_edge.export.exporter import Exporter, ExportOptions
+from dynaprune_edge.profiling.latency import LatencyStats, node_time_shares
+from dynaprune_edge.runtime import load
+from dynaprune_edge.training import load_model
+from dynaprune_edge.training.run import RunSpec, train_run
+from dynaprune_edge.training.trainer import TrainConfig
+
+OVERHEAD_PREFIXES = ("router/", "route/")  # mask generator, branch choice, index computation
+
+
+@dataclass
+class LatencyRow:
+    backbone: str
+    dataset: str
+    target_flops: float
+    threads: int
+    mode: str  # the sparse export's filter mode and tile policy, e.g. "bucketed/wide"
+    samples: int  # distinct validation samples
+    runs: int  # timed runs of each model
+    dense_ms_p50: float
+    dense_ms_p90: float
+    sparse_ms_p50: float
+    sparse_ms_p90: float
+    speedup: float  # mean dense latency / mean sparse latency
+    flops_ratio: float  # mean FLOPs the sparse graph executed / dense FLOPs
+    efficiency: float  # speedup × flops_ratio: 1 = time falls exactly as FLOPs do
+    overhead_share: float  # kernel time in the mask generator and routing (profiled)
+    val_mae: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def trained_model(backbone: str, data_config: DataConfig, target: float, steps: int, group_order: str, out: Path) -> Path:
+    """model.pt of a pruned model, trained now unless `out` already holds one trained
+    with the same settings (reruns of the benchmark only re-measure)."""
+    path = out / "model.pt"
+    data = load_dataset(data_config)
+    train = TrainConfig()
+    train = replace(train, epochs=max(1, math.ceil(steps / math.ceil(len(data.train) / train.batch_size))))
+    spec = RunSpec.create(backbone, data.config, target, train, pruning_overrides={"group_order": group_order})
+    if path.is_file():
+        trained = load_model(path)
+        if trained.model_config.pruning == spec.pruning and trained.data_config == data.config and trained.metrics.get("epochs") == train.epochs:
+            print(f"reusing {path}", file=sys.stderr)
+            return path
+    train_run(spec, out, data=data)
+    return path
+
+
+def interleaved_latency(dense, sparse, frames: np.ndarray, runs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dense ms, sparse ms, sparse FLOPs) per run, alternating the two models sample by
+    sample after a warm-up pass that visits every sample (and so every reached branch)."""
+    samples = [f[None] for f in frames]
+    for sample in samples:
+        dense.run_one(sample)
+        sparse.run_one(sample)
+    dense_ms, sparse_ms, flops = [], [], []
+    for index in range(runs):
+        sample = samples[index % len(samples)]
+        start = time.perf_counter()
+        dense.run_one(sample)
+        middle = time.perf_counter()
+        _, sample_flops, _ = sparse.run_one(sample)
+        end = time.perf_counter()
+        dense_ms.append((middle - start) * 1e3)
+        sparse_ms.append((end - middle) * 1e3)
+        flops.append(sample_flops)
+    return np.array(dense_ms), np.array(sparse_ms), np.array(flops)
+
+
+def measure(backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, out: Path) -> list[LatencyRow]:
+    folder = out / f"{backbone}-{data_config.name}-{target:g}"
+    model_path = trained_model(backbone, data_config, target, steps, group_order, folder)
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    sparse_export = Exporter(model_path, ExportOptions(), log=log)
+    chosen, _, _ = sparse_export.run(folder / "model.onnx")
+    Exporter(model_path, ExportOptions(dense=True), log=log).run(folder / "model.dense.onnx")
+    data = sparse_export.data
+    frames = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
+    metrics = load_model(model_path).metrics
+    label = f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})"
+    rows = []
+    for count in threads:
+        dense = load(folder / "model.dense.onnx", "ort", count)
+        sparse = load(folder / "model.onnx", "ort", count)
+        dense_ms, sparse_ms, flops = interleaved_latency(dense, sparse, frames, max(runs, len(frames)))
+        overhead = node_time_shares(folder / "model.onnx", frames[:32], count, OVERHEAD_PREFIXES)
+        dense_stats, sparse_stats = LatencyStats.from_samples(dense_ms), LatencyStats.from_samples(sparse_ms)
+        speedup = dense_stats.mean / sparse_stats.mean
+        flops_ratio = float(flops.mean()) / sparse.manifest.dense_flops
+        rows.append(
+            LatencyRow(
+                backbone=backbone,
+                dataset=label,
+                target_flops=target,
+                threads=count,
+                mode=f"{chosen.mode}/{chosen.tiles}",
+                samples=len(frames),
+                runs=len(dense_ms),
+                dense_ms_p50=dense_stats.p50,
+                dense_ms_p90=dense_stats.p90,
+                sparse_ms_p50=sparse_stats.p50,
+                sparse_ms_p90=sparse_stats.p90,
+                speedup=speedup,
+                flops_ratio=flops_ratio,
+                efficiency=speedup * flops_ratio,
+                overhead_share=sum(overhead.values()),
+                val_mae=metrics.get("val_mae", float("nan")),
+            )
+        )
+    return rows
+
+
+def latency_table(rows: list[LatencyRow], title: str) -> Table:
+    table = Table(title=title, caption="ms per sample at batch 1; speedup = mean dense / mean sparse latency; efficiency = speedup × FLOPs ratio")
+    columns = ("backbone", "dataset", "target", "threads", "export", "dense p50", "dense p90", "sparse p50", "sparse p90", "speedup", "FLOPs ratio", "efficiency", "overhead", "val MAE")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("backbone", "dataset", "export") else "right")
+    for row in rows:
+        table.add_row(
+            row.backbone, row.dataset, f"{row.target_flops:g}", str(row.threads), row.mode,
+            f"{row.dense_ms_p50:.3f}", f"{row.dense_ms_p90:.3f}", f"{row.sparse_ms_p50:.3f}", f"{row.sparse_ms_p90:.3f}",
+            f"{row.speedup:.2f}×", f"{row.flops_ratio:.3f}", f"{row.efficiency:.2f}", f"{100 * row.overhead_share:.1f} %", f"{row.val_mae:.4g}",
+        )
+    return table

@@ -1,0 +1,273 @@
+"""`dpedge export`: model.pt → model.onnx + model.dpedge.json, parity-checked.
+
+Nothing is written unless the graph passes onnx.checker and matches the PyTorch hard-mask
+forward within PARITY_TOLERANCE on every sample checked."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch.utils.data import Subset
+
+from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
+from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
+from dynaprune_edge.export.graph import GraphBuilder
+from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork
+from dynaprune_edge.export.network import build_graph, lowering_for
+from dynaprune_edge.export.plan import branch_plan, kept_region_counts, partition, width_table
+from dynaprune_edge.masks import MaskMode, MaskState
+from dynaprune_edge.models import DynaPruner
+from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
+from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT, Bucket, Manifest, TensorSpec, manifest_path
+from dynaprune_edge.training import load_model
+from dynaprune_edge.training.checkpoint import TrainedModel
+
+PARITY_TOLERANCE = 1e-4
+MODES = ("gather", "bucketed", "auto")
+TILE_POLICIES = {"all": 1, "wide": 32, "none": None}
+"""--tiles: which layers run on the kept regions' tiles, by their input channels. Tiles
+skip the skipped regions' work but move data (halo gather, layout changes); on a CPU that
+pays for wide layers sooner than for narrow ones."""
+
+
+class ExportError(DpedgeError):
+    """The exported graph is wrong (parity) or cannot be produced for this model."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    mode: str = "auto"
+    tiles: str = "auto"
+    levels: int = 4  # branches for samples that keep ≥ 1 region (plus the free all-skipped one)
+    dense: bool = False
+    opset: int = 17
+    parity_samples: int = 16  # validation samples checked (plus one per kept-region count seen in training)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.tiles not in (*TILE_POLICIES, "auto"):
+            raise ConfigError(f"--tiles must be one of {', '.join(TILE_POLICIES)} or auto, got {self.tiles!r}")
+        if self.levels < 1:
+            raise ConfigError(f"--levels must be ≥ 1, got {self.levels}")
+        if not 17 <= self.opset <= 21:
+            raise ConfigError(f"--opset must be between 17 and 21, got {self.opset}")
+
+
+@dataclass
+class Candidate:
+    mode: str
+    tiles: str
+    onnx_model: onnx.ModelProto
+    buckets: list[Bucket]
+    latency_ms: float | None = None
+    parity: dict = field(default_factory=dict)
+
+
+def export_data(trained: TrainedModel) -> tuple[SpatioTemporalData, str]:
+    """The data the model was trained on, or (if its files are gone) synthetic data of the
+    same family and shape, with a note saying which."""
+    try:
+        return load_dataset(trained.data_config), ""
+    except DataError as error:
+        config = DataConfig.from_dict({**trained.data_config.to_dict(), "path": None})
+        return load_dataset(config), f"training data unavailable ({error}); parity uses synthetic {config.name} data"
+
+
+def reference(trained: TrainedModel, x: torch.Tensor, dense: bool) -> torch.Tensor:
+    """The PyTorch hard-mask forward the exported graph must reproduce."""
+    model = trained.model
+    with torch.no_grad():
+        if dense:
+            masks = MaskState.all_kept(x.shape[0], model.grid, model.gates, x)
+            return model.backbone(x, masks)
+        return model(x, MaskMode(hard=True)).prediction
+
+
+def branch_flops(backbone: str, model: DynaPruner, plan: BranchPlan | None, tile_channels: int | None) -> float:
+    """FLOPs the backbone part of a branch executes (None: the dense baseline), from a
+    throwaway lowering: the planner's cost model, and the manifest's dense reference."""
+    scratch = GraphBuilder("scratch")
+    routing = None if plan is None else Routing(scratch, model.grid, "logits", "keep", "kept", "widths")
+    shape = model.backbone.shape
+    x = Feature(INPUT, (1, shape.frames_in, shape.channels, shape.height, shape.width))
+    gates = [g.name for g in model.gates]
+    net = SubNetwork(scratch, scratch, routing, plan, "bucketed", model.backbone.group_size, gates, tile_channels)
+    lowering_for(backbone)(model.backbone, net, x)
+    return net.flops
+
+
+class Exporter:
+    def __init__(self, model_path: Path, options: ExportOptions, log=print) -> None:
+        self.options = options
+        self.log = log
+        self.trained = load_model(model_path)
+        self.backbone = self.trained.model_config.backbone
+        lowering_for(self.backbone)  # fail before reading data
+        pruning = self.trained.model_config.pruning
+        self.dense = options.dense or not pruning.enabled
+        if not self.dense and options.mode == "bucketed" and pruning.group_order == "scored":
+            raise ConfigError(
+                "--mode bucketed compiles each sub-network with constant weights, which needs the same "
+                "filters for every sample: train with --group-order ordered, or export with --mode gather"
+            )
+        self.data, note = export_data(self.trained)
+        if note:
+            self.log(note)
+
+    def modes(self) -> list[str]:
+        if self.dense:
+            return ["dense"]
+        if self.options.mode != "auto":
+            return [self.options.mode]
+        return ["gather"] if self.trained.model_config.pruning.group_order == "scored" else ["bucketed", "gather"]
+
+    def tile_policies(self) -> list[str]:
+        if self.dense:
+            return ["none"]
+        return list(TILE_POLICIES) if self.options.tiles == "auto" else [self.options.tiles]
+
+    def plans(self, table: np.ndarray, tile_channels: int | None) -> list[BranchPlan]:
+        """Branch plans for n ≥ 1 kept regions, fit to the training histogram of n."""
+        model = self.trained.model
+        histogram = np.bincount(self.train_counts, minlength=table.shape[0]).astype(float)
+        gates = [g.name for g in model.gates]
+        ranges = partition(
+            histogram,
+            lambda hi: branch_flops(self.backbone, model, branch_plan(table, gates, hi, hi), tile_channels),
+            self.options.levels,
+        )
+        return [branch_plan(table, gates, lo, hi) for lo, hi in ranges]
+
+    def candidates(self) -> list[Candidate]:
+        model = self.trained.model
+        if self.dense:
+            graph, flops = build_graph(self.backbone, model, None, "dense", None)
+            regions = model.grid[0] * model.grid[1]
+            gates = {g.name: g.groups for g in model.gates}
+            return [Candidate("dense", "none", graph, [Bucket([0, regions], regions, gates, flops[0])])]
+        table = width_table(model)
+        self.train_counts = kept_region_counts(model, self.data.train)
+        result = []
+        for tiles in self.tile_policies():
+            plans = self.plans(table, TILE_POLICIES[tiles])
+            for mode in self.modes():
+                graph, flops = build_graph(self.backbone, model, plans, mode, table, TILE_POLICIES[tiles])
+                buckets = [Bucket([0, 0], 0, {}, flops[0])] + [
+                    Bucket([p.lo, p.hi], p.hi, dict(p.groups), f) for p, f in zip(plans, flops[1:])
+                ]
+                result.append(Candidate(mode, tiles, graph, buckets))
+        return result
+
+    def parity_inputs(self) -> tuple[torch.Tensor, str]:
+        """`parity_samples` validation samples, plus one training sample per kept-region
+        count seen in training, so that every branch the data reaches is checked."""
+        val = self.data.val
+        picks = [val[i][0] for i in range(min(len(val), self.options.parity_samples))]
+        if not self.dense:
+            for n in np.unique(self.train_counts):
+                picks.append(self.data.train[int(np.flatnonzero(self.train_counts == n)[0])][0])
+        kind = "synthetic" if self.data.is_synthetic else "real"
+        return torch.stack(picks), f"{len(picks)} {kind} {self.data.config.name} samples"
+
+    def calibration_frames(self, limit: int = 64) -> np.ndarray:
+        """Validation samples in the graph's units (int8 calibration, Polygraphy inputs)."""
+        val = self.data.val
+        return torch.stack([val[i][0] for i in range(min(len(val), limit))]).numpy()
+
+    def check(self, candidate: Candidate, path: Path, x: torch.Tensor) -> None:
+        """onnx.checker, then onnxruntime vs PyTorch on `x`; records max abs error per branch."""
+        import onnxruntime
+
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except onnx.checker.ValidationError as error:
+            raise ExportError(f"onnx.checker rejected the {candidate.mode} graph: {str(error).splitlines()[0]}") from None
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        expected = reference(self.trained, x, self.dense).numpy()
+        errors: dict[int, float] = {}
+        started = time.perf_counter()
+        for sample, want in zip(x.numpy(), expected):
+            forecast, _, bucket = session.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None]})
+            error = float(np.abs(forecast[0] - want).max())
+            errors[int(bucket)] = max(errors.get(int(bucket), 0.0), error)
+        candidate.latency_ms = (time.perf_counter() - started) * 1e3 / len(x)
+        candidate.parity = {str(k): v for k, v in sorted(errors.items())}
+        worst = max(errors.values())
+        if not worst <= PARITY_TOLERANCE:
+            raise ExportError(
+                f"{candidate.mode} export disagrees with PyTorch: max abs error {worst:.3g} > {PARITY_TOLERANCE:g} "
+                f"(per branch: {candidate.parity}); nothing written"
+            )
+
+    def manifest(self, candidate: Candidate, onnx_name: str) -> Manifest:
+        shape = self.trained.model.backbone.shape
+        normalizer = self.trained.normalizer
+        versions = {"dpedge": metadata.version("dynaprune-edge"), "torch": torch.__version__, "onnx": onnx.__version__, "opset": str(self.options.opset)}
+        try:
+            versions["onnxruntime"] = metadata.version("onnxruntime")
+        except metadata.PackageNotFoundError:
+            pass
+        dense_flops = branch_flops(self.backbone, self.trained.model, None, None)
+        return Manifest(
+            backbone=self.backbone,
+            dataset=self.trained.data_config.name,
+            mode=candidate.mode,
+            onnx=onnx_name,
+            inputs=[TensorSpec(INPUT, [1, shape.frames_in, shape.channels, shape.height, shape.width], "float32")],
+            outputs=[
+                TensorSpec(FORECAST, [1, shape.frames_out, shape.channels, shape.height, shape.width], "float32"),
+                TensorSpec(FLOPS, [], "float32"),
+                TensorSpec(BUCKET, [], "int64"),
+            ],
+            mean=normalizer.mean.tolist(),
+            std=normalizer.std.tolist(),
+            width_levels=list(self.trained.model_config.pruning.width_levels),
+            buckets=candidate.buckets,
+            dense_flops=dense_flops,
+            flops_convention=FLOPS_CONVENTION,
+            versions=versions,
+            parity={"tolerance": PARITY_TOLERANCE, "max_abs_error_per_branch": candidate.parity},
+        )
+
+    def run(self, out: Path) -> tuple[Candidate, Manifest, list[Candidate]]:
+        """Build, check, pick (auto: the fastest on the parity samples), then write."""
+        candidates = self.candidates()
+        x, described = self.parity_inputs()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temporaries = []
+        try:
+            for candidate in candidates:
+                candidate.onnx_model.opset_import[0].version = self.options.opset
+                handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+                os.close(handle)
+                temporaries.append(temporary)
+                onnx.save(candidate.onnx_model, temporary)
+                self.check(candidate, Path(temporary), x)
+                self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(candidate.parity.values()):.2e}, {candidate.latency_ms:.2f} ms/sample")
+            best = min(range(len(candidates)), key=lambda i: candidates[i].latency_ms)
+            chosen = candidates[best]
+            manifest = self.manifest(chosen, out.name)
+            sidecar = manifest_path(out)
+            handle, sidecar_temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{sidecar.name}.", suffix=".tmp")
+            os.close(handle)
+            temporaries.append(sidecar_temporary)
+            Path(sidecar_temporary).write_text(manifest.to_json() + "\n")
+            umask = os.umask(0)
+            os.umask(umask)
+            for temporary in (temporaries[best], sidecar_temporary):
+                os.chmod(temporary, 0o666 & ~umask)
+            os.replace(temporaries[best], out)
+            os.replace(sidecar_temporary, sidecar)
+        finally:
+            for temporary in temporaries:
+                Path(temporary).unlink(missing_ok=True)
+        return chosen, manifest, candidates

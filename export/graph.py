@@ -1,0 +1,89 @@
+"""A small ONNX graph builder: nodes by op name, constants as initializers, and `If`
+branches as child builders that own their own initializers (onnxruntime keeps its fast
+convolution path only for weights that are initializers of the graph the node is in,
+DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+class GraphBuilder:
+    def __init__(self, name: str, counter: itertools.count | None = None) -> None:
+        self.name = name
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._counter = counter or itertools.count()  # shared with branches: names stay unique
+        self._constants: dict[tuple, str] = {}
+
+    def fresh(self, hint: str) -> str:
+        return f"{hint}_{next(self._counter)}"
+
+    def const(self, value, hint: str = "const", dtype=None) -> str:
+        """An initializer of this graph; identical small constants are shared."""
+        array = np.asarray(value, dtype=dtype)
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        key = (array.dtype.str, array.shape, array.tobytes()) if array.size <= 64 else None
+        if key is not None and key in self._constants:
+            return self._constants[key]
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
+        if key is not None:
+            self._constants[key] = name
+        return name
+
+    def op(self, op_type: str, *inputs: str, scope: str, outputs: int = 1, **attributes):
+        """Add a node named `scope/op_type_N`; returns its output name (or names)."""
+        name = self.fresh(f"{scope}/{op_type}")
+        names = [f"{name}:{i}" for i in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=name, **attributes))
+        return names[0] if outputs == 1 else names
+
+    def identity(self, source: str, name: str) -> None:
+        """Expose `source` under a fixed `name` (a graph output)."""
+        self.nodes.append(helper.make_node("Identity", [source], [name], name=f"output/{name}"))
+
+    def branch(self, name: str) -> "GraphBuilder":
+        return GraphBuilder(name, self._counter)
+
+    def subgraph(self, outputs: list[str], types: list[onnx.ValueInfoProto]) -> onnx.GraphProto:
+        """This builder as an `If` branch whose outputs `outputs` have the given types."""
+        values = []
+        for name, info in zip(outputs, types):
+            value = onnx.ValueInfoProto()
+            value.CopyFrom(info)
+            value.name = name
+            values.append(value)
+        return helper.make_graph(self.nodes, self.name, [], values, self.initializers)
+
+    def if_else(self, condition: str, then: tuple["GraphBuilder", list[str]], other: tuple["GraphBuilder", list[str]], types: list[onnx.ValueInfoProto], scope: str):
+        """Outputs of `then` where the 0-D bool `condition` holds, else of `other`."""
+        return self.op(
+            "If",
+            condition,
+            scope=scope,
+            outputs=len(types),
+            then_branch=then[0].subgraph(then[1], types),
+            else_branch=other[0].subgraph(other[1], types),
+        )
+
+    def model(self, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto], doc: str) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, self.name, inputs, outputs, self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dpedge")
+        model.doc_string = doc
+        return model
+
+
+def tensor_info(name: str, shape: list[int], dtype=np.float32) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
+
+
+FLOAT = TensorProto.FLOAT
+INT64 = TensorProto.INT64

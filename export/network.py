@@ -1,0 +1,168 @@
+"""The whole exported graph: router (mask generator → kept regions, group scores, branch
+index), one branch per sub-network, chosen by a chain of `If` nodes (0-D bool conditions,
+as TensorRT's IIfConditional needs), and the persistence fallback for skipped regions.
+
+No NonZero and no data-dependent TopK K anywhere: every shape inside a branch is static.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.export.graph import GraphBuilder, tensor_info
+from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork, fold_batch_norm
+from dynaprune_edge.models import DynaPruner
+from dynaprune_edge.models.simvp import SimVP
+from dynaprune_edge.registry import Registry
+from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
+
+LOWERINGS: Registry[Callable[..., Feature]] = Registry("exportable backbone")
+"""backbone name → lower(backbone module, SubNetwork, input Feature) → forecast Feature"""
+
+
+@LOWERINGS.register("simvp")
+def lower_simvp(model: SimVP, net: SubNetwork, x: Feature) -> Feature:
+    """SimVP's forward (models/simvp.py) with every GatedConv2d lowered by `net`."""
+    z = net.input(x)
+    for index, layer in enumerate(model.encoder):
+        z = net.conv(layer, z, scope=f"enc{index}")
+    z = net.conv(model.translator_in, net.stack_frames(z), in_repeat=x.shape[1], scope="translator_in")
+    for index, block in enumerate(model.translator):
+        inner = net.conv(block.project, net.conv(block.expand, z, scope=f"translator{index}"), scope=f"translator{index}")
+        z = net.add(z, inner, scope=f"translator{index}")
+    z = net.unstack_frames(net.conv(model.translator_out, z, scope="translator_out"), model.shape.frames_out)
+    for index, layer in enumerate(model.decoder):
+        z = net.conv(layer, z, scope=f"dec{index}")
+    return net.output(net.conv(model.readout, z, scope="readout"))
+
+
+def lowering_for(backbone: str):
+    try:
+        return LOWERINGS.get(backbone)
+    except ConfigError:
+        raise ConfigError(
+            f"export of {backbone} models is not implemented yet (exportable: {', '.join(LOWERINGS.names())})"
+        ) from None
+
+
+class Router:
+    """The mask generator and what the branches need from it, in the top-level graph."""
+
+    def __init__(self, b: GraphBuilder, model: DynaPruner, x: Feature, scored: bool, width_table: np.ndarray) -> None:
+        generator = model.generator
+        _, frames, channels, height, width = x.shape
+        scope = "router/generator"
+        z = b.op("Reshape", x.name, b.const([1, frames * channels, height, width]), scope=scope)
+        body = list(generator.body)
+        for conv, norm in zip(body[0::3], body[1::3]):
+            weight, bias = fold_batch_norm(conv, norm)
+            z = b.op("Relu", b.op("Conv", z, b.const(weight, "weight"), b.const(bias, "bias"), scope=scope, kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4), scope=scope)
+        features = z
+        weight, bias = fold_batch_norm(generator.importance, None)
+        logits = b.op("Conv", features, b.const(weight, "weight"), b.const(bias, "bias"), scope=scope, kernel_shape=[1, 1])
+        scope = "router/regions"
+        keep = b.op("Cast", b.op("GreaterOrEqual", logits, b.const(np.float32(0)), scope=scope), scope=scope, to=onnx.TensorProto.FLOAT)
+        kept = b.op("Cast", b.op("ReduceSum", keep, scope=scope, keepdims=0), scope=scope, to=onnx.TensorProto.INT64)
+        self.routing = Routing(
+            shared=b,
+            grid=model.grid,
+            region_logits=b.op("Reshape", logits, b.const([1, -1]), scope=scope),
+            keep=keep,
+            kept_regions=kept,
+            width_table=b.const(width_table.astype(np.int64), "widths"),
+        )
+        if scored:
+            self.routing.group_scores = self.group_scores(b, model, features, logits)
+        self.flops = generator.flops(height, width) + model.model_mask.flops()
+
+    @staticmethod
+    def group_scores(b: GraphBuilder, model: DynaPruner, features: str, logits: str) -> dict[str, str]:
+        """Each gate's per-sample group scores: its linear scorer of the generator features
+        pooled with S = σ(logits) as weights (ModelMask.forward)."""
+        scope = "router/groups"
+        importance = b.op("Sigmoid", logits, scope=scope)
+        axes = b.const([2, 3])
+        pooled = b.op(
+            "Div",
+            b.op("ReduceSum", b.op("Mul", features, importance, scope=scope), axes, scope=scope, keepdims=0),
+            b.op("Max", b.op("ReduceSum", importance, axes, scope=scope, keepdims=0), b.const(np.float32(1e-6)), scope=scope),
+            scope=scope,
+        )
+        scorers = [model.model_mask.scorers[gate.name] for gate in model.gates]
+        weight = np.concatenate([s.weight.detach().numpy().T for s in scorers], axis=1)
+        bias = np.concatenate([s.bias.detach().numpy() for s in scorers])
+        scores = b.op("Gemm", pooled, b.const(weight, "scorer"), b.const(bias, "scorer"), scope=scope)
+        split = b.op("Split", scores, b.const([g.groups for g in model.gates]), scope=scope, outputs=len(model.gates), axis=1)
+        split = split if isinstance(split, list) else [split]
+        return {gate.name: name for gate, name in zip(model.gates, split)}
+
+
+def build_graph(
+    backbone: str,
+    model: DynaPruner,
+    plans: list[BranchPlan] | None,
+    mode: str,
+    width_table: np.ndarray | None,
+    tile_channels: int | None = 1,
+) -> tuple[onnx.ModelProto, list[float]]:
+    """The exported graph and the FLOPs each branch executes (router included).
+
+    plans None: the dense baseline (no router, every region and filter computed).
+    tile_channels: layers with at least this many input channels run on the kept regions'
+    tiles; the others run on whole maps, masked (None: no tiles)."""
+    shape = model.backbone.shape
+    in_shape = (1, shape.frames_in, shape.channels, shape.height, shape.width)
+    out_shape = [1, shape.frames_out, shape.channels, shape.height, shape.width]
+    lower = lowering_for(backbone)
+    b = GraphBuilder("dpedge")
+    x = Feature(INPUT, in_shape)
+    gate_order = [g.name for g in model.gates]
+    outputs = [tensor_info(FORECAST, out_shape), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
+    if plans is None:
+        net = SubNetwork(b, b, None, None, "dense", model.backbone.group_size, gate_order)
+        y = lower(model.backbone, net, x)
+        b.identity(y.name, FORECAST)
+        b.identity(b.const(np.float32(net.flops), "flops"), FLOPS)
+        b.identity(b.const(np.int64(0), "bucket"), BUCKET)
+        return b.model([tensor_info(INPUT, list(in_shape))], outputs, "dpedge dense export"), [net.flops]
+
+    router = Router(b, model, x, scored=mode == "gather" and model.pruning.group_order == "scored", width_table=width_table)
+    routing = router.routing
+    scope = "router/fallback"
+    last = b.op("Slice", x.name, b.const([shape.frames_in - 1]), b.const([shape.frames_in]), b.const([1]), scope=scope)
+    full = routing.region_mask((shape.height, shape.width))
+    region = b.op("Unsqueeze", full, b.const([0]), scope=scope)  # (1, 1, 1, H, W)
+    fallback = b.op("Mul", b.op("Sub", b.const(np.float32(1)), region, scope=scope), last, scope=scope)
+
+    branches: list[tuple[GraphBuilder, list[str]]] = []
+    flops: list[float] = []
+    persistence = b.branch("persistence")
+    branches.append((persistence, [persistence.op("Expand", last, persistence.const(out_shape), scope="compute/persistence"),
+                                   persistence.const(np.float32(router.flops), "flops")]))
+    flops.append(router.flops)
+    for index, plan in enumerate(plans, start=1):
+        branch = b.branch(f"subnetwork{index}")
+        net = SubNetwork(branch, b, routing, plan, mode, model.backbone.group_size, gate_order, tile_channels)
+        y = lower(model.backbone, net, x)
+        blended = branch.op("Add", branch.op("Mul", region, y.name, scope="compute/fallback"), fallback, scope="compute/fallback")
+        total = router.flops + net.flops
+        branches.append((branch, [blended, branch.const(np.float32(total), "flops")]))
+        flops.append(total)
+
+    bounds = b.const(np.array([0] + [p.hi for p in plans[:-1]], np.int64))
+    bucket = b.op("ReduceSum", b.op("Cast", b.op("Less", bounds, routing.kept_regions, scope="router/branch"), scope="router/branch", to=onnx.TensorProto.INT64), scope="router/branch", keepdims=0)
+    conditions = [b.op("Equal", bucket, b.const(np.int64(i)), scope="router/branch") for i in range(len(branches) - 1)]
+    types = outputs[:2]
+    chosen = branches[-1]
+    for index in range(len(branches) - 2, -1, -1):
+        host = b if index == 0 else b.branch(f"choose{index}")
+        chosen = (host, host.if_else(conditions[index], branches[index], chosen, types, scope="router/branch"))
+    forecast, flops_out = chosen[1]
+    b.identity(forecast, FORECAST)
+    b.identity(flops_out, FLOPS)
+    b.identity(bucket, BUCKET)
+    return b.model([tensor_info(INPUT, list(in_shape))], outputs, f"dpedge {mode} export"), flops

@@ -1,0 +1,123 @@
+"""Latency of an exported model: wall-clock statistics per sample through any backend, and
+where onnxruntime spends its kernel time (router vs routed sub-networks).
+
+numpy only; onnxruntime is imported inside functions (through the runtime helpers)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dynaprune_edge.errors import ConfigError, DataError
+from dynaprune_edge.runtime.base import Backend, check_frames
+from dynaprune_edge.runtime.manifest import read_manifest
+from dynaprune_edge.runtime.onnxruntime import import_onnxruntime, onnx_file, open_session, session_options
+
+KERNEL_SUFFIX = "_kernel_time"
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Milliseconds; percentiles use numpy's default (linear interpolation)."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    n: int
+
+    @classmethod
+    def from_samples(cls, ms: Sequence[float] | np.ndarray) -> "LatencyStats":
+        values = np.asarray(ms, np.float64).ravel()
+        if values.size == 0:
+            raise DataError("no latency samples to summarise")
+        if not np.all(np.isfinite(values)):
+            raise DataError("latency samples hold non-finite values")
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        return cls(float(values.mean()), float(p50), float(p90), float(p99), int(values.size))
+
+
+def time_backend(backend: Backend, frames: np.ndarray, warmup: int = 10, repeats: int = 1) -> np.ndarray:
+    """Milliseconds of `backend.run_one` for each sample of `frames` (B, T, C, H, W), batch 1
+    as deployed, after `warmup` untimed runs cycling through the samples (so every routed
+    sub-network has paid its first-run cost). Returns `repeats * B` values, repeat-major:
+    `.reshape(repeats, B)` gives one column per sample."""
+    if warmup < 0 or repeats < 1:
+        raise ConfigError(f"need warmup ≥ 0 and repeats ≥ 1, got warmup={warmup}, repeats={repeats}")
+    samples = [sample[None] for sample in check_frames(backend.manifest, frames)]
+    for i in range(warmup):
+        backend.run_one(samples[i % len(samples)])
+    ms = np.empty(repeats * len(samples), np.float64)
+    for r in range(repeats):
+        for i, sample in enumerate(samples):
+            start = time.perf_counter()
+            backend.run_one(sample)
+            ms[r * len(samples) + i] = (time.perf_counter() - start) * 1e3
+    return ms
+
+
+def node_time_shares(
+    onnx_path: Path, samples: np.ndarray, threads: int | None, prefixes: Sequence[str]
+) -> dict[str, float]:
+    """Share of onnxruntime's (CPU) node kernel time spent in nodes whose name starts with
+    each prefix, over `samples` run one at a time after one untimed warm-up run.
+
+    Control flow: onnxruntime (verified with 1.32) traces the nodes inside an `If` branch as
+    events of their own, *and* the `If` node's event spans them. Each node is therefore
+    charged its self time (its span minus the spans nested in it), so nothing counts twice;
+    a branch node is attributed by its own name and the `If` keeps only its overhead. Were
+    a build to omit branch events, the `If` would be charged the whole branch instead.
+
+    Names: the session runs at ORT_ENABLE_EXTENDED, not ALL. ALL adds the CPU NCHWc layout
+    transform, which renames each Conv after its output tensor ("<output>_nchwc") and
+    inserts anonymous Reorder nodes, so node-name prefixes would no longer find them;
+    EXTENDED keeps the names (fused nodes keep the first node's name)."""
+    path = onnx_file(onnx_path)
+    manifest = read_manifest(path)
+    batch = check_frames(manifest, samples)
+    options = session_options(threads, level="ORT_ENABLE_EXTENDED")
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="dpedge-profile-") as tmp:
+        options.profile_file_prefix = str(Path(tmp) / "ort")
+        session = open_session(path, options, ["CPUExecutionProvider"])
+        feed = manifest.input.name
+        session.run(None, {feed: batch[:1]})
+        for sample in batch:
+            session.run(None, {feed: sample[None]})
+        trace = json.loads(Path(session.end_profiling()).read_text())  # deleted with `tmp`
+    times = node_self_times(trace)
+    total = sum(times.values())
+    if total <= 0:
+        raise ConfigError(f"onnxruntime {import_onnxruntime().__version__} recorded no node kernel time for {path}")
+    return {prefix: sum(t for name, t in times.items() if name.startswith(prefix)) / total for prefix in prefixes}
+
+
+def node_self_times(trace: list[dict]) -> dict[str, float]:
+    """Microseconds per node name in an onnxruntime profile, without the first run (warm-up);
+    a node's self time excludes the nodes traced inside it (e.g. an `If`'s branch)."""
+    runs = sorted((e["ts"] + e["dur"]) for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
+    warm = runs[0] if runs else 0
+    threads: dict[tuple, list[dict]] = defaultdict(list)
+    for event in trace:
+        if event.get("cat") == "Node" and event.get("name", "").endswith(KERNEL_SUFFIX) and event["ts"] >= warm:
+            threads[event["pid"], event["tid"]].append(event)
+    times: dict[str, float] = defaultdict(float)
+    for events in threads.values():
+        events.sort(key=lambda e: (e["ts"], -e["dur"]))
+        open_spans: list[tuple[int, str]] = []  # (end, name) of the enclosing nodes
+        for event in events:
+            while open_spans and event["ts"] >= open_spans[-1][0]:
+                open_spans.pop()
+            if open_spans:
+                times[open_spans[-1][1]] -= event["dur"]
+            name = event["args"].get("node_name") or event["name"].removesuffix(KERNEL_SUFFIX)
+            times[name] += event["dur"]
+            open_spans.append((event["ts"] + event["dur"], name))
+    return {name: max(t, 0.0) for name, t in times.items()}

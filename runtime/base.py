@@ -1,0 +1,84 @@
+"""One small interface for every inference backend: load, run, describe.
+
+A backend runs the exported graph one sample at a time (each sample routes to its own
+sub-network); `run` takes a batch, checks it, and returns the forecasts together with the
+FLOPs and sub-network each sample used."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from dynaprune_edge.errors import ConfigError, DataError
+from dynaprune_edge.registry import Registry
+from dynaprune_edge.runtime.manifest import Manifest
+
+
+@dataclass
+class RunResult:
+    forecast: np.ndarray  # (B, frames_out, C, H, W) float32, normalised units
+    flops: np.ndarray  # (B,) FLOPs each sample's sub-network executed
+    bucket: np.ndarray  # (B,) int64 index into Manifest.buckets
+
+
+def check_frames(manifest: Manifest, frames: np.ndarray) -> np.ndarray:
+    """The batch (B, frames_in, C, H, W) as contiguous float32, or a DataError saying what
+    is wrong with it (type, dtype, shape, non-finite values)."""
+    if not isinstance(frames, np.ndarray):
+        raise DataError(f"frames must be a numpy array, got {type(frames).__name__}")
+    if frames.dtype not in (np.float32, np.float64, np.float16):
+        raise DataError(f"frames must be floating point (float32), got {frames.dtype}")
+    expected = manifest.input.shape[1:]
+    if frames.ndim != 5 or list(frames.shape[1:]) != list(expected):
+        shape = "×".join(map(str, frames.shape))
+        raise DataError(f"frames must have shape (batch, {', '.join(map(str, expected))}), got {shape}")
+    if frames.shape[0] == 0:
+        raise DataError("frames: empty batch")
+    bad = int(np.count_nonzero(~np.isfinite(frames)))
+    if bad:
+        raise DataError(f"frames hold {bad} non-finite values (NaN or inf)")
+    return np.ascontiguousarray(frames, dtype=np.float32)
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, threads: int | None = None) -> "Backend":
+        """Open a model (an .onnx with its manifest, or a backend-specific artifact)."""
+
+    @abstractmethod
+    def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
+        """One checked sample (1, frames_in, C, H, W) → (forecast, flops, bucket)."""
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """Backend, device, library versions, threads: what a benchmark row must say."""
+
+    def run(self, frames: np.ndarray) -> RunResult:
+        frames = check_frames(self.manifest, frames)
+        forecasts, flops, buckets = [], [], []
+        for sample in frames:
+            forecast, sample_flops, bucket = self.run_one(sample[None])
+            forecasts.append(forecast)
+            flops.append(sample_flops)
+            buckets.append(bucket)
+        return RunResult(np.concatenate(forecasts), np.asarray(flops, np.float64), np.asarray(buckets, np.int64))
+
+
+BACKENDS: Registry = Registry("backend")
+
+
+def load(path: Path, backend: str = "ort", threads: int | None = None) -> Backend:
+    """Open `path` with a registered backend ('ort', 'ort-cuda', 'trt')."""
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be ≥ 1, got {threads}")
+    return BACKENDS.get(backend).load(Path(path), threads)

@@ -1,0 +1,182 @@
+"""onnxruntime backends: `ort` (CPU) and `ort-cuda` (CUDA GPU, needs onnxruntime-gpu).
+
+onnxruntime is imported inside functions: the core install (numpy, typer, rich) must be
+able to import this package and list the backends without it."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+from types import ModuleType
+from typing import ClassVar
+
+import numpy as np
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.runtime.base import BACKENDS, Backend
+from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, read_manifest
+
+INSTALL_HINT = "pip install 'dynaprune-edge[export]' (or onnxruntime-gpu for CUDA)"
+
+
+def import_onnxruntime() -> ModuleType:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(f"onnxruntime is not installed: {INSTALL_HINT}") from None
+    return onnxruntime
+
+
+def session_options(threads: int | None, level: str = "ORT_ENABLE_ALL"):
+    """Sequential execution on `threads` intra-op threads (None: onnxruntime's default,
+    one per physical core); `level` names an onnxruntime GraphOptimizationLevel."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    return options
+
+
+def onnx_file(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such ONNX file")
+    return path
+
+
+def open_session(path: Path, options, providers: list[str]):
+    """An InferenceSession, or a ConfigError naming the file when onnxruntime rejects it."""
+    ort = import_onnxruntime()
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    rejected = (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf,
+                state.NotImplemented, state.EPFail)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except rejected as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{path}: onnxruntime {ort.__version__} cannot load this model: {message}") from None
+
+
+def check_session(session, manifest: Manifest, path: Path) -> None:
+    """The graph must take and return what its manifest promises; symbolic dimensions in
+    the graph accept any size."""
+    inputs = session.get_inputs()
+    expected = manifest.input
+    if len(inputs) != 1 or inputs[0].name != expected.name:
+        names = ", ".join(i.name for i in inputs)
+        raise ConfigError(f"{path}: graph inputs are [{names}], its manifest expects [{expected.name}]")
+    shape = inputs[0].shape
+    if len(shape) != len(expected.shape) or any(
+        isinstance(dim, int) and dim != want for dim, want in zip(shape, expected.shape)
+    ):
+        raise ConfigError(f"{path}: graph input {expected.name} has shape {shape}, its manifest says {expected.shape}")
+    if inputs[0].type != "tensor(float)":
+        raise ConfigError(f"{path}: graph input {expected.name} is {inputs[0].type}, expected tensor(float)")
+    outputs = sorted(o.name for o in session.get_outputs())
+    promised = sorted(o.name for o in manifest.outputs)
+    if outputs != promised or not {FORECAST, FLOPS, BUCKET} <= set(outputs):
+        raise ConfigError(
+            f"{path}: graph outputs are {outputs}, its manifest lists {promised} "
+            f"(both must hold {FORECAST}, {FLOPS}, {BUCKET})"
+        )
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_model() -> str:
+    """The Jetson board name (device tree) or the first GPU nvidia-smi lists."""
+    jetson = Path("/proc/device-tree/model")
+    if jetson.is_file():
+        return jetson.read_text().strip("\x00\n ")
+    try:
+        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown CUDA device"
+    return names.splitlines()[0].strip() if names.strip() else "unknown CUDA device"
+
+
+@BACKENDS.register("ort")
+class OrtBackend(Backend):
+    name: ClassVar[str] = "ort"
+    providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
+
+    def __init__(self, manifest: Manifest, session, path: Path, threads: int | None) -> None:
+        super().__init__(manifest)
+        self.session = session
+        self.path = path
+        self.threads = threads
+
+    @classmethod
+    def check_providers(cls, ort: ModuleType) -> None:
+        """Fail before building a session whose providers this onnxruntime lacks."""
+
+    @classmethod
+    def load(cls, path: Path, threads: int | None = None) -> "OrtBackend":
+        path = onnx_file(path)
+        manifest = read_manifest(path)
+        ort = import_onnxruntime()
+        cls.check_providers(ort)
+        session = open_session(path, session_options(threads), cls.providers)
+        check_session(session, manifest, path)
+        return cls(manifest, session, path, threads)
+
+    def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
+        forecast, flops, bucket = self.session.run([FORECAST, FLOPS, BUCKET], {self.manifest.input.name: frames})
+        return np.asarray(forecast, np.float32), float(flops), int(bucket)
+
+    def device(self) -> str:
+        return cpu_model()
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.name,
+            "providers": self.session.get_providers(),
+            "onnxruntime": import_onnxruntime().__version__,
+            "threads": self.threads if self.threads is not None else "default",
+            "device": self.device(),
+            "model": str(self.path),
+        }
+
+
+@BACKENDS.register("ort-cuda")
+class OrtCudaBackend(OrtBackend):
+    name: ClassVar[str] = "ort-cuda"
+    # CPU stays as fallback: onnxruntime places shape arithmetic there by design.
+    providers: ClassVar[list[str]] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    @classmethod
+    def check_providers(cls, ort: ModuleType) -> None:
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise ConfigError(
+                f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (it has {', '.join(available)}); "
+                "install onnxruntime-gpu instead of onnxruntime"
+            )
+
+    @classmethod
+    def load(cls, path: Path, threads: int | None = None) -> "OrtCudaBackend":
+        backend = super().load(path, threads)
+        # onnxruntime silently falls back to CPU when the CUDA libraries fail to load.
+        if backend.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise ConfigError(
+                "onnxruntime could not start its CUDA provider (CUDA/cuDNN libraries missing or "
+                "mismatched with this onnxruntime-gpu build); its log above says which"
+            )
+        return backend
+
+    def device(self) -> str:
+        return gpu_model()

@@ -1,0 +1,325 @@
+"""TensorRT backend `trt`: runs a serialized engine on the GPU it was built on.
+
+Engines are not portable across devices or TensorRT versions (DESIGN.md §5), so every
+engine has a metadata file `<engine>.json` beside it (device, compute capability,
+TensorRT version, precision, source ONNX and its sha256, manifest) and `load` refuses an
+engine built for anything but this device and this TensorRT.
+
+tensorrt and pycuda are imported inside functions only: this package must import, and
+list its backends, where neither is installed. Supported TensorRT: 8.5 (JetPack 5.1),
+8.6 (JetPack 6.0), 10.x (JetPack 6.1+); `trt_api` holds the differences between them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import ClassVar
+
+import numpy as np
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.runtime.base import BACKENDS, Backend
+from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, read_manifest
+
+META_FORMAT = "dpedge-trt-engine"
+META_VERSION = 1
+OLDEST_TENSORRT = (8, 5)
+
+
+class TensorRTUnavailable(ConfigError):
+    """tensorrt, pycuda or a CUDA device is missing here; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an engine is tied to: the GPU (name and compute capability) and TensorRT."""
+
+    device: str
+    compute_capability: str
+    trt_version: str
+
+
+@dataclass(frozen=True)
+class EngineMeta:
+    device: str
+    compute_capability: str
+    trt_version: str
+    precision: str
+    onnx: str  # file name of the source graph, beside the engine
+    onnx_sha256: str
+    manifest: str  # file name of the graph's manifest, beside the engine
+    format: str = META_FORMAT
+    version: int = META_VERSION
+
+    @property
+    def target(self) -> Target:
+        return Target(self.device, self.compute_capability, self.trt_version)
+
+
+@dataclass(frozen=True)
+class TrtApi:
+    """The calls that differ between the TensorRT releases dpedge supports."""
+
+    major: int
+    minor: int
+
+    @property
+    def explicit_batch_flag(self) -> bool:
+        """Before 10, `create_network` needs EXPLICIT_BATCH; 10 deprecates it (always explicit)."""
+        return self.major < 10
+
+    @property
+    def tensor_io(self) -> bool:
+        """10 removed bindings: I/O by tensor name (num_io_tensors, set_tensor_address,
+        execute_async_v3). 8.5/8.6 run with bindings (num_bindings, execute_async_v2)."""
+        return self.major >= 10
+
+
+def trt_api(version: str) -> TrtApi:
+    """The API to use for TensorRT `version` ("8.5.2.2", "10.3.0"), or a ConfigError for one
+    dpedge does not support."""
+    parts = version.split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        raise ConfigError(f"cannot read the TensorRT version {version!r}") from None
+    if (major, minor) < OLDEST_TENSORRT:
+        raise ConfigError(
+            f"TensorRT {version} is older than 8.5 (JetPack 5.1), the oldest dpedge supports; upgrade JetPack"
+        )
+    return TrtApi(major, minor)
+
+
+def meta_path(engine: Path) -> Path:
+    """model.orin.trt8.5.2.fp16.engine → model.orin.trt8.5.2.fp16.engine.json"""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder, then rename: a reader never sees
+    half a file, and an interrupted write leaves the old one."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_meta(engine: Path, meta: EngineMeta) -> None:
+    write_atomic(meta_path(engine), (json.dumps(asdict(meta), indent=2) + "\n").encode())
+
+
+def read_meta(engine: Path) -> EngineMeta:
+    path = meta_path(engine)
+    if not path.is_file():
+        raise ConfigError(
+            f"{engine}: no metadata {path.name} beside it, so dpedge cannot tell which device and "
+            "TensorRT version it was built for; rebuild it with --trt, which writes both"
+        )
+    try:
+        values = json.loads(path.read_text())
+        if values.get("format") != META_FORMAT:
+            raise ConfigError(f"{path}: not a dpedge engine metadata file (expected format {META_FORMAT!r})")
+        if values.get("version") != META_VERSION:
+            raise ConfigError(f"{path}: metadata version {values.get('version')} is not supported (this dpedge reads {META_VERSION})")
+        return EngineMeta(**values)
+    except (json.JSONDecodeError, TypeError, AttributeError) as error:
+        raise ConfigError(f"{path}: malformed engine metadata ({error})") from None
+
+
+def check_compatible(engine: Path, meta: EngineMeta, current: Target) -> None:
+    """ConfigError unless the engine was built for this GPU with this TensorRT."""
+    built = meta.target
+    if (built.device, built.compute_capability, built.trt_version) == (
+        current.device,
+        current.compute_capability,
+        current.trt_version,
+    ):
+        return
+    raise ConfigError(
+        f"{Path(engine).name} was built for {built.device} (compute {built.compute_capability}) with "
+        f"TensorRT {built.trt_version}, but this machine has {current.device} (compute "
+        f"{current.compute_capability}) with TensorRT {current.trt_version}; engines do not carry over "
+        f"between devices or TensorRT versions: rebuild it here from {meta.onnx} with --trt "
+        f"(precision {meta.precision})"
+    )
+
+
+def import_tensorrt() -> ModuleType:
+    try:
+        import tensorrt
+    except ImportError as error:
+        raise TensorRTUnavailable(f"tensorrt is not installed here ({error})") from None
+    return tensorrt
+
+
+def import_pycuda() -> ModuleType:
+    """pycuda.driver, with a context on the first GPU (pycuda.autoinit)."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError as error:
+        raise TensorRTUnavailable(f"pycuda is not installed here ({error})") from None
+    try:
+        import pycuda.autoinit  # noqa: F401
+    # pycuda's driver errors (no device, no driver) derive from Exception only.
+    except Exception as error:
+        raise TensorRTUnavailable(f"no usable CUDA device here ({error})") from None
+    return cuda
+
+
+def current_target() -> Target:
+    """This machine's GPU and TensorRT, or TensorRTUnavailable saying what is missing."""
+    trt = import_tensorrt()
+    cuda = import_pycuda()
+    device = cuda.Context.get_device()
+    major, minor = device.compute_capability()
+    return Target(device.name(), f"{major}.{minor}", trt.__version__)
+
+
+@functools.cache
+def trt_logger(trt: ModuleType):
+    """One logger for the process: TensorRT expects every builder and runtime to share it."""
+    return trt.Logger(trt.Logger.WARNING)
+
+
+@dataclass(frozen=True)
+class IoTensor:
+    name: str
+    is_input: bool
+    shape: tuple[int, ...]  # as the engine declares it; -1 marks a dynamic dimension
+    dtype: np.dtype
+
+
+def engine_io(trt: ModuleType, engine, api: TrtApi) -> list[IoTensor]:
+    """The engine's inputs and outputs, in binding order for TensorRT < 10."""
+    if api.tensor_io:
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        return [
+            IoTensor(
+                name,
+                engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                tuple(engine.get_tensor_shape(name)),
+                np.dtype(trt.nptype(engine.get_tensor_dtype(name))),
+            )
+            for name in names
+        ]
+    return [
+        IoTensor(
+            engine.get_binding_name(i),
+            engine.binding_is_input(i),
+            tuple(engine.get_binding_shape(i)),
+            np.dtype(trt.nptype(engine.get_binding_dtype(i))),
+        )
+        for i in range(engine.num_bindings)
+    ]
+
+
+class Execution:
+    """An execution context with page-locked host and device buffers for every tensor,
+    allocated once: the engine's shapes are fixed (batch 1, manifest shapes).
+
+    Buffers take the engine's dtypes, which may differ from the manifest's: TensorRT 8
+    turns the int64 `bucket` output into int32."""
+
+    def __init__(self, trt: ModuleType, cuda: ModuleType, engine, manifest: Manifest, api: TrtApi, path: Path) -> None:
+        self.cuda = cuda
+        self.engine = engine  # a context must not outlive its engine
+        self.api = api
+        self.context = engine.create_execution_context()
+        self.stream = cuda.Stream()
+        tensors = engine_io(trt, engine, api)
+        specs = {spec.name: spec for spec in manifest.inputs + manifest.outputs}
+        if sorted(t.name for t in tensors) != sorted(specs):
+            raise ConfigError(
+                f"{path}: engine tensors are {sorted(t.name for t in tensors)}, its manifest lists {sorted(specs)}"
+            )
+        self.inputs = [t.name for t in tensors if t.is_input]
+        self.outputs = [t.name for t in tensors if not t.is_input]
+        self.host: dict[str, np.ndarray] = {}
+        self.device: dict[str, object] = {}  # pycuda DeviceAllocations
+        for tensor in tensors:
+            shape = tuple(specs[tensor.name].shape)
+            self.host[tensor.name] = cuda.pagelocked_empty(int(np.prod(shape)), tensor.dtype).reshape(shape)
+            self.device[tensor.name] = cuda.mem_alloc(self.host[tensor.name].nbytes)
+            if tensor.is_input and -1 in tensor.shape:
+                self.context.set_input_shape(tensor.name, shape)
+        self.bindings: list[int] = []
+        if api.tensor_io:
+            for tensor in tensors:
+                self.context.set_tensor_address(tensor.name, int(self.device[tensor.name]))
+        else:
+            self.bindings = [int(self.device[t.name]) for t in tensors]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cuda = self.cuda
+        for name in self.inputs:
+            np.copyto(self.host[name], feeds[name], casting="same_kind")
+            cuda.memcpy_htod_async(self.device[name], self.host[name], self.stream)
+        if self.api.tensor_io:
+            ok = self.context.execute_async_v3(self.stream.handle)
+        else:
+            ok = self.context.execute_async_v2(self.bindings, self.stream.handle)
+        for name in self.outputs:
+            cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
+        self.stream.synchronize()
+        if not ok:
+            raise RuntimeError("TensorRT could not enqueue the engine (its log above says why)")
+        return {name: self.host[name].copy() for name in self.outputs}
+
+
+@BACKENDS.register("trt")
+class TensorRTBackend(Backend):
+    """Loads `<model>.<device>.trt<version>.<precision>.engine`; its manifest is read from
+    beside it (the ONNX file itself is not needed). `threads` does not apply to a GPU."""
+
+    name: ClassVar[str] = "trt"
+
+    def __init__(self, manifest: Manifest, path: Path, meta: EngineMeta, execution: Execution) -> None:
+        super().__init__(manifest)
+        self.path = path
+        self.meta = meta
+        self.execution = execution
+
+    @classmethod
+    def load(cls, path: Path, threads: int | None = None) -> "TensorRTBackend":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such engine file")
+        meta = read_meta(path)
+        try:
+            current = current_target()
+        except TensorRTUnavailable as error:
+            raise ConfigError(f"{error}; the trt backend needs TensorRT, pycuda and a CUDA GPU (a Jetson with JetPack)") from None
+        check_compatible(path, meta, current)
+        manifest = read_manifest(path.parent / meta.onnx)
+        trt, cuda = import_tensorrt(), import_pycuda()
+        engine = trt.Runtime(trt_logger(trt)).deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise ConfigError(f"{path}: TensorRT {trt.__version__} cannot deserialize this engine (truncated or corrupt?)")
+        return cls(manifest, path, meta, Execution(trt, cuda, engine, manifest, trt_api(current.trt_version), path))
+
+    def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
+        outputs = self.execution.run({self.manifest.input.name: frames})
+        return outputs[FORECAST].astype(np.float32, copy=False), float(outputs[FLOPS]), int(outputs[BUCKET])
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.name,
+            "device": self.meta.device,
+            "compute_capability": self.meta.compute_capability,
+            "tensorrt": self.meta.trt_version,
+            "precision": self.meta.precision,
+            "threads": "n/a (GPU)",
+            "model": str(self.path),
+        }

@@ -1,0 +1,197 @@
+"""`dpedge export`: the ONNX graph computes what the PyTorch hard-mask forward computes,
+sample by sample, with only the kept work in it, and never leaves a wrong artifact."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dynaprune_edge.data import DataConfig, load_dataset
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.export import exporter as exporter_module
+from dynaprune_edge.export.exporter import Exporter, ExportError, ExportOptions
+from dynaprune_edge.masks import MaskMode, PruningConfig
+from dynaprune_edge.models import ForecastShape, ModelConfig, build_model
+from dynaprune_edge.runtime import load, read_manifest
+from dynaprune_edge.training.checkpoint import atomic_save, model_payload
+
+DATA = DataConfig("taxibj", synthetic_frames=160)
+
+
+def varied_model(tmp_path: Path, group_order: str = "scored", target: float = 0.3) -> Path:
+    """A small SimVP whose masks differ from sample to sample (an untrained generator
+    keeps every region), with non-trivial BatchNorm statistics to fold, saved as model.pt."""
+    torch.manual_seed(0)
+    data = load_dataset(DATA)
+    shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
+    config = ModelConfig("simvp", shape, {"spatial_channels": 16, "temporal_channels": 32, "translator_blocks": 2},
+                         PruningConfig(target_flops=target, group_order=group_order))
+    model = build_model(config)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+        model.generator.importance.weight.normal_(0, 1.0)
+        model.generator.importance.bias.fill_(0.0)
+        model.model_mask.width_bias.uniform_(-1.0, 1.0)
+    model.eval()
+    path = tmp_path / "model.pt"
+    atomic_save(model_payload(model, config, data.config, data.normalizer, {}), path)
+    return path
+
+
+def kept_counts(path: Path, frames: torch.Tensor) -> np.ndarray:
+    from dynaprune_edge.training import load_model
+
+    model = load_model(path).model
+    with torch.no_grad():
+        return model(frames, MaskMode(hard=True)).masks.region_mask.sum(dim=(1, 2, 3)).round().int().numpy()
+
+
+def graphs(graph):
+    """A graph and every `If` branch inside it, recursively."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from graphs(attribute.g)
+
+
+@pytest.fixture(scope="module")
+def scored_model(tmp_path_factory) -> Path:
+    return varied_model(tmp_path_factory.mktemp("scored"))
+
+
+@pytest.mark.parametrize("tiles", ["all", "wide", "none"])
+def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_model, tmp_path, tiles):
+    out = tmp_path / "model.onnx"
+    chosen, manifest, _ = Exporter(scored_model, ExportOptions(mode="gather", tiles=tiles), log=lambda _: None).run(out)
+    assert chosen.mode == "gather" and chosen.tiles == tiles
+    reached = chosen.parity
+    assert len(reached) >= 3, f"the test model should route samples to several branches, got {reached}"
+    assert max(reached.values()) <= 1e-4
+    assert read_manifest(out) == manifest
+
+    # Independently of the exporter's own check: the runtime on fresh validation samples.
+    data = load_dataset(DATA)
+    frames = torch.stack([data.test[i][0] for i in range(12)])
+    from dynaprune_edge.training import load_model
+
+    model = load_model(scored_model).model
+    with torch.no_grad():
+        forecast = model(frames, MaskMode(hard=True))
+    result = load(out).run(frames.numpy())
+    assert np.abs(result.forecast - forecast.prediction.numpy()).max() <= 1e-4
+    counts = kept_counts(scored_model, frames)
+    for n, bucket in zip(counts, result.bucket):
+        low, high = manifest.buckets[bucket].regions
+        assert low <= n <= high
+    assert np.allclose(result.flops, [manifest.buckets[b].flops for b in result.bucket])
+
+
+def test_executed_flops_equal_the_training_ledger_when_branches_are_exact(scored_model, tmp_path):
+    """One branch per kept-region count and tiles everywhere: a sample's graph computes
+    exactly the tiles and filters its masks keep, so the FLOPs the graph reports are the
+    FLOPs training counted (and regions and filters skipped in training cost nothing)."""
+    out = tmp_path / "model.onnx"
+    Exporter(scored_model, ExportOptions(mode="gather", tiles="all", levels=16), log=lambda _: None).run(out)
+    data = load_dataset(DATA)
+    frames = torch.stack([data.val[i][0] for i in range(16)])
+    from dynaprune_edge.training import load_model
+
+    with torch.no_grad():
+        ledger = load_model(scored_model).model(frames, MaskMode(hard=True)).flops.numpy()
+    executed = load(out).run(frames.numpy()).flops
+    np.testing.assert_allclose(executed, ledger, rtol=1e-5)
+
+
+def test_bucketed_export_of_an_ordered_model_owns_constant_weights(tmp_path):
+    path = varied_model(tmp_path, group_order="ordered")
+    out = tmp_path / "model.onnx"
+    chosen, manifest, candidates = Exporter(path, ExportOptions(mode="auto", tiles="none"), log=lambda _: None).run(out)
+    assert {c.mode for c in candidates} == {"bucketed", "gather"}
+    assert chosen.latency_ms == min(c.latency_ms for c in candidates)
+    bucketed = next(c for c in candidates if c.mode == "bucketed")
+    assert max(bucketed.parity.values()) <= 1e-4
+    branches = [g for g in graphs(bucketed.onnx_model.graph) if g.name.startswith("subnetwork")]
+    assert len(branches) == len(manifest.buckets) - 1
+    for branch in branches:
+        owned = {i.name for i in branch.initializer}
+        convs = [n for n in branch.node if n.op_type == "Conv"]
+        assert convs and all(n.input[1] in owned for n in convs), f"{branch.name} does not own its weights"
+
+
+def test_graph_has_no_data_dependent_shapes(scored_model, tmp_path):
+    """TensorRT on JetPack 5 cannot run NonZero or a TopK whose K is computed."""
+    out = tmp_path / "model.onnx"
+    Exporter(scored_model, ExportOptions(mode="gather", tiles="all"), log=lambda _: None).run(out)
+    model = onnx.load(out)
+    onnx.checker.check_model(model, full_check=True)
+
+    constants = {i.name for g in graphs(model.graph) for i in g.initializer}
+    ops = [n for g in graphs(model.graph) for n in g.node]
+    assert not {n.op_type for n in ops} & {"NonZero", "Loop", "Unique", "Compress"}
+    top_k = [n for n in ops if n.op_type == "TopK"]
+    assert top_k and all(n.input[1] in constants for n in top_k)
+    assert not any(n.op_type == "BatchNormalization" for n in ops), "BatchNorm is folded"
+
+
+def test_dense_export_is_the_same_backbone_with_pruning_off(scored_model, tmp_path):
+    out = tmp_path / "model.dense.onnx"
+    chosen, manifest, _ = Exporter(scored_model, ExportOptions(dense=True), log=lambda _: None).run(out)
+    assert chosen.mode == "dense" and len(manifest.buckets) == 1
+    assert manifest.buckets[0].flops == pytest.approx(manifest.dense_flops)
+    from dynaprune_edge.flops import dense_flops_fvcore
+    from dynaprune_edge.training import load_model
+
+    assert manifest.dense_flops == pytest.approx(dense_flops_fvcore(load_model(scored_model).model), rel=1e-6)
+
+
+def test_bucketed_mode_refuses_per_sample_filter_choices(scored_model):
+    with pytest.raises(ConfigError, match="--group-order ordered"):
+        Exporter(scored_model, ExportOptions(mode="bucketed"), log=lambda _: None)
+
+
+def test_failed_parity_writes_nothing(scored_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(exporter_module, "PARITY_TOLERANCE", 0.0)
+    out = tmp_path / "out" / "model.onnx"
+    with pytest.raises(ExportError, match="disagrees with PyTorch"):
+        Exporter(scored_model, ExportOptions(mode="gather", tiles="none"), log=lambda _: None).run(out)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_cli_export_writes_model_and_manifest_and_explains_tensorrt(scored_model, tmp_path):
+    out = tmp_path / "model.onnx"
+    result = subprocess.run(
+        [sys.executable, "-m", "dynaprune_edge", "export", str(scored_model), "-o", str(out), "--mode", "gather", "--tiles", "wide", "--trt", "--fp16"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and (tmp_path / "model.dpedge.json").is_file()
+    assert "max abs error" in result.stdout
+    assert "no TensorRT engine built" in result.stdout and "trtexec --onnx=model.onnx" in result.stdout
+    assert "--fp16" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mode", "bucketed"], "--group-order ordered"),
+        (["--mode", "fastest"], "--mode must be one of"),
+        (["--int8"], "add --trt"),
+        (["-o", "model.trt"], "must end in .onnx"),
+    ],
+)
+def test_cli_export_errors_are_one_line(scored_model, tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "dynaprune_edge", "export", str(scored_model), *args],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

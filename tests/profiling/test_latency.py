@@ -1,0 +1,175 @@
+"""Latency statistics, per-sample timing through a backend, and onnxruntime node-time shares
+(including nodes inside `If` branches, which onnxruntime traces inside the `If`'s span)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import dynaprune_edge.runtime as rt
+from dynaprune_edge.errors import ConfigError, DataError
+from dynaprune_edge.profiling.latency import LatencyStats, node_self_times, node_time_shares, time_backend
+from dynaprune_edge.runtime.manifest import Bucket, Manifest, TensorSpec
+
+CHANNELS, SIDE = 16, 32
+SHAPE = [1, 1, CHANNELS, SIDE, SIDE]  # (batch, frames, channels, height, width)
+
+
+def write(folder: Path, nodes: list, initializers: list) -> Path:
+    """`nodes` map image → out (and define flops); the graph around them maps frames →
+    forecast (same shape), flops, bucket, and its manifest is written beside it."""
+    nodes = [helper.make_node("Reshape", ["frames", "image_shape"], ["image"], name="io/in"), *nodes,
+             helper.make_node("Reshape", ["out", "frames_shape"], ["forecast"], name="io/out"),
+             helper.make_node("Constant", [], ["bucket"], name="io/bucket",
+                              value=numpy_helper.from_array(np.array(1, np.int64)))]
+    initializers = [numpy_helper.from_array(np.array([1, CHANNELS, SIDE, SIDE], np.int64), "image_shape"),
+                    numpy_helper.from_array(np.array(SHAPE, np.int64), "frames_shape"), *initializers]
+    graph = helper.make_graph(
+        nodes, "toy",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, SHAPE)],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, SHAPE),
+         helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("bucket", TensorProto.INT64, [])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path = folder / "model.onnx"
+    onnx.save(model, path)
+    manifest = Manifest(
+        backbone="toy", dataset="toy", mode="bucketed", onnx=path.name,
+        inputs=[TensorSpec("frames", SHAPE, "float32")],
+        outputs=[TensorSpec("forecast", SHAPE, "float32"), TensorSpec("flops", [], "float32"),
+                 TensorSpec("bucket", [], "int64")],
+        mean=[0.0] * CHANNELS, std=[1.0] * CHANNELS, width_levels=[1.0],
+        buckets=[Bucket([0, 1], 1, {}, 1.0), Bucket([2, 4], 4, {}, 4.0)],
+        dense_flops=4.0, flops_convention="toy", versions={},
+    )
+    path.with_name("model.dpedge.json").write_text(manifest.to_json())
+    return path
+
+
+def conv(name: str, source: str, target: str) -> tuple[onnx.NodeProto, onnx.TensorProto]:
+    weight = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((CHANNELS, CHANNELS, 3, 3)).astype(np.float32) * 0.1, f"{name}.w")
+    return helper.make_node("Conv", [source, weight.name], [target], pads=[1, 1, 1, 1], name=name), weight
+
+
+@pytest.fixture
+def conv_and_add(tmp_path) -> Path:
+    """A 3×3 convolution over 16×32×32 (2.4 M multiply-adds) next to one scalar Add."""
+    big, weight = conv("big/conv", "image", "out")
+    nodes = [big,
+              helper.make_node("ReduceMax", ["frames"], ["peak"], keepdims=0, name="tiny/max"),
+              helper.make_node("Add", ["peak", "one"], ["flops"], name="tiny/add")]
+    return write(tmp_path, nodes, [weight, numpy_helper.from_array(np.array(1, np.float32), "one")])
+
+
+@pytest.fixture
+def routed(tmp_path) -> Path:
+    """A router (two small reductions) choosing between two convolution branches with `If`."""
+    branches = {}
+    for side in ("then", "else"):
+        node, weight = conv(f"route/{side}/conv", "image", f"route/{side}/y")
+        branches[side] = helper.make_graph(
+            [node], side, [], [helper.make_tensor_value_info(f"route/{side}/y", TensorProto.FLOAT, None)],
+            initializer=[weight])
+    nodes = [helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0, name="router/sum"),
+              helper.make_node("Greater", ["flops", "zero"], ["positive"], name="router/greater"),
+              helper.make_node("If", ["positive"], ["out"], name="route/if",
+                               then_branch=branches["then"], else_branch=branches["else"])]
+    return write(tmp_path, nodes, [numpy_helper.from_array(np.array(0, np.float32), "zero")])
+
+
+def samples(n: int) -> np.ndarray:
+    values = np.random.default_rng(1).standard_normal((n, *SHAPE[1:])).astype(np.float32)
+    values[::2] = np.abs(values[::2])  # both branches run
+    values[1::2] = -np.abs(values[1::2])
+    return values
+
+
+def test_latency_stats_follow_numpy_percentiles():
+    stats = LatencyStats.from_samples([float(v) for v in range(1, 11)])
+    assert stats.n == 10
+    assert (stats.mean, stats.p50, stats.p90, stats.p99) == pytest.approx((5.5, 5.5, 9.1, 9.91))
+    assert LatencyStats.from_samples(np.array([[4.0, 1.0], [3.0, 2.0]])).p50 == 2.5
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")]])
+def test_latency_stats_reject_empty_or_non_finite(bad):
+    with pytest.raises(DataError):
+        LatencyStats.from_samples(bad)
+
+
+class Counting(rt.Backend):
+    """Records the samples it is asked to run."""
+
+    name = "counting"
+
+    def __init__(self, manifest: Manifest) -> None:
+        super().__init__(manifest)
+        self.seen: list[float] = []
+
+    @classmethod
+    def load(cls, path, threads=None):
+        return cls(rt.read_manifest(path))
+
+    def run_one(self, frames):
+        assert frames.shape == (1, *SHAPE[1:]) and frames.dtype == np.float32
+        self.seen.append(float(frames.flat[0]))
+        return frames, 0.0, 0
+
+    def describe(self):
+        return {"backend": self.name}
+
+
+def test_time_backend_warms_up_then_times_every_sample(conv_and_add):
+    backend = Counting.load(conv_and_add)
+    batch = np.zeros((3, *SHAPE[1:]), np.float64)
+    batch[:, 0, 0, 0, 0] = [0, 1, 2]
+    ms = time_backend(backend, batch, warmup=4, repeats=2)
+    assert backend.seen == [0, 1, 2, 0] + [0, 1, 2] * 2
+    assert ms.shape == (6,) and np.all(ms >= 0)
+
+
+def test_time_backend_on_onnxruntime(conv_and_add):
+    ms = time_backend(rt.load(conv_and_add, threads=1), samples(2), warmup=1)
+    assert ms.shape == (2,) and np.all(ms > 0)
+    with pytest.raises(DataError, match="non-finite"):
+        time_backend(rt.load(conv_and_add), np.full((1, *SHAPE[1:]), np.inf, np.float32))
+    with pytest.raises(ConfigError, match="repeats"):
+        time_backend(rt.load(conv_and_add), samples(1), repeats=0)
+
+
+def test_big_conv_takes_most_of_the_time(conv_and_add):
+    shares = node_time_shares(conv_and_add, samples(4), threads=1, prefixes=["big/", "tiny/", "io/"])
+    assert shares["big/"] > 0.5 > shares["tiny/"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_nodes_inside_if_branches_count_once(routed):
+    shares = node_time_shares(routed, samples(4), threads=1, prefixes=["router/", "route/", "route/then/", "io/"])
+    assert shares["route/"] > shares["router/"]
+    assert 0 < shares["route/then/"] < shares["route/"]
+    # every node is under router/, route/ or io/: the If's span holds its branch, and
+    # counting both would push the total past 1
+    assert shares["router/"] + shares["route/"] + shares["io/"] == pytest.approx(1.0)
+
+
+def test_self_times_subtract_nested_spans():
+    def node(name, ts, dur, tid=1):
+        return {"cat": "Node", "pid": 1, "tid": tid, "name": f"{name}_kernel_time", "ts": ts, "dur": dur,
+                "args": {"op_name": "x"}}
+
+    trace = [
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 10},
+        node("warm", 1, 5),  # first run: warm-up, left out
+        node("route/if", 20, 100), node("route/b/conv", 30, 60), node("route/b/add", 90, 5),
+        node("router/sum", 120, 10), node("other", 20, 7, tid=2),
+    ]
+    assert node_self_times(trace) == {"route/if": 35.0, "route/b/conv": 60.0, "route/b/add": 5.0,
+                                      "router/sum": 10.0, "other": 7.0}

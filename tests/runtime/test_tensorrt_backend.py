@@ -1,0 +1,336 @@
+"""The `trt` backend without a GPU: engine metadata, refusal of engines built elsewhere,
+TensorRT-version API selection, lazy imports, and load/run against a stand-in for the
+TensorRT 8.x (bindings) and 10.x (tensor addresses) APIs and pycuda."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import subprocess
+import sys
+import types
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.runtime import BACKENDS, load
+from dynaprune_edge.runtime import tensorrt as runtime_trt
+from dynaprune_edge.runtime.manifest import Manifest, TensorSpec
+from dynaprune_edge.runtime.tensorrt import (
+    EngineMeta,
+    Target,
+    TensorRTBackend,
+    check_compatible,
+    meta_path,
+    read_meta,
+    trt_api,
+    write_meta,
+)
+
+SHAPE = [1, 4, 1, 8, 8]
+ENGINE = "model.orin.trt8.5.2.fp16.engine"
+ORIN_85 = Target("Orin", "8.7", "8.5.2.2")
+TENSORRT_HERE = importlib.util.find_spec("tensorrt") is not None
+
+
+def make_meta(**changes) -> EngineMeta:
+    meta = EngineMeta(
+        device="Orin",
+        compute_capability="8.7",
+        trt_version="8.5.2.2",
+        precision="fp16",
+        onnx="model.onnx",
+        onnx_sha256="0" * 64,
+        manifest="model.dpedge.json",
+    )
+    return replace(meta, **changes)
+
+
+def write_engine(folder: Path, meta: EngineMeta | None = None, data: bytes = b"fake engine") -> Path:
+    """An engine file, its metadata and the manifest beside it (no ONNX: the engine does
+    not need it)."""
+    engine = folder / ENGINE
+    engine.write_bytes(data)
+    if meta is not None:
+        write_meta(engine, meta)
+    manifest = Manifest(
+        backbone="simvp",
+        dataset="synthetic",
+        mode="bucketed",
+        onnx="model.onnx",
+        inputs=[TensorSpec("frames", SHAPE, "float32")],
+        outputs=[
+            TensorSpec("forecast", SHAPE, "float32"),
+            TensorSpec("flops", [], "float32"),
+            TensorSpec("bucket", [], "int64"),
+        ],
+        mean=[0.0],
+        std=[1.0],
+        width_levels=[0.5, 1.0],
+        buckets=[],
+        dense_flops=1.0,
+        flops_convention="1 multiply-add = 1 FLOP",
+        versions={},
+    )
+    (folder / "model.dpedge.json").write_text(manifest.to_json())
+    return engine
+
+
+# --- metadata ----------------------------------------------------------------------------
+
+
+def test_metadata_round_trips_beside_the_engine(tmp_path):
+    engine = tmp_path / ENGINE
+    write_meta(engine, make_meta())
+    assert meta_path(engine).name == ENGINE + ".json"
+    assert read_meta(engine) == make_meta()
+    assert [p.name for p in tmp_path.iterdir()] == [ENGINE + ".json"]
+
+
+def test_missing_or_malformed_metadata_is_a_config_error(tmp_path):
+    engine = tmp_path / ENGINE
+    with pytest.raises(ConfigError, match=r"no metadata .*\.engine\.json beside it.*rebuild it with --trt"):
+        read_meta(engine)
+    meta_path(engine).write_text("{not json")
+    with pytest.raises(ConfigError, match="malformed engine metadata"):
+        read_meta(engine)
+    meta_path(engine).write_text('{"format": "something-else"}')
+    with pytest.raises(ConfigError, match="not a dpedge engine metadata file"):
+        read_meta(engine)
+    meta_path(engine).write_text('{"format": "dpedge-trt-engine", "version": 1, "device": "Orin"}')
+    with pytest.raises(ConfigError, match="malformed engine metadata"):
+        read_meta(engine)
+
+
+def test_an_engine_for_this_device_and_tensorrt_is_accepted():
+    check_compatible(Path(ENGINE), make_meta(), ORIN_85)
+
+
+@pytest.mark.parametrize(
+    "current, built_for, here",
+    [
+        (Target("Orin", "8.7", "10.3.0"), "Orin (compute 8.7) with TensorRT 8.5.2.2", "Orin (compute 8.7) with TensorRT 10.3.0"),
+        (
+            Target("NVIDIA GeForce RTX 3090", "8.6", "8.5.2.2"),
+            "Orin (compute 8.7) with TensorRT 8.5.2.2",
+            "NVIDIA GeForce RTX 3090 (compute 8.6) with TensorRT 8.5.2.2",
+        ),
+        (Target("Orin", "8.6", "8.5.2.2"), "Orin (compute 8.7)", "Orin (compute 8.6)"),
+    ],
+)
+def test_an_engine_for_another_device_or_tensorrt_is_refused(current, built_for, here):
+    with pytest.raises(ConfigError) as refused:
+        check_compatible(Path(ENGINE), make_meta(), current)
+    message = str(refused.value)
+    assert f"{ENGINE} was built for {built_for}" in message
+    assert f"this machine has {here}" in message
+    assert "rebuild it here from model.onnx with --trt (precision fp16)" in message
+    assert "\n" not in message
+
+
+def test_load_refuses_a_mismatched_engine_before_touching_it(tmp_path, monkeypatch):
+    engine = write_engine(tmp_path, make_meta())
+    monkeypatch.setattr(runtime_trt, "current_target", lambda: Target("Orin", "8.7", "8.6.2.3"))
+    with pytest.raises(ConfigError, match=r"built for Orin \(compute 8.7\) with TensorRT 8.5.2.2, but this machine .* TensorRT 8.6.2.3"):
+        load(engine, backend="trt")
+
+
+def test_load_refuses_an_engine_without_metadata(tmp_path, monkeypatch):
+    engine = write_engine(tmp_path)
+    monkeypatch.setattr(runtime_trt, "current_target", lambda: ORIN_85)
+    with pytest.raises(ConfigError, match="no metadata"):
+        TensorRTBackend.load(engine)
+    with pytest.raises(ConfigError, match="no such engine file"):
+        TensorRTBackend.load(tmp_path / "absent.engine")
+
+
+@pytest.mark.skipif(TENSORRT_HERE, reason="tensorrt is installed here")
+def test_load_without_tensorrt_says_so_in_one_line(tmp_path):
+    engine = write_engine(tmp_path, make_meta())
+    with pytest.raises(ConfigError) as refused:
+        TensorRTBackend.load(engine)
+    assert str(refused.value) == (
+        "tensorrt is not installed here (No module named 'tensorrt'); the trt backend needs "
+        "TensorRT, pycuda and a CUDA GPU (a Jetson with JetPack)"
+    )
+
+
+# --- API selection, registration, imports ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "version, explicit_batch_flag, tensor_io",
+    [("8.5.2.2", True, False), ("8.6.2.3", True, False), ("10.0.1.6", False, True), ("10.3.0", False, True)],
+)
+def test_api_follows_the_tensorrt_version(version, explicit_batch_flag, tensor_io):
+    api = trt_api(version)
+    assert (api.explicit_batch_flag, api.tensor_io) == (explicit_batch_flag, tensor_io)
+
+
+@pytest.mark.parametrize("version, message", [("8.4.3.1", "older than 8.5"), ("7.1.3", "older than 8.5"), ("ten", "cannot read")])
+def test_unsupported_tensorrt_versions_are_refused(version, message):
+    with pytest.raises(ConfigError, match=message):
+        trt_api(version)
+
+
+def test_trt_is_a_registered_backend():
+    assert BACKENDS.get("trt") is TensorRTBackend
+
+
+def test_importing_the_backend_imports_neither_torch_nor_tensorrt_nor_pycuda():
+    code = (
+        "import sys, dynaprune_edge.runtime.tensorrt; "
+        "print([m for m in ('torch', 'tensorrt', 'pycuda', 'polygraphy', 'fvcore') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --- load and run, against a stand-in for TensorRT and pycuda ----------------------------
+
+
+def fake_modules(version: str, log: list) -> dict[str, types.ModuleType]:
+    """Device memory is a dict of byte arrays; the "engine" computes forecast = 2·frames,
+    flops = 123, bucket = 1. Only the API of `version` exists on it: bindings before 10,
+    tensor names from 10 (where int64 outputs stay int64; TensorRT 8 makes them int32)."""
+    memory: dict[int, np.ndarray] = {}
+    addresses = itertools.count(4096, 4096)
+    cuda = types.ModuleType("pycuda.driver")
+
+    def mem_alloc(nbytes):
+        address = next(addresses)
+        memory[address] = np.zeros(nbytes, np.uint8)
+        return address
+
+    def memcpy_htod_async(device, host, stream):
+        memory[int(device)][:] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
+
+    def memcpy_dtoh_async(host, device, stream):
+        host[...] = np.frombuffer(memory[int(device)].tobytes(), host.dtype).reshape(host.shape)
+
+    cuda.mem_alloc = mem_alloc
+    cuda.pagelocked_empty = lambda size, dtype: np.empty(size, dtype)
+    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
+    cuda.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: log.append("synchronize"))
+    device = types.SimpleNamespace(name=lambda: "Orin", compute_capability=lambda: (8, 7))
+    cuda.Context = types.SimpleNamespace(get_device=lambda: device)
+
+    tensor_io = int(version.split(".")[0]) >= 10
+    tensors = [
+        ("frames", True, tuple(SHAPE), np.float32),
+        ("forecast", False, tuple(SHAPE), np.float32),
+        ("flops", False, (), np.float32),
+        ("bucket", False, (), np.int64 if tensor_io else np.int32),
+    ]
+
+    class Context:
+        def __init__(self) -> None:
+            self.addresses: dict[str, int] = {}
+
+        def compute(self, addresses: dict[str, int]) -> bool:
+            frames = np.frombuffer(memory[addresses["frames"]].tobytes(), np.float32)
+            for name, value in (("forecast", 2 * frames), ("flops", np.float32(123)), ("bucket", 1)):
+                dtype = next(t[3] for t in tensors if t[0] == name)
+                memory[addresses[name]][:] = np.frombuffer(np.asarray(value, dtype).tobytes(), np.uint8)
+            return True
+
+    class Engine:
+        def create_execution_context(self):
+            return context
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.nptype = lambda dtype: dtype
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
+    engine = Engine()
+    context = Context()
+    if tensor_io:
+        engine.num_io_tensors = len(tensors)
+        engine.get_tensor_name = lambda i: tensors[i][0]
+        engine.get_tensor_mode = lambda name: "input" if name == "frames" else "output"
+        engine.get_tensor_shape = lambda name: next(t[2] for t in tensors if t[0] == name)
+        engine.get_tensor_dtype = lambda name: next(t[3] for t in tensors if t[0] == name)
+        context.set_tensor_address = lambda name, address: context.addresses.__setitem__(name, address)
+
+        def execute_async_v3(stream_handle):
+            log.append(("execute_async_v3", stream_handle))
+            return context.compute(context.addresses)
+
+        context.execute_async_v3 = execute_async_v3
+    else:
+        engine.num_bindings = len(tensors)
+        engine.get_binding_name = lambda i: tensors[i][0]
+        engine.binding_is_input = lambda i: tensors[i][1]
+        engine.get_binding_shape = lambda i: tensors[i][2]
+        engine.get_binding_dtype = lambda i: tensors[i][3]
+
+        def execute_async_v2(bindings, stream_handle):
+            log.append(("execute_async_v2", stream_handle))
+            return context.compute({t[0]: address for t, address in zip(tensors, bindings)})
+
+        context.execute_async_v2 = execute_async_v2
+    trt.Runtime = lambda logger: types.SimpleNamespace(
+        deserialize_cuda_engine=lambda data: engine if data == b"fake engine" else None
+    )
+    pycuda = types.ModuleType("pycuda")
+    pycuda.driver = cuda
+    return {"tensorrt": trt, "pycuda": pycuda, "pycuda.driver": cuda, "pycuda.autoinit": types.ModuleType("pycuda.autoinit")}
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch):
+    def install(version: str) -> list:
+        log: list = []
+        for name, module in fake_modules(version, log).items():
+            monkeypatch.setitem(sys.modules, name, module)
+        return log
+
+    return install
+
+
+@pytest.mark.parametrize("version, call", [("8.5.2.2", "execute_async_v2"), ("8.6.2.3", "execute_async_v2"), ("10.3.0", "execute_async_v3")])
+def test_runs_a_batch_one_sample_at_a_time(tmp_path, fake_tensorrt, version, call):
+    log = fake_tensorrt(version)
+    engine = write_engine(tmp_path, make_meta(trt_version=version))
+    backend = load(engine, backend="trt")
+    frames = np.random.default_rng(0).standard_normal((3, *SHAPE[1:])).astype(np.float32)
+    result = backend.run(frames)
+    np.testing.assert_array_equal(result.forecast, 2 * frames)
+    assert result.forecast.dtype == np.float32
+    assert result.flops.tolist() == [123.0] * 3 and result.bucket.tolist() == [1] * 3
+    assert log.count((call, 7)) == 3 and log.count("synchronize") == 3
+    assert backend.describe() == {
+        "backend": "trt",
+        "device": "Orin",
+        "compute_capability": "8.7",
+        "tensorrt": version,
+        "precision": "fp16",
+        "threads": "n/a (GPU)",
+        "model": str(engine),
+    }
+
+
+def test_the_real_device_check_refuses_an_engine_of_another_tensorrt(tmp_path, fake_tensorrt):
+    fake_tensorrt("10.3.0")
+    engine = write_engine(tmp_path, make_meta(trt_version="8.5.2.2"))
+    with pytest.raises(ConfigError, match="with TensorRT 8.5.2.2, but this machine has Orin .* TensorRT 10.3.0"):
+        TensorRTBackend.load(engine)
+
+
+def test_an_engine_tensorrt_cannot_read_is_a_config_error(tmp_path, fake_tensorrt):
+    fake_tensorrt("8.5.2.2")
+    engine = write_engine(tmp_path, make_meta(), data=b"truncated")
+    with pytest.raises(ConfigError, match="TensorRT 8.5.2.2 cannot deserialize this engine"):
+        TensorRTBackend.load(engine)
+
+
+def test_the_manifest_must_lie_beside_the_engine(tmp_path, fake_tensorrt):
+    fake_tensorrt("8.5.2.2")
+    engine = write_engine(tmp_path, make_meta())
+    (tmp_path / "model.dpedge.json").unlink()
+    with pytest.raises(ConfigError, match="no manifest beside model.onnx"):
+        TensorRTBackend.load(engine)
