@@ -126,7 +126,7 @@ def export(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="ONNX file to write (default: MODEL's folder, model.onnx; model.dense.onnx with --dense). The manifest NAME.dpedge.json goes beside it.")] = None,
     mode: Annotated[str, typer.Option(help="Filters: 'gather' (any per-sample subset; weights gathered at run time), 'bucketed' (constant weight slices per sub-network; ordered-group models), 'auto' (the faster, measured).")] = "auto",
     tiles: Annotated[str, typer.Option(help="Regions: layers run on the kept regions' tiles when 'all', only layers with ≥ 32 input channels when 'wide', never when 'none' (skipped regions masked); 'auto' measures.")] = "auto",
-    levels: Annotated[int, typer.Option(min=1, help="Sub-networks compiled for samples that keep regions (plus a free one for samples that keep none).")] = 4,
+    levels: Annotated[int, typer.Option(min=1, help="Sub-networks compiled for samples that keep regions (plus a free one for samples that keep none).")] = 8,
     dense: Annotated[bool, typer.Option("--dense", help="Export the same model with pruning off: the latency baseline.")] = False,
     trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine where tensorrt imports; elsewhere print the trtexec command for the device.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="TensorRT engine in fp16.")] = False,

@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from torch.utils.data import Subset
 
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
 from dynaprune_edge.export.graph import GraphBuilder
-from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork
+from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork, TilePolicy
 from dynaprune_edge.export.network import build_graph, lowering_for
 from dynaprune_edge.export.plan import branch_plan, kept_region_counts, partition, width_table
 from dynaprune_edge.masks import MaskMode, MaskState
@@ -31,11 +30,15 @@ from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import TrainedModel
 
 PARITY_TOLERANCE = 1e-4
+UNSEEN_SHARE = 0.1
 MODES = ("gather", "bucketed", "auto")
-TILE_POLICIES = {"all": 1, "wide": 32, "none": None}
-"""--tiles: which layers run on the kept regions' tiles, by their input channels. Tiles
-skip the skipped regions' work but move data (halo gather, layout changes); on a CPU that
-pays for wide layers sooner than for narrow ones."""
+TILE_POLICIES: dict[str, TilePolicy | None] = {
+    "all": TilePolicy(),
+    "sparse": TilePolicy(max_fraction=0.5),
+    "wide": TilePolicy(min_channels=32),
+    "none": None,
+}
+"""--tiles: which layers of which sub-networks run on the kept regions' tiles (TilePolicy)."""
 
 
 class ExportError(DpedgeError):
@@ -46,7 +49,7 @@ class ExportError(DpedgeError):
 class ExportOptions:
     mode: str = "auto"
     tiles: str = "auto"
-    levels: int = 4  # branches for samples that keep ≥ 1 region (plus the free all-skipped one)
+    levels: int = 8  # branches for samples that keep ≥ 1 region (plus the free all-skipped one)
     dense: bool = False
     opset: int = 17
     parity_samples: int = 16  # validation samples checked (plus one per kept-region count seen in training)
@@ -92,15 +95,15 @@ def reference(trained: TrainedModel, x: torch.Tensor, dense: bool) -> torch.Tens
         return model(x, MaskMode(hard=True)).prediction
 
 
-def branch_flops(backbone: str, model: DynaPruner, plan: BranchPlan | None, tile_channels: int | None) -> float:
+def branch_flops(backbone: str, model: DynaPruner, plan: BranchPlan | None, tiles: TilePolicy | None) -> float:
     """FLOPs the backbone part of a branch executes (None: the dense baseline), from a
     throwaway lowering: the planner's cost model, and the manifest's dense reference."""
     scratch = GraphBuilder("scratch")
-    routing = None if plan is None else Routing(scratch, model.grid, "logits", "keep", "kept", "widths")
+    routing = None if plan is None else Routing(scratch, model.grid, "logits", "keep", "kept", np.zeros((1, 1)))
     shape = model.backbone.shape
     x = Feature(INPUT, (1, shape.frames_in, shape.channels, shape.height, shape.width))
     gates = [g.name for g in model.gates]
-    net = SubNetwork(scratch, scratch, routing, plan, "bucketed", model.backbone.group_size, gates, tile_channels)
+    net = SubNetwork(scratch, scratch, routing, plan, "bucketed", model.backbone.group_size, gates, tiles)
     lowering_for(backbone)(model.backbone, net, x)
     return net.flops
 
@@ -135,16 +138,20 @@ class Exporter:
             return ["none"]
         return list(TILE_POLICIES) if self.options.tiles == "auto" else [self.options.tiles]
 
-    def plans(self, table: np.ndarray, tile_channels: int | None) -> list[BranchPlan]:
+    def plans(self, table: np.ndarray, tiles: TilePolicy | None) -> list[BranchPlan]:
         """Branch plans for n ≥ 1 kept regions, fit to the training histogram of n."""
         model = self.trained.model
         histogram = np.bincount(self.train_counts, minlength=table.shape[0]).astype(float)
+        # Later data may keep counts that training never did (the KNMI validation period is
+        # wetter): a uniform tenth of the mass keeps unseen counts out of needlessly wide branches.
+        histogram += UNSEEN_SHARE * histogram.sum() / len(histogram)
         gates = [g.name for g in model.gates]
-        ranges = partition(
-            histogram,
-            lambda hi: branch_flops(self.backbone, model, branch_plan(table, gates, hi, hi), tile_channels),
-            self.options.levels,
-        )
+        regions = len(histogram) - 1
+        if self.options.levels == 1:
+            ranges = [(1, regions)]
+        else:  # samples that keep everything get the plain dense network: no masks to apply
+            cost = lambda hi: branch_flops(self.backbone, model, branch_plan(table, gates, hi, hi), tiles)  # noqa: E731
+            ranges = partition(histogram[:regions], cost, self.options.levels - 1) + [(regions, regions)]
         return [branch_plan(table, gates, lo, hi) for lo, hi in ranges]
 
     def candidates(self) -> list[Candidate]:

@@ -5,6 +5,7 @@ DESIGN.md §5)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 import numpy as np
@@ -26,18 +27,16 @@ class GraphBuilder:
         return f"{hint}_{next(self._counter)}"
 
     def const(self, value, hint: str = "const", dtype=None) -> str:
-        """An initializer of this graph; identical small constants are shared."""
+        """An initializer of this graph; equal constants are stored once."""
         array = np.asarray(value, dtype=dtype)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
-        key = (array.dtype.str, array.shape, array.tobytes()) if array.size <= 64 else None
-        if key is not None and key in self._constants:
-            return self._constants[key]
-        name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
-        if key is not None:
+        key = (array.dtype.str, array.shape, hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest())
+        if key not in self._constants:
+            name = self.fresh(hint)
+            self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
             self._constants[key] = name
-        return name
+        return self._constants[key]
 
     def op(self, op_type: str, *inputs: str, scope: str, outputs: int = 1, **attributes):
         """Add a node named `scope/op_type_N`; returns its output name (or names)."""

@@ -58,13 +58,18 @@ class Routing:
     region_logits: str  # (1, regions) importance logits, row-major regions
     keep: str  # (1, 1, grid_h, grid_w) float 0/1 kept regions
     kept_regions: str  # () int64 count of kept regions
-    width_table: str  # (regions + 1, gates) int64 kept groups per gate
+    widths: np.ndarray  # (regions + 1, gates) kept groups per gate, for n = 0..R kept regions
     group_scores: dict[str, str] = field(default_factory=dict)  # gate → (1, groups); scored groups only
     _region_masks: dict[tuple[int, int], str] = field(default_factory=dict)
 
     @property
     def regions(self) -> int:
         return self.grid[0] * self.grid[1]
+
+    @property
+    def width_table(self) -> str:
+        """The kept-groups table as a top-level constant (only branches that mask use it)."""
+        return self.shared.const(self.widths.astype(np.int64), "widths")
 
     def region_mask(self, size: tuple[int, int]) -> str:
         """(1, 1, H, W) kept-region mask at a feature resolution the grid divides."""
@@ -75,6 +80,17 @@ class Routing:
                 mode="nearest", nearest_mode="floor", coordinate_transformation_mode="asymmetric",
             )
         return self._region_masks[size]
+
+
+@dataclass(frozen=True)
+class TilePolicy:
+    """Which layers run on the kept regions' tiles: those with at least `min_channels`
+    input channels, in branches computing at most `max_fraction` of the regions. Tiles
+    skip the skipped regions' work but move data (halo gather, layout changes), which on
+    a CPU pays for wide layers and few tiles sooner than for narrow layers and many."""
+
+    min_channels: int = 1
+    max_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,7 @@ class SubNetwork:
         mode: str,
         group_size: int,
         gate_order: list[str],
-        tile_channels: int | None = 1,
+        tiles: "TilePolicy | None" = None,
     ) -> None:
         self.b = builder
         self.shared = shared  # the top-level graph: full weights and tables shared by branches
@@ -109,7 +125,7 @@ class SubNetwork:
         self.mode = mode
         self.group_size = group_size
         self.gate_order = gate_order
-        self.tile_channels = tile_channels  # layers with fewer input channels (or None: all) run on maps
+        self.tiles = tiles  # None: every layer runs on whole maps
         self.flops = 0.0
         self._cache: dict[tuple, str] = {}
 
@@ -190,8 +206,11 @@ class SubNetwork:
 
     @property
     def tiling(self) -> bool:
-        """Whether layers may run on tiles: the branch computes only `hi` of the regions."""
-        return self.tile_channels is not None and self.plan is not None and self.plan.hi < self.routing.regions
+        """Whether layers may run on tiles: the branch computes few enough of the regions."""
+        if self.tiles is None or self.plan is None:
+            return False
+        regions = self.routing.regions
+        return self.plan.hi < regions and self.plan.hi <= self.tiles.max_fraction * regions
 
     def region_index(self) -> str:
         """(tiles,) int64: the branch's regions, highest importance first (kept ones lead)."""
@@ -305,7 +324,7 @@ class SubNetwork:
         pointwise = kernel == 1 and stride == 1 and up == 1
         if x.tiled and pointwise:  # tile-local: no halo, no glue
             y = Feature(self.b.op("Conv", x.name, weight, bias, scope=scope, kernel_shape=[1, 1]), (x.shape[0], out_channels) + x.shape[2:], x.frames, True)
-        elif self.tiling and x.shape[1] >= self.tile_channels and (geometry := self.halo_geometry(x, kernel, stride, pad, up)):
+        elif self.tiling and x.shape[1] >= self.tiles.min_channels and (geometry := self.halo_geometry(x, kernel, stride, pad, up)):
             y = self.tiled_conv(x, geometry, weight, bias, out_channels, scope)
         else:
             y = self.map_conv(self.to_map(x), weight, bias, kernel, stride, pad, up, out_channels, scope)
@@ -324,7 +343,7 @@ class SubNetwork:
             height, width = height * up, width * up
         y = self.b.op("Conv", name, weight, bias, scope=scope, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4)
         size = ((height + 2 * pad - kernel) // stride + 1, (width + 2 * pad - kernel) // stride + 1)
-        if self.routing is not None:
+        if self.routing is not None and self.plan.lo < self.routing.regions:  # some sample may skip regions
             y = self.b.op("Mul", y, self.routing.region_mask(size), scope=scope)
         return Feature(y, (batch, out_channels) + size, x.frames)
 
@@ -345,19 +364,21 @@ class SubNetwork:
         included) from a (pixels, frames·channels) bank, so every gathered row is one
         contiguous copy, then convolve without padding."""
         tiles, frames, channels = self.plan.hi, x.frames, x.shape[1]
+        # Frames and channels travel as one axis, so every layout change moves a single axis
+        # (onnxruntime's fast transposes) and every gathered bank row is one contiguous copy.
+        stacked = frames * channels
         if x.tiled:
-            tile_in = x.shape[2]
-            bank = self.b.op("Reshape", x.name, self.b.const([tiles, frames, channels, tile_in, tile_in]), scope=scope)
-            bank = self.b.op("Transpose", bank, scope=scope, perm=[0, 3, 4, 1, 2])
+            bank = self.b.op("Reshape", x.name, self.b.const([tiles, stacked, -1]), scope=scope)
+            bank = self.b.op("Transpose", bank, scope=scope, perm=[0, 2, 1])
         else:
-            bank = self.b.op("Transpose", x.name, scope=scope, perm=[2, 3, 0, 1])
-        bank = self.b.op("Reshape", bank, self.b.const([-1, frames * channels]), scope=scope)
-        zeros = self.b.const(np.zeros((geometry.zero_rows(tiles), frames * channels), np.float32), "zeros")
+            bank = self.b.op("Transpose", self.b.op("Reshape", x.name, self.b.const([stacked, -1]), scope=scope), scope=scope, perm=[1, 0])
+        bank = self.b.op("Reshape", bank, self.b.const([-1, stacked]), scope=scope)
+        zeros = self.b.const(np.zeros((geometry.zero_rows(tiles), stacked), np.float32), "zeros")
         bank = self.b.op("Concat", bank, zeros, scope=scope, axis=0)
         span = geometry.span
-        windows = self.b.op("Gather", bank, self.halo_index(geometry), scope=scope, axis=0)
-        windows = self.b.op("Reshape", windows, self.b.const([tiles, span, span, frames, channels]), scope=scope)
-        windows = self.b.op("Transpose", windows, scope=scope, perm=[0, 3, 4, 1, 2])
+        windows = self.b.op("Gather", bank, self.halo_index(geometry), scope=scope, axis=0)  # (tiles, span, span, stacked)
+        windows = self.b.op("Reshape", windows, self.b.const([tiles, span * span, stacked]), scope=scope)
+        windows = self.b.op("Transpose", windows, scope=scope, perm=[0, 2, 1])
         windows = self.b.op("Reshape", windows, self.b.const([tiles * frames, channels, span, span]), scope=scope)
         kernel, stride = geometry.kernel, geometry.stride
         y = self.b.op("Conv", windows, weight, bias, scope=scope, kernel_shape=[kernel, kernel], strides=[stride, stride])

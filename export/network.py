@@ -14,7 +14,7 @@ import onnx
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.graph import GraphBuilder, tensor_info
-from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork, fold_batch_norm
+from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork, TilePolicy, fold_batch_norm
 from dynaprune_edge.models import DynaPruner
 from dynaprune_edge.models.simvp import SimVP
 from dynaprune_edge.registry import Registry
@@ -73,7 +73,7 @@ class Router:
             region_logits=b.op("Reshape", logits, b.const([1, -1]), scope=scope),
             keep=keep,
             kept_regions=kept,
-            width_table=b.const(width_table.astype(np.int64), "widths"),
+            widths=width_table,
         )
         if scored:
             self.routing.group_scores = self.group_scores(b, model, features, logits)
@@ -107,13 +107,13 @@ def build_graph(
     plans: list[BranchPlan] | None,
     mode: str,
     width_table: np.ndarray | None,
-    tile_channels: int | None = 1,
+    tiles: TilePolicy | None = None,
 ) -> tuple[onnx.ModelProto, list[float]]:
     """The exported graph and the FLOPs each branch executes (router included).
 
     plans None: the dense baseline (no router, every region and filter computed).
-    tile_channels: layers with at least this many input channels run on the kept regions'
-    tiles; the others run on whole maps, masked (None: no tiles)."""
+    tiles: which layers of which branches run on the kept regions' tiles; the others run
+    on whole maps, masked (None: no tiles)."""
     shape = model.backbone.shape
     in_shape = (1, shape.frames_in, shape.channels, shape.height, shape.width)
     out_shape = [1, shape.frames_out, shape.channels, shape.height, shape.width]
@@ -146,7 +146,7 @@ def build_graph(
     flops.append(router.flops)
     for index, plan in enumerate(plans, start=1):
         branch = b.branch(f"subnetwork{index}")
-        net = SubNetwork(branch, b, routing, plan, mode, model.backbone.group_size, gate_order, tile_channels)
+        net = SubNetwork(branch, b, routing, plan, mode, model.backbone.group_size, gate_order, tiles)
         y = lower(model.backbone, net, x)
         blended = branch.op("Add", branch.op("Mul", region, y.name, scope="compute/fallback"), fallback, scope="compute/fallback")
         total = router.flops + net.flops

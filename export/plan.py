@@ -45,9 +45,10 @@ def branch_plan(table: np.ndarray, gates: list[str], lo: int, hi: int) -> Branch
 
 
 def partition(histogram: np.ndarray, cost: Callable[[int], float], branches: int) -> list[tuple[int, int]]:
-    """Split n = 1..R into at most `branches` ranges minimising Σ_n histogram[n]·cost(hi of
-    n's range). cost(hi): FLOPs of the branch computing hi regions. Returns (lo, hi) pairs;
-    the last range always ends at R so that every sample has a branch."""
+    """Split n = 1..N (N = len(histogram) − 1) into at most `branches` ranges minimising
+    Σ_n histogram[n]·cost(hi of n's range). cost(hi): FLOPs of the branch computing hi
+    regions. Returns (lo, hi) pairs; the last range always ends at N so that every sample
+    has a branch."""
     regions = len(histogram) - 1
     costs = np.array([0.0] + [cost(hi) for hi in range(1, regions + 1)])
     mass = np.concatenate([[0.0], np.cumsum(histogram[1:])])  # mass[k] = samples with 1 ≤ n ≤ k
