@@ -240,7 +240,7 @@ def bench_latency(
     from dynaprune_edge.bench_latency import latency_table, measure
     from dynaprune_edge.data import DataConfig
     from dynaprune_edge.experiments import knmi_data_path
-    from dynaprune_edge.export.network import LOWERINGS
+    from dynaprune_edge.export.backbones import LOWERINGS
     from dynaprune_edge.masks import PruningConfig
     from dynaprune_edge.models import BACKBONES
     from dynaprune_edge.training.checkpoint import atomic_write_text

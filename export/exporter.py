@@ -20,7 +20,8 @@ from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
 from dynaprune_edge.export.graph import GraphBuilder
 from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork, TilePolicy
-from dynaprune_edge.export.network import build_graph, lowering_for
+from dynaprune_edge.export.backbones import lowering_for
+from dynaprune_edge.export.network import build_graph
 from dynaprune_edge.export.plan import branch_plan, kept_region_counts, partition, width_table
 from dynaprune_edge.masks import MaskMode, MaskState
 from dynaprune_edge.models import DynaPruner

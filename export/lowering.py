@@ -5,9 +5,10 @@ A `SubNetwork` is one branch of the exported graph: a fixed number of kept regio
 - filters: the kept output filters and input channels only, either gathered at run time
   from the full folded weights by the sample's top-scoring groups (mode "gather"), or
   constant weight slices owned by the branch (mode "bucketed", ordered groups);
-- regions: where a layer's regions are at least `min_tile` pixels wide, the kept regions'
-  tiles with their halo are gathered into the batch, convolved without padding and
-  scattered back (SBNet); narrower layers run over the whole map, masked.
+- regions: in layers the `TilePolicy` selects, the computed regions' tiles with their halo
+  are gathered into the batch and convolved without padding (SBNet); the tiles stay tiles
+  until a layer runs on whole maps (scattered back, skipped regions zero). Other layers
+  run over the whole map and zero the skipped regions (their work is not saved).
 Samples of a branch may keep fewer regions or filters than it computes (a branch serves a
 range of kept-region counts): the surplus is masked to zero, so every sample gets exactly
 what the PyTorch hard-mask forward computes.
@@ -23,7 +24,6 @@ from torch import nn
 
 from dynaprune_edge.export.graph import GraphBuilder
 from dynaprune_edge.masks import GatedConv2d
-from dynaprune_edge.masks.gated import conv2d_flops
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class SubNetwork:
         mode: str,
         group_size: int,
         gate_order: list[str],
-        tiles: "TilePolicy | None" = None,
+        tiles: TilePolicy | None = None,
     ) -> None:
         self.b = builder
         self.shared = shared  # the top-level graph: full weights and tables shared by branches
@@ -136,7 +136,8 @@ class SubNetwork:
             return channels
         return self.plan.groups[gate] * self.group_size
 
-    def _cached(self, key: tuple, make) -> str:
+    def cached(self, key: tuple, make) -> str:
+        """`make()` once per branch (index tensors shared by the layers that need them)."""
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
@@ -160,42 +161,65 @@ class SubNetwork:
                 index = self.b.op("Add", frames, self.b.op("Unsqueeze", index, self.b.const([0]), scope=scope), scope=scope)
             return self.b.op("Reshape", index, self.b.const([-1]), scope=scope)
 
-        return self._cached(("channels", gate, repeat, stride), make)
+        return self.cached(("channels", gate, repeat, stride), make)
 
-    def channel_mask(self, gate: str) -> str:
-        """(1, computed channels, 1, 1): 1 for the filters this sample keeps (the first ones
-        in the branch's order), 0 for those its branch computes beyond them."""
+    def channel_mask(self, gate: str, repeat: int = 1) -> str:
+        """(computed channels × repeat,) float: 1 for the filters this sample keeps (the
+        first ones in the branch's order), 0 for those its branch computes beyond them."""
 
         def make() -> str:
             scope = f"route/{gate}"
             column = self.b.const([self.gate_order.index(gate)])
             row = self.b.op("Unsqueeze", self.routing.kept_regions, self.b.const([0]), scope=scope)
             groups = self.b.op("Gather", self.b.op("Gather", self.routing.width_table, row, scope=scope, axis=0), column, scope=scope, axis=1)
-            position = self.b.const(np.repeat(np.arange(self.plan.groups[gate]), self.group_size)[None, :, None, None])
-            keep = self.b.op("Less", position, self.b.op("Reshape", groups, self.b.const([1, 1, 1, 1]), scope=scope), scope=scope)
+            position = self.b.const(np.tile(np.repeat(np.arange(self.plan.groups[gate]), self.group_size), repeat))
+            keep = self.b.op("Less", position, self.b.op("Reshape", groups, self.b.const([1]), scope=scope), scope=scope)
             return self.b.op("Cast", keep, scope=scope, to=1)
 
-        return self._cached(("mask", gate), make)
+        return self.cached(("mask", gate, repeat), make)
+
+    def masks_channels(self, gate: str | None) -> bool:
+        """Whether this branch computes more of `gate`'s filters than some of its samples keep."""
+        gate = self.active(gate)
+        return gate is not None and gate in self.plan.masked_gates
 
     def conv_weights(self, layer: GatedConv2d, in_repeat: int) -> tuple[str, str]:
         """The layer's folded weight and bias restricted to this branch's kept filters."""
         weight, bias = fold_batch_norm(layer.conv, layer.norm)
-        out_gate, in_gate = self.active(layer.gate), self.active(layer.input_gate)
-        per_frame = weight.shape[1] // in_repeat
+        return self.select_weights(weight, bias, layer.gate, layer.input_gate, in_repeat=in_repeat)
+
+    def select_weights(
+        self,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        out_gate: str | None,
+        in_gate: str | None,
+        *,
+        in_repeat: int = 1,
+        out_repeat: int = 1,
+        out_axis: int = 0,
+    ) -> tuple[str, str]:
+        """`weight` (out and in channels on axes `out_axis` and 1 − `out_axis`) and `bias`
+        restricted to the sample's kept channels: constant slices owned by the branch
+        (bucketed, or nothing pruned), or gathered at run time from the shared full weights.
+        `in_repeat`/`out_repeat`: the gate's channels repeat that many times along the axis
+        (frames stacked as channels; q, k and v sharing one gate)."""
+        out_gate, in_gate = self.active(out_gate), self.active(in_gate)
+        in_axis = 1 - out_axis
+        out_step, in_step = weight.shape[out_axis] // out_repeat, weight.shape[in_axis] // in_repeat
         if self.mode == "bucketed" or (out_gate is None and in_gate is None):
-            out_keep = np.arange(self.kept_channels(out_gate, weight.shape[0]))
-            in_keep = np.concatenate(
-                [np.arange(self.kept_channels(in_gate, per_frame)) + r * per_frame for r in range(in_repeat)]
-            )
-            return self.b.const(weight[out_keep][:, in_keep], "weight"), self.b.const(bias[out_keep], "bias")
+            keep_out = np.concatenate([np.arange(self.kept_channels(out_gate, out_step)) + r * out_step for r in range(out_repeat)])
+            keep_in = np.concatenate([np.arange(self.kept_channels(in_gate, in_step)) + r * in_step for r in range(in_repeat)])
+            sliced = np.take(np.take(weight, keep_out, axis=out_axis), keep_in, axis=in_axis)
+            return self.b.const(sliced, "weight"), self.b.const(bias[keep_out], "bias")
         scope = "route/weights"
         weight_name, bias_name = self.shared.const(weight, "weight"), self.shared.const(bias, "bias")
         if out_gate is not None:
-            index = self.channel_index(out_gate)
-            weight_name = self.b.op("Gather", weight_name, index, scope=scope, axis=0)
+            index = self.channel_index(out_gate, out_repeat, out_step)
+            weight_name = self.b.op("Gather", weight_name, index, scope=scope, axis=out_axis)
             bias_name = self.b.op("Gather", bias_name, index, scope=scope, axis=0)
         if in_gate is not None:
-            weight_name = self.b.op("Gather", weight_name, self.channel_index(in_gate, in_repeat, per_frame), scope=scope, axis=1)
+            weight_name = self.b.op("Gather", weight_name, self.channel_index(in_gate, in_repeat, in_step), scope=scope, axis=in_axis)
         return weight_name, bias_name
 
     def active(self, gate: str | None) -> str | None:
@@ -220,7 +244,7 @@ class SubNetwork:
             _, top = self.b.op("TopK", self.routing.region_logits, self.b.const([self.plan.hi]), scope=scope, outputs=2, axis=1)
             return self.b.op("Reshape", top, self.b.const([-1]), scope=scope)
 
-        return self._cached(("regions",), make)
+        return self.cached(("regions",), make)
 
     def kept_tiles(self) -> str:
         """(tiles, 1, 1, 1, 1) float: 1 for the computed tiles the sample keeps."""
@@ -231,7 +255,7 @@ class SubNetwork:
             position = self.b.const(np.arange(self.plan.hi).reshape(-1, 1, 1, 1, 1))
             return self.b.op("Cast", self.b.op("Less", position, count, scope=scope), scope=scope, to=1)
 
-        return self._cached(("kept_tiles",), make)
+        return self.cached(("kept_tiles",), make)
 
     def region_slots(self) -> str:
         """(regions + 1,) int64: each region's position in the tile batch, or `hi` (the
@@ -246,9 +270,9 @@ class SubNetwork:
             empty = self.b.const(np.full(self.routing.regions + 1, tiles, np.int64))
             return self.b.op("ScatterElements", empty, self.region_index(), slot, scope=scope, axis=0)
 
-        return self._cached(("slots",), make)
+        return self.cached(("slots",), make)
 
-    def halo_index(self, geometry: "HaloGeometry") -> str:
+    def halo_index(self, geometry: HaloGeometry) -> str:
         """(tiles, span, span) int64 rows of the source bank that form each computed
         tile's input window (halo included; zero row where it is padding or skipped)."""
 
@@ -263,7 +287,7 @@ class SubNetwork:
             pixels = self.b.op("Gather", self.shared.const(pixel, "halo"), regions, scope=scope, axis=0)
             return self.b.op("Add", self.b.op("Mul", slots, self.b.const(np.int64(geometry.tile_pixels)), scope=scope), pixels, scope=scope)
 
-        return self._cached(("halo", geometry), make)
+        return self.cached(("halo", geometry), make)
 
     # -- layers ------------------------------------------------------------------------
 
@@ -330,10 +354,23 @@ class SubNetwork:
             y = self.map_conv(self.to_map(x), weight, bias, kernel, stride, pad, up, out_channels, scope)
         self.flops += float(np.prod(y.shape)) * x.shape[1] * kernel * kernel
         y = Feature(self.activation(layer, y.name, scope), y.shape, y.frames, y.tiled)
-        gate = self.active(layer.gate)
-        if gate is not None and gate in self.plan.masked_gates:
-            y = Feature(self.b.op("Mul", y.name, self.channel_mask(gate), scope=scope), y.shape, y.frames, y.tiled)
+        if self.masks_channels(layer.gate):
+            y = Feature(self.b.op("Mul", y.name, self.map_channel_mask(layer.gate), scope=scope), y.shape, y.frames, y.tiled)
         return y
+
+    def map_channel_mask(self, gate: str) -> str:
+        """`channel_mask` shaped (1, channels, 1, 1) for feature maps and tiles."""
+        return self.cached(("map mask", gate), lambda: self.b.op("Reshape", self.channel_mask(gate), self.b.const([1, -1, 1, 1]), scope=f"route/{gate}"))
+
+    def mask_regions(self, y: str, size: tuple[int, int], scope: str) -> str:
+        """Zero a whole-map feature's skipped regions (where some sample of the branch may
+        skip any, and regions are no finer than its pixels)."""
+        if self.routing is None or self.plan.lo == self.routing.regions:
+            return y
+        grid = self.routing.grid
+        if size[0] % grid[0] or size[1] % grid[1]:
+            return y
+        return self.b.op("Mul", y, self.routing.region_mask(size), scope=scope)
 
     def map_conv(self, x: Feature, weight: str, bias: str, kernel: int, stride: int, pad: int, up: int, out_channels: int, scope: str) -> Feature:
         """Over whole maps; outputs in skipped regions are zeroed (they cost as if kept)."""
@@ -343,11 +380,9 @@ class SubNetwork:
             height, width = height * up, width * up
         y = self.b.op("Conv", name, weight, bias, scope=scope, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4)
         size = ((height + 2 * pad - kernel) // stride + 1, (width + 2 * pad - kernel) // stride + 1)
-        if self.routing is not None and self.plan.lo < self.routing.regions:  # some sample may skip regions
-            y = self.b.op("Mul", y, self.routing.region_mask(size), scope=scope)
-        return Feature(y, (batch, out_channels) + size, x.frames)
+        return Feature(self.mask_regions(y, size, scope), (batch, out_channels) + size, x.frames)
 
-    def halo_geometry(self, x: Feature, kernel: int, stride: int, pad: int, up: int) -> "HaloGeometry | None":
+    def halo_geometry(self, x: Feature, kernel: int, stride: int, pad: int, up: int) -> HaloGeometry | None:
         """How a conv over `x` splits into the regions' tiles, or None if it does not
         (tiles narrower than a pixel, or not whole)."""
         grid = self.routing.grid
@@ -359,7 +394,7 @@ class SubNetwork:
             return None
         return HaloGeometry(grid, map_size, tile_in * up // stride, stride, kernel, pad, up, from_map=not x.tiled)
 
-    def tiled_conv(self, x: Feature, geometry: "HaloGeometry", weight: str, bias: str, out_channels: int, scope: str) -> Feature:
+    def tiled_conv(self, x: Feature, geometry: HaloGeometry, weight: str, bias: str, out_channels: int, scope: str) -> Feature:
         """SBNet over a batch of tiles: gather each computed tile's input window (halo
         included) from a (pixels, frames·channels) bank, so every gathered row is one
         contiguous copy, then convolve without padding."""

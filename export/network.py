@@ -7,47 +7,14 @@ No NonZero and no data-dependent TopK K anywhere: every shape inside a branch is
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import onnx
 
-from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.export.backbones import lowering_for
 from dynaprune_edge.export.graph import GraphBuilder, tensor_info
 from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork, TilePolicy, fold_batch_norm
 from dynaprune_edge.models import DynaPruner
-from dynaprune_edge.models.simvp import SimVP
-from dynaprune_edge.registry import Registry
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
-
-LOWERINGS: Registry[Callable[..., Feature]] = Registry("exportable backbone")
-"""backbone name → lower(backbone module, SubNetwork, input Feature) → forecast Feature"""
-
-
-@LOWERINGS.register("simvp")
-def lower_simvp(model: SimVP, net: SubNetwork, x: Feature) -> Feature:
-    """SimVP's forward (models/simvp.py) with every GatedConv2d lowered by `net`."""
-    z = net.input(x)
-    for index, layer in enumerate(model.encoder):
-        z = net.conv(layer, z, scope=f"enc{index}")
-    z = net.conv(model.translator_in, net.stack_frames(z), in_repeat=x.shape[1], scope="translator_in")
-    for index, block in enumerate(model.translator):
-        inner = net.conv(block.project, net.conv(block.expand, z, scope=f"translator{index}"), scope=f"translator{index}")
-        z = net.add(z, inner, scope=f"translator{index}")
-    z = net.unstack_frames(net.conv(model.translator_out, z, scope="translator_out"), model.shape.frames_out)
-    for index, layer in enumerate(model.decoder):
-        z = net.conv(layer, z, scope=f"dec{index}")
-    return net.output(net.conv(model.readout, z, scope="readout"))
-
-
-def lowering_for(backbone: str):
-    try:
-        return LOWERINGS.get(backbone)
-    except ConfigError:
-        raise ConfigError(
-            f"export of {backbone} models is not implemented yet (exportable: {', '.join(LOWERINGS.names())})"
-        ) from None
-
 
 class Router:
     """The mask generator and what the branches need from it, in the top-level graph."""

@@ -22,26 +22,35 @@ from dynaprune_edge.training.checkpoint import atomic_save, model_payload
 DATA = DataConfig("taxibj", synthetic_frames=160)
 
 
-def varied_model(tmp_path: Path, group_order: str = "scored", target: float = 0.3) -> Path:
-    """A small SimVP whose masks differ from sample to sample (an untrained generator
-    keeps every region), with non-trivial BatchNorm statistics to fold, saved as model.pt."""
+SIZES = {
+    "simvp": {"spatial_channels": 16, "temporal_channels": 32, "translator_blocks": 2},
+    "vit": {"dim": 64, "depth": 2},
+    "convlstm": {"hidden_channels": 16},
+}
+
+
+def varied_model(tmp_path: Path, group_order: str = "scored", backbone: str = "simvp") -> Path:
+    """A small model whose masks differ from sample to sample (an untrained generator
+    keeps every region), with non-trivial normalisation parameters, saved as model.pt."""
     torch.manual_seed(0)
     data = load_dataset(DATA)
     shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
-    config = ModelConfig("simvp", shape, {"spatial_channels": 16, "temporal_channels": 32, "translator_blocks": 2},
-                         PruningConfig(target_flops=target, group_order=group_order))
+    config = ModelConfig(backbone, shape, SIZES[backbone], PruningConfig(target_flops=0.3, group_order=group_order))
     model = build_model(config)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
+            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.1, 0.1)
         model.generator.importance.weight.normal_(0, 1.0)
-        model.generator.importance.bias.fill_(0.0)
         model.model_mask.width_bias.uniform_(-1.0, 1.0)
-    model.eval()
+        model.eval()
+        frames = torch.stack([data.train[i][0] for i in range(0, len(data.train), 4)])
+        logits = model.generator(frames).logits
+        model.generator.importance.bias -= logits.median()  # about half the regions kept, varying by sample
     path = tmp_path / "model.pt"
     atomic_save(model_payload(model, config, data.config, data.normalizer, {}), path)
     return path
@@ -94,6 +103,15 @@ def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_m
         low, high = manifest.buckets[bucket].regions
         assert low <= n <= high
     assert np.allclose(result.flops, [manifest.buckets[b].flops for b in result.bucket])
+
+
+@pytest.mark.parametrize("backbone", ["vit", "convlstm"])
+@pytest.mark.parametrize("group_order, mode", [("scored", "gather"), ("ordered", "bucketed")])
+def test_other_backbones_export_with_parity(tmp_path, backbone, group_order, mode):
+    path = varied_model(tmp_path, group_order, backbone)
+    for tiles in ("all", "none"):
+        chosen, _, _ = Exporter(path, ExportOptions(mode=mode, tiles=tiles, levels=16), log=lambda _: None).run(tmp_path / "model.onnx")
+        assert len(chosen.parity) >= 2 and max(chosen.parity.values()) <= 1e-4, (tiles, chosen.parity)
 
 
 def test_executed_flops_equal_the_training_ledger_when_branches_are_exact(scored_model, tmp_path):
