@@ -181,7 +181,7 @@ def lstm_cell(net: SubNetwork, cell: GatedConvLSTMCell, z: Feature, state: tuple
     weight = cell.conv.weight.detach().numpy()
     bias = cell.conv.bias.detach().numpy()
     w_input, b_input = net.select_weights(weight[:, : cell.input_channels], bias, cell.gate, cell.input_gate, out_repeat=4)
-    w_hidden, _ = net.select_weights(weight[:, cell.input_channels :], bias, cell.gate, cell.gate, out_repeat=4)
+    w_hidden, _ = net.select_weights(weight[:, cell.input_channels :], None, cell.gate, cell.gate, out_repeat=4)
     kept = net.kept_channels(net.active(cell.gate), hidden)
     kernel = cell.conv.kernel_size[0]
     inputs = b.op("Concat", z.name, state[0], scope=scope, axis=1)

@@ -26,6 +26,7 @@ from dynaprune_edge.export.plan import branch_plan, kept_region_counts, partitio
 from dynaprune_edge.masks import MaskMode, MaskState
 from dynaprune_edge.models import DynaPruner
 from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
+from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT, Bucket, Manifest, TensorSpec, manifest_path
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import TrainedModel
@@ -193,13 +194,11 @@ class Exporter:
 
     def check(self, candidate: Candidate, path: Path, x: torch.Tensor) -> None:
         """onnx.checker, then onnxruntime vs PyTorch on `x`; records max abs error per branch."""
-        import onnxruntime
-
         try:
             onnx.checker.check_model(str(path), full_check=True)
         except onnx.checker.ValidationError as error:
             raise ExportError(f"onnx.checker rejected the {candidate.mode} graph: {str(error).splitlines()[0]}") from None
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = open_session(path, session_options(None), ["CPUExecutionProvider"])
         expected = reference(self.trained, x, self.dense).numpy()
         errors: dict[int, float] = {}
         started = time.perf_counter()

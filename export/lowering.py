@@ -191,16 +191,16 @@ class SubNetwork:
     def select_weights(
         self,
         weight: np.ndarray,
-        bias: np.ndarray,
+        bias: np.ndarray | None,
         out_gate: str | None,
         in_gate: str | None,
         *,
         in_repeat: int = 1,
         out_repeat: int = 1,
         out_axis: int = 0,
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str | None]:
         """`weight` (out and in channels on axes `out_axis` and 1 − `out_axis`) and `bias`
-        restricted to the sample's kept channels: constant slices owned by the branch
+        (None: none) restricted to the sample's kept channels: constant slices owned by the branch
         (bucketed, or nothing pruned), or gathered at run time from the shared full weights.
         `in_repeat`/`out_repeat`: the gate's channels repeat that many times along the axis
         (frames stacked as channels; q, k and v sharing one gate)."""
@@ -211,13 +211,15 @@ class SubNetwork:
             keep_out = np.concatenate([np.arange(self.kept_channels(out_gate, out_step)) + r * out_step for r in range(out_repeat)])
             keep_in = np.concatenate([np.arange(self.kept_channels(in_gate, in_step)) + r * in_step for r in range(in_repeat)])
             sliced = np.take(np.take(weight, keep_out, axis=out_axis), keep_in, axis=in_axis)
-            return self.b.const(sliced, "weight"), self.b.const(bias[keep_out], "bias")
+            return self.b.const(sliced, "weight"), None if bias is None else self.b.const(bias[keep_out], "bias")
         scope = "route/weights"
-        weight_name, bias_name = self.shared.const(weight, "weight"), self.shared.const(bias, "bias")
+        weight_name = self.shared.const(weight, "weight")
+        bias_name = None if bias is None else self.shared.const(bias, "bias")
         if out_gate is not None:
             index = self.channel_index(out_gate, out_repeat, out_step)
             weight_name = self.b.op("Gather", weight_name, index, scope=scope, axis=out_axis)
-            bias_name = self.b.op("Gather", bias_name, index, scope=scope, axis=0)
+            if bias is not None:
+                bias_name = self.b.op("Gather", bias_name, index, scope=scope, axis=0)
         if in_gate is not None:
             weight_name = self.b.op("Gather", weight_name, self.channel_index(in_gate, in_repeat, in_step), scope=scope, axis=in_axis)
         return weight_name, bias_name
