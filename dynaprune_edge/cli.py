@@ -164,8 +164,8 @@ def export(
         from dynaprune_edge.export.tensorrt import build_or_explain
 
         precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-        calibration = exporter.calibration_frames() if int8 else None
-        outcome = build_or_explain(output, manifest, precision, calibration, None, jetpack=jetpack)
+        samples = exporter.calibration_frames()  # int8 calibration, and Polygraphy's inputs
+        outcome = build_or_explain(output, manifest, precision, samples, None, jetpack=jetpack)
         if outcome.engine_path is None:
             console.print(f"no TensorRT engine built: {outcome.reason}", soft_wrap=True, markup=False)
         else:

@@ -32,7 +32,7 @@ from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import TrainedModel
 
 PARITY_TOLERANCE = 1e-4
-UNSEEN_SHARE = 0.1
+UNSEEN_SHARE = 0.25
 MODES = ("gather", "bucketed", "auto")
 TILE_POLICIES: dict[str, TilePolicy | None] = {
     "all": TilePolicy(),
@@ -145,7 +145,7 @@ class Exporter:
         model = self.trained.model
         histogram = np.bincount(self.train_counts, minlength=table.shape[0]).astype(float)
         # Later data may keep counts that training never did (the KNMI validation period is
-        # wetter): a uniform tenth of the mass keeps unseen counts out of needlessly wide branches.
+        # wetter): a uniform quarter of the mass keeps unseen counts out of needlessly wide branches.
         histogram += UNSEEN_SHARE * histogram.sum() / len(histogram)
         gates = [g.name for g in model.gates]
         regions = len(histogram) - 1
