@@ -17,9 +17,13 @@ from rich.table import Table
 
 from dynaprune_edge.data import DataConfig, load_dataset
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
+from dynaprune_edge.export.network import router_graph
 from dynaprune_edge.profiling.latency import LatencyStats, node_time_shares
 from dynaprune_edge.runtime import load
+from dynaprune_edge.runtime.manifest import INPUT
+from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.training import load_model
+from dynaprune_edge.training.checkpoint import atomic_write_bytes
 from dynaprune_edge.training.run import RunSpec, train_run
 from dynaprune_edge.training.trainer import TrainConfig
 
@@ -42,7 +46,8 @@ class LatencyRow:
     speedup: float  # mean dense latency / mean sparse latency
     flops_ratio: float  # mean FLOPs the sparse graph executed / dense FLOPs
     efficiency: float  # speedup × flops_ratio: 1 = time falls exactly as FLOPs do
-    overhead_share: float  # kernel time in the mask generator and routing (profiled)
+    overhead_share: float  # profiled kernel time in router/* and route/* nodes (mask generator, branch choice, index and weight gathers)
+    router_share: float  # wall-clock of the router graph alone / sparse latency
     val_mae: float
 
     def as_dict(self) -> dict:
@@ -66,25 +71,25 @@ def trained_model(backbone: str, data_config: DataConfig, target: float, steps: 
     return path
 
 
-def interleaved_latency(dense, sparse, frames: np.ndarray, runs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dense ms, sparse ms, sparse FLOPs) per run, alternating the two models sample by
-    sample after a warm-up pass that visits every sample (and so every reached branch)."""
+def interleaved_latency(models: list, frames: np.ndarray, runs: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per model, milliseconds per run, and the FLOPs the sparse model (models[1]) reported,
+    running the models in turn on each sample after a warm-up pass that visits every sample
+    (and so every reached branch)."""
     samples = [f[None] for f in frames]
     for sample in samples:
-        dense.run_one(sample)
-        sparse.run_one(sample)
-    dense_ms, sparse_ms, flops = [], [], []
+        for model in models:
+            model(sample)
+    times = [[] for _ in models]
+    flops = []
     for index in range(runs):
         sample = samples[index % len(samples)]
-        start = time.perf_counter()
-        dense.run_one(sample)
-        middle = time.perf_counter()
-        _, sample_flops, _ = sparse.run_one(sample)
-        end = time.perf_counter()
-        dense_ms.append((middle - start) * 1e3)
-        sparse_ms.append((end - middle) * 1e3)
-        flops.append(sample_flops)
-    return np.array(dense_ms), np.array(sparse_ms), np.array(flops)
+        for model, spent in zip(models, times):
+            start = time.perf_counter()
+            result = model(sample)
+            spent.append((time.perf_counter() - start) * 1e3)
+            if model is models[1]:
+                flops.append(result[1])
+    return [np.array(t) for t in times], np.array(flops)
 
 
 def measure(backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, out: Path) -> list[LatencyRow]:
@@ -99,10 +104,14 @@ def measure(backbone: str, data_config: DataConfig, target: float, threads: list
     metrics = load_model(model_path).metrics
     label = f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})"
     rows = []
+    router_path = folder / "model.router.onnx"
+    atomic_write_bytes(router_graph(sparse_export.trained.model, chosen.mode).SerializeToString(), router_path)
     for count in threads:
         dense = load(folder / "model.dense.onnx", "ort", count)
         sparse = load(folder / "model.onnx", "ort", count)
-        dense_ms, sparse_ms, flops = interleaved_latency(dense, sparse, frames, max(runs, len(frames)))
+        router = open_session(router_path, session_options(count), ["CPUExecutionProvider"])
+        run_router = lambda sample: router.run(None, {INPUT: sample})  # noqa: E731
+        (dense_ms, sparse_ms, router_ms), flops = interleaved_latency([dense.run_one, sparse.run_one, run_router], frames, max(runs, len(frames)))
         overhead = node_time_shares(folder / "model.onnx", frames[:32], count, OVERHEAD_PREFIXES)
         dense_stats, sparse_stats = LatencyStats.from_samples(dense_ms), LatencyStats.from_samples(sparse_ms)
         speedup = dense_stats.mean / sparse_stats.mean
@@ -124,6 +133,7 @@ def measure(backbone: str, data_config: DataConfig, target: float, threads: list
                 flops_ratio=flops_ratio,
                 efficiency=speedup * flops_ratio,
                 overhead_share=sum(overhead.values()),
+                router_share=float(router_ms.mean()) / sparse_stats.mean,
                 val_mae=metrics.get("val_mae", float("nan")),
             )
         )
@@ -131,14 +141,18 @@ def measure(backbone: str, data_config: DataConfig, target: float, threads: list
 
 
 def latency_table(rows: list[LatencyRow], title: str) -> Table:
-    table = Table(title=title, caption="ms per sample at batch 1; speedup = mean dense / mean sparse latency; efficiency = speedup × FLOPs ratio")
-    columns = ("backbone", "dataset", "target", "threads", "export", "dense p50/p90", "sparse p50/p90", "speedup", "FLOPs ratio", "efficiency", "overhead", "val MAE")
+    table = Table(
+        title=title,
+        caption="ms per sample at batch 1; speedup = mean dense / mean sparse latency; efficiency = speedup × FLOPs ratio; "
+        "overhead = profiled share of router and routing nodes; router = the router graph alone / sparse latency",
+    )
+    columns = ("backbone", "dataset", "target", "threads", "export", "dense p50/p90", "sparse p50/p90", "speedup", "FLOPs ratio", "efficiency", "overhead", "router", "val MAE")
     for column in columns:
         table.add_column(column, justify="left" if column in ("backbone", "dataset", "export") else "right")
     for row in rows:
         table.add_row(
             row.backbone, row.dataset, f"{row.target_flops:g}", str(row.threads), row.mode,
             f"{row.dense_ms_p50:.3f}/{row.dense_ms_p90:.3f}", f"{row.sparse_ms_p50:.3f}/{row.sparse_ms_p90:.3f}",
-            f"{row.speedup:.2f}×", f"{row.flops_ratio:.3f}", f"{row.efficiency:.2f}", f"{100 * row.overhead_share:.1f} %", f"{row.val_mae:.4g}",
+            f"{row.speedup:.2f}×", f"{row.flops_ratio:.3f}", f"{row.efficiency:.2f}", f"{100 * row.overhead_share:.1f} %", f"{100 * row.router_share:.1f} %", f"{row.val_mae:.4g}",
         )
     return table

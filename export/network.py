@@ -120,16 +120,37 @@ def build_graph(
         branches.append((branch, [blended, branch.const(np.float32(total), "flops")]))
         flops.append(total)
 
-    bounds = b.const(np.array([0] + [p.hi for p in plans[:-1]], np.int64))
-    bucket = b.op("ReduceSum", b.op("Cast", b.op("Less", bounds, routing.kept_regions, scope="router/branch"), scope="router/branch", to=onnx.TensorProto.INT64), scope="router/branch", keepdims=0)
-    conditions = [b.op("Equal", bucket, b.const(np.int64(i)), scope="router/branch") for i in range(len(branches) - 1)]
-    types = outputs[:2]
-    chosen = branches[-1]
-    for index in range(len(branches) - 2, -1, -1):
-        host = b if index == 0 else b.branch(f"choose{index}")
-        chosen = (host, host.if_else(conditions[index], branches[index], chosen, types, scope="router/branch"))
-    forecast, flops_out = chosen[1]
+    scope = "router/branch"
+    bounds = b.const(np.array([0] + [p.hi for p in plans[:-1]], np.int64))  # branch i serves bounds[i−1] < n ≤ bounds[i]
+    bucket = b.op("ReduceSum", b.op("Cast", b.op("Less", bounds, routing.kept_regions, scope=scope), scope=scope, to=onnx.TensorProto.INT64), scope=scope, keepdims=0)
+    forecast, flops_out = choose(b, bucket, branches, outputs[:2])
     b.identity(forecast, FORECAST)
     b.identity(flops_out, FLOPS)
     b.identity(bucket, BUCKET)
     return b.model([tensor_info(INPUT, list(in_shape))], outputs, f"dpedge {mode} export"), flops
+
+
+def choose(b: GraphBuilder, index: str, branches: list[tuple[GraphBuilder, list[str]]], types) -> list[str]:
+    """The outputs of branches[index]: If(index == 0, branch 0, If(index == 1, …, last))."""
+    conditions = [b.op("Equal", index, b.const(np.int64(i)), scope="router/branch") for i in range(len(branches) - 1)]
+    chosen = branches[-1]
+    for position in range(len(branches) - 2, -1, -1):
+        host = b if position == 0 else b.branch(f"choose{position}")
+        chosen = (host, host.if_else(conditions[position], branches[position], chosen, types, scope="router/branch"))
+    return chosen[1]
+
+
+def router_graph(model: DynaPruner, mode: str) -> onnx.ModelProto:
+    """The router alone, as the exported graph runs it (mask generator, kept-region count,
+    per-sample group scores in gather mode): timed against the whole graph, the share of
+    latency that deciding what to compute costs."""
+    shape = model.backbone.shape
+    in_shape = (1, shape.frames_in, shape.channels, shape.height, shape.width)
+    b = GraphBuilder("dpedge-router")
+    regions = model.grid[0] * model.grid[1]
+    router = Router(b, model, Feature(INPUT, in_shape), scored=mode == "gather" and model.pruning.group_order == "scored",
+                    width_table=np.zeros((regions + 1, len(model.gates)), np.int64))
+    outputs = {"kept_regions": router.routing.kept_regions, **router.routing.group_scores}
+    for name, source in outputs.items():
+        b.identity(source, name)
+    return b.model([tensor_info(INPUT, list(in_shape))], [onnx.helper.make_empty_tensor_value_info(n) for n in outputs], "dpedge router")

@@ -145,3 +145,20 @@ def test_resume_after_a_killed_run_loses_at_most_one_epoch(tmp_path):
 
     changed = dpedge("train", *[a if a != "0.5" else "0.4" for a in args[1:]], "--resume")
     assert changed.returncode == 1 and "different model_config" in changed.stderr, changed.stderr
+
+
+def test_bench_latency_json_rows_carry_the_documented_keys(tmp_path):
+    """A minimal run (2 training steps): one JSON row per dataset, target and thread count,
+    with the keys the README documents, and the figures consistent with each other."""
+    result = dpedge("bench", "latency", "--out", tmp_path, "--steps", "2", "--runs", "10", "--backbone", "simvp",
+                    "--target-flops", "0.5", "--threads", "1", "--json", timeout=900)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["dataset"].split()[0] for row in rows] == ["taxibj", "knmi"]
+    keys = {"backbone", "dataset", "target_flops", "threads", "dense_ms_p50", "sparse_ms_p50", "speedup",
+            "flops_ratio", "efficiency", "overhead_share"}
+    for row in rows:
+        assert keys <= row.keys()
+        assert row["efficiency"] == pytest.approx(row["speedup"] * row["flops_ratio"])
+        assert 0 < row["overhead_share"] < 1 and 0 < row["router_share"] < 1 and 0 < row["flops_ratio"] <= 1.1
+    assert json.loads((tmp_path / "results.json").read_text()) == rows

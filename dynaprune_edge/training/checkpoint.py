@@ -48,6 +48,10 @@ def atomic_write_text(text: str, path: Path) -> None:
     _atomic_write(path, lambda temporary: Path(temporary).write_text(text))
 
 
+def atomic_write_bytes(data: bytes, path: Path) -> None:
+    _atomic_write(path, lambda temporary: Path(temporary).write_bytes(data))
+
+
 def safe_load(path: Path, kind: str) -> dict:
     """torch.load with weights_only=True, every failure turned into one clear line."""
     path = Path(path)
