@@ -125,7 +125,7 @@ def export(
     model: Annotated[Path, typer.Argument(help="A model.pt written by `dpedge train`.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="ONNX file to write (default: MODEL's folder, model.onnx; model.dense.onnx with --dense). The manifest NAME.dpedge.json goes beside it.")] = None,
     mode: Annotated[str, typer.Option(help="Filters: 'gather' (any per-sample subset; weights gathered at run time), 'bucketed' (constant weight slices per sub-network; ordered-group models), 'auto' (the faster, measured).")] = "auto",
-    tiles: Annotated[str, typer.Option(help="Regions: layers run on the kept regions' tiles when 'all', only layers with ≥ 32 input channels when 'wide', never when 'none' (skipped regions masked); 'auto' measures.")] = "auto",
+    tiles: Annotated[str, typer.Option(help="Regions: which layers run on the kept regions' tiles: 'all', 'sparse' (in sub-networks computing at most half the regions), 'wide' (layers with ≥ 32 input channels), 'none' (whole maps, skipped regions masked); 'auto' measures them all.")] = "auto",
     levels: Annotated[int, typer.Option(min=1, help="Sub-networks compiled for samples that keep regions (plus a free one for samples that keep none).")] = 8,
     dense: Annotated[bool, typer.Option("--dense", help="Export the same model with pruning off: the latency baseline.")] = False,
     trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine where tensorrt imports; elsewhere print the trtexec command for the device.")] = False,
@@ -150,12 +150,12 @@ def export(
     exporter = Exporter(model, options, log=lambda line: print(line, file=sys.stderr))
     chosen, manifest, _ = exporter.run(output)
     table = Table(title=f"{manifest.backbone} on {manifest.dataset}: {chosen.mode} export, tiles {chosen.tiles}")
-    for column in ("branch", "kept regions", "tiles computed", "FLOPs", "FLOPs ratio", "max abs error"):
+    for column in ("branch", "kept regions", "tiles", "FLOPs", "FLOPs ratio", "max abs error"):
         table.add_column(column, justify="right")
     for index, bucket in enumerate(manifest.buckets):
         error = chosen.parity.get(str(index))
         table.add_row(
-            str(index), "–".join(map(str, bucket.regions)), str(bucket.tiles), format_flops(bucket.flops),
+            str(index), "–".join(map(str, bucket.regions)), str(bucket.tiles or "whole maps"), format_flops(bucket.flops),
             f"{bucket.flops / manifest.dense_flops:.3f}", "not reached" if error is None else f"{error:.1e}",
         )
     console.print(table)

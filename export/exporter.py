@@ -159,19 +159,19 @@ class Exporter:
     def candidates(self) -> list[Candidate]:
         model = self.trained.model
         if self.dense:
-            graph, flops = build_graph(self.backbone, model, None, "dense", None)
+            graph, costs = build_graph(self.backbone, model, None, "dense", None)
             regions = model.grid[0] * model.grid[1]
             gates = {g.name: g.groups for g in model.gates}
-            return [Candidate("dense", "none", graph, [Bucket([0, regions], regions, gates, flops[0])])]
+            return [Candidate("dense", "none", graph, [Bucket([0, regions], 0, gates, costs[0][0])])]
         table = width_table(model)
         self.train_counts = kept_region_counts(model, self.data.train)
         result = []
         for tiles in self.tile_policies():
             plans = self.plans(table, TILE_POLICIES[tiles])
             for mode in self.modes():
-                graph, flops = build_graph(self.backbone, model, plans, mode, table, TILE_POLICIES[tiles])
-                buckets = [Bucket([0, 0], 0, {}, flops[0])] + [
-                    Bucket([p.lo, p.hi], p.hi, dict(p.groups), f) for p, f in zip(plans, flops[1:])
+                graph, costs = build_graph(self.backbone, model, plans, mode, table, TILE_POLICIES[tiles])
+                buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [
+                    Bucket([p.lo, p.hi], computed, dict(p.groups), flops) for p, (flops, computed) in zip(plans, costs[1:])
                 ]
                 result.append(Candidate(mode, tiles, graph, buckets))
         return result

@@ -75,8 +75,9 @@ def build_graph(
     mode: str,
     width_table: np.ndarray | None,
     tiles: TilePolicy | None = None,
-) -> tuple[onnx.ModelProto, list[float]]:
-    """The exported graph and the FLOPs each branch executes (router included).
+) -> tuple[onnx.ModelProto, list[tuple[float, int]]]:
+    """The exported graph and, per branch, the FLOPs it executes (router included) and the
+    tiles its tiled layers compute (0: every layer runs on whole maps).
 
     plans None: the dense baseline (no router, every region and filter computed).
     tiles: which layers of which branches run on the kept regions' tiles; the others run
@@ -95,7 +96,7 @@ def build_graph(
         b.identity(y.name, FORECAST)
         b.identity(b.const(np.float32(net.flops), "flops"), FLOPS)
         b.identity(b.const(np.int64(0), "bucket"), BUCKET)
-        return b.model([tensor_info(INPUT, list(in_shape))], outputs, "dpedge dense export"), [net.flops]
+        return b.model([tensor_info(INPUT, list(in_shape))], outputs, "dpedge dense export"), [(net.flops, 0)]
 
     router = Router(b, model, x, scored=mode == "gather" and model.pruning.group_order == "scored", width_table=width_table)
     routing = router.routing
@@ -106,11 +107,11 @@ def build_graph(
     fallback = b.op("Mul", b.op("Sub", b.const(np.float32(1)), region, scope=scope), last, scope=scope)
 
     branches: list[tuple[GraphBuilder, list[str]]] = []
-    flops: list[float] = []
+    costs: list[tuple[float, int]] = []
     persistence = b.branch("persistence")
     branches.append((persistence, [persistence.op("Expand", last, persistence.const(out_shape), scope="compute/persistence"),
                                    persistence.const(np.float32(router.flops), "flops")]))
-    flops.append(router.flops)
+    costs.append((router.flops, 0))
     for index, plan in enumerate(plans, start=1):
         branch = b.branch(f"subnetwork{index}")
         net = SubNetwork(branch, b, routing, plan, mode, model.backbone.group_size, gate_order, tiles)
@@ -118,7 +119,7 @@ def build_graph(
         blended = branch.op("Add", branch.op("Mul", region, y.name, scope="compute/fallback"), fallback, scope="compute/fallback")
         total = router.flops + net.flops
         branches.append((branch, [blended, branch.const(np.float32(total), "flops")]))
-        flops.append(total)
+        costs.append((total, plan.hi if net.tiling else 0))
 
     scope = "router/branch"
     bounds = b.const(np.array([0] + [p.hi for p in plans[:-1]], np.int64))  # branch i serves bounds[i−1] < n ≤ bounds[i]
@@ -127,7 +128,7 @@ def build_graph(
     b.identity(forecast, FORECAST)
     b.identity(flops_out, FLOPS)
     b.identity(bucket, BUCKET)
-    return b.model([tensor_info(INPUT, list(in_shape))], outputs, f"dpedge {mode} export"), flops
+    return b.model([tensor_info(INPUT, list(in_shape))], outputs, f"dpedge {mode} export"), costs
 
 
 def choose(b: GraphBuilder, index: str, branches: list[tuple[GraphBuilder, list[str]]], types) -> list[str]:

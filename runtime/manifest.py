@@ -34,7 +34,8 @@ class TensorSpec:
 @dataclass(frozen=True)
 class Bucket:
     """One compiled sub-network: samples whose kept-region count lies in `regions`
-    (inclusive) run it; it computes `tiles` regions and `widths[gate]` filters per gate."""
+    (inclusive) run it; its tiled layers compute `tiles` regions (0: it runs on whole
+    maps, skipped regions masked) and every gate keeps `widths[gate]` filter groups."""
 
     regions: list[int]
     tiles: int
