@@ -5,10 +5,9 @@ the same samples so that machine noise hits both alike."""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,37 +58,34 @@ def trained_model(backbone: str, data_config: DataConfig, target: float, steps: 
     with the same settings (reruns of the benchmark only re-measure)."""
     path = out / "model.pt"
     data = load_dataset(data_config)
-    train = TrainConfig()
-    train = replace(train, epochs=max(1, math.ceil(steps / math.ceil(len(data.train) / train.batch_size))))
+    train = TrainConfig().for_steps(steps, len(data.train))
     spec = RunSpec.create(backbone, data.config, target, train, pruning_overrides={"group_order": group_order})
     if path.is_file():
         trained = load_model(path)
-        if trained.model_config.pruning == spec.pruning and trained.data_config == data.config and trained.metrics.get("epochs") == train.epochs:
+        config = trained.model_config
+        if (config.backbone, config.pruning, trained.data_config, trained.metrics.get("epochs")) == (backbone, spec.pruning, data.config, train.epochs):
             print(f"reusing {path}", file=sys.stderr)
             return path
     train_run(spec, out, data=data)
     return path
 
 
-def interleaved_latency(models: list, frames: np.ndarray, runs: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per model, milliseconds per run, and the FLOPs the sparse model (models[1]) reported,
-    running the models in turn on each sample after a warm-up pass that visits every sample
-    (and so every reached branch)."""
+def interleaved_latency(runners: list, frames: np.ndarray, runs: int) -> list[np.ndarray]:
+    """Milliseconds per run of each runner (a callable on one (1, T, C, H, W) sample), the
+    runners taking turns on each sample, after a warm-up pass that visits every sample (and
+    so every sub-network the samples reach)."""
     samples = [f[None] for f in frames]
     for sample in samples:
-        for model in models:
-            model(sample)
-    times = [[] for _ in models]
-    flops = []
+        for runner in runners:
+            runner(sample)
+    times = [np.empty(runs) for _ in runners]
     for index in range(runs):
         sample = samples[index % len(samples)]
-        for model, spent in zip(models, times):
+        for runner, spent in zip(runners, times):
             start = time.perf_counter()
-            result = model(sample)
-            spent.append((time.perf_counter() - start) * 1e3)
-            if model is models[1]:
-                flops.append(result[1])
-    return [np.array(t) for t in times], np.array(flops)
+            runner(sample)
+            spent[index] = (time.perf_counter() - start) * 1e3
+    return times
 
 
 def measure(backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, out: Path) -> list[LatencyRow]:
@@ -111,11 +107,11 @@ def measure(backbone: str, data_config: DataConfig, target: float, threads: list
         sparse = load(folder / "model.onnx", "ort", count)
         router = open_session(router_path, session_options(count), ["CPUExecutionProvider"])
         run_router = lambda sample: router.run(None, {INPUT: sample})  # noqa: E731
-        (dense_ms, sparse_ms, router_ms), flops = interleaved_latency([dense.run_one, sparse.run_one, run_router], frames, max(runs, len(frames)))
+        dense_ms, sparse_ms, router_ms = interleaved_latency([dense.run_one, sparse.run_one, run_router], frames, max(runs, len(frames)))
         overhead = node_time_shares(folder / "model.onnx", frames[:32], count, OVERHEAD_PREFIXES)
         dense_stats, sparse_stats = LatencyStats.from_samples(dense_ms), LatencyStats.from_samples(sparse_ms)
         speedup = dense_stats.mean / sparse_stats.mean
-        flops_ratio = float(flops.mean()) / sparse.manifest.dense_flops
+        flops_ratio = float(sparse.run(frames).flops.mean()) / sparse.manifest.dense_flops
         rows.append(
             LatencyRow(
                 backbone=backbone,

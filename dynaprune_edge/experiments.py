@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
@@ -47,7 +46,7 @@ def compare(backbone: str, data_config: DataConfig, target_flops: float, train: 
     steps take, so small and large datasets get the same training budget."""
     data = load_dataset(data_config)
     if steps is not None:
-        train = replace(train, epochs=max(1, math.ceil(steps / math.ceil(len(data.train) / train.batch_size))))
+        train = train.for_steps(steps, len(data.train))
     runs = {}
     for name, target in (("dense", 1.0), ("pruned", target_flops)):
         spec = RunSpec.create(backbone, data.config, target, train)

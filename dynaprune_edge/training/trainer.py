@@ -3,6 +3,7 @@ checkpoint every epoch, and `--resume` that loses at most the epoch in progress.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -36,6 +37,11 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+
+    def for_steps(self, steps: int, windows: int) -> "TrainConfig":
+        """As many epochs over `windows` training windows as `steps` optimizer steps take,
+        so that small and large datasets get the same training budget."""
+        return dataclasses.replace(self, epochs=max(1, math.ceil(steps / math.ceil(windows / self.batch_size))))
 
 
 def per_sample_loss(forecast: Forecast, target: torch.Tensor) -> torch.Tensor:
