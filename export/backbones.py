@@ -107,8 +107,7 @@ class Tokens:
         gate = net.active(attention.gate)
         if gate is not None and gate in net.routing.group_scores:  # the sample's groups: heads known at run time
             heads = attention.heads
-            top = b.op("TopK", net.routing.group_scores[gate], b.const([groups]), scope=f"route/{gate}", outputs=2, axis=1)[1]
-            head_of_group = b.op("Div", b.op("Reshape", top, b.const([-1]), scope=scope), b.const(np.int64(per_head)), scope=scope)
+            head_of_group = b.op("Div", b.op("Reshape", net.top_groups(gate), b.const([-1]), scope=scope), b.const(np.int64(per_head)), scope=scope)
             membership = b.op("Cast", b.op("Equal", b.const(np.arange(heads)[:, None]), b.op("Unsqueeze", head_of_group, b.const([0]), scope=scope), scope=scope), scope=scope, to=1)
         else:  # the first groups: heads known now
             heads = -(-groups // per_head)

@@ -153,7 +153,7 @@ class SubNetwork:
                 index = np.arange(groups * size)
                 return self.b.const(np.concatenate([index + r * stride for r in range(repeat)]), "channels")
             scope = f"route/{gate}"
-            _, top = self.b.op("TopK", self.routing.group_scores[gate], self.b.const([groups]), scope=scope, outputs=2, axis=1)
+            top = self.top_groups(gate)
             offsets = self.b.const(np.arange(size)[None, :])
             index = self.b.op("Add", self.b.op("Mul", self.b.op("Transpose", top, scope=scope, perm=[1, 0]), self.b.const(size), scope=scope), offsets, scope=scope)
             if repeat > 1:
@@ -162,6 +162,13 @@ class SubNetwork:
             return self.b.op("Reshape", index, self.b.const([-1]), scope=scope)
 
         return self.cached(("channels", gate, repeat, stride), make)
+
+    def top_groups(self, gate: str) -> str:
+        """(1, kept groups) int64: the sample's highest-scoring groups of `gate`, best first."""
+        return self.cached(
+            ("top", gate),
+            lambda: self.b.op("TopK", self.routing.group_scores[gate], self.b.const([self.plan.groups[gate]]), scope=f"route/{gate}", outputs=2, axis=1)[1],
+        )
 
     def channel_mask(self, gate: str, repeat: int = 1) -> str:
         """(computed channels × repeat,) float: 1 for the filters this sample keeps (the
