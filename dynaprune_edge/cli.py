@@ -240,7 +240,6 @@ def bench_latency(
     from dynaprune_edge.bench_latency import latency_table, measure
     from dynaprune_edge.data import DataConfig
     from dynaprune_edge.experiments import knmi_data_path
-    from dynaprune_edge.export.backbones import LOWERINGS
     from dynaprune_edge.masks import PruningConfig
     from dynaprune_edge.models import BACKBONES
     from dynaprune_edge.training.checkpoint import atomic_write_text
@@ -253,12 +252,8 @@ def bench_latency(
         PruningConfig(target_flops=target, group_order=group_order)
     if min(thread_counts) < 1:
         raise ConfigError(f"--threads must be ≥ 1, got {min(thread_counts)}")
-    rows, skipped = [], []
+    rows = []
     for name in names:
-        if name not in LOWERINGS.names():
-            skipped.append(name)
-            print(json.dumps({"backbone": name, "skipped": "export not implemented yet"}) if as_json else f"{name}: skipped, export not implemented yet", file=sys.stderr)
-            continue
         for data_config in (DataConfig("taxibj"), DataConfig("knmi", path=knmi_data_path())):
             for target in targets:
                 for row in measure(name, data_config, target, thread_counts, steps, group_order, runs, out):
@@ -268,8 +263,7 @@ def bench_latency(
     atomic_write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n", out / "results.json")
     if not as_json:
         console.print(latency_table(rows, f"export latency, onnxruntime CPU, batch 1 ({steps}-step models, {group_order} groups)"))
-        note = f"; not exportable yet: {', '.join(skipped)}" if skipped else ""
-        console.print(f"[dim]rows also in {out / 'results.json'}{note}[/dim]")
+        console.print(f"[dim]rows also in {out / 'results.json'}[/dim]")
 
 
 def main() -> None:
