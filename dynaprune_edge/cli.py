@@ -164,7 +164,7 @@ def export(
         from dynaprune_edge.export.tensorrt import build_or_explain
 
         precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-        samples = exporter.calibration_frames()  # int8 calibration, and Polygraphy's inputs
+        samples = exporter.validation_frames()  # int8 calibration, and Polygraphy's inputs
         outcome = build_or_explain(output, manifest, precision, samples, None, jetpack=jetpack)
         if outcome.engine_path is None:
             console.print(f"no TensorRT engine built: {outcome.reason}", soft_wrap=True, markup=False)
