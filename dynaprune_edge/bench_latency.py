@@ -6,18 +6,16 @@ the same samples so that machine noise hits both alike."""
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.table import Table
 
 from dynaprune_edge.data import DataConfig, load_dataset
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.export.network import router_graph
-from dynaprune_edge.profiling.latency import LatencyStats, node_time_shares
+from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency, node_time_shares
 from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.manifest import INPUT
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
@@ -68,24 +66,6 @@ def trained_model(backbone: str, data_config: DataConfig, target: float, steps: 
             return path
     train_run(spec, out, data=data)
     return path
-
-
-def interleaved_latency(runners: list, frames: np.ndarray, runs: int) -> list[np.ndarray]:
-    """Milliseconds per run of each runner (a callable on one (1, T, C, H, W) sample), the
-    runners taking turns on each sample, after a warm-up pass that visits every sample (and
-    so every sub-network the samples reach)."""
-    samples = [f[None] for f in frames]
-    for sample in samples:
-        for runner in runners:
-            runner(sample)
-    times = [np.empty(runs) for _ in runners]
-    for index in range(runs):
-        sample = samples[index % len(samples)]
-        for runner, spent in zip(runners, times):
-            start = time.perf_counter()
-            runner(sample)
-            spent[index] = (time.perf_counter() - start) * 1e3
-    return times
 
 
 def measure(backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, out: Path) -> list[LatencyRow]:

@@ -266,6 +266,33 @@ def bench_latency(
         console.print(f"[dim]rows also in {out / 'results.json'}[/dim]")
 
 
+@bench_app.command("trtexec")
+def bench_trtexec(
+    log: Annotated[Path, typer.Argument(help="The output of a trtexec run (e.g. the command `dpedge export --trt` prints, run on the Jetson).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Read the performance summary of a trtexec run on the device: throughput, latency and GPU compute time."""
+    from dynaprune_edge.export.tensorrt import parse_trtexec_summary
+
+    if not log.is_file():
+        raise ConfigError(f"{log}: no such file")
+    summary = parse_trtexec_summary(log.read_text(errors="replace"))
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table(title=f"trtexec {summary.get('tensorrt', '(version not in the log)')}: {log.name}", caption="milliseconds, as trtexec measured them on its device")
+    timings = {name: stats for name, stats in summary.items() if isinstance(stats, dict)}
+    statistics = list(dict.fromkeys(stat for stats in timings.values() for stat in stats))
+    table.add_column("timing")
+    for stat in statistics:
+        table.add_column(stat, justify="right")
+    for name, stats in timings.items():
+        table.add_row(name, *(f"{stats[stat]:.4g}" if stat in stats else "–" for stat in statistics))
+    console.print(table)
+    if "throughput_qps" in summary:
+        console.print(f"throughput {summary['throughput_qps']:.4g} qps")
+
+
 def main() -> None:
     try:
         app()

@@ -9,14 +9,14 @@ import json
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.runtime.base import Backend, check_frames
+from dynaprune_edge.runtime.base import check_frames
 from dynaprune_edge.runtime.manifest import read_manifest
 from dynaprune_edge.runtime.onnxruntime import import_onnxruntime, onnx_file, open_session, session_options
 
@@ -44,23 +44,25 @@ class LatencyStats:
         return cls(float(values.mean()), float(p50), float(p90), float(p99), int(values.size))
 
 
-def time_backend(backend: Backend, frames: np.ndarray, warmup: int = 10, repeats: int = 1) -> np.ndarray:
-    """Milliseconds of `backend.run_one` for each sample of `frames` (B, T, C, H, W), batch 1
-    as deployed, after `warmup` untimed runs cycling through the samples (so every routed
-    sub-network has paid its first-run cost). Returns `repeats * B` values, repeat-major:
-    `.reshape(repeats, B)` gives one column per sample."""
-    if warmup < 0 or repeats < 1:
-        raise ConfigError(f"need warmup ≥ 0 and repeats ≥ 1, got warmup={warmup}, repeats={repeats}")
-    samples = [sample[None] for sample in check_frames(backend.manifest, frames)]
-    for i in range(warmup):
-        backend.run_one(samples[i % len(samples)])
-    ms = np.empty(repeats * len(samples), np.float64)
-    for r in range(repeats):
-        for i, sample in enumerate(samples):
+def interleaved_latency(runners: Sequence[Callable[[np.ndarray], object]], frames: np.ndarray, runs: int) -> list[np.ndarray]:
+    """Milliseconds per run of each runner (a callable on one (1, T, C, H, W) sample, batch 1
+    as deployed), the runners taking turns on each sample so that machine noise hits them
+    alike, cycling over `frames` for `runs` runs, after a warm-up pass that visits every
+    sample (and so every sub-network the samples reach)."""
+    if runs < 1:
+        raise ConfigError(f"need runs ≥ 1, got {runs}")
+    samples = [sample[None] for sample in frames]
+    for sample in samples:
+        for runner in runners:
+            runner(sample)
+    times = [np.empty(runs) for _ in runners]
+    for index in range(runs):
+        sample = samples[index % len(samples)]
+        for runner, spent in zip(runners, times):
             start = time.perf_counter()
-            backend.run_one(sample)
-            ms[r * len(samples) + i] = (time.perf_counter() - start) * 1e3
-    return ms
+            runner(sample)
+            spent[index] = (time.perf_counter() - start) * 1e3
+    return times
 
 
 def node_time_shares(

@@ -162,3 +162,16 @@ def test_bench_latency_json_rows_carry_the_documented_keys(tmp_path):
         assert row["efficiency"] == pytest.approx(row["speedup"] * row["flops_ratio"])
         assert 0 < row["overhead_share"] < 1 and 0 < row["router_share"] < 1 and 0 < row["flops_ratio"] <= 1.1
     assert json.loads((tmp_path / "results.json").read_text()) == rows
+
+
+def test_bench_trtexec_reads_a_recorded_jetson_log():
+    log = Path(__file__).parent / "export" / "samples" / "trtexec_trt8502_jetson_orin_nano_fp16.log"
+    result = dpedge("bench", "trtexec", log, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["tensorrt"] == "8.5.2" and summary["throughput_qps"] > 0
+    assert summary["gpu_compute_ms"]["median"] > 0
+    table = dpedge("bench", "trtexec", log)
+    assert table.returncode == 0 and "gpu_compute_ms" in table.stdout and "throughput" in table.stdout
+    missing = dpedge("bench", "trtexec", "nope.log")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: nope.log")

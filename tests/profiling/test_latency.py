@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import dynaprune_edge.runtime as rt
 from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.profiling.latency import LatencyStats, node_self_times, node_time_shares, time_backend
+from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency, node_self_times, node_time_shares
 from dynaprune_edge.runtime.manifest import Bucket, Manifest, TensorSpec
 
 CHANNELS, SIDE = 16, 32
@@ -105,44 +105,25 @@ def test_latency_stats_reject_empty_or_non_finite(bad):
         LatencyStats.from_samples(bad)
 
 
-class Counting(rt.Backend):
-    """Records the samples it is asked to run."""
-
-    name = "counting"
-
-    def __init__(self, manifest: Manifest) -> None:
-        super().__init__(manifest)
-        self.seen: list[float] = []
-
-    @classmethod
-    def load(cls, path, threads=None):
-        return cls(rt.read_manifest(path))
-
-    def run_one(self, frames):
-        assert frames.shape == (1, *SHAPE[1:]) and frames.dtype == np.float32
-        self.seen.append(float(frames.flat[0]))
-        return frames, 0.0, 0
-
-    def describe(self):
-        return {"backend": self.name}
-
-
-def test_time_backend_warms_up_then_times_every_sample(conv_and_add):
-    backend = Counting.load(conv_and_add)
-    batch = np.zeros((3, *SHAPE[1:]), np.float64)
+def test_interleaved_latency_warms_up_then_alternates_runners():
+    seen = []
+    first = lambda sample: seen.append(("first", float(sample.flat[0])))  # noqa: E731
+    second = lambda sample: seen.append(("second", float(sample.flat[0])))  # noqa: E731
+    batch = np.zeros((3, *SHAPE[1:]), np.float32)
     batch[:, 0, 0, 0, 0] = [0, 1, 2]
-    ms = time_backend(backend, batch, warmup=4, repeats=2)
-    assert backend.seen == [0, 1, 2, 0] + [0, 1, 2] * 2
-    assert ms.shape == (6,) and np.all(ms >= 0)
+    first_ms, second_ms = interleaved_latency([first, second], batch, runs=4)
+    warm_up = [(name, value) for value in (0, 1, 2) for name in ("first", "second")]  # every sample once
+    timed = [(name, value) for value in (0, 1, 2, 0) for name in ("first", "second")]
+    assert seen == warm_up + timed
+    assert first_ms.shape == second_ms.shape == (4,) and np.all(first_ms >= 0)
 
 
-def test_time_backend_on_onnxruntime(conv_and_add):
-    ms = time_backend(rt.load(conv_and_add, threads=1), samples(2), warmup=1)
-    assert ms.shape == (2,) and np.all(ms > 0)
-    with pytest.raises(DataError, match="non-finite"):
-        time_backend(rt.load(conv_and_add), np.full((1, *SHAPE[1:]), np.inf, np.float32))
-    with pytest.raises(ConfigError, match="repeats"):
-        time_backend(rt.load(conv_and_add), samples(1), repeats=0)
+def test_interleaved_latency_on_onnxruntime(conv_and_add):
+    backend = rt.load(conv_and_add, threads=1)
+    (ms,) = interleaved_latency([backend.run_one], samples(2), runs=3)
+    assert ms.shape == (3,) and np.all(ms > 0)
+    with pytest.raises(ConfigError, match="runs"):
+        interleaved_latency([backend.run_one], samples(1), runs=0)
 
 
 def test_big_conv_takes_most_of_the_time(conv_and_add):
