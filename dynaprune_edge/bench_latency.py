@@ -46,6 +46,7 @@ class LatencyRow:
     overhead_share: float  # profiled kernel time in router/* and route/* nodes (mask generator, branch choice, index and weight gathers)
     router_share: float  # wall-clock of the router graph alone / sparse latency
     val_mae: float
+    runtime: dict  # backend, device, onnxruntime version, threads (Backend.describe)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +112,7 @@ def measure(backbone: str, data_config: DataConfig, target: float, threads: list
                 overhead_share=sum(overhead.values()),
                 router_share=float(router_ms.mean()) / sparse_stats.mean,
                 val_mae=metrics.get("val_mae", float("nan")),
+                runtime={key: value for key, value in sparse.describe().items() if key != "model"},
             )
         )
     return rows
