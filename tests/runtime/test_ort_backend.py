@@ -168,7 +168,7 @@ import dynaprune_edge.profiling.latency as latency
 backend = rt.load({str(model)!r}, "ort", threads=1)
 result = backend.run(np.ones((2, 2, 1, 4, 4), np.float32))
 assert result.bucket.tolist() == [1, 1], result
-latency.time_backend(backend, np.ones((1, 2, 1, 4, 4), np.float32), warmup=1)
+latency.interleaved_latency([backend.run_one], np.ones((1, 2, 1, 4, 4), np.float32), runs=2)
 heavy = sorted(m for m in ("torch", "fvcore") if m in sys.modules)
 assert not heavy, heavy
 """
