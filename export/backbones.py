@@ -86,10 +86,17 @@ class Tokens:
         return y, out
 
     def layer_norm(self, norm, x: str, scope: str) -> str:
-        return self.b.op(
-            "LayerNormalization", x, self.b.const(norm.weight.detach().numpy(), "norm"), self.b.const(norm.bias.detach().numpy(), "norm"),
-            scope=scope, axis=-1, epsilon=norm.eps,
-        )
+        """LayerNorm over the last axis from primitive ops: ONNX LayerNormalization needs
+        TensorRT ≥ 8.6 (JetPack 6), and a ReduceMean's axes moved from attribute to input
+        at opset 18; means as matrix products work on every opset and TensorRT."""
+        b = self.b
+        width = norm.normalized_shape[0]
+        average = b.const(np.full((width, 1), 1.0 / width, np.float32), "mean")
+        centred = b.op("Sub", x, b.op("MatMul", x, average, scope=scope), scope=scope)
+        variance = b.op("MatMul", b.op("Mul", centred, centred, scope=scope), average, scope=scope)
+        scale = b.op("Sqrt", b.op("Add", variance, b.const(np.float32(norm.eps)), scope=scope), scope=scope)
+        normalised = b.op("Div", centred, scale, scope=scope)
+        return b.op("Add", b.op("Mul", normalised, b.const(norm.weight.detach().numpy(), "norm"), scope=scope), b.const(norm.bias.detach().numpy(), "norm"), scope=scope)
 
     def attention(self, block: TransformerBlock, qkv: str, channels: int, scope: str) -> str:
         """Multi-head attention over the kept channels, computed per kept group of

@@ -123,7 +123,8 @@ def build_graph(
 
     scope = "router/branch"
     bounds = b.const(np.array([0] + [p.hi for p in plans[:-1]], np.int64))  # branch i serves bounds[i−1] < n ≤ bounds[i]
-    bucket = b.op("ReduceSum", b.op("Cast", b.op("Less", bounds, routing.kept_regions, scope=scope), scope=scope, to=onnx.TensorProto.INT64), scope=scope, keepdims=0)
+    passed = b.op("Cast", b.op("Less", bounds, routing.kept_regions, scope=scope), scope=scope, to=onnx.TensorProto.FLOAT)
+    bucket = b.op("Cast", b.op("ReduceSum", passed, scope=scope, keepdims=0), scope=scope, to=onnx.TensorProto.INT64)  # TensorRT 8 reduces floats only
     forecast, flops_out = choose(b, bucket, branches, outputs[:2])
     b.identity(forecast, FORECAST)
     b.identity(flops_out, FLOPS)

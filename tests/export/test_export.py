@@ -64,6 +64,21 @@ def kept_counts(path: Path, frames: torch.Tensor) -> np.ndarray:
         return model(frames, MaskMode(hard=True)).masks.region_mask.sum(dim=(1, 2, 3)).round().int().numpy()
 
 
+# ONNX ops that TensorRT 8.5 (JetPack 5.1, the oldest supported) parses, among those the
+# exporter may emit (onnx-tensorrt's operator matrix): no LayerNormalization, NonZero, Loop.
+TENSORRT_85_OPS = {
+    "Add", "Cast", "Concat", "Conv", "DepthToSpace", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm",
+    "GreaterOrEqual", "Identity", "If", "Less", "MatMul", "Max", "Mul", "Pad", "ReduceSum", "Relu", "Reshape",
+    "Resize", "ScatterElements", "ScatterND", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Sub", "Tanh",
+    "TopK", "Transpose", "Unsqueeze", "Where",
+}
+
+
+def assert_tensorrt_parses(model: onnx.ModelProto) -> None:
+    ops = {n.op_type for g in graphs(model.graph) for n in g.node}
+    assert ops <= TENSORRT_85_OPS, ops - TENSORRT_85_OPS
+
+
 def graphs(graph):
     """A graph and every `If` branch inside it, recursively."""
     yield graph
@@ -112,6 +127,7 @@ def test_other_backbones_export_with_parity(tmp_path, backbone, group_order, mod
     for tiles in ("all", "none"):
         chosen, _, _ = Exporter(path, ExportOptions(mode=mode, tiles=tiles, levels=16), log=lambda _: None).run(tmp_path / "model.onnx")
         assert len(chosen.parity) >= 2 and max(chosen.parity.values()) <= 1e-4, (tiles, chosen.parity)
+        assert_tensorrt_parses(onnx.load(tmp_path / "model.onnx"))
 
 
 def test_executed_flops_equal_the_training_ledger_when_branches_are_exact(scored_model, tmp_path):
@@ -159,6 +175,7 @@ def test_graph_has_no_data_dependent_shapes(scored_model, tmp_path):
     top_k = [n for n in ops if n.op_type == "TopK"]
     assert top_k and all(n.input[1] in constants for n in top_k)
     assert not any(n.op_type == "BatchNormalization" for n in ops), "BatchNorm is folded"
+    assert_tensorrt_parses(model)
 
 
 def test_dense_export_is_the_same_backbone_with_pruning_off(scored_model, tmp_path):
