@@ -86,14 +86,12 @@ class Tokens:
         return y, out
 
     def layer_norm(self, norm, x: str, scope: str) -> str:
-        """LayerNorm over the last axis from primitive ops: ONNX LayerNormalization needs
-        TensorRT ≥ 8.6 (JetPack 6), and a ReduceMean's axes moved from attribute to input
-        at opset 18; means as matrix products work on every opset and TensorRT."""
+        """LayerNorm over the last axis as its primitive ops: ONNX LayerNormalization needs
+        TensorRT ≥ 8.6 (JetPack 6), while onnxruntime and TensorRT ≥ 8.6 fuse this pattern
+        back into one kernel."""
         b = self.b
-        width = norm.normalized_shape[0]
-        average = b.const(np.full((width, 1), 1.0 / width, np.float32), "mean")
-        centred = b.op("Sub", x, b.op("MatMul", x, average, scope=scope), scope=scope)
-        variance = b.op("MatMul", b.op("Mul", centred, centred, scope=scope), average, scope=scope)
+        centred = b.op("Sub", x, b.reduce_mean(x, -1, scope), scope=scope)
+        variance = b.reduce_mean(b.op("Pow", centred, b.const(np.float32(2)), scope=scope), -1, scope)
         scale = b.op("Sqrt", b.op("Add", variance, b.const(np.float32(norm.eps)), scope=scope), scope=scope)
         normalised = b.op("Div", centred, scale, scope=scope)
         return b.op("Add", b.op("Mul", normalised, b.const(norm.weight.detach().numpy(), "norm"), scope=scope), b.const(norm.bias.detach().numpy(), "norm"), scope=scope)

@@ -160,7 +160,7 @@ class Exporter:
     def candidates(self) -> list[Candidate]:
         model = self.trained.model
         if self.dense:
-            graph, costs = build_graph(self.backbone, model, None, "dense", None)
+            graph, costs = build_graph(self.backbone, model, None, "dense", None, opset=self.options.opset)
             regions = model.grid[0] * model.grid[1]
             gates = {g.name: g.groups for g in model.gates}
             return [Candidate("dense", "none", graph, [Bucket([0, regions], 0, gates, costs[0][0])])]
@@ -170,7 +170,7 @@ class Exporter:
         for tiles in self.tile_policies():
             plans = self.plans(table, TILE_POLICIES[tiles])
             for mode in self.modes():
-                graph, costs = build_graph(self.backbone, model, plans, mode, table, TILE_POLICIES[tiles])
+                graph, costs = build_graph(self.backbone, model, plans, mode, table, TILE_POLICIES[tiles], self.options.opset)
                 buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [
                     Bucket([p.lo, p.hi], computed, dict(p.groups), flops) for p, (flops, computed) in zip(plans, costs[1:])
                 ]
@@ -262,7 +262,6 @@ class Exporter:
         temporaries = []
         try:
             for candidate in candidates:
-                candidate.onnx_model.opset_import[0].version = self.options.opset
                 handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
                 os.close(handle)
                 temporaries.append(temporary)

@@ -16,8 +16,9 @@ OPSET = 17
 
 
 class GraphBuilder:
-    def __init__(self, name: str, counter: itertools.count | None = None) -> None:
+    def __init__(self, name: str, counter: itertools.count | None = None, opset: int = OPSET) -> None:
         self.name = name
+        self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._counter = counter or itertools.count()  # shared with branches: names stay unique
@@ -50,7 +51,13 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("Identity", [source], [name], name=f"output/{name}"))
 
     def branch(self, name: str) -> "GraphBuilder":
-        return GraphBuilder(name, self._counter)
+        return GraphBuilder(name, self._counter, self.opset)
+
+    def reduce_mean(self, x: str, axis: int, scope: str) -> str:
+        """ReduceMean over one axis, keeping it (its axes became an input at opset 18)."""
+        if self.opset < 18:
+            return self.op("ReduceMean", x, scope=scope, axes=[axis], keepdims=1)
+        return self.op("ReduceMean", x, self.const([axis]), scope=scope, keepdims=1)
 
     def subgraph(self, outputs: list[str], types: list[onnx.ValueInfoProto]) -> onnx.GraphProto:
         """This builder as an `If` branch whose outputs `outputs` have the given types."""
@@ -75,7 +82,7 @@ class GraphBuilder:
 
     def model(self, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto], doc: str) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, self.name, inputs, outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dpedge")
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="dpedge")
         model.doc_string = doc
         return model
 

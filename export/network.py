@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from dynaprune_edge.export.backbones import lowering_for
-from dynaprune_edge.export.graph import GraphBuilder, tensor_info
+from dynaprune_edge.export.graph import OPSET, GraphBuilder, tensor_info
 from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork, TilePolicy, fold_batch_norm
 from dynaprune_edge.models import DynaPruner
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
@@ -75,6 +75,7 @@ def build_graph(
     mode: str,
     width_table: np.ndarray | None,
     tiles: TilePolicy | None = None,
+    opset: int = OPSET,
 ) -> tuple[onnx.ModelProto, list[tuple[float, int]]]:
     """The exported graph and, per branch, the FLOPs it executes (router included) and the
     tiles its tiled layers compute (0: every layer runs on whole maps).
@@ -86,7 +87,7 @@ def build_graph(
     in_shape = (1, shape.frames_in, shape.channels, shape.height, shape.width)
     out_shape = [1, shape.frames_out, shape.channels, shape.height, shape.width]
     lower = lowering_for(backbone)
-    b = GraphBuilder("dpedge")
+    b = GraphBuilder("dpedge", opset=opset)
     x = Feature(INPUT, in_shape)
     gate_order = [g.name for g in model.gates]
     outputs = [tensor_info(FORECAST, out_shape), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]

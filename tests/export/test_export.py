@@ -68,7 +68,7 @@ def kept_counts(path: Path, frames: torch.Tensor) -> np.ndarray:
 # exporter may emit (onnx-tensorrt's operator matrix): no LayerNormalization, NonZero, Loop.
 TENSORRT_85_OPS = {
     "Add", "Cast", "Concat", "Conv", "DepthToSpace", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm",
-    "GreaterOrEqual", "Identity", "If", "Less", "MatMul", "Max", "Mul", "Pad", "ReduceSum", "Relu", "Reshape",
+    "GreaterOrEqual", "Identity", "If", "Less", "MatMul", "Max", "Mul", "Pad", "Pow", "ReduceMean", "ReduceSum", "Relu", "Reshape",
     "Resize", "ScatterElements", "ScatterND", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Sub", "Tanh",
     "TopK", "Transpose", "Unsqueeze", "Where",
 }
