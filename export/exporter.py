@@ -253,7 +253,7 @@ class Exporter:
         )
 
     def run(self, out: Path) -> tuple[Candidate, Manifest, list[Candidate]]:
-        """Build, check, pick (auto: the fastest on the parity samples), then write."""
+        """Build, check, pick (auto: the fastest on validation samples), then write both files."""
         candidates = self.candidates()
         x, described = self.parity_inputs()
         expected = reference(self.trained, x, self.dense).numpy()
