@@ -15,12 +15,12 @@ from rich.table import Table
 from dynaprune_edge.data import DataConfig, load_dataset
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.export.network import router_graph
+from dynaprune_edge.files import atomic_write_bytes
 from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency, node_time_shares
 from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.manifest import INPUT
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.training import load_model
-from dynaprune_edge.training.checkpoint import atomic_write_bytes
 from dynaprune_edge.training.run import RunSpec, train_run
 from dynaprune_edge.training.trainer import TrainConfig
 

@@ -205,7 +205,7 @@ def bench_accuracy(
     from dynaprune_edge.masks import PruningConfig
     from dynaprune_edge.models import BACKBONES
     from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
-    from dynaprune_edge.training.checkpoint import atomic_write_text
+    from dynaprune_edge.files import atomic_write_text
     from dynaprune_edge.training.trainer import TrainConfig
 
     names = backbone or BACKBONES.names()
@@ -242,7 +242,7 @@ def bench_latency(
     from dynaprune_edge.experiments import knmi_data_path
     from dynaprune_edge.masks import PruningConfig
     from dynaprune_edge.models import BACKBONES
-    from dynaprune_edge.training.checkpoint import atomic_write_text
+    from dynaprune_edge.files import atomic_write_text
 
     targets, thread_counts = target_flops or [0.3, 0.5], threads or [1, 2]
     names = backbone or BACKBONES.names()

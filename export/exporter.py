@@ -5,7 +5,6 @@ forward within PARITY_TOLERANCE on every sample checked."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,16 +17,17 @@ import torch
 
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
+from dynaprune_edge.export.backbones import lowering_for
 from dynaprune_edge.export.graph import GraphBuilder
 from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork, TilePolicy
-from dynaprune_edge.export.backbones import lowering_for
 from dynaprune_edge.export.network import build_graph
 from dynaprune_edge.export.plan import branch_plan, kept_region_counts, partition, width_table
+from dynaprune_edge.files import atomic_write_bytes, atomic_write_text
 from dynaprune_edge.masks import MaskMode, MaskState
 from dynaprune_edge.models import DynaPruner
 from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
-from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT, Bucket, Manifest, TensorSpec, manifest_path
+from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import TrainedModel
 
@@ -259,30 +259,14 @@ class Exporter:
         expected = reference(self.trained, x, self.dense).numpy()
         timed = self.validation_frames(self.options.parity_samples)
         out.parent.mkdir(parents=True, exist_ok=True)
-        temporaries = []
-        try:
-            for candidate in candidates:
-                handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-                os.close(handle)
-                temporaries.append(temporary)
-                onnx.save(candidate.onnx_model, temporary)
-                self.check(candidate, Path(temporary), x.numpy(), expected, timed)
+        with tempfile.TemporaryDirectory(prefix="dpedge-export-") as scratch:  # candidates, checked by path
+            for index, candidate in enumerate(candidates):
+                path = Path(scratch) / f"candidate{index}.onnx"
+                onnx.save(candidate.onnx_model, path)
+                self.check(candidate, path, x.numpy(), expected, timed)
                 self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(candidate.parity.values()):.2e}; {candidate.latency_ms:.2f} ms per validation sample")
-            best = min(range(len(candidates)), key=lambda i: candidates[i].latency_ms)
-            chosen = candidates[best]
-            manifest = self.manifest(chosen, out.name)
-            sidecar = manifest_path(out)
-            handle, sidecar_temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{sidecar.name}.", suffix=".tmp")
-            os.close(handle)
-            temporaries.append(sidecar_temporary)
-            Path(sidecar_temporary).write_text(manifest.to_json() + "\n")
-            umask = os.umask(0)
-            os.umask(umask)
-            for temporary in (temporaries[best], sidecar_temporary):
-                os.chmod(temporary, 0o666 & ~umask)
-            os.replace(temporaries[best], out)
-            os.replace(sidecar_temporary, sidecar)
-        finally:
-            for temporary in temporaries:
-                Path(temporary).unlink(missing_ok=True)
+        chosen = min(candidates, key=lambda c: c.latency_ms)
+        manifest = self.manifest(chosen, out.name)
+        atomic_write_bytes(chosen.onnx_model.SerializeToString(), out)
+        atomic_write_text(manifest.to_json() + "\n", manifest_path(out))
         return chosen, manifest, candidates

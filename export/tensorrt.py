@@ -24,6 +24,7 @@ from types import ModuleType
 import numpy as np
 
 from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.files import atomic_write_bytes
 from dynaprune_edge.runtime.base import check_frames
 from dynaprune_edge.runtime.manifest import Manifest, manifest_path
 from dynaprune_edge.runtime.tensorrt import (
@@ -35,7 +36,6 @@ from dynaprune_edge.runtime.tensorrt import (
     import_tensorrt,
     trt_api,
     trt_logger,
-    write_atomic,
     write_meta,
 )
 
@@ -300,7 +300,7 @@ def build_or_explain(
     trt, cuda = import_tensorrt(), import_pycuda()
     calibrator = _entropy_calibrator(trt, cuda, frames, calibration_cache) if precision == "int8" else None
     engine = _build_engine(trt, api, onnx_path, manifest, precision, calibrator, timing_cache, workspace_mib)
-    write_atomic(engine_path, engine)
+    atomic_write_bytes(engine, engine_path)
     write_meta(
         engine_path,
         EngineMeta(
@@ -408,7 +408,7 @@ def _build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ConfigError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path.name} (its log above says why)")
-    write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    atomic_write_bytes(bytes(config.get_timing_cache().serialize()), timing_cache)
     return bytes(serialized)
 
 
@@ -437,7 +437,7 @@ def _entropy_calibrator(trt: ModuleType, cuda: ModuleType, frames: np.ndarray | 
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, data) -> None:
-            write_atomic(cache, bytes(data))
+            atomic_write_bytes(bytes(data), cache)
 
     return EntropyCalibrator()
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.runtime.base import BACKENDS, Backend
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, read_manifest
 
@@ -102,22 +101,8 @@ def meta_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename: a reader never sees
-    half a file, and an interrupted write leaves the old one."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_meta(engine: Path, meta: EngineMeta) -> None:
-    write_atomic(meta_path(engine), (json.dumps(asdict(meta), indent=2) + "\n").encode())
+    atomic_write_text(json.dumps(asdict(meta), indent=2) + "\n", meta_path(engine))
 
 
 def read_meta(engine: Path) -> EngineMeta:

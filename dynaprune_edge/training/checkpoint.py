@@ -7,9 +7,7 @@ would import or call something) is refused before it can run.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,38 +16,15 @@ import torch
 
 from dynaprune_edge.data import DataConfig, Normalizer
 from dynaprune_edge.errors import CheckpointError
+from dynaprune_edge.files import atomic_write
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 
 FORMAT = "dpedge-checkpoint"
 VERSION = 1
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash leaves the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from other users
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save(payload: dict, path: Path) -> None:
-    _atomic_write(path, lambda temporary: torch.save(payload, temporary))
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    _atomic_write(path, lambda temporary: Path(temporary).write_text(text))
-
-
-def atomic_write_bytes(data: bytes, path: Path) -> None:
-    _atomic_write(path, lambda temporary: Path(temporary).write_bytes(data))
+    atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
 def safe_load(path: Path, kind: str) -> dict:

@@ -21,7 +21,8 @@ from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
 from dynaprune_edge.progress import progress_bar
-from dynaprune_edge.training.checkpoint import atomic_save, atomic_write_text, header, model_payload, safe_load
+from dynaprune_edge.files import atomic_write_text
+from dynaprune_edge.training.checkpoint import atomic_save, header, model_payload, safe_load
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
 MODEL_FILE = "model.pt"
