@@ -191,6 +191,30 @@ def demo(
     console.print(f"[dim]Models in {out}; `dpedge info MODEL.pt` shows one. {FLOPS_CONVENTION}[/dim]")
 
 
+def checked_backbones(names: list[str]) -> list[str]:
+    """The named backbones (default: all), each checked now, not after an hour of training."""
+    from dynaprune_edge.models import BACKBONES
+
+    names = names or BACKBONES.names()
+    for name in names:
+        BACKBONES.get(name)
+    return names
+
+
+def collect_rows(rows, as_json: bool, out: Path) -> list:
+    """A benchmark's rows as they come (one JSON line each with --json), then all of them
+    in OUT/results.json."""
+    from dynaprune_edge.files import atomic_write_text
+
+    collected = []
+    for row in rows:
+        collected.append(row)
+        if as_json:
+            print(json.dumps(row.as_dict()), flush=True)
+    atomic_write_text(json.dumps([row.as_dict() for row in collected], indent=2) + "\n", out / "results.json")
+    return collected
+
+
 @bench_app.command("accuracy")
 def bench_accuracy(
     out: Annotated[Path, typer.Option(help="Directory for the benchmark's models.")] = Path("runs/bench-accuracy"),
@@ -200,26 +224,18 @@ def bench_accuracy(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
     """For each backbone, on synthetic TaxiBJ and the real KNMI radar set: dense vs pruned MAE, FLOPs ratio, data kept."""
-    from dynaprune_edge.data import DataConfig
-    from dynaprune_edge.experiments import compare, comparison_table, knmi_data_path
+    from dynaprune_edge.experiments import bench_datasets, compare, comparison_table
     from dynaprune_edge.masks import PruningConfig
-    from dynaprune_edge.models import BACKBONES
     from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
-    from dynaprune_edge.files import atomic_write_text
     from dynaprune_edge.training.trainer import TrainConfig
 
-    names = backbone or BACKBONES.names()
-    for name in names:  # bad options fail now, not after an hour of training
-        BACKBONES.get(name)
+    names = checked_backbones(backbone)
     PruningConfig(target_flops=target_flops)
-    rows = []
-    for name in names:
-        for data_config in (DataConfig("taxibj"), DataConfig("knmi", path=knmi_data_path())):
-            row = compare(name, data_config, target_flops, TrainConfig(), out, steps=steps)
-            rows.append(row)
-            if as_json:
-                print(json.dumps(row.as_dict()), flush=True)
-    atomic_write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n", out / "results.json")
+    rows = collect_rows(
+        (compare(name, data_config, target_flops, TrainConfig(), out, steps=steps) for name in names for data_config in bench_datasets()),
+        as_json,
+        out,
+    )
     if not as_json:
         console.print(comparison_table(rows, f"dense vs pruned (target FLOPs {target_flops}), {steps} steps each"))
         console.print(f"[dim]rows also in {out / 'results.json'}; {FLOPS_CONVENTION}[/dim]")
@@ -238,29 +254,26 @@ def bench_latency(
 ) -> None:
     """Dense vs sparse export latency (onnxruntime CPU, batch 1) on synthetic TaxiBJ and the real KNMI radar set."""
     from dynaprune_edge.bench_latency import latency_table, measure
-    from dynaprune_edge.data import DataConfig
-    from dynaprune_edge.experiments import knmi_data_path
+    from dynaprune_edge.experiments import bench_datasets
     from dynaprune_edge.masks import PruningConfig
-    from dynaprune_edge.models import BACKBONES
-    from dynaprune_edge.files import atomic_write_text
 
     targets, thread_counts = target_flops or [0.3, 0.5], threads or [1, 2]
-    names = backbone or BACKBONES.names()
-    for name in names:
-        BACKBONES.get(name)
+    names = checked_backbones(backbone)
     for target in targets:
         PruningConfig(target_flops=target, group_order=group_order)
     if min(thread_counts) < 1:
         raise ConfigError(f"--threads must be ≥ 1, got {min(thread_counts)}")
-    rows = []
-    for name in names:
-        for data_config in (DataConfig("taxibj"), DataConfig("knmi", path=knmi_data_path())):
-            for target in targets:
-                for row in measure(name, data_config, target, thread_counts, steps, group_order, runs, out):
-                    rows.append(row)
-                    if as_json:
-                        print(json.dumps(row.as_dict()), flush=True)
-    atomic_write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n", out / "results.json")
+    rows = collect_rows(
+        (
+            row
+            for name in names
+            for data_config in bench_datasets()
+            for target in targets
+            for row in measure(name, data_config, target, thread_counts, steps, group_order, runs, out)
+        ),
+        as_json,
+        out,
+    )
     if not as_json:
         console.print(latency_table(rows, f"export latency, onnxruntime CPU, batch 1 ({steps}-step models, {group_order} groups)"))
         console.print(f"[dim]rows also in {out / 'results.json'}[/dim]")

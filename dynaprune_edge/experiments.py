@@ -20,6 +20,11 @@ def knmi_data_path() -> str:
     return str(SHARED_KNMI) if SHARED_KNMI.is_dir() else SAMPLE
 
 
+def bench_datasets() -> tuple[DataConfig, DataConfig]:
+    """What the benchmarks run on: synthetic TaxiBJ and the real KNMI radar event."""
+    return DataConfig("taxibj"), DataConfig("knmi", path=knmi_data_path())
+
+
 @dataclass
 class Comparison:
     backbone: str
