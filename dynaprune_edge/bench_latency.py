@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from dynaprune_edge.data import DataConfig, load_dataset
+from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.export.network import router_graph
 from dynaprune_edge.files import atomic_write_bytes
@@ -52,11 +52,10 @@ class LatencyRow:
         return asdict(self)
 
 
-def trained_model(backbone: str, data_config: DataConfig, target: float, steps: int, group_order: str, out: Path) -> Path:
+def trained_model(backbone: str, data: SpatioTemporalData, target: float, steps: int, group_order: str, out: Path) -> Path:
     """model.pt of a pruned model, trained now unless `out` already holds one trained
     with the same settings (reruns of the benchmark only re-measure)."""
     path = out / "model.pt"
-    data = load_dataset(data_config)
     train = TrainConfig().for_steps(steps, len(data.train))
     spec = RunSpec.create(backbone, data.config, target, train, pruning_overrides={"group_order": group_order})
     if path.is_file():
@@ -71,14 +70,14 @@ def trained_model(backbone: str, data_config: DataConfig, target: float, steps: 
 
 def measure(backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, out: Path) -> list[LatencyRow]:
     folder = out / f"{backbone}-{data_config.name}-{target:g}"
-    model_path = trained_model(backbone, data_config, target, steps, group_order, folder)
+    data = load_dataset(data_config)
+    model_path = trained_model(backbone, data, target, steps, group_order, folder)
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
-    sparse_export = Exporter(model_path, ExportOptions(), log=log)
+    sparse_export = Exporter(model_path, ExportOptions(), log=log, data=data)
     chosen, _, _ = sparse_export.run(folder / "model.onnx")
-    Exporter(model_path, ExportOptions(dense=True), log=log).run(folder / "model.dense.onnx")
-    data = sparse_export.data
+    Exporter(model_path, ExportOptions(dense=True), log=log, data=data).run(folder / "model.dense.onnx")
     frames = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
-    metrics = load_model(model_path).metrics
+    metrics = sparse_export.trained.metrics
     label = f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})"
     rows = []
     router_path = folder / "model.router.onnx"

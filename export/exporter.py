@@ -112,7 +112,8 @@ def branch_flops(backbone: str, model: DynaPruner, plan: BranchPlan | None, tile
 
 
 class Exporter:
-    def __init__(self, model_path: Path, options: ExportOptions, log=print) -> None:
+    def __init__(self, model_path: Path, options: ExportOptions, log=print, data: SpatioTemporalData | None = None) -> None:
+        """data: the model's dataset, if the caller has it loaded already."""
         self.options = options
         self.log = log
         self.trained = load_model(model_path)
@@ -125,9 +126,11 @@ class Exporter:
                 "--mode bucketed compiles each sub-network with constant weights, which needs the same "
                 "filters for every sample: train with --group-order ordered, or export with --mode gather"
             )
-        self.data, note = export_data(self.trained)
-        if note:
-            self.log(note)
+        if data is None:
+            data, note = export_data(self.trained)
+            if note:
+                self.log(note)
+        self.data = data
 
     def modes(self) -> list[str]:
         if self.dense:
