@@ -90,7 +90,7 @@ def train(
 
 
 def show_metrics(metrics: dict) -> None:
-    from dynaprune_edge.profiling.flops import format_flops
+    from dynaprune_edge.flops import format_flops
 
     console.print(
         f"{metrics['backbone']} on {metrics['dataset']}: val MAE {metrics['val_mae']:.4g} {metrics['unit']}, "
@@ -136,7 +136,7 @@ def export(
 ) -> None:
     """Compile a model into ONNX whose per-sample sub-networks skip the pruned filters and regions; parity-checked against PyTorch."""
     from dynaprune_edge.export.exporter import Exporter, ExportOptions
-    from dynaprune_edge.profiling.flops import format_flops
+    from dynaprune_edge.flops import format_flops
     from dynaprune_edge.runtime.manifest import manifest_path
 
     if fp16 and int8:
@@ -161,7 +161,7 @@ def export(
     console.print(table)
     console.print(f"wrote {output} and {manifest_path(output)}")
     if trt:
-        from dynaprune_edge.export.tensorrt import build_or_explain
+        from dynaprune_edge.export.tensorrt.build import build_or_explain
 
         precision = "fp16" if fp16 else "int8" if int8 else "fp32"
         samples = exporter.validation_frames()  # int8 calibration, and Polygraphy's inputs
@@ -179,40 +179,16 @@ def demo(
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 150,
 ) -> None:
     """Train dense and pruned SimVP on synthetic TaxiBJ and on the real KNMI radar sample, and compare."""
-    from dynaprune_edge.data import DataConfig
-    from dynaprune_edge.experiments import compare, comparison_table
-    from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
-    from dynaprune_edge.training.trainer import TrainConfig
+    from dynaprune_edge.bench import accuracy
 
-    rows = []
-    for data_config in (DataConfig("taxibj"), DataConfig("knmi", path="sample")):
-        rows.append(compare("simvp", data_config, 0.3, TrainConfig(), out, steps=steps))
-    console.print(comparison_table(rows, "dpedge demo: dense vs pruned SimVP (target FLOPs 0.3), validation set"))
-    console.print(f"[dim]Models in {out}; `dpedge info MODEL.pt` shows one. {FLOPS_CONVENTION}[/dim]")
+    accuracy.demo(out, steps, console)
 
 
-def checked_backbones(names: list[str]) -> list[str]:
-    """The named backbones (default: all), each checked now, not after an hour of training."""
-    from dynaprune_edge.models import BACKBONES
-
-    names = names or BACKBONES.names()
-    for name in names:
-        BACKBONES.get(name)
-    return names
-
-
-def collect_rows(rows, as_json: bool, out: Path) -> list:
-    """A benchmark's rows as they come (one JSON line each with --json), then all of them
-    in OUT/results.json."""
-    from dynaprune_edge.files import atomic_write_text
-
-    collected = []
-    for row in rows:
-        collected.append(row)
-        if as_json:
-            print(json.dumps(row.as_dict()), flush=True)
-    atomic_write_text(json.dumps([row.as_dict() for row in collected], indent=2) + "\n", out / "results.json")
-    return collected
+KNMI_HELP = (
+    "KNMI radar data to run on: a file, directory or glob, or 'sample' (the frames bundled with dpedge). "
+    "Default: the team workspace copy ../shared/data/knmi_radar_2010-08-26 beside the repository when "
+    "that folder exists, else 'sample' (the same frames)."
+)
 
 
 @bench_app.command("accuracy")
@@ -221,24 +197,13 @@ def bench_accuracy(
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).")] = 600,
     target_flops: Annotated[float, typer.Option(help="FLOPs target of the pruned models.")] = 0.3,
     backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
+    knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
     """For each backbone, on synthetic TaxiBJ and the real KNMI radar set: dense vs pruned MAE, FLOPs ratio, data kept."""
-    from dynaprune_edge.experiments import bench_datasets, compare, comparison_table
-    from dynaprune_edge.masks import PruningConfig
-    from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
-    from dynaprune_edge.training.trainer import TrainConfig
+    from dynaprune_edge.bench import accuracy
 
-    names = checked_backbones(backbone)
-    PruningConfig(target_flops=target_flops)
-    rows = collect_rows(
-        (compare(name, data_config, target_flops, TrainConfig(), out, steps=steps) for name in names for data_config in bench_datasets()),
-        as_json,
-        out,
-    )
-    if not as_json:
-        console.print(comparison_table(rows, f"dense vs pruned (target FLOPs {target_flops}), {steps} steps each"))
-        console.print(f"[dim]rows also in {out / 'results.json'}; {FLOPS_CONVENTION}[/dim]")
+    accuracy.bench(out, steps, target_flops, backbone, as_json, knmi, console)
 
 
 @bench_app.command("latency")
@@ -250,33 +215,13 @@ def bench_latency(
     backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
     group_order: Annotated[str, typer.Option(help="Group order the models are trained with (see `dpedge train --help`); 'ordered' lets export compile constant-weight sub-networks.")] = "ordered",
     runs: Annotated[int, typer.Option(min=1, help="Timed runs of each model per row (cycling over the validation samples).")] = 300,
+    knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
     """Dense vs sparse export latency (onnxruntime CPU, batch 1) on synthetic TaxiBJ and the real KNMI radar set."""
-    from dynaprune_edge.bench_latency import latency_table, measure
-    from dynaprune_edge.experiments import bench_datasets
-    from dynaprune_edge.masks import PruningConfig
+    from dynaprune_edge.bench import latency
 
-    targets, thread_counts = target_flops or [0.3, 0.5], threads or [1, 2]
-    names = checked_backbones(backbone)
-    for target in targets:
-        PruningConfig(target_flops=target, group_order=group_order)
-    if min(thread_counts) < 1:
-        raise ConfigError(f"--threads must be ≥ 1, got {min(thread_counts)}")
-    rows = collect_rows(
-        (
-            row
-            for name in names
-            for data_config in bench_datasets()
-            for target in targets
-            for row in measure(name, data_config, target, thread_counts, steps, group_order, runs, out)
-        ),
-        as_json,
-        out,
-    )
-    if not as_json:
-        console.print(latency_table(rows, f"export latency, onnxruntime CPU, batch 1 ({steps}-step models, {group_order} groups)"))
-        console.print(f"[dim]rows also in {out / 'results.json'}[/dim]")
+    latency.bench(out, steps, target_flops, threads, backbone, group_order, runs, as_json, knmi, console)
 
 
 @bench_app.command("trtexec")
@@ -285,7 +230,7 @@ def bench_trtexec(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
     """Read the performance summary of a trtexec run on the device: throughput, latency and GPU compute time."""
-    from dynaprune_edge.export.tensorrt import parse_trtexec_summary
+    from dynaprune_edge.profiling.trtexec import parse_trtexec_summary
 
     if not log.is_file():
         raise ConfigError(f"{log}: no such file")

@@ -1,9 +1,11 @@
-"""Name → object tables for backbones and datasets: a duplicate or unknown name fails loudly
-and lists the names that exist, so no caller needs an if/elif chain on names."""
+"""Name → object tables for datasets, backbones and backends, each filled in one place
+from the entries' own `name`: a duplicate or unknown name fails loudly and lists the names
+that exist, so no caller needs an if/elif chain on names."""
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from dynaprune_edge.errors import ConfigError
 
@@ -11,18 +13,13 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, entries: Iterable[T]) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
-
-    def register(self, name: str) -> Callable[[T], T]:
-        def add(obj: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = obj
-            return obj
-
-        return add
+        for entry in entries:
+            if entry.name in self._entries:
+                raise ValueError(f"{kind} {entry.name!r} is registered twice")
+            self._entries[entry.name] = entry
 
     def get(self, name: str) -> T:
         try:

@@ -1,1 +1,2 @@
-"""model.pt → ONNX with per-sample gated sub-networks, and TensorRT engines (DESIGN.md §5)."""
+"""model.pt → ONNX in which each sample runs its own sub-network of kept filters and regions
+(`exporter`), and TensorRT engines from it (`tensorrt`); docs/design.md, "Export"."""

@@ -6,8 +6,8 @@ forward within PARITY_TOLERANCE on every sample checked."""
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from importlib import metadata
 from pathlib import Path
 
@@ -16,24 +16,22 @@ import onnx
 import torch
 
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
-from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
-from dynaprune_edge.export.backbones import lowering_for
-from dynaprune_edge.export.graph import GraphBuilder
-from dynaprune_edge.export.lowering import BranchPlan, Feature, Routing, SubNetwork, TilePolicy
-from dynaprune_edge.export.network import build_graph
-from dynaprune_edge.export.plan import branch_plan, kept_region_counts, partition, width_table
+from dynaprune_edge.errors import ConfigError, DataError
+from dynaprune_edge.export.network import branch_flops, build_graph
+from dynaprune_edge.export.parity import PARITY_TOLERANCE, check_graph, check_parity, reference
+from dynaprune_edge.export.plan import BranchPlan, branch_plan, kept_region_counts, partition
+from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.files import atomic_write_bytes, atomic_write_text
-from dynaprune_edge.masks import MaskMode, MaskState
-from dynaprune_edge.models import DynaPruner
-from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
+from dynaprune_edge.flops import FLOPS_CONVENTION
+from dynaprune_edge.profiling.latency import interleaved_latency
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT, Bucket, Manifest, TensorSpec, manifest_path
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import TrainedModel
 
-PARITY_TOLERANCE = 1e-4
 UNSEEN_SHARE = 0.25
 TIMING_PASSES = 3
+WARM_REPEATS = 3  # each candidate times its own warm run: see profiling.latency.interleaved_latency
 MODES = ("gather", "bucketed", "auto")
 TILE_POLICIES: dict[str, TilePolicy | None] = {
     "all": TilePolicy(),
@@ -42,10 +40,6 @@ TILE_POLICIES: dict[str, TilePolicy | None] = {
     "none": None,
 }
 """--tiles: which layers of which sub-networks run on the kept regions' tiles (TilePolicy)."""
-
-
-class ExportError(DpedgeError):
-    """The exported graph is wrong (parity) or cannot be produced for this model."""
 
 
 @dataclass(frozen=True)
@@ -88,29 +82,6 @@ def export_data(trained: TrainedModel) -> tuple[SpatioTemporalData, str]:
         return load_dataset(config), f"training data unavailable ({error}); parity uses synthetic {config.name} data"
 
 
-def reference(trained: TrainedModel, x: torch.Tensor, dense: bool) -> torch.Tensor:
-    """The PyTorch hard-mask forward the exported graph must reproduce."""
-    model = trained.model
-    with torch.no_grad():
-        if dense:
-            masks = MaskState.all_kept(x.shape[0], model.grid, model.gates, x)
-            return model.backbone(x, masks)
-        return model(x, MaskMode(hard=True)).prediction
-
-
-def branch_flops(backbone: str, model: DynaPruner, plan: BranchPlan | None, tiles: TilePolicy | None) -> float:
-    """FLOPs the backbone part of a branch executes (None: the dense baseline), from a
-    throwaway lowering: the planner's cost model, and the manifest's dense reference."""
-    scratch = GraphBuilder("scratch")
-    routing = None if plan is None else Routing(scratch, model.grid, "logits", "keep", "kept", np.zeros((1, 1)))
-    shape = model.backbone.shape
-    x = Feature(INPUT, (1, shape.frames_in, shape.channels, shape.height, shape.width))
-    gates = [g.name for g in model.gates]
-    net = SubNetwork(scratch, scratch, routing, plan, "bucketed", model.backbone.group_size, gates, tiles)
-    lowering_for(backbone)(model.backbone, net, x)
-    return net.flops
-
-
 class Exporter:
     def __init__(self, model_path: Path, options: ExportOptions, log=print, data: SpatioTemporalData | None = None) -> None:
         """data: the model's dataset, if the caller has it loaded already."""
@@ -118,7 +89,7 @@ class Exporter:
         self.log = log
         self.trained = load_model(model_path)
         self.backbone = self.trained.model_config.backbone
-        lowering_for(self.backbone)  # fail before reading data
+        self.trained.model.backbone.check_exportable()  # fail before reading data
         pruning = self.trained.model_config.pruning
         self.dense = options.dense or not pruning.enabled
         if not self.dense and options.mode == "bucketed" and pruning.group_order == "scored":
@@ -131,6 +102,12 @@ class Exporter:
             if note:
                 self.log(note)
         self.data = data
+
+    @cached_property
+    def train_counts(self) -> np.ndarray:
+        """Kept-region count n of every training sample: the planner's histogram, and which
+        branches the parity check must reach."""
+        return kept_region_counts(self.trained.model, self.data.train)
 
     def modes(self) -> list[str]:
         if self.dense:
@@ -156,24 +133,23 @@ class Exporter:
         if self.options.levels == 1:
             ranges = [(1, regions)]
         else:  # samples that keep everything get the plain dense network: no masks to apply
-            cost = lambda hi: branch_flops(self.backbone, model, branch_plan(table, gates, hi, hi), tiles)  # noqa: E731
+            cost = lambda hi: branch_flops(model, branch_plan(table, gates, hi, hi), tiles)  # noqa: E731
             ranges = partition(histogram[:regions], cost, self.options.levels - 1) + [(regions, regions)]
         return [branch_plan(table, gates, lo, hi) for lo, hi in ranges]
 
     def candidates(self) -> list[Candidate]:
         model = self.trained.model
         if self.dense:
-            graph, costs = build_graph(self.backbone, model, None, "dense", None, opset=self.options.opset)
+            graph, costs = build_graph(model, None, "dense", None, opset=self.options.opset)
             regions = model.grid[0] * model.grid[1]
             gates = {g.name: g.groups for g in model.gates}
             return [Candidate("dense", "none", graph, [Bucket([0, regions], 0, gates, costs[0][0])])]
-        table = width_table(model)
-        self.train_counts = kept_region_counts(model, self.data.train)
+        table = model.model_mask.width_table(model.grid[0] * model.grid[1])
         result = []
         for tiles in self.tile_policies():
             plans = self.plans(table, TILE_POLICIES[tiles])
             for mode in self.modes():
-                graph, costs = build_graph(self.backbone, model, plans, mode, table, TILE_POLICIES[tiles], self.options.opset)
+                graph, costs = build_graph(model, plans, mode, table, TILE_POLICIES[tiles], self.options.opset)
                 buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [
                     Bucket([p.lo, p.hi], computed, dict(p.groups), flops) for p, (flops, computed) in zip(plans, costs[1:])
                 ]
@@ -197,34 +173,6 @@ class Exporter:
         val = self.data.val
         return torch.stack([val[i][0] for i in range(min(len(val), limit))]).numpy()
 
-    def check(self, candidate: Candidate, path: Path, x: np.ndarray, expected: np.ndarray, timed: np.ndarray) -> None:
-        """onnx.checker, then onnxruntime vs PyTorch's `expected` outputs on `x` (max abs
-        error per branch), then the mean latency over `TIMING_PASSES` passes over `timed`
-        (validation samples: the data the choice of `auto` should be fastest on)."""
-        try:
-            onnx.checker.check_model(str(path), full_check=True)
-        except onnx.checker.ValidationError as error:
-            raise ExportError(f"onnx.checker rejected the {candidate.mode} graph: {str(error).splitlines()[0]}") from None
-        # One thread: on a machine with few cores the thread pool's wake-ups swamp the difference.
-        session = open_session(path, session_options(1), ["CPUExecutionProvider"])
-        errors: dict[int, float] = {}
-        for sample, want in zip(x, expected):
-            forecast, _, bucket = session.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None]})
-            error = float(np.abs(forecast[0] - want).max())
-            errors[int(bucket)] = max(errors.get(int(bucket), 0.0), error)
-        started = time.perf_counter()
-        for _ in range(TIMING_PASSES):
-            for sample in timed:
-                session.run([FORECAST], {INPUT: sample[None]})
-        candidate.latency_ms = (time.perf_counter() - started) * 1e3 / (TIMING_PASSES * len(timed))
-        candidate.parity = {str(k): v for k, v in sorted(errors.items())}
-        worst = max(errors.values())
-        if not worst <= PARITY_TOLERANCE:
-            raise ExportError(
-                f"{candidate.mode} export disagrees with PyTorch: max abs error {worst:.3g} > {PARITY_TOLERANCE:g} "
-                f"(per branch: {candidate.parity}); nothing written"
-            )
-
     def manifest(self, candidate: Candidate, onnx_name: str) -> Manifest:
         shape = self.trained.model.backbone.shape
         normalizer = self.trained.normalizer
@@ -233,7 +181,6 @@ class Exporter:
             versions["onnxruntime"] = metadata.version("onnxruntime")
         except metadata.PackageNotFoundError:
             pass
-        dense_flops = branch_flops(self.backbone, self.trained.model, None, None)
         return Manifest(
             backbone=self.backbone,
             dataset=self.trained.data_config.name,
@@ -249,25 +196,39 @@ class Exporter:
             std=normalizer.std.tolist(),
             width_levels=list(self.trained.model_config.pruning.width_levels),
             buckets=candidate.buckets,
-            dense_flops=dense_flops,
+            dense_flops=branch_flops(self.trained.model, None, None),
             flops_convention=FLOPS_CONVENTION,
             versions=versions,
             parity={"tolerance": PARITY_TOLERANCE, "max_abs_error_per_branch": candidate.parity},
         )
 
-    def run(self, out: Path) -> tuple[Candidate, Manifest, list[Candidate]]:
-        """Build, check, pick (auto: the fastest on validation samples), then write both files."""
+    def run(self, out: Path, timer=partial(interleaved_latency, repeat=WARM_REPEATS)) -> tuple[Candidate, Manifest, list[Candidate]]:
+        """Build, check, pick (auto: the fastest on validation samples), then write both files.
+
+        Every candidate is checked (onnx.checker, then parity with PyTorch), then all are
+        timed together by `timer` (profiling.latency.interleaved_latency: one sample at a
+        time, the candidates taking turns, so machine noise hits them alike, each timing a
+        warm run of its own) on one onnxruntime thread (on a machine with few cores the
+        thread pool's wake-ups swamp the differences), `TIMING_PASSES` passes over the
+        validation samples."""
         candidates = self.candidates()
         x, described = self.parity_inputs()
         expected = reference(self.trained, x, self.dense).numpy()
         timed = self.validation_frames(self.options.parity_samples)
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dpedge-export-") as scratch:  # candidates, checked by path
+            runners = []
             for index, candidate in enumerate(candidates):
                 path = Path(scratch) / f"candidate{index}.onnx"
                 onnx.save(candidate.onnx_model, path)
-                self.check(candidate, path, x.numpy(), expected, timed)
-                self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(candidate.parity.values()):.2e}; {candidate.latency_ms:.2f} ms per validation sample")
+                check_graph(path, candidate.mode)
+                session = open_session(path, session_options(1), ["CPUExecutionProvider"])
+                candidate.parity = check_parity(session, x.numpy(), expected, candidate.mode)
+                self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(candidate.parity.values()):.2e}")
+                runners.append(lambda sample, session=session: session.run([FORECAST], {INPUT: sample}))
+            for candidate, ms in zip(candidates, timer(runners, timed, TIMING_PASSES * len(timed))):
+                candidate.latency_ms = float(np.mean(ms))
+                self.log(f"{candidate.mode}, tiles {candidate.tiles}: {candidate.latency_ms:.2f} ms per validation sample")
         chosen = min(candidates, key=lambda c: c.latency_ms)
         manifest = self.manifest(chosen, out.name)
         atomic_write_bytes(chosen.onnx_model.SerializeToString(), out)

@@ -1,12 +1,13 @@
 """A small ONNX graph builder: nodes by op name, constants as initializers, and `If`
 branches as child builders that own their own initializers (onnxruntime keeps its fast
-convolution path only for weights that are initializers of the graph the node is in,
-DESIGN.md §5)."""
+convolution path only for weights that are initializers of the graph the node is in:
+docs/design.md, "Export"); and `Feature`, a tensor of the graph with its static shape."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -15,7 +16,31 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 
 
+@dataclass(frozen=True)
+class Feature:
+    """A tensor of the graph with its static shape. Per-frame maps hold `frames` frames
+    (T, C, H, W); tiled ones are (tiles·frames, C, tile, tile), tile-major; tokens are
+    (tokens, features)."""
+
+    name: str
+    shape: tuple[int, ...]
+    frames: int = 1
+    tiled: bool = False
+
+    @property
+    def channels(self) -> int:
+        return self.shape[1]
+
+    @property
+    def positions(self) -> int:
+        """Output positions it holds, over all its rows (tiles, frames or tokens)."""
+        return int(np.prod(self.shape)) // self.channels
+
+
 class GraphBuilder:
+    FLOAT = TensorProto.FLOAT
+    INT64 = TensorProto.INT64
+
     def __init__(self, name: str, counter: itertools.count | None = None, opset: int = OPSET) -> None:
         self.name = name
         self.opset = opset
@@ -52,6 +77,14 @@ class GraphBuilder:
 
     def branch(self, name: str) -> "GraphBuilder":
         return GraphBuilder(name, self._counter, self.opset)
+
+    def conv(self, x: str, weight: str, bias: str | None, conv, scope: str) -> str:
+        """Conv with the kernel, stride and padding of `conv` (an nn.Conv2d)."""
+        inputs = (x, weight) if bias is None else (x, weight, bias)
+        return self.op(
+            "Conv", *inputs, scope=scope, kernel_shape=list(conv.kernel_size), strides=list(conv.stride),
+            pads=list(conv.padding) * 2,
+        )
 
     def reduce_mean(self, x: str, axis: int, scope: str) -> str:
         """ReduceMean over one axis, keeping it (its axes became an input at opset 18)."""
@@ -90,6 +123,3 @@ class GraphBuilder:
 def tensor_info(name: str, shape: list[int], dtype=np.float32) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
 
-
-FLOAT = TensorProto.FLOAT
-INT64 = TensorProto.INT64

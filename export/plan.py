@@ -1,32 +1,33 @@
 """Which sub-networks to compile: the branches of the exported graph.
 
 Every layer's width is a function of one number, the sample's count n of kept regions
-(ModelMask: width = σ(a·4(n/R − ½) + c_gate), quantised), so a branch serving a range of n
-needs only the tiles and widths of its largest n. The ranges are chosen by dynamic
+(ModelMask: width = σ(a·4(n/R − ½) + c_gate), quantised; `ModelMask.width_table`), so a
+branch serving a range of n needs only the tiles and widths of its largest n. The ranges are chosen by dynamic
 programming to minimise the FLOPs executed over the calibration samples' histogram of n.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dynaprune_edge.export.lowering import BranchPlan
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.models import DynaPruner
 
 
-@torch.no_grad()
-def width_table(model: DynaPruner) -> np.ndarray:
-    """(R + 1, gates) groups each gate keeps when n = 0..R regions are kept, computed by
-    the same code (and the same float32 arithmetic) as the hard-mask forward."""
-    regions = model.grid[0] * model.grid[1]
-    masks = torch.tril(torch.ones(regions + 1, regions), diagonal=-1)  # row n: n regions kept
-    mask = model.model_mask
-    return mask.kept_groups(mask.quantise(mask.widths(masks.mean(dim=1)))).to(torch.int64).numpy()
+@dataclass(frozen=True)
+class BranchPlan:
+    """A sub-network: kept-region counts `lo..hi` route here; it computes `hi` tiles and,
+    per gate, the filters kept at `hi` regions (the most of its range)."""
+
+    lo: int
+    hi: int
+    groups: dict[str, int]  # gate → kept groups computed
+    masked_gates: frozenset[str]  # gates whose kept groups vary within lo..hi
 
 
 @torch.no_grad()

@@ -1,11 +1,10 @@
-"""Inference backends behind one interface (onnxruntime, TensorRT, Orin emulator).
+"""Inference backends behind one interface (load, run, describe): onnxruntime on CPU or
+CUDA, and TensorRT engines.
 
 Imports neither torch nor fvcore: this package goes onto the Jetson."""
 
-# Importing the backend modules registers them: ort, ort-cuda; trt.
-from dynaprune_edge.runtime import onnxruntime as _onnxruntime  # noqa: F401
-from dynaprune_edge.runtime import tensorrt as _tensorrt  # noqa: F401
-from dynaprune_edge.runtime.base import BACKENDS, Backend, RunResult, load
+from dynaprune_edge.runtime.backends import BACKENDS, load
+from dynaprune_edge.runtime.base import Backend, RunResult
 from dynaprune_edge.runtime.manifest import Manifest, read_manifest
 
 __all__ = ["BACKENDS", "Backend", "Manifest", "RunResult", "load", "read_manifest"]

@@ -13,8 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.registry import Registry
+from dynaprune_edge.errors import DataError
 from dynaprune_edge.runtime.manifest import Manifest
 
 
@@ -72,13 +71,3 @@ class Backend(ABC):
             flops.append(sample_flops)
             buckets.append(bucket)
         return RunResult(np.concatenate(forecasts), np.asarray(flops, np.float64), np.asarray(buckets, np.int64))
-
-
-BACKENDS: Registry = Registry("backend")
-
-
-def load(path: Path, backend: str = "ort", threads: int | None = None) -> Backend:
-    """Open `path` with a registered backend ('ort', 'ort-cuda', 'trt')."""
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be ≥ 1, got {threads}")
-    return BACKENDS.get(backend).load(Path(path), threads)

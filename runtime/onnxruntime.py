@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.runtime.base import BACKENDS, Backend
+from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, read_manifest
 
 INSTALL_HINT = "pip install 'dynaprune-edge[export]' (or onnxruntime-gpu for CUDA)"
@@ -109,7 +109,6 @@ def gpu_model() -> str:
     return names.splitlines()[0].strip() if names.strip() else "unknown CUDA device"
 
 
-@BACKENDS.register("ort")
 class OrtBackend(Backend):
     name: ClassVar[str] = "ort"
     providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
@@ -152,7 +151,6 @@ class OrtBackend(Backend):
         }
 
 
-@BACKENDS.register("ort-cuda")
 class OrtCudaBackend(OrtBackend):
     name: ClassVar[str] = "ort-cuda"
     # CPU stays as fallback: onnxruntime places shape arithmetic there by design.

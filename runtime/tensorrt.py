@@ -1,9 +1,10 @@
 """TensorRT backend `trt`: runs a serialized engine on the GPU it was built on.
 
-Engines are not portable across devices or TensorRT versions (DESIGN.md §5), so every
-engine has a metadata file `<engine>.json` beside it (device, compute capability,
-TensorRT version, precision, source ONNX and its sha256, manifest) and `load` refuses an
-engine built for anything but this device and this TensorRT.
+Engines are not portable across devices or TensorRT versions (docs/design.md, "TensorRT
+and the Jetson AGX Orin"), so every engine has a metadata file `<engine>.json` beside it
+(device, compute capability, TensorRT version, precision, source ONNX and its sha256,
+manifest) and `load` refuses an engine built for anything but this device and this
+TensorRT.
 
 tensorrt and pycuda are imported inside functions only: this package must import, and
 list its backends, where neither is installed. Supported TensorRT: 8.5 (JetPack 5.1),
@@ -23,7 +24,7 @@ import numpy as np
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.files import atomic_write_text
-from dynaprune_edge.runtime.base import BACKENDS, Backend
+from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, read_manifest
 
 META_FORMAT = "dpedge-trt-engine"
@@ -263,7 +264,6 @@ class Execution:
         return {name: self.host[name].copy() for name in self.outputs}
 
 
-@BACKENDS.register("trt")
 class TensorRTBackend(Backend):
     """Loads `<model>.<device>.trt<version>.<precision>.engine`; its manifest is read from
     beside it (the ONNX file itself is not needed). `threads` does not apply to a GPU."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LIGHT = ["dynaprune_edge.runtime", "dynaprune_edge.profiling", "dynaprune_edge.profiling.flops", "dynaprune_edge.export"]
+LIGHT = ["dynaprune_edge.runtime", "dynaprune_edge.profiling", "dynaprune_edge.flops", "dynaprune_edge.export"]
 
 
 def imports_without_torch(python_path: str) -> subprocess.CompletedProcess:
@@ -39,7 +39,7 @@ def test_built_wheel_maps_the_top_level_folders_into_dynaprune_edge(wheel, tmp_p
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         archive.extractall(tmp_path)
-    for module in ("export/__init__.py", "runtime/__init__.py", "profiling/flops.py", "cli.py", "masks/state.py"):
+    for module in ("export/__init__.py", "runtime/__init__.py", "flops/__init__.py", "cli.py", "layers/state.py"):
         assert f"dynaprune_edge/{module}" in names, module
     assert any(n.startswith("dynaprune_edge/data/samples/knmi_radar_2010-08-26/") for n in names), "KNMI sample missing"
     result = imports_without_torch(str(tmp_path))
@@ -49,7 +49,7 @@ def test_built_wheel_maps_the_top_level_folders_into_dynaprune_edge(wheel, tmp_p
 
 def test_installed_runtime_and_profiling_do_not_import_torch():
     result = subprocess.run(
-        [sys.executable, "-c", "import sys, dynaprune_edge.runtime, dynaprune_edge.profiling.flops; "
+        [sys.executable, "-c", "import sys, dynaprune_edge.runtime, dynaprune_edge.flops; "
          "assert 'torch' not in sys.modules"],
         capture_output=True, text=True, cwd="/",
     )

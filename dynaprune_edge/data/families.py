@@ -21,9 +21,7 @@ from dynaprune_edge.data.windows import WindowDataset, check_windows_fit
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.registry import Registry
 
-DATASETS: Registry[DatasetFamily] = Registry("dataset")
-for _family in (TaxiBJ(), WeatherBench(), Sevir(), Knmi()):
-    DATASETS.register(_family.name)(_family)
+DATASETS: Registry[DatasetFamily] = Registry("dataset", [TaxiBJ(), WeatherBench(), Sevir(), Knmi()])
 
 
 def complete_config(config: DataConfig, family: DatasetFamily) -> DataConfig:

@@ -16,7 +16,7 @@ import glob
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,29 +61,28 @@ def resolve_files(path: str, suffixes: Sequence[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def open_hdf5(path: str) -> Iterator["h5py.File"]:  # noqa: F821 (h5py imported lazily)
-    """h5py.File that reports unreadable or corrupt files as DataError."""
+def _opened(open_file: Callable[[str], object], path: str, kind: str) -> Iterator:
+    """`open_file(path)` as a context, an unreadable or corrupt file reported as DataError."""
+    try:
+        handle = open_file(path)
+    except OSError as error:
+        raise DataError(f"{path}: not a readable {kind} file ({error})") from None
+    with handle:
+        yield handle
+
+
+def open_hdf5(path: str):
+    """h5py.File (read-only) that reports unreadable or corrupt files as DataError."""
     import h5py
 
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise DataError(f"{path}: not a readable HDF5 file ({error})") from None
-    with handle:
-        yield handle
+    return _opened(lambda name: h5py.File(name, "r"), path, "HDF5")
 
 
-@contextlib.contextmanager
-def open_netcdf(path: str) -> Iterator["netCDF4.Dataset"]:  # noqa: F821
-    """netCDF4.Dataset that reports unreadable or corrupt files as DataError."""
+def open_netcdf(path: str):
+    """netCDF4.Dataset (read-only) that reports unreadable or corrupt files as DataError."""
     import netCDF4
 
-    try:
-        handle = netCDF4.Dataset(path, "r")
-    except OSError as error:
-        raise DataError(f"{path}: not a readable netCDF file ({error})") from None
-    with handle:
-        yield handle
+    return _opened(lambda name: netCDF4.Dataset(name, "r"), path, "netCDF")
 
 
 def read_array(node, path: str, selection=Ellipsis) -> np.ndarray:

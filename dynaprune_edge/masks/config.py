@@ -17,7 +17,8 @@ class PruningConfig:
     dense baseline: same backbone, no mask generator).
 
     region_size: pixels per side of a DataMask region (a power of 2).
-    group_size: filters pruned together (hardware alignment, DESIGN.md §3).
+    group_size: filters pruned together: tensor cores and CPU SIMD want channel counts in
+        multiples of 8 or 16, and an unaligned width wastes the FLOPs it saved.
     width_levels: fractions of each layer's groups a sample may keep; few levels means few
         distinct sub-networks to compile (export's bucketed mode).
     group_order: which groups fill a layer's width. "scored": the sample's top-scoring

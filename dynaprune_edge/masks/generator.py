@@ -11,13 +11,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from dynaprune_edge.flops import conv_flops, matmul_flops
+from dynaprune_edge.layers.conv import conv_output_size, fold_batch_norm
+from dynaprune_edge.layers.state import GateSpec
 from dynaprune_edge.masks.config import MaskMode, PruningConfig
-from dynaprune_edge.masks.gated import conv2d_flops
-from dynaprune_edge.masks.state import GateSpec, straight_through
+
+
+def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
+    """Forward the hard value exactly (soft − soft is 0 in floating point; hard + soft −
+    soft is not), backpropagate through the soft one."""
+    return (soft - soft.detach()) + hard
 
 
 @dataclass
@@ -53,13 +61,33 @@ class MaskGenerator(nn.Module):
         features = self.body(x.flatten(1, 2))  # frames stacked as channels
         return ImportanceField(features, self.importance(features)[:, 0])
 
+    def stages(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """The body's (conv, BatchNorm) pairs; each is followed by a ReLU."""
+        layers = list(self.body)
+        return [(layers[i], layers[i + 1]) for i in range(0, len(layers), 3)]
+
     def flops(self, height: int, width: int) -> float:
-        total, h, w = 0.0, height, width
-        for layer in self.body:
-            if isinstance(layer, nn.Conv2d):
-                h, w = (h + 1) // 2, (w + 1) // 2
-                total += conv2d_flops(layer, (h, w))
-        return total + conv2d_flops(self.importance, (h, w))
+        total, size = 0.0, (height, width)
+        for conv in [conv for conv, _ in self.stages()] + [self.importance]:
+            size = conv_output_size(size, conv)
+            kernel_h, kernel_w = conv.kernel_size
+            total += conv_flops(conv.in_channels, conv.out_channels, kernel_h * kernel_w, size[0] * size[1])
+        return total
+
+    def lower(self, graph, frames: str, shape: tuple[int, ...]) -> tuple[str, str]:
+        """The generator in the exported router, BatchNorm folded: (1, T, C, H, W) frames →
+        (features (1, F, h, w), logits (1, 1, h, w))."""
+        _, count, channels, height, width = shape
+        scope = "router/generator"
+
+        def conv(z: str, module: nn.Conv2d, norm: nn.BatchNorm2d | None) -> str:
+            weight, bias = fold_batch_norm(module, norm)
+            return graph.conv(z, graph.const(weight, "weight"), graph.const(bias, "bias"), module, scope)
+
+        z = graph.op("Reshape", frames, graph.const([1, count * channels, height, width]), scope=scope)
+        for module, norm in self.stages():
+            z = graph.op("Relu", conv(z, module, norm), scope=scope)
+        return z, conv(z, self.importance, None)
 
 
 class DataMask(nn.Module):
@@ -72,6 +100,13 @@ class DataMask(nn.Module):
         else:
             mask = torch.sigmoid(field.logits / mode.temperature)
         return mask[:, None]  # (B, 1, h, w)
+
+    def lower(self, graph, logits: str) -> tuple[str, str]:
+        """In the exported router: (float 0/1 kept regions like `logits`, their () int64 count)."""
+        scope = "router/regions"
+        keep = graph.op("Cast", graph.op("GreaterOrEqual", logits, graph.const(np.float32(0)), scope=scope), scope=scope, to=graph.FLOAT)
+        count = graph.op("Cast", graph.op("ReduceSum", keep, scope=scope, keepdims=0), scope=scope, to=graph.INT64)
+        return keep, count
 
 
 def soft_rank(scores: Tensor, temperature: float) -> Tensor:
@@ -144,4 +179,33 @@ class ModelMask(nn.Module):
         return torch.arange(gate.groups, 0, -1, dtype=pooled.dtype, device=pooled.device).expand(pooled.shape[0], -1)
 
     def flops(self) -> float:
-        return float(sum(s.in_features * s.out_features for s in self.scorers.values()))
+        return float(sum(matmul_flops(1, s.in_features, s.out_features) for s in self.scorers.values()))
+
+    @torch.no_grad()
+    def width_table(self, regions: int) -> np.ndarray:
+        """(regions + 1, gates) groups each gate keeps when n = 0..regions regions are kept,
+        computed by the same code (and the same float32 arithmetic) as the hard-mask
+        forward: every width is a function of n alone, which is what lets the export
+        compile one sub-network per range of n."""
+        masks = torch.tril(torch.ones(regions + 1, regions), diagonal=-1)  # row n: n regions kept
+        return self.kept_groups(self.quantise(self.widths(masks.mean(dim=1)))).to(torch.int64).numpy()
+
+    def lower_scores(self, graph, features: str, logits: str) -> dict[str, str]:
+        """In the exported router: each gate's (1, groups) per-sample group scores, its
+        linear scorer of the generator features pooled with S = σ(logits) as weights."""
+        scope = "router/groups"
+        importance = graph.op("Sigmoid", logits, scope=scope)
+        axes = graph.const([2, 3])
+        pooled = graph.op(
+            "Div",
+            graph.op("ReduceSum", graph.op("Mul", features, importance, scope=scope), axes, scope=scope, keepdims=0),
+            graph.op("Max", graph.op("ReduceSum", importance, axes, scope=scope, keepdims=0), graph.const(np.float32(1e-6)), scope=scope),
+            scope=scope,
+        )
+        scorers = [self.scorers[gate.name] for gate in self.gates]
+        weight = np.concatenate([s.weight.detach().numpy().T for s in scorers], axis=1)
+        bias = np.concatenate([s.bias.detach().numpy() for s in scorers])
+        scores = graph.op("Gemm", pooled, graph.const(weight, "scorer"), graph.const(bias, "scorer"), scope=scope)
+        split = graph.op("Split", scores, graph.const([g.groups for g in self.gates]), scope=scope, outputs=len(self.gates), axis=1)
+        split = split if isinstance(split, list) else [split]
+        return {gate.name: name for gate, name in zip(self.gates, split)}

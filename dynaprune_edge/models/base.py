@@ -4,13 +4,15 @@ mask generator and the persistence fallback for skipped regions."""
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor, nn
 
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.masks import DataMask, GateSpec, MaskGenerator, MaskMode, MaskState, ModelMask, PruningConfig
+from dynaprune_edge.layers import GateSpec, Interpreter, Layer, MaskState, TrainingInterpreter
+from dynaprune_edge.masks import DataMask, MaskGenerator, MaskMode, ModelMask, PruningConfig
 
 
 @dataclass(frozen=True)
@@ -24,15 +26,18 @@ class ForecastShape:
     width: int
 
 
-class Backbone(nn.Module):
-    """A forecaster whose prunable layers read their masks from a `MaskState`.
+class Backbone(nn.Module, ABC):
+    """A forecaster made of layer types (`dynaprune_edge.layers`), whose forward is written
+    once, as `program(ops, x)` against an `Interpreter`: torch runs it in training
+    (`forward`), the exporter runs it to emit each sub-network. So every backbone exports.
 
-    Subclasses define `Options` (a dataclass of sizes, all with defaults) and
-    `forward(x, masks) -> (B, frames_out, C, H, W)`. Gated layers expose `gate_spec`.
-    What the backbone outputs in skipped regions does not matter: `DynaPruner` replaces it
-    with the fallback there.
+    Subclasses define `name` (its registry key), `Options` (a dataclass of sizes, all with
+    defaults) and `program`, which returns the (B, frames_out, C, H, W) forecast. What the
+    backbone outputs in skipped regions does not matter: `DynaPruner` replaces it with the
+    fallback there.
     """
 
+    name: ClassVar[str]
     Options: ClassVar[type]
 
     def __init__(self, shape: ForecastShape, options, group_size: int) -> None:
@@ -51,11 +56,23 @@ class Backbone(nn.Module):
     def check_region_grid(self, grid: tuple[int, int]) -> None:
         """Raise ConfigError if this backbone cannot use regions forming `grid`."""
 
-    def gate_specs(self) -> list[GateSpec]:
-        return [m.gate_spec for m in self.modules() if getattr(m, "gate_spec", None) is not None]
+    def layers(self) -> list[Layer]:
+        return [m for m in self.modules() if isinstance(m, Layer)]
 
-    def forward(self, x: Tensor, masks: MaskState) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def gate_specs(self) -> list[GateSpec]:
+        """Every prunable unit, once each, in layer order (the order of ModelMask's widths)."""
+        return list(dict.fromkeys(layer.gate for layer in self.layers() if layer.gate is not None))
+
+    def check_exportable(self) -> None:
+        for layer in self.layers():
+            layer.check_exportable()
+
+    @abstractmethod
+    def program(self, ops: Interpreter, x):
+        """The forecast of the (B, frames_in, C, H, W) frames `x`, in `ops`' primitives."""
+
+    def forward(self, x: Tensor, masks: MaskState) -> Tensor:
+        return self.program(TrainingInterpreter(masks), x)
 
 
 @dataclass(frozen=True)
@@ -126,15 +143,31 @@ class DynaPruner(nn.Module):
         else:
             self.generator = None
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The backbone's parameters and the masks' (mask generator, DataMask, ModelMask: a
+        few parameters the trainer moves at a higher learning rate; none in a dense model)."""
+        masks = [] if self.generator is None else [
+            *self.generator.parameters(), *self.data_mask.parameters(), *self.model_mask.parameters()
+        ]
+        return {"backbone": list(self.backbone.parameters()), "masks": masks}
+
+    def mask_flops(self) -> float:
+        """What deciding the masks costs per sample (generator and group scorers): fixed."""
+        shape = self.backbone.shape
+        return self.generator.flops(shape.height, shape.width) + self.model_mask.flops()
+
+    def dense_masks(self, x: Tensor) -> MaskState:
+        """Every region and filter kept: the backbone as the dense baseline runs it."""
+        return MaskState.all_kept(x.shape[0], self.grid, self.gates, x)
+
     def masks(self, x: Tensor, mode: MaskMode) -> MaskState:
         if self.generator is None:
-            return MaskState.all_kept(x.shape[0], self.grid, self.gates, x)
+            return self.dense_masks(x)
         field = self.generator(x)
         region_mask = self.data_mask(field, mode)
         channel_masks, _ = self.model_mask(field, region_mask, mode)
         masks = MaskState(region_mask, channel_masks)
-        shape = self.backbone.shape
-        masks.ledger.add_fixed(self.generator.flops(shape.height, shape.width) + self.model_mask.flops())
+        masks.ledger.add_fixed(self.mask_flops())
         return masks
 
     def forward(self, x: Tensor, mode: MaskMode = MaskMode()) -> Forecast:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import nn
 
-from dynaprune_edge.masks import GatedConv2d, MaskState
+from dynaprune_edge.layers import GatedConv2d, Interpreter
 from dynaprune_edge.models.base import Backbone, ForecastShape
-from dynaprune_edge.models.registry import BACKBONES
 
 
 @dataclass(frozen=True)
@@ -27,60 +26,55 @@ class TranslatorBlock(nn.Module):
         super().__init__()
         self.expand = GatedConv2d(channels, channels, 3, gate=gate, input_gate=None, group_size=group_size)
         self.project = GatedConv2d(
-            channels, channels, 1, gate=None, input_gate=gate, group_size=group_size, activation=False
+            channels, channels, 1, gate=None, input_gate=self.expand.gate, group_size=group_size, activation=False
         )
 
-    def forward(self, x: Tensor, masks: MaskState) -> Tensor:
-        return x + self.project(self.expand(x, masks), masks)
+    def program(self, ops: Interpreter, x):
+        return ops.add(x, ops.apply(self.project, ops.apply(self.expand, x)))
 
 
-@BACKBONES.register("simvp")
+def gated_chain(layers: list[tuple[str, int, int, int, int]], group_size: int) -> nn.ModuleList:
+    """3×3 gated convs, each fed by the one before it: (gate, in channels, out channels,
+    stride, upsample) per layer."""
+    chain, input_gate = [], None
+    for gate, inputs, outputs, stride, upsample in layers:
+        chain.append(GatedConv2d(inputs, outputs, 3, stride, gate=gate, input_gate=input_gate, group_size=group_size, upsample=upsample))
+        input_gate = chain[-1].gate
+    return nn.ModuleList(chain)
+
+
 class SimVP(Backbone):
+    name = "simvp"
     Options = SimVPOptions
 
     def __init__(self, shape: ForecastShape, options: SimVPOptions, group_size: int) -> None:
         super().__init__(shape, options, group_size)
         hs, ht, g = options.spatial_channels, options.temporal_channels, group_size
-        self.encoder = nn.ModuleList(
-            [
-                GatedConv2d(shape.channels, hs, 3, 1, gate="enc0", input_gate=None, group_size=g),
-                GatedConv2d(hs, hs, 3, 2, gate="enc1", input_gate="enc0", group_size=g),
-                GatedConv2d(hs, hs, 3, 1, gate="enc2", input_gate="enc1", group_size=g),
-                GatedConv2d(hs, hs, 3, 2, gate="enc3", input_gate="enc2", group_size=g),
-            ]
+        self.encoder = gated_chain(
+            [("enc0", shape.channels, hs, 1, 1), ("enc1", hs, hs, 2, 1), ("enc2", hs, hs, 1, 1), ("enc3", hs, hs, 2, 1)], g
         )
-        self.translator_in = GatedConv2d(shape.frames_in * hs, ht, 3, gate=None, input_gate="enc3", group_size=g)
+        self.translator_in = GatedConv2d(
+            shape.frames_in * hs, ht, 3, gate=None, input_gate=self.encoder[-1].gate, group_size=g
+        )
         self.translator = nn.ModuleList(
             [TranslatorBlock(ht, f"translator{i}", g) for i in range(options.translator_blocks)]
         )
         self.translator_out = GatedConv2d(ht, shape.frames_out * hs, 3, gate=None, input_gate=None, group_size=g)
-        self.decoder = nn.ModuleList(
-            [
-                GatedConv2d(hs, hs, 3, upsample=2, gate="dec0", input_gate=None, group_size=g),
-                GatedConv2d(hs, hs, 3, gate="dec1", input_gate="dec0", group_size=g),
-                GatedConv2d(hs, hs, 3, upsample=2, gate="dec2", input_gate="dec1", group_size=g),
-                GatedConv2d(hs, hs, 3, gate="dec3", input_gate="dec2", group_size=g),
-            ]
+        self.decoder = gated_chain(
+            [("dec0", hs, hs, 1, 2), ("dec1", hs, hs, 1, 1), ("dec2", hs, hs, 1, 2), ("dec3", hs, hs, 1, 1)], g
         )
         self.readout = GatedConv2d(
-            hs, shape.channels, 1, gate=None, input_gate="dec3", group_size=g, norm=False, activation=False
+            hs, shape.channels, 1, gate=None, input_gate=self.decoder[-1].gate, group_size=g, norm=False, activation=False
         )
 
-    def forward(self, x: Tensor, masks: MaskState) -> Tensor:
-        batch, frames_in, channels, height, width = x.shape
-        frame_masks = masks.for_frames(frames_in)
-        z = x.reshape(batch * frames_in, channels, height, width)
+    def program(self, ops: Interpreter, x):
+        z = ops.per_frame(x)
         for layer in self.encoder:
-            z = layer(z, frame_masks)
-        z = z.reshape(batch, -1, *z.shape[-2:])  # frames stacked as channels
-        z = self.translator_in(z, masks)
+            z = ops.apply(layer, z)
+        z = ops.apply(self.translator_in, ops.stack_frames(z))
         for block in self.translator:
-            z = block(z, masks)
-        z = self.translator_out(z, masks)
-        frames_out = self.shape.frames_out
-        z = z.reshape(batch * frames_out, -1, *z.shape[-2:])
-        frame_masks = masks.for_frames(frames_out)
+            z = block.program(ops, z)
+        z = ops.unstack_frames(ops.apply(self.translator_out, z), self.shape.frames_out)
         for layer in self.decoder:
-            z = layer(z, frame_masks)
-        y = self.readout(z, frame_masks)
-        return y.reshape(batch, frames_out, channels, height, width)
+            z = ops.apply(layer, z)
+        return ops.forecast(ops.apply(self.readout, z))

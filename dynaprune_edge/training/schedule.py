@@ -21,7 +21,7 @@ def learning_rate_factor(step: int, total_steps: int) -> float:
 
 def mask_mode(step: int, total_steps: int, pruning: PruningConfig) -> MaskMode:
     """Soft masks whose temperature falls geometrically over the first `soft_fraction` of
-    training, then hard straight-through masks: the soft-to-hard annealing of §3."""
+    training, then hard straight-through masks (docs/design.md, "Dyna-Pruner")."""
     soft_steps = int(pruning.soft_fraction * total_steps)
     if step >= soft_steps:
         return MaskMode(hard=True)

@@ -16,10 +16,10 @@ from torch.utils.data import DataLoader
 
 from dynaprune_edge.data import SpatioTemporalData
 from dynaprune_edge.errors import CheckpointError, DataError
-from dynaprune_edge.flops import dense_flops_fvcore
+from dynaprune_edge.flops import FLOPS_CONVENTION
+from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
-from dynaprune_edge.profiling.flops import FLOPS_CONVENTION
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.training.checkpoint import atomic_save, header, model_payload, safe_load
@@ -133,12 +133,10 @@ class Trainer:
         """The mask generator's few parameters (biases, width calibration) must travel far
         (from keep-everything to the budget) in a short run, and Adam moves a parameter by
         about lr per step: they get MASK_LR_SCALE × lr and no weight decay."""
-        mask_names = ("generator.", "data_mask.", "model_mask.")
-        masks = [p for n, p in self.model.named_parameters() if n.startswith(mask_names)]
-        backbone = [p for n, p in self.model.named_parameters() if not n.startswith(mask_names)]
-        groups = [{"params": backbone, "lr_scale": 1.0}]
-        if masks:
-            groups.append({"params": masks, "lr_scale": MASK_LR_SCALE, "weight_decay": 0.0})
+        named = self.model.parameter_groups()
+        groups = [{"params": named["backbone"], "lr_scale": 1.0}]
+        if named["masks"]:
+            groups.append({"params": named["masks"], "lr_scale": MASK_LR_SCALE, "weight_decay": 0.0})
         return groups
 
     # --- checkpoints -------------------------------------------------------------

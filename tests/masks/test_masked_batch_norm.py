@@ -3,7 +3,7 @@ what was skipped, in its own regions or in the rest of the batch."""
 
 import torch
 
-from dynaprune_edge.masks.gated import MaskedBatchNorm2d
+from dynaprune_edge.layers.conv import MaskedBatchNorm2d
 
 
 def test_kept_outputs_ignore_skipped_positions_and_channels():

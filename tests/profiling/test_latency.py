@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,44 +14,30 @@ from onnx import TensorProto, helper, numpy_helper
 import dynaprune_edge.runtime as rt
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency, node_self_times, node_time_shares
-from dynaprune_edge.runtime.manifest import Bucket, Manifest, TensorSpec
+from dynaprune_edge.runtime.manifest import Bucket
 
 CHANNELS, SIDE = 16, 32
 SHAPE = [1, 1, CHANNELS, SIDE, SIDE]  # (batch, frames, channels, height, width)
 
 
-def write(folder: Path, nodes: list, initializers: list) -> Path:
-    """`nodes` map image → out (and define flops); the graph around them maps frames →
-    forecast (same shape), flops, bucket, and its manifest is written beside it."""
-    nodes = [helper.make_node("Reshape", ["frames", "image_shape"], ["image"], name="io/in"), *nodes,
-             helper.make_node("Reshape", ["out", "frames_shape"], ["forecast"], name="io/out"),
-             helper.make_node("Constant", [], ["bucket"], name="io/bucket",
-                              value=numpy_helper.from_array(np.array(1, np.int64)))]
-    initializers = [numpy_helper.from_array(np.array([1, CHANNELS, SIDE, SIDE], np.int64), "image_shape"),
-                    numpy_helper.from_array(np.array(SHAPE, np.int64), "frames_shape"), *initializers]
-    graph = helper.make_graph(
-        nodes, "toy",
-        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, SHAPE)],
-        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, SHAPE),
-         helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
-         helper.make_tensor_value_info("bucket", TensorProto.INT64, [])],
-        initializer=initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    path = folder / "model.onnx"
-    onnx.save(model, path)
-    manifest = Manifest(
-        backbone="toy", dataset="toy", mode="bucketed", onnx=path.name,
-        inputs=[TensorSpec("frames", SHAPE, "float32")],
-        outputs=[TensorSpec("forecast", SHAPE, "float32"), TensorSpec("flops", [], "float32"),
-                 TensorSpec("bucket", [], "int64")],
-        mean=[0.0] * CHANNELS, std=[1.0] * CHANNELS, width_levels=[1.0],
-        buckets=[Bucket([0, 1], 1, {}, 1.0), Bucket([2, 4], 4, {}, 4.0)],
-        dense_flops=4.0, flops_convention="toy", versions={},
-    )
-    path.with_name("model.dpedge.json").write_text(manifest.to_json())
-    return path
+@pytest.fixture
+def write(toy_manifest, write_toy_graph):
+    def write(folder: Path, nodes: list, initializers: list) -> Path:
+        """`nodes` map image → out (and define flops); the graph around them maps frames →
+        forecast (same shape), flops, bucket, and its manifest is written beside it."""
+        nodes = [helper.make_node("Reshape", ["frames", "image_shape"], ["image"], name="io/in"), *nodes,
+                 helper.make_node("Reshape", ["out", "frames_shape"], ["forecast"], name="io/out"),
+                 helper.make_node("Constant", [], ["bucket"], name="io/bucket",
+                                  value=numpy_helper.from_array(np.array(1, np.int64)))]
+        initializers = [numpy_helper.from_array(np.array([1, CHANNELS, SIDE, SIDE], np.int64), "image_shape"),
+                        numpy_helper.from_array(np.array(SHAPE, np.int64), "frames_shape"), *initializers]
+        manifest = toy_manifest(
+            SHAPE, mean=[0.0] * CHANNELS, std=[1.0] * CHANNELS,
+            buckets=[Bucket([0, 1], 1, {}, 1.0), Bucket([2, 4], 4, {}, 4.0)], dense_flops=4.0,
+        )
+        return write_toy_graph(folder, nodes, initializers, SHAPE, manifest)
+
+    return write
 
 
 def conv(name: str, source: str, target: str) -> tuple[onnx.NodeProto, onnx.TensorProto]:
@@ -60,7 +47,7 @@ def conv(name: str, source: str, target: str) -> tuple[onnx.NodeProto, onnx.Tens
 
 
 @pytest.fixture
-def conv_and_add(tmp_path) -> Path:
+def conv_and_add(tmp_path, write) -> Path:
     """A 3×3 convolution over 16×32×32 (2.4 M multiply-adds) next to one scalar Add."""
     big, weight = conv("big/conv", "image", "out")
     nodes = [big,
@@ -70,7 +57,7 @@ def conv_and_add(tmp_path) -> Path:
 
 
 @pytest.fixture
-def routed(tmp_path) -> Path:
+def routed(tmp_path, write) -> Path:
     """A router (two small reductions) choosing between two convolution branches with `If`."""
     branches = {}
     for side in ("then", "else"):
@@ -116,6 +103,27 @@ def test_interleaved_latency_warms_up_then_alternates_runners():
     timed = [(name, value) for value in (0, 1, 2, 0) for name in ("first", "second")]
     assert seen == warm_up + timed
     assert first_ms.shape == second_ms.shape == (4,) and np.all(first_ms >= 0)
+
+
+def test_repeated_turns_time_only_each_runners_last_run():
+    """With repeat, a runner runs several times in a row at its turn and only its last, warm
+    run is timed: here every first run of a turn is slow (a cold start) and the last fast."""
+    calls = {"slow": 0}
+
+    def cold_then_warm(sample):
+        calls["slow"] += 1
+        if calls["slow"] % 2:
+            time.sleep(0.02)
+
+    other = []
+    batch = np.zeros((2, *SHAPE[1:]), np.float32)
+    warm_ms, _ = interleaved_latency([cold_then_warm, other.append], batch, runs=4, repeat=2)
+    assert calls["slow"] == 2 + 4 * 2 and len(other) == 2 + 4 * 2  # warm-up pass, then two runs per turn
+    assert np.all(warm_ms < 10), warm_ms
+    strict_ms, _ = interleaved_latency([cold_then_warm, other.append], batch[:1], runs=2)
+    assert np.any(strict_ms > 15), "with strict turns the slow runs are the timed ones"
+    with pytest.raises(ConfigError, match="repeat"):
+        interleaved_latency([other.append], batch, runs=1, repeat=0)
 
 
 def test_interleaved_latency_on_onnxruntime(conv_and_add):

@@ -8,57 +8,46 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import dynaprune_edge.runtime as rt
 from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.runtime.manifest import Bucket, Manifest, TensorSpec
+from dynaprune_edge.runtime.manifest import Bucket, Manifest
 
 SHAPE = [1, 2, 1, 4, 4]
 
 
-def manifest(input_shape=SHAPE, outputs=("forecast", "flops", "bucket")) -> Manifest:
-    specs = {"forecast": TensorSpec("forecast", SHAPE, "float32"), "flops": TensorSpec("flops", [], "float32"),
-             "bucket": TensorSpec("bucket", [], "int64")}
-    return Manifest(
-        backbone="toy", dataset="toy", mode="dense", onnx="model.onnx",
-        inputs=[TensorSpec("frames", list(input_shape), "float32")],
-        outputs=[specs.get(name, TensorSpec(name, [], "float32")) for name in outputs],
-        mean=[0.0], std=[1.0], width_levels=[1.0],
-        buckets=[Bucket([0, 0], 0, {}, 0.0), Bucket([1, 16], 16, {}, 32.0)],
-        dense_flops=32.0, flops_convention="toy", versions={},
-    )
+@pytest.fixture
+def manifest(toy_manifest):
+    def manifest(input_shape=SHAPE, outputs=("forecast", "flops", "bucket")) -> Manifest:
+        return toy_manifest(
+            SHAPE, input_shape=input_shape, outputs=outputs, mode="dense",
+            buckets=[Bucket([0, 0], 0, {}, 0.0), Bucket([1, 16], 16, {}, 32.0)], dense_flops=32.0,
+        )
 
-
-def write_model(folder: Path, with_manifest: Manifest | None = None) -> Path:
-    """forecast = 2·frames, flops = sum(frames), bucket = 1 if that sum > 0 else 0."""
-    nodes = [
-        helper.make_node("Mul", ["frames", "two"], ["forecast"]),
-        helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
-        helper.make_node("Greater", ["flops", "zero"], ["positive"]),
-        helper.make_node("Cast", ["positive"], ["bucket"], to=TensorProto.INT64),
-    ]
-    graph = helper.make_graph(
-        nodes, "toy",
-        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, SHAPE)],
-        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, SHAPE),
-         helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
-         helper.make_tensor_value_info("bucket", TensorProto.INT64, [])],
-        initializer=[numpy_helper.from_array(np.array(2, np.float32), "two"),
-                     numpy_helper.from_array(np.array(0, np.float32), "zero")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    path = folder / "model.onnx"
-    onnx.save(model, path)
-    (folder / "model.dpedge.json").write_text((with_manifest or manifest()).to_json())
-    return path
+    return manifest
 
 
 @pytest.fixture
-def model(tmp_path) -> Path:
+def write_model(manifest, write_toy_graph):
+    def write_model(folder: Path, with_manifest: Manifest | None = None) -> Path:
+        """forecast = 2·frames, flops = sum(frames), bucket = 1 if that sum > 0 else 0."""
+        nodes = [
+            helper.make_node("Mul", ["frames", "two"], ["forecast"]),
+            helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
+            helper.make_node("Greater", ["flops", "zero"], ["positive"]),
+            helper.make_node("Cast", ["positive"], ["bucket"], to=TensorProto.INT64),
+        ]
+        initializers = [numpy_helper.from_array(np.array(2, np.float32), "two"),
+                        numpy_helper.from_array(np.array(0, np.float32), "zero")]
+        return write_toy_graph(folder, nodes, initializers, SHAPE, with_manifest or manifest())
+
+    return write_model
+
+
+@pytest.fixture
+def model(tmp_path, write_model) -> Path:
     return write_model(tmp_path)
 
 
@@ -122,13 +111,13 @@ def test_unreadable_onnx(model):
         rt.load(model)
 
 
-def test_manifest_input_shape_must_match_graph(tmp_path):
+def test_manifest_input_shape_must_match_graph(tmp_path, write_model, manifest):
     path = write_model(tmp_path, manifest(input_shape=[1, 3, 1, 4, 4]))
     with pytest.raises(ConfigError, match=r"shape \[1, 2, 1, 4, 4\], its manifest says \[1, 3, 1, 4, 4\]"):
         rt.load(path)
 
 
-def test_manifest_outputs_must_match_graph(tmp_path):
+def test_manifest_outputs_must_match_graph(tmp_path, write_model, manifest):
     path = write_model(tmp_path, manifest(outputs=("forecast", "flops", "sub_network")))
     with pytest.raises(ConfigError, match="graph outputs are"):
         rt.load(path)

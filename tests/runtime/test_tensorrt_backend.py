@@ -4,6 +4,7 @@ TensorRT 8.x (bindings) and 10.x (tensor addresses) APIs and pycuda."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import subprocess
@@ -18,7 +19,6 @@ import pytest
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.runtime import BACKENDS, load
 from dynaprune_edge.runtime import tensorrt as runtime_trt
-from dynaprune_edge.runtime.manifest import Manifest, TensorSpec
 from dynaprune_edge.runtime.tensorrt import (
     EngineMeta,
     Target,
@@ -49,34 +49,21 @@ def make_meta(**changes) -> EngineMeta:
     return replace(meta, **changes)
 
 
-def write_engine(folder: Path, meta: EngineMeta | None = None, data: bytes = b"fake engine") -> Path:
-    """An engine file, its metadata and the manifest beside it (no ONNX: the engine does
-    not need it)."""
-    engine = folder / ENGINE
-    engine.write_bytes(data)
-    if meta is not None:
-        write_meta(engine, meta)
-    manifest = Manifest(
-        backbone="simvp",
-        dataset="synthetic",
-        mode="bucketed",
-        onnx="model.onnx",
-        inputs=[TensorSpec("frames", SHAPE, "float32")],
-        outputs=[
-            TensorSpec("forecast", SHAPE, "float32"),
-            TensorSpec("flops", [], "float32"),
-            TensorSpec("bucket", [], "int64"),
-        ],
-        mean=[0.0],
-        std=[1.0],
-        width_levels=[0.5, 1.0],
-        buckets=[],
-        dense_flops=1.0,
-        flops_convention="1 multiply-add = 1 FLOP",
-        versions={},
-    )
-    (folder / "model.dpedge.json").write_text(manifest.to_json())
-    return engine
+@pytest.fixture
+def write_engine(toy_manifest):
+    def write_engine(folder: Path, meta: EngineMeta | None = None, data: bytes = b"fake engine") -> Path:
+        """An engine file, its metadata and the manifest beside it (no ONNX: the engine does
+        not need it)."""
+        engine = folder / ENGINE
+        engine.write_bytes(data)
+        if meta is not None:
+            write_meta(engine, meta)
+        manifest = toy_manifest(SHAPE, backbone="simvp", dataset="synthetic", width_levels=[0.5, 1.0],
+                                flops_convention="1 multiply-add = 1 FLOP")
+        (folder / "model.dpedge.json").write_text(manifest.to_json())
+        return engine
+
+    return write_engine
 
 
 # --- metadata ----------------------------------------------------------------------------
@@ -131,14 +118,14 @@ def test_an_engine_for_another_device_or_tensorrt_is_refused(current, built_for,
     assert "\n" not in message
 
 
-def test_load_refuses_a_mismatched_engine_before_touching_it(tmp_path, monkeypatch):
+def test_load_refuses_a_mismatched_engine_before_touching_it(tmp_path, write_engine, monkeypatch):
     engine = write_engine(tmp_path, make_meta())
     monkeypatch.setattr(runtime_trt, "current_target", lambda: Target("Orin", "8.7", "8.6.2.3"))
     with pytest.raises(ConfigError, match=r"built for Orin \(compute 8.7\) with TensorRT 8.5.2.2, but this machine .* TensorRT 8.6.2.3"):
         load(engine, backend="trt")
 
 
-def test_load_refuses_an_engine_without_metadata(tmp_path, monkeypatch):
+def test_load_refuses_an_engine_without_metadata(tmp_path, write_engine, monkeypatch):
     engine = write_engine(tmp_path)
     monkeypatch.setattr(runtime_trt, "current_target", lambda: ORIN_85)
     with pytest.raises(ConfigError, match="no metadata"):
@@ -148,7 +135,7 @@ def test_load_refuses_an_engine_without_metadata(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(TENSORRT_HERE, reason="tensorrt is installed here")
-def test_load_without_tensorrt_says_so_in_one_line(tmp_path):
+def test_load_without_tensorrt_says_so_in_one_line(tmp_path, write_engine):
     engine = write_engine(tmp_path, make_meta())
     with pytest.raises(ConfigError) as refused:
         TensorRTBackend.load(engine)
@@ -192,10 +179,11 @@ def test_importing_the_backend_imports_neither_torch_nor_tensorrt_nor_pycuda():
 # --- load and run, against a stand-in for TensorRT and pycuda ----------------------------
 
 
-def fake_modules(version: str, log: list) -> dict[str, types.ModuleType]:
+def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.ModuleType]:
     """Device memory is a dict of byte arrays; the "engine" computes forecast = 2·frames,
     flops = 123, bucket = 1. Only the API of `version` exists on it: bindings before 10,
-    tensor names from 10 (where int64 outputs stay int64; TensorRT 8 makes them int32)."""
+    tensor names from 10 (where int64 outputs stay int64; TensorRT 8 makes them int32).
+    `install_fake_tensorrt` adds the device."""
     memory: dict[int, np.ndarray] = {}
     addresses = itertools.count(4096, 4096)
     cuda = types.ModuleType("pycuda.driver")
@@ -215,8 +203,6 @@ def fake_modules(version: str, log: list) -> dict[str, types.ModuleType]:
     cuda.pagelocked_empty = lambda size, dtype: np.empty(size, dtype)
     cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
     cuda.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: log.append("synchronize"))
-    device = types.SimpleNamespace(name=lambda: "Orin", compute_capability=lambda: (8, 7))
-    cuda.Context = types.SimpleNamespace(get_device=lambda: device)
 
     tensor_io = int(version.split(".")[0]) >= 10
     tensors = [
@@ -276,24 +262,16 @@ def fake_modules(version: str, log: list) -> dict[str, types.ModuleType]:
     trt.Runtime = lambda logger: types.SimpleNamespace(
         deserialize_cuda_engine=lambda data: engine if data == b"fake engine" else None
     )
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = cuda
-    return {"tensorrt": trt, "pycuda": pycuda, "pycuda.driver": cuda, "pycuda.autoinit": types.ModuleType("pycuda.autoinit")}
+    return trt, cuda
 
 
 @pytest.fixture
-def fake_tensorrt(monkeypatch):
-    def install(version: str) -> list:
-        log: list = []
-        for name, module in fake_modules(version, log).items():
-            monkeypatch.setitem(sys.modules, name, module)
-        return log
-
-    return install
+def fake_tensorrt(install_fake_tensorrt):
+    return functools.partial(install_fake_tensorrt, fake_modules)
 
 
 @pytest.mark.parametrize("version, call", [("8.5.2.2", "execute_async_v2"), ("8.6.2.3", "execute_async_v2"), ("10.3.0", "execute_async_v3")])
-def test_runs_a_batch_one_sample_at_a_time(tmp_path, fake_tensorrt, version, call):
+def test_runs_a_batch_one_sample_at_a_time(tmp_path, write_engine, fake_tensorrt, version, call):
     log = fake_tensorrt(version)
     engine = write_engine(tmp_path, make_meta(trt_version=version))
     backend = load(engine, backend="trt")
@@ -314,21 +292,21 @@ def test_runs_a_batch_one_sample_at_a_time(tmp_path, fake_tensorrt, version, cal
     }
 
 
-def test_the_real_device_check_refuses_an_engine_of_another_tensorrt(tmp_path, fake_tensorrt):
+def test_the_real_device_check_refuses_an_engine_of_another_tensorrt(tmp_path, write_engine, fake_tensorrt):
     fake_tensorrt("10.3.0")
     engine = write_engine(tmp_path, make_meta(trt_version="8.5.2.2"))
     with pytest.raises(ConfigError, match="with TensorRT 8.5.2.2, but this machine has Orin .* TensorRT 10.3.0"):
         TensorRTBackend.load(engine)
 
 
-def test_an_engine_tensorrt_cannot_read_is_a_config_error(tmp_path, fake_tensorrt):
+def test_an_engine_tensorrt_cannot_read_is_a_config_error(tmp_path, write_engine, fake_tensorrt):
     fake_tensorrt("8.5.2.2")
     engine = write_engine(tmp_path, make_meta(), data=b"truncated")
     with pytest.raises(ConfigError, match="TensorRT 8.5.2.2 cannot deserialize this engine"):
         TensorRTBackend.load(engine)
 
 
-def test_the_manifest_must_lie_beside_the_engine(tmp_path, fake_tensorrt):
+def test_the_manifest_must_lie_beside_the_engine(tmp_path, write_engine, fake_tensorrt):
     fake_tensorrt("8.5.2.2")
     engine = write_engine(tmp_path, make_meta())
     (tmp_path / "model.dpedge.json").unlink()

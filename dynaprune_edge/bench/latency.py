@@ -1,21 +1,24 @@
-"""`dpedge bench latency`: does the exported sparse model run faster than the same model
-exported dense, by as much as its FLOPs say? Trained models, real validation samples,
-onnxruntime on this CPU at batch 1 (as deployed), dense and sparse timed interleaved on
-the same samples so that machine noise hits both alike."""
+"""Export latency: does the sparse export run faster than the same model exported dense, by as much as its FLOPs say?"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from rich.console import Console
 from rich.table import Table
 
+from dynaprune_edge.bench.common import bench_datasets, checked_backbones, report
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
+from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.export.network import router_graph
 from dynaprune_edge.files import atomic_write_bytes
+from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency, node_time_shares
 from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.manifest import INPUT
@@ -25,6 +28,9 @@ from dynaprune_edge.training.run import RunSpec, train_run
 from dynaprune_edge.training.trainer import TrainConfig
 
 OVERHEAD_PREFIXES = ("router/", "route/")  # mask generator, branch choice, index computation
+
+Timer = Callable[[Sequence[Callable[[np.ndarray], object]], np.ndarray, int], list[np.ndarray]]
+"""interleaved_latency's contract: (runners, frames, runs) → milliseconds per run of each runner, in order."""
 
 
 @dataclass
@@ -52,6 +58,30 @@ class LatencyRow:
         return asdict(self)
 
 
+@dataclass
+class Exported:
+    """One model exported for timing: FOLDER/model.onnx (sparse), model.dense.onnx (the same
+    model with pruning off) and model.router.onnx (the sparse export's router graph alone)."""
+
+    folder: Path
+    mode: str  # the sparse export's choice, "mode/tiles"
+    frames: np.ndarray  # the validation samples, (N, T, C, H, W)
+    dataset: str  # e.g. "knmi (real)"
+    val_mae: float
+
+    @property
+    def sparse(self) -> Path:
+        return self.folder / "model.onnx"
+
+    @property
+    def dense(self) -> Path:
+        return self.folder / "model.dense.onnx"
+
+    @property
+    def router(self) -> Path:
+        return self.folder / "model.router.onnx"
+
+
 def trained_model(backbone: str, data: SpatioTemporalData, target: float, steps: int, group_order: str, out: Path) -> Path:
     """model.pt of a pruned model, trained now unless `out` already holds one trained
     with the same settings (reruns of the benchmark only re-measure)."""
@@ -68,37 +98,49 @@ def trained_model(backbone: str, data: SpatioTemporalData, target: float, steps:
     return path
 
 
-def measure(backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, out: Path) -> list[LatencyRow]:
-    folder = out / f"{backbone}-{data_config.name}-{target:g}"
-    data = load_dataset(data_config)
-    model_path = trained_model(backbone, data, target, steps, group_order, folder)
+def export_for_timing(model_path: Path, data: SpatioTemporalData, options: ExportOptions = ExportOptions()) -> Exported:
+    """Export the model beside its model.pt sparse (with `options`; default: auto, the
+    fastest) and dense, and its router graph on its own."""
+    folder = model_path.parent
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
-    sparse_export = Exporter(model_path, ExportOptions(), log=log, data=data)
+    sparse_export = Exporter(model_path, options, log=log, data=data)
     chosen, _, _ = sparse_export.run(folder / "model.onnx")
     Exporter(model_path, ExportOptions(dense=True), log=log, data=data).run(folder / "model.dense.onnx")
-    frames = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
-    metrics = sparse_export.trained.metrics
-    label = f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})"
+    exported = Exported(
+        folder=folder,
+        mode=f"{chosen.mode}/{chosen.tiles}",
+        frames=torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy(),
+        dataset=f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})",
+        val_mae=sparse_export.trained.metrics.get("val_mae", float("nan")),
+    )
+    atomic_write_bytes(router_graph(sparse_export.trained.model, chosen.mode).SerializeToString(), exported.router)
+    return exported
+
+
+def latency_rows(exported: Exported, backbone: str, target: float, threads: list[int], runs: int, timer: Timer = interleaved_latency) -> list[LatencyRow]:
+    """One row per thread count: onnxruntime on this CPU at batch 1 (as deployed), the dense
+    export, the sparse export and the router graph timed by `timer` taking turns on the same
+    validation samples (at least `runs` runs, every sample at least once), so that machine
+    noise hits them alike; the FLOPs ratio is what the sparse graph reports it executed."""
+    frames = exported.frames
     rows = []
-    router_path = folder / "model.router.onnx"
-    atomic_write_bytes(router_graph(sparse_export.trained.model, chosen.mode).SerializeToString(), router_path)
     for count in threads:
-        dense = load(folder / "model.dense.onnx", "ort", count)
-        sparse = load(folder / "model.onnx", "ort", count)
-        router = open_session(router_path, session_options(count), ["CPUExecutionProvider"])
+        dense = load(exported.dense, "ort", count)
+        sparse = load(exported.sparse, "ort", count)
+        router = open_session(exported.router, session_options(count), ["CPUExecutionProvider"])
         run_router = lambda sample: router.run(None, {INPUT: sample})  # noqa: E731
-        dense_ms, sparse_ms, router_ms = interleaved_latency([dense.run_one, sparse.run_one, run_router], frames, max(runs, len(frames)))
-        overhead = node_time_shares(folder / "model.onnx", frames[:32], count, OVERHEAD_PREFIXES)
+        dense_ms, sparse_ms, router_ms = timer([dense.run_one, sparse.run_one, run_router], frames, max(runs, len(frames)))
+        overhead = node_time_shares(exported.sparse, frames[:32], count, OVERHEAD_PREFIXES)
         dense_stats, sparse_stats = LatencyStats.from_samples(dense_ms), LatencyStats.from_samples(sparse_ms)
         speedup = dense_stats.mean / sparse_stats.mean
         flops_ratio = float(sparse.run(frames).flops.mean()) / sparse.manifest.dense_flops
         rows.append(
             LatencyRow(
                 backbone=backbone,
-                dataset=label,
+                dataset=exported.dataset,
                 target_flops=target,
                 threads=count,
-                mode=f"{chosen.mode}/{chosen.tiles}",
+                mode=exported.mode,
                 samples=len(frames),
                 runs=len(dense_ms),
                 dense_ms_p50=dense_stats.p50,
@@ -109,12 +151,20 @@ def measure(backbone: str, data_config: DataConfig, target: float, threads: list
                 flops_ratio=flops_ratio,
                 efficiency=speedup * flops_ratio,
                 overhead_share=sum(overhead.values()),
-                router_share=float(router_ms.mean()) / sparse_stats.mean,
-                val_mae=metrics.get("val_mae", float("nan")),
+                router_share=float(np.mean(router_ms)) / sparse_stats.mean,
+                val_mae=exported.val_mae,
                 runtime={key: value for key, value in sparse.describe().items() if key != "model"},
             )
         )
     return rows
+
+
+def measure(backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, out: Path, timer: Timer = interleaved_latency) -> list[LatencyRow]:
+    """Train (or reuse) the pruned model in OUT/BACKBONE-DATASET-TARGET, export it, time it."""
+    folder = out / f"{backbone}-{data_config.name}-{target:g}"
+    data = load_dataset(data_config)
+    model_path = trained_model(backbone, data, target, steps, group_order, folder)
+    return latency_rows(export_for_timing(model_path, data), backbone, target, threads, runs, timer)
 
 
 def latency_table(rows: list[LatencyRow], title: str) -> Table:
@@ -133,3 +183,27 @@ def latency_table(rows: list[LatencyRow], title: str) -> Table:
             f"{row.speedup:.2f}×", f"{row.flops_ratio:.3f}", f"{row.efficiency:.2f}", f"{100 * row.overhead_share:.1f} %", f"{100 * row.router_share:.1f} %",
         )
     return table
+
+
+def bench(
+    out: Path, steps: int, target_flops: list[float], threads: list[int], backbones: list[str], group_order: str,
+    runs: int, as_json: bool, knmi: str | None, console: Console,
+) -> list[LatencyRow]:
+    """`dpedge bench latency`: every backbone × dataset (synthetic TaxiBJ, the KNMI radar event
+    from `knmi`, None: the default) × FLOPs target (default 0.3, 0.5) × thread count (default
+    1, 2); settings checked before any training; rows into OUT/results.json."""
+    targets, thread_counts = target_flops or [0.3, 0.5], threads or [1, 2]
+    names = checked_backbones(backbones)
+    for target in targets:
+        PruningConfig(target_flops=target, group_order=group_order)
+    if min(thread_counts) < 1:
+        raise ConfigError(f"--threads must be ≥ 1, got {min(thread_counts)}")
+    rows = (
+        row
+        for name in names
+        for data_config in bench_datasets(knmi)
+        for target in targets
+        for row in measure(name, data_config, target, thread_counts, steps, group_order, runs, out)
+    )
+    title = f"export latency, onnxruntime CPU, batch 1 ({steps}-step models, {group_order} groups)"
+    return report(rows, as_json, out, console, lambda collected: latency_table(collected, title))

@@ -1,19 +1,16 @@
-"""Convolution layers whose filters (in groups) and output regions a `MaskState` switches
-off per sample, each reporting its closed-form cost to the ledger."""
+"""Gated convolution: filters (in groups) and output regions that a sample's masks switch
+off, with its cost and its lowering; and the BatchNorm that goes with it."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dynaprune_edge.masks.state import GateSpec, MaskState
-
-
-def conv2d_flops(conv: nn.Conv2d, output_size: tuple[int, int]) -> float:
-    """Multiply-adds of one sample of a Conv2d, as fvcore counts them (bias not counted)."""
-    kernel = conv.kernel_size[0] * conv.kernel_size[1]
-    return float(output_size[0] * output_size[1] * conv.out_channels * conv.in_channels // conv.groups * kernel)
+from dynaprune_edge.flops import conv_flops
+from dynaprune_edge.layers.base import Layer
+from dynaprune_edge.layers.state import GateSpec, MaskState
 
 
 def kept_count(fraction: Tensor, total: int) -> int:
@@ -33,6 +30,27 @@ def kept_tiles(masks: MaskState, element: int, output_size: tuple[int, int], ker
         tiles = int(masks.region_mask[element].sum().round())
         tile = tuple(size // cells for size, cells in zip(output_size, grid))
     return tiles, tuple((size - 1) * stride + kernel for size in tile)
+
+
+def conv_output_size(size: tuple[int, int], conv: nn.Conv2d) -> tuple[int, int]:
+    """Output height and width of `conv` (its kernel, stride and padding) on a `size` input."""
+    return tuple(
+        (side + 2 * pad - kernel) // stride + 1
+        for side, kernel, stride, pad in zip(size, conv.kernel_size, conv.stride, conv.padding)
+    )
+
+
+def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of the convolution with the (eval-mode) BatchNorm after it folded in:
+    what the exported graph convolves with (onnxruntime and TensorRT want constant weights
+    and no BatchNormalization node)."""
+    weight = conv.weight.detach().double()
+    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+    if norm is not None:
+        scale = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
+        weight = weight * scale[:, None, None, None]
+        bias = (bias - norm.running_mean.double()) * scale + norm.bias.detach().double()
+    return weight.float().numpy(), bias.float().numpy()
 
 
 class MaskedBatchNorm2d(nn.BatchNorm2d):
@@ -63,13 +81,14 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         return centred * scale[:, None, None] + self.bias[:, None, None]
 
 
-class GatedConv2d(nn.Module):
-    """[nearest upsample] → conv → BatchNorm → activation → × masks.
+class GatedConv2d(Layer):
+    """[nearest upsample] → conv → BatchNorm → SiLU → × masks.
 
     gate: names this layer's output filters as a prunable unit (None: never pruned).
-    input_gate: the gate that pruned this layer's input channels (None: input is dense).
+    input_gate: the gate of the layer that feeds this one (None: the input is dense); for
+        an input of frames stacked as channels, its channels repeat once per frame.
     A skipped region outputs zero here, exactly what a tile-gathered execution that never
-    computes it would leave.
+    computes it leaves.
     """
 
     def __init__(
@@ -80,7 +99,7 @@ class GatedConv2d(nn.Module):
         stride: int = 1,
         *,
         gate: str | None,
-        input_gate: str | None,
+        input_gate: GateSpec | None,
         group_size: int,
         upsample: int = 1,
         norm: bool = True,
@@ -91,9 +110,12 @@ class GatedConv2d(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=not norm)
         self.norm = MaskedBatchNorm2d(out_channels) if norm else None
         self.activation = nn.SiLU() if activation else nn.Identity()
-        self.gate = gate
+        self.gate = None if gate is None else GateSpec(gate, out_channels, group_size)
         self.input_gate = input_gate
-        self.gate_spec = None if gate is None else GateSpec(gate, out_channels, group_size)
+
+    def cost(self, in_channels, out_channels, positions):
+        kernel_h, kernel_w = self.conv.kernel_size
+        return conv_flops(in_channels, out_channels, kernel_h * kernel_w, positions)
 
     def forward(self, x: Tensor, masks: MaskState) -> Tensor:
         if self.upsample > 1:
@@ -104,10 +126,13 @@ class GatedConv2d(nn.Module):
         if self.norm is not None:
             y = self.norm(y, self.kept_positions(masks, region))
         y = self.activation(y)
-        fraction = masks.fraction(self.input_gate) * masks.fraction(self.gate)
-        if region is not None:
-            fraction = fraction * region.mean(dim=(1, 2, 3))
-        masks.ledger.add(self, conv2d_flops(self.conv, size), fraction, masks.frames, size)
+        conv = self.conv
+        sparse = self.cost(
+            conv.in_channels * masks.fraction(self.input_gate),
+            conv.out_channels * masks.fraction(self.gate),
+            masks.kept_positions(size),
+        )
+        masks.ledger.add(self, sparse, self.cost(conv.in_channels, conv.out_channels, size[0] * size[1]), masks.frames, size)
         return masks.apply(y, self.gate, region)
 
     def kept_positions(self, masks: MaskState, region: Tensor | None) -> Tensor | None:
@@ -117,6 +142,15 @@ class GatedConv2d(nn.Module):
         if region is not None:
             kept = region if kept is None else kept * region
         return kept
+
+    def lower(self, net, x):
+        scope = net.scope_of(self)
+        weight, bias = fold_batch_norm(self.conv, self.norm)
+        y = net.conv(x, weight, bias, self.conv, self.upsample, out_gate=self.gate, in_gate=self.input_gate, scope=scope)
+        net.count(self.cost(x.channels, y.channels, y.positions))
+        if isinstance(self.activation, nn.SiLU):
+            y = net.silu(y, scope)
+        return net.mask_channels(y, self.gate, scope)
 
     def static_equivalent(self, masks: MaskState, element: int, output_size: tuple[int, int]):
         """The dense layer that computes exactly what element `element` keeps: kept input

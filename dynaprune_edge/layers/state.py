@@ -1,10 +1,11 @@
-"""The masks of one batch and the FLOPs a backbone spends under them.
+"""What a layer reads its masks from and reports its cost to, in training.
 
-A backbone never decides what to prune: it asks the `MaskState` for the channel mask of a
-gate (a prunable layer's filter groups) and the region mask at its feature resolution,
-multiplies its activations by them, and reports each layer's dense cost to the
-`FlopsLedger` with the fraction of that cost the masks leave. Per-sample FLOPs are thus
-computed in closed form, in the same pass, differentiably (straight-through masks).
+A backbone never decides what to prune: each layer asks the `MaskState` for the channel mask
+of a gate (a prunable layer's filter groups) and the region mask at its feature resolution,
+multiplies its activations by them, and reports its cost under the masks, and dense, to the
+`FlopsLedger`. Per-sample FLOPs are thus computed in closed form, in the same pass,
+differentiably (the masks are straight-through), by the same cost formula the exported graph
+uses for the work it really executes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from dynaprune_edge.errors import ConfigError
 
 @dataclass(frozen=True)
 class GateSpec:
-    """A prunable unit: `channels` filters pruned in groups of `group_size`."""
+    """A prunable unit: `channels` filters pruned in groups of `group_size`. Layers hold the
+    gate of their output filters (`gate`) and of the layer that feeds them (`input_gate`),
+    so wiring is by object, never by a retyped name."""
 
     name: str
     channels: int
@@ -39,12 +42,12 @@ class GateSpec:
 
 @dataclass
 class LedgerEntry:
-    """One layer's cost in one forward: dense flops per batch element, and the fraction of
-    it each element kept. `layer` can rebuild its static equivalent (tests, export)."""
+    """One layer's cost in one forward: its dense cost per batch element and the cost each
+    element kept. `layer` can rebuild its static equivalent (the fvcore check)."""
 
     layer: nn.Module
     dense: float
-    fraction: Tensor
+    sparse: Tensor
     frames: int
     output_size: tuple[int, ...]
 
@@ -56,22 +59,16 @@ class FlopsLedger:
     dense: float = 0.0
     entries: list[LedgerEntry] = field(default_factory=list)
 
-    def add(self, layer: nn.Module, dense: float, fraction: Tensor, frames: int, output_size) -> None:
-        """dense: flops of one batch element; fraction: (batch * frames,) kept share."""
-        per_sample = fraction.reshape(self.batch, frames).sum(dim=1) * dense
-        self.sparse = self.sparse + per_sample
+    def add(self, layer: nn.Module, sparse: Tensor, dense: float, frames: int, output_size) -> None:
+        """sparse: (batch · frames,) cost of each element under its masks; dense: the cost
+        of one element with nothing pruned."""
+        self.sparse = self.sparse + sparse.reshape(self.batch, frames).sum(dim=1)
         self.dense += dense * frames
-        self.entries.append(LedgerEntry(layer, dense, fraction.detach(), frames, tuple(output_size)))
+        self.entries.append(LedgerEntry(layer, dense, sparse.detach(), frames, tuple(output_size)))
 
     def add_fixed(self, flops: float) -> None:
         """Cost that does not depend on masks (the mask generator)."""
         self.sparse = self.sparse + flops
-
-
-def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
-    """Forward the hard value exactly (soft − soft is 0 in floating point; hard + soft −
-    soft is not), backpropagate through the soft one."""
-    return (soft - soft.detach()) + hard
 
 
 class MaskState:
@@ -108,14 +105,14 @@ class MaskState:
             self.frames * frames,
         )
 
-    def channel(self, gate: str | None) -> Tensor | None:
-        return None if gate is None else self.channel_masks[gate]
+    def channel(self, gate: GateSpec | None) -> Tensor | None:
+        return None if gate is None else self.channel_masks[gate.name]
 
-    def fraction(self, gate: str | None) -> Tensor:
+    def fraction(self, gate: GateSpec | None) -> Tensor:
         """(B·frames,) share of the gate's channels kept; 1 for an ungated input."""
         if gate is None:
             return torch.ones(self.region_mask.shape[0], device=self.region_mask.device)
-        return self.channel_masks[gate].mean(dim=1)
+        return self.channel_masks[gate.name].mean(dim=1)
 
     def region_at(self, size: tuple[int, int]) -> Tensor | None:
         """Region mask at a feature map's resolution, or None where a region would be
@@ -130,13 +127,24 @@ class MaskState:
             width // grid_w, dim=-1
         )
 
+    def kept_positions(self, size: tuple[int, int]) -> Tensor | float:
+        """(B·frames,) output positions a layer computes at `size` under the region mask
+        (all of them where regions are finer than the map)."""
+        region = self.region_at(size)
+        positions = size[0] * size[1]
+        return positions if region is None else positions * region.mean(dim=(1, 2, 3))
+
+    def token_mask(self) -> Tensor:
+        """(B, regions, 1): one token per region, in row-major region order."""
+        return self.region_mask.flatten(1)[:, :, None]
+
     def region_fraction(self) -> Tensor:
         return self.region_mask.mean(dim=(1, 2, 3))
 
-    def apply(self, y: Tensor, gate: str | None, region: Tensor | None) -> Tensor:
+    def apply(self, y: Tensor, gate: GateSpec | None, region: Tensor | None) -> Tensor:
         """Zero the pruned channels and skipped regions of a (N, C, H, W) activation."""
         if gate is not None:
-            y = y * self.channel_masks[gate][:, :, None, None]
+            y = y * self.channel_masks[gate.name][:, :, None, None]
         if region is not None:
             y = y * region
         return y

@@ -1,5 +1,6 @@
-"""fvcore's count under dpedge's convention (profiling.flops.FLOPS_CONVENTION): the
-independent check of the closed-form per-sample FLOPs the masks compute."""
+"""fvcore's count under dpedge's convention (`dynaprune_edge.flops.FLOPS_CONVENTION`): the
+independent check of the closed-form FLOPs each layer's `cost` gives. Needs torch and fvcore
+(the `train` extra) and nothing else of dpedge, so it sits beside the convention."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from torch import Tensor, nn
 
-from dynaprune_edge.masks import MaskState
-from dynaprune_edge.models import DynaPruner
 
 NOT_COUNTED = (
     "aten::batch_norm",
@@ -45,18 +44,17 @@ def fvcore_flops(module: nn.Module, inputs: tuple[Tensor, ...]) -> float:
 
 
 class _DenseBackbone(nn.Module):
-    def __init__(self, model: DynaPruner) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        masks = MaskState.all_kept(x.shape[0], self.model.grid, self.model.gates, x)
-        return self.model.backbone(x, masks)
+        return self.model.backbone(x, self.model.dense_masks(x))
 
 
 @torch.no_grad()
-def dense_flops_fvcore(model: DynaPruner) -> float:
-    """fvcore's count of one sample through the backbone with pruning off."""
+def dense_flops_fvcore(model: nn.Module) -> float:
+    """fvcore's count of one sample through a `DynaPruner`'s backbone with pruning off."""
     shape = model.backbone.shape
     x = torch.zeros(1, shape.frames_in, shape.channels, shape.height, shape.width)
     return fvcore_flops(_DenseBackbone(model), (x,))

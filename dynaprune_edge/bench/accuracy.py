@@ -1,28 +1,19 @@
-"""Dense-versus-pruned comparisons: the demo and the accuracy benchmark."""
+"""Dense-versus-pruned accuracy: the comparison behind `dpedge demo` and `dpedge bench accuracy`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
 
+from dynaprune_edge.bench.common import bench_datasets, checked_backbones, report
 from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
+from dynaprune_edge.flops import FLOPS_CONVENTION
+from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.training.run import RunSpec, train_run
 from dynaprune_edge.training.trainer import TrainConfig
-
-SHARED_KNMI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "knmi_radar_2010-08-26"
-
-
-def knmi_data_path() -> str:
-    """The team's copy of the KNMI event beside the repository when present, else the
-    identical frames bundled with dpedge."""
-    return str(SHARED_KNMI) if SHARED_KNMI.is_dir() else SAMPLE
-
-
-def bench_datasets() -> tuple[DataConfig, DataConfig]:
-    """What the benchmarks run on: synthetic TaxiBJ and the real KNMI radar event."""
-    return DataConfig("taxibj"), DataConfig("knmi", path=knmi_data_path())
 
 
 @dataclass
@@ -88,3 +79,26 @@ def comparison_table(rows: list[Comparison], title: str) -> Table:
             row.unit,
         )
     return table
+
+
+def demo(out: Path, steps: int, console: Console) -> None:
+    """`dpedge demo`: dense and pruned SimVP (target FLOPs 0.3) on synthetic TaxiBJ and on the
+    bundled KNMI radar sample, as a table."""
+    rows = [compare("simvp", data_config, 0.3, TrainConfig(), out, steps=steps) for data_config in (DataConfig("taxibj"), DataConfig("knmi", path=SAMPLE))]
+    console.print(comparison_table(rows, "dpedge demo: dense vs pruned SimVP (target FLOPs 0.3), validation set"))
+    console.print(f"[dim]Models in {out}; `dpedge info MODEL.pt` shows one. {FLOPS_CONVENTION}[/dim]")
+
+
+def bench(out: Path, steps: int, target_flops: float, backbones: list[str], as_json: bool, knmi: str | None, console: Console) -> list[Comparison]:
+    """`dpedge bench accuracy`: one comparison per backbone and dataset (synthetic TaxiBJ, the
+    KNMI radar event from `knmi`, None: the default), rows into OUT/results.json."""
+    names = checked_backbones(backbones)
+    PruningConfig(target_flops=target_flops)  # a bad target fails now, not after the dense runs
+    return report(
+        (compare(name, data_config, target_flops, TrainConfig(), out, steps=steps) for name in names for data_config in bench_datasets(knmi)),
+        as_json,
+        out,
+        console,
+        lambda rows: comparison_table(rows, f"dense vs pruned (target FLOPs {target_flops}), {steps} steps each"),
+        f"; {FLOPS_CONVENTION}",
+    )

@@ -1,0 +1,54 @@
+"""What the benchmarks share: the dataset pair they run on, the backbone check, and reporting rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from dynaprune_edge.data import SAMPLE, DataConfig
+from dynaprune_edge.files import atomic_write_text
+from dynaprune_edge.models import BACKBONES
+
+# The team workspace's copy of the KNMI event, beside the repository (parents[2] is the
+# repository: bench/ → dynaprune_edge/ → it); the only place the package refers to ../shared.
+# `bench latency` reuses a trained model only when its saved data config, this path
+# included, is equal, so the default must not depend on the working directory.
+TEAM_KNMI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "knmi_radar_2010-08-26"
+
+
+def default_knmi() -> str:
+    """The team's copy of the KNMI event when present, else the identical bundled frames."""
+    return str(TEAM_KNMI) if TEAM_KNMI.is_dir() else SAMPLE
+
+
+def bench_datasets(knmi: str | None = None) -> tuple[DataConfig, DataConfig]:
+    """What the benchmarks run on: synthetic TaxiBJ and the real KNMI radar event from `knmi`
+    (None: `default_knmi()`)."""
+    return DataConfig("taxibj"), DataConfig("knmi", path=default_knmi() if knmi is None else knmi)
+
+
+def checked_backbones(names: list[str]) -> list[str]:
+    """The named backbones (default: all), each checked now, not after an hour of training."""
+    names = names or BACKBONES.names()
+    for name in names:
+        BACKBONES.get(name)
+    return names
+
+
+def report(rows: Iterable, as_json: bool, out: Path, console: Console, table: Callable[[list], Table], note: str = "") -> list:
+    """A benchmark's rows as they come (one JSON line each with --json), then all of them in
+    OUT/results.json, and (without --json) `table(rows)` printed with `note`."""
+    collected = []
+    for row in rows:
+        collected.append(row)
+        if as_json:
+            print(json.dumps(row.as_dict()), flush=True)
+    atomic_write_text(json.dumps([row.as_dict() for row in collected], indent=2) + "\n", out / "results.json")
+    if not as_json:
+        console.print(table(collected))
+        console.print(f"[dim]rows also in {out / 'results.json'}{note}[/dim]")
+    return collected

@@ -1,0 +1,57 @@
+"""What every exported graph is checked against before anything is written: onnx.checker,
+and the PyTorch hard-mask forward on real samples, branch by branch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from dynaprune_edge.errors import DpedgeError
+from dynaprune_edge.masks import MaskMode
+from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
+from dynaprune_edge.training.checkpoint import TrainedModel
+
+PARITY_TOLERANCE = 1e-4  # max abs error in the graph's (normalised) units, fp32
+
+
+class ExportError(DpedgeError):
+    """The exported graph is wrong (parity) or cannot be produced for this model."""
+
+
+def reference(trained: TrainedModel, x: torch.Tensor, dense: bool) -> torch.Tensor:
+    """The PyTorch hard-mask forward the exported graph must reproduce."""
+    model = trained.model
+    with torch.no_grad():
+        if dense:
+            return model.backbone(x, model.dense_masks(x))
+        return model(x, MaskMode(hard=True)).prediction
+
+
+def check_graph(path: Path, label: str) -> None:
+    """onnx.checker's full check (types and shapes inferred through every branch)."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"onnx.checker rejected the {label} graph: {str(error).splitlines()[0]}") from None
+
+
+def check_parity(session, x: np.ndarray, expected: np.ndarray, label: str) -> dict[str, float]:
+    """Max abs error per branch (keyed by the branch index the graph reports) of the
+    onnxruntime `session` against PyTorch's `expected` outputs on the samples `x`; an
+    ExportError if any exceeds PARITY_TOLERANCE."""
+    errors: dict[int, float] = {}
+    for sample, want in zip(x, expected):
+        forecast, _, bucket = session.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None]})
+        error = float(np.abs(forecast[0] - want).max())
+        errors[int(bucket)] = max(errors.get(int(bucket), 0.0), error)
+    parity = {str(k): v for k, v in sorted(errors.items())}
+    worst = max(errors.values())
+    if not worst <= PARITY_TOLERANCE:
+        raise ExportError(
+            f"{label} export disagrees with PyTorch: max abs error {worst:.3g} > {PARITY_TOLERANCE:g} "
+            f"(per branch: {parity}); nothing written"
+        )
+    return parity

@@ -1,0 +1,177 @@
+"""The export interpreter: runs a backbone's one forward (`Backbone.program`) to emit one
+sub-network of the exported graph, in which skipped filters and regions are absent.
+
+It implements the backbone primitives of `dynaprune_edge.layers.Interpreter` on graph
+`Feature`s and hands each layer to its own lowering (`Layer.lower`), which builds on the
+execution helpers here: `conv` and `linear` over the kept filters (`KeptFilters`) and
+kept regions (`KeptRegions`), channel masks, and `count`, where each layer adds the cost
+of what it emitted. The dense export is the same interpreter with nothing pruned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dynaprune_edge.export.filters import KeptFilters
+from dynaprune_edge.export.graph import Feature
+from dynaprune_edge.export.regions import KeptRegions, TilePolicy
+from dynaprune_edge.export.routing import Branch
+from dynaprune_edge.layers import GateSpec, Interpreter
+from dynaprune_edge.layers.interpreter import patch_side
+from dynaprune_edge.models import Backbone
+
+
+class SubNetwork(Interpreter):
+    def __init__(self, branch: Branch, backbone: Backbone, mode: str, gate_order: list[str], tiles: TilePolicy | None = None) -> None:
+        self.b = branch.builder
+        self.branch = branch
+        self.filters = KeptFilters(branch, mode, gate_order)
+        self.regions = KeptRegions(branch, tiles)
+        self.flops = 0.0  # the cost of every layer emitted, as each layer's `cost` counts it
+        self._scopes = {module: f"compute/{name}" for name, module in backbone.named_modules()}
+
+    def scope_of(self, layer) -> str:
+        """Node-name prefix of a layer's compute nodes: its path in the backbone."""
+        return self._scopes[layer]
+
+    def count(self, flops: float) -> None:
+        self.flops += float(flops)
+
+    def like(self, x: Feature, name: str, channels: int | None = None) -> Feature:
+        """Feature `name`, laid out as `x` (frames, tiles, tokens), with `channels` channels."""
+        channels = x.channels if channels is None else channels
+        return Feature(name, (x.shape[0], channels) + x.shape[2:], x.frames, x.tiled)
+
+    # -- execution helpers for the layers' lowerings -----------------------------------
+
+    def conv(self, x: Feature, weight: np.ndarray, bias: np.ndarray, conv, upsample: int, *, out_gate: GateSpec | None, in_gate: GateSpec | None, scope: str) -> Feature:
+        """A convolution (an nn.Conv2d's geometry, BatchNorm folded into `weight` and `bias`)
+        computing the kept filters on the kept regions only."""
+        weight_name, bias_name = self.filters.select_weights(weight, bias, out_gate, in_gate)
+        out_channels = self.filters.kept_channels(out_gate, weight.shape[0])
+        return self.regions.conv(x, weight_name, bias_name, conv, upsample, out_channels, scope)
+
+    def linear(self, x: Feature, weight: np.ndarray, bias: np.ndarray, *, out_gate: GateSpec | None, in_gate: GateSpec | None, scope: str) -> Feature:
+        """x (tokens, in) · weight (in, out) + bias over the kept channels."""
+        weight_name, bias_name = self.filters.select_weights(weight, bias, out_gate, in_gate, out_axis=1)
+        y = self.b.op("Add", self.b.op("MatMul", x.name, weight_name, scope=scope), bias_name, scope=scope)
+        return self.like(x, y, self.filters.kept_channels(out_gate, weight.shape[1]))
+
+    def mask_channels(self, y: Feature, gate: GateSpec | None, scope: str) -> Feature:
+        """Zero the filters of `gate` this branch computes beyond the sample's own."""
+        if not self.filters.masks_channels(gate):
+            return y
+        repeat = y.channels // self.filters.kept_channels(gate, gate.channels)
+        mask = self.filters.channel_mask(gate, repeat)
+        if len(y.shape) == 4:  # maps and tiles: (1, channels, 1, 1)
+            mask = self.branch.cached(("map mask", gate.name, repeat), lambda: self.b.op("Reshape", mask, self.b.const([1, -1, 1, 1]), scope=f"route/{gate.name}"))
+        return self.like(y, self.b.op("Mul", y.name, mask, scope=scope))
+
+    def silu(self, y: Feature, scope: str) -> Feature:
+        return self.like(y, self.b.op("Mul", y.name, self.b.op("Sigmoid", y.name, scope=scope), scope=scope))
+
+    # -- the backbone primitives (dynaprune_edge.layers.Interpreter) --------------------
+
+    def apply(self, layer, *inputs):
+        return layer.lower(self, *inputs)
+
+    def per_frame(self, frames: Feature) -> Feature:
+        _, count, channels, height, width = frames.shape
+        shape = (count, channels, height, width)
+        return Feature(self.b.op("Reshape", frames.name, self.b.const(list(shape)), scope="compute/input"), shape, count)
+
+    def stack_frames(self, z: Feature) -> Feature:
+        batch, channels, height, width = z.shape
+        shape = (batch // z.frames, z.frames * channels, height, width)
+        return Feature(self.b.op("Reshape", z.name, self.b.const(list(shape)), scope="compute/stack"), shape, 1, z.tiled)
+
+    def unstack_frames(self, z: Feature, frames: int) -> Feature:
+        batch, channels, height, width = z.shape
+        shape = (batch * frames, channels // frames, height, width)
+        return Feature(self.b.op("Reshape", z.name, self.b.const(list(shape)), scope="compute/unstack"), shape, frames, z.tiled)
+
+    def split_frames(self, z: Feature) -> list[Feature]:
+        z = self.regions.to_map(z)
+        names = self.b.op("Split", z.name, self.b.const([1] * z.frames), scope="compute/input", outputs=z.frames, axis=0)
+        names = names if isinstance(names, list) else [names]
+        return [Feature(name, (1,) + z.shape[1:]) for name in names]
+
+    def join_frames(self, values: list[Feature]) -> Feature:
+        maps = [self.regions.to_map(value) for value in values]
+        joined = self.b.op("Concat", *(m.name for m in maps), scope="compute/output", axis=0)
+        return Feature(joined, (len(maps),) + maps[0].shape[1:], len(maps))
+
+    def forecast(self, z: Feature) -> Feature:
+        y = self.regions.to_map(z)
+        shape = (1, y.frames, y.channels) + y.shape[2:]
+        return Feature(self.b.op("Reshape", y.name, self.b.const(list(shape)), scope="compute/output"), shape, y.frames)
+
+    def last_frame(self, frames: Feature) -> Feature:
+        _, count, channels, height, width = frames.shape
+        scope = "compute/input"
+        last = self.b.op("Slice", frames.name, self.b.const([count - 1]), self.b.const([count]), self.b.const([1]), scope=scope)
+        return Feature(self.b.op("Reshape", last, self.b.const([1, channels, height, width]), scope=scope), (1, channels, height, width))
+
+    def fill_skipped(self, frame: Feature, last: Feature) -> Feature:
+        routing = self.branch.routing
+        if routing is None:
+            return frame
+        b, scope = self.b, "compute/fallback"
+        keep = routing.region_mask(frame.shape[2:])
+        skipped = b.op("Sub", b.const(np.float32(1)), keep, scope=scope)
+        return self.like(frame, b.op("Add", b.op("Mul", keep, frame.name, scope=scope), b.op("Mul", skipped, last.name, scope=scope), scope=scope))
+
+    def space_to_depth(self, z: Feature, block: int) -> Feature:
+        """torch's pixel_unshuffle, channel-major (ONNX SpaceToDepth is not)."""
+        z = self.regions.to_map(z)
+        b, scope = self.b, "compute/space_to_depth"
+        batch, channels, height, width = z.shape
+        x = b.op("Reshape", z.name, b.const([batch, channels, height // block, block, width // block, block]), scope=scope)
+        x = b.op("Transpose", x, scope=scope, perm=[0, 1, 3, 5, 2, 4])
+        shape = (batch, channels * block * block, height // block, width // block)
+        return Feature(b.op("Reshape", x, b.const(list(shape)), scope=scope), shape, z.frames)
+
+    def depth_to_space(self, z: Feature, block: int) -> Feature:
+        z = self.regions.to_map(z)
+        batch, channels, height, width = z.shape
+        name = self.b.op("DepthToSpace", z.name, scope="compute/depth_to_space", blocksize=block, mode="CRD")
+        return Feature(name, (batch, channels // (block * block), height * block, width * block), z.frames)
+
+    def zero_state(self, gate: GateSpec, size: tuple[int, int]) -> Feature:
+        shape = (1, self.filters.kept_channels(gate, gate.channels)) + tuple(size)
+        return Feature(self.b.const(np.zeros(shape, np.float32), "state"), shape)
+
+    def add(self, a: Feature, b: Feature) -> Feature:
+        """a + b, in tiles if both are tiles."""
+        if a.tiled != b.tiled:
+            a, b = self.regions.to_map(a), self.regions.to_map(b)
+        return Feature(self.b.op("Add", a.name, b.name, scope="compute/add"), a.shape, a.frames, a.tiled)
+
+    def to_tokens(self, frames: Feature) -> Feature:
+        """One row per region (patch = region), gathered to the computed tokens."""
+        b, scope = self.b, "compute/patchify"
+        _, count, channels, height, width = frames.shape
+        grid_h, grid_w = self.branch.grid
+        p = height // grid_h
+        patches = b.op("Reshape", frames.name, b.const([count, channels, grid_h, p, grid_w, p]), scope=scope)
+        patches = b.op("Reshape", b.op("Transpose", patches, scope=scope, perm=[2, 4, 0, 1, 3, 5]), b.const([grid_h * grid_w, -1]), scope=scope)
+        return Feature(self.regions.gather_tokens(patches), (self.regions.token_count, count * channels * p * p))
+
+    def from_tokens(self, tokens: Feature, frames: int, channels: int) -> Feature:
+        b, scope = self.b, "compute/unpatchify"
+        grid_h, grid_w = self.branch.grid
+        p = patch_side(tokens.channels, frames, channels)
+        rows = self.regions.scatter_tokens(tokens.name, tokens.channels)
+        y = b.op("Reshape", rows, b.const([grid_h, grid_w, frames, channels, p, p]), scope=scope)
+        y = b.op("Transpose", y, scope=scope, perm=[2, 3, 0, 4, 1, 5])
+        shape = (1, frames, channels, grid_h * p, grid_w * p)
+        return Feature(b.op("Reshape", y, b.const(list(shape)), scope=scope), shape, frames)
+
+    def add_token_table(self, tokens: Feature, table) -> Feature:
+        rows = self.regions.gather_tokens(self.branch.shared.const(table.detach().numpy()[0], "position"))
+        return self.like(tokens, self.b.op("Add", tokens.name, rows, scope="compute/embed"))
+
+    def gelu(self, z: Feature) -> Feature:
+        b, scope = self.b, "compute/gelu"
+        erf = b.op("Erf", b.op("Div", z.name, b.const(np.float32(np.sqrt(2.0))), scope=scope), scope=scope)
+        return self.like(z, b.op("Mul", b.op("Mul", z.name, b.const(np.float32(0.5)), scope=scope), b.op("Add", erf, b.const(np.float32(1)), scope=scope), scope=scope))

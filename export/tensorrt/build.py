@@ -1,0 +1,229 @@
+"""Building an exported graph into a TensorRT engine here, or saying how to build it on the Jetson."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.export.tensorrt.calibrator import entropy_calibrator
+from dynaprune_edge.export.tensorrt.commands import WORKSPACE_MIB, trtexec_command, trtexec_profile_command
+from dynaprune_edge.export.tensorrt.names import (
+    JETPACK_TENSORRT,
+    ORIN,
+    calibration_cache_name,
+    check_precision,
+    engine_name,
+    timing_cache_name,
+)
+from dynaprune_edge.export.tensorrt.polygraphy import PARITY_SAMPLES, polygraphy_check
+from dynaprune_edge.files import atomic_write_bytes
+from dynaprune_edge.runtime.base import check_frames
+from dynaprune_edge.runtime.manifest import Manifest, manifest_path
+from dynaprune_edge.runtime.tensorrt import (
+    EngineMeta,
+    TensorRTUnavailable,
+    TrtApi,
+    current_target,
+    import_pycuda,
+    import_tensorrt,
+    trt_api,
+    trt_logger,
+    write_meta,
+)
+
+
+@dataclass(frozen=True)
+class TrtOutcome:
+    engine_path: Path | None  # None: no engine was built here, `reason` says why
+    command: str  # trtexec: builds and profiles the engine on the device, or profiles the one built
+    reason: str | None  # one line; None when the engine was built
+    polygraphy: str  # the onnxruntime-vs-TensorRT check: PASSED / FAILED / not checked, and why
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_input_dynamic(onnx_path: Path, input_name: str) -> bool:
+    """Whether the graph's input has a symbolic or unknown dimension. Without the onnx
+    package, False: `dpedge export` writes fixed (batch-1) shapes."""
+    try:
+        import onnx
+    except ImportError:
+        return False
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for value in model.graph.input:
+        if value.name == input_name:
+            return any(not dim.HasField("dim_value") for dim in value.type.tensor_type.shape.dim)
+    raise ConfigError(f"{onnx_path}: the graph has no input {input_name!r}")
+
+
+def build_or_explain(
+    onnx_path: Path,
+    manifest: Manifest,
+    precision: str,
+    calibration: np.ndarray | None,
+    timing_cache: Path | None,
+    *,
+    workspace_mib: int = WORKSPACE_MIB,
+    jetpack: str = "5.1",
+) -> TrtOutcome:
+    """Build `onnx_path` into a TensorRT engine for this GPU, or say why not and how to on
+    the Jetson.
+
+    calibration: real validation samples (N, T, C, H, W) in the graph's units
+    (`Manifest.normalize` applied); int8 needs them unless its calibration cache
+    (`calibration_cache_name`, beside the ONNX) exists, which is then reused as is: delete
+    it to recalibrate. Other precisions use the first few as Polygraphy's inputs.
+    timing_cache: loaded if present, saved after the build; default: one per device and
+    TensorRT version beside the ONNX. jetpack: only names the engine in the trtexec command
+    when TensorRT is not here (JetPack → TensorRT version, docs/design.md, "TensorRT and
+    the Jetson AGX Orin")."""
+    onnx_path = Path(onnx_path)
+    check_precision(precision)
+    if not onnx_path.is_file():
+        raise ConfigError(f"{onnx_path}: no such ONNX file")
+    if manifest.onnx != onnx_path.name:
+        raise ConfigError(f"the manifest describes {manifest.onnx}, not {onnx_path.name}")
+    if jetpack not in JETPACK_TENSORRT:
+        raise ConfigError(f"unknown JetPack {jetpack!r}; known: {', '.join(JETPACK_TENSORRT)}")
+    if workspace_mib < 1:
+        raise ConfigError(f"the TensorRT workspace must be ≥ 1 MiB, got {workspace_mib}")
+    frames = None if calibration is None else check_frames(manifest, calibration)
+    try:
+        target = current_target()
+    except TensorRTUnavailable as unavailable:
+        return _explain(onnx_path, manifest, precision, JETPACK_TENSORRT[jetpack], timing_cache, workspace_mib, str(unavailable))
+
+    api = trt_api(target.trt_version)
+    folder = onnx_path.parent
+    engine_path = folder / engine_name(onnx_path.stem, target.device, target.trt_version, precision)
+    timing_cache = Path(timing_cache) if timing_cache else folder / timing_cache_name(target.device, target.trt_version)
+    calibration_cache = folder / calibration_cache_name(onnx_path.stem, target.trt_version)
+    if precision == "int8" and frames is None and not calibration_cache.is_file():
+        raise ConfigError(
+            f"int8 needs calibration frames (real validation samples, shape (N, "
+            f"{', '.join(map(str, manifest.input.shape[1:]))})) or an existing calibration cache {calibration_cache.name}"
+        )
+    trt, cuda = import_tensorrt(), import_pycuda()
+    calibrator = entropy_calibrator(trt, cuda, frames, calibration_cache) if precision == "int8" else None
+    engine = _build_engine(trt, api, onnx_path, manifest, precision, calibrator, timing_cache, workspace_mib)
+    atomic_write_bytes(engine, engine_path)
+    write_meta(
+        engine_path,
+        EngineMeta(
+            device=target.device,
+            compute_capability=target.compute_capability,
+            trt_version=target.trt_version,
+            precision=precision,
+            onnx=onnx_path.name,
+            onnx_sha256=sha256_file(onnx_path),
+            manifest=manifest_path(onnx_path).name,
+        ),
+    )
+    samples = None if frames is None else frames[:PARITY_SAMPLES]
+    return TrtOutcome(
+        engine_path,
+        trtexec_profile_command(engine_path.name),
+        None,
+        polygraphy_check(onnx_path, engine, engine_path.name, manifest, precision, samples),
+    )
+
+
+def _explain(
+    onnx_path: Path,
+    manifest: Manifest,
+    precision: str,
+    trt_version: str,
+    timing_cache: Path | None,
+    workspace_mib: int,
+    unavailable: str,
+) -> TrtOutcome:
+    """The outcome where TensorRT is missing: the trtexec command for the Orin with
+    TensorRT `trt_version`."""
+    engine = engine_name(onnx_path.stem, ORIN, trt_version, precision)
+    calibration = calibration_cache_name(onnx_path.stem, trt_version)
+    has_calibration = (onnx_path.parent / calibration).is_file()
+    command = trtexec_command(
+        onnx_path.name,
+        engine,
+        precision,
+        manifest.input.name,
+        manifest.input.shape,
+        dynamic=onnx_input_dynamic(onnx_path, manifest.input.name),
+        timing_cache=Path(timing_cache).name if timing_cache else timing_cache_name(ORIN, trt_version),
+        calibration_cache=calibration if has_calibration else None,
+        workspace_mib=workspace_mib,
+    )
+    where = f"in the folder holding {onnx_path.name} and {manifest_path(onnx_path).name}"
+    if precision == "int8" and not has_calibration:
+        where += f" (without {calibration}, which a --trt build with calibration frames writes, int8 scales are placeholders: speed only)"
+    return TrtOutcome(
+        None,
+        command,
+        f"{unavailable}; build the engine on the Jetson, {where}: {command}",
+        "not checked: no engine was built here",
+    )
+
+
+def _build_engine(
+    trt: ModuleType,
+    api: TrtApi,
+    onnx_path: Path,
+    manifest: Manifest,
+    precision: str,
+    calibrator,
+    timing_cache: Path,
+    workspace_mib: int,
+) -> bytes:
+    """The serialized engine. The input's build profile is min = opt = max = the manifest's
+    shape; like trtexec, only a dynamic input gets one (a static input is checked instead)."""
+    logger = trt_logger(trt)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if api.explicit_batch_flag else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["no detail"]
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: {errors[0].strip()}{more}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    expected = tuple(manifest.input.shape)
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    if [i.name for i in inputs] != [manifest.input.name]:
+        raise ConfigError(f"{onnx_path.name}: graph inputs are {[i.name for i in inputs]}, its manifest expects [{manifest.input.name}]")
+    shape = tuple(inputs[0].shape)
+    profile = None
+    if -1 in shape:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(manifest.input.name, expected, expected, expected)
+        config.add_optimization_profile(profile)
+    elif shape != expected:
+        raise ConfigError(f"{onnx_path.name}: graph input {manifest.input.name} has shape {list(shape)}, its manifest says {list(expected)}")
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+        if profile is not None:
+            config.set_calibration_profile(profile)
+
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise ConfigError(f"{timing_cache}: not a timing cache of this GPU and TensorRT {trt.__version__}; delete it or name another")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ConfigError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path.name} (its log above says why)")
+    atomic_write_bytes(bytes(config.get_timing_cache().serialize()), timing_cache)
+    return bytes(serialized)

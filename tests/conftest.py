@@ -1,0 +1,97 @@
+"""Scaffolding the test folders share, as fixtures (the test folders are not packages): a
+stand-in tensorrt and pycuda put into sys.modules, and the toy graphs that map frames to
+forecast, flops and bucket, with their manifests."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import pytest
+
+from dynaprune_edge.runtime.manifest import Manifest, TensorSpec
+
+# build(version, log) → the stand-ins for tensorrt and pycuda.driver; they append what they
+# are asked to do to `log`.
+TensorRTBuilder = Callable[[str, list], tuple[ModuleType, ModuleType]]
+OUTPUTS = ("forecast", "flops", "bucket")
+
+
+@pytest.fixture
+def install_fake_tensorrt(monkeypatch) -> Callable[[TensorRTBuilder, str], list]:
+    """install(build, version) → log: the tensorrt and pycuda that `build(version, log)`
+    makes stand in sys.modules for the rest of the test, with an Orin (compute 8.7) as
+    pycuda's current device."""
+
+    def install(build: TensorRTBuilder, version: str) -> list:
+        log: list = []
+        trt, cuda = build(version, log)
+        device = SimpleNamespace(name=lambda: "Orin", compute_capability=lambda: (8, 7))
+        cuda.Context = SimpleNamespace(get_device=lambda: device)
+        pycuda = ModuleType("pycuda")
+        pycuda.driver = cuda
+        modules = {"tensorrt": trt, "pycuda": pycuda, "pycuda.driver": cuda, "pycuda.autoinit": ModuleType("pycuda.autoinit")}
+        for name, module in modules.items():
+            monkeypatch.setitem(sys.modules, name, module)
+        return log
+
+    return install
+
+
+def make_toy_manifest(
+    shape: Sequence[int], *, input_shape: Sequence[int] | None = None, outputs: Sequence[str] = OUTPUTS, **fields
+) -> Manifest:
+    """The manifest of a graph from frames (`input_shape`, default `shape`) to `outputs`:
+    forecast (`shape`), flops and bucket (scalars; any other name a float32 scalar).
+    `fields` replace the toy values of the other fields."""
+    specs = {
+        "forecast": TensorSpec("forecast", list(shape), "float32"),
+        "flops": TensorSpec("flops", [], "float32"),
+        "bucket": TensorSpec("bucket", [], "int64"),
+    }
+    values = dict(
+        backbone="toy", dataset="toy", mode="bucketed", onnx="model.onnx", mean=[0.0], std=[1.0], width_levels=[1.0],
+        buckets=[], dense_flops=1.0, flops_convention="toy", versions={},
+    )
+    values.update(fields)
+    return Manifest(
+        inputs=[TensorSpec("frames", list(shape if input_shape is None else input_shape), "float32")],
+        outputs=[specs.get(name, TensorSpec(name, [], "float32")) for name in outputs],
+        **values,
+    )
+
+
+def write_toy_graph_file(folder: Path, nodes: list, initializers: list, shape: Sequence[int], manifest: Manifest) -> Path:
+    """folder/model.onnx (opset 17, checked), whose `nodes` and `initializers` map frames
+    (`shape`) to forecast (`shape`), flops and bucket; `manifest` is written beside it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "toy",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, shape),
+         helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("bucket", TensorProto.INT64, [])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path = folder / "model.onnx"
+    onnx.save(model, path)
+    path.with_name("model.dpedge.json").write_text(manifest.to_json())
+    return path
+
+
+@pytest.fixture
+def toy_manifest() -> Callable[..., Manifest]:
+    """`make_toy_manifest`."""
+    return make_toy_manifest
+
+
+@pytest.fixture
+def write_toy_graph() -> Callable[..., Path]:
+    """`write_toy_graph_file`."""
+    return write_toy_graph_file
