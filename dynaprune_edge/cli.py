@@ -215,13 +215,14 @@ def bench_latency(
     backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
     group_order: Annotated[str, typer.Option(help="Group order the models are trained with (see `dpedge train --help`); 'ordered' lets export compile constant-weight sub-networks.")] = "ordered",
     runs: Annotated[int, typer.Option(min=1, help="Timed runs of each model per row (cycling over the validation samples).")] = 300,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs of each model in a row at its turn, only the last timed: 1 (strict turns, as README's tables) times each model after the others' runs; 3 times each warm, as a model running alone.")] = 1,
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
     """Dense vs sparse export latency (onnxruntime CPU, batch 1) on synthetic TaxiBJ and the real KNMI radar set."""
     from dynaprune_edge.bench import latency
 
-    latency.bench(out, steps, target_flops, threads, backbone, group_order, runs, as_json, knmi, console)
+    latency.bench(out, steps, target_flops, threads, backbone, group_order, runs, repeat, as_json, knmi, console)
 
 
 @bench_app.command("trtexec")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,8 +29,9 @@ from dynaprune_edge.training.trainer import TrainConfig
 
 OVERHEAD_PREFIXES = ("router/", "route/")  # mask generator, branch choice, index computation
 
-Timer = Callable[[Sequence[Callable[[np.ndarray], object]], np.ndarray, int], list[np.ndarray]]
-"""interleaved_latency's contract: (runners, frames, runs) → milliseconds per run of each runner, in order."""
+Timer = Callable[..., list[np.ndarray]]
+"""interleaved_latency's contract: (runners, frames, runs, repeat=…) → milliseconds per run of
+each runner, in order."""
 
 
 @dataclass
@@ -42,6 +43,7 @@ class LatencyRow:
     mode: str  # the sparse export's filter mode and tile policy, e.g. "bucketed/wide"
     samples: int  # distinct validation samples
     runs: int  # timed runs of each model
+    repeat: int  # runs of each model in a row at its turn, the last timed (1: strict turns)
     dense_ms_p50: float
     dense_ms_p90: float
     sparse_ms_p50: float
@@ -117,11 +119,14 @@ def export_for_timing(model_path: Path, data: SpatioTemporalData, options: Expor
     return exported
 
 
-def latency_rows(exported: Exported, backbone: str, target: float, threads: list[int], runs: int, timer: Timer = interleaved_latency) -> list[LatencyRow]:
+def latency_rows(
+    exported: Exported, backbone: str, target: float, threads: list[int], runs: int, repeat: int = 1, timer: Timer = interleaved_latency
+) -> list[LatencyRow]:
     """One row per thread count: onnxruntime on this CPU at batch 1 (as deployed), the dense
     export, the sparse export and the router graph timed by `timer` taking turns on the same
-    validation samples (at least `runs` runs, every sample at least once), so that machine
-    noise hits them alike; the FLOPs ratio is what the sparse graph reports it executed."""
+    validation samples (at least `runs` runs, every sample at least once, each model `repeat`
+    times in a row at its turn, the last timed), so that machine noise hits them alike; the
+    FLOPs ratio is what the sparse graph reports it executed."""
     frames = exported.frames
     rows = []
     for count in threads:
@@ -129,7 +134,7 @@ def latency_rows(exported: Exported, backbone: str, target: float, threads: list
         sparse = load(exported.sparse, "ort", count)
         router = open_session(exported.router, session_options(count), ["CPUExecutionProvider"])
         run_router = lambda sample: router.run(None, {INPUT: sample})  # noqa: E731
-        dense_ms, sparse_ms, router_ms = timer([dense.run_one, sparse.run_one, run_router], frames, max(runs, len(frames)))
+        dense_ms, sparse_ms, router_ms = timer([dense.run_one, sparse.run_one, run_router], frames, max(runs, len(frames)), repeat=repeat)
         overhead = node_time_shares(exported.sparse, frames[:32], count, OVERHEAD_PREFIXES)
         dense_stats, sparse_stats = LatencyStats.from_samples(dense_ms), LatencyStats.from_samples(sparse_ms)
         speedup = dense_stats.mean / sparse_stats.mean
@@ -143,6 +148,7 @@ def latency_rows(exported: Exported, backbone: str, target: float, threads: list
                 mode=exported.mode,
                 samples=len(frames),
                 runs=len(dense_ms),
+                repeat=repeat,
                 dense_ms_p50=dense_stats.p50,
                 dense_ms_p90=dense_stats.p90,
                 sparse_ms_p50=sparse_stats.p50,
@@ -159,12 +165,14 @@ def latency_rows(exported: Exported, backbone: str, target: float, threads: list
     return rows
 
 
-def measure(backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, out: Path, timer: Timer = interleaved_latency) -> list[LatencyRow]:
+def measure(
+    backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, repeat: int, out: Path,
+) -> list[LatencyRow]:
     """Train (or reuse) the pruned model in OUT/BACKBONE-DATASET-TARGET, export it, time it."""
     folder = out / f"{backbone}-{data_config.name}-{target:g}"
     data = load_dataset(data_config)
     model_path = trained_model(backbone, data, target, steps, group_order, folder)
-    return latency_rows(export_for_timing(model_path, data), backbone, target, threads, runs, timer)
+    return latency_rows(export_for_timing(model_path, data), backbone, target, threads, runs, repeat)
 
 
 def latency_table(rows: list[LatencyRow], title: str) -> Table:
@@ -187,7 +195,7 @@ def latency_table(rows: list[LatencyRow], title: str) -> Table:
 
 def bench(
     out: Path, steps: int, target_flops: list[float], threads: list[int], backbones: list[str], group_order: str,
-    runs: int, as_json: bool, knmi: str | None, console: Console,
+    runs: int, repeat: int, as_json: bool, knmi: str | None, console: Console,
 ) -> list[LatencyRow]:
     """`dpedge bench latency`: every backbone × dataset (synthetic TaxiBJ, the KNMI radar event
     from `knmi`, None: the default) × FLOPs target (default 0.3, 0.5) × thread count (default
@@ -203,7 +211,7 @@ def bench(
         for name in names
         for data_config in bench_datasets(knmi)
         for target in targets
-        for row in measure(name, data_config, target, thread_counts, steps, group_order, runs, out)
+        for row in measure(name, data_config, target, thread_counts, steps, group_order, runs, repeat, out)
     )
     title = f"export latency, onnxruntime CPU, batch 1 ({steps}-step models, {group_order} groups)"
     return report(rows, as_json, out, console, lambda collected: latency_table(collected, title))

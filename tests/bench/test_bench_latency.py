@@ -30,9 +30,11 @@ class FakeTimer:
 
     def __init__(self):
         self.asked_runs = []
+        self.asked_repeat = []
 
-    def __call__(self, runners, frames, runs):
+    def __call__(self, runners, frames, runs, repeat=1):
         self.asked_runs.append(runs)
+        self.asked_repeat.append(repeat)
         flops = {}
         for index, runner in enumerate(runners):
             results = [runner(sample[None]) for sample in frames]
@@ -90,7 +92,8 @@ def test_rows_take_the_dense_and_sparse_statistics_from_the_measured_runs(export
         assert row.runtime["threads"] == row.threads and row.runtime["backend"] == "ort" and "model" not in row.runtime
 
 
-def test_more_runs_than_samples_are_asked_for_when_requested(exported):
+def test_more_runs_than_samples_and_warm_repeats_are_asked_for_when_requested(exported):
     timer = FakeTimer()
-    latency_rows(exported, "simvp", 0.3, [1], runs=len(exported.frames) + 7, timer=timer)
+    (row,) = latency_rows(exported, "simvp", 0.3, [1], runs=len(exported.frames) + 7, repeat=3, timer=timer)
     assert timer.asked_runs == [len(exported.frames) + 7]
+    assert timer.asked_repeat == [3] and row.repeat == 3
