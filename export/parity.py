@@ -34,7 +34,7 @@ def check_graph(path: Path, label: str) -> None:
     """onnx.checker's full check (types and shapes inferred through every branch)."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as error:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise ExportError(f"onnx.checker rejected the {label} graph: {str(error).splitlines()[0]}") from None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.filters import KeptFilters
 from dynaprune_edge.export.graph import Feature
 from dynaprune_edge.export.regions import KeptRegions, TilePolicy
@@ -142,9 +143,15 @@ class SubNetwork(Interpreter):
         return Feature(self.b.const(np.zeros(shape, np.float32), "state"), shape)
 
     def add(self, a: Feature, b: Feature) -> Feature:
-        """a + b, in tiles if both are tiles."""
+        """a + b, in tiles if both are tiles. Both must keep the same channels: a sum of two
+        features pruned by different gates has no static sub-network (coupled filters)."""
         if a.tiled != b.tiled:
             a, b = self.regions.to_map(a), self.regions.to_map(b)
+        if a.shape != b.shape:
+            raise ConfigError(
+                f"a residual sum of features shaped {list(a.shape)} and {list(b.shape)} in a sub-network: both "
+                "sides must be pruned by the same gate or by none (e.g. an ungated stream plus an ungated projection)"
+            )
         return Feature(self.b.op("Add", a.name, b.name, scope="compute/add"), a.shape, a.frames, a.tiled)
 
     def to_tokens(self, frames: Feature) -> Feature:
