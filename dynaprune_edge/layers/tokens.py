@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.flops import matmul_flops
