@@ -141,10 +141,9 @@ class Exporter:
         model = self.trained.model
         if self.dense:
             graph, costs = build_graph(model, None, "dense", None, opset=self.options.opset)
-            regions = model.grid[0] * model.grid[1]
             gates = {g.name: g.groups for g in model.gates}
-            return [Candidate("dense", "none", graph, [Bucket([0, regions], 0, gates, costs[0][0])])]
-        table = model.model_mask.width_table(model.grid[0] * model.grid[1])
+            return [Candidate("dense", "none", graph, [Bucket([0, model.regions], 0, gates, costs[0][0])])]
+        table = model.model_mask.width_table(model.regions)
         result = []
         for tiles in self.tile_policies():
             plans = self.plans(table, TILE_POLICIES[tiles])

@@ -110,8 +110,7 @@ def router_graph(model: DynaPruner, mode: str) -> onnx.ModelProto:
     latency that deciding what to compute costs."""
     x = input_feature(model)
     b = GraphBuilder("dpedge-router")
-    regions = model.grid[0] * model.grid[1]
-    routing = route(b, model, x, scored(model, mode), np.zeros((regions + 1, len(model.gates)), np.int64))
+    routing = route(b, model, x, scored(model, mode), np.zeros((model.regions + 1, len(model.gates)), np.int64))
     outputs = {"kept_regions": routing.kept_regions, **routing.group_scores}
     for name, source in outputs.items():
         b.identity(source, name)

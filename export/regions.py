@@ -264,8 +264,7 @@ class KeptRegions:
     def token_count(self) -> int:
         """Tokens the branch computes: the `hi` most important regions where the tile policy
         gathers them, else every region (the skipped ones masked)."""
-        grid = self.branch.grid
-        return self.branch.plan.hi if self.tiling else grid[0] * grid[1]
+        return self.branch.plan.hi if self.tiling else self.branch.regions
 
     @property
     def tokens_masked(self) -> bool:
@@ -282,7 +281,7 @@ class KeptRegions:
         """(computed tokens, F) → (regions, F), zero where no token was computed."""
         if not self.tiling:
             return rows
-        regions, scope = self.branch.grid[0] * self.branch.grid[1], "compute/scatter"
+        regions, scope = self.branch.regions, "compute/scatter"
         where = self.b.op("Unsqueeze", self.region_index(), self.b.const([1]), scope=scope)
         canvas = self.b.const(np.zeros((regions, features), np.float32), "canvas")
         return self.b.op("ScatterND", canvas, where, rows, scope=scope)

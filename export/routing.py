@@ -75,6 +75,10 @@ class Branch:
     plan: BranchPlan | None
     _cache: dict[tuple, str] = field(default_factory=dict)
 
+    @property
+    def regions(self) -> int:
+        return self.grid[0] * self.grid[1]
+
     def cached(self, key: tuple, make) -> str:
         """`make()` once per branch (index tensors shared by the layers that need them)."""
         if key not in self._cache:

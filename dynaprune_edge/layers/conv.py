@@ -130,7 +130,7 @@ class GatedConv2d(Layer):
         sparse = self.cost(
             conv.in_channels * masks.fraction(self.input_gate),
             conv.out_channels * masks.fraction(self.gate),
-            masks.kept_positions(size),
+            masks.computed_positions(size),
         )
         masks.ledger.add(self, sparse, self.cost(conv.in_channels, conv.out_channels, size[0] * size[1]), masks.frames, size)
         return masks.apply(y, self.gate, region)

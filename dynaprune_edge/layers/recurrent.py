@@ -60,7 +60,7 @@ class GatedConvLSTMCell(Layer):
         sparse = self.cost(
             self.input_channels * masks.fraction(self.input_gate),
             self.hidden_channels * masks.fraction(self.gate),
-            masks.kept_positions(size),
+            masks.computed_positions(size),
         )
         dense = self.cost(self.input_channels, self.hidden_channels, size[0] * size[1])
         masks.ledger.add(self, sparse, dense, masks.frames, size)

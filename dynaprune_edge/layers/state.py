@@ -127,7 +127,7 @@ class MaskState:
             width // grid_w, dim=-1
         )
 
-    def kept_positions(self, size: tuple[int, int]) -> Tensor | float:
+    def computed_positions(self, size: tuple[int, int]) -> Tensor | float:
         """(B·frames,) output positions a layer computes at `size` under the region mask
         (all of them where regions are finer than the map)."""
         region = self.region_at(size)

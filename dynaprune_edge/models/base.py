@@ -143,6 +143,11 @@ class DynaPruner(nn.Module):
         else:
             self.generator = None
 
+    @property
+    def regions(self) -> int:
+        """DataMask regions per frame (the grid's cells)."""
+        return self.grid[0] * self.grid[1]
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The backbone's parameters and the masks' (mask generator, DataMask, ModelMask: a
         few parameters the trainer moves at a higher learning rate; none in a dense model)."""
