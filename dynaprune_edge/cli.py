@@ -54,10 +54,13 @@ def train(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "taxibj",
     data: Annotated[Optional[str], typer.Option(help=DATA_HELP)] = None,
     target_flops: Annotated[float, typer.Option(help="Mean sparse/dense FLOPs ratio to train for; 1.0 = dense baseline (pruning off).")] = 1.0,
+    max_cost: Annotated[Optional[float], typer.Option(help="Per-sample cap: no sample may cost more than this ratio of dense, in training and in the exported graph (default: 1.5 × --target-flops, at most 1).")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training windows.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimizer step.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW; warm-up then cosine, by optimizer steps).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and synthetic data.")] = 0,
+    init: Annotated[Optional[Path], typer.Option(help="Start the backbone from a dense model.pt trained on the same data with the same backbone and sizes (a pruned model learns its masks from a network that already forecasts).")] = None,
+    distill: Annotated[float, typer.Option(help="Weight of the MSE to the --init model's forecast in the loss (distillation; 0: off).")] = 0.0,
     frames_in: Annotated[Optional[int], typer.Option(help="Input frames (default: the family's).")] = None,
     frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,
     size: Annotated[Optional[int], typer.Option(help="Frame side in pixels for resampled families (sevir, knmi); multiple of 8.")] = None,
@@ -78,9 +81,9 @@ def train(
         backbone,
         data_config,
         target_flops,
-        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), distill=distill),
         parse_assignments(arch),
-        {"region_size": region_size, "group_size": group_size, "group_order": group_order},
+        {"region_size": region_size, "group_size": group_size, "group_order": group_order, "max_cost": max_cost},
     )
     loaded = load_dataset(data_config)
     print(f"data: {loaded.describe()}", file=sys.stderr)
@@ -98,6 +101,12 @@ def show_metrics(metrics: dict) -> None:
         f"{format_flops(metrics['flops_dense'])} dense (ratio {metrics['flops_ratio_mean']:.3f}), "
         f"data kept {metrics['data_kept_mean']:.3f}; {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s"
     )
+    if "max_cost" in metrics:
+        spread = lambda c: f"mean {c['mean']:.3f}, p10/p50/p90 {c['p10']:.3f}/{c['p50']:.3f}/{c['p90']:.3f}, max {c['max']:.3f}"  # noqa: E731
+        console.print(
+            f"cost ratio (target {metrics['target_flops']}, cap {metrics['max_cost']:.3f}): "
+            + "; ".join(f"{split} {spread(cost)}" for split, cost in metrics["cost"].items())
+        )
     console.print(f"[dim]{metrics['flops_convention']}[/dim]")
 
 

@@ -122,19 +122,21 @@ class Exporter:
         return list(TILE_POLICIES) if self.options.tiles == "auto" else [self.options.tiles]
 
     def plans(self, table: np.ndarray, tiles: TilePolicy | None) -> list[BranchPlan]:
-        """Branch plans for n ≥ 1 kept regions, fit to the training histogram of n."""
+        """Branch plans for 1 ≤ n ≤ the cap's most regions, fit to the training histogram of n."""
         model = self.trained.model
-        histogram = np.bincount(self.train_counts, minlength=table.shape[0]).astype(float)
+        reachable = int(model.data_mask.max_regions)  # the router never keeps more
+        histogram = np.bincount(self.train_counts, minlength=reachable + 1).astype(float)
         # Later data may keep counts that training never did (the KNMI validation period is
         # wetter): a uniform quarter of the mass keeps unseen counts out of needlessly wide branches.
         histogram += UNSEEN_SHARE * histogram.sum() / len(histogram)
         gates = [g.name for g in model.gates]
-        regions = len(histogram) - 1
+        cost = lambda hi: branch_flops(model, branch_plan(table, gates, hi, hi), tiles)  # noqa: E731
         if self.options.levels == 1:
-            ranges = [(1, regions)]
+            ranges = [(1, reachable)]
+        elif reachable < model.regions:
+            ranges = partition(histogram, cost, self.options.levels)
         else:  # samples that keep everything get the plain dense network: no masks to apply
-            cost = lambda hi: branch_flops(model, branch_plan(table, gates, hi, hi), tiles)  # noqa: E731
-            ranges = partition(histogram[:regions], cost, self.options.levels - 1) + [(regions, regions)]
+            ranges = partition(histogram[:reachable], cost, self.options.levels - 1) + [(reachable, reachable)]
         return [branch_plan(table, gates, lo, hi) for lo, hi in ranges]
 
     def candidates(self) -> list[Candidate]:

@@ -88,7 +88,7 @@ def trained_model(backbone: str, data: SpatioTemporalData, target: float, steps:
     """model.pt of a pruned model, trained now unless `out` already holds one trained
     with the same settings (reruns of the benchmark only re-measure)."""
     path = out / "model.pt"
-    train = TrainConfig().for_steps(steps, len(data.train))
+    train = TrainConfig().for_steps(steps, data)
     spec = RunSpec.create(backbone, data.config, target, train, pruning_overrides={"group_order": group_order})
     if path.is_file():
         trained = load_model(path)

@@ -9,6 +9,9 @@ from dynaprune_edge.errors import ConfigError
 
 
 GROUP_ORDERS = ("scored", "ordered")
+CAP_OVER_TARGET = 1.5
+"""Default per-sample cap, as a multiple of the mean budget: room for stormy samples to
+get half again the mean, and a bound a device with a deadline can plan for."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,9 @@ class PruningConfig:
         groups (any subset; export gathers their weights at run time). "ordered": always
         the first groups, as in DS-Net, so every sub-network is a weight slice that export
         can compile with constant weights (bucketed mode).
+    max_cost: the per-sample cap: no sample may cost more than this ratio of the dense
+        model, in training and in the exported graph alike (None: CAP_OVER_TARGET × target,
+        at most 1). The mean budget is `target_flops` (masks/budget.py).
     flops_weight: λ of the loss term λ·(mean FLOPs ratio − target)².
     soft_fraction: share of training (by optimizer steps) that uses soft masks, their
         temperature annealed from soft_temperature to hard; hard straight-through after.
@@ -35,6 +41,7 @@ class PruningConfig:
     group_size: int = 8
     width_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
     group_order: str = "scored"
+    max_cost: float | None = None
     generator_channels: int = 16
     flops_weight: float = 4.0
     soft_fraction: float = 0.3
@@ -52,6 +59,8 @@ class PruningConfig:
             raise ConfigError(f"group size must be ≥ 1, got {self.group_size}")
         if self.group_order not in GROUP_ORDERS:
             raise ConfigError(f"group order must be one of {', '.join(GROUP_ORDERS)}, got {self.group_order!r}")
+        if self.max_cost is not None and not self.target_flops <= self.max_cost <= 1.0:
+            raise ConfigError(f"--max-cost must be in [target ({self.target_flops}), 1], got {self.max_cost}")
         levels = self.width_levels
         if not levels or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
             raise ConfigError(f"width levels must rise to 1.0, got {levels}")
@@ -59,6 +68,13 @@ class PruningConfig:
     @property
     def enabled(self) -> bool:
         return self.target_flops < 1.0
+
+    @property
+    def cap(self) -> float:
+        """The per-sample cost cap in force."""
+        if self.max_cost is not None:
+            return self.max_cost
+        return min(1.0, CAP_OVER_TARGET * self.target_flops)
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)

@@ -90,23 +90,77 @@ class MaskGenerator(nn.Module):
         return z, conv(z, self.importance, None)
 
 
+def region_rank(logits: Tensor) -> Tensor:
+    """(B, R) 0-based descending rank of each region's logit, ties broken by region order
+    (the lower index first): the same integers in torch and in the exported router, even
+    for the exactly equal logits of identical (e.g. all-dry) regions."""
+    this, other = logits[:, :, None], logits[:, None, :]
+    before = torch.ones(logits.shape[1], logits.shape[1], dtype=torch.bool, device=logits.device).tril(-1)
+    return ((other > this) | ((other == this) & before)).sum(dim=-1)
+
+
 class DataMask(nn.Module):
-    """Regions with S ≥ 0.5 are computed; gradients flow to S (straight-through)."""
+    """Regions whose importance logit reaches the keep threshold are computed, at most
+    `max_regions` of them per sample (its best-scoring ones): the mean budget and the
+    per-sample cap (masks/budget.py), both calibrated after each epoch and saved with the
+    model. Gradients flow to S (straight-through). Soft masks (early training) ignore the
+    cap: they keep every region partly."""
+
+    def __init__(self, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.grid = grid
+        self.register_buffer("threshold", torch.zeros(()))
+        self.register_buffer("max_regions", torch.tensor(self.regions, dtype=torch.int64))
+
+    @property
+    def regions(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def capped(self) -> bool:
+        return int(self.max_regions) < self.regions
 
     def forward(self, field: ImportanceField, mode: MaskMode) -> Tensor:
-        scores = field.scores
+        scores, logits = field.scores, field.logits
         if mode.hard:
-            mask = straight_through((field.logits >= 0).to(scores.dtype), scores)
+            keep = logits >= self.threshold
+            if self.capped:
+                keep &= region_rank(logits.flatten(1)).reshape(logits.shape) < self.max_regions
+            mask = straight_through(keep.to(scores.dtype), scores)
         else:
-            mask = torch.sigmoid(field.logits / mode.temperature)
+            mask = torch.sigmoid((logits - self.threshold) / mode.temperature)
         return mask[:, None]  # (B, 1, h, w)
 
     def lower(self, graph, logits: str) -> tuple[str, str]:
-        """In the exported router: (float 0/1 kept regions like `logits`, their () int64 count)."""
+        """In the exported router: (float 0/1 kept regions like `logits`, their () int64
+        count), by the same rule as the hard-mask forward."""
         scope = "router/regions"
-        keep = graph.op("Cast", graph.op("GreaterOrEqual", logits, graph.const(np.float32(0)), scope=scope), scope=scope, to=graph.FLOAT)
+        keep = graph.op("GreaterOrEqual", logits, graph.const(self.threshold.numpy().astype(np.float32)), scope=scope)
+        if self.capped:
+            keep = graph.op("And", keep, self.lower_cap(graph, logits, scope), scope=scope)
+        keep = graph.op("Cast", keep, scope=scope, to=graph.FLOAT)
         count = graph.op("Cast", graph.op("ReduceSum", keep, scope=scope, keepdims=0), scope=scope, to=graph.INT64)
         return keep, count
+
+    def lower_cap(self, graph, logits: str, scope: str) -> str:
+        """(1, 1, h, w) bool: the region is among the sample's `max_regions` best
+        (`region_rank` in ONNX: pairwise comparisons, summed as floats, which TensorRT 8
+        reduces where it does not reduce integers). `max_regions` is one constant here, so
+        a later router can take the cap as a run-time input instead."""
+        flat = graph.op("Reshape", logits, graph.const([1, -1]), scope=scope)
+        this = graph.op("Unsqueeze", flat, graph.const([2]), scope=scope)  # (1, R, 1)
+        other = graph.op("Unsqueeze", flat, graph.const([1]), scope=scope)  # (1, 1, R)
+        regions = self.regions
+        before = graph.const(np.tril(np.ones((regions, regions), dtype=bool), -1)[None])
+        ahead = graph.op(
+            "Or",
+            graph.op("Greater", other, this, scope=scope),
+            graph.op("And", graph.op("Equal", other, this, scope=scope), before, scope=scope),
+            scope=scope,
+        )
+        rank = graph.op("ReduceSum", graph.op("Cast", ahead, scope=scope, to=graph.FLOAT), graph.const([2]), scope=scope, keepdims=0)
+        best = graph.op("Less", rank, graph.const(np.float32(int(self.max_regions))), scope=scope)
+        return graph.op("Reshape", best, graph.const([1, 1, *self.grid]), scope=scope)
 
 
 def soft_rank(scores: Tensor, temperature: float) -> Tensor:

@@ -3,16 +3,31 @@ mask generator and the persistence fallback for skipped regions."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.layers import GateSpec, Interpreter, Layer, MaskState, TrainingInterpreter
 from dynaprune_edge.masks import DataMask, MaskGenerator, MaskMode, ModelMask, PruningConfig
+from dynaprune_edge.masks.budget import CostCurve, calibrate_threshold
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """`module` in eval mode for the block (BatchNorm reads, never updates, its statistics)."""
+    training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(training)
 
 
 @dataclass(frozen=True)
@@ -138,7 +153,7 @@ class DynaPruner(nn.Module):
             self.generator = MaskGenerator(
                 shape.frames_in * shape.channels, pruning.region_size, channels, pruning.keep_bias
             )
-            self.data_mask = DataMask()
+            self.data_mask = DataMask(self.grid)
             self.model_mask = ModelMask(self.gates, channels, pruning)
         else:
             self.generator = None
@@ -164,6 +179,45 @@ class DynaPruner(nn.Module):
     def dense_masks(self, x: Tensor) -> MaskState:
         """Every region and filter kept: the backbone as the dense baseline runs it."""
         return MaskState.all_kept(x.shape[0], self.grid, self.gates, x)
+
+    def masks_keeping(self, counts: Tensor, like: Tensor) -> MaskState:
+        """The hard masks of samples keeping counts[i] regions (the first ones, row-major)
+        and, per gate, the groups the ModelMask keeps at that count (the first ones): a
+        sample's cost depends on nothing else."""
+        region = (torch.arange(self.regions, device=like.device)[None] < counts[:, None]).to(like.dtype)
+        table = torch.as_tensor(self.model_mask.width_table(self.regions), device=like.device)[counts]
+        channels = {
+            gate.name: (torch.arange(gate.groups, device=like.device)[None] < table[:, [index]]).to(like.dtype).repeat_interleave(gate.group_size, dim=1)
+            for index, gate in enumerate(self.gates)
+        }
+        return MaskState(region.reshape(-1, 1, *self.grid), channels)
+
+    @torch.no_grad()
+    def cost_curve(self) -> CostCurve:
+        """cost(n) for n = 0..R kept regions, relative to dense, mask generator included:
+        the training ledger of one forward of R + 1 samples keeping 0..R regions (the
+        ledger reads only the masks, so the input is zeros)."""
+        shape = self.backbone.shape
+        x = torch.zeros(self.regions + 1, shape.frames_in, shape.channels, shape.height, shape.width)
+        masks = self.masks_keeping(torch.arange(self.regions + 1), x)
+        masks.ledger.add_fixed(self.mask_flops())
+        with evaluating(self.backbone):  # no BatchNorm statistics from these made-up masks
+            self.backbone(x, masks)
+        return CostCurve((masks.ledger.sparse / masks.ledger.dense).numpy())
+
+    @torch.no_grad()
+    def calibrate(self, inputs: Iterable[Tensor]) -> None:
+        """Set the DataMask's cap (the most regions a sample may keep within
+        `pruning.cap`) and keep threshold (the mean budget `pruning.target_flops`) from the
+        importance logits of `inputs`: batches of held-out training windows, never
+        validation or test ones (masks/budget.py)."""
+        curve = self.cost_curve()
+        max_regions = curve.max_regions(self.pruning.cap)
+        with evaluating(self.generator):
+            logits = torch.cat([self.generator(x).logits.flatten(1) for x in inputs])
+        threshold = calibrate_threshold(logits.numpy(), curve, self.pruning.target_flops, max_regions)
+        self.data_mask.threshold.fill_(threshold)
+        self.data_mask.max_regions.fill_(max_regions)
 
     def masks(self, x: Tensor, mode: MaskMode) -> MaskState:
         if self.generator is None:

@@ -20,7 +20,8 @@ from dynaprune_edge.files import atomic_write
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 
 FORMAT = "dpedge-checkpoint"
-VERSION = 1
+VERSION = 2
+"""2: the DataMask holds its calibrated keep threshold and per-sample cap."""
 
 
 def atomic_save(payload: dict, path: Path) -> None:
@@ -46,7 +47,10 @@ def safe_load(path: Path, kind: str) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dpedge {kind} (no '{FORMAT}' marker)")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: {kind} version {payload.get('version')} is not supported (expected {VERSION})")
+        raise CheckpointError(
+            f"{path}: {kind} version {payload.get('version')} is not supported (expected {VERSION}); "
+            "train it again with this dpedge"
+        )
     if payload.get("kind") != kind:
         raise CheckpointError(f"{path}: a dpedge {payload.get('kind')}, not a {kind}")
     return payload

@@ -12,23 +12,37 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from dynaprune_edge.data import SpatioTemporalData
-from dynaprune_edge.errors import CheckpointError, DataError
+from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.files import atomic_write_text
-from dynaprune_edge.training.checkpoint import atomic_save, header, model_payload, safe_load
+from dynaprune_edge.training.checkpoint import atomic_save, header, load_model, model_payload, safe_load
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
 MODEL_FILE = "model.pt"
 RESUME_FILE = "resume.pt"
 METRICS_FILE = "metrics.json"
 MASK_LR_SCALE = 10.0
+CALIBRATION_SHARE = 0.1
+"""Share of the training windows (the latest ones) held out of training, on which the
+budget is calibrated after every epoch (masks/budget.py); dense models hold them out too,
+so that dense and pruned runs train on the same windows."""
+COST_QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
+
+
+def split_training(train: Dataset) -> tuple[Dataset, Dataset]:
+    """(windows trained on, held-out calibration windows): the latest CALIBRATION_SHARE of
+    the training split (at least one window), closest in time to the validation windows."""
+    if len(train) < 2:
+        raise DataError(f"training needs at least 2 training windows (one is held out to calibrate the budget), got {len(train)}")
+    held_out = max(1, round(CALIBRATION_SHARE * len(train)))
+    return Subset(train, range(len(train) - held_out)), Subset(train, range(len(train) - held_out, len(train)))
 
 
 @dataclass(frozen=True)
@@ -38,10 +52,19 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    init: str | None = None
+    distill: float = 0.0
 
-    def for_steps(self, steps: int, windows: int) -> "TrainConfig":
-        """As many epochs over `windows` training windows as `steps` optimizer steps take,
-        so that small and large datasets get the same training budget."""
+    def __post_init__(self) -> None:
+        if self.distill < 0:
+            raise ConfigError(f"--distill must be ≥ 0, got {self.distill}")
+        if self.distill > 0 and self.init is None:
+            raise ConfigError("--distill needs --init: the dense model to distil from")
+
+    def for_steps(self, steps: int, data: SpatioTemporalData) -> "TrainConfig":
+        """As many epochs over the windows trained on as `steps` optimizer steps take, so
+        that small and large datasets get the same training budget."""
+        windows = len(split_training(data.train)[0])
         return dataclasses.replace(self, epochs=max(1, math.ceil(steps / math.ceil(windows / self.batch_size))))
 
 
@@ -80,9 +103,16 @@ class ErrorTotals:
         return self.squared / self.elements
 
 
+def cost_spread(ratios: torch.Tensor) -> dict:
+    """Mean, p10/p50/p90 and max over samples of their cost ratio (sparse/dense)."""
+    quantiles = torch.quantile(ratios.double(), torch.tensor(list(COST_QUANTILES.values()), dtype=torch.float64))
+    return {"mean": float(ratios.mean()), **dict(zip(COST_QUANTILES, map(float, quantiles))), "max": float(ratios.max())}
+
+
 @torch.no_grad()
 def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", batch_size: int = 32) -> dict:
-    """Hard-mask metrics on de-normalised values; FLOPs per sample from the masks."""
+    """Hard-mask metrics of one split on de-normalised values, and the cost ratio of its
+    samples (FLOPs from the masks) with its spread and the samples above the cap."""
     model.eval()
     totals = ErrorTotals(data)
     flops, kept = [], []
@@ -91,13 +121,15 @@ def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", ba
         totals.add(forecast.prediction, y)
         flops.append(forecast.flops)
         kept.append(forecast.data_kept)
-    flops_per_sample = torch.cat(flops)
+    ratios = torch.cat(flops) / forecast.dense_flops
     return {
         f"{split}_mae": totals.mae,
         f"{split}_mse": totals.mse,
         "flops_dense": forecast.dense_flops,
-        "flops_sparse_mean": float(flops_per_sample.mean()),
-        "flops_ratio_mean": float((flops_per_sample / forecast.dense_flops).mean()),
+        "flops_sparse_mean": float(torch.cat(flops).mean()),
+        "flops_ratio_mean": float(ratios.mean()),
+        "cost": cost_spread(ratios),
+        "above_cap": int((ratios > model.pruning.cap + 1e-6).sum()) if model.pruning.enabled else 0,
         "data_kept_mean": float(torch.cat(kept).mean()),
     }
 
@@ -119,8 +151,17 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model_config, self.data, self.config, self.out = model_config, data, config, Path(out)
         self.model = build_model(model_config)
+        self.teacher = self.start_from(config.init) if config.init else None
+        self.fitted, self.calibration = split_training(data.train)
+        if self.model.pruning.enabled:
+            deciding = self.model.cost_curve().ratios[0]
+            if deciding >= self.model.pruning.cap:
+                raise ConfigError(
+                    f"a per-sample cap of {self.model.pruning.cap} leaves no region to compute: deciding the "
+                    f"masks alone costs {deciding:.3f} of the dense model"
+                )
         self.optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
-        self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+        self.steps_per_epoch = math.ceil(len(self.fitted) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.step = 0
         self.epoch = 0
@@ -128,6 +169,39 @@ class Trainer:
         self.history: list[dict] = []
         self.flops_dense_fvcore = dense_flops_fvcore(self.model)
         self.val_mae_persistence = persistence_mae(data)
+
+    def start_from(self, path: str) -> DynaPruner:
+        """Copy the backbone weights of a dense model trained on the same data (`--init`);
+        return it, frozen, as the teacher that `--distill` compares forecasts with. The
+        dynamic-network literature (DS-Net, DynamicViT) trains gated models this way: the
+        masks then learn what can be skipped from a network that already forecasts well."""
+        dense = load_model(Path(path))
+        mine = self.model_config
+        if dense.model_config.pruning.enabled:
+            raise ConfigError(f"--init {path}: a pruned model (target {dense.model_config.pruning.target_flops}); start from a dense one (--target-flops 1.0)")
+        different = [
+            name for name, theirs, ours in [
+                ("backbone", dense.model_config.backbone, mine.backbone),
+                ("frame shape", dense.model_config.shape, mine.shape),
+                ("backbone sizes", dense.model_config.options, mine.options),
+                ("data", dense.data_config, self.data.config),
+            ] if theirs != ours
+        ]
+        if different:
+            raise ConfigError(f"--init {path}: trained with a different {', '.join(different)} than this run")
+        self.model.backbone.load_state_dict(dense.model.backbone.state_dict())
+        return dense.model.eval().requires_grad_(False)
+
+    def sample_losses(self, forecast: Forecast, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(B,) per-sample training loss: MSE to the target, plus `distill` × MSE to the
+        dense teacher's forecast (a smoother target than the observation: it says where
+        the full network does better than what the sample skipped)."""
+        losses = per_sample_loss(forecast, y)
+        if self.config.distill > 0:
+            with torch.no_grad():
+                taught = self.teacher(x, MaskMode(hard=True)).prediction
+            losses = losses + self.config.distill * per_sample_loss(forecast, taught)
+        return losses
 
     def parameter_groups(self) -> list[dict]:
         """The mask generator's few parameters (biases, width calibration) must travel far
@@ -186,12 +260,12 @@ class Trainer:
     def train_epoch(self, progress, task) -> float:
         self.model.train()
         order = torch.Generator().manual_seed(self.config.seed * 100_003 + self.epoch)
-        loader = DataLoader(self.data.train, batch_size=self.config.batch_size, shuffle=True, generator=order)
+        loader = DataLoader(self.fitted, batch_size=self.config.batch_size, shuffle=True, generator=order)
         total = 0.0
         for batch, (x, y) in enumerate(loader):
             self._set_learning_rate()
             forecast = self.model(x, mask_mode(self.step, self.total_steps, self.model.pruning))
-            losses = per_sample_loss(forecast, y)
+            losses = self.sample_losses(forecast, x, y)
             loss = losses.mean() + flops_penalty(forecast, self.model)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -217,15 +291,42 @@ class Trainer:
                 train_loss = self.train_epoch(progress, task)
                 self.train_seconds += time.perf_counter() - started
                 self.epoch += 1
+                self.calibrate()
                 self.history.append({"epoch": self.epoch, "train_loss": train_loss, **evaluate(self.model, self.data)})
                 self.save(self.metrics())
-        metrics = self.metrics()
+        metrics = self.metrics() | self.final_metrics()
+        self.save(metrics)
         atomic_write_text(json.dumps(metrics, indent=2) + "\n", self.out / METRICS_FILE)
         return metrics
 
+    def calibrate(self) -> None:
+        """The budget's keep threshold and per-sample cap, from the held-out training
+        windows only (masks/budget.py)."""
+        if self.model.pruning.enabled:
+            self.model.calibrate(x for x, _ in DataLoader(self.calibration, batch_size=64))
+
+    def final_metrics(self) -> dict:
+        """What the finished model costs on every split, its spread over samples and the
+        samples above the cap (none, by construction), and its test error."""
+        splits = {split: evaluate(self.model, self.data, split) for split in ("train", "test")}
+        splits["val"] = self.history[-1]
+        budget = {}
+        if self.model.pruning.enabled:
+            mask = self.model.data_mask
+            budget = {"max_cost": self.model.pruning.cap, "keep_threshold": float(mask.threshold),
+                      "max_regions": int(mask.max_regions), "regions": self.model.regions}
+        return {
+            "test_mae": splits["test"]["test_mae"],
+            "test_mse": splits["test"]["test_mse"],
+            "cost": {split: splits[split]["cost"] for split in ("train", "val", "test")},
+            "above_cap": {split: splits[split]["above_cap"] for split in ("train", "val", "test")},
+            **budget,
+        }
+
     def metrics(self) -> dict:
         """The newest epoch's validation figures and how they were obtained."""
-        latest = {key: value for key, value in self.history[-1].items() if key not in ("epoch", "train_loss")}
+        per_epoch = ("epoch", "train_loss", "cost", "above_cap")  # the spread is in the history, and per split at the end
+        latest = {key: value for key, value in self.history[-1].items() if key not in per_epoch}
         return {
             **latest,
             "val_mae_persistence": self.val_mae_persistence,

@@ -17,7 +17,7 @@ def rendered(rows: list[Comparison]) -> str:
 
 def row(dataset: str, dense_mae: float, pruned_mae: float) -> Comparison:
     return Comparison("simvp", dataset, "mm/h", persistence_mae=3.0, dense_mae=dense_mae, pruned_mae=pruned_mae,
-                      flops_ratio=0.31, data_kept=0.6, seconds=12.0)
+                      flops_ratio=0.31, flops_ratio_max=0.44, data_kept=0.6, seconds=12.0)
 
 
 def test_compare_trains_both_models_with_the_same_budget_and_tabulates(tmp_path):
@@ -30,7 +30,8 @@ def test_compare_trains_both_models_with_the_same_budget_and_tabulates(tmp_path)
     assert row.dense_mae == dense["val_mae"] and row.pruned_mae == pruned["val_mae"]
     assert row.persistence_mae == dense["val_mae_persistence"] > 0
     text = rendered([row])
-    assert "taxibj (synthetic)" in text and f"{row.flops_ratio:.3f}" in text
+    assert "taxibj (synthetic)" in text and f"{row.flops_ratio:.3f}" in text and f"{row.flops_ratio_max:.3f}" in text
+    assert row.flops_ratio_max == pruned["cost"]["val"]["max"] <= pruned["max_cost"] + 1e-6
 
 
 def test_the_table_and_the_json_say_whether_pruning_cost_accuracy():

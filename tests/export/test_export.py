@@ -71,8 +71,8 @@ def kept_counts(path: Path, frames: torch.Tensor) -> np.ndarray:
 # ONNX ops that TensorRT 8.5 (JetPack 5.1, the oldest supported) parses, among those the
 # exporter may emit (onnx-tensorrt's operator matrix): no LayerNormalization, NonZero, Loop.
 TENSORRT_85_OPS = {
-    "Add", "Cast", "Concat", "Conv", "DepthToSpace", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm",
-    "GreaterOrEqual", "Identity", "If", "Less", "MatMul", "Max", "Mul", "Pad", "Pow", "ReduceMean", "ReduceSum", "Relu", "Reshape",
+    "Add", "And", "Cast", "Concat", "Conv", "DepthToSpace", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm",
+    "Greater", "GreaterOrEqual", "Identity", "If", "Less", "MatMul", "Max", "Mul", "Or", "Pad", "Pow", "ReduceMean", "ReduceSum", "Relu", "Reshape",
     "Resize", "ScatterElements", "ScatterND", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Sub", "Tanh",
     "TopK", "Transpose", "Unsqueeze", "Where",
 }
@@ -161,6 +161,38 @@ def test_executed_flops_equal_the_training_ledger_on_exact_branches(tmp_path, ba
         np.testing.assert_allclose(executed[exact], ledger[exact], rtol=1e-5)
         if exact.all():
             break  # every sample of the varied model was on an exact branch
+
+
+@pytest.mark.parametrize("backbone", BACKBONES.names())
+def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(tmp_path, backbone):
+    """A calibrated model (threshold below its logits' median, a cap of a third of the
+    regions) exports with parity, and on featureless frames, where regions tie exactly,
+    the graph keeps the same regions as PyTorch: the earlier of equal regions."""
+    trained = load_model(varied_model(tmp_path, backbone=backbone))
+    model = trained.model
+    cap = model.regions // 3
+    model.data_mask.threshold.fill_(-0.5)
+    model.data_mask.max_regions.fill_(cap)
+    path = tmp_path / "capped.pt"
+    atomic_save(model_payload(model, trained.model_config, trained.data_config, trained.normalizer, {}), path)
+    out = tmp_path / "model.onnx"
+    chosen, manifest, _ = Exporter(path, ExportOptions(mode="gather", tiles="all"), log=lambda _: None).run(out)
+    assert max(chosen.parity.values()) <= 1e-4
+    assert max(high for _, high in (b.regions for b in manifest.buckets)) == cap, "no branch beyond the cap"
+    assert_tensorrt_parses(onnx.load(out))
+
+    data = load_dataset(DATA)
+    frames = torch.cat([torch.stack([data.test[i][0] for i in range(6)]), torch.zeros(2, *data.test[0][0].shape)])
+    frames[-1] = 0.5
+    with torch.no_grad():
+        forecast = model(frames, MaskMode(hard=True))
+    counts = forecast.masks.region_mask.sum(dim=(1, 2, 3)).round().int().numpy()
+    assert (counts <= cap).all() and (counts == cap).any()
+    result = load(out).run(frames.numpy())
+    assert np.abs(result.forecast - forecast.prediction.numpy()).max() <= 1e-4
+    for n, bucket in zip(counts, result.bucket):
+        low, high = manifest.buckets[bucket].regions
+        assert low <= n <= high
 
 
 def test_auto_keeps_the_candidate_measured_fastest(tmp_path):

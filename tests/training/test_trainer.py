@@ -6,15 +6,16 @@ import dataclasses
 import json
 import math
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.utils.data import Subset
 
 from dynaprune_edge.data import load_dataset
-from dynaprune_edge.errors import CheckpointError, DataError
+from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.training import METRICS_FILE, MODEL_FILE, RESUME_FILE, evaluate, load_model
-from dynaprune_edge.training.trainer import MASK_LR_SCALE
+from dynaprune_edge.training.trainer import CALIBRATION_SHARE, MASK_LR_SCALE
 
 
 class Killed(Exception):
@@ -57,7 +58,7 @@ def assert_same_optimizer_state(actual: torch.optim.Optimizer, expected: torch.o
 def test_a_run_killed_mid_epoch_and_resumed_ends_bit_identical_to_an_uninterrupted_one(
     finished_run, build_trainer, tmp_path
 ):
-    """Killed during epoch 2 of 3 (after step 15 of 30), resumed from epoch 1's checkpoint:
+    """Killed during epoch 2 of 3 (after step 15 of 27), resumed from epoch 1's checkpoint:
     the same weights, BatchNorm statistics, Adam moments, history and metrics, exactly.
     Exact because training is deterministic on CPU (seeded init, per-epoch seeded shuffle,
     no random op in training) and resume.pt holds the whole state the next steps read."""
@@ -67,11 +68,11 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_bit_identical_to_an_uninterrupt
     with pytest.raises(Killed):
         interrupted.fit()
     on_disk = torch.load(out / RESUME_FILE, weights_only=True)
-    assert (on_disk["epoch"], on_disk["step"]) == (1, 10), "the kill should land mid-way through epoch 2"
+    assert (on_disk["epoch"], on_disk["step"]) == (1, 9), "the kill should land mid-way through epoch 2"
 
     resumed = build_trainer(out)
     resumed.restore()
-    assert (resumed.epoch, resumed.step) == (1, 10)
+    assert (resumed.epoch, resumed.step) == (1, 9)
     metrics = resumed.fit()
 
     expected = finished_run.trainer
@@ -140,6 +141,41 @@ def test_training_needs_a_validation_window(data, build_trainer, tmp_path):
     assert not (tmp_path / MODEL_FILE).exists()
 
 
+class Recorded(torch.utils.data.Dataset):
+    """A dataset that notes which of its windows were read."""
+
+    def __init__(self, windows, name: str, reads: list) -> None:
+        self.windows, self.name, self.reads = windows, name, reads
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, item):
+        self.reads.append((self.name, item))
+        return self.windows[item]
+
+
+def test_the_budget_is_calibrated_on_held_out_training_windows_only(data, build_trainer, tmp_path):
+    """After an epoch the keep threshold and the cap are set from the latest training
+    windows, which training never steps on, and from no validation or test window."""
+    reads: list = []
+    recorded = dataclasses.replace(
+        data, **{split: Recorded(getattr(data, split), split, reads) for split in ("train", "val", "test")}
+    )
+    trainer = build_trainer(tmp_path, data=recorded)
+    held_out = set(range(len(data.train) - round(CALIBRATION_SHARE * len(data.train)), len(data.train)))
+    reads.clear()
+    trainer.calibrate()
+    assert {name for name, _ in reads} == {"train"}, "calibration read a validation or test window"
+    assert {item for _, item in reads} == held_out
+    assert float(trainer.model.data_mask.threshold) != 0.0, "calibration set the threshold"
+
+    reads.clear()
+    trainer.train_epoch(SimpleNamespace(update=lambda *args, **kwargs: None), None)
+    trained_on = {item for name, item in reads if name == "train"}
+    assert trained_on == set(range(len(data.train))) - held_out, "an epoch steps on every other training window"
+
+
 # --- parameter groups ----------------------------------------------------------------
 
 
@@ -205,14 +241,22 @@ def test_fit_writes_metrics_json_with_every_figure_and_one_history_entry_per_epo
     for key in ("val_mae", "val_mse", "flops_dense", "flops_sparse_mean", "flops_ratio_mean", "data_kept_mean",
                 "epochs", "steps", "train_seconds", "flops_convention", "history"):
         assert key in metrics, key
-    steps_per_epoch = math.ceil(len(data.train) / train_config.batch_size)
+    trained_on = len(data.train) - round(CALIBRATION_SHARE * len(data.train))
+    steps_per_epoch = math.ceil(trained_on / train_config.batch_size)
     assert (metrics["epochs"], metrics["steps"]) == (train_config.epochs, train_config.epochs * steps_per_epoch)
     history = metrics["history"]
     assert [entry["epoch"] for entry in history] == [1, 2, 3]
     assert all(math.isfinite(entry["train_loss"]) and entry["train_loss"] > 0 for entry in history)
     assert all(entry.keys() == history[0].keys() and "val_mae" in entry for entry in history)
     assert len({entry["val_mae"] for entry in history}) == 3, "each epoch is evaluated anew"
-    assert {k: v for k, v in history[-1].items() if k not in ("epoch", "train_loss")}.items() <= metrics.items()
+    latest = {k: v for k, v in history[-1].items() if k not in ("epoch", "train_loss", "cost", "above_cap")}
+    assert latest.items() <= metrics.items()
+    assert metrics["cost"]["val"] == history[-1]["cost"] and metrics["cost"]["val"]["mean"] == metrics["flops_ratio_mean"]
+    for split in ("train", "val", "test"):
+        spread = metrics["cost"][split]
+        assert 0 < spread["p10"] <= spread["p50"] <= spread["p90"] <= spread["max"] <= metrics["max_cost"] + 1e-6, split
+        assert metrics["above_cap"][split] == 0
+    assert metrics["test_mae"] > 0 and 0 <= metrics["max_regions"] <= metrics["regions"]
     assert metrics["flops_ratio_mean"] == pytest.approx(metrics["flops_sparse_mean"] / metrics["flops_dense"], rel=1e-6)
     assert 0 < metrics["flops_ratio_mean"] <= 1.1 and 0 <= metrics["data_kept_mean"] <= 1
     assert 0 < metrics["val_mae"] and metrics["val_mae"] ** 2 <= metrics["val_mse"] * (1 + 1e-9)
@@ -224,4 +268,45 @@ def test_fit_writes_metrics_json_with_every_figure_and_one_history_entry_per_epo
 def test_metrics_describe_the_saved_model(finished_run, data):
     """Evaluating model.pt again reproduces the validation figures of metrics.json."""
     again = evaluate(load_model(finished_run.out / MODEL_FILE).model, data)
-    assert again == {key: finished_run.metrics[key] for key in again}
+    metrics = finished_run.metrics
+    assert again.pop("cost") == metrics["cost"]["val"] and again.pop("above_cap") == metrics["above_cap"]["val"]
+    assert again == {key: metrics[key] for key in again}
+
+
+# --- starting from a dense model ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dense_model_file(build_trainer, train_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dense")
+    one_step_trainer(build_trainer, train_config, out, target_flops=1.0)
+    return out / MODEL_FILE
+
+
+def test_init_starts_the_backbone_from_the_dense_model_and_distill_adds_its_forecast_to_the_loss(
+    dense_model_file, build_trainer, train_config, data, tmp_path
+):
+    train = dataclasses.replace(train_config, init=str(dense_model_file), distill=0.5)
+    trainer = build_trainer(tmp_path, train=train)
+    dense = load_model(dense_model_file).model
+    assert_same_tensors(trainer.model.backbone.state_dict(), dense.backbone.state_dict())
+    assert trainer.model.generator is not None, "the masks are new"
+
+    x, y = (torch.stack(t) for t in zip(*(data.train[i] for i in range(4))))
+    forecast = trainer.model(x)
+    with torch.no_grad():
+        taught = dense(x).prediction
+    expected = (forecast.prediction - y).square().flatten(1).mean(1) + 0.5 * (forecast.prediction - taught).square().flatten(1).mean(1)
+    assert torch.allclose(trainer.sample_losses(forecast, x, y), expected)
+    assert not any(p.requires_grad for p in trainer.teacher.parameters()), "the teacher is frozen"
+
+
+def test_init_refuses_a_model_that_cannot_teach_this_run(finished_run, dense_model_file, build_trainer, train_config, data, tmp_path):
+    pruned = dataclasses.replace(train_config, init=str(finished_run.out / MODEL_FILE))
+    with pytest.raises(ConfigError, match="a pruned model"):
+        build_trainer(tmp_path, train=pruned)
+    other_data = load_dataset(dataclasses.replace(data.config, seed=1))
+    with pytest.raises(ConfigError, match="different data"):
+        build_trainer(tmp_path, data=other_data, train=dataclasses.replace(train_config, init=str(dense_model_file)))
+    with pytest.raises(ConfigError, match="--distill needs --init"):
+        dataclasses.replace(train_config, distill=1.0)
