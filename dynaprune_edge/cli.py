@@ -24,10 +24,10 @@ app.add_typer(bench_app, name="bench")
 console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs and pipes
 
 BACKBONE_HELP = "Backbone: simvp (CNN), convlstm (RNN) or vit (patch transformer)."
-DATASET_HELP = "Dataset family: taxibj, weatherbench, sevir or knmi."
+DATASET_HELP = "Dataset family: taxibj, nycbike, weatherbench, sevir or knmi."
 DATA_HELP = (
     "Real data: a file, directory or glob in the family's format; 'sample' for the real sample "
-    "bundled with dpedge (knmi, weatherbench). Omitted: synthetic data of the family's shape."
+    "bundled with dpedge (knmi, weatherbench, nycbike). Omitted: synthetic data of the family's shape."
 )
 
 ARCH_HELP = (
@@ -63,7 +63,7 @@ def train(
     distill: Annotated[float, typer.Option(help="Weight of the MSE to the --init model's forecast in the loss (distillation; 0: off).")] = 0.0,
     frames_in: Annotated[Optional[int], typer.Option(help="Input frames (default: the family's).")] = None,
     frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Frame side in pixels for resampled families (sevir, knmi); multiple of 8.")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Frame height in pixels: the data are area-resampled down to it (default: the family's); any size, the model pads its grid internally.")] = None,
     synthetic_frames: Annotated[Optional[int], typer.Option(help="Length of the synthetic series when --data is omitted (default: the family's).")] = None,
     region_size: Annotated[int, typer.Option(help="DataMask region side in pixels (power of 2).")] = 8,
     group_size: Annotated[int, typer.Option(help="Filters pruned together (hardware alignment).")] = 8,
@@ -125,6 +125,16 @@ def info(model: Annotated[Path, typer.Argument(help="A model.pt written by `dped
             }
         )
     )
+    model = trained.model
+    rows, columns = model.padding
+    if rows or columns:
+        shape, padded = model.shape, model.backbone.shape
+        console.print(
+            f"grid {shape.height}×{shape.width} padded to {padded.height}×{padded.width} inside the model "
+            f"({rows} rows below, {columns} columns right, for its {model.pruning.region_size}-pixel regions and "
+            f"the {trained.model_config.backbone} strides): padding is kept out of the loss, the metrics and the "
+            "forecasts, and regions of padding alone are never computed"
+        )
     if trained.metrics:
         show_metrics(trained.metrics)
 
@@ -209,7 +219,7 @@ def bench_accuracy(
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
-    """For each backbone, on synthetic TaxiBJ and the real KNMI radar set: dense vs pruned MAE, FLOPs ratio, data kept."""
+    """For each backbone, on synthetic TaxiBJ, real New York bike traffic and the real KNMI radar set: dense vs pruned MAE, FLOPs ratio, data kept."""
     from dynaprune_edge.bench import accuracy
 
     accuracy.bench(out, steps, target_flops, backbone, as_json, knmi, console)
@@ -228,7 +238,7 @@ def bench_latency(
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
-    """Dense vs sparse export latency (onnxruntime CPU, batch 1) on synthetic TaxiBJ and the real KNMI radar set."""
+    """Dense vs sparse export latency (onnxruntime CPU, batch 1) on synthetic TaxiBJ, real New York bike traffic and the real KNMI radar set."""
     from dynaprune_edge.bench import latency
 
     latency.bench(out, steps, target_flops, threads, backbone, group_order, runs, repeat, as_json, knmi, console)

@@ -175,7 +175,7 @@ class Exporter:
         return torch.stack([val[i][0] for i in range(min(len(val), limit))]).numpy()
 
     def manifest(self, candidate: Candidate, onnx_name: str) -> Manifest:
-        shape = self.trained.model.backbone.shape
+        shape = self.trained.model.shape
         normalizer = self.trained.normalizer
         versions = {"dpedge": metadata.version("dynaprune-edge"), "torch": torch.__version__, "onnx": onnx.__version__, "opset": str(self.options.opset)}
         try:

@@ -18,9 +18,28 @@ from dynaprune_edge.models import DynaPruner
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
 
 
-def input_feature(model: DynaPruner) -> Feature:
-    shape = model.backbone.shape
-    return Feature(INPUT, (1, shape.frames_in, shape.channels, shape.height, shape.width))
+def frames_shape(shape, frames: int) -> tuple[int, ...]:
+    return (1, frames, shape.channels, shape.height, shape.width)
+
+
+def pad_input(b: GraphBuilder, model: DynaPruner) -> Feature:
+    """The frames the backbone and the router read (DynaPruner.pad in the top-level graph):
+    the graph input, with zeros below and right of the user's frame where the grid is not
+    what the regions and strides need."""
+    rows, columns = model.padding
+    shape = frames_shape(model.backbone.shape, model.shape.frames_in)
+    if not rows and not columns:
+        return Feature(INPUT, shape)
+    pads = b.const([0, 0, 0, 0, 0, 0, 0, 0, rows, columns], "pads")
+    return Feature(b.op("Pad", INPUT, pads, scope="input/pad", mode="constant"), shape)
+
+
+def crop_output(b: GraphBuilder, model: DynaPruner, forecast: str) -> str:
+    """DynaPruner.crop: the forecast at the user's grid."""
+    if not any(model.padding):
+        return forecast
+    shape = model.shape
+    return b.op("Slice", forecast, b.const([0, 0]), b.const([shape.height, shape.width]), b.const([3, 4]), scope="output/crop")
 
 
 def scored(model: DynaPruner, mode: str) -> bool:
@@ -28,11 +47,11 @@ def scored(model: DynaPruner, mode: str) -> bool:
     return mode == "gather" and model.pruning.group_order == "scored"
 
 
-def lower_backbone(model: DynaPruner, branch: Branch, mode: str, tiles: TilePolicy | None) -> tuple[Feature, SubNetwork]:
-    """The backbone's one forward, emitted into `branch`: (forecast feature, the sub-network
-    with the FLOPs it executes)."""
+def lower_backbone(model: DynaPruner, x: Feature, branch: Branch, mode: str, tiles: TilePolicy | None) -> tuple[Feature, SubNetwork]:
+    """The backbone's one forward on the (padded) frames `x`, emitted into `branch`:
+    (forecast feature, the sub-network with the FLOPs it executes)."""
     net = SubNetwork(branch, model.backbone, mode, [g.name for g in model.gates], tiles)
-    return model.backbone.program(net, input_feature(model)), net
+    return model.backbone.program(net, x), net
 
 
 def branch_flops(model: DynaPruner, plan: BranchPlan | None, tiles: TilePolicy | None) -> float:
@@ -40,7 +59,8 @@ def branch_flops(model: DynaPruner, plan: BranchPlan | None, tiles: TilePolicy |
     throwaway lowering: the planner's cost, and the manifest's dense reference."""
     scratch = GraphBuilder("scratch")
     routing = None if plan is None else Routing(scratch, model.grid, "logits", "keep", "kept", np.zeros((1, 1)))
-    _, net = lower_backbone(model, Branch(scratch, scratch, model.grid, routing, plan), "bucketed", tiles)
+    x = Feature("frames", frames_shape(model.backbone.shape, model.shape.frames_in))
+    _, net = lower_backbone(model, x, Branch(scratch, scratch, model.grid, routing, plan), "bucketed", tiles)
     return net.flops
 
 
@@ -59,22 +79,23 @@ def build_graph(
     tiles: which layers of which branches run on the kept regions' tiles; the others run
     on whole maps, masked (None: no tiles)."""
     shape = model.backbone.shape
-    x = input_feature(model)
-    out_shape = [1, shape.frames_out, shape.channels, shape.height, shape.width]
     b = GraphBuilder("dpedge", opset=opset)
+    x = pad_input(b, model)
+    out_shape = list(frames_shape(shape, model.shape.frames_out))  # padded, until the crop at the end
     outputs = [tensor_info(FORECAST, out_shape), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
-    inputs = [tensor_info(INPUT, list(x.shape))]
+    inputs = [tensor_info(INPUT, list(frames_shape(model.shape, model.shape.frames_in)))]
+    final = [tensor_info(FORECAST, list(frames_shape(model.shape, model.shape.frames_out))), *outputs[1:]]
     if plans is None:
-        y, net = lower_backbone(model, Branch(b, b, model.grid, None, None), "dense", None)
-        b.identity(y.name, FORECAST)
+        y, net = lower_backbone(model, x, Branch(b, b, model.grid, None, None), "dense", None)
+        b.identity(crop_output(b, model, y.name), FORECAST)
         b.identity(b.const(np.float32(net.flops), "flops"), FLOPS)
         b.identity(b.const(np.int64(0), "bucket"), BUCKET)
-        return b.model(inputs, outputs, "dpedge dense export"), [(net.flops, 0)]
+        return b.model(inputs, final, "dpedge dense export"), [(net.flops, 0)]
 
     routing = route(b, model, x, scored(model, mode), width_table)
     router_flops = model.mask_flops()
     scope = "router/fallback"
-    last = b.op("Slice", x.name, b.const([shape.frames_in - 1]), b.const([shape.frames_in]), b.const([1]), scope=scope)
+    last = b.op("Slice", x.name, b.const([x.shape[1] - 1]), b.const([x.shape[1]]), b.const([1]), scope=scope)
     full = routing.region_mask((shape.height, shape.width))
     region = b.op("Unsqueeze", full, b.const([0]), scope=scope)  # (1, 1, 1, H, W)
     fallback = b.op("Mul", b.op("Sub", b.const(np.float32(1)), region, scope=scope), last, scope=scope)
@@ -87,7 +108,7 @@ def build_graph(
     costs.append((router_flops, 0))
     for index, plan in enumerate(plans, start=1):
         builder = b.branch(f"subnetwork{index}")
-        y, net = lower_backbone(model, Branch(builder, b, model.grid, routing, plan), mode, tiles)
+        y, net = lower_backbone(model, x, Branch(builder, b, model.grid, routing, plan), mode, tiles)
         blended = builder.op("Add", builder.op("Mul", region, y.name, scope="compute/fallback"), fallback, scope="compute/fallback")
         total = router_flops + net.flops
         branches.append((builder, [blended, builder.const(np.float32(total), "flops")]))
@@ -98,20 +119,21 @@ def build_graph(
     passed = b.op("Cast", b.op("Less", bounds, routing.kept_regions, scope=scope), scope=scope, to=b.FLOAT)
     bucket = b.op("Cast", b.op("ReduceSum", passed, scope=scope, keepdims=0), scope=scope, to=b.INT64)  # TensorRT 8 reduces floats only
     forecast, flops_out = choose(b, bucket, branches, outputs[:2])
-    b.identity(forecast, FORECAST)
+    b.identity(crop_output(b, model, forecast), FORECAST)
     b.identity(flops_out, FLOPS)
     b.identity(bucket, BUCKET)
-    return b.model(inputs, outputs, f"dpedge {mode} export"), costs
+    return b.model(inputs, final, f"dpedge {mode} export"), costs
 
 
 def router_graph(model: DynaPruner, mode: str) -> onnx.ModelProto:
     """The router alone, as the exported graph runs it (mask generator, kept-region count,
     per-sample group scores in gather mode): timed against the whole graph, the share of
     latency that deciding what to compute costs."""
-    x = input_feature(model)
     b = GraphBuilder("dpedge-router")
+    x = pad_input(b, model)
     routing = route(b, model, x, scored(model, mode), np.zeros((model.regions + 1, len(model.gates)), np.int64))
     outputs = {"kept_regions": routing.kept_regions, **routing.group_scores}
     for name, source in outputs.items():
         b.identity(source, name)
-    return b.model([tensor_info(INPUT, list(x.shape))], [onnx.helper.make_empty_tensor_value_info(n) for n in outputs], "dpedge router")
+    inputs = [tensor_info(INPUT, list(frames_shape(model.shape, model.shape.frames_in)))]
+    return b.model(inputs, [onnx.helper.make_empty_tensor_value_info(n) for n in outputs], "dpedge router")

@@ -26,7 +26,7 @@ def reference(trained: TrainedModel, x: torch.Tensor, dense: bool) -> torch.Tens
     model = trained.model
     with torch.no_grad():
         if dense:
-            return model.backbone(x, model.dense_masks(x))
+            return model.dense_forecast(x)
         return model(x, MaskMode(hard=True)).prediction
 
 

@@ -52,7 +52,7 @@ def route(b: GraphBuilder, model: DynaPruner, x: Feature, scored: bool, widths: 
     """The router in the top-level graph `b`: the mask generator (BatchNorm folded), the
     kept regions and their count, and (`scored`: per-sample group choice) each gate's
     group scores. Its cost is `model.mask_flops()`."""
-    features, logits = model.generator.lower(b, x.name, x.shape)
+    features, logits = model.lower_importance(b, x.name, x.shape)
     keep, kept = model.data_mask.lower(b, logits)
     region_logits = b.op("Reshape", logits, b.const([1, -1]), scope="router/regions")
     routing = Routing(shared=b, grid=model.grid, region_logits=region_logits, keep=keep, kept_regions=kept, widths=widths)

@@ -7,6 +7,7 @@ than them (they ship inside every wheel). Values are never changed, only re-comp
   instead of 58 KB; the image itself ≈ 28 KB instead of 32 KB).
 - ERA5 t2m UK: the first 14 days (336 hourly steps), same variables, dims and attributes,
   zlib level 9 + shuffle.
+- NYCBike2 10×20: copied as it is (0.4 MB, already compressed).
 Each output is read back and compared with its source; any difference is an error.
 
     python scripts/make_bundled_samples.py [--source ../shared/data] [--dest dynaprune_edge/data/samples]
@@ -26,6 +27,7 @@ KNMI_EVENT = "knmi_radar_2010-08-26"
 ERA5_FILE = "era5_t2m_uk_2019-03.nc"
 ERA5_SAMPLE = "era5_t2m_uk_2019-03-01_14.nc"
 ERA5_STEPS = 14 * 24
+NYC_BIKE = Path("nycbike2_10x20") / "dataset.npz"
 
 
 def _copy_attributes(source, target) -> None:
@@ -116,6 +118,15 @@ def subset_era5(source: Path, dest: Path, steps: int) -> None:
     print(f"{dest}: {steps} steps, {dest.stat().st_size / 1e6:.2f} MB")
 
 
+def copy_nyc_bike(source: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(source.read_bytes())
+    with np.load(source) as original, np.load(dest) as copy:
+        if set(original.files) != set(copy.files) or any(not np.array_equal(original[n], copy[n]) for n in original.files):
+            raise SystemExit(f"{dest}: differs from {source}")
+    print(f"{dest}: {dest.stat().st_size / 1e6:.2f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=REPO.parent / "shared" / "data",
@@ -125,6 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     repack_knmi(args.source / KNMI_EVENT, args.dest / KNMI_EVENT)
     subset_era5(args.source / ERA5_FILE, args.dest / ERA5_SAMPLE, ERA5_STEPS)
+    copy_nyc_bike(args.source / NYC_BIKE, args.dest / NYC_BIKE)
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def test_bench_latency_json_rows_carry_the_documented_keys(tmp_path):
                     "--target-flops", "0.5", "--threads", "1", "--json", timeout=900)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [row["dataset"].split()[0] for row in rows] == ["taxibj", "knmi"]
+    assert [row["dataset"].split()[0] for row in rows] == ["taxibj", "nycbike", "knmi"]
     keys = {"backbone", "dataset", "target_flops", "threads", "dense_ms_p50", "sparse_ms_p50", "speedup",
             "flops_ratio", "efficiency", "overhead_share"}
     for row in rows:

@@ -25,10 +25,11 @@ def default_knmi() -> str:
     return str(TEAM_KNMI) if TEAM_KNMI.is_dir() else SAMPLE
 
 
-def bench_datasets(knmi: str | None = None) -> tuple[DataConfig, DataConfig]:
-    """What the benchmarks run on: synthetic TaxiBJ and the real KNMI radar event from `knmi`
+def bench_datasets(knmi: str | None = None) -> tuple[DataConfig, ...]:
+    """What the benchmarks run on: synthetic TaxiBJ, the real New York bike traffic bundled
+    with dpedge (10×20 cells, most of them empty) and the real KNMI radar event from `knmi`
     (None: `default_knmi()`)."""
-    return DataConfig("taxibj"), DataConfig("knmi", path=default_knmi() if knmi is None else knmi)
+    return DataConfig("taxibj"), DataConfig("nycbike", path=SAMPLE), DataConfig("knmi", path=default_knmi() if knmi is None else knmi)
 
 
 def checked_backbones(names: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 SAMPLE = "sample"
-"""`--data sample`: the small real sample bundled with dpedge (knmi, weatherbench)."""
+"""`--data sample`: the small real sample bundled with dpedge (knmi, weatherbench, nycbike)."""
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,15 @@ import dataclasses
 import os
 
 from dynaprune_edge.data.base import SAMPLE, DataConfig, DatasetFamily, Normalizer, SpatioTemporalData
-from dynaprune_edge.data.grids import MULTIPLE
 from dynaprune_edge.data.radar import Knmi, Sevir
 from dynaprune_edge.data.sources import sample_path
-from dynaprune_edge.data.taxibj import TaxiBJ
+from dynaprune_edge.data.taxibj import NycBike, TaxiBJ
 from dynaprune_edge.data.weatherbench import WeatherBench
 from dynaprune_edge.data.windows import WindowDataset, check_windows_fit
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.registry import Registry
 
-DATASETS: Registry[DatasetFamily] = Registry("dataset", [TaxiBJ(), WeatherBench(), Sevir(), Knmi()])
+DATASETS: Registry[DatasetFamily] = Registry("dataset", [TaxiBJ(), NycBike(), WeatherBench(), Sevir(), Knmi()])
 
 
 def complete_config(config: DataConfig, family: DatasetFamily) -> DataConfig:
@@ -47,11 +46,8 @@ def complete_config(config: DataConfig, family: DatasetFamily) -> DataConfig:
         value = getattr(filled, option)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{config.name}: {option} must be a whole number ≥ 1, got {value!r}")
-    if not isinstance(filled.size, int) or filled.size < MULTIPLE or filled.size % MULTIPLE:
-        raise ConfigError(
-            f"{config.name}: size must be a positive multiple of {MULTIPLE} "
-            f"(8-pixel regions, stride-4 encoders), got {filled.size!r}"
-        )
+    if not isinstance(filled.size, int) or filled.size < 1:
+        raise ConfigError(f"{config.name}: size must be a whole number of pixels ≥ 1, got {filled.size!r}")
     return filled
 
 

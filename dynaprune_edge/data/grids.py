@@ -1,14 +1,12 @@
-"""Bringing any grid to a model-friendly one: height and width multiples of 8.
+"""Bringing a grid to the height asked for, whole.
 
-The models use 8-pixel regions and stride-4 encoders, so every family ends here. Two steps,
-always in this order:
-1. centre-crop to the largest multiple of 8 (ERA5 UK 33×49 → 32×48 drops one row and one
-   column, less than a pixel of information at each border);
-2. if the height still differs from the requested `size`, area-mean resample to
-   `size` × (width scaled by the same factor, rounded to a multiple of 8).
-Area means (each output pixel the exact average of the input area it covers, fractional
-overlaps included) keep rain totals and mean temperatures unchanged, which bilinear
-interpolation or striding would not; they work for non-integer factors (KNMI 416 → 64).
+Nothing is cropped: a model pads its input internally to what its regions and strides need
+and crops its forecast back (models/base.py, `PaddedGrid`), so a city of 10×20 cells keeps
+every cell. If the requested height `size` is below the data's, frames are area-mean
+resampled to `size` × (width scaled by the same factor, rounded). Area means (each output
+pixel the exact average of the input area it covers, fractional overlaps included) keep
+rain totals and mean temperatures unchanged, which bilinear interpolation or striding would
+not; they work for non-integer factors (KNMI 416 → 64, ERA5 UK 33×49 → 32×48).
 Upsampling is refused: it would invent detail and cost the model compute for nothing.
 """
 
@@ -16,16 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynaprune_edge.errors import ConfigError, DataError
-
-MULTIPLE = 8
-
-
-def centre_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(..., H, W) → (..., height, width) around the centre (extra pixel to the bottom/right)."""
-    top = (frames.shape[-2] - height) // 2
-    left = (frames.shape[-1] - width) // 2
-    return frames[..., top : top + height, left : left + width]
+from dynaprune_edge.errors import ConfigError
 
 
 def _area_mean_along(values: np.ndarray, size_out: int, axis: int) -> np.ndarray:
@@ -54,23 +43,18 @@ def area_resample(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def output_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """Height `size`; width scaled by the same factor and rounded to a multiple of 8."""
-    scaled = round(width * size / height / MULTIPLE) * MULTIPLE
-    return size, max(MULTIPLE, scaled)
+    """Height `size`; width scaled by the same factor, rounded (at least 1)."""
+    return size, max(1, round(width * size / height))
 
 
 def fit_grid(frames: np.ndarray, size: int, source: str) -> np.ndarray:
-    """Crop to multiples of 8, then area-resample to height `size` (see the module notes)."""
-    height = frames.shape[-2] // MULTIPLE * MULTIPLE
-    width = frames.shape[-1] // MULTIPLE * MULTIPLE
-    if height == 0 or width == 0:
-        raise DataError(f"{source}: a {frames.shape[-2]}×{frames.shape[-1]} grid is smaller than 8×8")
+    """The frames whole at height `size`: as they are, or area-resampled down to it."""
+    height, width = frames.shape[-2:]
     if size > height:
         raise ConfigError(
-            f"{source}: size {size} is larger than the data's {height}-pixel height "
-            f"(after cropping to a multiple of 8); dpedge does not upsample, pass size ≤ {height}"
+            f"{source}: size {size} is larger than the data's {height}-pixel height; "
+            f"dpedge does not upsample, pass size ≤ {height}"
         )
-    cropped = centre_crop(frames, height, width)
     if size == height:
-        return np.ascontiguousarray(cropped, dtype=np.float32)
-    return area_resample(cropped, *output_shape(height, width, size))
+        return np.ascontiguousarray(frames, dtype=np.float32)
+    return area_resample(frames, *output_shape(height, width, size))

@@ -5,9 +5,10 @@ Reads one netCDF file, a folder of *.nc or a glob (WeatherBench ships one file p
 files are concatenated along time and sorted by time, and the steps must be regular (the
 first step sets the spacing; a gap or a duplicate is an error naming the files). The grid
 is kept as stored (no flipping of latitude order) and must be the same in every file.
-Frames are brought to multiples of 8 by `grids.fit_grid`: the bundled ERA5 UK grid, 33×49
-at 0.25°, becomes 32×48 by dropping its southernmost row (50.0° N) and easternmost column
-(2.0° E). "12 h" assumes hourly data: frames_in/frames_out count time steps.
+Frames are brought to the height `size` (default 32, WeatherBench's 5.625° grid) by
+`grids.fit_grid`: the bundled ERA5 UK grid, 33×49 at 0.25°, becomes 32×48 area means (pass
+--size 33 to keep it as stored). "12 h" assumes hourly data: frames_in/frames_out count time
+steps.
 """
 
 from __future__ import annotations

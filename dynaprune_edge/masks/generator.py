@@ -104,7 +104,14 @@ class DataMask(nn.Module):
     `max_regions` of them per sample (its best-scoring ones): the mean budget and the
     per-sample cap (masks/budget.py), both calibrated after each epoch and saved with the
     model. Gradients flow to S (straight-through). Soft masks (early training) ignore the
-    cap: they keep every region partly."""
+    cap: they keep every region partly.
+
+    In training the threshold is 0 (S ≥ ½): the budget penalty then keeps teaching the
+    generator to meet the budget by itself, which orders the regions (identical dry ones
+    sink, since keeping them buys nothing); a calibrated threshold in training would meet
+    the budget for it and silence the penalty (measured on KNMI: dry regions kept tied
+    logits near the top). Evaluation, export and the budget's statistics use the
+    calibrated threshold, like BatchNorm's running statistics."""
 
     def __init__(self, grid: tuple[int, int]) -> None:
         super().__init__()
@@ -122,13 +129,14 @@ class DataMask(nn.Module):
 
     def forward(self, field: ImportanceField, mode: MaskMode) -> Tensor:
         scores, logits = field.scores, field.logits
+        threshold = 0.0 if self.training else self.threshold
         if mode.hard:
-            keep = logits >= self.threshold
+            keep = logits >= threshold
             if self.capped:
                 keep &= region_rank(logits.flatten(1)).reshape(logits.shape) < self.max_regions
             mask = straight_through(keep.to(scores.dtype), scores)
         else:
-            mask = torch.sigmoid((logits - self.threshold) / mode.temperature)
+            mask = torch.sigmoid((logits - threshold) / mode.temperature)
         return mask[:, None]  # (B, 1, h, w)
 
     def lower(self, graph, logits: str) -> tuple[str, str]:

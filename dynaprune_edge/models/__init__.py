@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.models.base import Backbone, DynaPruner, Forecast, ForecastShape, ModelConfig
+from dynaprune_edge.models.base import Backbone, DynaPruner, Forecast, ForecastShape, ModelConfig, padded_shape
 from dynaprune_edge.models.convlstm import ConvLSTM
 from dynaprune_edge.models.simvp import SimVP
 from dynaprune_edge.models.vit import PatchTransformer
@@ -35,8 +36,9 @@ def backbone_options(backbone: str, overrides: dict[str, str]) -> dict:
 def build_model(config: ModelConfig) -> DynaPruner:
     backbone_type = BACKBONES.get(config.backbone)
     options = backbone_type.Options(**config.options)
-    backbone = backbone_type(config.shape, options, config.pruning.group_size)
-    return DynaPruner(backbone, config.pruning)
+    multiple = math.lcm(config.pruning.region_size, backbone_type.spatial_multiple(options))
+    backbone = backbone_type(padded_shape(config.shape, multiple), options, config.pruning.group_size)
+    return DynaPruner(backbone, config.pruning, config.shape)
 
 
 __all__ = ["BACKBONES", "Backbone", "DynaPruner", "Forecast", "ForecastShape", "ModelConfig", "backbone_options", "build_model"]

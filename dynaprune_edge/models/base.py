@@ -10,13 +10,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.layers import GateSpec, Interpreter, Layer, MaskState, TrainingInterpreter
-from dynaprune_edge.masks import DataMask, MaskGenerator, MaskMode, ModelMask, PruningConfig
-from dynaprune_edge.masks.budget import CostCurve, calibrate_threshold
+from dynaprune_edge.masks import DataMask, ImportanceField, MaskGenerator, MaskMode, ModelMask, PruningConfig
+from dynaprune_edge.masks.budget import CostCurve, calibrate
 
 
 @contextlib.contextmanager
@@ -60,6 +62,12 @@ class Backbone(nn.Module, ABC):
         self.shape = shape
         self.options = options
         self.group_size = group_size
+
+    @classmethod
+    def spatial_multiple(cls, options) -> int:
+        """What frame height and width must be multiples of (strides, patches); DynaPruner
+        pads any other grid up to it."""
+        return 1
 
     def patch_grid(self, patch: int) -> tuple[int, int]:
         """Rows and columns of patch×patch tiles covering a frame (ConfigError if they don't)."""
@@ -130,23 +138,39 @@ class Forecast:
         return self.flops / self.dense_flops
 
 
+def padded_shape(shape: ForecastShape, multiple: int) -> ForecastShape:
+    """`shape` with height and width rounded up to multiples of `multiple`."""
+    up = lambda side: -(-side // multiple) * multiple  # noqa: E731
+    return dataclasses.replace(shape, height=up(shape.height), width=up(shape.width))
+
+
 class DynaPruner(nn.Module):
     """Backbone + (when pruning is on) mask generator. Skipped regions output the last
     input frame (persistence) in training and at inference alike, so the loss sees what
-    the exported model will do there."""
+    the exported model will do there.
 
-    def __init__(self, backbone: Backbone, pruning: PruningConfig) -> None:
+    Any grid is used whole: `shape` is the user's frame; the backbone runs on it padded
+    (bottom and right, zeros of the normalised input) to what the regions and the
+    backbone's strides need, and the forecast is cropped back, so padding never reaches
+    the loss, the metrics or the outputs. Regions made only of padding are never computed
+    (their importance logit is −∞), so they cost nothing either."""
+
+    def __init__(self, backbone: Backbone, pruning: PruningConfig, shape: ForecastShape | None = None) -> None:
         super().__init__()
-        shape = backbone.shape
-        if shape.height % pruning.region_size or shape.width % pruning.region_size:
+        padded = backbone.shape
+        self.shape = shape or padded
+        if padded.height % pruning.region_size or padded.width % pruning.region_size:
             raise ConfigError(
-                f"{shape.height}×{shape.width} frames are not a multiple of the region size "
+                f"{padded.height}×{padded.width} frames are not a multiple of the region size "
                 f"{pruning.region_size}"
             )
         self.backbone = backbone
         self.pruning = pruning
-        self.grid = (shape.height // pruning.region_size, shape.width // pruning.region_size)
+        size = pruning.region_size
+        self.grid = (padded.height // size, padded.width // size)
         backbone.check_region_grid(self.grid)
+        rows, columns = torch.arange(self.grid[0]) * size < self.shape.height, torch.arange(self.grid[1]) * size < self.shape.width
+        self.register_buffer("real_regions", rows[:, None] & columns[None, :], persistent=False)
         self.gates = backbone.gate_specs()
         if pruning.enabled:
             channels = pruning.generator_channels
@@ -160,8 +184,41 @@ class DynaPruner(nn.Module):
 
     @property
     def regions(self) -> int:
-        """DataMask regions per frame (the grid's cells)."""
+        """DataMask regions per frame (the grid's cells, padding included)."""
         return self.grid[0] * self.grid[1]
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        """Rows and columns of padding below and right of the user's frame."""
+        return self.backbone.shape.height - self.shape.height, self.backbone.shape.width - self.shape.width
+
+    @property
+    def padding_only_regions(self) -> bool:
+        return not bool(self.real_regions.all())
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(B, T, C, H, W) user frames → the backbone's padded frames."""
+        rows, columns = self.padding
+        return F.pad(x, (0, columns, 0, rows)) if rows or columns else x
+
+    def crop(self, y: Tensor) -> Tensor:
+        return y[..., : self.shape.height, : self.shape.width]
+
+    def importance(self, padded: Tensor) -> ImportanceField:
+        """The generator's importance field, −∞ in regions made only of padding (never
+        kept, by any threshold; S = 0 there, so they weigh nothing in group scores)."""
+        field = self.generator(padded)
+        if not self.padding_only_regions:
+            return field
+        return ImportanceField(field.features, field.logits.masked_fill(~self.real_regions, float("-inf")))
+
+    def lower_importance(self, graph, frames: str, shape: tuple[int, ...]) -> tuple[str, str]:
+        """`importance` in the exported router: (features, logits) of the padded frames."""
+        features, logits = self.generator.lower(graph, frames, shape)
+        if self.padding_only_regions:
+            real = graph.const(self.real_regions.numpy()[None, None])
+            logits = graph.op("Where", real, logits, graph.const(np.float32(-np.inf)), scope="router/regions")
+        return features, logits
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The backbone's parameters and the masks' (mask generator, DataMask, ModelMask: a
@@ -212,27 +269,36 @@ class DynaPruner(nn.Module):
         importance logits of `inputs`: batches of held-out training windows, never
         validation or test ones (masks/budget.py)."""
         curve = self.cost_curve()
-        max_regions = curve.max_regions(self.pruning.cap)
         with evaluating(self.generator):
-            logits = torch.cat([self.generator(x).logits.flatten(1) for x in inputs])
-        threshold = calibrate_threshold(logits.numpy(), curve, self.pruning.target_flops, max_regions)
+            logits = torch.cat([self.importance(self.pad(x)).logits.flatten(1) for x in inputs])
+        threshold, limit = calibrate(logits.numpy(), curve, self.pruning.target_flops, curve.max_regions(self.pruning.cap))
         self.data_mask.threshold.fill_(threshold)
-        self.data_mask.max_regions.fill_(max_regions)
+        self.data_mask.max_regions.fill_(limit)
 
     def masks(self, x: Tensor, mode: MaskMode) -> MaskState:
+        """The masks of the user's frames `x` (on the padded grid)."""
+        return self.padded_masks(self.pad(x), mode)
+
+    def padded_masks(self, padded: Tensor, mode: MaskMode) -> MaskState:
         if self.generator is None:
-            return self.dense_masks(x)
-        field = self.generator(x)
+            return self.dense_masks(padded)
+        field = self.importance(padded)
         region_mask = self.data_mask(field, mode)
         channel_masks, _ = self.model_mask(field, region_mask, mode)
         masks = MaskState(region_mask, channel_masks)
         masks.ledger.add_fixed(self.mask_flops())
         return masks
 
+    def dense_forecast(self, x: Tensor) -> Tensor:
+        """The backbone with pruning off on the user's frames: what `dpedge export --dense` computes."""
+        padded = self.pad(x)
+        return self.crop(self.backbone(padded, self.dense_masks(padded)))
+
     def forward(self, x: Tensor, mode: MaskMode = MaskMode()) -> Forecast:
-        masks = self.masks(x, mode)
+        x = self.pad(x)
+        masks = self.padded_masks(x, mode)
         dense_part = self.backbone(x, masks)
         region = masks.region_at((x.shape[-2], x.shape[-1]))[:, None]  # (B, 1, 1, H, W)
         prediction = region * dense_part + (1 - region) * x[:, -1:]
         ledger = masks.ledger
-        return Forecast(prediction, ledger.sparse, ledger.dense, masks.region_fraction(), masks)
+        return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks)

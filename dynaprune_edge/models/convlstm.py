@@ -37,6 +37,10 @@ class ConvLSTM(Backbone):
     name = "convlstm"
     Options = ConvLSTMOptions
 
+    @classmethod
+    def spatial_multiple(cls, options) -> int:
+        return options.patch_size
+
     def __init__(self, shape: ForecastShape, options: ConvLSTMOptions, group_size: int) -> None:
         super().__init__(shape, options, group_size)
         patch = options.patch_size

@@ -47,6 +47,10 @@ class SimVP(Backbone):
     name = "simvp"
     Options = SimVPOptions
 
+    @classmethod
+    def spatial_multiple(cls, options) -> int:
+        return 4  # two stride-2 encoder layers
+
     def __init__(self, shape: ForecastShape, options: SimVPOptions, group_size: int) -> None:
         super().__init__(shape, options, group_size)
         hs, ht, g = options.spatial_channels, options.temporal_channels, group_size

@@ -57,6 +57,10 @@ class PatchTransformer(Backbone):
     name = "vit"
     Options = ViTOptions
 
+    @classmethod
+    def spatial_multiple(cls, options) -> int:
+        return options.patch_size
+
     def __init__(self, shape: ForecastShape, options: ViTOptions, group_size: int) -> None:
         super().__init__(shape, options, group_size)
         patch = options.patch_size

@@ -133,7 +133,7 @@ def test_taxibj_layout_is_checked(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "fragment"),
-    [({"frames_in": 0}, "frames_in must be"), ({"frames_out": -2}, "frames_out must be"), ({"size": 30}, "multiple of 8")],
+    [({"frames_in": 0}, "frames_in must be"), ({"frames_out": -2}, "frames_out must be"), ({"size": 0}, "size must be a whole number")],
 )
 def test_impossible_options(options, fragment):
     _fails(DataConfig(name="knmi", **options), fragment, error=ConfigError)

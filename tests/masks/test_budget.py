@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynaprune_edge.masks.budget import KEEP_ALL, CostCurve, calibrate_threshold, kept_counts
+from dynaprune_edge.masks.budget import KEEP_ALL, CostCurve, calibrate, calibrate_threshold, kept_counts
 
 REGIONS = 16
 LINEAR = CostCurve(0.05 + 0.95 * np.arange(REGIONS + 1) / REGIONS)  # cost rises with kept regions
@@ -66,3 +66,29 @@ def test_the_threshold_sits_between_logits_so_unseen_samples_near_it_are_not_dec
     threshold = calibrate_threshold(logits, LINEAR, budget, REGIONS)
     assert threshold not in set(logits.ravel().tolist())
     assert threshold % 1 == 0.5
+
+
+def test_tied_regions_that_straddle_the_budget_are_split_by_a_lower_count_limit():
+    """40 identical regions scoring near the top: no threshold splits them, so a threshold
+    alone would keep all 40 (over budget) or only the few above them (1.5 % of the cost, as a
+    KNMI model measured). The joint calibration limits the count instead and spends the
+    budget."""
+    regions = 64
+    curve = CostCurve(np.arange(regions + 1) / regions)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(-5, 1, size=(8, regions)).astype(np.float32)
+    logits[:, :40] = 3.89  # the dry block
+    logits[:, 40:42] = 4.0 + rng.random((8, 2))  # two wet regions above it
+    alone = calibrate_threshold(logits, curve, 0.3, regions)
+    assert curve.of(kept_counts(logits, alone, regions)).mean() < 0.05
+    threshold, limit = calibrate(logits, curve, 0.3, regions)
+    spent = curve.of(kept_counts(logits, threshold, limit)).mean()
+    assert 0.28 <= spent <= 0.3 and limit < 40
+
+
+def test_without_ties_the_count_limit_stays_the_cap_s():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(30, REGIONS)).astype(np.float32)
+    cap = LINEAR.max_regions(0.6)
+    threshold, limit = calibrate(logits, LINEAR, 0.3, cap)
+    assert limit == cap and threshold == calibrate_threshold(logits, LINEAR, 0.3, cap)

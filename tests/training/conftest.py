@@ -1,8 +1,8 @@
 """Tiny in-process training runs the trainer tests share.
 
 Everything trains a pruned SimVP with 8/16 channels on 120 synthetic TaxiBJ frames
-(77/11/11 train/val/test windows of 4→4 frames of 2×32×32; the latest 8 training windows
-held out for calibration): nine optimizer steps of batch 8 per epoch. Each test gets its own `tmp_path`; `finished_run` is trained once per session
+(77/11/11 train/val/test windows of 4→4 frames of 2×32×32; every 10th training window held
+out for calibration): nine optimizer steps of batch 8 per epoch. Each test gets its own `tmp_path`; `finished_run` is trained once per session
 and must be treated as read-only (copy its files before changing them).
 """
 

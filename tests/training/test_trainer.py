@@ -15,7 +15,7 @@ from torch.utils.data import Subset
 from dynaprune_edge.data import load_dataset
 from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.training import METRICS_FILE, MODEL_FILE, RESUME_FILE, evaluate, load_model
-from dynaprune_edge.training.trainer import CALIBRATION_SHARE, MASK_LR_SCALE
+from dynaprune_edge.training.trainer import CALIBRATION_EVERY, MASK_LR_SCALE
 
 
 class Killed(Exception):
@@ -156,14 +156,14 @@ class Recorded(torch.utils.data.Dataset):
 
 
 def test_the_budget_is_calibrated_on_held_out_training_windows_only(data, build_trainer, tmp_path):
-    """After an epoch the keep threshold and the cap are set from the latest training
-    windows, which training never steps on, and from no validation or test window."""
+    """After an epoch the keep threshold and the cap are set from every 10th training
+    window, which training never steps on, and from no validation or test window."""
     reads: list = []
     recorded = dataclasses.replace(
         data, **{split: Recorded(getattr(data, split), split, reads) for split in ("train", "val", "test")}
     )
     trainer = build_trainer(tmp_path, data=recorded)
-    held_out = set(range(len(data.train) - round(CALIBRATION_SHARE * len(data.train)), len(data.train)))
+    held_out = set(range(CALIBRATION_EVERY - 1, len(data.train), CALIBRATION_EVERY))
     reads.clear()
     trainer.calibrate()
     assert {name for name, _ in reads} == {"train"}, "calibration read a validation or test window"
@@ -241,7 +241,7 @@ def test_fit_writes_metrics_json_with_every_figure_and_one_history_entry_per_epo
     for key in ("val_mae", "val_mse", "flops_dense", "flops_sparse_mean", "flops_ratio_mean", "data_kept_mean",
                 "epochs", "steps", "train_seconds", "flops_convention", "history"):
         assert key in metrics, key
-    trained_on = len(data.train) - round(CALIBRATION_SHARE * len(data.train))
+    trained_on = len(data.train) - len(data.train) // CALIBRATION_EVERY
     steps_per_epoch = math.ceil(trained_on / train_config.batch_size)
     assert (metrics["epochs"], metrics["steps"]) == (train_config.epochs, train_config.epochs * steps_per_epoch)
     history = metrics["history"]
