@@ -176,3 +176,18 @@ def test_bench_trtexec_reads_a_recorded_jetson_log():
     assert table.returncode == 0 and "gpu_compute_ms" in table.stdout and "throughput" in table.stdout
     missing = dpedge("bench", "trtexec", "nope.log")
     assert missing.returncode == 1 and missing.stderr.startswith("error: nope.log")
+
+
+def test_info_says_how_an_odd_grid_was_padded(tmp_path):
+    """A model of the 10×20 NYC bike grid (saved untrained: info reads the file, no data)."""
+    from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
+    from dynaprune_edge.masks import PruningConfig
+    from dynaprune_edge.models import ForecastShape, ModelConfig, build_model
+    from dynaprune_edge.training.checkpoint import atomic_save, model_payload
+
+    data = load_dataset(DataConfig("nycbike", path=SAMPLE))
+    config = ModelConfig("simvp", ForecastShape(4, 4, 2, 10, 20), {}, PruningConfig(target_flops=0.3))
+    atomic_save(model_payload(build_model(config), config, data.config, data.normalizer, {}), tmp_path / "model.pt")
+    result = dpedge("info", tmp_path / "model.pt")
+    assert result.returncode == 0, result.stderr
+    assert "grid 10×20 padded to 16×24" in result.stdout and "6 rows below, 4 columns right" in result.stdout
