@@ -14,7 +14,7 @@ from rich.table import Table
 
 from dynaprune_edge.bench.common import bench_datasets, checked_backbones, report
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
-from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.errors import CheckpointError, ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.export.network import router_graph
 from dynaprune_edge.files import atomic_write_bytes
@@ -91,11 +91,15 @@ def trained_model(backbone: str, data: SpatioTemporalData, target: float, steps:
     train = TrainConfig().for_steps(steps, data)
     spec = RunSpec.create(backbone, data.config, target, train, pruning_overrides={"group_order": group_order})
     if path.is_file():
-        trained = load_model(path)
-        config = trained.model_config
-        if (config.backbone, config.pruning, trained.data_config, trained.metrics.get("epochs")) == (backbone, spec.pruning, data.config, train.epochs):
-            print(f"reusing {path}", file=sys.stderr)
-            return path
+        try:
+            trained = load_model(path)
+        except CheckpointError as error:  # e.g. written by an older dpedge: not these settings
+            print(f"retraining: {error}", file=sys.stderr)
+        else:
+            config = trained.model_config
+            if (config.backbone, config.pruning, trained.data_config, trained.metrics.get("epochs")) == (backbone, spec.pruning, data.config, train.epochs):
+                print(f"reusing {path}", file=sys.stderr)
+                return path
     train_run(spec, out, data=data)
     return path
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from dynaprune_edge.bench.latency import export_for_timing, latency_rows
+from dynaprune_edge.bench.latency import export_for_timing, latency_rows, trained_model
 from dynaprune_edge.data import DataConfig, load_dataset
 from dynaprune_edge.export.exporter import ExportOptions
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.models import ForecastShape, ModelConfig, build_model
 from dynaprune_edge.runtime import load
+from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
 
 # Milliseconds per run the fake timer reports: mean 14.8, p50 12.5, p90 18.4 (numpy's linear
@@ -97,3 +98,17 @@ def test_more_runs_than_samples_and_warm_repeats_are_asked_for_when_requested(ex
     (row,) = latency_rows(exported, "simvp", 0.3, [1], runs=len(exported.frames) + 7, repeat=3, timer=timer)
     assert timer.asked_runs == [len(exported.frames) + 7]
     assert timer.asked_repeat == [3] and row.repeat == 3
+
+
+def test_a_model_file_the_benchmark_cannot_reuse_is_retrained_not_an_error(tmp_path):
+    """A model.pt written by an older dpedge (another checkpoint version) in the benchmark's
+    folder is trained again with the benchmark's settings, then reused on the next run."""
+    data = load_dataset(DataConfig("taxibj", synthetic_frames=120))
+    folder = tmp_path / "simvp-taxibj-0.5"
+    path = tiny_ordered_model(folder, data)
+    torch.save({**torch.load(path, weights_only=True), "version": 1}, path)
+    assert trained_model("simvp", data, 0.5, 2, "ordered", folder) == path
+    assert load_model(path).model_config.pruning.target_flops == 0.5
+    before = path.stat().st_mtime_ns
+    trained_model("simvp", data, 0.5, 2, "ordered", folder)
+    assert path.stat().st_mtime_ns == before, "the retrained model is reused"
