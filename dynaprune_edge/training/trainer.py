@@ -123,12 +123,13 @@ def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", ba
         totals.add(forecast.prediction, y)
         flops.append(forecast.flops)
         kept.append(forecast.data_kept)
-    ratios = torch.cat(flops) / forecast.dense_flops
+    flops_per_sample = torch.cat(flops)
+    ratios = flops_per_sample / forecast.dense_flops
     return {
         f"{split}_mae": totals.mae,
         f"{split}_mse": totals.mse,
         "flops_dense": forecast.dense_flops,
-        "flops_sparse_mean": float(torch.cat(flops).mean()),
+        "flops_sparse_mean": float(flops_per_sample.mean()),
         "flops_ratio_mean": float(ratios.mean()),
         "cost": cost_spread(ratios),
         "above_cap": int((ratios > model.pruning.cap + 1e-6).sum()) if model.pruning.enabled else 0,
