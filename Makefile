@@ -7,13 +7,13 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench-accuracy bench-latency clean
+.PHONY: demo test bench-accuracy bench-latency bench-pareto clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[train,export,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,export,plots,dev]"
 	touch $@
 
 demo: $(BIN)/dpedge
@@ -27,6 +27,9 @@ bench-accuracy: $(BIN)/dpedge
 
 bench-latency: $(BIN)/dpedge
 	$(BIN)/dpedge bench latency
+
+bench-pareto: $(BIN)/dpedge
+	$(BIN)/dpedge bench pareto
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -53,8 +53,10 @@ def train(
     backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "simvp",
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "taxibj",
     data: Annotated[Optional[str], typer.Option(help=DATA_HELP)] = None,
-    target_flops: Annotated[float, typer.Option(help="Mean sparse/dense FLOPs ratio to train for; 1.0 = dense baseline (pruning off).")] = 1.0,
-    max_cost: Annotated[Optional[float], typer.Option(help="Per-sample cap: no sample may cost more than this ratio of dense, in training and in the exported graph (default: 1.5 × --target-flops, at most 1).")] = None,
+    budget: Annotated[float, typer.Option("--budget", "--target-flops", help="Mean cost ratio to train for, relative to the dense model on the --cost target (--target-flops: the same with FLOPs); 1.0 = dense baseline (pruning off).")] = 1.0,
+    cost: Annotated[str, typer.Option(help="What the budget is a ratio of: 'flops', or 'ort-cpu' (onnxruntime milliseconds on this machine, from a cost table measured once and cached; see `dpedge calibrate`).")] = "flops",
+    cost_table: Annotated[Optional[Path], typer.Option(help="With --cost ort-cpu: a table written by `dpedge calibrate --out` (refused if measured on another machine or for another model).")] = None,
+    max_cost: Annotated[Optional[float], typer.Option(help="Per-sample cap: no sample may cost more than this ratio of dense, in training and in the exported graph (default: 1.5 × --budget, at most 1).")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training windows.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimizer step.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW; warm-up then cosine, by optimizer steps).")] = 2e-3,
@@ -80,14 +82,20 @@ def train(
     spec = RunSpec.create(
         backbone,
         data_config,
-        target_flops,
+        budget,
         TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), distill=distill),
         parse_assignments(arch),
-        {"region_size": region_size, "group_size": group_size, "group_order": group_order, "max_cost": max_cost},
+        {"region_size": region_size, "group_size": group_size, "group_order": group_order, "max_cost": max_cost, "cost": cost},
+        None if cost_table is None else str(cost_table),
     )
     loaded = load_dataset(data_config)
     print(f"data: {loaded.describe()}", file=sys.stderr)
-    metrics = train_run(spec, out, resume=resume, data=loaded)
+    config = None
+    if spec.pruning.cost != "flops":
+        from dynaprune_edge.export.cost_table import priced_config
+
+        config = priced_config(spec, loaded, out if resume else None)
+    metrics = train_run(spec, out, resume=resume, data=loaded, config=config)
     show_metrics(metrics)
     console.print(f"wrote {out / 'model.pt'} and {out / 'metrics.json'}")
 
@@ -104,7 +112,7 @@ def show_metrics(metrics: dict) -> None:
     if "max_cost" in metrics:
         spread = lambda c: f"mean {c['mean']:.3f}, p10/p50/p90 {c['p10']:.3f}/{c['p50']:.3f}/{c['p90']:.3f}, max {c['max']:.3f}"  # noqa: E731
         console.print(
-            f"cost ratio (target {metrics['target_flops']}, cap {metrics['max_cost']:.3f}): "
+            f"cost ratio on {metrics['cost_target']} (budget {metrics['budget']}, cap {metrics['max_cost']:.3f}): "
             + "; ".join(f"{split} {spread(cost)}" for split, cost in metrics["cost"].items())
         )
     console.print(f"[dim]{metrics['flops_convention']}[/dim]")
@@ -116,10 +124,13 @@ def info(model: Annotated[Path, typer.Argument(help="A model.pt written by `dped
     from dynaprune_edge.training import load_model
 
     trained = load_model(model)
+    config = trained.model_config.to_dict()
+    if config["pruning"].get("cost_table"):  # hundreds of numbers: say what it is instead
+        config["pruning"]["cost_table"] = trained.model.cost_model.describe() + f", {len(config['pruning']['cost_table']['layers'])} layers"
     console.print_json(
         json.dumps(
             {
-                "model": trained.model_config.to_dict(),
+                "model": config,
                 "data": trained.data_config.to_dict(),
                 "normalizer": trained.normalizer.to_dict(),
             }
@@ -193,6 +204,66 @@ def export(
 
 
 @app.command()
+def calibrate(
+    model: Annotated[Optional[Path], typer.Argument(help="A model.pt whose architecture to measure (else the architecture the options below describe).")] = None,
+    cost: Annotated[str, typer.Option(help="Cost target to measure: ort-cpu (onnxruntime's CPU provider, batch 1).")] = "ort-cpu",
+    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "simvp",
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "taxibj",
+    data: Annotated[Optional[str], typer.Option(help=DATA_HELP)] = None,
+    frames_in: Annotated[Optional[int], typer.Option(help="Input frames (default: the family's).")] = None,
+    frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Frame height in pixels (default: the family's).")] = None,
+    region_size: Annotated[int, typer.Option(help="DataMask region side in pixels (power of 2).")] = 8,
+    group_size: Annotated[int, typer.Option(help="Filters pruned together.")] = 8,
+    group_order: Annotated[str, typer.Option(help="'scored' or 'ordered' (see `dpedge train --help`): which export mode is timed.")] = "scored",
+    arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
+    threads: Annotated[int, typer.Option(min=1, help="onnxruntime intra-op threads the table is for.")] = 1,
+    runs: Annotated[int, typer.Option(min=3, help="Timed runs of every sub-network.")] = 20,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the table here (JSON), for `dpedge train --cost-table`.")] = None,
+) -> None:
+    """Measure what each layer of a model costs on this machine, on tiles and on whole maps, at every width level: the table `dpedge train --cost ort-cpu` prices samples with."""
+    from dynaprune_edge.data import DataConfig
+    from dynaprune_edge.export.cost_table import cache_path, measure
+    from dynaprune_edge.files import atomic_write_text
+    from dynaprune_edge.progress import progress_bar
+
+    if cost != "ort-cpu":
+        raise ConfigError(f"--cost: only ort-cpu is measured here, got {cost!r} (flops needs no table)")
+    data_config = None if model else DataConfig(dataset, data, frames_in, frames_out, size)
+    config = architecture_config(model, backbone, data_config, region_size, group_size, group_order, arch)
+    with progress_bar() as progress:
+        table = measure(config, threads, runs, progress)
+    text = table.to_json() + "\n"
+    for path in [cache_path(config, threads)] + ([out] if out else []):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(text, path)
+    points = table.region_points
+    view = Table(title=f"{config.backbone} on {table.machine['cpu']}, {threads} thread(s): ms per layer (onnxruntime {table.machine['onnxruntime']})",
+                 caption=f"dense export {table.dense_ms:.3f} ms; fixed part of a pruned one (router, persistence, the run) {table.fixed_ms:.3f} ms")
+    for column in ("layer", "whole map", *(f"tiles n={n}" for n in points[1:-1]), "tiles pay up to n ="):
+        view.add_column(column, justify="right")
+    for name, times in table.layers.items():
+        view.add_row(name, f"{times.whole_ms[-1]:.3f}", *(f"{t:.3f}" for t in times.tiled_ms[-1][1:-1]), str(times.tile_limit) if times.tile_limit else "never")
+    console.print(view)
+    console.print(f"[dim]at full width; measured (not predicted) on this machine, median of {runs} runs[/dim]")
+    console.print(f"wrote {cache_path(config, threads)}" + (f" and {out}" if out else ""))
+
+
+def architecture_config(model, backbone, data_config, region_size, group_size, group_order, arch):
+    """The ModelConfig `dpedge calibrate` measures: a model.pt's, or the train options'."""
+    from dynaprune_edge.data import load_dataset
+    from dynaprune_edge.training import load_model
+    from dynaprune_edge.training.run import RunSpec, model_config_for
+    from dynaprune_edge.training.trainer import TrainConfig
+
+    if model is not None:
+        return load_model(model).model_config
+    overrides = {"region_size": region_size, "group_size": group_size, "group_order": group_order}
+    spec = RunSpec.create(backbone, data_config, 0.5, TrainConfig(), parse_assignments(arch), overrides)
+    return model_config_for(spec, load_dataset(data_config))
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the demo's models.")] = Path("runs/demo"),
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 150,
@@ -214,7 +285,7 @@ KNMI_HELP = (
 def bench_accuracy(
     out: Annotated[Path, typer.Option(help="Directory for the benchmark's models.")] = Path("runs/bench-accuracy"),
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).")] = 600,
-    target_flops: Annotated[float, typer.Option(help="FLOPs target of the pruned models.")] = 0.3,
+    budget: Annotated[float, typer.Option("--budget", "--target-flops", help="FLOPs budget of the pruned models.")] = 0.3,
     backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
@@ -222,26 +293,48 @@ def bench_accuracy(
     """For each backbone, on synthetic TaxiBJ, real New York bike traffic and the real KNMI radar set: dense vs pruned MAE, FLOPs ratio, data kept."""
     from dynaprune_edge.bench import accuracy
 
-    accuracy.bench(out, steps, target_flops, backbone, as_json, knmi, console)
+    accuracy.bench(out, steps, budget, backbone, as_json, knmi, console)
 
 
 @bench_app.command("latency")
 def bench_latency(
     out: Annotated[Path, typer.Option(help="Directory for the benchmark's models and exports (models trained with the same settings are reused).")] = Path("runs/bench-latency"),
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 300,
-    target_flops: Annotated[list[float], typer.Option(help="FLOPs targets of the pruned models, repeatable (default: 0.3 and 0.5).")] = [],
+    budget: Annotated[list[float], typer.Option("--budget", "--target-flops", help="Budgets of the pruned models (ratios on their --cost target), repeatable (default: 0.3 and 0.5).")] = [],
     threads: Annotated[list[int], typer.Option(help="onnxruntime intra-op threads, repeatable (default: 1 and 2).")] = [],
     backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
     group_order: Annotated[str, typer.Option(help="Group order the models are trained with (see `dpedge train --help`); 'ordered' lets export compile constant-weight sub-networks.")] = "ordered",
     runs: Annotated[int, typer.Option(min=1, help="Timed runs of each model per row (cycling over the validation samples).")] = 300,
     repeat: Annotated[int, typer.Option(min=1, help="Runs of each model in a row at its turn, only the last timed: 1 (strict turns, as README's tables) times each model after the others' runs; 3 times each warm, as a model running alone.")] = 1,
+    cost: Annotated[list[str], typer.Option(help="Cost targets the models' budgets are priced on, repeatable: flops, ort-cpu (default: flops).")] = [],
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
     """Dense vs sparse export latency (onnxruntime CPU, batch 1) on synthetic TaxiBJ, real New York bike traffic and the real KNMI radar set."""
     from dynaprune_edge.bench import latency
 
-    latency.bench(out, steps, target_flops, threads, backbone, group_order, runs, repeat, as_json, knmi, console)
+    latency.bench(out, steps, budget, threads, backbone, group_order, runs, repeat, as_json, knmi, console, cost)
+
+
+@bench_app.command("pareto")
+def bench_pareto(
+    out: Annotated[Path, typer.Option(help="Directory for the models, exports, results.json and the plots (models trained with the same settings are reused).")] = Path("runs/bench-pareto"),
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model, static and pruned alike.")] = 300,
+    dataset: Annotated[list[str], typer.Option(help="Datasets, repeatable: taxibj (synthetic), nycbike, knmi, weatherbench (real samples) (default: all).")] = [],
+    backbone: Annotated[list[str], typer.Option(help="Backbones, repeatable (default: all). SimVP gets static widths 0.25–1.0 and every budget; ConvLSTM and ViT dense, half width and budget 0.3.")] = [],
+    budget: Annotated[list[float], typer.Option(help="SimVP's Dyna-Pruner budgets, repeatable (default: 0.3 and 0.5).")] = [],
+    cost: Annotated[list[str], typer.Option(help="Cost targets the budgets are priced on, repeatable (default: flops and ort-cpu).")] = [],
+    large: Annotated[bool, typer.Option(help="Also a larger SimVP (32 spatial / 128 temporal channels) with its own static curve, on taxibj.")] = True,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs of each model (cycling over the validation samples).")] = 200,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs of each model in a row at its turn, the last timed (3: each model warm, as if it ran alone).")] = 3,
+    knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per point instead of a table.")] = False,
+) -> None:
+    """Validation MAE vs measured latency: static-width SimVPs (and ConvLSTM, ViT) against Dyna-Pruner, per dataset, with a plot each."""
+    from dynaprune_edge.bench import pareto
+
+    pareto.bench(out, steps, dataset, backbone, budget, cost, large, threads, runs, repeat, as_json, knmi, console)
 
 
 @bench_app.command("trtexec")

@@ -117,14 +117,21 @@ class Exporter:
         return ["gather"] if self.trained.model_config.pruning.group_order == "scored" else ["bucketed", "gather"]
 
     def tile_policies(self) -> list[str]:
+        """auto: every policy, timed; but a model trained on a measured cost target already
+        chose, per layer, where tiles pay (`Layer.tile_limit`): all layers may tile, each
+        within its limit."""
         if self.dense:
             return ["none"]
-        return list(TILE_POLICIES) if self.options.tiles == "auto" else [self.options.tiles]
+        if self.options.tiles != "auto":
+            return [self.options.tiles]
+        return ["all"] if self.trained.model_config.pruning.cost != "flops" else list(TILE_POLICIES)
 
     def plans(self, table: np.ndarray, tiles: TilePolicy | None) -> list[BranchPlan]:
         """Branch plans for 1 ≤ n ≤ the cap's most regions, fit to the training histogram of n."""
         model = self.trained.model
         reachable = int(model.data_mask.max_regions)  # the router never keeps more
+        if reachable == 0:
+            raise ConfigError("this model's cap admits no region (every sample falls back to persistence): retrain it with a higher --max-cost")
         histogram = np.bincount(self.train_counts, minlength=reachable + 1).astype(float)
         # Later data may keep counts that training never did (the KNMI validation period is
         # wetter): a uniform quarter of the mass keeps unseen counts out of needlessly wide branches.
@@ -201,7 +208,26 @@ class Exporter:
             flops_convention=FLOPS_CONVENTION,
             versions=versions,
             parity={"tolerance": PARITY_TOLERANCE, "max_abs_error_per_branch": candidate.parity},
+            predicted=self.predicted(candidate),
         )
+
+    def predicted(self, candidate: Candidate) -> dict:
+        """Per bucket, the latency the model's measured cost table predicts for it (the
+        cost training charges a sample keeping the most regions of the bucket); nothing
+        for a FLOPs-priced model (its buckets' FLOPs are the prediction)."""
+        model = self.trained.model
+        if self.dense or model.pruning.cost == "flops":
+            return {}
+        counts = torch.tensor([bucket.regions[1] for bucket in candidate.buckets])
+        dense = model.cost_model.dense_cost(0.0)
+        return {
+            "target": model.cost_model.describe(),
+            "machine": model.cost_model.machine(),
+            "unit": model.cost_model.unit,
+            "dense": dense,
+            "per_bucket": [float(r) * dense for r in model.cost_of_counts(counts)],
+            "label": "predicted from the cost table, not measured",
+        }
 
     def run(self, out: Path, timer=partial(interleaved_latency, repeat=WARM_REPEATS)) -> tuple[Candidate, Manifest, list[Candidate]]:
         """Build, check, pick (auto: the fastest on validation samples), then write both files.

@@ -112,7 +112,7 @@ def build_graph(
         blended = builder.op("Add", builder.op("Mul", region, y.name, scope="compute/fallback"), fallback, scope="compute/fallback")
         total = router_flops + net.flops
         branches.append((builder, [blended, builder.const(np.float32(total), "flops")]))
-        costs.append((total, plan.hi if net.regions.tiling else 0))
+        costs.append((total, plan.hi if net.regions.used_tiles else 0))
 
     scope = "router/branch"
     bounds = b.const(np.array([0] + [p.hi for p in plans[:-1]], np.int64))  # branch i serves bounds[i−1] < n ≤ bounds[i]

@@ -14,7 +14,10 @@ from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
 from dynaprune_edge.training.checkpoint import TrainedModel
 
-PARITY_TOLERANCE = 1e-4  # max abs error in the graph's (normalised) units, fp32
+PARITY_TOLERANCE = 1e-4
+"""Max abs error in the graph's (normalised) units, fp32, for outputs within ±1; relative
+beyond (fp32 rounding grows with magnitude: the dense twin of a model trained to compute
+an eighth of the regions forecasts values in the hundreds where it never learned to)."""
 
 
 class ExportError(DpedgeError):
@@ -41,17 +44,17 @@ def check_graph(path: Path, label: str) -> None:
 def check_parity(session, x: np.ndarray, expected: np.ndarray, label: str) -> dict[str, float]:
     """Max abs error per branch (keyed by the branch index the graph reports) of the
     onnxruntime `session` against PyTorch's `expected` outputs on the samples `x`; an
-    ExportError if any exceeds PARITY_TOLERANCE."""
+    ExportError if any exceeds PARITY_TOLERANCE × max(1, the largest |expected| value)."""
     errors: dict[int, float] = {}
     for sample, want in zip(x, expected):
         forecast, _, bucket = session.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None]})
         error = float(np.abs(forecast[0] - want).max())
         errors[int(bucket)] = max(errors.get(int(bucket), 0.0), error)
     parity = {str(k): v for k, v in sorted(errors.items())}
-    worst = max(errors.values())
-    if not worst <= PARITY_TOLERANCE:
+    worst, tolerance = max(errors.values()), PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max()))
+    if not worst <= tolerance:
         raise ExportError(
-            f"{label} export disagrees with PyTorch: max abs error {worst:.3g} > {PARITY_TOLERANCE:g} "
+            f"{label} export disagrees with PyTorch: max abs error {worst:.3g} > {tolerance:.3g} "
             f"(per branch: {parity}); nothing written"
         )
     return parity

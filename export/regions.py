@@ -96,6 +96,7 @@ class KeptRegions:
         self.branch = branch
         self.b = branch.builder
         self.tiles = tiles  # None: every layer runs on whole maps
+        self.used_tiles = False  # whether some layer of the branch was emitted on tiles
 
     @property
     def tiling(self) -> bool:
@@ -191,16 +192,19 @@ class KeptRegions:
 
     # -- convolutions --------------------------------------------------------------------
 
-    def conv(self, x: Feature, weight: str, bias: str | None, conv, upsample: int, out_channels: int, scope: str) -> Feature:
+    def conv(self, x: Feature, weight: str, bias: str | None, conv, upsample: int, out_channels: int, scope: str, tile_limit: int | None = None) -> Feature:
         """`conv` (an nn.Conv2d's geometry) after nearest `upsample`, computing the kept
-        regions only where the tile policy allows: tile-local for a pointwise conv on tiles,
-        on gathered tiles with halo, else over whole maps with the skipped regions zeroed."""
+        regions only where the tile policy and the layer's `tile_limit` allow: tile-local
+        for a pointwise conv on tiles, on gathered tiles with halo, else over whole maps
+        with the skipped regions zeroed."""
         kernel, stride, pad = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-        if x.tiled and kernel == 1 and stride == 1 and upsample == 1:  # tile-local: no halo, no glue
+        plan = self.branch.plan
+        tiles_pay = tile_limit is None or (plan is not None and plan.hi <= tile_limit)
+        if x.tiled and tiles_pay and kernel == 1 and stride == 1 and upsample == 1:  # tile-local: no halo, no glue
             inputs = (x.name, weight) if bias is None else (x.name, weight, bias)
             y = self.b.op("Conv", *inputs, scope=scope, kernel_shape=[1, 1])
             return Feature(y, (x.shape[0], out_channels) + x.shape[2:], x.frames, True)
-        if self.tiling and x.channels >= self.tiles.min_channels:
+        if self.tiling and tiles_pay and x.channels >= self.tiles.min_channels:
             geometry = self.halo_geometry(x, kernel, stride, pad, upsample)
             if geometry is not None:
                 return self.tiled_conv(x, geometry, weight, bias, out_channels, scope)
@@ -235,7 +239,7 @@ class KeptRegions:
         """SBNet over a batch of tiles: gather each computed tile's input window (halo
         included) from a (pixels, frames·channels) bank, so every gathered row is one
         contiguous copy, then convolve without padding."""
-        b = self.b
+        b, self.used_tiles = self.b, True
         tiles, frames, channels = self.branch.plan.hi, x.frames, x.channels
         # Frames and channels travel as one axis, so every layout change moves a single axis
         # (onnxruntime's fast transposes) and every gathered bank row is one contiguous copy.
@@ -275,6 +279,7 @@ class KeptRegions:
         """(regions, F) → the computed tokens' rows."""
         if not self.tiling:
             return rows
+        self.used_tiles = True
         return self.b.op("Gather", rows, self.region_index(), scope="route/tokens", axis=0)
 
     def scatter_tokens(self, rows: str, features: int) -> str:

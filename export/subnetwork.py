@@ -45,12 +45,13 @@ class SubNetwork(Interpreter):
 
     # -- execution helpers for the layers' lowerings -----------------------------------
 
-    def conv(self, x: Feature, weight: np.ndarray, bias: np.ndarray, conv, upsample: int, *, out_gate: GateSpec | None, in_gate: GateSpec | None, scope: str) -> Feature:
+    def conv(self, x: Feature, weight: np.ndarray, bias: np.ndarray, conv, upsample: int, *, out_gate: GateSpec | None, in_gate: GateSpec | None, scope: str, tile_limit: int | None = None) -> Feature:
         """A convolution (an nn.Conv2d's geometry, BatchNorm folded into `weight` and `bias`)
-        computing the kept filters on the kept regions only."""
+        computing the kept filters on the kept regions only (on tiles only in branches of
+        at most `tile_limit` regions, the layer's `Layer.tile_limit`)."""
         weight_name, bias_name = self.filters.select_weights(weight, bias, out_gate, in_gate)
         out_channels = self.filters.kept_channels(out_gate, weight.shape[0])
-        return self.regions.conv(x, weight_name, bias_name, conv, upsample, out_channels, scope)
+        return self.regions.conv(x, weight_name, bias_name, conv, upsample, out_channels, scope, tile_limit)
 
     def linear(self, x: Feature, weight: np.ndarray, bias: np.ndarray, *, out_gate: GateSpec | None, in_gate: GateSpec | None, scope: str) -> Feature:
         """x (tokens, in) · weight (in, out) + bias over the kept channels."""

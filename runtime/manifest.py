@@ -59,6 +59,7 @@ class Manifest:
     flops_convention: str
     versions: dict[str, str]
     parity: dict = field(default_factory=dict)  # max abs error vs PyTorch, per bucket
+    predicted: dict = field(default_factory=dict)  # a measured cost model's latency per bucket (dynaprune_edge.cost)
     format: str = FORMAT
     version: int = VERSION
 

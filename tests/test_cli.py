@@ -57,7 +57,9 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["train", "--out", "x", "--backbone", "resnet"], "unknown backbone 'resnet'; known: convlstm, simvp, vit"),
         (["train", "--out", "x", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["train", "--out", "x", "--dataset", "knmi", "--data", "/nonexistent/radar"], "/nonexistent/radar"),
-        (["train", "--out", "x", "--target-flops", "1.5"], "--target-flops must be in (0, 1]"),
+        (["train", "--out", "x", "--target-flops", "1.5"], "--budget must be in (0, 1]"),
+        (["train", "--out", "x", "--budget", "0.3", "--cost", "watts"], "--cost must be one of flops, ort-cpu"),
+        (["train", "--out", "x", "--budget", "0.3", "--cost-table", "t.json"], "--cost-table prices a measured cost target: add --cost ort-cpu"),
         (["train", "--out", "x", "--arch", "depth"], "--arch takes KEY=VALUE"),
         (["train", "--out", "x", "--arch", "depth=3"], "simvp has no option 'depth'"),
         (["info", "/nonexistent/model.pt"], "no such file"),
@@ -155,7 +157,7 @@ def test_bench_latency_json_rows_carry_the_documented_keys(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["dataset"].split()[0] for row in rows] == ["taxibj", "nycbike", "knmi"]
-    keys = {"backbone", "dataset", "target_flops", "threads", "dense_ms_p50", "sparse_ms_p50", "speedup",
+    keys = {"backbone", "dataset", "budget", "threads", "dense_ms_p50", "sparse_ms_p50", "speedup",
             "flops_ratio", "efficiency", "overhead_share"}
     for row in rows:
         assert keys <= row.keys()
@@ -186,7 +188,7 @@ def test_info_says_how_an_odd_grid_was_padded(tmp_path):
     from dynaprune_edge.training.checkpoint import atomic_save, model_payload
 
     data = load_dataset(DataConfig("nycbike", path=SAMPLE))
-    config = ModelConfig("simvp", ForecastShape(4, 4, 2, 10, 20), {}, PruningConfig(target_flops=0.3))
+    config = ModelConfig("simvp", ForecastShape(4, 4, 2, 10, 20), {}, PruningConfig(budget=0.3))
     atomic_save(model_payload(build_model(config), config, data.config, data.normalizer, {}), tmp_path / "model.pt")
     result = dpedge("info", tmp_path / "model.pt")
     assert result.returncode == 0, result.stderr

@@ -37,7 +37,7 @@ class Comparison:
         return {**self.__dict__, "relative_difference": self.relative_difference}
 
 
-def compare(backbone: str, data_config: DataConfig, target_flops: float, train: TrainConfig, out: Path, steps: int | None = None) -> Comparison:
+def compare(backbone: str, data_config: DataConfig, budget: float, train: TrainConfig, out: Path, steps: int | None = None) -> Comparison:
     """Train the dense baseline and the pruned model the same way; compare on validation.
     `steps` (optional) overrides train.epochs with as many epochs as that many optimizer
     steps take, so small and large datasets get the same training budget."""
@@ -45,7 +45,7 @@ def compare(backbone: str, data_config: DataConfig, target_flops: float, train: 
     if steps is not None:
         train = train.for_steps(steps, data)
     runs = {}
-    for name, target in (("dense", 1.0), ("pruned", target_flops)):
+    for name, target in (("dense", 1.0), ("pruned", budget)):
         spec = RunSpec.create(backbone, data.config, target, train)
         runs[name] = train_run(spec, out / f"{backbone}-{data.config.name}-{name}", data=data)
     label = f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})"
@@ -92,16 +92,16 @@ def demo(out: Path, steps: int, console: Console) -> None:
     console.print(f"[dim]Models in {out}; `dpedge info MODEL.pt` shows one. {FLOPS_CONVENTION}[/dim]")
 
 
-def bench(out: Path, steps: int, target_flops: float, backbones: list[str], as_json: bool, knmi: str | None, console: Console) -> list[Comparison]:
+def bench(out: Path, steps: int, budget: float, backbones: list[str], as_json: bool, knmi: str | None, console: Console) -> list[Comparison]:
     """`dpedge bench accuracy`: one comparison per backbone and dataset (synthetic TaxiBJ, the
     KNMI radar event from `knmi`, None: the default), rows into OUT/results.json."""
     names = checked_backbones(backbones)
-    PruningConfig(target_flops=target_flops)  # a bad target fails now, not after the dense runs
+    PruningConfig(budget=budget)  # a bad target fails now, not after the dense runs
     return report(
-        (compare(name, data_config, target_flops, TrainConfig(), out, steps=steps) for name in names for data_config in bench_datasets(knmi)),
+        (compare(name, data_config, budget, TrainConfig(), out, steps=steps) for name in names for data_config in bench_datasets(knmi)),
         as_json,
         out,
         console,
-        lambda rows: comparison_table(rows, f"dense vs pruned (target FLOPs {target_flops}), {steps} steps each"),
+        lambda rows: comparison_table(rows, f"dense vs pruned (target FLOPs {budget}), {steps} steps each"),
         f"; {FLOPS_CONVENTION}",
     )

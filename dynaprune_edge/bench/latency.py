@@ -12,9 +12,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from dynaprune_edge.bench.common import bench_datasets, checked_backbones, report
+from dynaprune_edge.bench.common import bench_datasets, checked_backbones, feasible, report, trained_model
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
-from dynaprune_edge.errors import CheckpointError, ConfigError
+from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.export.network import router_graph
 from dynaprune_edge.files import atomic_write_bytes
@@ -23,9 +23,6 @@ from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency, 
 from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.manifest import INPUT
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
-from dynaprune_edge.training import load_model
-from dynaprune_edge.training.run import RunSpec, train_run
-from dynaprune_edge.training.trainer import TrainConfig
 
 OVERHEAD_PREFIXES = ("router/", "route/")  # mask generator, branch choice, index computation
 
@@ -38,7 +35,7 @@ each runner, in order."""
 class LatencyRow:
     backbone: str
     dataset: str
-    target_flops: float
+    budget: float
     threads: int
     mode: str  # the sparse export's filter mode and tile policy, e.g. "bucketed/wide"
     samples: int  # distinct validation samples
@@ -55,6 +52,9 @@ class LatencyRow:
     router_share: float  # wall-clock of the router graph alone / sparse latency
     val_mae: float
     runtime: dict  # backend, device, onnxruntime version, threads (Backend.describe)
+    cost: str = "flops"  # the cost target the model's budget was priced on
+    predicted_ms: float | None = None  # mean over the samples of their branch's latency as the cost table predicts it (measured targets only)
+    prediction_error: float | None = None  # predicted_ms / measured mean sparse latency − 1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +70,7 @@ class Exported:
     frames: np.ndarray  # the validation samples, (N, T, C, H, W)
     dataset: str  # e.g. "knmi (real)"
     val_mae: float
+    cost: str  # the cost target the model was trained on
 
     @property
     def sparse(self) -> Path:
@@ -82,26 +83,6 @@ class Exported:
     @property
     def router(self) -> Path:
         return self.folder / "model.router.onnx"
-
-
-def trained_model(backbone: str, data: SpatioTemporalData, target: float, steps: int, group_order: str, out: Path) -> Path:
-    """model.pt of a pruned model, trained now unless `out` already holds one trained
-    with the same settings (reruns of the benchmark only re-measure)."""
-    path = out / "model.pt"
-    train = TrainConfig().for_steps(steps, data)
-    spec = RunSpec.create(backbone, data.config, target, train, pruning_overrides={"group_order": group_order})
-    if path.is_file():
-        try:
-            trained = load_model(path)
-        except CheckpointError as error:  # e.g. written by an older dpedge: not these settings
-            print(f"retraining: {error}", file=sys.stderr)
-        else:
-            config = trained.model_config
-            if (config.backbone, config.pruning, trained.data_config, trained.metrics.get("epochs")) == (backbone, spec.pruning, data.config, train.epochs):
-                print(f"reusing {path}", file=sys.stderr)
-                return path
-    train_run(spec, out, data=data)
-    return path
 
 
 def export_for_timing(model_path: Path, data: SpatioTemporalData, options: ExportOptions = ExportOptions()) -> Exported:
@@ -118,6 +99,7 @@ def export_for_timing(model_path: Path, data: SpatioTemporalData, options: Expor
         frames=torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy(),
         dataset=f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})",
         val_mae=sparse_export.trained.metrics.get("val_mae", float("nan")),
+        cost=sparse_export.trained.model_config.pruning.cost,
     )
     atomic_write_bytes(router_graph(sparse_export.trained.model, chosen.mode).SerializeToString(), exported.router)
     return exported
@@ -142,12 +124,15 @@ def latency_rows(
         overhead = node_time_shares(exported.sparse, frames[:32], count, OVERHEAD_PREFIXES)
         dense_stats, sparse_stats = LatencyStats.from_samples(dense_ms), LatencyStats.from_samples(sparse_ms)
         speedup = dense_stats.mean / sparse_stats.mean
-        flops_ratio = float(sparse.run(frames).flops.mean()) / sparse.manifest.dense_flops
+        result, predicted = sparse.run(frames), sparse.manifest.predicted
+        flops_ratio = float(result.flops.mean()) / sparse.manifest.dense_flops
+        # every timed run cycles over the samples alike, so the mean prediction is over the samples
+        predicted_ms = float(np.mean(np.asarray(predicted["per_bucket"])[result.bucket])) if predicted and count == predicted["machine"]["threads"] else None
         rows.append(
             LatencyRow(
                 backbone=backbone,
                 dataset=exported.dataset,
-                target_flops=target,
+                budget=target,
                 threads=count,
                 mode=exported.mode,
                 samples=len(frames),
@@ -164,6 +149,9 @@ def latency_rows(
                 router_share=float(np.mean(router_ms)) / sparse_stats.mean,
                 val_mae=exported.val_mae,
                 runtime={key: value for key, value in sparse.describe().items() if key != "model"},
+                cost=exported.cost,
+                predicted_ms=predicted_ms,
+                prediction_error=None if predicted_ms is None else predicted_ms / sparse_stats.mean - 1,
             )
         )
     return rows
@@ -171,11 +159,12 @@ def latency_rows(
 
 def measure(
     backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, repeat: int, out: Path,
+    cost: str = "flops",
 ) -> list[LatencyRow]:
-    """Train (or reuse) the pruned model in OUT/BACKBONE-DATASET-TARGET, export it, time it."""
-    folder = out / f"{backbone}-{data_config.name}-{target:g}"
+    """Train (or reuse) the pruned model in OUT/BACKBONE-DATASET-TARGET[-COST], export it, time it."""
+    folder = out / f"{backbone}-{data_config.name}-{target:g}{'' if cost == 'flops' else '-' + cost}"
     data = load_dataset(data_config)
-    model_path = trained_model(backbone, data, target, steps, group_order, folder)
+    model_path = trained_model(backbone, data, target, steps, folder, cost=cost, group_order=group_order)
     return latency_rows(export_for_timing(model_path, data), backbone, target, threads, runs, repeat)
 
 
@@ -183,39 +172,48 @@ def latency_table(rows: list[LatencyRow], title: str) -> Table:
     table = Table(
         title=title,
         caption="ms per sample at batch 1; speedup = mean dense / mean sparse latency; efficiency = speedup × FLOPs ratio; "
-        "overhead = profiled share of router and routing nodes; router = the router graph alone / sparse latency",
+        "overhead = profiled share of router and routing nodes; router = the router graph alone / sparse latency; "
+        "predicted = mean sparse latency the cost table predicts (models priced in ms), its error against the measured mean",
     )
-    columns = ("backbone", "dataset", "target", "threads", "export", "dense p50/p90", "sparse p50/p90", "speedup", "FLOPs ratio", "efficiency", "overhead", "router")
+    columns = ("backbone", "dataset", "budget", "threads", "export", "dense p50/p90", "sparse p50/p90", "speedup", "FLOPs ratio", "efficiency", "overhead", "router", "predicted")
     for column in columns:
         table.add_column(column, justify="left" if column in ("backbone", "dataset", "export") else "right")
     for row in rows:
+        predicted = "–" if row.predicted_ms is None else f"{row.predicted_ms:.3f} ({100 * row.prediction_error:+.0f} %)"
         table.add_row(
-            row.backbone, row.dataset, f"{row.target_flops:g}", str(row.threads), row.mode,
+            row.backbone, row.dataset, f"{row.budget:g} {row.cost}", str(row.threads), row.mode,
             f"{row.dense_ms_p50:.3f}/{row.dense_ms_p90:.3f}", f"{row.sparse_ms_p50:.3f}/{row.sparse_ms_p90:.3f}",
             f"{row.speedup:.2f}×", f"{row.flops_ratio:.3f}", f"{row.efficiency:.2f}", f"{100 * row.overhead_share:.1f} %", f"{100 * row.router_share:.1f} %",
+            predicted,
         )
     return table
 
 
 def bench(
-    out: Path, steps: int, target_flops: list[float], threads: list[int], backbones: list[str], group_order: str,
-    runs: int, repeat: int, as_json: bool, knmi: str | None, console: Console,
+    out: Path, steps: int, budget: list[float], threads: list[int], backbones: list[str], group_order: str,
+    runs: int, repeat: int, as_json: bool, knmi: str | None, console: Console, costs: list[str] = (),
 ) -> list[LatencyRow]:
     """`dpedge bench latency`: every backbone × dataset (synthetic TaxiBJ, the KNMI radar event
-    from `knmi`, None: the default) × FLOPs target (default 0.3, 0.5) × thread count (default
-    1, 2); settings checked before any training; rows into OUT/results.json."""
-    targets, thread_counts = target_flops or [0.3, 0.5], threads or [1, 2]
+    from `knmi`, None: the default) × cost target (default flops) × budget (default 0.3,
+    0.5) × thread count (default 1, 2); settings checked before any training; rows into
+    OUT/results.json."""
+    targets, thread_counts, costs = budget or [0.3, 0.5], threads or [1, 2], list(costs) or ["flops"]
     names = checked_backbones(backbones)
     for target in targets:
-        PruningConfig(target_flops=target, group_order=group_order)
+        for cost in costs:
+            PruningConfig(budget=target, group_order=group_order, cost=cost)
     if min(thread_counts) < 1:
         raise ConfigError(f"--threads must be ≥ 1, got {min(thread_counts)}")
     rows = (
         row
         for name in names
         for data_config in bench_datasets(knmi)
+        for cost in costs
         for target in targets
-        for row in measure(name, data_config, target, thread_counts, steps, group_order, runs, repeat, out)
+        for row in feasible(
+            lambda: measure(name, data_config, target, thread_counts, steps, group_order, runs, repeat, out, cost),
+            f"{name} on {data_config.name} at budget {target:g} on {cost}",
+        )
     )
     title = f"export latency, onnxruntime CPU, batch 1 ({steps}-step models, {group_order} groups)"
     return report(rows, as_json, out, console, lambda collected: latency_table(collected, title))

@@ -33,6 +33,11 @@ class Layer(nn.Module, ABC):
     """Whether `lower` leaves skipped regions uncomputed where the export's tile policy
     tiles it. False: it computes them and zeroes them, so the savings its `cost` counts in
     training for skipped regions are not realised by the exported graph."""
+    tile_limit: int | None = None
+    """Set from a measured cost model (dynaprune_edge.cost): the most kept regions at which
+    this layer runs on tiles; a sample keeping more is computed on whole maps and charged
+    in full, in training and in the exported graph alike. None: tiles wherever regions are
+    skipped (and the export's tile policy allows)."""
 
     @abstractmethod
     def lower(self, net, *inputs):

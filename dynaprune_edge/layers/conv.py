@@ -126,13 +126,13 @@ class GatedConv2d(Layer):
         if self.norm is not None:
             y = self.norm(y, self.kept_positions(masks, region))
         y = self.activation(y)
-        conv = self.conv
+        conv, width = self.conv, masks.fraction(self.input_gate) * masks.fraction(self.gate)
         sparse = self.cost(
             conv.in_channels * masks.fraction(self.input_gate),
             conv.out_channels * masks.fraction(self.gate),
-            masks.computed_positions(size),
+            masks.computed_positions(size, self.tile_limit),
         )
-        masks.ledger.add(self, sparse, self.cost(conv.in_channels, conv.out_channels, size[0] * size[1]), masks.frames, size)
+        masks.ledger.add(self, sparse, self.cost(conv.in_channels, conv.out_channels, size[0] * size[1]), masks.frames, size, width)
         return masks.apply(y, self.gate, region)
 
     def kept_positions(self, masks: MaskState, region: Tensor | None) -> Tensor | None:
@@ -146,7 +146,7 @@ class GatedConv2d(Layer):
     def lower(self, net, x):
         scope = net.scope_of(self)
         weight, bias = fold_batch_norm(self.conv, self.norm)
-        y = net.conv(x, weight, bias, self.conv, self.upsample, out_gate=self.gate, in_gate=self.input_gate, scope=scope)
+        y = net.conv(x, weight, bias, self.conv, self.upsample, out_gate=self.gate, in_gate=self.input_gate, scope=scope, tile_limit=self.tile_limit)
         net.count(self.cost(x.channels, y.channels, y.positions))
         if isinstance(self.activation, nn.SiLU):
             y = net.silu(y, scope)

@@ -42,7 +42,7 @@ class GateSpec:
 
 @dataclass
 class LedgerEntry:
-    """One layer's cost in one forward: its dense cost per batch element and the cost each
+    """One layer's cost in one forward: its dense cost per batch element, the cost each
     element kept. `layer` can rebuild its static equivalent (the fvcore check)."""
 
     layer: nn.Module
@@ -53,22 +53,42 @@ class LedgerEntry:
 
 
 @dataclass
+class LayerUse:
+    """What one layer computed for each sample of a forward, over all its applications (a
+    layer applied at every step of a recurrence is one set of nodes in the exported graph):
+    (batch,) FLOPs and the share of its FLOPs its kept filters make at all positions."""
+
+    flops: Tensor
+    width: Tensor
+
+
+@dataclass
 class FlopsLedger:
     batch: int
+    kept_regions: Tensor | None = None  # (batch,) regions each sample keeps (straight-through)
     sparse: Tensor | float = 0.0
     dense: float = 0.0
+    fixed: float = 0.0  # the mask generator's FLOPs, included in `sparse`
     entries: list[LedgerEntry] = field(default_factory=list)
+    layers: dict[nn.Module, LayerUse] = field(default_factory=dict)
 
-    def add(self, layer: nn.Module, sparse: Tensor, dense: float, frames: int, output_size) -> None:
+    def add(self, layer: nn.Module, sparse: Tensor, dense: float, frames: int, output_size, width: Tensor) -> None:
         """sparse: (batch · frames,) cost of each element under its masks; dense: the cost
-        of one element with nothing pruned."""
-        self.sparse = self.sparse + sparse.reshape(self.batch, frames).sum(dim=1)
+        of one element with nothing pruned; width: (batch · frames,) the share of the
+        layer's FLOPs its kept filters make at all positions (the same for every frame)."""
+        per_sample = sparse.reshape(self.batch, frames).sum(dim=1)
+        self.sparse = self.sparse + per_sample
         self.dense += dense * frames
+        width = width.reshape(self.batch, frames)[:, 0]
         self.entries.append(LedgerEntry(layer, dense, sparse.detach(), frames, tuple(output_size)))
+        if layer in self.layers:
+            per_sample = per_sample + self.layers[layer].flops
+        self.layers[layer] = LayerUse(per_sample, width)
 
     def add_fixed(self, flops: float) -> None:
         """Cost that does not depend on masks (the mask generator)."""
         self.sparse = self.sparse + flops
+        self.fixed += flops
 
 
 class MaskState:
@@ -84,7 +104,7 @@ class MaskState:
     ) -> None:
         self.region_mask = region_mask  # (B·frames, 1, h, w), 1 = region computed
         self.channel_masks = channel_masks  # gate name → (B·frames, channels)
-        self.ledger = ledger or FlopsLedger(batch=region_mask.shape[0])
+        self.ledger = ledger or FlopsLedger(region_mask.shape[0], region_mask.sum(dim=(1, 2, 3)))
         self.frames = frames
 
     @classmethod
@@ -127,12 +147,20 @@ class MaskState:
             width // grid_w, dim=-1
         )
 
-    def computed_positions(self, size: tuple[int, int]) -> Tensor | float:
-        """(B·frames,) output positions a layer computes at `size` under the region mask
-        (all of them where regions are finer than the map)."""
+    def computed_positions(self, size: tuple[int, int], tile_limit: int | None = None) -> Tensor | float:
+        """(B·frames,) output positions a layer computes at `size` under the region mask:
+        all of them where regions are finer than the map, or where the sample keeps more
+        than `tile_limit` regions (the layer runs on whole maps there, see
+        `Layer.tile_limit`)."""
         region = self.region_at(size)
         positions = size[0] * size[1]
-        return positions if region is None else positions * region.mean(dim=(1, 2, 3))
+        if region is None:
+            return positions
+        computed = positions * region.mean(dim=(1, 2, 3))
+        if tile_limit is None:
+            return computed
+        on_maps = (self.region_mask.sum(dim=(1, 2, 3)) > tile_limit).to(computed.dtype)
+        return computed + on_maps * (positions - computed)
 
     def token_mask(self) -> Tensor:
         """(B, regions, 1): one token per region, in row-major region order."""

@@ -61,7 +61,8 @@ class TokenLinear(Layer):
             tokens * keep.mean(dim=(1, 2)),
         )
         dense = self.cost(linear.in_features, linear.out_features, tokens)
-        masks.ledger.add(self, sparse, dense, masks.frames, (tokens, linear.out_features))
+        width = masks.fraction(self.input_gate) * masks.fraction(self.gate)
+        masks.ledger.add(self, sparse, dense, masks.frames, (tokens, linear.out_features), width)
         return y
 
     def lower(self, net, x):
@@ -129,7 +130,7 @@ class MaskedAttention(Layer):
 
         channels = self.heads * self.head_dim
         sparse = self.cost(tokens * keep.mean(dim=(1, 2)), channels * masks.fraction(self.gate))
-        masks.ledger.add(self, sparse, self.cost(tokens, channels), masks.frames, (tokens, channels))
+        masks.ledger.add(self, sparse, self.cost(tokens, channels), masks.frames, (tokens, channels), masks.fraction(self.gate))
         return out
 
     def check_exportable(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from dynaprune_edge.cost import COST_TARGETS
 from dynaprune_edge.errors import ConfigError
 
 
@@ -16,8 +17,8 @@ get half again the mean, and a bound a device with a deadline can plan for."""
 
 @dataclass(frozen=True)
 class PruningConfig:
-    """target_flops: mean sparse/dense FLOPs ratio to reach; 1.0 turns pruning off (the
-    dense baseline: same backbone, no mask generator).
+    """budget: mean sparse/dense cost ratio to reach (on the `cost` target); 1.0 turns
+    pruning off (the dense baseline: same backbone, no mask generator).
 
     region_size: pixels per side of a DataMask region (a power of 2).
     group_size: filters pruned together: tensor cores and CPU SIMD want channel counts in
@@ -30,18 +31,23 @@ class PruningConfig:
         can compile with constant weights (bucketed mode).
     max_cost: the per-sample cap: no sample may cost more than this ratio of the dense
         model, in training and in the exported graph alike (None: CAP_OVER_TARGET × target,
-        at most 1). The mean budget is `target_flops` (masks/budget.py).
-    flops_weight: λ of the loss term λ·(mean FLOPs ratio − target)².
+        at most 1). The mean budget is `budget` (masks/budget.py).
+    cost: what `budget` and `max_cost` are ratios of (dynaprune_edge.cost): "flops", or
+        "ort-cpu", milliseconds of onnxruntime on the machine `cost_table` (its measured
+        table, stored with the model) was measured on.
+    flops_weight: λ of the loss term λ·(mean cost ratio − budget)².
     soft_fraction: share of training (by optimizer steps) that uses soft masks, their
         temperature annealed from soft_temperature to hard; hard straight-through after.
     """
 
-    target_flops: float = 1.0
+    budget: float = 1.0
     region_size: int = 8
     group_size: int = 8
     width_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
     group_order: str = "scored"
     max_cost: float | None = None
+    cost: str = "flops"
+    cost_table: dict | None = None
     generator_channels: int = 16
     flops_weight: float = 4.0
     soft_fraction: float = 0.3
@@ -51,30 +57,32 @@ class PruningConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "width_levels", tuple(float(w) for w in self.width_levels))
-        if not 0.0 < self.target_flops <= 1.0:
-            raise ConfigError(f"--target-flops must be in (0, 1], got {self.target_flops}")
+        if not 0.0 < self.budget <= 1.0:
+            raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")
         if self.region_size < 1 or self.region_size & (self.region_size - 1):
             raise ConfigError(f"region size must be a power of 2, got {self.region_size}")
         if self.group_size < 1:
             raise ConfigError(f"group size must be ≥ 1, got {self.group_size}")
         if self.group_order not in GROUP_ORDERS:
             raise ConfigError(f"group order must be one of {', '.join(GROUP_ORDERS)}, got {self.group_order!r}")
-        if self.max_cost is not None and not self.target_flops <= self.max_cost <= 1.0:
-            raise ConfigError(f"--max-cost must be in [target ({self.target_flops}), 1], got {self.max_cost}")
+        if self.cost not in COST_TARGETS:
+            raise ConfigError(f"--cost must be one of {', '.join(COST_TARGETS)}, got {self.cost!r}")
+        if self.max_cost is not None and not self.budget <= self.max_cost <= 1.0:
+            raise ConfigError(f"--max-cost must be in [budget ({self.budget}), 1], got {self.max_cost}")
         levels = self.width_levels
         if not levels or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
             raise ConfigError(f"width levels must rise to 1.0, got {levels}")
 
     @property
     def enabled(self) -> bool:
-        return self.target_flops < 1.0
+        return self.budget < 1.0
 
     @property
     def cap(self) -> float:
         """The per-sample cost cap in force."""
         if self.max_cost is not None:
             return self.max_cost
-        return min(1.0, CAP_OVER_TARGET * self.target_flops)
+        return min(1.0, CAP_OVER_TARGET * self.budget)
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)

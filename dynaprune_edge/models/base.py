@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from dynaprune_edge.cost import FlopsCost, cost_model
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.layers import GateSpec, Interpreter, Layer, MaskState, TrainingInterpreter
+from dynaprune_edge.layers import FlopsLedger, GateSpec, Interpreter, Layer, MaskState, TrainingInterpreter
 from dynaprune_edge.masks import DataMask, ImportanceField, MaskGenerator, MaskMode, ModelMask, PruningConfig
 from dynaprune_edge.masks.budget import CostCurve, calibrate
 
@@ -56,6 +57,9 @@ class Backbone(nn.Module, ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type]
+    WIDTHS: ClassVar[dict[str, int]] = {}
+    """The options that set the network's width, each with the multiple it must keep (the
+    static-width baselines of `scaled_options`)."""
 
     def __init__(self, shape: ForecastShape, options, group_size: int) -> None:
         super().__init__()
@@ -68,6 +72,15 @@ class Backbone(nn.Module, ABC):
         """What frame height and width must be multiples of (strides, patches); DynaPruner
         pads any other grid up to it."""
         return 1
+
+    @classmethod
+    def scaled_options(cls, options, multiplier: float) -> dict:
+        """`options` (a dict of sizes) with every layer `multiplier` times as wide: the
+        static network of about multiplier² the FLOPs that a pruned one must beat."""
+        values = dataclasses.asdict(cls.Options(**options))
+        for name, multiple in cls.WIDTHS.items():
+            values[name] = max(multiple, round(values[name] * multiplier / multiple) * multiple)
+        return values
 
     def patch_grid(self, patch: int) -> tuple[int, int]:
         """Rows and columns of patch×patch tiles covering a frame (ConfigError if they don't)."""
@@ -132,6 +145,7 @@ class Forecast:
     dense_flops: float  # the same backbone with pruning off, per sample
     data_kept: Tensor  # (B,) fraction of regions computed
     masks: MaskState
+    cost_ratio: Tensor  # (B,) cost relative to the dense model on the model's cost target
 
     @property
     def flops_ratio(self) -> Tensor:
@@ -172,6 +186,10 @@ class DynaPruner(nn.Module):
         rows, columns = torch.arange(self.grid[0]) * size < self.shape.height, torch.arange(self.grid[1]) * size < self.shape.width
         self.register_buffer("real_regions", rows[:, None] & columns[None, :], persistent=False)
         self.gates = backbone.gate_specs()
+        self.cost_model = cost_model(pruning.cost, pruning.cost_table) if pruning.enabled else FlopsCost()  # dense: 1 on any target
+        self.layer_names = {layer: name for name, layer in backbone.named_modules() if isinstance(layer, Layer)}
+        for layer, name in self.layer_names.items():
+            layer.tile_limit = self.cost_model.tile_limit(name)
         if pruning.enabled:
             channels = pruning.generator_channels
             self.generator = MaskGenerator(
@@ -249,29 +267,45 @@ class DynaPruner(nn.Module):
         }
         return MaskState(region.reshape(-1, 1, *self.grid), channels)
 
+    def sample_costs(self, ledger: FlopsLedger) -> Tensor:
+        """(B,) each sample's cost on the model's cost target (`pruning.cost`), relative to
+        the dense model's: its layers priced from what they kept, plus the fixed part."""
+        if self.generator is None:
+            return torch.ones(ledger.batch)
+        price = self.cost_model
+        total = price.fixed_cost(ledger.fixed)
+        for layer, use in ledger.layers.items():
+            total = total + price.layer_cost(self.layer_names[layer], use.flops, use.width, ledger.kept_regions)
+        return total / price.dense_cost(ledger.dense)
+
     @torch.no_grad()
-    def cost_curve(self) -> CostCurve:
-        """cost(n) for n = 0..R kept regions, relative to dense, mask generator included:
-        the training ledger of one forward of R + 1 samples keeping 0..R regions (the
-        ledger reads only the masks, so the input is zeros)."""
+    def cost_of_counts(self, counts: Tensor) -> np.ndarray:
+        """Cost ratio of samples keeping counts[i] regions (and the widths the ModelMask
+        gives them), mask generator included: the training ledger of one forward of these
+        made-up masks (it reads only the masks, so the input is zeros). What a branch
+        computing n regions costs, as training charges it."""
         shape = self.backbone.shape
-        x = torch.zeros(self.regions + 1, shape.frames_in, shape.channels, shape.height, shape.width)
-        masks = self.masks_keeping(torch.arange(self.regions + 1), x)
+        x = torch.zeros(len(counts), shape.frames_in, shape.channels, shape.height, shape.width)
+        masks = self.masks_keeping(counts, x)
         masks.ledger.add_fixed(self.mask_flops())
         with evaluating(self.backbone):  # no BatchNorm statistics from these made-up masks
             self.backbone(x, masks)
-        return CostCurve((masks.ledger.sparse / masks.ledger.dense).numpy())
+        return self.sample_costs(masks.ledger).numpy()
+
+    def cost_curve(self) -> CostCurve:
+        """cost(n) for n = 0..R kept regions, relative to dense (`cost_of_counts`)."""
+        return CostCurve(self.cost_of_counts(torch.arange(self.regions + 1)))
 
     @torch.no_grad()
     def calibrate(self, inputs: Iterable[Tensor]) -> None:
         """Set the DataMask's cap (the most regions a sample may keep within
-        `pruning.cap`) and keep threshold (the mean budget `pruning.target_flops`) from the
+        `pruning.cap`) and keep threshold (the mean budget `pruning.budget`) from the
         importance logits of `inputs`: batches of held-out training windows, never
         validation or test ones (masks/budget.py)."""
         curve = self.cost_curve()
         with evaluating(self.generator):
             logits = torch.cat([self.importance(self.pad(x)).logits.flatten(1) for x in inputs])
-        threshold, limit = calibrate(logits.numpy(), curve, self.pruning.target_flops, curve.max_regions(self.pruning.cap))
+        threshold, limit = calibrate(logits.numpy(), curve, self.pruning.budget, curve.max_regions(self.pruning.cap))
         self.data_mask.threshold.fill_(threshold)
         self.data_mask.max_regions.fill_(limit)
 
@@ -301,4 +335,4 @@ class DynaPruner(nn.Module):
         region = masks.region_at((x.shape[-2], x.shape[-1]))[:, None]  # (B, 1, 1, H, W)
         prediction = region * dense_part + (1 - region) * x[:, -1:]
         ledger = masks.ledger
-        return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks)
+        return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks, self.sample_costs(ledger))

@@ -36,6 +36,7 @@ class ConvLSTMOptions:
 class ConvLSTM(Backbone):
     name = "convlstm"
     Options = ConvLSTMOptions
+    WIDTHS = {"hidden_channels": 4}
 
     @classmethod
     def spatial_multiple(cls, options) -> int:

@@ -46,6 +46,7 @@ def gated_chain(layers: list[tuple[str, int, int, int, int]], group_size: int) -
 class SimVP(Backbone):
     name = "simvp"
     Options = SimVPOptions
+    WIDTHS = {"spatial_channels": 4, "temporal_channels": 4}
 
     @classmethod
     def spatial_multiple(cls, options) -> int:

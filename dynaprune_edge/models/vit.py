@@ -56,6 +56,7 @@ class TransformerBlock(nn.Module):
 class PatchTransformer(Backbone):
     name = "vit"
     Options = ViTOptions
+    WIDTHS = {"dim": 4, "heads": 1}
 
     @classmethod
     def spatial_multiple(cls, options) -> int:

@@ -20,8 +20,9 @@ from dynaprune_edge.files import atomic_write
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 
 FORMAT = "dpedge-checkpoint"
-VERSION = 2
-"""2: the DataMask holds its calibrated keep threshold and per-sample cap."""
+VERSION = 3
+"""2: the DataMask holds its calibrated keep threshold and per-sample cap.
+3: the pruning settings name their cost target (`budget`, `cost`, `cost_table`)."""
 
 
 def atomic_save(payload: dict, path: Path) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
+from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.models import ForecastShape, ModelConfig, backbone_options
 from dynaprune_edge.training.trainer import TrainConfig, Trainer
@@ -21,30 +22,37 @@ class RunSpec:
     train: TrainConfig
     pruning: PruningConfig
     options: dict = field(default_factory=dict)
+    cost_table: str | None = None  # a measured table file (`--cost-table`) instead of the cached one
 
     @classmethod
     def create(
         cls,
         backbone: str,
         data: DataConfig,
-        target_flops: float,
+        budget: float,
         train: TrainConfig,
         backbone_overrides: dict[str, str] | None = None,
         pruning_overrides: dict | None = None,
+        cost_table: str | None = None,
     ) -> "RunSpec":
-        pruning = PruningConfig(target_flops=target_flops, **(pruning_overrides or {}))
-        return cls(backbone, data, train, pruning, backbone_options(backbone, backbone_overrides or {}))
+        pruning = PruningConfig(budget=budget, **(pruning_overrides or {}))
+        if cost_table is not None and pruning.cost == "flops":
+            raise ConfigError("--cost-table prices a measured cost target: add --cost ort-cpu")
+        return cls(backbone, data, train, pruning, backbone_options(backbone, backbone_overrides or {}), cost_table)
 
 
 def model_config_for(spec: RunSpec, data: SpatioTemporalData) -> ModelConfig:
+    """The model to train (a measured cost target's table is added by
+    dynaprune_edge.export.cost_table.priced_config)."""
     shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
     return ModelConfig(spec.backbone, shape, spec.options, spec.pruning)
 
 
-def train_run(spec: RunSpec, out: Path, resume: bool = False, data: SpatioTemporalData | None = None) -> dict:
-    """Train into `out` (model.pt, resume.pt, metrics.json) and return the metrics."""
+def train_run(spec: RunSpec, out: Path, resume: bool = False, data: SpatioTemporalData | None = None, config: ModelConfig | None = None) -> dict:
+    """Train into `out` (model.pt, resume.pt, metrics.json) and return the metrics.
+    config: the model to train, if not `model_config_for(spec, data)`."""
     data = data or load_dataset(spec.data)
-    trainer = Trainer(model_config_for(spec, data), data, spec.train, out)
+    trainer = Trainer(config or model_config_for(spec, data), data, spec.train, out)
     if resume:
         trainer.restore()
     return trainer.fit()

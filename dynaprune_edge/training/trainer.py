@@ -76,11 +76,13 @@ def per_sample_loss(forecast: Forecast, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(forecast.prediction, target, reduction="none").flatten(1).mean(dim=1)
 
 
-def flops_penalty(forecast: Forecast, model: DynaPruner) -> torch.Tensor:
+def budget_penalty(forecast: Forecast, model: DynaPruner) -> torch.Tensor:
+    """λ·(mean cost ratio − budget)², the cost on the model's cost target (FLOPs or the
+    measured table), differentiable through the straight-through masks."""
     pruning = model.pruning
     if not pruning.enabled:
         return torch.zeros(())
-    return pruning.flops_weight * (forecast.flops_ratio.mean() - pruning.target_flops) ** 2
+    return pruning.flops_weight * (forecast.cost_ratio.mean() - pruning.budget) ** 2
 
 
 class ErrorTotals:
@@ -114,23 +116,24 @@ def cost_spread(ratios: torch.Tensor) -> dict:
 @torch.no_grad()
 def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", batch_size: int = 32) -> dict:
     """Hard-mask metrics of one split on de-normalised values, and the cost ratio of its
-    samples (FLOPs from the masks) with its spread and the samples above the cap."""
+    samples on the model's cost target (FLOPs or milliseconds from the masks) with its
+    spread and the samples above the cap; the FLOPs ratio too."""
     model.eval()
     totals = ErrorTotals(data)
-    flops, kept = [], []
+    flops, costs, kept = [], [], []
     for x, y in DataLoader(getattr(data, split), batch_size=batch_size):
         forecast = model(x, MaskMode(hard=True))
         totals.add(forecast.prediction, y)
         flops.append(forecast.flops)
+        costs.append(forecast.cost_ratio)
         kept.append(forecast.data_kept)
-    flops_per_sample = torch.cat(flops)
-    ratios = flops_per_sample / forecast.dense_flops
+    flops_per_sample, ratios = torch.cat(flops), torch.cat(costs)
     return {
         f"{split}_mae": totals.mae,
         f"{split}_mse": totals.mse,
         "flops_dense": forecast.dense_flops,
         "flops_sparse_mean": float(flops_per_sample.mean()),
-        "flops_ratio_mean": float(ratios.mean()),
+        "flops_ratio_mean": float((flops_per_sample / forecast.dense_flops).mean()),
         "cost": cost_spread(ratios),
         "above_cap": int((ratios > model.pruning.cap + 1e-6).sum()) if model.pruning.enabled else 0,
         "data_kept_mean": float(torch.cat(kept).mean()),
@@ -157,11 +160,11 @@ class Trainer:
         self.teacher = self.start_from(config.init) if config.init else None
         self.fitted, self.calibration = split_training(data.train)
         if self.model.pruning.enabled:
-            deciding = self.model.cost_curve().ratios[0]
-            if deciding >= self.model.pruning.cap:
+            curve, cap = self.model.cost_curve(), self.model.pruning.cap
+            if curve.max_regions(cap) == 0:
                 raise ConfigError(
-                    f"a per-sample cap of {self.model.pruning.cap} leaves no region to compute: deciding the "
-                    f"masks alone costs {deciding:.3f} of the dense model"
+                    f"a per-sample cap of {cap:.3g} leaves no region to compute: deciding the masks alone costs "
+                    f"{curve.ratios[0]:.3f} of the dense model on {self.model.cost_model.name}, one region {curve.ratios[1]:.3f}"
                 )
         self.optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.fitted) / config.batch_size)
@@ -181,7 +184,7 @@ class Trainer:
         dense = load_model(Path(path))
         mine = self.model_config
         if dense.model_config.pruning.enabled:
-            raise ConfigError(f"--init {path}: a pruned model (target {dense.model_config.pruning.target_flops}); start from a dense one (--target-flops 1.0)")
+            raise ConfigError(f"--init {path}: a pruned model (target {dense.model_config.pruning.budget}); start from a dense one (--target-flops 1.0)")
         different = [
             name for name, theirs, ours in [
                 ("backbone", dense.model_config.backbone, mine.backbone),
@@ -269,7 +272,7 @@ class Trainer:
             self._set_learning_rate()
             forecast = self.model(x, mask_mode(self.step, self.total_steps, self.model.pruning))
             losses = self.sample_losses(forecast, x, y)
-            loss = losses.mean() + flops_penalty(forecast, self.model)
+            loss = losses.mean() + budget_penalty(forecast, self.model)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -280,7 +283,7 @@ class Trainer:
                 task,
                 advance=1,
                 description=f"epoch {self.epoch + 1}/{self.config.epochs} loss {total / (batch + 1):.4f} "
-                f"flops {float(forecast.flops_ratio.mean().detach()):.2f}",
+                f"cost {float(forecast.cost_ratio.mean().detach()):.2f}",
             )
         return total / len(loader)
 
@@ -336,7 +339,8 @@ class Trainer:
             "flops_dense_fvcore": self.flops_dense_fvcore,
             "flops_convention": FLOPS_CONVENTION,
             "backbone": self.model_config.backbone,
-            "target_flops": self.model_config.pruning.target_flops,
+            "budget": self.model_config.pruning.budget,
+            "cost_target": self.model.cost_model.describe(),
             "dataset": self.data.describe(),
             "unit": self.data.unit,
             "epochs": self.epoch,

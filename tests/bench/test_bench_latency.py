@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dynaprune_edge.bench.latency import export_for_timing, latency_rows, trained_model
+from dynaprune_edge.bench.common import trained_model
+from dynaprune_edge.bench.latency import export_for_timing, latency_rows
 from dynaprune_edge.data import DataConfig, load_dataset
 from dynaprune_edge.export.exporter import ExportOptions
 from dynaprune_edge.masks import PruningConfig
@@ -52,7 +53,7 @@ def tiny_ordered_model(folder: Path, data) -> Path:
     torch.manual_seed(0)
     shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
     config = ModelConfig("simvp", shape, {"spatial_channels": 16, "temporal_channels": 32, "translator_blocks": 2},
-                         PruningConfig(target_flops=0.3, group_order="ordered"))
+                         PruningConfig(budget=0.3, group_order="ordered"))
     model = build_model(config)
     with torch.no_grad():
         model.generator.importance.weight.normal_(0, 1.0)
@@ -89,7 +90,7 @@ def test_rows_take_the_dense_and_sparse_statistics_from_the_measured_runs(export
         assert row.router_share == pytest.approx(1.0 / 7.2)
         assert row.runs == len(DENSE_MS) and row.samples == len(exported.frames)
         assert 0 < row.overhead_share < 1
-        assert (row.backbone, row.dataset, row.target_flops, row.mode, row.val_mae) == ("simvp", "taxibj (synthetic)", 0.3, "bucketed/none", 0.125)
+        assert (row.backbone, row.dataset, row.budget, row.mode, row.val_mae) == ("simvp", "taxibj (synthetic)", 0.3, "bucketed/none", 0.125)
         assert row.runtime["threads"] == row.threads and row.runtime["backend"] == "ort" and "model" not in row.runtime
 
 
@@ -107,8 +108,42 @@ def test_a_model_file_the_benchmark_cannot_reuse_is_retrained_not_an_error(tmp_p
     folder = tmp_path / "simvp-taxibj-0.5"
     path = tiny_ordered_model(folder, data)
     torch.save({**torch.load(path, weights_only=True), "version": 1}, path)
-    assert trained_model("simvp", data, 0.5, 2, "ordered", folder) == path
-    assert load_model(path).model_config.pruning.target_flops == 0.5
+    assert trained_model("simvp", data, 0.5, 2, folder) == path
+    assert load_model(path).model_config.pruning.budget == 0.5
     before = path.stat().st_mtime_ns
-    trained_model("simvp", data, 0.5, 2, "ordered", folder)
+    trained_model("simvp", data, 0.5, 2, folder)
     assert path.stat().st_mtime_ns == before, "the retrained model is reused"
+
+
+def made_up_table(model, threads: int = 1) -> dict:
+    """A cost table for `model`'s layers (numbers made up, not measured): every layer 0.1 ms
+    per kept region on tiles, 2 ms on whole maps."""
+    from dynaprune_edge.cost import CostTable, machine_fingerprint
+
+    points = [0, 1, 4, 8, 12, model.regions]
+    layers = {
+        name: {"width_share": [0.25, 0.5, 0.75, 1.0], "tiled_ms": [[0.1 * n for n in points]] * 4, "whole_ms": [2.0] * 4, "tile_limit": 12}
+        for name in model.layer_names.values()
+    }
+    return CostTable("ort-cpu", machine_fingerprint(threads), {}, model.regions, points, {}, 0.1, 30.0, 1).to_dict() | {"layers": layers}
+
+
+def test_a_model_priced_in_milliseconds_gets_its_predicted_latency_against_the_measured(tmp_path):
+    data = load_dataset(DataConfig("taxibj", synthetic_frames=160))
+    path = tiny_ordered_model(tmp_path, data)
+    payload = torch.load(path, weights_only=True)
+    config = ModelConfig.from_dict(payload["model_config"])
+    pruning = config.pruning.to_dict() | {"cost": "ort-cpu", "cost_table": made_up_table(build_model(config))}
+    payload["model_config"]["pruning"] = pruning
+    torch.save(payload, path)
+    exported = export_for_timing(path, data, ExportOptions(mode="bucketed"))
+    rows = latency_rows(exported, "simvp", 0.3, [1, 2], runs=5, timer=FakeTimer())
+    sparse = load(exported.sparse)
+    buckets = sparse.run(exported.frames).bucket
+    per_bucket = np.asarray(sparse.manifest.predicted["per_bucket"])
+    assert len(set(buckets)) > 1, "samples take different branches, so the mean is over them"
+    one_thread, two_threads = rows
+    assert one_thread.cost == "ort-cpu"
+    assert one_thread.predicted_ms == pytest.approx(per_bucket[buckets].mean())
+    assert one_thread.prediction_error == pytest.approx(per_bucket[buckets].mean() / 7.2 - 1)  # the fake timer's sparse mean
+    assert two_threads.predicted_ms is None, "the table is for 1 thread: nothing predicted for 2"

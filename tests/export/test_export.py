@@ -39,7 +39,7 @@ def varied_model(tmp_path: Path, group_order: str = "scored", backbone: str = "s
     torch.manual_seed(0)
     data = load_dataset(DATA)
     shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
-    config = ModelConfig(backbone, shape, SIZES.get(backbone, {}), PruningConfig(target_flops=0.3, group_order=group_order))
+    config = ModelConfig(backbone, shape, SIZES.get(backbone, {}), PruningConfig(budget=0.3, group_order=group_order))
     model = build_model(config)
     with torch.no_grad():
         for module in model.modules():

@@ -58,7 +58,7 @@ def saved_model(tmp_path, options: dict):
     torch.manual_seed(0)
     data = load_dataset(DATA)
     shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
-    config = ModelConfig(ResidualCNN.name, shape, options, PruningConfig(target_flops=0.3))
+    config = ModelConfig(ResidualCNN.name, shape, options, PruningConfig(budget=0.3))
     model = build_model(config).eval()
     with torch.no_grad():
         model.generator.importance.weight.normal_()

@@ -35,7 +35,7 @@ def saved(tmp_path, backbone: str, data: SpatioTemporalData, **pruning):
     """A model whose generator keeps about half the regions, differently per sample."""
     torch.manual_seed(0)
     shape = ForecastShape(3, 2, 2, data.height, data.width)
-    config = ModelConfig(backbone, shape, SIZES[backbone], PruningConfig(target_flops=0.3, **pruning))
+    config = ModelConfig(backbone, shape, SIZES[backbone], PruningConfig(budget=0.3, **pruning))
     model = build_model(config).eval()
     with torch.no_grad():
         model.generator.importance.weight.normal_(0, 1.0)

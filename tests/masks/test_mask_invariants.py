@@ -13,7 +13,7 @@ SHAPE = ForecastShape(4, 4, 2, 32, 32)
 def narrowed(backbone: str) -> torch.nn.Module:
     """A pruned model pushed to skip regions and drop groups, as training to 0.3 does."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone, SHAPE, {}, PruningConfig(target_flops=0.3)))
+    model = build_model(ModelConfig(backbone, SHAPE, {}, PruningConfig(budget=0.3)))
     with torch.no_grad():
         model.generator.importance.weight.normal_()
         model.generator.importance.bias.fill_(-1.0)
@@ -62,7 +62,7 @@ def test_skipped_regions_output_the_last_input_frame():
 
 
 def test_dense_baseline_has_no_generator_and_full_flops():
-    model = build_model(ModelConfig("simvp", SHAPE, {}, PruningConfig(target_flops=1.0)))
+    model = build_model(ModelConfig("simvp", SHAPE, {}, PruningConfig(budget=1.0)))
     forecast = model(torch.randn(2, 4, 2, 32, 32))
     assert model.generator is None
     assert torch.allclose(forecast.flops_ratio, torch.ones(2))
@@ -70,7 +70,7 @@ def test_dense_baseline_has_no_generator_and_full_flops():
 
 
 def test_masks_anneal_from_soft_to_hard():
-    pruning = PruningConfig(target_flops=0.3, soft_fraction=0.5)
+    pruning = PruningConfig(budget=0.3, soft_fraction=0.5)
     modes = [mask_mode(step, 100, pruning) for step in range(100)]
     temperatures = [m.temperature for m in modes[:50]]
     assert not any(m.hard for m in modes[:50]) and all(m.hard for m in modes[50:])

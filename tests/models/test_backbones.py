@@ -18,9 +18,9 @@ SHAPE = ForecastShape(frames_in=3, frames_out=2, channels=2, height=32, width=32
 FLOP_CARRYING = ("conv", "linear", "matmul", "mm", "einsum", "attention")
 
 
-def build(backbone: str, target_flops: float, shape: ForecastShape = SHAPE, **pruning):
+def build(backbone: str, budget: float, shape: ForecastShape = SHAPE, **pruning):
     torch.manual_seed(0)
-    return build_model(ModelConfig(backbone, shape, {}, PruningConfig(target_flops=target_flops, **pruning)))
+    return build_model(ModelConfig(backbone, shape, {}, PruningConfig(budget=budget, **pruning)))
 
 
 def nudge(model, x: torch.Tensor) -> None:
@@ -60,10 +60,10 @@ def uncounted_flop_ops(module: nn.Module, example: tuple) -> list[str]:
     return [op for op in analysis.unsupported_ops() if any(word in op for word in FLOP_CARRYING)]
 
 
-@pytest.mark.parametrize("target_flops", [1.0, 0.3])
+@pytest.mark.parametrize("budget", [1.0, 0.3])
 @pytest.mark.parametrize("backbone", BACKBONES.names())
-def test_forward_backward_and_generator_gradients(backbone, target_flops):
-    model = build(backbone, target_flops)
+def test_forward_backward_and_generator_gradients(backbone, budget):
+    model = build(backbone, budget)
     x = inputs(2)
     forecast = model(x, MaskMode(hard=True))
     assert forecast.prediction.shape == (2, SHAPE.frames_out, SHAPE.channels, SHAPE.height, SHAPE.width)
@@ -72,7 +72,7 @@ def test_forward_backward_and_generator_gradients(backbone, target_flops):
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.backbone.parameters() if p.grad is not None)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
-    if target_flops < 1.0:
+    if budget < 1.0:
         assert model.generator.importance.weight.grad.abs().sum() > 0
         assert model.model_mask.width_bias.grad.abs().sum() > 0
         assert all(s.weight.grad.abs().sum() > 0 for s in model.model_mask.scorers.values())

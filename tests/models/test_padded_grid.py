@@ -16,7 +16,7 @@ GRIDS = [(10, 20), (13, 7)]
 def build(backbone: str, height: int, width: int, **pruning):
     torch.manual_seed(0)
     shape = ForecastShape(frames_in=3, frames_out=2, channels=2, height=height, width=width)
-    return build_model(ModelConfig(backbone, shape, {}, PruningConfig(**{"target_flops": 0.3, **pruning})))
+    return build_model(ModelConfig(backbone, shape, {}, PruningConfig(**{"budget": 0.3, **pruning})))
 
 
 @pytest.mark.parametrize("height, width", GRIDS)

@@ -43,6 +43,6 @@ def test_vit_with_every_token_skipped_stays_finite():
 
 
 def test_vit_patch_size_must_equal_region_size():
-    pruning = PruningConfig(target_flops=0.3, region_size=4)
+    pruning = PruningConfig(budget=0.3, region_size=4)
     with pytest.raises(ConfigError, match="patch_size equal to the region size"):
         build_model(ModelConfig("vit", SHAPE, {"patch_size": 8}, pruning))

@@ -55,18 +55,18 @@ def train_config() -> TrainConfig:
     return TRAIN
 
 
-def _build(out, data, *, target_flops=0.5, train=TRAIN, train_windows=None, **pruning):
+def _build(out, data, *, budget=0.5, train=TRAIN, train_windows=None, **pruning):
     """A Trainer as `dpedge train` builds it (RunSpec → ModelConfig), writing into `out`.
     train_windows: keep only the first n training windows (shorter epochs)."""
     if train_windows is not None:
         data = dataclasses.replace(data, train=Subset(data.train, range(train_windows)))
-    spec = RunSpec.create("simvp", data.config, target_flops, train, ARCH, pruning or None)
+    spec = RunSpec.create("simvp", data.config, budget, train, ARCH, pruning or None)
     return Trainer(model_config_for(spec, data), data, spec.train, out)
 
 
 @pytest.fixture(scope="session")
 def build_trainer(data):
-    """build_trainer(out, target_flops=0.5, train=TRAIN, data=None, train_windows=None,
+    """build_trainer(out, budget=0.5, train=TRAIN, data=None, train_windows=None,
     **pruning_overrides) → Trainer (data: the session's by default)."""
     shared = data
 

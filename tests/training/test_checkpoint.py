@@ -116,7 +116,7 @@ def set_value(*path, value):
     "change",
     [
         set_value("model_config", "pruning", "width_levels", value=["x"]),
-        set_value("model_config", "pruning", "target_flops", value=2.0),
+        set_value("model_config", "pruning", "budget", value=2.0),
         set_value("model_config", "backbone", value="resnet"),
     ],
     ids=lambda change: change.__name__,

@@ -45,7 +45,7 @@ def test_the_last_optimizer_step_runs_at_one_percent_of_the_peak(total):
 
 
 def test_masks_are_soft_and_cooling_for_the_first_soft_fraction_of_steps_then_hard():
-    pruning = PruningConfig(target_flops=0.5, soft_fraction=0.3, soft_temperature=1.0, hard_temperature=0.05)
+    pruning = PruningConfig(budget=0.5, soft_fraction=0.3, soft_temperature=1.0, hard_temperature=0.05)
     modes = [mask_mode(step, 100, pruning) for step in range(100)]
     soft, hard = modes[:30], modes[30:]
     assert not any(mode.hard for mode in soft) and all(mode.hard for mode in hard)
@@ -56,7 +56,7 @@ def test_masks_are_soft_and_cooling_for_the_first_soft_fraction_of_steps_then_ha
 
 
 def test_no_soft_fraction_means_hard_masks_from_the_first_step():
-    pruning = PruningConfig(target_flops=0.5, soft_fraction=0.0)
+    pruning = PruningConfig(budget=0.5, soft_fraction=0.0)
     assert all(mask_mode(step, 50, pruning).hard for step in range(50))
 
 

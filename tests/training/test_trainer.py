@@ -101,13 +101,13 @@ def test_resuming_a_finished_run_trains_nothing_and_keeps_its_results(finished_r
 @pytest.mark.parametrize(
     "different, change",
     [
-        ("model_config", dict(target_flops=0.4)),
+        ("model_config", dict(budget=0.4)),
         ("model_config", dict(soft_fraction=0.5)),
         ("data_config", dict(data=dict(seed=1))),
         ("train_config", dict(train=dict(epochs=5))),  # extending a finished or killed run
         ("train_config", dict(train=dict(lr=1e-3))),
     ],
-    ids=["target_flops", "pruning_option", "data_seed", "epochs", "lr"],
+    ids=["budget", "pruning_option", "data_seed", "epochs", "lr"],
 )
 def test_restore_with_different_options_is_refused_naming_what_differs(
     different, change, finished_run, build_trainer, data, train_config, tmp_path
@@ -179,11 +179,11 @@ def test_the_budget_is_calibrated_on_held_out_training_windows_only(data, build_
 # --- parameter groups ----------------------------------------------------------------
 
 
-def one_step_trainer(build_trainer, train_config, out, target_flops):
+def one_step_trainer(build_trainer, train_config, out, budget):
     """One optimizer step (8 windows, batch 8, 1 epoch); one step is all warm-up, so the
     learning rate of that step is the configured peak."""
     train = dataclasses.replace(train_config, epochs=1)
-    trainer = build_trainer(out, target_flops=target_flops, train=train, train_windows=8)
+    trainer = build_trainer(out, budget=budget, train=train, train_windows=8)
     trainer.fit()
     assert trainer.step == 1
     return trainer
@@ -203,7 +203,7 @@ def group_of_each_parameter(trainer) -> dict[str, int]:
 
 
 def test_dense_model_trains_one_group_at_the_base_rate_with_weight_decay(build_trainer, train_config, tmp_path):
-    trainer = one_step_trainer(build_trainer, train_config, tmp_path, target_flops=1.0)
+    trainer = one_step_trainer(build_trainer, train_config, tmp_path, budget=1.0)
     assert len(set(group_of_each_parameter(trainer).values())) == 1
     (group,) = trainer.optimizer.param_groups
     assert group["lr"] == pytest.approx(train_config.lr)
@@ -214,8 +214,8 @@ def test_mask_generator_trains_at_mask_lr_scale_without_weight_decay(build_train
     """The mask machinery is what a pruned model has beyond the dense model of the same
     backbone: those parameters get MASK_LR_SCALE × lr and no decay, the backbone the base
     rate and the configured decay."""
-    pruned = one_step_trainer(build_trainer, train_config, tmp_path / "pruned", target_flops=0.5)
-    dense = one_step_trainer(build_trainer, train_config, tmp_path / "dense", target_flops=1.0)
+    pruned = one_step_trainer(build_trainer, train_config, tmp_path / "pruned", budget=0.5)
+    dense = one_step_trainer(build_trainer, train_config, tmp_path / "dense", budget=1.0)
     group_of = group_of_each_parameter(pruned)
     backbone_names = set(dict(dense.model.named_parameters()))
     mask_names = set(group_of) - backbone_names
@@ -279,7 +279,7 @@ def test_metrics_describe_the_saved_model(finished_run, data):
 @pytest.fixture(scope="module")
 def dense_model_file(build_trainer, train_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("dense")
-    one_step_trainer(build_trainer, train_config, out, target_flops=1.0)
+    one_step_trainer(build_trainer, train_config, out, budget=1.0)
     return out / MODEL_FILE
 
 

@@ -1,0 +1,337 @@
+"""Measure a model's `ort-cpu` cost table (dynaprune_edge.cost.table): `dpedge calibrate`.
+
+What is timed is what `dpedge export` emits: for each width level w (every gate keeping
+that share of its groups) and each of a few kept-region counts n, the sub-network that
+computes n regions with every layer on tiles, and the one with every layer on whole maps
+(plus the dense export, the reference a budget is a ratio of), each in the complete
+exported graph (router, `If`, fallback), batch 1, on onnxruntime's CPU provider with the
+table's thread count. onnxruntime's profiler times every node; a node is charged to the
+layer whose scope (`compute/<layer path>`) it carries, and the glue between layers (layout
+reorders onnxruntime inserts, halo index arithmetic, the scatter of tiles back to a map)
+to the layer that runs next. The fixed part is timed directly: the export run on a sample
+that keeps no region (the router, the persistence branch, the run itself). Per timed graph
+the layers' times are then scaled to add up, with the fixed part, to its wall-clock time.
+
+A layer's tiles pay up to the largest measured n at which its tiled time, averaged over
+the width levels, stayed below its whole-map time; that is its `tile_limit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+
+from dynaprune_edge.cost.table import CostTable, LayerTimes, machine_fingerprint
+from dynaprune_edge.data import SpatioTemporalData
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.export.network import build_graph, frames_shape
+from dynaprune_edge.export.plan import BranchPlan
+from dynaprune_edge.export.regions import TilePolicy
+from dynaprune_edge.files import atomic_write_text
+from dynaprune_edge.layers import GatedConv2d, MaskState
+from dynaprune_edge.masks.budget import KEEP_ALL
+from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
+from dynaprune_edge.models.base import evaluating
+from dynaprune_edge.progress import progress_bar
+from dynaprune_edge.runtime.manifest import INPUT
+from dynaprune_edge.runtime.onnxruntime import session_options
+from dynaprune_edge.training import load_model
+from dynaprune_edge.training.run import RunSpec, model_config_for
+from dynaprune_edge.training.trainer import MODEL_FILE
+
+COMPUTE = "compute/"
+FIXED_SCOPES = ("compute/fallback", "compute/persistence")
+CACHE_ENV = "DPEDGE_CACHE_DIR"
+
+
+def architecture(config: ModelConfig) -> dict:
+    """What a table is measured for: everything that shapes the exported sub-networks."""
+    pruning = config.pruning
+    return {
+        "backbone": config.backbone,
+        "options": dict(sorted(config.options.items())),
+        "shape": dataclasses.asdict(config.shape),
+        "region_size": pruning.region_size,
+        "group_size": pruning.group_size,
+        "width_levels": list(pruning.width_levels),
+        "mode": export_mode(config),
+    }
+
+
+def export_mode(config: ModelConfig) -> str:
+    """The sub-network kind `dpedge export --mode auto` emits for this model."""
+    return "gather" if config.pruning.group_order == "scored" else "bucketed"
+
+
+def region_points(regions: int) -> list[int]:
+    """Kept-region counts of the table: 0 (the all-skipped branch: no layer runs, nothing
+    to time), then a few spread over 1..R, denser where budgets live."""
+    return [0] + sorted({max(1, regions * k // 8) for k in (0, 1, 2, 4, 6)} | {regions})
+
+
+def cache_path(config: ModelConfig, threads: int) -> Path:
+    """Where the table of this architecture on this machine is kept between runs."""
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dpedge") / "cost-tables"
+    key = json.dumps({"model": architecture(config), "machine": machine_fingerprint(threads)}, sort_keys=True)
+    return root / f"{config.backbone}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def measurement_model(config: ModelConfig) -> DynaPruner:
+    """The architecture with untrained weights (time does not depend on them), every
+    region kept, so that a sample takes the one branch each timed graph has."""
+    flops_priced = dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None))
+    model = build_model(flops_priced).eval()
+    model.data_mask.threshold.fill_(KEEP_ALL)
+    model.data_mask.max_regions.fill_(model.regions)
+    return model
+
+
+def level_groups(model: DynaPruner, level: float) -> dict[str, int]:
+    """Groups every gate keeps at width level `level` (the ModelMask's own rounding)."""
+    kept = model.model_mask.kept_groups(torch.full((1, len(model.gates)), level))[0]
+    return {g.name: int(k) for g, k in zip(model.gates, kept)}
+
+
+@torch.no_grad()
+def width_shares(model: DynaPruner, groups: dict[str, int]) -> dict[str, float]:
+    """Each layer's width share (the ledger's) when every gate keeps `groups`."""
+    shape = model.backbone.shape
+    x = torch.zeros(1, shape.frames_in, shape.channels, shape.height, shape.width)
+    channels = {
+        g.name: (torch.arange(g.groups) < groups[g.name]).float().repeat_interleave(g.group_size)[None] for g in model.gates
+    }
+    masks = MaskState(torch.ones(1, 1, *model.grid), channels)
+    with evaluating(model.backbone):
+        model.backbone(x, masks)
+    return {model.layer_names[layer]: float(use.width[0]) for layer, use in masks.ledger.layers.items()}
+
+
+def layer_of(node: str) -> str | None:
+    """The layer path a node's name carries (`compute/<path>/…`), if it is a layer's."""
+    if not node.startswith(COMPUTE) or node.startswith(FIXED_SCOPES) or node.startswith("compute/scatter"):
+        return None
+    return node[len(COMPUTE):].rsplit("/", 1)[0]
+
+
+def attribute(events: list[dict], layers: list[str]) -> list[tuple[dict[str, float], dict[str, int]]]:
+    """Per profiled run: microseconds and node counts per layer, and under "" all nodes'
+    (onnxruntime profile events; an `If` node's time is its branch's, not counted twice)."""
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"])
+    nodes = sorted(
+        (e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e.get("args", {}).get("op_name") != "If"),
+        key=lambda e: e["ts"],
+    )
+    starts = np.array([run["ts"] for run in runs])
+    times = [defaultdict(float) for _ in runs]
+    counts = [defaultdict(int) for _ in runs]
+    pending = [(0.0, 0)] * len(runs)
+    for node in nodes:
+        run = int(np.searchsorted(starts, node["ts"], side="right")) - 1
+        if run < 0:
+            continue
+        times[run][""] += node["dur"]
+        counts[run][""] += 1
+        name = node["name"][: -len("_kernel_time")]
+        layer = layer_of(name)
+        if layer in layers:
+            glue, glue_nodes = pending[run]
+            times[run][layer] += node["dur"] + glue
+            counts[run][layer] += 1 + glue_nodes
+            pending[run] = (0.0, 0)
+        elif not name.startswith(("router/", "input/", "output/", *FIXED_SCOPES)):
+            glue, glue_nodes = pending[run]  # glue: charged to the layer that runs next
+            pending[run] = (glue + node["dur"], glue_nodes + 1)
+    return [(dict(t), dict(c)) for t, c in zip(times, counts)]
+
+
+class GraphTimer:
+    """Wall-clock and per-layer milliseconds of one exported graph."""
+
+    def __init__(self, frames: np.ndarray, threads: int, runs: int, warmup: int = 3) -> None:
+        self.frames, self.threads, self.runs, self.warmup = frames, threads, runs, warmup
+
+    def wall(self, graph: bytes) -> float:
+        session = onnxruntime.InferenceSession(graph, session_options(self.threads), providers=["CPUExecutionProvider"])
+        feed = {INPUT: self.frames}
+        for _ in range(self.warmup):
+            session.run(None, feed)
+        times = []
+        for _ in range(self.runs):
+            started = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - started)
+        return float(np.median(times)) * 1e3
+
+    def layers(self, graph: bytes, layers: list[str], wall_ms: float) -> dict[str, float]:
+        """Milliseconds of each layer. The profiler adds a few microseconds to every node
+        (measured here: 2–4 µs on a 2-core EPYC, as much as a small node's own time), so
+        each node is charged its profiled time less that overhead, estimated per graph as
+        (profiled node total − unprofiled wall-clock) / nodes."""
+        options = session_options(self.threads)
+        with tempfile.TemporaryDirectory(prefix="dpedge-profile-") as scratch:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(scratch) / "profile")
+            session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            for _ in range(self.warmup + self.runs):
+                session.run(None, {INPUT: self.frames})
+            with open(session.end_profiling(), encoding="utf-8") as profile:
+                events = json.load(profile)
+        per_run = attribute(events, layers)[self.warmup :]
+        total = np.median([times.get("", 0.0) for times, _ in per_run]) / 1e3
+        nodes = np.median([counts.get("", 0) for _, counts in per_run])
+        overhead = max(0.0, (total - wall_ms) / max(nodes, 1))
+        return {
+            layer: float(np.median([max(0.0, times.get(layer, 0.0) / 1e3 - overhead * counts.get(layer, 0)) for times, counts in per_run]))
+            for layer in layers
+        }
+
+
+def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None) -> CostTable:
+    """The cost table of `config`'s architecture on this machine (see the module doc)."""
+    model = measurement_model(config)
+    mode, levels, regions = export_mode(config), list(config.pruning.width_levels), model.regions
+    points = region_points(regions)
+    layers = list(model.layer_names.values())  # in the backbone's order
+    shape = model.shape
+    frames = np.random.default_rng(0).standard_normal(frames_shape(shape, shape.frames_in)).astype(np.float32)
+    timer = GraphTimer(frames, threads, runs)
+    table = model.model_mask.width_table(regions)
+    task = None if progress is None else progress.add_task("measuring the cost table", total=len(levels) * (len(points) - 1) + 2)
+
+    def graph(plans, tiles) -> bytes:
+        return build_graph(model, plans, mode if plans else "dense", table if plans else None, tiles)[0].SerializeToString()
+
+    def timed(plans, tiles) -> dict[str, float]:
+        """ms per layer, scaled so that with the fixed part they add up to the wall-clock
+        time: what the profile leaves unattributed (the router's region masks at each
+        resolution, glue after the last layer) is spread over the layers by their share."""
+        timed_graph = graph(plans, tiles)
+        wall = timer.wall(timed_graph)
+        per_layer = timer.layers(timed_graph, layers, wall)
+        scale = max(0.0, wall - fixed_ms) / max(sum(per_layer.values()), 1e-9)
+        if progress is not None:
+            progress.advance(task)
+        return {layer: ms * scale for layer, ms in per_layer.items()}
+
+    dense_ms = timer.wall(graph(None, None))
+    model.data_mask.threshold.fill_(float("inf"))  # no region kept: the router and the persistence branch alone
+    fixed_ms = timer.wall(graph([BranchPlan(1, regions, level_groups(model, 1.0), frozenset())], None))
+    model.data_mask.threshold.fill_(KEEP_ALL)
+    if progress is not None:
+        progress.advance(task)
+    shares = {layer: [] for layer in layers}
+    tiled = {layer: [[0.0] * len(points) for _ in levels] for layer in layers}  # point 0 stays 0 ms
+    whole = {layer: [0.0] * len(levels) for layer in layers}
+    for i, level in enumerate(levels):
+        groups = level_groups(model, level)
+        for layer, share in width_shares(model, groups).items():
+            shares[layer].append(share)
+        for k, n in enumerate(points[1:], start=1):
+            plan = [BranchPlan(1, n, groups, frozenset())]
+            policy = TilePolicy() if n < regions else None  # all n regions: the whole map is the work
+            per_layer = timed(plan, policy)
+            for layer in layers:
+                tiled[layer][i][k] = per_layer[layer]
+                if n == regions:
+                    whole[layer][i] = per_layer[layer]
+    times = {}
+    for layer in layers:
+        times[layer] = LayerTimes(shares[layer], tiled[layer], whole[layer], tile_limit(model, layer, points, tiled[layer], whole[layer]))
+    notes = [
+        "per-layer times: onnxruntime profiler node times less its per-node overhead, median over runs; glue charged to the next layer",
+        "whole-map times: the branch computing every region on whole maps, skipped regions masked",
+        "fixed_ms: wall-clock of the export when the sample keeps no region (router, persistence, the run)",
+        "layer ms scaled per timed graph so that layers + fixed_ms = its wall-clock time",
+        "inputs: random frames (time does not depend on values), every region kept",
+    ]
+    return CostTable(
+        target="ort-cpu",
+        machine=machine_fingerprint(threads),
+        model=architecture(config),
+        regions=regions,
+        region_points=points,
+        layers=times,
+        fixed_ms=fixed_ms,
+        dense_ms=dense_ms,
+        runs=runs,
+        notes=notes,
+    )
+
+
+def tile_limit(model: DynaPruner, layer: str, points: list[int], tiled: list[list[float]], whole: list[float]) -> int:
+    """The most kept regions at which `layer`'s tiles pay (see the module doc). Layers whose
+    tiles the export does not choose per layer: recurrent cells run on whole maps (0);
+    token layers follow their branch (tiles whenever regions are skipped, R)."""
+    module = dict((name, m) for m, name in model.layer_names.items())[layer]
+    if not module.skips_regions_when_tiled:
+        return 0
+    if not isinstance(module, GatedConv2d):
+        return model.regions
+    on_tiles, on_maps = np.mean(tiled, axis=0), float(np.mean(whole))
+    limit = 0
+    for n, time_on_tiles in zip(points[1:], on_tiles[1:]):
+        if n >= model.regions or time_on_tiles >= on_maps:
+            break
+        limit = n
+    return limit
+
+
+def cost_table(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None, log=print) -> CostTable:
+    """The cached table of this architecture on this machine, measured (and cached) if
+    there is none."""
+    path = cache_path(config, threads)
+    if path.exists():
+        try:
+            table = CostTable.from_json(path.read_text(encoding="utf-8"))
+            table.check(machine_fingerprint(threads), architecture(config))
+            return table
+        except ConfigError as error:
+            log(f"cost table {path} is stale ({error}); measuring it again")
+    log(f"measuring the ort-cpu cost table of this {config.backbone} on this machine ({threads} thread(s)); cached in {path}")
+    table = measure(config, threads, runs, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(table.to_json() + "\n", path)
+    return table
+
+
+def load_table(path: Path, config: ModelConfig, threads: int = 1) -> CostTable:
+    """A table file given by the user, refused if measured elsewhere or for another model."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read cost table {path}: {error}") from error
+    table = CostTable.from_json(text)
+    table.check(machine_fingerprint(threads), architecture(config))
+    return table
+
+
+def with_table(config: ModelConfig, table: CostTable) -> ModelConfig:
+    """`config` pricing its budget with `table` (stored in the checkpoint with the model)."""
+    pruning = dataclasses.replace(config.pruning, cost=table.target, cost_table=table.to_dict())
+    return dataclasses.replace(config, pruning=pruning)
+
+
+def priced_config(spec: RunSpec, data: SpatioTemporalData, resume_from: Path | None = None) -> ModelConfig:
+    """The model a run trains: on a measured cost target, with its table: `--cost-table`,
+    the one the interrupted run in `resume_from` trained with, or this machine's cached
+    (else freshly measured) table."""
+    config = model_config_for(spec, data)
+    if spec.pruning.cost == "flops" or not spec.pruning.enabled:
+        return config
+    if spec.cost_table is not None:
+        return with_table(config, load_table(Path(spec.cost_table), config))
+    if resume_from is not None and (resume_from / MODEL_FILE).exists():
+        return load_model(resume_from / MODEL_FILE).model_config
+    with progress_bar() as progress:
+        return with_table(config, cost_table(config, progress=progress, log=lambda line: print(line, file=sys.stderr)))

@@ -1,0 +1,170 @@
+"""The measured cost target end to end: `dpedge calibrate` times the sub-networks the
+exporter emits, `dpedge train --cost ort-cpu` prices samples with the table and records
+where tiles pay, and the export follows that record."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dynaprune_edge.cost import CostTable, machine_fingerprint
+from dynaprune_edge.export.cost_table import architecture, measure
+from dynaprune_edge.export.exporter import Exporter, ExportOptions
+from dynaprune_edge.masks import MaskMode, PruningConfig
+from dynaprune_edge.models import ForecastShape, ModelConfig, build_model
+from dynaprune_edge.runtime.manifest import read_manifest
+from dynaprune_edge.training.checkpoint import atomic_save, model_payload
+
+SHAPE = ForecastShape(3, 2, 2, 16, 16)
+SIZES = {"spatial_channels": 16, "temporal_channels": 16}
+TINY = ["--dataset", "taxibj", "--size", "16", "--region-size", "4", "--arch", "spatial_channels=16", "--arch", "temporal_channels=16"]
+
+
+def tiny_config(**pruning) -> ModelConfig:
+    return ModelConfig("simvp", SHAPE, SIZES, PruningConfig(budget=0.5, region_size=4, group_order="ordered", **pruning))
+
+
+def test_a_measured_table_times_every_layer_of_the_exported_sub_networks():
+    config = tiny_config()
+    table = measure(config, runs=3)
+    model = build_model(config)
+    assert set(table.layers) == set(model.layer_names.values())
+    assert table.region_points[0] == 0 and table.region_points[-1] == model.regions == 16
+    assert table.dense_ms > 0 and table.fixed_ms >= 0
+    for name, times in table.layers.items():
+        tiled = np.asarray(times.tiled_ms)
+        assert tiled.shape == (len(config.pruning.width_levels), len(table.region_points)), name
+        # nothing runs for no region; a tiny layer may fall within the profiler's per-node overhead
+        assert np.all(tiled[:, 0] == 0) and np.all(tiled >= 0) and tiled.sum() > 0, name
+        assert 0 <= times.tile_limit < model.regions, name
+        assert 0 < min(times.width_share) and max(times.width_share) == 1.0, name
+    table.check(machine_fingerprint(1), architecture(config))  # accepted here, for this model
+
+
+def made_up_table(config: ModelConfig, whole_map: str) -> dict:
+    """A table (numbers made up, not measured) in which `whole_map`'s tiles never pay and
+    every other layer's always do."""
+    model = build_model(config)
+    points = [0, 1, 4, 8, 12, 16]
+    layers = {
+        name: {"width_share": [0.5, 0.5, 1.0, 1.0], "tiled_ms": [[0.0] + [0.1 * n for n in points[1:]]] * 4,
+               "whole_ms": [2.0] * 4, "tile_limit": 0 if name == whole_map else 12}
+        for name in model.layer_names.values()
+    }
+    return CostTable("ort-cpu", machine_fingerprint(1), architecture(config), 16, points, {}, 0.1, 3.0, 1).to_dict() | {"layers": layers}
+
+
+@pytest.fixture
+def city():
+    """A small city on a 16×16 grid, a third of its cells always empty."""
+    from dynaprune_edge.data import DataConfig, Normalizer, SpatioTemporalData
+    from dynaprune_edge.data.windows import WindowDataset, time_split
+
+    rng = np.random.default_rng(0)
+    series = rng.random((90, 2, 16, 16)).astype(np.float32)
+    series[..., ::3] = 0.0
+    segments = time_split(series, (0.7, 0.15, 0.15))
+    normalizer = Normalizer.fit_segments(segments.train)
+    splits = {name: WindowDataset(split, 3, 2, normalizer) for name, split in segments.splits().items()}
+    return SpatioTemporalData(DataConfig("taxibj", frames_in=3, frames_out=2, size=16), normalizer=normalizer, channels=2,
+                              height=16, width=16, source="synthetic", unit="u", **splits)
+
+
+def test_a_layer_whose_tiles_do_not_pay_is_charged_in_full_and_exported_on_whole_maps(tmp_path, city):
+    flops_config = tiny_config()
+    config = tiny_config(cost="ort-cpu", cost_table=made_up_table(flops_config, whole_map="encoder.1"))
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with torch.no_grad():  # a generator that keeps about half the regions, differently per sample
+        model.generator.importance.weight.normal_(0, 1.0)
+        frames = torch.stack([city.train[i][0] for i in range(0, len(city.train), 3)])
+        model.generator.importance.bias -= model.importance(model.pad(frames)).logits.median()
+    layers = {name: layer for layer, name in model.layer_names.items()}
+
+    forecast = model(frames, MaskMode(hard=True))
+    kept = forecast.data_kept.detach()
+    assert 0.1 < float(kept.mean()) < 0.9
+    charged = {model.layer_names[layer]: use.flops for layer, use in forecast.masks.ledger.layers.items()}
+    dense = {model.layer_names[e.layer]: e.dense * e.frames for e in forecast.masks.ledger.entries}
+    # encoder.1 and encoder.2 are alike (16 → 16 channels, widths of enc0/enc1 vs enc1/enc2):
+    # only encoder.1 is charged every position of every sample
+    width = lambda name: next(use.width for layer, use in forecast.masks.ledger.layers.items() if model.layer_names[layer] == name)  # noqa: E731
+    assert torch.allclose(charged["encoder.1"], dense["encoder.1"] * width("encoder.1"))
+    assert torch.allclose(charged["encoder.2"], dense["encoder.2"] * width("encoder.2") * kept)
+    assert layers["encoder.1"].tile_limit == 0 and layers["encoder.2"].tile_limit == 12
+
+    path = tmp_path / "model.pt"
+    atomic_save(model_payload(model, config, city.config, city.normalizer, {}), path)
+    out = tmp_path / "model.onnx"
+    exporter = Exporter(path, ExportOptions(), data=city, log=lambda _: None)
+    assert exporter.tile_policies() == ["all"]  # the record decides, per layer; nothing to second-guess
+    chosen, manifest, _ = exporter.run(out)
+    assert max(chosen.parity.values()) <= 1e-4
+
+    def ops(scope: str, graph) -> set[str]:
+        found = set()
+        for node in graph.node:
+            if node.name.startswith(scope + "/"):
+                found.add(node.op_type)
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    found |= ops(scope, attribute.g)
+        return found
+
+    graph = onnx.load(out).graph
+    assert "Gather" in ops("compute/encoder.2", graph), "encoder.2's tiles pay: it gathers halo windows"
+    assert "Gather" not in ops("compute/encoder.1", graph), "encoder.1 runs on whole maps in every branch"
+    for bucket in manifest.buckets[1:]:  # executed FLOPs = what training charges at the branch's count
+        hi = bucket.regions[1]
+        masks = model.masks_keeping(torch.tensor([hi]), frames[:1])
+        masks.ledger.add_fixed(model.mask_flops())
+        model.backbone(model.pad(frames[:1]), masks)
+        assert bucket.flops == pytest.approx(float(masks.ledger.sparse[0]), rel=1e-5), bucket
+    predicted = manifest.predicted
+    assert predicted["unit"] == "ms" and "not measured" in predicted["label"]
+    assert len(predicted["per_bucket"]) == len(manifest.buckets)
+    assert predicted["per_bucket"] == sorted(predicted["per_bucket"])  # wider branches cost more
+
+
+def dpedge(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "dynaprune_edge", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_calibrate_then_train_on_the_measured_target_then_export(tmp_path):
+    env = {**os.environ, "DPEDGE_CACHE_DIR": str(tmp_path / "cache")}
+    table_file = tmp_path / "table.json"
+    result = dpedge("calibrate", *TINY, "--group-order", "ordered", "--runs", "3", "--out", table_file, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "tiles pay up to" in result.stdout and "measured (not predicted)" in result.stdout
+    table = CostTable.from_json(table_file.read_text())
+    assert list((tmp_path / "cache" / "cost-tables").glob("simvp-*.json")), "the table is cached for later runs"
+
+    out = tmp_path / "run"
+    train = ["train", *TINY, "--synthetic-frames", "120", "--group-order", "ordered", "--epochs", "1", "--budget", "0.6", "--max-cost", "0.9", "--cost", "ort-cpu"]
+    result = dpedge(*train, "--cost-table", table_file, "--out", out, env=env)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cost_target"].startswith("ort-cpu (measured on")
+    assert metrics["cost"]["val"]["max"] <= 0.9 + 1e-6  # the cap holds in milliseconds too
+    assert metrics["flops_ratio_mean"] != pytest.approx(metrics["cost"]["val"]["mean"], abs=1e-3)  # priced in ms, not FLOPs
+
+    result = dpedge("export", out / "model.pt", "--levels", "3", env=env)
+    assert result.returncode == 0, result.stderr
+    predicted = read_manifest(out / "model.onnx").predicted
+    assert predicted["dense"] == pytest.approx(table.dense_ms)
+
+    foreign = json.loads(table_file.read_text())
+    foreign["machine"]["cpu"] = "Some Other CPU"
+    (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+    result = dpedge(*train, "--cost-table", tmp_path / "foreign.json", "--out", tmp_path / "refused", env=env)
+    error = result.stderr.strip().splitlines()[-1]  # after the line saying which data was read
+    assert result.returncode == 1 and result.stderr.count("error:") == 1 and error.startswith("error: ")
+    assert "measured with cpu 'Some Other CPU'" in error and "dpedge calibrate" in error
+    assert not (tmp_path / "refused").exists()
