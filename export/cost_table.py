@@ -39,7 +39,7 @@ from dynaprune_edge.export.network import build_graph, frames_shape
 from dynaprune_edge.export.plan import BranchPlan
 from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.files import atomic_write_text
-from dynaprune_edge.layers import GatedConv2d, MaskState
+from dynaprune_edge.layers import GatedConv2d
 from dynaprune_edge.masks.budget import KEEP_ALL
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 from dynaprune_edge.models.base import evaluating
@@ -108,10 +108,7 @@ def width_shares(model: DynaPruner, groups: dict[str, int]) -> dict[str, float]:
     """Each layer's width share (the ledger's) when every gate keeps `groups`."""
     shape = model.backbone.shape
     x = torch.zeros(1, shape.frames_in, shape.channels, shape.height, shape.width)
-    channels = {
-        g.name: (torch.arange(g.groups) < groups[g.name]).float().repeat_interleave(g.group_size)[None] for g in model.gates
-    }
-    masks = MaskState(torch.ones(1, 1, *model.grid), channels)
+    masks = model.masks_keeping(torch.tensor([model.regions]), x, torch.tensor([[groups[g.name] for g in model.gates]]))
     with evaluating(model.backbone):
         model.backbone(x, masks)
     return {model.layer_names[layer]: float(use.width[0]) for layer, use in masks.ledger.layers.items()}
@@ -273,7 +270,7 @@ def tile_limit(model: DynaPruner, layer: str, points: list[int], tiled: list[lis
     """The most kept regions at which `layer`'s tiles pay (see the module doc). Layers whose
     tiles the export does not choose per layer: recurrent cells run on whole maps (0);
     token layers follow their branch (tiles whenever regions are skipped, R)."""
-    module = dict((name, m) for m, name in model.layer_names.items())[layer]
+    module = next(m for m, name in model.layer_names.items() if name == layer)
     if not module.skips_regions_when_tiled:
         return 0
     if not isinstance(module, GatedConv2d):

@@ -219,7 +219,7 @@ class Exporter:
         if self.dense or model.pruning.cost == "flops":
             return {}
         counts = torch.tensor([bucket.regions[1] for bucket in candidate.buckets])
-        dense = model.cost_model.dense_cost(0.0)
+        dense = model.cost_model.dense_cost(branch_flops(model, None, None))
         return {
             "target": model.cost_model.describe(),
             "machine": model.cost_model.machine(),

@@ -255,12 +255,12 @@ class DynaPruner(nn.Module):
         """Every region and filter kept: the backbone as the dense baseline runs it."""
         return MaskState.all_kept(x.shape[0], self.grid, self.gates, x)
 
-    def masks_keeping(self, counts: Tensor, like: Tensor) -> MaskState:
+    def masks_keeping(self, counts: Tensor, like: Tensor, groups: Tensor | None = None) -> MaskState:
         """The hard masks of samples keeping counts[i] regions (the first ones, row-major)
-        and, per gate, the groups the ModelMask keeps at that count (the first ones): a
-        sample's cost depends on nothing else."""
+        and, per gate, groups[i, gate] groups (the first ones; default: what the ModelMask
+        keeps at that count): a sample's cost depends on nothing else."""
         region = (torch.arange(self.regions, device=like.device)[None] < counts[:, None]).to(like.dtype)
-        table = torch.as_tensor(self.model_mask.width_table(self.regions), device=like.device)[counts]
+        table = torch.as_tensor(self.model_mask.width_table(self.regions), device=like.device)[counts] if groups is None else groups
         channels = {
             gate.name: (torch.arange(gate.groups, device=like.device)[None] < table[:, [index]]).to(like.dtype).repeat_interleave(gate.group_size, dim=1)
             for index, gate in enumerate(self.gates)
