@@ -86,11 +86,12 @@ class GraphBuilder:
             pads=list(conv.padding) * 2,
         )
 
-    def reduce_mean(self, x: str, axis: int, scope: str) -> str:
-        """ReduceMean over one axis, keeping it (its axes became an input at opset 18)."""
+    def reduce(self, op_type: str, x: str, axis: int, scope: str) -> str:
+        """ReduceMean, ReduceMax…  over one axis, keeping it (their axes became an input at
+        opset 18)."""
         if self.opset < 18:
-            return self.op("ReduceMean", x, scope=scope, axes=[axis], keepdims=1)
-        return self.op("ReduceMean", x, self.const([axis]), scope=scope, keepdims=1)
+            return self.op(op_type, x, scope=scope, axes=[axis], keepdims=1)
+        return self.op(op_type, x, self.const([axis]), scope=scope, keepdims=1)
 
     def subgraph(self, outputs: list[str], types: list[onnx.ValueInfoProto]) -> onnx.GraphProto:
         """This builder as an `If` branch whose outputs `outputs` have the given types."""

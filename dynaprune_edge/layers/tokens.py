@@ -192,8 +192,8 @@ class TokenNorm(Layer, nn.LayerNorm):
         """As its primitive ops: ONNX LayerNormalization needs TensorRT ≥ 8.6 (JetPack 6),
         while onnxruntime and TensorRT ≥ 8.6 fuse this pattern back into one kernel."""
         b, scope = net.b, net.scope_of(self)
-        centred = b.op("Sub", x.name, b.reduce_mean(x.name, -1, scope), scope=scope)
-        variance = b.reduce_mean(b.op("Pow", centred, b.const(np.float32(2)), scope=scope), -1, scope)
+        centred = b.op("Sub", x.name, b.reduce("ReduceMean", x.name, -1, scope), scope=scope)
+        variance = b.reduce("ReduceMean", b.op("Pow", centred, b.const(np.float32(2)), scope=scope), -1, scope)
         scale = b.op("Sqrt", b.op("Add", variance, b.const(np.float32(self.eps)), scope=scope), scope=scope)
         normalised = b.op("Div", centred, scale, scope=scope)
         weight, bias = (b.const(p.detach().numpy(), "norm") for p in (self.weight, self.bias))

@@ -35,6 +35,9 @@ class PruningConfig:
     cost: what `budget` and `max_cost` are ratios of (dynaprune_edge.cost): "flops", or
         "ort-cpu", milliseconds of onnxruntime on the machine `cost_table` (its measured
         table, stored with the model) was measured on.
+    activity_weight: weight of the mask generator's activity prior (regions whose input
+        frames do not change, where the persistence a skipped region outputs is exact,
+        score lower; masks/generator.py); 0 turns it off.
     flops_weight: λ of the loss term λ·(mean cost ratio − budget)².
     soft_fraction: share of training (by optimizer steps) that uses soft masks, their
         temperature annealed from soft_temperature to hard; hard straight-through after.
@@ -54,6 +57,7 @@ class PruningConfig:
     soft_temperature: float = 1.0
     hard_temperature: float = 0.05
     keep_bias: float = 3.0
+    activity_weight: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "width_levels", tuple(float(w) for w in self.width_levels))
@@ -61,6 +65,8 @@ class PruningConfig:
             raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")
         if self.region_size < 1 or self.region_size & (self.region_size - 1):
             raise ConfigError(f"region size must be a power of 2, got {self.region_size}")
+        if self.activity_weight < 0:
+            raise ConfigError(f"activity weight must be ≥ 0, got {self.activity_weight}")
         if self.group_size < 1:
             raise ConfigError(f"group size must be ≥ 1, got {self.group_size}")
         if self.group_order not in GROUP_ORDERS:

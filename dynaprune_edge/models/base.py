@@ -193,7 +193,7 @@ class DynaPruner(nn.Module):
         if pruning.enabled:
             channels = pruning.generator_channels
             self.generator = MaskGenerator(
-                shape.frames_in * shape.channels, pruning.region_size, channels, pruning.keep_bias
+                shape.frames_in * shape.channels, pruning.region_size, channels, pruning.keep_bias, pruning.activity_weight
             )
             self.data_mask = DataMask(self.grid)
             self.model_mask = ModelMask(self.gates, channels, pruning)

@@ -20,9 +20,10 @@ from dynaprune_edge.files import atomic_write
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 
 FORMAT = "dpedge-checkpoint"
-VERSION = 3
+VERSION = 4
 """2: the DataMask holds its calibrated keep threshold and per-sample cap.
-3: the pruning settings name their cost target (`budget`, `cost`, `cost_table`)."""
+3: the pruning settings name their cost target (`budget`, `cost`, `cost_table`).
+4: the mask generator's activity prior (`activity_weight`)."""
 
 
 def atomic_save(payload: dict, path: Path) -> None:

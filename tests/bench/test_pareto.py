@@ -52,7 +52,7 @@ def test_tiny_models_are_trained_exported_timed_and_plotted(tmp_path):
     half, full, dynamic = points
     assert full.speedup == pytest.approx(1.0) and full.flops_ratio == pytest.approx(1.0)
     assert 0.2 < half.flops_ratio < 0.3  # half of every width: a quarter of the FLOPs
-    assert dynamic.cost_ratio is not None and dynamic.flops_ratio < 1.0
+    assert dynamic.cost_ratio is not None and dynamic.cost_ratio < 1.0  # its FLOPs follow the tile policy export timed fastest
     assert all(p.ms_mean > 0 and p.ms_p90 >= 0 for p in points)
     assert half.static_mae_at_ms is None, "static points are the curve, not judged against it"
     png = tmp_path / "pareto-taxibj.png"

@@ -71,8 +71,8 @@ def kept_counts(path: Path, frames: torch.Tensor) -> np.ndarray:
 # ONNX ops that TensorRT 8.5 (JetPack 5.1, the oldest supported) parses, among those the
 # exporter may emit (onnx-tensorrt's operator matrix): no LayerNormalization, NonZero, Loop.
 TENSORRT_85_OPS = {
-    "Add", "And", "Cast", "Concat", "Conv", "DepthToSpace", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm",
-    "Greater", "GreaterOrEqual", "Identity", "If", "Less", "MatMul", "Max", "Mul", "Or", "Pad", "Pow", "ReduceMean", "ReduceSum", "Relu", "Reshape",
+    "Abs", "Add", "And", "Cast", "Concat", "Conv", "DepthToSpace", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm",
+    "Greater", "GreaterOrEqual", "Identity", "If", "Less", "Log", "MatMul", "Max", "MaxPool", "Mul", "Or", "Pad", "Pow", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape",
     "Resize", "ScatterElements", "ScatterND", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Sub", "Tanh",
     "TopK", "Transpose", "Unsqueeze", "Where",
 }
