@@ -73,6 +73,15 @@ def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
     assert not (tmp_path / "x").exists(), "a failed command left an artifact"
 
 
+def test_a_cap_that_admits_no_region_is_refused_before_training_and_says_what_leaves_room(tmp_path):
+    result = dpedge("train", "--out", "x", "--budget", "0.3", "--region-size", "32", "--synthetic-frames", "120", cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]  # after the line describing the data it read
+    assert last.startswith("error: a per-sample cap of 0.45 leaves no region to compute"), result.stderr
+    assert "one region 1.012 (of 1)" in last and "--region-size" in last  # one 32×32 region is the whole frame
+    assert "Traceback" not in result.stderr and not (tmp_path / "x").exists()
+
+
 def test_not_a_checkpoint_is_refused(tmp_path):
     (tmp_path / "notes.pt").write_text("hello")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")

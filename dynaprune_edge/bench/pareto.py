@@ -31,6 +31,11 @@ OTHER_BUDGET = 0.3
 LARGE_SIMVP = {"spatial_channels": 32, "temporal_channels": 128}  # closer to what users deploy
 LARGE_ON = "taxibj"
 STATIC_GROUP_SIZE = 4  # every static width a multiple of it
+REGION_SIZES = {"nycbike": 4}
+"""Region side of the pruned models where the default (8) is too coarse: NYC's 10×20 cells
+make 6 regions of 8, of which one alone costs 0.49 of the dense model in onnxruntime
+milliseconds, above the cap a budget of 0.3 allows (and measured in FLOPs, regions of 4
+forecast better: MAE 0.00592 against 0.00648 at budget 0.3, 300 steps)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ def build(planned: Planned, data: SpatioTemporalData, steps: int, out: Path) -> 
     path = trained_model(
         planned.backbone, data, 1.0 if static else planned.budget, steps, folder, cost=planned.cost, options=planned.options,
         group_size=STATIC_GROUP_SIZE if static else PruningConfig().group_size,
+        region_size=PruningConfig().region_size if static else REGION_SIZES.get(data.config.name, PruningConfig().region_size),
     )
     onnx_path = folder / ("model.dense.onnx" if static else "model.onnx")
     exporter = Exporter(path, ExportOptions(dense=static), log=lambda line: print(line, file=sys.stderr), data=data)

@@ -164,7 +164,8 @@ class Trainer:
             if curve.max_regions(cap) == 0:
                 raise ConfigError(
                     f"a per-sample cap of {cap:.3g} leaves no region to compute: deciding the masks alone costs "
-                    f"{curve.ratios[0]:.3f} of the dense model on {self.model.cost_model.name}, one region {curve.ratios[1]:.3f}"
+                    f"{curve.ratios[0]:.3f} of the dense model on {self.model.cost_model.name}, one region {curve.ratios[1]:.3f} "
+                    f"(of {self.model.regions}); smaller regions (--region-size) or a higher --max-cost leave room"
                 )
         self.optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.fitted) / config.batch_size)
