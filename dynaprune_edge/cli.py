@@ -70,6 +70,7 @@ def train(
     region_size: Annotated[int, typer.Option(help="DataMask region side in pixels (power of 2).")] = 8,
     group_size: Annotated[int, typer.Option(help="Filters pruned together (hardware alignment).")] = 8,
     group_order: Annotated[str, typer.Option(help="Which filter groups fill a layer's width: 'scored' (each sample's best; export gathers weights) or 'ordered' (always the first, DS-Net; export compiles constant-weight sub-networks).")] = "scored",
+    activity_weight: Annotated[float, typer.Option(help="Weight of the router's activity prior: regions whose input frames do not change (where a skipped region's persistence is exact) are skipped first; 0 turns it off.")] = 1.0,
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")] = False,
 ) -> None:
@@ -85,7 +86,8 @@ def train(
         budget,
         TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), distill=distill),
         parse_assignments(arch),
-        {"region_size": region_size, "group_size": group_size, "group_order": group_order, "max_cost": max_cost, "cost": cost},
+        {"region_size": region_size, "group_size": group_size, "group_order": group_order, "max_cost": max_cost, "cost": cost,
+         "activity_weight": activity_weight},
         None if cost_table is None else str(cost_table),
     )
     loaded = load_dataset(data_config)

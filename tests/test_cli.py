@@ -60,6 +60,7 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["train", "--out", "x", "--target-flops", "1.5"], "--budget must be in (0, 1]"),
         (["train", "--out", "x", "--budget", "0.3", "--cost", "watts"], "--cost must be one of flops, ort-cpu"),
         (["train", "--out", "x", "--budget", "0.3", "--cost-table", "t.json"], "--cost-table prices a measured cost target: add --cost ort-cpu"),
+        (["train", "--out", "x", "--budget", "0.3", "--activity-weight", "-1"], "--activity-weight must be ≥ 0"),
         (["train", "--out", "x", "--arch", "depth"], "--arch takes KEY=VALUE"),
         (["train", "--out", "x", "--arch", "depth=3"], "simvp has no option 'depth'"),
         (["info", "/nonexistent/model.pt"], "no such file"),
@@ -114,13 +115,14 @@ def test_malicious_pickle_is_refused_without_running(writer, tmp_path):
 
 def test_train_writes_a_self_contained_model_and_metrics(tmp_path):
     out = tmp_path / "run"
-    result = dpedge("train", *TINY, "--epochs", "1", "--target-flops", "0.5", "--out", out)
+    result = dpedge("train", *TINY, "--epochs", "1", "--target-flops", "0.5", "--activity-weight", "0.5", "--out", out)
     assert result.returncode == 0, result.stderr
     payload = torch.load(out / "model.pt", weights_only=True)
     assert payload["format"] == "dpedge-checkpoint"
     trained = load_model(out / "model.pt")
     x, _ = next(iter(torch.utils.data.DataLoader([(torch.zeros(4, 2, 32, 32), 0)], batch_size=1)))
     assert trained.model(x).prediction.shape == (1, 4, 2, 32, 32)
+    assert trained.model_config.pruning.activity_weight == 0.5  # the router's prior as asked, in the file
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("val_mae", "val_mse", "flops_dense", "flops_sparse_mean", "flops_ratio_mean",
                 "data_kept_mean", "epochs", "train_seconds", "flops_convention"):

@@ -66,7 +66,7 @@ class PruningConfig:
         if self.region_size < 1 or self.region_size & (self.region_size - 1):
             raise ConfigError(f"region size must be a power of 2, got {self.region_size}")
         if self.activity_weight < 0:
-            raise ConfigError(f"activity weight must be ≥ 0, got {self.activity_weight}")
+            raise ConfigError(f"--activity-weight must be ≥ 0, got {self.activity_weight}")
         if self.group_size < 1:
             raise ConfigError(f"group size must be ≥ 1, got {self.group_size}")
         if self.group_order not in GROUP_ORDERS:
