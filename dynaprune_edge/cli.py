@@ -182,15 +182,22 @@ def export(
     exporter = Exporter(model, options, log=lambda line: print(line, file=sys.stderr))
     chosen, manifest, _ = exporter.run(output)
     table = Table(title=f"{manifest.backbone} on {manifest.dataset}: {chosen.mode} export, tiles {chosen.tiles}")
-    for column in ("branch", "kept regions", "tiles", "FLOPs", "FLOPs ratio", "max abs error"):
+    measured = manifest.measured  # timed at export on 1 thread: a table for other threads predicts other figures
+    predicted = manifest.predicted.get("per_bucket") if manifest.predicted.get("machine", {}).get("threads") == 1 else None
+    for column in ("branch", "kept regions", "tiles", "FLOPs", "FLOPs ratio", "max abs error", "measured ms", *(["predicted ms"] if predicted else [])):
         table.add_column(column, justify="right")
     for index, bucket in enumerate(manifest.buckets):
-        error = chosen.parity.get(str(index))
+        error, ms = chosen.parity.get(str(index)), measured["per_bucket_ms"].get(str(index))
         table.add_row(
             str(index), "–".join(map(str, bucket.regions)), str(bucket.tiles or "whole maps"), format_flops(bucket.flops),
             f"{bucket.flops / manifest.dense_flops:.3f}", "not reached" if error is None else f"{error:.1e}",
+            "–" if ms is None else f"{ms:.3f}",
+            *([f"{predicted[index]:.3f}" + ("" if ms is None else f" ({100 * (predicted[index] / ms - 1):+.0f} %)")] if predicted else []),
         )
+    table.caption = "measured: mean over the validation samples that took the branch" + ("; predicted: the cost table's" if predicted else "")
     console.print(table)
+    twin = f"; its dense twin {measured['dense_twin_ms']:.3f} ms ({measured['speedup']:.2f}× faster)" if "speedup" in measured else ""
+    console.print(f"measured on this machine (onnxruntime CPU, 1 thread, batch 1, validation samples): {measured['ms']:.3f} ms{twin}", soft_wrap=True)
     console.print(f"wrote {output} and {manifest_path(output)}")
     if trt:
         from dynaprune_edge.export.tensorrt.build import build_or_explain

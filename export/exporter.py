@@ -21,6 +21,7 @@ from dynaprune_edge.export.network import branch_flops, build_graph
 from dynaprune_edge.export.parity import PARITY_TOLERANCE, check_graph, check_parity, reference
 from dynaprune_edge.export.plan import BranchPlan, branch_plan, kept_region_counts, partition
 from dynaprune_edge.export.regions import TilePolicy
+from dynaprune_edge.cost.table import machine_fingerprint
 from dynaprune_edge.files import atomic_write_bytes, atomic_write_text
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.profiling.latency import interleaved_latency
@@ -181,7 +182,7 @@ class Exporter:
         val = self.data.val
         return torch.stack([val[i][0] for i in range(min(len(val), limit))]).numpy()
 
-    def manifest(self, candidate: Candidate, onnx_name: str) -> Manifest:
+    def manifest(self, candidate: Candidate, onnx_name: str, measured: dict) -> Manifest:
         shape = self.trained.model.shape
         normalizer = self.trained.normalizer
         versions = {"dpedge": metadata.version("dynaprune-edge"), "torch": torch.__version__, "onnx": onnx.__version__, "opset": str(self.options.opset)}
@@ -209,6 +210,7 @@ class Exporter:
             versions=versions,
             parity={"tolerance": PARITY_TOLERANCE, "max_abs_error_per_branch": candidate.parity},
             predicted=self.predicted(candidate),
+            measured=measured,
         )
 
     def predicted(self, candidate: Candidate) -> dict:
@@ -237,27 +239,59 @@ class Exporter:
         time, the candidates taking turns, so machine noise hits them alike, each timing a
         warm run of its own) on one onnxruntime thread (on a machine with few cores the
         thread pool's wake-ups swamp the differences), `TIMING_PASSES` passes over the
-        validation samples."""
+        validation samples. A pruned model's dense twin (the same weights, no masks) takes
+        its turns too, so the manifest records what the export measured against it
+        (`measured`): whether skipping pays is a fact of this machine, not of the FLOPs."""
         candidates = self.candidates()
         x, described = self.parity_inputs()
         expected = reference(self.trained, x, self.dense).numpy()
         timed = self.validation_frames(self.options.parity_samples)
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dpedge-export-") as scratch:  # candidates, checked by path
-            runners = []
+            sessions = []
             for index, candidate in enumerate(candidates):
                 path = Path(scratch) / f"candidate{index}.onnx"
                 onnx.save(candidate.onnx_model, path)
                 check_graph(path, candidate.mode)
-                session = open_session(path, session_options(1), ["CPUExecutionProvider"])
-                candidate.parity = check_parity(session, x.numpy(), expected, candidate.mode)
+                sessions.append(open_session(path, session_options(1), ["CPUExecutionProvider"]))
+                candidate.parity = check_parity(sessions[-1], x.numpy(), expected, candidate.mode)
                 self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(candidate.parity.values()):.2e}")
-                runners.append(lambda sample, session=session: session.run([FORECAST], {INPUT: sample}))
-            for candidate, ms in zip(candidates, timer(runners, timed, TIMING_PASSES * len(timed))):
+            if not self.dense:
+                twin = Path(scratch) / "dense_twin.onnx"
+                onnx.save(build_graph(self.trained.model, None, "dense", None, opset=self.options.opset)[0], twin)
+                sessions.append(open_session(twin, session_options(1), ["CPUExecutionProvider"]))
+            runners = [lambda sample, session=session: session.run([FORECAST], {INPUT: sample}) for session in sessions]
+            times = timer(runners, timed, TIMING_PASSES * len(timed))
+            for candidate, ms in zip(candidates, times):
                 candidate.latency_ms = float(np.mean(ms))
                 self.log(f"{candidate.mode}, tiles {candidate.tiles}: {candidate.latency_ms:.2f} ms per validation sample")
-        chosen = min(candidates, key=lambda c: c.latency_ms)
-        manifest = self.manifest(chosen, out.name)
+            best = min(range(len(candidates)), key=lambda i: candidates[i].latency_ms)
+            chosen = candidates[best]
+            buckets = [int(sessions[best].run([BUCKET], {INPUT: sample[None]})[0]) for sample in timed]
+            measured = self.measured(times[best], np.resize(buckets, len(times[best])), None if self.dense else times[-1], len(timed))
+        if measured.get("speedup", 1.0) < 1.0:
+            self.log(
+                f"warning: this export runs {measured['speedup']:.2f}× as fast as its dense twin here ({measured['ms']:.3f} vs "
+                f"{measured['dense_twin_ms']:.3f} ms): what it skips does not pay on this machine; a model trained "
+                "with --cost ort-cpu prices filters and regions in its milliseconds"
+            )
+        manifest = self.manifest(chosen, out.name, measured)
         atomic_write_bytes(chosen.onnx_model.SerializeToString(), out)
         atomic_write_text(manifest.to_json() + "\n", manifest_path(out))
         return chosen, manifest, candidates
+
+    @staticmethod
+    def measured(ms: np.ndarray, buckets: np.ndarray, twin_ms: np.ndarray | None, samples: int) -> dict:
+        """What the export's own timing found: the chosen graph's mean ms (overall and per
+        branch the validation samples reached) and, for a pruned model, its dense twin's."""
+        result = {
+            "label": f"measured at export: onnxruntime CPU, batch 1, {samples} validation samples × {TIMING_PASSES} passes"
+                     + ("" if twin_ms is None else ", interleaved with the dense twin"),
+            "machine": machine_fingerprint(1),
+            "ms": float(np.mean(ms)),
+            "per_bucket_ms": {str(b): float(np.mean(ms[buckets == b])) for b in np.unique(buckets)},
+        }
+        if twin_ms is not None:
+            result["dense_twin_ms"] = float(np.mean(twin_ms))
+            result["speedup"] = result["dense_twin_ms"] / result["ms"]
+        return result

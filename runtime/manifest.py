@@ -60,6 +60,7 @@ class Manifest:
     versions: dict[str, str]
     parity: dict = field(default_factory=dict)  # max abs error vs PyTorch, per bucket
     predicted: dict = field(default_factory=dict)  # a measured cost model's latency per bucket (dynaprune_edge.cost)
+    measured: dict = field(default_factory=dict)  # the export's own timing on its machine (export/exporter.py)
     format: str = FORMAT
     version: int = VERSION
 

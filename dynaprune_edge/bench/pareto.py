@@ -32,7 +32,7 @@ LARGE_SIMVP = {"spatial_channels": 32, "temporal_channels": 128}  # closer to wh
 LARGE_ON = "taxibj"
 STATIC_GROUP_SIZE = 4  # every static width a multiple of it
 REGION_SIZES = {"nycbike": 4}
-"""Region side of the pruned models where the default (8) is too coarse: NYC's 10×20 cells
+"""Region side of the pruned models (but ViT's, whose tokens are its regions) where the default (8) is too coarse: NYC's 10×20 cells
 make 6 regions of 8, of which one alone costs 0.49 of the dense model in onnxruntime
 milliseconds, above the cap a budget of 0.3 allows; and in FLOPs, regions of 4 forecast
 better (this benchmark at budget 0.3: MAE 0.005813 against 0.00657 with regions of 8)."""
@@ -118,6 +118,12 @@ class Built:
     cost_ratio: float | None
 
 
+def pruned_region_size(planned: Planned, dataset: str) -> int:
+    """REGION_SIZES' side for the dataset, unless the architecture fixes its own (ViT: its patch)."""
+    fixed = BACKBONES.get(planned.backbone).region_size(planned.options)
+    return fixed or REGION_SIZES.get(dataset, PruningConfig().region_size)
+
+
 def build(planned: Planned, data: SpatioTemporalData, steps: int, out: Path) -> Built:
     """Train (or reuse) and export one model: a static width dense, a pruned one auto."""
     folder = out / f"{data.config.name}-{planned.name}"
@@ -125,7 +131,7 @@ def build(planned: Planned, data: SpatioTemporalData, steps: int, out: Path) -> 
     path = trained_model(
         planned.backbone, data, 1.0 if static else planned.budget, steps, folder, cost=planned.cost, options=planned.options,
         group_size=STATIC_GROUP_SIZE if static else default.group_size,
-        region_size=default.region_size if static else REGION_SIZES.get(data.config.name, default.region_size),
+        region_size=default.region_size if static else pruned_region_size(planned, data.config.name),
     )
     onnx_path = folder / ("model.dense.onnx" if static else "model.onnx")
     exporter = Exporter(path, ExportOptions(dense=static), log=lambda line: print(line, file=sys.stderr), data=data)

@@ -74,6 +74,12 @@ class Backbone(nn.Module, ABC):
         return 1
 
     @classmethod
+    def region_size(cls, options: dict) -> int | None:
+        """The pruning region side this architecture fixes (a ViT's token is one region),
+        or None where any region size works."""
+        return None
+
+    @classmethod
     def scaled_options(cls, options, multiplier: float) -> dict:
         """`options` (a dict of sizes) with every layer `multiplier` times as wide: the
         static network of about multiplier² the FLOPs that a pruned one must beat."""

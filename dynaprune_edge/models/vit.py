@@ -62,6 +62,10 @@ class PatchTransformer(Backbone):
     def spatial_multiple(cls, options) -> int:
         return options.patch_size
 
+    @classmethod
+    def region_size(cls, options: dict) -> int:
+        return cls.Options(**options).patch_size
+
     def __init__(self, shape: ForecastShape, options: ViTOptions, group_size: int) -> None:
         super().__init__(shape, options, group_size)
         patch = options.patch_size

@@ -29,6 +29,15 @@ def test_the_plan_is_the_static_curve_and_the_budgets_per_family():
     assert len({p.name for p in planned}) == len(planned), "every model has its own folder"
 
 
+def test_finer_regions_on_the_small_city_grid_leave_a_vit_at_its_patch_size():
+    """NYC's 10×20 grid gets 4-pixel regions, but a ViT's regions are its tokens: a pruned
+    ViT at another region size than its patch cannot be built at all."""
+    pruned = {p.backbone: p for p in plan("nycbike", ["simvp", "vit"], [0.3], ["flops"], large=False) if p.budget}
+    assert pareto.pruned_region_size(pruned["simvp"], "nycbike") == 4
+    assert pareto.pruned_region_size(pruned["vit"], "nycbike") == 8  # ViTOptions' patch_size
+    assert pareto.pruned_region_size(pruned["simvp"], "knmi") == 8
+
+
 def test_a_dynamic_point_is_judged_against_the_static_curve_at_its_own_latency():
     curve = [(1.0, 0.30), (2.0, 0.20), (4.0, 0.10)]
     assert static_curve_at(curve, 1.5) == pytest.approx(0.25)

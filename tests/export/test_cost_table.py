@@ -157,8 +157,10 @@ def test_calibrate_then_train_on_the_measured_target_then_export(tmp_path):
 
     result = dpedge("export", out / "model.pt", "--levels", "3", env=env)
     assert result.returncode == 0, result.stderr
-    predicted = read_manifest(out / "model.onnx").predicted
-    assert predicted["dense"] == pytest.approx(table.dense_ms)
+    manifest = read_manifest(out / "model.onnx")
+    assert manifest.predicted["dense"] == pytest.approx(table.dense_ms)
+    assert "predicted ms" in result.stdout and "measured on this machine" in result.stdout  # the user sees both, branch by branch
+    assert set(manifest.measured["per_bucket_ms"]) <= {str(i) for i in range(len(manifest.buckets))}
 
     foreign = json.loads(table_file.read_text())
     foreign["machine"]["cpu"] = "Some Other CPU"

@@ -195,23 +195,49 @@ def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(tmp_
         assert low <= n <= high
 
 
-def test_auto_keeps_the_candidate_measured_fastest(tmp_path):
-    """`auto` exports every mode × tile policy, times them together, and writes the one the
-    timer measured fastest (a fake timer here, so the answer is known)."""
-    path = varied_model(tmp_path, group_order="ordered")
-    timed = []
+def fake_timer(candidate_ms: list[float], twin_ms: float, asked: list):
+    """A timer that reports fixed milliseconds per runner: the candidates', then the dense twin's."""
 
     def timer(runners, frames, runs):
-        timed.append((len(runners), len(frames), runs))
-        return [np.full(runs, 5.0 - 0.5 * index) for index in range(len(runners))]  # the last is fastest
+        asked.append((len(runners), len(frames), runs))
+        assert len(runners) == len(candidate_ms) + 1
+        return [np.full(runs, ms) for ms in [*candidate_ms, twin_ms]]
 
+    return timer
+
+
+def test_auto_keeps_the_candidate_measured_fastest_and_records_its_dense_twin(tmp_path):
+    """`auto` exports every mode × tile policy, times them together with the model's dense
+    twin, and writes the one the timer measured fastest (a fake timer here, so the answer
+    is known), with what it measured in the manifest."""
+    path = varied_model(tmp_path, group_order="ordered")
+    asked, logged = [], []
+    candidate_ms = [5.0 - 0.5 * index for index in range(8)]  # the last is fastest
     out = tmp_path / "model.onnx"
-    chosen, manifest, candidates = Exporter(path, ExportOptions(mode="auto", tiles="auto"), log=lambda _: None).run(out, timer=timer)
+    exporter = Exporter(path, ExportOptions(mode="auto", tiles="auto"), log=logged.append)
+    chosen, manifest, candidates = exporter.run(out, timer=fake_timer(candidate_ms, 4.0, asked))
     assert [(c.mode, c.tiles) for c in candidates] == [(m, t) for t in ("all", "sparse", "wide", "none") for m in ("bucketed", "gather")]
-    assert timed == [(8, 16, 48)], "one interleaved timing of all candidates on the validation samples"
+    assert asked == [(9, 16, 48)], "one interleaved timing of all candidates and the dense twin on the validation samples"
     assert chosen is candidates[-1] and chosen.latency_ms == pytest.approx(5.0 - 0.5 * 7)
     assert manifest.mode == "gather" and read_manifest(out) == manifest
     assert onnx.load(out).SerializeToString() == candidates[-1].onnx_model.SerializeToString()
+    measured = manifest.measured
+    assert measured["ms"] == pytest.approx(1.5) and measured["dense_twin_ms"] == pytest.approx(4.0)
+    assert measured["speedup"] == pytest.approx(4.0 / 1.5) and "measured at export" in measured["label"]
+    reached = {int(b) for b in measured["per_bucket_ms"]}
+    assert reached and reached <= set(range(len(manifest.buckets)))
+    assert not any(line.startswith("warning") for line in logged)
+
+
+def test_an_export_slower_than_its_dense_twin_says_so(tmp_path):
+    path = varied_model(tmp_path)
+    logged = []
+    out = tmp_path / "model.onnx"
+    _, manifest, _ = Exporter(path, ExportOptions(mode="gather", tiles="none"), log=logged.append).run(out, timer=fake_timer([2.0], 1.6, []))
+    assert manifest.measured["speedup"] == pytest.approx(0.8)
+    (warning,) = [line for line in logged if line.startswith("warning")]
+    assert "0.80× as fast as its dense twin" in warning and "--cost ort-cpu" in warning
+    assert read_manifest(out) == manifest, "the export is still written: it is exact, only not faster"
 
 
 def test_bucketed_export_of_an_ordered_model_owns_constant_weights(tmp_path):
