@@ -15,13 +15,13 @@ import numpy as np
 import onnx
 import torch
 
+from dynaprune_edge.cost.table import machine_fingerprint
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.export.network import branch_flops, build_graph
 from dynaprune_edge.export.parity import PARITY_TOLERANCE, check_graph, check_parity, reference
 from dynaprune_edge.export.plan import BranchPlan, branch_plan, kept_region_counts, partition
 from dynaprune_edge.export.regions import TilePolicy
-from dynaprune_edge.cost.table import machine_fingerprint
 from dynaprune_edge.files import atomic_write_bytes, atomic_write_text
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.profiling.latency import interleaved_latency
