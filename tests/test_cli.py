@@ -75,11 +75,12 @@ def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
 
 
 def test_a_cap_that_admits_no_region_is_refused_before_training_and_says_what_leaves_room(tmp_path):
-    result = dpedge("train", "--out", "x", "--budget", "0.3", "--region-size", "32", "--synthetic-frames", "120", cwd=tmp_path)
+    result = dpedge("train", "--out", "x", "--budget", "0.02", "--region-size", "32", "--synthetic-frames", "120", cwd=tmp_path)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]  # after the line describing the data it read
-    assert last.startswith("error: a per-sample cap of 0.45 leaves no region to compute"), result.stderr
-    assert "one region 1.012 (of 1)" in last and "--region-size" in last  # one 32×32 region is the whole frame
+    assert last.startswith("error: a per-sample cap of 0.03 leaves no region to compute"), result.stderr
+    # one 32×32 region is the whole frame; 16-channel layers in groups of 8 are at least half wide
+    assert "one region at the narrowest widths 0.344 (of 1)" in last and "--region-size" in last
     assert "Traceback" not in result.stderr and not (tmp_path / "x").exists()
 
 

@@ -303,6 +303,21 @@ class DynaPruner(nn.Module):
         return CostCurve(self.cost_of_counts(torch.arange(self.regions + 1)))
 
     @torch.no_grad()
+    def narrow_to_cap(self, step: float = 0.5) -> bool:
+        """Make room under the per-sample cap for a sample that keeps one region, lowering
+        every gate's initial width (its bias, `step` at a time) where the near-full
+        starting widths cost more than the cap. Width is then what buys time: a ConvLSTM
+        priced in ms (its regions never tile), or one region covering the whole frame
+        (all regions, narrow). False when even the narrowest widths do not fit."""
+        cap, mask = self.pruning.cap, self.model_mask
+        one_region = torch.tensor([1.0 / self.regions])
+        while self.cost_curve().max_regions(cap) == 0:
+            if bool((mask.quantise(mask.widths(one_region)) == mask.levels[0]).all()):
+                return False
+            mask.width_bias -= step
+        return True
+
+    @torch.no_grad()
     def calibrate(self, inputs: Iterable[Tensor]) -> None:
         """Set the DataMask's cap (the most regions a sample may keep within
         `pruning.cap`) and keep threshold (the mean budget `pruning.budget`) from the

@@ -159,14 +159,13 @@ class Trainer:
         self.model = build_model(model_config)
         self.teacher = self.start_from(config.init) if config.init else None
         self.fitted, self.calibration = split_training(data.train)
-        if self.model.pruning.enabled:
-            curve, cap = self.model.cost_curve(), self.model.pruning.cap
-            if curve.max_regions(cap) == 0:
-                raise ConfigError(
-                    f"a per-sample cap of {cap:.3g} leaves no region to compute: deciding the masks alone costs "
-                    f"{curve.ratios[0]:.3f} of the dense model on {self.model.cost_model.name}, one region {curve.ratios[1]:.3f} "
-                    f"(of {self.model.regions}); smaller regions (--region-size) or a higher --max-cost leave room"
-                )
+        if self.model.pruning.enabled and not self.model.narrow_to_cap():
+            curve = self.model.cost_curve()  # at the narrowest widths now
+            raise ConfigError(
+                f"a per-sample cap of {self.model.pruning.cap:.3g} leaves no region to compute: deciding the masks alone costs "
+                f"{curve.ratios[0]:.3f} of the dense model on {self.model.cost_model.name}, one region at the narrowest widths "
+                f"{curve.ratios[1]:.3f} (of {self.model.regions}); smaller regions (--region-size) or a higher --max-cost leave room"
+            )
         self.optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.fitted) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs

@@ -10,7 +10,7 @@ import torch
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.masks.budget import KEEP_ALL
 from dynaprune_edge.models import BACKBONES
-from tests.models.test_backbones import build, inputs, nudge
+from tests.models.test_backbones import SHAPE, build, inputs, nudge
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
@@ -64,3 +64,16 @@ def test_a_calibrated_model_meets_its_budget_and_cap_on_the_windows_it_saw(backb
     own = (logits >= 0).flatten(1).sum(1) <= int(model.data_mask.max_regions)
     assert torch.equal(trained_rule.flatten(1)[own], (logits >= 0).flatten(1)[own].float()), \
         "training keeps S ≥ ½ (the threshold is for evaluation), within the cap"
+
+
+@pytest.mark.parametrize("backbone", ["simvp", "convlstm"])
+def test_widths_start_narrow_enough_for_the_cap_where_the_narrowest_fit(backbone):
+    """One region covering the whole frame: at the near-full starting widths it costs more
+    than the cap, so the model would compute nothing; the narrowest widths fit, and
+    training starts from widths that do (every region kept, narrow)."""
+    model = build(backbone, 0.3, max_cost=0.45, region_size=SHAPE.height)
+    assert model.regions == 1 and model.cost_curve().max_regions(0.45) == 0
+    assert model.narrow_to_cap()
+    curve = model.cost_curve()
+    assert curve.max_regions(0.45) == 1 and 0.3 <= curve.ratios[1] <= 0.45, "lowered only as far as the cap needs"
+    assert not build(backbone, 0.02, max_cost=0.03, region_size=SHAPE.height).narrow_to_cap(), "the narrowest widths cost more"
