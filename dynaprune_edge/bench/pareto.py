@@ -71,12 +71,17 @@ class ParetoPoint:
     speedup: float  # the family's full-width dense model's mean ms / this model's
     predicted_ms: float | None = None  # a model priced in ms: the table's prediction, mean over samples
     static_mae_at_ms: float | None = None  # the static curve's MAE at this model's measured ms (pruned models)
+    dominates: list[str] = field(default_factory=list)  # static models both slower and less accurate than this one
     threads: int = 1
     runtime: dict = field(default_factory=dict)
 
     @property
     def beats_static(self) -> bool | None:
-        return None if self.static_mae_at_ms is None else self.val_mae < self.static_mae_at_ms
+        """Below the static curve at this latency; outside the curve's range (faster than
+        every static model), below it if it is faster *and* more accurate than one of them."""
+        if self.static_mae_at_ms is None:
+            return True if self.dominates else None
+        return self.val_mae < self.static_mae_at_ms
 
     def as_dict(self) -> dict:
         return {**asdict(self), "beats_static": self.beats_static}
@@ -151,6 +156,12 @@ def static_curve_at(points: list[tuple[float, float]], ms: float) -> float | Non
     return None
 
 
+def judge(point: ParetoPoint, static: list[ParetoPoint]) -> None:
+    """Place a pruned model against its family's static models (ParetoPoint.beats_static)."""
+    point.static_mae_at_ms = static_curve_at([(p.ms_mean, p.val_mae) for p in static], point.ms_mean)
+    point.dominates = [p.model for p in static if p.ms_mean >= point.ms_mean and p.val_mae > point.val_mae]
+
+
 def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, threads: int, repeat: int) -> list[ParetoPoint]:
     """Time every model of the dataset together (interleaved, each warm at its turn), and
     set each against its family's full-width dense model and static curve."""
@@ -176,8 +187,7 @@ def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, thr
         ))
     for point in points:
         if not point.model.startswith("static"):
-            curve = [(p.ms_mean, p.val_mae) for p in points if p.family == point.family and p.model.startswith("static")]
-            point.static_mae_at_ms = static_curve_at(curve, point.ms_mean)
+            judge(point, [p for p in points if p.family == point.family and p.model.startswith("static")])
     return points
 
 
@@ -223,7 +233,10 @@ def pareto_table(points: list[ParetoPoint], title: str) -> Table:
     for column in ("dataset", "family", "model", "val MAE", "FLOPs", "cost", "ms mean/p90", "speedup", "static MAE at same ms", "predicted ms"):
         table.add_column(column, justify="left" if column in ("dataset", "family", "model") else "right")
     for p in points:
-        static = "–" if p.static_mae_at_ms is None else f"{p.static_mae_at_ms:.4g} ({'below' if p.beats_static else 'above'})"
+        if p.static_mae_at_ms is not None:
+            static = f"{p.static_mae_at_ms:.4g} ({'below' if p.beats_static else 'above'})"
+        else:
+            static = f"– (faster and better than {p.dominates[0]})" if p.dominates else "–"
         predicted = "–" if p.predicted_ms is None else f"{p.predicted_ms:.3f} ({100 * (p.predicted_ms / p.ms_mean - 1):+.0f} %)"
         table.add_row(
             p.dataset, p.family, p.model, f"{p.val_mae:.4g}", f"{p.flops_ratio:.3f}", "–" if p.cost_ratio is None else f"{p.cost_ratio:.3f}",

@@ -48,6 +48,17 @@ def test_a_dynamic_point_is_judged_against_the_static_curve_at_its_own_latency()
     assert below.beats_static and not above.beats_static and below.as_dict()["beats_static"] is True
 
 
+def test_a_point_faster_than_every_static_model_is_below_the_curve_only_if_it_beats_one():
+    static = [ParetoPoint("d", "vit", f"static ×{w:g}", mae, w * w, None, ms, ms, 1.0 / w) for w, mae, ms in ((0.5, 0.22, 1.0), (1.0, 0.21, 2.0))]
+    better = ParetoPoint("d", "vit", "dyna 0.3 ort-cpu", 0.215, 0.2, 0.3, 0.5, 0.6, 4.0)
+    worse = ParetoPoint("d", "vit", "dyna 0.3 ort-cpu", 0.25, 0.2, 0.3, 0.5, 0.6, 4.0)
+    for point in (better, worse):
+        pareto.judge(point, static)
+        assert point.static_mae_at_ms is None  # no static model is this fast
+    assert better.dominates == ["static ×0.5"] and better.beats_static is True
+    assert worse.dominates == [] and worse.beats_static is None, "a narrower static model might do better still: no claim"
+
+
 def test_tiny_models_are_trained_exported_timed_and_plotted(tmp_path):
     """Three tiny SimVPs end to end: two static widths and one pruned model, timed together."""
     import matplotlib.image
