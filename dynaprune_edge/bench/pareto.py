@@ -32,10 +32,11 @@ LARGE_SIMVP = {"spatial_channels": 32, "temporal_channels": 128}  # closer to wh
 LARGE_ON = "taxibj"
 STATIC_GROUP_SIZE = 4  # every static width a multiple of it
 REGION_SIZES = {"nycbike": 4}
-"""Region side of the pruned models (but ViT's, whose tokens are its regions) where the default (8) is too coarse: NYC's 10×20 cells
-make 6 regions of 8, of which one alone costs 0.49 of the dense model in onnxruntime
-milliseconds, above the cap a budget of 0.3 allows; and in FLOPs, regions of 4 forecast
-better (this benchmark at budget 0.3: MAE 0.005813 against 0.00657 with regions of 8)."""
+"""Region side of the pruned models where the default (8) is too coarse (but a ViT's,
+whose tokens are its regions: `pruned_region_size`): NYC's 10×20 cells make 6 regions of
+8, of which one alone costs 0.49 of the dense model in onnxruntime milliseconds, above the
+cap a budget of 0.3 allows; and in FLOPs, regions of 4 forecast better (this benchmark at
+budget 0.3: MAE 0.005813 against 0.00657 with regions of 8)."""
 
 
 @dataclass(frozen=True)

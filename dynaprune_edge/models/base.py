@@ -306,9 +306,9 @@ class DynaPruner(nn.Module):
     def narrow_to_cap(self, step: float = 0.5) -> bool:
         """Make room under the per-sample cap for a sample that keeps one region, lowering
         every gate's initial width (its bias, `step` at a time) where the near-full
-        starting widths cost more than the cap. Width is then what buys time: a ConvLSTM
-        priced in ms (its regions never tile), or one region covering the whole frame
-        (all regions, narrow). False when even the narrowest widths do not fit."""
+        starting widths cost more than the cap: where width is what buys time, as in a
+        ConvLSTM priced in ms (its regions never tile). False when even the narrowest
+        widths do not fit."""
         cap, mask = self.pruning.cap, self.model_mask
         one_region = torch.tensor([1.0 / self.regions])
         while self.cost_curve().max_regions(cap) == 0:
