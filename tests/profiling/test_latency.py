@@ -149,7 +149,7 @@ def test_nodes_inside_if_branches_count_once(routed):
     assert shares["router/"] + shares["route/"] + shares["io/"] == pytest.approx(1.0)
 
 
-def test_self_times_subtract_nested_spans():
+def test_self_times_leave_the_gaps_between_a_branch_s_nodes_to_no_node():
     def node(name, ts, dur, tid=1):
         return {"cat": "Node", "pid": 1, "tid": tid, "name": f"{name}_kernel_time", "ts": ts, "dur": dur,
                 "args": {"op_name": "x"}}
@@ -157,8 +157,9 @@ def test_self_times_subtract_nested_spans():
     trace = [
         {"cat": "Session", "name": "model_run", "ts": 0, "dur": 10},
         node("warm", 1, 5),  # first run: warm-up, left out
-        node("route/if", 20, 100), node("route/b/conv", 30, 60), node("route/b/add", 90, 5),
+        node("route/if", 20, 100), node("route/b/conv", 30, 40), node("route/b/add", 80, 10),  # 10 µs between them
         node("router/sum", 120, 10), node("other", 20, 7, tid=2),
     ]
-    assert node_self_times(trace) == {"route/if": 35.0, "route/b/conv": 60.0, "route/b/add": 5.0,
+    # the If keeps its span less its branch's extent (30 to 90): 40, not 100 − 40 − 10 = 50
+    assert node_self_times(trace) == {"route/if": 40.0, "route/b/conv": 40.0, "route/b/add": 10.0,
                                       "router/sum": 10.0, "other": 7.0}
