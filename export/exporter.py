@@ -147,10 +147,14 @@ class Exporter:
             ranges = partition(histogram[:reachable], cost, self.options.levels - 1) + [(reachable, reachable)]
         return [branch_plan(table, gates, lo, hi) for lo, hi in ranges]
 
+    def dense_graph(self) -> tuple[onnx.ModelProto, list]:
+        """The model with pruning off: the `--dense` export, and a pruned export's twin."""
+        return build_graph(self.trained.model, None, "dense", None, opset=self.options.opset)
+
     def candidates(self) -> list[Candidate]:
         model = self.trained.model
         if self.dense:
-            graph, costs = build_graph(model, None, "dense", None, opset=self.options.opset)
+            graph, costs = self.dense_graph()
             gates = {g.name: g.groups for g in model.gates}
             return [Candidate("dense", "none", graph, [Bucket([0, model.regions], 0, gates, costs[0][0])])]
         table = model.model_mask.width_table(model.regions)
@@ -258,7 +262,7 @@ class Exporter:
                 self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(candidate.parity.values()):.2e}")
             if not self.dense:
                 twin = Path(scratch) / "dense_twin.onnx"
-                onnx.save(build_graph(self.trained.model, None, "dense", None, opset=self.options.opset)[0], twin)
+                onnx.save(self.dense_graph()[0], twin)
                 sessions.append(open_session(twin, session_options(1), ["CPUExecutionProvider"]))
             runners = [lambda sample, session=session: session.run([FORECAST], {INPUT: sample}) for session in sessions]
             times = timer(runners, timed, TIMING_PASSES * len(timed))
@@ -268,6 +272,7 @@ class Exporter:
             best = min(range(len(candidates)), key=lambda i: candidates[i].latency_ms)
             chosen = candidates[best]
             buckets = [int(sessions[best].run([BUCKET], {INPUT: sample[None]})[0]) for sample in timed]
+            # the timer's run i is sample i mod len(timed) (interleaved_latency cycles over them)
             measured = self.measured(times[best], np.resize(buckets, len(times[best])), None if self.dense else times[-1], len(timed))
         if measured.get("speedup", 1.0) < 1.0:
             self.log(
