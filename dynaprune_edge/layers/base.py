@@ -31,13 +31,13 @@ class Layer(nn.Module, ABC):
     gate: GateSpec | None = None  # the prunable unit of this layer's output, if any
     skips_regions_when_tiled: bool = True
     """Whether `lower` leaves skipped regions uncomputed where the export's tile policy
-    tiles it. False: it computes them and zeroes them, so the savings its `cost` counts in
-    training for skipped regions are not realised by the exported graph."""
+    tiles it. False: it computes them and zeroes them, so DynaPruner sets its
+    `tile_limit` to 0 and training charges it in full, as the exported graph spends."""
     tile_limit: int | None = None
-    """Set from a measured cost model (dynaprune_edge.cost): the most kept regions at which
-    this layer runs on tiles; a sample keeping more is computed on whole maps and charged
-    in full, in training and in the exported graph alike. None: tiles wherever regions are
-    skipped (and the export's tile policy allows)."""
+    """Set by DynaPruner from its cost model (dynaprune_edge.cost): the most kept regions at
+    which this layer runs on tiles; a sample keeping more is computed on whole maps and
+    charged in full, in training and in the exported graph alike. None: tiles wherever
+    regions are skipped (and the export's tile policy allows)."""
 
     @abstractmethod
     def lower(self, net, *inputs):

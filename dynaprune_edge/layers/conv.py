@@ -19,16 +19,17 @@ def kept_count(fraction: Tensor, total: int) -> int:
     return int((fraction * total).round())
 
 
-def kept_tiles(masks: MaskState, element: int, output_size: tuple[int, int], kernel: int, stride: int = 1):
+def kept_tiles(masks: MaskState, element: int, output_size: tuple[int, int], kernel: int, stride: int = 1, tile_limit: int | None = None):
     """(tiles, input tile size) of an SBNet-style gathered execution of a conv: the kept
     regions as tiles with the kernel's halo and no padding, or the whole map where regions
-    are finer than the map (such layers are not spatially gated)."""
-    if masks.region_at(output_size) is None:
-        tiles, tile = 1, output_size
-    else:
-        grid = masks.region_mask.shape[-2:]
-        tiles = int(masks.region_mask[element].sum().round())
-        tile = tuple(size // cells for size, cells in zip(output_size, grid))
+    are finer than the map (such layers are not spatially gated) or where the element
+    keeps more regions than the layer's `tile_limit`."""
+    tiles, tile = 1, output_size
+    if masks.region_at(output_size) is not None:
+        kept = int(masks.region_mask[element].sum().round())
+        if kept == 0 or tile_limit is None or kept <= tile_limit:
+            grid = masks.region_mask.shape[-2:]
+            tiles, tile = kept, tuple(size // cells for size, cells in zip(output_size, grid))
     return tiles, tuple((size - 1) * stride + kernel for size in tile)
 
 
@@ -159,6 +160,6 @@ class GatedConv2d(Layer):
         in_kept = kept_count(masks.fraction(self.input_gate)[element], self.conv.in_channels)
         out_kept = kept_count(masks.fraction(self.gate)[element], self.conv.out_channels)
         stride, kernel = self.conv.stride[0], self.conv.kernel_size[0]
-        tiles, tile_in = kept_tiles(masks, element, output_size, kernel, stride)
+        tiles, tile_in = kept_tiles(masks, element, output_size, kernel, stride, self.tile_limit)
         module = nn.Conv2d(in_kept, out_kept, kernel, stride, padding=0, bias=False)
         return module, (torch.zeros(tiles, in_kept, *tile_in),)

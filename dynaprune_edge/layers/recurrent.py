@@ -94,10 +94,11 @@ class GatedConvLSTMCell(Layer):
 
     def static_equivalent(self, masks: MaskState, element: int, output_size: tuple[int, int]):
         """Dense conv over the kept input and hidden channels → the kept hidden channels'
-        four gates, on the kept tiles with halo. Returns (module, example inputs)."""
+        four gates, on the whole map (its `tile_limit` is 0) unless every region is
+        skipped. Returns (module, example inputs)."""
         hidden = kept_count(masks.fraction(self.gate)[element], self.hidden_channels)
         inputs = kept_count(masks.fraction(self.input_gate)[element], self.input_channels) + hidden
         kernel = self.conv.kernel_size[0]
-        tiles, tile = kept_tiles(masks, element, output_size, kernel)
+        tiles, tile = kept_tiles(masks, element, output_size, kernel, tile_limit=self.tile_limit)
         module = nn.Conv2d(inputs, 4 * hidden, kernel, padding=0, bias=False)
         return module, (torch.zeros(tiles, inputs, *tile),)

@@ -175,31 +175,33 @@ class DynaPruner(nn.Module):
     the loss, the metrics or the outputs. Regions made only of padding are never computed
     (their importance logit is −∞), so they cost nothing either."""
 
-    def __init__(self, backbone: Backbone, pruning: PruningConfig, shape: ForecastShape | None = None) -> None:
+    def __init__(self, backbone: Backbone, pruning: PruningConfig, region_size: int, shape: ForecastShape | None = None) -> None:
+        """region_size: the side of a region (`models.region_side`: the pruning setting, or
+        for a dense model its backbone's spatial multiple)."""
         super().__init__()
         padded = backbone.shape
         self.shape = shape or padded
-        if padded.height % pruning.region_size or padded.width % pruning.region_size:
-            raise ConfigError(
-                f"{padded.height}×{padded.width} frames are not a multiple of the region size "
-                f"{pruning.region_size}"
-            )
+        if padded.height % region_size or padded.width % region_size:
+            raise ConfigError(f"{padded.height}×{padded.width} frames are not a multiple of the region size {region_size}")
         self.backbone = backbone
         self.pruning = pruning
-        size = pruning.region_size
-        self.grid = (padded.height // size, padded.width // size)
+        self.region_size = region_size
+        self.grid = (padded.height // region_size, padded.width // region_size)
         backbone.check_region_grid(self.grid)
-        rows, columns = torch.arange(self.grid[0]) * size < self.shape.height, torch.arange(self.grid[1]) * size < self.shape.width
+        rows = torch.arange(self.grid[0]) * region_size < self.shape.height
+        columns = torch.arange(self.grid[1]) * region_size < self.shape.width
         self.register_buffer("real_regions", rows[:, None] & columns[None, :], persistent=False)
         self.gates = backbone.gate_specs()
         self.cost_model = cost_model(pruning.cost, pruning.cost_table) if pruning.enabled else FlopsCost()  # dense: 1 on any target
         self.layer_names = {layer: name for name, layer in backbone.named_modules() if isinstance(layer, Layer)}
         for layer, name in self.layer_names.items():
-            layer.tile_limit = self.cost_model.tile_limit(name)
+            # A layer whose export computes skipped regions anyway (the ConvLSTM's
+            # recurrence) is charged in full on any cost target: FLOPs included.
+            layer.tile_limit = self.cost_model.tile_limit(name) if layer.skips_regions_when_tiled else 0
         if pruning.enabled:
             channels = pruning.generator_channels
             self.generator = MaskGenerator(
-                shape.frames_in * shape.channels, pruning.region_size, channels, pruning.keep_bias, pruning.activity_weight
+                shape.frames_in * shape.channels, region_size, channels, pruning.keep_bias, pruning.activity_weight
             )
             self.data_mask = DataMask(self.grid)
             self.model_mask = ModelMask(self.gates, channels, pruning)

@@ -20,10 +20,11 @@ from dynaprune_edge.files import atomic_write
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 
 FORMAT = "dpedge-checkpoint"
-VERSION = 4
+VERSION = 5
 """2: the DataMask holds its calibrated keep threshold and per-sample cap.
 3: the pruning settings name their cost target (`budget`, `cost`, `cost_table`).
-4: the mask generator's activity prior (`activity_weight`)."""
+4: the mask generator's activity prior (`activity_weight`).
+5: a dense model's grid is padded only to its backbone's strides (`models.region_side`)."""
 
 
 def atomic_save(payload: dict, path: Path) -> None:

@@ -33,6 +33,25 @@ def test_an_odd_grid_trains_whole_and_forecasts_at_its_own_shape(backbone, heigh
     assert model.generator.importance.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("backbone", BACKBONES.names())
+def test_a_dense_model_is_padded_only_for_its_strides(backbone):
+    """A dense model skips nothing, so it must not pay for a region grid: on NYC bike's
+    10×20 a dense SimVP or ConvLSTM (strides and patches of 4) runs on 12×20, where
+    regions of 8 would make it compute 16×24, 1.6× the cells; a ViT's token is its
+    region either way (patches of 8: 16×24). The default region size must not matter."""
+    multiple = BACKBONES.get(backbone).spatial_multiple(BACKBONES.get(backbone).Options())
+    for region_size in (4, 8, 16):
+        model = build(backbone, 10, 20, budget=1.0, region_size=region_size)
+        padded = model.backbone.shape
+        assert (padded.height, padded.width) == (-(-10 // multiple) * multiple, -(-20 // multiple) * multiple)
+        x = torch.randn(2, 3, 2, 10, 20)
+        assert model(x).prediction.shape == (2, 2, 2, 10, 20)
+    pruned = build(backbone, 10, 20, region_size=8)
+    assert (pruned.backbone.shape.height, pruned.backbone.shape.width) == (16, 24)
+    if multiple < 8:  # the work a dense model no longer does
+        assert model(x).dense_flops < pruned(x).dense_flops
+
+
 def test_regions_made_only_of_padding_are_never_kept_or_budgeted():
     """SimVP with 2-pixel regions on a 10×20 city pads to 12×20: the sixth row of regions
     is all padding. However eager the generator, it keeps only the 50 real regions, and
