@@ -7,7 +7,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench-accuracy bench-latency bench-pareto clean
+.PHONY: demo test bench-accuracy bench-latency bench-pareto bench-layout clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench-latency: $(BIN)/dpedge
 
 bench-pareto: $(BIN)/dpedge
 	$(BIN)/dpedge bench pareto
+
+bench-layout: $(BIN)/dpedge
+	$(BIN)/dpedge bench layout
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

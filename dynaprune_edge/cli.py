@@ -144,8 +144,9 @@ def info(model: Annotated[Path, typer.Argument(help="A model.pt written by `dped
         shape, padded = model.shape, model.backbone.shape
         console.print(
             f"grid {shape.height}×{shape.width} padded to {padded.height}×{padded.width} inside the model "
-            f"({rows} rows below, {columns} columns right, for its {model.pruning.region_size}-pixel regions and "
-            f"the {trained.model_config.backbone} strides): padding is kept out of the loss, the metrics and the "
+            f"({rows} rows below, {columns} columns right, for "
+            + (f"its {model.region_size}-pixel regions and " if model.pruning.enabled else "")
+            + f"the {trained.model_config.backbone} strides): padding is kept out of the loss, the metrics and the "
             "forecasts, and regions of padding alone are never computed"
         )
     if trained.metrics:
@@ -344,6 +345,17 @@ def bench_pareto(
     from dynaprune_edge.bench import pareto
 
     pareto.bench(out, steps, dataset, backbone, budget, cost, large, threads, runs, repeat, as_json, knmi, console)
+
+
+@bench_app.command("layout")
+def bench_layout(
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs of each graph.")] = 300,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of tables.")] = False,
+) -> None:
+    """What onnxruntime's blocked channel layout makes of pruned work on this CPU: region masks by their shape, and layer time against width (about a minute)."""
+    from dynaprune_edge.bench import layout
+
+    layout.bench(runs, as_json, console)
 
 
 @bench_app.command("trtexec")

@@ -35,7 +35,7 @@ import torch
 from dynaprune_edge.cost.table import CostTable, LayerTimes, machine_fingerprint
 from dynaprune_edge.data import SpatioTemporalData
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.export.network import build_graph, frames_shape
+from dynaprune_edge.export.network import GRAPH_REVISION, build_graph, frames_shape
 from dynaprune_edge.export.plan import BranchPlan
 from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.files import atomic_write_text
@@ -66,6 +66,7 @@ def architecture(config: ModelConfig) -> dict:
         "group_size": pruning.group_size,
         "width_levels": list(pruning.width_levels),
         "mode": export_mode(config),
+        "graph_revision": GRAPH_REVISION,
     }
 
 

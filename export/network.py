@@ -17,6 +17,12 @@ from dynaprune_edge.export.subnetwork import SubNetwork
 from dynaprune_edge.models import DynaPruner
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
 
+GRAPH_REVISION = 2
+"""The operator patterns `build_graph` emits, numbered: a cost table times them, so one
+measured for an earlier revision no longer prices what is exported (export/cost_table.py
+refuses it and measures again). 2: whole-map region masks in the feature's blocked shape
+(`RegionOps.blocked_region_mask`)."""
+
 
 def frames_shape(shape, frames: int) -> tuple[int, ...]:
     return (1, frames, shape.channels, shape.height, shape.width)

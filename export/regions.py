@@ -188,7 +188,23 @@ class KeptRegions:
         size, grid = y.shape[2:], self.branch.grid
         if size[0] % grid[0] or size[1] % grid[1]:
             return y
-        return Feature(self.b.op("Mul", y.name, routing.region_mask(size), scope=scope), y.shape, y.frames)
+        rows, channels = y.shape[0], y.channels
+        mask = self.branch.cached(("region mask", size, rows, channels), lambda: self.blocked_region_mask(size, rows, channels))
+        return Feature(self.b.op("Mul", y.name, mask, scope=scope), y.shape, y.frames)
+
+    def blocked_region_mask(self, size: tuple[int, int], rows: int, channels: int) -> str:
+        """The kept-region mask at `size` in the feature's own shape (rows, channels, H, W),
+        made by a 1×1 convolution of ones. onnxruntime keeps a Mul in its blocked NCHWc
+        layout only when both inputs are NCHWc tensors of one shape, which a convolution's
+        output is; a broadcast (1, 1, H, W) mask sends each masked layer's output back to
+        NCHW and the next convolution's input forward again (`dpedge bench layout`: on
+        12×20 maps the masks cost 15–20 % broadcast, 5–7 % blocked; docs/design.md).
+        Exact: each output is one 0/1 value times 1."""
+        b, scope = self.b, "route/regions"
+        mask = self.branch.routing.region_mask(size)
+        if rows > 1:
+            mask = b.op("Expand", mask, b.const([rows, 1, *size]), scope=scope)
+        return b.op("Conv", mask, b.const(np.ones((channels, 1, 1, 1), np.float32)), scope=scope)
 
     # -- convolutions --------------------------------------------------------------------
 

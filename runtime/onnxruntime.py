@@ -30,9 +30,15 @@ def import_onnxruntime() -> ModuleType:
 
 def session_options(threads: int | None, level: str = "ORT_ENABLE_ALL"):
     """Sequential execution on `threads` intra-op threads (None: onnxruntime's default,
-    one per physical core); `level` names an onnxruntime GraphOptimizationLevel."""
+    one per physical core); `level` names an onnxruntime GraphOptimizationLevel.
+
+    Only errors are logged: the graph optimiser warns, once per fused node, that it cannot
+    rename an outer-scope input inside the `If` branches ("Implicit input name … cannot be
+    safely updated"), hundreds of lines per routed export that change nothing (it keeps
+    the name, and parity is checked on the optimised graph)."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
+    options.log_severity_level = 3
     if threads is not None:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -205,3 +205,17 @@ def test_info_says_how_an_odd_grid_was_padded(tmp_path):
     result = dpedge("info", tmp_path / "model.pt")
     assert result.returncode == 0, result.stderr
     assert "grid 10×20 padded to 16×24" in result.stdout and "6 rows below, 4 columns right" in result.stdout
+
+
+def test_bench_layout_times_masks_and_widths():
+    """The micro-benchmark behind the exporter's blocked region masks runs from the command
+    line: a row per masked shape (non-zero exit if the blocked mask did not zero exactly
+    what the broadcast one does) and one per map for the widths."""
+    result = dpedge("bench", "layout", "--runs", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    masks = [(r["channels"], r["height"], r["width"]) for r in rows if r["kind"] == "mask"]
+    assert masks == [(16, 12, 20), (16, 64, 64), (32, 12, 20), (64, 16, 16)]
+    widths = [r for r in rows if r["kind"] == "width"]
+    assert [(r["height"], r["width"]) for r in widths] == [(12, 20), (64, 64)]
+    assert all(r["time_share"]["64"] == 1.0 and r["flops_share"]["8"] == 1 / 64 for r in widths)
