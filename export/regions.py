@@ -198,7 +198,7 @@ class KeptRegions:
         layout only when both inputs are NCHWc tensors of one shape, which a convolution's
         output is; a broadcast (1, 1, H, W) mask sends each masked layer's output back to
         NCHW and the next convolution's input forward again (`dpedge bench layout`: on
-        12×20 maps the masks cost 15–20 % broadcast, 5–7 % blocked; docs/design.md).
+        12×20 maps the masks cost 14–19 % broadcast, 5–8 % blocked; docs/design.md).
         Exact: each output is one 0/1 value times 1."""
         b, scope = self.b, "route/regions"
         mask = self.branch.routing.region_mask(size)
