@@ -32,6 +32,9 @@ from dynaprune_edge.training.checkpoint import TrainedModel
 
 UNSEEN_SHARE = 0.25
 TIMING_PASSES = 3
+ROUTING_TIE = 1e-4
+"""Logit margin below which a sample is left out of the parity check (DataMask.routing_margin)."""
+PICKS_PER_COUNT = 2  # training samples per kept-region count in the parity check: one may be a tie
 WARM_REPEATS = 3  # each candidate times its own warm run: see profiling.latency.interleaved_latency
 MODES = ("gather", "bucketed", "auto")
 TILE_POLICIES: dict[str, TilePolicy | None] = {
@@ -170,15 +173,22 @@ class Exporter:
         return result
 
     def parity_inputs(self) -> tuple[torch.Tensor, str]:
-        """`parity_samples` validation samples, plus one training sample per kept-region
-        count seen in training, so that every branch the data reaches is checked."""
-        val = self.data.val
+        """`parity_samples` validation samples, plus PICKS_PER_COUNT training samples per kept-region
+        count seen in training, so that every branch the data reaches is checked; without
+        the samples within ROUTING_TIE of another routing (onnxruntime's logits may round
+        them to it, and that route is as right as PyTorch's)."""
+        val, train = self.data.val, self.data.train
         picks = [val[i][0] for i in range(min(len(val), self.options.parity_samples))]
         if not self.dense:
             for n in np.unique(self.train_counts):
-                picks.append(self.data.train[int(np.flatnonzero(self.train_counts == n)[0])][0])
+                picks.extend(train[int(i)][0] for i in np.flatnonzero(self.train_counts == n)[:PICKS_PER_COUNT])
+        x = torch.stack(picks)
         kind = "synthetic" if self.data.is_synthetic else "real"
-        return torch.stack(picks), f"{len(picks)} {kind} {self.data.config.name} samples"
+        if self.dense:
+            return x, f"{len(x)} {kind} {self.data.config.name} samples"
+        clear = self.trained.model.routing_margins(x) >= ROUTING_TIE
+        tied = f" ({int((~clear).sum())} left out: within {ROUTING_TIE:g} of another route)" if not clear.all() else ""
+        return x[clear], f"{int(clear.sum())} {kind} {self.data.config.name} samples{tied}"
 
     def validation_frames(self, limit: int = 64) -> np.ndarray:
         """Validation samples in the graph's units (auto's timing, int8 calibration,

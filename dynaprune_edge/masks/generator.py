@@ -188,6 +188,22 @@ class DataMask(nn.Module):
             mask = torch.sigmoid((logits - threshold) / mode.temperature)
         return mask[:, None]  # (B, 1, h, w)
 
+    def routing_margin(self, logits: Tensor) -> Tensor:
+        """(B,) how near each sample is to keeping other regions: the least distance of a
+        logit from the threshold and, where the cap binds, the gap between the last kept
+        and the first dropped logit (exactly equal logits excepted: `region_rank` orders
+        those alike everywhere). Two runtimes computing the logits a few ulps apart may
+        route a sample of margin ~1e-6 either way, and both are right."""
+        flat = logits.flatten(1)
+        margin = (flat - self.threshold).abs().amin(dim=1)
+        if self.capped:
+            ranked = flat.sort(dim=1, descending=True).values
+            last_kept, first_dropped = ranked[:, int(self.max_regions) - 1], ranked[:, int(self.max_regions)]
+            gap = last_kept - first_dropped
+            binds = (first_dropped >= self.threshold) & (gap > 0)
+            margin = torch.where(binds, torch.minimum(margin, gap), margin)
+        return margin
+
     def lower(self, graph, logits: str) -> tuple[str, str]:
         """In the exported router: (float 0/1 kept regions like `logits`, their () int64
         count), by the same rule as the hard-mask forward."""

@@ -346,6 +346,11 @@ class DynaPruner(nn.Module):
         masks.ledger.add_fixed(self.mask_flops())
         return masks
 
+    @torch.no_grad()
+    def routing_margins(self, x: Tensor) -> Tensor:
+        """(B,) DataMask.routing_margin of the user's frames `x`."""
+        return self.data_mask.routing_margin(self.importance(self.pad(x)).logits)
+
     def dense_forecast(self, x: Tensor) -> Tensor:
         """The backbone with pruning off on the user's frames: what `dpedge export --dense` computes."""
         padded = self.pad(x)

@@ -4,17 +4,18 @@ import pytest
 import torch
 
 from dynaprune_edge.masks import MaskMode, PruningConfig
+from dynaprune_edge.masks.generator import DataMask, ImportanceField
 from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model
 from dynaprune_edge.training.schedule import mask_mode
 
 SHAPE = ForecastShape(4, 4, 2, 32, 32)
 
 
-def narrowed(backbone: str) -> torch.nn.Module:
+def narrowed(backbone: str, group_order: str = "ordered") -> torch.nn.Module:
     """A pruned model pushed to skip regions and drop groups, as training to 0.3 does, on
     noise inputs (which change everywhere, so the activity prior, tested on its own, is off)."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone, SHAPE, {}, PruningConfig(budget=0.3, activity_weight=0.0)))
+    model = build_model(ModelConfig(backbone, SHAPE, {}, PruningConfig(budget=0.3, activity_weight=0.0, group_order=group_order)))
     with torch.no_grad():
         model.generator.importance.weight.normal_()
         model.generator.importance.bias.fill_(-1.0)
@@ -40,7 +41,7 @@ def test_hard_masks_are_binary_and_keep_a_group_per_layer(backbone):
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_straight_through_gives_the_generator_gradients(backbone):
-    model = narrowed(backbone)
+    model = narrowed(backbone, "scored")  # the group order with scorers to train
     forecast = model(torch.randn(2, 4, 2, 32, 32), MaskMode(hard=True))
     (forecast.prediction.pow(2).mean() + forecast.flops_ratio.mean()).backward()
     for name in ("generator.importance.weight", "model_mask.width_bias"):
@@ -54,6 +55,7 @@ def test_skipped_regions_output_the_last_input_frame():
     model = narrowed("simvp").eval()
     x = torch.randn(2, 4, 2, 32, 32)
     with torch.no_grad():
+        model.generator.importance.bias -= model.importance(x).logits.median()  # about half the regions kept
         forecast = model(x, MaskMode(hard=True))
     skipped = forecast.masks.region_at((32, 32))[:, 0] == 0  # (B, H, W)
     assert skipped.any() and not skipped.all()
@@ -77,3 +79,27 @@ def test_masks_anneal_from_soft_to_hard():
     assert not any(m.hard for m in modes[:50]) and all(m.hard for m in modes[50:])
     assert temperatures == sorted(temperatures, reverse=True)
     assert temperatures[0] == pruning.soft_temperature and temperatures[-1] < 0.1
+
+
+@pytest.mark.parametrize("cap", [6, 3])
+def test_no_logit_change_below_the_routing_margin_changes_the_kept_regions(cap):
+    """The export's parity check leaves out samples within a small margin of another
+    route (onnxruntime rounds logits differently); that is only sound if the margin bounds
+    every perturbation that reroutes, with and without the cap."""
+    torch.manual_seed(0)
+    mask = DataMask((2, 3)).eval()
+    mask.threshold.fill_(0.2)
+    mask.max_regions.fill_(cap)
+    logits = torch.randn(400, 2, 3)
+    logits[:50, 0, 0] = 0.2 - 1e-6  # ties a converting runtime may break either way
+    margin = mask.routing_margin(logits)
+    assert (margin[:50] <= 1e-6 + 1e-7).all() and (margin[50:] > 1e-4).float().mean() > 0.9
+
+    def kept(values):
+        return mask(ImportanceField(torch.zeros(len(values), 1, 2, 3), values), MaskMode(hard=True))
+
+    for _ in range(20):
+        push = (torch.rand_like(logits) * 2 - 1) * 0.49 * margin[:, None, None]
+        assert torch.equal(kept(logits + push), kept(logits))
+    rerouted = kept(logits + 1.01 * margin[:, None, None] * torch.randn_like(logits).sign()) != kept(logits)
+    assert rerouted.flatten(1).any(1).float().mean() > 0.2  # the bound is tight enough to matter
