@@ -274,6 +274,39 @@ def architecture_config(model, backbone, data_config, region_size, group_size, g
 
 
 @app.command()
+def profile(
+    model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx (its manifest beside it), or a TensorRT MODEL...engine for --backend trt.")],
+    backend: Annotated[str, typer.Option(help="ort (onnxruntime CPU), ort-cuda, trt (a TensorRT engine on its device) or orin-emu (Jetson AGX Orin latency emulated from a roofline; outputs from onnxruntime CPU).")] = "ort",
+    module: Annotated[Optional[str], typer.Option(help="orin-emu: agx-orin-64gb (16 SMs, default) or agx-orin-32gb (14 SMs).")] = None,
+    power_mode: Annotated[Optional[str], typer.Option(help="orin-emu: nvpmodel mode MAXN (default), 50W, 30W or 15W (64 GB); MAXN, 40W, 30W or 15W (32 GB).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="orin-emu: fp32 (TF32 tensor cores, TensorRT's default), fp16 (default) or int8.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Another copy of the model's training data (its family's format), or 'sample' for the bundled one. Default: what the manifest records.")] = None,
+    samples: Annotated[int, typer.Option(help="Validation windows to profile on, spread evenly over the split.")] = 64,
+    warmup: Annotated[int, typer.Option(help="Untimed passes over the samples before timing.")] = 1,
+    runs: Annotated[int, typer.Option(help="Timed runs of each model (cycling over the samples; at least one per sample).")] = 300,
+    repeat: Annotated[int, typer.Option(help="Runs of each model in a row at its turn, the last timed: 1 (strict turns, as `bench latency`) times each after the other evicted it from the caches; 3 times it warm, as a model running alone.")] = 1,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
+    report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
+) -> None:
+    """Latency, FLOPs and branch per sample of an exported model against its dense twin, on real samples of its data: measured, or emulated for the Jetson AGX Orin."""
+    from dynaprune_edge import profile as profiling
+
+    settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads)
+    settings.device()  # a bad module, power mode or precision fails before any work
+    result = profiling.run(model, settings)
+    if report is not None:
+        from dynaprune_edge.profiling.report import write_report
+
+        written = write_report(result, report, settings.as_dict())
+        print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({**result.summary(), "settings": settings.as_dict()}))
+        return
+    profiling.print_profile(result, console)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the demo's models.")] = Path("runs/demo"),
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 150,

@@ -225,6 +225,8 @@ class Exporter:
             parity={"tolerance": PARITY_TOLERANCE, "max_abs_error_per_branch": candidate.parity},
             predicted=self.predicted(candidate),
             measured=measured,
+            data=self.trained.data_config.to_dict(),
+            gate_groups={g.name: g.groups for g in self.trained.model.gates},
         )
 
     def predicted(self, candidate: Candidate) -> dict:

@@ -71,9 +71,10 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), names, name=name, **attributes))
         return names[0] if outputs == 1 else names
 
-    def identity(self, source: str, name: str) -> None:
-        """Expose `source` under a fixed `name` (a graph output)."""
-        self.nodes.append(helper.make_node("Identity", [source], [name], name=f"output/{name}"))
+    def identity(self, source: str, name: str, scope: str = "output") -> str:
+        """`source` under a fixed `name` (a graph output, or a tensor a tool looks up)."""
+        self.nodes.append(helper.make_node("Identity", [source], [name], name=f"{scope}/{name}"))
+        return name
 
     def branch(self, name: str) -> "GraphBuilder":
         return GraphBuilder(name, self._counter, self.opset)

@@ -12,6 +12,7 @@ import numpy as np
 from dynaprune_edge.export.graph import Feature, GraphBuilder
 from dynaprune_edge.export.plan import BranchPlan
 from dynaprune_edge.models import DynaPruner
+from dynaprune_edge.runtime.manifest import KEPT_REGIONS
 
 
 @dataclass
@@ -54,6 +55,7 @@ def route(b: GraphBuilder, model: DynaPruner, x: Feature, scored: bool, widths: 
     group scores. Its cost is `model.mask_flops()`."""
     features, logits = model.lower_importance(b, x.name, x.shape)
     keep, kept = model.data_mask.lower(b, logits)
+    keep = b.identity(keep, KEPT_REGIONS, scope="router/regions")
     region_logits = b.op("Reshape", logits, b.const([1, -1]), scope="router/regions")
     routing = Routing(shared=b, grid=model.grid, region_logits=region_logits, keep=keep, kept_regions=kept, widths=widths)
     if scored:

@@ -45,12 +45,14 @@ class LatencyStats:
 
 
 def interleaved_latency(
-    runners: Sequence[Callable[[np.ndarray], object]], frames: np.ndarray, runs: int, repeat: int = 1
+    runners: Sequence[Callable[[np.ndarray], object]], frames: np.ndarray, runs: int, repeat: int = 1,
+    warmup: int = 1, advance: Callable[[], object] | None = None,
 ) -> list[np.ndarray]:
     """Milliseconds per run of each runner (a callable on one (1, T, C, H, W) sample, batch 1
     as deployed), the runners taking turns on each sample so that machine noise hits them
-    alike, cycling over `frames` for `runs` runs, after a warm-up pass that visits every
-    sample (and so every sub-network the samples reach).
+    alike, cycling over `frames` for `runs` runs (run i is sample i mod len(frames)), after
+    `warmup` untimed passes that visit every sample (and so every sub-network the samples
+    reach); `advance()` after each timed run (a progress bar).
 
     repeat > 1: at its turn a runner runs that many times in a row on the sample and only the
     last run is timed, so every timed run starts from the caches its own graph left, as a
@@ -61,10 +63,13 @@ def interleaved_latency(
         raise ConfigError(f"need runs ≥ 1, got {runs}")
     if repeat < 1:
         raise ConfigError(f"need repeat ≥ 1, got {repeat}")
+    if warmup < 0:
+        raise ConfigError(f"need warmup ≥ 0, got {warmup}")
     samples = [sample[None] for sample in frames]
-    for sample in samples:
-        for runner in runners:
-            runner(sample)
+    for _ in range(warmup):
+        for sample in samples:
+            for runner in runners:
+                runner(sample)
     times = [np.empty(runs) for _ in runners]
     for index in range(runs):
         sample = samples[index % len(samples)]
@@ -74,6 +79,8 @@ def interleaved_latency(
             start = time.perf_counter()
             runner(sample)
             spent[index] = (time.perf_counter() - start) * 1e3
+        if advance is not None:
+            advance()
     return times
 
 

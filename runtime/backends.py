@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.registry import Registry
 from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.onnxruntime import OrtBackend, OrtCudaBackend
+from dynaprune_edge.runtime.orin_emu import OrinEmuBackend
 from dynaprune_edge.runtime.tensorrt import TensorRTBackend
 
-BACKENDS: Registry[type[Backend]] = Registry("backend", [OrtBackend, OrtCudaBackend, TensorRTBackend])
+BACKENDS: Registry[type[Backend]] = Registry("backend", [OrtBackend, OrtCudaBackend, TensorRTBackend, OrinEmuBackend])
 
 
-def load(path: Path, backend: str = "ort", threads: int | None = None) -> Backend:
-    """Open `path` with a backend of `BACKENDS` ('ort', 'ort-cuda', 'trt')."""
+def load(path: Path, backend: str = "ort", threads: int | None = None, device: Device | None = None) -> Backend:
+    """Open `path` with a backend of `BACKENDS` ('ort', 'ort-cuda', 'trt', 'orin-emu');
+    `device`: the emulated Orin (orin-emu only; default 64 GB, MAXN, fp16)."""
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be ≥ 1, got {threads}")
-    return BACKENDS.get(backend).load(Path(path), threads)
+    kind = BACKENDS.get(backend)
+    if not kind.emulated:
+        if device is not None:
+            raise ConfigError(f"a module, power mode and precision to emulate apply to orin-emu, not to {backend}")
+        return kind.load(Path(path), threads)
+    return kind.load(Path(path), threads, device)

@@ -45,6 +45,7 @@ def check_frames(manifest: Manifest, frames: np.ndarray) -> np.ndarray:
 
 class Backend(ABC):
     name: ClassVar[str]
+    emulated: ClassVar[bool] = False  # True: its latency is predicted (emulated_ms), not the wall-clock of run_one
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest

@@ -22,6 +22,9 @@ INPUT = "frames"  # (1, frames_in, channels, height, width) float32
 FORECAST = "forecast"  # (1, frames_out, channels, height, width) float32
 FLOPS = "flops"  # () float32: FLOPs the chosen sub-network executed for this sample
 BUCKET = "bucket"  # () int64: index of the chosen sub-network in `Manifest.buckets`
+KEPT_REGIONS = "kept_region_mask"
+"""Inside a pruned graph (not an output): the router's (1, 1, grid_h, grid_w) float 0/1 map
+of the regions the sample computes; `dpedge profile` reads it to draw the DataMask."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class Manifest:
     parity: dict = field(default_factory=dict)  # max abs error vs PyTorch, per bucket
     predicted: dict = field(default_factory=dict)  # a measured cost model's latency per bucket (dynaprune_edge.cost)
     measured: dict = field(default_factory=dict)  # the export's own timing on its machine (export/exporter.py)
+    data: dict = field(default_factory=dict)  # the training data's DataConfig: what `dpedge profile` feeds it
+    gate_groups: dict = field(default_factory=dict)  # filter groups of each gate at full width (Bucket.widths's denominators)
     format: str = FORMAT
     version: int = VERSION
 

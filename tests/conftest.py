@@ -1,6 +1,7 @@
 """Scaffolding the test folders share, as fixtures (the test folders are not packages): a
 stand-in tensorrt and pycuda put into sys.modules, and the toy graphs that map frames to
-forecast, flops and bucket, with their manifests."""
+forecast, flops and bucket, with their manifests, and small pruned models whose masks vary
+from sample to sample."""
 
 from __future__ import annotations
 
@@ -95,3 +96,63 @@ def toy_manifest() -> Callable[..., Manifest]:
 def write_toy_graph() -> Callable[..., Path]:
     """`write_toy_graph_file`."""
     return write_toy_graph_file
+
+
+SIZES = {
+    "simvp": {"spatial_channels": 16, "temporal_channels": 32, "translator_blocks": 2},
+    "vit": {"dim": 64, "depth": 2},
+    "convlstm": {"hidden_channels": 16},
+}
+
+
+def varied_data_config():
+    from dynaprune_edge.data import DataConfig
+
+    return DataConfig("taxibj", synthetic_frames=160)
+
+
+def make_varied_model(tmp_path: Path, group_order: str = "scored", backbone: str = "simvp") -> Path:
+    """A small model whose masks differ from sample to sample (an untrained generator
+    keeps every region), with non-trivial normalisation parameters, saved as model.pt,
+    trained (not at all) on `varied_data_config()`."""
+    import torch
+
+    from dynaprune_edge.data import load_dataset
+    from dynaprune_edge.masks import PruningConfig
+    from dynaprune_edge.models import ForecastShape, ModelConfig, build_model
+    from dynaprune_edge.training.checkpoint import atomic_save, model_payload
+
+    torch.manual_seed(0)
+    data = load_dataset(varied_data_config())
+    shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
+    config = ModelConfig(backbone, shape, SIZES.get(backbone, {}), PruningConfig(budget=0.3, group_order=group_order))
+    model = build_model(config)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+        model.generator.importance.weight.normal_(0, 1.0)
+        model.model_mask.width_bias.uniform_(-1.0, 1.0)
+        model.eval()
+        frames = torch.stack([data.train[i][0] for i in range(0, len(data.train), 4)])
+        logits = model.generator(frames).logits
+        model.generator.importance.bias -= logits.median()  # about half the regions kept, varying by sample
+    path = tmp_path / "model.pt"
+    atomic_save(model_payload(model, config, data.config, data.normalizer, {}), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def varied_model() -> Callable[..., Path]:
+    """`make_varied_model`."""
+    return make_varied_model
+
+
+@pytest.fixture(scope="session")
+def varied_data():
+    """The DataConfig the varied models are made on."""
+    return varied_data_config()

@@ -11,52 +11,16 @@ import onnx
 import pytest
 import torch
 
-from dynaprune_edge.data import DataConfig, load_dataset
+from dynaprune_edge.data import load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export import parity as parity_module
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.export.parity import ExportError
-from dynaprune_edge.masks import MaskMode, PruningConfig
-from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model
+from dynaprune_edge.masks import MaskMode
+from dynaprune_edge.models import BACKBONES
 from dynaprune_edge.runtime import load, read_manifest
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
-
-DATA = DataConfig("taxibj", synthetic_frames=160)
-
-
-SIZES = {
-    "simvp": {"spatial_channels": 16, "temporal_channels": 32, "translator_blocks": 2},
-    "vit": {"dim": 64, "depth": 2},
-    "convlstm": {"hidden_channels": 16},
-}
-
-
-def varied_model(tmp_path: Path, group_order: str = "scored", backbone: str = "simvp") -> Path:
-    """A small model whose masks differ from sample to sample (an untrained generator
-    keeps every region), with non-trivial normalisation parameters, saved as model.pt."""
-    torch.manual_seed(0)
-    data = load_dataset(DATA)
-    shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
-    config = ModelConfig(backbone, shape, SIZES.get(backbone, {}), PruningConfig(budget=0.3, group_order=group_order))
-    model = build_model(config)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.1, 0.1)
-        model.generator.importance.weight.normal_(0, 1.0)
-        model.model_mask.width_bias.uniform_(-1.0, 1.0)
-        model.eval()
-        frames = torch.stack([data.train[i][0] for i in range(0, len(data.train), 4)])
-        logits = model.generator(frames).logits
-        model.generator.importance.bias -= logits.median()  # about half the regions kept, varying by sample
-    path = tmp_path / "model.pt"
-    atomic_save(model_payload(model, config, data.config, data.normalizer, {}), path)
-    return path
 
 
 def kept_counts(path: Path, frames: torch.Tensor) -> np.ndarray:
@@ -90,12 +54,12 @@ def graphs(graph):
 
 
 @pytest.fixture(scope="module")
-def scored_model(tmp_path_factory) -> Path:
+def scored_model(tmp_path_factory, varied_model) -> Path:
     return varied_model(tmp_path_factory.mktemp("scored"))
 
 
 @pytest.mark.parametrize("tiles", ["all", "wide", "none"])
-def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_model, tmp_path, tiles):
+def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_model, tmp_path, tiles, varied_data):
     out = tmp_path / "model.onnx"
     chosen, manifest, _ = Exporter(scored_model, ExportOptions(mode="gather", tiles=tiles), log=lambda _: None).run(out)
     assert chosen.mode == "gather" and chosen.tiles == tiles
@@ -105,7 +69,7 @@ def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_m
     assert read_manifest(out) == manifest
 
     # Independently of the exporter's own check: the runtime on fresh validation samples.
-    data = load_dataset(DATA)
+    data = load_dataset(varied_data)
     frames = torch.stack([data.test[i][0] for i in range(12)])
     model = load_model(scored_model).model
     with torch.no_grad():
@@ -121,7 +85,7 @@ def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_m
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 @pytest.mark.parametrize("group_order, mode", [("scored", "gather"), ("ordered", "bucketed")])
-def test_every_backbone_exports_with_parity(tmp_path, backbone, group_order, mode):
+def test_every_backbone_exports_with_parity(tmp_path, backbone, group_order, mode, varied_model):
     path = varied_model(tmp_path, group_order, backbone)
     for tiles in ("all", "none"):
         chosen, _, _ = Exporter(path, ExportOptions(mode=mode, tiles=tiles, levels=16), log=lambda _: None).run(tmp_path / "model.onnx")
@@ -130,13 +94,13 @@ def test_every_backbone_exports_with_parity(tmp_path, backbone, group_order, mod
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
-def test_executed_flops_equal_the_training_ledger_in_every_branch(tmp_path, backbone):
+def test_executed_flops_equal_the_training_ledger_in_every_branch(tmp_path, backbone, varied_model, varied_data):
     """One branch per kept-region count and tiles everywhere: a sample's graph computes
     exactly the tiles and filters its masks keep, so the FLOPs the graph reports are the
     FLOPs training counted (and regions and filters skipped in training cost nothing).
     A layer that computes skipped regions and zeroes them (`skips_regions_when_tiled`
     False: the ConvLSTM's recurrence) is charged in full by training too."""
-    data = load_dataset(DATA)
+    data = load_dataset(varied_data)
     frames = torch.stack([data.val[i][0] for i in range(16)])
     path = varied_model(tmp_path, backbone=backbone)
     model = load_model(path).model
@@ -151,7 +115,7 @@ def test_executed_flops_equal_the_training_ledger_in_every_branch(tmp_path, back
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
-def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(tmp_path, backbone):
+def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(tmp_path, backbone, varied_model, varied_data):
     """A calibrated model (threshold below its logits' median, a cap of a third of the
     regions) exports with parity, and on featureless frames, where regions tie exactly,
     the graph keeps the same regions as PyTorch: the earlier of equal regions."""
@@ -168,7 +132,7 @@ def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(tmp_
     assert max(high for _, high in (b.regions for b in manifest.buckets)) == cap, "no branch beyond the cap"
     assert_tensorrt_parses(onnx.load(out))
 
-    data = load_dataset(DATA)
+    data = load_dataset(varied_data)
     frames = torch.cat([torch.stack([data.test[i][0] for i in range(6)]), torch.zeros(2, *data.test[0][0].shape)])
     frames[-1] = 0.5
     with torch.no_grad():
@@ -193,7 +157,7 @@ def fake_timer(candidate_ms: list[float], twin_ms: float, asked: list):
     return timer
 
 
-def test_auto_keeps_the_candidate_measured_fastest_and_records_its_dense_twin(tmp_path):
+def test_auto_keeps_the_candidate_measured_fastest_and_records_its_dense_twin(tmp_path, varied_model):
     """`auto` exports every mode × tile policy, times them together with the model's dense
     twin, and writes the one the timer measured fastest (a fake timer here, so the answer
     is known), with what it measured in the manifest."""
@@ -216,7 +180,7 @@ def test_auto_keeps_the_candidate_measured_fastest_and_records_its_dense_twin(tm
     assert not any(line.startswith("warning") for line in logged)
 
 
-def test_an_export_slower_than_its_dense_twin_says_so(tmp_path):
+def test_an_export_slower_than_its_dense_twin_says_so(tmp_path, varied_model):
     path = varied_model(tmp_path)
     logged = []
     out = tmp_path / "model.onnx"
@@ -227,7 +191,7 @@ def test_an_export_slower_than_its_dense_twin_says_so(tmp_path):
     assert read_manifest(out) == manifest, "the export is still written: it is exact, only not faster"
 
 
-def test_bucketed_export_of_an_ordered_model_owns_constant_weights(tmp_path):
+def test_bucketed_export_of_an_ordered_model_owns_constant_weights(tmp_path, varied_model):
     path = varied_model(tmp_path, group_order="ordered")
     out = tmp_path / "model.onnx"
     chosen, manifest, candidates = Exporter(path, ExportOptions(mode="auto", tiles="none"), log=lambda _: None).run(out)
@@ -325,7 +289,7 @@ def reorders(path: Path, tmp_path: Path) -> int:
     return sum(n.op_type in ("ReorderInput", "ReorderOutput") for g in graphs(optimised.graph) for n in g.node)
 
 
-def test_masked_whole_map_layers_keep_onnxruntime_s_blocked_layout(tmp_path):
+def test_masked_whole_map_layers_keep_onnxruntime_s_blocked_layout(tmp_path, varied_model):
     """Zeroing skipped regions on whole maps must not send every layer out of NCHWc and
     back (a broadcast mask did: a layout change around every masked layer). At full
     width (narrower layers and filter masks leave the layout for reasons of their own:

@@ -1,0 +1,192 @@
+"""`dpedge profile`: which files to run (the model, its dense twin), on which samples, and
+what to print. The measurement is dynaprune_edge.profiling.session, the report
+dynaprune_edge.profiling.report; this module finds their inputs.
+
+Samples are real windows of the data the model was trained on (the manifest records its
+DataConfig; `--data` points at another copy), never random noise: the router's masks
+depend on what is in the frames."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
+from dynaprune_edge.errors import ConfigError, DataError
+from dynaprune_edge.flops import format_flops
+from dynaprune_edge.profiling.session import EMULATED, Profile, profile
+from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
+from dynaprune_edge.runtime.tensorrt import read_meta
+
+ENGINE_SUFFIX = ".engine"
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "ort"
+    module: str | None = None
+    power_mode: str | None = None
+    precision: str | None = None
+    data: str | None = None
+    samples: int = 64
+    warmup: int = 1
+    runs: int = 300
+    repeat: int = 1
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        BACKENDS.get(self.backend)
+        for name, least in (("samples", 1), ("runs", 1), ("repeat", 1), ("warmup", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"--{name} must be ≥ {least}, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be ≥ 1, got {self.threads}")
+        emulating = {"--module": self.module, "--power-mode": self.power_mode, "--precision": self.precision}
+        given = [option for option, value in emulating.items() if value is not None]
+        if given and self.backend != "orin-emu":
+            raise ConfigError(
+                f"{', '.join(given)} choose the Jetson that orin-emu emulates; on {self.backend} they are what the device and the "
+                "engine already are (set a Jetson's power mode with nvpmodel, an engine's precision with dpedge export --trt)"
+            )
+
+    def device(self) -> Device | None:
+        if self.backend != "orin-emu":
+            return None
+        return Device(self.module or DEFAULT_MODULE, self.power_mode or "MAXN", self.precision or "fp16")
+
+    def as_dict(self) -> dict:
+        settings = {k: v for k, v in self.__dict__.items() if v is not None}
+        device = self.device()
+        return settings if device is None else {**settings, "module": device.module, "power_mode": device.power_mode, "precision": device.precision}
+
+
+def model_files(model: Path, backend: str) -> tuple[Path, Path]:
+    """(the model's ONNX, the file the backend opens): an .onnx for onnxruntime and
+    orin-emu, an .engine (and the ONNX its metadata names) for trt."""
+    if not model.is_file():
+        raise ConfigError(f"{model}: no such file")
+    if model.suffix == ".pt":
+        raise ConfigError(f"{model}: profile runs an exported model; export it first: dpedge export {model}")
+    if model.suffix == ENGINE_SUFFIX:
+        if backend != "trt":
+            raise ConfigError(f"{model.name} is a TensorRT engine: profile it with --backend trt (on the device it was built on)")
+        return model.parent / read_meta(model).onnx, model
+    if model.suffix != ".onnx":
+        raise ConfigError(f"{model}: expected an exported .onnx (or a TensorRT .engine), got {model.suffix or 'no suffix'}")
+    if backend == "trt":
+        raise ConfigError(f"--backend trt runs a TensorRT engine, not {model.name}: build one with dpedge export MODEL.pt --trt and pass the .engine")
+    return model, model
+
+
+def dense_twin(onnx_path: Path, opened: Path, manifest: Manifest, log=print) -> Path:
+    """The file of the dense twin to open beside `opened`: NAME.dense.onnx (or its engine),
+    exported now from model.pt beside it when missing; a dense model is its own twin."""
+    if manifest.mode == "dense":
+        return opened
+    twin_onnx = onnx_path.with_name(onnx_path.stem + ".dense.onnx")
+    if opened.suffix == ENGINE_SUFFIX:
+        twin = opened.with_name(opened.name.replace(onnx_path.stem, twin_onnx.stem, 1))
+        if not twin.is_file():
+            raise ConfigError(f"no dense twin engine {twin.name} beside {opened.name}: build it on this device from {twin_onnx.name} with dpedge export --trt")
+        return twin
+    if twin_onnx.is_file():
+        return twin_onnx
+    checkpoint = onnx_path.parent / "model.pt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"no dense twin {twin_onnx.name} beside {onnx_path.name} and no model.pt to export it from: dpedge export MODEL.pt --dense -o {twin_onnx}")
+    from dynaprune_edge.export.exporter import Exporter, ExportOptions
+
+    log(f"exporting the dense twin {twin_onnx} from {checkpoint}")
+    Exporter(checkpoint, ExportOptions(dense=True), log=log).run(twin_onnx)
+    return twin_onnx
+
+
+def profile_frames(manifest: Manifest, onnx_path: Path, data: str | None, samples: int) -> tuple[np.ndarray, str]:
+    """Up to `samples` validation windows, evenly spread over the split (calm and busy
+    periods alike), in the graph's units; and what they are."""
+    from dynaprune_edge.data import DataConfig, load_dataset
+
+    config = manifest.data
+    if not config:  # exported before manifests recorded their data
+        checkpoint = onnx_path.parent / "model.pt"
+        if not checkpoint.is_file():
+            raise ConfigError(f"{onnx_path.name}'s manifest does not say what data the model was trained on: pass --data, or re-export it")
+        from dynaprune_edge.training import load_model
+
+        config = load_model(checkpoint).data_config.to_dict()
+    config = DataConfig.from_dict({**config, **({} if data is None else {"path": data})})
+    try:
+        loaded = load_dataset(config)
+    except DataError as error:
+        raise DataError(f"{error} (the data {onnx_path.name} was trained on; --data points at another copy)") from None
+    val = loaded.val
+    if len(val) == 0:
+        raise ConfigError(f"{loaded.describe()}: no validation windows to profile on")
+    picks = np.unique(np.linspace(0, len(val) - 1, min(samples, len(val))).round().astype(int))
+    windows = np.stack([val[int(i)][0].numpy() for i in picks])
+    frames = manifest.normalize(loaded.normalizer.denormalize(windows))  # the model's normaliser, not this copy's
+    kind = "synthetic" if loaded.is_synthetic else f"real: {loaded.source}"
+    return frames, f"{len(picks)} of {len(val)} validation windows of {config.name} ({kind})"
+
+
+def run(model: Path, settings: Settings, log=lambda line: print(line, file=sys.stderr)) -> Profile:
+    from dynaprune_edge.progress import progress_bar
+
+    onnx_path, opened = model_files(model, settings.backend)
+    manifest = read_manifest(onnx_path)
+    twin = dense_twin(onnx_path, opened, manifest, log)
+    frames, described = profile_frames(manifest, onnx_path, settings.data, settings.samples)
+    sparse = load(opened, settings.backend, settings.threads, settings.device())
+    dense = load(twin, settings.backend, settings.threads, settings.device())
+    runs = 1 if sparse.emulated else max(settings.runs, len(frames))
+    with progress_bar(transient=True) as progress:
+        task = progress.add_task(f"profiling on {settings.backend}", total=runs)
+        return profile(sparse, dense, frames, settings.runs, settings.warmup, described, onnx_path, lambda: progress.advance(task), settings.repeat)
+
+
+def print_profile(result: Profile, console: Console) -> None:
+    summary = result.summary()
+    latency, flops, kind = summary["latency"], summary["flops"], result.latency_kind
+    table = Table(title=f"{result.manifest.backbone} on {result.manifest.dataset}: {summary['backend']['backend']}, {kind} latency",
+                  caption=latency["label"])
+    for column in ("model", "mean ms", "p50", "p90", "p99", "n", "FLOPs/sample"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, stats, executed in (("dense twin", latency["dense"], flops["dense"]), ("pruned", latency["sparse"], flops["executed_mean"])):
+        table.add_row(f"{name} ({kind})", *(f"{stats[k]:.3f}" for k in ("mean", "p50", "p90", "p99")), str(stats["n"]), format_flops(executed))
+    console.print(table)
+    console.print(f"speedup ({kind}): {latency['speedup']:.2f}×; FLOPs {flops['ratio_mean']:.3f} of dense on average, "
+                  f"at most {flops['ratio_max']:.3f} ({flops['convention']})", soft_wrap=True)
+    branches = Table(title="branches the samples took")
+    for column in ("branch", "kept regions", "FLOPs ratio", "samples", f"{kind} ms", "mean activity"):
+        branches.add_column(column, justify="right")
+    for row in summary["branches"]:
+        ms, act = row[f"{kind}_ms"], row["activity_mean"]
+        branches.add_row(str(row["branch"]), "–".join(map(str, row["kept_regions"])), f"{row['flops_ratio']:.3f}", str(row["samples"]),
+                         "–" if ms is None else f"{ms:.3f}", "–" if act is None else f"{act:.4g}")
+    console.print(branches)
+    split = summary["calm_vs_busy"]
+    halves = Table(title=f"calm vs busy inputs (split at the median activity {split['activity_threshold']:.4g}: {split['activity_unit']})")
+    for column in ("half", "samples", "mean activity", "FLOPs ratio", f"{kind} ms", "kept regions"):
+        halves.add_column(column, justify="right")
+    for half in ("calm", "busy"):
+        if half in split:
+            row = split[half]
+            halves.add_row(half, str(row["samples"]), f"{row['activity_mean']:.4g}", f"{row['flops_ratio_mean']:.3f}",
+                           f"{row[f'{kind}_ms_mean']:.3f}", "–" if row["kept_regions_mean"] is None else f"{row['kept_regions_mean']:.1f}")
+    console.print(halves)
+    console.print(f"[dim]data: {result.data}[/dim]")
+    if kind == EMULATED:
+        console.print("[bold]emulated[/bold]: predicted by the orin-emu roofline, not measured on a Jetson (docs/orin-emulator.md)")
+        from dynaprune_edge.profiling.report import KERNEL_COLUMNS, kernel_rows
+
+        kernels = Table(title="what the emulated time is made of (TensorRT kernels after fusion)")
+        for column in KERNEL_COLUMNS:
+            kernels.add_column(column, justify="left" if column == "model" else "right")
+        for row in kernel_rows(summary["emulated_kernels"]):
+            kernels.add_row(*row)
+        console.print(kernels)

@@ -1,0 +1,167 @@
+"""`dpedge profile`: a pruned export against its dense twin on real samples of its data,
+measured (ort) or emulated (orin-emu), with a report whose figures say which they are."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from dynaprune_edge.cost.orin import Device
+from dynaprune_edge.cost.roofline import GraphRoofline
+from dynaprune_edge.export.exporter import Exporter, ExportOptions
+from dynaprune_edge.profiling.report import DPI, FIGURE_INCHES, PLOTS
+from dynaprune_edge.runtime import load
+from dynaprune_edge.runtime.manifest import Bucket
+
+SMALL = ["--samples", "12", "--runs", "24"]
+
+
+def dpedge(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "dynaprune_edge", *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, varied_model) -> Path:
+    """model.onnx of a model whose masks vary by sample, its branches on whole maps (so
+    they differ in their filters alone), and its model.pt beside it (no dense twin yet)."""
+    folder = tmp_path_factory.mktemp("profiled")
+    checkpoint = varied_model(folder, group_order="ordered")
+    Exporter(checkpoint, ExportOptions(mode="bucketed", tiles="none", levels=4), log=lambda _: None).run(folder / "model.onnx")
+    return folder / "model.onnx"
+
+
+def assert_real_plots(folder: Path) -> None:
+    import matplotlib.image
+
+    for name in PLOTS:
+        image = matplotlib.image.imread(folder / name)
+        assert image.shape[:2] == (FIGURE_INCHES[1] * DPI, FIGURE_INCHES[0] * DPI), name
+        assert image[..., :3].std() > 0.05, f"{name} is blank"
+
+
+def test_ort_profile_measures_both_models_on_real_samples_and_writes_a_labelled_report(exported, tmp_path):
+    result = dpedge("profile", exported, *SMALL, "--report", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    assert (exported.parent / "model.dense.onnx").is_file(), "the dense twin was exported from model.pt"
+    assert "measured" in result.stdout and "emulated" not in result.stdout
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["latency"]["kind"] == "measured" and report["latency"]["sparse"]["n"] >= 24
+    assert len(report["samples"]) == 12 and sum(row["samples"] for row in report["branches"]) == 12
+    assert "synthetic" in report["data"] and "taxibj" in report["data"]
+    assert {"calm", "busy"} <= set(report["calm_vs_busy"])
+    assert_real_plots(tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Latency figures are MEASURED" in text and "EMULATED" not in text
+    assert all(f"]({name})" in text for name in PLOTS)
+
+
+def test_orin_emu_profile_is_labelled_emulated_everywhere(exported, tmp_path):
+    result = dpedge("profile", exported, "--backend", "orin-emu", "--power-mode", "30W", *SMALL, "--json", "--report", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # one object
+    assert summary["latency"]["kind"] == "emulated" and "emulated" in summary["latency"]["label"]
+    assert summary["backend"]["emulator"]["power_mode"] == "30W" and summary["backend"]["emulator"]["sms"] == 8
+    assert all("sparse_emulated_ms" in row and "sparse_measured_ms" not in row for row in summary["samples"])
+    reached = {str(row["branch"]) for row in summary["samples"]}
+    assert set(summary["emulated_kernels"]["sparse"]) == reached and list(summary["emulated_kernels"]["dense"]) == ["0"]
+    for row in summary["samples"]:  # each sample's latency is the sum of its branch's kernels
+        route = summary["emulated_kernels"]["sparse"][str(row["branch"])]
+        assert row["sparse_emulated_ms"] == pytest.approx(sum(k["ms"] for k in route))
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Latency figures are EMULATED" in text and "not measurements on a Jetson" in text
+    assert "Emulated kernels" in text and "Emulator constants" in text
+    assert_real_plots(tmp_path / "report")
+
+
+def routed_toy_graph(folder: Path, toy_manifest) -> Path:
+    """frames (1, 1, 16, 64, 64) → a calm branch (one 16-filter convolution) where the
+    frames' mean is ≤ 0, else a stormy one (a 256-filter convolution and one back to 16),
+    as dpedge routes: bucket = the branch taken, flops = what it executed."""
+    shape = [1, 1, 16, 64, 64]
+
+    def branch(name, widths):
+        nodes, inits, x = [], [], "maps"
+        for index, (cin, cout) in enumerate(zip(widths, widths[1:])):
+            weight = numpy_helper.from_array(np.full((cout, cin, 3, 3), 0.01, np.float32), f"{name}_w{index}")
+            inits.append(weight)
+            nodes.append(helper.make_node("Conv", [x, weight.name], [f"{name}_y{index}"], name=f"{name}/conv{index}", pads=[1, 1, 1, 1]))
+            x = f"{name}_y{index}"
+        flops = float(sum(64 * 64 * cin * cout * 9 for cin, cout in zip(widths, widths[1:])))
+        inits += [numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape"), numpy_helper.from_array(np.float32(flops), f"{name}_flops")]
+        nodes.append(helper.make_node("Reshape", [x, f"{name}_shape"], [f"{name}_out"], name=f"{name}/out"))
+        nodes.append(helper.make_node("Identity", [f"{name}_flops"], [f"{name}_f"], name=f"{name}/flops"))
+        outputs = [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, shape), helper.make_tensor_value_info(f"{name}_f", TensorProto.FLOAT, [])]
+        return helper.make_graph(nodes, name, [], outputs, initializer=inits), flops
+
+    calm, calm_flops = branch("calm", [16, 16])
+    stormy, stormy_flops = branch("stormy", [16, 256, 16])
+    nodes = [
+        helper.make_node("Reshape", ["frames", "maps_shape"], ["maps"], name="router/maps"),
+        helper.make_node("ReduceMean", ["frames"], ["mean"], name="router/mean", keepdims=0),
+        helper.make_node("Greater", ["mean", "zero"], ["busy"], name="router/busy"),
+        helper.make_node("Cast", ["busy"], ["bucket"], name="router/bucket", to=TensorProto.INT64),
+        helper.make_node("Not", ["busy"], ["calm_cond"], name="router/calm"),
+        helper.make_node("If", ["calm_cond"], ["forecast", "flops"], name="router/branch", then_branch=calm, else_branch=stormy),
+    ]
+    inits = [numpy_helper.from_array(np.array([1, 16, 64, 64], np.int64), "maps_shape"), numpy_helper.from_array(np.float32(0), "zero")]
+    manifest = toy_manifest(shape, buckets=[Bucket([0, 0], 0, {}, calm_flops), Bucket([1, 1], 0, {}, stormy_flops)], dense_flops=stormy_flops)
+    graph = helper.make_graph(nodes, "routed", [helper.make_tensor_value_info("frames", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, shape), helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
+                               helper.make_tensor_value_info("bucket", TensorProto.INT64, [])], initializer=inits)
+    path = folder / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    (folder / "model.dpedge.json").write_text(manifest.to_json())
+    return path
+
+
+def test_the_emulator_follows_the_branch_each_sample_takes(tmp_path, toy_manifest):
+    path = routed_toy_graph(tmp_path, toy_manifest)
+    calm, stormy = np.full((1, 1, 16, 64, 64), -1.0, np.float32), np.full((1, 1, 16, 64, 64), 1.0, np.float32)
+    device = Device("agx-orin-64gb", "MAXN", "fp16")
+    backend = load(path, "orin-emu", 1, device)
+    result = backend.run(np.concatenate([calm, stormy]))
+    assert list(result.bucket) == [0, 1]
+    calm_ms, stormy_ms = (backend.emulated_ms(int(b)) for b in result.bucket)
+    assert (stormy_ms - calm_ms) * (result.flops[1] - result.flops[0]) > 0, "the busier sample's branch executes more and must cost more"
+    # the stormy branch's two convolutions priced on their own, plus the router's kernels and the If
+    routes = GraphRoofline(onnx.load(path), device).routes
+    assert [k.ops for k in routes[1]] == [["ReduceMean"], ["Greater", "Cast", "Not"], ["If"], ["Conv"], ["Conv"]]
+    assert stormy_ms == pytest.approx(sum(k.ms for k in routes[1]))
+    slower = [load(path, "orin-emu", 1, Device("agx-orin-64gb", mode, "fp16")).emulated_ms(1) for mode in ("MAXN", "30W", "15W")]
+    assert slower[0] < slower[1] < slower[2]
+
+
+def test_orin_emu_routes_match_the_exported_branches(exported):
+    backend = load(exported, "orin-emu", 1, Device("agx-orin-64gb", "MAXN", "fp16"))
+    assert len(backend.route_ms) == len(backend.manifest.buckets) >= 3
+    assert backend.route_ms[0] < min(backend.route_ms[1:]), "the all-skipped branch (persistence) runs no backbone"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.onnx"], "missing.onnx: no such file"),
+    (["model.engine"], "is a TensorRT engine: profile it with --backend trt"),
+    (["lonely.onnx"], "no manifest beside lonely.onnx"),
+    (["model.onnx", "--runs", "0"], "--runs must be ≥ 1"),
+    (["model.onnx", "--samples", "0"], "--samples must be ≥ 1"),
+    (["model.onnx", "--power-mode", "30W"], "choose the Jetson that orin-emu emulates"),
+    (["model.onnx", "--backend", "orin-emu", "--power-mode", "10W"], "--power-mode on agx-orin-64gb must be one of"),
+    (["model.onnx", "--backend", "trt"], "--backend trt runs a TensorRT engine"),
+    (["model.onnx", "--backend", "tpu"], "unknown backend 'tpu'"),
+    (["model.pt"], "export it first"),
+])
+def test_bad_input_is_one_line_and_exit_1(exported, tmp_path, args, message):
+    for name in ("model.onnx", "model.dpedge.json", "model.pt"):
+        shutil.copy(exported.parent / name, tmp_path / name)
+    shutil.copy(exported, tmp_path / "lonely.onnx")
+    (tmp_path / "model.engine").write_bytes(b"not an engine")
+    result = dpedge("profile", *args, "--report", "report", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "report").exists() and not (tmp_path / "model.dense.onnx").exists()
