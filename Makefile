@@ -7,7 +7,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench-accuracy bench-latency bench-pareto bench-layout clean
+.PHONY: demo test bench-accuracy bench-latency bench-pareto bench-layout bench-orin clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench-pareto: $(BIN)/dpedge
 
 bench-layout: $(BIN)/dpedge
 	$(BIN)/dpedge bench layout
+
+bench-orin: $(BIN)/dpedge
+	$(BIN)/dpedge bench orin
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

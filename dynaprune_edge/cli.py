@@ -37,6 +37,17 @@ ARCH_HELP = (
 )
 
 
+MODULE_HELP = "orin-emu: agx-orin-64gb (16 SMs, default) or agx-orin-32gb (14 SMs)."
+POWER_MODE_HELP = "orin-emu: nvpmodel mode MAXN (default), 50W, 30W or 15W (64 GB); MAXN, 40W, 30W or 15W (32 GB)."
+PRECISION_HELP = "orin-emu: fp32 (TF32 tensor cores, TensorRT's default), fp16 (default) or int8."
+
+
+def emulated_device(cost: str, module: str | None, power_mode: str | None, precision: str | None) -> dict | None:
+    """The Orin `--cost orin-emu` prices on (None for other targets, which refuse the options)."""
+    chosen = {k: v for k, v in (("module", module), ("power_mode", power_mode), ("precision", precision)) if v is not None}
+    return chosen if chosen or cost == "orin-emu" else None
+
+
 def parse_assignments(pairs: list[str]) -> dict[str, str]:
     parsed = {}
     for pair in pairs:
@@ -54,7 +65,10 @@ def train(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "taxibj",
     data: Annotated[Optional[str], typer.Option(help=DATA_HELP)] = None,
     budget: Annotated[float, typer.Option("--budget", "--target-flops", help="Mean cost ratio to train for, relative to the dense model on the --cost target (--target-flops: the same with FLOPs); 1.0 = dense baseline (pruning off).")] = 1.0,
-    cost: Annotated[str, typer.Option(help="What the budget is a ratio of: 'flops', or 'ort-cpu' (onnxruntime milliseconds on this machine, from a cost table measured once and cached; see `dpedge calibrate`).")] = "flops",
+    cost: Annotated[str, typer.Option(help="What the budget is a ratio of: 'flops'; 'ort-cpu' (onnxruntime milliseconds on this machine, from a cost table measured once and cached; see `dpedge calibrate`); or 'orin-emu' (Jetson AGX Orin milliseconds, EMULATED; see --module, --power-mode, --precision).")] = "flops",
+    module: Annotated[Optional[str], typer.Option(help=MODULE_HELP)] = None,
+    power_mode: Annotated[Optional[str], typer.Option(help=POWER_MODE_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=PRECISION_HELP)] = None,
     cost_table: Annotated[Optional[Path], typer.Option(help="With --cost ort-cpu: a table written by `dpedge calibrate --out` (refused if measured on another machine or for another model).")] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="Per-sample cap: no sample may cost more than this ratio of dense, in training and in the exported graph (default: 1.5 × --budget, at most 1).")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training windows.")] = 10,
@@ -89,6 +103,7 @@ def train(
         {"region_size": region_size, "group_size": group_size, "group_order": group_order, "max_cost": max_cost, "cost": cost,
          "activity_weight": activity_weight},
         None if cost_table is None else str(cost_table),
+        emulated_device(cost, module, power_mode, precision),
     )
     loaded = load_dataset(data_config)
     print(f"data: {loaded.describe()}", file=sys.stderr)
@@ -216,7 +231,10 @@ def export(
 @app.command()
 def calibrate(
     model: Annotated[Optional[Path], typer.Argument(help="A model.pt whose architecture to measure (else the architecture the options below describe).")] = None,
-    cost: Annotated[str, typer.Option(help="Cost target to measure: ort-cpu (onnxruntime's CPU provider, batch 1).")] = "ort-cpu",
+    cost: Annotated[str, typer.Option(help="Cost target: ort-cpu (measured with onnxruntime's CPU provider here, batch 1) or orin-emu (Jetson AGX Orin, EMULATED; --module, --power-mode, --precision).")] = "ort-cpu",
+    module: Annotated[Optional[str], typer.Option(help=MODULE_HELP)] = None,
+    power_mode: Annotated[Optional[str], typer.Option(help=POWER_MODE_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=PRECISION_HELP)] = None,
     backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "simvp",
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "taxibj",
     data: Annotated[Optional[str], typer.Option(help=DATA_HELP)] = None,
@@ -231,32 +249,43 @@ def calibrate(
     runs: Annotated[int, typer.Option(min=3, help="Timed runs of every sub-network.")] = 20,
     out: Annotated[Optional[Path], typer.Option(help="Also write the table here (JSON), for `dpedge train --cost-table`.")] = None,
 ) -> None:
-    """Measure what each layer of a model costs on this machine, on tiles and on whole maps, at every width level: the table `dpedge train --cost ort-cpu` prices samples with."""
+    """What each layer of a model costs on a target, on tiles and on whole maps, at every width level: the table `dpedge train --cost ort-cpu|orin-emu` prices samples with (ort-cpu: measured here; orin-emu: emulated)."""
+    from dynaprune_edge.cost.orin import Device
     from dynaprune_edge.data import DataConfig
     from dynaprune_edge.export.cost_table import cache_path, measure
     from dynaprune_edge.files import atomic_write_text
     from dynaprune_edge.progress import progress_bar
+    from dynaprune_edge.training.run import RunSpec
+    from dynaprune_edge.training.trainer import TrainConfig
 
-    if cost != "ort-cpu":
-        raise ConfigError(f"--cost: only ort-cpu is measured here, got {cost!r} (flops needs no table)")
+    if cost not in ("ort-cpu", "orin-emu"):
+        raise ConfigError(f"--cost must be ort-cpu or orin-emu, got {cost!r} (flops needs no table)")
+    chosen = emulated_device(cost, module, power_mode, precision)
+    if chosen is not None:  # checked as `dpedge train` checks it
+        chosen = RunSpec.create(backbone, DataConfig(dataset), 0.5, TrainConfig(), {}, {"cost": cost}, None, chosen).device
+    device = None if chosen is None else Device(**chosen)
     data_config = None if model else DataConfig(dataset, data, frames_in, frames_out, size)
     config = architecture_config(model, backbone, data_config, region_size, group_size, group_order, arch)
     with progress_bar() as progress:
-        table = measure(config, threads, runs, progress)
+        table = measure(config, threads, runs, progress, cost, device)
     text = table.to_json() + "\n"
-    for path in [cache_path(config, threads)] + ([out] if out else []):
+    cached = cache_path(config, table.machine)
+    for path in [cached] + ([out] if out else []):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(text, path)
     points = table.region_points
-    view = Table(title=f"{config.backbone} on {table.machine['cpu']}, {threads} thread(s): ms per layer (onnxruntime {table.machine['onnxruntime']})",
+    where = (f"{table.machine['cpu']}, {threads} thread(s): ms per layer (onnxruntime {table.machine['onnxruntime']})" if device is None
+             else f"the Jetson AGX Orin ({device.module}, {device.power_mode}, {device.precision}): EMULATED ms per layer")
+    view = Table(title=f"{config.backbone} on {where}",
                  caption=f"dense export {table.dense_ms:.3f} ms; fixed part of a pruned one (router, persistence, the run) {table.fixed_ms:.3f} ms")
     for column in ("layer", "whole map", *(f"tiles n={n}" for n in points[1:-1]), "tiles pay up to n ="):
         view.add_column(column, justify="right")
     for name, times in table.layers.items():
         view.add_row(name, f"{times.whole_ms[-1]:.3f}", *(f"{t:.3f}" for t in times.tiled_ms[-1][1:-1]), str(times.tile_limit) if times.tile_limit else "never")
     console.print(view)
-    console.print(f"[dim]at full width; measured (not predicted) on this machine, median of {runs} runs[/dim]")
-    console.print(f"wrote {cache_path(config, threads)}" + (f" and {out}" if out else ""))
+    console.print("[dim]at full width; " + (f"measured (not predicted) on this machine, median of {runs} runs" if device is None
+                  else "emulated by the orin-emu roofline (docs/orin-emulator.md), not measured") + "[/dim]")
+    console.print(f"wrote {cached}" + (f" and {out}" if out else ""))
 
 
 def architecture_config(model, backbone, data_config, region_size, group_size, group_order, arch):
@@ -277,15 +306,17 @@ def architecture_config(model, backbone, data_config, region_size, group_size, g
 def profile(
     model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx (its manifest beside it), or a TensorRT MODEL...engine for --backend trt.")],
     backend: Annotated[str, typer.Option(help="ort (onnxruntime CPU), ort-cuda, trt (a TensorRT engine on its device) or orin-emu (Jetson AGX Orin latency emulated from a roofline; outputs from onnxruntime CPU).")] = "ort",
-    module: Annotated[Optional[str], typer.Option(help="orin-emu: agx-orin-64gb (16 SMs, default) or agx-orin-32gb (14 SMs).")] = None,
-    power_mode: Annotated[Optional[str], typer.Option(help="orin-emu: nvpmodel mode MAXN (default), 50W, 30W or 15W (64 GB); MAXN, 40W, 30W or 15W (32 GB).")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="orin-emu: fp32 (TF32 tensor cores, TensorRT's default), fp16 (default) or int8.")] = None,
+    module: Annotated[Optional[str], typer.Option(help=MODULE_HELP)] = None,
+    power_mode: Annotated[Optional[str], typer.Option(help=POWER_MODE_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=PRECISION_HELP)] = None,
     data: Annotated[Optional[str], typer.Option(help="Another copy of the model's training data (its family's format), or 'sample' for the bundled one. Default: what the manifest records.")] = None,
     samples: Annotated[int, typer.Option(help="Validation windows to profile on, spread evenly over the split.")] = 64,
     warmup: Annotated[int, typer.Option(help="Untimed passes over the samples before timing.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed runs of each model (cycling over the samples; at least one per sample).")] = 300,
     repeat: Annotated[int, typer.Option(help="Runs of each model in a row at its turn, the last timed: 1 (strict turns, as `bench latency`) times each after the other evicted it from the caches; 3 times it warm, as a model running alone.")] = 1,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
+    trtexec_log: Annotated[Optional[Path], typer.Option(help="The log of a trtexec run of this model's engine on the device (the line `dpedge export --trt` prints; its --exportProfile JSON is read when beside the log): reported beside, as measured.")] = None,
+    dense_trtexec_log: Annotated[Optional[Path], typer.Option(help="The same for the dense twin's engine: gives the measured speedup, and on orin-emu the emulator's error on this model.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
 ) -> None:
@@ -294,7 +325,8 @@ def profile(
 
     settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads)
     settings.device()  # a bad module, power mode or precision fails before any work
-    result = profiling.run(model, settings)
+    logs = {role: log for role, log in (("sparse", trtexec_log), ("dense", dense_trtexec_log)) if log is not None}
+    result = profiling.run(model, settings, logs)
     if report is not None:
         from dynaprune_edge.profiling.report import write_report
 
@@ -389,6 +421,17 @@ def bench_layout(
     from dynaprune_edge.bench import layout
 
     layout.bench(runs, as_json, console)
+
+
+@bench_app.command("orin")
+def bench_orin(
+    out: Annotated[Path, typer.Option(help="Directory for the reference networks' ONNX files (built once) and results.json.")] = Path("runs/bench-orin"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows and summaries as one JSON object instead of a table.")] = False,
+) -> None:
+    """The orin-emu emulator against published Jetson AGX Orin latencies of well-known networks (MLPerf, Ultralytics): published vs emulated ms, constants as they stand and fitted on marked rows."""
+    from dynaprune_edge.bench import orin
+
+    orin.bench(out, as_json, console)
 
 
 @bench_app.command("trtexec")

@@ -8,6 +8,7 @@ depend on what is in the frames."""
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.flops import format_flops
 from dynaprune_edge.profiling.session import EMULATED, Profile, profile
+from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
 from dynaprune_edge.runtime.tensorrt import read_meta
 
@@ -134,10 +136,40 @@ def profile_frames(manifest: Manifest, onnx_path: Path, data: str | None, sample
     return frames, f"{len(picks)} of {len(val)} validation windows of {config.name} ({kind})"
 
 
-def run(model: Path, settings: Settings, log=lambda line: print(line, file=sys.stderr)) -> Profile:
+ENGINE_PRECISION = re.compile(r"\.trt[0-9.]+\.(fp32|fp16|int8)\.engine$")  # names.engine_name's last fields
+
+
+def trtexec_runs(onnx_path: Path, logs: dict[str, Path], settings: Settings) -> dict[str, TrtexecRun]:
+    """The trtexec runs of the pruned ("sparse") and dense twin's ("dense") engines, each
+    refused when its command line ran an engine of another model (or of the other twin), or
+    when orin-emu would emulate another precision than the engine ran at."""
+    runs = {}
+    stem = onnx_path.stem
+    for role, log in logs.items():
+        found = TrtexecRun.read(log)
+        if found.engine is not None:
+            expected = f"{stem}.dense." if role == "dense" else f"{stem}."
+            other_twin = role == "sparse" and found.engine.startswith(f"{stem}.dense.")
+            if not found.engine.startswith(expected) or other_twin:
+                option = "--dense-trtexec-log" if role == "dense" else "--trtexec-log"
+                raise ConfigError(f"{log}: trtexec ran {found.engine}, not an engine of {expected.removesuffix('.')}.onnx ({option})")
+            precision = ENGINE_PRECISION.search(found.engine)
+            device = settings.device()
+            if precision and device is not None and precision.group(1) != device.precision:
+                raise ConfigError(f"{found.engine} ran at {precision.group(1)} but orin-emu would emulate {device.precision}: "
+                                  f"pass --precision {precision.group(1)}")
+        runs[role] = found
+    return runs
+
+
+def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = None,
+        log=lambda line: print(line, file=sys.stderr)) -> Profile:
+    """Profile `model` against its dense twin; `trtexec_logs` ("sparse"/"dense" → log):
+    trtexec runs of their engines on the device, reported beside (see trtexec_runs)."""
     from dynaprune_edge.progress import progress_bar
 
     onnx_path, opened = model_files(model, settings.backend)
+    device_runs = trtexec_runs(onnx_path, trtexec_logs or {}, settings)
     manifest = read_manifest(onnx_path)
     twin = dense_twin(onnx_path, opened, manifest, log)
     frames, described = profile_frames(manifest, onnx_path, settings.data, settings.samples)
@@ -146,7 +178,9 @@ def run(model: Path, settings: Settings, log=lambda line: print(line, file=sys.s
     runs = 1 if sparse.emulated else max(settings.runs, len(frames))
     with progress_bar(transient=True) as progress:
         task = progress.add_task(f"profiling on {settings.backend}", total=runs)
-        return profile(sparse, dense, frames, settings.runs, settings.warmup, described, onnx_path, lambda: progress.advance(task), settings.repeat)
+        result = profile(sparse, dense, frames, settings.runs, settings.warmup, described, onnx_path, lambda: progress.advance(task), settings.repeat)
+    result.trtexec = device_runs
+    return result
 
 
 def print_profile(result: Profile, console: Console) -> None:
@@ -180,6 +214,8 @@ def print_profile(result: Profile, console: Console) -> None:
                            f"{row[f'{kind}_ms_mean']:.3f}", "–" if row["kept_regions_mean"] is None else f"{row['kept_regions_mean']:.1f}")
     console.print(halves)
     console.print(f"[dim]data: {result.data}[/dim]")
+    if result.trtexec:
+        print_device_runs(summary["trtexec"], console)
     if kind == EMULATED:
         console.print("[bold]emulated[/bold]: predicted by the orin-emu roofline, not measured on a Jetson (docs/orin-emulator.md)")
         from dynaprune_edge.profiling.report import KERNEL_COLUMNS, kernel_rows
@@ -190,3 +226,16 @@ def print_profile(result: Profile, console: Console) -> None:
         for row in kernel_rows(summary["emulated_kernels"]):
             kernels.add_row(*row)
         console.print(kernels)
+
+
+def print_device_runs(on_device: dict, console: Console) -> None:
+    from dynaprune_edge.profiling.report import DEVICE_COLUMNS, device_notes, device_rows
+
+    table = Table(title="on the device (trtexec): MEASURED", caption=on_device["label"])
+    for column in DEVICE_COLUMNS:
+        table.add_column(column, justify="left" if column in ("engine of", "engine") else "right")
+    for row in device_rows(on_device):
+        table.add_row(*row)
+    console.print(table)
+    for note in device_notes(on_device):
+        console.print(note)

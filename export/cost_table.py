@@ -1,4 +1,7 @@
-"""Measure a model's `ort-cpu` cost table (dynaprune_edge.cost.table): `dpedge calibrate`.
+"""Make a model's cost table (dynaprune_edge.cost.table): `dpedge calibrate`. `ort-cpu`
+measures it with onnxruntime on this machine; `orin-emu` prices the very same graphs with
+the Jetson AGX Orin roofline (dynaprune_edge.cost.roofline) instead of timing them, each
+graph's time the route its sample takes, each layer's the kernels its nodes fuse into.
 
 What is timed is what `dpedge export` emits: for each width level w (every gate keeping
 that share of its groups) and each of a few kept-region counts n, the sub-network that
@@ -29,9 +32,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import torch
 
+from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
+from dynaprune_edge.cost.roofline import GraphRoofline
 from dynaprune_edge.cost.table import CostTable, LayerTimes, machine_fingerprint
 from dynaprune_edge.data import SpatioTemporalData
 from dynaprune_edge.errors import ConfigError
@@ -44,7 +50,7 @@ from dynaprune_edge.masks.budget import KEEP_ALL
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 from dynaprune_edge.models.base import evaluating
 from dynaprune_edge.progress import progress_bar
-from dynaprune_edge.runtime.manifest import INPUT
+from dynaprune_edge.runtime.manifest import BUCKET, INPUT
 from dynaprune_edge.runtime.onnxruntime import session_options
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.run import RunSpec, model_config_for
@@ -81,10 +87,10 @@ def region_points(regions: int) -> list[int]:
     return [0] + sorted({max(1, regions * k // 8) for k in (0, 1, 2, 4, 6)} | {regions})
 
 
-def cache_path(config: ModelConfig, threads: int) -> Path:
-    """Where the table of this architecture on this machine is kept between runs."""
+def cache_path(config: ModelConfig, machine: dict) -> Path:
+    """Where the table of this architecture on this machine (`fingerprint`) is kept between runs."""
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dpedge") / "cost-tables"
-    key = json.dumps({"model": architecture(config), "machine": machine_fingerprint(threads)}, sort_keys=True)
+    key = json.dumps({"model": architecture(config), "machine": machine}, sort_keys=True)
     return root / f"{config.backbone}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
@@ -154,10 +160,16 @@ def attribute(events: list[dict], layers: list[str]) -> list[tuple[dict[str, flo
 
 
 class GraphTimer:
-    """Wall-clock and per-layer milliseconds of one exported graph."""
+    """`ort-cpu`: wall-clock and per-layer milliseconds of one exported graph, measured."""
+
+    target = "ort-cpu"
 
     def __init__(self, frames: np.ndarray, threads: int, runs: int, warmup: int = 3) -> None:
         self.frames, self.threads, self.runs, self.warmup = frames, threads, runs, warmup
+
+    @property
+    def machine(self) -> dict:
+        return machine_fingerprint(self.threads)
 
     def wall(self, graph: bytes) -> float:
         session = onnxruntime.InferenceSession(graph, session_options(self.threads), providers=["CPUExecutionProvider"])
@@ -195,15 +207,73 @@ class GraphTimer:
         }
 
 
-def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None) -> CostTable:
-    """The cost table of `config`'s architecture on this machine (see the module doc)."""
+class EmulatedTimer:
+    """`orin-emu`: the emulated Orin milliseconds of the route the sample takes through one
+    exported graph, and of each layer in it (a kernel belongs to the layer its first node names;
+    glue kernels between layers go to the layer that runs next, as `attribute` does)."""
+
+    target = "orin-emu"
+    runs = 1  # a roofline has no noise to average away
+
+    def __init__(self, frames: np.ndarray, device: Device) -> None:
+        self.frames, self.device = frames, device
+        self._routes: dict[str, list] = {}
+
+    @property
+    def machine(self) -> dict:
+        return self.device.fingerprint()
+
+    def route(self, graph: bytes) -> list:
+        key = hashlib.sha256(graph).hexdigest()
+        if key not in self._routes:
+            session = onnxruntime.InferenceSession(graph, session_options(1), providers=["CPUExecutionProvider"])
+            bucket = int(session.run([BUCKET], {INPUT: self.frames})[0])
+            self._routes[key] = GraphRoofline(onnx.load_from_string(graph), self.device).routes[bucket]
+        return self._routes[key]
+
+    def wall(self, graph: bytes) -> float:
+        return sum(kernel.ms for kernel in self.route(graph))
+
+    def layers(self, graph: bytes, layers: list[str], wall_ms: float) -> dict[str, float]:
+        times, glue = dict.fromkeys(layers, 0.0), 0.0
+        for kernel in self.route(graph):
+            layer = layer_of(kernel.name)
+            if layer in times:
+                times[layer] += kernel.ms + glue
+                glue = 0.0
+            elif not kernel.name.startswith(("router/", "input/", "output/", *FIXED_SCOPES)):
+                glue += kernel.ms
+        return times
+
+
+def timer_for(target: str, frames: np.ndarray, threads: int = 1, runs: int = 20, device: Device | None = None) -> GraphTimer | EmulatedTimer:
+    if target == "orin-emu":
+        return EmulatedTimer(frames, device or Device(DEFAULT_MODULE, "MAXN", "fp16"))
+    if target != "ort-cpu":
+        raise ConfigError(f"cost target {target!r} has no table to make (flops needs none)")
+    return GraphTimer(frames, threads, runs)
+
+
+def measurement_frames(config: ModelConfig) -> np.ndarray:
+    """Random frames of the model's input shape (time does not depend on values; every
+    region is kept whatever they are, see measurement_model)."""
+    shape = config.shape
+    return np.random.default_rng(0).standard_normal(frames_shape(shape, shape.frames_in)).astype(np.float32)
+
+
+def fingerprint(target: str, threads: int = 1, device: Device | None = None) -> dict:
+    """What a table of `target` made now would be valid for."""
+    return timer_for(target, np.zeros(1, np.float32), threads, 1, device).machine
+
+
+def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None, target: str = "ort-cpu", device: Device | None = None) -> CostTable:
+    """The cost table of `config`'s architecture on `target` (see the module doc):
+    measured on this machine (ort-cpu) or emulated on `device` (orin-emu)."""
     model = measurement_model(config)
     mode, levels, regions = export_mode(config), list(config.pruning.width_levels), model.regions
     points = region_points(regions)
     layers = list(model.layer_names.values())  # in the backbone's order
-    shape = model.shape
-    frames = np.random.default_rng(0).standard_normal(frames_shape(shape, shape.frames_in)).astype(np.float32)
-    timer = GraphTimer(frames, threads, runs)
+    timer = timer_for(target, measurement_frames(config), threads, runs, device)
     table = model.model_mask.width_table(regions)
     task = None if progress is None else progress.add_task("measuring the cost table", total=len(levels) * (len(points) - 1) + 2)
 
@@ -246,23 +316,25 @@ def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None
     times = {}
     for layer in layers:
         times[layer] = LayerTimes(shares[layer], tiled[layer], whole[layer], tile_limit(model, layer, points, tiled[layer], whole[layer]))
+    how = ("per-layer times: onnxruntime profiler node times less its per-node overhead, median over runs; glue charged to the next layer"
+           if target == "ort-cpu" else "per-layer times: EMULATED Orin ms of the kernels each layer's nodes fuse into (orin-emu roofline); glue charged to the next layer")
     notes = [
-        "per-layer times: onnxruntime profiler node times less its per-node overhead, median over runs; glue charged to the next layer",
+        how,
         "whole-map times: the branch computing every region on whole maps, skipped regions masked",
         "fixed_ms: wall-clock of the export when the sample keeps no region (router, persistence, the run)",
         "layer ms scaled per timed graph so that layers + fixed_ms = its wall-clock time",
         "inputs: random frames (time does not depend on values), every region kept",
     ]
     return CostTable(
-        target="ort-cpu",
-        machine=machine_fingerprint(threads),
+        target=timer.target,
+        machine=timer.machine,
         model=architecture(config),
         regions=regions,
         region_points=points,
         layers=times,
         fixed_ms=fixed_ms,
         dense_ms=dense_ms,
-        runs=runs,
+        runs=timer.runs,
         notes=notes,
     )
 
@@ -285,32 +357,36 @@ def tile_limit(model: DynaPruner, layer: str, points: list[int], tiled: list[lis
     return limit
 
 
-def cost_table(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None, log=print) -> CostTable:
-    """The cached table of this architecture on this machine, measured (and cached) if
-    there is none."""
-    path = cache_path(config, threads)
+def cost_table(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None, log=print, target: str = "ort-cpu",
+               device: Device | None = None) -> CostTable:
+    """The cached table of this architecture on `target` (this machine, or the emulated
+    `device`), made (and cached) if there is none."""
+    machine = fingerprint(target, threads, device)
+    path = cache_path(config, machine)
     if path.exists():
         try:
             table = CostTable.from_json(path.read_text(encoding="utf-8"))
-            table.check(machine_fingerprint(threads), architecture(config))
+            table.check(machine, architecture(config))
             return table
         except ConfigError as error:
-            log(f"cost table {path} is stale ({error}); measuring it again")
-    log(f"measuring the ort-cpu cost table of this {config.backbone} on this machine ({threads} thread(s)); cached in {path}")
-    table = measure(config, threads, runs, progress)
+            log(f"cost table {path} is stale ({error}); making it again")
+    where = f"on this machine ({threads} thread(s))" if target == "ort-cpu" else f"emulated on {device or 'the default Orin'}"
+    log(f"making the {target} cost table of this {config.backbone} {where}; cached in {path}")
+    table = measure(config, threads, runs, progress, target, device)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(table.to_json() + "\n", path)
     return table
 
 
-def load_table(path: Path, config: ModelConfig, threads: int = 1) -> CostTable:
-    """A table file given by the user, refused if measured elsewhere or for another model."""
+def load_table(path: Path, config: ModelConfig, machine: dict) -> CostTable:
+    """A table file given by the user, refused if made for another machine (`fingerprint`)
+    or another model."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read cost table {path}: {error}") from error
     table = CostTable.from_json(text)
-    table.check(machine_fingerprint(threads), architecture(config))
+    table.check(machine, architecture(config))
     return table
 
 
@@ -325,11 +401,13 @@ def priced_config(spec: RunSpec, data: SpatioTemporalData, resume_from: Path | N
     the one the interrupted run in `resume_from` trained with, or this machine's cached
     (else freshly measured) table."""
     config = model_config_for(spec, data)
-    if spec.pruning.cost == "flops" or not spec.pruning.enabled:
+    target = spec.pruning.cost
+    if target == "flops" or not spec.pruning.enabled:
         return config
+    device = None if spec.device is None else Device(**spec.device)
     if spec.cost_table is not None:
-        return with_table(config, load_table(Path(spec.cost_table), config))
+        return with_table(config, load_table(Path(spec.cost_table), config, fingerprint(target, 1, device)))
     if resume_from is not None and (resume_from / MODEL_FILE).exists():
         return load_model(resume_from / MODEL_FILE).model_config
     with progress_bar() as progress:
-        return with_table(config, cost_table(config, progress=progress, log=lambda line: print(line, file=sys.stderr)))
+        return with_table(config, cost_table(config, progress=progress, log=lambda line: print(line, file=sys.stderr), target=target, device=device))

@@ -175,6 +175,41 @@ def kernel_summary(kernels: dict) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in kernel_rows(kernels)])
 
 
+def device_rows(on_device: dict) -> list[tuple[str, ...]]:
+    """One row per engine run by trtexec: what it ran and what trtexec measured (ms)."""
+    rows = []
+    for role, name in (("dense", "dense twin"), ("sparse", "pruned")):
+        if role in on_device:
+            run = on_device[role]
+            gpu = run["summary"].get("gpu_compute_ms") or run["summary"]["latency_ms"]
+            host = run["summary"].get("latency_ms", {})
+            rows.append((name, run["engine"] or "(not named in the log)", run["tensorrt"] or "?",
+                         *(f"{gpu[k]:.3f}" if k in gpu else "–" for k in ("median", "mean", "p99")),
+                         f"{host['median']:.3f}" if "median" in host else "–", "–" if run["layers"] is None else str(len(run["layers"]))))
+    return rows
+
+
+DEVICE_COLUMNS = ("engine of", "engine", "TensorRT", "GPU median ms", "mean", "p99", "host latency median", "layers profiled")
+
+
+def device_notes(on_device: dict) -> list[str]:
+    """The measured speedup and the emulator's error on this model, as sentences."""
+    notes = []
+    if "speedup" in on_device:
+        notes.append(f"measured speedup on the device (median GPU time, trtexec's input): {on_device['speedup']:.2f}×")
+    check = on_device.get("emulated_vs_measured", {})
+    if "dense" in check:
+        dense = check["dense"]
+        layers = "" if dense["measured_layers"] is None else f"; {dense['emulated_kernels']} emulated kernels against {dense['measured_layers']} profiled layers"
+        notes.append(f"dense twin: emulated {dense['emulated_ms']:.3f} ms, measured {dense['measured_ms']:.3f} ms: "
+                     f"the emulator is {100 * dense['error']:+.0f} % off on this model{layers}")
+    if "sparse" in check:
+        low, high = check["sparse"]["emulated_ms_range"]
+        notes.append(f"pruned: emulated {low:.3f}–{high:.3f} ms over the branches the samples took, measured {check['sparse']['measured_ms']:.3f} ms "
+                     "on the one branch trtexec's input took")
+    return notes
+
+
 def markdown(summary: dict, profile: Profile) -> str:
     latency, flops = summary["latency"], summary["flops"]
     kind = latency["kind"]
@@ -184,7 +219,8 @@ def markdown(summary: dict, profile: Profile) -> str:
         f"# dpedge profile: {profile.manifest.backbone} on {profile.manifest.dataset}",
         "",
         f"**Latency figures are {kind.upper()}**: {latency['label']}."
-        + (" They are predictions of a roofline model, not measurements on a Jetson." if emulated else ""),
+        + (" They are predictions of a roofline model, not measurements on a Jetson." if emulated else "")
+        + (" The trtexec figures under 'On the device' are MEASURED on the device." if "trtexec" in summary else ""),
         "FLOPs are what the graph reports it executed (computed, neither measured nor emulated).",
         "",
         "## Where",
@@ -222,6 +258,12 @@ def markdown(summary: dict, profile: Profile) -> str:
             row = split[half]
             lines.append(f"| {half} | {row['samples']} | {row['activity_mean']:.4g} | {row['flops_ratio_mean']:.3f} | {row[f'{kind}_ms_mean']:.3f} |")
     lines += ["", "![masks](masks.png)", "", "![filter share](filter_share.png)", ""]
+    if "trtexec" in summary:
+        on_device = summary["trtexec"]
+        lines += ["## On the device (trtexec): MEASURED", "", on_device["label"] + ".", "",
+                  "| " + " | ".join(DEVICE_COLUMNS) + " |", "|" + "---|" * len(DEVICE_COLUMNS),
+                  *("| " + " | ".join(row) + " |" for row in device_rows(on_device)), "",
+                  *(f"- {note}" for note in device_notes(on_device)), ""]
     if emulated:
         from dynaprune_edge.cost.orin import constants_markdown
 

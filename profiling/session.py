@@ -16,6 +16,7 @@ import numpy as np
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency
+from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.manifest import KEPT_REGIONS, Manifest
 from dynaprune_edge.runtime.onnxruntime import session_options
@@ -71,6 +72,7 @@ class Profile:
     frames: np.ndarray  # the samples, in the graph's units
     data: str  # where the samples come from
     kernels: dict = field(default_factory=dict)  # emulated only: "sparse"/"dense" → branch → its kernels (Kernel.as_dict)
+    trtexec: dict[str, TrtexecRun] = field(default_factory=dict)  # "sparse"/"dense" → its engine's trtexec run on the device
 
     @property
     def speedup(self) -> float:
@@ -114,6 +116,32 @@ class Profile:
             }
         return {"activity_threshold": threshold, "activity_unit": "mean |Δ| between input frames, physical units", **halves}
 
+    def on_device(self) -> dict:
+        """The engines' trtexec runs on the device (measured) beside this profile: the
+        measured speedup where both engines ran, and, on orin-emu, the emulator's error on
+        the dense twin, whose single route makes it the one like-for-like check (trtexec
+        feeds the pruned engine its own input, so it ran whichever branch that chose)."""
+        found = {
+            "label": "MEASURED on the device by trtexec (GPU compute time per inference, median), at trtexec's own input "
+                     "(random unless --loadInputs): the pruned engine ran the one branch that input chose",
+            **{role: run.as_dict() for role, run in self.trtexec.items()},
+        }
+        if {"sparse", "dense"} <= self.trtexec.keys():
+            found["speedup"] = self.trtexec["dense"].gpu_ms["median"] / self.trtexec["sparse"].gpu_ms["median"]
+        if self.latency_kind == EMULATED:
+            check = {}
+            if "dense" in self.trtexec:
+                (route,) = self.kernels["dense"].values()
+                measured, layers = self.trtexec["dense"].gpu_ms["median"], self.trtexec["dense"].layers
+                check["dense"] = {"emulated_ms": float(self.sample_dense_ms.mean()), "measured_ms": measured,
+                                  "error": float(self.sample_dense_ms.mean()) / measured - 1, "emulated_kernels": len(route),
+                                  "measured_layers": None if layers is None else len(layers)}
+            if "sparse" in self.trtexec:
+                taken = [float(self.sample_sparse_ms[self.bucket == b].mean()) for b in np.unique(self.bucket)]
+                check["sparse"] = {"emulated_ms_range": [min(taken), max(taken)], "measured_ms": self.trtexec["sparse"].gpu_ms["median"]}
+            found["emulated_vs_measured"] = check
+        return found
+
     def summary(self) -> dict:
         sparse, dense = LatencyStats.from_samples(self.sparse_ms), LatencyStats.from_samples(self.dense_ms)
         return {
@@ -131,6 +159,7 @@ class Profile:
             "branches": self.branches(),
             "calm_vs_busy": self.calm_vs_busy(),
             **({"emulated_kernels": self.kernels} if self.kernels else {}),
+            **({"trtexec": self.on_device()} if self.trtexec else {}),
             "samples": [
                 {"sample": i, "activity": float(a), "branch": int(b), "flops": float(f),
                  f"sparse_{self.latency_kind}_ms": float(s), f"dense_{self.latency_kind}_ms": float(d),

@@ -1,8 +1,13 @@
-"""Reading trtexec's performance summary of a run on the device."""
+"""Reading a trtexec run on the device: its performance summary, the command line that
+names its engine, and the per-layer profile it exported (`--exportProfile`)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
 
 from dynaprune_edge.errors import ConfigError
 
@@ -10,6 +15,7 @@ _SUMMARY = "=== Performance summary ==="
 _LOG_PREFIX = re.compile(r"^(?:\[[^\]]*\]\s*)+")  # "[02/26/2024-10:43:06] [I] "
 _NUMBER = r"(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=?\s*" + _NUMBER + r"\s*ms")
+_COMMAND = re.compile(r"^&&&& (?:RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT v\d+\](?: \[b\d+\])? # (trtexec.*)$", re.MULTILINE)
 _TIMINGS = {
     "Latency": "latency_ms",
     "Enqueue Time": "enqueue_ms",
@@ -71,3 +77,94 @@ def parse_trtexec_summary(text: str) -> dict:
     if "throughput_qps" not in summary and "latency_ms" not in summary:
         raise ConfigError("the trtexec performance summary holds neither Throughput nor Latency (truncated log?)")
     return summary
+
+
+def trtexec_arguments(text: str) -> dict[str, str]:
+    """The `--name=value` options of the trtexec command line the log records
+    ("&&&& RUNNING TensorRT.trtexec [TensorRT v8502] # trtexec --loadEngine=…"); empty
+    when the log was trimmed of it."""
+    line = _COMMAND.search(text)
+    if not line:
+        return {}
+    try:
+        words = shlex.split(line.group(1))
+    except ValueError:  # an unbalanced quote in a hand-edited log
+        words = line.group(1).split()
+    return dict(word[2:].partition("=")[::2] for word in words[1:] if word.startswith("--"))
+
+
+def parse_layer_profile(text: str) -> list[dict]:
+    """The per-layer times of `trtexec --exportProfile=FILE`: a JSON list whose first entry
+    is {"count": runs} and each other one a layer (fused: "conv + bias + PWN(relu)") with its
+    total, average and (TensorRT ≥ 8.5) median ms over the profiled runs. Returns
+    [{"name", "average_ms", "median_ms" (when present), "percentage"}], as TensorRT ordered
+    them (execution order)."""
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"not a trtexec --exportProfile JSON: {error}") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError("not a trtexec --exportProfile JSON: expected a list of objects")
+    layers = []
+    for entry in entries:
+        if "name" not in entry:
+            continue  # the {"count": N} header
+        if "averageMs" not in entry:
+            raise ConfigError(f"trtexec profile entry {entry['name']!r} has no averageMs")
+        try:
+            layer = {"name": str(entry["name"]), "average_ms": float(entry["averageMs"]), "percentage": float(entry.get("percentage", 0.0))}
+            if "medianMs" in entry:
+                layer["median_ms"] = float(entry["medianMs"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"trtexec profile entry {entry['name']!r} has a time that is not a number") from None
+        layers.append(layer)
+    if not layers:
+        raise ConfigError("the trtexec profile lists no layers")
+    return layers
+
+
+@dataclass(frozen=True)
+class TrtexecRun:
+    """One trtexec run on the device, as its log records it: the performance summary, the
+    engine the command line built or loaded, and the per-layer profile it exported when that
+    file sits beside the log. Every figure in it is a measurement on the device."""
+
+    log: Path
+    summary: dict
+    engine: str | None
+    layers: list[dict] | None
+
+    @classmethod
+    def read(cls, log: Path) -> "TrtexecRun":
+        try:
+            text = log.read_text(errors="replace")
+        except OSError as error:
+            raise ConfigError(f"cannot read trtexec log {log}: {error.strerror or error}") from None
+        try:
+            summary = parse_trtexec_summary(text)
+        except ConfigError as error:
+            raise ConfigError(f"{log}: {error}") from None
+        if "latency_ms" not in summary and "gpu_compute_ms" not in summary:
+            raise ConfigError(f"{log}: the trtexec summary gives a throughput but no latency")
+        arguments = trtexec_arguments(text)
+        engine = arguments.get("loadEngine") or arguments.get("saveEngine")
+        layers = None
+        exported = arguments.get("exportProfile")
+        if exported:
+            beside = log.parent / Path(exported).name
+            if beside.is_file():
+                try:
+                    layers = parse_layer_profile(beside.read_text(errors="replace"))
+                except ConfigError as error:
+                    raise ConfigError(f"{beside}: {error}") from None
+        return cls(log, summary, None if engine is None else Path(engine).name, layers)
+
+    @property
+    def gpu_ms(self) -> dict:
+        """GPU compute time per inference (what the emulator predicts); host latency when
+        an old or trimmed log has no GPU line."""
+        return self.summary.get("gpu_compute_ms") or self.summary["latency_ms"]
+
+    def as_dict(self) -> dict:
+        return {"log": str(self.log), "engine": self.engine, "tensorrt": self.summary.get("tensorrt"), "summary": self.summary,
+                "layers": self.layers, "label": "measured on the device by trtexec"}

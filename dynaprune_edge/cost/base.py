@@ -13,8 +13,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-COST_TARGETS = ("flops", "ort-cpu")
-"""--cost: what a budget is a ratio of (the profile issue's `orin-emu` plugs in here)."""
+COST_TARGETS = ("flops", "ort-cpu", "orin-emu")
+"""--cost: what a budget is a ratio of: FLOPs, onnxruntime CPU milliseconds measured here,
+or Jetson AGX Orin milliseconds emulated (dynaprune_edge.cost.roofline)."""
 
 
 class CostModel(ABC):
@@ -69,5 +70,5 @@ def cost_model(target: str, table: dict | None) -> CostModel:
     if target == "flops":
         return FlopsCost()
     if table is None:
-        raise ConfigError(f"cost target {target} needs its measured table (dpedge calibrate --cost {target})")
+        raise ConfigError(f"cost target {target} needs its table (dpedge calibrate --cost {target})")
     return MeasuredCost(CostTable.from_dict(table))

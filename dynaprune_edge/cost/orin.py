@@ -20,7 +20,7 @@ POWER_TABLE = (
     "the uncapped MAXN GPU clocks (1.3 GHz, 930 MHz) are the published maxima of the 2048- and 1792-core GPUs"
 )
 TENSORRT_GUIDE = "NVIDIA TensorRT Developer Guide: Performance Best Practices (layer fusion) and Reduced Precision (TF32 on by default)"
-ASSUMED = "assumption of this emulator (no published figure): see docs/orin-emulator.md, 'Validation'"
+ASSUMED = "assumption of this emulator (no published figure; docs/orin-emulator.md, 'Validation', says what checks it)"
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,14 @@ class Device:
         if self.precision == "int8":
             return 1 if matrix else 2
         return 2 if self.precision == "fp16" else 4
+
+    def fingerprint(self) -> dict:
+        """What an orin-emu cost table is valid for (CostTable.machine): this device and
+        this revision of the emulator."""
+        from dynaprune_edge.cost.roofline import EMULATOR_REVISION
+
+        return {"device": "Jetson AGX Orin (emulated)", "module": self.module, "power_mode": self.power_mode,
+                "precision": self.precision, "emulator": EMULATOR_REVISION}
 
     def describe(self) -> dict:
         mode = self.mode

@@ -18,7 +18,8 @@ Fusions modelled (TensorRT's documented ones that dpedge graphs meet):
 - shape-only ops (Reshape, Squeeze, Unsqueeze, Flatten, Identity, Shape, Constant) are no
   kernel at all: static shapes are resolved when the engine is built.
 Everything else (Transpose, Concat, Slice, Gather, Resize, reductions, Expand, Pad, …) is
-a kernel of its own on the CUDA cores. An `If` costs `branch_overhead_us` and only the
+a kernel of its own on the CUDA cores, and so is a depthwise convolution (one input channel
+per group: no matrix product for the tensor cores). An `If` costs `branch_overhead_us` and only the
 taken branch runs (TensorRT's IIfConditional evaluates its branches lazily).
 """
 
@@ -33,6 +34,10 @@ from onnx import TensorProto
 
 from dynaprune_edge.cost.orin import Device, constant
 from dynaprune_edge.errors import ConfigError
+
+EMULATOR_REVISION = 1
+"""Bumped whenever the kernels or their prices change (fusions, constants): an orin-emu
+cost table priced by an earlier revision is measured again."""
 
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}  # their output is their input, viewed
 FREE = VIEWS | {"Constant", "Shape", "Size"}  # no kernel: resolved when the engine is built
@@ -90,7 +95,7 @@ class Kernel:
 def tensors(model: onnx.ModelProto) -> dict[str, Tensor]:
     """Shape and element type of every tensor in the model and its subgraphs (shape
     inference fills in the intermediate ones); a ConfigError for a dynamic dimension."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # folds Shape→Gather→Reshape chains
     found: dict[str, Tensor] = {}
 
     def visit(graph: onnx.GraphProto) -> None:
@@ -199,7 +204,7 @@ class GraphRoofline:
                         kernel = candidate
                         break
             if kernel is None:
-                kernel = Kernel(node.name, [], matrix=node.op_type in MATRIX)
+                kernel = Kernel(node.name, [], matrix=node.op_type in MATRIX and not self._depthwise(node))
                 kernels.append(kernel)
                 reads[id(kernel)], after[id(kernel)] = set(), set()
             for i in sources:
@@ -225,11 +230,17 @@ class GraphRoofline:
             self._price(kernel)
         return kernels
 
+    def _depthwise(self, node: onnx.NodeProto) -> bool:
+        """A convolution with one input channel per group: TensorRT runs it on the CUDA
+        cores (there is no matrix product for the tensor cores to take)."""
+        return node.op_type == "Conv" and len(node.input) > 1 and self.shapes[node.input[1]].shape[1] == 1 and any(
+            a.name == "group" and a.i > 1 for a in node.attribute)
+
     def _work(self, node: onnx.NodeProto) -> tuple[float, int]:
         """(operations, output tiles or 0) of one node."""
         if node.op_type in MATRIX:
             macs, tiles = matrix_work(node, self.shapes)
-            return 2 * macs, tiles
+            return 2 * macs, 0 if self._depthwise(node) else tiles
         out = self.shapes.get(node.output[0])
         first = self.shapes.get(node.input[0]) if node.input and node.input[0] else None
         elements = max(out.elements if out else 0, first.elements if first and node.op_type not in READS_WHAT_IT_WRITES else 0)

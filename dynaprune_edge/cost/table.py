@@ -1,4 +1,5 @@
-"""A measured cost table (`--cost ort-cpu`) and the cost model that prices samples from it.
+"""A cost table (`--cost ort-cpu`: measured; `--cost orin-emu`: emulated) and the cost model
+that prices samples from it.
 
 The table holds, per layer of one model architecture, the milliseconds onnxruntime spent
 in that layer's nodes inside the exported sub-networks (dynaprune_edge.export.cost_table):
@@ -156,12 +157,14 @@ class CostTable:
             raise ConfigError(f"not a dpedge cost table ({error})") from error
 
     def check(self, machine: dict, model: dict) -> None:
-        """Refuse a table measured elsewhere or for another architecture."""
-        for key in ("cpu", "cores", "threads", "onnxruntime"):
+        """Refuse a table measured elsewhere (another CPU, thread count or onnxruntime; for
+        orin-emu another module, power mode, precision or emulator revision) or for another
+        architecture."""
+        for key in sorted(set(self.machine) | set(machine)):
             if self.machine.get(key) != machine.get(key):
                 raise ConfigError(
-                    f"cost table measured with {key} {self.machine.get(key)!r}, this machine has {machine.get(key)!r}: "
-                    "measure it here (dpedge calibrate --cost ort-cpu)"
+                    f"cost table made with {key} {self.machine.get(key)!r}, this run has {machine.get(key)!r}: "
+                    f"make it for this one (dpedge calibrate --cost {self.target})"
                 )
         if self.model != model:
             differ = sorted(k for k in set(self.model) | set(model) if self.model.get(k) != model.get(k))
@@ -198,4 +201,6 @@ class MeasuredCost(CostModel):
 
     def describe(self) -> str:
         machine = self.table.machine
+        if "cpu" not in machine:  # orin-emu: a device emulated, not a machine measured
+            return f"{self.name} ({machine['device']}: {machine['module']}, {machine['power_mode']}, {machine['precision']}; emulated, not measured)"
         return f"{self.name} (measured on {machine['cpu']}, {machine['threads']} thread(s), onnxruntime {machine['onnxruntime']})"

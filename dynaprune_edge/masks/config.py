@@ -34,9 +34,10 @@ class PruningConfig:
     max_cost: the per-sample cap: no sample may cost more than this ratio of the dense
         model, in training and in the exported graph alike (None: CAP_OVER_TARGET × target,
         at most 1). The mean budget is `budget` (masks/budget.py).
-    cost: what `budget` and `max_cost` are ratios of (dynaprune_edge.cost): "flops", or
+    cost: what `budget` and `max_cost` are ratios of (dynaprune_edge.cost): "flops";
         "ort-cpu", milliseconds of onnxruntime on the machine `cost_table` (its measured
-        table, stored with the model) was measured on.
+        table, stored with the model) was measured on; or "orin-emu", Jetson AGX Orin
+        milliseconds emulated for the module, power mode and precision the table names.
     activity_weight: weight of the mask generator's activity prior (regions whose input
         frames do not change, where the persistence a skipped region outputs is exact,
         score lower; masks/generator.py); 0 turns it off.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.masks import PruningConfig
@@ -23,6 +24,7 @@ class RunSpec:
     pruning: PruningConfig
     options: dict = field(default_factory=dict)
     cost_table: str | None = None  # a measured table file (`--cost-table`) instead of the cached one
+    device: dict | None = None  # orin-emu: the emulated Orin (Device's module, power_mode, precision)
 
     @classmethod
     def create(
@@ -34,11 +36,17 @@ class RunSpec:
         backbone_overrides: dict[str, str] | None = None,
         pruning_overrides: dict | None = None,
         cost_table: str | None = None,
+        device: dict | None = None,
     ) -> "RunSpec":
         pruning = PruningConfig(budget=budget, **(pruning_overrides or {}))
         if cost_table is not None and pruning.cost == "flops":
             raise ConfigError("--cost-table prices a measured cost target: add --cost ort-cpu")
-        return cls(backbone, data, train, pruning, backbone_options(backbone, backbone_overrides or {}), cost_table)
+        if device is not None:
+            if pruning.cost != "orin-emu":
+                raise ConfigError("--module, --power-mode and --precision choose the Orin that --cost orin-emu emulates: add --cost orin-emu")
+            checked = Device(**{"module": DEFAULT_MODULE, "power_mode": "MAXN", "precision": "fp16", **device})
+            device = {"module": checked.module, "power_mode": checked.power_mode, "precision": checked.precision}
+        return cls(backbone, data, train, pruning, backbone_options(backbone, backbone_overrides or {}), cost_table, device)
 
 
 def model_config_for(spec: RunSpec, data: SpatioTemporalData) -> ModelConfig:

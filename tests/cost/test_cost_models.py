@@ -102,7 +102,7 @@ def test_a_table_round_trips_through_json():
 def test_a_table_measured_on_another_machine_or_onnxruntime_is_refused(key, value):
     here = machine_fingerprint(1)
     elsewhere = table({}, machine={**here, key: value})
-    with pytest.raises(ConfigError, match=f"cost table measured with {key}"):
+    with pytest.raises(ConfigError, match=f"cost table made with {key}"):
         elsewhere.check(here, {"backbone": "simvp"})
     with pytest.raises(ConfigError, match="another model"):
         table({}).check(here, {"backbone": "vit"})

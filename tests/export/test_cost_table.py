@@ -14,7 +14,11 @@ import onnx
 import pytest
 import torch
 
-from dynaprune_edge.cost import CostTable, machine_fingerprint
+from dynaprune_edge.cost import CostTable, MeasuredCost, machine_fingerprint
+from dynaprune_edge.cost.orin import Device
+from dynaprune_edge.cost.roofline import GraphRoofline
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.export.network import build_graph
 from dynaprune_edge.export.cost_table import architecture, measure
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.masks import MaskMode, PruningConfig
@@ -46,6 +50,23 @@ def test_a_measured_table_times_every_layer_of_the_exported_sub_networks():
         assert 0 <= times.tile_limit < model.regions, name
         assert 0 < min(times.width_share) and max(times.width_share) == 1.0, name
     table.check(machine_fingerprint(1), architecture(config))  # accepted here, for this model
+
+
+def test_an_emulated_table_prices_the_same_graphs_with_the_orin_roofline():
+    config = tiny_config()
+    device = Device("agx-orin-64gb", "30W", "fp16")
+    table = measure(config, target="orin-emu", device=device)
+    assert table.target == "orin-emu" and table.machine == device.fingerprint() and any("EMULATED" in note for note in table.notes)
+    model = build_model(config).eval()
+    dense, _ = build_graph(model, None, "dense", None)
+    assert table.dense_ms == pytest.approx(sum(GraphRoofline(dense, device).route_ms()))  # one route: no router
+    assert set(table.layers) == set(model.layer_names.values())
+    slower = measure(config, target="orin-emu", device=Device("agx-orin-64gb", "15W", "fp16"))
+    assert slower.dense_ms > table.dense_ms and slower.fixed_ms >= table.fixed_ms
+    table.check(device.fingerprint(), architecture(config))
+    with pytest.raises(ConfigError, match="power_mode '30W', this run has '15W'"):
+        table.check(slower.machine, architecture(config))
+    assert "emulated, not measured" in MeasuredCost(table).describe()
 
 
 def made_up_table(config: ModelConfig, whole_map: str) -> dict:
@@ -168,5 +189,5 @@ def test_calibrate_then_train_on_the_measured_target_then_export(tmp_path):
     result = dpedge(*train, "--cost-table", tmp_path / "foreign.json", "--out", tmp_path / "refused", env=env)
     error = result.stderr.strip().splitlines()[-1]  # after the line saying which data was read
     assert result.returncode == 1 and result.stderr.count("error:") == 1 and error.startswith("error: ")
-    assert "measured with cpu 'Some Other CPU'" in error and "dpedge calibrate" in error
+    assert "made with cpu 'Some Other CPU'" in error and "dpedge calibrate" in error
     assert not (tmp_path / "refused").exists()

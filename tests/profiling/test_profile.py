@@ -20,6 +20,7 @@ from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.manifest import Bucket
 
 SMALL = ["--samples", "12", "--runs", "24"]
+SAMPLES = Path(__file__).parent / "samples"  # recorded trtexec output, SOURCES.md says from where
 
 
 def dpedge(*args, cwd=None):
@@ -77,6 +78,40 @@ def test_orin_emu_profile_is_labelled_emulated_everywhere(exported, tmp_path):
     assert "Latency figures are EMULATED" in text and "not measurements on a Jetson" in text
     assert "Emulated kernels" in text and "Emulator constants" in text
     assert_real_plots(tmp_path / "report")
+
+
+def device_log(recorded: str, engine_stem: str) -> str:
+    """A recorded trtexec log of a run on a Jetson, its command line replaced by the one
+    `dpedge export --trt` prints for `engine_stem` (no public log of a dpedge engine exists;
+    the figures stay the recorded ones)."""
+    text = (SAMPLES / recorded).read_text()
+    head, _, _ = text.rpartition("&&&& PASSED")
+    return (head + f"&&&& PASSED TensorRT.trtexec [TensorRT v8502] # trtexec --loadEngine={engine_stem}.engine --warmUp=500 "
+            f"--exportTimes={engine_stem}.times.json --separateProfileRun --dumpProfile --exportProfile={engine_stem}.profile.json\n")
+
+
+def test_trtexec_runs_of_both_engines_are_reported_as_measured_beside_the_emulated_figures(exported, tmp_path):
+    """The dense engine's run (the Orin Nano log, with its per-layer profile beside it) and
+    the pruned engine's (the AGX Xavier log): their figures land in the right rows, the
+    measured speedup is theirs, and the emulator is checked on the dense twin."""
+    dense_stem, sparse_stem = "model.dense.orin.trt8.5.2.fp16", "model.orin.trt8.5.2.fp16"
+    (tmp_path / "dense.log").write_text(device_log("trtexec_trt8502_jetson_orin_nano_fp16.log", dense_stem))
+    shutil.copy(SAMPLES / "trtexec_profile_mobilenet_qat_trimmed.json", tmp_path / f"{dense_stem}.profile.json")
+    (tmp_path / "sparse.log").write_text(device_log("trtexec_trt8400_jetson_agx_xavier.log", sparse_stem))
+    result = dpedge("profile", exported, "--backend", "orin-emu", *SMALL, "--trtexec-log", tmp_path / "sparse.log",
+                    "--dense-trtexec-log", tmp_path / "dense.log", "--json", "--report", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    on_device = json.loads(result.stdout)["trtexec"]
+    assert on_device["dense"]["engine"] == f"{dense_stem}.engine" and on_device["sparse"]["engine"] == f"{sparse_stem}.engine"
+    assert on_device["dense"]["summary"]["gpu_compute_ms"]["median"] == 10.1851  # the Orin Nano's
+    assert on_device["sparse"]["summary"]["gpu_compute_ms"]["median"] == 0.388443  # the Xavier's
+    assert len(on_device["dense"]["layers"]) == 10 and on_device["sparse"]["layers"] is None  # no profile beside that one
+    assert on_device["speedup"] == pytest.approx(10.1851 / 0.388443)
+    check = on_device["emulated_vs_measured"]["dense"]
+    assert check["measured_ms"] == 10.1851 and check["measured_layers"] == 10 and check["emulated_kernels"] > 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Latency figures are EMULATED" in text and "On the device (trtexec): MEASURED" in text
+    assert "10.185" in text and "measured speedup on the device" in text
 
 
 def routed_toy_graph(folder: Path, toy_manifest) -> Path:
@@ -154,14 +189,35 @@ def test_orin_emu_routes_match_the_exported_branches(exported):
     (["model.onnx", "--backend", "trt"], "--backend trt runs a TensorRT engine"),
     (["model.onnx", "--backend", "tpu"], "unknown backend 'tpu'"),
     (["model.pt"], "export it first"),
+    (["model.onnx", "--trtexec-log", "missing.log"], "cannot read trtexec log missing.log"),
+    (["model.onnx", "--trtexec-log", "other.log"], "trtexec ran fp16.trt, not an engine of model.onnx"),
+    (["model.onnx", "--trtexec-log", "dense.log"], "trtexec ran model.dense.orin.trt8.5.2.fp16.engine, not an engine of model.onnx"),
+    (["model.onnx", "--backend", "orin-emu", "--precision", "int8", "--dense-trtexec-log", "dense.log"], "pass --precision fp16"),
 ])
 def test_bad_input_is_one_line_and_exit_1(exported, tmp_path, args, message):
     for name in ("model.onnx", "model.dpedge.json", "model.pt"):
         shutil.copy(exported.parent / name, tmp_path / name)
     shutil.copy(exported, tmp_path / "lonely.onnx")
     (tmp_path / "model.engine").write_bytes(b"not an engine")
+    shutil.copy(SAMPLES / "trtexec_trt8502_jetson_orin_nano_fp16.log", tmp_path / "other.log")  # it ran yolox's fp16.trt
+    (tmp_path / "dense.log").write_text(device_log("trtexec_trt8502_jetson_orin_nano_fp16.log", "model.dense.orin.trt8.5.2.fp16"))
     result = dpedge("profile", *args, "--report", "report", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (tmp_path / "report").exists() and not (tmp_path / "model.dense.onnx").exists()
+
+
+def test_the_demo_exports_profiles_and_reports_measured_and_emulated(tmp_path, varied_model):
+    from rich.console import Console
+
+    from dynaprune_edge.bench.accuracy import profile_demo
+
+    checkpoint = varied_model(tmp_path, group_order="ordered")
+    console = Console(record=True, width=200)
+    profile_demo(checkpoint, tmp_path / "report", console)
+    printed = console.export_text()
+    assert "ort: pruned" in printed and "measured" in printed and "orin-emu: pruned" in printed and "emulated" in printed
+    for backend, label in (("ort", "MEASURED"), ("orin-emu", "EMULATED")):
+        assert f"Latency figures are {label}" in (tmp_path / "report" / backend / "report.md").read_text()
+        assert_real_plots(tmp_path / "report" / backend)

@@ -3,6 +3,7 @@ runs on Jetsons (samples/SOURCES.md says where each comes from)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.profiling.trtexec import parse_trtexec_summary, trtexec_version
+from dynaprune_edge.profiling.trtexec import parse_layer_profile, parse_trtexec_summary, trtexec_arguments, trtexec_version
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -76,6 +77,36 @@ def test_the_last_summary_counts_and_a_log_without_one_is_refused():
 )
 def test_trtexec_version(text, version):
     assert trtexec_version(text) == version
+
+
+def test_the_command_line_names_the_engine_that_ran():
+    xavier = trtexec_arguments((SAMPLES / "trtexec_trt8400_jetson_agx_xavier.log").read_text())
+    assert xavier == {"loadEngine": "mnist16.trt", "batch": "16"}
+    orin_nano = trtexec_arguments((SAMPLES / "trtexec_trt8502_jetson_orin_nano_fp16.log").read_text())
+    assert orin_nano == {"onnx": "./yolox_s_leaky.onnx", "saveEngine": "./fp16.trt", "fp16": ""}
+    assert trtexec_arguments((SAMPLES / "trtexec_trt10_jetson_agx_thor_trimmed.log").read_text()) == {}  # trimmed of it
+
+
+def test_parses_a_recorded_per_layer_profile_in_execution_order():
+    layers = parse_layer_profile((SAMPLES / "trtexec_profile_mobilenet_qat_trimmed.json").read_text())
+    assert len(layers) == 10  # the {"count": 4216} header is not a layer
+    assert layers[0] == {"name": "QuantizeLinear_2", "average_ms": 0.0122041, "percentage": 1.88608}  # TensorRT 8.x: no medianMs
+    assert layers[1]["name"] == "features.0.0.weight + QuantizeLinear_8 + Conv_12 + PWN(Clip_16)"
+    newer = parse_layer_profile('[{"count": 10}, {"name": "conv1", "timeMs": 2.0, "averageMs": 0.2, "medianMs": 0.19, "percentage": 100}]')
+    assert newer == [{"name": "conv1", "average_ms": 0.2, "median_ms": 0.19, "percentage": 100.0}]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not a trtexec --exportProfile JSON"),
+    ('{"count": 3}', "expected a list of objects"),
+    ('[{"count": 3}, 7]', "expected a list of objects"),
+    ('[{"count": 3}, {"name": "conv1", "timeMs": 1.0}]', "'conv1' has no averageMs"),
+    ('[{"count": 3}, {"name": "conv1", "averageMs": "fast"}]', "'conv1' has a time that is not a number"),
+    ('[{"count": 3}]', "lists no layers"),
+])
+def test_a_malformed_layer_profile_is_refused(text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_layer_profile(text)
 
 
 def test_reading_trtexec_output_imports_neither_torch_nor_the_export_side():

@@ -1,0 +1,202 @@
+"""`dpedge bench orin`: the orin-emu roofline against published Jetson AGX Orin latencies.
+
+Each published row names a well-known network, its precision, the device's power mode and
+where the figure comes from. The network is built here (dynaprune_edge.bench.reference_models,
+random weights: latency does not depend on them), exported to ONNX and emulated on the same
+module, power mode and precision. The table shows published ms, emulated ms and the error.
+
+Two passes, kept apart:
+1. the emulator's constants as they stand (docs/orin-emulator.md), on every row;
+2. the three modelling constants (compute and memory efficiency, per-kernel overhead) fitted
+   on the rows marked `fit` only (least squares on log latency, a grid search), then
+   reported on the rows marked `check` only, which the fit never saw.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device, constant
+from dynaprune_edge.cost.roofline import GraphRoofline
+from dynaprune_edge.files import atomic_write_text
+
+MLPERF_V31 = (
+    "MLPerf Inference v3.1, closed, NVIDIA, system Orin_TRT (Jetson AGX Orin Developer Kit 64G, JetPack 5.1.1, TensorRT 8.5.2): "
+    "mlcommons/inference_results_v3.1 closed/NVIDIA/results/Orin_TRT/resnet50/SingleStream/performance/run_1/mlperf_log_summary.txt, "
+    "50th percentile latency 636 µs (p90 640 µs); INT8 as NVIDIA's MLPerf ResNet-50 engines are; MaxP system, no clock caps"
+)
+ULTRALYTICS = (
+    "Ultralytics docs, guides/nvidia-jetson.md, 'NVIDIA Jetson AGX Orin Developer Kit (64GB)' (JetPack 6.2, TensorRT 10.3, "
+    "Ultralytics 8.3.157): 'Inference time (ms/im)', batch 1, 640×640, without pre/post-processing; the power mode is not "
+    "stated (the guide's set-up runs `nvpmodel -m 0` and `jetson_clocks`: MAXN assumed)"
+)
+
+
+@dataclass(frozen=True)
+class Published:
+    model: str  # a key of REFERENCE_MODELS
+    precision: str
+    ms: float
+    role: str  # "fit": the fit may use it; "check": it never does
+    source: str
+    power_mode: str = "MAXN"
+    module: str = DEFAULT_MODULE
+
+
+YOLO_MS = {  # model: (fp32, fp16, int8) ms, from ULTRALYTICS
+    "yolo11n": (3.93, 2.55, 2.18),
+    "yolo11s": (6.52, 3.65, 2.81),
+    "yolo11m": (12.53, 6.25, 4.69),
+    "yolo11l": (16.11, 8.08, 6.12),
+    "yolo11x": (28.50, 13.55, 9.40),
+}
+FIT_ROWS = {("yolo11n", "fp16"), ("yolo11m", "fp16"), ("yolo11x", "fp16")}  # small, middle and large, one precision
+PUBLISHED = [
+    Published("resnet50", "int8", 0.636, "check", MLPERF_V31),
+    *(
+        Published(model, precision, ms, "fit" if (model, precision) in FIT_ROWS else "check", ULTRALYTICS)
+        for model, times in YOLO_MS.items()
+        for precision, ms in zip(("fp32", "fp16", "int8"), times)
+    ),
+]
+
+EFFICIENCIES = np.linspace(0.05, 1.0, 39)
+OVERHEADS_US = np.linspace(0.0, 60.0, 61)
+
+
+@dataclass
+class Terms:
+    """A row's emulated kernels reduced to what the fitted constants scale: per kernel the
+    compute and memory time at efficiency 1, the kernel count and the If count."""
+
+    compute_ms: np.ndarray
+    memory_ms: np.ndarray
+    kernels: int
+    branches: int
+
+    def ms(self, compute_efficiency: float, memory_efficiency: float, overhead_us: float) -> float:
+        work = np.maximum(self.compute_ms / compute_efficiency, self.memory_ms / memory_efficiency).sum()
+        return float(work + (self.kernels * overhead_us + self.branches * constant("branch_overhead_us")) / 1e3)
+
+
+def terms(roofline: GraphRoofline) -> Terms:
+    (route,) = roofline.routes  # the reference networks have no branches
+    kernels = [k for k in route if k.ops != ["If"]]
+    return Terms(
+        compute_ms=np.array([k.compute_ms * constant("compute_efficiency") for k in kernels]),
+        memory_ms=np.array([k.memory_ms * constant("memory_efficiency") for k in kernels]),
+        kernels=len(kernels),
+        branches=len(route) - len(kernels),
+    )
+
+
+@dataclass
+class Row:
+    model: str
+    precision: str
+    power_mode: str
+    role: str
+    published_ms: float
+    emulated_ms: float  # with the constants as they stand
+    fitted_ms: float | None  # with the constants fitted on the fit rows
+    kernels: int
+    gflops: float  # 2 × multiply-adds, as the peak rates count
+    source: str
+
+    @property
+    def error(self) -> float:
+        return self.emulated_ms / self.published_ms - 1
+
+    @property
+    def fitted_error(self) -> float | None:
+        return None if self.fitted_ms is None else self.fitted_ms / self.published_ms - 1
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "error": self.error, "fitted_error": self.fitted_error, "label": "published: measured by the source; emulated: orin-emu"}
+
+
+def exported(name: str, folder: Path) -> Path:
+    """FOLDER/NAME.onnx, built and exported once (random weights)."""
+    from dynaprune_edge.bench.reference_models import REFERENCE_MODELS, to_onnx
+
+    path = folder / f"{name}.onnx"
+    if not path.is_file():
+        print(f"building and exporting {name}", file=sys.stderr)
+        model, shape = REFERENCE_MODELS[name]()
+        folder.mkdir(parents=True, exist_ok=True)
+        to_onnx(model, shape, path)
+    return path
+
+
+def fit(rows: list[tuple[Published, Terms]]) -> tuple[float, float, float]:
+    """(compute efficiency, memory efficiency, overhead µs) minimising the squared error of
+    log latency over `rows` (a grid search: three parameters, a few rows)."""
+    best, best_loss = (1.0, 1.0, 0.0), float("inf")
+    for ce, me, ko in itertools.product(EFFICIENCIES, EFFICIENCIES, OVERHEADS_US):
+        loss = sum(np.log(t.ms(ce, me, ko) / row.ms) ** 2 for row, t in rows)
+        if loss < best_loss:
+            best, best_loss = (float(ce), float(me), float(ko)), loss
+    return best
+
+
+def summary(errors: list[float]) -> dict:
+    """Median absolute error and the worst ratio either way (target: ≤ 25 %, ≤ 2×)."""
+    ratios = [1 + e for e in errors]
+    return {"rows": len(errors), "median_abs_error": float(np.median(np.abs(errors))),
+            "worst_ratio": float(max(max(r, 1 / r) for r in ratios))}
+
+
+def bench(out: Path, as_json: bool, console: Console) -> list[Row]:
+    import onnx
+
+    models: dict[str, onnx.ModelProto] = {}
+    evaluated = []
+    for row in PUBLISHED:
+        if row.model not in models:
+            models[row.model] = onnx.load(str(exported(row.model, out)))
+        roofline = GraphRoofline(models[row.model], Device(row.module, row.power_mode, row.precision))
+        evaluated.append((row, roofline, terms(roofline)))
+    fitted = fit([(row, t) for row, _, t in evaluated if row.role == "fit"])
+    rows = [
+        Row(row.model, row.precision, row.power_mode, row.role, row.ms, sum(roofline.route_ms()), t.ms(*fitted), t.kernels,
+            sum(k.operations for k in roofline.routes[0] if k.matrix) / 1e9, row.source)
+        for row, roofline, t in evaluated
+    ]
+    result = {
+        "rows": [r.as_dict() for r in rows],
+        "constants": {name: constant(name) for name in ("compute_efficiency", "memory_efficiency", "kernel_overhead_us")},
+        "fitted": dict(zip(("compute_efficiency", "memory_efficiency", "kernel_overhead_us"), fitted)),
+        "as_is_all_rows": summary([r.error for r in rows]),
+        "as_is_check_rows": summary([r.error for r in rows if r.role == "check"]),
+        "fitted_check_rows": summary([r.fitted_error for r in rows if r.role == "check"]),
+    }
+    atomic_write_text(json.dumps(result, indent=2) + "\n", out / "results.json")
+    if as_json:
+        print(json.dumps(result))
+        return rows
+    table = Table(title="orin-emu against published Jetson AGX Orin latencies (batch 1)",
+                  caption="published: measured by the source (see --json for each row's source); emulated: predicted here, never measured")
+    for column in ("model", "precision", "mode", "role", "GFLOPs", "kernels", "published ms", "emulated ms", "error", "fitted ms", "error"):
+        table.add_column(column, justify="left" if column in ("model", "precision", "mode", "role") else "right")
+    for r in rows:
+        table.add_row(r.model, r.precision, r.power_mode, r.role, f"{r.gflops:.1f}", str(r.kernels), f"{r.published_ms:.3f}", f"{r.emulated_ms:.3f}",
+                      f"{100 * r.error:+.0f} %", f"{r.fitted_ms:.3f}", "(fitted on it)" if r.role == "fit" else f"{100 * r.fitted_error:+.0f} %")
+    console.print(table)
+    for name, stats in (("constants as they stand, every row", result["as_is_all_rows"]),
+                        ("constants as they stand, check rows", result["as_is_check_rows"]),
+                        ("fitted constants, check rows only", result["fitted_check_rows"])):
+        console.print(f"{name}: median |error| {100 * stats['median_abs_error']:.0f} %, worst {stats['worst_ratio']:.2f}× "
+                      f"over {stats['rows']} rows (target ≤ 25 %, ≤ 2×)")
+    console.print("fitted on " + ", ".join(f"{r.model} {r.precision}" for r in rows if r.role == "fit") + ": "
+                  + ", ".join(f"{k} {v:.3g}" for k, v in result["fitted"].items()) + f"; as they stand: "
+                  + ", ".join(f"{k} {v:.3g}" for k, v in result["constants"].items()))
+    console.print(f"[dim]rows in {out / 'results.json'}[/dim]")
+    return rows
