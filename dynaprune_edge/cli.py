@@ -315,15 +315,16 @@ def profile(
     runs: Annotated[int, typer.Option(help="Timed runs of each model (cycling over the samples; at least one per sample).")] = 300,
     repeat: Annotated[int, typer.Option(help="Runs of each model in a row at its turn, the last timed: 1 (strict turns, as `bench latency`) times each after the other evicted it from the caches; 3 times it warm, as a model running alone.")] = 1,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
-    trtexec_log: Annotated[Optional[Path], typer.Option(help="The log of a trtexec run of this model's engine on the device (the line `dpedge export --trt` prints; its --exportProfile JSON is read when beside the log): reported beside, as measured.")] = None,
+    trtexec_log: Annotated[Optional[Path], typer.Option(help="The log of a trtexec run of this model's engine (the line `dpedge export --trt` prints; the --exportProfile and --exportLayerInfo files it names are read when beside the log): reported beside, as measured on the GPU the log names; with orin-emu, a run on another GPU than an Orin is scaled to the Orin.")] = None,
     dense_trtexec_log: Annotated[Optional[Path], typer.Option(help="The same for the dense twin's engine: gives the measured speedup, and on orin-emu the emulator's error on this model.")] = None,
+    calibrate: Annotated[Optional[str], typer.Option(help="orin-emu: 'cuda' builds and profiles both engines with trtexec on this machine's NVIDIA GPU and scales their per-layer times to the Orin, beside the first-principles figures (a --trtexec-log of a run on a desktop GPU is scaled the same way).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
 ) -> None:
     """Latency, FLOPs and branch per sample of an exported model against its dense twin, on real samples of its data: measured, or emulated for the Jetson AGX Orin."""
     from dynaprune_edge import profile as profiling
 
-    settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads)
+    settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate)
     settings.device()  # a bad module, power mode or precision fails before any work
     logs = {role: log for role, log in (("sparse", trtexec_log), ("dense", dense_trtexec_log)) if log is not None}
     result = profiling.run(model, settings, logs)

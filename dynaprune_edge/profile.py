@@ -9,6 +9,9 @@ depend on what is in the frames."""
 from __future__ import annotations
 
 import re
+import shlex
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from dynaprune_edge.cost.calibration import scale_to_orin
 from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.flops import format_flops
@@ -40,9 +44,12 @@ class Settings:
     runs: int = 300
     repeat: int = 1
     threads: int | None = 1
+    calibrate: str | None = None  # "cuda": orin-emu scales trtexec runs on this machine's NVIDIA GPU to the Orin
 
     def __post_init__(self) -> None:
         BACKENDS.get(self.backend)
+        if self.calibrate is not None and (self.calibrate != "cuda" or self.backend != "orin-emu"):
+            raise ConfigError(f"--calibrate takes cuda, with --backend orin-emu, got --calibrate {self.calibrate} on {self.backend}")
         for name, least in (("samples", 1), ("runs", 1), ("repeat", 1), ("warmup", 0)):
             if getattr(self, name) < least:
                 raise ConfigError(f"--{name} must be ≥ {least}, got {getattr(self, name)}")
@@ -141,12 +148,18 @@ ENGINE_PRECISION = re.compile(r"\.trt[0-9.]+\.(fp32|fp16|int8)\.engine$")  # nam
 
 def trtexec_runs(onnx_path: Path, logs: dict[str, Path], settings: Settings) -> dict[str, TrtexecRun]:
     """The trtexec runs of the pruned ("sparse") and dense twin's ("dense") engines, each
-    refused when its command line ran an engine of another model (or of the other twin), or
-    when orin-emu would emulate another precision than the engine ran at."""
+    refused when its command line ran an engine of another model (or of the other twin),
+    when orin-emu would emulate another precision than the engine ran at, or when a run on
+    another GPU, which orin-emu scales to the Orin, lacks the files the scaling reads."""
     runs = {}
     stem = onnx_path.stem
     for role, log in logs.items():
         found = TrtexecRun.read(log)
+        if not found.on_orin and settings.backend == "orin-emu":
+            if found.layers is None or found.layer_info is None:
+                raise ConfigError(f"{log} ran on {found.gpu.name}: to scale it to the Orin, the --exportProfile and --exportLayerInfo "
+                                  "files its command line names must sit beside it (the line `dpedge export --trt` prints writes both)")
+            found.gpu.rates  # a GPU without known peak rates fails here, before any work
         if found.engine is not None:
             expected = f"{stem}.dense." if role == "dense" else f"{stem}."
             other_twin = role == "sparse" and found.engine.startswith(f"{stem}.dense.")
@@ -162,6 +175,38 @@ def trtexec_runs(onnx_path: Path, logs: dict[str, Path], settings: Settings) -> 
     return runs
 
 
+def find_trtexec() -> str:
+    found = shutil.which("trtexec")
+    if found is None:
+        raise ConfigError("--calibrate cuda runs trtexec on this machine's NVIDIA GPU, and trtexec is not on PATH "
+                          "(TensorRT's bin folder holds it; pip's tensorrt wheels do not)")
+    return found
+
+
+def run_trtexec_here(trtexec: str, onnx_paths: dict[str, Path], manifest: Manifest, precision: str, log) -> dict[str, Path]:
+    """`--calibrate cuda`: build and profile each ONNX ("sparse"/"dense") on this machine's
+    GPU with the trtexec line `dpedge export --trt` prints (per-layer profile and layer
+    information included), the output kept as NAME.calibrate.log beside it; the logs, as
+    `--trtexec-log` would name them."""
+    from dynaprune_edge.export.tensorrt.build import onnx_input_dynamic
+    from dynaprune_edge.export.tensorrt.commands import trtexec_command
+    from dynaprune_edge.files import atomic_write_text
+
+    logs = {}
+    for role, onnx in onnx_paths.items():
+        line = trtexec_command(onnx.name, f"{onnx.stem}.calibrate.{precision}.engine", precision, manifest.input.name, manifest.input.shape,
+                               dynamic=onnx_input_dynamic(onnx, manifest.input.name), timing_cache=f"{onnx.stem}.calibrate.timing.cache")
+        command = [trtexec, *shlex.split(line)[1:]]
+        log(f"running on this GPU, in {onnx.parent}: {shlex.join(command)}")
+        done = subprocess.run(command, cwd=onnx.parent, capture_output=True, text=True)
+        kept = onnx.with_name(f"{onnx.stem}.calibrate.log")
+        atomic_write_text(done.stdout + done.stderr, kept)
+        if done.returncode != 0:
+            raise ConfigError(f"trtexec failed on {onnx.name} (exit {done.returncode}); its output is in {kept}")
+        logs[role] = kept
+    return logs
+
+
 def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = None,
         log=lambda line: print(line, file=sys.stderr)) -> Profile:
     """Profile `model` against its dense twin; `trtexec_logs` ("sparse"/"dense" → log):
@@ -169,9 +214,15 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
     from dynaprune_edge.progress import progress_bar
 
     onnx_path, opened = model_files(model, settings.backend)
+    if settings.calibrate and trtexec_logs:
+        raise ConfigError("--calibrate cuda makes the trtexec runs itself: drop --trtexec-log/--dense-trtexec-log, or --calibrate")
+    trtexec = find_trtexec() if settings.calibrate else None
     device_runs = trtexec_runs(onnx_path, trtexec_logs or {}, settings)
     manifest = read_manifest(onnx_path)
     twin = dense_twin(onnx_path, opened, manifest, log)
+    if trtexec is not None:
+        logs = run_trtexec_here(trtexec, {"sparse": onnx_path, "dense": twin}, manifest, settings.device().precision, log)
+        device_runs = trtexec_runs(onnx_path, logs, settings)
     frames, described = profile_frames(manifest, onnx_path, settings.data, settings.samples)
     sparse = load(opened, settings.backend, settings.threads, settings.device())
     dense = load(twin, settings.backend, settings.threads, settings.device())
@@ -180,6 +231,10 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
         task = progress.add_task(f"profiling on {settings.backend}", total=runs)
         result = profile(sparse, dense, frames, settings.runs, settings.warmup, described, onnx_path, lambda: progress.advance(task), settings.repeat)
     result.trtexec = device_runs
+    device = settings.device()
+    if device is not None:
+        result.calibrations = {role: scale_to_orin(run.layers, run.layer_info, run.gpu, device, run.gpu_ms["median"])
+                               for role, run in device_runs.items() if not run.on_orin}
     return result
 
 
@@ -231,9 +286,9 @@ def print_profile(result: Profile, console: Console) -> None:
 def print_device_runs(on_device: dict, console: Console) -> None:
     from dynaprune_edge.profiling.report import DEVICE_COLUMNS, device_notes, device_rows
 
-    table = Table(title="on the device (trtexec): MEASURED", caption=on_device["label"])
+    table = Table(title="trtexec runs: MEASURED", caption=on_device["label"])
     for column in DEVICE_COLUMNS:
-        table.add_column(column, justify="left" if column in ("engine of", "engine") else "right")
+        table.add_column(column, justify="left" if column in ("engine of", "engine", "GPU") else "right")
     for row in device_rows(on_device):
         table.add_row(*row)
     console.print(table)

@@ -183,13 +183,14 @@ def device_rows(on_device: dict) -> list[tuple[str, ...]]:
             run = on_device[role]
             gpu = run["summary"].get("gpu_compute_ms") or run["summary"]["latency_ms"]
             host = run["summary"].get("latency_ms", {})
-            rows.append((name, run["engine"] or "(not named in the log)", run["tensorrt"] or "?",
+            rows.append((name, run["engine"] or "(not named in the log)", "(not named in the log)" if run["gpu"] is None else run["gpu"]["name"],
+                         run["tensorrt"] or "?",
                          *(f"{gpu[k]:.3f}" if k in gpu else "–" for k in ("median", "mean", "p99")),
                          f"{host['median']:.3f}" if "median" in host else "–", "–" if run["layers"] is None else str(len(run["layers"]))))
     return rows
 
 
-DEVICE_COLUMNS = ("engine of", "engine", "TensorRT", "GPU median ms", "mean", "p99", "host latency median", "layers profiled")
+DEVICE_COLUMNS = ("engine of", "engine", "GPU", "TensorRT", "GPU median ms", "mean", "p99", "host latency median", "layers profiled")
 
 
 def device_notes(on_device: dict) -> list[str]:
@@ -207,6 +208,13 @@ def device_notes(on_device: dict) -> list[str]:
         low, high = check["sparse"]["emulated_ms_range"]
         notes.append(f"pruned: emulated {low:.3f}–{high:.3f} ms over the branches the samples took, measured {check['sparse']['measured_ms']:.3f} ms "
                      "on the one branch trtexec's input took")
+    for role, name in (("dense", "dense twin"), ("sparse", "pruned")):
+        if role in on_device.get("calibrated", {}):
+            found = on_device["calibrated"][role]
+            first = (f"{found['emulated_ms']:.3f} ms" if "emulated_ms" in found
+                     else "{:.3f}–{:.3f} ms over the samples' branches".format(*found["emulated_ms_range"]))
+            notes.append(f"{name} on the Orin, EMULATED two ways: first principles {first}; calibrated on {found['measured_on']} "
+                         f"(measured there {found['measured_ms']:.3f} ms, trtexec's branch) {found['calibrated_ms']:.3f} ms")
     return notes
 
 
@@ -220,7 +228,8 @@ def markdown(summary: dict, profile: Profile) -> str:
         "",
         f"**Latency figures are {kind.upper()}**: {latency['label']}."
         + (" They are predictions of a roofline model, not measurements on a Jetson." if emulated else "")
-        + (" The trtexec figures under 'On the device' are MEASURED on the device." if "trtexec" in summary else ""),
+        + (" The figures under 'trtexec runs' are MEASURED on the GPU each names; what they are scaled to on the Orin is EMULATED."
+           if "trtexec" in summary else ""),
         "FLOPs are what the graph reports it executed (computed, neither measured nor emulated).",
         "",
         "## Where",
@@ -260,7 +269,7 @@ def markdown(summary: dict, profile: Profile) -> str:
     lines += ["", "![masks](masks.png)", "", "![filter share](filter_share.png)", ""]
     if "trtexec" in summary:
         on_device = summary["trtexec"]
-        lines += ["## On the device (trtexec): MEASURED", "", on_device["label"] + ".", "",
+        lines += ["## trtexec runs: MEASURED", "", on_device["label"] + ".", "",
                   "| " + " | ".join(DEVICE_COLUMNS) + " |", "|" + "---|" * len(DEVICE_COLUMNS),
                   *("| " + " | ".join(row) + " |" for row in device_rows(on_device)), "",
                   *(f"- {note}" for note in device_notes(on_device)), ""]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dynaprune_edge.cost.calibration import Calibration
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency
 from dynaprune_edge.profiling.trtexec import TrtexecRun
@@ -72,7 +73,8 @@ class Profile:
     frames: np.ndarray  # the samples, in the graph's units
     data: str  # where the samples come from
     kernels: dict = field(default_factory=dict)  # emulated only: "sparse"/"dense" → branch → its kernels (Kernel.as_dict)
-    trtexec: dict[str, TrtexecRun] = field(default_factory=dict)  # "sparse"/"dense" → its engine's trtexec run on the device
+    trtexec: dict[str, TrtexecRun] = field(default_factory=dict)  # "sparse"/"dense" → its engine's trtexec run
+    calibrations: dict[str, Calibration] = field(default_factory=dict)  # orin-emu: those runs on another GPU, scaled to the Orin
 
     @property
     def speedup(self) -> float:
@@ -117,29 +119,42 @@ class Profile:
         return {"activity_threshold": threshold, "activity_unit": "mean |Δ| between input frames, physical units", **halves}
 
     def on_device(self) -> dict:
-        """The engines' trtexec runs on the device (measured) beside this profile: the
-        measured speedup where both engines ran, and, on orin-emu, the emulator's error on
-        the dense twin, whose single route makes it the one like-for-like check (trtexec
-        feeds the pruned engine its own input, so it ran whichever branch that chose)."""
+        """The engines' trtexec runs beside this profile, measured on the GPU each log names
+        (an Orin, or one the log leaves unnamed, taken as the Orin it was meant for); the
+        measured speedup where both ran on the same GPU; and on orin-emu, for a run on an
+        Orin the emulator's error (the dense twin's single route makes it the like-for-like
+        check: trtexec feeds the pruned engine its own input, so it ran whichever branch
+        that chose), for a run on another GPU its profile scaled to the Orin beside the
+        first-principles prediction."""
         found = {
-            "label": "MEASURED on the device by trtexec (GPU compute time per inference, median), at trtexec's own input "
-                     "(random unless --loadInputs): the pruned engine ran the one branch that input chose",
+            "label": "MEASURED by trtexec on the GPU each run names (GPU compute time per inference, median), at trtexec's own "
+                     "input (random unless --loadInputs): the pruned engine ran the one branch that input chose",
             **{role: run.as_dict() for role, run in self.trtexec.items()},
         }
-        if {"sparse", "dense"} <= self.trtexec.keys():
-            found["speedup"] = self.trtexec["dense"].gpu_ms["median"] / self.trtexec["sparse"].gpu_ms["median"]
+        runs = self.trtexec
+        if {"sparse", "dense"} <= runs.keys() and runs["sparse"].device_name == runs["dense"].device_name:
+            found["speedup"] = runs["dense"].gpu_ms["median"] / runs["sparse"].gpu_ms["median"]
         if self.latency_kind == EMULATED:
-            check = {}
-            if "dense" in self.trtexec:
-                (route,) = self.kernels["dense"].values()
-                measured, layers = self.trtexec["dense"].gpu_ms["median"], self.trtexec["dense"].layers
-                check["dense"] = {"emulated_ms": float(self.sample_dense_ms.mean()), "measured_ms": measured,
-                                  "error": float(self.sample_dense_ms.mean()) / measured - 1, "emulated_kernels": len(route),
-                                  "measured_layers": None if layers is None else len(layers)}
-            if "sparse" in self.trtexec:
-                taken = [float(self.sample_sparse_ms[self.bucket == b].mean()) for b in np.unique(self.bucket)]
-                check["sparse"] = {"emulated_ms_range": [min(taken), max(taken)], "measured_ms": self.trtexec["sparse"].gpu_ms["median"]}
-            found["emulated_vs_measured"] = check
+            taken = [float(self.sample_sparse_ms[self.bucket == b].mean()) for b in np.unique(self.bucket)]
+            predicted = {"dense": {"emulated_ms": float(self.sample_dense_ms.mean())},
+                         "sparse": {"emulated_ms_range": [min(taken), max(taken)]}}
+            checks, calibrated = {}, {}
+            for role, run in runs.items():
+                measured = run.gpu_ms["median"]
+                if run.on_orin:
+                    checks[role] = {**predicted[role], "measured_ms": measured}
+                    if role == "dense":
+                        (route,) = self.kernels["dense"].values()
+                        checks[role].update(error=predicted[role]["emulated_ms"] / measured - 1, emulated_kernels=len(route),
+                                            measured_layers=None if run.layers is None else len(run.layers))
+                else:
+                    calibration = self.calibrations[role]
+                    calibrated[role] = {**predicted[role], "calibrated_ms": calibration.orin_ms, "measured_on": run.gpu.name,
+                                        "measured_ms": measured, "calibration": calibration.as_dict()}
+            if checks:
+                found["emulated_vs_measured"] = checks
+            if calibrated:
+                found["calibrated"] = calibrated
         return found
 
     def summary(self) -> dict:

@@ -1,5 +1,6 @@
-"""Reading a trtexec run on the device: its performance summary, the command line that
-names its engine, and the per-layer profile it exported (`--exportProfile`)."""
+"""Reading a trtexec run: its performance summary, the GPU it ran on, the command line that
+names its engine, and the per-layer profile and layer information it exported
+(`--exportProfile`, `--exportLayerInfo`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from dynaprune_edge.cost.calibration import Gpu
 from dynaprune_edge.errors import ConfigError
 
 _SUMMARY = "=== Performance summary ==="
@@ -123,16 +125,53 @@ def parse_layer_profile(text: str) -> list[dict]:
     return layers
 
 
+def _beside(log: Path, exported: str | None, parse):
+    """A file the trtexec command line exported, read from beside the log (None if absent)."""
+    if not exported:
+        return None
+    path = log.parent / Path(exported).name
+    if not path.is_file():
+        return None
+    try:
+        return parse(path.read_text(errors="replace"))
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def parse_layer_info(text: str) -> dict:
+    """`trtexec --exportLayerInfo=FILE` JSON ({"Layers": [...], "Bindings": [...]});
+    dynaprune_edge.cost.calibration reads the layers."""
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"not a trtexec --exportLayerInfo JSON: {error}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("Layers"), list):
+        raise ConfigError("not a trtexec --exportLayerInfo JSON (expected {'Layers': [...]})")
+    return info
+
+
 @dataclass(frozen=True)
 class TrtexecRun:
-    """One trtexec run on the device, as its log records it: the performance summary, the
-    engine the command line built or loaded, and the per-layer profile it exported when that
-    file sits beside the log. Every figure in it is a measurement on the device."""
+    """One trtexec run, as its log records it: the performance summary, the GPU it ran on
+    (its "=== Device Information ==="), the engine the command line built or loaded, and the
+    per-layer profile and layer information it exported when those files sit beside the
+    log. Every figure in it is a measurement on that GPU."""
 
     log: Path
     summary: dict
     engine: str | None
     layers: list[dict] | None
+    gpu: Gpu | None = None  # None: the log was trimmed of its device section
+    layer_info: dict | None = None
+
+    @property
+    def on_orin(self) -> bool:
+        """Ran on an Orin, or on a device the log does not name (taken as the Orin it was meant for)."""
+        return self.gpu is None or self.gpu.is_orin
+
+    @property
+    def device_name(self) -> str:
+        return "the device (not named in the log)" if self.gpu is None else self.gpu.name
 
     @classmethod
     def read(cls, log: Path) -> "TrtexecRun":
@@ -148,16 +187,13 @@ class TrtexecRun:
             raise ConfigError(f"{log}: the trtexec summary gives a throughput but no latency")
         arguments = trtexec_arguments(text)
         engine = arguments.get("loadEngine") or arguments.get("saveEngine")
-        layers = None
-        exported = arguments.get("exportProfile")
-        if exported:
-            beside = log.parent / Path(exported).name
-            if beside.is_file():
-                try:
-                    layers = parse_layer_profile(beside.read_text(errors="replace"))
-                except ConfigError as error:
-                    raise ConfigError(f"{beside}: {error}") from None
-        return cls(log, summary, None if engine is None else Path(engine).name, layers)
+        try:
+            gpu = Gpu.from_trtexec_log(text)
+        except ConfigError as error:
+            raise ConfigError(f"{log}: {error}") from None
+        return cls(log, summary, None if engine is None else Path(engine).name,
+                   _beside(log, arguments.get("exportProfile"), parse_layer_profile), gpu,
+                   _beside(log, arguments.get("exportLayerInfo"), parse_layer_info))
 
     @property
     def gpu_ms(self) -> dict:
@@ -167,4 +203,5 @@ class TrtexecRun:
 
     def as_dict(self) -> dict:
         return {"log": str(self.log), "engine": self.engine, "tensorrt": self.summary.get("tensorrt"), "summary": self.summary,
-                "layers": self.layers, "label": "measured on the device by trtexec"}
+                "layers": self.layers, "gpu": None if self.gpu is None else self.gpu.as_dict(),
+                "label": f"measured on {self.device_name} by trtexec"}

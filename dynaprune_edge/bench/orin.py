@@ -24,9 +24,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device, constant
+from dynaprune_edge.cost.calibration import Gpu, scale_to_orin
+from dynaprune_edge.cost.orin import DEFAULT_MODULE, MODULES, Device, constant
 from dynaprune_edge.cost.roofline import GraphRoofline
 from dynaprune_edge.files import atomic_write_text
+from dynaprune_edge.profiling.trtexec import parse_layer_info, parse_layer_profile
 
 MLPERF_V31 = (
     "MLPerf Inference v3.1, closed, NVIDIA, system Orin_TRT (Jetson AGX Orin Developer Kit 64G, JetPack 5.1.1, TensorRT 8.5.2): "
@@ -67,6 +69,9 @@ PUBLISHED = [
         for precision, ms in zip(("fp32", "fp16", "int8"), times)
     ),
 ]
+
+RECORDED = Path(__file__).parent / "recorded" / "trex_mobilenet_qat_titan_rtx"
+"""A TensorRT per-layer profile of an INT8 MobileNetV2 measured on a TITAN RTX (recorded/SOURCES.md)."""
 
 EFFICIENCIES = np.linspace(0.05, 1.0, 39)
 OVERHEADS_US = np.linspace(0.0, 60.0, 61)
@@ -154,6 +159,32 @@ def summary(errors: list[float]) -> dict:
             "worst_ratio": float(max(max(r, 1 / r) for r in ratios))}
 
 
+def recorded_calibration() -> tuple[list[dict], dict, Gpu, float]:
+    """RECORDED's profile, its layer information and the GPU its log named; the median
+    GPU compute time of its timed run (trex keeps min, max, mean, median, p90, p95, p99)."""
+    metadata = json.loads(RECORDED.with_suffix(".metadata.json").read_text())
+    return (parse_layer_profile(RECORDED.with_suffix(".profile.json").read_text()),
+            parse_layer_info(RECORDED.with_suffix(".layers.json").read_text()),
+            Gpu.from_fields(metadata["device_information"]), metadata["performance_summary"]["GPU Compute Time"][3])
+
+
+def calibration_rows(out: Path) -> list[dict]:
+    """MobileNetV2 INT8 on the 64 GB Orin at each power mode, EMULATED two ways: first
+    principles (the roofline of the network built here) and RECORDED scaled to the Orin."""
+    import onnx
+
+    profile, layer_info, gpu, measured_ms = recorded_calibration()
+    model = onnx.load(str(exported("mobilenet_v2", out)))
+    rows = []
+    for mode in MODULES[DEFAULT_MODULE]:
+        device = Device(DEFAULT_MODULE, mode, "int8")
+        roofline = GraphRoofline(model, device)
+        rows.append({"power_mode": mode, "first_principles_ms": sum(roofline.route_ms()), "kernels": len(roofline.routes[0]),
+                     "calibrated_ms": scale_to_orin(profile, layer_info, gpu, device, measured_ms).orin_ms, "layers": len(profile),
+                     "measured_on": gpu.name, "measured_ms": measured_ms})
+    return rows
+
+
 def bench(out: Path, as_json: bool, console: Console) -> list[Row]:
     import onnx
 
@@ -177,6 +208,7 @@ def bench(out: Path, as_json: bool, console: Console) -> list[Row]:
         "as_is_all_rows": summary([r.error for r in rows]),
         "as_is_check_rows": summary([r.error for r in rows if r.role == "check"]),
         "fitted_check_rows": summary([r.fitted_error for r in rows if r.role == "check"]),
+        "calibrated": calibration_rows(out),
     }
     atomic_write_text(json.dumps(result, indent=2) + "\n", out / "results.json")
     if as_json:
@@ -195,6 +227,17 @@ def bench(out: Path, as_json: bool, console: Console) -> list[Row]:
                         ("fitted constants, check rows only", result["fitted_check_rows"])):
         console.print(f"{name}: median |error| {100 * stats['median_abs_error']:.0f} %, worst {stats['worst_ratio']:.2f}× "
                       f"over {stats['rows']} rows (target ≤ 25 %, ≤ 2×)")
+    calibrated = result["calibrated"]
+    two_ways = Table(title="MobileNetV2 INT8 on the Orin (64 GB), EMULATED two ways",
+                     caption=f"calibrated: TensorRT's per-layer profile measured on {calibrated[0]['measured_on']} "
+                             f"({calibrated[0]['measured_ms']:.3f} ms there, {calibrated[0]['layers']} layers), scaled by roofline ratios; "
+                             "no published Orin figure to check either against")
+    for column in ("mode", "first principles ms", "kernels", "calibrated ms", "calibrated / first principles"):
+        two_ways.add_column(column, justify="left" if column == "mode" else "right")
+    for row in calibrated:
+        two_ways.add_row(row["power_mode"], f"{row['first_principles_ms']:.3f}", str(row["kernels"]), f"{row['calibrated_ms']:.3f}",
+                         f"{row['calibrated_ms'] / row['first_principles_ms']:.2f}")
+    console.print(two_ways)
     console.print("fitted on " + ", ".join(f"{r.model} {r.precision}" for r in rows if r.role == "fit") + ": "
                   + ", ".join(f"{k} {v:.3g}" for k, v in result["fitted"].items()) + f"; as they stand: "
                   + ", ".join(f"{k} {v:.3g}" for k, v in result["constants"].items()))

@@ -5,6 +5,9 @@ Only the architecture matters (the emulator prices shapes, not values), so the w
 random and the networks are written from their published descriptions in plain torch:
 - ResNet-50 v1.5 (He et al. 2015; the stride-2 convolution in the 3×3 of each first
   bottleneck, as MLPerf's reference and torchvision build it): 25,557,032 parameters, 224×224.
+- MobileNetV2 1.0 (Sandler et al. 2018): 3,504,872 parameters, 224×224; no published Orin
+  row, but TensorRT's engine explorer ships a per-layer profile of it measured on a TITAN
+  RTX, which `bench orin` scales to the Orin (dynaprune_edge.cost.calibration).
 - YOLO11 n/s/m/l/x (Ultralytics 8.3, `yolo11.yaml`: the depth, width and channel-cap
   scales; C3k2, SPPF and C2PSA blocks; the decoupled head with distribution focal loss
   decoding, which the exported TensorRT engine runs and the published times include),
@@ -52,6 +55,41 @@ def resnet50() -> nn.Module:
             layers.append(ResNetBottleneck(c_in, width, 2 if block == 0 and stage > 0 else 1))
             c_in = width * ResNetBottleneck.expansion
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, 1000)]
+    return nn.Sequential(*layers)
+
+
+# ---------------------------------------------------------------- MobileNetV2
+
+
+def conv_bn_relu6(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    """Expand 1×1 (skipped at expansion 1), depthwise 3×3, project 1×1; residual where the
+    shape is kept."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, expansion: int):
+        super().__init__()
+        hidden = c_in * expansion
+        layers = [conv_bn_relu6(c_in, hidden, 1)] if expansion != 1 else []
+        layers += [conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+def mobilenet_v2() -> nn.Module:
+    """Sandler et al. 2018, width 1.0: (expansion, channels, blocks, first stride) per stage."""
+    layers: list[nn.Module] = [conv_bn_relu6(3, 32, 3, 2)]
+    c_in = 32
+    for expansion, c_out, blocks, stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+        for block in range(blocks):
+            layers.append(InvertedResidual(c_in, c_out, stride if block == 0 else 1, expansion))
+            c_in = c_out
+    layers += [conv_bn_relu6(c_in, 1280, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000)]
     return nn.Sequential(*layers)
 
 
@@ -252,6 +290,7 @@ class YOLO11(nn.Module):
 
 REFERENCE_MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
     "resnet50": lambda: (resnet50(), (1, 3, 224, 224)),
+    "mobilenet_v2": lambda: (mobilenet_v2(), (1, 3, 224, 224)),
     **{f"yolo11{scale}": (lambda scale=scale: (YOLO11(scale), (1, 3, 640, 640))) for scale in YOLO11_SCALES},
 }
 

@@ -6,6 +6,9 @@ planner and the latency predictions read (torch-free, so the runtime side can us
 - `ort-cpu`: a table of milliseconds measured on this machine with onnxruntime for the very
   sub-networks the exporter emits (dynaprune_edge.export.cost_table measures it;
   `dpedge calibrate`).
+- `orin-emu`: the same table, its milliseconds emulated for a Jetson AGX Orin
+  (dynaprune_edge.cost.roofline; dynaprune_edge.cost.calibration scales per-layer TensorRT
+  profiles measured on another GPU to it instead).
 """
 
 from dynaprune_edge.cost.base import COST_TARGETS, CostModel, FlopsCost, cost_model

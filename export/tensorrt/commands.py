@@ -13,7 +13,9 @@ WORKSPACE_MIB = 1024
 def _profiling_args(engine: str) -> list[str]:
     """docs/design.md, "TensorRT and the Jetson AGX Orin": warm-up, many timed runs,
     per-run times exported; the per-layer profile in a separate run so that profiling does
-    not inflate the timed runs."""
+    not inflate the timed runs, and each layer's tensors and parameters (what
+    `dpedge profile --backend orin-emu --trtexec-log` reads to scale a run on another GPU
+    to the Orin)."""
     stem = engine.removesuffix(".engine")
     return [
         "--warmUp=500",
@@ -24,6 +26,8 @@ def _profiling_args(engine: str) -> list[str]:
         "--separateProfileRun",
         "--dumpProfile",
         f"--exportProfile={stem}.profile.json",
+        "--profilingVerbosity=detailed",
+        f"--exportLayerInfo={stem}.layers.json",
     ]
 
 

@@ -53,7 +53,8 @@ def test_the_summary_counts_misses_both_ways():
 # Published sizes (parameters in millions, GFLOPs at the benchmark's input size): the
 # Ultralytics YOLO11 model table (docs.ultralytics.com/models/yolo11) and torchvision's
 # ResNet-50 weights card (25,557,032 parameters, 4.09 GMACs).
-PUBLISHED_SIZES = {"resnet50": (25.557032, 8.18), "yolo11n": (2.6, 6.5), "yolo11m": (20.1, 68.0)}
+PUBLISHED_SIZES = {"resnet50": (25.557032, 8.18), "yolo11n": (2.6, 6.5), "yolo11m": (20.1, 68.0),
+                   "mobilenet_v2": (3.504872, None)}  # FLOPs not checked: its depthwise convolutions run outside the tensor-core kernels summed below
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_SIZES))
@@ -67,6 +68,8 @@ def test_the_reference_networks_are_the_published_architectures(name, tmp_path):
     params, gflops = PUBLISHED_SIZES[name]
     model, shape = REFERENCE_MODELS[name]()
     assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(params, abs=0.05)
+    if gflops is None:
+        return
     to_onnx(model, shape, tmp_path / "m.onnx")
     (route,) = GraphRoofline(onnx.load(str(tmp_path / "m.onnx")), Device("agx-orin-64gb", "MAXN", "fp16")).routes
     assert sum(k.operations for k in route if k.matrix) / 1e9 == pytest.approx(gflops, rel=0.01)

@@ -2,6 +2,7 @@
 measured (ort) or emulated (orin-emu), with a report whose figures say which they are."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from dynaprune_edge.bench.orin import RECORDED
 from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.cost.roofline import GraphRoofline
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
@@ -24,7 +26,10 @@ SAMPLES = Path(__file__).parent / "samples"  # recorded trtexec output, SOURCES.
 
 
 def dpedge(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "dynaprune_edge", *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd)
+    """The CLI in a subprocess whose PATH holds only the interpreter's folder (so that no
+    trtexec of this machine's is found: `--calibrate cuda` fails the same way everywhere)."""
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    return subprocess.run([sys.executable, "-m", "dynaprune_edge", *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +101,7 @@ def test_trtexec_runs_of_both_engines_are_reported_as_measured_beside_the_emulat
     measured speedup is theirs, and the emulator is checked on the dense twin."""
     dense_stem, sparse_stem = "model.dense.orin.trt8.5.2.fp16", "model.orin.trt8.5.2.fp16"
     (tmp_path / "dense.log").write_text(device_log("trtexec_trt8502_jetson_orin_nano_fp16.log", dense_stem))
-    shutil.copy(SAMPLES / "trtexec_profile_mobilenet_qat_trimmed.json", tmp_path / f"{dense_stem}.profile.json")
+    shutil.copy(RECORDED.with_suffix(".profile.json"), tmp_path / f"{dense_stem}.profile.json")
     (tmp_path / "sparse.log").write_text(device_log("trtexec_trt8400_jetson_agx_xavier.log", sparse_stem))
     result = dpedge("profile", exported, "--backend", "orin-emu", *SMALL, "--trtexec-log", tmp_path / "sparse.log",
                     "--dense-trtexec-log", tmp_path / "dense.log", "--json", "--report", tmp_path / "report")
@@ -105,13 +110,56 @@ def test_trtexec_runs_of_both_engines_are_reported_as_measured_beside_the_emulat
     assert on_device["dense"]["engine"] == f"{dense_stem}.engine" and on_device["sparse"]["engine"] == f"{sparse_stem}.engine"
     assert on_device["dense"]["summary"]["gpu_compute_ms"]["median"] == 10.1851  # the Orin Nano's
     assert on_device["sparse"]["summary"]["gpu_compute_ms"]["median"] == 0.388443  # the Xavier's
-    assert len(on_device["dense"]["layers"]) == 10 and on_device["sparse"]["layers"] is None  # no profile beside that one
+    assert len(on_device["dense"]["layers"]) == 73 and on_device["sparse"]["layers"] is None  # no profile beside that one
     assert on_device["speedup"] == pytest.approx(10.1851 / 0.388443)
     check = on_device["emulated_vs_measured"]["dense"]
-    assert check["measured_ms"] == 10.1851 and check["measured_layers"] == 10 and check["emulated_kernels"] > 0
+    assert check["measured_ms"] == 10.1851 and check["measured_layers"] == 73 and check["emulated_kernels"] > 0
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "Latency figures are EMULATED" in text and "On the device (trtexec): MEASURED" in text
+    assert "Latency figures are EMULATED" in text and "trtexec runs: MEASURED" in text
     assert "10.185" in text and "measured speedup on the device" in text
+
+
+def titan_rtx_log(engine_stem: str) -> str:
+    """The log of the recorded TITAN RTX run (dynaprune_edge/bench/recorded/SOURCES.md), rebuilt from what
+    TensorRT's engine explorer kept of it (its device information and GPU compute times,
+    printed as trtexec prints them), with the command line `dpedge export --trt` prints for
+    `engine_stem` (no public run of a dpedge engine exists; the figures stay the recorded ones)."""
+    metadata = json.loads(RECORDED.with_suffix(".metadata.json").read_text())
+    device, timed = metadata["device_information"], metadata["performance_summary"]
+    gpu = dict(zip(("min", "max", "mean", "median", "percentile(90%)", "percentile(95%)", "percentile(99%)"), timed["GPU Compute Time"]))
+    return "\n".join([
+        "[I] === Device Information ===", f"[I] Selected Device: {device['Selected Device']}",
+        f"[I] Compute Capability: {device['Compute Capability']}", f"[I] SMs: {device['SMs']:g}",
+        f"[I] Compute Clock Rate: {device['Compute Clock Rate']} GHz", f"[I] Memory Bus Width: {device['Memory Bus Width']:g} bits (ECC disabled)",
+        f"[I] Memory Clock Rate: {device['Memory Clock Rate']} GHz", "[I] === Performance summary ===",
+        f"[I] Throughput: {timed['Throughput']} qps", "[I] GPU Compute Time: " + ", ".join(f"{k} = {v} ms" for k, v in gpu.items()),
+        f"&&&& PASSED TensorRT.trtexec [TensorRT v8400] # trtexec --loadEngine={engine_stem}.engine --separateProfileRun --dumpProfile "
+        f"--exportProfile={engine_stem}.profile.json --profilingVerbosity=detailed --exportLayerInfo={engine_stem}.layers.json", ""])
+
+
+def test_a_run_on_a_desktop_gpu_is_scaled_to_the_orin_beside_the_first_principles_figure(exported, tmp_path):
+    from dynaprune_edge.bench.orin import recorded_calibration
+    from dynaprune_edge.cost.calibration import scale_to_orin
+
+    stem = "model.dense.titan.trt8.4.0.int8"
+    (tmp_path / "titan.log").write_text(titan_rtx_log(stem))
+    for kind in ("profile", "layers"):
+        shutil.copy(RECORDED.with_suffix(f".{kind}.json"), tmp_path / f"{stem}.{kind}.json")
+    result = dpedge("profile", exported, "--backend", "orin-emu", "--precision", "int8", "--power-mode", "30W", *SMALL,
+                    "--dense-trtexec-log", tmp_path / "titan.log", "--json", "--report", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    on_device = summary["trtexec"]
+    assert on_device["dense"]["gpu"]["name"] == "NVIDIA TITAN RTX" and "emulated_vs_measured" not in on_device  # not an Orin: no check
+    calibrated = on_device["calibrated"]["dense"]
+    assert calibrated["measured_on"] == "NVIDIA TITAN RTX" and calibrated["measured_ms"] == 0.351196
+    assert calibrated["emulated_ms"] == pytest.approx(summary["latency"]["dense"]["mean"])  # the first-principles figure beside
+    profile, layer_info, gpu, measured_ms = recorded_calibration()
+    expected = scale_to_orin(profile, layer_info, gpu, Device("agx-orin-64gb", "30W", "int8"), measured_ms)
+    assert calibrated["calibrated_ms"] == pytest.approx(expected.orin_ms)  # the log's device, the files beside it, the chosen Orin
+    assert calibrated["calibration"]["label"].startswith("EMULATED: measured on NVIDIA TITAN RTX")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "EMULATED two ways" in text and "calibrated on NVIDIA TITAN RTX" in text
 
 
 def routed_toy_graph(folder: Path, toy_manifest) -> Path:
@@ -193,6 +241,10 @@ def test_orin_emu_routes_match_the_exported_branches(exported):
     (["model.onnx", "--trtexec-log", "other.log"], "trtexec ran fp16.trt, not an engine of model.onnx"),
     (["model.onnx", "--trtexec-log", "dense.log"], "trtexec ran model.dense.orin.trt8.5.2.fp16.engine, not an engine of model.onnx"),
     (["model.onnx", "--backend", "orin-emu", "--precision", "int8", "--dense-trtexec-log", "dense.log"], "pass --precision fp16"),
+    (["model.onnx", "--backend", "orin-emu", "--precision", "int8", "--dense-trtexec-log", "titan.log"],
+     "titan.log ran on NVIDIA TITAN RTX: to scale it to the Orin, the --exportProfile and --exportLayerInfo files"),
+    (["model.onnx", "--calibrate", "cuda"], "--calibrate takes cuda, with --backend orin-emu"),
+    (["model.onnx", "--backend", "orin-emu", "--calibrate", "cuda"], "trtexec is not on PATH"),
 ])
 def test_bad_input_is_one_line_and_exit_1(exported, tmp_path, args, message):
     for name in ("model.onnx", "model.dpedge.json", "model.pt"):
@@ -201,6 +253,7 @@ def test_bad_input_is_one_line_and_exit_1(exported, tmp_path, args, message):
     (tmp_path / "model.engine").write_bytes(b"not an engine")
     shutil.copy(SAMPLES / "trtexec_trt8502_jetson_orin_nano_fp16.log", tmp_path / "other.log")  # it ran yolox's fp16.trt
     (tmp_path / "dense.log").write_text(device_log("trtexec_trt8502_jetson_orin_nano_fp16.log", "model.dense.orin.trt8.5.2.fp16"))
+    (tmp_path / "titan.log").write_text(titan_rtx_log("model.dense.titan.trt8.4.0.int8"))  # without its profile beside
     result = dpedge("profile", *args, "--report", "report", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()

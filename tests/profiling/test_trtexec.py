@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dynaprune_edge.bench.orin import RECORDED
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.profiling.trtexec import parse_layer_profile, parse_trtexec_summary, trtexec_arguments, trtexec_version
 
@@ -88,12 +89,12 @@ def test_the_command_line_names_the_engine_that_ran():
 
 
 def test_parses_a_recorded_per_layer_profile_in_execution_order():
-    layers = parse_layer_profile((SAMPLES / "trtexec_profile_mobilenet_qat_trimmed.json").read_text())
-    assert len(layers) == 10  # the {"count": 4216} header is not a layer
-    assert layers[0] == {"name": "QuantizeLinear_2", "average_ms": 0.0122041, "percentage": 1.88608}  # TensorRT 8.x: no medianMs
+    layers = parse_layer_profile(RECORDED.with_suffix(".profile.json").read_text())
+    assert len(layers) == 73  # the {"count": 6610} header is not a layer
+    assert layers[0] == {"name": "QuantizeLinear_2", "average_ms": 0.00474854, "median_ms": 0.004544, "percentage": 1.00949}
     assert layers[1]["name"] == "features.0.0.weight + QuantizeLinear_8 + Conv_12 + PWN(Clip_16)"
-    newer = parse_layer_profile('[{"count": 10}, {"name": "conv1", "timeMs": 2.0, "averageMs": 0.2, "medianMs": 0.19, "percentage": 100}]')
-    assert newer == [{"name": "conv1", "average_ms": 0.2, "median_ms": 0.19, "percentage": 100.0}]
+    older = parse_layer_profile('[{"count": 10}, {"name": "conv1", "timeMs": 2.0, "averageMs": 0.2, "percentage": 100}]')
+    assert older == [{"name": "conv1", "average_ms": 0.2, "percentage": 100.0}]  # TensorRT before 8.4: no medianMs
 
 
 @pytest.mark.parametrize("text, message", [

@@ -17,7 +17,8 @@ TENSORRT_HERE = importlib.util.find_spec("tensorrt") is not None
 PROFILE = (
     "--warmUp=500 --iterations=500 --duration=0 --useSpinWait "
     "--exportTimes=model.orin.trt8.5.2.{p}.times.json --separateProfileRun --dumpProfile "
-    "--exportProfile=model.orin.trt8.5.2.{p}.profile.json"
+    "--exportProfile=model.orin.trt8.5.2.{p}.profile.json --profilingVerbosity=detailed "
+    "--exportLayerInfo=model.orin.trt8.5.2.{p}.layers.json"
 )
 
 
