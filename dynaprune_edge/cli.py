@@ -307,7 +307,7 @@ def profile(
     model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx (its manifest beside it), or a TensorRT MODEL...engine for --backend trt.")],
     backend: Annotated[str, typer.Option(help="ort (onnxruntime CPU), ort-cuda, trt (a TensorRT engine on its device) or orin-emu (Jetson AGX Orin latency emulated from a roofline; outputs from onnxruntime CPU).")] = "ort",
     module: Annotated[Optional[str], typer.Option(help=MODULE_HELP)] = None,
-    power_mode: Annotated[Optional[str], typer.Option(help=POWER_MODE_HELP)] = None,
+    power_mode: Annotated[Optional[str], typer.Option(help=POWER_MODE_HELP + " trt: the mode the Jetson must be in, checked with `nvpmodel -q` before timing.")] = None,
     precision: Annotated[Optional[str], typer.Option(help=PRECISION_HELP)] = None,
     data: Annotated[Optional[str], typer.Option(help="Another copy of the model's training data (its family's format), or 'sample' for the bundled one. Default: what the manifest records.")] = None,
     samples: Annotated[int, typer.Option(help="Validation windows to profile on, spread evenly over the split.")] = 64,

@@ -24,6 +24,7 @@ from dynaprune_edge.cost.calibration import scale_to_orin
 from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.flops import format_flops
+from dynaprune_edge.runtime.jetson import current_power_mode
 from dynaprune_edge.profiling.session import EMULATED, Profile, profile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
@@ -56,6 +57,8 @@ class Settings:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {self.threads}")
         emulating = {"--module": self.module, "--power-mode": self.power_mode, "--precision": self.precision}
+        if self.backend == "trt":
+            emulating.pop("--power-mode")  # on the device it is checked (runtime.jetson)
         given = [option for option, value in emulating.items() if value is not None]
         if given and self.backend != "orin-emu":
             raise ConfigError(
@@ -213,6 +216,8 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
     trtexec runs of their engines on the device, reported beside (see trtexec_runs)."""
     from dynaprune_edge.progress import progress_bar
 
+    if settings.backend == "trt" and settings.power_mode is not None:
+        current_power_mode(settings.power_mode)  # the device must be in the mode asked for
     onnx_path, opened = model_files(model, settings.backend)
     if settings.calibrate and trtexec_logs:
         raise ConfigError("--calibrate cuda makes the trtexec runs itself: drop --trtexec-log/--dense-trtexec-log, or --calibrate")

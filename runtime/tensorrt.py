@@ -25,6 +25,7 @@ import numpy as np
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.runtime.base import Backend
+from dynaprune_edge.runtime.jetson import current_power_mode
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, read_manifest
 
 META_FORMAT = "dpedge-trt-engine"
@@ -305,6 +306,7 @@ class TensorRTBackend(Backend):
             "compute_capability": self.meta.compute_capability,
             "tensorrt": self.meta.trt_version,
             "precision": self.meta.precision,
+            "power_mode": current_power_mode(None) or "unknown (no nvpmodel)",
             "threads": "n/a (GPU)",
             "model": str(self.path),
         }

@@ -33,28 +33,30 @@ class Constant:
 
 @dataclass(frozen=True)
 class PowerMode:
-    """One nvpmodel mode of one module: the GPU SMs left online, their clock cap and the
-    memory (EMC) clock cap."""
+    """One nvpmodel mode of one module: the GPU SMs left online, their clock cap, the
+    memory (EMC) clock cap, and its ID in the module's nvpmodel configuration (what
+    `sudo nvpmodel -m ID` selects; `nvpmodel -q` prints the mode as MAXN or MODE_<name>)."""
 
     sms: int
     gpu_mhz: float
     emc_mhz: float
+    nvpmodel_id: int
 
 
 MODULES: dict[str, dict[str, PowerMode]] = {
     # Ampere GA10B: 8 TPCs = 16 SMs; LPDDR5, 256-bit, up to 3200 MHz (3199 in NVIDIA's MLPerf configurations)
     "agx-orin-64gb": {
-        "MAXN": PowerMode(sms=16, gpu_mhz=1300, emc_mhz=3200),
-        "50W": PowerMode(sms=16, gpu_mhz=816, emc_mhz=3200),
-        "30W": PowerMode(sms=8, gpu_mhz=612, emc_mhz=3200),  # nvpmodel's default mode
-        "15W": PowerMode(sms=6, gpu_mhz=408, emc_mhz=2133),
+        "MAXN": PowerMode(sms=16, gpu_mhz=1300, emc_mhz=3200, nvpmodel_id=0),
+        "50W": PowerMode(sms=16, gpu_mhz=816, emc_mhz=3200, nvpmodel_id=3),
+        "30W": PowerMode(sms=8, gpu_mhz=612, emc_mhz=3200, nvpmodel_id=2),  # nvpmodel's default mode
+        "15W": PowerMode(sms=6, gpu_mhz=408, emc_mhz=2133, nvpmodel_id=1),
     },
     # one TPC fused off: 7 TPCs = 14 SMs
     "agx-orin-32gb": {
-        "MAXN": PowerMode(sms=14, gpu_mhz=930, emc_mhz=3200),
-        "40W": PowerMode(sms=14, gpu_mhz=816, emc_mhz=3200),
-        "30W": PowerMode(sms=8, gpu_mhz=612, emc_mhz=3200),
-        "15W": PowerMode(sms=6, gpu_mhz=408, emc_mhz=2133),
+        "MAXN": PowerMode(sms=14, gpu_mhz=930, emc_mhz=3200, nvpmodel_id=0),
+        "40W": PowerMode(sms=14, gpu_mhz=816, emc_mhz=3200, nvpmodel_id=3),
+        "30W": PowerMode(sms=8, gpu_mhz=612, emc_mhz=3200, nvpmodel_id=2),
+        "15W": PowerMode(sms=6, gpu_mhz=408, emc_mhz=2133, nvpmodel_id=1),
     },
 }
 DEFAULT_MODULE = "agx-orin-64gb"
@@ -150,6 +152,6 @@ def constants_markdown() -> str:
     """The constants and power-mode tables as markdown (docs/orin-emulator.md, report.md)."""
     lines = ["| constant | value | unit | source |", "|---|---|---|---|"]
     lines += [f"| `{c.name}` | {c.value:g} | {c.unit} | {c.source} |" for c in CONSTANTS.values()]
-    lines += ["", f"Power modes ({POWER_TABLE}):", "", "| module | mode | SMs | GPU MHz | memory MHz |", "|---|---|---|---|---|"]
-    lines += [f"| {module} | {name} | {m.sms} | {m.gpu_mhz:g} | {m.emc_mhz:g} |" for module, modes in MODULES.items() for name, m in modes.items()]
+    lines += ["", f"Power modes ({POWER_TABLE}):", "", "| module | mode | nvpmodel ID | SMs | GPU MHz | memory MHz |", "|---|---|---|---|---|---|"]
+    lines += [f"| {module} | {name} | {m.nvpmodel_id} | {m.sms} | {m.gpu_mhz:g} | {m.emc_mhz:g} |" for module, modes in MODULES.items() for name, m in modes.items()]
     return "\n".join(lines)

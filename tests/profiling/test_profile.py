@@ -244,6 +244,7 @@ def test_orin_emu_routes_match_the_exported_branches(exported):
     (["model.onnx", "--backend", "orin-emu", "--precision", "int8", "--dense-trtexec-log", "titan.log"],
      "titan.log ran on NVIDIA TITAN RTX: to scale it to the Orin, the --exportProfile and --exportLayerInfo files"),
     (["model.onnx", "--calibrate", "cuda"], "--calibrate takes cuda, with --backend orin-emu"),
+    (["model.engine", "--backend", "trt", "--power-mode", "MAXN"], "checks the Jetson's mode with `nvpmodel -q`, which is not installed here"),
     (["model.onnx", "--backend", "orin-emu", "--calibrate", "cuda"], "trtexec is not on PATH"),
 ])
 def test_bad_input_is_one_line_and_exit_1(exported, tmp_path, args, message):

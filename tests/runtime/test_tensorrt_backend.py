@@ -271,7 +271,10 @@ def fake_tensorrt(install_fake_tensorrt):
 
 
 @pytest.mark.parametrize("version, call", [("8.5.2.2", "execute_async_v2"), ("8.6.2.3", "execute_async_v2"), ("10.3.0", "execute_async_v3")])
-def test_runs_a_batch_one_sample_at_a_time(tmp_path, write_engine, fake_tensorrt, version, call):
+def test_runs_a_batch_one_sample_at_a_time(tmp_path, write_engine, fake_tensorrt, version, call, monkeypatch):
+    from dynaprune_edge.runtime import jetson
+
+    monkeypatch.setattr(jetson, "query_nvpmodel", lambda: "NV Power Mode: MODE_30W\n2\n")
     log = fake_tensorrt(version)
     engine = write_engine(tmp_path, make_meta(trt_version=version))
     backend = load(engine, backend="trt")
@@ -287,6 +290,7 @@ def test_runs_a_batch_one_sample_at_a_time(tmp_path, write_engine, fake_tensorrt
         "compute_capability": "8.7",
         "tensorrt": version,
         "precision": "fp16",
+        "power_mode": "30W",  # what nvpmodel -q says
         "threads": "n/a (GPU)",
         "model": str(engine),
     }
