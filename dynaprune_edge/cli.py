@@ -87,18 +87,28 @@ def train(
     activity_weight: Annotated[float, typer.Option(help="Weight of the router's activity prior: regions whose input frames do not change (where a skipped region's persistence is exact) are skipped first; 0 turns it off.")] = 1.0,
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")] = False,
+    st_prune: Annotated[bool, typer.Option("--st-prune", help="ST-Prune: every epoch skips a random share of the easy training windows (scored by spatio-temporal complexity and running loss) and reweights the kept easy ones, so the expected gradient is the full-data one; the last --anneal share of epochs uses every window.")] = False,
+    prune_ratio: Annotated[Optional[float], typer.Option(help="--st-prune: probability that an easy window is skipped in an epoch, in [0, 1) (default 0.5).")] = None,
+    anneal: Annotated[Optional[float], typer.Option(help="--st-prune: the last share of the epochs, trained on every window, in [0, 1] (default 0.125).")] = None,
+    score: Annotated[Optional[str], typer.Option(help="--st-prune: what makes a window hard: complexity, loss (InfoBatch's) or both (default).")] = None,
 ) -> None:
     """Train one model; writes OUT/model.pt and OUT/metrics.json."""
     from dynaprune_edge.data import DataConfig, load_dataset
     from dynaprune_edge.training.run import RunSpec, train_run
+    from dynaprune_edge.training.sample_pruning import SamplePruning
     from dynaprune_edge.training.trainer import TrainConfig
 
+    chosen = {k: v for k, v in (("ratio", prune_ratio), ("anneal", anneal), ("score", score)) if v is not None}
+    if chosen and not st_prune:
+        raise ConfigError("--prune-ratio, --anneal and --score set up ST-Prune: add --st-prune")
+    sample_pruning = SamplePruning(**chosen) if st_prune else None
     data_config = DataConfig(dataset, data, frames_in, frames_out, size, synthetic_frames, seed=seed)
     spec = RunSpec.create(
         backbone,
         data_config,
         budget,
-        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), distill=distill),
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), distill=distill,
+                    sample_pruning=sample_pruning),
         parse_assignments(arch),
         {"region_size": region_size, "group_size": group_size, "group_order": group_order, "max_cost": max_cost, "cost": cost,
          "activity_weight": activity_weight},

@@ -64,6 +64,10 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["calibrate", "--cost", "flops"], "--cost must be ort-cpu or orin-emu"),
         (["train", "--out", "x", "--budget", "0.3", "--cost-table", "t.json"], "--cost-table prices a measured cost target: add --cost ort-cpu"),
         (["train", "--out", "x", "--budget", "0.3", "--activity-weight", "-1"], "--activity-weight must be ≥ 0"),
+        (["train", "--out", "x", "--st-prune", "--prune-ratio", "1"], "--prune-ratio must be in [0, 1), got 1.0"),
+        (["train", "--out", "x", "--st-prune", "--anneal", "-0.5"], "--anneal must be in [0, 1], got -0.5"),
+        (["train", "--out", "x", "--st-prune", "--score", "entropy"], "--score must be one of complexity, loss, both"),
+        (["train", "--out", "x", "--prune-ratio", "0.3"], "set up ST-Prune: add --st-prune"),
         (["train", "--out", "x", "--arch", "depth"], "--arch takes KEY=VALUE"),
         (["train", "--out", "x", "--arch", "depth=3"], "simvp has no option 'depth'"),
         (["info", "/nonexistent/model.pt"], "no such file"),
@@ -115,6 +119,17 @@ def test_malicious_pickle_is_refused_without_running(writer, tmp_path):
     assert result.returncode == 1 and "refused" in result.stderr, result.stderr
     assert not target.exists(), "loading the checkpoint ran code"
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_st_prune_trains_a_dense_model_on_fewer_windows_and_says_how_many(tmp_path):
+    out = tmp_path / "run"
+    result = dpedge("train", *TINY, "--epochs", "2", "--st-prune", "--prune-ratio", "0.8", "--score", "complexity",
+                    "--anneal", "0", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    windows = [epoch["samples_seen"] / (1 - epoch["pruned_fraction"]) for epoch in metrics["history"]]
+    assert all(0.25 < epoch["pruned_fraction"] < 0.55 for epoch in metrics["history"])  # R × the easy half, give or take the draw
+    assert windows[0] == pytest.approx(windows[1]) and metrics["samples_seen"] < 2 * windows[0]
 
 
 def test_train_writes_a_self_contained_model_and_metrics(tmp_path):

@@ -23,6 +23,7 @@ from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.training.checkpoint import atomic_save, header, load_model, model_payload, safe_load
+from dynaprune_edge.training.sample_pruning import EpochPlan, IndexedWindows, SamplePruning, SampleScores, Stopwatch, plan_epoch
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
 MODEL_FILE = "model.pt"
@@ -56,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     init: str | None = None
     distill: float = 0.0
+    sample_pruning: SamplePruning | None = None  # --st-prune (training/sample_pruning.py)
 
     def __post_init__(self) -> None:
         if self.distill < 0:
@@ -172,6 +174,11 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.train_seconds = 0.0
+        self.scoring = Stopwatch()
+        self.scores = None
+        if config.sample_pruning is not None:
+            with self.scoring:
+                self.scores = SampleScores.of(self.fitted)
         self.history: list[dict] = []
         self.flops_dense_fvcore = dense_flops_fvcore(self.model)
         self.val_mae_persistence = persistence_mae(data)
@@ -238,7 +245,9 @@ class Trainer:
                 "step": self.step,
                 "epoch": self.epoch,
                 "train_seconds": self.train_seconds,
+                "scoring_seconds": self.scoring.seconds,
                 "history": json.dumps(self.history),
+                **({"sample_scores": self.scores.state_dict()} if self.scores is not None else {}),
             },
             self.out / RESUME_FILE,
         )
@@ -257,27 +266,52 @@ class Trainer:
         self.step, self.epoch = payload["step"], payload["epoch"]
         self.train_seconds = payload["train_seconds"]
         self.history = json.loads(payload["history"])
+        if self.scores is not None:
+            try:
+                self.scoring.seconds = payload["scoring_seconds"]
+                self.scores.load_state_dict(payload["sample_scores"])
+            except (KeyError, ConfigError) as error:
+                raise CheckpointError(f"{self.out / RESUME_FILE}: no usable sample scores for --st-prune ({error})") from None
 
     # --- training ----------------------------------------------------------------
     def _set_learning_rate(self) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = group["lr_scale"] * self.config.lr * learning_rate_factor(self.step, self.total_steps)
 
-    def train_epoch(self, progress, task) -> float:
+    def plan(self) -> EpochPlan:
+        """The windows this epoch trains on, and the total optimizer steps of the run
+        re-estimated from it (later pruned epochs taken as this one's length, annealing ones
+        at full length), so that the step-keyed schedules end where training does."""
+        pruning = self.config.sample_pruning
+        if pruning is None:
+            return EpochPlan.full(len(self.fitted))
+        with self.scoring:
+            plan = plan_epoch(self.scores, pruning, self.epoch, self.config.epochs, self.config.seed)
+        later = range(self.epoch + 1, self.config.epochs)
+        self.total_steps = self.step + plan.steps(self.config.batch_size) + sum(
+            self.steps_per_epoch if pruning.annealing(e, self.config.epochs) else plan.steps(self.config.batch_size) for e in later)
+        return plan
+
+    def train_epoch(self, plan: EpochPlan, progress, task) -> float:
         self.model.train()
         order = torch.Generator().manual_seed(self.config.seed * 100_003 + self.epoch)
-        loader = DataLoader(self.fitted, batch_size=self.config.batch_size, shuffle=True, generator=order)
+        windows = Subset(IndexedWindows(self.fitted), plan.indices.tolist())
+        loader = DataLoader(windows, batch_size=self.config.batch_size, shuffle=True, generator=order)
+        weight_of = torch.from_numpy(plan.weight_of).float()
         total = 0.0
-        for batch, (x, y) in enumerate(loader):
+        for batch, (x, y, index) in enumerate(loader):
             self._set_learning_rate()
             forecast = self.model(x, mask_mode(self.step, self.total_steps, self.model.pruning))
             losses = self.sample_losses(forecast, x, y)
-            loss = losses.mean() + budget_penalty(forecast, self.model)
+            loss = (weight_of[index] * losses).mean() + budget_penalty(forecast, self.model)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.optimizer.step()
             self.step += 1
+            if self.scores is not None:
+                with self.scoring:
+                    self.scores.observe(index, losses)
             total += float(losses.mean().detach())
             progress.update(
                 task,
@@ -292,13 +326,17 @@ class Trainer:
         remaining = self.config.epochs - self.epoch
         with progress_bar() as progress:
             task = progress.add_task("training", total=remaining * self.steps_per_epoch)
+            first_step = self.step
             while self.epoch < self.config.epochs:
                 started = time.perf_counter()
-                train_loss = self.train_epoch(progress, task)
+                plan = self.plan()
+                progress.update(task, total=self.total_steps - first_step)
+                train_loss = self.train_epoch(plan, progress, task)
                 self.train_seconds += time.perf_counter() - started
                 self.epoch += 1
                 self.calibrate()
-                self.history.append({"epoch": self.epoch, "train_loss": train_loss, **evaluate(self.model, self.data)})
+                seen = {"samples_seen": len(plan.indices), "pruned_fraction": plan.pruned_fraction}
+                self.history.append({"epoch": self.epoch, "train_loss": train_loss, **seen, **evaluate(self.model, self.data)})
                 self.save(self.metrics())
         metrics = self.metrics() | self.final_metrics()
         self.save(metrics)
@@ -331,7 +369,7 @@ class Trainer:
 
     def metrics(self) -> dict:
         """The newest epoch's validation figures and how they were obtained."""
-        per_epoch = ("epoch", "train_loss", "cost", "above_cap")  # the spread is in the history, and per split at the end
+        per_epoch = ("epoch", "train_loss", "cost", "above_cap", "samples_seen", "pruned_fraction")  # in the history; the spread per split at the end
         latest = {key: value for key, value in self.history[-1].items() if key not in per_epoch}
         return {
             **latest,
@@ -346,5 +384,8 @@ class Trainer:
             "epochs": self.epoch,
             "steps": self.step,
             "train_seconds": round(self.train_seconds, 2),
+            "samples_seen": sum(epoch["samples_seen"] for epoch in self.history),
+            "pruned_fraction": 1 - sum(epoch["samples_seen"] for epoch in self.history) / (len(self.fitted) * len(self.history)),
+            "scoring_seconds": round(self.scoring.seconds, 3),
             "history": self.history,
         }

@@ -171,7 +171,7 @@ def test_the_budget_is_calibrated_on_held_out_training_windows_only(data, build_
     assert float(trainer.model.data_mask.threshold) != 0.0, "calibration set the threshold"
 
     reads.clear()
-    trainer.train_epoch(SimpleNamespace(update=lambda *args, **kwargs: None), None)
+    trainer.train_epoch(trainer.plan(), SimpleNamespace(update=lambda *args, **kwargs: None), None)
     trained_on = {item for name, item in reads if name == "train"}
     assert trained_on == set(range(len(data.train))) - held_out, "an epoch steps on every other training window"
 
@@ -249,8 +249,11 @@ def test_fit_writes_metrics_json_with_every_figure_and_one_history_entry_per_epo
     assert all(math.isfinite(entry["train_loss"]) and entry["train_loss"] > 0 for entry in history)
     assert all(entry.keys() == history[0].keys() and "val_mae" in entry for entry in history)
     assert len({entry["val_mae"] for entry in history}) == 3, "each epoch is evaluated anew"
-    latest = {k: v for k, v in history[-1].items() if k not in ("epoch", "train_loss", "cost", "above_cap")}
+    per_epoch = ("epoch", "train_loss", "cost", "above_cap", "samples_seen", "pruned_fraction")
+    latest = {k: v for k, v in history[-1].items() if k not in per_epoch}
     assert latest.items() <= metrics.items()
+    assert [entry["samples_seen"] for entry in history] == [trained_on] * 3 and metrics["samples_seen"] == 3 * trained_on
+    assert metrics["pruned_fraction"] == 0 and metrics["scoring_seconds"] == 0  # no --st-prune
     assert metrics["cost"]["val"] == history[-1]["cost"] and metrics["cost"]["val"]["mean"] == metrics["flops_ratio_mean"]
     for split in ("train", "val", "test"):
         spread = metrics["cost"][split]
