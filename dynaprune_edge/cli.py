@@ -48,6 +48,19 @@ def emulated_device(cost: str, module: str | None, power_mode: str | None, preci
     return chosen if chosen or cost == "orin-emu" else None
 
 
+def without_option(arguments: list[str], option: str) -> list[str]:
+    """`arguments` with `option VALUE` and `option=VALUE` taken out."""
+    kept, skip = [], False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == option:
+            skip = True
+        elif not argument.startswith(option + "="):
+            kept.append(argument)
+    return kept
+
+
 def parse_assignments(pairs: list[str]) -> dict[str, str]:
     parsed = {}
     for pair in pairs:
@@ -91,10 +104,12 @@ def train(
     prune_ratio: Annotated[Optional[float], typer.Option(help="--st-prune: probability that an easy window is skipped in an epoch, in [0, 1) (default 0.5).")] = None,
     anneal: Annotated[Optional[float], typer.Option(help="--st-prune: the last share of the epochs, trained on every window, in [0, 1] (default 0.125).")] = None,
     score: Annotated[Optional[str], typer.Option(help="--st-prune: what makes a window hard: complexity, loss (InfoBatch's) or both (default).")] = None,
+    nproc: Annotated[Optional[int], typer.Option(help="Train in N local processes (torchrun, DistributedDataParallel; gloo on CPU, nccl on GPUs); --batch-size stays the global batch. Across machines run torchrun yourself (README).")] = None,
 ) -> None:
     """Train one model; writes OUT/model.pt and OUT/metrics.json."""
     from dynaprune_edge.data import DataConfig, load_dataset
     from dynaprune_edge.training.run import RunSpec, train_run
+    from dynaprune_edge.distributed import join_from_environment, launch, leave
     from dynaprune_edge.training.sample_pruning import SamplePruning
     from dynaprune_edge.training.trainer import TrainConfig
 
@@ -115,16 +130,25 @@ def train(
         None if cost_table is None else str(cost_table),
         emulated_device(cost, module, power_mode, precision),
     )
+    if nproc is not None:  # the options are checked: run this command in N processes
+        launch(nproc, without_option(sys.argv[sys.argv.index("train") + 1:], "--nproc"))
+        return
+    world = join_from_environment()
     loaded = load_dataset(data_config)
-    print(f"data: {loaded.describe()}", file=sys.stderr)
+    if world.main:
+        print(f"data: {loaded.describe()}", file=sys.stderr)
     config = None
     if spec.pruning.cost != "flops":
         from dynaprune_edge.export.cost_table import priced_config
 
         config = priced_config(spec, loaded, out if resume else None)
-    metrics = train_run(spec, out, resume=resume, data=loaded, config=config)
-    show_metrics(metrics)
-    console.print(f"wrote {out / 'model.pt'} and {out / 'metrics.json'}")
+    try:
+        metrics = train_run(spec, out, resume=resume, data=loaded, config=config)
+    finally:
+        leave()
+    if world.main:
+        show_metrics(metrics)
+        console.print(f"wrote {out / 'model.pt'} and {out / 'metrics.json'}")
 
 
 def show_metrics(metrics: dict) -> None:

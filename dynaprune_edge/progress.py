@@ -16,7 +16,8 @@ from rich.progress import (
 stderr_console = Console(stderr=True)
 
 
-def progress_bar(transient: bool = False) -> Progress:
+def progress_bar(transient: bool = False, disable: bool = False) -> Progress:
+    """disable: draw nothing (every process but the first of a distributed run)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -26,4 +27,5 @@ def progress_bar(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=stderr_console,
         transient=transient,
+        disable=disable,
     )

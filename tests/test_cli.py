@@ -68,6 +68,7 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["train", "--out", "x", "--st-prune", "--anneal", "-0.5"], "--anneal must be in [0, 1], got -0.5"),
         (["train", "--out", "x", "--st-prune", "--score", "entropy"], "--score must be one of complexity, loss, both"),
         (["train", "--out", "x", "--prune-ratio", "0.3"], "set up ST-Prune: add --st-prune"),
+        (["train", "--out", "x", "--nproc", "1"], "--nproc must be ≥ 2 to launch processes"),
         (["train", "--out", "x", "--arch", "depth"], "--arch takes KEY=VALUE"),
         (["train", "--out", "x", "--arch", "depth=3"], "simvp has no option 'depth'"),
         (["info", "/nonexistent/model.pt"], "no such file"),

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from dynaprune_edge.distributed import current_world
 from dynaprune_edge.flops import conv_flops
 from dynaprune_edge.layers.base import Layer
 from dynaprune_edge.layers.state import GateSpec, MaskState
@@ -61,16 +62,21 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
     sample's normalisation would depend on how much the rest of the batch skipped, and the
     running statistics used at inference would match no sample: the kept outputs drift
     between training and inference. At inference this is ordinary BatchNorm (folded into
-    the convolution at export)."""
+    the convolution at export). Training over several processes, its statistics are summed
+    over the ranks, masked or not: the global batch's, as one process computes them (the
+    mask generator uses it for that alone)."""
 
     def forward(self, y: Tensor, kept: Tensor | None = None) -> Tensor:
-        if not self.training or kept is None:
+        world = current_world()
+        if not self.training or (kept is None and world.size == 1):
             return super().forward(y)
-        kept = kept.detach().expand_as(y)
-        count = kept.sum(dim=(0, 2, 3))
-        mean = (y * kept).sum(dim=(0, 2, 3)) / count.clamp_min(1)
+        # over several processes the sums run over every rank's windows: the global
+        # batch's statistics, as one process computes them (dynaprune_edge.distributed)
+        kept = (torch.ones_like(y[:, :1, :1, :1]) if kept is None else kept.detach()).expand_as(y)
+        count = world.sum(kept.sum(dim=(0, 2, 3)))
+        mean = world.sum((y * kept).sum(dim=(0, 2, 3))) / count.clamp_min(1)
         centred = y - mean[:, None, None]
-        variance = (centred.pow(2) * kept).sum(dim=(0, 2, 3)) / count.clamp_min(1)
+        variance = world.sum((centred.pow(2) * kept).sum(dim=(0, 2, 3))) / count.clamp_min(1)
         with torch.no_grad():
             seen = count > 1  # channels kept somewhere in the batch update their statistics
             unbiased = variance * count / (count - 1).clamp_min(1)

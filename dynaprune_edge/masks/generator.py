@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dynaprune_edge.flops import conv_flops, matmul_flops
-from dynaprune_edge.layers.conv import conv_output_size, fold_batch_norm
+from dynaprune_edge.layers.conv import MaskedBatchNorm2d, conv_output_size, fold_batch_norm
 from dynaprune_edge.layers.state import GateSpec
 from dynaprune_edge.masks.config import MaskMode, PruningConfig
 
@@ -64,7 +64,7 @@ class MaskGenerator(nn.Module):
         for step in range(steps):
             layers += [
                 nn.Conv2d(in_channels if step == 0 else channels, channels, 3, 2, 1, bias=False),
-                nn.BatchNorm2d(channels),
+                MaskedBatchNorm2d(channels),  # plain BatchNorm, its statistics summed over processes when there are several
                 nn.ReLU(),
             ]
         self.body = nn.Sequential(*layers)

@@ -159,17 +159,3 @@ class Stopwatch:
 
     def __exit__(self, *_) -> None:
         self.seconds += time.perf_counter() - self._started
-
-
-class IndexedWindows(Dataset):
-    """(x, y, i): a window and its index, so that a batch's losses reach their scores."""
-
-    def __init__(self, windows: Dataset) -> None:
-        self.windows = windows
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int):
-        x, y = self.windows[index]
-        return x, y, index

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from dynaprune_edge.data import SpatioTemporalData
+from dynaprune_edge.distributed import current_world
 from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
@@ -23,7 +24,7 @@ from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.training.checkpoint import atomic_save, header, load_model, model_payload, safe_load
-from dynaprune_edge.training.sample_pruning import EpochPlan, IndexedWindows, SamplePruning, SampleScores, Stopwatch, plan_epoch
+from dynaprune_edge.training.sample_pruning import EpochPlan, SamplePruning, SampleScores, Stopwatch, plan_epoch
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
 MODEL_FILE = "model.pt"
@@ -78,13 +79,13 @@ def per_sample_loss(forecast: Forecast, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(forecast.prediction, target, reduction="none").flatten(1).mean(dim=1)
 
 
-def budget_penalty(forecast: Forecast, model: DynaPruner) -> torch.Tensor:
-    """λ·(mean cost ratio − budget)², the cost on the model's cost target (FLOPs or the
-    measured table), differentiable through the straight-through masks."""
+def budget_penalty(mean_cost: torch.Tensor, model: DynaPruner) -> torch.Tensor:
+    """λ·(mean cost ratio − budget)², the batch's mean cost on the model's cost target
+    (FLOPs or the measured table), differentiable through the straight-through masks."""
     pruning = model.pruning
     if not pruning.enabled:
         return torch.zeros(())
-    return pruning.flops_weight * (forecast.cost_ratio.mean() - pruning.budget) ** 2
+    return pruning.flops_weight * (mean_cost - pruning.budget) ** 2
 
 
 class ErrorTotals:
@@ -158,7 +159,12 @@ class Trainer:
             raise DataError(f"{data.describe()}: training needs at least one training and one validation window")
         torch.manual_seed(config.seed)
         self.model_config, self.data, self.config, self.out = model_config, data, config, Path(out)
+        self.world = current_world()
+        if config.batch_size < self.world.size:
+            raise ConfigError(f"--batch-size {config.batch_size} is the global batch: at least one window per process ({self.world.size})")
         self.model = build_model(model_config)
+        # the module the training steps run: DDP over several processes (dynaprune_edge.distributed)
+        self.stepped = self.model if self.world.size == 1 else torch.nn.parallel.DistributedDataParallel(self.model, broadcast_buffers=False)
         self.teacher = self.start_from(config.init) if config.init else None
         self.fitted, self.calibration = split_training(data.train)
         if self.model.pruning.enabled and not self.model.narrow_to_cap():
@@ -235,6 +241,12 @@ class Trainer:
         }
 
     def save(self, metrics: dict) -> None:
+        """Rank 0 writes; the others wait until it has (so that all of them see the files)."""
+        if self.world.main:
+            self._write(metrics)
+        self.world.barrier()
+
+    def _write(self, metrics: dict) -> None:
         atomic_save(model_payload(self.model, self.model_config, self.data.config, self.data.normalizer, metrics), self.out / MODEL_FILE)
         atomic_save(
             {
@@ -292,39 +304,52 @@ class Trainer:
             self.steps_per_epoch if pruning.annealing(e, self.config.epochs) else plan.steps(self.config.batch_size) for e in later)
         return plan
 
-    def train_epoch(self, plan: EpochPlan, progress, task) -> float:
-        self.model.train()
+    def batches(self, plan: EpochPlan) -> list[list[int]]:
+        """The epoch's global batches of window indices: a seeded permutation of the plan's
+        windows (the one a shuffling DataLoader draws), cut into --batch-size."""
         order = torch.Generator().manual_seed(self.config.seed * 100_003 + self.epoch)
-        windows = Subset(IndexedWindows(self.fitted), plan.indices.tolist())
-        loader = DataLoader(windows, batch_size=self.config.batch_size, shuffle=True, generator=order)
+        shuffled = plan.indices[torch.randperm(len(plan.indices), generator=order).numpy()].tolist()
+        size = self.config.batch_size
+        return [shuffled[start:start + size] for start in range(0, len(shuffled), size)]
+
+    def train_epoch(self, plan: EpochPlan, progress, task) -> float:
+        """One pass over the plan's windows; the mean loss per global batch, averaged."""
+        self.model.train()
         weight_of = torch.from_numpy(plan.weight_of).float()
+        batches = self.batches(plan)
         total = 0.0
-        for batch, (x, y, index) in enumerate(loader):
+        for number, batch in enumerate(batches):
+            mine = self.world.split(batch)
+            x, y = default_collate([self.fitted[i] for i in mine])
+            index = torch.tensor(mine)
             self._set_learning_rate()
-            forecast = self.model(x, mask_mode(self.step, self.total_steps, self.model.pruning))
+            forecast = self.stepped(x, mask_mode(self.step, self.total_steps, self.model.pruning))
             losses = self.sample_losses(forecast, x, y)
-            loss = (weight_of[index] * losses).mean() + budget_penalty(forecast, self.model)
+            scale = self.world.size / len(batch)  # DDP averages over ranks: the step is the global batch's mean
+            mean_cost = self.world.sum(forecast.cost_ratio.sum()) / len(batch)
+            loss = scale * (weight_of[index] * losses).sum() + budget_penalty(mean_cost, self.model)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.optimizer.step()
             self.step += 1
+            batch_losses = self.world.share(losses, len(batch))
             if self.scores is not None:
                 with self.scoring:
-                    self.scores.observe(index, losses)
-            total += float(losses.mean().detach())
+                    self.scores.observe(torch.tensor(batch), batch_losses)
+            total += float(batch_losses.mean())
             progress.update(
                 task,
                 advance=1,
-                description=f"epoch {self.epoch + 1}/{self.config.epochs} loss {total / (batch + 1):.4f} "
-                f"cost {float(forecast.cost_ratio.mean().detach()):.2f}",
+                description=f"epoch {self.epoch + 1}/{self.config.epochs} loss {total / (number + 1):.4f} "
+                f"cost {float(mean_cost.detach()):.2f}",
             )
-        return total / len(loader)
+        return total / len(batches)
 
     def fit(self) -> dict:
         """Train the remaining epochs; returns (and writes) the last epoch's metrics."""
         remaining = self.config.epochs - self.epoch
-        with progress_bar() as progress:
+        with progress_bar(disable=not self.world.main) as progress:
             task = progress.add_task("training", total=remaining * self.steps_per_epoch)
             first_step = self.step
             while self.epoch < self.config.epochs:
@@ -340,7 +365,8 @@ class Trainer:
                 self.save(self.metrics())
         metrics = self.metrics() | self.final_metrics()
         self.save(metrics)
-        atomic_write_text(json.dumps(metrics, indent=2) + "\n", self.out / METRICS_FILE)
+        if self.world.main:
+            atomic_write_text(json.dumps(metrics, indent=2) + "\n", self.out / METRICS_FILE)
         return metrics
 
     def calibrate(self) -> None:

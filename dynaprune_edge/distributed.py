@@ -1,0 +1,117 @@
+"""Training on many processes (`dpedge train --nproc N`, or torchrun across machines):
+DistributedDataParallel, gloo on CPU and nccl on GPUs, one step equal to the step a single
+process takes on the same global batch.
+
+- Every rank draws the same permutation of the epoch's windows (same seed, same pruned
+  list: the scores are identical on every rank) and cuts it into global batches of
+  `--batch-size`; rank r takes positions r, r + N, … of each (`World.split`).
+- A rank's loss is its windows' summed loss × N / (windows in the global batch). DDP
+  averages the gradients over the N ranks, so the step is the global batch's mean loss,
+  whatever the split.
+- MaskedBatchNorm sums its statistics over the ranks (`World.sum`, differentiable): the
+  statistics are the global batch's, exactly as one process computes them. Per-rank
+  statistics would make the normalisation, and so the trained model, depend on the number
+  of processes, and a rank holding a few windows would normalise by a noisy estimate.
+- The FLOPs budget's penalty is on the global batch's mean cost (summed over ranks), for
+  the same reason.
+- Each batch's per-window losses are summed into one vector over the global batch on
+  every rank (`World.share`), so every rank updates the same ST-Prune scores.
+- Only rank 0 writes checkpoints, metrics and the progress bar; all ranks read resume.pt.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from dynaprune_edge.errors import ConfigError
+
+TIMEOUT = timedelta(minutes=10)
+"""How long a collective waits for a rank that stopped answering before the run fails
+(torchrun ends the others when one dies; this bounds the wait when one hangs)."""
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def split(self, batch: list[int]) -> list[int]:
+        return batch[self.rank::self.size]
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of `tensor` over the ranks, differentiable (each rank's gradient is the
+        sum of all ranks' gradients of their losses)."""
+        if self.size == 1:
+            return tensor
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(tensor)
+
+    def share(self, values: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """(batch_size,) the values every rank holds for its share of a global batch, in the
+        global batch's order, on every rank."""
+        full = torch.zeros(batch_size, dtype=values.dtype)
+        full[self.rank::self.size] = values.detach()
+        if self.size > 1:
+            dist.all_reduce(full)
+        return full
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def current_world() -> World:
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
+    return World()
+
+
+def join_from_environment() -> World:
+    """The world torchrun set up (RANK, WORLD_SIZE, MASTER_ADDR, …), joined; one process
+    alone when the variables are absent."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend, timeout=TIMEOUT)
+    return current_world()
+
+
+def leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(nproc: int, arguments: list[str]) -> None:
+    """`dpedge train --nproc N`: `dpedge train ARGUMENTS` in N local processes, this one
+    the torchrun agent (torch.distributed.run) that starts them and stops them all when one
+    fails. Across machines, run torchrun yourself (README: "Many processes, many machines")."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    if nproc < 2:
+        raise ConfigError(f"--nproc must be ≥ 2 to launch processes, got {nproc} (omit it for one)")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the ranks share the cores
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its report restates the ranks' errors
+    options = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "dynaprune_edge", "train", *arguments])
+    try:
+        run(options)
+    except ChildFailedError as failed:
+        rank, failure = min(failed.failures.items())
+        raise ConfigError(f"training process {rank} of {nproc} failed (exit {failure.exitcode}; its error is above); "
+                          "the others were stopped, and --resume continues from the last epoch") from None
