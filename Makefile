@@ -7,7 +7,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench-accuracy bench-latency bench-pareto bench-layout bench-orin clean
+.PHONY: demo test bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench-layout: $(BIN)/dpedge
 
 bench-orin: $(BIN)/dpedge
 	$(BIN)/dpedge bench orin
+
+bench-training: $(BIN)/dpedge
+	$(BIN)/dpedge bench training
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -458,6 +458,24 @@ def bench_layout(
     layout.bench(runs, as_json, console)
 
 
+@bench_app.command("training")
+def bench_training(
+    out: Annotated[Path, typer.Option(help="Directory for the runs and results.json.")] = Path("runs/bench-training"),
+    epochs: Annotated[int, typer.Option(min=2, help="Epochs of every run (full data, ST-Prune, InfoBatch-style alike).")] = 10,
+    frames: Annotated[list[int], typer.Option(help="Synthetic TaxiBJ series lengths, repeatable (a small and a large set: where ST-Prune starts to pay).")] = [],
+    prune_ratio: Annotated[float, typer.Option(help="--prune-ratio of the ST-Prune and InfoBatch-style runs.")] = 0.5,
+    anneal: Annotated[float, typer.Option(help="--anneal of both.")] = 0.125,
+    knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """ST-Prune against full-data training and an InfoBatch-style baseline (same seeds): wall-clock to the full-data model's validation MAE (within 1 %), final MAE, pruned fraction, samples seen, scoring overhead; and 1 vs 2 processes."""
+    from dynaprune_edge.bench import training
+    from dynaprune_edge.training.sample_pruning import SamplePruning
+
+    SamplePruning(ratio=prune_ratio, anneal=anneal)  # bad options fail now, not after the first run
+    training.bench(out, epochs, frames or [600, 4000], prune_ratio, anneal, knmi, as_json, console)
+
+
 @bench_app.command("orin")
 def bench_orin(
     out: Annotated[Path, typer.Option(help="Directory for the reference networks' ONNX files (built once) and results.json.")] = Path("runs/bench-orin"),
@@ -500,7 +518,10 @@ def main() -> None:
     try:
         app()
     except DpedgeError as error:
-        print(f"error: {error}", file=sys.stderr)  # one line, never wrapped or marked up
+        # one line, never wrapped or marked up, in one write: the ranks of a distributed run
+        # share stderr, and a print's text and newline are two writes that can interleave
+        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.flush()
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted (an interrupted `dpedge train` continues with --resume)", file=sys.stderr)

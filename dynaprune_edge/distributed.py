@@ -50,11 +50,7 @@ class World:
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of `tensor` over the ranks, differentiable (each rank's gradient is the
         sum of all ranks' gradients of their losses)."""
-        if self.size == 1:
-            return tensor
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(tensor)
+        return tensor if self.size == 1 else _SumOverRanks.apply(tensor)
 
     def share(self, values: torch.Tensor, batch_size: int) -> torch.Tensor:
         """(batch_size,) the values every rank holds for its share of a global batch, in the
@@ -68,6 +64,34 @@ class World:
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) forward, and backward too: every rank's loss depends on every rank's
+    share of the sum, so the gradient reaching a share is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> torch.Tensor:
+        total = gradient.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` under DistributedDataParallel, its buffers left alone in the forward pass
+    (BatchNorm's running statistics are the same on every rank by construction)."""
+    import inspect
+
+    parallel = torch.nn.parallel.DistributedDataParallel
+    buffers = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(parallel).parameters
+               else {"broadcast_buffers": False})  # the older name, before torch 2.13
+    return parallel(model, **buffers)
 
 
 def current_world() -> World:
@@ -112,6 +136,6 @@ def launch(nproc: int, arguments: list[str]) -> None:
     try:
         run(options)
     except ChildFailedError as failed:
-        rank, failure = min(failed.failures.items())
+        rank, failure = failed.get_first_failure()  # the root cause: the others may have been stopped for it
         raise ConfigError(f"training process {rank} of {nproc} failed (exit {failure.exitcode}; its error is above); "
                           "the others were stopped, and --resume continues from the last epoch") from None

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from dynaprune_edge.data import SpatioTemporalData
-from dynaprune_edge.distributed import current_world
+from dynaprune_edge.distributed import current_world, data_parallel
 from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
@@ -164,7 +164,7 @@ class Trainer:
             raise ConfigError(f"--batch-size {config.batch_size} is the global batch: at least one window per process ({self.world.size})")
         self.model = build_model(model_config)
         # the module the training steps run: DDP over several processes (dynaprune_edge.distributed)
-        self.stepped = self.model if self.world.size == 1 else torch.nn.parallel.DistributedDataParallel(self.model, broadcast_buffers=False)
+        self.stepped = self.model if self.world.size == 1 else data_parallel(self.model)
         self.teacher = self.start_from(config.init) if config.init else None
         self.fitted, self.calibration = split_training(data.train)
         if self.model.pruning.enabled and not self.model.narrow_to_cap():
@@ -360,7 +360,8 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - started
                 self.epoch += 1
                 self.calibrate()
-                seen = {"samples_seen": len(plan.indices), "pruned_fraction": plan.pruned_fraction}
+                seen = {"samples_seen": len(plan.indices), "pruned_fraction": plan.pruned_fraction,
+                        "train_seconds": round(self.train_seconds, 3)}  # so far: when each epoch's MAE was reached
                 self.history.append({"epoch": self.epoch, "train_loss": train_loss, **seen, **evaluate(self.model, self.data)})
                 self.save(self.metrics())
         metrics = self.metrics() | self.final_metrics()
@@ -395,7 +396,7 @@ class Trainer:
 
     def metrics(self) -> dict:
         """The newest epoch's validation figures and how they were obtained."""
-        per_epoch = ("epoch", "train_loss", "cost", "above_cap", "samples_seen", "pruned_fraction")  # in the history; the spread per split at the end
+        per_epoch = ("epoch", "train_loss", "cost", "above_cap", "samples_seen", "pruned_fraction", "train_seconds")  # in the history
         latest = {key: value for key, value in self.history[-1].items() if key not in per_epoch}
         return {
             **latest,

@@ -49,7 +49,7 @@ def test_a_rank_takes_every_nth_window_of_each_global_batch():
 def test_a_failing_rank_ends_the_run_with_one_line_and_not_a_hang(tmp_path):
     (tmp_path / "data.npz").write_bytes(b"not an npz")
     result = dpedge("train", *TINY, "--data", tmp_path / "data.npz", "--nproc", "2", "--out", tmp_path / "run", timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 1, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr, result.stderr
     assert lines[-1].startswith("error: training process ") and "failed (exit 1" in lines[-1], result.stderr

@@ -1,0 +1,122 @@
+"""`dpedge bench training`: ST-Prune against full-data training and an InfoBatch-style
+baseline (the loss alone as score, the same ratio and annealing), same seeds; and the
+training throughput of 1 against 2 processes.
+
+For each dataset and model (SimVP dense, and Dyna-Pruner at budget 0.5), all three train
+the same epochs. The full-data run's final validation MAE, plus 1 %, is the target. A run's
+time to target is its training wall-clock (evaluation left out) up to the end of the first
+epoch whose validation MAE meets it. The speedup is full data's time to target over the
+run's. Synthetic TaxiBJ comes in two sizes, since ST-Prune's gain grows with the data and
+its scoring overhead matters most on small sets; the real KNMI event is small.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
+from dynaprune_edge.files import atomic_write_text
+from dynaprune_edge.training.run import RunSpec, train_run
+from dynaprune_edge.training.sample_pruning import SamplePruning
+from dynaprune_edge.training.trainer import TrainConfig
+
+METHODS = {"full data": None, "ST-Prune": "both", "InfoBatch-style": "loss"}
+MODELS = {"SimVP dense": 1.0, "SimVP Dyna-Pruner 0.5": 0.5}
+TOLERANCE = 0.01
+
+
+@dataclass
+class Row:
+    dataset: str
+    windows: int
+    model: str
+    method: str
+    final_mae: float
+    target_mae: float
+    seconds_to_target: float | None  # None: the target was never met
+    speedup: float | None
+    pruned_fraction: float
+    samples_seen: int
+    scoring_seconds: float
+    train_seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def seconds_to(history: list[dict], target: float) -> float | None:
+    """Training seconds up to the end of the first epoch whose validation MAE ≤ target."""
+    return next((epoch["train_seconds"] for epoch in history if epoch["val_mae"] <= target), None)
+
+
+def datasets(frames: list[int], knmi: str) -> list[DataConfig]:
+    return [*(DataConfig("taxibj", synthetic_frames=n) for n in frames), DataConfig("knmi", path=knmi)]
+
+
+def compare(config: DataConfig, epochs: int, ratio: float, anneal: float, out: Path) -> list[Row]:
+    data = load_dataset(config)
+    rows = []
+    for model, budget in MODELS.items():
+        runs = {}
+        for method, score in METHODS.items():
+            pruning = None if score is None else SamplePruning(ratio=ratio, anneal=anneal, score=score)
+            spec = RunSpec.create("simvp", config, budget, TrainConfig(epochs=epochs, sample_pruning=pruning))
+            folder = out / f"{config.name}-{len(data.train)}" / f"{budget:g}-{method.split()[0].lower()}"
+            print(f"{config.name} ({len(data.train)} training windows), {model}, {method}", file=sys.stderr)
+            runs[method] = train_run(spec, folder, data=data)
+        target = runs["full data"]["val_mae"] * (1 + TOLERANCE)
+        full_seconds = seconds_to(runs["full data"]["history"], target)
+        for method, metrics in runs.items():
+            reached = seconds_to(metrics["history"], target)
+            rows.append(Row(config.name, len(data.train), model, method, metrics["val_mae"], target, reached,
+                            None if reached is None else full_seconds / reached, metrics["pruned_fraction"], metrics["samples_seen"],
+                            metrics["scoring_seconds"], metrics["train_seconds"]))
+    return rows
+
+
+def throughput(config: DataConfig, epochs: int, out: Path) -> list[dict]:
+    """Training windows per second of SimVP dense, 1 and 2 processes, the same global batch."""
+    found = []
+    for nproc in (1, 2):
+        folder = out / f"throughput-{config.name}-{nproc}"
+        command = [sys.executable, "-m", "dynaprune_edge", "train", "--out", str(folder), "--dataset", config.name,
+                   "--epochs", str(epochs), *(["--nproc", "2"] if nproc == 2 else [])]
+        if config.synthetic_frames:
+            command += ["--synthetic-frames", str(config.synthetic_frames)]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        found.append({"processes": nproc, "windows_per_second": metrics["samples_seen"] / metrics["train_seconds"],
+                      "train_seconds": metrics["train_seconds"]})
+    return found
+
+
+def bench(out: Path, epochs: int, frames: list[int], ratio: float, anneal: float, knmi: str | None, as_json: bool, console: Console) -> dict:
+    rows = [row for config in datasets(frames, knmi or SAMPLE) for row in compare(config, epochs, ratio, anneal, out)]
+    processes = throughput(DataConfig("taxibj", synthetic_frames=max(frames)), 1, out)
+    result = {"rows": [r.as_dict() for r in rows], "processes": processes,
+              "settings": {"epochs": epochs, "prune_ratio": ratio, "anneal": anneal, "tolerance": TOLERANCE}}
+    atomic_write_text(json.dumps(result, indent=2) + "\n", out / "results.json")
+    if as_json:
+        print(json.dumps(result))
+        return result
+    table = Table(title=f"ST-Prune vs full data vs InfoBatch-style ({epochs} epochs, --prune-ratio {ratio}, --anneal {anneal}; measured)")
+    for column in ("dataset", "windows", "model", "method", "final MAE", "s to target", "speedup", "pruned", "samples", "scoring s", "train s"):
+        table.add_column(column, justify="left" if column in ("dataset", "model", "method") else "right")
+    for r in rows:
+        table.add_row(r.dataset, str(r.windows), r.model, r.method, f"{r.final_mae:.4g}",
+                      "never" if r.seconds_to_target is None else f"{r.seconds_to_target:.1f}",
+                      "–" if r.speedup is None else f"{r.speedup:.2f}×", f"{r.pruned_fraction:.2f}", str(r.samples_seen),
+                      f"{r.scoring_seconds:.2f}", f"{r.train_seconds:.1f}")
+    console.print(table)
+    one, two = processes
+    console.print(f"taxibj ({max(frames)} frames), SimVP dense, 1 epoch: {one['windows_per_second']:.1f} windows/s on 1 process, "
+                  f"{two['windows_per_second']:.1f} on 2 ({two['windows_per_second'] / one['windows_per_second']:.2f}×)")
+    console.print(f"[dim]target: the full-data run's final validation MAE + {TOLERANCE:.0%}; rows in {out / 'results.json'}[/dim]")
+    return result
