@@ -289,14 +289,11 @@ def calibrate(
     from dynaprune_edge.export.cost_table import cache_path, measure
     from dynaprune_edge.files import atomic_write_text
     from dynaprune_edge.progress import progress_bar
-    from dynaprune_edge.training.run import RunSpec
-    from dynaprune_edge.training.trainer import TrainConfig
+    from dynaprune_edge.training.run import emulated_orin
 
     if cost not in ("ort-cpu", "orin-emu"):
         raise ConfigError(f"--cost must be ort-cpu or orin-emu, got {cost!r} (flops needs no table)")
-    chosen = emulated_device(cost, module, power_mode, precision)
-    if chosen is not None:  # checked as `dpedge train` checks it
-        chosen = RunSpec.create(backbone, DataConfig(dataset), 0.5, TrainConfig(), {}, {"cost": cost}, None, chosen).device
+    chosen = emulated_orin(cost, emulated_device(cost, module, power_mode, precision))  # checked as `dpedge train` checks it
     device = None if chosen is None else Device(**chosen)
     data_config = None if model else DataConfig(dataset, data, frames_in, frames_out, size)
     config = architecture_config(model, backbone, data_config, region_size, group_size, group_order, arch)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dynaprune_edge.cost.calibration import scale_to_orin
-from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
+from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.flops import format_flops
 from dynaprune_edge.runtime.jetson import current_power_mode
@@ -69,7 +69,7 @@ class Settings:
     def device(self) -> Device | None:
         if self.backend != "orin-emu":
             return None
-        return Device(self.module or DEFAULT_MODULE, self.power_mode or "MAXN", self.precision or "fp16")
+        return Device.chosen(self.module, self.power_mode, self.precision)
 
     def as_dict(self) -> dict:
         settings = {k: v for k, v in self.__dict__.items() if v is not None}

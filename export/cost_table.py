@@ -36,7 +36,7 @@ import onnx
 import onnxruntime
 import torch
 
-from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
+from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.cost.roofline import GraphRoofline
 from dynaprune_edge.cost.table import CostTable, LayerTimes, machine_fingerprint
 from dynaprune_edge.data import SpatioTemporalData
@@ -248,7 +248,7 @@ class EmulatedTimer:
 
 def timer_for(target: str, frames: np.ndarray, threads: int = 1, runs: int = 20, device: Device | None = None) -> GraphTimer | EmulatedTimer:
     if target == "orin-emu":
-        return EmulatedTimer(frames, device or Device(DEFAULT_MODULE, "MAXN", "fp16"))
+        return EmulatedTimer(frames, device or Device.chosen())
     if target != "ort-cpu":
         raise ConfigError(f"cost target {target!r} has no table to make (flops needs none)")
     return GraphTimer(frames, threads, runs)

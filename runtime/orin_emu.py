@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
+from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.runtime.onnxruntime import OrtBackend
 
@@ -34,7 +34,7 @@ class OrinEmuBackend(OrtBackend):
         from dynaprune_edge.cost.roofline import GraphRoofline
 
         backend = super().load(path, threads)
-        backend.device_model = device or Device(DEFAULT_MODULE, "MAXN", "fp16")
+        backend.device_model = device or Device.chosen()
         backend.roofline = GraphRoofline(import_onnx().load(str(backend.path)), backend.device_model)
         routes = len(backend.roofline.routes)
         if routes != len(backend.manifest.buckets):

@@ -138,10 +138,15 @@ def element_bytes(format_datatype: str) -> int:
     return 4  # FP32, Int32
 
 
+def dimensions(tensor: dict) -> list[int]:
+    """A layer-information tensor's dimensions (a 0 or -1 stands for 1)."""
+    return [max(int(d), 1) for d in tensor.get("Dimensions", [])]
+
+
 def tensor_bytes(tensor: dict) -> float:
     """Bytes a tensor occupies in its TensorRT format: vectorized formats pad the channel
     dimension to their vector width."""
-    dims = [max(int(d), 1) for d in tensor.get("Dimensions", [])]
+    dims = dimensions(tensor)
     layout = tensor.get("Format/Datatype", "")
     width = _VECTOR_WIDTH.search(layout)
     if width and len(dims) > 1:
@@ -170,7 +175,7 @@ class LayerWork:
         for key in ("Weights", "Bias"):
             if isinstance(layer.get(key), dict):
                 moved += layer[key].get("Count", 0) * _WEIGHT_BYTES.get(layer[key].get("Type"), 4)
-        outputs = sum(math.prod(max(int(d), 1) for d in t.get("Dimensions", [])) for t in layer.get("Outputs", []))
+        outputs = sum(math.prod(dimensions(t)) for t in layer.get("Outputs", []))
         if layer.get("ParameterType") == "Convolution" and layer.get("Inputs"):
             channels = int(layer["Inputs"][0]["Dimensions"][1])
             per_group = channels / max(int(layer.get("Groups", 1)), 1)
@@ -207,8 +212,7 @@ def copy_work(name: str, layer_info: dict) -> LayerWork | None:
             tensors = layer.get("Inputs" if side == "Input" else "Outputs", [])
             if int(index) < len(tensors):
                 tensor = tensors[int(index)]
-                elements = math.prod(max(int(d), 1) for d in tensor.get("Dimensions", []))
-                return LayerWork(float(elements), 2 * tensor_bytes(tensor), False, precision_of(layer))
+                return LayerWork(float(math.prod(dimensions(tensor))), 2 * tensor_bytes(tensor), False, precision_of(layer))
     return None
 
 

@@ -102,6 +102,11 @@ class Device:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
+    @classmethod
+    def chosen(cls, module: str | None = None, power_mode: str | None = None, precision: str | None = None) -> "Device":
+        """The Orin the options name, the default (64 GB, MAXN, fp16) for any they leave out."""
+        return cls(module or DEFAULT_MODULE, power_mode or "MAXN", precision or "fp16")
+
     @property
     def mode(self) -> PowerMode:
         return MODULES[self.module][self.power_mode]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dynaprune_edge.cost.orin import DEFAULT_MODULE, Device
+from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.masks import PruningConfig
@@ -41,12 +41,19 @@ class RunSpec:
         pruning = PruningConfig(budget=budget, **(pruning_overrides or {}))
         if cost_table is not None and pruning.cost == "flops":
             raise ConfigError("--cost-table prices a measured cost target: add --cost ort-cpu")
-        if device is not None:
-            if pruning.cost != "orin-emu":
-                raise ConfigError("--module, --power-mode and --precision choose the Orin that --cost orin-emu emulates: add --cost orin-emu")
-            checked = Device(**{"module": DEFAULT_MODULE, "power_mode": "MAXN", "precision": "fp16", **device})
-            device = {"module": checked.module, "power_mode": checked.power_mode, "precision": checked.precision}
-        return cls(backbone, data, train, pruning, backbone_options(backbone, backbone_overrides or {}), cost_table, device)
+        return cls(backbone, data, train, pruning, backbone_options(backbone, backbone_overrides or {}), cost_table,
+                   emulated_orin(pruning.cost, device))
+
+
+def emulated_orin(cost: str, device: dict | None) -> dict | None:
+    """The Orin `--cost orin-emu` prices on, as RunSpec stores it (defaults filled in,
+    checked); None when no option chose one. Other cost targets refuse the options."""
+    if device is None:
+        return None
+    if cost != "orin-emu":
+        raise ConfigError("--module, --power-mode and --precision choose the Orin that --cost orin-emu emulates: add --cost orin-emu")
+    checked = Device.chosen(**device)
+    return {"module": checked.module, "power_mode": checked.power_mode, "precision": checked.precision}
 
 
 def model_config_for(spec: RunSpec, data: SpatioTemporalData) -> ModelConfig:
