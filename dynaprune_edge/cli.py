@@ -104,18 +104,19 @@ def train(
     prune_ratio: Annotated[Optional[float], typer.Option(help="--st-prune: probability that an easy window is skipped in an epoch, in [0, 1) (default 0.5).")] = None,
     anneal: Annotated[Optional[float], typer.Option(help="--st-prune: the last share of the epochs, trained on every window, in [0, 1] (default 0.125).")] = None,
     score: Annotated[Optional[str], typer.Option(help="--st-prune: what makes a window hard: complexity, loss (InfoBatch's) or both (default).")] = None,
+    easy_share: Annotated[Optional[float], typer.Option(help="--st-prune: the lowest-scoring share of the windows that count as easy each epoch, in (0, 1] (default 0.5); about easy-share × prune-ratio of the windows are skipped.")] = None,
     nproc: Annotated[Optional[int], typer.Option(help="Train in N local processes (torchrun, DistributedDataParallel; gloo on CPU, nccl on GPUs); --batch-size stays the global batch. Across machines run torchrun yourself (README).")] = None,
 ) -> None:
     """Train one model; writes OUT/model.pt and OUT/metrics.json."""
     from dynaprune_edge.data import DataConfig, load_dataset
     from dynaprune_edge.training.run import RunSpec, train_run
-    from dynaprune_edge.distributed import join_from_environment, launch, leave
+    from dynaprune_edge.distributed import join_from_environment, launch, leave, peer_lost
     from dynaprune_edge.training.sample_pruning import SamplePruning
     from dynaprune_edge.training.trainer import TrainConfig
 
-    chosen = {k: v for k, v in (("ratio", prune_ratio), ("anneal", anneal), ("score", score)) if v is not None}
+    chosen = {k: v for k, v in (("ratio", prune_ratio), ("anneal", anneal), ("score", score), ("easy_share", easy_share)) if v is not None}
     if chosen and not st_prune:
-        raise ConfigError("--prune-ratio, --anneal and --score set up ST-Prune: add --st-prune")
+        raise ConfigError("--prune-ratio, --anneal, --score and --easy-share set up ST-Prune: add --st-prune")
     sample_pruning = SamplePruning(**chosen) if st_prune else None
     data_config = DataConfig(dataset, data, frames_in, frames_out, size, synthetic_frames, seed=seed)
     spec = RunSpec.create(
@@ -141,9 +142,13 @@ def train(
     if spec.pruning.cost != "flops":
         from dynaprune_edge.export.cost_table import priced_config
 
-        config = priced_config(spec, loaded, out if resume else None)
+        config = priced_config(spec, loaded, out if resume else None, world)
     try:
         metrics = train_run(spec, out, resume=resume, data=loaded, config=config)
+    except RuntimeError as error:
+        if world.size > 1 and peer_lost(error):  # the launcher names the process that died, and why
+            raise ConfigError(f"training process {world.rank} of {world.size} stopped: another process stopped answering") from None
+        raise
     finally:
         leave()
     if world.main:
@@ -462,6 +467,7 @@ def bench_training(
     frames: Annotated[list[int], typer.Option(help="Synthetic TaxiBJ series lengths, repeatable (a small and a large set: where ST-Prune starts to pay).")] = [],
     prune_ratio: Annotated[float, typer.Option(help="--prune-ratio of the ST-Prune and InfoBatch-style runs.")] = 0.5,
     anneal: Annotated[float, typer.Option(help="--anneal of both.")] = 0.125,
+    easy_share: Annotated[float, typer.Option(help="--easy-share of both.")] = 0.5,
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
@@ -469,8 +475,8 @@ def bench_training(
     from dynaprune_edge.bench import training
     from dynaprune_edge.training.sample_pruning import SamplePruning
 
-    SamplePruning(ratio=prune_ratio, anneal=anneal)  # bad options fail now, not after the first run
-    training.bench(out, epochs, frames or [600, 4000], prune_ratio, anneal, knmi, as_json, console)
+    pruning = SamplePruning(ratio=prune_ratio, anneal=anneal, easy_share=easy_share)  # bad options fail now, not after the first run
+    training.bench(out, epochs, frames or [600, 4000], pruning, knmi, as_json, console)
 
 
 @bench_app.command("orin")

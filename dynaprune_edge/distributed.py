@@ -17,11 +17,15 @@ process takes on the same global batch.
 - Each batch's per-window losses are summed into one vector over the global batch on
   every rank (`World.share`), so every rank updates the same ST-Prune scores.
 - Only rank 0 writes checkpoints, metrics and the progress bar; all ranks read resume.pt.
+- A measured cost target's table is found (read or timed) by rank 0 alone and sent to the
+  others (`World.from_main`), so every rank prices the budget with the same table.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -64,6 +68,22 @@ class World:
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
+
+    def from_main(self, make: Callable[[], str]) -> str:
+        """`make()` run on rank 0 alone and its text sent to every rank: for what must be the
+        same everywhere and is costly or noisy to find (a measured cost table: ranks timing
+        at once would compete for the cores and each get another table). Sent as UTF-8
+        bytes, not pickled."""
+        if self.size == 1:
+            return make()
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        payload = make().encode() if self.main else b""
+        length = torch.tensor([len(payload)], dtype=torch.int64, device=device)
+        dist.broadcast(length, src=0)
+        data = (torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device) if self.main
+                else torch.empty(int(length), dtype=torch.uint8, device=device))
+        dist.broadcast(data, src=0)
+        return data.cpu().numpy().tobytes().decode()
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -114,6 +134,15 @@ def join_from_environment() -> World:
     return current_world()
 
 
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether `error` is a collective failing because another rank died (gloo reports it
+    as a plain RuntimeError naming the socket error; nccl as a DistError)."""
+    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and any(text in str(error) for text in _PEER_LOST))
+
+
 def leave() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -137,5 +166,6 @@ def launch(nproc: int, arguments: list[str]) -> None:
         run(options)
     except ChildFailedError as failed:
         rank, failure = failed.get_first_failure()  # the root cause: the others may have been stopped for it
-        raise ConfigError(f"training process {rank} of {nproc} failed (exit {failure.exitcode}; its error is above); "
-                          "the others were stopped, and --resume continues from the last epoch") from None
+        code = failure.exitcode
+        how = f"was killed ({signal.Signals(-code).name})" if code < 0 else f"failed (exit {code}; its error is above)"
+        raise ConfigError(f"training process {rank} of {nproc} {how}; the others were stopped, and --resume continues from the last epoch") from None

@@ -40,6 +40,7 @@ from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.cost.roofline import GraphRoofline
 from dynaprune_edge.cost.table import CostTable, LayerTimes, machine_fingerprint
 from dynaprune_edge.data import SpatioTemporalData
+from dynaprune_edge.distributed import World
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.network import GRAPH_REVISION, build_graph, frames_shape
 from dynaprune_edge.export.plan import BranchPlan
@@ -396,18 +397,23 @@ def with_table(config: ModelConfig, table: CostTable) -> ModelConfig:
     return dataclasses.replace(config, pruning=pruning)
 
 
-def priced_config(spec: RunSpec, data: SpatioTemporalData, resume_from: Path | None = None) -> ModelConfig:
+def priced_config(spec: RunSpec, data: SpatioTemporalData, resume_from: Path | None = None, world: World = World()) -> ModelConfig:
     """The model a run trains: on a measured cost target, with its table: `--cost-table`,
     the one the interrupted run in `resume_from` trained with, or this machine's cached
-    (else freshly measured) table."""
+    (else freshly measured) table. Under many processes rank 0 finds it and every rank gets
+    that one."""
     config = model_config_for(spec, data)
     target = spec.pruning.cost
     if target == "flops" or not spec.pruning.enabled:
         return config
-    device = None if spec.device is None else Device(**spec.device)
-    if spec.cost_table is not None:
-        return with_table(config, load_table(Path(spec.cost_table), config, fingerprint(target, 1, device)))
-    if resume_from is not None and (resume_from / MODEL_FILE).exists():
-        return load_model(resume_from / MODEL_FILE).model_config
-    with progress_bar() as progress:
-        return with_table(config, cost_table(config, progress=progress, log=lambda line: print(line, file=sys.stderr), target=target, device=device))
+
+    def find() -> str:
+        device = None if spec.device is None else Device(**spec.device)
+        if spec.cost_table is not None:
+            return load_table(Path(spec.cost_table), config, fingerprint(target, 1, device)).to_json()
+        if resume_from is not None and (resume_from / MODEL_FILE).exists():
+            return json.dumps(load_model(resume_from / MODEL_FILE).model_config.pruning.cost_table)
+        with progress_bar() as progress:
+            return cost_table(config, progress=progress, log=lambda line: print(line, file=sys.stderr), target=target, device=device).to_json()
+
+    return with_table(config, CostTable.from_json(world.from_main(find)))

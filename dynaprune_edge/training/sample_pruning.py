@@ -12,8 +12,10 @@ Score of training window i (higher = harder), over the windows trained on:
   `both`: s_i = (rank(c_i) + rank(ℓ_i)) / 2. Ranks are percentiles in [0, 1] (c over all
   windows, ℓ over those seen), so neither term's scale drowns the other.
 
-Each epoch a window is easy when s_i < the mean score (InfoBatch's rule); every hard window
-is kept, each easy one with probability 1 − R (`--prune-ratio R`), and a kept easy window's
+Each epoch the lowest-scoring Q share of the windows that can be judged are easy
+(`--easy-share Q`; Q = 0.5, the default, is about InfoBatch's below-the-mean rule on
+ranks); every hard window is kept, each easy one with probability 1 − R (`--prune-ratio
+R`), so about Q × R of the windows are skipped, and a kept easy window's
 loss is weighted 1 / (1 − R). So E[Σ kept weight × loss] = Σ loss: the expected gradient is
 the full-data one. The last DELTA share of the epochs (`--anneal DELTA`) trains on every
 window with weight 1, to undo the leftover bias of the estimate. The draw is seeded by
@@ -38,15 +40,18 @@ SCORES = ("complexity", "loss", "both")
 
 @dataclass(frozen=True)
 class SamplePruning:
-    """`--prune-ratio`, `--anneal`, `--score` (see the module doc)."""
+    """`--prune-ratio`, `--anneal`, `--score`, `--easy-share` (see the module doc)."""
 
     ratio: float = 0.5
     anneal: float = 0.125
     score: str = "both"
+    easy_share: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 <= self.ratio < 1:
             raise ConfigError(f"--prune-ratio must be in [0, 1), got {self.ratio}")
+        if not 0 < self.easy_share <= 1:
+            raise ConfigError(f"--easy-share must be in (0, 1], got {self.easy_share}")
         if not 0 <= self.anneal <= 1:
             raise ConfigError(f"--anneal must be in [0, 1], got {self.anneal}")
         if self.score not in SCORES:
@@ -131,8 +136,16 @@ class EpochPlan:
     def pruned_fraction(self) -> float:
         return 1 - len(self.indices) / self.windows
 
-    def steps(self, batch_size: int) -> int:
-        return math.ceil(len(self.indices) / batch_size)
+    def steps(self, batch_size: int, processes: int) -> int:
+        return batch_count(len(self.indices), batch_size, processes)
+
+
+def batch_count(windows: int, batch_size: int, processes: int) -> int:
+    """The global batches of an epoch of `windows`: cut into `batch_size`, a last batch with
+    fewer windows than there are processes joined to the one before (every rank needs a
+    window to take part in a step)."""
+    count = math.ceil(windows / batch_size)
+    return count - 1 if count > 1 and 0 < windows % batch_size < processes else count
 
 
 def plan_epoch(scores: SampleScores, pruning: SamplePruning, epoch: int, epochs: int, seed: int) -> EpochPlan:
@@ -141,7 +154,9 @@ def plan_epoch(scores: SampleScores, pruning: SamplePruning, epoch: int, epochs:
     if pruning.annealing(epoch, epochs) or pruning.ratio == 0:
         return EpochPlan.full(windows)
     s, judged = scores.hardness(pruning.score)
-    easy = judged & (s < s[judged].mean()) if judged.any() else np.zeros(windows, bool)
+    candidates = np.flatnonzero(judged)
+    easy = np.zeros(windows, bool)
+    easy[candidates[np.argsort(s[candidates], kind="stable")[:round(pruning.easy_share * len(candidates))]]] = True
     draw = np.random.default_rng([seed, epoch]).random(windows)
     kept = ~easy | (draw >= pruning.ratio)
     return EpochPlan(np.flatnonzero(kept), np.where(easy, 1 / (1 - pruning.ratio), 1.0), windows)

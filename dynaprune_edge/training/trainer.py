@@ -24,7 +24,7 @@ from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.training.checkpoint import atomic_save, header, load_model, model_payload, safe_load
-from dynaprune_edge.training.sample_pruning import EpochPlan, SamplePruning, SampleScores, Stopwatch, plan_epoch
+from dynaprune_edge.training.sample_pruning import EpochPlan, SamplePruning, SampleScores, Stopwatch, batch_count, plan_epoch
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
 MODEL_FILE = "model.pt"
@@ -175,7 +175,7 @@ class Trainer:
                 f"{curve.ratios[1]:.3f} (of {self.model.regions}); smaller regions (--region-size) or a higher --max-cost leave room"
             )
         self.optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
-        self.steps_per_epoch = math.ceil(len(self.fitted) / config.batch_size)
+        self.steps_per_epoch = batch_count(len(self.fitted), config.batch_size, self.world.size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.step = 0
         self.epoch = 0
@@ -300,17 +300,22 @@ class Trainer:
         with self.scoring:
             plan = plan_epoch(self.scores, pruning, self.epoch, self.config.epochs, self.config.seed)
         later = range(self.epoch + 1, self.config.epochs)
-        self.total_steps = self.step + plan.steps(self.config.batch_size) + sum(
-            self.steps_per_epoch if pruning.annealing(e, self.config.epochs) else plan.steps(self.config.batch_size) for e in later)
+        steps = plan.steps(self.config.batch_size, self.world.size)
+        self.total_steps = self.step + steps + sum(self.steps_per_epoch if pruning.annealing(e, self.config.epochs) else steps for e in later)
         return plan
 
     def batches(self, plan: EpochPlan) -> list[list[int]]:
         """The epoch's global batches of window indices: a seeded permutation of the plan's
-        windows (the one a shuffling DataLoader draws), cut into --batch-size."""
+        windows (the one a shuffling DataLoader draws), cut into --batch-size. A last batch
+        with fewer windows than there are processes joins the one before it: every rank
+        needs a window to take part in the step."""
         order = torch.Generator().manual_seed(self.config.seed * 100_003 + self.epoch)
         shuffled = plan.indices[torch.randperm(len(plan.indices), generator=order).numpy()].tolist()
         size = self.config.batch_size
-        return [shuffled[start:start + size] for start in range(0, len(shuffled), size)]
+        batches = [shuffled[start:start + size] for start in range(0, len(shuffled), size)]
+        if len(batches) > batch_count(len(shuffled), size, self.world.size):
+            batches[-2:] = [batches[-2] + batches[-1]]
+        return batches
 
     def train_epoch(self, plan: EpochPlan, progress, task) -> float:
         """One pass over the plan's windows; the mean loss per global batch, averaged."""

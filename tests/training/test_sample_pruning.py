@@ -69,6 +69,17 @@ def test_an_easy_window_is_kept_with_probability_one_minus_r_hard_ones_always():
     assert kept[:2] == pytest.approx([0.3, 0.3], abs=0.04)  # 2000 draws: ±0.01 standard error
 
 
+def test_the_easy_share_is_the_lowest_scoring_share_of_the_judged_windows():
+    """10 windows, 8 of them seen: the lowest-scoring 3/4 of those 8 are easy (6), whatever
+    their index; the 2 unseen ones stay hard under a loss score."""
+    loss = [0.5, np.nan, 0.1, 0.9, 0.3, np.nan, 0.7, 0.2, 0.8, 0.4]
+    scores = scores_of(np.zeros(10), loss)
+    plan = plan_epoch(scores, SamplePruning(ratio=0.5, anneal=0.0, score="loss", easy_share=0.75), 0, 2, seed=0)
+    assert np.flatnonzero(plan.weight_of == 2.0).tolist() == [0, 2, 4, 6, 7, 9]
+    everything = plan_epoch(scores, SamplePruning(ratio=0.5, anneal=0.0, score="loss", easy_share=1.0), 0, 2, seed=0)
+    assert np.flatnonzero(everything.weight_of == 1.0).tolist() == [1, 5]
+
+
 def test_unseen_windows_are_hard_and_the_anneal_phase_uses_every_window():
     unseen = SampleScores(np.arange(6.0))
     assert plan_epoch(unseen, SamplePruning(ratio=0.9, score="loss"), 0, 8, 0).pruned_fraction == 0
@@ -84,6 +95,8 @@ def test_unseen_windows_are_hard_and_the_anneal_phase_uses_every_window():
     (dict(ratio=-0.1), "--prune-ratio must be in [0, 1)"),
     (dict(anneal=1.5), "--anneal must be in [0, 1]"),
     (dict(score="entropy"), "--score must be one of complexity, loss, both"),
+    (dict(easy_share=0.0), "--easy-share must be in (0, 1]"),
+    (dict(easy_share=1.2), "--easy-share must be in (0, 1]"),
 ])
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
