@@ -7,7 +7,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
+.PHONY: demo test system-deps bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,19 @@ $(BIN)/dpedge: pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[train,export,plots,dev]"
 	touch $@
+
+# The deploy tests start a real OpenSSH server on 127.0.0.1 and the jetson/ scripts are
+# checked with shellcheck. Where either is missing and apt-get can install it (root on
+# Debian/Ubuntu), install it; elsewhere those tests skip and say why. .ci/run runs this.
+SYSTEM_DEPS := /usr/sbin/sshd:openssh-server /usr/bin/shellcheck:shellcheck
+system-deps:
+	@missing=""; for dep in $(SYSTEM_DEPS); do test -x "$${dep%%:*}" || missing="$$missing $${dep##*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing (for the deploy and jetson/ tests)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q $$missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
+	else echo "missing$$missing and no way to install it here: the tests that need it will be skipped"; fi
 
 demo: $(BIN)/dpedge
 	$(BIN)/dpedge demo

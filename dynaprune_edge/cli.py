@@ -354,13 +354,15 @@ def profile(
     trtexec_log: Annotated[Optional[Path], typer.Option(help="The log of a trtexec run of this model's engine (the line `dpedge export --trt` prints; the --exportProfile and --exportLayerInfo files it names are read when beside the log): reported beside, as measured on the GPU the log names; with orin-emu, a run on another GPU than an Orin is scaled to the Orin.")] = None,
     dense_trtexec_log: Annotated[Optional[Path], typer.Option(help="The same for the dense twin's engine: gives the measured speedup, and on orin-emu the emulator's error on this model.")] = None,
     calibrate: Annotated[Optional[str], typer.Option(help="orin-emu: 'cuda' builds and profiles both engines with trtexec on this machine's NVIDIA GPU and scales their per-layer times to the Orin, beside the first-principles figures (a --trtexec-log of a run on a desktop GPU is scaled the same way).")] = None,
+    frames: Annotated[Optional[Path], typer.Option(help="The validation windows in a NAME.frames.npz that `dpedge deploy` copied beside the model, instead of reading the data (a device without torch or the data files).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
 ) -> None:
     """Latency, FLOPs and branch per sample of an exported model against its dense twin, on real samples of its data: measured, or emulated for the Jetson AGX Orin."""
     from dynaprune_edge import profile as profiling
 
-    settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate)
+    settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate,
+                                  None if frames is None else str(frames))
     settings.device()  # a bad module, power mode or precision fails before any work
     logs = {role: log for role, log in (("sparse", trtexec_log), ("dense", dense_trtexec_log)) if log is not None}
     result = profiling.run(model, settings, logs)
@@ -373,6 +375,76 @@ def profile(
         print(json.dumps({**result.summary(), "settings": settings.as_dict()}))
         return
     profiling.print_profile(result, console)
+
+
+@app.command()
+def device(
+    disk: Annotated[Path, typer.Option(help="Report the free space for this folder (or its nearest existing parent).")] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (what `dpedge deploy` reads).")] = False,
+) -> None:
+    """What this machine offers dpedge: its version, L4T and JetPack, CUDA, TensorRT, onnxruntime, power mode and free disk."""
+    from dynaprune_edge.runtime.jetson import device_facts
+
+    facts = device_facts(disk)
+    if as_json:
+        print(json.dumps(facts))
+        return
+    for name, value in facts.items():
+        console.print(f"{name}: {'not found' if value is None else value}", markup=False, highlight=False)
+
+
+@app.command()
+def engine(
+    model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx, its manifest beside it.")],
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 is calibrated on --frames, or reuses the calibration cache beside the model).")] = "fp16",
+    frames: Annotated[Optional[Path], typer.Option(help="A NAME.frames.npz of validation windows (`dpedge deploy` copies one): int8 calibration and the Polygraphy check's inputs.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the engine's path and the Polygraphy verdict.")] = False,
+) -> None:
+    """Build the TensorRT engine of an exported model on this device, without torch (`dpedge export --trt` does the same from a model.pt)."""
+    from dynaprune_edge.export.tensorrt.build import build_or_explain
+    from dynaprune_edge.runtime.frames import load_frames
+    from dynaprune_edge.runtime.manifest import read_manifest
+
+    if not model.is_file():
+        raise ConfigError(f"{model}: no such file")
+    manifest = read_manifest(model)
+    calibration = None if frames is None else load_frames(frames, manifest)[0]
+    outcome = build_or_explain(model, manifest, precision, calibration, None)
+    if outcome.engine_path is None:
+        raise ConfigError(f"no TensorRT engine built: {outcome.reason}; on the device: {outcome.command}")
+    if as_json:
+        print(json.dumps({"engine": str(outcome.engine_path), "polygraphy": outcome.polygraphy, "profile_command": outcome.command}))
+        return
+    console.print(f"wrote {outcome.engine_path}; Polygraphy: {outcome.polygraphy}")
+    console.print(f"profile it with: {outcome.command}", soft_wrap=True, markup=False)
+
+
+@app.command()
+def deploy(
+    model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx (its manifest, and its dense twin MODEL.dense.onnx or the model.pt to export it from, beside it).")],
+    host: Annotated[str, typer.Option(help="The device, USER@HOST (a host name or IP address; [v6] in brackets).")],
+    port: Annotated[int, typer.Option(help="Its SSH port.")] = 22,
+    identity: Annotated[Optional[Path], typer.Option(help="The private key to log in with (default: ssh's own choice).")] = None,
+    known_hosts: Annotated[Optional[Path], typer.Option(help="The known_hosts file to check the device's host key against (default: ssh's, ~/.ssh/known_hosts).")] = None,
+    accept_new_host_key: Annotated[bool, typer.Option("--accept-new-host-key", help="Trust the host key of a device seen for the first time (a changed key is still refused).")] = False,
+    remote_dir: Annotated[str, typer.Option(help="The folder on the device (relative paths are in the login's home).")] = "dpedge-deploy",
+    build_engine: Annotated[bool, typer.Option("--build-engine", help="Build the TensorRT engines (model and dense twin) on the device: engines are not portable.")] = False,
+    precision: Annotated[str, typer.Option(help="The engines' precision: fp32, fp16 or int8 (calibrated on the model's validation windows).")] = "fp16",
+    profile: Annotated[bool, typer.Option("--profile", help="Profile the model against its dense twin on the device and fetch the report.")] = False,
+    backend: Annotated[str, typer.Option(help="--profile backend on the device: trt (the engines built), or ort (onnxruntime CPU: a device without TensorRT).")] = "trt",
+    power_mode: Annotated[Optional[str], typer.Option(help="The nvpmodel mode the Jetson must be in while profiling on trt (MAXN, 50W, 30W, 15W); checked there, never changed (jetson/clocks.sh sets it).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Where the fetched report goes (default: beside the model, report-HOST).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Read the profile's validation windows from this copy of the data (default: what the manifest records; 'sample': the bundled one).")] = None,
+    samples: Annotated[int, typer.Option(help="Validation windows to profile on (sent to the device in a frames file).")] = 64,
+    remote_dpedge: Annotated[str, typer.Option(help="The dpedge command on the device (a path where it is not on a non-interactive login's PATH).")] = "dpedge",
+) -> None:
+    """Deploy an exported model to a Jetson over SSH: check the device, copy, build the engines there, profile there, fetch the report."""
+    from dynaprune_edge.deploy import DeployOptions, deploy as run_deploy
+    from dynaprune_edge.deploy.ssh import Target
+
+    target = Target.parse(host, port=port, identity=identity, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key)
+    options = DeployOptions(remote_dir, build_engine, precision, profile, backend, power_mode, report, data, samples, remote_dpedge)
+    run_deploy(model, target, options, console)
 
 
 @app.command()

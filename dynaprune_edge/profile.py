@@ -24,6 +24,7 @@ from dynaprune_edge.cost.calibration import scale_to_orin
 from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.flops import format_flops
+from dynaprune_edge.runtime.frames import load_frames
 from dynaprune_edge.runtime.jetson import current_power_mode
 from dynaprune_edge.profiling.session import EMULATED, Profile, profile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
@@ -46,6 +47,7 @@ class Settings:
     repeat: int = 1
     threads: int | None = 1
     calibrate: str | None = None  # "cuda": orin-emu scales trtexec runs on this machine's NVIDIA GPU to the Orin
+    frames: str | None = None  # a frames file (runtime/frames.py) instead of reading the data: a device without torch
 
     def __post_init__(self) -> None:
         BACKENDS.get(self.backend)
@@ -54,6 +56,8 @@ class Settings:
         for name, least in (("samples", 1), ("runs", 1), ("repeat", 1), ("warmup", 0)):
             if getattr(self, name) < least:
                 raise ConfigError(f"--{name} must be ≥ {least}, got {getattr(self, name)}")
+        if self.frames is not None and self.data is not None:
+            raise ConfigError("--frames holds the windows to profile on; --data reads them from data files: give one of them")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {self.threads}")
         emulating = {"--module": self.module, "--power-mode": self.power_mode, "--precision": self.precision}
@@ -118,6 +122,11 @@ def dense_twin(onnx_path: Path, opened: Path, manifest: Manifest, log=print) -> 
     return twin_onnx
 
 
+def spread(available: int, wanted: int) -> np.ndarray:
+    """Up to `wanted` indices evenly spread over `available` windows (calm and busy periods alike)."""
+    return np.unique(np.linspace(0, available - 1, min(wanted, available)).round().astype(int))
+
+
 def profile_frames(manifest: Manifest, onnx_path: Path, data: str | None, samples: int) -> tuple[np.ndarray, str]:
     """Up to `samples` validation windows, evenly spread over the split (calm and busy
     periods alike), in the graph's units; and what they are."""
@@ -139,7 +148,7 @@ def profile_frames(manifest: Manifest, onnx_path: Path, data: str | None, sample
     val = loaded.val
     if len(val) == 0:
         raise ConfigError(f"{loaded.describe()}: no validation windows to profile on")
-    picks = np.unique(np.linspace(0, len(val) - 1, min(samples, len(val))).round().astype(int))
+    picks = spread(len(val), samples)
     windows = np.stack([val[int(i)][0].numpy() for i in picks])
     frames = manifest.normalize(loaded.normalizer.denormalize(windows))  # the model's normaliser, not this copy's
     kind = "synthetic" if loaded.is_synthetic else f"real: {loaded.source}"
@@ -228,7 +237,11 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
     if trtexec is not None:
         logs = run_trtexec_here(trtexec, {"sparse": onnx_path, "dense": twin}, manifest, settings.device().precision, log)
         device_runs = trtexec_runs(onnx_path, logs, settings)
-    frames, described = profile_frames(manifest, onnx_path, settings.data, settings.samples)
+    if settings.frames is not None:
+        frames, described = load_frames(Path(settings.frames), manifest)
+        frames = frames[spread(len(frames), settings.samples)]
+    else:
+        frames, described = profile_frames(manifest, onnx_path, settings.data, settings.samples)
     sparse = load(opened, settings.backend, settings.threads, settings.device())
     dense = load(twin, settings.backend, settings.threads, settings.device())
     runs = 1 if sparse.emulated else max(settings.runs, len(frames))

@@ -1,0 +1,198 @@
+"""`dpedge deploy MODEL.onnx --host USER@HOST`: check the device, copy the model there,
+build its TensorRT engines on it (engines are not portable between devices or TensorRT
+versions), profile it there and bring the report back. Every step goes through
+deploy.ssh (quoted words, verified copies renamed into place)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from dynaprune_edge.deploy.ssh import RemoteError, Session, Target, remote_path
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.export.tensorrt.names import check_precision
+from dynaprune_edge.progress import stderr_console
+from dynaprune_edge.runtime.jetson import SUPPORTED_L4T_MAJORS
+from dynaprune_edge.runtime.manifest import manifest_path, read_manifest
+
+BACKENDS = ("trt", "ort")  # ort: a device without TensorRT (and the tests, which have no GPU)
+POWER_MODES = ("MAXN", "50W", "30W", "15W")
+DISK_MARGIN = 64 << 20  # bytes left free beyond the copies: engines and the report are written there too
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    remote_dir: str = "dpedge-deploy"
+    build_engine: bool = False
+    precision: str = "fp16"
+    profile: bool = False
+    backend: str = "trt"
+    power_mode: str | None = None
+    report: Path | None = None  # default: MODEL's folder, report-HOST
+    data: str | None = None  # where the profile's validation windows come from (dpedge profile --data)
+    samples: int = 64
+    remote_dpedge: str = "dpedge"
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.power_mode is not None and self.power_mode not in POWER_MODES:
+            raise ConfigError(f"--power-mode must be one of {', '.join(POWER_MODES)}, got {self.power_mode!r}")
+        if self.power_mode is not None and not (self.profile and self.backend == "trt"):
+            raise ConfigError("--power-mode is the mode the Jetson must be in while --profile times it on trt: add --profile")
+        if self.profile and self.backend == "trt" and not self.build_engine:
+            raise ConfigError("--profile on trt times the engines this deploy builds on the device: add --build-engine (or --backend ort)")
+        if self.samples < 1:
+            raise ConfigError(f"--samples must be ≥ 1, got {self.samples}")
+        remote_path(self.remote_dir)
+        if self.remote_dpedge != "dpedge":
+            remote_path(self.remote_dpedge, "--remote-dpedge")
+
+
+def local_files(model: Path, options: DeployOptions, log: Callable[[str], None]) -> list[Path]:
+    """What goes to the device, each graph before its manifest: the model, its dense twin
+    (the profile's baseline), and, for profiling or int8 calibration, the validation windows
+    in a frames file (the device needs no torch and no data for them)."""
+    from dynaprune_edge.profile import dense_twin, profile_frames
+    from dynaprune_edge.runtime.frames import frames_path, save_frames
+
+    manifest = read_manifest(model)
+    files = [model, manifest_path(model)]
+    twin = dense_twin(model, model, manifest, log)
+    if twin != model:
+        read_manifest(twin)
+        files += [twin, manifest_path(twin)]
+    if options.profile or options.precision == "int8":
+        frames, described = profile_frames(manifest, model, options.data, options.samples)
+        save_frames(frames_path(model), frames, described)
+        files.append(frames_path(model))
+    return files
+
+
+def deploy(model: Path, target: Target, options: DeployOptions, console: Console) -> dict:
+    """Run every step; returns what was found and done (the device facts, the engines, the report folder)."""
+    model = Path(model)
+    if model.suffix != ".onnx" or not model.is_file():
+        raise ConfigError(f"{model}: expected an exported .onnx (dpedge export MODEL.pt writes one)")
+    session = Session(target)
+    folder = remote_path(options.remote_dir)
+    dpedge = options.remote_dpedge
+    facts = device(session, dpedge, folder)
+    show_device(target, facts, console)
+    files = local_files(model, options, lambda line: stderr_console.print(line, markup=False, highlight=False))
+    check_device(facts, options, sum(f.stat().st_size for f in files), target)
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=stderr_console) as progress:
+        task = progress.add_task(f"copying to {target}:{folder}", total=sum(f.stat().st_size for f in files))
+        copied = [f.name for f in files if session.upload(f, folder / f.name, lambda n: progress.advance(task, n))]
+    console.print(f"copied {', '.join(copied) or 'nothing (the device has these files already)'} to {target}:{folder}")
+
+    remote = {f.name: folder / f.name for f in files}
+    frames = next((remote[f.name] for f in files if f.name.endswith(".frames.npz")), None)
+    done: dict = {"device": facts, "remote_dir": str(folder), "copied": copied}
+    graphs = [f.name for f in files if f.suffix == ".onnx"]
+    opened = {name: remote[name] for name in graphs}
+    if options.build_engine:
+        for name in graphs:
+            with stderr_console.status(f"building the TensorRT engine of {name} on {target.host} ({options.precision})"):
+                out = session.run([dpedge, "engine", remote[name], "--precision", options.precision, "--json",
+                                   *(["--frames", frames] if frames else [])], f"building the engine of {name}")
+            built = last_json_line(out, f"`dpedge engine` on {target.host}")
+            opened[name] = PurePosixPath(built["engine"])
+            console.print(f"built {built['engine']} on {target.host}; Polygraphy: {built['polygraphy']}")
+        done["engines"] = {name: str(path) for name, path in opened.items()}
+    if options.profile:
+        report = folder / f"{model.stem}.report"
+        with stderr_console.status(f"profiling {model.name} on {target.host} ({options.backend})"):
+            session.run([dpedge, "profile", opened[model.name], "--backend", options.backend, "--frames", frames,
+                         "--samples", str(options.samples), "--report", report,
+                         *(["--power-mode", options.power_mode] if options.power_mode else [])],
+                        f"profiling {model.name}")
+        local = options.report or model.with_name(f"report-{target.host}")
+        fetch(session, report, local)
+        done["report"] = str(local)
+        show_report(local, target, console)
+    return done
+
+
+def device(session: Session, dpedge: str, folder: PurePosixPath) -> dict:
+    with stderr_console.status(f"checking {session.target}"):
+        try:
+            out = session.run([dpedge, "device", "--json", "--disk", folder], "dpedge device")
+        except RemoteError as error:
+            if "command not found" in str(error) or "exit 127" in str(error):
+                raise RemoteError(f"dpedge is not installed on {session.target.host} (or not on the PATH of a non-interactive ssh "
+                                  "login): run jetson/setup.sh there, or pass --remote-dpedge PATH") from None
+            raise
+    return last_json_line(out, f"`{dpedge} device --json` on {session.target.host}")
+
+
+def last_json_line(out: str, what: str) -> dict:
+    """The JSON object a remote dpedge command printed last (its tables come before)."""
+    try:
+        found = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        found = None
+    if not isinstance(found, dict):
+        raise RemoteError(f"{what} printed no JSON report: is the device's dpedge as recent as this one?")
+    return found
+
+
+def show_device(target: Target, facts: dict, console: Console) -> None:
+    table = Table(title=f"{target}", show_header=False)
+    free = facts.get("free_bytes")
+    for name, value in (("dpedge", facts.get("dpedge")), ("L4T / JetPack", facts.get("l4t") and f"R{facts['l4t']} / JetPack {facts['jetpack']}"),
+                        ("CUDA", facts.get("cuda")), ("TensorRT", facts.get("tensorrt")), ("onnxruntime", facts.get("onnxruntime")),
+                        ("power mode", facts.get("power_mode")), ("free disk", None if free is None else f"{free / 2**30:.1f} GiB at {facts['disk']}")):
+        table.add_row(name, "not found" if value is None else str(value))
+    console.print(table)
+
+
+def check_device(facts: dict, options: DeployOptions, size: int, target: Target) -> None:
+    """Refuse, before copying, a device that cannot do what was asked."""
+    needs_trt = options.build_engine or (options.profile and options.backend == "trt")
+    if needs_trt and facts.get("tensorrt") is None:
+        raise ConfigError(f"{target.host} has no TensorRT for --build-engine: install JetPack's TensorRT (JetPack 5.1: 8.5, 6.x: 8.6/10.3), "
+                          "or profile on --backend ort")
+    l4t = facts.get("l4t")
+    if needs_trt and l4t is not None and l4t.split(".")[0] not in SUPPORTED_L4T_MAJORS:
+        raise ConfigError(f"{target.host} runs L4T R{l4t} (JetPack {facts.get('jetpack')}); dpedge supports JetPack 5.1 and 6.x (L4T R35, R36)")
+    if options.profile and options.backend == "ort" and facts.get("onnxruntime") is None:
+        raise ConfigError(f"{target.host} has no onnxruntime for --backend ort: pip install onnxruntime there")
+    free = facts.get("free_bytes")
+    if isinstance(free, int) and free < size + DISK_MARGIN:
+        raise ConfigError(f"{target.host} has {free / 2**20:.0f} MiB free at {facts.get('disk')}; the model needs {(size + DISK_MARGIN) / 2**20:.0f} MiB")
+
+
+def fetch(session: Session, remote: PurePosixPath, local: Path) -> None:
+    """The report folder into `local`, replacing an older one only once the new one is complete."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{local.name}.", dir=local.parent))
+    try:
+        session.fetch_folder(remote, staging / "report")
+        old = local.with_name(f".{local.name}.old")
+        if local.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            local.rename(old)
+        (staging / "report").rename(local)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def show_report(local: Path, target: Target, console: Console) -> None:
+    summary = json.loads((local / "report.json").read_text())
+    latency = summary["latency"]
+    sparse, dense = latency["sparse"], latency["dense"]
+    console.print(f"on {target.host} ({summary['backend']['backend']}, {latency['label']}): {sparse['p50']:.3f} ms median against the dense "
+                  f"twin's {dense['p50']:.3f} ms ({latency['speedup']:.2f}×); report in {local}", soft_wrap=True)

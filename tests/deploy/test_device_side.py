@@ -1,0 +1,61 @@
+"""The commands `dpedge deploy` runs on the device, here: `dpedge device` (what deploy
+checks), `dpedge engine` (TensorRT from the ONNX alone) and `dpedge profile --frames`
+(validation windows carried in a file, no data or torch needed)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynaprune_edge.runtime.frames import frames_path, load_frames, save_frames
+from dynaprune_edge.runtime.manifest import read_manifest
+from dynaprune_edge.errors import DataError
+
+
+def dpedge(*args):
+    return subprocess.run([sys.executable, "-m", "dynaprune_edge", *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_device_reports_what_deploy_checks(tmp_path):
+    result = dpedge("device", "--json", "--disk", tmp_path / "not" / "made" / "yet")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["dpedge"] == importlib.metadata.version("dynaprune-edge")
+    assert facts["l4t"] is None and facts["jetpack"] is None  # not a Jetson
+    assert facts["onnxruntime"] == importlib.metadata.version("onnxruntime")
+    assert isinstance(facts["free_bytes"], int) and facts["free_bytes"] > 0
+
+
+def test_engine_without_tensorrt_says_why_in_one_line_with_the_command_for_the_device(model):
+    result = dpedge("engine", model, "--precision", "fp16")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: no TensorRT engine built:") and "trtexec --onnx=model.onnx" in line and "--fp16" in line
+
+
+def test_profile_runs_on_the_frames_file_alone_and_refuses_a_damaged_one(model, tmp_path):
+    manifest = read_manifest(model)
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(5, *manifest.input.shape[1:])).astype(np.float32)
+    save_frames(frames_path(model), frames, "5 windows made up for this test")
+    loaded, described = load_frames(frames_path(model), manifest)
+    assert np.array_equal(loaded, frames) and described == "5 windows made up for this test"
+    result = dpedge("profile", model, "--frames", frames_path(model), "--runs", "10", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["data"] == "5 windows made up for this test" and len(summary["samples"]) == 5
+
+    (tmp_path / "bad.frames.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match="not a frames file written by dpedge"):
+        load_frames(tmp_path / "bad.frames.npz", manifest)
+    np.savez(tmp_path / "wrong.frames.npz", frames=frames[:, :, :1], described=np.array("one channel"))
+    damaged = dpedge("profile", model, "--frames", tmp_path / "wrong.frames.npz")
+    assert damaged.returncode == 1 and damaged.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'wrong.frames.npz'}: frames must have shape")
+    both = dpedge("profile", model, "--frames", frames_path(model), "--data", "sample")
+    assert both.returncode == 1 and "give one of them" in both.stderr
