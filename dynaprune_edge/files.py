@@ -1,8 +1,9 @@
-"""Writing files so that no reader ever sees half of one. No torch here: the runtime
-(which goes onto the Jetson) writes engines with it too."""
+"""Writing files so that no reader ever sees half of one, and naming their content by
+hash. No torch here: the runtime (which goes onto the Jetson) writes engines with it too."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -25,6 +26,15 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB blocks (engines and graphs can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_text(text: str, path: Path) -> None:

@@ -89,11 +89,12 @@ def deploy(model: Path, target: Target, options: DeployOptions, console: Console
     facts = device(session, dpedge, folder)
     show_device(target, facts, console)
     files = local_files(model, options, lambda line: stderr_console.print(line, markup=False, highlight=False))
-    check_device(facts, options, sum(f.stat().st_size for f in files), target)
+    size = sum(f.stat().st_size for f in files)
+    check_device(facts, options, size, target)
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=stderr_console) as progress:
-        task = progress.add_task(f"copying to {target}:{folder}", total=sum(f.stat().st_size for f in files))
+        task = progress.add_task(f"copying to {target}:{folder}", total=size)
         copied = [f.name for f in files if session.upload(f, folder / f.name, lambda n: progress.advance(task, n))]
     console.print(f"copied {', '.join(copied) or 'nothing (the device has these files already)'} to {target}:{folder}")
 

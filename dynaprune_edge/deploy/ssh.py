@@ -12,7 +12,6 @@ keys are checked against known_hosts (ssh's StrictHostKeyChecking=yes) unless
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
 import subprocess
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dynaprune_edge.errors import ConfigError, DpedgeError
+from dynaprune_edge.files import sha256_file
 
 _USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}", re.IGNORECASE)
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*", re.IGNORECASE)
@@ -94,9 +94,14 @@ def command_line(words: Sequence[str]) -> str:
     return " ".join(shlex.quote(str(word)) for word in words)
 
 
+def last_line(stderr: str) -> str:
+    """What a failed command said last (ssh and remote commands put the cause there)."""
+    return next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "no message")
+
+
 def explain_ssh_failure(target: Target, stderr: str) -> str:
     """ssh's own failure (exit 255) in one line, with what to do about it."""
-    said = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "no message")
+    said = last_line(stderr)
     if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
         return (f"{target.host}'s host key is not in known_hosts or does not match it: check its fingerprint and add it "
                 f"(ssh-keyscan -p {target.port} {target.host} >> ~/.ssh/known_hosts), or pass --accept-new-host-key for a first connection")
@@ -127,7 +132,7 @@ class Session:
         if done.returncode == 255:
             raise RemoteError(explain_ssh_failure(self.target, stderr))
         if done.returncode != 0:
-            said = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "no message")
+            said = last_line(stderr)
             if done.returncode == 127:
                 said = f"command not found ({said})"
             raise RemoteError(f"{what} failed on {self.target} (exit {done.returncode}): {said}")
@@ -143,7 +148,7 @@ class Session:
         The bytes go to a hidden temporary name beside it, are hashed there and only then
         renamed into place: an interrupted copy leaves `.NAME.partial`, which the next run
         overwrites, never a file at `remote` that looks complete."""
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        digest = sha256_file(local)
         if self.sha256(remote) == digest:
             advance(local.stat().st_size)
             return False
@@ -162,8 +167,7 @@ class Session:
         if process.wait() != 0:
             if process.returncode == 255:
                 raise RemoteError(f"copying {local.name}: {explain_ssh_failure(self.target, stderr)}")
-            said = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "no message")
-            raise RemoteError(f"copying {local.name} to {self.target} failed (exit {process.returncode}): {said}")
+            raise RemoteError(f"copying {local.name} to {self.target} failed (exit {process.returncode}): {last_line(stderr)}")
         if self.sha256(partial) != digest:
             raise RemoteError(f"{partial} on {self.target} does not hold what was sent (the connection or the disk lost bytes): run deploy again")
         self.run(["mv", "-f", "--", str(partial), str(remote)], f"renaming {partial.name}")
@@ -176,5 +180,5 @@ class Session:
         done = self._run(command, capture_output=True)
         if done.returncode != 0:
             stderr = done.stderr.decode(errors="replace")
-            raise RemoteError(f"fetching {remote} from {self.target}: " + (
-                explain_ssh_failure(self.target, stderr) if done.returncode == 255 else stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {done.returncode}"))
+            why = explain_ssh_failure(self.target, stderr) if done.returncode == 255 else f"exit {done.returncode}: {last_line(stderr)}"
+            raise RemoteError(f"fetching {remote} from {self.target}: {why}")

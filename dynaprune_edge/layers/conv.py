@@ -70,8 +70,6 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         world = current_world()
         if not self.training or (kept is None and world.size == 1):
             return super().forward(y)
-        # over several processes the sums run over every rank's windows: the global
-        # batch's statistics, as one process computes them (dynaprune_edge.distributed)
         kept = (torch.ones_like(y[:, :1, :1, :1]) if kept is None else kept.detach()).expand_as(y)
         count = world.sum(kept.sum(dim=(0, 2, 3)))
         mean = world.sum((y * kept).sum(dim=(0, 2, 3))) / count.clamp_min(1)

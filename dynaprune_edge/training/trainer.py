@@ -305,8 +305,10 @@ class Trainer:
         return plan
 
     def batches(self, plan: EpochPlan) -> list[list[int]]:
-        """The epoch's global batches of window indices: a seeded permutation of the plan's
-        windows (the one a shuffling DataLoader draws), cut into --batch-size. A last batch
+        """The epoch's global batches of window indices: a permutation of the plan's windows
+        seeded by (seed, epoch), cut into --batch-size. (Not the order a shuffling DataLoader
+        with that generator deals, which draws a base seed from it first: runs before 24c1310
+        trained in another order.) A last batch
         with fewer windows than there are processes joins the one before it: every rank
         needs a window to take part in the step."""
         order = torch.Generator().manual_seed(self.config.seed * 100_003 + self.epoch)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +20,7 @@ from dynaprune_edge.export.tensorrt.names import (
     timing_cache_name,
 )
 from dynaprune_edge.export.tensorrt.polygraphy import PARITY_SAMPLES, polygraphy_check
-from dynaprune_edge.files import atomic_write_bytes
+from dynaprune_edge.files import atomic_write_bytes, sha256_file
 from dynaprune_edge.runtime.base import check_frames
 from dynaprune_edge.runtime.manifest import Manifest, manifest_path
 from dynaprune_edge.runtime.tensorrt import (
@@ -43,14 +42,6 @@ class TrtOutcome:
     command: str  # trtexec: builds and profiles the engine on the device, or profiles the one built
     reason: str | None  # one line; None when the engine was built
     polygraphy: str  # the onnxruntime-vs-TensorRT check: PASSED / FAILED / not checked, and why
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def onnx_input_dynamic(onnx_path: Path, input_name: str) -> bool:

@@ -8,7 +8,6 @@ import importlib.metadata
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.export.tensorrt.build import build_or_explain, sha256_file
+from dynaprune_edge.export.tensorrt.build import build_or_explain
+from dynaprune_edge.files import sha256_file
 from dynaprune_edge.export.tensorrt.commands import trtexec_profile_command
 from dynaprune_edge.runtime.tensorrt import read_meta
 
