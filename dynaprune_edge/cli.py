@@ -355,6 +355,10 @@ def profile(
     dense_trtexec_log: Annotated[Optional[Path], typer.Option(help="The same for the dense twin's engine: gives the measured speedup, and on orin-emu the emulator's error on this model.")] = None,
     calibrate: Annotated[Optional[str], typer.Option(help="orin-emu: 'cuda' builds and profiles both engines with trtexec on this machine's NVIDIA GPU and scales their per-layer times to the Orin, beside the first-principles figures (a --trtexec-log of a run on a desktop GPU is scaled the same way).")] = None,
     frames: Annotated[Optional[Path], typer.Option(help="The validation windows in a NAME.frames.npz that `dpedge deploy` copied beside the model, instead of reading the data (a device without torch or the data files).")] = None,
+    power: Annotated[str, typer.Option(help="Power and energy per inference, read from the Jetson's rail monitors: tegrastats, jtop (jetson-stats), off, or auto (tegrastats where found, else jtop, else none; never on orin-emu).")] = "auto",
+    power_seconds: Annotated[float, typer.Option(help="Seconds each model runs alone, back to back, while its power is sampled.")] = 5.0,
+    idle_seconds: Annotated[float, typer.Option(help="Seconds of idle power sampled first, subtracted for the energy an inference adds (0: none).")] = 3.0,
+    power_interval: Annotated[int, typer.Option(help="Milliseconds between rail readings (tegrastats --interval).")] = 100,
     report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
 ) -> None:
@@ -362,7 +366,7 @@ def profile(
     from dynaprune_edge import profile as profiling
 
     settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate,
-                                  None if frames is None else str(frames))
+                                  None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval)
     settings.device()  # a bad module, power mode or precision fails before any work
     logs = {role: log for role, log in (("sparse", trtexec_log), ("dense", dense_trtexec_log)) if log is not None}
     result = profiling.run(model, settings, logs)
@@ -433,6 +437,7 @@ def deploy(
     profile: Annotated[bool, typer.Option("--profile", help="Profile the model against its dense twin on the device and fetch the report.")] = False,
     backend: Annotated[str, typer.Option(help="--profile backend on the device: trt (the engines built), or ort (onnxruntime CPU: a device without TensorRT).")] = "trt",
     power_mode: Annotated[Optional[str], typer.Option(help="The nvpmodel mode the Jetson must be in while profiling on trt (MAXN, 50W, 30W, 15W); checked there, never changed (jetson/clocks.sh sets it).")] = None,
+    power: Annotated[str, typer.Option(help="The profile's power meter on the device: auto, tegrastats, jtop or off (dpedge profile --power; an AGX Orin's tegrastats shows its rails to root only, jtop to anyone).")] = "auto",
     report: Annotated[Optional[Path], typer.Option(help="Where the fetched report goes (default: beside the model, report-HOST).")] = None,
     data: Annotated[Optional[str], typer.Option(help="Read the profile's validation windows from this copy of the data (default: what the manifest records; 'sample': the bundled one).")] = None,
     samples: Annotated[int, typer.Option(help="Validation windows to profile on (sent to the device in a frames file).")] = 64,
@@ -443,7 +448,7 @@ def deploy(
     from dynaprune_edge.deploy.ssh import Target
 
     target = Target.parse(host, port=port, identity=identity, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key)
-    options = DeployOptions(remote_dir, build_engine, precision, profile, backend, power_mode, report, data, samples, remote_dpedge)
+    options = DeployOptions(remote_dir, build_engine, precision, profile, backend, power_mode, power, report, data, samples, remote_dpedge)
     run_deploy(model, target, options, console)
 
 

@@ -22,10 +22,11 @@ from rich.table import Table
 
 from dynaprune_edge.cost.calibration import scale_to_orin
 from dynaprune_edge.cost.orin import Device
-from dynaprune_edge.errors import ConfigError, DataError
+from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
 from dynaprune_edge.flops import format_flops
 from dynaprune_edge.runtime.frames import load_frames
 from dynaprune_edge.runtime.jetson import current_power_mode
+from dynaprune_edge.profiling.power import choose_meter, measure_power
 from dynaprune_edge.profiling.session import EMULATED, Profile, profile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
@@ -48,6 +49,10 @@ class Settings:
     threads: int | None = 1
     calibrate: str | None = None  # "cuda": orin-emu scales trtexec runs on this machine's NVIDIA GPU to the Orin
     frames: str | None = None  # a frames file (runtime/frames.py) instead of reading the data: a device without torch
+    power: str = "auto"  # profiling.power.METERS
+    power_seconds: float = 5.0  # each model's power phase
+    idle_seconds: float = 3.0  # the idle recording before them; 0: none
+    power_interval: int = 100  # ms between rail readings
 
     def __post_init__(self) -> None:
         BACKENDS.get(self.backend)
@@ -60,6 +65,10 @@ class Settings:
             raise ConfigError("--frames holds the windows to profile on; --data reads them from data files: give one of them")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {self.threads}")
+        if not self.power_seconds > 0:
+            raise ConfigError(f"--power-seconds must be > 0, got {self.power_seconds}")
+        if not self.idle_seconds >= 0:
+            raise ConfigError(f"--idle-seconds must be ≥ 0, got {self.idle_seconds}")
         emulating = {"--module": self.module, "--power-mode": self.power_mode, "--precision": self.precision}
         if self.backend == "trt":
             emulating.pop("--power-mode")  # on the device it is checked (runtime.jetson)
@@ -227,6 +236,7 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
 
     if settings.backend == "trt" and settings.power_mode is not None:
         current_power_mode(settings.power_mode)  # the device must be in the mode asked for
+    meter = choose_meter(settings.power, settings.backend, settings.power_interval)
     onnx_path, opened = model_files(model, settings.backend)
     if settings.calibrate and trtexec_logs:
         raise ConfigError("--calibrate cuda makes the trtexec runs itself: drop --trtexec-log/--dense-trtexec-log, or --calibrate")
@@ -249,6 +259,18 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
         task = progress.add_task(f"profiling on {settings.backend}", total=runs)
         result = profile(sparse, dense, frames, settings.runs, settings.warmup, described, onnx_path, lambda: progress.advance(task), settings.repeat)
     result.trtexec = device_runs
+    if meter is None and settings.power == "auto" and settings.backend == "trt":
+        log("power not measured: neither tegrastats nor jtop (jetson-stats) found on this machine")
+    if meter is not None:
+        with progress_bar(transient=True) as progress:
+            task = progress.add_task(f"power with {meter.name}: idle {settings.idle_seconds:g} s, then {settings.power_seconds:g} s a model", total=None)
+            try:
+                result.power = measure_power(meter, {"sparse": sparse.run_one, "dense": dense.run_one}, frames, settings.power_seconds,
+                                             settings.idle_seconds, settings.power_interval, lambda: progress.advance(task))
+            except DpedgeError as error:
+                if settings.power != "auto":
+                    raise
+                log(f"power not measured: {error}")
     device = settings.device()
     if device is not None:
         result.calibrations = {role: scale_to_orin(run.layers, run.layer_info, run.gpu, device, run.gpu_ms["median"])
@@ -289,6 +311,8 @@ def print_profile(result: Profile, console: Console) -> None:
     console.print(f"[dim]data: {result.data}[/dim]")
     if result.trtexec:
         print_device_runs(summary["trtexec"], console)
+    if result.power is not None:
+        print_power(summary["power"], console)
     if kind == EMULATED:
         console.print("[bold]emulated[/bold]: predicted by the orin-emu roofline, not measured on a Jetson (docs/orin-emulator.md)")
         from dynaprune_edge.profiling.report import KERNEL_COLUMNS, kernel_rows
@@ -299,6 +323,19 @@ def print_profile(result: Profile, console: Console) -> None:
         for row in kernel_rows(summary["emulated_kernels"]):
             kernels.add_row(*row)
         console.print(kernels)
+
+
+def print_power(power: dict, console: Console) -> None:
+    from dynaprune_edge.profiling.report import POWER_COLUMNS, power_notes, power_rows
+
+    table = Table(title=f"power and energy: MEASURED by {power['meter']}", caption=power["label"])
+    for column in POWER_COLUMNS:
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for row in power_rows(power):
+        table.add_row(*row)
+    console.print(table)
+    for note in power_notes(power):
+        console.print(note, soft_wrap=True, markup=False)
 
 
 def print_device_runs(on_device: dict, console: Console) -> None:

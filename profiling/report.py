@@ -1,4 +1,5 @@
-"""`dpedge profile --report DIR`: report.json (everything), four PNG plots and report.md,
+"""`dpedge profile --report DIR`: report.json (everything), four PNG plots (a fifth,
+power_trace.png, where power was measured) and report.md,
 which says on what machine and with what software the figures were taken and which of
 them are measured and which emulated.
 
@@ -26,6 +27,7 @@ PLOTS = {
     "masks.png": "input frames with the DataMask (kept regions) overlaid: calmest, median and busiest samples",
     "filter_share.png": "kept-filter share per layer in each branch",
 }
+POWER_PLOT = ("power_trace.png", "module power over each power phase: idle, pruned, dense twin (when power was measured)")
 
 
 def versions() -> dict[str, str]:
@@ -67,8 +69,11 @@ def write_report(profile: Profile, folder: Path, settings: dict) -> list[Path]:
     written = [folder / "report.json"]
     atomic_write_text(json.dumps(summary, indent=2) + "\n", written[0])
     unit = f"{profile.latency_kind} ms"
-    for name, draw in (("latency_histogram.png", latency_histogram), ("flops_vs_latency.png", flops_vs_latency),
-                       ("masks.png", masks), ("filter_share.png", filter_share)):
+    plots = [("latency_histogram.png", latency_histogram), ("flops_vs_latency.png", flops_vs_latency),
+             ("masks.png", masks), ("filter_share.png", filter_share)]
+    if profile.power is not None:
+        plots.append((POWER_PLOT[0], power_trace))
+    for name, draw in plots:
         figure = plt.figure(figsize=FIGURE_INCHES, dpi=DPI)
         draw(figure, profile, unit)
         figure.tight_layout()
@@ -152,6 +157,47 @@ def filter_share(figure, profile: Profile, unit: str) -> None:
     axes.set_xticks(range(len(gates)), gates, rotation=60, ha="right", fontsize=7)
     axes.set_title("share of each layer's filters a branch keeps")
     figure.colorbar(image, ax=axes, label="kept filters / all")
+
+
+def power_trace(figure, profile: Profile, unit: str) -> None:
+    power = profile.power.summary()
+    axes = figure.add_subplot()
+    step = power["interval_ms"] / 1000
+    for role, name in (("idle", "idle"), ("sparse", "pruned"), ("dense", "dense twin")):
+        phase = power.get(role)
+        if phase:
+            energy = f", {phase['energy_mj']:.3f} mJ/inference" if "energy_mj" in phase else ""
+            axes.plot(np.arange(len(phase["trace_mw"])) * step, np.asarray(phase["trace_mw"]) / 1000, marker=".",
+                      label=f"{name}: mean {phase['mean_mw'] / 1000:.2f} W{energy}")
+    axes.set_xlabel("seconds into the phase (approximate: one reading per interval)")
+    axes.set_ylabel(f"module power, W ({power['idle' if power['idle'] else 'sparse']['total_of']})")
+    axes.set_title(f"power MEASURED by {power['meter']}, each model running alone")
+    axes.legend()
+
+
+POWER_COLUMNS = ("phase", "readings", "mean W", "runs", "ms per inference", "mJ per inference", "mJ above idle")
+
+
+def power_rows(power: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for role, name in (("idle", "idle"), ("dense", "dense twin"), ("sparse", "pruned")):
+        phase = power.get(role)
+        if not phase:
+            continue
+        ran = "runs" in phase
+        dynamic = phase.get("dynamic_energy_mj")
+        rows.append((name, str(phase["samples"]), f"{phase['mean_mw'] / 1000:.3f}", str(phase["runs"]) if ran else "–",
+                     f"{phase['latency_ms_mean']:.3f}" if ran else "–", f"{phase['energy_mj']:.4f}" if ran else "–",
+                     "–" if dynamic is None else f"{dynamic:.4f}"))
+    return rows
+
+
+def power_notes(power: dict) -> list[str]:
+    notes = [f"total power: {(power['idle'] or power['sparse'])['total_of']}"]
+    if "energy_ratio" in power:
+        notes.append(f"energy per inference, dense twin / pruned: {power['energy_ratio']:.2f}×"
+                     + (f" (above idle: {power['dynamic_energy_ratio']:.2f}×)" if "dynamic_energy_ratio" in power else ""))
+    return notes
 
 
 KERNEL_COLUMNS = ("model", "branch", "kernels", "overhead-bound", "compute-bound", "memory-bound", "emulated ms", "of it, work (not overhead)")
@@ -273,6 +319,12 @@ def markdown(summary: dict, profile: Profile) -> str:
                   "| " + " | ".join(DEVICE_COLUMNS) + " |", "|" + "---|" * len(DEVICE_COLUMNS),
                   *("| " + " | ".join(row) + " |" for row in device_rows(on_device)), "",
                   *(f"- {note}" for note in device_notes(on_device)), ""]
+    if "power" in summary:
+        power = summary["power"]
+        lines += ["## Power and energy: MEASURED", "", power["label"] + ".", "",
+                  "| " + " | ".join(POWER_COLUMNS) + " |", "|" + "---|" * len(POWER_COLUMNS),
+                  *("| " + " | ".join(row) + " |" for row in power_rows(power)), "",
+                  *(f"- {note}" for note in power_notes(power)), "", f"![power]({POWER_PLOT[0]})", ""]
     if emulated:
         from dynaprune_edge.cost.orin import constants_markdown
 

@@ -17,6 +17,7 @@ import numpy as np
 from dynaprune_edge.cost.calibration import Calibration
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency
+from dynaprune_edge.profiling.power import PowerProfile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.manifest import KEPT_REGIONS, Manifest
@@ -75,6 +76,7 @@ class Profile:
     kernels: dict = field(default_factory=dict)  # emulated only: "sparse"/"dense" → branch → its kernels (Kernel.as_dict)
     trtexec: dict[str, TrtexecRun] = field(default_factory=dict)  # "sparse"/"dense" → its engine's trtexec run
     calibrations: dict[str, Calibration] = field(default_factory=dict)  # orin-emu: those runs on another GPU, scaled to the Orin
+    power: PowerProfile | None = None  # measured on the device, each model running alone (profiling.power)
 
     @property
     def speedup(self) -> float:
@@ -175,6 +177,7 @@ class Profile:
             "calm_vs_busy": self.calm_vs_busy(),
             **({"emulated_kernels": self.kernels} if self.kernels else {}),
             **({"trtexec": self.on_device()} if self.trtexec else {}),
+            **({"power": self.power.summary()} if self.power is not None else {}),
             "samples": [
                 {"sample": i, "activity": float(a), "branch": int(b), "flops": float(f),
                  f"sparse_{self.latency_kind}_ms": float(s), f"dense_{self.latency_kind}_ms": float(d),

@@ -1,11 +1,13 @@
 """Scaffolding the test folders share, as fixtures (the test folders are not packages): a
 stand-in tensorrt and pycuda put into sys.modules, and the toy graphs that map frames to
-forecast, flops and bucket, with their manifests, and small pruned models whose masks vary
-from sample to sample."""
+forecast, flops and bucket, with their manifests, small pruned models whose masks vary
+from sample to sample, and a stand-in tegrastats that prints lines recorded on Jetsons."""
 
 from __future__ import annotations
 
+import json
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -18,6 +20,44 @@ from dynaprune_edge.runtime.manifest import Manifest, TensorSpec
 # are asked to do to `log`.
 TensorRTBuilder = Callable[[str, list], tuple[ModuleType, ModuleType]]
 OUTPUTS = ("forecast", "flops", "bucket")
+TEGRASTATS = Path(__file__).parent / "profiling" / "samples" / "tegrastats"  # lines recorded on Jetsons; SOURCES.md says where from
+
+
+@pytest.fixture(scope="session")
+def tegrastats_line() -> Callable[..., str]:
+    """(file, line=0) → that recorded tegrastats line."""
+    return lambda name, line=0: (TEGRASTATS / name).read_text().splitlines()[line]
+
+
+@pytest.fixture
+def fake_tegrastats() -> Callable[[Path, list[str], str], Path]:
+    """make(folder, phases, stale) → folder, holding a `tegrastats --interval MS` stand-in
+    whose n-th start prints `stale` at once (a reading from before the measured work
+    began), then phases[n] (the last one for later starts) every interval until terminated."""
+
+    def make(folder: Path, phases: list[str], stale: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "phases.json").write_text(json.dumps(phases))
+        script = folder / "tegrastats"
+        script.write_text(textwrap.dedent(f"""\
+            #!{sys.executable}
+            import json, sys, time
+            from pathlib import Path
+            here = Path(__file__).parent
+            starts = here / "starts"
+            count = int(starts.read_text()) if starts.exists() else 0
+            starts.write_text(str(count + 1))
+            phases = json.loads((here / "phases.json").read_text())
+            interval = int(sys.argv[sys.argv.index("--interval") + 1]) / 1000
+            print({stale!r}, flush=True)
+            while True:
+                time.sleep(interval)
+                print(phases[min(count, len(phases) - 1)], flush=True)
+            """))
+        script.chmod(0o755)
+        return folder
+
+    return make
 
 
 @pytest.fixture

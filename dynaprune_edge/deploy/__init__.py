@@ -19,6 +19,7 @@ from rich.table import Table
 from dynaprune_edge.deploy.ssh import RemoteError, Session, Target, remote_path
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.tensorrt.names import check_precision
+from dynaprune_edge.profiling.power import METERS
 from dynaprune_edge.progress import stderr_console
 from dynaprune_edge.runtime.jetson import SUPPORTED_L4T_MAJORS
 from dynaprune_edge.runtime.manifest import manifest_path, read_manifest
@@ -36,6 +37,7 @@ class DeployOptions:
     profile: bool = False
     backend: str = "trt"
     power_mode: str | None = None
+    power: str = "auto"  # the profile's power meter on the device (profiling.power.METERS)
     report: Path | None = None  # default: MODEL's folder, report-HOST
     data: str | None = None  # where the profile's validation windows come from (dpedge profile --data)
     samples: int = 64
@@ -47,6 +49,8 @@ class DeployOptions:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.power_mode is not None and self.power_mode not in POWER_MODES:
             raise ConfigError(f"--power-mode must be one of {', '.join(POWER_MODES)}, got {self.power_mode!r}")
+        if self.power not in METERS:
+            raise ConfigError(f"--power takes {', '.join(METERS)}, got {self.power!r}")
         if self.power_mode is not None and not (self.profile and self.backend == "trt"):
             raise ConfigError("--power-mode is the mode the Jetson must be in while --profile times it on trt: add --profile")
         if self.profile and self.backend == "trt" and not self.build_engine:
@@ -116,7 +120,7 @@ def deploy(model: Path, target: Target, options: DeployOptions, console: Console
         report = folder / f"{model.stem}.report"
         with stderr_console.status(f"profiling {model.name} on {target.host} ({options.backend})"):
             session.run([dpedge, "profile", opened[model.name], "--backend", options.backend, "--frames", frames,
-                         "--samples", str(options.samples), "--report", report,
+                         "--samples", str(options.samples), "--report", report, "--power", options.power,
                          *(["--power-mode", options.power_mode] if options.power_mode else [])],
                         f"profiling {model.name}")
         local = options.report or model.with_name(f"report-{target.host}")
@@ -197,3 +201,8 @@ def show_report(local: Path, target: Target, console: Console) -> None:
     sparse, dense = latency["sparse"], latency["dense"]
     console.print(f"on {target.host} ({summary['backend']['backend']}, {latency['label']}): {sparse['p50']:.3f} ms median against the dense "
                   f"twin's {dense['p50']:.3f} ms ({latency['speedup']:.2f}×); report in {local}", soft_wrap=True)
+    if "power" in summary:
+        power = summary["power"]
+        dynamic = "" if power["sparse"]["dynamic_energy_mj"] is None else f", {power['sparse']['dynamic_energy_mj']:.4f} mJ above idle"
+        console.print(f"energy per inference on {target.host} (MEASURED by {power['meter']}): {power['sparse']['energy_mj']:.4f} mJ{dynamic}; "
+                      f"dense twin / pruned {power['energy_ratio']:.2f}×", soft_wrap=True)

@@ -119,6 +119,24 @@ def test_deploy_copies_profiles_on_the_device_and_fetches_the_report(server, mod
     assert "copied nothing (the device has these files already)" in again.stdout
 
 
+def test_deploy_brings_back_the_power_the_device_measured(server, model, tmp_path, fake_tegrastats, tegrastats_line):
+    """The device's dpedge finds a tegrastats (a stand-in printing lines recorded on an AGX
+    Orin) through a wrapper that puts it on PATH, as JetPack's /usr/bin does."""
+    meter = fake_tegrastats(tmp_path / "bin", [tegrastats_line("agx_orin_jetpack5_root.txt"), tegrastats_line("agx_orin_jetpack7.txt")],
+                            stale=tegrastats_line("agx_orin_jetpack5_root.txt"))
+    wrapper = tmp_path / "dpedge-on-a-jetson"
+    wrapper.write_text(f'#!/bin/sh\nPATH="{meter}:$PATH" exec "{DPEDGE}" "$@"\n')
+    wrapper.chmod(0o755)
+    report = tmp_path / "report"
+    result = dpedge("deploy", model, *server.options(), "--remote-dir", tmp_path / "device", "--profile", "--backend", "ort",
+                    "--samples", "4", "--power", "tegrastats", "--remote-dpedge", wrapper, "--report", report)
+    assert result.returncode == 0, result.stderr
+    power = json.loads((report / "report.json").read_text())["power"]
+    assert power["idle"]["mean_mw"] == 7009 and power["sparse"]["mean_mw"] == 13907
+    assert (report / "power_trace.png").is_file()
+    assert "energy per inference on 127.0.0.1 (MEASURED by tegrastats)" in result.stdout and "mJ above idle" in result.stdout
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--host", "x;touch {marker}@127.0.0.1", "--host must be USER@HOST"),
     ("--host", "root@x;touch {marker}", "is not a host name or IP address"),
