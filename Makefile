@@ -1,9 +1,10 @@
 # Every target sets up .venv itself: a fresh clone needs nothing installed by hand.
 VENV ?= .venv
 PYTHON ?= python3
-# torch is pinned here (not in pyproject.toml, which accepts any torch >= 2.1) so that pip
-# takes the CPU build of 2.13 instead of resolving a multi-GB CUDA build. Override freely:
-#   make test TORCH_SPEC='torch==2.5.*'
+# torch is pinned here (not in pyproject.toml, which accepts any torch >= 2.10, the first
+# without known holes in loading files) so that pip takes the CPU build of 2.13 instead of
+# resolving a multi-GB CUDA build. Override within that range:
+#   make test TORCH_SPEC='torch==2.10.*'
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 

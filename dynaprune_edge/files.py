@@ -5,27 +5,50 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """`write(temporary)` to a file beside `path`, then rename it into place: a crash or an
-    error leaves the old file (or none), never a half-written one."""
+    error leaves the old file (or none), never a half-written one. Durable too: the file is
+    fsynced before the rename and its folder after, so a power cut (a Jetson unplugged)
+    cannot leave an empty file at the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from other users
+    temporary = create_beside(path)
     try:
         write(temporary)
+        fsync_path(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    fsync_path(path.parent)
+
+
+def create_beside(path: Path) -> str:
+    """A new empty file `.NAME.<random>.tmp` beside `path`, created with mode 0666 so that
+    the process's umask applies as it would to `path` itself (mkstemp's 0600 would hide the
+    file from other users, and reading the umask means setting it, process-wide)."""
+    for _ in range(100):
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(temporary)
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def fsync_path(path: Path | str) -> None:
+    """Flush a file's or a folder's content to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def sha256_file(path: Path) -> str:

@@ -30,7 +30,7 @@ from dynaprune_edge.profiling.power import choose_meter, measure_power
 from dynaprune_edge.profiling.session import EMULATED, Profile, profile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
-from dynaprune_edge.runtime.tensorrt import read_meta
+from dynaprune_edge.runtime.tensorrt import engine_graph, read_meta
 
 ENGINE_SUFFIX = ".engine"
 
@@ -100,7 +100,7 @@ def model_files(model: Path, backend: str) -> tuple[Path, Path]:
     if model.suffix == ENGINE_SUFFIX:
         if backend != "trt":
             raise ConfigError(f"{model.name} is a TensorRT engine: profile it with --backend trt (on the device it was built on)")
-        return model.parent / read_meta(model).onnx, model
+        return engine_graph(model, read_meta(model)), model
     if model.suffix != ".onnx":
         raise ConfigError(f"{model}: expected an exported .onnx (or a TensorRT .engine), got {model.suffix or 'no suffix'}")
     if backend == "trt":

@@ -5,6 +5,7 @@ forward within PARITY_TOLERANCE on every sample checked."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -196,7 +197,7 @@ class Exporter:
         val = self.data.val
         return torch.stack([val[i][0] for i in range(min(len(val), limit))]).numpy()
 
-    def manifest(self, candidate: Candidate, onnx_name: str, measured: dict) -> Manifest:
+    def manifest(self, candidate: Candidate, onnx_name: str, onnx_sha256: str, measured: dict) -> Manifest:
         shape = self.trained.model.shape
         normalizer = self.trained.normalizer
         versions = {"dpedge": metadata.version("dynaprune-edge"), "torch": torch.__version__, "onnx": onnx.__version__, "opset": str(self.options.opset)}
@@ -209,6 +210,7 @@ class Exporter:
             dataset=self.trained.data_config.name,
             mode=candidate.mode,
             onnx=onnx_name,
+            onnx_sha256=onnx_sha256,
             inputs=[TensorSpec(INPUT, [1, shape.frames_in, shape.channels, shape.height, shape.width], "float32")],
             outputs=[
                 TensorSpec(FORECAST, [1, shape.frames_out, shape.channels, shape.height, shape.width], "float32"),
@@ -292,9 +294,10 @@ class Exporter:
                 f"{measured['dense_twin_ms']:.3f} ms): what it skips does not pay on this machine; a model trained "
                 "with --cost ort-cpu prices filters and regions in its milliseconds"
             )
-        manifest = self.manifest(chosen, out.name, measured)
-        atomic_write_bytes(chosen.onnx_model.SerializeToString(), out)
-        atomic_write_text(manifest.to_json() + "\n", manifest_path(out))
+        graph = chosen.onnx_model.SerializeToString()
+        manifest = self.manifest(chosen, out.name, hashlib.sha256(graph).hexdigest(), measured)
+        atomic_write_bytes(graph, out)
+        atomic_write_text(manifest.to_json() + "\n", manifest_path(out))  # last: the pair is complete once the manifest is
         return chosen, manifest, candidates
 
     @staticmethod

@@ -14,6 +14,7 @@ list its backends, where neither is installed. Supported TensorRT: 8.5 (JetPack 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,13 +24,13 @@ from typing import ClassVar
 import numpy as np
 
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.files import atomic_write_text
+from dynaprune_edge.files import atomic_write_text, sha256_file
 from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.jetson import current_power_mode
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, read_manifest
 
 META_FORMAT = "dpedge-trt-engine"
-META_VERSION = 1
+META_VERSION = 2  # 2: engine_sha256 binds the metadata to its engine
 OLDEST_TENSORRT = (8, 5)
 
 
@@ -55,6 +56,7 @@ class EngineMeta:
     onnx: str  # file name of the source graph, beside the engine
     onnx_sha256: str
     manifest: str  # file name of the graph's manifest, beside the engine
+    engine_sha256: str  # written after the engine: a new engine beside old metadata is refused
     format: str = META_FORMAT
     version: int = META_VERSION
 
@@ -118,11 +120,31 @@ def read_meta(engine: Path) -> EngineMeta:
         values = json.loads(path.read_text())
         if values.get("format") != META_FORMAT:
             raise ConfigError(f"{path}: not a dpedge engine metadata file (expected format {META_FORMAT!r})")
+        if values.get("version") == 1:
+            raise ConfigError(f"{path}: metadata of an older dpedge, which did not bind the engine to it by hash: rebuild the engine")
         if values.get("version") != META_VERSION:
             raise ConfigError(f"{path}: metadata version {values.get('version')} is not supported (this dpedge reads {META_VERSION})")
-        return EngineMeta(**values)
+        meta = EngineMeta(**values)
     except (json.JSONDecodeError, TypeError, AttributeError) as error:
         raise ConfigError(f"{path}: malformed engine metadata ({error})") from None
+    for field_name in ("onnx", "manifest"):
+        name = getattr(meta, field_name)
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise ConfigError(f"{path}: its {field_name!r} must be a file name beside the engine, got {name!r}")
+    return meta
+
+
+def engine_graph(engine: Path, meta: EngineMeta) -> Path:
+    """The ONNX the engine was built from, beside it, once its SHA-256 is the one the
+    metadata recorded: an engine beside a re-exported graph (another --size, new weights)
+    would be fed and read by the new graph's manifest, so it is refused."""
+    graph = Path(engine).parent / meta.onnx
+    if not graph.is_file():
+        raise ConfigError(f"{Path(engine).name} was built from {meta.onnx}, which is not beside it")
+    if sha256_file(graph) != meta.onnx_sha256:
+        raise ConfigError(f"{Path(engine).name} was built from another {meta.onnx} than the one beside it (re-exported since?): "
+                          f"rebuild the engine here with dpedge engine {meta.onnx} --precision {meta.precision}")
+    return graph
 
 
 def check_compatible(engine: Path, meta: EngineMeta, current: Target) -> None:
@@ -288,9 +310,13 @@ class TensorRTBackend(Backend):
         except TensorRTUnavailable as error:
             raise ConfigError(f"{error}; the trt backend needs TensorRT, pycuda and a CUDA GPU (a Jetson with JetPack)") from None
         check_compatible(path, meta, current)
-        manifest = read_manifest(path.parent / meta.onnx)
+        manifest = read_manifest(engine_graph(path, meta))
         trt, cuda = import_tensorrt(), import_pycuda()
-        engine = trt.Runtime(trt_logger(trt)).deserialize_cuda_engine(path.read_bytes())
+        serialized = path.read_bytes()
+        if hashlib.sha256(serialized).hexdigest() != meta.engine_sha256:
+            raise ConfigError(f"{path.name} is not the engine its metadata {meta_path(path).name} describes (a build interrupted "
+                              f"between the two, or a copy of one only): rebuild it with dpedge engine {meta.onnx} --precision {meta.precision}")
+        engine = trt.Runtime(trt_logger(trt)).deserialize_cuda_engine(serialized)
         if engine is None:
             raise ConfigError(f"{path}: TensorRT {trt.__version__} cannot deserialize this engine (truncated or corrupt?)")
         return cls(manifest, path, meta, Execution(trt, cuda, engine, manifest, trt_api(current.trt_version), path))

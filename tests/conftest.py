@@ -9,11 +9,13 @@ import json
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from dynaprune_edge.files import sha256_file
 from dynaprune_edge.runtime.manifest import Manifest, TensorSpec
 
 # build(version, log) → the stand-ins for tensorrt and pycuda.driver; they append what they
@@ -93,7 +95,7 @@ def make_toy_manifest(
         "bucket": TensorSpec("bucket", [], "int64"),
     }
     values = dict(
-        backbone="toy", dataset="toy", mode="bucketed", onnx="model.onnx", mean=[0.0], std=[1.0], width_levels=[1.0],
+        backbone="toy", dataset="toy", mode="bucketed", onnx="model.onnx", onnx_sha256="", mean=[0.0], std=[1.0], width_levels=[1.0],
         buckets=[], dense_flops=1.0, flops_convention="toy", versions={},
     )
     values.update(fields)
@@ -106,7 +108,8 @@ def make_toy_manifest(
 
 def write_toy_graph_file(folder: Path, nodes: list, initializers: list, shape: Sequence[int], manifest: Manifest) -> Path:
     """folder/model.onnx (opset 17, checked), whose `nodes` and `initializers` map frames
-    (`shape`) to forecast (`shape`), flops and bucket; `manifest` is written beside it."""
+    (`shape`) to forecast (`shape`), flops and bucket; `manifest` is written beside it,
+    bound to the graph by its SHA-256 as `dpedge export` binds them."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -122,7 +125,7 @@ def write_toy_graph_file(folder: Path, nodes: list, initializers: list, shape: S
     onnx.checker.check_model(model)
     path = folder / "model.onnx"
     onnx.save(model, path)
-    path.with_name("model.dpedge.json").write_text(manifest.to_json())
+    path.with_name("model.dpedge.json").write_text(replace(manifest, onnx_sha256=sha256_file(path)).to_json())
     return path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -108,8 +110,12 @@ def build_or_explain(
     trt, cuda = import_tensorrt(), import_pycuda()
     calibrator = entropy_calibrator(trt, cuda, frames, calibration_cache) if precision == "int8" else None
     engine = _build_engine(trt, api, onnx_path, manifest, precision, calibrator, timing_cache, workspace_mib)
+    samples = None if frames is None else frames[:PARITY_SAMPLES]
+    verdict = polygraphy_check(onnx_path, engine, engine_path.name, manifest, precision, samples)
+    if verdict.startswith("FAILED"):
+        raise ConfigError(f"{engine_path.name} not written: the engine's outputs differ from onnxruntime's ({verdict})")
     atomic_write_bytes(engine, engine_path)
-    write_meta(
+    write_meta(  # last: the pair is complete once the metadata names the engine's hash
         engine_path,
         EngineMeta(
             device=target.device,
@@ -119,15 +125,10 @@ def build_or_explain(
             onnx=onnx_path.name,
             onnx_sha256=sha256_file(onnx_path),
             manifest=manifest_path(onnx_path).name,
+            engine_sha256=hashlib.sha256(engine).hexdigest(),
         ),
     )
-    samples = None if frames is None else frames[:PARITY_SAMPLES]
-    return TrtOutcome(
-        engine_path,
-        trtexec_profile_command(engine_path.name),
-        None,
-        polygraphy_check(onnx_path, engine, engine_path.name, manifest, precision, samples),
-    )
+    return TrtOutcome(engine_path, trtexec_profile_command(engine_path.name), None, verdict)
 
 
 def _explain(

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from dynaprune_edge.bench.orin import RECORDED
 from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.cost.roofline import GraphRoofline
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
+from dynaprune_edge.files import sha256_file
 from dynaprune_edge.profiling.report import DPI, FIGURE_INCHES, PLOTS
 from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.manifest import Bucket
@@ -199,7 +201,7 @@ def routed_toy_graph(folder: Path, toy_manifest) -> Path:
                                helper.make_tensor_value_info("bucket", TensorProto.INT64, [])], initializer=inits)
     path = folder / "model.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    (folder / "model.dpedge.json").write_text(manifest.to_json())
+    (folder / "model.dpedge.json").write_text(replace(manifest, onnx_sha256=sha256_file(path)).to_json())
     return path
 
 

@@ -3,6 +3,7 @@ manifest/graph mismatches, missing providers, and no torch on the runtime path."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import dynaprune_edge.runtime as rt
 from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.runtime.manifest import Bucket, Manifest
+from dynaprune_edge.files import sha256_file
+from dynaprune_edge.runtime.manifest import Bucket, Manifest, manifest_path
 
 SHAPE = [1, 2, 1, 4, 4]
 
@@ -107,6 +109,10 @@ def test_missing_onnx(tmp_path):
 
 def test_unreadable_onnx(model):
     model.write_bytes(b"not a protobuf")
+    with pytest.raises(ConfigError, match="is not the graph model.dpedge.json describes"):
+        rt.load(model)
+    bound = json.loads(manifest_path(model).read_text()) | {"onnx_sha256": sha256_file(model)}  # a pair made to match
+    manifest_path(model).write_text(json.dumps(bound))
     with pytest.raises(ConfigError, match="cannot load this model"):
         rt.load(model)
 

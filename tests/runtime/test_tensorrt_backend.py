@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import helper, numpy_helper
 
 from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.files import sha256_file
 from dynaprune_edge.runtime import BACKENDS, load
 from dynaprune_edge.runtime import tensorrt as runtime_trt
 from dynaprune_edge.runtime.tensorrt import (
@@ -45,22 +47,26 @@ def make_meta(**changes) -> EngineMeta:
         onnx="model.onnx",
         onnx_sha256="0" * 64,
         manifest="model.dpedge.json",
+        engine_sha256="0" * 64,
     )
     return replace(meta, **changes)
 
 
 @pytest.fixture
-def write_engine(toy_manifest):
+def write_engine(toy_manifest, write_toy_graph):
     def write_engine(folder: Path, meta: EngineMeta | None = None, data: bytes = b"fake engine") -> Path:
-        """An engine file, its metadata and the manifest beside it (no ONNX: the engine does
-        not need it)."""
+        """An engine file, its metadata and the graph it was built from with its manifest,
+        beside it; the metadata records that graph's SHA-256, as `dpedge engine` does."""
+        manifest = toy_manifest(SHAPE, backbone="simvp", dataset="synthetic", width_levels=[0.5, 1.0],
+                                flops_convention="1 multiply-add = 1 FLOP")
+        graph = write_toy_graph(folder, [helper.make_node("Identity", ["frames"], ["forecast"]),
+                                         helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
+                                         helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64)))],
+                                [], SHAPE, manifest)
         engine = folder / ENGINE
         engine.write_bytes(data)
         if meta is not None:
-            write_meta(engine, meta)
-        manifest = toy_manifest(SHAPE, backbone="simvp", dataset="synthetic", width_levels=[0.5, 1.0],
-                                flops_convention="1 multiply-add = 1 FLOP")
-        (folder / "model.dpedge.json").write_text(manifest.to_json())
+            write_meta(engine, replace(meta, onnx_sha256=sha256_file(graph), engine_sha256=sha256_file(engine)))
         return engine
 
     return write_engine
@@ -87,9 +93,30 @@ def test_missing_or_malformed_metadata_is_a_config_error(tmp_path):
     meta_path(engine).write_text('{"format": "something-else"}')
     with pytest.raises(ConfigError, match="not a dpedge engine metadata file"):
         read_meta(engine)
-    meta_path(engine).write_text('{"format": "dpedge-trt-engine", "version": 1, "device": "Orin"}')
+    meta_path(engine).write_text('{"format": "dpedge-trt-engine", "version": 2, "device": "Orin"}')
     with pytest.raises(ConfigError, match="malformed engine metadata"):
         read_meta(engine)
+
+
+@pytest.mark.parametrize("field, value", [("onnx", "../../etc/model.onnx"), ("onnx", "/tmp/model.onnx"), ("onnx", ""),
+                                          ("manifest", "sub/model.dpedge.json"), ("onnx", "..")])
+def test_metadata_naming_files_outside_the_engines_folder_is_refused(tmp_path, field, value):
+    engine = tmp_path / ENGINE
+    write_meta(engine, make_meta(**{field: value}))
+    with pytest.raises(ConfigError, match=f"its '{field}' must be a file name beside the engine"):
+        read_meta(engine)
+
+
+def test_an_engine_beside_a_re_exported_graph_is_refused_with_the_rebuild_command(tmp_path, write_engine, monkeypatch):
+    engine = write_engine(tmp_path, make_meta())
+    graph = tmp_path / "model.onnx"
+    graph.write_bytes(graph.read_bytes() + b" ")  # another export's bytes (its manifest would be rebound to it)
+    monkeypatch.setattr(runtime_trt, "current_target", lambda: ORIN_85)
+    with pytest.raises(ConfigError, match=r"built from another model.onnx than the one beside it .*dpedge engine model.onnx --precision fp16"):
+        TensorRTBackend.load(engine)
+    graph.unlink()
+    with pytest.raises(ConfigError, match="was built from model.onnx, which is not beside it"):
+        TensorRTBackend.load(engine)
 
 
 def test_an_engine_for_this_device_and_tensorrt_is_accepted():
@@ -300,6 +327,14 @@ def test_the_real_device_check_refuses_an_engine_of_another_tensorrt(tmp_path, w
     fake_tensorrt("10.3.0")
     engine = write_engine(tmp_path, make_meta(trt_version="8.5.2.2"))
     with pytest.raises(ConfigError, match="with TensorRT 8.5.2.2, but this machine has Orin .* TensorRT 10.3.0"):
+        TensorRTBackend.load(engine)
+
+
+def test_an_engine_replaced_beside_its_metadata_is_refused(tmp_path, write_engine, fake_tensorrt):
+    fake_tensorrt("8.5.2.2")
+    engine = write_engine(tmp_path, make_meta())
+    engine.write_bytes(b"another build")  # a build killed between the engine and its metadata
+    with pytest.raises(ConfigError, match=r"is not the engine its metadata .* describes .*rebuild it with dpedge engine model.onnx"):
         TensorRTBackend.load(engine)
 
 

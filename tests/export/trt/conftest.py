@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
 import pytest
 from onnx import TensorProto, helper
+
+from dynaprune_edge.files import sha256_file
 
 SHAPE = [1, 4, 1, 8, 8]
 
@@ -33,7 +36,7 @@ def write_onnx(make_manifest):
         )
         path = folder / "model.onnx"
         onnx.save(helper.make_model(graph), str(path))
-        (folder / "model.dpedge.json").write_text(make_manifest().to_json())
+        (folder / "model.dpedge.json").write_text(replace(make_manifest(), onnx_sha256=sha256_file(path)).to_json())
         return path
 
     return write_onnx

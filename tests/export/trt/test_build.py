@@ -168,9 +168,19 @@ def test_builds_writes_engine_metadata_and_timing_cache(tmp_path, write_onnx, ma
     meta = read_meta(engine)
     assert (meta.device, meta.compute_capability, meta.trt_version, meta.precision) == ("Orin", "8.7", version, "fp16")
     assert (meta.onnx, meta.manifest) == ("model.onnx", "model.dpedge.json")
-    assert meta.onnx_sha256 == sha256_file(onnx_path)
+    assert meta.onnx_sha256 == sha256_file(onnx_path) and meta.engine_sha256 == sha256_file(engine)
     assert json.loads((tmp_path / f"{engine.name}.json").read_text())["format"] == "dpedge-trt-engine"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_engine_whose_outputs_differ_from_onnxruntime_is_not_written(tmp_path, write_onnx, make_manifest, fake_tensorrt, monkeypatch):
+    from dynaprune_edge.export.tensorrt import build
+
+    fake_tensorrt("8.5.2.2")
+    monkeypatch.setattr(build, "polygraphy_check", lambda *args: "FAILED (polygraphy's log above lists the outputs that differ): …")
+    with pytest.raises(ConfigError, match=r"model.orin.trt8.5.2.fp16.engine not written: the engine's outputs differ from onnxruntime's"):
+        build_or_explain(write_onnx(tmp_path), make_manifest(), "fp16", None, None)
+    assert not list(tmp_path.glob("*.engine*")) and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_the_timing_cache_is_loaded_before_and_saved_after_the_build(tmp_path, write_onnx, make_manifest, fake_tensorrt):
