@@ -68,6 +68,9 @@ class Backend(ABC):
         forecasts, flops, buckets = [], [], []
         for sample in frames:
             forecast, sample_flops, bucket = self.run_one(sample[None])
+            if not 0 <= bucket < len(self.manifest.buckets):
+                raise DataError(f"the graph chose sub-network {bucket}, which its manifest does not list (it lists "
+                                f"{len(self.manifest.buckets)}): this graph and manifest were not exported together")
             forecasts.append(forecast)
             flops.append(sample_flops)
             buckets.append(bucket)

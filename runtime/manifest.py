@@ -14,7 +14,7 @@ Inputs are frames in the model's normalised units (`normalize` converts physical
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -94,19 +94,122 @@ class Manifest:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Manifest":
-        if values.get("format") != FORMAT:
-            raise ConfigError("not a dpedge export manifest (expected format 'dpedge-onnx')")
+    def from_dict(cls, values: object) -> "Manifest":
+        """A manifest from its JSON form, every field checked (manifests are files users are
+        handed): a ConfigError naming the first field that is missing or cannot work."""
+        if not isinstance(values, dict) or values.get("format") != FORMAT:
+            raise ConfigError("not a dpedge export manifest (expected a JSON object of format 'dpedge-onnx')")
         if values.get("version") == 1:
             raise ConfigError("manifest version 1 (an older dpedge) does not bind the graph to it by hash: re-export with "
                               "dpedge export MODEL.pt")
         if values.get("version") != VERSION:
             raise ConfigError(f"manifest version {values.get('version')} is not supported (this dpedge reads {VERSION})")
-        values = dict(values)
-        values["inputs"] = [TensorSpec(**t) for t in values["inputs"]]
-        values["outputs"] = [TensorSpec(**t) for t in values["outputs"]]
-        values["buckets"] = [Bucket(**b) for b in values["buckets"]]
-        return cls(**values)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown manifest fields: {', '.join(sorted(unknown))}")
+        check = FieldCheck(values)
+        for name in ("backbone", "dataset", "flops_convention"):
+            check.text(name)
+        check.choice("mode", MODES)
+        check.text("onnx")
+        if Path(values["onnx"]).name != values["onnx"] or values["onnx"] in ("", ".", ".."):
+            raise ConfigError(f"manifest field 'onnx' must be a file name beside the manifest, got {values['onnx']!r}")
+        check.text("onnx_sha256")
+        if len(values["onnx_sha256"]) != 64 or set(values["onnx_sha256"]) - set("0123456789abcdef"):
+            raise ConfigError("manifest field 'onnx_sha256' must be 64 hexadecimal digits")
+        inputs, outputs = check.tensors("inputs", exactly=1), check.tensors("outputs")
+        channels = inputs[0].shape[2] if len(inputs[0].shape) == 5 else None
+        if channels is None:
+            raise ConfigError(f"manifest input must be (1, frames, channels, height, width), got shape {inputs[0].shape}")
+        for name, positive in (("mean", False), ("std", True)):
+            check.numbers(name, lengths=(1, channels), positive=positive)
+        check.numbers("width_levels", positive=True, at_most=1.0)
+        check.number("dense_flops", positive=True)
+        for name in ("versions", "parity", "predicted", "measured", "data", "gate_groups"):
+            check.mapping(name, required=name == "versions")
+        return cls(**{**values, "inputs": inputs, "outputs": outputs, "buckets": check.buckets("buckets")})
+
+
+MODES = ("dense", "gather", "bucketed")
+
+
+class FieldCheck:
+    """Type and range checks of a manifest's JSON fields, each failure one ConfigError."""
+
+    def __init__(self, values: dict) -> None:
+        self.values = values
+
+    def get(self, name: str, kind: type | tuple[type, ...], what: str):
+        if name not in self.values:
+            raise ConfigError(f"manifest field {name!r} is missing")
+        value = self.values[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"manifest field {name!r} must be {what}, got {json.dumps(value)[:80]}")
+        return value
+
+    def text(self, name: str) -> str:
+        return self.get(name, str, "a string")
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if value not in choices:
+            raise ConfigError(f"manifest field {name!r} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def mapping(self, name: str, required: bool) -> None:
+        if required or name in self.values:
+            self.get(name, dict, "an object")
+
+    def number(self, name: str, positive: bool = False) -> float:
+        value = self.get(name, (int, float), "a number")
+        if not np.isfinite(value) or (positive and value <= 0):
+            raise ConfigError(f"manifest field {name!r} must be a finite{' positive' if positive else ''} number, got {value}")
+        return value
+
+    def numbers(self, name: str, lengths: tuple[int, ...] | None = None, positive: bool = False, at_most: float | None = None) -> list:
+        value = self.get(name, list, "a list of numbers")
+        if not value or (lengths is not None and len(value) not in lengths):
+            expected = "non-empty" if lengths is None else " or ".join(map(str, sorted(set(lengths))))
+            raise ConfigError(f"manifest field {name!r} must hold {expected} numbers, got {len(value)}")
+        for number in value:
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not np.isfinite(number) \
+                    or (positive and number <= 0) or (at_most is not None and number > at_most):
+                bounds = (" > 0" if positive else "") + (f" and ≤ {at_most:g}" if at_most is not None else "")
+                raise ConfigError(f"manifest field {name!r} must hold finite numbers{bounds}, got {json.dumps(number)[:40]}")
+        return value
+
+    def tensors(self, name: str, exactly: int | None = None) -> list[TensorSpec]:
+        value = self.get(name, list, "a list of tensors")
+        if not value or (exactly is not None and len(value) != exactly):
+            raise ConfigError(f"manifest field {name!r} must list {exactly or 'at least one'} tensor(s), got {len(value)}")
+        specs = []
+        for tensor in value:
+            if not isinstance(tensor, dict) or set(tensor) != {"name", "shape", "dtype"} or not isinstance(tensor["name"], str) \
+                    or not isinstance(tensor["dtype"], str) or not isinstance(tensor["shape"], list) \
+                    or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in tensor["shape"]):
+                raise ConfigError(f"manifest field {name!r}: each tensor is {{name, shape of positive integers, dtype}}, "
+                                  f"got {json.dumps(tensor)[:80]}")
+            specs.append(TensorSpec(**tensor))
+        return specs
+
+    def buckets(self, name: str) -> list[Bucket]:
+        value = self.get(name, list, "a list of sub-networks")
+        buckets = []
+        for bucket in value:
+            ok = isinstance(bucket, dict) and set(bucket) == {"regions", "tiles", "widths", "flops"}
+            ok = ok and isinstance(bucket["regions"], list) and len(bucket["regions"]) == 2 \
+                and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in bucket["regions"]) \
+                and bucket["regions"][0] <= bucket["regions"][1]
+            ok = ok and isinstance(bucket["tiles"], int) and not isinstance(bucket["tiles"], bool) and bucket["tiles"] >= 0
+            ok = ok and isinstance(bucket["widths"], dict) and all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in bucket["widths"].items())
+            ok = ok and isinstance(bucket["flops"], (int, float)) and not isinstance(bucket["flops"], bool) \
+                and np.isfinite(bucket["flops"]) and bucket["flops"] >= 0
+            if not ok:
+                raise ConfigError(f"manifest field {name!r}: each sub-network is {{regions [low, high], tiles ≥ 0, widths "
+                                  f"{{gate: groups}}, flops ≥ 0}}, got {json.dumps(bucket)[:80]}")
+            buckets.append(Bucket(**bucket))
+        return buckets
 
 
 def manifest_path(onnx_path: Path) -> Path:
@@ -123,9 +226,13 @@ def read_manifest(onnx_path: Path) -> Manifest:
     if not path.is_file():
         raise ConfigError(f"{path}: no manifest beside {onnx_path.name} (was it written by `dpedge export`?)")
     try:
-        manifest = Manifest.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError) as error:
-        raise ConfigError(f"{path}: malformed manifest ({error})") from None
+        values = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ConfigError(f"{path}: malformed manifest ({str(error)[:120]})") from None
+    try:
+        manifest = Manifest.from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     if not onnx_path.is_file():
         raise ConfigError(f"{onnx_path}: no such file")
     if sha256_file(onnx_path) != manifest.onnx_sha256:

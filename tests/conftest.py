@@ -16,7 +16,7 @@ from types import ModuleType, SimpleNamespace
 import pytest
 
 from dynaprune_edge.files import sha256_file
-from dynaprune_edge.runtime.manifest import Manifest, TensorSpec
+from dynaprune_edge.runtime.manifest import Bucket, Manifest, TensorSpec
 
 # build(version, log) → the stand-ins for tensorrt and pycuda.driver; they append what they
 # are asked to do to `log`.
@@ -96,7 +96,7 @@ def make_toy_manifest(
     }
     values = dict(
         backbone="toy", dataset="toy", mode="bucketed", onnx="model.onnx", onnx_sha256="", mean=[0.0], std=[1.0], width_levels=[1.0],
-        buckets=[], dense_flops=1.0, flops_convention="toy", versions={},
+        buckets=[Bucket([0, 0], 0, {}, 0.0), Bucket([1, 16], 16, {}, 1.0)], dense_flops=1.0, flops_convention="toy", versions={},
     )
     values.update(fields)
     return Manifest(
