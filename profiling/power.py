@@ -189,12 +189,18 @@ class JtopMeter(Meter):
         samples.extend(sample_from_jtop(reading) for reading in readings)
 
 
+def check_meter(asked: str) -> str:
+    """`--power`'s value, or the one-line error (dpedge profile and dpedge deploy)."""
+    if asked not in METERS:
+        raise ConfigError(f"--power takes {', '.join(METERS)}, got {asked!r}")
+    return asked
+
+
 def choose_meter(asked: str, backend: str, interval_ms: int) -> Meter | None:
     """The meter `--power` asks for. auto: tegrastats where it is on PATH, else jtop where
     jetson-stats is installed, else none; asking for one by name that is missing is an
     error. Never on orin-emu, whose latency is predicted."""
-    if asked not in METERS:
-        raise ConfigError(f"--power takes {', '.join(METERS)}, got {asked!r}")
+    check_meter(asked)
     if interval_ms < 10:
         raise ConfigError(f"--power-interval must be ≥ 10 ms, got {interval_ms}")
     if asked == "off":

@@ -14,6 +14,7 @@ Inputs are frames in the model's normalised units (`normalize` converts physical
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -112,7 +113,7 @@ class Manifest:
             check.text(name)
         check.choice("mode", MODES)
         check.text("onnx")
-        if Path(values["onnx"]).name != values["onnx"] or values["onnx"] in ("", ".", ".."):
+        if not is_file_name(values["onnx"]):
             raise ConfigError(f"manifest field 'onnx' must be a file name beside the manifest, got {values['onnx']!r}")
         check.text("onnx_sha256")
         if len(values["onnx_sha256"]) != 64 or set(values["onnx_sha256"]) - set("0123456789abcdef"):
@@ -131,6 +132,23 @@ class Manifest:
 
 
 MODES = ("dense", "gather", "bucketed")
+
+
+def is_file_name(name: object) -> bool:
+    """A plain file name (no folder, not . or ..): what a manifest or an engine's metadata may
+    name, so that it always means a file beside it."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+
+
+def is_count(value: object, least: int = 0) -> bool:
+    """An integer ≥ least that JSON wrote as one (bool is an int in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float (not a bool). Python ints are finite however large (numpy's
+    isfinite would overflow on them)."""
+    return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)))
 
 
 class FieldCheck:
@@ -162,7 +180,7 @@ class FieldCheck:
 
     def number(self, name: str, positive: bool = False) -> float:
         value = self.get(name, (int, float), "a number")
-        if not np.isfinite(value) or (positive and value <= 0):
+        if not is_number(value) or (positive and value <= 0):
             raise ConfigError(f"manifest field {name!r} must be a finite{' positive' if positive else ''} number, got {value}")
         return value
 
@@ -172,8 +190,7 @@ class FieldCheck:
             expected = "non-empty" if lengths is None else " or ".join(map(str, sorted(set(lengths))))
             raise ConfigError(f"manifest field {name!r} must hold {expected} numbers, got {len(value)}")
         for number in value:
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not np.isfinite(number) \
-                    or (positive and number <= 0) or (at_most is not None and number > at_most):
+            if not is_number(number) or (positive and number <= 0) or (at_most is not None and number > at_most):
                 bounds = (" > 0" if positive else "") + (f" and ≤ {at_most:g}" if at_most is not None else "")
                 raise ConfigError(f"manifest field {name!r} must hold finite numbers{bounds}, got {json.dumps(number)[:40]}")
         return value
@@ -186,7 +203,7 @@ class FieldCheck:
         for tensor in value:
             if not isinstance(tensor, dict) or set(tensor) != {"name", "shape", "dtype"} or not isinstance(tensor["name"], str) \
                     or not isinstance(tensor["dtype"], str) or not isinstance(tensor["shape"], list) \
-                    or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in tensor["shape"]):
+                    or not all(is_count(d, 1) for d in tensor["shape"]):
                 raise ConfigError(f"manifest field {name!r}: each tensor is {{name, shape of positive integers, dtype}}, "
                                   f"got {json.dumps(tensor)[:80]}")
             specs.append(TensorSpec(**tensor))
@@ -198,13 +215,10 @@ class FieldCheck:
         for bucket in value:
             ok = isinstance(bucket, dict) and set(bucket) == {"regions", "tiles", "widths", "flops"}
             ok = ok and isinstance(bucket["regions"], list) and len(bucket["regions"]) == 2 \
-                and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in bucket["regions"]) \
-                and bucket["regions"][0] <= bucket["regions"][1]
-            ok = ok and isinstance(bucket["tiles"], int) and not isinstance(bucket["tiles"], bool) and bucket["tiles"] >= 0
-            ok = ok and isinstance(bucket["widths"], dict) and all(
-                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in bucket["widths"].items())
-            ok = ok and isinstance(bucket["flops"], (int, float)) and not isinstance(bucket["flops"], bool) \
-                and np.isfinite(bucket["flops"]) and bucket["flops"] >= 0
+                and all(is_count(r) for r in bucket["regions"]) and bucket["regions"][0] <= bucket["regions"][1]
+            ok = ok and is_count(bucket["tiles"])
+            ok = ok and isinstance(bucket["widths"], dict) and all(isinstance(k, str) and is_count(v) for k, v in bucket["widths"].items())
+            ok = ok and is_number(bucket["flops"]) and bucket["flops"] >= 0
             if not ok:
                 raise ConfigError(f"manifest field {name!r}: each sub-network is {{regions [low, high], tiles ≥ 0, widths "
                                   f"{{gate: groups}}, flops ≥ 0}}, got {json.dumps(bucket)[:80]}")

@@ -27,7 +27,7 @@ from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.files import atomic_write_text, sha256_file
 from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.jetson import current_power_mode
-from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, read_manifest
+from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, is_file_name, read_manifest
 
 META_FORMAT = "dpedge-trt-engine"
 META_VERSION = 2  # 2: engine_sha256 binds the metadata to its engine
@@ -129,7 +129,7 @@ def read_meta(engine: Path) -> EngineMeta:
         raise ConfigError(f"{path}: malformed engine metadata ({error})") from None
     for field_name in ("onnx", "manifest"):
         name = getattr(meta, field_name)
-        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        if not is_file_name(name):
             raise ConfigError(f"{path}: its {field_name!r} must be a file name beside the engine, got {name!r}")
     return meta
 

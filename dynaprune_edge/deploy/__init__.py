@@ -19,7 +19,7 @@ from rich.table import Table
 from dynaprune_edge.deploy.ssh import RemoteError, Session, Target, remote_path
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.tensorrt.names import check_precision
-from dynaprune_edge.profiling.power import METERS
+from dynaprune_edge.profiling.power import check_meter
 from dynaprune_edge.progress import stderr_console
 from dynaprune_edge.runtime.jetson import SUPPORTED_L4T_MAJORS
 from dynaprune_edge.runtime.manifest import manifest_path, read_manifest
@@ -49,8 +49,7 @@ class DeployOptions:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.power_mode is not None and self.power_mode not in POWER_MODES:
             raise ConfigError(f"--power-mode must be one of {', '.join(POWER_MODES)}, got {self.power_mode!r}")
-        if self.power not in METERS:
-            raise ConfigError(f"--power takes {', '.join(METERS)}, got {self.power!r}")
+        check_meter(self.power)
         if self.power_mode is not None and not (self.profile and self.backend == "trt"):
             raise ConfigError("--power-mode is the mode the Jetson must be in while --profile times it on trt: add --profile")
         if self.profile and self.backend == "trt" and not self.build_engine:

@@ -94,3 +94,11 @@ def test_the_cli_answers_a_malformed_manifest_in_one_line(model, tmp_path):
     result = subprocess.run([sys.executable, "-m", "dynaprune_edge", "profile", str(model)], capture_output=True, text=True,
                             timeout=300, env={**os.environ})
     assert result.returncode == 1 and result.stderr.strip().count("\n") == 0 and "'inputs' must list 1 tensor(s)" in result.stderr
+
+
+def test_integers_beyond_float_range_are_checked_without_overflowing(model):
+    rewrite(model, lambda v: v.update(dense_flops=10**400, std=[10**400]))
+    assert read_manifest(model).dense_flops == 10**400
+    rewrite(model, lambda v: v.update(width_levels=[10**400]))
+    with pytest.raises(ConfigError, match="'width_levels' must hold finite numbers > 0 and ≤ 1"):
+        read_manifest(model)
