@@ -8,7 +8,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test system-deps bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
+.PHONY: demo test fuzz system-deps bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ demo: $(BIN)/dpedge
 
 test: $(BIN)/dpedge
 	$(BIN)/python -m pytest -q
+
+# tests/fuzz with many examples per case (`make test` runs a few, the same ones each time):
+# bad option values and damaged files for every command. Minutes, not seconds; failures are
+# kept in .hypothesis/ and tried first next time. More: make fuzz FUZZ_EXAMPLES=1000
+FUZZ_EXAMPLES ?= 150
+fuzz: $(BIN)/dpedge
+	DPEDGE_FUZZ=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz
 
 bench-accuracy: $(BIN)/dpedge
 	$(BIN)/dpedge bench accuracy

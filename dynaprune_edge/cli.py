@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dynaprune_edge.errors import ConfigError, DpedgeError
+from dynaprune_edge.errors import CheckpointError, ConfigError, DpedgeError
+from dynaprune_edge.files import check_writable
 
 app = typer.Typer(
     help="Train per-sample pruned spatio-temporal forecasters (Dyna-Pruner) and measure what they cost.",
@@ -84,8 +85,8 @@ def train(
     precision: Annotated[Optional[str], typer.Option(help=PRECISION_HELP)] = None,
     cost_table: Annotated[Optional[Path], typer.Option(help="With --cost ort-cpu: a table written by `dpedge calibrate --out` (refused if measured on another machine or for another model).")] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="Per-sample cap: no sample may cost more than this ratio of dense, in training and in the exported graph (default: 1.5 × --budget, at most 1).")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training windows.")] = 10,
-    batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimizer step.")] = 16,
+    epochs: Annotated[int, typer.Option(min=1, max=100000, help="Passes over the training windows.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Windows per optimizer step.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW; warm-up then cosine, by optimizer steps).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and synthetic data.")] = 0,
     init: Annotated[Optional[Path], typer.Option(help="Start the backbone from a dense model.pt trained on the same data with the same backbone and sizes (a pruned model learns its masks from a network that already forecasts).")] = None,
@@ -94,23 +95,24 @@ def train(
     frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,
     size: Annotated[Optional[int], typer.Option(help="Frame height in pixels: the data are area-resampled down to it (default: the family's); any size, the model pads its grid internally.")] = None,
     synthetic_frames: Annotated[Optional[int], typer.Option(help="Length of the synthetic series when --data is omitted (default: the family's).")] = None,
-    region_size: Annotated[int, typer.Option(help="DataMask region side in pixels (power of 2).")] = 8,
-    group_size: Annotated[int, typer.Option(help="Filters pruned together (hardware alignment).")] = 8,
+    region_size: Annotated[int, typer.Option(min=1, max=4096, help="DataMask region side in pixels (power of 2).")] = 8,
+    group_size: Annotated[int, typer.Option(min=1, max=4096, help="Filters pruned together (hardware alignment).")] = 8,
     group_order: Annotated[str, typer.Option(help="Which filter groups fill a layer's width: 'ordered' (always the first, DS-Net; export compiles constant-weight sub-networks, the fast ones) or 'scored' (each sample's best; export gathers weights at run time, often slower than dense).")] = "ordered",
     activity_weight: Annotated[float, typer.Option(help="Weight of the router's activity prior: regions whose input frames do not change (where a skipped region's persistence is exact) are skipped first; 0 turns it off.")] = 1.0,
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (without it, a folder holding a model.pt or resume.pt is refused).")] = False,
     st_prune: Annotated[bool, typer.Option("--st-prune", help="ST-Prune: every epoch skips a random share of the easy training windows (scored by spatio-temporal complexity and running loss) and reweights the kept easy ones, so the expected gradient is the full-data one; the last --anneal share of epochs uses every window.")] = False,
     prune_ratio: Annotated[Optional[float], typer.Option(help="--st-prune: probability that an easy window is skipped in an epoch, in [0, 1) (default 0.5).")] = None,
     anneal: Annotated[Optional[float], typer.Option(help="--st-prune: the last share of the epochs, trained on every window, in [0, 1] (default 0.125).")] = None,
     score: Annotated[Optional[str], typer.Option(help="--st-prune: what makes a window hard: complexity, loss (InfoBatch's) or both (default).")] = None,
     easy_share: Annotated[Optional[float], typer.Option(help="--st-prune: the lowest-scoring share of the windows that count as easy each epoch, in (0, 1] (default 0.5); about easy-share × prune-ratio of the windows are skipped.")] = None,
-    nproc: Annotated[Optional[int], typer.Option(help="Train in N local processes (torchrun, DistributedDataParallel; gloo on CPU, nccl on GPUs); --batch-size stays the global batch. Across machines run torchrun yourself (README).")] = None,
+    nproc: Annotated[Optional[int], typer.Option(max=256, help="Train in N local processes (torchrun, DistributedDataParallel; gloo on CPU, nccl on GPUs); --batch-size stays the global batch. Across machines run torchrun yourself (README).")] = None,
 ) -> None:
     """Train one model; writes OUT/model.pt and OUT/metrics.json."""
     from dynaprune_edge.data import DataConfig, load_dataset
-    from dynaprune_edge.training.run import RunSpec, train_run
-    from dynaprune_edge.distributed import join_from_environment, launch, leave, peer_lost
+    from dynaprune_edge.training.run import RunSpec, check_run_folder, train_run
+    from dynaprune_edge.distributed import check_nproc, join_from_environment, launch, leave, peer_lost
     from dynaprune_edge.training.sample_pruning import SamplePruning
     from dynaprune_edge.training.trainer import TrainConfig
 
@@ -131,7 +133,13 @@ def train(
         None if cost_table is None else str(cost_table),
         emulated_device(cost, module, power_mode, precision),
     )
+    for option, path in (("--init", init), ("--cost-table", cost_table)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{option} {path}: no such file")
+    check_run_folder(out, resume, overwrite)
     if nproc is not None:  # the options are checked: run this command in N processes
+        check_nproc(nproc)
+        load_dataset(data_config)  # bad data: one error here, not one from each process
         launch(nproc, without_option(sys.argv[sys.argv.index("train") + 1:], "--nproc"))
         return
     world = join_from_environment()
@@ -192,19 +200,22 @@ def info(model: Annotated[Path, typer.Argument(help="A model.pt written by `dped
             }
         )
     )
-    model = trained.model
-    rows, columns = model.padding
+    network = trained.model
+    rows, columns = network.padding
     if rows or columns:
-        shape, padded = model.shape, model.backbone.shape
+        shape, padded = network.shape, network.backbone.shape
         console.print(
             f"grid {shape.height}×{shape.width} padded to {padded.height}×{padded.width} inside the model "
             f"({rows} rows below, {columns} columns right, for "
-            + (f"its {model.region_size}-pixel regions and " if model.pruning.enabled else "")
+            + (f"its {network.region_size}-pixel regions and " if network.pruning.enabled else "")
             + f"the {trained.model_config.backbone} strides): padding is kept out of the loss, the metrics and the "
             "forecasts, and regions of padding alone are never computed"
         )
     if trained.metrics:
-        show_metrics(trained.metrics)
+        try:
+            show_metrics(trained.metrics)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"{model}: damaged dpedge model (its metrics: {type(error).__name__}: {error})") from None
 
 
 @app.command()
@@ -213,7 +224,7 @@ def export(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="ONNX file to write (default: MODEL's folder, model.onnx; model.dense.onnx with --dense). The manifest NAME.dpedge.json goes beside it.")] = None,
     mode: Annotated[str, typer.Option(help="Filters: 'gather' (any per-sample subset; weights gathered at run time), 'bucketed' (constant weight slices per sub-network; ordered-group models), 'auto' (the faster, measured).")] = "auto",
     tiles: Annotated[str, typer.Option(help="Regions: which layers run on the kept regions' tiles: 'all', 'sparse' (in sub-networks computing at most half the regions), 'wide' (layers with ≥ 32 input channels), 'none' (whole maps, skipped regions masked); 'auto' measures them all.")] = "auto",
-    levels: Annotated[int, typer.Option(min=1, help="Sub-networks compiled for samples that keep regions (plus a free one for samples that keep none).")] = 8,
+    levels: Annotated[int, typer.Option(min=1, max=64, help="Sub-networks compiled for samples that keep regions (plus a free one for samples that keep none).")] = 8,
     dense: Annotated[bool, typer.Option("--dense", help="Export the same model with pruning off: the latency baseline.")] = False,
     trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine where tensorrt imports; elsewhere print the trtexec command for the device.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="TensorRT engine in fp16.")] = False,
@@ -223,6 +234,7 @@ def export(
 ) -> None:
     """Compile a model into ONNX whose per-sample sub-networks skip the pruned filters and regions; parity-checked against PyTorch."""
     from dynaprune_edge.export.exporter import Exporter, ExportOptions
+    from dynaprune_edge.export.tensorrt.names import check_jetpack
     from dynaprune_edge.flops import format_flops
     from dynaprune_edge.runtime.manifest import manifest_path
 
@@ -234,6 +246,10 @@ def export(
     output = output or model.with_name("model.dense.onnx" if dense else "model.onnx")
     if output.suffix != ".onnx":
         raise ConfigError(f"--output must end in .onnx, got {output.name}")
+    check_writable(output, "--output", folder=False)
+    check_writable(manifest_path(output), "--output's manifest", folder=False)
+    if trt:
+        check_jetpack(jetpack)  # before the export's minutes, not after
     exporter = Exporter(model, options, log=lambda line: print(line, file=sys.stderr))
     chosen, manifest, _ = exporter.run(output)
     table = Table(title=f"{manifest.backbone} on {manifest.dataset}: {chosen.mode} export, tiles {chosen.tiles}")
@@ -280,12 +296,12 @@ def calibrate(
     frames_in: Annotated[Optional[int], typer.Option(help="Input frames (default: the family's).")] = None,
     frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,
     size: Annotated[Optional[int], typer.Option(help="Frame height in pixels (default: the family's).")] = None,
-    region_size: Annotated[int, typer.Option(help="DataMask region side in pixels (power of 2).")] = 8,
-    group_size: Annotated[int, typer.Option(help="Filters pruned together.")] = 8,
+    region_size: Annotated[int, typer.Option(min=1, max=4096, help="DataMask region side in pixels (power of 2).")] = 8,
+    group_size: Annotated[int, typer.Option(min=1, max=4096, help="Filters pruned together.")] = 8,
     group_order: Annotated[str, typer.Option(help="'scored' or 'ordered' (see `dpedge train --help`): which export mode is timed.")] = "ordered",
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
-    threads: Annotated[int, typer.Option(min=1, help="onnxruntime intra-op threads the table is for.")] = 1,
-    runs: Annotated[int, typer.Option(min=3, help="Timed runs of every sub-network.")] = 20,
+    threads: Annotated[int, typer.Option(min=1, max=1024, help="onnxruntime intra-op threads the table is for.")] = 1,
+    runs: Annotated[int, typer.Option(min=3, max=1000000, help="Timed runs of every sub-network.")] = 20,
     out: Annotated[Optional[Path], typer.Option(help="Also write the table here (JSON), for `dpedge train --cost-table`.")] = None,
 ) -> None:
     """What each layer of a model costs on a target, on tiles and on whole maps, at every width level: the table `dpedge train --cost ort-cpu|orin-emu` prices samples with (ort-cpu: measured here; orin-emu: emulated)."""
@@ -298,6 +314,8 @@ def calibrate(
 
     if cost not in ("ort-cpu", "orin-emu"):
         raise ConfigError(f"--cost must be ort-cpu or orin-emu, got {cost!r} (flops needs no table)")
+    if out is not None:
+        check_writable(out, "--out", folder=False)
     chosen = emulated_orin(cost, emulated_device(cost, module, power_mode, precision))  # checked as `dpedge train` checks it
     device = None if chosen is None else Device(**chosen)
     data_config = None if model else DataConfig(dataset, data, frames_in, frames_out, size)
@@ -346,11 +364,11 @@ def profile(
     power_mode: Annotated[Optional[str], typer.Option(help=POWER_MODE_HELP + " trt: the mode the Jetson must be in, checked with `nvpmodel -q` before timing.")] = None,
     precision: Annotated[Optional[str], typer.Option(help=PRECISION_HELP)] = None,
     data: Annotated[Optional[str], typer.Option(help="Another copy of the model's training data (its family's format), or 'sample' for the bundled one. Default: what the manifest records.")] = None,
-    samples: Annotated[int, typer.Option(help="Validation windows to profile on, spread evenly over the split.")] = 64,
-    warmup: Annotated[int, typer.Option(help="Untimed passes over the samples before timing.")] = 1,
-    runs: Annotated[int, typer.Option(help="Timed runs of each model (cycling over the samples; at least one per sample).")] = 300,
-    repeat: Annotated[int, typer.Option(help="Runs of each model in a row at its turn, the last timed: 1 (strict turns, as `bench latency`) times each after the other evicted it from the caches; 3 times it warm, as a model running alone.")] = 1,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
+    samples: Annotated[int, typer.Option(max=100000, help="Validation windows to profile on, spread evenly over the split.")] = 64,
+    warmup: Annotated[int, typer.Option(max=1000, help="Untimed passes over the samples before timing.")] = 1,
+    runs: Annotated[int, typer.Option(max=1000000, help="Timed runs of each model (cycling over the samples; at least one per sample).")] = 300,
+    repeat: Annotated[int, typer.Option(max=100, help="Runs of each model in a row at its turn, the last timed: 1 (strict turns, as `bench latency`) times each after the other evicted it from the caches; 3 times it warm, as a model running alone.")] = 1,
+    threads: Annotated[int, typer.Option(max=1024, help="onnxruntime intra-op threads.")] = 1,
     trtexec_log: Annotated[Optional[Path], typer.Option(help="The log of a trtexec run of this model's engine (the line `dpedge export --trt` prints; the --exportProfile and --exportLayerInfo files it names are read when beside the log): reported beside, as measured on the GPU the log names; with orin-emu, a run on another GPU than an Orin is scaled to the Orin.")] = None,
     dense_trtexec_log: Annotated[Optional[Path], typer.Option(help="The same for the dense twin's engine: gives the measured speedup, and on orin-emu the emulator's error on this model.")] = None,
     calibrate: Annotated[Optional[str], typer.Option(help="orin-emu: 'cuda' builds and profiles both engines with trtexec on this machine's NVIDIA GPU and scales their per-layer times to the Orin, beside the first-principles figures (a --trtexec-log of a run on a desktop GPU is scaled the same way).")] = None,
@@ -358,7 +376,7 @@ def profile(
     power: Annotated[str, typer.Option(help="Power and energy per inference, read from the Jetson's rail monitors: tegrastats, jtop (jetson-stats), off, or auto (tegrastats where found, else jtop, else none; never on orin-emu).")] = "auto",
     power_seconds: Annotated[float, typer.Option(help="Seconds each model runs alone, back to back, while its power is sampled.")] = 5.0,
     idle_seconds: Annotated[float, typer.Option(help="Seconds of idle power sampled first, subtracted for the energy an inference adds (0: none).")] = 3.0,
-    power_interval: Annotated[int, typer.Option(help="Milliseconds between rail readings (tegrastats --interval).")] = 100,
+    power_interval: Annotated[int, typer.Option(max=60000, help="Milliseconds between rail readings (tegrastats --interval).")] = 100,
     report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
 ) -> None:
@@ -368,6 +386,8 @@ def profile(
     settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate,
                                   None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval)
     settings.device()  # a bad module, power mode or precision fails before any work
+    if report is not None:
+        check_writable(report, "--report", folder=True)
     logs = {role: log for role, log in (("sparse", trtexec_log), ("dense", dense_trtexec_log)) if log is not None}
     result = profiling.run(model, settings, logs)
     if report is not None:
@@ -427,7 +447,7 @@ def engine(
 def deploy(
     model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx (its manifest, and its dense twin MODEL.dense.onnx or the model.pt to export it from, beside it).")],
     host: Annotated[str, typer.Option(help="The device, USER@HOST (a host name or IP address; [v6] in brackets).")],
-    port: Annotated[int, typer.Option(help="Its SSH port.")] = 22,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Its SSH port.")] = 22,
     identity: Annotated[Optional[Path], typer.Option(help="The private key to log in with (default: ssh's own choice).")] = None,
     known_hosts: Annotated[Optional[Path], typer.Option(help="The known_hosts file to check the device's host key against (default: ssh's, ~/.ssh/known_hosts).")] = None,
     accept_new_host_key: Annotated[bool, typer.Option("--accept-new-host-key", help="Trust the host key of a device seen for the first time (a changed key is still refused).")] = False,
@@ -440,13 +460,15 @@ def deploy(
     power: Annotated[str, typer.Option(help="The profile's power meter on the device: auto, tegrastats, jtop or off (dpedge profile --power; an AGX Orin's tegrastats shows its rails to root only, jtop to anyone).")] = "auto",
     report: Annotated[Optional[Path], typer.Option(help="Where the fetched report goes (default: beside the model, report-HOST).")] = None,
     data: Annotated[Optional[str], typer.Option(help="Read the profile's validation windows from this copy of the data (default: what the manifest records; 'sample': the bundled one).")] = None,
-    samples: Annotated[int, typer.Option(help="Validation windows to profile on (sent to the device in a frames file).")] = 64,
+    samples: Annotated[int, typer.Option(min=1, max=100000, help="Validation windows to profile on (sent to the device in a frames file).")] = 64,
     remote_dpedge: Annotated[str, typer.Option(help="The dpedge command on the device (a path where it is not on a non-interactive login's PATH).")] = "dpedge",
 ) -> None:
     """Deploy an exported model to a Jetson over SSH: check the device, copy, build the engines there, profile there, fetch the report."""
     from dynaprune_edge.deploy import DeployOptions, deploy as run_deploy
     from dynaprune_edge.deploy.ssh import Target
 
+    if report is not None:
+        check_writable(report, "--report", folder=True)
     target = Target.parse(host, port=port, identity=identity, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key)
     options = DeployOptions(remote_dir, build_engine, precision, profile, backend, power_mode, power, report, data, samples, remote_dpedge)
     run_deploy(model, target, options, console)
@@ -455,7 +477,7 @@ def deploy(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the demo's models.")] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 150,
+    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model (as many epochs as that takes).")] = 150,
 ) -> None:
     """Train dense and pruned SimVP on synthetic TaxiBJ and on the real KNMI radar sample, and compare."""
     from dynaprune_edge.bench import accuracy
@@ -473,62 +495,68 @@ KNMI_HELP = (
 @bench_app.command("accuracy")
 def bench_accuracy(
     out: Annotated[Path, typer.Option(help="Directory for the benchmark's models.")] = Path("runs/bench-accuracy"),
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).")] = 600,
+    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).")] = 600,
     budget: Annotated[float, typer.Option("--budget", "--target-flops", help="FLOPs budget of the pruned models.")] = 0.3,
     backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
     """For each backbone, on synthetic TaxiBJ, real New York bike traffic and the real KNMI radar set: dense vs pruned MAE, FLOPs ratio, data kept."""
+    check_writable(out, "--out", folder=True)
     from dynaprune_edge.bench import accuracy
+    from dynaprune_edge.bench.common import checked_knmi
 
-    accuracy.bench(out, steps, budget, backbone, as_json, knmi, console)
+    accuracy.bench(out, steps, budget, backbone, as_json, checked_knmi(knmi), console)
 
 
 @bench_app.command("latency")
 def bench_latency(
     out: Annotated[Path, typer.Option(help="Directory for the benchmark's models and exports (models trained with the same settings are reused).")] = Path("runs/bench-latency"),
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model (as many epochs as that takes).")] = 300,
+    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model (as many epochs as that takes).")] = 300,
     budget: Annotated[list[float], typer.Option("--budget", "--target-flops", help="Budgets of the pruned models (ratios on their --cost target), repeatable (default: 0.3 and 0.5).")] = [],
-    threads: Annotated[list[int], typer.Option(help="onnxruntime intra-op threads, repeatable (default: 1 and 2).")] = [],
+    threads: Annotated[list[int], typer.Option(min=1, max=1024, help="onnxruntime intra-op threads, repeatable (default: 1 and 2).")] = [],
     backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
     group_order: Annotated[str, typer.Option(help="Group order the models are trained with (see `dpedge train --help`); 'ordered' lets export compile constant-weight sub-networks.")] = "ordered",
-    runs: Annotated[int, typer.Option(min=1, help="Timed runs of each model per row (cycling over the validation samples).")] = 300,
-    repeat: Annotated[int, typer.Option(min=1, help="Runs of each model in a row at its turn, only the last timed: 1 (strict turns, as README's tables) times each model after the others' runs; 3 times each warm, as a model running alone.")] = 1,
+    runs: Annotated[int, typer.Option(min=1, max=1000000, help="Timed runs of each model per row (cycling over the validation samples).")] = 300,
+    repeat: Annotated[int, typer.Option(min=1, max=100, help="Runs of each model in a row at its turn, only the last timed: 1 (strict turns, as README's tables) times each model after the others' runs; 3 times each warm, as a model running alone.")] = 1,
     cost: Annotated[list[str], typer.Option(help="Cost targets the models' budgets are priced on, repeatable: flops, ort-cpu (default: flops).")] = [],
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
     """Dense vs sparse export latency (onnxruntime CPU, batch 1) on synthetic TaxiBJ, real New York bike traffic and the real KNMI radar set."""
+    check_writable(out, "--out", folder=True)
     from dynaprune_edge.bench import latency
+    from dynaprune_edge.bench.common import checked_knmi
 
-    latency.bench(out, steps, budget, threads, backbone, group_order, runs, repeat, as_json, knmi, console, cost)
+    latency.bench(out, steps, budget, threads, backbone, group_order, runs, repeat, as_json, checked_knmi(knmi), console, cost)
 
 
 @bench_app.command("pareto")
 def bench_pareto(
     out: Annotated[Path, typer.Option(help="Directory for the models, exports, results.json and the plots (models trained with the same settings are reused).")] = Path("runs/bench-pareto"),
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model, static and pruned alike.")] = 300,
+    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model, static and pruned alike.")] = 300,
     dataset: Annotated[list[str], typer.Option(help="Datasets, repeatable: taxibj (synthetic), nycbike, knmi, weatherbench (real samples) (default: all).")] = [],
     backbone: Annotated[list[str], typer.Option(help="Backbones, repeatable (default: all). SimVP gets static widths 0.25–1.0 and every budget; ConvLSTM and ViT dense, half width and budget 0.3.")] = [],
     budget: Annotated[list[float], typer.Option(help="SimVP's Dyna-Pruner budgets, repeatable (default: 0.3 and 0.5).")] = [],
     cost: Annotated[list[str], typer.Option(help="Cost targets the budgets are priced on, repeatable (default: flops and ort-cpu).")] = [],
     large: Annotated[bool, typer.Option(help="Also a larger SimVP (32 spatial / 128 temporal channels) with its own static curve, on taxibj.")] = True,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
-    runs: Annotated[int, typer.Option(min=1, help="Timed runs of each model (cycling over the validation samples).")] = 200,
-    repeat: Annotated[int, typer.Option(min=1, help="Runs of each model in a row at its turn, the last timed (3: each model warm, as if it ran alone).")] = 3,
+    threads: Annotated[int, typer.Option(min=1, max=1024, help="onnxruntime intra-op threads.")] = 1,
+    runs: Annotated[int, typer.Option(min=1, max=1000000, help="Timed runs of each model (cycling over the validation samples).")] = 200,
+    repeat: Annotated[int, typer.Option(min=1, max=100, help="Runs of each model in a row at its turn, the last timed (3: each model warm, as if it ran alone).")] = 3,
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per point instead of a table.")] = False,
 ) -> None:
     """Validation MAE vs measured latency: static-width SimVPs (and ConvLSTM, ViT) against Dyna-Pruner, per dataset, with a plot each."""
+    check_writable(out, "--out", folder=True)
     from dynaprune_edge.bench import pareto
+    from dynaprune_edge.bench.common import checked_knmi
 
-    pareto.bench(out, steps, dataset, backbone, budget, cost, large, threads, runs, repeat, as_json, knmi, console)
+    pareto.bench(out, steps, dataset, backbone, budget, cost, large, threads, runs, repeat, as_json, checked_knmi(knmi), console)
 
 
 @bench_app.command("layout")
 def bench_layout(
-    runs: Annotated[int, typer.Option(min=1, help="Timed runs of each graph.")] = 300,
+    runs: Annotated[int, typer.Option(min=1, max=1000000, help="Timed runs of each graph.")] = 300,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of tables.")] = False,
 ) -> None:
     """What onnxruntime's blocked channel layout makes of pruned work on this CPU: region masks by their shape, and layer time against width (about a minute)."""
@@ -540,8 +568,8 @@ def bench_layout(
 @bench_app.command("training")
 def bench_training(
     out: Annotated[Path, typer.Option(help="Directory for the runs and results.json.")] = Path("runs/bench-training"),
-    epochs: Annotated[int, typer.Option(min=2, help="Epochs of every run (full data, ST-Prune, InfoBatch-style alike).")] = 10,
-    frames: Annotated[list[int], typer.Option(help="Synthetic TaxiBJ series lengths, repeatable (a small and a large set: where ST-Prune starts to pay).")] = [],
+    epochs: Annotated[int, typer.Option(min=2, max=100000, help="Epochs of every run (full data, ST-Prune, InfoBatch-style alike).")] = 10,
+    frames: Annotated[list[int], typer.Option(min=1, max=1000000, help="Synthetic TaxiBJ series lengths, repeatable (a small and a large set: where ST-Prune starts to pay).")] = [],
     prune_ratio: Annotated[float, typer.Option(help="--prune-ratio of the ST-Prune and InfoBatch-style runs.")] = 0.5,
     anneal: Annotated[float, typer.Option(help="--anneal of both.")] = 0.125,
     easy_share: Annotated[float, typer.Option(help="--easy-share of both.")] = 0.5,
@@ -549,11 +577,13 @@ def bench_training(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """ST-Prune against full-data training and an InfoBatch-style baseline (same seeds): wall-clock to the full-data model's validation MAE (within 1 %), final MAE, pruned fraction, samples seen, scoring overhead; and 1 vs 2 processes."""
+    check_writable(out, "--out", folder=True)
     from dynaprune_edge.bench import training
+    from dynaprune_edge.bench.common import checked_knmi
     from dynaprune_edge.training.sample_pruning import SamplePruning
 
     pruning = SamplePruning(ratio=prune_ratio, anneal=anneal, easy_share=easy_share)  # bad options fail now, not after the first run
-    training.bench(out, epochs, frames or [600, 4000], pruning, knmi, as_json, console)
+    training.bench(out, epochs, frames or [600, 4000], pruning, checked_knmi(knmi), as_json, console)
 
 
 @bench_app.command("orin")
@@ -562,6 +592,7 @@ def bench_orin(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows and summaries as one JSON object instead of a table.")] = False,
 ) -> None:
     """The orin-emu emulator against published Jetson AGX Orin latencies of well-known networks (MLPerf, Ultralytics): published vs emulated ms, constants as they stand and fitted on marked rows."""
+    check_writable(out, "--out", folder=True)
     from dynaprune_edge.bench import orin
 
     orin.bench(out, as_json, console)
@@ -594,15 +625,34 @@ def bench_trtexec(
         console.print(f"throughput {summary['throughput_qps']:.4g} qps")
 
 
+def error_line(error: BaseException) -> str:
+    """What the user reads. The system's refusals (a full disk, a folder not writable, no
+    memory left) are the machine's state, not dpedge's bugs: they get one line too."""
+    if isinstance(error, MemoryError):
+        return f"out of memory ({error or 'no detail'}): smaller sizes, fewer samples or another machine"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    text = error.format_message() if hasattr(error, "format_message") else str(error)  # click's usage errors
+    if getattr(error, "ctx", None) is not None:
+        text = f"{error.ctx.command_path}: {text}"
+    return " ".join(text.split()) or type(error).__name__
+
+
 def main() -> None:
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer's own click (pyproject: typer>=0.29)
+
     try:
-        app()
-    except DpedgeError as error:
+        code = app(standalone_mode=False)  # usage errors come here, not to click's boxed message
+    except NoArgsIsHelpError as error:
+        error.show()  # `dpedge`, `dpedge bench`: the help
+        sys.exit(error.exit_code)
+    except (DpedgeError, UsageError, OSError, MemoryError) as error:
         # one line, never wrapped or marked up, in one write: the ranks of a distributed run
         # share stderr, and a print's text and newline are two writes that can interleave
-        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.write(f"error: {error_line(error)}\n")
         sys.stderr.flush()
         sys.exit(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted (an interrupted `dpedge train` continues with --resume)", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)  # --help returns 0

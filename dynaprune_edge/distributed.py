@@ -148,6 +148,11 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
+def check_nproc(nproc: int) -> None:
+    if nproc < 2:
+        raise ConfigError(f"--nproc must be ≥ 2 to launch processes, got {nproc} (omit it for one)")
+
+
 def launch(nproc: int, arguments: list[str]) -> None:
     """`dpedge train --nproc N`: `dpedge train ARGUMENTS` in N local processes, this one
     the torchrun agent (torch.distributed.run) that starts them and stops them all when one
@@ -157,8 +162,7 @@ def launch(nproc: int, arguments: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    if nproc < 2:
-        raise ConfigError(f"--nproc must be ≥ 2 to launch processes, got {nproc} (omit it for one)")
+    check_nproc(nproc)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the ranks share the cores
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its report restates the ranks' errors
     options = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "dynaprune_edge", "train", *arguments])

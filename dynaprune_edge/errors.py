@@ -1,5 +1,6 @@
-"""Errors a user can cause. The CLI prints them as one line and exits non-zero; anything
-else reaching the top level is a bug in dpedge and keeps its traceback."""
+"""Errors a user can cause. The CLI prints them (and the system's OSError and MemoryError:
+a full disk, a folder not writable) as one line and exits non-zero; anything else reaching
+the top level is a bug in dpedge and keeps its traceback."""
 
 
 class DpedgeError(Exception):

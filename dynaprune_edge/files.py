@@ -9,6 +9,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+from dynaprune_edge.errors import ConfigError
+
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """`write(temporary)` to a file beside `path`, then rename it into place: a crash or an
@@ -58,6 +60,20 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_writable(path: Path, option: str, *, folder: bool) -> None:
+    """ConfigError unless `path` can be written (a folder to write into if `folder`, else a
+    file): checked before a command's work, which would otherwise end, minutes later, in
+    an OSError at its first write."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise ConfigError(f"{option} {path}: a {'file' if folder else 'folder'}, not a {'folder' if folder else 'file'}")
+    existing = next(parent for parent in (path if folder else path.parent, *path.absolute().parents) if parent.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: {existing} is not writable")
 
 
 def atomic_write_text(text: str, path: Path) -> None:

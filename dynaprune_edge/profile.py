@@ -8,6 +8,7 @@ depend on what is in the frames."""
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 import shutil
@@ -30,6 +31,7 @@ from dynaprune_edge.profiling.power import choose_meter, measure_power
 from dynaprune_edge.profiling.session import EMULATED, Profile, profile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
+from dynaprune_edge.runtime.manifest import manifest_path
 from dynaprune_edge.runtime.tensorrt import engine_graph, read_meta
 
 ENGINE_SUFFIX = ".engine"
@@ -65,10 +67,10 @@ class Settings:
             raise ConfigError("--frames holds the windows to profile on; --data reads them from data files: give one of them")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {self.threads}")
-        if not self.power_seconds > 0:
-            raise ConfigError(f"--power-seconds must be > 0, got {self.power_seconds}")
-        if not self.idle_seconds >= 0:
-            raise ConfigError(f"--idle-seconds must be ≥ 0, got {self.idle_seconds}")
+        if not 0 < self.power_seconds < math.inf:
+            raise ConfigError(f"--power-seconds must be > 0 and finite, got {self.power_seconds}")
+        if not 0 <= self.idle_seconds < math.inf:
+            raise ConfigError(f"--idle-seconds must be ≥ 0 and finite, got {self.idle_seconds}")
         emulating = {"--module": self.module, "--power-mode": self.power_mode, "--precision": self.precision}
         if self.backend == "trt":
             emulating.pop("--power-mode")  # on the device it is checked (runtime.jetson)
@@ -141,17 +143,20 @@ def profile_frames(manifest: Manifest, onnx_path: Path, data: str | None, sample
     periods alike), in the graph's units; and what they are."""
     from dynaprune_edge.data import DataConfig, load_dataset
 
-    config = manifest.data
+    config, recorded_in = manifest.data, str(manifest_path(onnx_path))
     if not config:  # exported before manifests recorded their data
         checkpoint = onnx_path.parent / "model.pt"
         if not checkpoint.is_file():
             raise ConfigError(f"{onnx_path.name}'s manifest does not say what data the model was trained on: pass --data, or re-export it")
         from dynaprune_edge.training import load_model
 
-        config = load_model(checkpoint).data_config.to_dict()
-    config = DataConfig.from_dict({**config, **({} if data is None else {"path": data})})
+        config, recorded_in = load_model(checkpoint).data_config.to_dict(), str(checkpoint)
     try:
-        loaded = load_dataset(config)
+        config = DataConfig.from_dict({**config, **({} if data is None else {"path": data})})
+    except TypeError as error:
+        raise ConfigError(f"{recorded_in}: damaged record of the training data ({error})") from None
+    try:
+        loaded = load_dataset(config, recorded_in=None if data is not None else recorded_in)
     except DataError as error:
         raise DataError(f"{error} (the data {onnx_path.name} was trained on; --data points at another copy)") from None
     val = loaded.val
@@ -216,7 +221,7 @@ def run_trtexec_here(trtexec: str, onnx_paths: dict[str, Path], manifest: Manife
     logs = {}
     for role, onnx in onnx_paths.items():
         line = trtexec_command(onnx.name, f"{onnx.stem}.calibrate.{precision}.engine", precision, manifest.input.name, manifest.input.shape,
-                               dynamic=onnx_input_dynamic(onnx, manifest.input.name), timing_cache=f"{onnx.stem}.calibrate.timing.cache")
+                               dynamic=onnx_input_dynamic(onnx, manifest.input), timing_cache=f"{onnx.stem}.calibrate.timing.cache")
         command = [trtexec, *shlex.split(line)[1:]]
         log(f"running on this GPU, in {onnx.parent}: {shlex.join(command)}")
         done = subprocess.run(command, cwd=onnx.parent, capture_output=True, text=True)

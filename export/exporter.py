@@ -77,11 +77,11 @@ class Candidate:
     parity: dict = field(default_factory=dict)
 
 
-def export_data(trained: TrainedModel) -> tuple[SpatioTemporalData, str]:
+def export_data(trained: TrainedModel, model_path: Path) -> tuple[SpatioTemporalData, str]:
     """The data the model was trained on, or (if its files are gone) synthetic data of the
     same family and shape, with a note saying which."""
     try:
-        return load_dataset(trained.data_config), ""
+        return load_dataset(trained.data_config, recorded_in=str(model_path)), ""
     except DataError as error:
         config = DataConfig.from_dict({**trained.data_config.to_dict(), "path": None})
         return load_dataset(config), f"training data unavailable ({error}); parity uses synthetic {config.name} data"
@@ -103,7 +103,7 @@ class Exporter:
                 "filters for every sample: train with --group-order ordered, or export with --mode gather"
             )
         if data is None:
-            data, note = export_data(self.trained)
+            data, note = export_data(self.trained, model_path)
             if note:
                 self.log(note)
         self.data = data

@@ -4,6 +4,7 @@ data readers or the data files. Plain arrays only, read with allow_pickle=False.
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def load_frames(path: Path, manifest: Manifest) -> tuple[np.ndarray, str]:
             frames, described = stored["frames"], str(stored["described"])
     except FileNotFoundError:
         raise DataError(f"{path}: no such frames file") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, SyntaxError, tokenize.TokenError) as error:  # a damaged header: the last two
         raise DataError(f"{path}: not a frames file written by dpedge ({error})") from None
     try:
         return check_frames(manifest, frames), described

@@ -117,7 +117,7 @@ def read_meta(engine: Path) -> EngineMeta:
             "TensorRT version it was built for; rebuild it with --trt, which writes both"
         )
     try:
-        values = json.loads(path.read_text())
+        values = json.loads(path.read_text(encoding="utf-8"))
         if values.get("format") != META_FORMAT:
             raise ConfigError(f"{path}: not a dpedge engine metadata file (expected format {META_FORMAT!r})")
         if values.get("version") == 1:
@@ -125,7 +125,7 @@ def read_meta(engine: Path) -> EngineMeta:
         if values.get("version") != META_VERSION:
             raise ConfigError(f"{path}: metadata version {values.get('version')} is not supported (this dpedge reads {META_VERSION})")
         meta = EngineMeta(**values)
-    except (json.JSONDecodeError, TypeError, AttributeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
         raise ConfigError(f"{path}: malformed engine metadata ({error})") from None
     for field_name in ("onnx", "manifest"):
         name = getattr(meta, field_name)
@@ -236,7 +236,8 @@ def engine_io(trt: ModuleType, engine, api: TrtApi) -> list[IoTensor]:
 
 class Execution:
     """An execution context with page-locked host and device buffers for every tensor,
-    allocated once: the engine's shapes are fixed (batch 1, manifest shapes).
+    allocated once at the engine's own shapes (batch 1), which must be the manifest's: the
+    frames copied in and the outputs copied out are checked against the manifest.
 
     Buffers take the engine's dtypes, which may differ from the manifest's: TensorRT 8
     turns the int64 `bucket` output into int32."""
@@ -255,14 +256,19 @@ class Execution:
             )
         self.inputs = [t.name for t in tensors if t.is_input]
         self.outputs = [t.name for t in tensors if not t.is_input]
+        for tensor in tensors:  # a dynamic input runs at the manifest's shape (batch 1)
+            if tensor.is_input and -1 in tensor.shape:
+                self.context.set_input_shape(tensor.name, tuple(specs[tensor.name].shape))
+        shapes = {t.name: tuple(self.context.get_tensor_shape(t.name)) if -1 in t.shape else t.shape for t in tensors}
+        differ = [f"{name} {list(shape)} (manifest: {specs[name].shape})" for name, shape in shapes.items() if list(shape) != list(specs[name].shape)]
+        if differ:
+            raise ConfigError(f"{path}: the engine's tensors are not its manifest's: {'; '.join(differ)}; rebuild the engine from the graph beside it")
         self.host: dict[str, np.ndarray] = {}
         self.device: dict[str, object] = {}  # pycuda DeviceAllocations
-        for tensor in tensors:
-            shape = tuple(specs[tensor.name].shape)
+        for tensor in tensors:  # sized by the engine's own shapes: what it reads and writes
+            shape = shapes[tensor.name]
             self.host[tensor.name] = cuda.pagelocked_empty(int(np.prod(shape)), tensor.dtype).reshape(shape)
             self.device[tensor.name] = cuda.mem_alloc(self.host[tensor.name].nbytes)
-            if tensor.is_input and -1 in tensor.shape:
-                self.context.set_input_shape(tensor.name, shape)
         self.bindings: list[int] = []
         if api.tensor_io:
             for tensor in tensors:

@@ -62,20 +62,26 @@ def fake_tegrastats() -> Callable[[Path, list[str], str], Path]:
     return make
 
 
+def fake_tensorrt_modules(build: TensorRTBuilder, version: str) -> tuple[list, dict[str, ModuleType]]:
+    """(log, modules): the tensorrt and pycuda that `build(version, log)` makes, with an
+    Orin (compute 8.7) as pycuda's current device, by the names they take in sys.modules.
+    A plain function, so that a child process can install them too (tests/test_kill.py)."""
+    log: list = []
+    trt, cuda = build(version, log)
+    device = SimpleNamespace(name=lambda: "Orin", compute_capability=lambda: (8, 7))
+    cuda.Context = SimpleNamespace(get_device=lambda: device)
+    pycuda = ModuleType("pycuda")
+    pycuda.driver = cuda
+    return log, {"tensorrt": trt, "pycuda": pycuda, "pycuda.driver": cuda, "pycuda.autoinit": ModuleType("pycuda.autoinit")}
+
+
 @pytest.fixture
 def install_fake_tensorrt(monkeypatch) -> Callable[[TensorRTBuilder, str], list]:
-    """install(build, version) → log: the tensorrt and pycuda that `build(version, log)`
-    makes stand in sys.modules for the rest of the test, with an Orin (compute 8.7) as
-    pycuda's current device."""
+    """install(build, version) → log: `fake_tensorrt_modules(build, version)` stand in
+    sys.modules for the rest of the test."""
 
     def install(build: TensorRTBuilder, version: str) -> list:
-        log: list = []
-        trt, cuda = build(version, log)
-        device = SimpleNamespace(name=lambda: "Orin", compute_capability=lambda: (8, 7))
-        cuda.Context = SimpleNamespace(get_device=lambda: device)
-        pycuda = ModuleType("pycuda")
-        pycuda.driver = cuda
-        modules = {"tensorrt": trt, "pycuda": pycuda, "pycuda.driver": cuda, "pycuda.autoinit": ModuleType("pycuda.autoinit")}
+        log, modules = fake_tensorrt_modules(build, version)
         for name, module in modules.items():
             monkeypatch.setitem(sys.modules, name, module)
         return log

@@ -72,6 +72,19 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["train", "--out", "x", "--arch", "depth"], "--arch takes KEY=VALUE"),
         (["train", "--out", "x", "--arch", "depth=3"], "simvp has no option 'depth'"),
         (["info", "/nonexistent/model.pt"], "no such file"),
+        (["train", "--out", "x", "--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
+        (["train", "--out", "x", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        (["train", "--out", "x", "--seed", "-1"], "--seed must be a whole number in [0, 2**32), got -1"),
+        (["train", "--out", "x", "--seed", str(2**64)], "--seed must be a whole number in [0, 2**32)"),
+        (["train", "--out", "x", "--distill", "nan"], "--distill must be a finite number ≥ 0"),
+        (["train", "--out", "x", "--budget", "0.5", "--activity-weight", "nan"], "--activity-weight must be a finite number"),
+        (["train", "--out", "x", "--arch", "spatial_channels=-8"], "simvp option spatial_channels must be a whole number in [1, 4096], got -8"),
+        (["train", "--out", "x", "--backbone", "vit", "--arch", "heads=0"], "vit option heads must be a whole number in [1, 4096], got 0"),
+        (["train", "--out", "x", "--size", "100000"], "taxibj: --size must be a whole number in [1, 2048], got 100000"),
+        (["train", "--out", "x", "--synthetic-frames", str(10**8)], "would take about 3052 GiB to generate (at most 4 GiB)"),
+        (["train", "--out", "x", "--init", "absent.pt"], "--init absent.pt: no such file"),
+        (["train", "--out", "x", "--resume"], "--resume: x holds no resume.pt to continue from"),
+        (["train", "--out", "x", "--resume", "--overwrite"], "choose one"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
@@ -80,6 +93,55 @@ def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (tmp_path / "x").exists(), "a failed command left an artifact"
+
+
+@pytest.mark.parametrize(
+    "arch, message",
+    [(["--arch", "spatial_channels=4096", "--arch", "temporal_channels=4096"], "parameters (at most 250,000,000)"),
+     (["--backbone", "convlstm", "--budget", "0.5", "--arch", "patch_size=4095"], "would pad the 32×32 grid to 32760×32760")],
+    ids=["parameters", "padding"],
+)
+def test_a_model_too_large_to_build_is_refused_once_the_data_give_its_shape(arch, message, tmp_path):
+    """Counted on torch's meta device: before, these sizes allocated until the machine ran out."""
+    result = dpedge("train", "--out", "x", "--synthetic-frames", "120", *arch, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and lines[0].startswith("data: ") and lines[1:] == [lines[-1]], result.stderr
+    assert lines[-1].startswith("error: ") and message in lines[-1]
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("layout", ["a file as --out", "a file above --out", "a run in --out"])
+def test_a_training_folder_that_cannot_take_the_run_is_refused_before_any_work(layout, tmp_path):
+    """Without these checks the first save, an epoch later, failed with a traceback, or
+    training silently overwrote the run already there."""
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.pt").write_bytes(b"an earlier run")
+    out, message = {"a file as --out": ("file", "a file, not a folder"),
+                    "a file above --out": ("file/run", "is a file, not a folder"),
+                    "a run in --out": ("run", "holds a run (model.pt): it has no resume.pt to continue from: replace it with --overwrite")}[layout]
+    result = dpedge("train", "--out", out, "--synthetic-frames", "120", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "data:" not in result.stderr, "refused before reading data"
+    assert (tmp_path / "file").read_text() == "mine" and (tmp_path / "run" / "model.pt").read_bytes() == b"an earlier run"
+
+
+def test_overwrite_replaces_the_run_in_the_folder_and_its_stale_metrics(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"an earlier run")
+    (out / "metrics.json").write_text("{}")
+    result = dpedge("train", *TINY, "--epochs", "1", "--out", out, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert load_model(out / "model.pt").metrics["epochs"] == 1
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_export_to_a_folder_is_refused_before_building_anything(tmp_path):
+    (tmp_path / "taken.onnx").mkdir()
+    result = dpedge("export", tmp_path / "model.pt", "-o", tmp_path / "taken.onnx")
+    assert result.returncode == 1 and "taken.onnx: a folder, not a file" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_a_cap_that_admits_no_region_is_refused_before_training_and_says_what_leaves_room(tmp_path):
@@ -238,3 +300,23 @@ def test_bench_layout_times_masks_and_widths():
     widths = [r for r in rows if r["kind"] == "width"]
     assert [(r["height"], r["width"]) for r in widths] == [(12, 20), (64, 64)]
     assert all(r["time_share"]["64"] == 1.0 and r["flops_share"]["8"] == 1 / 64 for r in widths)
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """The machine's refusals (ENOSPC on a Jetson's eMMC, EROFS, EACCES) are not dpedge
+    bugs: the user reads which file and why, in one line, and exit code 1."""
+    import errno
+
+    from dynaprune_edge import cli, files
+
+    def disk_full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(files, "fsync_path", disk_full)
+    monkeypatch.setattr(sys, "argv", ["dpedge", "train", *TINY, "--epochs", "1", "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and last.endswith(": No space left on device") and ".model.pt." in last, last
+    assert not list((tmp_path / "run").glob("*.pt")), "nothing half-written at a final name"

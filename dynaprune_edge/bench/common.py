@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -11,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from dynaprune_edge.data import SAMPLE, DataConfig, SpatioTemporalData
+from dynaprune_edge.data.radar import HDF5_SUFFIXES
+from dynaprune_edge.data.sources import resolve_files
 from dynaprune_edge.errors import CheckpointError, ConfigError
 from dynaprune_edge.export.cost_table import priced_config
 from dynaprune_edge.files import atomic_write_text
@@ -36,6 +39,14 @@ def bench_datasets(knmi: str | None = None) -> tuple[DataConfig, ...]:
     with dpedge (10×20 cells, most of them empty) and the real KNMI radar event from `knmi`
     (None: `default_knmi()`)."""
     return DataConfig("taxibj"), DataConfig("nycbike", path=SAMPLE), DataConfig("knmi", path=default_knmi() if knmi is None else knmi)
+
+
+def checked_knmi(knmi: str | None) -> str | None:
+    """`--knmi` as given, once it names KNMI files (a DataError now, not after the runs
+    before the KNMI rows)."""
+    if knmi is not None and knmi != SAMPLE:
+        resolve_files(os.path.expanduser(knmi), HDF5_SUFFIXES)
+    return knmi
 
 
 def checked_backbones(names: list[str]) -> list[str]:

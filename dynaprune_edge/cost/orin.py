@@ -105,7 +105,8 @@ class Device:
     @classmethod
     def chosen(cls, module: str | None = None, power_mode: str | None = None, precision: str | None = None) -> "Device":
         """The Orin the options name, the default (64 GB, MAXN, fp16) for any they leave out."""
-        return cls(module or DEFAULT_MODULE, power_mode or "MAXN", precision or "fp16")
+        return cls(DEFAULT_MODULE if module is None else module, "MAXN" if power_mode is None else power_mode,
+                   "fp16" if precision is None else precision)  # "" is a wrong name, not the default
 
     @property
     def mode(self) -> PowerMode:

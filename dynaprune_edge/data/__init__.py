@@ -13,6 +13,7 @@ from dynaprune_edge.data.base import (
     FrameSegments,
     Normalizer,
     SpatioTemporalData,
+    check_seed,
 )
 from dynaprune_edge.data.families import DATASETS, load_dataset
 
@@ -25,5 +26,6 @@ __all__ = [
     "FrameSegments",
     "Normalizer",
     "SpatioTemporalData",
+    "check_seed",
     "load_dataset",
 ]

@@ -8,16 +8,28 @@ statistics of the training split only, plus what is needed to get physical units
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
+
+from dynaprune_edge.errors import ConfigError
 
 SAMPLE = "sample"
 """`--data sample`: the small real sample bundled with dpedge (knmi, weatherbench, nycbike)."""
+SEEDS = 2**32
+"""Seeds are whole numbers in [0, 2³²): what numpy's generators and torch's both accept
+(numpy refuses negative seeds, torch overflows past 2⁶⁴)."""
+
+
+def check_seed(seed: object) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEEDS:
+        raise ConfigError(f"--seed must be a whole number in [0, 2**32), got {seed!r}")
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,16 @@ class DataConfig:
     size: int | None = None
     synthetic_frames: int | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Types only (the family's checks of the values come when it is loaded): a config
+        is also read back from files dpedge was handed (model.pt, manifests)."""
+        if not isinstance(self.name, str) or (self.path is not None and not isinstance(self.path, str)):
+            raise ConfigError(f"data config: the name and path must be text, got {self.name!r} and {self.path!r}")
+        for option in ("frames_in", "frames_out", "size", "synthetic_frames", "seed"):
+            value = getattr(self, option)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ConfigError(f"data config: {option} must be a whole number, got {value!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,7 +102,14 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Normalizer":
-        return cls(np.array(values["mean"]), np.array(values["std"]))
+        """ValueError unless mean and std are equally long lists of finite numbers, std > 0
+        (a checkpoint's normaliser is read from a file the user was handed)."""
+        mean, std = (np.asarray(values[key], dtype=np.float64) for key in ("mean", "std"))
+        if mean.ndim != 1 or mean.shape != std.shape or not mean.size:
+            raise ValueError(f"normaliser mean {mean.shape} and std {std.shape} must be equally long lists")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("normaliser mean and std must be finite, std > 0")
+        return cls(mean, std)
 
 
 @dataclass
@@ -110,6 +139,26 @@ class SpatioTemporalData:
     @property
     def is_synthetic(self) -> bool:
         return self.source == "synthetic"
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of every split's frames (shapes and physical values): what `--resume`
+        compares, so that a file changed at the same path is not trained on as if it
+        were the one the run began with. Computed once, when first asked for."""
+        digest = hashlib.sha256()
+
+        def add(split: Dataset) -> None:
+            if isinstance(split, Subset):  # some windows of a split: which ones, of what
+                digest.update(np.asarray(split.indices, dtype=np.int64).tobytes())
+                add(split.dataset)
+                return
+            for segment in split.segments:
+                digest.update(repr(tuple(segment.shape)).encode())
+                digest.update(segment.numpy().tobytes())
+
+        for split in (self.train, self.val, self.test):
+            add(split)
+        return digest.hexdigest()
 
     def describe(self) -> str:
         kind = "synthetic" if self.is_synthetic else f"real: {self.source}"

@@ -11,16 +11,26 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from dynaprune_edge.data.base import SAMPLE, DataConfig, DatasetFamily, Normalizer, SpatioTemporalData
+from dynaprune_edge.data.base import SAMPLE, DataConfig, DatasetFamily, Normalizer, SpatioTemporalData, check_seed
 from dynaprune_edge.data.radar import Knmi, Sevir
 from dynaprune_edge.data.sources import sample_path
 from dynaprune_edge.data.taxibj import NycBike, TaxiBJ
 from dynaprune_edge.data.weatherbench import WeatherBench
 from dynaprune_edge.data.windows import WindowDataset, check_windows_fit
-from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.registry import Registry
 
 DATASETS: Registry[DatasetFamily] = Registry("dataset", [TaxiBJ(), NycBike(), WeatherBench(), Sevir(), Knmi()])
+MAX_SIZE = 2048
+"""Largest --size in pixels: above every family's native grid (KNMI's 765×700, ERA5's
+721×1440), and a bound on what a mistyped size can make a run allocate."""
+MAX_WINDOW_FRAMES = 1000
+"""Largest --frames-in and --frames-out: far beyond any forecaster's horizon."""
+MAX_SYNTHETIC_BYTES = 4 * 2**30
+"""What generating a synthetic series may take (float64): 4 GiB, ~500 times the default
+TaxiBJ series, instead of a series of a mistyped length exhausting the memory."""
+SYNTHETIC_WIDTH_BOUND = 2
+"""Synthetic grids are at most twice as wide as high (weatherbench, nycbike)."""
 
 
 def complete_config(config: DataConfig, family: DatasetFamily) -> DataConfig:
@@ -42,19 +52,34 @@ def complete_config(config: DataConfig, family: DatasetFamily) -> DataConfig:
             defaults.synthetic_frames if config.synthetic_frames is None else config.synthetic_frames
         ),
     )
-    for option in ("frames_in", "frames_out", "synthetic_frames"):
+    for option, most in (("frames_in", MAX_WINDOW_FRAMES), ("frames_out", MAX_WINDOW_FRAMES), ("synthetic_frames", None), ("size", MAX_SIZE)):
         value = getattr(filled, option)
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{config.name}: {option} must be a whole number ≥ 1, got {value!r}")
-    if not isinstance(filled.size, int) or filled.size < 1:
-        raise ConfigError(f"{config.name}: size must be a whole number of pixels ≥ 1, got {filled.size!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (most is not None and value > most):
+            bound = "≥ 1" if most is None else f"in [1, {most}]"
+            raise ConfigError(f"{config.name}: --{option.replace('_', '-')} must be a whole number {bound}, got {value!r}")
+    check_seed(filled.seed)
+    if filled.path is None:
+        values = filled.synthetic_frames * defaults.channels * filled.size * SYNTHETIC_WIDTH_BOUND * filled.size
+        if values * 8 > MAX_SYNTHETIC_BYTES:  # generated in float64
+            raise ConfigError(
+                f"{config.name}: {filled.synthetic_frames} synthetic frames of {filled.size} pixels would take about "
+                f"{values * 8 / 2**30:.0f} GiB to generate (at most {MAX_SYNTHETIC_BYTES // 2**30} GiB): "
+                "lower --synthetic-frames or --size"
+            )
     return filled
 
 
-def load_dataset(config: DataConfig) -> SpatioTemporalData:
-    """Config → normalised train/val/test windows; the same config always gives the same data."""
+def load_dataset(config: DataConfig, recorded_in: str | None = None) -> SpatioTemporalData:
+    """Config → normalised train/val/test windows; the same config always gives the same data.
+
+    recorded_in: the file the config was read from (a model.pt, a manifest), when it is not
+    the user's own option. Its path is then never globbed recursively: a `**` pattern in a
+    file someone handed over could walk the whole filesystem."""
     family = DATASETS.get(config.name)
     config = complete_config(config, family)
+    if recorded_in is not None and config.path is not None and "**" in config.path:
+        raise DataError(f"{recorded_in} records the data as the recursive pattern {config.path}, which dpedge does not follow "
+                        "from a file: pass the data with --data")
     if config.path is None:
         source = "synthetic"
         segments = family.synthesize(config)

@@ -46,12 +46,25 @@ FRAME_SECONDS = 300
 SEVIR_EVENT_FRAMES = 49
 
 
-def _dataset(handle, name: str, path: str):
+def _member(handle, name: str, path: str):
+    """The group or dataset `name` of an open HDF5 file, DataError listing what is there if absent."""
     if name not in handle:
         found = []
         handle.visit(found.append)
         raise DataError(f"{path}: no dataset {name!r}; found: {', '.join(found) or 'nothing'}")
     return handle[name]
+
+
+def _dataset(handle, name: str, path: str):
+    """The numeric dataset `name` (DataError if it is missing, a group, or holds text)."""
+    import h5py
+
+    node = _member(handle, name, path)
+    if not isinstance(node, h5py.Dataset):
+        raise DataError(f"{path}: {name} is a group, not an array")
+    if not (np.issubdtype(node.dtype, np.number) and not np.issubdtype(node.dtype, np.complexfloating)):
+        raise DataError(f"{path}: {name} holds {node.dtype}, not numbers")
+    return node
 
 
 # ----------------------------------------------------------------------------- SEVIR
@@ -146,7 +159,7 @@ def _knmi_time(path: str, handle) -> int:
 
 
 def _knmi_frame(path: str, handle) -> _KnmiFrame:
-    calibration = _dataset(handle, KNMI_CALIBRATION, path).attrs
+    calibration = _member(handle, KNMI_CALIBRATION, path).attrs
     if "calibration_formulas" not in calibration:
         raise DataError(f"{path}: no attribute {KNMI_CALIBRATION}/calibration_formulas")
     formula = _attribute_text(calibration["calibration_formulas"])
@@ -154,11 +167,12 @@ def _knmi_frame(path: str, handle) -> _KnmiFrame:
     if not match:
         raise DataError(f"{path}: cannot parse calibration formula {formula!r} (expected GEO=a*PV+b)")
     slope, sign, offset = match.groups()
-    missing = {
-        int(code)
-        for key in ("calibration_missing_data", "calibration_out_of_image")
-        for code in np.atleast_1d(calibration.get(key, 65535))
-    }
+    missing = set()
+    for key in ("calibration_missing_data", "calibration_out_of_image"):
+        codes = np.atleast_1d(calibration.get(key, 65535))
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise DataError(f"{path}: {KNMI_CALIBRATION}/{key} must be whole numbers (pixel codes), got {codes.tolist()!r}"[:300])
+        missing.update(int(code) for code in codes)
     return _KnmiFrame(
         path=path,
         seconds=_knmi_time(path, handle),

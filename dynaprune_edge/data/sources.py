@@ -71,17 +71,62 @@ def _opened(open_file: Callable[[str], object], path: str, kind: str) -> Iterato
         yield handle
 
 
-def open_hdf5(path: str):
-    """h5py.File (read-only) that reports unreadable or corrupt files as DataError."""
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # netCDF-4 files are HDF5 files
+
+
+def check_self_contained(handle, path: str) -> None:
+    """DataError if an object of the open HDF5 file takes its bytes from elsewhere: external
+    storage (the raw bytes of any other file), a virtual dataset (other files' datasets) or
+    an external link. HDF5 follows them all when a dataset is read, so a crafted radar file
+    could otherwise pull any file this user can read into the training frames."""
     import h5py
 
-    return _opened(lambda name: h5py.File(name, "r"), path, "HDF5")
+    def problem(name: str, link) -> str | None:  # a value other than None stops the visit
+        if isinstance(link, h5py.ExternalLink):
+            return f"{name} links to another file ({link.filename})"
+        node = handle.get(name) if isinstance(link, h5py.HardLink) else None
+        if isinstance(node, h5py.Dataset) and (node.external or node.is_virtual):
+            return f"dataset {name} keeps its data in other files"
+        return None
+
+    try:
+        found = handle.visititems_links(problem)
+    except (RuntimeError, OSError, KeyError, ValueError) as error:  # damaged metadata surfaces as any of these
+        raise DataError(f"{path}: not a readable HDF5 file ({error})") from None
+    if found:
+        raise DataError(f"{path}: {found}; dpedge reads self-contained files only")
+
+
+def open_hdf5(path: str):
+    """h5py.File (read-only) that reports unreadable, corrupt or not self-contained files
+    as DataError."""
+    import h5py
+
+    def open_checked(name: str):
+        handle = h5py.File(name, "r")
+        try:
+            check_self_contained(handle, name)
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    return _opened(open_checked, path, "HDF5")
 
 
 def open_netcdf(path: str):
-    """netCDF4.Dataset (read-only) that reports unreadable or corrupt files as DataError."""
+    """netCDF4.Dataset (read-only) that reports unreadable or corrupt files as DataError;
+    a netCDF-4 file (HDF5 inside) must be self-contained, as `open_hdf5` checks."""
     import netCDF4
 
+    try:
+        with open(path, "rb") as file:
+            hdf5 = file.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+    except OSError as error:
+        raise DataError(f"{path}: not a readable netCDF file ({error})") from None
+    if hdf5:
+        with open_hdf5(path):
+            pass
     return _opened(lambda name: netCDF4.Dataset(name, "r"), path, "netCDF")
 
 

@@ -15,6 +15,7 @@ NYCBike2 (`nycbike`) has the same layout and scale on a 10×20 grid.
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 
 import numpy as np
@@ -34,7 +35,7 @@ ARRAYS = ("X_train", "Y_train", "X_test", "Y_test")
 def _load_npz(path: str) -> dict[str, np.ndarray]:
     try:
         archive = np.load(path)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, SyntaxError, tokenize.TokenError) as error:  # a damaged header: the last two
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single array, not OpenSTL's TaxiBJ .npz ({', '.join(ARRAYS)})")
@@ -47,12 +48,15 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
             )
         try:
             return {name: archive[name] for name in ARRAYS}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, SyntaxError, tokenize.TokenError) as error:
             raise DataError(f"{path}: cannot read the arrays ({error})") from None
 
 
 def _windows(inputs: np.ndarray, targets: np.ndarray, config: DataConfig, path: str) -> np.ndarray:
     """X (N, T_in, C, H, W) and Y (N, T_out, C, H, W) → (N, T_in + T_out, C, H, W) in [0, 1]."""
+    for name, array in (("X", inputs), ("Y", targets)):
+        if not (np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating)):
+            raise DataError(f"{path}: the {name} arrays hold {array.dtype}, not numbers")
     expected = {"frames_in": (inputs, config.frames_in), "frames_out": (targets, config.frames_out)}
     for option, (array, frames) in expected.items():
         if array.ndim != 5 or array.shape[1] != frames or array.shape[2] != 2:

@@ -61,6 +61,8 @@ def _read_file(path: str) -> _FileContents:
             if dim not in dataset.variables:
                 raise DataError(f"{path}: no coordinate variable {dim!r} for {VARIABLE}")
             coordinates.append(dataset.variables[dim])
+        if not (isinstance(variable.dtype, np.dtype) and np.issubdtype(variable.dtype, np.number)):  # not str, VLEN or compound
+            raise DataError(f"{path}: {VARIABLE} holds {variable.dtype}, not numbers")
         # NaN (the ERA5 _FillValue) and any other fill value both become NaN, then rejected.
         values = np.ma.filled(np.ma.asarray(read_array(variable, path)).astype(np.float32), np.nan)
         require_finite(values, path)
@@ -69,7 +71,7 @@ def _read_file(path: str) -> _FileContents:
         try:
             dates = netCDF4.num2date(read_array(time, path), time.units, calendar)
             seconds = np.asarray(netCDF4.date2num(dates, EPOCH, calendar))
-        except (AttributeError, ValueError, TypeError) as error:
+        except (AttributeError, ValueError, TypeError, KeyError) as error:  # KeyError: a calendar cftime does not know
             raise DataError(f"{path}: cannot decode the time coordinate ({error})") from None
         grid = (read_array(coordinates[1], path), read_array(coordinates[2], path))
     return _FileContents(values, np.round(seconds).astype(np.int64), grid)

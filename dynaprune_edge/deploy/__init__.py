@@ -65,14 +65,16 @@ def local_files(model: Path, options: DeployOptions, log: Callable[[str], None])
     """What goes to the device, each graph before its manifest: the model, its dense twin
     (the profile's baseline), and, for profiling or int8 calibration, the validation windows
     in a frames file (the device needs no torch and no data for them)."""
+    from dynaprune_edge.export.tensorrt.build import onnx_input_dynamic
     from dynaprune_edge.profile import dense_twin, profile_frames
     from dynaprune_edge.runtime.frames import frames_path, save_frames
 
     manifest = read_manifest(model)
+    onnx_input_dynamic(model, manifest.input)  # a graph its manifest does not describe stays here
     files = [model, manifest_path(model)]
     twin = dense_twin(model, model, manifest, log)
     if twin != model:
-        read_manifest(twin)
+        onnx_input_dynamic(twin, read_manifest(twin).input)
         files += [twin, manifest_path(twin)]
     if options.profile or options.precision == "int8":
         frames, described = profile_frames(manifest, model, options.data, options.samples)
@@ -86,13 +88,14 @@ def deploy(model: Path, target: Target, options: DeployOptions, console: Console
     model = Path(model)
     if model.suffix != ".onnx" or not model.is_file():
         raise ConfigError(f"{model}: expected an exported .onnx (dpedge export MODEL.pt writes one)")
+    # what goes over first: a damaged pair or bad --data is refused before connecting
+    files = local_files(model, options, lambda line: stderr_console.print(line, markup=False, highlight=False))
+    size = sum(f.stat().st_size for f in files)
     session = Session(target)
     folder = remote_path(options.remote_dir)
     dpedge = options.remote_dpedge
     facts = device(session, dpedge, folder)
     show_device(target, facts, console)
-    files = local_files(model, options, lambda line: stderr_console.print(line, markup=False, highlight=False))
-    size = sum(f.stat().st_size for f in files)
     check_device(facts, options, size, target)
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),

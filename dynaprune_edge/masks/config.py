@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from dynaprune_edge.cost import COST_TARGETS
@@ -64,14 +65,21 @@ class PruningConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "width_levels", tuple(float(w) for w in self.width_levels))
+        numbers = ("budget", "max_cost", "activity_weight", "flops_weight", "soft_fraction", "soft_temperature", "hard_temperature", "keep_bias")
+        for name in numbers:  # NaN passes every comparison below: refuse it first
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+        for name in ("region_size", "group_size", "generator_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number ≥ 1, got {value!r}")
         if not 0.0 < self.budget <= 1.0:
             raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")
-        if self.region_size < 1 or self.region_size & (self.region_size - 1):
+        if self.region_size & (self.region_size - 1):
             raise ConfigError(f"region size must be a power of 2, got {self.region_size}")
         if self.activity_weight < 0:
             raise ConfigError(f"--activity-weight must be ≥ 0, got {self.activity_weight}")
-        if self.group_size < 1:
-            raise ConfigError(f"group size must be ≥ 1, got {self.group_size}")
         if self.group_order not in GROUP_ORDERS:
             raise ConfigError(f"group order must be one of {', '.join(GROUP_ORDERS)}, got {self.group_order!r}")
         if self.cost not in COST_TARGETS:
@@ -79,7 +87,7 @@ class PruningConfig:
         if self.max_cost is not None and not self.budget <= self.max_cost <= 1.0:
             raise ConfigError(f"--max-cost must be in [budget ({self.budget}), 1], got {self.max_cost}")
         levels = self.width_levels
-        if not levels or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
+        if not levels or not all(map(math.isfinite, levels)) or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
             raise ConfigError(f"width levels must rise to 1.0, got {levels}")
 
     @property

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import torch
+
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.models.base import Backbone, DynaPruner, Forecast, ForecastShape, ModelConfig, padded_shape
 from dynaprune_edge.models.convlstm import ConvLSTM
@@ -15,6 +17,13 @@ from dynaprune_edge.registry import Registry
 BACKBONES: Registry[type[Backbone]] = Registry("backbone", [SimVP, ConvLSTM, PatchTransformer])
 """Every backbone, by name. A new one is a module of this package and an entry here; the
 tests parametrize over this table and the exporter needs nothing more."""
+MAX_SIZE_OPTION = 4096
+"""Every backbone size (widths, depths, patches, kernels) is a whole number in [1, 4096]."""
+MAX_PARAMETERS = 250_000_000
+"""Largest model dpedge builds: 4 GB of weights and AdamW state, some hundred times an edge
+forecaster; a bound on what mistyped --arch sizes can make a run allocate."""
+MAX_PADDED_SIDE = 4096
+"""Largest side of the grid a model runs on once padded to its regions and strides."""
 
 
 def backbone_options(backbone: str, overrides: dict[str, str]) -> dict:
@@ -30,7 +39,31 @@ def backbone_options(backbone: str, overrides: dict[str, str]) -> dict:
             values[key] = type(values[key])(raw)
         except ValueError:
             raise ConfigError(f"{backbone} option {key}={raw!r} is not a {type(values[key]).__name__}") from None
+    for key, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SIZE_OPTION:
+            raise ConfigError(f"{backbone} option {key} must be a whole number in [1, {MAX_SIZE_OPTION}], got {value!r}")
     return values
+
+
+def check_model_size(config: ModelConfig) -> None:
+    """ConfigError if the model would have more than MAX_PARAMETERS parameters or pad its
+    grid beyond MAX_PADDED_SIDE (large patches or regions), found on torch's meta device
+    (shapes, no memory) before a byte of it is allocated."""
+    flops_priced = dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None))
+    with torch.device("meta"):  # the size does not depend on the cost target (whose table may not exist yet)
+        model = build_model(flops_priced)
+    parameters = sum(p.numel() for p in model.parameters())
+    padded = model.backbone.shape
+    if max(padded.height, padded.width) > MAX_PADDED_SIDE:
+        raise ConfigError(
+            f"{config.backbone}'s strides and regions would pad the {config.shape.height}×{config.shape.width} grid to "
+            f"{padded.height}×{padded.width} (at most {MAX_PADDED_SIDE} per side): choose a smaller --region-size or patch_size"
+        )
+    if parameters > MAX_PARAMETERS:
+        raise ConfigError(
+            f"{config.backbone} with {', '.join(f'{k}={v}' for k, v in config.options.items())} would have "
+            f"{parameters:,} parameters (at most {MAX_PARAMETERS:,}): choose smaller --arch sizes"
+        )
 
 
 def region_side(config: ModelConfig) -> int:
@@ -53,4 +86,4 @@ def build_model(config: ModelConfig) -> DynaPruner:
     return DynaPruner(backbone, config.pruning, side, config.shape)
 
 
-__all__ = ["BACKBONES", "Backbone", "DynaPruner", "Forecast", "ForecastShape", "ModelConfig", "backbone_options", "build_model"]
+__all__ = ["BACKBONES", "Backbone", "DynaPruner", "Forecast", "ForecastShape", "ModelConfig", "backbone_options", "build_model", "check_model_size"]

@@ -43,6 +43,11 @@ class ForecastShape:
     height: int
     width: int
 
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"forecast shape: {name} must be a whole number ≥ 1, got {value!r}")
+
 
 class Backbone(nn.Module, ABC):
     """A forecaster made of layer types (`dynaprune_edge.layers`), whose forward is written

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from dynaprune_edge.data import DataConfig, Normalizer
-from dynaprune_edge.errors import CheckpointError
+from dynaprune_edge.errors import CheckpointError, DpedgeError
 from dynaprune_edge.files import atomic_write
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 
@@ -40,7 +40,9 @@ def safe_load(path: Path, kind: str) -> dict:
         with warnings.catch_warnings():  # torch's notes on foreign pickles: we refuse those anyway
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        if not is_pickle(path, error):
+            raise CheckpointError(f"{path}: not a dpedge {kind} (neither a torch zip nor a pickle)") from None
         raise CheckpointError(
             f"{path}: refused: loading it would run code or build objects that a dpedge "
             f"{kind} never holds (only tensors, numbers and strings are read)"
@@ -57,6 +59,15 @@ def safe_load(path: Path, kind: str) -> dict:
     if payload.get("kind") != kind:
         raise CheckpointError(f"{path}: a dpedge {payload.get('kind')}, not a {kind}")
     return payload
+
+
+def is_pickle(path: Path, error: pickle.UnpicklingError) -> bool:
+    """Whether torch's safe unpickler refused a pickle (one naming code or classes to build)
+    rather than bytes of another kind, which it reports with the same exception: a torch
+    zip or a binary pickle (protocol ≥ 2, opcode 0x80 first), or a text pickle naming a global."""
+    with open(path, "rb") as file:
+        start = file.read(2)
+    return start == b"PK" or start[:1] == b"\x80" or "global" in str(error).lower()
 
 
 def header(kind: str) -> dict:
@@ -92,12 +103,22 @@ def load_model(path: Path) -> TrainedModel:
         model_config = ModelConfig.from_dict(payload["model_config"])
         model = build_model(model_config)
         model.load_state_dict(payload["state_dict"])
-        return TrainedModel(
-            model.eval(),
-            model_config,
-            DataConfig.from_dict(payload["data_config"]),
-            Normalizer.from_dict(payload["normalizer"]),
-            payload.get("metrics", {}),
-        )
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: damaged dpedge model ({type(error).__name__}: {error})".splitlines()[0]) from None
+        metrics = payload.get("metrics", {})
+        if not isinstance(metrics, dict):
+            raise TypeError(f"metrics are a {type(metrics).__name__}, not a dict")
+        normalizer = Normalizer.from_dict(payload["normalizer"])
+        if len(normalizer.mean) != model_config.shape.channels:
+            raise ValueError(f"a normaliser of {len(normalizer.mean)} channels for a model of {model_config.shape.channels}")
+        return TrainedModel(model.eval(), model_config, DataConfig.from_dict(payload["data_config"]), normalizer, metrics)
+    except DAMAGED as error:
+        raise damaged(path, "model", error) from None
+
+
+DAMAGED = (KeyError, TypeError, ValueError, AttributeError, RuntimeError, DpedgeError)
+"""What reading the fields of a checkpoint that passed `safe_load` raises when they are
+wrong (missing, of another type, out of range): the file is damaged or crafted."""
+
+
+def damaged(path: Path, kind: str, error: Exception) -> CheckpointError:
+    """The one-line error for a checkpoint whose fields do not hold what dpedge wrote."""
+    return CheckpointError(f"{path}: damaged dpedge {kind} ({type(error).__name__}: {error})".splitlines()[0])

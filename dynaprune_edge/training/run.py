@@ -6,12 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
-from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.errors import CheckpointError, ConfigError
+from dynaprune_edge.files import check_writable
 from dynaprune_edge.masks import PruningConfig
-from dynaprune_edge.models import ForecastShape, ModelConfig, backbone_options
-from dynaprune_edge.training.trainer import TrainConfig, Trainer
+from dynaprune_edge.models import ForecastShape, ModelConfig, backbone_options, check_model_size
+from dynaprune_edge.training.checkpoint import safe_load
+from dynaprune_edge.training.trainer import METRICS_FILE, MODEL_FILE, RESUME_FILE, TrainConfig, Trainer
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,44 @@ class RunSpec:
                    emulated_orin(pruning.cost, device))
 
 
+def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Before any work: `out` must be a folder (or nothing yet); a run already in it is
+    continued (`resume`) or replaced (`overwrite`, which drops its metrics.json at once:
+    they describe the run being replaced), never overwritten silently."""
+    check_writable(out, "--out", folder=True)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out, --overwrite replaces it: choose one")
+    if resume:
+        if not (out / RESUME_FILE).is_file():
+            raise ConfigError(f"--resume: {out} holds no {RESUME_FILE} to continue from")
+        check_resume_state(out)
+        return
+    found = [name for name in (MODEL_FILE, RESUME_FILE) if (out / name).exists()]
+    if found and not overwrite:
+        how = "continue it with --resume, or replace it" if RESUME_FILE in found else f"it has no {RESUME_FILE} to continue from: replace it"
+        raise ConfigError(f"--out {out} holds a run ({', '.join(found)}): {how} with --overwrite")
+    if overwrite:
+        (out / METRICS_FILE).unlink(missing_ok=True)
+
+
+def check_resume_state(out: Path) -> None:
+    """A damaged resume.pt is refused before the data are read: its header, and its weights
+    against those of the model.pt beside it (the same network, written just before it)."""
+    state = safe_load(out / RESUME_FILE, "resume state")
+    if not (out / MODEL_FILE).is_file():
+        return
+    shapes = {}
+    for path, payload in ((out / RESUME_FILE, state), (out / MODEL_FILE, safe_load(out / MODEL_FILE, "model"))):
+        weights = payload.get("state_dict")
+        if not isinstance(weights, dict) or not all(isinstance(w, torch.Tensor) for w in weights.values()):
+            raise CheckpointError(f"{path}: damaged dpedge checkpoint (its weights are not a dict of tensors)")
+        shapes[path] = {name: tuple(w.shape) for name, w in weights.items()}
+    resumed, modelled = shapes.values()
+    if resumed != modelled:
+        raise CheckpointError(f"{out / RESUME_FILE}: its weights are not those of the {MODEL_FILE} beside it (names or shapes differ): "
+                              "damaged; train into a new --out directory, or replace the run with --overwrite")
+
+
 def emulated_orin(cost: str, device: dict | None) -> dict | None:
     """The Orin `--cost orin-emu` prices on, as RunSpec stores it (defaults filled in,
     checked); None when no option chose one. Other cost targets refuse the options."""
@@ -60,7 +102,9 @@ def model_config_for(spec: RunSpec, data: SpatioTemporalData) -> ModelConfig:
     """The model to train (a measured cost target's table is added by
     dynaprune_edge.export.cost_table.priced_config)."""
     shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
-    return ModelConfig(spec.backbone, shape, spec.options, spec.pruning)
+    config = ModelConfig(spec.backbone, shape, spec.options, spec.pruning)
+    check_model_size(config)
+    return config
 
 
 def train_run(spec: RunSpec, out: Path, resume: bool = False, data: SpatioTemporalData | None = None, config: ModelConfig | None = None) -> dict:

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
-from dynaprune_edge.data import SpatioTemporalData
+from dynaprune_edge.data import SpatioTemporalData, check_seed
 from dynaprune_edge.distributed import current_world, data_parallel
 from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.flops import FLOPS_CONVENTION
@@ -23,7 +23,7 @@ from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.files import atomic_write_text
-from dynaprune_edge.training.checkpoint import atomic_save, header, load_model, model_payload, safe_load
+from dynaprune_edge.training.checkpoint import DAMAGED, atomic_save, damaged, header, load_model, model_payload, safe_load
 from dynaprune_edge.training.sample_pruning import EpochPlan, SamplePruning, SampleScores, Stopwatch, batch_count, plan_epoch
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
@@ -61,8 +61,16 @@ class TrainConfig:
     sample_pruning: SamplePruning | None = None  # --st-prune (training/sample_pruning.py)
 
     def __post_init__(self) -> None:
-        if self.distill < 0:
-            raise ConfigError(f"--distill must be ≥ 0, got {self.distill}")
+        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{option} must be a whole number ≥ 1, got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight decay must be a finite number ≥ 0, got {self.weight_decay}")
+        check_seed(self.seed)
+        if not (math.isfinite(self.distill) and self.distill >= 0):
+            raise ConfigError(f"--distill must be a finite number ≥ 0, got {self.distill}")
         if self.distill > 0 and self.init is None:
             raise ConfigError("--distill needs --init: the dense model to distil from")
 
@@ -234,9 +242,11 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------
     def _identity(self) -> dict:
+        """What a resumed run must share with the interrupted one (the data by content)."""
         return {
             "model_config": self.model_config.to_dict(),
             "data_config": self.data.config.to_dict(),
+            "data_fingerprint": self.data.fingerprint,
             "train_config": asdict(self.config),
         }
 
@@ -268,21 +278,32 @@ class Trainer:
         """Continue after the last completed epoch of an interrupted run in `out`."""
         payload = safe_load(self.out / RESUME_FILE, "resume state")
         mismatched = [key for key, value in self._identity().items() if payload.get(key) != value]
+        if "data_config" in mismatched:  # other data options: of course other content
+            mismatched.remove("data_fingerprint")
         if mismatched:
+            named = {"data_fingerprint": "data content (the files at the same path changed)"}
             raise CheckpointError(
-                f"{self.out / RESUME_FILE}: was written with different {', '.join(mismatched)}; "
-                "resume with the same options, or train into a new --out directory"
+                f"{self.out / RESUME_FILE}: was written with different {', '.join(named.get(key, key) for key in mismatched)}; "
+                "resume with the same options and data, or train into a new --out directory"
             )
-        self.model.load_state_dict(payload["state_dict"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.step, self.epoch = payload["step"], payload["epoch"]
-        self.train_seconds = payload["train_seconds"]
-        self.history = json.loads(payload["history"])
+        try:
+            self.model.load_state_dict(payload["state_dict"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.step, self.epoch = payload["step"], payload["epoch"]
+            self.train_seconds = payload["train_seconds"]
+            self.history = json.loads(payload["history"])
+        except DAMAGED as error:
+            raise damaged(self.out / RESUME_FILE, "resume state", error) from None
+        counted = all(isinstance(count, int) and not isinstance(count, bool) and count >= 0 for count in (self.step, self.epoch))
+        timed = isinstance(self.train_seconds, (int, float)) and not isinstance(self.train_seconds, bool) and 0 <= self.train_seconds < math.inf
+        if not (counted and timed and self.epoch <= self.config.epochs and isinstance(self.history, list) and len(self.history) == self.epoch):
+            raise CheckpointError(f"{self.out / RESUME_FILE}: damaged dpedge resume state (step {self.step!r}, epoch {self.epoch!r} "
+                                  f"of {self.config.epochs}, {self.train_seconds!r} s, history not one entry per epoch)")
         if self.scores is not None:
             try:
                 self.scoring.seconds = payload["scoring_seconds"]
                 self.scores.load_state_dict(payload["sample_scores"])
-            except (KeyError, ConfigError) as error:
+            except DAMAGED as error:
                 raise CheckpointError(f"{self.out / RESUME_FILE}: no usable sample scores for --st-prune ({error})") from None
 
     # --- training ----------------------------------------------------------------

@@ -17,6 +17,7 @@ from dynaprune_edge.export.tensorrt.names import (
     JETPACK_TENSORRT,
     ORIN,
     calibration_cache_name,
+    check_jetpack,
     check_precision,
     engine_name,
     timing_cache_name,
@@ -24,7 +25,7 @@ from dynaprune_edge.export.tensorrt.names import (
 from dynaprune_edge.export.tensorrt.polygraphy import PARITY_SAMPLES, polygraphy_check
 from dynaprune_edge.files import atomic_write_bytes, sha256_file
 from dynaprune_edge.runtime.base import check_frames
-from dynaprune_edge.runtime.manifest import Manifest, manifest_path
+from dynaprune_edge.runtime.manifest import Manifest, TensorSpec, manifest_path
 from dynaprune_edge.runtime.tensorrt import (
     EngineMeta,
     TensorRTUnavailable,
@@ -46,18 +47,28 @@ class TrtOutcome:
     polygraphy: str  # the onnxruntime-vs-TensorRT check: PASSED / FAILED / not checked, and why
 
 
-def onnx_input_dynamic(onnx_path: Path, input_name: str) -> bool:
-    """Whether the graph's input has a symbolic or unknown dimension. Without the onnx
-    package, False: `dpedge export` writes fixed (batch-1) shapes."""
+def onnx_input_dynamic(onnx_path: Path, spec: TensorSpec) -> bool:
+    """Whether the graph's input `spec` (the manifest's) has a symbolic or unknown
+    dimension; ConfigError if the graph has no such input or fixes another shape for it
+    (a graph the manifest does not describe: buffers would be sized wrong). Without the
+    onnx package, False: `dpedge export` writes fixed (batch-1) shapes."""
     try:
         import onnx
     except ImportError:
         return False
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError and its kin: not an ONNX file
+        raise ConfigError(f"{onnx_path}: not an ONNX graph ({type(error).__name__})") from None
     for value in model.graph.input:
-        if value.name == input_name:
-            return any(not dim.HasField("dim_value") for dim in value.type.tensor_type.shape.dim)
-    raise ConfigError(f"{onnx_path}: the graph has no input {input_name!r}")
+        if value.name == spec.name:
+            dims = value.type.tensor_type.shape.dim
+            fixed = [dim.dim_value if dim.HasField("dim_value") else None for dim in dims]
+            if len(fixed) != len(spec.shape) or any(d is not None and d != s for d, s in zip(fixed, spec.shape)):
+                shown = ["?" if d is None else d for d in fixed]
+                raise ConfigError(f"{onnx_path}: the graph's input {spec.name} is {shown}, its manifest's {spec.shape}: re-export the model")
+            return None in fixed
+    raise ConfigError(f"{onnx_path}: the graph has no input {spec.name!r}")
 
 
 def build_or_explain(
@@ -75,8 +86,8 @@ def build_or_explain(
 
     calibration: real validation samples (N, T, C, H, W) in the graph's units
     (`Manifest.normalize` applied); int8 needs them unless its calibration cache
-    (`calibration_cache_name`, beside the ONNX) exists, which is then reused as is: delete
-    it to recalibrate. Other precisions use the first few as Polygraphy's inputs.
+    (`calibration_cache_name`, beside the ONNX and named by its hash) exists, which is then
+    reused as is: delete it to recalibrate. Other precisions use the first few as Polygraphy's inputs.
     timing_cache: loaded if present, saved after the build; default: one per device and
     TensorRT version beside the ONNX. jetpack: only names the engine in the trtexec command
     when TensorRT is not here (JetPack → TensorRT version, docs/design.md, "TensorRT and
@@ -87,21 +98,22 @@ def build_or_explain(
         raise ConfigError(f"{onnx_path}: no such ONNX file")
     if manifest.onnx != onnx_path.name:
         raise ConfigError(f"the manifest describes {manifest.onnx}, not {onnx_path.name}")
-    if jetpack not in JETPACK_TENSORRT:
-        raise ConfigError(f"unknown JetPack {jetpack!r}; known: {', '.join(JETPACK_TENSORRT)}")
+    check_jetpack(jetpack)
     if workspace_mib < 1:
         raise ConfigError(f"the TensorRT workspace must be ≥ 1 MiB, got {workspace_mib}")
+    dynamic = onnx_input_dynamic(onnx_path, manifest.input)
     frames = None if calibration is None else check_frames(manifest, calibration)
     try:
         target = current_target()
     except TensorRTUnavailable as unavailable:
-        return _explain(onnx_path, manifest, precision, JETPACK_TENSORRT[jetpack], timing_cache, workspace_mib, str(unavailable))
+        return _explain(onnx_path, manifest, precision, JETPACK_TENSORRT[jetpack], timing_cache, workspace_mib, str(unavailable), dynamic)
 
     api = trt_api(target.trt_version)
     folder = onnx_path.parent
     engine_path = folder / engine_name(onnx_path.stem, target.device, target.trt_version, precision)
     timing_cache = Path(timing_cache) if timing_cache else folder / timing_cache_name(target.device, target.trt_version)
-    calibration_cache = folder / calibration_cache_name(onnx_path.stem, target.trt_version)
+    onnx_sha256 = sha256_file(onnx_path)
+    calibration_cache = folder / calibration_cache_name(onnx_path.stem, onnx_sha256, target.trt_version)
     if precision == "int8" and frames is None and not calibration_cache.is_file():
         raise ConfigError(
             f"int8 needs calibration frames (real validation samples, shape (N, "
@@ -123,7 +135,7 @@ def build_or_explain(
             trt_version=target.trt_version,
             precision=precision,
             onnx=onnx_path.name,
-            onnx_sha256=sha256_file(onnx_path),
+            onnx_sha256=onnx_sha256,
             manifest=manifest_path(onnx_path).name,
             engine_sha256=hashlib.sha256(engine).hexdigest(),
         ),
@@ -139,11 +151,12 @@ def _explain(
     timing_cache: Path | None,
     workspace_mib: int,
     unavailable: str,
+    dynamic: bool,
 ) -> TrtOutcome:
     """The outcome where TensorRT is missing: the trtexec command for the Orin with
-    TensorRT `trt_version`."""
+    TensorRT `trt_version` (`dynamic`: the graph's input has a free dimension)."""
     engine = engine_name(onnx_path.stem, ORIN, trt_version, precision)
-    calibration = calibration_cache_name(onnx_path.stem, trt_version)
+    calibration = calibration_cache_name(onnx_path.stem, sha256_file(onnx_path), trt_version)
     has_calibration = (onnx_path.parent / calibration).is_file()
     command = trtexec_command(
         onnx_path.name,
@@ -151,7 +164,7 @@ def _explain(
         precision,
         manifest.input.name,
         manifest.input.shape,
-        dynamic=onnx_input_dynamic(onnx_path, manifest.input.name),
+        dynamic=dynamic,
         timing_cache=Path(timing_cache).name if timing_cache else timing_cache_name(ORIN, trt_version),
         calibration_cache=calibration if has_calibration else None,
         workspace_mib=workspace_mib,

@@ -40,9 +40,11 @@ def timing_cache_name(device: str, trt_version: str) -> str:
     return f"{device_slug(device)}.trt{short_version(trt_version)}.timing.cache"
 
 
-def calibration_cache_name(onnx_stem: str, trt_version: str) -> str:
-    """INT8 scales of one graph; portable across GPUs, not across TensorRT versions."""
-    return f"{onnx_stem}.trt{short_version(trt_version)}.int8.calib"
+def calibration_cache_name(onnx_stem: str, onnx_sha256: str, trt_version: str) -> str:
+    """INT8 scales of one graph; portable across GPUs, not across TensorRT versions. Named by
+    the graph's content too: a re-export at the same path (other weights, other --size)
+    must not build with the scales of the graph it replaced."""
+    return f"{onnx_stem}.{onnx_sha256[:12]}.trt{short_version(trt_version)}.int8.calib"
 
 
 def parity_tolerances(precision: str) -> tuple[float, float]:
@@ -53,3 +55,9 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     return precision
+
+
+def check_jetpack(jetpack: str) -> str:
+    if jetpack not in JETPACK_TENSORRT:
+        raise ConfigError(f"unknown JetPack {jetpack!r}; known: {', '.join(JETPACK_TENSORRT)}")
+    return jetpack

@@ -5,29 +5,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import h5py
-import netCDF4
+import data_files
 import numpy as np
 import pytest
 
 
 @pytest.fixture
 def write_t2m():
-    """write_t2m(path, values (time, lat, lon), variable="t2m", dims=(...), hours=None)."""
+    """write_t2m(path, values (time, lat, lon), variable="t2m", dims=(...), hours=None) → path."""
 
     def write(path, values, variable="t2m", dims=("time", "lat", "lon"), hours=None):
         values = np.asarray(values, dtype=np.float32)
-        with netCDF4.Dataset(path, "w") as dataset:
-            for dim, length in zip(dims, values.shape):
-                dataset.createDimension(dim, length)
-            if "time" in dims:
-                time = dataset.createVariable("time", "i8", ("time",))
-                time.units = "hours since 2019-03-01 00:00:00"
-                time[:] = np.arange(values.shape[0]) if hours is None else hours
-            for dim, length in zip(dims, values.shape):
-                if dim != "time":
-                    dataset.createVariable(dim, "f8", (dim,))[:] = np.linspace(50, 58, length)
-            dataset.createVariable(variable, "f4", dims)[...] = values
+        data_files.write_t2m(Path(path), values, None if hours is None else np.asarray(hours), dims=dims,
+                             coordinates=dims, variable=variable)
         return Path(path)
 
     return write
@@ -45,12 +35,7 @@ def write_knmi():
         for index, raw in enumerate(np.asarray(frames, dtype=np.uint16)):
             moment = start + timedelta(minutes=step_minutes * index)
             path = folder / f"RAD_NL25_RAP_5min_{moment:%Y%m%d%H%M}.h5"
-            with h5py.File(path, "w") as handle:
-                handle.create_dataset("image1/image_data", data=raw)
-                calibration = handle.create_group("image1/calibration")
-                calibration.attrs["calibration_formulas"] = np.bytes_(formula)
-                calibration.attrs["calibration_missing_data"] = np.array([65535], dtype=np.int32)
-                calibration.attrs["calibration_out_of_image"] = np.array([65535], dtype=np.int32)
+            data_files.write_knmi_frame(path, raw, formula=np.bytes_(formula))
             paths.append(path)
         return paths
 

@@ -133,7 +133,7 @@ def test_taxibj_layout_is_checked(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "fragment"),
-    [({"frames_in": 0}, "frames_in must be"), ({"frames_out": -2}, "frames_out must be"), ({"size": 0}, "size must be a whole number")],
+    [({"frames_in": 0}, "--frames-in must be"), ({"frames_out": -2}, "--frames-out must be"), ({"size": 0}, "--size must be a whole number")],
 )
 def test_impossible_options(options, fragment):
     _fails(DataConfig(name="knmi", **options), fragment, error=ConfigError)
@@ -141,3 +141,78 @@ def test_impossible_options(options, fragment):
 
 def test_size_larger_than_the_data_is_refused():
     _fails(DataConfig(name="weatherbench", path=SAMPLE, size=64), "does not upsample", error=ConfigError)
+
+
+def test_taxibj_arrays_of_text_are_refused(tmp_path):
+    path = tmp_path / "dataset.npz"
+    windows = np.full((20, 4, 2, 32, 32), "0.5")  # numbers as text: numpy would have cast them
+    np.savez(path, X_train=windows, Y_train=windows, X_test=windows, Y_test=windows)
+    _fails(DataConfig(name="taxibj", path=str(path)), str(path), "the X arrays hold <U3, not numbers")
+
+
+def test_knmi_codes_and_images_of_the_wrong_kind_are_refused(tmp_path, write_knmi):
+    frames = np.zeros((14, 16, 16), dtype=np.uint16)
+    paths = write_knmi(tmp_path / "codes", frames)
+    with h5py.File(paths[2], "a") as handle:
+        handle["image1/calibration"].attrs["calibration_missing_data"] = np.bytes_("none")
+    _fails(DataConfig(name="knmi", path=str(tmp_path / "codes")), str(paths[2]), "calibration_missing_data must be whole numbers")
+    paths = write_knmi(tmp_path / "group", frames)
+    with h5py.File(paths[1], "a") as handle:
+        del handle["image1/image_data"]
+        handle.create_group("image1/image_data")
+    _fails(DataConfig(name="knmi", path=str(tmp_path / "group")), str(paths[1]), "image1/image_data is a group, not an array")
+
+
+def _points_elsewhere(path, kind, secret):
+    """An HDF5 file whose `image1/image_data` takes its bytes from `secret` (another file)."""
+    with h5py.File(path, "a") as handle:
+        del handle["image1/image_data"]
+        if kind == "external storage":
+            handle.create_dataset("image1/image_data", (16, 16), dtype=np.uint16, external=[(str(secret), 0, 512)])
+        elif kind == "external link":
+            handle["image1/image_data"] = h5py.ExternalLink(str(secret), "/data")
+        else:
+            layout = h5py.VirtualLayout((16, 16), dtype=np.uint16)
+            layout[:] = h5py.VirtualSource(str(secret), "data", shape=(16, 16))
+            handle.create_virtual_dataset("image1/image_data", layout)
+
+
+@pytest.mark.parametrize("kind", ["external storage", "external link", "virtual dataset"])
+def test_hdf5_that_takes_its_bytes_from_another_file_is_refused(tmp_path, write_knmi, kind):
+    """A crafted radar file must not pull another file's bytes (a key, a password file)
+    into the training frames, which a trained model and its metrics would then reflect."""
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as handle:
+        handle["data"] = np.full((16, 16), 7, np.uint16)
+    if kind == "external storage":
+        secret = tmp_path / "secret.bin"
+        secret.write_bytes(bytes(range(256)) * 2)
+    paths = write_knmi(tmp_path / "radar", np.zeros((14, 16, 16), dtype=np.uint16))
+    _points_elsewhere(paths[5], kind, secret)
+    _fails(DataConfig(name="knmi", path=str(tmp_path / "radar")), str(paths[5]), "image1/image_data", "self-contained files only")
+
+
+def test_netcdf4_with_external_storage_is_refused(tmp_path, write_t2m):
+    path = write_t2m(tmp_path / "t2m.nc", np.full((40, 8, 8), 280.0))
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(40 * 64 * 4))
+    with h5py.File(path, "a") as handle:  # netCDF-4 is HDF5: the same storage can be put in
+        del handle["t2m"]
+        handle.create_dataset("t2m", (40, 8, 8), dtype=np.float32, external=[(str(secret), 0, 40 * 64 * 4)])
+    _fails(_weatherbench(path), str(path), "t2m keeps its data in other files")
+
+
+def test_a_recursive_pattern_is_not_followed_from_a_file_dpedge_was_handed(tmp_path):
+    config = DataConfig(name="taxibj", path=str(tmp_path / "**" / "*.npz"))
+    with pytest.raises(DataError, match=r"model.pt records the data as the recursive pattern .*\*\*.*: pass the data with --data"):
+        load_dataset(config, recorded_in="model.pt")
+    _fails(config, "no file matches this pattern")  # the user's own option: followed
+
+
+def test_impossible_recorded_values():
+    """What a model.pt or a manifest may hold in its data record."""
+    _fails(DataConfig(name="taxibj", seed=-1), "--seed must be", error=ConfigError)
+    for values, fragment in (({"path": 7}, "the name and path must be text"), ({"name": ["x"]}, "must be text"),
+                             ({"size": 4.5}, "size must be a whole number"), ({"frames_in": True}, "frames_in must be a whole number")):
+        with pytest.raises(ConfigError, match=fragment):
+            DataConfig.from_dict({"name": "taxibj", **values})

@@ -206,9 +206,9 @@ def test_importing_the_backend_imports_neither_torch_nor_tensorrt_nor_pycuda():
 # --- load and run, against a stand-in for TensorRT and pycuda ----------------------------
 
 
-def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.ModuleType]:
-    """Device memory is a dict of byte arrays; the "engine" computes forecast = 2·frames,
-    flops = 123, bucket = 1. Only the API of `version` exists on it: bindings before 10,
+def fake_modules(version: str, log: list, shape: list[int] = SHAPE) -> tuple[types.ModuleType, types.ModuleType]:
+    """Device memory is a dict of byte arrays; the "engine" (built for frames of `shape`)
+    computes forecast = 2·frames, flops = 123, bucket = 1. Only the API of `version` exists on it: bindings before 10,
     tensor names from 10 (where int64 outputs stay int64; TensorRT 8 makes them int32).
     `install_fake_tensorrt` adds the device."""
     memory: dict[int, np.ndarray] = {}
@@ -233,8 +233,8 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
 
     tensor_io = int(version.split(".")[0]) >= 10
     tensors = [
-        ("frames", True, tuple(SHAPE), np.float32),
-        ("forecast", False, tuple(SHAPE), np.float32),
+        ("frames", True, tuple(shape), np.float32),
+        ("forecast", False, tuple(shape), np.float32),
         ("flops", False, (), np.float32),
         ("bucket", False, (), np.int64 if tensor_io else np.int32),
     ]
@@ -321,6 +321,16 @@ def test_runs_a_batch_one_sample_at_a_time(tmp_path, write_engine, fake_tensorrt
         "threads": "n/a (GPU)",
         "model": str(engine),
     }
+
+
+@pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0"])
+def test_an_engine_of_other_shapes_than_its_manifest_is_refused_before_buffers_are_sized(tmp_path, write_engine, install_fake_tensorrt, version):
+    """Device buffers sized from a manifest that another --size re-export rewrote would let
+    the engine write past them: the engine's own shapes are compared first."""
+    install_fake_tensorrt(functools.partial(fake_modules, shape=[1, 4, 1, 16, 16]), version)
+    engine = write_engine(tmp_path, make_meta(trt_version=version))
+    with pytest.raises(ConfigError, match=r"the engine's tensors are not its manifest's: frames \[1, 4, 1, 16, 16\] \(manifest: \[1, 4, 1, 8, 8\]\)"):
+        load(engine, backend="trt")
 
 
 def test_the_real_device_check_refuses_an_engine_of_another_tensorrt(tmp_path, write_engine, fake_tensorrt):

@@ -133,10 +133,12 @@ def test_what_rank_zero_finds_every_rank_gets_and_only_rank_zero_finds_it(tmp_pa
 
 
 def test_a_failing_rank_ends_the_run_with_one_line_and_not_a_hang(tmp_path):
-    (tmp_path / "data.npz").write_bytes(b"not an npz")
-    result = dpedge("train", *TINY, "--data", tmp_path / "data.npz", "--nproc", "2", "--out", tmp_path / "run", timeout=300)
+    """The launcher checks the options and the data; an --init file is read by the ranks
+    (each needs the weights), so a damaged one fails in them."""
+    (tmp_path / "dense.pt").write_bytes(b"not a model")
+    result = dpedge("train", *TINY, "--init", tmp_path / "dense.pt", "--nproc", "2", "--out", tmp_path / "run", timeout=300)
     assert result.returncode == 1, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr, result.stderr
     assert lines[-1].startswith("error: training process ") and "failed (exit 1" in lines[-1], result.stderr
-    assert all(line.startswith("error: ") for line in lines), result.stderr  # each rank's one line, then the launcher's
+    assert all(line.startswith(("error: ", "data: ")) for line in lines), result.stderr  # each rank's one line, then the launcher's

@@ -109,10 +109,11 @@ def test_resuming_a_finished_run_trains_nothing_and_keeps_its_results(finished_r
         ("model_config", dict(budget=0.4)),
         ("model_config", dict(soft_fraction=0.5)),
         ("data_config", dict(data=dict(seed=1))),
+        ("data content (the files at the same path changed)", dict(content=True)),
         ("train_config", dict(train=dict(epochs=5))),  # extending a finished or killed run
         ("train_config", dict(train=dict(lr=1e-3))),
     ],
-    ids=["budget", "pruning_option", "data_seed", "epochs", "lr"],
+    ids=["budget", "pruning_option", "data_seed", "data_content", "epochs", "lr"],
 )
 def test_restore_with_different_options_is_refused_naming_what_differs(
     different, change, finished_run, build_trainer, data, train_config, tmp_path
@@ -121,6 +122,9 @@ def test_restore_with_different_options_is_refused_naming_what_differs(
     options = dict(change)
     if "data" in change:
         options["data"] = load_dataset(dataclasses.replace(data.config, **change["data"]))
+    if options.pop("content", False):  # the same options, a file that changed since
+        options["data"] = load_dataset(data.config)
+        options["data"].val.segments[0][0, 0, 0, 0] += 1.0
     if "train" in change:
         options["train"] = dataclasses.replace(train_config, **change["train"])
     trainer = build_trainer(tmp_path, **options)

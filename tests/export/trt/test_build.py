@@ -18,6 +18,7 @@ from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.export.tensorrt.build import build_or_explain
 from dynaprune_edge.files import sha256_file
 from dynaprune_edge.export.tensorrt.commands import trtexec_profile_command
+from dynaprune_edge.export.tensorrt.names import calibration_cache_name
 from dynaprune_edge.runtime.tensorrt import read_meta
 
 SHAPE = [1, 4, 1, 8, 8]
@@ -200,16 +201,26 @@ def test_int8_calibrates_on_the_frames_then_reuses_the_cache(tmp_path, write_onn
     size = int(np.prod(SHAPE))
     assert [entry for entry in log if entry[0] == "htod"] == [("htod", 4096, size * v) for v in (1.0, 2.0, 3.0)]
     assert [entry for entry in log if entry[0] == "batch"] == [("batch", [4096])] * 3
-    assert (tmp_path / "model.trt8.6.2.int8.calib").read_bytes() == b"scales"
+    cache = tmp_path / calibration_cache_name("model", sha256_file(onnx_path), "8.6.2.3")
+    assert cache.read_bytes() == b"scales"
 
     log.clear()
     build_or_explain(onnx_path, make_manifest(), "int8", None, None)
     assert ("calibration cache read", b"scales") in log and not [e for e in log if e[0] == "batch"]
 
 
+def test_a_re_exported_graph_does_not_build_with_the_scales_of_the_one_it_replaced(tmp_path, write_onnx, make_manifest, fake_tensorrt):
+    fake_tensorrt("8.6.2.3")
+    frames = np.stack([np.full(SHAPE[1:], 1.0, np.float32)])
+    build_or_explain(write_onnx(tmp_path), make_manifest(), "int8", frames, None)
+    replaced = write_onnx(tmp_path, dynamic=True)  # another graph at the same path
+    with pytest.raises(ConfigError, match="int8 needs calibration frames"):
+        build_or_explain(replaced, make_manifest(), "int8", None, None)
+
+
 def test_int8_without_frames_or_cache_is_refused(tmp_path, write_onnx, make_manifest, fake_tensorrt):
     fake_tensorrt("10.3.0")
-    with pytest.raises(ConfigError, match=r"int8 needs calibration frames .* model.trt10.3.0.int8.calib"):
+    with pytest.raises(ConfigError, match=r"int8 needs calibration frames .* model\.[0-9a-f]{12}\.trt10\.3\.0\.int8\.calib"):
         build_or_explain(write_onnx(tmp_path), make_manifest(), "int8", None, None)
 
 

@@ -10,6 +10,8 @@ import pytest
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.tensorrt.build import build_or_explain
 from dynaprune_edge.export.tensorrt.commands import polygraphy_command, trtexec_command, trtexec_profile_command
+from dynaprune_edge.export.tensorrt.names import calibration_cache_name
+from dynaprune_edge.files import sha256_file
 
 SHAPE = [1, 4, 1, 8, 8]
 TENSORRT_HERE = importlib.util.find_spec("tensorrt") is not None
@@ -112,7 +114,8 @@ def test_without_tensorrt_int8_says_whether_its_calibration_cache_exists(tmp_pat
     outcome = build_or_explain(onnx_path, make_manifest(), "int8", None, None)
     assert "--int8" in outcome.command and "--calib" not in outcome.command
     assert "int8 scales are placeholders" in outcome.reason
-    (tmp_path / "model.trt8.5.2.int8.calib").write_bytes(b"TRT-8502-EntropyCalibration2\n")
+    calibration = calibration_cache_name("model", sha256_file(onnx_path), "8.5.2")
+    (tmp_path / calibration).write_bytes(b"TRT-8502-EntropyCalibration2\n")
     outcome = build_or_explain(onnx_path, make_manifest(), "int8", None, None)
-    assert "--calib=model.trt8.5.2.int8.calib" in outcome.command
+    assert f"--calib={calibration}" in outcome.command
     assert "placeholders" not in outcome.reason
