@@ -136,7 +136,7 @@ def train(
     for option, path in (("--init", init), ("--cost-table", cost_table)):
         if path is not None and not path.is_file():
             raise ConfigError(f"{option} {path}: no such file")
-    check_run_folder(out, resume, overwrite)
+    check_run_folder(out, resume, overwrite, spec.train)
     if nproc is not None:  # the options are checked: run this command in N processes
         check_nproc(nproc)
         load_dataset(data_config)  # bad data: one error here, not one from each process

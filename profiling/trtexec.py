@@ -5,6 +5,7 @@ names its engine, and the per-layer profile and layer information it exported
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ def parse_trtexec_summary(text: str) -> dict:
                 summary[_TIMINGS[name]] = stats
     if "throughput_qps" not in summary and "latency_ms" not in summary:
         raise ConfigError("the trtexec performance summary holds neither Throughput nor Latency (truncated log?)")
+    figures = [summary.get("throughput_qps", 0.0), *(v for stats in summary.values() if isinstance(stats, dict) for v in stats.values())]
+    if not all(math.isfinite(figure) for figure in figures):
+        raise ConfigError("the trtexec performance summary holds a figure that is not a finite number (a damaged log?)")
     return summary
 
 

@@ -128,10 +128,14 @@ class Manifest:
         check.number("dense_flops", positive=True)
         for name in ("versions", "parity", "predicted", "measured", "data", "gate_groups"):
             check.mapping(name, required=name == "versions")
+        check.data_record("data")
         return cls(**{**values, "inputs": inputs, "outputs": outputs, "buckets": check.buckets("buckets")})
 
 
 MODES = ("dense", "gather", "bucketed")
+DATA_FIELDS = ("name", "path", "frames_in", "frames_out", "size", "synthetic_frames", "seed")
+"""The fields of the training data's record (dynaprune_edge.data.DataConfig, which this
+torch-free module cannot import; tests/runtime/test_manifest.py keeps the two equal)."""
 
 
 def is_file_name(name: object) -> bool:
@@ -177,6 +181,22 @@ class FieldCheck:
     def mapping(self, name: str, required: bool) -> None:
         if required or name in self.values:
             self.get(name, dict, "an object")
+
+    def data_record(self, name: str) -> None:
+        """The training data's record (DataConfig's fields, defaults filled in): a text name,
+        a text path or null, whole numbers."""
+        record = self.values.get(name) or {}
+        unknown = sorted(set(record) - set(DATA_FIELDS))
+        if unknown:
+            raise ConfigError(f"manifest field {name!r} holds unknown fields {', '.join(map(repr, unknown))} (known: {', '.join(DATA_FIELDS)})")
+        for field_name, value in record.items():
+            text = field_name in ("name", "path")
+            if field_name == "path":  # None: synthetic data
+                fits = value is None or isinstance(value, str)
+            else:  # the export records the config with every default filled in
+                fits = isinstance(value, str) if text else is_count(value)
+            if not fits:
+                raise ConfigError(f"manifest field {name}.{field_name} must be {'text' if text else 'a whole number ≥ 0'}, got {value!r}")
 
     def number(self, name: str, positive: bool = False) -> float:
         value = self.get(name, (int, float), "a number")

@@ -81,20 +81,22 @@ def check_self_contained(handle, path: str) -> None:
     could otherwise pull any file this user can read into the training frames."""
     import h5py
 
-    def problem(name: str, link) -> str | None:  # a value other than None stops the visit
+    def problem(name: str, link) -> str | None:  # a value other than None stops the visit (raising inside breaks h5py)
         if isinstance(link, h5py.ExternalLink):
-            return f"{name} links to another file ({link.filename})"
-        node = handle.get(name) if isinstance(link, h5py.HardLink) else None
-        if isinstance(node, h5py.Dataset) and (node.external or node.is_virtual):
-            return f"dataset {name} keeps its data in other files"
-        return None
+            return f"{name} links to another file ({link.filename}); dpedge reads self-contained files only"
+        try:
+            node = handle.get(name) if isinstance(link, h5py.HardLink) else None
+            elsewhere = isinstance(node, h5py.Dataset) and (node.external or node.is_virtual)
+        except Exception as error:  # damaged object headers surface as many types
+            return f"not a readable HDF5 file ({name}: {type(error).__name__})"
+        return f"dataset {name} keeps its data in other files; dpedge reads self-contained files only" if elsewhere else None
 
     try:
         found = handle.visititems_links(problem)
-    except (RuntimeError, OSError, KeyError, ValueError) as error:  # damaged metadata surfaces as any of these
+    except (RuntimeError, OSError, KeyError, ValueError, SystemError) as error:  # damaged metadata surfaces as any of these
         raise DataError(f"{path}: not a readable HDF5 file ({error})") from None
     if found:
-        raise DataError(f"{path}: {found}; dpedge reads self-contained files only")
+        raise DataError(f"{path}: {found}")
 
 
 def open_hdf5(path: str):

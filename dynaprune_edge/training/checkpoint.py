@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from dynaprune_edge.data import DataConfig, Normalizer
+from dynaprune_edge.data import DATASETS, DataConfig, Normalizer
+from dynaprune_edge.data.families import complete_config
 from dynaprune_edge.errors import CheckpointError, DpedgeError
 from dynaprune_edge.files import atomic_write
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
@@ -109,7 +110,12 @@ def load_model(path: Path) -> TrainedModel:
         normalizer = Normalizer.from_dict(payload["normalizer"])
         if len(normalizer.mean) != model_config.shape.channels:
             raise ValueError(f"a normaliser of {len(normalizer.mean)} channels for a model of {model_config.shape.channels}")
-        return TrainedModel(model.eval(), model_config, DataConfig.from_dict(payload["data_config"]), normalizer, metrics)
+        data_config = DataConfig.from_dict(payload["data_config"])
+        complete_config(data_config, DATASETS.get(data_config.name))  # its values in range, for a family this dpedge knows
+        shape = model_config.shape
+        if (data_config.frames_in, data_config.frames_out) != (shape.frames_in, shape.frames_out):
+            raise ValueError(f"data of {data_config.frames_in}→{data_config.frames_out} frames for a model of {shape.frames_in}→{shape.frames_out}")
+        return TrainedModel(model.eval(), model_config, data_config, normalizer, metrics)
     except DAMAGED as error:
         raise damaged(path, "model", error) from None
 

@@ -3,6 +3,7 @@ accuracy benchmark share."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from dynaprune_edge.files import check_writable
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.models import ForecastShape, ModelConfig, backbone_options, check_model_size
 from dynaprune_edge.training.checkpoint import safe_load
-from dynaprune_edge.training.trainer import METRICS_FILE, MODEL_FILE, RESUME_FILE, TrainConfig, Trainer
+from dynaprune_edge.training.trainer import METRICS_FILE, MODEL_FILE, RESUME_FILE, TrainConfig, Trainer, resume_problem, resumed_differently
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class RunSpec:
                    emulated_orin(pruning.cost, device))
 
 
-def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+def check_run_folder(out: Path, resume: bool, overwrite: bool, train: TrainConfig) -> None:
     """Before any work: `out` must be a folder (or nothing yet); a run already in it is
     continued (`resume`) or replaced (`overwrite`, which drops its metrics.json at once:
     they describe the run being replaced), never overwritten silently."""
@@ -59,7 +60,7 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (out / RESUME_FILE).is_file():
             raise ConfigError(f"--resume: {out} holds no {RESUME_FILE} to continue from")
-        check_resume_state(out)
+        check_resume_state(out, train)
         return
     found = [name for name in (MODEL_FILE, RESUME_FILE) if (out / name).exists()]
     if found and not overwrite:
@@ -69,14 +70,25 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         (out / METRICS_FILE).unlink(missing_ok=True)
 
 
-def check_resume_state(out: Path) -> None:
-    """A damaged resume.pt is refused before the data are read: its header, and its weights
-    against those of the model.pt beside it (the same network, written just before it)."""
+def check_resume_state(out: Path, train: TrainConfig) -> None:
+    """A damaged resume.pt is refused before the data are read: its header and fields, and
+    its configuration and weights against those of the model.pt beside it (the same
+    network, written just before it)."""
     state = safe_load(out / RESUME_FILE, "resume state")
+    problem = resume_problem(state)
+    if problem:
+        raise CheckpointError(f"{out / RESUME_FILE}: damaged dpedge resume state ({problem})")
+    if state.get("train_config") != dataclasses.asdict(train):  # the model's and the data's need the data: Trainer.restore
+        raise resumed_differently(out / RESUME_FILE, ["train_config"])
     if not (out / MODEL_FILE).is_file():
         return
+    model = safe_load(out / MODEL_FILE, "model")
+    differ = [name for name in ("model_config", "data_config") if state.get(name) != model.get(name)]
+    if differ:
+        raise CheckpointError(f"{out / RESUME_FILE}: its {' and '.join(differ)} are not those of the {MODEL_FILE} beside it: "
+                              "damaged; train into a new --out directory, or replace the run with --overwrite")
     shapes = {}
-    for path, payload in ((out / RESUME_FILE, state), (out / MODEL_FILE, safe_load(out / MODEL_FILE, "model"))):
+    for path, payload in ((out / RESUME_FILE, state), (out / MODEL_FILE, model)):
         weights = payload.get("state_dict")
         if not isinstance(weights, dict) or not all(isinstance(w, torch.Tensor) for w in weights.values()):
             raise CheckpointError(f"{path}: damaged dpedge checkpoint (its weights are not a dict of tensors)")

@@ -30,6 +30,8 @@ from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 MODEL_FILE = "model.pt"
 RESUME_FILE = "resume.pt"
 METRICS_FILE = "metrics.json"
+RESUME_FIELDS = ("state_dict", "optimizer", "step", "epoch", "train_seconds", "history")
+"""What `Trainer.restore` reads from resume.pt in any run (--st-prune adds its scores)."""
 MASK_LR_SCALE = 10.0
 CALIBRATION_EVERY = 10
 """Every 10th training window is held out of training; the budget is calibrated on those
@@ -38,6 +40,33 @@ the training distribution costs (the latest windows alone did not: on the KNMI e
 were wetter than the validation windows, which then got 0.22 for a budget of 0.3). Dense
 models hold them out too, so that dense and pruned runs train on the same windows."""
 COST_QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
+
+
+def resume_problem(payload: dict) -> str | None:
+    """What is wrong with the fields of a resume state that `safe_load` read (None: nothing):
+    checked before the data are read (training/run.py) and again when restoring."""
+    missing = [name for name in RESUME_FIELDS if name not in payload]
+    if missing:
+        return f"no {', '.join(missing)}"
+    step, epoch, seconds = payload["step"], payload["epoch"], payload["train_seconds"]
+    if not all(isinstance(count, int) and not isinstance(count, bool) and count >= 0 for count in (step, epoch)):
+        return f"step {step!r}, epoch {epoch!r}"
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+        return f"train_seconds {seconds!r}"
+    try:
+        history = json.loads(payload["history"])
+    except (TypeError, ValueError):
+        return "its history is not JSON text"
+    if not isinstance(history, list) or len(history) != epoch:
+        return "its history is not one entry per epoch"
+    return None
+
+
+def resumed_differently(path: Path, mismatched: list[str]) -> CheckpointError:
+    """The refusal of a --resume whose options or data are not the interrupted run's."""
+    named = {"data_fingerprint": "data content (the files at the same path changed)"}
+    return CheckpointError(f"{path}: was written with different {', '.join(named.get(key, key) for key in mismatched)}; "
+                           "resume with the same options and data, or train into a new --out directory")
 
 
 def split_training(train: Dataset) -> tuple[Dataset, Dataset]:
@@ -281,11 +310,7 @@ class Trainer:
         if "data_config" in mismatched:  # other data options: of course other content
             mismatched.remove("data_fingerprint")
         if mismatched:
-            named = {"data_fingerprint": "data content (the files at the same path changed)"}
-            raise CheckpointError(
-                f"{self.out / RESUME_FILE}: was written with different {', '.join(named.get(key, key) for key in mismatched)}; "
-                "resume with the same options and data, or train into a new --out directory"
-            )
+            raise resumed_differently(self.out / RESUME_FILE, mismatched)
         try:
             self.model.load_state_dict(payload["state_dict"])
             self.optimizer.load_state_dict(payload["optimizer"])
@@ -294,11 +319,9 @@ class Trainer:
             self.history = json.loads(payload["history"])
         except DAMAGED as error:
             raise damaged(self.out / RESUME_FILE, "resume state", error) from None
-        counted = all(isinstance(count, int) and not isinstance(count, bool) and count >= 0 for count in (self.step, self.epoch))
-        timed = isinstance(self.train_seconds, (int, float)) and not isinstance(self.train_seconds, bool) and 0 <= self.train_seconds < math.inf
-        if not (counted and timed and self.epoch <= self.config.epochs and isinstance(self.history, list) and len(self.history) == self.epoch):
-            raise CheckpointError(f"{self.out / RESUME_FILE}: damaged dpedge resume state (step {self.step!r}, epoch {self.epoch!r} "
-                                  f"of {self.config.epochs}, {self.train_seconds!r} s, history not one entry per epoch)")
+        problem = resume_problem(payload) or (f"epoch {self.epoch} of {self.config.epochs}" if self.epoch > self.config.epochs else None)
+        if problem:
+            raise CheckpointError(f"{self.out / RESUME_FILE}: damaged dpedge resume state ({problem})")
         if self.scores is not None:
             try:
                 self.scoring.seconds = payload["scoring_seconds"]

@@ -102,3 +102,12 @@ def test_integers_beyond_float_range_are_checked_without_overflowing(model):
     rewrite(model, lambda v: v.update(width_levels=[10**400]))
     with pytest.raises(ConfigError, match="'width_levels' must hold finite numbers > 0 and ≤ 1"):
         read_manifest(model)
+
+
+def test_the_manifest_knows_the_fields_of_the_data_record_it_holds():
+    import dataclasses
+
+    from dynaprune_edge.data import DataConfig
+    from dynaprune_edge.runtime.manifest import DATA_FIELDS
+
+    assert DATA_FIELDS == tuple(field.name for field in dataclasses.fields(DataConfig))
