@@ -183,18 +183,18 @@ class FieldCheck:
             self.get(name, dict, "an object")
 
     def data_record(self, name: str) -> None:
-        """The training data's record (DataConfig's fields, defaults filled in): a text name,
-        a text path or null, whole numbers."""
+        """The training data's record (DataConfig's fields): a text name, then a text path and
+        whole numbers, each of them or null."""
         record = self.values.get(name) or {}
         unknown = sorted(set(record) - set(DATA_FIELDS))
         if unknown:
             raise ConfigError(f"manifest field {name!r} holds unknown fields {', '.join(map(repr, unknown))} (known: {', '.join(DATA_FIELDS)})")
         for field_name, value in record.items():
             text = field_name in ("name", "path")
-            if field_name == "path":  # None: synthetic data
-                fits = value is None or isinstance(value, str)
-            else:  # the export records the config with every default filled in
-                fits = isinstance(value, str) if text else is_count(value)
+            if field_name == "name":
+                fits = isinstance(value, str)
+            else:  # None: the family's default (a path of None: synthetic data)
+                fits = value is None or (isinstance(value, str) if text else is_count(value))
             if not fits:
                 raise ConfigError(f"manifest field {name}.{field_name} must be {'text' if text else 'a whole number ≥ 0'}, got {value!r}")
 

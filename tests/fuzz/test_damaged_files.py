@@ -137,15 +137,17 @@ def changed(tree: dict, path: tuple, value=None, delete: bool = False) -> dict:
 
 
 def json_documents(valid: dict, write: Callable[[Path, dict], None], required: set[str], nested: dict[str, tuple] | None = None,
-                   lies: st.SearchStrategy | None = None) -> st.SearchStrategy[Damage]:
+                   lies: st.SearchStrategy | None = None, nullable: frozenset[tuple] = frozenset()) -> st.SearchStrategy[Damage]:
     """Valid JSON with wrong contents: a field of another JSON kind, a `required` field
     missing, an unknown field, not an object; `nested`: fields whose own fields get the
-    same; `lies`: well-typed values that describe another file."""
+    same; `lies`: well-typed values that describe another file; `nullable`: the fields for
+    which null is a valid value (not a damage)."""
     def of_another_kind(path: tuple) -> st.SearchStrategy[Damage]:
         node = valid
         for key in path:
             node = node[key]
-        return another_json_kind(node).map(lambda value: Damage(f"{'.'.join(path)} = {value!r}", lambda p: write(p, changed(valid, path, value))))
+        kinds = another_json_kind(node).filter(lambda value: value is not None) if path in nullable else another_json_kind(node)
+        return kinds.map(lambda value: Damage(f"{'.'.join(path)} = {value!r}", lambda p: write(p, changed(valid, path, value))))
 
     top = [(name,) for name in valid]
     inner = [(name, key) for name, keys in (nested or {}).items() for key in keys]
@@ -177,7 +179,8 @@ def manifest_damages(valid: bytes) -> st.SearchStrategy[Damage]:
     )
     optional = {field.name for field in fields(Manifest) if field.default is not MISSING or field.default_factory is not MISSING}
     required = set(values) - optional | {"format", "version"}  # those two have defaults, but must be the current ones
-    return json_documents(values, write_json, required, {"data": data_fields}, lies)
+    nullable = frozenset(("data", key) for key in data_fields if key != "name")  # null: the family's default (DataConfig)
+    return json_documents(values, write_json, required, {"data": data_fields}, lies, nullable)
 
 
 def engine_meta_damages(valid: bytes) -> st.SearchStrategy[Damage]:
