@@ -14,12 +14,12 @@ Inputs are frames in the model's normalised units (`normalize` converts physical
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from dynaprune_edge.checks import is_count, is_number
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.files import sha256_file
 
@@ -142,17 +142,6 @@ def is_file_name(name: object) -> bool:
     """A plain file name (no folder, not . or ..): what a manifest or an engine's metadata may
     name, so that it always means a file beside it."""
     return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
-
-
-def is_count(value: object, least: int = 0) -> bool:
-    """An integer ≥ least that JSON wrote as one (bool is an int in Python)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def is_number(value: object) -> bool:
-    """A finite int or float (not a bool). Python ints are finite however large (numpy's
-    isfinite would overflow on them)."""
-    return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)))
 
 
 class FieldCheck:

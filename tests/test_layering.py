@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"dynaprune_edge": ROOT / "dynaprune_edge", "dynaprune_edge.export": ROOT / "export",
            "dynaprune_edge.runtime": ROOT / "runtime", "dynaprune_edge.profiling": ROOT / "profiling"}
-CORE = {"errors", "files", "registry", "progress", "flops"}  # torch-free basics
+CORE = {"errors", "checks", "files", "registry", "progress", "flops"}  # torch-free basics
 ON_DEVICE = {"runtime", "profiling", "cost"}  # cost: the cost models the device side prices with
 HEAVY = {"torch", "fvcore"}
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from dynaprune_edge.checks import is_count
 from dynaprune_edge.errors import ConfigError
 
 SAMPLE = "sample"
@@ -28,7 +29,7 @@ SEEDS = 2**32
 
 
 def check_seed(seed: object) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEEDS:
+    if not (is_count(seed) and seed < SEEDS):
         raise ConfigError(f"--seed must be a whole number in [0, 2**32), got {seed!r}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from dynaprune_edge.checks import is_count
 from dynaprune_edge.data.base import SAMPLE, DataConfig, DatasetFamily, Normalizer, SpatioTemporalData, check_seed
 from dynaprune_edge.data.radar import Knmi, Sevir
 from dynaprune_edge.data.sources import sample_path
@@ -54,7 +55,7 @@ def complete_config(config: DataConfig, family: DatasetFamily) -> DataConfig:
     )
     for option, most in (("frames_in", MAX_WINDOW_FRAMES), ("frames_out", MAX_WINDOW_FRAMES), ("synthetic_frames", None), ("size", MAX_SIZE)):
         value = getattr(filled, option)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (most is not None and value > most):
+        if not is_count(value, 1) or (most is not None and value > most):
             bound = "≥ 1" if most is None else f"in [1, {most}]"
             raise ConfigError(f"{config.name}: --{option.replace('_', '-')} must be a whole number {bound}, got {value!r}")
     check_seed(filled.seed)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from dynaprune_edge.checks import is_count, is_number
 from dynaprune_edge.cost import COST_TARGETS
 from dynaprune_edge.errors import ConfigError
 
@@ -68,11 +69,11 @@ class PruningConfig:
         numbers = ("budget", "max_cost", "activity_weight", "flops_weight", "soft_fraction", "soft_temperature", "hard_temperature", "keep_bias")
         for name in numbers:  # NaN passes every comparison below: refuse it first
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            if value is not None and not is_number(value):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
         for name in ("region_size", "group_size", "generator_channels"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_count(value, 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a whole number ≥ 1, got {value!r}")
         if not 0.0 < self.budget <= 1.0:
             raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from dynaprune_edge.checks import is_count
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.models.base import Backbone, DynaPruner, Forecast, ForecastShape, ModelConfig, padded_shape
 from dynaprune_edge.models.convlstm import ConvLSTM
@@ -40,7 +41,7 @@ def backbone_options(backbone: str, overrides: dict[str, str]) -> dict:
         except ValueError:
             raise ConfigError(f"{backbone} option {key}={raw!r} is not a {type(values[key]).__name__}") from None
     for key, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SIZE_OPTION:
+        if not (is_count(value, 1) and value <= MAX_SIZE_OPTION):
             raise ConfigError(f"{backbone} option {key} must be a whole number in [1, {MAX_SIZE_OPTION}], got {value!r}")
     return values
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from dynaprune_edge.checks import is_count
 from dynaprune_edge.cost import FlopsCost, cost_model
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.layers import FlopsLedger, GateSpec, Interpreter, Layer, MaskState, TrainingInterpreter
@@ -45,7 +46,7 @@ class ForecastShape:
 
     def __post_init__(self) -> None:
         for name, value in dataclasses.asdict(self).items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_count(value, 1):
                 raise ConfigError(f"forecast shape: {name} must be a whole number ≥ 1, got {value!r}")
 
 

@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from dynaprune_edge.checks import is_count, is_number
 from dynaprune_edge.data import SpatioTemporalData, check_seed
 from dynaprune_edge.distributed import current_world, data_parallel
 from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
@@ -49,9 +50,9 @@ def resume_problem(payload: dict) -> str | None:
     if missing:
         return f"no {', '.join(missing)}"
     step, epoch, seconds = payload["step"], payload["epoch"], payload["train_seconds"]
-    if not all(isinstance(count, int) and not isinstance(count, bool) and count >= 0 for count in (step, epoch)):
+    if not (is_count(step) and is_count(epoch)):
         return f"step {step!r}, epoch {epoch!r}"
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+    if not (is_number(seconds) and seconds >= 0):
         return f"train_seconds {seconds!r}"
     try:
         history = json.loads(payload["history"])
