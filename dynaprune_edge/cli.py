@@ -99,6 +99,7 @@ def train(
     group_size: Annotated[int, typer.Option(min=1, max=4096, help="Filters pruned together (hardware alignment).")] = 8,
     group_order: Annotated[str, typer.Option(help="Which filter groups fill a layer's width: 'ordered' (always the first, DS-Net; export compiles constant-weight sub-networks, the fast ones) or 'scored' (each sample's best; export gathers weights at run time, often slower than dense).")] = "ordered",
     activity_weight: Annotated[float, typer.Option(help="Weight of the router's activity prior: regions whose input frames do not change (where a skipped region's persistence is exact) are skipped first; 0 turns it off.")] = 1.0,
+    slimmable: Annotated[bool, typer.Option("--slimmable", help="Train every width level (0.25, 0.5, 0.75, 1.0 of each pruned layer's groups) as a network of its own: each step trains the widest, the narrowest and a random level between, the narrower ones distilled from the widest, with BatchNorm statistics per level (--budget 1.0). metrics.json reports each level's MAE and cost; `dpedge export --width W` compiles one.")] = False,
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (without it, a folder holding a model.pt or resume.pt is refused).")] = False,
@@ -129,7 +130,7 @@ def train(
                     sample_pruning=sample_pruning),
         parse_assignments(arch),
         {"region_size": region_size, "group_size": group_size, "group_order": group_order, "max_cost": max_cost, "cost": cost,
-         "activity_weight": activity_weight},
+         "activity_weight": activity_weight, "slimmable": slimmable},
         None if cost_table is None else str(cost_table),
         emulated_device(cost, module, power_mode, precision),
     )
@@ -179,7 +180,20 @@ def show_metrics(metrics: dict) -> None:
             f"cost ratio on {metrics['cost_target']} (budget {metrics['budget']}, cap {metrics['max_cost']:.3f}): "
             + "; ".join(f"{split} {spread(cost)}" for split, cost in metrics["cost"].items())
         )
+    if "widths" in metrics:
+        show_widths(metrics["widths"], metrics["unit"])
     console.print(f"[dim]{metrics['flops_convention']}[/dim]")
+
+
+def show_widths(rows: list[dict], unit: str) -> None:
+    """A slimmable network's width levels, each alone as a static network."""
+    table = Table(title="width levels, each run alone (every region, no router)")
+    tested = all("test_mae" in row for row in rows)
+    for column in ("width", "FLOPs ratio", f"val MAE ({unit})", *(["test MAE"] if tested else [])):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(f"{row['width']:g}", f"{row['flops_ratio']:.3f}", f"{row['val_mae']:.5g}", *([f"{row['test_mae']:.5g}"] if tested else []))
+    console.print(table)
 
 
 @app.command()
@@ -226,6 +240,7 @@ def export(
     tiles: Annotated[str, typer.Option(help="Regions: which layers run on the kept regions' tiles: 'all', 'sparse' (in sub-networks computing at most half the regions), 'wide' (layers with ≥ 32 input channels), 'none' (whole maps, skipped regions masked); 'auto' measures them all.")] = "auto",
     levels: Annotated[int, typer.Option(min=1, max=64, help="Sub-networks compiled for samples that keep regions (plus a free one for samples that keep none).")] = 8,
     dense: Annotated[bool, typer.Option("--dense", help="Export the same model with pruning off: the latency baseline.")] = False,
+    width: Annotated[Optional[float], typer.Option(help="A slimmable model's width level (e.g. 0.5; see `dpedge train --slimmable`), exported alone as a static network (every region, no router) and timed against the widest level.")] = None,
     trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine where tensorrt imports; elsewhere print the trtexec command for the device.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="TensorRT engine in fp16.")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="TensorRT engine in int8, calibrated on validation samples.")] = False,
@@ -242,8 +257,8 @@ def export(
         raise ConfigError("choose one of --fp16 and --int8")
     if (fp16 or int8) and not trt:
         raise ConfigError("--fp16 and --int8 set the TensorRT engine's precision: add --trt")
-    options = ExportOptions(mode=mode, tiles=tiles, levels=levels, dense=dense, opset=opset)
-    output = output or model.with_name("model.dense.onnx" if dense else "model.onnx")
+    options = ExportOptions(mode=mode, tiles=tiles, levels=levels, dense=dense, opset=opset, width=width)
+    output = output or model.with_name("model.dense.onnx" if dense else f"model.w{width:g}.onnx" if width is not None else "model.onnx")
     if output.suffix != ".onnx":
         raise ConfigError(f"--output must end in .onnx, got {output.name}")
     check_writable(output, "--output", folder=False)
@@ -267,7 +282,8 @@ def export(
         )
     table.caption = "measured: mean over the validation samples that took the branch" + ("; predicted: the cost table's" if predicted else "")
     console.print(table)
-    twin = f"; its dense twin {measured['dense_twin_ms']:.3f} ms ({measured['speedup']:.2f}× faster)" if "speedup" in measured else ""
+    baseline = "its dense twin" if width is None else "the widest level"
+    twin = f"; {baseline} {measured['dense_twin_ms']:.3f} ms ({measured['speedup']:.2f}× faster)" if "speedup" in measured else ""
     console.print(f"measured on this machine (onnxruntime CPU, 1 thread, batch 1, validation samples): {measured['ms']:.3f} ms{twin}", soft_wrap=True)
     console.print(f"wrote {output} and {manifest_path(output)}")
     if trt:

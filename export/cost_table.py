@@ -105,12 +105,6 @@ def measurement_model(config: ModelConfig) -> DynaPruner:
     return model
 
 
-def level_groups(model: DynaPruner, level: float) -> dict[str, int]:
-    """Groups every gate keeps at width level `level` (the ModelMask's own rounding)."""
-    kept = model.model_mask.kept_groups(torch.full((1, len(model.gates)), level))[0]
-    return {g.name: int(k) for g, k in zip(model.gates, kept)}
-
-
 @torch.no_grad()
 def width_shares(model: DynaPruner, groups: dict[str, int]) -> dict[str, float]:
     """Each layer's width share (the ledger's) when every gate keeps `groups`."""
@@ -295,7 +289,7 @@ def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None
 
     dense_ms = timer.wall(graph(None, None))
     model.data_mask.threshold.fill_(float("inf"))  # no region kept: the router and the persistence branch alone
-    fixed_ms = timer.wall(graph([BranchPlan(1, regions, level_groups(model, 1.0), frozenset())], None))
+    fixed_ms = timer.wall(graph([BranchPlan(1, regions, model.level_groups(1.0), frozenset())], None))
     model.data_mask.threshold.fill_(KEEP_ALL)
     if progress is not None:
         progress.advance(task)
@@ -303,7 +297,7 @@ def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None
     tiled = {layer: [[0.0] * len(points) for _ in levels] for layer in layers}  # point 0 stays 0 ms
     whole = {layer: [0.0] * len(levels) for layer in layers}
     for i, level in enumerate(levels):
-        groups = level_groups(model, level)
+        groups = model.level_groups(level)
         for layer, share in width_shares(model, groups).items():
             shares[layer].append(share)
         for k, n in enumerate(points[1:], start=1):

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import torch
 
+from dynaprune_edge.checks import is_number
 from dynaprune_edge.cost.table import machine_fingerprint
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError, DataError
@@ -55,8 +56,13 @@ class ExportOptions:
     dense: bool = False
     opset: int = 17
     parity_samples: int = 16  # validation samples checked (plus one per kept-region count seen in training)
+    width: float | None = None  # a slimmable model's width level, exported alone as a static network
 
     def __post_init__(self) -> None:
+        if self.width is not None and not (is_number(self.width) and 0 < self.width <= 1):
+            raise ConfigError(f"--width must be a width level in (0, 1], got {self.width}")
+        if self.width is not None and self.dense:
+            raise ConfigError("--width exports one width level of a slimmable model, --dense the model unpruned: choose one")
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.tiles not in (*TILE_POLICIES, "auto"):
@@ -87,6 +93,19 @@ def export_data(trained: TrainedModel, model_path: Path) -> tuple[SpatioTemporal
         return load_dataset(config), f"training data unavailable ({error}); parity uses synthetic {config.name} data"
 
 
+def width_index(pruning, width: float) -> int:
+    """The index of width level `width` of a slimmable model (ConfigError otherwise: the
+    slices of a network not trained at every width were never networks of their own)."""
+    if not pruning.slimmable:
+        raise ConfigError("--width exports one width level of a slimmable model: this one was not trained at every width "
+                          "(dpedge train --slimmable)")
+    levels = pruning.width_levels
+    matches = [index for index, level in enumerate(levels) if abs(level - width) < 1e-9]
+    if not matches:
+        raise ConfigError(f"--width {width:g} is not a width level of this model: choose one of {', '.join(f'{w:g}' for w in levels)}")
+    return matches[0]
+
+
 class Exporter:
     def __init__(self, model_path: Path, options: ExportOptions, log=print, data: SpatioTemporalData | None = None) -> None:
         """data: the model's dataset, if the caller has it loaded already."""
@@ -96,6 +115,7 @@ class Exporter:
         self.backbone = self.trained.model_config.backbone
         self.trained.model.backbone.check_exportable()  # fail before reading data
         pruning = self.trained.model_config.pruning
+        self.width = None if options.width is None else width_index(pruning, options.width)
         self.dense = options.dense or not pruning.enabled
         if not self.dense and options.mode == "bucketed" and pruning.group_order == "scored":
             raise ConfigError(
@@ -151,15 +171,20 @@ class Exporter:
             ranges = partition(histogram[:reachable], cost, self.options.levels - 1) + [(reachable, reachable)]
         return [branch_plan(table, gates, lo, hi) for lo, hi in ranges]
 
-    def dense_graph(self) -> tuple[onnx.ModelProto, list]:
-        """The model with pruning off: the `--dense` export, and a pruned export's twin."""
-        return build_graph(self.trained.model, None, "dense", None, opset=self.options.opset)
+    def dense_graph(self, width: int | None = None) -> tuple[onnx.ModelProto, list]:
+        """The model with pruning off (the `--dense` export, and the twin a pruned export or
+        a width level is timed against); with `width` (a level's index), that level of a
+        slimmable model alone (`--width`)."""
+        return build_graph(self.trained.model, None, "dense", None, opset=self.options.opset, width=width)
 
     def candidates(self) -> list[Candidate]:
         model = self.trained.model
         if self.dense:
-            graph, costs = self.dense_graph()
-            gates = {g.name: g.groups for g in model.gates}
+            graph, costs = self.dense_graph(self.width)
+            if self.width is None:
+                gates = {g.name: g.groups for g in model.gates}
+            else:
+                gates = model.level_groups(model.pruning.width_levels[self.width])
             return [Candidate("dense", "none", graph, [Bucket([0, model.regions], 0, gates, costs[0][0])])]
         table = model.model_mask.width_table(model.regions)
         result = []
@@ -262,7 +287,7 @@ class Exporter:
         (`measured`): whether skipping pays is a fact of this machine, not of the FLOPs."""
         candidates = self.candidates()
         x, described = self.parity_inputs()
-        expected = reference(self.trained, x, self.dense).numpy()
+        expected = reference(self.trained, x, self.dense, self.width).numpy()
         timed = self.validation_frames(self.options.parity_samples)
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dpedge-export-") as scratch:  # candidates, checked by path
@@ -274,7 +299,8 @@ class Exporter:
                 sessions.append(open_session(path, session_options(1), ["CPUExecutionProvider"]))
                 candidate.parity = check_parity(sessions[-1], x.numpy(), expected, candidate.mode)
                 self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(candidate.parity.values()):.2e}")
-            if not self.dense:
+            timed_twin = not self.dense or self.width is not None  # a width slice is timed against the widest level
+            if timed_twin:
                 twin = Path(scratch) / "dense_twin.onnx"
                 onnx.save(self.dense_graph()[0], twin)
                 sessions.append(open_session(twin, session_options(1), ["CPUExecutionProvider"]))
@@ -287,8 +313,8 @@ class Exporter:
             chosen = candidates[best]
             buckets = [int(sessions[best].run([BUCKET], {INPUT: sample[None]})[0]) for sample in timed]
             # the timer's run i is sample i mod len(timed) (interleaved_latency cycles over them)
-            measured = self.measured(times[best], np.resize(buckets, len(times[best])), None if self.dense else times[-1], len(timed))
-        if measured.get("speedup", 1.0) < 1.0:
+            measured = self.measured(times[best], np.resize(buckets, len(times[best])), times[-1] if timed_twin else None, len(timed))
+        if measured.get("speedup", 1.0) < 1.0 and self.width is None:
             self.log(
                 f"warning: this export runs {measured['speedup']:.2f}× as fast as its dense twin here ({measured['ms']:.3f} vs "
                 f"{measured['dense_twin_ms']:.3f} ms): what it skips does not pay on this machine; a model trained "

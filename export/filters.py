@@ -41,8 +41,8 @@ class KeptFilters:
 
     def scored(self, gate: GateSpec | None) -> bool:
         """Whether the sample's own scores choose the gate's groups (else the first ones)."""
-        gate = self.active(gate)
-        return gate is not None and gate.name in self.branch.routing.group_scores
+        gate, routing = self.active(gate), self.branch.routing
+        return gate is not None and routing is not None and gate.name in routing.group_scores
 
     def masks_channels(self, gate: GateSpec | None) -> bool:
         """Whether this branch computes more of `gate`'s filters than some of its samples keep."""

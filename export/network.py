@@ -60,6 +60,13 @@ def lower_backbone(model: DynaPruner, x: Feature, branch: Branch, mode: str, til
     return model.backbone.program(net, x), net
 
 
+def width_plan(model: DynaPruner, level: int) -> BranchPlan:
+    """The static sub-network of a slimmable network's width level of index `level`: every
+    region, every gate at that level's first groups, nothing masked."""
+    groups = model.level_groups(model.pruning.width_levels[level])
+    return BranchPlan(model.regions, model.regions, groups, frozenset())
+
+
 def branch_flops(model: DynaPruner, plan: BranchPlan | None, tiles: TilePolicy | None) -> float:
     """FLOPs the backbone part of a branch executes (None: the dense baseline), from a
     throwaway lowering: the planner's cost, and the manifest's dense reference."""
@@ -77,11 +84,14 @@ def build_graph(
     width_table: np.ndarray | None,
     tiles: TilePolicy | None = None,
     opset: int = OPSET,
+    width: int | None = None,
 ) -> tuple[onnx.ModelProto, list[tuple[float, int]]]:
     """The exported graph and, per branch, the FLOPs it executes (router included) and the
     tiles its tiled layers compute (0: every layer runs on whole maps).
 
-    plans None: the dense baseline (no router, every region and filter computed).
+    plans None: the dense baseline (no router, every region and filter computed), or with
+    `width` (a width level's index) that level's static slice of a slimmable network, its
+    BatchNorm statistics folded in.
     tiles: which layers of which branches run on the kept regions' tiles; the others run
     on whole maps, masked (None: no tiles)."""
     shape = model.backbone.shape
@@ -92,11 +102,14 @@ def build_graph(
     inputs = [tensor_info(INPUT, list(frames_shape(model.shape, model.shape.frames_in)))]
     final = [tensor_info(FORECAST, list(frames_shape(model.shape, model.shape.frames_out))), *outputs[1:]]
     if plans is None:
-        y, net = lower_backbone(model, x, Branch(b, b, model.grid, None, None), "dense", None)
+        plan = None if width is None else width_plan(model, width)
+        with model.at_width(-1 if width is None else width):
+            y, net = lower_backbone(model, x, Branch(b, b, model.grid, None, plan), "dense" if plan is None else "bucketed", None)
         b.identity(crop_output(b, model, y.name), FORECAST)
         b.identity(b.const(np.float32(net.flops), "flops"), FLOPS)
         b.identity(b.const(np.int64(0), "bucket"), BUCKET)
-        return b.model(inputs, final, "dpedge dense export"), [(net.flops, 0)]
+        described = "dense" if width is None else f"width {model.pruning.width_levels[width]:g}"
+        return b.model(inputs, final, f"dpedge {described} export"), [(net.flops, 0)]
 
     routing = route(b, model, x, scored(model, mode), width_table)
     router_flops = model.mask_flops()

@@ -24,10 +24,13 @@ class ExportError(DpedgeError):
     """The exported graph is wrong (parity) or cannot be produced for this model."""
 
 
-def reference(trained: TrainedModel, x: torch.Tensor, dense: bool) -> torch.Tensor:
-    """The PyTorch hard-mask forward the exported graph must reproduce."""
+def reference(trained: TrainedModel, x: torch.Tensor, dense: bool, width: int | None = None) -> torch.Tensor:
+    """The PyTorch hard-mask forward the exported graph must reproduce (width: that width
+    level's static slice of a slimmable network)."""
     model = trained.model
     with torch.no_grad():
+        if width is not None:
+            return model(x, MaskMode(hard=True), width).prediction
         if dense:
             return model.dense_forecast(x)
         return model(x, MaskMode(hard=True)).prediction

@@ -85,6 +85,7 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["train", "--out", "x", "--init", "absent.pt"], "--init absent.pt: no such file"),
         (["train", "--out", "x", "--resume"], "--resume: x holds no resume.pt to continue from"),
         (["train", "--out", "x", "--resume", "--overwrite"], "choose one"),
+        (["train", "--out", "x", "--slimmable", "--budget", "0.5"], "--slimmable trains every width level of a dense network (--budget 1.0)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
@@ -215,6 +216,31 @@ def test_train_writes_a_self_contained_model_and_metrics(tmp_path):
     assert not list(out.glob(".*.tmp")), "temporary files left behind"
     resume_state = dpedge("info", out / "resume.pt")
     assert resume_state.returncode == 1 and "a dpedge resume state, not a model" in resume_state.stderr
+    one_width = dpedge("export", out / "model.pt", "--width", "0.5")
+    assert one_width.returncode == 1 and "this one was not trained at every width (dpedge train --slimmable)" in one_width.stderr
+    assert len(one_width.stderr.strip().splitlines()) == 1 and not list(out.glob("*.onnx"))
+
+
+def test_a_slimmable_model_reports_each_width_level_and_exports_any_of_them(tmp_path):
+    out = tmp_path / "run"
+    trained = dpedge("train", *TINY, "--epochs", "1", "--slimmable", "--out", out)
+    assert trained.returncode == 0, trained.stderr
+    info = dpedge("info", out / "model.pt")
+    assert "width levels, each run alone" in info.stdout and "0.25" in info.stdout, info.stdout
+    exported = dpedge("export", out / "model.pt", "--width", "0.5")
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((out / "model.w0.5.dpedge.json").read_text())
+    ((bucket,),) = [manifest["buckets"]]
+    assert bucket["widths"] == load_model(out / "model.pt").model.level_groups(0.5)
+    assert "the widest level" in exported.stdout and manifest["measured"]["dense_twin_ms"] > 0
+    for args, message in (
+        (["--width", "0.3"], "--width 0.3 is not a width level of this model: choose one of 0.25, 0.5, 0.75, 1"),
+        (["--width", "0.5", "--dense"], "choose one"),
+    ):
+        refused = dpedge("export", out / "model.pt", *args, "-o", tmp_path / "refused.onnx")
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 1 and len(lines) == 1 and message in lines[0], refused.stderr
+        assert not (tmp_path / "refused.onnx").exists()
 
 
 def test_resume_after_a_killed_run_loses_at_most_one_epoch(tmp_path):

@@ -58,3 +58,17 @@ def dense_flops_fvcore(model: nn.Module) -> float:
     shape = model.backbone.shape
     x = torch.zeros(1, shape.frames_in, shape.channels, shape.height, shape.width)
     return fvcore_flops(_DenseBackbone(model), (x,))
+
+
+def static_equivalent_flops(ledger, masks, sample: int) -> float:
+    """fvcore's count of what one sample of a forward computed: each layer the `ledger`
+    recorded, as its static equivalent (the dense layer of exactly the kept channels,
+    regions as tiles with their halo, tokens) under `masks`, per-frame layers once per
+    frame. The mask generator's fixed cost is not included."""
+    total = 0.0
+    for entry in ledger.entries:
+        framed = masks.for_frames(entry.frames) if entry.frames > 1 else masks
+        for element in range(sample * entry.frames, (sample + 1) * entry.frames):
+            module, example = entry.layer.static_equivalent(framed, element, entry.output_size)
+            total += fvcore_flops(module, example)
+    return total

@@ -66,6 +66,25 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
     over the ranks, masked or not: the global batch's, as one process computes them (the
     mask generator uses it for that alone)."""
 
+    def track_widths(self, levels: int) -> None:
+        """Keep running statistics per width level of a slimmable network (switchable
+        BatchNorm; Yu et al., ICLR 2019): a narrower network's features have statistics of
+        their own, and one shared set, averaged over the widths training ran, matches none
+        of them. `running_mean`/`running_var` hold the level in use (`use_width`)."""
+        self.register_buffer("width_mean", self.running_mean.repeat(levels, 1))
+        self.register_buffer("width_var", self.running_var.repeat(levels, 1))
+
+    def use_width(self, level: int) -> None:
+        """Level `level`'s statistics into the running ones, which training updates and
+        evaluation and export read."""
+        self.running_mean.copy_(self.width_mean[level])
+        self.running_var.copy_(self.width_var[level])
+
+    def keep_width(self, level: int) -> None:
+        """The running statistics, as training left them, back into level `level`'s."""
+        self.width_mean[level].copy_(self.running_mean)
+        self.width_var[level].copy_(self.running_var)
+
     def forward(self, y: Tensor, kept: Tensor | None = None) -> Tensor:
         world = current_world()
         if not self.training or (kept is None and world.size == 1):

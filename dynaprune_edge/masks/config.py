@@ -40,6 +40,11 @@ class PruningConfig:
         "ort-cpu", milliseconds of onnxruntime on the machine `cost_table` (its measured
         table, stored with the model) was measured on; or "orin-emu", Jetson AGX Orin
         milliseconds emulated for the module, power mode and precision the table names.
+    slimmable: train the backbone as a slimmable network (`dpedge train --slimmable`): every
+        optimizer step also trains the narrowest width level and one random level between,
+        distilled from the widest (the sandwich rule and in-place distillation of slimmable
+        networks), and each width level keeps BatchNorm statistics of its own, so every
+        width level is a network of its own that `dpedge export --width` compiles.
     activity_weight: weight of the mask generator's activity prior (regions whose input
         frames do not change, where the persistence a skipped region outputs is exact,
         score lower; masks/generator.py); 0 turns it off.
@@ -63,6 +68,7 @@ class PruningConfig:
     hard_temperature: float = 0.05
     keep_bias: float = 3.0
     activity_weight: float = 1.0
+    slimmable: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "width_levels", tuple(float(w) for w in self.width_levels))
@@ -87,6 +93,13 @@ class PruningConfig:
             raise ConfigError(f"--cost must be one of {', '.join(COST_TARGETS)}, got {self.cost!r}")
         if self.max_cost is not None and not self.budget <= self.max_cost <= 1.0:
             raise ConfigError(f"--max-cost must be in [budget ({self.budget}), 1], got {self.max_cost}")
+        if not isinstance(self.slimmable, bool):
+            raise ConfigError(f"slimmable must be true or false, got {self.slimmable!r}")
+        if self.slimmable and self.enabled:
+            raise ConfigError(
+                "--slimmable trains every width level of a dense network (--budget 1.0); a per-sample width "
+                "router over such a network is not built yet: train the slimmable network with --budget 1.0"
+            )
         levels = self.width_levels
         if not levels or not all(map(math.isfinite, levels)) or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
             raise ConfigError(f"width levels must rise to 1.0, got {levels}")

@@ -246,6 +246,14 @@ def hard_rank(scores: Tensor) -> Tensor:
     return scores.argsort(dim=-1, descending=True).argsort(dim=-1).to(scores.dtype)
 
 
+def groups_at_widths(gates: list[GateSpec], widths: Tensor) -> Tensor:
+    """(..., gates) groups each gate keeps at (..., gates) widths: the nearest whole number
+    of groups at or above the width's share, never fewer than one. One rounding for the
+    ModelMask, a slimmable network's width levels and the cost tables' timed levels."""
+    groups = torch.tensor([g.groups for g in gates], dtype=widths.dtype, device=widths.device)
+    return torch.ceil(widths * groups - 1e-4).clamp_min(1)
+
+
 WIDTH_BIAS = 1.5
 """Initial c_gate: with every region kept, every layer starts at full width (σ(3.5) ≈ 0.97)."""
 
@@ -294,9 +302,8 @@ class ModelMask(nn.Module):
         return masks, widths
 
     def kept_groups(self, widths: Tensor) -> Tensor:
-        """(B, gates) groups each gate keeps at the given quantised widths (at least one)."""
-        groups = torch.tensor([g.groups for g in self.gates], dtype=widths.dtype, device=widths.device)
-        return torch.ceil(widths.detach() * groups - 1e-4).clamp_min(1)
+        """(B, gates) groups each gate keeps at the given quantised widths."""
+        return groups_at_widths(self.gates, widths.detach())
 
     def group_scores(self, gate: GateSpec, pooled: Tensor) -> Tensor:
         """(B, groups): higher is kept first. Ordered groups rank by position, the same

@@ -18,8 +18,9 @@ from torch.nn import functional as F
 from dynaprune_edge.checks import is_count
 from dynaprune_edge.cost import FlopsCost, cost_model
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.layers import FlopsLedger, GateSpec, Interpreter, Layer, MaskState, TrainingInterpreter
+from dynaprune_edge.layers import FlopsLedger, GateSpec, Interpreter, Layer, MaskedBatchNorm2d, MaskState, TrainingInterpreter
 from dynaprune_edge.masks import DataMask, ImportanceField, MaskGenerator, MaskMode, ModelMask, PruningConfig
+from dynaprune_edge.masks.generator import groups_at_widths
 from dynaprune_edge.masks.budget import CostCurve, calibrate
 
 
@@ -204,6 +205,10 @@ class DynaPruner(nn.Module):
             # A layer whose export computes skipped regions anyway (the ConvLSTM's
             # recurrence) is charged in full on any cost target: FLOPs included.
             layer.tile_limit = self.cost_model.tile_limit(name) if layer.skips_regions_when_tiled else 0
+        # A slimmable network's BatchNorms keep statistics per width level (`at_width`).
+        self.width_norms = [m for m in backbone.modules() if isinstance(m, MaskedBatchNorm2d)] if pruning.slimmable else []
+        for norm in self.width_norms:
+            norm.track_widths(len(pruning.width_levels))
         if pruning.enabled:
             channels = pruning.generator_channels
             self.generator = MaskGenerator(
@@ -281,11 +286,37 @@ class DynaPruner(nn.Module):
         }
         return MaskState(region.reshape(-1, 1, *self.grid), channels)
 
+    def level_groups(self, level: float) -> dict[str, int]:
+        """Groups every gate keeps at width level `level` (the ModelMask's rounding)."""
+        kept = groups_at_widths(self.gates, torch.full((len(self.gates),), float(level)))
+        return {gate.name: int(groups) for gate, groups in zip(self.gates, kept)}
+
+    def width_masks(self, padded: Tensor, level: int) -> MaskState:
+        """Every region computed and every gate at the width level of index `level` (its
+        first groups): one static sub-network of a slimmable model, for every sample."""
+        groups = self.level_groups(self.pruning.width_levels[level])
+        per_sample = torch.tensor([[groups[gate.name] for gate in self.gates]], device=padded.device).expand(padded.shape[0], -1)
+        return self.masks_keeping(torch.full((padded.shape[0],), self.regions, device=padded.device), padded, per_sample)
+
+    @contextlib.contextmanager
+    def at_width(self, level: int):
+        """The backbone with the BatchNorm statistics of width level `level` in use for the
+        block (read in evaluation and export, updated in training); outside it, the widest
+        level's. No-op for a model that is not slimmable (one set of statistics)."""
+        for norm in self.width_norms:
+            norm.keep_width(-1)  # what the widest level's statistics became outside a block
+            norm.use_width(level)
+        try:
+            yield
+        finally:
+            for norm in self.width_norms:
+                norm.keep_width(level)
+                norm.use_width(-1)
+
     def sample_costs(self, ledger: FlopsLedger) -> Tensor:
         """(B,) each sample's cost on the model's cost target (`pruning.cost`), relative to
-        the dense model's: its layers priced from what they kept, plus the fixed part."""
-        if self.generator is None:
-            return torch.ones(ledger.batch)
+        the dense model's: its layers priced from what they kept, plus the fixed part (a
+        dense model's FLOPs: 1, or less for a slimmable one's narrower width levels)."""
         price = self.cost_model
         total = price.fixed_cost(ledger.fixed)
         for layer, use in ledger.layers.items():
@@ -362,10 +393,17 @@ class DynaPruner(nn.Module):
         padded = self.pad(x)
         return self.crop(self.backbone(padded, self.dense_masks(padded)))
 
-    def forward(self, x: Tensor, mode: MaskMode = MaskMode()) -> Forecast:
+    def forward(self, x: Tensor, mode: MaskMode = MaskMode(), width: int | None = None) -> Forecast:
+        """width: the index of a width level: the static sub-network at that level, every
+        region computed, no router (a slimmable network's slice; `at_width`)."""
         x = self.pad(x)
-        masks = self.padded_masks(x, mode)
-        dense_part = self.backbone(x, masks)
+        if width is None:
+            masks = self.padded_masks(x, mode)
+            dense_part = self.backbone(x, masks)
+        else:
+            masks = self.width_masks(x, width)
+            with self.at_width(width):
+                dense_part = self.backbone(x, masks)
         region = masks.region_at((x.shape[-2], x.shape[-1]))[:, None]  # (B, 1, 1, H, W)
         prediction = region * dense_part + (1 - region) * x[:, -1:]
         ledger = masks.ledger

@@ -3,6 +3,7 @@ checkpoint every epoch, and `--resume` that loses at most the epoch in progress.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -41,6 +42,11 @@ the training distribution costs (the latest windows alone did not: on the KNMI e
 were wetter than the validation windows, which then got 0.22 for a budget of 0.3). Dense
 models hold them out too, so that dense and pruned runs train on the same windows."""
 COST_QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
+INPLACE_DISTILLATION = 0.5
+"""A slimmable network's narrower width levels learn (1 − this) × the MSE to the target
+plus this × the MSE to the widest level's forecast of the same step, detached (in-place
+distillation): a smoother target than the observation, from the network whose slices
+they are."""
 
 
 def resume_problem(payload: dict) -> str | None:
@@ -54,6 +60,9 @@ def resume_problem(payload: dict) -> str | None:
         return f"step {step!r}, epoch {epoch!r}"
     if not (is_number(seconds) and seconds >= 0):
         return f"train_seconds {seconds!r}"
+    optimizer = payload["optimizer"]
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list)):
+        return "its optimizer state has no state and param_groups"
     try:
         history = json.loads(payload["history"])
     except (TypeError, ValueError):
@@ -155,15 +164,16 @@ def cost_spread(ratios: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", batch_size: int = 32) -> dict:
+def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", batch_size: int = 32, width: int | None = None) -> dict:
     """Hard-mask metrics of one split on de-normalised values, and the cost ratio of its
     samples on the model's cost target (FLOPs or milliseconds from the masks) with its
-    spread and the samples above the cap; the FLOPs ratio too."""
+    spread and the samples above the cap; the FLOPs ratio too. width: a width level's
+    index, to evaluate that static slice of a slimmable network instead."""
     model.eval()
     totals = ErrorTotals(data)
     flops, costs, kept = [], [], []
     for x, y in DataLoader(getattr(data, split), batch_size=batch_size):
-        forecast = model(x, MaskMode(hard=True))
+        forecast = model(x, MaskMode(hard=True), width)
         totals.add(forecast.prediction, y)
         flops.append(forecast.flops)
         costs.append(forecast.cost_ratio)
@@ -179,6 +189,17 @@ def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", ba
         "above_cap": int((ratios > model.pruning.cap + 1e-6).sum()) if model.pruning.enabled else 0,
         "data_kept_mean": float(torch.cat(kept).mean()),
     }
+
+
+def width_metrics(model: DynaPruner, data: SpatioTemporalData, split: str) -> list[dict]:
+    """Each width level of a slimmable network alone, as a static network: its MAE on
+    `split` and its cost ratio (FLOPs and the cost target's) to the widest level."""
+    rows = []
+    for index, level in enumerate(model.pruning.width_levels):
+        result = evaluate(model, data, split, width=index)
+        rows.append({"width": level, f"{split}_mae": result[f"{split}_mae"], "flops_ratio": result["flops_ratio_mean"],
+                     "cost": result["cost"]["mean"]})
+    return rows
 
 
 @torch.no_grad()
@@ -364,24 +385,63 @@ class Trainer:
             batches[-2:] = [batches[-2] + batches[-1]]
         return batches
 
+    def masked_step(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of one batch under the sample's masks: the weighted losses
+        plus the budget's penalty. Returns (per-sample losses, the global batch's mean cost)."""
+        forecast = self.stepped(x, mask_mode(self.step, self.total_steps, self.model.pruning))
+        losses = self.sample_losses(forecast, x, y)
+        scale = self.world.size / batch  # DDP averages over ranks: the step is the global batch's mean
+        mean_cost = self.world.sum(forecast.cost_ratio.sum()) / batch
+        (scale * (weights * losses).sum() + budget_penalty(mean_cost, self.model)).backward()
+        return losses, mean_cost
+
+    def sandwich_levels(self) -> list[int]:
+        """Width level indices one step of a slimmable network trains: the widest, the
+        narrowest and one drawn from those between (seeded by the step: the same on every
+        process and after --resume)."""
+        count = len(self.model.pruning.width_levels)
+        levels = list(dict.fromkeys([count - 1, 0]))
+        if count > 2:
+            draw = torch.Generator().manual_seed(self.config.seed * 100_003 + self.step)
+            levels.append(int(torch.randint(1, count - 1, (), generator=draw)))
+        return levels
+
+    def sandwich_step(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of one batch of a slimmable network by the sandwich rule
+        with in-place distillation (Yu & Huang, ICCV 2019): the widest level learns the
+        target, the narrowest and a random level between learn it and the widest's
+        forecast (INPLACE_DISTILLATION). One backward per level, their gradients summed
+        (synchronised across processes at the last), so a step holds one graph at a time.
+        Returns (the widest level's per-sample losses, its mean cost)."""
+        scale = self.world.size / batch
+        levels = self.sandwich_levels()
+        for position, level in enumerate(levels):
+            last = position == len(levels) - 1
+            with contextlib.nullcontext() if last or self.stepped is self.model else self.stepped.no_sync():
+                forecast = self.stepped(x, MaskMode(hard=True), level)
+                losses = self.sample_losses(forecast, x, y)
+                if position == 0:
+                    widest, widest_losses = forecast.prediction.detach(), losses.detach()
+                    mean_cost = self.world.sum(forecast.cost_ratio.sum()) / batch
+                else:
+                    losses = (1 - INPLACE_DISTILLATION) * losses + INPLACE_DISTILLATION * per_sample_loss(forecast, widest)
+                (scale * (weights * losses).sum()).backward()
+        return widest_losses, mean_cost
+
     def train_epoch(self, plan: EpochPlan, progress, task) -> float:
         """One pass over the plan's windows; the mean loss per global batch, averaged."""
         self.model.train()
         weight_of = torch.from_numpy(plan.weight_of).float()
         batches = self.batches(plan)
+        step = self.sandwich_step if self.model.pruning.slimmable else self.masked_step
         total = 0.0
         for number, batch in enumerate(batches):
             mine = self.world.split(batch)
             x, y = default_collate([self.fitted[i] for i in mine])
             index = torch.tensor(mine)
             self._set_learning_rate()
-            forecast = self.stepped(x, mask_mode(self.step, self.total_steps, self.model.pruning))
-            losses = self.sample_losses(forecast, x, y)
-            scale = self.world.size / len(batch)  # DDP averages over ranks: the step is the global batch's mean
-            mean_cost = self.world.sum(forecast.cost_ratio.sum()) / len(batch)
-            loss = scale * (weight_of[index] * losses).sum() + budget_penalty(mean_cost, self.model)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses, mean_cost = step(x, y, weight_of[index], len(batch))
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.optimizer.step()
             self.step += 1
@@ -414,7 +474,8 @@ class Trainer:
                 self.calibrate()
                 seen = {"samples_seen": len(plan.indices), "pruned_fraction": plan.pruned_fraction,
                         "train_seconds": round(self.train_seconds, 3)}  # so far: when each epoch's MAE was reached
-                self.history.append({"epoch": self.epoch, "train_loss": train_loss, **seen, **evaluate(self.model, self.data)})
+                widths = {"widths": width_metrics(self.model, self.data, "val")} if self.model.pruning.slimmable else {}
+                self.history.append({"epoch": self.epoch, "train_loss": train_loss, **seen, **evaluate(self.model, self.data), **widths})
                 self.save(self.metrics())
         metrics = self.metrics() | self.final_metrics()
         self.save(metrics)
@@ -438,12 +499,17 @@ class Trainer:
             mask = self.model.data_mask
             budget = {"max_cost": self.model.pruning.cap, "keep_threshold": float(mask.threshold),
                       "max_regions": int(mask.max_regions), "regions": self.model.regions}
+        widths = {}
+        if self.model.pruning.slimmable:  # each level's test error beside its validation error
+            tested = width_metrics(self.model, self.data, "test")
+            widths = {"widths": [{**val, "test_mae": test["test_mae"]} for val, test in zip(self.history[-1]["widths"], tested)]}
         return {
             "test_mae": splits["test"]["test_mae"],
             "test_mse": splits["test"]["test_mse"],
             "cost": {split: splits[split]["cost"] for split in ("train", "val", "test")},
             "above_cap": {split: splits[split]["above_cap"] for split in ("train", "val", "test")},
             **budget,
+            **widths,
         }
 
     def metrics(self) -> dict:

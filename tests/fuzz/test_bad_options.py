@@ -77,6 +77,7 @@ OPTIONS: dict[str, dict[str, object]] = {
     "export": {
         "MODEL": InputFile(".pt"), "--output": OutputFile(".onnx", strict_suffix=True), "--mode": Choice(("gather", "bucketed", "auto")),
         "--tiles": Choice(("all", "sparse", "wide", "none", "auto")), "--levels": Count(1), "--opset": Count(17, 21),
+        "--width": UNIT,
     },
     "export --trt": {"--jetpack": Choice(("5.1", "6.0", "6.1", "6.2"))},
     "info": {"MODEL": InputFile(".pt")},
