@@ -187,9 +187,9 @@ def show_metrics(metrics: dict) -> None:
 
 def show_widths(rows: list[dict], unit: str) -> None:
     """A slimmable network's width levels, each alone as a static network."""
-    table = Table(title="width levels, each run alone (every region, no router)")
+    table = Table(title="width levels, each run alone", caption=f"every region, no router; MAE in {unit}")
     tested = all("test_mae" in row for row in rows)
-    for column in ("width", "FLOPs ratio", f"val MAE ({unit})", *(["test MAE"] if tested else [])):
+    for column in ("width", "FLOPs ratio", "val MAE", *(["test MAE"] if tested else [])):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(f"{row['width']:g}", f"{row['flops_ratio']:.3f}", f"{row['val_mae']:.5g}", *([f"{row['test_mae']:.5g}"] if tested else []))
