@@ -20,7 +20,7 @@ from dynaprune_edge.checks import is_number
 from dynaprune_edge.cost.table import machine_fingerprint
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.export.network import branch_flops, build_graph
+from dynaprune_edge.export.network import branch_flops, build_graph, width_plan
 from dynaprune_edge.export.parity import PARITY_TOLERANCE, check_graph, check_parity, reference
 from dynaprune_edge.export.plan import BranchPlan, branch_plan, kept_region_counts, partition
 from dynaprune_edge.export.regions import TilePolicy
@@ -181,10 +181,7 @@ class Exporter:
         model = self.trained.model
         if self.dense:
             graph, costs = self.dense_graph(self.width)
-            if self.width is None:
-                gates = {g.name: g.groups for g in model.gates}
-            else:
-                gates = model.level_groups(model.pruning.width_levels[self.width])
+            gates = {g.name: g.groups for g in model.gates} if self.width is None else width_plan(model, self.width).groups
             return [Candidate("dense", "none", graph, [Bucket([0, model.regions], 0, gates, costs[0][0])])]
         table = model.model_mask.width_table(model.regions)
         result = []

@@ -191,15 +191,15 @@ def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", ba
     }
 
 
-def width_metrics(model: DynaPruner, data: SpatioTemporalData, split: str) -> list[dict]:
+def width_metrics(model: DynaPruner, data: SpatioTemporalData, split: str, widest: dict) -> list[dict]:
     """Each width level of a slimmable network alone, as a static network: its MAE on
-    `split` and its cost ratio (FLOPs and the cost target's) to the widest level."""
-    rows = []
-    for index, level in enumerate(model.pruning.width_levels):
-        result = evaluate(model, data, split, width=index)
-        rows.append({"width": level, f"{split}_mae": result[f"{split}_mae"], "flops_ratio": result["flops_ratio_mean"],
-                     "cost": result["cost"]["mean"]})
-    return rows
+    `split` and its cost ratio (FLOPs and the cost target's) to the widest level.
+    widest: `evaluate`'s result on the split, which is the widest level's (a slimmable
+    model's plain forward is its widest level: every region, every filter, its statistics)."""
+    levels = model.pruning.width_levels
+    results = [evaluate(model, data, split, width=index) for index in range(len(levels) - 1)] + [widest]
+    return [{"width": level, f"{split}_mae": result[f"{split}_mae"], "flops_ratio": result["flops_ratio_mean"], "cost": result["cost"]["mean"]}
+            for level, result in zip(levels, results)]
 
 
 @torch.no_grad()
@@ -474,8 +474,9 @@ class Trainer:
                 self.calibrate()
                 seen = {"samples_seen": len(plan.indices), "pruned_fraction": plan.pruned_fraction,
                         "train_seconds": round(self.train_seconds, 3)}  # so far: when each epoch's MAE was reached
-                widths = {"widths": width_metrics(self.model, self.data, "val")} if self.model.pruning.slimmable else {}
-                self.history.append({"epoch": self.epoch, "train_loss": train_loss, **seen, **evaluate(self.model, self.data), **widths})
+                validation = evaluate(self.model, self.data)
+                widths = {"widths": width_metrics(self.model, self.data, "val", validation)} if self.model.pruning.slimmable else {}
+                self.history.append({"epoch": self.epoch, "train_loss": train_loss, **seen, **validation, **widths})
                 self.save(self.metrics())
         metrics = self.metrics() | self.final_metrics()
         self.save(metrics)
@@ -501,7 +502,7 @@ class Trainer:
                       "max_regions": int(mask.max_regions), "regions": self.model.regions}
         widths = {}
         if self.model.pruning.slimmable:  # each level's test error beside its validation error
-            tested = width_metrics(self.model, self.data, "test")
+            tested = width_metrics(self.model, self.data, "test", splits["test"])
             widths = {"widths": [{**val, "test_mae": test["test_mae"]} for val, test in zip(self.history[-1]["widths"], tested)]}
         return {
             "test_mae": splits["test"]["test_mae"],

@@ -51,7 +51,11 @@ def test_every_width_level_exports_with_parity_and_costs_what_fvcore_counts(back
         assert ledger == pytest.approx(static_equivalent_flops(forecast.masks.ledger, forecast.masks, 0), rel=0.01)
         flops.append(ledger)
     assert flops == sorted(set(flops)), "wider levels must compute more"
-    assert flops[-1] == pytest.approx(model(x).dense_flops)
+    with torch.no_grad():
+        plain = model(x)
+    assert flops[-1] == pytest.approx(plain.dense_flops)
+    widest = model(x, MaskMode(hard=True), len(flops) - 1).prediction
+    assert torch.equal(widest, plain.prediction), "a slimmable model's plain forward is its widest level (metrics rely on it)"
     if model.width_norms:  # what the export matched used the level's own statistics, not the widest level's
         with torch.no_grad():
             padded = model.pad(x)
