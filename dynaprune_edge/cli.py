@@ -182,6 +182,8 @@ def show_metrics(metrics: dict) -> None:
         )
     if "widths" in metrics:
         show_widths(metrics["widths"], metrics["unit"])
+    if "budgets" in metrics:
+        show_budgets(metrics["budgets"], metrics["unit"], metrics["cost_target"])
     console.print(f"[dim]{metrics['flops_convention']}[/dim]")
 
 
@@ -193,6 +195,18 @@ def show_widths(rows: list[dict], unit: str) -> None:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(f"{row['width']:g}", f"{row['flops_ratio']:.3f}", f"{row['val_mae']:.5g}", *([f"{row['test_mae']:.5g}"] if tested else []))
+    console.print(table)
+
+
+def show_budgets(rows: list[dict], unit: str, target: str) -> None:
+    """A width-routed model at several run-time budgets: one network, one knob."""
+    table = Table(title="run-time budgets, one model", caption=f"cost: mean ratio to dense on {target}, router included; MAE in {unit}; "
+                  "share: the validation windows each branch took (persistence, then each width level)")
+    for column in ("budget", "cost", "FLOPs ratio", "val MAE", "share per branch"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        shares = " ".join(f"{share:.2f}" for share in row["branch_share"])
+        table.add_row(f"{row['budget']:g}", f"{row['cost']:.3f}", f"{row['flops_ratio']:.3f}", f"{row['val_mae']:.5g}", shares)
     console.print(table)
 
 
@@ -270,12 +284,12 @@ def export(
     table = Table(title=f"{manifest.backbone} on {manifest.dataset}: {chosen.mode} export, tiles {chosen.tiles}")
     measured = manifest.measured  # timed at export on 1 thread: a table for other threads predicts other figures
     predicted = manifest.predicted.get("per_bucket") if manifest.predicted.get("machine", {}).get("threads") == 1 else None
-    for column in ("branch", "kept regions", "tiles", "FLOPs", "FLOPs ratio", "max abs error", "measured ms", *(["predicted ms"] if predicted else [])):
+    for column in ("branch", "computes", "tiles", "FLOPs", "FLOPs ratio", "max abs error", "measured ms", *(["predicted ms"] if predicted else [])):
         table.add_column(column, justify="right")
     for index, bucket in enumerate(manifest.buckets):
         error, ms = chosen.parity.get(str(index)), measured["per_bucket_ms"].get(str(index))
         table.add_row(
-            str(index), "–".join(map(str, bucket.regions)), str(bucket.tiles or "whole maps"), format_flops(bucket.flops),
+            str(index), manifest.computes(index), str(bucket.tiles or "whole maps"), format_flops(bucket.flops),
             f"{bucket.flops / manifest.dense_flops:.3f}", "not reached" if error is None else f"{error:.1e}",
             "–" if ms is None else f"{ms:.3f}",
             *([f"{predicted[index]:.3f}" + ("" if ms is None else f" ({100 * (predicted[index] / ms - 1):+.0f} %)")] if predicted else []),
@@ -395,12 +409,13 @@ def profile(
     power_interval: Annotated[int, typer.Option(max=60000, help="Milliseconds between rail readings (tegrastats --interval).")] = 100,
     report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
+    budget: Annotated[Optional[float], typer.Option(help="A width-routed model's run-time budget (dpedge train --slimmable --budget B): the mean cost ratio on its cost target, in (0, 1]; 1 runs the widest level. Default: the trained budget.")] = None,
 ) -> None:
     """Latency, FLOPs and branch per sample of an exported model against its dense twin, on real samples of its data: measured, or emulated for the Jetson AGX Orin."""
     from dynaprune_edge import profile as profiling
 
     settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate,
-                                  None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval)
+                                  None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval, budget)
     settings.device()  # a bad module, power mode or precision fails before any work
     if report is not None:
         check_writable(report, "--report", folder=True)

@@ -21,6 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from dynaprune_edge.checks import is_number
 from dynaprune_edge.cost.calibration import scale_to_orin
 from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
@@ -55,6 +56,7 @@ class Settings:
     power_seconds: float = 5.0  # each model's power phase
     idle_seconds: float = 3.0  # the idle recording before them; 0: none
     power_interval: int = 100  # ms between rail readings
+    budget: float | None = None  # a width-routed model's run-time budget (None: the trained one)
 
     def __post_init__(self) -> None:
         BACKENDS.get(self.backend)
@@ -65,6 +67,8 @@ class Settings:
                 raise ConfigError(f"--{name} must be ≥ {least}, got {getattr(self, name)}")
         if self.frames is not None and self.data is not None:
             raise ConfigError("--frames holds the windows to profile on; --data reads them from data files: give one of them")
+        if self.budget is not None and not (is_number(self.budget) and 0 < self.budget <= 1):
+            raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {self.threads}")
         if not 0 < self.power_seconds < math.inf:
@@ -258,6 +262,7 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
     else:
         frames, described = profile_frames(manifest, onnx_path, settings.data, settings.samples)
     sparse = load(opened, settings.backend, settings.threads, settings.device())
+    sparse.set_budget(settings.budget)
     dense = load(twin, settings.backend, settings.threads, settings.device())
     runs = 1 if sparse.emulated else max(settings.runs, len(frames))
     with progress_bar(transient=True) as progress:
@@ -296,11 +301,11 @@ def print_profile(result: Profile, console: Console) -> None:
     console.print(f"speedup ({kind}): {latency['speedup']:.2f}×; FLOPs {flops['ratio_mean']:.3f} of dense on average, "
                   f"at most {flops['ratio_max']:.3f} ({flops['convention']})", soft_wrap=True)
     branches = Table(title="branches the samples took")
-    for column in ("branch", "kept regions", "FLOPs ratio", "samples", f"{kind} ms", "mean activity"):
+    for column in ("branch", "computes", "FLOPs ratio", "samples", f"{kind} ms", "mean activity"):
         branches.add_column(column, justify="right")
     for row in summary["branches"]:
         ms, act = row[f"{kind}_ms"], row["activity_mean"]
-        branches.add_row(str(row["branch"]), "–".join(map(str, row["kept_regions"])), f"{row['flops_ratio']:.3f}", str(row["samples"]),
+        branches.add_row(str(row["branch"]), result.manifest.computes(row["branch"]), f"{row['flops_ratio']:.3f}", str(row["samples"]),
                          "–" if ms is None else f"{ms:.3f}", "–" if act is None else f"{act:.4g}")
     console.print(branches)
     split = summary["calm_vs_busy"]

@@ -20,14 +20,14 @@ from dynaprune_edge.checks import is_number
 from dynaprune_edge.cost.table import machine_fingerprint
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.export.network import branch_flops, build_graph, width_plan
+from dynaprune_edge.export.network import branch_flops, build_graph, build_width_router_graph, width_plan
 from dynaprune_edge.export.parity import PARITY_TOLERANCE, check_graph, check_parity, reference
 from dynaprune_edge.export.plan import BranchPlan, branch_plan, kept_region_counts, partition
 from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.files import atomic_write_bytes, atomic_write_text
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.profiling.latency import interleaved_latency
-from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT, Bucket, Manifest, TensorSpec, manifest_path
+from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT, Bucket, Manifest, TensorSpec, manifest_path
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import TrainedModel
@@ -39,6 +39,9 @@ ROUTING_TIE = 1e-4
 PICKS_PER_COUNT = 2  # training samples per kept-region count in the parity check: one may be a tie
 WARM_REPEATS = 3  # each candidate times its own warm run: see profiling.latency.interleaved_latency
 MODES = ("gather", "bucketed", "auto")
+CHECKED_BUDGETS = (0.1, 0.3, 0.5, 0.7, 1.0)
+"""Run-time budgets a width-routed export is parity-checked at (and its trained one): between
+them, every branch the data reach."""
 TILE_POLICIES: dict[str, TilePolicy | None] = {
     "all": TilePolicy(),
     "sparse": TilePolicy(max_fraction=0.5),
@@ -117,6 +120,10 @@ class Exporter:
         pruning = self.trained.model_config.pruning
         self.width = None if options.width is None else width_index(pruning, options.width)
         self.dense = options.dense or not pruning.enabled
+        self.routed = pruning.routes_widths and not self.dense
+        if self.routed and (options.mode != "auto" or options.tiles != "auto"):
+            raise ConfigError("a width-routed model exports each width level as a static branch of its own: "
+                              "--mode and --tiles do not apply to it")
         if not self.dense and options.mode == "bucketed" and pruning.group_order == "scored":
             raise ConfigError(
                 "--mode bucketed compiles each sub-network with constant weights, which needs the same "
@@ -183,6 +190,11 @@ class Exporter:
             graph, costs = self.dense_graph(self.width)
             gates = {g.name: g.groups for g in model.gates} if self.width is None else width_plan(model, self.width).groups
             return [Candidate("dense", "none", graph, [Bucket([0, model.regions], 0, gates, costs[0][0])])]
+        if self.routed:
+            graph, costs = build_width_router_graph(model, self.options.opset)
+            levels = [width_plan(model, level).groups for level in range(len(model.pruning.width_levels))]
+            buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [Bucket([model.regions] * 2, 0, dict(g), flops) for g, (flops, _) in zip(levels, costs[1:])]
+            return [Candidate("widths", "none", graph, buckets)]
         table = model.model_mask.width_table(model.regions)
         result = []
         for tiles in self.tile_policies():
@@ -194,6 +206,30 @@ class Exporter:
                 ]
                 result.append(Candidate(mode, tiles, graph, buckets))
         return result
+
+    def parity_checks(self) -> list[tuple[np.ndarray, np.ndarray, str, dict]]:
+        """(samples, PyTorch's forecasts of them, what they are, other inputs) for each
+        parity check: one, or per run-time budget of a width-routed model (CHECKED_BUDGETS
+        and its trained one: every branch the data reach), without the samples within
+        ROUTING_TIE of another branch there."""
+        if not self.routed:
+            x, described = self.parity_inputs()
+            return [(x.numpy(), reference(self.trained, x, self.dense, self.width).numpy(), described, {})]
+        val, train = self.data.val, self.data.train
+        x = torch.stack([val[i][0] for i in range(min(len(val), self.options.parity_samples))]
+                        + [train[int(i)][0] for i in np.linspace(0, len(train) - 1, min(len(train), self.options.parity_samples)).astype(int)])
+        router = self.trained.model.width_router
+        with torch.no_grad():
+            predicted = router.predicted_losses(*self.trained.model.importance(self.trained.model.pad(x)).pair)
+        checks = []
+        for budget in sorted({*CHECKED_BUDGETS, self.trained.model_config.pruning.budget}):
+            clear = router.margins(predicted, budget) >= ROUTING_TIE
+            kind = "synthetic" if self.data.is_synthetic else "real"
+            tied = f", {int((~clear).sum())} left out: within {ROUTING_TIE:g} of another branch" if not clear.all() else ""
+            described = f"{int(clear.sum())} {kind} {self.data.config.name} samples at budget {budget:g}{tied}"
+            expected = reference(self.trained, x[clear], False, budget=budget).numpy()
+            checks.append((x[clear].numpy(), expected, described, {BUDGET: np.array(budget, np.float32)}))
+        return checks
 
     def parity_inputs(self) -> tuple[torch.Tensor, str]:
         """`parity_samples` validation samples, plus PICKS_PER_COUNT training samples per kept-region
@@ -251,7 +287,17 @@ class Exporter:
             measured=measured,
             data=self.trained.data_config.to_dict(),
             gate_groups={g.name: g.groups for g in self.trained.model.gates},
+            budget=self.budget_record(),
         )
+
+    def budget_record(self) -> dict:
+        """A width-routed export's run-time budget: its input, the trained value, the cost
+        target it is a ratio on and each branch's cost ratio there (router included)."""
+        if not self.routed:
+            return {}
+        model = self.trained.model
+        return {"input": BUDGET, "trained": model.pruning.budget, "cost_target": model.cost_model.describe(),
+                "branch_costs": model.width_router.costs.tolist(), "range": "(0, 1]; 1 runs the widest level"}
 
     def predicted(self, candidate: Candidate) -> dict:
         """Per bucket, the latency the model's measured cost table predicts for it (the
@@ -260,14 +306,17 @@ class Exporter:
         model = self.trained.model
         if self.dense or model.pruning.cost == "flops":
             return {}
-        counts = torch.tensor([bucket.regions[1] for bucket in candidate.buckets])
         dense = model.cost_model.dense_cost(branch_flops(model, None, None))
+        if self.routed:
+            ratios = model.width_router.costs.tolist()
+        else:
+            ratios = model.cost_of_counts(torch.tensor([bucket.regions[1] for bucket in candidate.buckets]))
         return {
             "target": model.cost_model.describe(),
             "machine": model.cost_model.machine(),
             "unit": model.cost_model.unit,
             "dense": dense,
-            "per_bucket": [float(r) * dense for r in model.cost_of_counts(counts)],
+            "per_bucket": [float(r) * dense for r in ratios],
             "label": "predicted from the cost table, not measured",
         }
 
@@ -283,8 +332,7 @@ class Exporter:
         its turns too, so the manifest records what the export measured against it
         (`measured`): whether skipping pays is a fact of this machine, not of the FLOPs."""
         candidates = self.candidates()
-        x, described = self.parity_inputs()
-        expected = reference(self.trained, x, self.dense, self.width).numpy()
+        checks = self.parity_checks()
         timed = self.validation_frames(self.options.parity_samples)
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dpedge-export-") as scratch:  # candidates, checked by path
@@ -294,8 +342,11 @@ class Exporter:
                 onnx.save(candidate.onnx_model, path)
                 check_graph(path, candidate.mode)
                 sessions.append(open_session(path, session_options(1), ["CPUExecutionProvider"]))
-                candidate.parity = check_parity(sessions[-1], x.numpy(), expected, candidate.mode)
-                self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(candidate.parity.values()):.2e}")
+                for x, expected, described, feeds in checks:
+                    parity = check_parity(sessions[-1], x, expected, candidate.mode, feeds)
+                    for branch, error in parity.items():  # the worst of every check
+                        candidate.parity[branch] = max(error, candidate.parity.get(branch, 0.0))
+                    self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(parity.values()):.2e}")
             timed_twin = not self.dense or self.width is not None  # a width slice is timed against the widest level
             if timed_twin:
                 twin = Path(scratch) / "dense_twin.onnx"

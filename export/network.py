@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from dynaprune_edge.export.graph import OPSET, Feature, GraphBuilder, tensor_info
 from dynaprune_edge.export.plan import BranchPlan
@@ -15,7 +16,7 @@ from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.export.routing import Branch, Routing, choose, route
 from dynaprune_edge.export.subnetwork import SubNetwork
 from dynaprune_edge.models import DynaPruner
-from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
+from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
 
 GRAPH_REVISION = 2
 """The operator patterns `build_graph` emits, numbered: a cost table times them, so one
@@ -142,6 +143,49 @@ def build_graph(
     b.identity(flops_out, FLOPS)
     b.identity(bucket, BUCKET)
     return b.model(inputs, final, f"dpedge {mode} export"), costs
+
+
+def build_width_router_graph(model: DynaPruner, opset: int = OPSET) -> tuple[onnx.ModelProto, list[tuple[float, int]]]:
+    """A width-routed slimmable model's graph: its router (mask generator, width head, the
+    price of the run-time `budget` input, whose default is the trained budget) chooses one
+    branch per sample: persistence, or one width level as a static network (every region,
+    that level's weight slices and BatchNorm statistics, constant weights of its own).
+    Returns the graph and, per branch, the FLOPs it executes (router included)."""
+    shape = model.backbone.shape
+    b = GraphBuilder("dpedge", opset=opset)
+    x = pad_input(b, model)
+    out_shape = list(frames_shape(shape, model.shape.frames_out))
+    outputs = [tensor_info(FORECAST, out_shape), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
+    # An input with an initializer of its name: optional at run time, the trained budget when omitted.
+    b.initializers.append(numpy_helper.from_array(np.array(model.pruning.budget, np.float32), BUDGET))
+    inputs = [tensor_info(INPUT, list(frames_shape(model.shape, model.shape.frames_in))), tensor_info(BUDGET, [])]
+    # At budget 1 every sample runs the widest level: the router is not run at all (its many
+    # small operators cost a fifth of a small model's latency on a CPU).
+    router = b.branch("router")
+    features, logits = model.lower_importance(router, x.name, x.shape)
+    routed = router.identity(model.width_router.lower(router, features, logits, BUDGET, model.regions), "routed_branch", scope="router/widths")
+    widest = b.branch("widest")
+    widest_index = widest.const(np.int64(len(model.pruning.width_levels)), "widest")
+    full = b.op("GreaterOrEqual", BUDGET, b.const(np.float32(1)), scope="router/budget")
+    branch = b.if_else(full, (widest, [widest_index]), (router, [routed]), [tensor_info("branch", [], np.int64)], scope="router/budget")
+    router_flops = model.mask_flops()
+    last = b.op("Slice", x.name, b.const([x.shape[1] - 1]), b.const([x.shape[1]]), b.const([1]), scope="router/fallback")
+    persistence = b.branch("persistence")
+    branches = [(persistence, [persistence.op("Expand", last, persistence.const(out_shape), scope="compute/persistence"),
+                               persistence.const(np.float32(router_flops), "flops")])]
+    costs = [(router_flops, 0)]
+    for level in range(len(model.pruning.width_levels)):
+        builder = b.branch(f"width{level}")
+        with model.at_width(level):
+            y, net = lower_backbone(model, x, Branch(builder, b, model.grid, None, width_plan(model, level)), "bucketed", None)
+        branches.append((builder, [y.name, builder.const(np.float32(router_flops + net.flops), "flops")]))
+        costs.append((router_flops + net.flops, 0))
+    forecast, flops_out = choose(b, branch, branches, outputs[:2])
+    b.identity(crop_output(b, model, forecast), FORECAST)
+    b.identity(flops_out, FLOPS)
+    b.identity(branch, BUCKET)
+    final = [tensor_info(FORECAST, list(frames_shape(model.shape, model.shape.frames_out))), *outputs[1:]]
+    return b.model(inputs, final, "dpedge width-routed export"), costs
 
 
 def router_graph(model: DynaPruner, mode: str) -> onnx.ModelProto:

@@ -24,13 +24,14 @@ class ExportError(DpedgeError):
     """The exported graph is wrong (parity) or cannot be produced for this model."""
 
 
-def reference(trained: TrainedModel, x: torch.Tensor, dense: bool, width: int | None = None) -> torch.Tensor:
+def reference(trained: TrainedModel, x: torch.Tensor, dense: bool, width: int | None = None, budget: float | None = None) -> torch.Tensor:
     """The PyTorch hard-mask forward the exported graph must reproduce (width: that width
-    level's static slice of a slimmable network)."""
+    level's static slice of a slimmable network; budget: a width-routed model's run-time
+    budget)."""
     model = trained.model
     with torch.no_grad():
-        if width is not None:
-            return model(x, MaskMode(hard=True), width).prediction
+        if width is not None or budget is not None:
+            return model(x, MaskMode(hard=True), width, budget).prediction
         if dense:
             return model.dense_forecast(x)
         return model(x, MaskMode(hard=True)).prediction
@@ -44,13 +45,14 @@ def check_graph(path: Path, label: str) -> None:
         raise ExportError(f"onnx.checker rejected the {label} graph: {str(error).splitlines()[0]}") from None
 
 
-def check_parity(session, x: np.ndarray, expected: np.ndarray, label: str) -> dict[str, float]:
+def check_parity(session, x: np.ndarray, expected: np.ndarray, label: str, feeds: dict | None = None) -> dict[str, float]:
     """Max abs error per branch (keyed by the branch index the graph reports) of the
-    onnxruntime `session` against PyTorch's `expected` outputs on the samples `x`; an
-    ExportError if any exceeds PARITY_TOLERANCE × max(1, the largest |expected| value)."""
+    onnxruntime `session` against PyTorch's `expected` outputs on the samples `x` (with the
+    other inputs `feeds`: a run-time budget); an ExportError if any exceeds
+    PARITY_TOLERANCE × max(1, the largest |expected| value)."""
     errors: dict[int, float] = {}
     for sample, want in zip(x, expected):
-        forecast, _, bucket = session.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None]})
+        forecast, _, bucket = session.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None], **(feeds or {})})
         error = float(np.abs(forecast[0] - want).max())
         errors[int(bucket)] = max(errors.get(int(bucket), 0.0), error)
     parity = {str(k): v for k, v in sorted(errors.items())}

@@ -13,8 +13,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from dynaprune_edge.errors import DataError
-from dynaprune_edge.runtime.manifest import Manifest
+from dynaprune_edge.checks import is_number
+from dynaprune_edge.errors import ConfigError, DataError
+from dynaprune_edge.runtime.manifest import BUDGET, Manifest
 
 
 @dataclass
@@ -49,6 +50,29 @@ class Backend(ABC):
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
+        self.budget: float | None = None  # a width-routed graph's run-time budget; None: the trained one
+
+    def set_budget(self, budget: float | None) -> None:
+        """Run a width-routed graph (manifest mode "widths") under `budget`, the mean cost
+        ratio on its cost target, in (0, 1] (1: the widest level for every sample); None:
+        the budget it was trained for. A device under load or throttling turns this knob:
+        no re-export."""
+        if budget is None:
+            self.budget = None
+            return
+        if not (is_number(budget) and 0 < budget <= 1):
+            raise ConfigError(f"--budget must be in (0, 1], got {budget}")
+        if self.manifest.mode != "widths":
+            raise ConfigError(f"--budget is the run-time budget of a width-routed model (dpedge train --slimmable --budget B); "
+                              f"this export ({self.manifest.mode}) fixed its budget when it was trained")
+        self.budget = float(budget)
+
+    def inputs(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs for one checked sample: the frames, and the budget if one was set."""
+        feeds = {self.manifest.input.name: frames}
+        if self.budget is not None:
+            feeds[BUDGET] = np.array(self.budget, np.float32)
+        return feeds
 
     @classmethod
     @abstractmethod

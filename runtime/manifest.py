@@ -30,6 +30,9 @@ INPUT = "frames"  # (1, frames_in, channels, height, width) float32
 FORECAST = "forecast"  # (1, frames_out, channels, height, width) float32
 FLOPS = "flops"  # () float32: FLOPs the chosen sub-network executed for this sample
 BUCKET = "bucket"  # () int64: index of the chosen sub-network in `Manifest.buckets`
+BUDGET = "budget"
+"""Optional input of a width-routed graph (mode "widths"): () float32, the mean cost ratio
+to spend on the model's cost target, in (0, 1]; omitted, the trained budget."""
 KEPT_REGIONS = "kept_region_mask"
 """Inside a pruned graph (not an output): the router's (1, 1, grid_h, grid_w) float 0/1 map
 of the regions the sample computes; `dpedge profile` reads it to draw the DataMask."""
@@ -58,7 +61,7 @@ class Bucket:
 class Manifest:
     backbone: str
     dataset: str
-    mode: str  # "dense", "gather" or "bucketed"
+    mode: str  # "dense", "gather", "bucketed" or "widths" (a width router's branches, a run-time budget)
     onnx: str  # file name of the graph, beside the manifest
     onnx_sha256: str  # the graph file's SHA-256
     inputs: list[TensorSpec]
@@ -75,12 +78,21 @@ class Manifest:
     measured: dict = field(default_factory=dict)  # the export's own timing on its machine (export/exporter.py)
     data: dict = field(default_factory=dict)  # the training data's DataConfig: what `dpedge profile` feeds it
     gate_groups: dict = field(default_factory=dict)  # filter groups of each gate at full width (Bucket.widths's denominators)
+    budget: dict = field(default_factory=dict)  # mode "widths": the trained budget, its cost target, each branch's cost ratio
     format: str = FORMAT
     version: int = VERSION
 
     @property
     def input(self) -> TensorSpec:
         return self.inputs[0]
+
+    def computes(self, branch: int) -> str:
+        """What sub-network `branch` computes, in words: a width level (or persistence) of a
+        width-routed graph, or the range of kept-region counts routed to it."""
+        if self.mode == "widths":
+            return "persistence" if branch == 0 else f"width {self.width_levels[branch - 1]:g}"
+        low, high = self.buckets[branch].regions
+        return f"{low}–{high} regions"
 
     def normalize(self, frames: np.ndarray) -> np.ndarray:
         """Physical units → the graph's units (channel axis 2 of (B, T, C, H, W))."""
@@ -126,13 +138,15 @@ class Manifest:
             check.numbers(name, lengths=(1, channels), positive=positive)
         check.numbers("width_levels", positive=True, at_most=1.0)
         check.number("dense_flops", positive=True)
-        for name in ("versions", "parity", "predicted", "measured", "data", "gate_groups"):
+        for name in ("versions", "parity", "predicted", "measured", "data", "gate_groups", "budget"):
             check.mapping(name, required=name == "versions")
         check.data_record("data")
+        if values["mode"] == "widths":
+            check.budget_record("budget")
         return cls(**{**values, "inputs": inputs, "outputs": outputs, "buckets": check.buckets("buckets")})
 
 
-MODES = ("dense", "gather", "bucketed")
+MODES = ("dense", "gather", "bucketed", "widths")
 DATA_FIELDS = ("name", "path", "frames_in", "frames_out", "size", "synthetic_frames", "seed")
 """The fields of the training data's record (dynaprune_edge.data.DataConfig, which this
 torch-free module cannot import; tests/runtime/test_manifest.py keeps the two equal)."""
@@ -186,6 +200,15 @@ class FieldCheck:
                 fits = value is None or (isinstance(value, str) if text else is_count(value))
             if not fits:
                 raise ConfigError(f"manifest field {name}.{field_name} must be {'text' if text else 'a whole number ≥ 0'}, got {value!r}")
+
+    def budget_record(self, name: str) -> None:
+        """A width-routed graph's budget record: the trained budget in (0, 1] and the text
+        name of its cost target."""
+        record = self.values.get(name) or {}
+        trained, target = record.get("trained"), record.get("cost_target")
+        if not (is_number(trained) and 0 < trained <= 1) or not isinstance(target, str):
+            raise ConfigError(f"manifest field {name!r} of a width-routed graph must hold trained (a budget in (0, 1]) "
+                              f"and cost_target (text), got {json.dumps(record)[:80]}")
 
     def number(self, name: str, positive: bool = False) -> float:
         value = self.get(name, (int, float), "a number")

@@ -140,7 +140,7 @@ class OrtBackend(Backend):
         return cls(manifest, session, path, threads)
 
     def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
-        forecast, flops, bucket = self.session.run([FORECAST, FLOPS, BUCKET], {self.manifest.input.name: frames})
+        forecast, flops, bucket = self.session.run([FORECAST, FLOPS, BUCKET], self.inputs(frames))
         return np.asarray(forecast, np.float32), float(flops), int(bucket)
 
     def device(self) -> str:

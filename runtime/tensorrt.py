@@ -327,6 +327,13 @@ class TensorRTBackend(Backend):
             raise ConfigError(f"{path}: TensorRT {trt.__version__} cannot deserialize this engine (truncated or corrupt?)")
         return cls(manifest, path, meta, Execution(trt, cuda, engine, manifest, trt_api(current.trt_version), path))
 
+    def set_budget(self, budget: float | None) -> None:
+        """TensorRT's ONNX parser makes an input with a default (an initializer) a constant
+        of the engine: an engine runs the budget its graph was trained for."""
+        if budget is not None:
+            raise ConfigError("a TensorRT engine runs a width-routed model at the budget it was trained for: choose another "
+                              "budget on --backend ort, ort-cuda or orin-emu")
+
     def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
         outputs = self.execution.run({self.manifest.input.name: frames})
         return outputs[FORECAST].astype(np.float32, copy=False), float(outputs[FLOPS]), int(outputs[BUCKET])

@@ -9,11 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import typer
 
 from dynaprune_edge.cli import app
+from dynaprune_edge.data import load_dataset
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.runtime import load
 from dynaprune_edge.training import load_model
 
 TINY = ["--dataset", "taxibj", "--synthetic-frames", "120", "--batch-size", "8",
@@ -85,7 +89,7 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["train", "--out", "x", "--init", "absent.pt"], "--init absent.pt: no such file"),
         (["train", "--out", "x", "--resume"], "--resume: x holds no resume.pt to continue from"),
         (["train", "--out", "x", "--resume", "--overwrite"], "choose one"),
-        (["train", "--out", "x", "--slimmable", "--budget", "0.5"], "--slimmable trains every width level of a dense network (--budget 1.0)"),
+        (["profile", "x.onnx", "--budget", "0"], "--budget must be in (0, 1], got 0.0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
@@ -241,6 +245,48 @@ def test_a_slimmable_model_reports_each_width_level_and_exports_any_of_them(tmp_
         lines = refused.stderr.strip().splitlines()
         assert refused.returncode == 1 and len(lines) == 1 and message in lines[0], refused.stderr
         assert not (tmp_path / "refused.onnx").exists()
+
+
+def test_a_width_routed_model_takes_its_budget_at_run_time(tmp_path):
+    """dpedge train --slimmable --budget 0.5 → export (one graph, an optional budget input)
+    → the runtime and dpedge profile at other budgets; budget 1 is the widest level."""
+    out = tmp_path / "run"
+    trained = dpedge("train", *TINY, "--epochs", "1", "--slimmable", "--budget", "0.5", "--group-size", "4", "--out", out)
+    assert trained.returncode == 0, trained.stderr
+    assert "run-time budgets, one model" in trained.stdout, trained.stdout
+    exported = dpedge("export", out / "model.pt")
+    assert exported.returncode == 0, exported.stderr
+    assert "at budget 1, max abs error" in exported.stderr and "width 0.25" in exported.stdout, exported.stdout
+    manifest = json.loads((out / "model.dpedge.json").read_text())
+    assert manifest["mode"] == "widths" and manifest["budget"]["trained"] == 0.5
+
+    backend = load(out / "model.onnx")
+    trained_model = load_model(out / "model.pt").model
+    x = torch.stack([load_dataset(load_model(out / "model.pt").data_config).val[i][0] for i in range(8)])
+    default = backend.run(x.numpy())
+    backend.set_budget(0.5)
+    assert np.array_equal(backend.run(x.numpy()).forecast, default.forecast), "omitted, the budget is the trained one"
+    backend.set_budget(1.0)
+    full = backend.run(x.numpy())
+    assert (full.bucket == len(manifest["buckets"]) - 1).all()
+    widest = trained_model(x, width=len(trained_model.pruning.width_levels) - 1).prediction.detach().numpy()
+    assert np.abs(full.forecast - widest).max() <= 1e-4, "budget 1 is the widest level, within parity"
+    flops = []
+    for budget in (0.1, 0.3, 0.7, 1.0):
+        backend.set_budget(budget)
+        flops.append(backend.run(x.numpy()).flops)
+    assert (np.diff(np.stack(flops), axis=0) >= 0).all(), "a higher budget computed less for some sample"
+    with pytest.raises(ConfigError, match=r"--budget must be in \(0, 1\], got 1.5"):
+        backend.set_budget(1.5)
+
+    profiled = dpedge("profile", out / "model.onnx", "--budget", "0.3", "--runs", "20", "--samples", "8", "--json")
+    assert profiled.returncode == 0, profiled.stderr
+    assert json.loads(profiled.stdout)["settings"]["budget"] == 0.3
+    dense = dpedge("export", out / "model.pt", "--dense")
+    assert dense.returncode == 0, dense.stderr
+    refused = dpedge("profile", out / "model.dense.onnx", "--budget", "0.3", "--runs", "20", "--samples", "8")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1 and "fixed its budget when it was trained" in lines[0], refused.stderr
 
 
 def test_resume_after_a_killed_run_loses_at_most_one_epoch(tmp_path):

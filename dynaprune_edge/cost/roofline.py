@@ -135,6 +135,10 @@ def matrix_work(node: onnx.NodeProto, shapes: dict[str, Tensor]) -> tuple[float,
     return float(math.prod(out) * inner), batch * math.ceil(rows / tile) * math.ceil(columns / tile)
 
 
+ROUTER_SWITCH = "router/budget"
+"""Scope of the `If` by which a width-routed graph skips its router at budget 1."""
+
+
 class GraphRoofline:
     """The kernels of every route through `model`, priced on `device`."""
 
@@ -159,6 +163,12 @@ class GraphRoofline:
         order of dpedge's branch chain, so route i is the sub-network of bucket i."""
         kernels = self._kernels(graph)
         branches = [node for node in graph.node if node.op_type == "If"]
+        for switch in [node for node in branches if node.name.startswith(ROUTER_SWITCH)]:
+            # a width-routed graph's budget switch: priced as below budget 1, its router run
+            branches.remove(switch)
+            router = next(attribute.g for attribute in switch.attribute if attribute.name == "else_branch")
+            kernels = kernels + [Kernel(switch.name, ["If"], overhead_ms=constant("branch_overhead_us") / 1e3, nodes=[switch.name])]
+            kernels = kernels + self._kernels(router)
         if not branches:
             return [kernels]
         if len(branches) > 1:

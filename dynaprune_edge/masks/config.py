@@ -44,7 +44,10 @@ class PruningConfig:
         optimizer step also trains the narrowest width level and one random level between,
         distilled from the widest (the sandwich rule and in-place distillation of slimmable
         networks), and each width level keeps BatchNorm statistics of its own, so every
-        width level is a network of its own that `dpedge export --width` compiles.
+        width level is a network of its own that `dpedge export --width` compiles. With a
+        budget below 1, a width router picks one branch per sample (persistence or a width
+        level, every region computed) under a budget chosen at run time
+        (masks/router.py); `region_size` is then not used.
     activity_weight: weight of the mask generator's activity prior (regions whose input
         frames do not change, where the persistence a skipped region outputs is exact,
         score lower; masks/generator.py); 0 turns it off.
@@ -95,11 +98,6 @@ class PruningConfig:
             raise ConfigError(f"--max-cost must be in [budget ({self.budget}), 1], got {self.max_cost}")
         if not isinstance(self.slimmable, bool):
             raise ConfigError(f"slimmable must be true or false, got {self.slimmable!r}")
-        if self.slimmable and self.enabled:
-            raise ConfigError(
-                "--slimmable trains every width level of a dense network (--budget 1.0); a per-sample width "
-                "router over such a network is not built yet: train the slimmable network with --budget 1.0"
-            )
         levels = self.width_levels
         if not levels or not all(map(math.isfinite, levels)) or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
             raise ConfigError(f"width levels must rise to 1.0, got {levels}")
@@ -107,6 +105,12 @@ class PruningConfig:
     @property
     def enabled(self) -> bool:
         return self.budget < 1.0
+
+    @property
+    def routes_widths(self) -> bool:
+        """Whether a width router picks each sample's width level (masks/router.py), rather
+        than the DataMask and ModelMask its regions and filters."""
+        return self.enabled and self.slimmable
 
     @property
     def cap(self) -> float:

@@ -42,6 +42,11 @@ class ImportanceField:
     def scores(self) -> Tensor:
         return torch.sigmoid(self.logits)
 
+    @property
+    def pair(self) -> tuple[Tensor, Tensor]:
+        """(features, logits): what the width router reads."""
+        return self.features, self.logits
+
 
 class MaskGenerator(nn.Module):
     """Strided 3×3 convs over the stacked input frames, down to one pixel per region, plus
@@ -68,7 +73,8 @@ class MaskGenerator(nn.Module):
                 nn.ReLU(),
             ]
         self.body = nn.Sequential(*layers)
-        self.importance = nn.Conv2d(channels, 1, 1)
+        self.feature_channels = channels if steps else in_channels  # a region of one pixel: the frames themselves
+        self.importance = nn.Conv2d(self.feature_channels, 1, 1)
         nn.init.zeros_(self.importance.weight)
         nn.init.constant_(self.importance.bias, keep_bias)  # start with every region kept
         self.region_size = region_size

@@ -71,9 +71,11 @@ def region_side(config: ModelConfig) -> int:
     """The DataMask region side the model is built with: `pruning.region_size` when it
     prunes; for a dense model (nothing to skip) its backbone's own spatial multiple, so
     that it is not padded for regions it never skips (a dense SimVP on NYC bike's 10×20
-    runs on 12×20, not on the 16×24 that regions of 8 would need: 1.6× the work)."""
+    runs on 12×20, not on the 16×24 that regions of 8 would need: 1.6× the work). A
+    width-routed model computes every region too: its mask generator reads the frames at
+    that side's resolution."""
     backbone_type = BACKBONES.get(config.backbone)
-    if config.pruning.enabled:
+    if config.pruning.enabled and not config.pruning.routes_widths:
         return config.pruning.region_size
     return backbone_type.spatial_multiple(backbone_type.Options(**config.options))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from dynaprune_edge.layers import FlopsLedger, GateSpec, Interpreter, Layer, Mas
 from dynaprune_edge.masks import DataMask, ImportanceField, MaskGenerator, MaskMode, ModelMask, PruningConfig
 from dynaprune_edge.masks.generator import groups_at_widths
 from dynaprune_edge.masks.budget import CostCurve, calibrate
+from dynaprune_edge.masks.router import WidthRouter
 
 
 @contextlib.contextmanager
@@ -157,8 +159,10 @@ class Forecast:
     flops: Tensor  # (B,) closed-form sparse FLOPs of each sample, mask generator included
     dense_flops: float  # the same backbone with pruning off, per sample
     data_kept: Tensor  # (B,) fraction of regions computed
-    masks: MaskState
+    masks: MaskState | None  # None: a width-routed forecast, whose branches ran separately
     cost_ratio: Tensor  # (B,) cost relative to the dense model on the model's cost target
+    branch: Tensor | None = None  # (B,) a width-routed model's branch per sample: 0 persistence, then each width level
+    predicted_losses: Tensor | None = None  # (B, branches) its width router's predicted error of every branch
 
     @property
     def flops_ratio(self) -> Tensor:
@@ -214,8 +218,11 @@ class DynaPruner(nn.Module):
             self.generator = MaskGenerator(
                 shape.frames_in * shape.channels, region_size, channels, pruning.keep_bias, pruning.activity_weight
             )
-            self.data_mask = DataMask(self.grid)
-            self.model_mask = ModelMask(self.gates, channels, pruning)
+            if pruning.routes_widths:
+                self.width_router = WidthRouter(self.generator.feature_channels, len(pruning.width_levels), pruning.max_cost)
+            else:
+                self.data_mask = DataMask(self.grid)
+                self.model_mask = ModelMask(self.gates, channels, pruning)
         else:
             self.generator = None
 
@@ -258,17 +265,19 @@ class DynaPruner(nn.Module):
         return features, logits
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The backbone's parameters and the masks' (mask generator, DataMask, ModelMask: a
-        few parameters the trainer moves at a higher learning rate; none in a dense model)."""
-        masks = [] if self.generator is None else [
-            *self.generator.parameters(), *self.data_mask.parameters(), *self.model_mask.parameters()
-        ]
-        return {"backbone": list(self.backbone.parameters()), "masks": masks}
+        """The backbone's parameters and the masks' (mask generator, and DataMask and
+        ModelMask or the width router: a few parameters the trainer moves at a higher
+        learning rate; none in a dense model)."""
+        backbone = list(self.backbone.parameters())
+        ours = {id(p) for p in backbone}
+        return {"backbone": backbone, "masks": [p for p in self.parameters() if id(p) not in ours]}
 
     def mask_flops(self) -> float:
-        """What deciding the masks costs per sample (generator and group scorers): fixed."""
+        """What deciding the masks costs per sample (generator, and group scorers or the
+        width router's head): fixed."""
         shape = self.backbone.shape
-        return self.generator.flops(shape.height, shape.width) + self.model_mask.flops()
+        decision = self.width_router.flops() if self.pruning.routes_widths else self.model_mask.flops()
+        return self.generator.flops(shape.height, shape.width) + decision
 
     def dense_masks(self, x: Tensor) -> MaskState:
         """Every region and filter kept: the backbone as the dense baseline runs it."""
@@ -393,18 +402,88 @@ class DynaPruner(nn.Module):
         padded = self.pad(x)
         return self.crop(self.backbone(padded, self.dense_masks(padded)))
 
-    def forward(self, x: Tensor, mode: MaskMode = MaskMode(), width: int | None = None) -> Forecast:
+    def forward(self, x: Tensor, mode: MaskMode = MaskMode(), width: int | None = None, budget: float | None = None) -> Forecast:
         """width: the index of a width level: the static sub-network at that level, every
-        region computed, no router (a slimmable network's slice; `at_width`)."""
+        region computed, no router (a slimmable network's slice; `at_width`); a
+        width-routed model in training mode adds its router's predictions, which the
+        trainer fits to the errors of the levels it ran. budget: a width-routed model's
+        run-time budget (default: the trained one)."""
+        if width is not None:
+            forecast = self.level_forecast(self.pad(x), width)
+            if self.pruning.routes_widths and self.training:
+                forecast.predicted_losses = self.width_router.predicted_losses(*self.importance(self.pad(x)).pair)
+            return forecast
+        if self.pruning.routes_widths:
+            return self.routed_forecast(x, self.pruning.budget if budget is None else budget)
         x = self.pad(x)
-        if width is None:
-            masks = self.padded_masks(x, mode)
-            dense_part = self.backbone(x, masks)
-        else:
-            masks = self.width_masks(x, width)
-            with self.at_width(width):
-                dense_part = self.backbone(x, masks)
+        masks = self.padded_masks(x, mode)
+        dense_part = self.backbone(x, masks)
         region = masks.region_at((x.shape[-2], x.shape[-1]))[:, None]  # (B, 1, 1, H, W)
         prediction = region * dense_part + (1 - region) * x[:, -1:]
         ledger = masks.ledger
         return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks, self.sample_costs(ledger))
+
+    def level_forecast(self, padded: Tensor, level: int) -> Forecast:
+        """Width level `level` alone on the padded frames: every region, that level's
+        first groups and BatchNorm statistics, no router (its FLOPs and cost exclude it)."""
+        masks = self.width_masks(padded, level)
+        with self.at_width(level):
+            prediction = self.backbone(padded, masks)
+        ledger = masks.ledger
+        return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks, self.sample_costs(ledger))
+
+    def routed_forecast(self, x: Tensor, budget: float) -> Forecast:
+        """A width-routed model's forecast of the user's frames `x` under `budget`: each
+        sample's branch runs on the samples that took it (as the exported graph runs one
+        branch per sample); persistence repeats the last input frame."""
+        padded = self.pad(x)
+        predicted = self.width_router.predicted_losses(*self.importance(padded).pair)
+        branch = self.width_router.choose(predicted, budget)
+        prediction = x[:, -1:].expand(-1, self.shape.frames_out, -1, -1, -1).clone()
+        flops = torch.full((len(x),), self.mask_flops(), device=x.device)
+        for level in range(len(self.pruning.width_levels)):
+            chosen = branch == level + 1
+            if bool(chosen.any()):
+                forecast = self.level_forecast(padded[chosen], level)
+                prediction[chosen] = forecast.prediction
+                flops[chosen] += forecast.flops
+        return Forecast(prediction, flops, self.dense_flops, (branch > 0).to(x.dtype), None,
+                        self.width_router.costs[branch], branch, predicted)
+
+    @functools.cached_property
+    def dense_flops(self) -> float:
+        """FLOPs of the backbone with nothing pruned, per sample (the ledger's dense count)."""
+        return self.branch_ledgers()[-1].dense
+
+    @torch.no_grad()
+    def branch_ledgers(self) -> list[FlopsLedger]:
+        """The training ledger of one sample at each width level, the router's FLOPs among
+        its fixed ones (it reads only the masks, so the input is zeros)."""
+        shape = self.backbone.shape
+        x = torch.zeros(1, shape.frames_in, shape.channels, shape.height, shape.width)
+        ledgers = []
+        for level in range(len(self.pruning.width_levels)):
+            masks = self.width_masks(x, level)
+            if self.generator is not None:
+                masks.ledger.add_fixed(self.mask_flops())
+            with evaluating(self.backbone):
+                self.backbone(x, masks)
+            ledgers.append(masks.ledger)
+        return ledgers
+
+    def branch_costs(self) -> Tensor:
+        """(branches,) a width-routed model's cost ratio of each branch on its cost target,
+        router included: persistence (the router alone), then each width level."""
+        ledgers = self.branch_ledgers()
+        price = self.cost_model
+        router = price.fixed_cost(ledgers[0].fixed) / price.dense_cost(ledgers[0].dense)
+        return torch.cat([torch.tensor([float(router)]), *[self.sample_costs(ledger).float() for ledger in ledgers]])
+
+    @torch.no_grad()
+    def calibrate_router(self, inputs: Iterable[Tensor]) -> None:
+        """The width router's branch costs and its price at every budget, from the
+        predicted errors of `inputs`: batches of held-out training windows, never
+        validation or test ones (masks/router.py)."""
+        with evaluating(self.generator):
+            predicted = torch.cat([self.width_router.predicted_losses(*self.importance(self.pad(x)).pair) for x in inputs])
+        self.width_router.calibrate(predicted, self.branch_costs())

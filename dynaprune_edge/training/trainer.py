@@ -22,6 +22,7 @@ from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
 from dynaprune_edge.masks import MaskMode
+from dynaprune_edge.masks.router import cost_cap
 from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.files import atomic_write_text
@@ -126,11 +127,24 @@ def per_sample_loss(forecast: Forecast, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(forecast.prediction, target, reduction="none").flatten(1).mean(dim=1)
 
 
+def per_sample_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) mean absolute error of each sample, in the data's normalised units, detached:
+    what a width router predicts per branch (the metric users compare models by)."""
+    return (prediction.detach() - target).abs().flatten(1).mean(dim=1)
+
+
+def router_loss(predicted: torch.Tensor, observed: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """The width router's fit to the per-sample errors of the branches a step ran
+    (`seen`, (B, branches) bool): squared error relative to the errors' own mean square,
+    so that its scale does not depend on the data's."""
+    return ((predicted - observed).pow(2) * seen).sum() / (observed.pow(2) * seen).sum().clamp_min(1e-12)
+
+
 def budget_penalty(mean_cost: torch.Tensor, model: DynaPruner) -> torch.Tensor:
     """λ·(mean cost ratio − budget)², the batch's mean cost on the model's cost target
     (FLOPs or the measured table), differentiable through the straight-through masks."""
     pruning = model.pruning
-    if not pruning.enabled:
+    if not pruning.enabled or pruning.routes_widths:  # a width router meets the budget by its price
         return torch.zeros(())
     return pruning.flops_weight * (mean_cost - pruning.budget) ** 2
 
@@ -164,21 +178,31 @@ def cost_spread(ratios: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", batch_size: int = 32, width: int | None = None) -> dict:
+def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", batch_size: int = 32, width: int | None = None,
+             budget: float | None = None) -> dict:
     """Hard-mask metrics of one split on de-normalised values, and the cost ratio of its
     samples on the model's cost target (FLOPs or milliseconds from the masks) with its
     spread and the samples above the cap; the FLOPs ratio too. width: a width level's
-    index, to evaluate that static slice of a slimmable network instead."""
+    index, to evaluate that static slice of a slimmable network instead. budget: a
+    width-routed model's run-time budget (default: the trained one); its results add the
+    share of samples each branch took."""
     model.eval()
     totals = ErrorTotals(data)
-    flops, costs, kept = [], [], []
+    flops, costs, kept, branches = [], [], [], []
     for x, y in DataLoader(getattr(data, split), batch_size=batch_size):
-        forecast = model(x, MaskMode(hard=True), width)
+        forecast = model(x, MaskMode(hard=True), width, budget)
         totals.add(forecast.prediction, y)
         flops.append(forecast.flops)
         costs.append(forecast.cost_ratio)
         kept.append(forecast.data_kept)
+        if forecast.branch is not None:
+            branches.append(forecast.branch)
     flops_per_sample, ratios = torch.cat(flops), torch.cat(costs)
+    cap = cost_cap(model.pruning.budget if budget is None else budget, model.pruning.max_cost) if model.pruning.routes_widths else model.pruning.cap
+    shares = {}
+    if branches:
+        counts = torch.bincount(torch.cat(branches), minlength=model.width_router.branches)
+        shares = {"branch_share": (counts / counts.sum()).tolist()}
     return {
         f"{split}_mae": totals.mae,
         f"{split}_mse": totals.mse,
@@ -186,8 +210,9 @@ def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", ba
         "flops_sparse_mean": float(flops_per_sample.mean()),
         "flops_ratio_mean": float((flops_per_sample / forecast.dense_flops).mean()),
         "cost": cost_spread(ratios),
-        "above_cap": int((ratios > model.pruning.cap + 1e-6).sum()) if model.pruning.enabled else 0,
+        "above_cap": int((ratios > cap + 1e-6).sum()) if model.pruning.enabled else 0,
         "data_kept_mean": float(torch.cat(kept).mean()),
+        **shares,
     }
 
 
@@ -197,9 +222,33 @@ def width_metrics(model: DynaPruner, data: SpatioTemporalData, split: str, wides
     widest: `evaluate`'s result on the split, which is the widest level's (a slimmable
     model's plain forward is its widest level: every region, every filter, its statistics)."""
     levels = model.pruning.width_levels
-    results = [evaluate(model, data, split, width=index) for index in range(len(levels) - 1)] + [widest]
+    alone = len(levels) if model.pruning.routes_widths else len(levels) - 1  # a routed model's plain forward is routed
+    results = [evaluate(model, data, split, width=index) for index in range(alone)] + [widest][: len(levels) - alone]
     return [{"width": level, f"{split}_mae": result[f"{split}_mae"], "flops_ratio": result["flops_ratio_mean"], "cost": result["cost"]["mean"]}
             for level, result in zip(levels, results)]
+
+
+SWEPT_BUDGETS = (0.3, 0.5, 0.7, 1.0)
+"""Run-time budgets a width-routed model is evaluated at after training (and its own)."""
+
+
+def budget_metrics(model: DynaPruner, data: SpatioTemporalData, split: str) -> list[dict]:
+    """A width-routed model, one network, at several run-time budgets: per budget, its MAE
+    on `split`, its mean cost and FLOPs ratios and the share of samples each branch took."""
+    rows = []
+    for budget in sorted({*SWEPT_BUDGETS, model.pruning.budget}):
+        result = evaluate(model, data, split, budget=budget)
+        rows.append({"budget": budget, f"{split}_mae": result[f"{split}_mae"], "cost": result["cost"]["mean"],
+                     "flops_ratio": result["flops_ratio_mean"], "branch_share": result["branch_share"]})
+    return rows
+
+
+@torch.no_grad()
+def typical_error(windows: Dataset) -> float:
+    """Mean per-sample MAE of persistence over `windows`, normalised units: the scale of a
+    width router's predictions (its head then starts near the right magnitude)."""
+    errors = [per_sample_error(x[:, -1:].expand_as(y), y) for x, y in DataLoader(windows, batch_size=64)]
+    return max(float(torch.cat(errors).mean()), 1e-6)
 
 
 @torch.no_grad()
@@ -226,7 +275,9 @@ class Trainer:
         self.stepped = self.model if self.world.size == 1 else data_parallel(self.model)
         self.teacher = self.start_from(config.init) if config.init else None
         self.fitted, self.calibration = split_training(data.train)
-        if self.model.pruning.enabled and not self.model.narrow_to_cap():
+        if self.model.pruning.routes_widths:
+            self.model.width_router.loss_unit.fill_(typical_error(self.fitted))
+        elif self.model.pruning.enabled and not self.model.narrow_to_cap():
             curve = self.model.cost_curve()  # at the narrowest widths now
             raise ConfigError(
                 f"a per-sample cap of {self.model.pruning.cap:.3g} leaves no region to compute: deciding the masks alone costs "
@@ -412,9 +463,16 @@ class Trainer:
         target, the narrowest and a random level between learn it and the widest's
         forecast (INPLACE_DISTILLATION). One backward per level, their gradients summed
         (synchronised across processes at the last), so a step holds one graph at a time.
+        A width router learns, at the last, each sample's error at the levels the step
+        ran and at persistence (`router_loss`).
         Returns (the widest level's per-sample losses, its mean cost)."""
         scale = self.world.size / batch
         levels = self.sandwich_levels()
+        routed = self.model.pruning.routes_widths
+        if routed:  # per sample and branch (0: persistence, then each level): its error, and whether this step saw it
+            observed = torch.zeros(len(x), self.model.width_router.branches)
+            seen = torch.zeros_like(observed, dtype=torch.bool)
+            observed[:, 0], seen[:, 0] = per_sample_error(x[:, -1:].expand_as(y), y), True
         for position, level in enumerate(levels):
             last = position == len(levels) - 1
             with contextlib.nullcontext() if last or self.stepped is self.model else self.stepped.no_sync():
@@ -425,7 +483,12 @@ class Trainer:
                     mean_cost = self.world.sum(forecast.cost_ratio.sum()) / batch
                 else:
                     losses = (1 - INPLACE_DISTILLATION) * losses + INPLACE_DISTILLATION * per_sample_loss(forecast, widest)
-                (scale * (weights * losses).sum()).backward()
+                loss = scale * (weights * losses).sum()
+                if routed:
+                    observed[:, level + 1], seen[:, level + 1] = per_sample_error(forecast.prediction, y), True
+                    if last:
+                        loss = loss + router_loss(forecast.predicted_losses, observed, seen)
+                loss.backward()
         return widest_losses, mean_cost
 
     def train_epoch(self, plan: EpochPlan, progress, task) -> float:
@@ -485,10 +548,13 @@ class Trainer:
         return metrics
 
     def calibrate(self) -> None:
-        """The budget's keep threshold and per-sample cap, from the held-out training
-        windows only (masks/budget.py)."""
-        if self.model.pruning.enabled:
-            self.model.calibrate(x for x, _ in DataLoader(self.calibration, batch_size=64))
+        """The budget's keep threshold and per-sample cap (masks/budget.py), or a width
+        router's prices (masks/router.py), from the held-out training windows only."""
+        held_out = (x for x, _ in DataLoader(self.calibration, batch_size=64))
+        if self.model.pruning.routes_widths:
+            self.model.calibrate_router(held_out)
+        elif self.model.pruning.enabled:
+            self.model.calibrate(held_out)
 
     def final_metrics(self) -> dict:
         """What the finished model costs on every split, its spread over samples and the
@@ -496,7 +562,10 @@ class Trainer:
         splits = {split: evaluate(self.model, self.data, split) for split in ("train", "test")}
         splits["val"] = self.history[-1]
         budget = {}
-        if self.model.pruning.enabled:
+        if self.model.pruning.routes_widths:
+            budget = {"max_cost": self.model.pruning.cap, "branch_costs": self.model.width_router.costs.tolist(),
+                      "budgets": budget_metrics(self.model, self.data, "val")}
+        elif self.model.pruning.enabled:
             mask = self.model.data_mask
             budget = {"max_cost": self.model.pruning.cap, "keep_threshold": float(mask.threshold),
                       "max_regions": int(mask.max_regions), "regions": self.model.regions}

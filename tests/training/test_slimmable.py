@@ -9,8 +9,7 @@ import json
 import pytest
 import torch
 
-from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.masks import MaskMode, PruningConfig
+from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.training import METRICS_FILE, load_model
 from dynaprune_edge.training.trainer import per_sample_loss
 
@@ -55,8 +54,3 @@ def test_each_width_level_keeps_batch_norm_statistics_of_its_own(build_trainer, 
     assert {"width", "val_mae", "test_mae", "flops_ratio", "cost"} <= set(written["widths"][0])
     reloaded = load_model(tmp_path / "run" / "model.pt").model
     assert torch.equal(reloaded.backbone.translator[0].project.norm.width_mean, norm.width_mean)
-
-
-def test_slimmable_asks_for_a_dense_budget():
-    with pytest.raises(ConfigError, match="--slimmable trains every width level of a dense network"):
-        PruningConfig(budget=0.5, slimmable=True)
