@@ -85,7 +85,7 @@ def build_model(config: ModelConfig) -> DynaPruner:
     options = backbone_type.Options(**config.options)
     side = region_side(config)
     multiple = math.lcm(side, backbone_type.spatial_multiple(options))
-    backbone = backbone_type(padded_shape(config.shape, multiple), options, config.pruning.group_size)
+    backbone = backbone_type(padded_shape(config.shape, multiple), options, config.pruning.group_size, one_width=config.pruning.slimmable)
     return DynaPruner(backbone, config.pruning, side, config.shape)
 
 

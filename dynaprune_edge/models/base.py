@@ -70,11 +70,15 @@ class Backbone(nn.Module, ABC):
     """The options that set the network's width, each with the multiple it must keep (the
     static-width baselines of `scaled_options`)."""
 
-    def __init__(self, shape: ForecastShape, options, group_size: int) -> None:
+    def __init__(self, shape: ForecastShape, options, group_size: int, one_width: bool = False) -> None:
+        """one_width: every gate always takes the same width level (a slimmable network:
+        one width decision per sample), so channels that a residual add couples agree by
+        construction and a backbone may gate them too, under one gate."""
         super().__init__()
         self.shape = shape
         self.options = options
         self.group_size = group_size
+        self.one_width = one_width
 
     @classmethod
     def spatial_multiple(cls, options) -> int:

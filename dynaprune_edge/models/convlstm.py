@@ -42,8 +42,8 @@ class ConvLSTM(Backbone):
     def spatial_multiple(cls, options) -> int:
         return options.patch_size
 
-    def __init__(self, shape: ForecastShape, options: ConvLSTMOptions, group_size: int) -> None:
-        super().__init__(shape, options, group_size)
+    def __init__(self, shape: ForecastShape, options: ConvLSTMOptions, group_size: int, one_width: bool = False) -> None:
+        super().__init__(shape, options, group_size, one_width)
         patch = options.patch_size
         self.patch_grid(patch)
         if options.num_layers < 1:

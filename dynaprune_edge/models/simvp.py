@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from dynaprune_edge.layers import GatedConv2d, Interpreter
+from dynaprune_edge.layers import GatedConv2d, GateSpec, Interpreter
 from dynaprune_edge.models.base import Backbone, ForecastShape
 
 
@@ -20,13 +20,15 @@ class SimVPOptions:
 
 
 class TranslatorBlock(nn.Module):
-    """x + conv1×1(conv3×3(x)): the inner width is prunable, the residual stream is not."""
+    """x + conv1×1(conv3×3(x)): the inner width is prunable; the residual stream too under
+    one gate, `stream` (None: not pruned), which the add's two sides then share."""
 
-    def __init__(self, channels: int, gate: str, group_size: int) -> None:
+    def __init__(self, channels: int, gate: str, group_size: int, stream: GateSpec | None) -> None:
         super().__init__()
-        self.expand = GatedConv2d(channels, channels, 3, gate=gate, input_gate=None, group_size=group_size)
+        self.expand = GatedConv2d(channels, channels, 3, gate=gate, input_gate=stream, group_size=group_size)
         self.project = GatedConv2d(
-            channels, channels, 1, gate=None, input_gate=self.expand.gate, group_size=group_size, activation=False
+            channels, channels, 1, gate=None if stream is None else stream.name, input_gate=self.expand.gate,
+            group_size=group_size, activation=False,
         )
 
     def program(self, ops: Interpreter, x):
@@ -52,19 +54,24 @@ class SimVP(Backbone):
     def spatial_multiple(cls, options) -> int:
         return 4  # two stride-2 encoder layers
 
-    def __init__(self, shape: ForecastShape, options: SimVPOptions, group_size: int) -> None:
-        super().__init__(shape, options, group_size)
+    def __init__(self, shape: ForecastShape, options: SimVPOptions, group_size: int, one_width: bool = False) -> None:
+        """one_width (a slimmable network): the translator's residual stream is pruned too,
+        so that a width level is as narrow as the static network of that width (gated
+        only there, a half-width level kept the full 64-channel stream: 1.4× the FLOPs of
+        the static half-width SimVP)."""
+        super().__init__(shape, options, group_size, one_width)
         hs, ht, g = options.spatial_channels, options.temporal_channels, group_size
         self.encoder = gated_chain(
             [("enc0", shape.channels, hs, 1, 1), ("enc1", hs, hs, 2, 1), ("enc2", hs, hs, 1, 1), ("enc3", hs, hs, 2, 1)], g
         )
         self.translator_in = GatedConv2d(
-            shape.frames_in * hs, ht, 3, gate=None, input_gate=self.encoder[-1].gate, group_size=g
+            shape.frames_in * hs, ht, 3, gate="stream" if one_width else None, input_gate=self.encoder[-1].gate, group_size=g
         )
+        stream = self.translator_in.gate
         self.translator = nn.ModuleList(
-            [TranslatorBlock(ht, f"translator{i}", g) for i in range(options.translator_blocks)]
+            [TranslatorBlock(ht, f"translator{i}", g, stream) for i in range(options.translator_blocks)]
         )
-        self.translator_out = GatedConv2d(ht, shape.frames_out * hs, 3, gate=None, input_gate=None, group_size=g)
+        self.translator_out = GatedConv2d(ht, shape.frames_out * hs, 3, gate=None, input_gate=stream, group_size=g)
         self.decoder = gated_chain(
             [("dec0", hs, hs, 1, 2), ("dec1", hs, hs, 1, 1), ("dec2", hs, hs, 1, 2), ("dec3", hs, hs, 1, 1)], g
         )

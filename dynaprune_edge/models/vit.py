@@ -66,8 +66,8 @@ class PatchTransformer(Backbone):
     def region_size(cls, options: dict) -> int:
         return cls.Options(**options).patch_size
 
-    def __init__(self, shape: ForecastShape, options: ViTOptions, group_size: int) -> None:
-        super().__init__(shape, options, group_size)
+    def __init__(self, shape: ForecastShape, options: ViTOptions, group_size: int, one_width: bool = False) -> None:
+        super().__init__(shape, options, group_size, one_width)
         patch = options.patch_size
         self.grid = self.patch_grid(patch)
         tokens = self.grid[0] * self.grid[1]

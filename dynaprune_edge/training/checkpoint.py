@@ -21,11 +21,26 @@ from dynaprune_edge.files import atomic_write
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 
 FORMAT = "dpedge-checkpoint"
-VERSION = 5
+VERSION = 6
 """2: the DataMask holds its calibrated keep threshold and per-sample cap.
 3: the pruning settings name their cost target (`budget`, `cost`, `cost_table`).
 4: the mask generator's activity prior (`activity_weight`).
-5: a dense model's grid is padded only to its backbone's strides (`models.region_side`)."""
+5: a dense model's grid is padded only to its backbone's strides (`models.region_side`).
+6: a slimmable SimVP prunes its translator's residual stream (`SimVP`, one_width).
+Version 5 files load, except a slimmable SimVP's (`older_problem`)."""
+
+
+def older_problem(path: Path, kind: str, payload: dict) -> str | None:
+    """Why a file of an older version cannot be read as this version's (None: it can)."""
+    version = payload.get("version")
+    if version != 5:
+        return f"{path}: {kind} version {version} is not supported (expected {VERSION}); train it again with this dpedge"
+    config = payload.get("model_config")
+    pruning = config.get("pruning") if isinstance(config, dict) else None
+    if isinstance(pruning, dict) and pruning.get("slimmable") and config.get("backbone") == "simvp":
+        return (f"{path}: a slimmable SimVP of an older dpedge, whose width levels kept the translator's full residual stream: "
+                "train it again with this dpedge (dpedge train --backbone simvp --slimmable ...)")
+    return None
 
 
 def atomic_save(payload: dict, path: Path) -> None:
@@ -53,10 +68,9 @@ def safe_load(path: Path, kind: str) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dpedge {kind} (no '{FORMAT}' marker)")
     if payload.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path}: {kind} version {payload.get('version')} is not supported (expected {VERSION}); "
-            "train it again with this dpedge"
-        )
+        problem = older_problem(path, kind, payload)
+        if problem:
+            raise CheckpointError(problem)
     if payload.get("kind") != kind:
         raise CheckpointError(f"{path}: a dpedge {payload.get('kind')}, not a {kind}")
     return payload

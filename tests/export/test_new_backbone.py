@@ -35,8 +35,8 @@ class ResidualCNN(Backbone):
     name = "residual-test"
     Options = ResidualOptions
 
-    def __init__(self, shape: ForecastShape, options: ResidualOptions, group_size: int) -> None:
-        super().__init__(shape, options, group_size)
+    def __init__(self, shape: ForecastShape, options: ResidualOptions, group_size: int, one_width: bool = False) -> None:
+        super().__init__(shape, options, group_size, one_width)
         c, g = options.channels, group_size
         self.stem = GatedConv2d(shape.frames_in * shape.channels, c, 3, gate="stem" if options.coupled else None, input_gate=None, group_size=g)
         self.expand = GatedConv2d(c, c, 3, gate="expand", input_gate=self.stem.gate, group_size=g)

@@ -170,6 +170,22 @@ def test_a_file_that_is_not_a_dpedge_model_is_one_checkpoint_error(kind, finishe
         assert "version 99 is not supported" in message
 
 
+def test_a_version_5_model_loads_unless_it_is_a_slimmable_simvp(finished_run, tmp_path):
+    """Version 6 prunes a slimmable SimVP's residual stream: such a model of version 5 would
+    load with levels it never trained, so it is refused with what to do; any other loads."""
+    older = tmp_path / "older.pt"
+    torch.save({**saved_model_payload(finished_run), "version": 5}, older)
+    assert load_model(older).model_config == finished_run.trainer.model_config
+    payload = saved_model_payload(finished_run)
+    config = {**payload["model_config"], "pruning": {**payload["model_config"]["pruning"], "budget": 1.0, "slimmable": True}}
+    torch.save({**payload, "version": 5, "model_config": config}, older)
+    with pytest.raises(CheckpointError) as refused:
+        load_model(older)
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and "a slimmable SimVP of an older dpedge" in message
+    assert "dpedge train --backbone simvp --slimmable" in message
+
+
 @pytest.mark.parametrize(
     "kind",
     ["empty", "truncated_model", "zip", "other_torch_dict",
