@@ -119,7 +119,7 @@ class Exporter:
         self.trained.model.backbone.check_exportable()  # fail before reading data
         pruning = self.trained.model_config.pruning
         self.width = None if options.width is None else width_index(pruning, options.width)
-        self.dense = options.dense or not pruning.enabled
+        self.dense = options.dense or self.width is not None or not pruning.enabled
         self.routed = pruning.routes_widths and not self.dense
         if self.routed and (options.mode != "auto" or options.tiles != "auto"):
             raise ConfigError("a width-routed model exports each width level as a static branch of its own: "

@@ -75,13 +75,14 @@ def report(rows: Iterable, as_json: bool, out: Path, console: Console, table: Ca
 def trained_model(
     backbone: str, data: SpatioTemporalData, budget: float, steps: int, out: Path, *,
     cost: str = "flops", group_order: str = "ordered", options: dict | None = None, group_size: int = 8, region_size: int = 8,
+    slimmable: bool = False,
 ) -> Path:
     """OUT/model.pt of a model trained `steps` optimizer steps, now unless `out` already
     holds one trained with the same settings (reruns of a benchmark only re-measure; a
     measured cost target's table is part of the settings)."""
     path = out / "model.pt"
     train = TrainConfig().for_steps(steps, data)
-    overrides = {"group_order": group_order, "cost": cost, "group_size": group_size, "region_size": region_size}
+    overrides = {"group_order": group_order, "cost": cost, "group_size": group_size, "region_size": region_size, "slimmable": slimmable}
     spec = RunSpec.create(backbone, data.config, budget, train, {k: str(v) for k, v in (options or {}).items()}, overrides)
     config = priced_config(spec, data)
     if path.is_file():

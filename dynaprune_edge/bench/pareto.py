@@ -1,7 +1,14 @@
 """`dpedge bench pareto`: the comparison the field uses. Per dataset, static-width networks
-(every layer at 0.25…1.0 of its width, dense, trained the same steps) against Dyna-Pruner at
-its budgets: validation MAE against *measured* latency of each exported artifact. A
-dynamic network is only worth having where its point lies below the static curve."""
+(every layer at 0.25…1.0 of its width, dense, trained the same steps) against Dyna-Pruner:
+validation MAE against *measured* latency of each exported artifact. A dynamic network is
+only worth having where it lies below the static curve.
+
+Per family, besides the static curve: a width-routed slimmable model (one artifact) drawn
+as a line over run-time budgets (ROUTED_BUDGETS), its width levels each alone (the
+slimmable network's own curve), the region-pruned models at their budgets, and a
+hindsight oracle: per validation window the best static model under a mean-latency
+budget, from the static models' own errors and measured latencies (what routing among
+them could reach at all; not a model anyone can run)."""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from dynaprune_edge.bench.common import checked_backbones, default_knmi, feasibl
 from dynaprune_edge.data import SAMPLE, DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
+from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.models import BACKBONES
 from dynaprune_edge.profiling.latency import interleaved_latency
@@ -30,6 +38,9 @@ OTHER_WIDTHS = (0.5, 1.0)  # ConvLSTM and ViT: dense and half width
 OTHER_BUDGET = 0.3
 LARGE_SIMVP = {"spatial_channels": 32, "temporal_channels": 128}  # closer to what users deploy
 LARGE_ON = "taxibj"
+ROUTED_BUDGET = 0.5  # what the width-routed model is trained at
+ROUTED_BUDGETS = (0.3, 0.4, 0.5, 0.7, 1.0)
+"""Run-time budgets the width-routed artifact is measured at: its line."""
 STATIC_GROUP_SIZE = 4  # every static width a multiple of it
 REGION_SIZES = {"nycbike": 4}
 """Region side of the pruned models where the default (8) is too coarse (but a ViT's,
@@ -49,10 +60,13 @@ class Planned:
     width: float | None = None  # static models
     budget: float | None = None  # pruned models
     cost: str = "flops"
+    routed: bool = False  # a slimmable network with a width router, trained at `budget`
 
     @property
     def name(self) -> str:
-        return f"{self.family}-w{self.width:g}" if self.width is not None else f"{self.family}-{self.budget:g}-{self.cost}"
+        if self.width is not None:
+            return f"{self.family}-w{self.width:g}"
+        return f"{self.family}-{'routed-' if self.routed else ''}{self.budget:g}-{self.cost}"
 
     @property
     def label(self) -> str:
@@ -67,8 +81,8 @@ class ParetoPoint:
     val_mae: float
     flops_ratio: float  # FLOPs executed per validation sample / the family's full-width dense model's
     cost_ratio: float | None  # a pruned model's validation mean on its cost target
-    ms_mean: float  # measured, onnxruntime CPU, batch 1, interleaved with the family's dense model
-    ms_p90: float
+    ms_mean: float  # measured, onnxruntime CPU, batch 1, interleaved with the family's dense model (the oracle: its mixture's)
+    ms_p90: float | None  # None: the oracle, a mixture of models whose latencies were measured apart
     speedup: float  # the family's full-width dense model's mean ms / this model's
     predicted_ms: float | None = None  # a model priced in ms: the table's prediction, mean over samples
     static_mae_at_ms: float | None = None  # the static curve's MAE at this model's measured ms (pruned models)
@@ -113,6 +127,7 @@ def plan(dataset: str, backbones: list[str], budgets: list[float], costs: list[s
             planned.append(Planned(family, backbone, BACKBONES.get(backbone).scaled_options(options, width), width=width))
         for budget in budgets if simvp else [OTHER_BUDGET]:
             planned.extend(Planned(family, backbone, dict(options), budget=budget, cost=cost) for cost in costs)
+        planned.append(Planned(family, backbone, dict(options), budget=ROUTED_BUDGET, routed=True))
     return planned
 
 
@@ -120,8 +135,8 @@ def plan(dataset: str, backbones: list[str], budgets: list[float], costs: list[s
 class Built:
     planned: Planned
     onnx: Path
-    val_mae: float
-    cost_ratio: float | None
+    cost_ratio: float | None = None  # a region-pruned model's validation mean on its cost target (metrics.json)
+    levels: dict[float, Path] = field(default_factory=dict)  # a width-routed model's levels, each exported alone
 
 
 def pruned_region_size(planned: Planned, dataset: str) -> int:
@@ -136,14 +151,19 @@ def build(planned: Planned, data: SpatioTemporalData, steps: int, out: Path) -> 
     static, default = planned.width is not None, PruningConfig()
     path = trained_model(
         planned.backbone, data, 1.0 if static else planned.budget, steps, folder, cost=planned.cost, options=planned.options,
-        group_size=STATIC_GROUP_SIZE if static else default.group_size,
-        region_size=default.region_size if static else pruned_region_size(planned, data.config.name),
+        group_size=STATIC_GROUP_SIZE if static or planned.routed else default.group_size,
+        region_size=default.region_size if static else pruned_region_size(planned, data.config.name), slimmable=planned.routed,
     )
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     onnx_path = folder / ("model.dense.onnx" if static else "model.onnx")
-    exporter = Exporter(path, ExportOptions(dense=static), log=lambda line: print(line, file=sys.stderr), data=data)
-    exporter.run(onnx_path)
-    metrics = load_model(path).metrics
-    return Built(planned, onnx_path, metrics["val_mae"], None if static else metrics["cost"]["val"]["mean"])
+    Exporter(path, ExportOptions(dense=static), log=log, data=data).run(onnx_path)
+    trained, levels = load_model(path), {}
+    if planned.routed:
+        for width in trained.model_config.pruning.width_levels:
+            levels[width] = folder / f"model.w{width:g}.onnx"
+            Exporter(path, ExportOptions(width=width), log=log, data=data).run(levels[width])
+    region_pruned = not static and not planned.routed
+    return Built(planned, onnx_path, trained.metrics["cost"]["val"]["mean"] if region_pruned else None, levels)
 
 
 def static_curve_at(points: list[tuple[float, float]], ms: float) -> float | None:
@@ -163,37 +183,109 @@ def judge(point: ParetoPoint, static: list[ParetoPoint]) -> None:
     point.dominates = [p.model for p in static if p.ms_mean >= point.ms_mean and p.val_mae > point.val_mae]
 
 
+def timed_entries(built: list[Built], threads: int) -> list[tuple[Built, str, object]]:
+    """(model, label, opened backend) of every artifact to time: one per model, but per
+    run-time budget (ROUTED_BUDGETS) of a width-routed one, and each of its width levels."""
+    entries = []
+    for b in built:
+        if not b.planned.routed:
+            entries.append((b, b.planned.label, load(b.onnx, "ort", threads)))
+            continue
+        for budget in ROUTED_BUDGETS:
+            backend = load(b.onnx, "ort", threads)
+            backend.set_budget(budget)
+            entries.append((b, f"routed {budget:g}", backend))
+        entries.extend((b, f"level ×{width:g}", load(path, "ort", threads)) for width, path in b.levels.items())
+    return entries
+
+
+def window_errors(result, manifest, targets: np.ndarray) -> np.ndarray:
+    """(windows,) MAE of each validation window's forecast, in the data's physical units."""
+    error = np.abs(manifest.denormalize(result.forecast) - manifest.denormalize(targets))
+    return error.reshape(len(targets), -1).mean(axis=1)
+
+
+def oracle(static: list[tuple[float, float, np.ndarray]]) -> list[tuple[float, float, float]]:
+    """The hindsight oracle's (mean ms, MAE, FLOPs ratio) at mean-latency budgets halfway
+    between the static models' latencies: per window the static model minimising error +
+    price × ms, at the lowest price whose mean latency fits the budget. static: (mean ms,
+    FLOPs ratio, per-window errors) of each static model of a family."""
+    ms, flops = np.array([m for m, _, _ in static]), np.array([f for _, f, _ in static])
+    errors = np.stack([e for _, _, e in static])  # (models, windows)
+    windows = np.arange(errors.shape[1])
+    scale = errors.mean() / ms.mean()
+    frontier = []
+    for price in np.concatenate([[0.0], np.geomspace(1e-4, 1e4, 400)]) * scale:
+        choice = np.argmin(errors + price * ms[:, None], axis=0)
+        frontier.append((float(ms[choice].mean()), float(errors[choice, windows].mean()), float(flops[choice].mean())))
+    ordered = np.sort(ms)
+    return [min((p for p in frontier if p[0] <= target), key=lambda p: p[1])
+            for target in (ordered[1:] + ordered[:-1]) / 2 if any(p[0] <= target for p in frontier)]
+
+
 def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, threads: int, repeat: int) -> list[ParetoPoint]:
-    """Time every model of the dataset together (interleaved, each warm at its turn), and
-    set each against its family's full-width dense model and static curve."""
+    """Time every artifact of the dataset together (interleaved, each warm at its turn),
+    score each on the validation windows from its own outputs, and set each against its
+    family's full-width dense model and static curve; add each family's oracle."""
     frames = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
-    backends = [load(b.onnx, "ort", threads) for b in built]
-    times = interleaved_latency([backend.run_one for backend in backends], frames, max(runs, len(frames)), repeat=repeat)
-    results = [backend.run(frames) for backend in backends]
+    targets = torch.stack([data.val[i][1] for i in range(len(data.val))]).numpy()
+    entries = timed_entries(built, threads)
+    times = interleaved_latency([backend.run_one for _, _, backend in entries], frames, max(runs, len(frames)), repeat=repeat)
     label = f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})"
-    reference = {b.planned.family: i for i, b in enumerate(built) if b.planned.width == 1.0}
-    points = []
-    for index, (b, ms, result, backend) in enumerate(zip(built, times, results, backends)):
+    reference = {b.planned.family: i for i, (b, _, _) in enumerate(entries) if b.planned.width == 1.0}
+    points, errors = [], []
+    for (b, model, backend), ms in zip(entries, times):
+        result = backend.run(frames)
+        errors.append(window_errors(result, backend.manifest, targets))
         ref = reference[b.planned.family]
-        predicted = backend.manifest.predicted
+        manifest, predicted = backend.manifest, backend.manifest.predicted
         predicted_ms = None
         if predicted and predicted["machine"]["threads"] == threads:
             predicted_ms = float(np.mean(np.asarray(predicted["per_bucket"])[result.bucket]))
+        cost = b.cost_ratio
+        if manifest.mode == "widths":
+            cost = float(np.mean(np.asarray(manifest.budget["branch_costs"])[result.bucket]))
         points.append(ParetoPoint(
-            dataset=label, family=b.planned.family, model=b.planned.label, val_mae=b.val_mae,
-            flops_ratio=float(result.flops.mean()) / backends[ref].manifest.dense_flops, cost_ratio=b.cost_ratio,
+            dataset=label, family=b.planned.family, model=model, val_mae=float(errors[-1].mean()),
+            flops_ratio=float(result.flops.mean()) / entries[ref][2].manifest.dense_flops, cost_ratio=cost,
             ms_mean=float(np.mean(ms)), ms_p90=float(np.percentile(ms, 90)), speedup=float(np.mean(times[ref]) / np.mean(ms)),
-            predicted_ms=predicted_ms, threads=threads,
-            runtime={k: v for k, v in backend.describe().items() if k != "model"},
+            predicted_ms=predicted_ms, threads=threads, runtime={k: v for k, v in backend.describe().items() if k != "model"},
         ))
+    for family, ref in reference.items():
+        dense_ms = points[ref].ms_mean
+        static = [(p.ms_mean, p.flops_ratio, error) for p, error in zip(points, errors) if p.family == family and p.model.startswith("static")]
+        for ms, mae, flops in oracle(static):
+            points.append(ParetoPoint(label, family, ORACLE, mae, flops, None, ms, None, dense_ms / ms, threads=threads))
     for point in points:
         if not point.model.startswith("static"):
             judge(point, [p for p in points if p.family == point.family and p.model.startswith("static")])
     return points
 
 
+ORACLE = "oracle (hindsight)"
+
+
+def verdict(points: list[ParetoPoint]) -> list[str]:
+    """What to ship, per family and latency target (each static model's measured ms on
+    this machine): the most accurate artifact at most that slow, and by how much it beats
+    the best static model there (the oracle is not an artifact)."""
+    lines = []
+    for family in dict.fromkeys(p.family for p in points):
+        mine = [p for p in points if p.family == family and p.model != ORACLE]
+        static = sorted((p for p in mine if p.model.startswith("static")), key=lambda p: p.ms_mean)
+        for target in static:
+            fits = [p for p in mine if p.ms_mean <= target.ms_mean]
+            best, best_static = min(fits, key=lambda p: p.val_mae), min((p for p in fits if p.model.startswith("static")), key=lambda p: p.val_mae)
+            gain = 100 * (1 - best.val_mae / best_static.val_mae)
+            choice = (f"{best.model} (MAE {best.val_mae:.4g} at {best.ms_mean:.3f} ms), {gain:.1f} % below the best static model that fast "
+                      f"({best_static.model}, {best_static.val_mae:.4g})" if best is not best_static else f"{best.model} (MAE {best.val_mae:.4g}): no dynamic artifact beats it")
+            lines.append(f"{points[0].dataset}, {family}, at most {target.ms_mean:.3f} ms: ship {choice}")
+    return lines
+
+
 def plot(points: list[ParetoPoint], path: Path) -> None:
-    """MAE vs measured latency, one panel per family: the static curve and the dynamic points."""
+    """MAE vs measured latency, one panel per family: the static curve, the width-routed
+    model's line over run-time budgets, its levels alone, the oracle and the region-pruned points."""
     try:
         import matplotlib
 
@@ -209,10 +301,20 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
         axis.plot([p.ms_mean for p in static], [p.val_mae for p in static], "o-", color="0.4", label="static widths")
         for p in static:
             axis.annotate(p.model.split()[-1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for prefix, style, color, name in (("level", "s--", "tab:blue", "slimmable levels, each alone"),
+                                           ("routed", "o-", "tab:red", "width-routed, one model over run-time budgets"),
+                                           (ORACLE, "^:", "tab:green", "oracle: best static per window (hindsight)")):
+            line = sorted((p for p in mine if p.model.startswith(prefix)), key=lambda p: p.ms_mean)
+            if line:
+                axis.plot([p.ms_mean for p in line], [p.val_mae for p in line], style, color=color, markersize=4, label=name)
+        for p in mine:
+            if p.model.startswith("routed"):
+                axis.annotate(p.model.split()[-1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:red")
         for marker, cost in (("s", "flops"), ("D", "ort-cpu")):
             dynamic = [p for p in mine if p.model.startswith("dyna") and p.model.endswith(cost)]
             if dynamic:
-                axis.scatter([p.ms_mean for p in dynamic], [p.val_mae for p in dynamic], marker=marker, s=40, zorder=3, label=f"Dyna-Pruner, {cost} budget")
+                axis.scatter([p.ms_mean for p in dynamic], [p.val_mae for p in dynamic], marker=marker, s=40, zorder=3, color="tab:purple",
+                             label=f"region-pruned, {cost} budget")
                 for p in dynamic:
                     axis.annotate(p.model.split()[1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7)
         axis.set_title(f"{points[0].dataset}: {family}", fontsize=9)
@@ -230,7 +332,9 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
 
 def pareto_table(points: list[ParetoPoint], title: str) -> Table:
     table = Table(title=title, caption="ms: measured mean per validation sample; speedup and FLOPs against the family's full-width dense model; "
-                  "static at same ms: the static curve's MAE at the point's latency (interpolated); predicted: the cost table's (models priced in ms)")
+                  "static at same ms: the static curve's MAE at the point's latency (interpolated); predicted: the cost table's (models priced in ms); "
+                  "routed B: the width-routed model at run-time budget B; level ×W: its width level W alone; oracle: the best static model per "
+                  "window in hindsight (its ms: the mean of the measured latencies it picked)")
     for column in ("dataset", "family", "model", "val MAE", "FLOPs", "cost", "ms mean/p90", "speedup", "static MAE at same ms", "predicted ms"):
         table.add_column(column, justify="left" if column in ("dataset", "family", "model") else "right")
     for p in points:
@@ -241,7 +345,7 @@ def pareto_table(points: list[ParetoPoint], title: str) -> Table:
         predicted = "–" if p.predicted_ms is None else f"{p.predicted_ms:.3f} ({100 * (p.predicted_ms / p.ms_mean - 1):+.0f} %)"
         table.add_row(
             p.dataset, p.family, p.model, f"{p.val_mae:.4g}", f"{p.flops_ratio:.3f}", "–" if p.cost_ratio is None else f"{p.cost_ratio:.3f}",
-            f"{p.ms_mean:.3f}/{p.ms_p90:.3f}", f"{p.speedup:.2f}×", static, predicted,
+            f"{p.ms_mean:.3f}/" + ("–" if p.ms_p90 is None else f"{p.ms_p90:.3f}"), f"{p.speedup:.2f}×", static, predicted,
         )
     return table
 
@@ -271,4 +375,11 @@ def bench(
             yield from points
 
     title = f"MAE vs measured latency: static widths vs Dyna-Pruner ({steps}-step models, onnxruntime CPU, {threads} thread)"
-    return report(rows(), as_json, out, console, lambda collected: pareto_table(collected, title), f"; plots in {out}/pareto-*.png")
+    points = report(rows(), as_json, out, console, lambda collected: pareto_table(collected, title), f"; plots in {out}/pareto-*.png")
+    lines = [line for dataset in dict.fromkeys(p.dataset for p in points) for line in verdict([p for p in points if p.dataset == dataset])]
+    atomic_write_text("\n".join(lines) + "\n", out / "verdict.txt")
+    if not as_json:
+        console.print("[bold]verdict[/bold] (this machine, onnxruntime CPU, measured latencies):")
+        for line in lines:
+            console.print(f"  {line}", soft_wrap=True)
+    return points

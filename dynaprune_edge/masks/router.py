@@ -11,18 +11,20 @@ fits it to the per-sample errors the sandwich step computes anyway (persistence,
 narrowest, the widest and one level between, detached).
 
 A sample takes the branch that minimises predicted error + λ·cost (cost: the branch's
-ratio to the dense model on the model's cost target), among the branches under the
-per-sample cap. λ is a price per unit of cost: calibrated on held-out *training* windows,
-per budget on a grid (BUDGET_GRID), as the smallest price at which their mean cost is at
-most that budget. A run-time budget reads the price of the largest grid budget at or
-below it, so the mean cost stays at or below what was asked (on data like the held-out
-windows), and prices never rise with the budget, so that no sample's branch costs less
-at a higher budget. A sample whose error the head predicts least at persistence (an input that does
-not change) takes persistence at any price: the router learns the calm case from the
-data, not from a rule.
+ratio to the dense model on the model's cost target, router included), among the
+branches within the per-sample cap (--max-cost beyond the router's own cost, at every
+run-time budget; without it, none: the price alone decides). λ is a price per unit of
+cost: calibrated on held-out *training* windows, per budget on a grid (BUDGET_GRID), as
+the smallest price at which their mean cost is at most that budget. A run-time budget
+reads the price of the largest grid budget at or below it, so the mean cost stays at or
+below what was asked (on data like the held-out windows). With one set of allowed
+branches the price falls as the budget rises, and no sample's branch costs less at a
+higher budget (a price of λ' < λ never picks a cheaper branch). A sample whose error the
+head predicts least at persistence (an input that does not change) takes persistence at
+any price: the router learns the calm case from the data, not from a rule.
 
 Budget 1.0 is the widest level for every sample: the dense network (the router's own cost
-on top, a percent or so; the cap, too, bounds what a branch costs beyond the router).
+on top, a percent or so).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dynaprune_edge.flops import matmul_flops
-from dynaprune_edge.masks.config import CAP_OVER_TARGET
 
 BUDGET_GRID = np.round(np.arange(1, 101) / 100, 2)
 """Budgets the price is calibrated at: a run-time budget uses the largest at or below it."""
@@ -41,21 +42,12 @@ HIDDEN = 32
 PRICE_SEARCH_STEPS = 60  # bisection steps of the price (60 halvings of a float64 interval)
 
 
-def cost_cap(budget: Tensor | float, max_cost: float | None) -> Tensor | float:
-    """The per-sample cap at a run-time budget: the trained model's fixed --max-cost, or
-    CAP_OVER_TARGET × the budget, at most 1; never below the budget itself."""
-    if max_cost is not None:
-        return torch.clamp(torch.as_tensor(budget), min=max_cost) if isinstance(budget, Tensor) else max(budget, max_cost)
-    scaled = budget * CAP_OVER_TARGET
-    return torch.clamp(scaled, max=1.0) if isinstance(budget, Tensor) else min(1.0, scaled)
-
-
 class WidthRouter(nn.Module):
     def __init__(self, feature_channels: int, levels: int, max_cost: float | None) -> None:
         super().__init__()
         self.branches = levels + 1  # persistence, then each width level, narrowest first
         self.head = nn.Sequential(nn.Linear(2 * feature_channels + 2, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, self.branches))
-        self.max_cost = max_cost
+        self.max_cost = 1.0 if max_cost is None else max_cost  # beyond the router's own cost
         self.register_buffer("loss_unit", torch.ones(()))  # a typical per-sample error: the head's output scale
         self.register_buffer("costs", torch.ones(self.branches))  # each branch's cost ratio, router included
         self.register_buffer("prices", torch.zeros(len(BUDGET_GRID)))  # λ at each budget of BUDGET_GRID
@@ -67,9 +59,9 @@ class WidthRouter(nn.Module):
         return torch.cat([pooled, features.mean(dim=(2, 3)), scores.mean(dim=(2, 3)), scores.amax(dim=(2, 3))], dim=1)
 
     def predicted_losses(self, features: Tensor, logits: Tensor) -> Tensor:
-        """(B, branches) predicted per-sample error of each branch (the importance field's
-        features (B, F, h, w) and logits (B, h, w))."""
-        return self.loss_unit * F.softplus(self.head(self.summary(features, torch.sigmoid(logits)[:, None])))
+        """(B, branches) predicted per-sample error of each branch, in units of
+        `loss_unit` (the importance field's features (B, F, h, w) and logits (B, h, w))."""
+        return F.softplus(self.head(self.summary(features, torch.sigmoid(logits)[:, None])))
 
     def flops(self) -> float:
         return float(sum(matmul_flops(1, m.in_features, m.out_features) for m in self.head if isinstance(m, nn.Linear)))
@@ -79,14 +71,22 @@ class WidthRouter(nn.Module):
         index = max(0, int(np.searchsorted(BUDGET_GRID, budget + 1e-9, side="right")) - 1)
         return float(self.prices[index])
 
+    @property
+    def cap(self) -> float:
+        """The most a sample may cost (ratio to dense): --max-cost beyond the router's own
+        cost, which every sample spends; at every run-time budget alike."""
+        return self.max_cost + float(self.costs[0])
+
+    def allowed(self) -> Tensor:
+        """(branches,) bool: the branches within the cap (persistence always)."""
+        return self.costs <= self.cap + 1e-6
+
     def scores(self, predicted: Tensor, budget: float, price: float | None = None) -> Tensor:
         """(B, branches) predicted error (in loss units) + price·cost of each branch, +∞ for
-        the branches whose backbone costs more than the cap at `budget` (persistence, the
-        router alone, is always allowed). price: default, the calibrated one."""
+        the branches above the cap. price: default, the calibrated one at `budget`."""
         price = self.price(budget) if price is None else price
-        allowed = self.costs <= cost_cap(budget, self.max_cost) + self.costs[0] + 1e-6  # the router's own cost is always spent
-        score = predicted / self.loss_unit + price * self.costs
-        return score.masked_fill(~allowed, float("inf"))
+        score = predicted + price * self.costs
+        return score.masked_fill(~self.allowed(), float("inf"))
 
     def choose(self, predicted: Tensor, budget: float, price: float | None = None) -> Tensor:
         """(B,) the branch each sample takes under `budget`: its least score (the first
@@ -110,7 +110,7 @@ class WidthRouter(nn.Module):
         the mean cost of the samples whose predicted errors are `predicted` (held-out
         training windows; never validation or test ones) is at most that budget."""
         self.costs.copy_(costs)
-        spread = float((predicted.amax(dim=1) - predicted.amin(dim=1)).max() / self.loss_unit)
+        spread = float((predicted.amax(dim=1) - predicted.amin(dim=1)).max())
         steps = float((costs[1:] - costs[:-1]).clamp_min(1e-6).min())
         ceiling = spread / steps + 1.0  # at this price every sample takes the cheapest branch it may
         for index, budget in enumerate(BUDGET_GRID):
@@ -125,10 +125,6 @@ class WidthRouter(nn.Module):
                 middle = (low + high) / 2
                 low, high = (low, middle) if spent(middle) <= budget else (middle, high)
             self.prices[index] = high
-        # No lower budget pays less: a higher price only spends less, so each budget still
-        # holds, and with the cap rising with the budget every sample's branch then costs
-        # the same or more at a higher budget.
-        self.prices.copy_(self.prices.flip(0).cummax(0).values.flip(0))
 
     def lower(self, graph, features: str, logits: str, budget: str, regions: int) -> str:
         """The router in the exported graph: the () int64 branch of the sample whose
@@ -150,20 +146,14 @@ class WidthRouter(nn.Module):
         hidden = op("Relu", op("Gemm", summary, const(first.weight.detach().numpy().T, "router"), const(first.bias.detach().numpy(), "router"),
                                scope=scope), scope=scope)
         out = op("Gemm", hidden, const(last.weight.detach().numpy().T, "router"), const(last.bias.detach().numpy(), "router"), scope=scope)
-        unit = const(self.loss_unit.numpy().astype(np.float32))
-        predicted = op("Mul", unit, op("Softplus", out, scope=scope), scope=scope)
+        predicted = op("Softplus", out, scope=scope)
         grid = const(BUDGET_GRID.astype(np.float32))
         reached = op("Cast", op("LessOrEqual", grid, budget, scope=scope), scope=scope, to=graph.FLOAT)
         index = op("Max", op("Sub", op("ReduceSum", reached, scope=scope, keepdims=1), const(np.float32([1])), scope=scope),
                    const(np.float32([0])), scope=scope)
         price = op("Gather", const(self.prices.numpy().astype(np.float32)), op("Cast", index, scope=scope, to=graph.INT64), scope=scope)
         costs = self.costs.numpy().astype(np.float32)
-        score = op("Add", op("Div", predicted, unit, scope=scope), op("Mul", price, const(costs), scope=scope), scope=scope)
-        if self.max_cost is None:
-            cap = op("Min", op("Mul", budget, const(np.float32(CAP_OVER_TARGET)), scope=scope), const(np.float32(1)), scope=scope)
-        else:
-            cap = op("Max", budget, const(np.float32(self.max_cost)), scope=scope)
-        limit = op("Add", cap, const(np.float32(costs[0] + 1e-6)), scope=scope)
-        allowed = op("LessOrEqual", const(costs), limit, scope=scope)
-        score = op("Where", allowed, score, const(np.float32(np.inf)), scope=scope)
+        score = op("Add", predicted, op("Mul", price, const(costs), scope=scope), scope=scope)
+        if not bool(self.allowed().all()):
+            score = op("Where", const(self.allowed().numpy()[None]), score, const(np.float32(np.inf)), scope=scope)
         return op("Reshape", op("ArgMin", score, scope=scope, axis=1, keepdims=0), const(np.zeros(0, np.int64)), scope=scope)

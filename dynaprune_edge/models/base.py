@@ -166,7 +166,7 @@ class Forecast:
     masks: MaskState | None  # None: a width-routed forecast, whose branches ran separately
     cost_ratio: Tensor  # (B,) cost relative to the dense model on the model's cost target
     branch: Tensor | None = None  # (B,) a width-routed model's branch per sample: 0 persistence, then each width level
-    predicted_losses: Tensor | None = None  # (B, branches) its width router's predicted error of every branch
+    predicted_losses: Tensor | None = None  # (B, branches) its width router's predicted error of every branch (in its loss_unit)
 
     @property
     def flops_ratio(self) -> Tensor:

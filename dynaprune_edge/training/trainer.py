@@ -22,7 +22,6 @@ from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
 from dynaprune_edge.masks import MaskMode
-from dynaprune_edge.masks.router import cost_cap
 from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.files import atomic_write_text
@@ -198,7 +197,7 @@ def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", ba
         if forecast.branch is not None:
             branches.append(forecast.branch)
     flops_per_sample, ratios = torch.cat(flops), torch.cat(costs)
-    cap = cost_cap(model.pruning.budget if budget is None else budget, model.pruning.max_cost) if model.pruning.routes_widths else model.pruning.cap
+    cap = model.width_router.cap if model.pruning.routes_widths else model.pruning.cap
     shares = {}
     if branches:
         counts = torch.bincount(torch.cat(branches), minlength=model.width_router.branches)
@@ -487,7 +486,7 @@ class Trainer:
                 if routed:
                     observed[:, level + 1], seen[:, level + 1] = per_sample_error(forecast.prediction, y), True
                     if last:
-                        loss = loss + router_loss(forecast.predicted_losses, observed, seen)
+                        loss = loss + router_loss(forecast.predicted_losses, observed / self.model.width_router.loss_unit, seen)
                 loss.backward()
         return widest_losses, mean_cost
 
@@ -563,7 +562,7 @@ class Trainer:
         splits["val"] = self.history[-1]
         budget = {}
         if self.model.pruning.routes_widths:
-            budget = {"max_cost": self.model.pruning.cap, "branch_costs": self.model.width_router.costs.tolist(),
+            budget = {"max_cost": self.model.width_router.cap, "branch_costs": self.model.width_router.costs.tolist(),
                       "budgets": budget_metrics(self.model, self.data, "val")}
         elif self.model.pruning.enabled:
             mask = self.model.data_mask

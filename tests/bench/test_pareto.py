@@ -19,12 +19,14 @@ def test_the_plan_is_the_static_curve_and_the_budgets_per_family():
     assert set(by_family) == {"simvp", "simvp-large", "vit"}
     simvp = by_family["simvp"]
     assert [p.width for p in simvp if p.width] == [0.25, 0.5, 0.75, 1.0]
-    assert {(p.budget, p.cost) for p in simvp if p.budget} == {(0.3, "flops"), (0.3, "ort-cpu"), (0.5, "flops"), (0.5, "ort-cpu")}
+    assert {(p.budget, p.cost) for p in simvp if p.budget and not p.routed} == {(0.3, "flops"), (0.3, "ort-cpu"), (0.5, "flops"), (0.5, "ort-cpu")}
+    assert all(sum(p.routed for p in models) == 1 for models in by_family.values()), "one width-routed model per family"
     quarter = next(p for p in simvp if p.width == 0.25)
     assert (quarter.options["spatial_channels"], quarter.options["temporal_channels"]) == (4, 16)  # every layer a quarter
     large = next(p for p in by_family["simvp-large"] if p.width == 0.5)
     assert (large.options["spatial_channels"], large.options["temporal_channels"]) == (16, 64)
-    assert {p.width for p in by_family["vit"] if p.width} == {0.5, 1.0} and {p.budget for p in by_family["vit"] if p.budget} == {0.3}
+    assert {p.width for p in by_family["vit"] if p.width} == {0.5, 1.0}
+    assert {p.budget for p in by_family["vit"] if p.budget and not p.routed} == {0.3}
     assert "simvp-large" not in {p.family for p in plan("knmi", ["simvp"], [0.3], ["flops"], large=True)}
     assert len({p.name for p in planned}) == len(planned), "every model has its own folder"
 
@@ -32,7 +34,7 @@ def test_the_plan_is_the_static_curve_and_the_budgets_per_family():
 def test_finer_regions_on_the_small_city_grid_leave_a_vit_at_its_patch_size():
     """NYC's 10×20 grid gets 4-pixel regions, but a ViT's regions are its tokens: a pruned
     ViT at another region size than its patch cannot be built at all."""
-    pruned = {p.backbone: p for p in plan("nycbike", ["simvp", "vit"], [0.3], ["flops"], large=False) if p.budget}
+    pruned = {p.backbone: p for p in plan("nycbike", ["simvp", "vit"], [0.3], ["flops"], large=False) if p.budget and not p.routed}
     assert pareto.pruned_region_size(pruned["simvp"], "nycbike") == 4
     assert pareto.pruned_region_size(pruned["vit"], "nycbike") == 8  # ViTOptions' patch_size
     assert pareto.pruned_region_size(pruned["simvp"], "knmi") == 8
@@ -59,22 +61,46 @@ def test_a_point_faster_than_every_static_model_is_below_the_curve_only_if_it_be
     assert worse.dominates == [] and worse.beats_static is None, "a narrower static model might do better still: no claim"
 
 
+def test_the_oracle_picks_per_window_the_best_static_model_under_a_mean_latency():
+    """Two static models, each the better one on half of the windows: at the latency
+    halfway between them, the oracle runs the wide one where it helps most."""
+    narrow = np.array([1.0, 1.0, 1.0, 1.0])
+    wide = np.array([0.2, 0.3, 0.9, 0.95])
+    ((ms, mae, flops),) = pareto.oracle([(1.0, 0.25, narrow), (3.0, 1.0, wide)])
+    assert ms == pytest.approx(2.0) and flops == pytest.approx(0.625)  # the wide model on the two windows it helps most
+    assert mae == pytest.approx((0.2 + 0.3 + 1.0 + 1.0) / 4)
+    assert mae < static_curve_at([(1.0, narrow.mean()), (3.0, wide.mean())], ms)
+
+
 def test_tiny_models_are_trained_exported_timed_and_plotted(tmp_path):
-    """Three tiny SimVPs end to end: two static widths and one pruned model, timed together."""
+    """Tiny SimVPs end to end: two static widths, a region-pruned and a width-routed model
+    (a line over run-time budgets, and its levels alone), timed together, the oracle, the
+    plot and the verdict."""
     import matplotlib.image
 
     data = load_dataset(DataConfig("taxibj", synthetic_frames=120, size=16))
     options = {"spatial_channels": 16, "temporal_channels": 16}
     planned = [Planned("simvp", "simvp", {"spatial_channels": 8, "temporal_channels": 8}, width=0.5),
-               Planned("simvp", "simvp", options, width=1.0), Planned("simvp", "simvp", options, budget=0.5)]
+               Planned("simvp", "simvp", options, width=1.0), Planned("simvp", "simvp", options, budget=0.5),
+               Planned("simvp", "simvp", options, budget=0.5, routed=True)]
     built = [pareto.build(p, data, 3, tmp_path) for p in planned]
     points = pareto.measure_dataset(built, data, runs=8, threads=1, repeat=1)
-    half, full, dynamic = points
+    by_model = {p.model: p for p in points}
+    half, full, dynamic = by_model["static ×0.5"], by_model["static ×1"], by_model["dyna 0.5 flops"]
     assert full.speedup == pytest.approx(1.0) and full.flops_ratio == pytest.approx(1.0)
     assert 0.2 < half.flops_ratio < 0.3  # half of every width: a quarter of the FLOPs
     assert dynamic.cost_ratio is not None and dynamic.cost_ratio < 1.0  # its FLOPs follow the tile policy export timed fastest
-    assert all(p.ms_mean > 0 and p.ms_p90 >= 0 for p in points)
+    routed = [by_model[f"routed {budget:g}"] for budget in pareto.ROUTED_BUDGETS]
+    assert [p.cost_ratio for p in routed] == sorted(p.cost_ratio for p in routed), "a higher budget spent less"
+    assert routed[-1].flops_ratio > 1.0 > routed[0].flops_ratio  # budget 1: the widest level and the router
+    levels = [by_model[f"level ×{width:g}"] for width in (0.25, 0.5, 0.75, 1.0)]
+    assert levels[-1].val_mae == pytest.approx(routed[-1].val_mae, rel=1e-4), "budget 1 is the widest level"
+    assert [p.flops_ratio for p in levels] == sorted(p.flops_ratio for p in levels)
+    assert sum(p.model == pareto.ORACLE for p in points) == 1  # halfway between the two static models
+    assert all(p.ms_mean > 0 and (p.ms_p90 is None or p.ms_p90 >= 0) for p in points)
     assert half.static_mae_at_ms is None, "static points are the curve, not judged against it"
+    lines = pareto.verdict(points)
+    assert len(lines) == 2 and all("ship" in line for line in lines)
     png = tmp_path / "pareto-taxibj.png"
     pareto.plot(points, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
