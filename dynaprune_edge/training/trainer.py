@@ -317,7 +317,12 @@ class Trainer:
         ]
         if different:
             raise ConfigError(f"--init {path}: trained with a different {', '.join(different)} than this run")
-        self.model.backbone.load_state_dict(dense.model.backbone.state_dict())
+        missing, unexpected = self.model.backbone.load_state_dict(dense.model.backbone.state_dict(), strict=False)
+        per_level = ("width_mean", "width_var")  # a slimmable network's statistics per width level
+        if any(not name.endswith(per_level) for name in [*missing, *unexpected]):
+            raise ConfigError(f"--init {path}: its backbone's weights are not this run's ({', '.join([*missing, *unexpected][:3])} …)")
+        for norm in self.model.width_norms:  # every level starts from the dense model's statistics
+            norm.track_widths(len(self.model.pruning.width_levels))
         return dense.model.eval().requires_grad_(False)
 
     def sample_losses(self, forecast: Forecast, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

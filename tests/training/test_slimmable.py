@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from dynaprune_edge.masks import MaskMode
-from dynaprune_edge.training import METRICS_FILE, load_model
+from dynaprune_edge.training import METRICS_FILE, MODEL_FILE, load_model
 from dynaprune_edge.training.trainer import per_sample_loss
+
+from test_trainer import one_step_trainer
 
 
 def test_the_sandwich_step_trains_the_narrowest_and_the_widest_level(build_trainer, tmp_path):
@@ -54,3 +56,17 @@ def test_each_width_level_keeps_batch_norm_statistics_of_its_own(build_trainer, 
     assert {"width", "val_mae", "test_mae", "flops_ratio", "cost"} <= set(written["widths"][0])
     reloaded = load_model(tmp_path / "run" / "model.pt").model
     assert torch.equal(reloaded.backbone.translator[0].project.norm.width_mean, norm.width_mean)
+
+
+def test_a_slimmable_network_starts_from_a_dense_model(build_trainer, train_config, tmp_path):
+    """--init a dense model.pt: its weights, and every width level's BatchNorm statistics
+    start from the dense model's (a dense model has one set; a level has its own after)."""
+    dense = one_step_trainer(build_trainer, train_config, tmp_path / "dense", budget=1.0)
+    train = dataclasses.replace(train_config, init=str(tmp_path / "dense" / MODEL_FILE))
+    trainer = build_trainer(tmp_path / "run", budget=1.0, slimmable=True, train=train)
+    ours, theirs = trainer.model.backbone, dense.model.backbone
+    assert torch.equal(ours.translator[0].expand.conv.weight, theirs.translator[0].expand.conv.weight)
+    norm, dense_norm = ours.translator[0].project.norm, theirs.translator[0].project.norm
+    for level in range(len(trainer.model.pruning.width_levels)):
+        assert torch.equal(norm.width_mean[level], dense_norm.running_mean)
+        assert torch.equal(norm.width_var[level], dense_norm.running_var)
