@@ -85,6 +85,7 @@ class ParetoPoint:
     ms_p90: float | None  # None: the oracle, a mixture of models whose latencies were measured apart
     speedup: float  # the family's full-width dense model's mean ms / this model's
     predicted_ms: float | None = None  # a model priced in ms: the table's prediction, mean over samples
+    train_seconds: float | None = None  # the model's training wall-clock (this machine; None: the oracle)
     static_mae_at_ms: float | None = None  # the static curve's MAE at this model's measured ms (pruned models)
     dominates: list[str] = field(default_factory=list)  # static models both slower and less accurate than this one
     threads: int = 1
@@ -136,6 +137,7 @@ class Built:
     planned: Planned
     onnx: Path
     cost_ratio: float | None = None  # a region-pruned model's validation mean on its cost target (metrics.json)
+    train_seconds: float | None = None  # its training wall-clock (metrics.json)
     levels: dict[float, Path] = field(default_factory=dict)  # a width-routed model's levels, each exported alone
 
 
@@ -163,7 +165,7 @@ def build(planned: Planned, data: SpatioTemporalData, steps: int, out: Path) -> 
             levels[width] = folder / f"model.w{width:g}.onnx"
             Exporter(path, ExportOptions(width=width), log=log, data=data).run(levels[width])
     region_pruned = not static and not planned.routed
-    return Built(planned, onnx_path, trained.metrics["cost"]["val"]["mean"] if region_pruned else None, levels)
+    return Built(planned, onnx_path, trained.metrics["cost"]["val"]["mean"] if region_pruned else None, trained.metrics["train_seconds"], levels)
 
 
 def static_curve_at(points: list[tuple[float, float]], ms: float) -> float | None:
@@ -249,7 +251,8 @@ def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, thr
             dataset=label, family=b.planned.family, model=model, val_mae=float(errors[-1].mean()),
             flops_ratio=float(result.flops.mean()) / entries[ref][2].manifest.dense_flops, cost_ratio=cost,
             ms_mean=float(np.mean(ms)), ms_p90=float(np.percentile(ms, 90)), speedup=float(np.mean(times[ref]) / np.mean(ms)),
-            predicted_ms=predicted_ms, threads=threads, runtime={k: v for k, v in backend.describe().items() if k != "model"},
+            predicted_ms=predicted_ms, train_seconds=b.train_seconds, threads=threads,
+            runtime={k: v for k, v in backend.describe().items() if k != "model"},
         ))
     for family, ref in reference.items():
         dense_ms = points[ref].ms_mean
@@ -334,8 +337,8 @@ def pareto_table(points: list[ParetoPoint], title: str) -> Table:
     table = Table(title=title, caption="ms: measured mean per validation sample; speedup and FLOPs against the family's full-width dense model; "
                   "static at same ms: the static curve's MAE at the point's latency (interpolated); predicted: the cost table's (models priced in ms); "
                   "routed B: the width-routed model at run-time budget B; level ×W: its width level W alone; oracle: the best static model per "
-                  "window in hindsight (its ms: the mean of the measured latencies it picked)")
-    for column in ("dataset", "family", "model", "val MAE", "FLOPs", "cost", "ms mean/p90", "speedup", "static MAE at same ms", "predicted ms"):
+                  "window in hindsight (its ms: the mean of the measured latencies it picked); train s: the model's training wall-clock here")
+    for column in ("dataset", "family", "model", "val MAE", "FLOPs", "cost", "ms mean/p90", "speedup", "static MAE at same ms", "predicted ms", "train s"):
         table.add_column(column, justify="left" if column in ("dataset", "family", "model") else "right")
     for p in points:
         if p.static_mae_at_ms is not None:
@@ -346,6 +349,7 @@ def pareto_table(points: list[ParetoPoint], title: str) -> Table:
         table.add_row(
             p.dataset, p.family, p.model, f"{p.val_mae:.4g}", f"{p.flops_ratio:.3f}", "–" if p.cost_ratio is None else f"{p.cost_ratio:.3f}",
             f"{p.ms_mean:.3f}/" + ("–" if p.ms_p90 is None else f"{p.ms_p90:.3f}"), f"{p.speedup:.2f}×", static, predicted,
+            "–" if p.train_seconds is None else f"{p.train_seconds:.0f}",
         )
     return table
 

@@ -98,6 +98,7 @@ def test_tiny_models_are_trained_exported_timed_and_plotted(tmp_path):
     assert [p.flops_ratio for p in levels] == sorted(p.flops_ratio for p in levels)
     assert sum(p.model == pareto.ORACLE for p in points) == 1  # halfway between the two static models
     assert all(p.ms_mean > 0 and (p.ms_p90 is None or p.ms_p90 >= 0) for p in points)
+    assert all((p.train_seconds is None) == (p.model == pareto.ORACLE) for p in points), "every trained model says how long it trained"
     assert half.static_mae_at_ms is None, "static points are the curve, not judged against it"
     lines = pareto.verdict(points)
     assert len(lines) == 2 and all("ship" in line for line in lines)

@@ -86,7 +86,7 @@ OPTIONS: dict[str, dict[str, object]] = {
         "--samples": Count(1), "--warmup": Count(0), "--runs": Count(1), "--repeat": Count(1), "--threads": Count(1),
         "--trtexec-log": InputFile(".log"), "--dense-trtexec-log": InputFile(".log"), "--frames": InputFile(".frames.npz"),
         "--power": Choice(METERS), "--power-seconds": Positive(), "--idle-seconds": NonNegative(), "--power-interval": Count(10),
-        "--report": OutputFolder(),
+        "--report": OutputFolder(), "--budget": UNIT,
     },
     "profile --backend orin-emu": {
         "--module": Choice(MODULES), "--power-mode": Choice(POWER_MODES), "--precision": Choice(PRECISIONS), "--calibrate": Choice(("cuda",)),
