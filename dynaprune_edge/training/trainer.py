@@ -218,11 +218,12 @@ def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", ba
 def width_metrics(model: DynaPruner, data: SpatioTemporalData, split: str, widest: dict) -> list[dict]:
     """Each width level of a slimmable network alone, as a static network: its MAE on
     `split` and its cost ratio (FLOPs and the cost target's) to the widest level.
-    widest: `evaluate`'s result on the split, which is the widest level's (a slimmable
-    model's plain forward is its widest level: every region, every filter, its statistics)."""
+    widest: `evaluate`'s result on the split, which is the widest level's when the model
+    routes nothing (its plain forward is then its widest level: every region, every
+    filter, its statistics); a width-routed model's widest level is evaluated again."""
     levels = model.pruning.width_levels
-    alone = len(levels) if model.pruning.routes_widths else len(levels) - 1  # a routed model's plain forward is routed
-    results = [evaluate(model, data, split, width=index) for index in range(alone)] + [widest][: len(levels) - alone]
+    reused = not model.pruning.routes_widths  # a width-routed model's plain forward is routed, not its widest level
+    results = [evaluate(model, data, split, width=index) for index in range(len(levels) - reused)] + [widest] * reused
     return [{"width": level, f"{split}_mae": result[f"{split}_mae"], "flops_ratio": result["flops_ratio_mean"], "cost": result["cost"]["mean"]}
             for level, result in zip(levels, results)]
 
