@@ -569,7 +569,7 @@ def bench_pareto(
     dataset: Annotated[list[str], typer.Option(help="Datasets, repeatable: taxibj (synthetic), nycbike, knmi, weatherbench (real samples) (default: all).")] = [],
     backbone: Annotated[list[str], typer.Option(help="Backbones, repeatable (default: all). SimVP gets static widths 0.25–1.0 and every budget; ConvLSTM and ViT dense, half width and budget 0.3.")] = [],
     budget: Annotated[list[float], typer.Option(help="SimVP's Dyna-Pruner budgets, repeatable (default: 0.3 and 0.5).")] = [],
-    cost: Annotated[list[str], typer.Option(help="Cost targets the budgets (and the width-routed models) are priced on, repeatable (default: flops and ort-cpu).")] = [],
+    cost: Annotated[list[str], typer.Option(help="Cost targets the budgets are priced on, repeatable (default: flops and ort-cpu).")] = [],
     large: Annotated[bool, typer.Option(help="Also a larger SimVP (32 spatial / 128 temporal channels) with its own static curve, on taxibj.")] = True,
     threads: Annotated[int, typer.Option(min=1, max=1024, help="onnxruntime intra-op threads.")] = 1,
     runs: Annotated[int, typer.Option(min=1, max=1000000, help="Timed runs of each model (cycling over the validation samples).")] = 200,

@@ -3,8 +3,8 @@
 validation MAE against *measured* latency of each exported artifact. A dynamic network is
 only worth having where it lies below the static curve.
 
-Per family, besides the static curve: a width-routed slimmable model per cost target (one
-artifact each) drawn as a line over run-time budgets (ROUTED_BUDGETS), its width levels each alone (the
+Per family, besides the static curve: a width-routed slimmable model (one artifact) drawn
+as a line over run-time budgets (ROUTED_BUDGETS), its width levels each alone (the
 slimmable network's own curve), the region-pruned models at their budgets, and a
 hindsight oracle: per validation window the best static model under a mean-latency
 budget, from the static models' own errors and measured latencies (what routing among
@@ -128,7 +128,7 @@ def plan(dataset: str, backbones: list[str], budgets: list[float], costs: list[s
             planned.append(Planned(family, backbone, BACKBONES.get(backbone).scaled_options(options, width), width=width))
         for budget in budgets if simvp else [OTHER_BUDGET]:
             planned.extend(Planned(family, backbone, dict(options), budget=budget, cost=cost) for cost in costs)
-        planned.extend(Planned(family, backbone, dict(options), budget=ROUTED_BUDGET, cost=cost, routed=True) for cost in costs)
+        planned.append(Planned(family, backbone, dict(options), budget=ROUTED_BUDGET, routed=True))
     return planned
 
 
@@ -196,8 +196,8 @@ def timed_entries(built: list[Built], threads: int) -> list[tuple[Built, str, ob
         for budget in ROUTED_BUDGETS:
             backend = load(b.onnx, "ort", threads)
             backend.set_budget(budget)
-            entries.append((b, f"routed {budget:g} {b.planned.cost}", backend))
-        entries.extend((b, f"level ×{width:g} {b.planned.cost}", load(path, "ort", threads)) for width, path in b.levels.items())
+            entries.append((b, f"routed {budget:g}", backend))
+        entries.extend((b, f"level ×{width:g}", load(path, "ort", threads)) for width, path in b.levels.items())
     return entries
 
 
@@ -304,17 +304,15 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
         axis.plot([p.ms_mean for p in static], [p.val_mae for p in static], "o-", color="0.4", label="static widths")
         for p in static:
             axis.annotate(p.model.split()[-1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        lines = [(ORACLE, "", ":", "tab:green", "^", "oracle: best static per window (hindsight)")] + [
-            (prefix, cost, style, color, marker, f"{name}, {cost}") for cost, marker in (("flops", "o"), ("ort-cpu", "D"))
-            for prefix, style, color, name in (("level", "--", "tab:blue", "slimmable levels alone"), ("routed", "-", "tab:red", "width-routed over budgets"))
-        ]
-        for prefix, cost, style, color, marker, name in lines:
-            line = sorted((p for p in mine if p.model.startswith(prefix) and p.model.endswith(cost)), key=lambda p: p.ms_mean)
+        for prefix, style, color, name in (("level", "s--", "tab:blue", "slimmable levels, each alone"),
+                                           ("routed", "o-", "tab:red", "width-routed, one model over run-time budgets"),
+                                           (ORACLE, "^:", "tab:green", "oracle: best static per window (hindsight)")):
+            line = sorted((p for p in mine if p.model.startswith(prefix)), key=lambda p: p.ms_mean)
             if line:
-                axis.plot([p.ms_mean for p in line], [p.val_mae for p in line], style, marker=marker, color=color, markersize=4, label=name)
+                axis.plot([p.ms_mean for p in line], [p.val_mae for p in line], style, color=color, markersize=4, label=name)
         for p in mine:
             if p.model.startswith("routed"):
-                axis.annotate(p.model.split()[1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:red")
+                axis.annotate(p.model.split()[-1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:red")
         for marker, cost in (("s", "flops"), ("D", "ort-cpu")):
             dynamic = [p for p in mine if p.model.startswith("dyna") and p.model.endswith(cost)]
             if dynamic:
@@ -338,7 +336,7 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
 def pareto_table(points: list[ParetoPoint], title: str) -> Table:
     table = Table(title=title, caption="ms: measured mean per validation sample; speedup and FLOPs against the family's full-width dense model; "
                   "static at same ms: the static curve's MAE at the point's latency (interpolated); predicted: the cost table's (models priced in ms); "
-                  "routed B COST: the width-routed model priced on COST at run-time budget B; level ×W COST: its width level W alone; oracle: the best static model per "
+                  "routed B: the width-routed model at run-time budget B; level ×W: its width level W alone; oracle: the best static model per "
                   "window in hindsight (its ms: the mean of the measured latencies it picked); train s: the model's training wall-clock here")
     for column in ("dataset", "family", "model", "val MAE", "FLOPs", "cost", "ms mean/p90", "speedup", "static MAE at same ms", "predicted ms", "train s"):
         table.add_column(column, justify="left" if column in ("dataset", "family", "model") else "right")

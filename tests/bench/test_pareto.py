@@ -20,7 +20,7 @@ def test_the_plan_is_the_static_curve_and_the_budgets_per_family():
     simvp = by_family["simvp"]
     assert [p.width for p in simvp if p.width] == [0.25, 0.5, 0.75, 1.0]
     assert {(p.budget, p.cost) for p in simvp if p.budget and not p.routed} == {(0.3, "flops"), (0.3, "ort-cpu"), (0.5, "flops"), (0.5, "ort-cpu")}
-    assert all({p.cost for p in models if p.routed} == {"flops", "ort-cpu"} for models in by_family.values()), "a width-routed model per cost"
+    assert all(sum(p.routed for p in models) == 1 for models in by_family.values()), "one width-routed model per family"
     quarter = next(p for p in simvp if p.width == 0.25)
     assert (quarter.options["spatial_channels"], quarter.options["temporal_channels"]) == (4, 16)  # every layer a quarter
     large = next(p for p in by_family["simvp-large"] if p.width == 0.5)
@@ -90,10 +90,10 @@ def test_tiny_models_are_trained_exported_timed_and_plotted(tmp_path):
     assert full.speedup == pytest.approx(1.0) and full.flops_ratio == pytest.approx(1.0)
     assert 0.2 < half.flops_ratio < 0.3  # half of every width: a quarter of the FLOPs
     assert dynamic.cost_ratio is not None and dynamic.cost_ratio < 1.0  # its FLOPs follow the tile policy export timed fastest
-    routed = [by_model[f"routed {budget:g} flops"] for budget in pareto.ROUTED_BUDGETS]
+    routed = [by_model[f"routed {budget:g}"] for budget in pareto.ROUTED_BUDGETS]
     assert [p.cost_ratio for p in routed] == sorted(p.cost_ratio for p in routed), "a higher budget spent less"
     assert routed[-1].flops_ratio > 1.0 > routed[0].flops_ratio  # budget 1: the widest level and the router
-    levels = [by_model[f"level ×{width:g} flops"] for width in (0.25, 0.5, 0.75, 1.0)]
+    levels = [by_model[f"level ×{width:g}"] for width in (0.25, 0.5, 0.75, 1.0)]
     assert levels[-1].val_mae == pytest.approx(routed[-1].val_mae, rel=1e-4), "budget 1 is the widest level"
     assert [p.flops_ratio for p in levels] == sorted(p.flops_ratio for p in levels)
     assert sum(p.model == pareto.ORACLE for p in points) == 1  # halfway between the two static models
