@@ -47,9 +47,8 @@ from dynaprune_edge.export.plan import BranchPlan
 from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.layers import GatedConv2d
-from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.masks.budget import KEEP_ALL
-from dynaprune_edge.models import DynaPruner, ModelConfig, build_model, region_side
+from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 from dynaprune_edge.models.base import evaluating
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.runtime.manifest import BUCKET, INPUT
@@ -65,7 +64,7 @@ CACHE_ENV = "DPEDGE_CACHE_DIR"
 
 def architecture(config: ModelConfig) -> dict:
     """What a table is measured for: everything that shapes the exported sub-networks."""
-    pruning = measured_pruning(config)
+    pruning = config.pruning
     return {
         "backbone": config.backbone,
         "options": dict(sorted(config.options.items())),
@@ -75,18 +74,7 @@ def architecture(config: ModelConfig) -> dict:
         "width_levels": list(pruning.width_levels),
         "mode": export_mode(config),
         "graph_revision": GRAPH_REVISION,
-        **({"one_width": True} if config.pruning.slimmable else {}),  # a slimmable backbone gates more layers
     }
-
-
-def measured_pruning(config: ModelConfig) -> PruningConfig:
-    """The region-pruned settings a table is measured with: the model's, but for a
-    width-routed model (which skips no region and has no DataMask to time graphs with)
-    regions of its own grid's side, so that the timed graphs run on its padded frames."""
-    pruning = dataclasses.replace(config.pruning, cost="flops", cost_table=None)
-    if not pruning.routes_widths:
-        return pruning
-    return dataclasses.replace(pruning, slimmable=False, region_size=region_side(config))
 
 
 def export_mode(config: ModelConfig) -> str:
@@ -110,7 +98,8 @@ def cache_path(config: ModelConfig, machine: dict) -> Path:
 def measurement_model(config: ModelConfig) -> DynaPruner:
     """The architecture with untrained weights (time does not depend on them), every
     region kept, so that a sample takes the one branch each timed graph has."""
-    model = build_model(dataclasses.replace(config, pruning=measured_pruning(config)), one_width=config.pruning.slimmable).eval()
+    flops_priced = dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None))
+    model = build_model(flops_priced).eval()
     model.data_mask.threshold.fill_(KEEP_ALL)
     model.data_mask.max_regions.fill_(model.regions)
     return model

@@ -80,16 +80,13 @@ def region_side(config: ModelConfig) -> int:
     return backbone_type.spatial_multiple(backbone_type.Options(**config.options))
 
 
-def build_model(config: ModelConfig, one_width: bool | None = None) -> DynaPruner:
-    """one_width: build the backbone as a slimmable network's (default: when the pruning
-    settings say slimmable; the cost tables time a slimmable backbone with regions)."""
+def build_model(config: ModelConfig) -> DynaPruner:
     backbone_type = BACKBONES.get(config.backbone)
     options = backbone_type.Options(**config.options)
     side = region_side(config)
     multiple = math.lcm(side, backbone_type.spatial_multiple(options))
-    one_width = config.pruning.slimmable if one_width is None else one_width
-    backbone = backbone_type(padded_shape(config.shape, multiple), options, config.pruning.group_size, one_width=one_width)
+    backbone = backbone_type(padded_shape(config.shape, multiple), options, config.pruning.group_size, one_width=config.pruning.slimmable)
     return DynaPruner(backbone, config.pruning, side, config.shape)
 
 
-__all__ = ["BACKBONES", "Backbone", "DynaPruner", "Forecast", "ForecastShape", "ModelConfig", "backbone_options", "build_model", "check_model_size", "region_side"]
+__all__ = ["BACKBONES", "Backbone", "DynaPruner", "Forecast", "ForecastShape", "ModelConfig", "backbone_options", "build_model", "check_model_size"]

@@ -35,24 +35,6 @@ def tiny_config(**pruning) -> ModelConfig:
     return ModelConfig("simvp", SHAPE, SIZES, PruningConfig(budget=0.5, region_size=4, group_order="ordered", **pruning))
 
 
-def test_a_width_routed_models_table_times_its_own_layers_on_its_own_frames():
-    """A width-routed slimmable model skips no region and has no DataMask: its table is
-    timed with regions of its grid's side (on the frames it runs on) and with its
-    slimmable backbone (the residual stream gated), and priced from it its branches cost
-    more the wider they are."""
-    config = ModelConfig("simvp", ForecastShape(3, 2, 2, 10, 20), SIZES, PruningConfig(budget=0.5, slimmable=True, group_size=4))
-    routed = build_model(config)
-    table = measure(config, runs=3)
-    assert set(table.layers) == set(routed.layer_names.values())
-    assert table.model == architecture(config) and architecture(config)["one_width"] is True
-    assert architecture(config)["region_size"] == routed.region_size == 4  # SimVP's strides; NYC's 10×20 runs on 12×20
-    priced = build_model(ModelConfig(config.backbone, config.shape, config.options,
-                                     PruningConfig(budget=0.5, slimmable=True, group_size=4, cost="ort-cpu", cost_table=table.to_dict())))
-    costs = priced.branch_costs()
-    assert "stream" in {gate.name for gate in priced.gates}
-    assert costs[0] < costs[1] and costs[1] < costs[-1], costs
-
-
 def test_a_measured_table_times_every_layer_of_the_exported_sub_networks():
     config = tiny_config()
     table = measure(config, runs=3)
