@@ -220,7 +220,7 @@ class Exporter:
                         + [train[int(i)][0] for i in np.linspace(0, len(train) - 1, min(len(train), self.options.parity_samples)).astype(int)])
         router = self.trained.model.width_router
         with torch.no_grad():
-            predicted = router.predicted_losses(*self.trained.model.importance(self.trained.model.pad(x)).pair)
+            predicted = self.trained.model.router_predictions(self.trained.model.pad(x))
         checks = []
         for budget in sorted({*CHECKED_BUDGETS, self.trained.model_config.pruning.budget}):
             clear = router.margins(predicted, budget) >= ROUTING_TIE

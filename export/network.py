@@ -49,6 +49,24 @@ def crop_output(b: GraphBuilder, model: DynaPruner, forecast: str) -> str:
     return b.op("Slice", forecast, b.const([0, 0]), b.const([shape.height, shape.width]), b.const([3, 4]), scope="output/crop")
 
 
+def output_types(model: DynaPruner) -> tuple[list[int], list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
+    """(the padded forecast's shape, the branches' output types: forecast, FLOPs, bucket,
+    and the graph's, its forecast cropped to the user's grid)."""
+    padded = list(frames_shape(model.backbone.shape, model.shape.frames_out))
+    outputs = [tensor_info(FORECAST, padded), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
+    return padded, outputs, [tensor_info(FORECAST, list(frames_shape(model.shape, model.shape.frames_out))), *outputs[1:]]
+
+
+def persistence_branch(b: GraphBuilder, x: Feature, out_shape: list[int], router_flops: float) -> tuple[str, tuple[GraphBuilder, list[str]]]:
+    """(the last input frame, the branch that outputs it as every forecast frame at the
+    router's FLOPs): what a sample computing nothing forecasts."""
+    last = b.op("Slice", x.name, b.const([x.shape[1] - 1]), b.const([x.shape[1]]), b.const([1]), scope="router/fallback")
+    persistence = b.branch("persistence")
+    outputs = [persistence.op("Expand", last, persistence.const(out_shape), scope="compute/persistence"),
+               persistence.const(np.float32(router_flops), "flops")]
+    return last, (persistence, outputs)
+
+
 def scored(model: DynaPruner, mode: str) -> bool:
     """Whether each sample's own group scores choose its filters (gather mode, scored groups)."""
     return mode == "gather" and model.pruning.group_order == "scored"
@@ -98,10 +116,8 @@ def build_graph(
     shape = model.backbone.shape
     b = GraphBuilder("dpedge", opset=opset)
     x = pad_input(b, model)
-    out_shape = list(frames_shape(shape, model.shape.frames_out))  # padded, until the crop at the end
-    outputs = [tensor_info(FORECAST, out_shape), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
+    out_shape, outputs, final = output_types(model)  # padded, until the crop at the end
     inputs = [tensor_info(INPUT, list(frames_shape(model.shape, model.shape.frames_in)))]
-    final = [tensor_info(FORECAST, list(frames_shape(model.shape, model.shape.frames_out))), *outputs[1:]]
     if plans is None:
         plan = None if width is None else width_plan(model, width)
         with model.at_width(-1 if width is None else width):
@@ -115,17 +131,13 @@ def build_graph(
     routing = route(b, model, x, scored(model, mode), width_table)
     router_flops = model.mask_flops()
     scope = "router/fallback"
-    last = b.op("Slice", x.name, b.const([x.shape[1] - 1]), b.const([x.shape[1]]), b.const([1]), scope=scope)
+    last, persistence = persistence_branch(b, x, out_shape, router_flops)
     full = routing.region_mask((shape.height, shape.width))
     region = b.op("Unsqueeze", full, b.const([0]), scope=scope)  # (1, 1, 1, H, W)
     fallback = b.op("Mul", b.op("Sub", b.const(np.float32(1)), region, scope=scope), last, scope=scope)
 
-    branches: list[tuple[GraphBuilder, list[str]]] = []
-    costs: list[tuple[float, int]] = []
-    persistence = b.branch("persistence")
-    branches.append((persistence, [persistence.op("Expand", last, persistence.const(out_shape), scope="compute/persistence"),
-                                   persistence.const(np.float32(router_flops), "flops")]))
-    costs.append((router_flops, 0))
+    branches: list[tuple[GraphBuilder, list[str]]] = [persistence]
+    costs: list[tuple[float, int]] = [(router_flops, 0)]
     for index, plan in enumerate(plans, start=1):
         builder = b.branch(f"subnetwork{index}")
         y, net = lower_backbone(model, x, Branch(builder, b, model.grid, routing, plan), mode, tiles)
@@ -151,11 +163,9 @@ def build_width_router_graph(model: DynaPruner, opset: int = OPSET) -> tuple[onn
     branch per sample: persistence, or one width level as a static network (every region,
     that level's weight slices and BatchNorm statistics, constant weights of its own).
     Returns the graph and, per branch, the FLOPs it executes (router included)."""
-    shape = model.backbone.shape
     b = GraphBuilder("dpedge", opset=opset)
     x = pad_input(b, model)
-    out_shape = list(frames_shape(shape, model.shape.frames_out))
-    outputs = [tensor_info(FORECAST, out_shape), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
+    out_shape, outputs, final = output_types(model)
     # An input with an initializer of its name: optional at run time, the trained budget when omitted.
     b.initializers.append(numpy_helper.from_array(np.array(model.pruning.budget, np.float32), BUDGET))
     inputs = [tensor_info(INPUT, list(frames_shape(model.shape, model.shape.frames_in))), tensor_info(BUDGET, [])]
@@ -169,11 +179,8 @@ def build_width_router_graph(model: DynaPruner, opset: int = OPSET) -> tuple[onn
     full = b.op("GreaterOrEqual", BUDGET, b.const(np.float32(1)), scope="router/budget")
     branch = b.if_else(full, (widest, [widest_index]), (router, [routed]), [tensor_info("branch", [], np.int64)], scope="router/budget")
     router_flops = model.mask_flops()
-    last = b.op("Slice", x.name, b.const([x.shape[1] - 1]), b.const([x.shape[1]]), b.const([1]), scope="router/fallback")
-    persistence = b.branch("persistence")
-    branches = [(persistence, [persistence.op("Expand", last, persistence.const(out_shape), scope="compute/persistence"),
-                               persistence.const(np.float32(router_flops), "flops")])]
-    costs = [(router_flops, 0)]
+    _, persistence = persistence_branch(b, x, out_shape, router_flops)
+    branches, costs = [persistence], [(router_flops, 0)]
     for level in range(len(model.pruning.width_levels)):
         builder = b.branch(f"width{level}")
         with model.at_width(level):
@@ -184,7 +191,6 @@ def build_width_router_graph(model: DynaPruner, opset: int = OPSET) -> tuple[onn
     b.identity(crop_output(b, model, forecast), FORECAST)
     b.identity(flops_out, FLOPS)
     b.identity(branch, BUCKET)
-    final = [tensor_info(FORECAST, list(frames_shape(model.shape, model.shape.frames_out))), *outputs[1:]]
     return b.model(inputs, final, "dpedge width-routed export"), costs
 
 

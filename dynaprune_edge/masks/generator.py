@@ -42,11 +42,6 @@ class ImportanceField:
     def scores(self) -> Tensor:
         return torch.sigmoid(self.logits)
 
-    @property
-    def pair(self) -> tuple[Tensor, Tensor]:
-        """(features, logits): what the width router reads."""
-        return self.features, self.logits
-
 
 class MaskGenerator(nn.Module):
     """Strided 3×3 convs over the stacked input frames, down to one pixel per region, plus

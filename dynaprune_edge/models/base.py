@@ -342,13 +342,25 @@ class DynaPruner(nn.Module):
         gives them), mask generator included: the training ledger of one forward of these
         made-up masks (it reads only the masks, so the input is zeros). What a branch
         computing n regions costs, as training charges it."""
+        x = self.blank_frames(len(counts))
+        return self.sample_costs(self.made_up_ledger(x, self.masks_keeping(counts, x))).numpy()
+
+    def blank_frames(self, batch: int) -> Tensor:
+        """Zero frames at the backbone's padded shape: input for a ledger of made-up masks."""
         shape = self.backbone.shape
-        x = torch.zeros(len(counts), shape.frames_in, shape.channels, shape.height, shape.width)
-        masks = self.masks_keeping(counts, x)
-        masks.ledger.add_fixed(self.mask_flops())
-        with evaluating(self.backbone):  # no BatchNorm statistics from these made-up masks
+        return torch.zeros(batch, shape.frames_in, shape.channels, shape.height, shape.width)
+
+    @torch.no_grad()
+    def made_up_ledger(self, x: Tensor, masks: MaskState) -> FlopsLedger:
+        """The training ledger of one forward of `x` under made-up `masks`, the mask
+        generator's (and router's) FLOPs included when there is one: what a sample with
+        those masks costs. The ledger reads only the masks, so `x` may be zeros; no
+        BatchNorm statistics are taken from it."""
+        if self.generator is not None:
+            masks.ledger.add_fixed(self.mask_flops())
+        with evaluating(self.backbone):
             self.backbone(x, masks)
-        return self.sample_costs(masks.ledger).numpy()
+        return masks.ledger
 
     def cost_curve(self) -> CostCurve:
         """cost(n) for n = 0..R kept regions, relative to dense (`cost_of_counts`)."""
@@ -413,9 +425,10 @@ class DynaPruner(nn.Module):
         trainer fits to the errors of the levels it ran. budget: a width-routed model's
         run-time budget (default: the trained one)."""
         if width is not None:
-            forecast = self.level_forecast(self.pad(x), width)
+            padded = self.pad(x)
+            forecast = self.level_forecast(padded, width)
             if self.pruning.routes_widths and self.training:
-                forecast.predicted_losses = self.width_router.predicted_losses(*self.importance(self.pad(x)).pair)
+                forecast.predicted_losses = self.router_predictions(padded)
             return forecast
         if self.pruning.routes_widths:
             return self.routed_forecast(x, self.pruning.budget if budget is None else budget)
@@ -441,7 +454,7 @@ class DynaPruner(nn.Module):
         sample's branch runs on the samples that took it (as the exported graph runs one
         branch per sample); persistence repeats the last input frame."""
         padded = self.pad(x)
-        predicted = self.width_router.predicted_losses(*self.importance(padded).pair)
+        predicted = self.router_predictions(padded)
         branch = self.width_router.choose(predicted, budget)
         prediction = x[:, -1:].expand(-1, self.shape.frames_out, -1, -1, -1).clone()
         flops = torch.full((len(x),), self.mask_flops(), device=x.device)
@@ -457,23 +470,14 @@ class DynaPruner(nn.Module):
     @functools.cached_property
     def dense_flops(self) -> float:
         """FLOPs of the backbone with nothing pruned, per sample (the ledger's dense count)."""
-        return self.branch_ledgers()[-1].dense
+        x = self.blank_frames(1)
+        return self.made_up_ledger(x, self.dense_masks(x)).dense
 
-    @torch.no_grad()
     def branch_ledgers(self) -> list[FlopsLedger]:
         """The training ledger of one sample at each width level, the router's FLOPs among
-        its fixed ones (it reads only the masks, so the input is zeros)."""
-        shape = self.backbone.shape
-        x = torch.zeros(1, shape.frames_in, shape.channels, shape.height, shape.width)
-        ledgers = []
-        for level in range(len(self.pruning.width_levels)):
-            masks = self.width_masks(x, level)
-            if self.generator is not None:
-                masks.ledger.add_fixed(self.mask_flops())
-            with evaluating(self.backbone):
-                self.backbone(x, masks)
-            ledgers.append(masks.ledger)
-        return ledgers
+        its fixed ones (`made_up_ledger`)."""
+        x = self.blank_frames(1)
+        return [self.made_up_ledger(x, self.width_masks(x, level)) for level in range(len(self.pruning.width_levels))]
 
     def branch_costs(self) -> Tensor:
         """(branches,) a width-routed model's cost ratio of each branch on its cost target,
@@ -489,5 +493,11 @@ class DynaPruner(nn.Module):
         predicted errors of `inputs`: batches of held-out training windows, never
         validation or test ones (masks/router.py)."""
         with evaluating(self.generator):
-            predicted = torch.cat([self.width_router.predicted_losses(*self.importance(self.pad(x)).pair) for x in inputs])
+            predicted = torch.cat([self.router_predictions(self.pad(x)) for x in inputs])
         self.width_router.calibrate(predicted, self.branch_costs())
+
+    def router_predictions(self, padded: Tensor) -> Tensor:
+        """(B, branches) the width router's predicted error of each branch for the padded
+        frames, read from their importance field."""
+        field = self.importance(padded)
+        return self.width_router.predicted_losses(field.features, field.logits)
