@@ -218,7 +218,9 @@ def info(model: Annotated[Path, typer.Argument(help="A model.pt written by `dped
     trained = load_model(model)
     config = trained.model_config.to_dict()
     if config["pruning"].get("cost_table"):  # hundreds of numbers: say what it is instead
-        config["pruning"]["cost_table"] = trained.model.cost_model.describe() + f", {len(config['pruning']['cost_table']['layers'])} layers"
+        table = config["pruning"]["cost_table"]
+        timed = f"{len(table['branches']['level_ms']) + 1} branches" if table.get("branches") else f"{len(table['layers'])} layers"
+        config["pruning"]["cost_table"] = f"{trained.model.cost_model.describe()}, {timed}"
     console.print_json(
         json.dumps(
             {
@@ -329,12 +331,13 @@ def calibrate(
     region_size: Annotated[int, typer.Option(min=1, max=4096, help="DataMask region side in pixels (power of 2).")] = 8,
     group_size: Annotated[int, typer.Option(min=1, max=4096, help="Filters pruned together.")] = 8,
     group_order: Annotated[str, typer.Option(help="'scored' or 'ordered' (see `dpedge train --help`): which export mode is timed.")] = "ordered",
+    slimmable: Annotated[bool, typer.Option("--slimmable", help="Time the branches of a width-routed slimmable model (`dpedge train --slimmable --budget B`): its router alone and each width level, with and without the router.")] = False,
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     threads: Annotated[int, typer.Option(min=1, max=1024, help="onnxruntime intra-op threads the table is for.")] = 1,
     runs: Annotated[int, typer.Option(min=3, max=1000000, help="Timed runs of every sub-network.")] = 20,
     out: Annotated[Optional[Path], typer.Option(help="Also write the table here (JSON), for `dpedge train --cost-table`.")] = None,
 ) -> None:
-    """What each layer of a model costs on a target, on tiles and on whole maps, at every width level: the table `dpedge train --cost ort-cpu|orin-emu` prices samples with (ort-cpu: measured here; orin-emu: emulated)."""
+    """What each layer of a model costs on a target, on tiles and on whole maps, at every width level (a width-routed slimmable model: what each branch costs): the table `dpedge train --cost ort-cpu|orin-emu` prices samples with (ort-cpu: measured here; orin-emu: emulated)."""
     from dynaprune_edge.cost.orin import Device
     from dynaprune_edge.data import DataConfig
     from dynaprune_edge.export.cost_table import cache_path, measure
@@ -349,7 +352,7 @@ def calibrate(
     chosen = emulated_orin(cost, emulated_device(cost, module, power_mode, precision))  # checked as `dpedge train` checks it
     device = None if chosen is None else Device(**chosen)
     data_config = None if model else DataConfig(dataset, data, frames_in, frames_out, size)
-    config = architecture_config(model, backbone, data_config, region_size, group_size, group_order, arch)
+    config = architecture_config(model, backbone, data_config, region_size, group_size, group_order, slimmable, arch)
     with progress_bar() as progress:
         table = measure(config, threads, runs, progress, cost, device)
     text = table.to_json() + "\n"
@@ -357,22 +360,32 @@ def calibrate(
     for path in [cached] + ([out] if out else []):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(text, path)
-    points = table.region_points
-    where = (f"{table.machine['cpu']}, {threads} thread(s): ms per layer (onnxruntime {table.machine['onnxruntime']})" if device is None
-             else f"the Jetson AGX Orin ({device.module}, {device.power_mode}, {device.precision}): EMULATED ms per layer")
-    view = Table(title=f"{config.backbone} on {where}",
-                 caption=f"dense export {table.dense_ms:.3f} ms; fixed part of a pruned one (router, persistence, the run) {table.fixed_ms:.3f} ms")
-    for column in ("layer", "whole map", *(f"tiles n={n}" for n in points[1:-1]), "tiles pay up to n ="):
-        view.add_column(column, justify="right")
-    for name, times in table.layers.items():
-        view.add_row(name, f"{times.whole_ms[-1]:.3f}", *(f"{t:.3f}" for t in times.tiled_ms[-1][1:-1]), str(times.tile_limit) if times.tile_limit else "never")
+    unit = "ms" if device is None else "EMULATED ms"
+    where = (f"{table.machine['cpu']}, {threads} thread(s), onnxruntime {table.machine['onnxruntime']}" if device is None
+             else f"the Jetson AGX Orin ({device.module}, {device.power_mode}, {device.precision})")
+    if table.branches is None:
+        view = Table(title=f"{config.backbone} on {where}: {unit} per layer",
+                     caption=f"dense export {table.dense_ms:.3f} ms; fixed part of a pruned one (router, persistence, the run) {table.fixed_ms:.3f} ms")
+        for column in ("layer", "whole map", *(f"tiles n={n}" for n in table.region_points[1:-1]), "tiles pay up to n ="):
+            view.add_column(column, justify="right")
+        for name, times in table.layers.items():
+            view.add_row(name, f"{times.whole_ms[-1]:.3f}", *(f"{t:.3f}" for t in times.tiled_ms[-1][1:-1]), str(times.tile_limit) if times.tile_limit else "never")
+        scope = "at full width; "
+    else:
+        view = Table(title=f"width-routed {config.backbone} on {where}: {unit} per branch", caption=f"dense export {table.dense_ms:.3f} ms")
+        for column in ("branch", "with the router", "ratio to dense", "alone (--width)"):
+            view.add_column(column, justify="right")
+        view.add_row("persistence", f"{table.branches.persistence_ms:.3f}", f"{table.branches.persistence_ms / table.dense_ms:.2f}", "")
+        for level, routed, alone in zip(config.pruning.width_levels, table.branches.level_ms, table.branches.alone_ms):
+            view.add_row(f"width ×{level:g}", f"{routed:.3f}", f"{routed / table.dense_ms:.2f}", f"{alone:.3f}")
+        scope = ""
     console.print(view)
-    console.print("[dim]at full width; " + (f"measured (not predicted) on this machine, median of {runs} runs" if device is None
+    console.print(f"[dim]{scope}" + (f"measured (not predicted) on this machine, median of {runs} runs" if device is None
                   else "emulated by the orin-emu roofline (docs/orin-emulator.md), not measured") + "[/dim]")
     console.print(f"wrote {cached}" + (f" and {out}" if out else ""))
 
 
-def architecture_config(model, backbone, data_config, region_size, group_size, group_order, arch):
+def architecture_config(model, backbone, data_config, region_size, group_size, group_order, slimmable, arch):
     """The ModelConfig `dpedge calibrate` measures: a model.pt's, or the train options'."""
     from dynaprune_edge.data import load_dataset
     from dynaprune_edge.training import load_model
@@ -381,7 +394,7 @@ def architecture_config(model, backbone, data_config, region_size, group_size, g
 
     if model is not None:
         return load_model(model).model_config
-    overrides = {"region_size": region_size, "group_size": group_size, "group_order": group_order}
+    overrides = {"region_size": region_size, "group_size": group_size, "group_order": group_order, "slimmable": slimmable}
     spec = RunSpec.create(backbone, data_config, 0.5, TrainConfig(), parse_assignments(arch), overrides)
     return model_config_for(spec, load_dataset(data_config))
 
@@ -507,13 +520,14 @@ def deploy(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Directory for the demo's models.")] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model (as many epochs as that takes).")] = 150,
+    out: Annotated[Path, typer.Option(help="Directory for the demo's models, exports, plot, verdict and reports (models trained with the same settings are reused).")] = Path("runs/demo"),
+    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model (as many epochs as that takes).")] = 300,
 ) -> None:
-    """Train dense and pruned SimVP on synthetic TaxiBJ and on the real KNMI radar sample, and compare."""
-    from dynaprune_edge.bench import accuracy
+    """On the real KNMI radar sample: static-width SimVPs against one width-routed SimVP priced in this machine's milliseconds, its one artifact timed over run-time budgets; a plot, a table and a verdict."""
+    check_writable(out, "--out", folder=True)
+    from dynaprune_edge.bench import demo as run_demo
 
-    accuracy.demo(out, steps, console)
+    run_demo.demo(out, steps, console)
 
 
 KNMI_HELP = (
@@ -569,7 +583,7 @@ def bench_pareto(
     dataset: Annotated[list[str], typer.Option(help="Datasets, repeatable: taxibj (synthetic), nycbike, knmi, weatherbench (real samples) (default: all).")] = [],
     backbone: Annotated[list[str], typer.Option(help="Backbones, repeatable (default: all). SimVP gets static widths 0.25–1.0 and every budget; ConvLSTM and ViT dense, half width and budget 0.3.")] = [],
     budget: Annotated[list[float], typer.Option(help="SimVP's Dyna-Pruner budgets, repeatable (default: 0.3 and 0.5).")] = [],
-    cost: Annotated[list[str], typer.Option(help="Cost targets the budgets are priced on, repeatable (default: flops and ort-cpu).")] = [],
+    cost: Annotated[list[str], typer.Option(help="Cost targets the budgets (and the width-routed models) are priced on, repeatable (default: flops and ort-cpu).")] = [],
     large: Annotated[bool, typer.Option(help="Also a larger SimVP (32 spatial / 128 temporal channels) with its own static curve, on taxibj.")] = True,
     threads: Annotated[int, typer.Option(min=1, max=1024, help="onnxruntime intra-op threads.")] = 1,
     runs: Annotated[int, typer.Option(min=1, max=1000000, help="Timed runs of each model (cycling over the validation samples).")] = 200,

@@ -17,6 +17,11 @@ the layers' times are then scaled to add up, with the fixed part, to its wall-cl
 
 A layer's tiles pay up to the largest measured n at which its tiled time, averaged over
 the width levels, stayed below its whole-map time; that is its `tile_limit`.
+
+A width-routed slimmable model's table times its branches instead (`measure_branches`):
+the routed graph once per branch, its router made to send the sample there (persistence,
+then each width level), each width level's graph alone, and the dense export. Summing
+per-layer times does not price a static sub-network (see dynaprune_edge.cost.table).
 """
 
 from __future__ import annotations
@@ -38,11 +43,11 @@ import torch
 
 from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.cost.roofline import GraphRoofline
-from dynaprune_edge.cost.table import CostTable, LayerTimes, machine_fingerprint
+from dynaprune_edge.cost.table import BranchTimes, CostTable, LayerTimes, machine_fingerprint
 from dynaprune_edge.data import SpatioTemporalData
 from dynaprune_edge.distributed import World
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.export.network import GRAPH_REVISION, build_graph, frames_shape
+from dynaprune_edge.export.network import GRAPH_REVISION, build_graph, build_width_router_graph, frames_shape
 from dynaprune_edge.export.plan import BranchPlan
 from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.files import atomic_write_text
@@ -50,6 +55,7 @@ from dynaprune_edge.layers import GatedConv2d
 from dynaprune_edge.masks.budget import KEEP_ALL
 from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 from dynaprune_edge.models.base import evaluating
+from dynaprune_edge.profiling.latency import interleaved_latency
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.runtime.manifest import BUCKET, INPUT
 from dynaprune_edge.runtime.onnxruntime import session_options
@@ -79,6 +85,8 @@ def architecture(config: ModelConfig) -> dict:
 
 def export_mode(config: ModelConfig) -> str:
     """The sub-network kind `dpedge export --mode auto` emits for this model."""
+    if config.pruning.routes_widths:
+        return "widths"
     return "gather" if config.pruning.group_order == "scored" else "bucketed"
 
 
@@ -178,6 +186,15 @@ class GraphTimer:
             times.append(time.perf_counter() - started)
         return float(np.median(times)) * 1e3
 
+    def walls(self, graphs: list[bytes], advance=None) -> list[float]:
+        """Median milliseconds of each graph, timed together: they take turns on every run,
+        each warm at its turn (three runs in a row, the last timed, as `bench pareto`
+        times), so that the machine's noise hits them alike. advance(): after each run."""
+        sessions = [onnxruntime.InferenceSession(g, session_options(self.threads), providers=["CPUExecutionProvider"]) for g in graphs]
+        runners = [lambda sample, session=session: session.run(None, {INPUT: sample}) for session in sessions]
+        times = interleaved_latency(runners, self.frames, self.runs, repeat=3, warmup=self.warmup, advance=advance)
+        return [float(np.median(t)) for t in times]
+
     def layers(self, graph: bytes, layers: list[str], wall_ms: float) -> dict[str, float]:
         """Milliseconds of each layer. The profiler adds a few microseconds to every node
         (measured here: 2–4 µs on a 2-core EPYC, as much as a small node's own time), so
@@ -229,6 +246,9 @@ class EmulatedTimer:
     def wall(self, graph: bytes) -> float:
         return sum(kernel.ms for kernel in self.route(graph))
 
+    def walls(self, graphs: list[bytes], advance=None) -> list[float]:
+        return [self.wall(graph) for graph in graphs]
+
     def layers(self, graph: bytes, layers: list[str], wall_ms: float) -> dict[str, float]:
         times, glue = dict.fromkeys(layers, 0.0), 0.0
         for kernel in self.route(graph):
@@ -264,6 +284,8 @@ def fingerprint(target: str, threads: int = 1, device: Device | None = None) -> 
 def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None, target: str = "ort-cpu", device: Device | None = None) -> CostTable:
     """The cost table of `config`'s architecture on `target` (see the module doc):
     measured on this machine (ort-cpu) or emulated on `device` (orin-emu)."""
+    if config.pruning.routes_widths:
+        return measure_branches(config, timer_for(target, measurement_frames(config), threads, runs, device), progress)
     model = measurement_model(config)
     mode, levels, regions = export_mode(config), list(config.pruning.width_levels), model.regions
     points = region_points(regions)
@@ -331,6 +353,58 @@ def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None
         dense_ms=dense_ms,
         runs=timer.runs,
         notes=notes,
+    )
+
+
+@torch.no_grad()
+def sending_to(model: DynaPruner, branch: int) -> None:
+    """Make the (untrained) width router of `model` send every sample to `branch`: its
+    head predicts a near-zero error there and a large one elsewhere, at price 0."""
+    router = model.width_router
+    last = router.head[-1]
+    last.weight.zero_()
+    last.bias.fill_(30.0)
+    last.bias[branch] = -30.0
+    router.prices.zero_()
+
+
+def measure_branches(config: ModelConfig, timer: GraphTimer | EmulatedTimer, progress=None) -> CostTable:
+    """A width-routed model's table: each branch's graph timed whole (see the module doc)."""
+    flops_priced = dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None))
+    model = build_model(flops_priced).eval()
+    levels = len(config.pruning.width_levels)
+    graphs = [build_graph(model, None, "dense", None)[0]] + [build_graph(model, None, "dense", None, width=level)[0] for level in range(levels)]
+    for branch in range(levels + 1):
+        sending_to(model, branch)
+        graphs.append(build_width_router_graph(model)[0])
+    task = None if progress is None else progress.add_task(f"timing the {len(graphs)} graphs of the branches", total=timer.runs)
+
+    def advance() -> None:
+        if task is not None:
+            progress.advance(task)
+
+    times = timer.walls([graph.SerializeToString() for graph in graphs], advance)
+    dense_ms, alone, routed = times[0], times[1 : levels + 1], times[levels + 1 :]
+    how = ("EMULATED Orin ms of the route the sample takes (orin-emu roofline)" if timer.target == "orin-emu"
+           else "onnxruntime wall-clock, median over runs, the graphs taking turns, each warm at its turn")
+    notes = [
+        f"branch times: {how}; made non-decreasing in the width level (more width never costs less)",
+        "persistence_ms, level_ms: the routed graph at a budget below 1, its router sending the sample to that branch",
+        "alone_ms: each width level exported alone (dpedge export --width), no router",
+        "inputs: random frames (time does not depend on values)",
+    ]
+    return CostTable(
+        target=timer.target,
+        machine=timer.machine,
+        model=architecture(config),
+        regions=model.regions,
+        region_points=[],
+        layers={},
+        fixed_ms=routed[0],
+        dense_ms=dense_ms,
+        runs=timer.runs,
+        notes=notes,
+        branches=BranchTimes(routed[0], np.maximum.accumulate(routed[1:]).tolist(), np.maximum.accumulate(alone).tolist()),
     )
 
 

@@ -292,12 +292,14 @@ class Exporter:
 
     def budget_record(self) -> dict:
         """A width-routed export's run-time budget: its input, the trained value, the cost
-        target it is a ratio on and each branch's cost ratio there (router included)."""
+        target it is a ratio on, each branch's cost ratio there (router included) and each
+        width level's alone."""
         if not self.routed:
             return {}
         model = self.trained.model
         return {"input": BUDGET, "trained": model.pruning.budget, "cost_target": model.cost_model.describe(),
-                "branch_costs": model.width_router.costs.tolist(), "range": "(0, 1]; 1 runs the widest level"}
+                "branch_costs": model.width_router.costs.tolist(), "level_costs": model.level_costs(),
+                "range": "(0, 1]; 1 runs the widest level, the router not run (its level_costs entry)"}
 
     def predicted(self, candidate: Candidate) -> dict:
         """Per bucket, the latency the model's measured cost table predicts for it (the

@@ -90,7 +90,6 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["train", "--out", "x", "--resume"], "--resume: x holds no resume.pt to continue from"),
         (["train", "--out", "x", "--resume", "--overwrite"], "choose one"),
         (["profile", "x.onnx", "--budget", "0"], "--budget must be in (0, 1], got 0.0"),
-        (["train", "--out", "x", "--slimmable", "--budget", "0.5", "--cost", "ort-cpu"], "a width router (--slimmable with --budget below 1) is priced in FLOPs for now"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):

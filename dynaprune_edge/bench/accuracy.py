@@ -1,4 +1,4 @@
-"""Dense-versus-pruned accuracy: the comparison behind `dpedge demo` and `dpedge bench accuracy`."""
+"""Dense-versus-pruned accuracy: `dpedge bench accuracy`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dynaprune_edge.bench.common import bench_datasets, checked_backbones, report
-from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
+from dynaprune_edge.data import DataConfig, load_dataset
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.training.run import RunSpec, train_run
@@ -82,36 +82,6 @@ def comparison_table(rows: list[Comparison], title: str) -> Table:
             row.unit,
         )
     return table
-
-
-def demo(out: Path, steps: int, console: Console) -> None:
-    """`dpedge demo`: dense and pruned SimVP (target FLOPs 0.3) on synthetic TaxiBJ and on the
-    bundled KNMI radar sample, as a table; then the pruned radar model exported (sparse and
-    its dense twin) and profiled, measured on this CPU and emulated on the Orin, with a
-    report each under OUT/report/."""
-    rows = [compare("simvp", data_config, 0.3, TrainConfig(), out, steps=steps) for data_config in (DataConfig("taxibj"), DataConfig("knmi", path=SAMPLE))]
-    console.print(comparison_table(rows, "dpedge demo: dense vs pruned SimVP (target FLOPs 0.3), validation set"))
-    console.print(f"[dim]Models in {out}; `dpedge info MODEL.pt` shows one. {FLOPS_CONVENTION}[/dim]")
-    profile_demo(out / "simvp-knmi-pruned" / "model.pt", out / "report", console)
-
-
-def profile_demo(checkpoint: Path, reports: Path, console: Console) -> None:
-    """Export `checkpoint` (auto) and profile it against its dense twin with ort and orin-emu
-    (64 GB, MAXN, fp16), a report each in REPORTS/ort and REPORTS/orin-emu."""
-    import sys
-
-    from dynaprune_edge import profile
-    from dynaprune_edge.export.exporter import Exporter, ExportOptions
-    from dynaprune_edge.profiling.report import write_report
-
-    onnx_path = checkpoint.with_name("model.onnx")
-    Exporter(checkpoint, ExportOptions(), log=lambda line: print(line, file=sys.stderr)).run(onnx_path)
-    for backend in ("ort", "orin-emu"):
-        settings = profile.Settings(backend=backend, runs=100)
-        result = profile.run(onnx_path, settings)
-        write_report(result, reports / backend, settings.as_dict())
-        console.print(f"{backend}: pruned {result.sparse_ms.mean():.3f} ms, dense twin {result.dense_ms.mean():.3f} ms "
-                      f"({result.speedup:.2f}×, {result.latency_kind}); report in {reports / backend}")
 
 
 def bench(out: Path, steps: int, budget: float, backbones: list[str], as_json: bool, knmi: str | None, console: Console) -> list[Comparison]:

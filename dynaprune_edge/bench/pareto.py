@@ -3,8 +3,8 @@
 validation MAE against *measured* latency of each exported artifact. A dynamic network is
 only worth having where it lies below the static curve.
 
-Per family, besides the static curve: a width-routed slimmable model (one artifact) drawn
-as a line over run-time budgets (ROUTED_BUDGETS), its width levels each alone (the
+Per family, besides the static curve: a width-routed slimmable model per cost target (one
+artifact each) drawn as a line over run-time budgets (ROUTED_BUDGETS), its width levels each alone (the
 slimmable network's own curve), the region-pruned models at their budgets, and a
 hindsight oracle: per validation window the best static model under a mean-latency
 budget, from the static models' own errors and measured latencies (what routing among
@@ -128,7 +128,7 @@ def plan(dataset: str, backbones: list[str], budgets: list[float], costs: list[s
             planned.append(Planned(family, backbone, BACKBONES.get(backbone).scaled_options(options, width), width=width))
         for budget in budgets if simvp else [OTHER_BUDGET]:
             planned.extend(Planned(family, backbone, dict(options), budget=budget, cost=cost) for cost in costs)
-        planned.append(Planned(family, backbone, dict(options), budget=ROUTED_BUDGET, routed=True))
+        planned.extend(Planned(family, backbone, dict(options), budget=ROUTED_BUDGET, cost=cost, routed=True) for cost in costs)
     return planned
 
 
@@ -196,8 +196,8 @@ def timed_entries(built: list[Built], threads: int) -> list[tuple[Built, str, ob
         for budget in ROUTED_BUDGETS:
             backend = load(b.onnx, "ort", threads)
             backend.set_budget(budget)
-            entries.append((b, f"routed {budget:g}", backend))
-        entries.extend((b, f"level ×{width:g}", load(path, "ort", threads)) for width, path in b.levels.items())
+            entries.append((b, f"routed {budget:g} {b.planned.cost}", backend))
+        entries.extend((b, f"level ×{width:g} {b.planned.cost}", load(path, "ort", threads)) for width, path in b.levels.items())
     return entries
 
 
@@ -245,8 +245,9 @@ def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, thr
         if predicted and predicted["machine"]["threads"] == threads:
             predicted_ms = float(np.mean(np.asarray(predicted["per_bucket"])[result.bucket]))
         cost = b.cost_ratio
-        if manifest.mode == "widths":
-            cost = float(np.mean(np.asarray(manifest.budget["branch_costs"])[result.bucket]))
+        if manifest.mode == "widths":  # each sample its branch's cost; at budget 1, the widest level's alone
+            full = backend.budget == 1
+            cost = float(manifest.budget["level_costs"][-1] if full else np.mean(np.asarray(manifest.budget["branch_costs"])[result.bucket]))
         points.append(ParetoPoint(
             dataset=label, family=b.planned.family, model=model, val_mae=float(errors[-1].mean()),
             flops_ratio=float(result.flops.mean()) / entries[ref][2].manifest.dense_flops, cost_ratio=cost,
@@ -269,20 +270,37 @@ ORACLE = "oracle (hindsight)"
 
 
 def verdict(points: list[ParetoPoint]) -> list[str]:
-    """What to ship, per family and latency target (each static model's measured ms on
-    this machine): the most accurate artifact at most that slow, and by how much it beats
-    the best static model there (the oracle is not an artifact)."""
+    """What to ship, per family, for every latency target on this machine: the most accurate
+    artifact at most that slow, and by how much it beats the best static model that fast
+    (the oracle is not an artifact). The choice changes only at an artifact's measured ms,
+    so the targets are those, merged into ranges where the choice (and the static model it
+    is set against) stays the same."""
     lines = []
     for family in dict.fromkeys(p.family for p in points):
         mine = [p for p in points if p.family == family and p.model != ORACLE]
-        static = sorted((p for p in mine if p.model.startswith("static")), key=lambda p: p.ms_mean)
-        for target in static:
-            fits = [p for p in mine if p.ms_mean <= target.ms_mean]
-            best, best_static = min(fits, key=lambda p: p.val_mae), min((p for p in fits if p.model.startswith("static")), key=lambda p: p.val_mae)
-            gain = 100 * (1 - best.val_mae / best_static.val_mae)
-            choice = (f"{best.model} (MAE {best.val_mae:.4g} at {best.ms_mean:.3f} ms), {gain:.1f} % below the best static model that fast "
-                      f"({best_static.model}, {best_static.val_mae:.4g})" if best is not best_static else f"{best.model} (MAE {best.val_mae:.4g}): no dynamic artifact beats it")
-            lines.append(f"{points[0].dataset}, {family}, at most {target.ms_mean:.3f} ms: ship {choice}")
+        ranges: list[list] = []  # [from ms, best, best static or None]
+        for target in sorted({p.ms_mean for p in mine}):
+            fits = [p for p in mine if p.ms_mean <= target]
+            statics = [p for p in fits if p.model.startswith("static")]
+            # the most accurate; of equally accurate ones (one network at several budgets), the fastest
+            best = min(fits, key=lambda p: (p.val_mae, p.ms_mean))
+            best_static = min(statics, key=lambda p: p.val_mae, default=None)
+            if not ranges or (ranges[-1][1], ranges[-1][2]) != (best, best_static):
+                ranges.append([target, best, best_static])
+        for i, (start, best, best_static) in enumerate(ranges):
+            end = f"{ranges[i + 1][0]:.3f}" if i + 1 < len(ranges) else None
+            if end == f"{start:.3f}":
+                continue  # a choice for less than a microsecond of target: within the timing noise
+            span = f"{start:.3f}–{end} ms" if end else f"{start:.3f} ms or more"
+            if best_static is None:
+                choice = f"{best.model} (MAE {best.val_mae:.4g} at {best.ms_mean:.3f} ms): no static model is this fast"
+            elif best is best_static:
+                choice = f"{best.model} (MAE {best.val_mae:.4g}): no dynamic artifact beats it"
+            else:
+                gain = 100 * (1 - best.val_mae / best_static.val_mae)
+                choice = (f"{best.model} (MAE {best.val_mae:.4g} at {best.ms_mean:.3f} ms), {gain:.1f} % below the best static model that fast "
+                          f"({best_static.model}, {best_static.val_mae:.4g})")
+            lines.append(f"{points[0].dataset}, {family}, latency target {span}: ship {choice}")
     return lines
 
 
@@ -304,15 +322,17 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
         axis.plot([p.ms_mean for p in static], [p.val_mae for p in static], "o-", color="0.4", label="static widths")
         for p in static:
             axis.annotate(p.model.split()[-1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        for prefix, style, color, name in (("level", "s--", "tab:blue", "slimmable levels, each alone"),
-                                           ("routed", "o-", "tab:red", "width-routed, one model over run-time budgets"),
-                                           (ORACLE, "^:", "tab:green", "oracle: best static per window (hindsight)")):
-            line = sorted((p for p in mine if p.model.startswith(prefix)), key=lambda p: p.ms_mean)
+        lines = [(ORACLE, "", ":", "tab:green", "^", "oracle: best static per window (hindsight)")] + [
+            (prefix, cost, style, color, marker, f"{name}, {cost}") for cost, marker in (("flops", "o"), ("ort-cpu", "D"))
+            for prefix, style, color, name in (("level", "--", "tab:blue", "slimmable levels alone"), ("routed", "-", "tab:red", "width-routed over budgets"))
+        ]
+        for prefix, cost, style, color, marker, name in lines:
+            line = sorted((p for p in mine if p.model.startswith(prefix) and p.model.endswith(cost)), key=lambda p: p.ms_mean)
             if line:
-                axis.plot([p.ms_mean for p in line], [p.val_mae for p in line], style, color=color, markersize=4, label=name)
+                axis.plot([p.ms_mean for p in line], [p.val_mae for p in line], style, marker=marker, color=color, markersize=4, label=name)
         for p in mine:
             if p.model.startswith("routed"):
-                axis.annotate(p.model.split()[-1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:red")
+                axis.annotate(p.model.split()[1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:red")
         for marker, cost in (("s", "flops"), ("D", "ort-cpu")):
             dynamic = [p for p in mine if p.model.startswith("dyna") and p.model.endswith(cost)]
             if dynamic:
@@ -336,7 +356,7 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
 def pareto_table(points: list[ParetoPoint], title: str) -> Table:
     table = Table(title=title, caption="ms: measured mean per validation sample; speedup and FLOPs against the family's full-width dense model; "
                   "static at same ms: the static curve's MAE at the point's latency (interpolated); predicted: the cost table's (models priced in ms); "
-                  "routed B: the width-routed model at run-time budget B; level ×W: its width level W alone; oracle: the best static model per "
+                  "routed B COST: the width-routed model priced on COST at run-time budget B; level ×W COST: its width level W alone; oracle: the best static model per "
                   "window in hindsight (its ms: the mean of the measured latencies it picked); train s: the model's training wall-clock here")
     for column in ("dataset", "family", "model", "val MAE", "FLOPs", "cost", "ms mean/p90", "speedup", "static MAE at same ms", "predicted ms", "train s"):
         table.add_column(column, justify="left" if column in ("dataset", "family", "model") else "right")

@@ -34,6 +34,12 @@ class CostModel(ABC):
     def dense_cost(self, dense_flops: float) -> float:
         """Cost of the dense model (no router): what a budget is a ratio of."""
 
+    def branch_costs(self) -> tuple[list[float], list[float]] | None:
+        """A width-routed model's branches timed whole, as ratios to dense: (persistence,
+        then each width level, router included; each width level alone). None: priced from
+        the layers' costs (FLOPs, and the per-layer tables of region-pruned models)."""
+        return None
+
     def tile_limit(self, layer: str) -> int | None:
         """The most kept regions at which `layer` runs on tiles (SBNet), above which it runs
         on whole maps and is charged in full; None: it tiles whenever regions are skipped."""

@@ -136,7 +136,8 @@ def matrix_work(node: onnx.NodeProto, shapes: dict[str, Tensor]) -> tuple[float,
 
 
 ROUTER_SWITCH = "router/budget"
-"""Scope of the `If` by which a width-routed graph skips its router at budget 1."""
+"""Scope of the `If` by which a width-routed graph runs its widest level alone at budget 1
+(its then branch) and the router and the branch it picks below (its else branch)."""
 
 
 class GraphRoofline:
@@ -163,12 +164,6 @@ class GraphRoofline:
         order of dpedge's branch chain, so route i is the sub-network of bucket i."""
         kernels = self._kernels(graph)
         branches = [node for node in graph.node if node.op_type == "If"]
-        for switch in [node for node in branches if node.name.startswith(ROUTER_SWITCH)]:
-            # a width-routed graph's budget switch: priced as below budget 1, its router run
-            branches.remove(switch)
-            router = next(attribute.g for attribute in switch.attribute if attribute.name == "else_branch")
-            kernels = kernels + [Kernel(switch.name, ["If"], overhead_ms=constant("branch_overhead_us") / 1e3, nodes=[switch.name])]
-            kernels = kernels + self._kernels(router)
         if not branches:
             return [kernels]
         if len(branches) > 1:
@@ -176,7 +171,9 @@ class GraphRoofline:
         (node,) = branches
         overhead = Kernel(node.name, ["If"], overhead_ms=constant("branch_overhead_us") / 1e3, nodes=[node.name])
         bodies = {attribute.name: attribute.g for attribute in node.attribute}
-        return [kernels + [overhead] + route for part in ("then_branch", "else_branch") for route in self._routes(bodies[part])]
+        # a width-routed graph's budget switch: priced as below budget 1, the router run
+        parts = ("else_branch",) if node.name.startswith(ROUTER_SWITCH) else ("then_branch", "else_branch")
+        return [kernels + [overhead] + route for part in parts for route in self._routes(bodies[part])]
 
     def _kernels(self, graph: onnx.GraphProto) -> list[Kernel]:
         """This graph level's kernels (not its branches'), fused as the module doc says."""

@@ -17,6 +17,11 @@ makes the interpolation monotone.
 "Skip only what pays": a layer's `tile_limit` is the most regions at which its tiles were
 measured faster than its whole map; above it (and for every sample, if tiles never pay) the
 layer runs on whole maps, in training (charged in full) and in the exported graph alike.
+
+A width-routed slimmable model (masks/router.py) has few branches, each a whole static
+network, so its table times each branch's graph itself (`branches`: `BranchTimes`) and has
+no per-layer times: summing per-layer times of region-pruned graphs priced a NYC bike
+SimVP's half-width level at 1.6× the dense model's milliseconds where it runs at 0.68×.
 """
 
 from __future__ import annotations
@@ -116,6 +121,16 @@ class LayerTimes:
 
 
 @dataclass(frozen=True)
+class BranchTimes:
+    """A width-routed model's branches, each timed as the exported graph runs it (router
+    included: the routed graph on a sample that takes that branch)."""
+
+    persistence_ms: float  # the router alone, the last frame repeated
+    level_ms: list[float]  # router, then width level w (every region), per level, narrowest first
+    alone_ms: list[float]  # width level w alone, no router: a `--width` export (the widest at budget 1)
+
+
+@dataclass(frozen=True)
 class CostTable:
     """One architecture's measured table on one machine. `model` names the architecture
     (backbone, sizes, frame shape, regions, groups, width levels, export mode): a table is
@@ -132,6 +147,7 @@ class CostTable:
     runs: int
     format: int = FORMAT
     notes: list[str] = field(default_factory=list)
+    branches: BranchTimes | None = None  # a width-routed model's table: its branches, no layers
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,7 +161,8 @@ class CostTable:
             if values.get("format") != FORMAT:
                 raise ConfigError(f"cost table format {values.get('format')!r}; this dpedge reads format {FORMAT}: measure it again (dpedge calibrate)")
             layers = {name: LayerTimes(**times) for name, times in values["layers"].items()}
-            return cls(**{**values, "layers": layers})
+            branches = values.get("branches")
+            return cls(**{**values, "layers": layers, "branches": None if branches is None else BranchTimes(**branches)})
         except (KeyError, TypeError, AttributeError) as error:
             raise ConfigError(f"not a dpedge cost table ({error})") from error
 
@@ -183,6 +200,8 @@ class MeasuredCost(CostModel):
 
     def layer_cost(self, layer, flops, width, regions):
         if layer not in self.table.layers:
+            if self.table.branches is not None:
+                raise ConfigError("this cost table times a width-routed model's branches, not its layers: it prices no region pruning")
             raise ConfigError(f"cost table has no layer {layer!r}: measure this model again (dpedge calibrate)")
         return self.table.layers[layer].price(width, regions, self._points)
 
@@ -191,6 +210,13 @@ class MeasuredCost(CostModel):
 
     def dense_cost(self, dense_flops):
         return self.table.dense_ms
+
+    def branch_costs(self) -> tuple[list[float], list[float]] | None:
+        branches = self.table.branches
+        if branches is None:
+            return None
+        dense = self.table.dense_ms
+        return [branches.persistence_ms / dense] + [ms / dense for ms in branches.level_ms], [ms / dense for ms in branches.alone_ms]
 
     def tile_limit(self, layer):
         times = self.table.layers.get(layer)

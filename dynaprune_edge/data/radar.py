@@ -52,7 +52,10 @@ def _member(handle, name: str, path: str):
         found = []
         handle.visit(found.append)
         raise DataError(f"{path}: no dataset {name!r}; found: {', '.join(found) or 'nothing'}")
-    return handle[name]
+    try:
+        return handle[name]
+    except (KeyError, OSError, RuntimeError, ValueError) as error:  # h5py's words for a damaged object header
+        raise DataError(f"{path}: cannot read {name!r}, the file is damaged ({error})") from error
 
 
 def _dataset(handle, name: str, path: str):

@@ -98,12 +98,6 @@ class PruningConfig:
             raise ConfigError(f"--max-cost must be in [budget ({self.budget}), 1], got {self.max_cost}")
         if not isinstance(self.slimmable, bool):
             raise ConfigError(f"slimmable must be true or false, got {self.slimmable!r}")
-        if self.routes_widths and self.cost != "flops":
-            raise ConfigError(
-                "a width router (--slimmable with --budget below 1) is priced in FLOPs for now (--cost flops): the measured "
-                "cost tables price a width level from the per-layer times of region-pruned graphs, which put a NYC bike SimVP's "
-                "half-width level at 1.6× the dense model's milliseconds where it runs at 0.68×"
-            )
         levels = self.width_levels
         if not levels or not all(map(math.isfinite, levels)) or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
             raise ConfigError(f"width levels must rise to 1.0, got {levels}")

@@ -447,7 +447,25 @@ class DynaPruner(nn.Module):
         with self.at_width(level):
             prediction = self.backbone(padded, masks)
         ledger = masks.ledger
-        return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks, self.sample_costs(ledger))
+        measured = self.cost_model.branch_costs() is not None
+        cost = torch.full((len(padded),), self.level_costs()[level], device=padded.device) if measured else self.sample_costs(ledger)
+        return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks, cost)
+
+    def level_costs(self) -> list[float]:
+        """Each width level's cost ratio alone, no router (a `--width` export; the widest is
+        what a width-routed model runs at budget 1): measured (cost/table.py BranchTimes),
+        or from one ledger forward per level."""
+        measured = self.cost_model.branch_costs()
+        if measured is not None:
+            return measured[1]
+        x = self.blank_frames(1)
+        costs = []
+        for level in range(len(self.pruning.width_levels)):
+            masks = self.width_masks(x, level)
+            with torch.no_grad(), evaluating(self.backbone):
+                self.backbone(x, masks)
+            costs.append(float(self.sample_costs(masks.ledger)[0]))
+        return costs
 
     def routed_forecast(self, x: Tensor, budget: float) -> Forecast:
         """A width-routed model's forecast of the user's frames `x` under `budget`: each
@@ -455,6 +473,11 @@ class DynaPruner(nn.Module):
         branch per sample); persistence repeats the last input frame."""
         padded = self.pad(x)
         predicted = self.router_predictions(padded)
+        if budget >= 1.0:  # the widest level for every sample, the router not run (its cost not spent)
+            widest = len(self.pruning.width_levels) - 1
+            forecast = self.level_forecast(padded, widest)
+            forecast.branch, forecast.predicted_losses = torch.full((len(x),), widest + 1, device=x.device), predicted
+            return forecast
         branch = self.width_router.choose(predicted, budget)
         prediction = x[:, -1:].expand(-1, self.shape.frames_out, -1, -1, -1).clone()
         flops = torch.full((len(x),), self.mask_flops(), device=x.device)
@@ -481,7 +504,11 @@ class DynaPruner(nn.Module):
 
     def branch_costs(self) -> Tensor:
         """(branches,) a width-routed model's cost ratio of each branch on its cost target,
-        router included: persistence (the router alone), then each width level."""
+        router included: persistence (the router alone), then each width level; on a
+        measured target, each branch's graph as timed (cost/table.py BranchTimes)."""
+        measured = self.cost_model.branch_costs()
+        if measured is not None:
+            return torch.tensor(measured[0])
         ledgers = self.branch_ledgers()
         price = self.cost_model
         router = price.fixed_cost(ledgers[0].fixed) / price.dense_cost(ledgers[0].dense)

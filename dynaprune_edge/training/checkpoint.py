@@ -101,11 +101,15 @@ class TrainedModel:
     metrics: dict
 
 
-def model_payload(model: DynaPruner, model_config: ModelConfig, data_config: DataConfig, normalizer: Normalizer, metrics: dict) -> dict:
+def model_payload(model: DynaPruner, model_config: ModelConfig, data_config: DataConfig, normalizer: Normalizer, metrics: dict,
+                  data_fingerprint: str | None = None) -> dict:
+    """data_fingerprint: the training data's (SpatioTemporalData.fingerprint), which a
+    `--resume` compares with its resume.pt's before reading any data."""
     return {
         **header("model"),
         "model_config": model_config.to_dict(),
         "data_config": data_config.to_dict(),
+        **({} if data_fingerprint is None else {"data_fingerprint": data_fingerprint}),
         "normalizer": normalizer.to_dict(),
         "state_dict": model.state_dict(),
         "metrics": metrics,

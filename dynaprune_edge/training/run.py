@@ -14,9 +14,10 @@ from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import CheckpointError, ConfigError
 from dynaprune_edge.files import check_writable
 from dynaprune_edge.masks import PruningConfig
-from dynaprune_edge.models import ForecastShape, ModelConfig, backbone_options, check_model_size
-from dynaprune_edge.training.checkpoint import safe_load
-from dynaprune_edge.training.trainer import METRICS_FILE, MODEL_FILE, RESUME_FILE, TrainConfig, Trainer, resume_problem, resumed_differently
+from dynaprune_edge.models import ForecastShape, ModelConfig, backbone_options, build_model, check_model_size
+from dynaprune_edge.training.checkpoint import DAMAGED, damaged, safe_load
+from dynaprune_edge.training.trainer import (METRICS_FILE, MODEL_FILE, RESUME_FILE, TrainConfig, Trainer, build_optimizer, resume_problem,
+                                             resumed_differently)
 
 
 @dataclass(frozen=True)
@@ -71,19 +72,31 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool, train: TrainConfi
 
 
 def check_resume_state(out: Path, train: TrainConfig) -> None:
-    """A damaged resume.pt is refused before the data are read: its header and fields, and
-    its configuration and weights against those of the model.pt beside it (the same
-    network, written just before it)."""
+    """A damaged resume.pt is refused before the data are read: its header and fields; the
+    network and optimizer it describes, built and stepped once from its state; and its
+    configuration, data fingerprint and weights against those of the model.pt beside it
+    (the same network, written just before it)."""
     state = safe_load(out / RESUME_FILE, "resume state")
     problem = resume_problem(state)
     if problem:
         raise CheckpointError(f"{out / RESUME_FILE}: damaged dpedge resume state ({problem})")
     if state.get("train_config") != dataclasses.asdict(train):  # the model's and the data's need the data: Trainer.restore
         raise resumed_differently(out / RESUME_FILE, ["train_config"])
+    try:  # the network and optimizer it describes, and the optimizer's first step from that state
+        network = build_model(ModelConfig.from_dict(state["model_config"]))
+        network.load_state_dict(state["state_dict"])
+        optimizer = build_optimizer(network, train)
+        optimizer.load_state_dict(state["optimizer"])
+        for parameter in network.parameters():
+            parameter.grad = torch.zeros_like(parameter)
+        optimizer.step()
+    except DAMAGED as error:
+        raise damaged(out / RESUME_FILE, "resume state", error) from None
     if not (out / MODEL_FILE).is_file():
         return
     model = safe_load(out / MODEL_FILE, "model")
-    differ = [name for name in ("model_config", "data_config") if state.get(name) != model.get(name)]
+    compared = ("model_config", "data_config") + (("data_fingerprint",) if "data_fingerprint" in model else ())  # older model.pt: none
+    differ = [name for name in compared if state.get(name) != model.get(name)]
     if differ:
         raise CheckpointError(f"{out / RESUME_FILE}: its {' and '.join(differ)} are not those of the {MODEL_FILE} beside it: "
                               "damaged; train into a new --out directory, or replace the run with --overwrite")

@@ -72,6 +72,18 @@ def resume_problem(payload: dict) -> str | None:
     return None
 
 
+def build_optimizer(model: DynaPruner, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the model's parameters. The mask generator's few parameters (biases,
+    width calibration) must travel far (from keep-everything to the budget) in a short run,
+    and Adam moves a parameter by about lr per step: they get MASK_LR_SCALE × lr and no
+    weight decay."""
+    named = model.parameter_groups()
+    groups = [{"params": named["backbone"], "lr_scale": 1.0}]
+    if named["masks"]:
+        groups.append({"params": named["masks"], "lr_scale": MASK_LR_SCALE, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def resumed_differently(path: Path, mismatched: list[str]) -> CheckpointError:
     """The refusal of a --resume whose options or data are not the interrupted run's."""
     named = {"data_fingerprint": "data content (the files at the same path changed)"}
@@ -277,6 +289,12 @@ class Trainer:
         self.fitted, self.calibration = split_training(data.train)
         if self.model.pruning.routes_widths:
             self.model.width_router.loss_unit.fill_(typical_error(self.fitted))
+            router = float(self.model.branch_costs()[0])
+            if router >= self.model.pruning.budget:
+                raise ConfigError(
+                    f"a width router cannot meet a budget of {self.model.pruning.budget:g} on {self.model.cost_model.name}: deciding the "
+                    f"branch alone costs {router:.3f} of the dense model; a higher --budget, or a static width (--arch), pays here"
+                )
         elif self.model.pruning.enabled and not self.model.narrow_to_cap():
             curve = self.model.cost_curve()  # at the narrowest widths now
             raise ConfigError(
@@ -284,7 +302,7 @@ class Trainer:
                 f"{curve.ratios[0]:.3f} of the dense model on {self.model.cost_model.name}, one region at the narrowest widths "
                 f"{curve.ratios[1]:.3f} (of {self.model.regions}); smaller regions (--region-size) or a higher --max-cost leave room"
             )
-        self.optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = build_optimizer(self.model, config)
         self.steps_per_epoch = batch_count(len(self.fitted), config.batch_size, self.world.size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.step = 0
@@ -337,16 +355,6 @@ class Trainer:
             losses = losses + self.config.distill * per_sample_loss(forecast, taught)
         return losses
 
-    def parameter_groups(self) -> list[dict]:
-        """The mask generator's few parameters (biases, width calibration) must travel far
-        (from keep-everything to the budget) in a short run, and Adam moves a parameter by
-        about lr per step: they get MASK_LR_SCALE × lr and no weight decay."""
-        named = self.model.parameter_groups()
-        groups = [{"params": named["backbone"], "lr_scale": 1.0}]
-        if named["masks"]:
-            groups.append({"params": named["masks"], "lr_scale": MASK_LR_SCALE, "weight_decay": 0.0})
-        return groups
-
     # --- checkpoints -------------------------------------------------------------
     def _identity(self) -> dict:
         """What a resumed run must share with the interrupted one (the data by content)."""
@@ -364,7 +372,8 @@ class Trainer:
         self.world.barrier()
 
     def _write(self, metrics: dict) -> None:
-        atomic_save(model_payload(self.model, self.model_config, self.data.config, self.data.normalizer, metrics), self.out / MODEL_FILE)
+        atomic_save(model_payload(self.model, self.model_config, self.data.config, self.data.normalizer, metrics, self.data.fingerprint),
+                    self.out / MODEL_FILE)
         atomic_save(
             {
                 **header("resume state"),

@@ -18,8 +18,8 @@ from dynaprune_edge.cost import CostTable, MeasuredCost, machine_fingerprint
 from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.cost.roofline import GraphRoofline
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.export.network import build_graph
-from dynaprune_edge.export.cost_table import architecture, measure
+from dynaprune_edge.export.network import build_graph, build_width_router_graph
+from dynaprune_edge.export.cost_table import architecture, measure, with_table
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.masks import MaskMode, PruningConfig
 from dynaprune_edge.models import ForecastShape, ModelConfig, build_model
@@ -67,6 +67,67 @@ def test_an_emulated_table_prices_the_same_graphs_with_the_orin_roofline():
     with pytest.raises(ConfigError, match="power_mode '30W', this run has '15W'"):
         table.check(slower.machine, architecture(config))
     assert "emulated, not measured" in MeasuredCost(table).describe()
+
+
+def test_a_width_routed_table_times_each_branch_graph_whole():
+    config = tiny_config(slimmable=True, group_size=4)
+    device = Device("agx-orin-64gb", "30W", "fp16")
+    table = measure(config, target="orin-emu", device=device)
+    model = build_model(config).eval()
+    levels = len(config.pruning.width_levels)
+    assert not table.layers and len(table.branches.level_ms) == len(table.branches.alone_ms) == levels
+    assert architecture(config)["mode"] == "widths"
+    # each branch is timed on the routed graph's own route for it: the router made to send the sample there
+    routes = GraphRoofline(build_width_router_graph(model)[0], device).route_ms()
+    assert [table.branches.persistence_ms, *table.branches.level_ms] == pytest.approx(routes)
+    assert table.branches.alone_ms == sorted(table.branches.alone_ms) and table.branches.alone_ms[0] < table.branches.alone_ms[-1]
+    assert table.branches.alone_ms[-1] == pytest.approx(table.dense_ms)  # the widest level alone is the dense network
+    priced = build_model(with_table(config, table))
+    ratios = [table.branches.persistence_ms / table.dense_ms] + [ms / table.dense_ms for ms in table.branches.level_ms]
+    assert priced.branch_costs().tolist() == pytest.approx(ratios)
+    assert CostTable.from_json(table.to_json()) == table
+
+
+def test_a_width_router_priced_in_ms_trains_exports_and_reports_its_branch_costs(tmp_path):
+    env = {**os.environ, "DPEDGE_CACHE_DIR": str(tmp_path / "cache")}
+    table_file = tmp_path / "table.json"
+    result = dpedge("calibrate", *TINY, "--slimmable", "--group-size", "4", "--runs", "5", "--out", table_file, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "width-routed simvp" in result.stdout and "persistence" in result.stdout and "width ×0.25" in result.stdout
+    table = CostTable.from_json(table_file.read_text())
+    ratios = [table.branches.persistence_ms / table.dense_ms] + [ms / table.dense_ms for ms in table.branches.level_ms]
+
+    out = tmp_path / "run"
+    train = ["train", *TINY, "--synthetic-frames", "120", "--slimmable", "--group-size", "4", "--epochs", "1", "--budget", "0.8", "--cost", "ort-cpu"]
+    result = dpedge(*train, "--cost-table", table_file, "--out", out, env=env)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cost_target"].startswith("ort-cpu (measured on")
+    assert metrics["branch_costs"] == pytest.approx(ratios)  # the router prices each branch as timed whole
+    for row in metrics["budgets"]:
+        spent = sum(share * cost for share, cost in zip(row["branch_share"], ratios))
+        if row["budget"] >= 1:  # the widest level, the router not run
+            spent = table.branches.alone_ms[-1] / table.dense_ms
+        assert row["cost"] == pytest.approx(spent, abs=1e-4), row  # each sample costs its branch's measured ratio
+
+    result = dpedge("export", out / "model.pt", env=env)
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(out / "model.onnx")
+    assert manifest.mode == "widths" and manifest.budget["branch_costs"] == pytest.approx(ratios)
+    assert manifest.predicted["per_bucket"] == pytest.approx([table.branches.persistence_ms, *table.branches.level_ms])
+
+
+def test_a_width_router_that_costs_more_than_the_budget_on_its_target_is_refused(tmp_path):
+    # On the emulated Orin this 16×16 SimVP's router alone (many tiny kernels, each paying
+    # its launch) costs about twice the dense model: no budget below 1 can be met.
+    env = {**os.environ, "DPEDGE_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "run"
+    result = dpedge("train", *TINY, "--synthetic-frames", "120", "--slimmable", "--group-size", "4", "--budget", "0.5", "--cost", "orin-emu",
+                    "--out", out, env=env)
+    error = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and result.stderr.count("error:") == 1, result.stderr
+    assert "a width router cannot meet a budget of 0.5 on orin-emu: deciding the branch alone costs" in error
+    assert not (out / "model.pt").exists()
 
 
 def made_up_table(config: ModelConfig, whole_map: str) -> dict:

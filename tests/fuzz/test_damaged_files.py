@@ -147,7 +147,7 @@ def json_documents(valid: dict, write: Callable[[Path, dict], None], required: s
         for key in path:
             node = node[key]
         kinds = another_json_kind(node).filter(lambda value: value is not None) if path in nullable else another_json_kind(node)
-        return kinds.map(lambda value: Damage(f"{'.'.join(path)} = {value!r}", lambda p: write(p, changed(valid, path, value))))
+        return kinds.map(lambda value: Damage(f"{'.'.join(map(str, path))} = {value!r}", lambda p: write(p, changed(valid, path, value))))
 
     top = [(name,) for name in valid]
     inner = [(name, key) for name, keys in (nested or {}).items() for key in keys]
@@ -229,7 +229,7 @@ def torch_payloads(valid: bytes, checked: tuple[str, ...], semantic: list[tuple[
             node = node[key]
         others = {str: [5, 1.5, ["simvp"], {"a": 1}, True], int: ["4", [4], {}, True, 4.5], float: ["0.5", [0.5], {}, True],
                   list: ["0.5", 1.0, {}, ["a", "b"]], bool: ["yes", [True]]}.get(type(node), ["x", [1]])
-        return st.sampled_from(others).map(lambda value: saved(f"{'.'.join(path)} = {value!r}", lambda: replaced(path, value)))
+        return st.sampled_from(others).map(lambda value: saved(f"{'.'.join(map(str, path))} = {value!r}", lambda: replaced(path, value)))
 
     paths = [path for name in checked for path in leaves({name: payload[name]})]
     weights = payload["state_dict"]

@@ -267,13 +267,14 @@ def test_bad_input_is_one_line_and_exit_1(exported, tmp_path, args, message):
 def test_the_demo_exports_profiles_and_reports_measured_and_emulated(tmp_path, varied_model):
     from rich.console import Console
 
-    from dynaprune_edge.bench.accuracy import profile_demo
+    from dynaprune_edge.bench.demo import profile_demo
 
     checkpoint = varied_model(tmp_path, group_order="ordered")
+    assert dpedge("export", checkpoint).returncode == 0
     console = Console(record=True, width=200)
-    profile_demo(checkpoint, tmp_path / "report", console)
+    profile_demo(checkpoint.with_name("model.onnx"), tmp_path / "report", console)
     printed = console.export_text()
-    assert "ort: pruned" in printed and "measured" in printed and "orin-emu: pruned" in printed and "emulated" in printed
+    assert "ort: model.onnx" in printed and "measured" in printed and "orin-emu: model.onnx" in printed and "emulated" in printed
     for backend, label in (("ort", "MEASURED"), ("orin-emu", "EMULATED")):
         assert f"Latency figures are {label}" in (tmp_path / "report" / backend / "report.md").read_text()
         assert_real_plots(tmp_path / "report" / backend)
