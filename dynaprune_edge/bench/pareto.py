@@ -330,9 +330,13 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
             line = sorted((p for p in mine if p.model.startswith(prefix) and p.model.endswith(cost)), key=lambda p: p.ms_mean)
             if line:
                 axis.plot([p.ms_mean for p in line], [p.val_mae for p in line], style, marker=marker, color=color, markersize=4, label=name)
+        budgets: dict[tuple[str, float], list] = {}  # one label per network and MAE: budgets taking the same branches share it
         for p in mine:
             if p.model.startswith("routed"):
-                axis.annotate(p.model.split()[1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:red")
+                budgets.setdefault((p.model.split()[-1], p.val_mae), []).append(p)
+        for same in budgets.values():
+            label = "/".join(p.model.split()[1] for p in same)
+            axis.annotate(label, (same[0].ms_mean, same[0].val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:red")
         for marker, cost in (("s", "flops"), ("D", "ort-cpu")):
             dynamic = [p for p in mine if p.model.startswith("dyna") and p.model.endswith(cost)]
             if dynamic:
