@@ -104,12 +104,15 @@ def cache_path(config: ModelConfig, machine: dict) -> Path:
 
 
 def measurement_model(config: ModelConfig) -> DynaPruner:
-    """The architecture with untrained weights (time does not depend on them), every
-    region kept, so that a sample takes the one branch each timed graph has."""
+    """The architecture with untrained weights (time does not depend on them), priced in
+    FLOPs (it is what the table is made for) and, region-pruned, keeping every region, so
+    that a sample takes the one branch each timed graph has (a width router is sent to
+    each branch by `sending_to`)."""
     flops_priced = dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None))
     model = build_model(flops_priced).eval()
-    model.data_mask.threshold.fill_(KEEP_ALL)
-    model.data_mask.max_regions.fill_(model.regions)
+    if not config.pruning.routes_widths:
+        model.data_mask.threshold.fill_(KEEP_ALL)
+        model.data_mask.max_regions.fill_(model.regions)
     return model
 
 
@@ -373,8 +376,7 @@ def sending_to(model: DynaPruner, branch: int) -> None:
 
 def measure_branches(config: ModelConfig, timer: GraphTimer | EmulatedTimer, progress=None) -> CostTable:
     """A width-routed model's table: each branch's graph timed whole (see the module doc)."""
-    flops_priced = dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None))
-    model = build_model(flops_priced).eval()
+    model = measurement_model(config)
     levels = len(config.pruning.width_levels)
     graphs = [build_graph(model, None, "dense", None)[0]] + [build_graph(model, None, "dense", None, width=level)[0] for level in range(levels)]
     for branch in range(levels + 1):

@@ -11,14 +11,13 @@ emulated on the Jetson AGX Orin, with a report each under OUT/report/.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
 
-from dynaprune_edge.bench.pareto import build, measure_dataset, pareto_table, plan, plot, verdict
+from dynaprune_edge.bench.common import report
+from dynaprune_edge.bench.pareto import build, measure_dataset, pareto_table, plan, plot, write_verdict
 from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
-from dynaprune_edge.files import atomic_write_text
 
 SIZE = 32
 """The radar frames downsampled by area means to 32×32 pixels (the family's default is 64):
@@ -34,18 +33,13 @@ def demo(out: Path, steps: int, console: Console) -> None:
     planned = plan(data.config.name, ["simvp"], budgets=[], costs=["ort-cpu"], large=False)
     built = [build(p, data, steps, out) for p in planned]
     points = measure_dataset(built, data, RUNS, THREADS, REPEAT)
-    atomic_write_text(json.dumps([p.as_dict() for p in points], indent=2) + "\n", out / "results.json")
     plot(points, out / "pareto-knmi.png")
     title = f"dpedge demo: KNMI radar, static-width SimVPs vs one width-routed SimVP ({steps} steps each, onnxruntime CPU, {THREADS} thread)"
-    console.print(pareto_table(points, title))
-    lines = verdict(points)
-    atomic_write_text("\n".join(lines) + "\n", out / "verdict.txt")
-    console.print("[bold]verdict[/bold] (this machine, measured latencies):")
-    for line in lines:
-        console.print(f"  {line}", soft_wrap=True)
+    report(points, False, out, console, lambda rows: pareto_table(rows, title))
+    write_verdict(points, out, console)
     routed = next(b for b in built if b.planned.routed)
     profile_demo(routed.onnx, out / "report", console)
-    console.print(f"plot: {out / 'pareto-knmi.png'}; verdict: {out / 'verdict.txt'}; rows: {out / 'results.json'}", soft_wrap=True)
+    console.print(f"plot: {out / 'pareto-knmi.png'}; verdict: {out / 'verdict.txt'}", soft_wrap=True)
     console.print(
         f"next: `dpedge profile {routed.onnx} --budget 0.3` runs the same artifact at another budget; `dpedge bench pareto` "
         "compares on every dataset; docs/design.md says how the router decides", soft_wrap=True,

@@ -404,10 +404,15 @@ def bench(
 
     title = f"MAE vs measured latency: static widths vs Dyna-Pruner ({steps}-step models, onnxruntime CPU, {threads} thread)"
     points = report(rows(), as_json, out, console, lambda collected: pareto_table(collected, title), f"; plots in {out}/pareto-*.png")
+    write_verdict(points, out, None if as_json else console)
+    return points
+
+
+def write_verdict(points: list[ParetoPoint], out: Path, console: Console | None) -> None:
+    """Each dataset's verdict into OUT/verdict.txt, and printed on `console` (None: not)."""
     lines = [line for dataset in dict.fromkeys(p.dataset for p in points) for line in verdict([p for p in points if p.dataset == dataset])]
     atomic_write_text("\n".join(lines) + "\n", out / "verdict.txt")
-    if not as_json:
+    if console is not None:
         console.print("[bold]verdict[/bold] (this machine, onnxruntime CPU, measured latencies):")
         for line in lines:
             console.print(f"  {line}", soft_wrap=True)
-    return points

@@ -351,12 +351,12 @@ class DynaPruner(nn.Module):
         return torch.zeros(batch, shape.frames_in, shape.channels, shape.height, shape.width)
 
     @torch.no_grad()
-    def made_up_ledger(self, x: Tensor, masks: MaskState) -> FlopsLedger:
+    def made_up_ledger(self, x: Tensor, masks: MaskState, router: bool = True) -> FlopsLedger:
         """The training ledger of one forward of `x` under made-up `masks`, the mask
-        generator's (and router's) FLOPs included when there is one: what a sample with
-        those masks costs. The ledger reads only the masks, so `x` may be zeros; no
-        BatchNorm statistics are taken from it."""
-        if self.generator is not None:
+        generator's (and router's) FLOPs included when there is one and `router` says so:
+        what a sample with those masks costs. The ledger reads only the masks, so `x` may
+        be zeros; no BatchNorm statistics are taken from it."""
+        if self.generator is not None and router:
             masks.ledger.add_fixed(self.mask_flops())
         with evaluating(self.backbone):
             self.backbone(x, masks)
@@ -459,25 +459,20 @@ class DynaPruner(nn.Module):
         if measured is not None:
             return measured[1]
         x = self.blank_frames(1)
-        costs = []
-        for level in range(len(self.pruning.width_levels)):
-            masks = self.width_masks(x, level)
-            with torch.no_grad(), evaluating(self.backbone):
-                self.backbone(x, masks)
-            costs.append(float(self.sample_costs(masks.ledger)[0]))
-        return costs
+        levels = range(len(self.pruning.width_levels))
+        return [float(self.sample_costs(self.made_up_ledger(x, self.width_masks(x, level), router=False))[0]) for level in levels]
 
     def routed_forecast(self, x: Tensor, budget: float) -> Forecast:
         """A width-routed model's forecast of the user's frames `x` under `budget`: each
         sample's branch runs on the samples that took it (as the exported graph runs one
         branch per sample); persistence repeats the last input frame."""
         padded = self.pad(x)
-        predicted = self.router_predictions(padded)
         if budget >= 1.0:  # the widest level for every sample, the router not run (its cost not spent)
             widest = len(self.pruning.width_levels) - 1
             forecast = self.level_forecast(padded, widest)
-            forecast.branch, forecast.predicted_losses = torch.full((len(x),), widest + 1, device=x.device), predicted
+            forecast.branch = torch.full((len(x),), widest + 1, device=x.device)
             return forecast
+        predicted = self.router_predictions(padded)
         branch = self.width_router.choose(predicted, budget)
         prediction = x[:, -1:].expand(-1, self.shape.frames_out, -1, -1, -1).clone()
         flops = torch.full((len(x),), self.mask_flops(), device=x.device)
