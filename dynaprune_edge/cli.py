@@ -36,7 +36,15 @@ ARCH_HELP = (
     "translator_blocks; convlstm: patch_size, hidden_channels, num_layers, kernel_size; "
     "vit: patch_size, dim, depth, heads, head_dim, mlp_ratio."
 )
-
+SLIMMABLE_HELP = (
+    "Train every width level (0.25, 0.5, 0.75, 1.0 of each pruned layer's groups) as a network of its own: each step trains the "
+    "widest, the narrowest and a random level between, the narrower ones distilled from the widest, with BatchNorm statistics per "
+    "level; metrics.json reports each level's MAE and cost and `dpedge export --width W` compiles one. With --budget below 1, also a "
+    "width router: per sample persistence or one width level, under a budget the export takes at run time (dpedge profile --budget). "
+    "Default: on below --budget 1, off at 1 (the plain dense baseline). --no-slimmable below budget 1: Dyna-Pruner's region and filter "
+    "masks instead, which run slower than dense on most targets (docs/design.md)."
+)
+GROUP_SIZE_HELP = "Filters pruned together (hardware alignment). Default: 4 for a slimmable network (four distinct widths of a 16-channel layer), else 8."
 
 MODULE_HELP = "orin-emu: agx-orin-64gb (16 SMs, default) or agx-orin-32gb (14 SMs)."
 POWER_MODE_HELP = "orin-emu: nvpmodel mode MAXN (default), 50W, 30W or 15W (64 GB); MAXN, 40W, 30W or 15W (32 GB)."
@@ -96,10 +104,10 @@ def train(
     size: Annotated[Optional[int], typer.Option(help="Frame height in pixels: the data are area-resampled down to it (default: the family's); any size, the model pads its grid internally.")] = None,
     synthetic_frames: Annotated[Optional[int], typer.Option(help="Length of the synthetic series when --data is omitted (default: the family's).")] = None,
     region_size: Annotated[int, typer.Option(min=1, max=4096, help="DataMask region side in pixels (power of 2).")] = 8,
-    group_size: Annotated[int, typer.Option(min=1, max=4096, help="Filters pruned together (hardware alignment).")] = 8,
+    group_size: Annotated[Optional[int], typer.Option(min=1, max=4096, help=GROUP_SIZE_HELP)] = None,
     group_order: Annotated[str, typer.Option(help="Which filter groups fill a layer's width: 'ordered' (always the first, DS-Net; export compiles constant-weight sub-networks, the fast ones) or 'scored' (each sample's best; export gathers weights at run time, often slower than dense).")] = "ordered",
     activity_weight: Annotated[float, typer.Option(help="Weight of the router's activity prior: regions whose input frames do not change (where a skipped region's persistence is exact) are skipped first; 0 turns it off.")] = 1.0,
-    slimmable: Annotated[bool, typer.Option("--slimmable", help="Train every width level (0.25, 0.5, 0.75, 1.0 of each pruned layer's groups) as a network of its own: each step trains the widest, the narrowest and a random level between, the narrower ones distilled from the widest, with BatchNorm statistics per level. metrics.json reports each level's MAE and cost; `dpedge export --width W` compiles one. With --budget below 1, also a width router: per sample persistence or one width level, under a budget the export takes at run time (dpedge profile --budget).")] = False,
+    slimmable: Annotated[Optional[bool], typer.Option("--slimmable/--no-slimmable", help=SLIMMABLE_HELP)] = None,
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (without it, a folder holding a model.pt or resume.pt is refused).")] = False,
@@ -112,7 +120,7 @@ def train(
 ) -> None:
     """Train one model; writes OUT/model.pt and OUT/metrics.json."""
     from dynaprune_edge.data import DataConfig, load_dataset
-    from dynaprune_edge.training.run import RunSpec, check_run_folder, train_run
+    from dynaprune_edge.training.run import RunSpec, check_run_folder, pruning_defaults, train_run
     from dynaprune_edge.distributed import check_nproc, join_from_environment, launch, leave, peer_lost
     from dynaprune_edge.training.sample_pruning import SamplePruning
     from dynaprune_edge.training.trainer import TrainConfig
@@ -129,8 +137,8 @@ def train(
         TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), distill=distill,
                     sample_pruning=sample_pruning),
         parse_assignments(arch),
-        {"region_size": region_size, "group_size": group_size, "group_order": group_order, "max_cost": max_cost, "cost": cost,
-         "activity_weight": activity_weight, "slimmable": slimmable},
+        {"region_size": region_size, "group_order": group_order, "max_cost": max_cost, "cost": cost, "activity_weight": activity_weight,
+         **pruning_defaults(budget, slimmable, group_size)},
         None if cost_table is None else str(cost_table),
         emulated_device(cost, module, power_mode, precision),
     )
@@ -329,9 +337,9 @@ def calibrate(
     frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,
     size: Annotated[Optional[int], typer.Option(help="Frame height in pixels (default: the family's).")] = None,
     region_size: Annotated[int, typer.Option(min=1, max=4096, help="DataMask region side in pixels (power of 2).")] = 8,
-    group_size: Annotated[int, typer.Option(min=1, max=4096, help="Filters pruned together.")] = 8,
+    group_size: Annotated[Optional[int], typer.Option(min=1, max=4096, help=GROUP_SIZE_HELP)] = None,
     group_order: Annotated[str, typer.Option(help="'scored' or 'ordered' (see `dpedge train --help`): which export mode is timed.")] = "ordered",
-    slimmable: Annotated[bool, typer.Option("--slimmable", help="Time the branches of a width-routed slimmable model (`dpedge train --slimmable --budget B`): its router alone and each width level, with and without the router.")] = False,
+    slimmable: Annotated[Optional[bool], typer.Option("--slimmable/--no-slimmable", help="Time the branches of a width-routed slimmable model, as `dpedge train` trains by default below budget 1: its router alone and each width level, with and without the router (--no-slimmable: each layer on tiles and whole maps, for `dpedge train --no-slimmable`).")] = None,
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     threads: Annotated[int, typer.Option(min=1, max=1024, help="onnxruntime intra-op threads the table is for.")] = 1,
     runs: Annotated[int, typer.Option(min=3, max=1000000, help="Timed runs of every sub-network.")] = 20,
@@ -389,13 +397,14 @@ def architecture_config(model, backbone, data_config, region_size, group_size, g
     """The ModelConfig `dpedge calibrate` measures: a model.pt's, or the train options'."""
     from dynaprune_edge.data import load_dataset
     from dynaprune_edge.training import load_model
-    from dynaprune_edge.training.run import RunSpec, model_config_for
+    from dynaprune_edge.training.run import RunSpec, model_config_for, pruning_defaults
     from dynaprune_edge.training.trainer import TrainConfig
 
     if model is not None:
         return load_model(model).model_config
-    overrides = {"region_size": region_size, "group_size": group_size, "group_order": group_order, "slimmable": slimmable}
-    spec = RunSpec.create(backbone, data_config, 0.5, TrainConfig(), parse_assignments(arch), overrides)
+    budget = 0.5  # any budget below 1: the table does not depend on it
+    overrides = {"region_size": region_size, "group_order": group_order, **pruning_defaults(budget, slimmable, group_size)}
+    spec = RunSpec.create(backbone, data_config, budget, TrainConfig(), parse_assignments(arch), overrides)
     return model_config_for(spec, load_dataset(data_config))
 
 
@@ -422,7 +431,7 @@ def profile(
     power_interval: Annotated[int, typer.Option(max=60000, help="Milliseconds between rail readings (tegrastats --interval).")] = 100,
     report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
-    budget: Annotated[Optional[float], typer.Option(help="A width-routed model's run-time budget (dpedge train --slimmable --budget B): the mean cost ratio on its cost target, in (0, 1]; 1 runs the widest level. Default: the trained budget.")] = None,
+    budget: Annotated[Optional[float], typer.Option(help="A width-routed model's run-time budget (dpedge train --budget B, below 1): the mean cost ratio on its cost target, in (0, 1]; 1 runs the widest level. Default: the trained budget.")] = None,
 ) -> None:
     """Latency, FLOPs and branch per sample of an exported model against its dense twin, on real samples of its data: measured, or emulated for the Jetson AGX Orin."""
     from dynaprune_edge import profile as profiling

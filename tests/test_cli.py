@@ -103,7 +103,7 @@ def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
 @pytest.mark.parametrize(
     "arch, message",
     [(["--arch", "spatial_channels=4096", "--arch", "temporal_channels=4096"], "parameters (at most 250,000,000)"),
-     (["--backbone", "convlstm", "--budget", "0.5", "--arch", "patch_size=4095"], "would pad the 32×32 grid to 32760×32760")],
+     (["--backbone", "convlstm", "--budget", "0.5", "--no-slimmable", "--arch", "patch_size=4095"], "would pad the 32×32 grid to 32760×32760")],
     ids=["parameters", "padding"],
 )
 def test_a_model_too_large_to_build_is_refused_once_the_data_give_its_shape(arch, message, tmp_path):
@@ -150,7 +150,7 @@ def test_export_to_a_folder_is_refused_before_building_anything(tmp_path):
 
 
 def test_a_cap_that_admits_no_region_is_refused_before_training_and_says_what_leaves_room(tmp_path):
-    result = dpedge("train", "--out", "x", "--budget", "0.02", "--region-size", "32", "--synthetic-frames", "120", cwd=tmp_path)
+    result = dpedge("train", "--out", "x", "--budget", "0.02", "--no-slimmable", "--region-size", "32", "--synthetic-frames", "120", cwd=tmp_path)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]  # after the line describing the data it read
     assert last.startswith("error: a per-sample cap of 0.03 leaves no region to compute"), result.stderr
@@ -202,7 +202,7 @@ def test_st_prune_trains_a_dense_model_on_fewer_windows_and_says_how_many(tmp_pa
 
 def test_train_writes_a_self_contained_model_and_metrics(tmp_path):
     out = tmp_path / "run"
-    result = dpedge("train", *TINY, "--epochs", "1", "--target-flops", "0.5", "--activity-weight", "0.5", "--out", out)
+    result = dpedge("train", *TINY, "--epochs", "1", "--target-flops", "0.5", "--no-slimmable", "--activity-weight", "0.5", "--out", out)
     assert result.returncode == 0, result.stderr
     payload = torch.load(out / "model.pt", weights_only=True)
     assert payload["format"] == "dpedge-checkpoint"

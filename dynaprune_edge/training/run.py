@@ -20,6 +20,24 @@ from dynaprune_edge.training.trainer import (METRICS_FILE, MODEL_FILE, RESUME_FI
                                              resumed_differently)
 
 
+SLIMMABLE_GROUP_SIZE = 4
+"""A slimmable network's default filter group: the four width levels stay four distinct
+widths on a 16-channel layer (SimVP's encoder), where groups of 8 gave ×0.25 and ×0.5
+the same width and ×0.75 the full one."""
+
+
+def pruning_defaults(budget: float, slimmable: bool | None, group_size: int | None) -> dict:
+    """The PruningConfig fields `slimmable` and `group_size` as `dpedge train` and `dpedge
+    calibrate` resolve them when left out (None). Below budget 1 a slimmable network with a
+    width router, whose every branch is a static sub-network and so never slower than
+    dense; region and filter masks (`--no-slimmable`) ran slower than dense on most targets.
+    At budget 1 the plain dense baseline, which the sandwich rule would make worse."""
+    slimmable = budget < 1.0 if slimmable is None else slimmable
+    if group_size is None:
+        group_size = SLIMMABLE_GROUP_SIZE if slimmable else PruningConfig.group_size
+    return {"slimmable": slimmable, "group_size": group_size}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """A run's options, validated on construction (before any data is read)."""

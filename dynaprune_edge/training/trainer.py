@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from dynaprune_edge.checks import is_count, is_number
 from dynaprune_edge.data import SpatioTemporalData, check_seed
-from dynaprune_edge.distributed import current_world, data_parallel
+from dynaprune_edge.distributed import World, current_world, data_parallel
 from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
@@ -144,11 +144,14 @@ def per_sample_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Te
     return (prediction.detach() - target).abs().flatten(1).mean(dim=1)
 
 
-def router_loss(predicted: torch.Tensor, observed: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+def router_loss(predicted: torch.Tensor, observed: torch.Tensor, seen: torch.Tensor, world: World) -> torch.Tensor:
     """The width router's fit to the per-sample errors of the branches a step ran
-    (`seen`, (B, branches) bool): squared error relative to the errors' own mean square,
-    so that its scale does not depend on the data's."""
-    return ((predicted - observed).pow(2) * seen).sum() / (observed.pow(2) * seen).sum().clamp_min(1e-12)
+    (`seen`, (B, branches) bool): squared error relative to the errors' own mean square
+    over the global batch, so that its scale does not depend on the data's. Each process
+    returns its share × the process count, which DistributedDataParallel's mean of the
+    gradients turns back into the global batch's loss: what one process computes."""
+    scale = world.sum((observed.pow(2) * seen).sum()).clamp_min(1e-12)
+    return world.size * ((predicted - observed).pow(2) * seen).sum() / scale
 
 
 def budget_penalty(mean_cost: torch.Tensor, model: DynaPruner) -> torch.Tensor:
@@ -501,7 +504,7 @@ class Trainer:
                 if routed:
                     observed[:, level + 1], seen[:, level + 1] = per_sample_error(forecast.prediction, y), True
                     if last:
-                        loss = loss + router_loss(forecast.predicted_losses, observed / self.model.width_router.loss_unit, seen)
+                        loss = loss + router_loss(forecast.predicted_losses, observed / self.model.width_router.loss_unit, seen, self.world)
                 loss.backward()
         return widest_losses, mean_cost
 

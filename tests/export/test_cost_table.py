@@ -222,7 +222,7 @@ def dpedge(*args, env=None, timeout=600):
 def test_calibrate_then_train_on_the_measured_target_then_export(tmp_path):
     env = {**os.environ, "DPEDGE_CACHE_DIR": str(tmp_path / "cache")}
     table_file = tmp_path / "table.json"
-    result = dpedge("calibrate", *TINY, "--group-order", "ordered", "--runs", "3", "--out", table_file, env=env)
+    result = dpedge("calibrate", *TINY, "--no-slimmable", "--group-order", "ordered", "--runs", "3", "--out", table_file, env=env)
     assert result.returncode == 0, result.stderr
     assert "tiles pay up to" in result.stdout and "measured (not predicted)" in result.stdout
     table = CostTable.from_json(table_file.read_text())
@@ -232,7 +232,7 @@ def test_calibrate_then_train_on_the_measured_target_then_export(tmp_path):
     # A cap of 1: on this 16×16 model one region at the narrowest widths measured up to 0.93
     # of the dense milliseconds (a run on the shared 2-core machine), so a cap of 0.9
     # sometimes left no region to compute at all.
-    train = ["train", *TINY, "--synthetic-frames", "120", "--group-order", "ordered", "--epochs", "1", "--budget", "0.6", "--max-cost", "1.0", "--cost", "ort-cpu"]
+    train = ["train", *TINY, "--synthetic-frames", "120", "--no-slimmable", "--group-order", "ordered", "--epochs", "1", "--budget", "0.6", "--max-cost", "1.0", "--cost", "ort-cpu"]
     result = dpedge(*train, "--cost-table", table_file, "--out", out, env=env)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())

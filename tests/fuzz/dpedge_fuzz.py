@@ -541,8 +541,8 @@ BAD_REMOTE_PATHS = Text(
 SYNTHETIC = ("--dataset", "taxibj", "--synthetic-frames", "120")
 TINY = ("--batch-size", "8", "--arch", "spatial_channels=8", "--arch", "temporal_channels=16", "--epochs", "1")
 """tests/test_cli.py's TINY sizes (and one epoch): a model that trains in a second."""
-PRUNED = ("--budget", "0.5", "--group-order", "ordered")
-"""What the session's model was trained with (a pruned model with bucketed sub-networks)."""
+PRUNED = ("--budget", "0.5", "--no-slimmable", "--group-order", "ordered")
+"""What the session's model was trained with (a region-pruned model with bucketed sub-networks)."""
 EXPORTED = ("model.onnx", "model.dpedge.json", "model.dense.onnx", "model.dense.dpedge.json")
 ENGINE = "model.orin.trt8.5.2.fp16.engine"
 ENGINES = (ENGINE, ENGINE + ".json", "model.dense.orin.trt8.5.2.fp16.engine", "model.dense.orin.trt8.5.2.fp16.engine.json")
