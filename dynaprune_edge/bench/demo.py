@@ -4,7 +4,8 @@ On the KNMI radar event bundled with dpedge: four static-width SimVPs (the curve
 and one width-routed slimmable SimVP priced in this machine's onnxruntime milliseconds,
 every model trained the same optimizer steps; its one artifact is measured at several
 run-time budgets beside its width levels alone and the hindsight oracle, as `dpedge bench
-pareto` does (dynaprune_edge.bench.pareto), and the verdict says what to ship at each
+pareto` does (dynaprune_edge.bench.pareto), pysteps' extrapolation nowcast beside them
+where the `baselines` extra is installed, and the verdict says what to ship at each
 latency. The routed artifact is then profiled at its trained budget, measured here and
 emulated on the Jetson AGX Orin, with a report each under OUT/report/.
 """

@@ -8,7 +8,9 @@ artifact each) drawn as a line over run-time budgets (ROUTED_BUDGETS), its width
 slimmable network's own curve), the region-pruned models at their budgets, and a
 hindsight oracle: per validation window the best static model under a mean-latency
 budget, from the static models' own errors and measured latencies (what routing among
-them could reach at all; not a model anyone can run)."""
+them could reach at all; not a model anyone can run). On radar data, besides the models,
+pysteps' extrapolation nowcast (bench/baselines.py) as a reference: a row of the table and
+a line on every panel, never a candidate of the verdict."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from dynaprune_edge.bench import baselines
 from dynaprune_edge.bench.common import checked_backbones, default_knmi, feasible, report, trained_model
 from dynaprune_edge.data import SAMPLE, DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError
@@ -79,11 +82,11 @@ class ParetoPoint:
     family: str
     model: str  # "static ×0.5", "dyna 0.3 ort-cpu"
     val_mae: float
-    flops_ratio: float  # FLOPs executed per validation sample / the family's full-width dense model's
+    flops_ratio: float | None  # FLOPs executed per validation sample / the family's full-width dense model's (None: a reference)
     cost_ratio: float | None  # a pruned model's validation mean on its cost target
-    ms_mean: float  # measured, onnxruntime CPU, batch 1, interleaved with the family's dense model (the oracle: its mixture's)
+    ms_mean: float  # measured, onnxruntime CPU, batch 1, interleaved with the family's dense model (the oracle: its mixture's; a reference: pysteps')
     ms_p90: float | None  # None: the oracle, a mixture of models whose latencies were measured apart
-    speedup: float  # the family's full-width dense model's mean ms / this model's
+    speedup: float | None  # the family's full-width dense model's mean ms / this model's (None: a reference)
     predicted_ms: float | None = None  # a model priced in ms: the table's prediction, mean over samples
     train_seconds: float | None = None  # the model's training wall-clock (this machine; None: the oracle)
     static_mae_at_ms: float | None = None  # the static curve's MAE at this model's measured ms (pruned models)
@@ -201,10 +204,9 @@ def timed_entries(built: list[Built], threads: int) -> list[tuple[Built, str, ob
     return entries
 
 
-def window_errors(result, manifest, targets: np.ndarray) -> np.ndarray:
-    """(windows,) MAE of each validation window's forecast, in the data's physical units."""
-    error = np.abs(manifest.denormalize(result.forecast) - manifest.denormalize(targets))
-    return error.reshape(len(targets), -1).mean(axis=1)
+def window_errors(forecast: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(windows,) MAE of each validation window's forecast, both in the data's physical units."""
+    return np.abs(forecast - targets).reshape(len(targets), -1).mean(axis=1)
 
 
 def oracle(static: list[tuple[float, float, np.ndarray]]) -> list[tuple[float, float, float]]:
@@ -228,7 +230,8 @@ def oracle(static: list[tuple[float, float, np.ndarray]]) -> list[tuple[float, f
 def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, threads: int, repeat: int) -> list[ParetoPoint]:
     """Time every artifact of the dataset together (interleaved, each warm at its turn),
     score each on the validation windows from its own outputs, and set each against its
-    family's full-width dense model and static curve; add each family's oracle."""
+    family's full-width dense model and static curve; add each family's oracle, and on
+    radar data the reference nowcast."""
     frames = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
     targets = torch.stack([data.val[i][1] for i in range(len(data.val))]).numpy()
     entries = timed_entries(built, threads)
@@ -238,7 +241,7 @@ def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, thr
     points, errors = [], []
     for (b, model, backend), ms in zip(entries, times):
         result = backend.run(frames)
-        errors.append(window_errors(result, backend.manifest, targets))
+        errors.append(window_errors(backend.manifest.denormalize(result.forecast), backend.manifest.denormalize(targets)))
         ref = reference[b.planned.family]
         manifest, predicted = backend.manifest, backend.manifest.predicted
         predicted_ms = None
@@ -263,10 +266,27 @@ def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, thr
     for point in points:
         if not point.model.startswith("static"):
             judge(point, [p for p in points if p.family == point.family and p.model.startswith("static")])
-    return points
+    return points + reference_points(data, label, frames, targets)
 
 
 ORACLE = "oracle (hindsight)"
+REFERENCE = "reference"
+"""The family of reference nowcasts: a row of the table and a line on every family's panel,
+set against no static curve and never a candidate of the verdict."""
+
+
+def reference_points(data: SpatioTemporalData, label: str, frames: np.ndarray, targets: np.ndarray) -> list[ParetoPoint]:
+    """On radar data, pysteps' extrapolation nowcast (bench/baselines.py) of the validation
+    windows the models were scored on, its MAE as theirs (window_errors); elsewhere, or
+    without pysteps, none. Its ms: motion estimation and extrapolation per window."""
+    if data.config.name not in baselines.RADAR:
+        return []
+    nowcast = baselines.extrapolation(data.normalizer.denormalize(frames), data.frames_out)
+    if nowcast is None:
+        return []
+    forecast, ms = nowcast
+    mae = float(window_errors(forecast, data.normalizer.denormalize(targets)).mean())
+    return [ParetoPoint(label, REFERENCE, baselines.EXTRAPOLATION, mae, None, None, float(np.mean(ms)), float(np.percentile(ms, 90)), None)]
 
 
 def verdict(points: list[ParetoPoint]) -> list[str]:
@@ -276,7 +296,7 @@ def verdict(points: list[ParetoPoint]) -> list[str]:
     so the targets are those, merged into ranges where the choice (and the static model it
     is set against) stays the same."""
     lines = []
-    for family in dict.fromkeys(p.family for p in points):
+    for family in dict.fromkeys(p.family for p in points if p.family != REFERENCE):
         mine = [p for p in points if p.family == family and p.model != ORACLE]
         ranges: list[list] = []  # [from ms, best, best static or None]
         for target in sorted({p.ms_mean for p in mine}):
@@ -306,7 +326,9 @@ def verdict(points: list[ParetoPoint]) -> list[str]:
 
 def plot(points: list[ParetoPoint], path: Path) -> None:
     """MAE vs measured latency, one panel per family: the static curve, the width-routed
-    model's line over run-time budgets, its levels alone, the oracle and the region-pruned points."""
+    model's line over run-time budgets, its levels alone, the oracle and the region-pruned
+    points; a reference nowcast a horizontal line at its MAE, its ms in the legend (tens of
+    ms: as a point it would squeeze the models' sub-millisecond range into a corner)."""
     try:
         import matplotlib
 
@@ -314,7 +336,7 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
         from matplotlib import pyplot
     except ImportError:
         raise ConfigError("the pareto plots need matplotlib: pip install 'dynaprune-edge[plots]'") from None
-    families = list(dict.fromkeys(p.family for p in points))
+    families = list(dict.fromkeys(p.family for p in points if p.family != REFERENCE))
     figure, axes = pyplot.subplots(1, len(families), figsize=(4.5 * len(families), 3.8), squeeze=False)
     for axis, family in zip(axes[0], families):
         mine = [p for p in points if p.family == family]
@@ -344,6 +366,9 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
                              label=f"region-pruned, {cost} budget")
                 for p in dynamic:
                     axis.annotate(p.model.split()[1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        for p in points:
+            if p.family == REFERENCE:
+                axis.axhline(p.val_mae, linestyle="-.", color="tab:orange", label=f"{p.model}, {p.ms_mean:.1f} ms (1 thread)")
         axis.set_title(f"{points[0].dataset}: {family}", fontsize=9)
         axis.set_xlabel(f"measured ms per sample (onnxruntime CPU, {points[0].threads} thread, batch 1)", fontsize=8)
         axis.set_ylabel("validation MAE", fontsize=8)
@@ -361,7 +386,8 @@ def pareto_table(points: list[ParetoPoint], title: str) -> Table:
     table = Table(title=title, caption="ms: measured mean per validation sample; speedup and FLOPs against the family's full-width dense model; "
                   "static at same ms: the static curve's MAE at the point's latency (interpolated); predicted: the cost table's (models priced in ms); "
                   "routed B COST: the width-routed model priced on COST at run-time budget B; level ×W COST: its width level W alone; oracle: the best static model per "
-                  "window in hindsight (its ms: the mean of the measured latencies it picked); train s: the model's training wall-clock here")
+                  "window in hindsight (its ms: the mean of the measured latencies it picked); train s: the model's training wall-clock here; "
+                  "reference: pysteps' optical-flow extrapolation, no model (radar data: ms of motion field and extrapolation per window, 1 thread)")
     for column in ("dataset", "family", "model", "val MAE", "FLOPs", "cost", "ms mean/p90", "speedup", "static MAE at same ms", "predicted ms", "train s"):
         table.add_column(column, justify="left" if column in ("dataset", "family", "model") else "right")
     for p in points:
@@ -371,9 +397,9 @@ def pareto_table(points: list[ParetoPoint], title: str) -> Table:
             static = f"– (faster and better than {p.dominates[0]})" if p.dominates else "–"
         predicted = "–" if p.predicted_ms is None else f"{p.predicted_ms:.3f} ({100 * (p.predicted_ms / p.ms_mean - 1):+.0f} %)"
         table.add_row(
-            p.dataset, p.family, p.model, f"{p.val_mae:.4g}", f"{p.flops_ratio:.3f}", "–" if p.cost_ratio is None else f"{p.cost_ratio:.3f}",
-            f"{p.ms_mean:.3f}/" + ("–" if p.ms_p90 is None else f"{p.ms_p90:.3f}"), f"{p.speedup:.2f}×", static, predicted,
-            "–" if p.train_seconds is None else f"{p.train_seconds:.0f}",
+            p.dataset, p.family, p.model, f"{p.val_mae:.4g}", "–" if p.flops_ratio is None else f"{p.flops_ratio:.3f}",
+            "–" if p.cost_ratio is None else f"{p.cost_ratio:.3f}", f"{p.ms_mean:.3f}/" + ("–" if p.ms_p90 is None else f"{p.ms_p90:.3f}"),
+            "–" if p.speedup is None else f"{p.speedup:.2f}×", static, predicted, "–" if p.train_seconds is None else f"{p.train_seconds:.0f}",
         )
     return table
 
