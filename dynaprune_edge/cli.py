@@ -38,7 +38,7 @@ ARCH_HELP = (
 )
 SLIMMABLE_HELP = (
     "Train every width level (0.25, 0.5, 0.75, 1.0 of each pruned layer's groups) as a network of its own: each step trains the "
-    "widest, the narrowest and a random level between, the narrower ones distilled from the widest, with BatchNorm statistics per "
+    "widest, the narrowest and two levels between (with four levels, all of them), the narrower ones distilled from the widest, with BatchNorm statistics per "
     "level; metrics.json reports each level's MAE and cost and `dpedge export --width W` compiles one. With --budget below 1, also a "
     "width router: per sample persistence or one width level, under a budget the export takes at run time (dpedge profile --budget). "
     "Default: on below --budget 1, off at 1 (the plain dense baseline). --no-slimmable below budget 1: Dyna-Pruner's region and filter "

@@ -41,13 +41,13 @@ class PruningConfig:
         table, stored with the model) was measured on; or "orin-emu", Jetson AGX Orin
         milliseconds emulated for the module, power mode and precision the table names.
     slimmable: train the backbone as a slimmable network (`dpedge train --slimmable`): every
-        optimizer step also trains the narrowest width level and one random level between,
-        distilled from the widest (the sandwich rule and in-place distillation of slimmable
-        networks), and each width level keeps BatchNorm statistics of its own, so every
-        width level is a network of its own that `dpedge export --width` compiles. With a
-        budget below 1, a width router picks one branch per sample (persistence or a width
-        level, every region computed) under a budget chosen at run time
-        (masks/router.py); `region_size` is then not used.
+        optimizer step also trains the narrowest width level and two between (all of them,
+        with four levels), distilled from the widest (the sandwich rule and in-place
+        distillation of slimmable networks), and each width level keeps BatchNorm
+        statistics of its own, so every width level is a network of its own that `dpedge
+        export --width` compiles. With a budget below 1, a width router picks one branch
+        per sample (persistence or a width level, every region computed) under a budget
+        chosen at run time (masks/router.py); `region_size` is then not used.
     activity_weight: weight of the mask generator's activity prior (regions whose input
         frames do not change, where the persistence a skipped region outputs is exact,
         score lower; masks/generator.py); 0 turns it off.

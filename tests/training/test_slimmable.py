@@ -23,7 +23,7 @@ def test_the_sandwich_step_trains_the_narrowest_and_the_widest_level(build_train
     trainer = build_trainer(tmp_path / "run", budget=1.0, slimmable=True)
     model = trainer.model.train()
     widest = len(model.pruning.width_levels) - 1
-    assert trainer.sandwich_levels()[:2] == [widest, 0]
+    assert trainer.sandwich_levels() == [widest, 0, 1, 2], "four levels: every one, every step"
     expand = model.backbone.translator[0].expand.conv  # gate translator0: 16 filters, 2 groups of 8
     narrow = model.level_groups(model.pruning.width_levels[0])["translator0"] * 8
     assert narrow == 8
@@ -38,6 +38,20 @@ def test_the_sandwich_step_trains_the_narrowest_and_the_widest_level(build_train
     alone = gradient(lambda: per_sample_loss(model(x, MaskMode(hard=True), widest), y).mean().backward())
     assert (alone > 0).all(), "the widest level trains every filter"
     assert not torch.allclose(sandwich[:narrow], alone[:narrow]), "the narrower levels add nothing to their filters"
+
+
+def test_with_more_levels_a_step_trains_both_ends_and_two_drawn_between(build_trainer, tmp_path):
+    """Six levels: the widest, the narrowest and two distinct levels between, drawn by the
+    step (the same draw on every process and after --resume), so every level is trained."""
+    trainer = build_trainer(tmp_path / "run", budget=1.0, slimmable=True, width_levels=(0.25, 0.375, 0.5, 0.625, 0.75, 1.0))
+    draws = []
+    for step in range(40):
+        trainer.step = step
+        levels = trainer.sandwich_levels()
+        assert levels[:2] == [5, 0] and len(set(levels[2:])) == 2 and set(levels[2:]) <= {1, 2, 3, 4}
+        assert trainer.sandwich_levels() == levels, "the draw depends on the step alone"
+        draws.append(tuple(levels[2:]))
+    assert {level for draw in draws for level in draw} == {1, 2, 3, 4} and len(set(draws)) > 1
 
 
 def test_each_width_level_keeps_batch_norm_statistics_of_its_own(build_trainer, train_config, tmp_path):
