@@ -447,8 +447,8 @@ class DynaPruner(nn.Module):
         with self.at_width(level):
             prediction = self.backbone(padded, masks)
         ledger = masks.ledger
-        measured = self.cost_model.branch_costs() is not None
-        cost = torch.full((len(padded),), self.level_costs()[level], device=padded.device) if measured else self.sample_costs(ledger)
+        measured = self.cost_model.branch_costs()  # (routed, alone) ratios, or None: priced from the ledger
+        cost = self.sample_costs(ledger) if measured is None else torch.full((len(padded),), measured[1][level], device=padded.device)
         return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks, cost)
 
     def level_costs(self) -> list[float]:
