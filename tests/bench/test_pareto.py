@@ -27,8 +27,15 @@ def test_the_plan_is_the_static_curve_and_the_budgets_per_family():
     assert (large.options["spatial_channels"], large.options["temporal_channels"]) == (16, 64)
     assert {p.width for p in by_family["vit"] if p.width} == {0.5, 1.0}
     assert {p.budget for p in by_family["vit"] if p.budget and not p.routed} == {0.3}
-    assert "simvp-large" not in {p.family for p in plan("knmi", ["simvp"], [0.3], ["flops"], large=True)}
+    assert "simvp-large" not in {p.family for p in plan("nycbike", ["simvp"], [0.3], ["flops"], large=True)}
+    assert "simvp-large" in {p.family for p in plan("knmi", ["simvp"], [0.3], ["flops"], large=True)}  # the moonshot's dataset
     assert len({p.name for p in planned}) == len(planned), "every model has its own folder"
+
+
+def test_without_budgets_no_backbone_gets_a_region_pruned_model():
+    planned = plan("knmi", ["simvp", "convlstm"], [], ["ort-cpu"], large=True)
+    assert not [p for p in planned if p.budget and not p.routed]
+    assert {p.family for p in planned if p.routed} == {"simvp", "simvp-large", "convlstm"}
 
 
 def test_finer_regions_on_the_small_city_grid_leave_a_vit_at_its_patch_size():
