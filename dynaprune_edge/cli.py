@@ -432,12 +432,13 @@ def profile(
     report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
     budget: Annotated[Optional[float], typer.Option(help="A width-routed model's run-time budget (dpedge train --budget B, below 1): the mean cost ratio on its cost target, in (0, 1]; 1 runs the widest level. Default: the trained budget.")] = None,
+    layout: Annotated[Optional[str], typer.Option(help="ort, ort-cuda: run a pruned export as one graph (single) or as a router graph then the chosen branch's graph (split). Default: what its export measured faster.")] = None,
 ) -> None:
     """Latency, FLOPs and branch per sample of an exported model against its dense twin, on real samples of its data: measured, or emulated for the Jetson AGX Orin."""
     from dynaprune_edge import profile as profiling
 
     settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate,
-                                  None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval, budget)
+                                  None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval, budget, layout)
     settings.device()  # a bad module, power mode or precision fails before any work
     if report is not None:
         check_writable(report, "--report", folder=True)

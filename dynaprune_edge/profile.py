@@ -32,7 +32,7 @@ from dynaprune_edge.profiling.power import choose_meter, measure_power
 from dynaprune_edge.profiling.session import EMULATED, Profile, profile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
-from dynaprune_edge.runtime.manifest import manifest_path
+from dynaprune_edge.runtime.manifest import LAYOUTS, manifest_path
 from dynaprune_edge.runtime.tensorrt import engine_graph, read_meta
 
 ENGINE_SUFFIX = ".engine"
@@ -57,6 +57,7 @@ class Settings:
     idle_seconds: float = 3.0  # the idle recording before them; 0: none
     power_interval: int = 100  # ms between rail readings
     budget: float | None = None  # a width-routed model's run-time budget (None: the trained one)
+    layout: str | None = None  # ort/ort-cuda: a routed graph as one graph or split (None: what its export measured faster)
 
     def __post_init__(self) -> None:
         BACKENDS.get(self.backend)
@@ -69,6 +70,8 @@ class Settings:
             raise ConfigError("--frames holds the windows to profile on; --data reads them from data files: give one of them")
         if self.budget is not None and not (is_number(self.budget) and 0 < self.budget <= 1):
             raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")
+        if self.layout is not None and (self.layout not in LAYOUTS or self.backend not in ("ort", "ort-cuda")):
+            raise ConfigError(f"--layout takes {' or '.join(LAYOUTS)}, with --backend ort or ort-cuda, got --layout {self.layout} on {self.backend}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {self.threads}")
         if not 0 < self.power_seconds < math.inf:
@@ -261,7 +264,7 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
         frames = frames[spread(len(frames), settings.samples)]
     else:
         frames, described = profile_frames(manifest, onnx_path, settings.data, settings.samples)
-    sparse = load(opened, settings.backend, settings.threads, settings.device())
+    sparse = load(opened, settings.backend, settings.threads, settings.device(), settings.layout)
     sparse.set_budget(settings.budget)
     dense = load(twin, settings.backend, settings.threads, settings.device())
     runs = 1 if sparse.emulated else max(settings.runs, len(frames))
@@ -295,7 +298,9 @@ def print_profile(result: Profile, console: Console) -> None:
                   caption=latency["label"])
     for column in ("model", "mean ms", "p50", "p90", "p99", "n", "FLOPs/sample"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, stats, executed in (("dense twin", latency["dense"], flops["dense"]), ("pruned", latency["sparse"], flops["executed_mean"])):
+    layout = summary["backend"].get("layout")
+    pruned = "pruned" if layout is None or result.manifest.mode == "dense" else f"pruned, {layout} layout"
+    for name, stats, executed in (("dense twin", latency["dense"], flops["dense"]), (pruned, latency["sparse"], flops["executed_mean"])):
         table.add_row(f"{name} ({kind})", *(f"{stats[k]:.3f}" for k in ("mean", "p50", "p90", "p99")), str(stats["n"]), format_flops(executed))
     console.print(table)
     console.print(f"speedup ({kind}): {latency['speedup']:.2f}×; FLOPs {flops['ratio_mean']:.3f} of dense on average, "

@@ -29,11 +29,15 @@ from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.profiling.latency import interleaved_latency
 from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT, Bucket, Manifest, TensorSpec, manifest_path
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
+from dynaprune_edge.runtime.split import SplitSessions, split_routed_graph
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import TrainedModel
 
 UNSEEN_SHARE = 0.25
 TIMING_PASSES = 3
+SPLIT_TOLERANCE = 1e-5
+"""Largest difference allowed between the split layout's forecast and the single graph's
+(the same nodes run on the same inputs: it is 0 in practice)."""
 ROUTING_TIE = 1e-4
 """Logit margin below which a sample is left out of the parity check (DataMask.routing_margin)."""
 PICKS_PER_COUNT = 2  # training samples per kept-region count in the parity check: one may be a tie
@@ -82,8 +86,9 @@ class Candidate:
     tiles: str
     onnx_model: onnx.ModelProto
     buckets: list[Bucket]
-    latency_ms: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)  # per layout timed: "single", and "split" for a routed graph
     parity: dict = field(default_factory=dict)
+    layout: str = "single"  # the faster, once timed
 
 
 def export_data(trained: TrainedModel, model_path: Path) -> tuple[SpatioTemporalData, str]:
@@ -288,6 +293,7 @@ class Exporter:
             data=self.trained.data_config.to_dict(),
             gate_groups={g.name: g.groups for g in self.trained.model.gates},
             budget=self.budget_record(),
+            layout=candidate.layout,
         )
 
     def budget_record(self) -> dict:
@@ -338,7 +344,7 @@ class Exporter:
         timed = self.validation_frames(self.options.parity_samples)
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dpedge-export-") as scratch:  # candidates, checked by path
-            sessions = []
+            sessions, splits = [], []
             for index, candidate in enumerate(candidates):
                 path = Path(scratch) / f"candidate{index}.onnx"
                 onnx.save(candidate.onnx_model, path)
@@ -349,21 +355,27 @@ class Exporter:
                     for branch, error in parity.items():  # the worst of every check
                         candidate.parity[branch] = max(error, candidate.parity.get(branch, 0.0))
                     self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(parity.values()):.2e}")
+                if candidate.mode != "dense":
+                    splits.append((candidate, self.split_layout(candidate, sessions[-1], checks)))
             timed_twin = not self.dense or self.width is not None  # a width slice is timed against the widest level
             if timed_twin:
                 twin = Path(scratch) / "dense_twin.onnx"
                 onnx.save(self.dense_graph()[0], twin)
                 sessions.append(open_session(twin, session_options(1), ["CPUExecutionProvider"]))
-            runners = [lambda sample, session=session: session.run([FORECAST], {INPUT: sample}) for session in sessions]
+            runners = [lambda sample, session=session: session.run([FORECAST], {INPUT: sample}) for session in sessions[:len(candidates)]]
+            runners += [lambda sample, split=split: split.run({INPUT: sample}, None) for _, split in splits]
+            runners += [lambda sample, session=sessions[-1]: session.run([FORECAST], {INPUT: sample})] if timed_twin else []
             times = timer(runners, timed, TIMING_PASSES * len(timed))
-            for candidate, ms in zip(candidates, times):
-                candidate.latency_ms = float(np.mean(ms))
-                self.log(f"{candidate.mode}, tiles {candidate.tiles}: {candidate.latency_ms:.2f} ms per validation sample")
-            best = min(range(len(candidates)), key=lambda i: candidates[i].latency_ms)
-            chosen = candidates[best]
-            buckets = [int(sessions[best].run([BUCKET], {INPUT: sample[None]})[0]) for sample in timed]
+            by_layout = [(c, "single", ms) for c, ms in zip(candidates, times)] + [(c, "split", ms) for (c, _), ms in zip(splits, times[len(candidates):])]
+            for candidate, layout, ms in by_layout:
+                candidate.latency_ms[layout] = float(np.mean(ms))
+                self.log(f"{candidate.mode}, tiles {candidate.tiles}, {layout} layout: {candidate.latency_ms[layout]:.2f} ms per validation sample")
+            chosen, layout, best_ms = min(by_layout, key=lambda entry: entry[0].latency_ms[entry[1]])
+            chosen.layout = layout
+            session = sessions[candidates.index(chosen)]
+            buckets = [int(session.run([BUCKET], {INPUT: sample[None]})[0]) for sample in timed]
             # the timer's run i is sample i mod len(timed) (interleaved_latency cycles over them)
-            measured = self.measured(times[best], np.resize(buckets, len(times[best])), times[-1] if timed_twin else None, len(timed))
+            measured = self.measured(best_ms, np.resize(buckets, len(best_ms)), times[-1] if timed_twin else None, len(timed), chosen.latency_ms)
         if measured.get("speedup", 1.0) < 1.0 and self.width is None:
             self.log(
                 f"warning: this export runs {measured['speedup']:.2f}× as fast as its dense twin here ({measured['ms']:.3f} vs "
@@ -376,10 +388,35 @@ class Exporter:
         atomic_write_text(manifest.to_json() + "\n", manifest_path(out))  # last: the pair is complete once the manifest is
         return chosen, manifest, candidates
 
+    def split_layout(self, candidate: Candidate, single, checks) -> SplitSessions:
+        """The routed candidate split into a router graph and one graph per branch
+        (runtime/split.py), checked to give the single graph's outputs on every parity
+        sample: the cut must not change what is computed."""
+        split = SplitSessions(split_routed_graph(candidate.onnx_model),
+                              lambda graph, label: open_session(graph, session_options(1), ["CPUExecutionProvider"], label),
+                              self.trained.model_config.pruning.budget if self.routed else None)
+        worst = 0.0
+        for x, _, _, feeds in checks:
+            for sample in x:
+                inputs = {INPUT: sample[None], **feeds}
+                forecast, flops, bucket = single.run([FORECAST, FLOPS, BUCKET], inputs)
+                budget = float(feeds[BUDGET]) if BUDGET in feeds else None
+                got, got_flops, got_bucket = split.run(inputs, budget)
+                if got_bucket != int(bucket) or abs(got_flops - float(flops)) > 1e-3 * max(1.0, abs(float(flops))):
+                    raise ConfigError(f"the split layout chose branch {got_bucket} where the single graph chose {int(bucket)}: "
+                                      "please report this with the model")
+                worst = max(worst, float(np.abs(got - forecast).max()))
+        if worst > SPLIT_TOLERANCE:
+            raise ConfigError(f"the split layout's forecast differs from the single graph's by {worst:.2e} (> {SPLIT_TOLERANCE:g}): "
+                              "please report this with the model")
+        self.log(f"{candidate.mode}, tiles {candidate.tiles}: split layout, max abs difference from the single graph {worst:.2e}")
+        return split
+
     @staticmethod
-    def measured(ms: np.ndarray, buckets: np.ndarray, twin_ms: np.ndarray | None, samples: int) -> dict:
+    def measured(ms: np.ndarray, buckets: np.ndarray, twin_ms: np.ndarray | None, samples: int, layouts: dict[str, float]) -> dict:
         """What the export's own timing found: the chosen graph's mean ms (overall and per
-        branch the validation samples reached) and, for a pruned model, its dense twin's."""
+        branch the validation samples reached), each layout's mean ms, and, for a pruned
+        model, its dense twin's."""
         result = {
             "label": f"measured at export: onnxruntime CPU, batch 1, {samples} validation samples × {TIMING_PASSES} passes"
                      + ("" if twin_ms is None else ", interleaved with the dense twin"),
@@ -387,6 +424,8 @@ class Exporter:
             "ms": float(np.mean(ms)),
             "per_bucket_ms": {str(b): float(np.mean(ms[buckets == b])) for b in np.unique(buckets)},
         }
+        if len(layouts) > 1:
+            result["layouts_ms"] = dict(layouts)
         if twin_ms is not None:
             result["dense_twin_ms"] = float(np.mean(twin_ms))
             result["speedup"] = result["dense_twin_ms"] / result["ms"]

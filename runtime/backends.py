@@ -15,12 +15,18 @@ from dynaprune_edge.runtime.tensorrt import TensorRTBackend
 BACKENDS: Registry[type[Backend]] = Registry("backend", [OrtBackend, OrtCudaBackend, TensorRTBackend, OrinEmuBackend])
 
 
-def load(path: Path, backend: str = "ort", threads: int | None = None, device: Device | None = None) -> Backend:
+def load(path: Path, backend: str = "ort", threads: int | None = None, device: Device | None = None, layout: str | None = None) -> Backend:
     """Open `path` with a backend of `BACKENDS` ('ort', 'ort-cuda', 'trt', 'orin-emu');
-    `device`: the emulated Orin (orin-emu only; default 64 GB, MAXN, fp16)."""
+    `device`: the emulated Orin (orin-emu only; default 64 GB, MAXN, fp16); `layout`: how
+    onnxruntime runs a routed graph, "single" or "split" (ort and ort-cuda only; default:
+    what the export measured faster)."""
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be ≥ 1, got {threads}")
     kind = BACKENDS.get(backend)
+    if layout is not None:
+        if not issubclass(kind, OrtBackend) or kind.emulated:
+            raise ConfigError(f"--layout chooses how onnxruntime runs a routed graph (ort, ort-cuda), not {backend}")
+        return kind.load(Path(path), threads, layout)
     if not kind.emulated:
         if device is not None:
             raise ConfigError(f"a module, power mode and precision to emulate apply to orin-emu, not to {backend}")

@@ -79,6 +79,7 @@ class Manifest:
     data: dict = field(default_factory=dict)  # the training data's DataConfig: what `dpedge profile` feeds it
     gate_groups: dict = field(default_factory=dict)  # filter groups of each gate at full width (Bucket.widths's denominators)
     budget: dict = field(default_factory=dict)  # mode "widths": the trained budget, its cost target, each branch's cost ratio
+    layout: str = "single"  # how onnxruntime runs a routed graph: as it is, or "split" (runtime/split.py), the faster at export
     format: str = FORMAT
     version: int = VERSION
 
@@ -124,6 +125,10 @@ class Manifest:
         for name in ("backbone", "dataset", "flops_convention"):
             check.text(name)
         check.choice("mode", MODES)
+        if "layout" in values:
+            check.choice("layout", LAYOUTS)
+            if values["layout"] == "split" and values["mode"] == "dense":
+                raise ConfigError("manifest field 'layout' is split, but a dense graph has no branches to split")
         check.text("onnx")
         if not is_file_name(values["onnx"]):
             raise ConfigError(f"manifest field 'onnx' must be a file name beside the manifest, got {values['onnx']!r}")
@@ -147,6 +152,9 @@ class Manifest:
 
 
 MODES = ("dense", "gather", "bucketed", "widths")
+LAYOUTS = ("single", "split")
+"""A routed graph run as it is (its branches `If` nodes), or split into a router graph and
+one graph per branch (runtime/split.py)."""
 DATA_FIELDS = ("name", "path", "frames_in", "frames_out", "size", "synthetic_frames", "seed")
 """The fields of the training data's record (dynaprune_edge.data.DataConfig, which this
 torch-free module cannot import; tests/runtime/test_manifest.py keeps the two equal)."""

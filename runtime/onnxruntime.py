@@ -15,7 +15,7 @@ import numpy as np
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.runtime.base import Backend
-from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, read_manifest
+from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, LAYOUTS, Manifest, read_manifest
 
 INSTALL_HINT = "pip install 'dynaprune-edge[export]' (or onnxruntime-gpu for CUDA)"
 
@@ -54,18 +54,19 @@ def onnx_file(path: Path) -> Path:
     return path
 
 
-def open_session(path: Path, options, providers: list[str]):
-    """An InferenceSession, or a ConfigError naming the file when onnxruntime rejects it."""
+def open_session(path: Path | bytes, options, providers: list[str], label: str | None = None):
+    """An InferenceSession of a file or of serialized bytes (named `label` in errors), or a
+    ConfigError naming it when onnxruntime rejects it."""
     ort = import_onnxruntime()
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     rejected = (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf,
                 state.NotImplemented, state.EPFail)
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
     except rejected as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{path}: onnxruntime {ort.__version__} cannot load this model: {message}") from None
+        raise ConfigError(f"{label or path}: onnxruntime {ort.__version__} cannot load this model: {message}") from None
 
 
 def check_session(session, manifest: Manifest, path: Path) -> None:
@@ -90,6 +91,17 @@ def check_session(session, manifest: Manifest, path: Path) -> None:
             f"{path}: graph outputs are {outputs}, its manifest lists {promised} "
             f"(both must hold {FORECAST}, {FLOPS}, {BUCKET})"
         )
+
+
+def split_sessions(path: Path, manifest: Manifest, open_graph):
+    """The split layout of the graph at `path` (read, its manifest checked, by the caller)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError("the split layout cuts the graph with onnx: pip install 'dynaprune-edge[export]'") from None
+    from dynaprune_edge.runtime.split import SplitSessions, split_routed_graph
+
+    return SplitSessions(split_routed_graph(onnx.load(str(path))), open_graph, manifest.budget.get("trained"))
 
 
 def cpu_model() -> str:
@@ -119,27 +131,45 @@ class OrtBackend(Backend):
     name: ClassVar[str] = "ort"
     providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
 
-    def __init__(self, manifest: Manifest, session, path: Path, threads: int | None) -> None:
+    def __init__(self, manifest: Manifest, session, path: Path, threads: int | None, split=None) -> None:
         super().__init__(manifest)
         self.session = session
         self.path = path
         self.threads = threads
+        self.split = split  # runtime/split.py SplitSessions, or None: the graph as it is
+
+    @property
+    def layout(self) -> str:
+        return "single" if self.split is None else "split"
 
     @classmethod
     def check_providers(cls, ort: ModuleType) -> None:
         """Fail before building a session whose providers this onnxruntime lacks."""
 
     @classmethod
-    def load(cls, path: Path, threads: int | None = None) -> "OrtBackend":
+    def load(cls, path: Path, threads: int | None = None, layout: str | None = None) -> "OrtBackend":
+        """layout: "single" or "split" (runtime/split.py); None: the manifest's (what the
+        export measured faster)."""
         path = onnx_file(path)
         manifest = read_manifest(path)
+        layout = manifest.layout if layout is None else layout
+        if layout not in LAYOUTS:
+            raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        if layout == "split" and manifest.mode == "dense":
+            raise ConfigError(f"{path.name} is a dense graph: there are no branches to split (--layout split is for pruned exports)")
         ort = import_onnxruntime()
         cls.check_providers(ort)
-        session = open_session(path, session_options(threads), cls.providers)
+        options = session_options(threads)
+        session = open_session(path, options, cls.providers)
         check_session(session, manifest, path)
-        return cls(manifest, session, path, threads)
+        split = None
+        if layout == "split":
+            split = split_sessions(path, manifest, lambda graph, label: open_session(graph, options, cls.providers, f"{path.name}, {label}"))
+        return cls(manifest, session, path, threads, split)
 
     def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
+        if self.split is not None:
+            return self.split.run(self.inputs(frames), self.budget)
         forecast, flops, bucket = self.session.run([FORECAST, FLOPS, BUCKET], self.inputs(frames))
         return np.asarray(forecast, np.float32), float(flops), int(bucket)
 
@@ -152,6 +182,7 @@ class OrtBackend(Backend):
             "providers": self.session.get_providers(),
             "onnxruntime": import_onnxruntime().__version__,
             "threads": self.threads if self.threads is not None else "default",
+            "layout": self.layout,
             "device": self.device(),
             "model": str(self.path),
         }
@@ -172,8 +203,8 @@ class OrtCudaBackend(OrtBackend):
             )
 
     @classmethod
-    def load(cls, path: Path, threads: int | None = None) -> "OrtCudaBackend":
-        backend = super().load(path, threads)
+    def load(cls, path: Path, threads: int | None = None, layout: str | None = None) -> "OrtCudaBackend":
+        backend = super().load(path, threads, layout)
         # onnxruntime silently falls back to CPU when the CUDA libraries fail to load.
         if backend.session.get_providers()[0] != "CUDAExecutionProvider":
             raise ConfigError(

@@ -21,7 +21,7 @@ from dynaprune_edge.files import atomic_write_bytes
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency, node_time_shares
 from dynaprune_edge.runtime import load
-from dynaprune_edge.runtime.manifest import INPUT
+from dynaprune_edge.runtime.manifest import INPUT, LAYOUTS
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 
 OVERHEAD_PREFIXES = ("router/", "route/")  # mask generator, branch choice, index computation
@@ -50,6 +50,9 @@ class LatencyRow:
     efficiency: float  # speedup × flops_ratio: 1 = time falls exactly as FLOPs do
     overhead_share: float  # profiled kernel time in router/* and route/* nodes (mask generator, branch choice, index and weight gathers)
     router_share: float  # wall-clock of the router graph alone / sparse latency
+    single_ms_mean: float  # the sparse export run as one graph (its branches If nodes)
+    split_ms_mean: float  # … split into a router graph and one graph per branch (runtime/split.py)
+    layout: str  # the one the export measured faster, which the sparse columns time
     val_mae: float
     runtime: dict  # backend, device, onnxruntime version, threads (Backend.describe)
     cost: str = "flops"  # the cost target the model's budget was priced on
@@ -117,10 +120,13 @@ def latency_rows(
     rows = []
     for count in threads:
         dense = load(exported.dense, "ort", count)
-        sparse = load(exported.sparse, "ort", count)
+        layouts = {layout: load(exported.sparse, "ort", count, layout=layout) for layout in LAYOUTS}
+        sparse = layouts[layouts["single"].manifest.layout]
         router = open_session(exported.router, session_options(count), ["CPUExecutionProvider"])
         run_router = lambda sample: router.run(None, {INPUT: sample})  # noqa: E731
-        dense_ms, sparse_ms, router_ms = timer([dense.run_one, sparse.run_one, run_router], frames, max(runs, len(frames)), repeat=repeat)
+        runners = [dense.run_one, layouts["single"].run_one, layouts["split"].run_one, run_router]
+        dense_ms, single_ms, split_ms, router_ms = timer(runners, frames, max(runs, len(frames)), repeat=repeat)
+        sparse_ms = single_ms if sparse is layouts["single"] else split_ms
         overhead = node_time_shares(exported.sparse, frames[:32], count, OVERHEAD_PREFIXES)
         dense_stats, sparse_stats = LatencyStats.from_samples(dense_ms), LatencyStats.from_samples(sparse_ms)
         speedup = dense_stats.mean / sparse_stats.mean
@@ -147,6 +153,9 @@ def latency_rows(
                 efficiency=speedup * flops_ratio,
                 overhead_share=sum(overhead.values()),
                 router_share=float(np.mean(router_ms)) / sparse_stats.mean,
+                single_ms_mean=float(np.mean(single_ms)),
+                split_ms_mean=float(np.mean(split_ms)),
+                layout=sparse.manifest.layout,
                 val_mae=exported.val_mae,
                 runtime={key: value for key, value in sparse.describe().items() if key != "model"},
                 cost=exported.cost,
@@ -173,9 +182,11 @@ def latency_table(rows: list[LatencyRow], title: str) -> Table:
         title=title,
         caption="ms per sample at batch 1; speedup = mean dense / mean sparse latency; efficiency = speedup × FLOPs ratio; "
         "overhead = profiled share of router and routing nodes; router = the router graph alone / sparse latency; "
-        "predicted = mean sparse latency the cost table predicts (models priced in ms), its error against the measured mean",
+        "predicted = mean sparse latency the cost table predicts (models priced in ms), its error against the measured mean; "
+        "single/split = mean ms of the sparse export as one graph and split into router and branch graphs (* the layout the export chose)",
     )
-    columns = ("backbone", "dataset", "budget", "threads", "export", "dense p50/p90", "sparse p50/p90", "speedup", "FLOPs ratio", "efficiency", "overhead", "router", "predicted")
+    columns = ("backbone", "dataset", "budget", "threads", "export", "dense p50/p90", "sparse p50/p90", "speedup", "FLOPs ratio", "efficiency", "overhead", "router",
+               "single/split", "predicted")
     for column in columns:
         table.add_column(column, justify="left" if column in ("backbone", "dataset", "export") else "right")
     for row in rows:
@@ -184,6 +195,7 @@ def latency_table(rows: list[LatencyRow], title: str) -> Table:
             row.backbone, row.dataset, f"{row.budget:g} {row.cost}", str(row.threads), row.mode,
             f"{row.dense_ms_p50:.3f}/{row.dense_ms_p90:.3f}", f"{row.sparse_ms_p50:.3f}/{row.sparse_ms_p90:.3f}",
             f"{row.speedup:.2f}×", f"{row.flops_ratio:.3f}", f"{row.efficiency:.2f}", f"{100 * row.overhead_share:.1f} %", f"{100 * row.router_share:.1f} %",
+            "/".join(f"{ms:.3f}{'*' if layout == row.layout else ''}" for layout, ms in (("single", row.single_ms_mean), ("split", row.split_ms_mean))),
             predicted,
         )
     return table

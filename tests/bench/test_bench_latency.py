@@ -22,13 +22,15 @@ from dynaprune_edge.training.checkpoint import atomic_save, model_payload
 # interpolation: 16 + 0.1 × (40 − 16)); sparse mean 7.2, p50 6, p90 9.2; router mean 1.0.
 DENSE_MS = [8, 9, 10, 11, 12, 13, 14, 15, 16, 40]
 SPARSE_MS = [4, 4, 5, 5, 6, 6, 7, 7, 8, 20]
+OTHER_LAYOUT_MS = [9.0] * 10  # the sparse export in the layout its export did not choose
 ROUTER_MS = [0.5, 1.5] * 5
 
 
 class FakeTimer:
     """Stands in for interleaved_latency. It tells the runners apart by what they do, not by
     their position: a model run returns (forecast, flops, bucket) and the one executing more
-    FLOPs over the samples is the dense export; the router graph returns its outputs only."""
+    FLOPs over the samples is the dense export; of the sparse ones, the backend in the
+    layout its manifest chose gets SPARSE_MS; the router graph returns its outputs only."""
 
     def __init__(self):
         self.asked_runs = []
@@ -42,9 +44,15 @@ class FakeTimer:
             results = [runner(sample[None]) for sample in frames]
             if isinstance(results[0], tuple):
                 flops[index] = sum(result[1] for result in results)
-        assert len(flops) == 2 and len(set(flops.values())) == 2, "expected a dense and a sparse model"
+        assert len(flops) == 3 and len(set(flops.values())) == 2, "expected a dense model and a sparse one in two layouts"
         dense = max(flops, key=flops.get)
-        return [np.array(DENSE_MS if i == dense else SPARSE_MS if i in flops else ROUTER_MS, float) for i in range(len(runners))]
+
+        def chosen(runner) -> bool:
+            backend = runner.__self__
+            return backend.layout == backend.manifest.layout
+
+        return [np.array(DENSE_MS if i == dense else (SPARSE_MS if chosen(runners[i]) else OTHER_LAYOUT_MS) if i in flops else ROUTER_MS, float)
+                for i in range(len(runners))]
 
 
 def tiny_ordered_model(folder: Path, data) -> Path:
@@ -88,6 +96,8 @@ def test_rows_take_the_dense_and_sparse_statistics_from_the_measured_runs(export
         assert row.flops_ratio == pytest.approx(measured_flops_ratio)
         assert row.efficiency == pytest.approx(14.8 / 7.2 * measured_flops_ratio)
         assert row.router_share == pytest.approx(1.0 / 7.2)
+        single, split = (7.2, 9.0) if row.layout == "single" else (9.0, 7.2)  # the sparse columns time the export's layout
+        assert (row.single_ms_mean, row.split_ms_mean) == pytest.approx((single, split))
         assert row.runs == len(DENSE_MS) and row.samples == len(exported.frames)
         assert 0 < row.overhead_share < 1
         assert (row.backbone, row.dataset, row.budget, row.mode, row.val_mae) == ("simvp", "taxibj (synthetic)", 0.3, "bucketed/none", 0.125)

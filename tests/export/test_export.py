@@ -146,13 +146,15 @@ def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(tmp_
         assert low <= n <= high
 
 
-def fake_timer(candidate_ms: list[float], twin_ms: float, asked: list):
-    """A timer that reports fixed milliseconds per runner: the candidates', then the dense twin's."""
+def fake_timer(candidate_ms: list[float], twin_ms: float, asked: list, split_ms: list[float] | None = None):
+    """A timer that reports fixed milliseconds per runner: the candidates' single graphs,
+    their split layouts (default: 1 ms slower each), then the dense twin's."""
+    split_ms = [ms + 1.0 for ms in candidate_ms] if split_ms is None else split_ms
 
     def timer(runners, frames, runs):
         asked.append((len(runners), len(frames), runs))
-        assert len(runners) == len(candidate_ms) + 1
-        return [np.full(runs, ms) for ms in [*candidate_ms, twin_ms]]
+        assert len(runners) == 2 * len(candidate_ms) + 1
+        return [np.full(runs, ms) for ms in [*candidate_ms, *split_ms, twin_ms]]
 
     return timer
 
@@ -168,16 +170,34 @@ def test_auto_keeps_the_candidate_measured_fastest_and_records_its_dense_twin(tm
     exporter = Exporter(path, ExportOptions(mode="auto", tiles="auto"), log=logged.append)
     chosen, manifest, candidates = exporter.run(out, timer=fake_timer(candidate_ms, 4.0, asked))
     assert [(c.mode, c.tiles) for c in candidates] == [(m, t) for t in ("all", "sparse", "wide", "none") for m in ("bucketed", "gather")]
-    assert asked == [(9, 16, 48)], "one interleaved timing of all candidates and the dense twin on the validation samples"
-    assert chosen is candidates[-1] and chosen.latency_ms == pytest.approx(5.0 - 0.5 * 7)
-    assert manifest.mode == "gather" and read_manifest(out) == manifest
+    assert asked == [(17, 16, 48)], "one interleaved timing of all candidates, single and split, and the dense twin"
+    assert chosen is candidates[-1] and chosen.latency_ms["single"] == pytest.approx(5.0 - 0.5 * 7)
+    assert manifest.mode == "gather" and manifest.layout == "single" and read_manifest(out) == manifest
     assert onnx.load(out).SerializeToString() == candidates[-1].onnx_model.SerializeToString()
     measured = manifest.measured
     assert measured["ms"] == pytest.approx(1.5) and measured["dense_twin_ms"] == pytest.approx(4.0)
     assert measured["speedup"] == pytest.approx(4.0 / 1.5) and "measured at export" in measured["label"]
+    assert measured["layouts_ms"] == {"single": pytest.approx(1.5), "split": pytest.approx(2.5)}
     reached = {int(b) for b in measured["per_bucket_ms"]}
     assert reached and reached <= set(range(len(manifest.buckets)))
     assert not any(line.startswith("warning") for line in logged)
+
+
+def test_a_split_layout_measured_faster_is_what_the_runtime_runs(tmp_path, varied_model):
+    """When the router graph and the picked branch's graph, run one after the other, beat
+    the single graph, the manifest says split and `load` runs it so, with the single
+    graph's forecasts and branches."""
+    path = varied_model(tmp_path, group_order="ordered")
+    out = tmp_path / "model.onnx"
+    _, manifest, _ = Exporter(path, ExportOptions(mode="bucketed", tiles="none"), log=lambda _: None).run(
+        out, timer=fake_timer([2.0], 3.0, [], split_ms=[1.5]))
+    assert manifest.layout == "split" and manifest.measured["ms"] == pytest.approx(1.5)
+    split, single = load(out), load(out, layout="single")
+    assert (split.describe()["layout"], single.describe()["layout"]) == ("split", "single")
+    frames = np.random.default_rng(0).random((12, *manifest.input.shape[1:])).astype(np.float32) * 3
+    frames[::3, -1] = frames[::3, -2]
+    ours, theirs = split.run(frames), single.run(frames)
+    assert np.array_equal(ours.bucket, theirs.bucket) and np.abs(ours.forecast - theirs.forecast).max() <= 1e-5
 
 
 def test_an_export_slower_than_its_dense_twin_says_so(tmp_path, varied_model):
