@@ -319,7 +319,7 @@ def export(
         if outcome.engine_path is None:
             console.print(f"no TensorRT engine built: {outcome.reason}", soft_wrap=True, markup=False)
         else:
-            console.print(f"wrote {outcome.engine_path}; Polygraphy: {outcome.polygraphy}")
+            console.print(f"wrote {outcome.engine_path}; checked against onnxruntime: {outcome.polygraphy}")
             console.print(f"profile it with: {outcome.command}", soft_wrap=True, markup=False)
 
 
@@ -476,9 +476,10 @@ def engine(
     model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx, its manifest beside it.")],
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 is calibrated on --frames, or reuses the calibration cache beside the model).")] = "fp16",
     frames: Annotated[Optional[Path], typer.Option(help="A NAME.frames.npz of validation windows (`dpedge deploy` copies one): int8 calibration and the Polygraphy check's inputs.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the engine's path and the Polygraphy verdict.")] = False,
+    layout: Annotated[Optional[str], typer.Option(help="single: one engine of the whole graph; split: a pruned graph's bundle, one engine for the router and one per branch (TensorRT may run every branch of an If). Default: split for a pruned graph.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the engine's (or bundle's) path and the check against onnxruntime.")] = False,
 ) -> None:
-    """Build the TensorRT engine of an exported model on this device, without torch (`dpedge export --trt` does the same from a model.pt)."""
+    """Build the TensorRT engine of an exported model on this device, without torch (`dpedge export --trt` does the same from a model.pt); a pruned model's as a bundle of engines."""
     from dynaprune_edge.export.tensorrt.build import build_or_explain
     from dynaprune_edge.runtime.frames import load_frames
     from dynaprune_edge.runtime.manifest import read_manifest
@@ -487,13 +488,13 @@ def engine(
         raise ConfigError(f"{model}: no such file")
     manifest = read_manifest(model)
     calibration = None if frames is None else load_frames(frames, manifest)[0]
-    outcome = build_or_explain(model, manifest, precision, calibration, None)
+    outcome = build_or_explain(model, manifest, precision, calibration, None, layout=layout)
     if outcome.engine_path is None:
-        raise ConfigError(f"no TensorRT engine built: {outcome.reason}; on the device: {outcome.command}")
+        raise ConfigError(f"no TensorRT engine built: {outcome.reason}")  # the reason ends with the command for the device
     if as_json:
         print(json.dumps({"engine": str(outcome.engine_path), "polygraphy": outcome.polygraphy, "profile_command": outcome.command}))
         return
-    console.print(f"wrote {outcome.engine_path}; Polygraphy: {outcome.polygraphy}")
+    console.print(f"wrote {outcome.engine_path}; checked against onnxruntime: {outcome.polygraphy}")
     console.print(f"profile it with: {outcome.command}", soft_wrap=True, markup=False)
 
 

@@ -33,7 +33,7 @@ from dynaprune_edge.profiling.session import EMULATED, Profile, profile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
 from dynaprune_edge.runtime.manifest import LAYOUTS, manifest_path
-from dynaprune_edge.runtime.tensorrt import engine_graph, read_meta
+from dynaprune_edge.runtime.tensorrt import BUNDLE_SUFFIX, engine_graph, is_bundle, read_bundle, read_meta
 
 ENGINE_SUFFIX = ".engine"
 
@@ -106,14 +106,15 @@ def model_files(model: Path, backend: str) -> tuple[Path, Path]:
         raise ConfigError(f"{model}: no such file")
     if model.suffix == ".pt":
         raise ConfigError(f"{model}: profile runs an exported model; export it first: dpedge export {model}")
-    if model.suffix == ENGINE_SUFFIX:
+    if model.suffix == ENGINE_SUFFIX or is_bundle(model):
         if backend != "trt":
             raise ConfigError(f"{model.name} is a TensorRT engine: profile it with --backend trt (on the device it was built on)")
-        return engine_graph(model, read_meta(model)), model
+        return engine_graph(model, read_bundle(model) if is_bundle(model) else read_meta(model)), model
     if model.suffix != ".onnx":
-        raise ConfigError(f"{model}: expected an exported .onnx (or a TensorRT .engine), got {model.suffix or 'no suffix'}")
+        raise ConfigError(f"{model}: expected an exported .onnx (or a TensorRT .engine or .bundle.json), got {model.suffix or 'no suffix'}")
     if backend == "trt":
-        raise ConfigError(f"--backend trt runs a TensorRT engine, not {model.name}: build one with dpedge export MODEL.pt --trt and pass the .engine")
+        raise ConfigError(f"--backend trt runs a TensorRT engine, not {model.name}: build one with dpedge engine {model.name} and pass the "
+                          ".engine (or, for a pruned model, the .bundle.json)")
     return model, model
 
 
@@ -123,8 +124,8 @@ def dense_twin(onnx_path: Path, opened: Path, manifest: Manifest, log=print) -> 
     if manifest.mode == "dense":
         return opened
     twin_onnx = onnx_path.with_name(onnx_path.stem + ".dense.onnx")
-    if opened.suffix == ENGINE_SUFFIX:
-        twin = opened.with_name(opened.name.replace(onnx_path.stem, twin_onnx.stem, 1))
+    if opened.suffix == ENGINE_SUFFIX or is_bundle(opened):  # the twin is one engine beside the pruned model's engine or bundle
+        twin = opened.with_name(opened.name.replace(onnx_path.stem, twin_onnx.stem, 1).removesuffix(BUNDLE_SUFFIX).removesuffix(ENGINE_SUFFIX) + ENGINE_SUFFIX)
         if not twin.is_file():
             raise ConfigError(f"no dense twin engine {twin.name} beside {opened.name}: build it on this device from {twin_onnx.name} with dpedge export --trt")
         return twin

@@ -369,7 +369,8 @@ class Exporter:
             by_layout = [(c, "single", ms) for c, ms in zip(candidates, times)] + [(c, "split", ms) for (c, _), ms in zip(splits, times[len(candidates):])]
             for candidate, layout, ms in by_layout:
                 candidate.latency_ms[layout] = float(np.mean(ms))
-                self.log(f"{candidate.mode}, tiles {candidate.tiles}, {layout} layout: {candidate.latency_ms[layout]:.2f} ms per validation sample")
+                described = f", {layout} layout" if splits else ""
+                self.log(f"{candidate.mode}, tiles {candidate.tiles}{described}: {candidate.latency_ms[layout]:.2f} ms per validation sample")
             chosen, layout, best_ms = min(by_layout, key=lambda entry: entry[0].latency_ms[entry[1]])
             chosen.layout = layout
             session = sessions[candidates.index(chosen)]

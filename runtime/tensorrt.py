@@ -6,6 +6,14 @@ and the Jetson AGX Orin"), so every engine has a metadata file `<engine>.json` b
 manifest) and `load` refuses an engine built for anything but this device and this
 TensorRT.
 
+A pruned graph is built as a bundle (`BundleMeta`): one engine for its router and one per
+branch, cut from the graph by runtime/split.py, because TensorRT may run the layers of
+every branch of an ONNX `If` (docs/design.md, "Split layout"). The bundle's metadata file
+`<model>.<device>.trt<version>.<precision>.bundle.json` names each engine and its SHA-256;
+engines are named by their hash, so a build interrupted at any point leaves the previous
+bundle whole. All engines are deserialized once and their execution contexts share one
+block of device memory, the size of the largest's need.
+
 tensorrt and pycuda are imported inside functions only: this package must import, and
 list its backends, where neither is installed. Supported TensorRT: 8.5 (JetPack 5.1),
 8.6 (JetPack 6.0), 10.x (JetPack 6.1+); `trt_api` holds the differences between them.
@@ -23,11 +31,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.files import atomic_write_text, sha256_file
 from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.jetson import current_power_mode
-from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, Manifest, is_file_name, read_manifest
+from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT, Manifest, is_file_name, read_manifest
 
 META_FORMAT = "dpedge-trt-engine"
 META_VERSION = 2  # 2: engine_sha256 binds the metadata to its engine
@@ -65,6 +73,100 @@ class EngineMeta:
         return Target(self.device, self.compute_capability, self.trt_version)
 
 
+BUNDLE_FORMAT = "dpedge-trt-bundle"
+BUNDLE_VERSION = 1
+BUNDLE_SUFFIX = ".bundle.json"
+
+
+@dataclass(frozen=True)
+class BundleEngine:
+    role: str  # "router", "bypass" (a width-routed graph's budget-1 graph) or "branchK"
+    file: str  # beside the bundle file; named by its hash
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    """A split bundle (module doc): the target and source graph as EngineMeta, and its
+    engines. Written after every engine: the bundle is complete once this file names them."""
+
+    device: str
+    compute_capability: str
+    trt_version: str
+    precision: str
+    onnx: str
+    onnx_sha256: str
+    manifest: str
+    router: BundleEngine
+    branches: list[BundleEngine]
+    bypass: BundleEngine | None
+    handoff: list[str]  # the router's outputs the branches read
+    format: str = BUNDLE_FORMAT
+    version: int = BUNDLE_VERSION
+
+    @property
+    def target(self) -> Target:
+        return Target(self.device, self.compute_capability, self.trt_version)
+
+    @property
+    def engines(self) -> list[BundleEngine]:
+        return [self.router, *self.branches, *([self.bypass] if self.bypass else [])]
+
+
+def is_bundle(path: Path) -> bool:
+    return Path(path).name.endswith(BUNDLE_SUFFIX)
+
+
+def write_bundle(path: Path, meta: BundleMeta) -> None:
+    atomic_write_text(json.dumps(asdict(meta), indent=2) + "\n", path)
+
+
+def read_bundle(path: Path) -> BundleMeta:
+    """The bundle file's metadata, every field checked (a file users are handed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such bundle file")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(values, dict) or values.get("format") != BUNDLE_FORMAT:
+            raise ConfigError(f"{path}: not a dpedge engine bundle (expected format {BUNDLE_FORMAT!r})")
+        if values.get("version") != BUNDLE_VERSION:
+            raise ConfigError(f"{path}: bundle version {values.get('version')} is not supported (this dpedge reads {BUNDLE_VERSION})")
+        engine = lambda value: BundleEngine(**value) if value is not None else None  # noqa: E731
+        meta = BundleMeta(**{**values, "router": engine(values["router"]), "branches": [engine(b) for b in values["branches"]],
+                             "bypass": engine(values.get("bypass"))})
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, AttributeError) as error:
+        raise ConfigError(f"{path}: malformed engine bundle ({error})") from None
+    named = [("onnx", meta.onnx), ("manifest", meta.manifest)] + [(e.role, e.file) for e in meta.engines]
+    for field_name, name in named:
+        if not is_file_name(name):
+            raise ConfigError(f"{path}: its {field_name!r} must be a file name beside the bundle, got {name!r}")
+    if not meta.branches or not all(isinstance(h, str) for h in meta.handoff):
+        raise ConfigError(f"{path}: malformed engine bundle (no branches, or handoff not a list of names)")
+    return meta
+
+
+def rebuild_command(meta) -> str:
+    return f"dpedge engine {meta.onnx} --precision {meta.precision}"
+
+
+def bundle_engines(path: Path, meta: BundleMeta) -> dict[str, bytes]:
+    """Each engine of the bundle by role, once every file is there and is the one the
+    bundle names (by SHA-256): never a mix of two builds."""
+    engines = {}
+    for engine in meta.engines:
+        file = Path(path).parent / engine.file
+        if not file.is_file():
+            raise ConfigError(f"{Path(path).name} lists {engine.file} ({engine.role}), which is not beside it: "
+                              f"copy the whole bundle, or rebuild it with {rebuild_command(meta)}")
+        data = file.read_bytes()
+        if hashlib.sha256(data).hexdigest() != engine.sha256:
+            raise ConfigError(f"{engine.file} is not the {engine.role} engine {Path(path).name} lists (its SHA-256 differs): "
+                              f"rebuild the bundle with {rebuild_command(meta)}")
+        engines[engine.role] = data
+    return engines
+
+
 @dataclass(frozen=True)
 class TrtApi:
     """The calls that differ between the TensorRT releases dpedge supports."""
@@ -82,6 +184,27 @@ class TrtApi:
         """10 removed bindings: I/O by tensor name (num_io_tensors, set_tensor_address,
         execute_async_v3). 8.5/8.6 run with bindings (num_bindings, execute_async_v2)."""
         return self.major >= 10
+
+    def context_without_memory(self, trt: ModuleType, engine):
+        """An execution context whose scratch memory the caller provides (a bundle's
+        engines share one block)."""
+        if self.major >= 10:
+            return engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        return engine.create_execution_context_without_device_memory()
+
+    @staticmethod
+    def device_memory_size(engine) -> int:
+        """The scratch memory a context of `engine` needs (device_memory_size_v2 from 10.1)."""
+        size = getattr(engine, "device_memory_size_v2", None)
+        return int(engine.device_memory_size if size is None else size)
+
+    @staticmethod
+    def set_device_memory(context, address: int, size: int) -> None:
+        """set_device_memory(address, size) from 10.1; the device_memory property before."""
+        if hasattr(context, "set_device_memory"):
+            context.set_device_memory(address, size)
+        else:
+            context.device_memory = address
 
 
 def trt_api(version: str) -> TrtApi:
@@ -293,13 +416,91 @@ class Execution:
         return {name: self.host[name].copy() for name in self.outputs}
 
 
+class BundleExecution:
+    """A bundle's engines on one stream: the router, then the branch it picked, nothing
+    else. Every tensor has one device buffer, so the branch reads the frames and the
+    router's handoff tensors where the router left them; only the branch index comes back
+    to the host between the two (a 4- or 8-byte copy and a stream synchronisation). The
+    contexts share one scratch block, the largest engine's need: the bundle's memory is
+    that of its largest branch, not the sum."""
+
+    def __init__(self, trt: ModuleType, cuda: ModuleType, engines: dict[str, object], manifest: Manifest, api: TrtApi, path: Path,
+                 trained_budget: float | None) -> None:
+        self.cuda, self.api = cuda, api
+        self.engines = engines  # a context must not outlive its engine
+        self.trained_budget = trained_budget
+        self.stream = cuda.Stream()
+        io = {role: engine_io(trt, engine, api) for role, engine in engines.items()}
+        tensors: dict[str, IoTensor] = {}
+        for role, listed in io.items():
+            for tensor in listed:
+                known = tensors.setdefault(tensor.name, tensor)
+                if -1 in tensor.shape or known.shape != tensor.shape:
+                    raise ConfigError(f"{path.name}: the {role} engine's {tensor.name} is {list(tensor.shape)}, where the bundle needs "
+                                      f"{list(known.shape)} (static, the same in every engine): rebuild it")
+        for spec in (manifest.input, next(o for o in manifest.outputs if o.name == FORECAST)):
+            if spec.name not in tensors or list(tensors[spec.name].shape) != list(spec.shape):
+                raise ConfigError(f"{path.name}: the engines' {spec.name} is not the manifest's {spec.shape}: rebuild the bundle")
+        self.host = {name: cuda.pagelocked_empty(int(np.prod(t.shape)), t.dtype).reshape(t.shape) for name, t in tensors.items()}
+        self.device = {name: cuda.mem_alloc(max(self.host[name].nbytes, 1)) for name in tensors}
+        self.scratch_size = max(api.device_memory_size(engine) for engine in engines.values())
+        self.scratch = cuda.mem_alloc(max(self.scratch_size, 1))
+        self.contexts, self.bindings = {}, {}
+        for role, engine in engines.items():
+            context = api.context_without_memory(trt, engine)
+            api.set_device_memory(context, int(self.scratch), self.scratch_size)
+            if api.tensor_io:
+                for tensor in io[role]:
+                    context.set_tensor_address(tensor.name, int(self.device[tensor.name]))
+            else:
+                self.bindings[role] = [int(self.device[tensor.name]) for tensor in io[role]]
+            self.contexts[role] = context
+        self.router_inputs = [t.name for t in io["router"] if t.is_input]
+
+    def enqueue(self, role: str) -> None:
+        context = self.contexts[role]
+        if self.api.tensor_io:
+            ok = context.execute_async_v3(self.stream.handle)
+        else:
+            ok = context.execute_async_v2(self.bindings[role], self.stream.handle)
+        if not ok:
+            raise RuntimeError(f"TensorRT could not enqueue the {role} engine (its log above says why)")
+
+    def fetch(self, *names: str) -> None:
+        for name in names:
+            self.cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
+        self.stream.synchronize()
+
+    def run(self, frames: np.ndarray, budget: float | None) -> tuple[np.ndarray, float, int]:
+        """One sample's (forecast, FLOPs, bucket) under `budget` (None: the trained one)."""
+        budget = self.trained_budget if budget is None else budget
+        np.copyto(self.host[INPUT], frames, casting="same_kind")
+        self.cuda.memcpy_htod_async(self.device[INPUT], self.host[INPUT], self.stream)
+        if "bypass" in self.contexts and budget is not None and budget >= 1.0:
+            self.enqueue("bypass")
+            self.fetch(FORECAST, FLOPS, BUCKET)
+            return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), int(self.host[BUCKET])
+        if BUDGET in self.router_inputs:
+            self.host[BUDGET][...] = budget
+            self.cuda.memcpy_htod_async(self.device[BUDGET], self.host[BUDGET], self.stream)
+        self.enqueue("router")
+        self.fetch(BUCKET)
+        bucket = int(self.host[BUCKET])
+        if f"branch{bucket}" not in self.contexts:
+            raise DataError(f"the router chose branch {bucket}, which the bundle does not hold: rebuild it")
+        self.enqueue(f"branch{bucket}")
+        self.fetch(FORECAST, FLOPS)
+        return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), bucket
+
+
 class TensorRTBackend(Backend):
-    """Loads `<model>.<device>.trt<version>.<precision>.engine`; its manifest is read from
-    beside it (the ONNX file itself is not needed). `threads` does not apply to a GPU."""
+    """Loads `<model>.<device>.trt<version>.<precision>.engine`, or the `.bundle.json` of a
+    pruned model's split bundle; its manifest is read from beside it (the ONNX file itself
+    is not needed, but checked by hash when there). `threads` does not apply to a GPU."""
 
     name: ClassVar[str] = "trt"
 
-    def __init__(self, manifest: Manifest, path: Path, meta: EngineMeta, execution: Execution) -> None:
+    def __init__(self, manifest: Manifest, path: Path, meta: EngineMeta | BundleMeta, execution: Execution | BundleExecution) -> None:
         super().__init__(manifest)
         self.path = path
         self.meta = meta
@@ -308,6 +509,8 @@ class TensorRTBackend(Backend):
     @classmethod
     def load(cls, path: Path, threads: int | None = None) -> "TensorRTBackend":
         path = Path(path)
+        if is_bundle(path):
+            return cls.load_bundle(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such engine file")
         meta = read_meta(path)
@@ -327,14 +530,39 @@ class TensorRTBackend(Backend):
             raise ConfigError(f"{path}: TensorRT {trt.__version__} cannot deserialize this engine (truncated or corrupt?)")
         return cls(manifest, path, meta, Execution(trt, cuda, engine, manifest, trt_api(current.trt_version), path))
 
+    @classmethod
+    def load_bundle(cls, path: Path) -> "TensorRTBackend":
+        meta = read_bundle(path)
+        try:
+            current = current_target()
+        except TensorRTUnavailable as error:
+            raise ConfigError(f"{error}; the trt backend needs TensorRT, pycuda and a CUDA GPU (a Jetson with JetPack)") from None
+        check_compatible(path, meta, current)
+        manifest = read_manifest(engine_graph(path, meta))
+        serialized = bundle_engines(path, meta)
+        trt, cuda = import_tensorrt(), import_pycuda()
+        runtime = trt.Runtime(trt_logger(trt))
+        engines = {}
+        for role, data in serialized.items():
+            engines[role] = runtime.deserialize_cuda_engine(data)
+            if engines[role] is None:
+                raise ConfigError(f"{path.name}: TensorRT {trt.__version__} cannot deserialize its {role} engine (truncated or corrupt?)")
+        trained = manifest.budget.get("trained") if manifest.mode == "widths" else None
+        return cls(manifest, path, meta, BundleExecution(trt, cuda, engines, manifest, trt_api(current.trt_version), path, trained))
+
     def set_budget(self, budget: float | None) -> None:
-        """TensorRT's ONNX parser makes an input with a default (an initializer) a constant
-        of the engine: an engine runs the budget its graph was trained for."""
-        if budget is not None:
-            raise ConfigError("a TensorRT engine runs a width-routed model at the budget it was trained for: choose another "
-                              "budget on --backend ort, ort-cuda or orin-emu")
+        """A bundle's router engine takes the budget as an input; a single engine does not
+        (TensorRT's ONNX parser makes an input with a default, an initializer, a constant of
+        the engine), so it runs the budget its graph was trained for."""
+        if isinstance(self.execution, BundleExecution):
+            super().set_budget(budget)
+        elif budget is not None:
+            raise ConfigError("this single TensorRT engine runs a width-routed model at the budget it was trained for: build the "
+                              "split bundle (dpedge engine MODEL.onnx) to choose the budget at run time")
 
     def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
+        if isinstance(self.execution, BundleExecution):
+            return self.execution.run(frames, self.budget)
         outputs = self.execution.run({self.manifest.input.name: frames})
         return outputs[FORECAST].astype(np.float32, copy=False), float(outputs[FLOPS]), int(outputs[BUCKET])
 
@@ -347,5 +575,6 @@ class TensorRTBackend(Backend):
             "precision": self.meta.precision,
             "power_mode": current_power_mode(None) or "unknown (no nvpmodel)",
             "threads": "n/a (GPU)",
+            "layout": "split" if isinstance(self.execution, BundleExecution) else "single",
             "model": str(self.path),
         }

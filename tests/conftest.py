@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
+import numpy as np
 import pytest
 
 from dynaprune_edge.files import sha256_file
@@ -133,6 +134,73 @@ def write_toy_graph_file(folder: Path, nodes: list, initializers: list, shape: S
     onnx.save(model, path)
     path.with_name("model.dpedge.json").write_text(replace(manifest, onnx_sha256=sha256_file(path)).to_json())
     return path
+
+
+ROUTED_SHAPE = [1, 2, 1, 4, 4]
+ROUTED_OUT = [1, 1, 1, 4, 4]  # the forecast: one frame
+ROUTED_BRANCHES = 4
+
+
+def make_routed_graph(shortcut: bool):
+    """A small graph of the exported layout: a router (the index is how many of the last
+    frame's cells exceed 0.5, capped, and a mask it computes), then a chain of `If`s whose
+    branches read the padded input, the router's mask and shared constants, each computing
+    something else; with `shortcut`, the chain sits inside an outer `If` on the budget whose
+    other side runs the widest branch without the router (a width-routed graph)."""
+    import onnx
+
+    from dynaprune_edge.export.graph import GraphBuilder, tensor_info
+    from dynaprune_edge.export.routing import choose
+    from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
+
+    b = GraphBuilder("dpedge")
+    x = b.op("Pad", INPUT, b.const(np.zeros(10, np.int64)), scope="input/pad", mode="constant")
+    outputs = [tensor_info(FORECAST, ROUTED_OUT), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
+    host = b.branch("router") if shortcut else b
+    last = host.op("Slice", x, host.const([1]), host.const([2]), host.const([1]), scope="router/fallback")
+    hot = host.op("Cast", host.op("Greater", last, host.const(np.float32(0.5)), scope="router/regions"), scope="router/regions", to=b.FLOAT)
+    count = host.op("ReduceSum", hot, scope="router/widths", keepdims=0)
+    index = host.op("Cast", host.op("Min", count, host.const(np.float32(ROUTED_BRANCHES - 1)), scope="router/widths"), scope="router/widths", to=b.INT64)
+    shared = b.const(np.float32(2.0), "shared")  # a top-level constant every branch reads
+
+    def branch(builder: GraphBuilder, k: int, mask: str = hot) -> tuple[GraphBuilder, list[str]]:
+        y = builder.op("Add", builder.op("Mul", x, builder.const(np.float32(k + 1)), scope="compute"), mask, scope="compute")
+        y = builder.op("Mul", y, shared, scope="compute")
+        forecast = builder.op("Slice", y, builder.const([1]), builder.const([2]), builder.const([1]), scope="compute")
+        return builder, [forecast, builder.const(np.float32(10.0 * (k + 1)), "flops")]
+
+    branches = [branch(host.branch(f"branch{k}"), k) for k in range(ROUTED_BRANCHES)]
+    forecast, flops = choose(host, index, branches, outputs[:2])
+    if not shortcut:
+        chosen = index
+    else:
+        widest = b.branch("widest")
+        widest_out = branch(widest, ROUTED_BRANCHES - 1, widest.const(np.float32(0)))[1]  # without the router, no mask
+        full = b.op("GreaterOrEqual", BUDGET, b.const(np.float32(1)), scope="router/budget")
+        forecast, flops, chosen = b.if_else(full, (widest, [*widest_out, widest.const(np.int64(ROUTED_BRANCHES - 1))]),
+                                            (host, [forecast, flops, index]), outputs, scope="router/budget")
+    b.identity(forecast, FORECAST)
+    b.identity(flops, FLOPS)
+    b.identity(chosen, BUCKET)
+    inputs = [tensor_info(INPUT, ROUTED_SHAPE)] + ([tensor_info(BUDGET, [])] if shortcut else [])
+    if shortcut:
+        b.initializers.append(onnx.numpy_helper.from_array(np.array(0.5, np.float32), BUDGET))
+    return b.model(inputs, outputs, "a routed test graph")
+
+
+def frames_reaching(branch: int, rng) -> np.ndarray:
+    """Frames for `make_routed_graph` whose router picks `branch`."""
+    frames = rng.random(ROUTED_SHAPE).astype(np.float32) * 0.5
+    cells = rng.choice(16, size=branch, replace=False)
+    frames[0, 1, 0].flat[cells] = 0.9
+    return frames
+
+
+@pytest.fixture(scope="session")
+def routed_toy() -> SimpleNamespace:
+    """A small routed graph of the exported layout: make(shortcut) builds it (`make_routed_graph`),
+    frames(branch, rng) makes frames its router sends to `branch`; shape, out, branches."""
+    return SimpleNamespace(make=make_routed_graph, frames=frames_reaching, shape=ROUTED_SHAPE, out=ROUTED_OUT, branches=ROUTED_BRANCHES)
 
 
 @pytest.fixture

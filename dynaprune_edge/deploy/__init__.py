@@ -116,7 +116,7 @@ def deploy(model: Path, target: Target, options: DeployOptions, console: Console
                                    *(["--frames", frames] if frames else [])], f"building the engine of {name}")
             built = last_json_line(out, f"`dpedge engine` on {target.host}")
             opened[name] = PurePosixPath(built["engine"])
-            console.print(f"built {built['engine']} on {target.host}; Polygraphy: {built['polygraphy']}")
+            console.print(f"built {built['engine']} on {target.host}; checked against onnxruntime: {built['polygraphy']}")
         done["engines"] = {name: str(path) for name, path in opened.items()}
     if options.profile:
         report = folder / f"{model.stem}.report"

@@ -25,7 +25,8 @@ from dynaprune_edge.export.tensorrt.names import (
 from dynaprune_edge.export.tensorrt.polygraphy import PARITY_SAMPLES, polygraphy_check
 from dynaprune_edge.files import atomic_write_bytes, sha256_file
 from dynaprune_edge.runtime.base import check_frames
-from dynaprune_edge.runtime.manifest import Manifest, TensorSpec, manifest_path
+from dynaprune_edge.export.tensorrt.bundle import build_bundle
+from dynaprune_edge.runtime.manifest import LAYOUTS, Manifest, TensorSpec, manifest_path
 from dynaprune_edge.runtime.tensorrt import (
     EngineMeta,
     TensorRTUnavailable,
@@ -80,9 +81,12 @@ def build_or_explain(
     *,
     workspace_mib: int = WORKSPACE_MIB,
     jetpack: str = "5.1",
+    layout: str | None = None,
 ) -> TrtOutcome:
     """Build `onnx_path` into a TensorRT engine for this GPU, or say why not and how to on
-    the Jetson.
+    the Jetson. layout: "single" (one engine of the whole graph) or "split" (a bundle: one
+    engine for the router and one per branch, export/tensorrt/bundle.py); None: split for a
+    pruned graph, single for a dense one.
 
     calibration: real validation samples (N, T, C, H, W) in the graph's units
     (`Manifest.normalize` applied); int8 needs them unless its calibration cache
@@ -101,17 +105,37 @@ def build_or_explain(
     check_jetpack(jetpack)
     if workspace_mib < 1:
         raise ConfigError(f"the TensorRT workspace must be ≥ 1 MiB, got {workspace_mib}")
+    layout = layout or ("single" if manifest.mode == "dense" else "split")
+    if layout not in LAYOUTS or (layout == "split" and manifest.mode == "dense"):
+        raise ConfigError(f"--layout must be single, or split for a pruned graph; got {layout} for a {manifest.mode} graph")
+    if layout == "split" and precision == "int8":
+        raise ConfigError("int8 is not supported for a split bundle yet (each branch engine would need its own calibration): "
+                          "build it in fp16, or one int8 engine of the whole graph with --layout single")
     dynamic = onnx_input_dynamic(onnx_path, manifest.input)
     frames = None if calibration is None else check_frames(manifest, calibration)
     try:
         target = current_target()
     except TensorRTUnavailable as unavailable:
+        if layout == "split":
+            command = f"dpedge engine {onnx_path.name} --precision {precision}"
+            return TrtOutcome(None, command, f"{unavailable}; build the bundle on the Jetson, in the folder holding {onnx_path.name} and "
+                              f"{manifest_path(onnx_path).name}: {command}", "not checked: no engine was built here")
         return _explain(onnx_path, manifest, precision, JETPACK_TENSORRT[jetpack], timing_cache, workspace_mib, str(unavailable), dynamic)
 
     api = trt_api(target.trt_version)
     folder = onnx_path.parent
     engine_path = folder / engine_name(onnx_path.stem, target.device, target.trt_version, precision)
     timing_cache = Path(timing_cache) if timing_cache else folder / timing_cache_name(target.device, target.trt_version)
+    if layout == "split":
+        trt, cuda = import_tensorrt(), import_pycuda()
+
+        def build_engine(graph: bytes, label: str, inputs: dict[str, list[int]]) -> bytes:
+            return _build_engine(trt, api, graph, label, inputs, precision, None, timing_cache, workspace_mib)
+
+        samples = None if frames is None else frames[:PARITY_SAMPLES]
+        bundle, verdict, commands = build_bundle(trt, cuda, api, target, onnx_path, manifest, precision, samples, timing_cache,
+                                                 workspace_mib, build_engine)
+        return TrtOutcome(bundle, commands, None, verdict)
     onnx_sha256 = sha256_file(onnx_path)
     calibration_cache = folder / calibration_cache_name(onnx_path.stem, onnx_sha256, target.trt_version)
     if precision == "int8" and frames is None and not calibration_cache.is_file():
@@ -121,7 +145,8 @@ def build_or_explain(
         )
     trt, cuda = import_tensorrt(), import_pycuda()
     calibrator = entropy_calibrator(trt, cuda, frames, calibration_cache) if precision == "int8" else None
-    engine = _build_engine(trt, api, onnx_path, manifest, precision, calibrator, timing_cache, workspace_mib)
+    engine = _build_engine(trt, api, onnx_path, onnx_path.name, {manifest.input.name: manifest.input.shape}, precision, calibrator,
+                           timing_cache, workspace_mib)
     samples = None if frames is None else frames[:PARITY_SAMPLES]
     verdict = polygraphy_check(onnx_path, engine, engine_path.name, manifest, precision, samples)
     if verdict.startswith("FAILED"):
@@ -183,39 +208,44 @@ def _explain(
 def _build_engine(
     trt: ModuleType,
     api: TrtApi,
-    onnx_path: Path,
-    manifest: Manifest,
+    graph: Path | bytes,
+    label: str,
+    expected: dict[str, list[int]],
     precision: str,
     calibrator,
     timing_cache: Path,
     workspace_mib: int,
 ) -> bytes:
-    """The serialized engine. The input's build profile is min = opt = max = the manifest's
-    shape; like trtexec, only a dynamic input gets one (a static input is checked instead)."""
+    """The serialized engine of `graph` (a file, or serialized ONNX: a split bundle's graph),
+    named `label` in errors, whose inputs must be `expected` (name → shape). A dynamic
+    input's build profile is min = opt = max = its expected shape; like trtexec, only a
+    dynamic input gets one (a static input is checked instead)."""
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if api.explicit_batch_flag else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    if not (parser.parse(graph) if isinstance(graph, bytes) else parser.parse_from_file(str(graph))):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["no detail"]
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: {errors[0].strip()}{more}")
+        raise ConfigError(f"TensorRT {trt.__version__} cannot parse {label}: {errors[0].strip()}{more}")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    expected = tuple(manifest.input.shape)
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
-    if [i.name for i in inputs] != [manifest.input.name]:
-        raise ConfigError(f"{onnx_path.name}: graph inputs are {[i.name for i in inputs]}, its manifest expects [{manifest.input.name}]")
-    shape = tuple(inputs[0].shape)
+    if sorted(i.name for i in inputs) != sorted(expected):
+        raise ConfigError(f"{label}: graph inputs are {[i.name for i in inputs]}, expected {list(expected)}")
     profile = None
-    if -1 in shape:
-        profile = builder.create_optimization_profile()
-        profile.set_shape(manifest.input.name, expected, expected, expected)
+    for tensor in inputs:
+        shape, wanted = tuple(tensor.shape), tuple(expected[tensor.name])
+        if -1 in shape:
+            if profile is None:
+                profile = builder.create_optimization_profile()
+            profile.set_shape(tensor.name, wanted, wanted, wanted)
+        elif shape != wanted:
+            raise ConfigError(f"{label}: graph input {tensor.name} has shape {list(shape)}, expected {list(wanted)}")
+    if profile is not None:
         config.add_optimization_profile(profile)
-    elif shape != expected:
-        raise ConfigError(f"{onnx_path.name}: graph input {manifest.input.name} has shape {list(shape)}, its manifest says {list(expected)}")
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "int8":

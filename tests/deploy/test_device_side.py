@@ -32,10 +32,16 @@ def test_device_reports_what_deploy_checks(tmp_path):
 
 
 def test_engine_without_tensorrt_says_why_in_one_line_with_the_command_for_the_device(model):
+    """A pruned model is built as a bundle of engines, by dpedge on the device; one engine of
+    the whole graph (--layout single) by the trtexec line printed."""
     result = dpedge("engine", model, "--precision", "fp16")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: no TensorRT engine built:") and line.endswith("build the bundle on the Jetson, in the folder holding "
+                                                                                 "model.onnx and model.dpedge.json: dpedge engine model.onnx --precision fp16")
+    line = dpedge("engine", model, "--precision", "fp16", "--layout", "single").stderr.strip().splitlines()[-1]
     assert line.startswith("error: no TensorRT engine built:") and "trtexec --onnx=model.onnx" in line and "--fp16" in line
+    assert line.count("trtexec --onnx") == 1
 
 
 def test_profile_runs_on_the_frames_file_alone_and_refuses_a_damaged_one(model, tmp_path):

@@ -319,6 +319,7 @@ def test_runs_a_batch_one_sample_at_a_time(tmp_path, write_engine, fake_tensorrt
         "precision": "fp16",
         "power_mode": "30W",  # what nvpmodel -q says
         "threads": "n/a (GPU)",
+        "layout": "single",
         "model": str(engine),
     }
 

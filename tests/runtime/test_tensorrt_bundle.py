@@ -1,0 +1,349 @@
+"""The split bundle on TensorRT without a GPU: `dpedge engine`'s build of one engine per
+graph of a routed model, and the `trt` backend running it, against a stand-in for
+TensorRT and pycuda whose "engines" run their ONNX graph on onnxruntime (so the stand-in
+computes what a real engine of that graph would, and only what is enqueued runs)."""
+
+from __future__ import annotations
+
+import itertools
+import types
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.export.tensorrt.build import build_or_explain
+from dynaprune_edge.files import sha256_file
+from dynaprune_edge.runtime import load
+from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT, Bucket
+from dynaprune_edge.runtime.onnxruntime import open_session, session_options
+from dynaprune_edge.runtime.tensorrt import read_bundle
+
+BUNDLE = "model.orin.trt{}.fp16.bundle.json"
+
+
+def onnx_dtype(value: onnx.ValueInfoProto) -> np.dtype:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+
+
+def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.ModuleType]:
+    """tensorrt and pycuda.driver as far as dpedge's build and bundle runtime use them. The
+    builder's "engine" is the ONNX it parsed; a deserialized engine runs it on onnxruntime
+    when enqueued, reading and writing the device buffers bound to it; device memory is a
+    dict of byte arrays. TensorRT 8 makes int64 outputs int32. `log` records allocations,
+    contexts, their scratch memory and every enqueue."""
+    major = int(version.split(".")[0])
+    memory: dict[int, np.ndarray] = {}
+    addresses = itertools.count(4096, 4096)
+    cuda = types.ModuleType("pycuda.driver")
+
+    def mem_alloc(nbytes):
+        address = next(addresses)
+        memory[address] = np.zeros(nbytes, np.uint8)
+        log.append(("alloc", address, nbytes))
+        return address
+
+    def memcpy_htod_async(device, host, stream):
+        memory[int(device)][:] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
+
+    def memcpy_dtoh_async(host, device, stream):
+        host[...] = np.frombuffer(memory[int(device)].tobytes(), host.dtype).reshape(host.shape)
+
+    cuda.mem_alloc, cuda.pagelocked_empty = mem_alloc, lambda size, dtype: np.empty(size, dtype)
+    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
+    cuda.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: log.append("synchronize"))
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.nptype = lambda dtype: dtype
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="fp16", INT8="int8")
+    trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(USER_MANAGED="user managed")
+
+    class Engine:
+        def __init__(self, data: bytes) -> None:
+            graph = onnx.load_from_string(data).graph
+            self.role = graph.name
+            self.session = open_session(data, session_options(1), ["CPUExecutionProvider"], graph.name)
+            integer = np.int64 if major >= 10 else np.int32
+            self.tensors = [(v.name, True, tuple(d.dim_value for d in v.type.tensor_type.shape.dim), onnx_dtype(v)) for v in graph.input]
+            self.tensors += [(v.name, False, tuple(d.dim_value for d in v.type.tensor_type.shape.dim),
+                              integer if onnx_dtype(v) == np.int64 else onnx_dtype(v)) for v in graph.output]
+            self.device_memory_size = 1000 * len(graph.node)  # distinct per engine
+            if major >= 10:
+                self.num_io_tensors = len(self.tensors)
+            else:
+                self.num_bindings = len(self.tensors)
+
+        def spec(self, name):
+            return next(t for t in self.tensors if t[0] == name)
+
+        get_tensor_name = get_binding_name = lambda self, i: self.tensors[i][0]
+        get_tensor_mode = lambda self, name: "input" if self.spec(name)[1] else "output"  # noqa: E731
+        get_tensor_shape = lambda self, name: self.spec(name)[2]  # noqa: E731
+        get_tensor_dtype = lambda self, name: self.spec(name)[3]  # noqa: E731
+        binding_is_input = lambda self, i: self.tensors[i][1]  # noqa: E731
+        get_binding_shape = lambda self, i: self.tensors[i][2]  # noqa: E731
+        get_binding_dtype = lambda self, i: self.tensors[i][3]  # noqa: E731
+
+        def create_execution_context(self, strategy=None):
+            assert strategy == "user managed", "a bundle's contexts take the shared scratch memory"
+            return Context(self)
+
+        def create_execution_context_without_device_memory(self):
+            assert major < 10
+            return Context(self)
+
+    class Context:
+        def __init__(self, engine: Engine) -> None:
+            self.engine, self.addresses = engine, {}
+            log.append(("context", engine.role))
+
+        def set_device_memory(self, address, size):
+            log.append(("scratch", self.engine.role, address, size))
+
+        def set_tensor_address(self, name, address):
+            self.addresses[name] = address
+
+        def compute(self, addresses) -> bool:
+            log.append(("execute", self.engine.role))
+            feeds = {}
+            for name, is_input, shape, dtype in self.engine.tensors:
+                if is_input:
+                    feeds[name] = np.frombuffer(memory[addresses[name]].tobytes(), dtype).reshape(shape)
+            outputs = self.engine.session.run([t[0] for t in self.engine.tensors if not t[1]], feeds)
+            for (name, _, _, dtype), value in zip([t for t in self.engine.tensors if not t[1]], outputs):
+                memory[addresses[name]][:] = np.frombuffer(np.asarray(value, dtype).tobytes(), np.uint8)
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            return self.compute(self.addresses)
+
+        def execute_async_v2(self, bindings, stream_handle):
+            return self.compute({t[0]: address for t, address in zip(self.engine.tensors, bindings)})
+
+    if major < 10:
+        del Context.set_device_memory  # TensorRT 8: the device_memory property
+        Context.device_memory = property(None, lambda self, address: log.append(("scratch", self.engine.role, address, None)))
+    trt.Runtime = lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: Engine(data) if data.startswith(b"\x08") else None)
+
+    class Network:
+        def __init__(self) -> None:
+            self.graph = None
+
+        @property
+        def num_inputs(self):
+            return len(self.graph.input)
+
+        def get_input(self, index):
+            value = self.graph.input[index]
+            return types.SimpleNamespace(name=value.name, shape=tuple(d.dim_value for d in value.type.tensor_type.shape.dim))
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger) -> None:
+            self.network = network
+
+        def parse(self, data):
+            self.network.graph = onnx.load_from_string(data).graph
+            self.network.data = data
+            log.append(("parse", self.network.graph.name))
+            return True
+
+    class Config:
+        int8_calibrator = None
+
+        def set_memory_pool_limit(self, pool, size):
+            pass
+
+        def set_flag(self, flag):
+            log.append(("flag", flag))
+
+        def create_timing_cache(self, data):
+            return types.SimpleNamespace(serialize=lambda: data + b"+")
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Builder:
+        def __init__(self, logger) -> None:
+            pass
+
+        def create_network(self, flags):
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def build_serialized_network(self, network, config):
+            return network.data  # the "engine": the graph it runs
+
+    trt.Builder, trt.OnnxParser = Builder, Parser
+    return trt, cuda
+
+
+@pytest.fixture(params=["8.5.2.2", "10.3.0"])
+def fake_tensorrt(request, install_fake_tensorrt):
+    return request.param, install_fake_tensorrt(fake_modules, request.param)
+
+
+@pytest.fixture(params=[False, True], ids=["region-routed", "width-routed"])
+def routed_export(request, tmp_path, routed_toy, toy_manifest):
+    """A routed graph on disk with its manifest, as `dpedge export` writes them."""
+    width_routed = request.param
+    graph = routed_toy.make(width_routed)
+    path = tmp_path / "model.onnx"
+    onnx.save(graph, path)
+    buckets = [Bucket([0, 0], 0, {}, 10.0 * (k + 1)) for k in range(routed_toy.branches)]
+    manifest = toy_manifest(routed_toy.out, input_shape=routed_toy.shape, mode="widths" if width_routed else "bucketed", buckets=buckets,
+                            width_levels=[0.25, 0.5, 1.0], budget={"trained": 0.5, "cost_target": "flops"} if width_routed else {},
+                            onnx_sha256=sha256_file(path))
+    (tmp_path / "model.dpedge.json").write_text(manifest.to_json())
+    return path, manifest, width_routed
+
+
+def samples(routed_toy, seed: int = 0) -> np.ndarray:
+    """Frames reaching every branch, twice."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([routed_toy.frames(branch % routed_toy.branches, rng) for branch in range(2 * routed_toy.branches)])
+
+
+def test_a_routed_graph_builds_one_engine_per_graph_checked_against_onnxruntime(tmp_path, routed_export, routed_toy, fake_tensorrt):
+    version, log = fake_tensorrt
+    path, manifest, width_routed = routed_export
+    outcome = build_or_explain(path, manifest, "fp16", samples(routed_toy), None)
+    short = ".".join(version.split(".")[:3])
+    assert outcome.engine_path == tmp_path / BUNDLE.format(short) and outcome.reason is None
+    assert outcome.polygraphy.startswith("PASSED: onnxruntime vs") and f"× {3 if width_routed else 1} budget" in outcome.polygraphy
+    meta = read_bundle(outcome.engine_path)
+    roles = ["router", *(f"branch{k}" for k in range(routed_toy.branches)), *(["bypass"] if width_routed else [])]
+    assert [e.role for e in meta.engines] == roles
+    for engine in meta.engines:
+        assert (tmp_path / engine.file).is_file() and sha256_file(tmp_path / engine.file) == engine.sha256
+        assert engine.sha256[:12] in engine.file, "engines are named by their hash"
+    assert (meta.onnx, meta.onnx_sha256, meta.precision) == ("model.onnx", sha256_file(path), "fp16")
+    assert [e for e in log if e[0] == "parse"] == [("parse", f"dpedge-{role}") for role in roles]
+    assert outcome.command.count("trtexec --loadEngine=") == len(roles), "trtexec times each engine on its own"
+
+
+def test_the_trt_backend_runs_the_router_then_only_the_chosen_branch(tmp_path, routed_export, routed_toy, fake_tensorrt):
+    version, log = fake_tensorrt
+    path, manifest, width_routed = routed_export
+    bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
+    log.clear()
+    backend = load(bundle, backend="trt")
+    sizes = {entry[1]: entry[3] for entry in log if entry[0] == "scratch"}
+    scratch = {entry[2] for entry in log if entry[0] == "scratch"}
+    assert len(scratch) == 1, "every context runs on one shared scratch block"
+    engine_sizes = [1000 * len(onnx.load_from_string((tmp_path / e.file).read_bytes()).graph.node) for e in read_bundle(bundle).engines]
+    (block,) = [entry for entry in log if entry[0] == "alloc" and entry[1] in scratch]
+    assert block[2] == max(engine_sizes), "the scratch block is the largest engine's need, not the sum"
+    if version.startswith("10"):
+        assert set(sizes.values()) == {max(engine_sizes)}
+
+    single = open_session(path, session_options(1), ["CPUExecutionProvider"])
+    frames = samples(routed_toy, seed=1)
+    log.clear()
+    result = backend.run(frames)
+    expected = [single.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None]}) for sample in frames]
+    assert result.bucket.tolist() == [int(e[2]) for e in expected] and set(result.bucket) == set(range(routed_toy.branches))
+    assert np.allclose(result.forecast, np.concatenate([e[0] for e in expected]), atol=1e-6)
+    assert result.flops.tolist() == pytest.approx([float(e[1]) for e in expected])
+    executed = [entry[1] for entry in log if entry[0] == "execute"]
+    assert executed == [role for bucket in result.bucket for role in ("dpedge-router", f"dpedge-branch{bucket}")], "router, then the branch: nothing else"
+    if width_routed:  # the budget is a run-time input of the router engine; at 1 the budget-1 engine runs alone
+        log.clear()
+        backend.set_budget(1.0)
+        at_one = backend.run(frames[:2])
+        assert [entry[1] for entry in log if entry[0] == "execute"] == ["dpedge-bypass"] * 2
+        reference = single.run([FORECAST, BUCKET], {INPUT: frames[:1], BUDGET: np.array(1.0, np.float32)})
+        assert at_one.bucket[0] == int(reference[1]) and np.allclose(at_one.forecast[:1], reference[0], atol=1e-6)
+    assert backend.describe()["layout"] == "split"
+
+
+def test_a_bundle_with_an_engine_missing_or_replaced_is_refused_with_the_rebuild_command(tmp_path, routed_export, fake_tensorrt):
+    path, manifest, _ = routed_export
+    bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
+    branch = tmp_path / read_bundle(bundle).branches[1].file
+    branch.write_bytes(branch.read_bytes() + b"\x00")
+    with pytest.raises(ConfigError, match=r"is not the branch1 engine .* lists .*rebuild the bundle with dpedge engine model.onnx --precision fp16") as refused:
+        load(bundle, backend="trt")
+    assert "\n" not in str(refused.value)
+    branch.unlink()
+    with pytest.raises(ConfigError, match=r"lists .*branch1.* which is not beside it: copy the whole bundle, or rebuild it with dpedge engine"):
+        load(bundle, backend="trt")
+
+
+def test_a_build_killed_midway_leaves_the_previous_bundle_whole(tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch):
+    """Engines are named by their hash and the bundle file is written last: whatever a
+    kill interrupts, the bundle file on disk names engines that are all there."""
+    path, manifest, _ = routed_export
+    bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
+    before = read_bundle(bundle)
+    graph = onnx.load(path)  # a re-export: other weights, so other engines
+    for initializer in graph.graph.initializer:
+        if initializer.name.startswith("shared"):
+            initializer.CopyFrom(onnx.numpy_helper.from_array(np.array(3.0, np.float32), initializer.name))
+    onnx.save(graph, path)
+    manifest = replace(manifest, onnx_sha256=sha256_file(path))
+    (tmp_path / "model.dpedge.json").write_text(manifest.to_json())
+
+    from dynaprune_edge.export.tensorrt import bundle as bundle_module
+
+    written = []
+
+    def killed_after_two(data, target):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # the kill
+        written.append(target)
+        original(data, target)
+
+    original = bundle_module.atomic_write_bytes
+    monkeypatch.setattr(bundle_module, "atomic_write_bytes", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        build_or_explain(path, manifest, "fp16", None, None)
+    assert read_bundle(bundle) == before and all((tmp_path / e.file).is_file() for e in before.engines)
+    with pytest.raises(ConfigError, match="was built from another model.onnx"):  # whole, but of the graph it replaced
+        load(bundle, backend="trt")
+
+    monkeypatch.setattr(bundle_module, "atomic_write_bytes", original)
+    after = read_bundle(build_or_explain(path, manifest, "fp16", None, None).engine_path)
+    assert after.router.sha256 != before.router.sha256 or after.branches != before.branches
+    on_disk = sorted(p.name for p in tmp_path.glob("*.engine"))
+    assert on_disk == sorted(e.file for e in after.engines), "the replaced bundle's engines are removed once the new one is whole"
+    assert load(bundle, backend="trt").run(samples(routed_toy)[:2]).forecast.shape[0] == 2
+
+
+def test_a_bundle_whose_outputs_differ_from_onnxruntime_is_not_written(tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch):
+    path, manifest, _ = routed_export
+    from dynaprune_edge.export.tensorrt import bundle as bundle_module
+
+    monkeypatch.setattr(bundle_module, "check_bundle", lambda *args: "FAILED: sample 0 took branch 2 in the bundle, 1 on onnxruntime")
+    with pytest.raises(ConfigError, match=r"bundle.json not written: the bundle's outputs differ from onnxruntime's"):
+        build_or_explain(path, manifest, "fp16", samples(routed_toy), None)
+    assert not list(tmp_path.glob("*.engine")) and not list(tmp_path.glob("*.bundle.json"))
+
+
+def test_int8_and_a_split_of_a_dense_graph_are_refused_in_one_line(routed_export, toy_manifest):
+    path, manifest, _ = routed_export
+    with pytest.raises(ConfigError, match="int8 is not supported for a split bundle yet .* --layout single"):
+        build_or_explain(path, manifest, "int8", None, None)
+    with pytest.raises(ConfigError, match="--layout must be single, or split for a pruned graph"):
+        build_or_explain(path, replace(manifest, mode="dense"), "fp16", None, None, layout="split")
+
+
+def test_without_tensorrt_the_bundle_is_built_on_the_device_by_dpedge_engine(routed_export):
+    path, manifest, _ = routed_export
+    outcome = build_or_explain(path, manifest, "fp16", None, None)
+    assert outcome.engine_path is None and outcome.command == "dpedge engine model.onnx --precision fp16"
+    assert "build the bundle on the Jetson" in outcome.reason
