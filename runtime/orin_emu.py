@@ -1,7 +1,9 @@
 """`orin-emu`: onnxruntime on this CPU computes the outputs (forecast, FLOPs, the branch a
 sample takes); the Jetson AGX Orin's latency for that sample is *emulated*, the roofline of
 the sub-network it took (dynaprune_edge.cost.roofline) on the chosen module, power mode and
-precision. Nothing this backend reports as latency is a measurement."""
+precision: for a pruned graph, as the split bundle dpedge builds for TensorRT runs it
+(router engine, host dispatch, branch engine). Nothing this backend reports as latency is a
+measurement."""
 
 from __future__ import annotations
 
@@ -33,13 +35,23 @@ class OrinEmuBackend(OrtBackend):
     def load(cls, path: Path, threads: int | None = None, device: Device | None = None) -> "OrinEmuBackend":
         from dynaprune_edge.cost.roofline import GraphRoofline
 
+        from dynaprune_edge.cost.roofline import BundleRoofline
+
         backend = super().load(path, threads)
         backend.device_model = device or Device.chosen()
-        backend.roofline = GraphRoofline(import_onnx().load(str(backend.path)), backend.device_model)
+        graph = import_onnx().load(str(backend.path))
+        backend.roofline = GraphRoofline(graph, backend.device_model)
         routes = len(backend.roofline.routes)
         if routes != len(backend.manifest.buckets):
             raise ConfigError(f"{backend.path}: the graph has {routes} routes but its manifest {len(backend.manifest.buckets)} branches: re-export it")
-        backend.route_ms = np.asarray(backend.roofline.route_ms())
+        backend.layouts_ms = {"single If, lazy": backend.roofline.route_ms()}
+        if backend.manifest.mode == "dense":
+            backend.route_ms = np.asarray(backend.layouts_ms["single If, lazy"])
+            return backend
+        backend.roofline = BundleRoofline(graph, backend.device_model)  # what the trt backend runs: its kernels are the report's
+        backend.layouts_ms |= {"split bundle": backend.roofline.route_ms(), "split bundle, CUDA graphs": backend.roofline.route_ms(cuda_graph=True),
+                               "single If, eager (every branch runs)": [backend.roofline.eager_ms()] * routes}
+        backend.route_ms = np.asarray(backend.layouts_ms["split bundle"])
         return backend
 
     def emulated_ms(self, bucket: int) -> float:
@@ -50,4 +62,8 @@ class OrinEmuBackend(OrtBackend):
         return f"Jetson AGX Orin ({self.device_model.module}, {self.device_model.power_mode}, {self.device_model.precision}): emulated on {super().device()}"
 
     def describe(self) -> dict:
-        return {**super().describe(), "emulator": self.device_model.describe(), "latency": LATENCY_LABEL}
+        """…, and each layout's emulated ms per branch: what dpedge's split bundle runs (the
+        latency reported), with CUDA graphs, and the single-If engine run lazily (each
+        sample its branch) or eagerly (every branch, as measured by others on TensorRT)."""
+        layouts = {name: [round(ms, 4) for ms in per_branch] for name, per_branch in self.layouts_ms.items()}
+        return {**super().describe(), "emulator": self.device_model.describe(), "latency": LATENCY_LABEL, "emulated_layouts_ms": layouts}

@@ -74,6 +74,9 @@ CONSTANTS: dict[str, Constant] = {
         Constant("memory_efficiency", 0.7, "share of peak", f"{ASSUMED}: the share of the LPDDR5 peak a streaming kernel sustains"),
         Constant("kernel_overhead_us", 8.0, "µs per kernel", f"{ASSUMED}: launch and scheduling cost of one TensorRT kernel on the Orin (a desktop GPU launches in ~6 µs, ~0.6 µs per node inside a CUDA graph)"),
         Constant("branch_overhead_us", 20.0, "µs per If", f"{ASSUMED}: an IIfConditional reads its condition back to the host before it launches the taken branch"),
+        Constant("dispatch_overhead_us", 20.0, "µs per sample", f"{ASSUMED}: a split bundle's host dispatch: the branch index copied back (a few bytes), a stream synchronisation, then the branch engine's enqueue; the same round trip as branch_overhead_us"),
+        Constant("cuda_graph_kernel_us", 1.0, "µs per kernel", f"{ASSUMED}: one kernel's launch cost inside a captured CUDA graph (about 0.6 µs per node on a desktop GPU: see kernel_overhead_us)"),
+        Constant("cuda_graph_launch_us", 10.0, "µs per graph", f"{ASSUMED}: launching one captured CUDA graph (one per engine) from the host"),
         Constant("gemm_tile", 64, "outputs per side", f"{ASSUMED}: the output tile one thread block of a TensorRT convolution/GEMM kernel computes (for wave quantisation)"),
     )
 }

@@ -20,7 +20,13 @@ Fusions modelled (TensorRT's documented ones that dpedge graphs meet):
 Everything else (Transpose, Concat, Slice, Gather, Resize, reductions, Expand, Pad, …) is
 a kernel of its own on the CUDA cores, and so is a depthwise convolution (one input channel
 per group: no matrix product for the tensor cores). An `If` costs `branch_overhead_us` and only the
-taken branch runs (TensorRT's IIfConditional evaluates its branches lazily).
+taken branch runs (TensorRT's IIfConditional evaluated lazily: `GraphRoofline`).
+
+What dpedge builds for TensorRT from a pruned graph is a split bundle (`BundleRoofline`): the
+router engine, a host dispatch (`dispatch_overhead_us`), the branch engine; with a CUDA graph
+per engine each kernel costs `cuda_graph_kernel_us` instead of `kernel_overhead_us`, plus
+`cuda_graph_launch_us` per engine. `BundleRoofline.eager_ms` prices the single-`If` engine as
+others measured TensorRT running it: every branch's layers, whichever is taken.
 """
 
 from __future__ import annotations
@@ -259,6 +265,39 @@ class GraphRoofline:
         kernel.compute_ms = kernel.operations / (rate * constant("compute_efficiency") * kernel.utilisation) * 1e3
         kernel.memory_ms = kernel.bytes / (device.bytes_per_second() * constant("memory_efficiency")) * 1e3
         kernel.overhead_ms = constant("kernel_overhead_us") / 1e3
+
+
+class BundleRoofline:
+    """The split bundle of a pruned graph (runtime/split.py) priced on `device`: per branch
+    (`routes`, as GraphRoofline's), the router engine's kernels, the host dispatch, the
+    branch engine's kernels."""
+
+    def __init__(self, model: onnx.ModelProto, device: Device) -> None:
+        from dynaprune_edge.runtime.split import split_routed_graph
+
+        graphs = split_routed_graph(model)
+        self.router = GraphRoofline(graphs.router, device).routes[0]
+        self.branches = [GraphRoofline(graph, device).routes[0] for graph in graphs.branches]
+        dispatch = Kernel("host dispatch", ["dispatch"], overhead_ms=constant("dispatch_overhead_us") / 1e3)
+        self.routes = [[*self.router, dispatch, *branch] for branch in self.branches]
+
+    @staticmethod
+    def engine_ms(kernels: list[Kernel], cuda_graph: bool) -> float:
+        """One engine's kernels, launched one by one or as one captured CUDA graph."""
+        if not cuda_graph:
+            return sum(k.ms for k in kernels)
+        return sum(max(k.compute_ms, k.memory_ms) + constant("cuda_graph_kernel_us") / 1e3 for k in kernels) + constant("cuda_graph_launch_us") / 1e3
+
+    def route_ms(self, cuda_graph: bool = False) -> list[float]:
+        """Per branch: the router engine, the host dispatch, the branch engine."""
+        router = self.engine_ms(self.router, cuda_graph) + constant("dispatch_overhead_us") / 1e3
+        return [router + self.engine_ms(branch, cuda_graph) for branch in self.branches]
+
+    def eager_ms(self) -> float:
+        """The single-If engine if TensorRT runs every branch's layers (NVIDIA/TensorRT#4402):
+        the router, every branch and one If overhead per link of the chain, for any sample."""
+        links = len(self.branches) - 1
+        return sum(k.ms for k in self.router) + sum(k.ms for branch in self.branches for k in branch) + links * constant("branch_overhead_us") / 1e3
 
 
 def walk(graph: onnx.GraphProto):

@@ -127,3 +127,25 @@ def test_a_dynamic_shape_is_refused():
 def test_the_documented_constants_table_is_the_one_the_emulator_uses():
     assert constants_markdown() in DOCS.read_text(), "docs/orin-emulator.md: paste the output of constants_markdown()"
     assert all(c.source for c in CONSTANTS.values())
+
+
+@pytest.mark.parametrize("shortcut", [False, True], ids=["region-routed", "width-routed"])
+def test_a_pruned_graph_is_priced_as_its_split_bundle_runs(routed_toy, shortcut):
+    """Per branch: the router engine, one host dispatch, that branch's engine alone; the
+    single-If engine run eagerly costs every branch for any sample; CUDA graphs trade each
+    kernel's launch for one graph launch per engine."""
+    from dynaprune_edge.cost.roofline import BundleRoofline
+    from dynaprune_edge.runtime.split import split_routed_graph
+
+    graph, device = routed_toy.make(shortcut), Device.chosen()
+    bundle = BundleRoofline(graph, device)
+    cut = split_routed_graph(graph)
+    router = sum(GraphRoofline(cut.router, device).route_ms())
+    branches = [sum(GraphRoofline(g, device).route_ms()) for g in cut.branches]
+    dispatch = CONSTANTS["dispatch_overhead_us"].value / 1e3
+    assert bundle.route_ms() == pytest.approx([router + dispatch + ms for ms in branches])
+    assert bundle.eager_ms() == pytest.approx(router + sum(branches) + (len(branches) - 1) * CONSTANTS["branch_overhead_us"].value / 1e3)
+    kernels = [len(bundle.router) + len(branch) for branch in bundle.branches]
+    saved = [(CONSTANTS["kernel_overhead_us"].value - CONSTANTS["cuda_graph_kernel_us"].value) * k / 1e3 - 2 * CONSTANTS["cuda_graph_launch_us"].value / 1e3
+             for k in kernels]
+    assert np.subtract(bundle.route_ms(), bundle.route_ms(cuda_graph=True)) == pytest.approx(saved)

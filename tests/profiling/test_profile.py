@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dynaprune_edge.bench.orin import RECORDED
 from dynaprune_edge.cost.orin import Device
-from dynaprune_edge.cost.roofline import GraphRoofline
+from dynaprune_edge.cost.roofline import BundleRoofline, GraphRoofline
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.files import sha256_file
 from dynaprune_edge.profiling.report import DPI, FIGURE_INCHES, PLOTS
@@ -191,10 +191,11 @@ def routed_toy_graph(folder: Path, toy_manifest) -> Path:
         helper.make_node("ReduceMean", ["frames"], ["mean"], name="router/mean", keepdims=0),
         helper.make_node("Greater", ["mean", "zero"], ["busy"], name="router/busy"),
         helper.make_node("Cast", ["busy"], ["bucket"], name="router/bucket", to=TensorProto.INT64),
-        helper.make_node("Not", ["busy"], ["calm_cond"], name="router/calm"),
-        helper.make_node("If", ["calm_cond"], ["forecast", "flops"], name="router/branch", then_branch=calm, else_branch=stormy),
+        helper.make_node("Equal", ["bucket", "first"], ["calm_cond"], name="router/branch/Equal"),
+        helper.make_node("If", ["calm_cond"], ["forecast", "flops"], name="router/branch/If", then_branch=calm, else_branch=stormy),
     ]
-    inits = [numpy_helper.from_array(np.array([1, 16, 64, 64], np.int64), "maps_shape"), numpy_helper.from_array(np.float32(0), "zero")]
+    inits = [numpy_helper.from_array(np.array([1, 16, 64, 64], np.int64), "maps_shape"), numpy_helper.from_array(np.float32(0), "zero"),
+             numpy_helper.from_array(np.array(0, np.int64), "first")]
     manifest = toy_manifest(shape, buckets=[Bucket([0, 0], 0, {}, calm_flops), Bucket([1, 1], 0, {}, stormy_flops)], dense_flops=stormy_flops)
     graph = helper.make_graph(nodes, "routed", [helper.make_tensor_value_info("frames", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, shape), helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
@@ -214,10 +215,12 @@ def test_the_emulator_follows_the_branch_each_sample_takes(tmp_path, toy_manifes
     assert list(result.bucket) == [0, 1]
     calm_ms, stormy_ms = (backend.emulated_ms(int(b)) for b in result.bucket)
     assert (stormy_ms - calm_ms) * (result.flops[1] - result.flops[0]) > 0, "the busier sample's branch executes more and must cost more"
-    # the stormy branch's two convolutions priced on their own, plus the router's kernels and the If
-    routes = GraphRoofline(onnx.load(path), device).routes
-    assert [k.ops for k in routes[1]] == [["ReduceMean"], ["Greater", "Cast", "Not"], ["If"], ["Conv"], ["Conv"]]
+    # as the split bundle runs it: the router's kernels, the host dispatch, the stormy branch's two convolutions
+    routes = BundleRoofline(onnx.load(path), device).routes
+    assert [k.ops for k in routes[1]] == [["ReduceMean"], ["Greater", "Cast"], ["dispatch"], ["Conv"], ["Conv"]]
     assert stormy_ms == pytest.approx(sum(k.ms for k in routes[1]))
+    lazy = GraphRoofline(onnx.load(path), device).routes  # the single graph as one engine, only the taken branch run
+    assert [k.ops for k in lazy[1]] == [["ReduceMean"], ["Greater", "Cast", "Equal"], ["If"], ["Conv"], ["Conv"]]
     slower = [load(path, "orin-emu", 1, Device("agx-orin-64gb", mode, "fp16")).emulated_ms(1) for mode in ("MAXN", "30W", "15W")]
     assert slower[0] < slower[1] < slower[2]
 
