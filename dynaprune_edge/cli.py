@@ -655,6 +655,20 @@ def bench_orin(
     orin.bench(out, as_json, console)
 
 
+@bench_app.command("gpu-check")
+def bench_gpu_check(
+    out: Annotated[Path, typer.Option(help="Directory for the small model, its export, its engines and gpu-check.json.")] = Path("runs/gpu-check"),
+    steps: Annotated[int, typer.Option(min=1, max=100000, help="Optimizer steps of the small width-routed SimVP (NYC bike sample data).")] = 200,
+    device: Annotated[str, typer.Option(help="auto: TensorRT where it imports, else PyTorch on the CUDA GPU, else this CPU; cuda or cpu: the PyTorch proxy there.")] = "auto",
+    runs: Annotated[int, typer.Option(min=1, max=100000, help="Timed runs of each graph or branch.")] = 200,
+) -> None:
+    """The split layout on this machine's GPU against the single routed graph, per branch, beside orin-emu's prediction (scripts/gpu_check.sh; a few minutes)."""
+    check_writable(out, "--out", folder=True)
+    from dynaprune_edge.bench import gpu_check
+
+    gpu_check.check(out, steps, device, runs, console)
+
+
 @bench_app.command("trtexec")
 def bench_trtexec(
     log: Annotated[Path, typer.Argument(help="The output of a trtexec run (e.g. the command `dpedge export --trt` prints, run on the Jetson).")],
