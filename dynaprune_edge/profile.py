@@ -325,6 +325,15 @@ def print_profile(result: Profile, console: Console) -> None:
                            f"{row[f'{kind}_ms_mean']:.3f}", "–" if row["kept_regions_mean"] is None else f"{row['kept_regions_mean']:.1f}")
     console.print(halves)
     console.print(f"[dim]data: {result.data}[/dim]")
+    if "bundle_phases" in summary:
+        phases = Table(title="the TensorRT bundle, per branch: where a sample's time goes (mean ms)",
+                       caption="router and branch: their engines on the GPU (CUDA events); dispatch: the index read back and the choice, on the host")
+        for column in ("branch", "computes", "samples", "router", "dispatch", "branch engine", "total"):
+            phases.add_column(column, justify="right")
+        for row in summary["bundle_phases"]:
+            phases.add_row(str(row["branch"]), result.manifest.computes(row["branch"]), str(row["samples"]),
+                           *(f"{row[key]:.3f}" for key in ("router_ms", "dispatch_ms", "branch_ms", "total_ms")))
+        console.print(phases)
     if result.trtexec:
         print_device_runs(summary["trtexec"], console)
     if result.power is not None:

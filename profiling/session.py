@@ -77,6 +77,7 @@ class Profile:
     trtexec: dict[str, TrtexecRun] = field(default_factory=dict)  # "sparse"/"dense" → its engine's trtexec run
     calibrations: dict[str, Calibration] = field(default_factory=dict)  # orin-emu: those runs on another GPU, scaled to the Orin
     power: PowerProfile | None = None  # measured on the device, each model running alone (profiling.power)
+    phases: list[dict] = field(default_factory=list)  # a TensorRT bundle: per sample, router, dispatch and branch ms
 
     @property
     def speedup(self) -> float:
@@ -178,6 +179,7 @@ class Profile:
             **({"emulated_kernels": self.kernels} if self.kernels else {}),
             **({"trtexec": self.on_device()} if self.trtexec else {}),
             **({"power": self.power.summary()} if self.power is not None else {}),
+            **({"bundle_phases": phase_summary(self.phases, self.bucket)} if self.phases else {}),
             "samples": [
                 {"sample": i, "activity": float(a), "branch": int(b), "flops": float(f),
                  f"sparse_{self.latency_kind}_ms": float(s), f"dense_{self.latency_kind}_ms": float(d),
@@ -185,6 +187,16 @@ class Profile:
                 for i, (a, b, f, s, d) in enumerate(zip(self.activity, self.bucket, self.flops, self.sample_sparse_ms, self.sample_dense_ms))
             ],
         }
+
+
+def phase_summary(phases: list[dict], buckets: np.ndarray) -> list[dict]:
+    """Per branch the samples took: the mean router, dispatch and branch ms of a bundle."""
+    rows = []
+    for branch in np.unique(buckets):
+        taken = [p for p, b in zip(phases, buckets) if b == branch and p]
+        if taken:
+            rows.append({"branch": int(branch), "samples": len(taken), **{key: float(np.mean([p[key] for p in taken])) for key in taken[0]}})
+    return rows
 
 
 def per_sample(ms: np.ndarray, samples: int) -> np.ndarray:
@@ -210,6 +222,7 @@ def profile(
         raise ConfigError("the model and its dense twin must be profiled on the same backend")
     result = sparse.run(frames)
     count = len(frames)
+    phases: list[dict] = []
     if sparse.emulated:
         dense_buckets = dense.run(frames).bucket
         sample_sparse = np.array([sparse.emulated_ms(int(b)) for b in result.bucket])
@@ -224,6 +237,10 @@ def profile(
         dense_ms, sparse_ms = interleaved_latency([dense.run_one, sparse.run_one], frames, max(runs, count), repeat, warmup, advance)
         sample_sparse, sample_dense = per_sample(sparse_ms, count), per_sample(dense_ms, count)
         kind, kernels = MEASURED, {}
+        if hasattr(sparse, "last_phases"):  # TensorRT: one more pass for each sample's phases (a bundle's; none for one engine)
+            for sample in frames:
+                sparse.run_one(sample[None])
+                phases.append(dict(sparse.last_phases))
         turns = "strict turns" if repeat == 1 else f"each timed after {repeat - 1} untimed runs of its own"
         label = f"measured: wall-clock per sample on {sparse.describe().get('device', 'this machine')}, batch 1, interleaved with the dense twin ({turns})"
     return Profile(
@@ -243,4 +260,5 @@ def profile(
         frames=frames,
         data=data,
         kernels=kernels,
+        phases=phases if any(phases) else [],
     )

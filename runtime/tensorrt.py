@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -422,7 +423,10 @@ class BundleExecution:
     router's handoff tensors where the router left them; only the branch index comes back
     to the host between the two (a 4- or 8-byte copy and a stream synchronisation). The
     contexts share one scratch block, the largest engine's need: the bundle's memory is
-    that of its largest branch, not the sum."""
+    that of its largest branch, not the sum. Each sample's latency is split (`last_phases`):
+    the router engine and the branch engine on the GPU (CUDA events on the stream), and the
+    dispatch between them on the host (the index copied back, the synchronisation, the
+    choice)."""
 
     def __init__(self, trt: ModuleType, cuda: ModuleType, engines: dict[str, object], manifest: Manifest, api: TrtApi, path: Path,
                  trained_budget: float | None) -> None:
@@ -456,6 +460,9 @@ class BundleExecution:
                 self.bindings[role] = [int(self.device[tensor.name]) for tensor in io[role]]
             self.contexts[role] = context
         self.router_inputs = [t.name for t in io["router"] if t.is_input]
+        self.events = [cuda.Event() for _ in range(4)]  # router start/end, branch start/end on the stream
+        self.last_phases: dict[str, float] = {}  # the last sample's (run) split of its latency
+
 
     def enqueue(self, role: str) -> None:
         context = self.contexts[role]
@@ -477,19 +484,31 @@ class BundleExecution:
         np.copyto(self.host[INPUT], frames, casting="same_kind")
         self.cuda.memcpy_htod_async(self.device[INPUT], self.host[INPUT], self.stream)
         if "bypass" in self.contexts and budget is not None and budget >= 1.0:
+            self.last_phases = {}  # one engine, no router: nothing to split
             self.enqueue("bypass")
             self.fetch(FORECAST, FLOPS, BUCKET)
             return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), int(self.host[BUCKET])
         if BUDGET in self.router_inputs:
             self.host[BUDGET][...] = budget
             self.cuda.memcpy_htod_async(self.device[BUDGET], self.host[BUDGET], self.stream)
+        router_start, router_end, branch_start, branch_end = self.events
+        started = time.perf_counter()
+        router_start.record(self.stream)
         self.enqueue("router")
+        router_end.record(self.stream)
         self.fetch(BUCKET)
+        routed = time.perf_counter()
         bucket = int(self.host[BUCKET])
         if f"branch{bucket}" not in self.contexts:
             raise DataError(f"the router chose branch {bucket}, which the bundle does not hold: rebuild it")
+        branch_start.record(self.stream)
         self.enqueue(f"branch{bucket}")
+        branch_end.record(self.stream)
         self.fetch(FORECAST, FLOPS)
+        finished = time.perf_counter()
+        router_gpu = router_start.time_till(router_end)
+        self.last_phases = {"router_ms": router_gpu, "dispatch_ms": max((routed - started) * 1e3 - router_gpu, 0.0),
+                            "branch_ms": branch_start.time_till(branch_end), "total_ms": (finished - started) * 1e3}
         return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), bucket
 
 
@@ -559,6 +578,12 @@ class TensorRTBackend(Backend):
         elif budget is not None:
             raise ConfigError("this single TensorRT engine runs a width-routed model at the budget it was trained for: build the "
                               "split bundle (dpedge engine MODEL.onnx) to choose the budget at run time")
+
+    @property
+    def last_phases(self) -> dict[str, float]:
+        """A bundle's split of the last sample's latency (router, dispatch, branch ms); {}
+        for a single engine."""
+        return self.execution.last_phases if isinstance(self.execution, BundleExecution) else {}
 
     def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
         if isinstance(self.execution, BundleExecution):

@@ -51,6 +51,16 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
     def memcpy_dtoh_async(host, device, stream):
         host[...] = np.frombuffer(memory[int(device)].tobytes(), host.dtype).reshape(host.shape)
 
+    clock = itertools.count()
+
+    class Event:  # a CUDA event: its time is when it was recorded, one tick (0.5 ms) per record
+        def record(self, stream):
+            self.at = next(clock) * 0.5
+
+        def time_till(self, other):
+            return other.at - self.at
+
+    cuda.Event = Event
     cuda.mem_alloc, cuda.pagelocked_empty = mem_alloc, lambda size, dtype: np.empty(size, dtype)
     cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
     cuda.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: log.append("synchronize"))
@@ -347,3 +357,18 @@ def test_without_tensorrt_the_bundle_is_built_on_the_device_by_dpedge_engine(rou
     outcome = build_or_explain(path, manifest, "fp16", None, None)
     assert outcome.engine_path is None and outcome.command == "dpedge engine model.onnx --precision fp16"
     assert "build the bundle on the Jetson" in outcome.reason
+
+
+def test_profile_splits_each_samples_time_into_router_dispatch_and_branch(tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch):
+    from dynaprune_edge.profiling.session import profile
+
+    path, manifest, _ = routed_export
+    bundle = load(build_or_explain(path, manifest, "fp16", None, None).engine_path, backend="trt")
+    frames = samples(routed_toy)
+    result = profile(bundle, bundle, frames, runs=len(frames), warmup=0, data="test windows")
+    phases = result.summary()["bundle_phases"]
+    assert [row["branch"] for row in phases] == list(range(routed_toy.branches))
+    assert sum(row["samples"] for row in phases) == len(frames)
+    for row in phases:
+        assert (row["router_ms"], row["branch_ms"]) == (0.5, 0.5), "the GPU times come from the events around each engine"
+        assert row["total_ms"] >= row["dispatch_ms"] >= 0
