@@ -121,12 +121,12 @@ def _typed(name: str, types: dict[str, onnx.ValueInfoProto], as_name: str | None
 
 
 def _extract(
-    levels: list[_Level], extra: list[onnx.NodeProto], alias: dict[str, str], wanted: list[tuple[str, str]],
-    stop: set[str], top: onnx.GraphProto, types: dict[str, onnx.ValueInfoProto], name: str, opset,
+    levels: list[_Level], alias: dict[str, str], wanted: list[tuple[str, str]], stop: set[str], top: onnx.GraphProto,
+    types: dict[str, onnx.ValueInfoProto], name: str, opset,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """The graph computing `wanted` ((tensor, output name) pairs) from the nodes of
-    `levels` and `extra` (If outputs read through `alias`), the top-level graph's inputs,
-    and the `stop` tensors, which become inputs; returns it and the `stop` tensors it reads."""
+    `levels` (If outputs read through `alias`), the top-level graph's inputs, and the
+    `stop` tensors, which become inputs; returns it and the `stop` tensors it reads."""
 
     def resolve(tensor: str) -> str:
         while tensor in alias:
@@ -134,17 +134,16 @@ def _extract(
         return tensor
 
     producers = {out: node for level in levels for node in level.nodes for out in node.output}
-    producers.update({out: node for node in extra for out in node.output})
     initializers = {i.name: i for level in levels for i in level.graph.initializer}
     graph_inputs = {i.name for i in top.input}
-    nodes, seen, inputs, used_initializers = [], set(), [], []
+    nodes, emitted_nodes, seen, inputs, used_initializers = [], set(), set(), [], []
 
     def need(tensor: str) -> None:
         tensor = resolve(tensor)
         if not tensor or tensor in seen:
             return
         seen.add(tensor)
-        if tensor in stop or (tensor in graph_inputs):
+        if tensor in stop or tensor in graph_inputs:
             inputs.append(tensor)
             if tensor in initializers:  # an optional input: its default comes along
                 used_initializers.append(initializers[tensor])
@@ -154,7 +153,8 @@ def _extract(
             node = producers[tensor]
             for source in node.input:
                 need(source)
-            if id(node) not in {id(n) for n in nodes}:
+            if id(node) not in emitted_nodes:  # a node of several outputs is reached once per output
+                emitted_nodes.add(id(node))
                 nodes.append(node)
         else:
             raise ConfigError(f"cannot split the routed graph: tensor {tensor!r} has no producer on the branch's path")
@@ -215,14 +215,16 @@ def split_routed_graph(model: onnx.ModelProto) -> SplitGraphs:
     final_outputs = [(o.name, o.name) for o in top.output if o.name in (FORECAST, FLOPS)]
     branches, handoff = [], []
     for position in range(len(links) + 1):
-        leaf_path = [(None, link, 1) for link in links[:position]] + ([(None, links[position], 0)] if position < len(links) else [])
+        # branch k: the else side of links 0…k−1, then the then side of link k; the last branch: every else side
+        last = position == len(links)
+        leaf_path = [(None, link, 1) for link in links[:position]] + ([] if last else [(None, links[position], 0)])
         leaf_alias = dict(alias)
         _aliases(leaf_path, leaf_alias)
-        leaf = _Level(_branches(links[min(position, len(links) - 1)])[0 if position < len(links) else 1])
-        graph, reads = _extract(outer + [leaf], [], leaf_alias, final_outputs, stop, top, types, f"dpedge-branch{position}", opset)
+        leaf = _Level(_branches(links[-1])[1] if last else _branches(links[position])[0])
+        graph, reads = _extract(outer + [leaf], leaf_alias, final_outputs, stop, top, types, f"dpedge-branch{position}", opset)
         branches.append(graph)
         handoff.extend(r for r in reads if r not in handoff)
-    router, _ = _extract(outer, [], alias, [(index, BUCKET), *((h, h) for h in handoff)], set(), top, types, "dpedge-router", opset)
+    router, _ = _extract(outer, alias, [(index, BUCKET), *((h, h) for h in handoff)], set(), top, types, "dpedge-router", opset)
     return SplitGraphs(router, branches, handoff, _bypass(top, path, types, opset))
 
 
@@ -239,7 +241,7 @@ def _bypass(top: onnx.GraphProto, path, types, opset) -> onnx.ModelProto | None:
     _aliases([(graph, node, 1 - side)], alias)
     wanted = [(o.name, o.name) for o in top.output if o.name in (FORECAST, FLOPS, BUCKET)]
     router_tensors = {out for n in graph.node if n.name.startswith(ROUTER_SCOPE) for out in n.output}
-    model, reads = _extract([_Level(top), _Level(other)], [], alias, wanted, router_tensors, top, types, "dpedge-bypass", opset)
+    model, reads = _extract([_Level(top), _Level(other)], alias, wanted, router_tensors, top, types, "dpedge-bypass", opset)
     if reads:
         raise ConfigError("cannot split the routed graph: the side of its outer If that skips the router reads the router's tensors")
     return model

@@ -105,7 +105,7 @@ def build_or_explain(
     check_jetpack(jetpack)
     if workspace_mib < 1:
         raise ConfigError(f"the TensorRT workspace must be ≥ 1 MiB, got {workspace_mib}")
-    layout = layout or ("single" if manifest.mode == "dense" else "split")
+    layout = ("single" if manifest.mode == "dense" else "split") if layout is None else layout
     if layout not in LAYOUTS or (layout == "split" and manifest.mode == "dense"):
         raise ConfigError(f"--layout must be single, or split for a pruned graph; got {layout} for a {manifest.mode} graph")
     if layout == "split" and precision == "int8":

@@ -84,6 +84,7 @@ WORK: tuple[tuple[str, str, str], ...] = (
     ("dynaprune_edge.bench.training", "compare", "training the benchmark's models"),
     ("dynaprune_edge.bench.layout", "masks_row", "timing the layout benchmark"),
     ("dynaprune_edge.bench.orin", "exported", "building the reference networks"),
+    ("dynaprune_edge.bench.gpu_check", "trained_model", "training the gpu check's model"),
 )
 """(module, attribute, what it starts): where each command's expensive work begins."""
 
@@ -628,6 +629,8 @@ BASES: dict[str, Base] = {
                            "training the benchmark's models"),
     "bench layout": Base(("bench", "layout", "--runs", "1"), (), "timing the layout benchmark"),
     "bench orin": Base(("bench", "orin", "--out", "$S/bench"), (), "building the reference networks"),
+    "bench gpu-check": Base(("bench", "gpu-check", "--out", "$S/bench", "--steps", "1", "--runs", "1", "--device", "cpu"), (),
+                            "training the gpu check's model"),
 }
 
 

@@ -86,7 +86,7 @@ OPTIONS: dict[str, dict[str, object]] = {
         "--samples": Count(1), "--warmup": Count(0), "--runs": Count(1), "--repeat": Count(1), "--threads": Count(1),
         "--trtexec-log": InputFile(".log"), "--dense-trtexec-log": InputFile(".log"), "--frames": InputFile(".frames.npz"),
         "--power": Choice(METERS), "--power-seconds": Positive(), "--idle-seconds": NonNegative(), "--power-interval": Count(10),
-        "--report": OutputFolder(), "--budget": UNIT,
+        "--report": OutputFolder(), "--budget": UNIT, "--layout": Choice(("single", "split")),
     },
     "profile --backend orin-emu": {
         "--module": Choice(MODULES), "--power-mode": Choice(POWER_MODES), "--precision": Choice(PRECISIONS), "--calibrate": Choice(("cuda",)),
@@ -106,7 +106,8 @@ OPTIONS: dict[str, dict[str, object]] = {
     },
     "deploy --profile": {"--report": OutputFolder(), "--data": DataPath(".npz"), "--samples": Count(1)},
     "deploy --profile --build-engine": {"--power-mode": Choice(POWER_MODES)},
-    "engine": {"MODEL": InputFile(".onnx"), "--precision": Choice(PRECISIONS), "--frames": InputFile(".frames.npz")},
+    "engine": {"MODEL": InputFile(".onnx"), "--precision": Choice(PRECISIONS), "--frames": InputFile(".frames.npz"),
+               "--layout": Choice(("single", "split"))},
     "bench trtexec": {"LOG": InputFile(".log")},
     "bench accuracy": {"--out": OutputFolder(), "--steps": Count(1), "--budget": UNIT, "--backbone": Choice(BACKBONES), "--knmi": KNMI},
     "bench latency": {
@@ -124,6 +125,7 @@ OPTIONS: dict[str, dict[str, object]] = {
     },
     "bench layout": {"--runs": Count(1)},
     "bench orin": {"--out": OutputFolder()},
+    "bench gpu-check": {"--out": OutputFolder(), "--steps": Count(1), "--device": Choice(("auto", "cuda", "cpu")), "--runs": Count(1)},
 }
 """For each valid command line of BASES, the options to fuzz and what their values must be."""
 
