@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -36,3 +41,12 @@ def test_a_gpu_asked_for_where_there_is_none_is_refused_in_one_line(tmp_path):
         gpu_check.check(tmp_path, 1, "cuda", 1, Console())
     with pytest.raises(ConfigError, match="--device must be auto, cuda or cpu"):
         gpu_check.check(tmp_path, 1, "tpu", 1, Console())
+
+
+def test_the_gpu_check_script_is_shellcheck_clean():
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+    assert os.access(script, os.X_OK), "scripts/gpu_check.sh must be executable"
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (Debian: apt install shellcheck; make system-deps installs it)")
+    result = subprocess.run(["shellcheck", "--severity=style", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
