@@ -36,6 +36,7 @@ class OrinEmuBackend(OrtBackend):
         from dynaprune_edge.cost.roofline import GraphRoofline
 
         from dynaprune_edge.cost.roofline import BundleRoofline
+        from dynaprune_edge.runtime.split import split_routed_graph
 
         backend = super().load(path, threads)
         backend.device_model = device or Device.chosen()
@@ -48,7 +49,8 @@ class OrinEmuBackend(OrtBackend):
         if backend.manifest.mode == "dense":
             backend.route_ms = np.asarray(backend.layouts_ms["single If, lazy"])
             return backend
-        backend.roofline = BundleRoofline(graph, backend.device_model)  # what the trt backend runs: its kernels are the report's
+        cut = split_routed_graph(graph)
+        backend.roofline = BundleRoofline(cut.router, cut.branches, backend.device_model)  # what the trt backend runs: the report's kernels
         backend.layouts_ms |= {"split bundle": backend.roofline.route_ms(), "split bundle, CUDA graphs": backend.roofline.route_ms(cuda_graph=True),
                                "single If, eager (every branch runs)": [backend.roofline.eager_ms()] * routes}
         backend.route_ms = np.asarray(backend.layouts_ms["split bundle"])

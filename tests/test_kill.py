@@ -485,7 +485,7 @@ def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_
     pair, and refuses a new engine beside the old metadata in one line."""
     old_folder = tmp_path / "old"
     old_folder.mkdir()
-    manifest = toy_manifest(SHAPE, backbone="simvp", dataset="synthetic", width_levels=[0.5, 1.0])
+    manifest = toy_manifest(SHAPE, backbone="simvp", dataset="synthetic", width_levels=[0.5, 1.0], mode="dense")  # one engine
     nodes = [helper.make_node("Identity", ["frames"], ["forecast"]),
              helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
              helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64)))]

@@ -268,16 +268,13 @@ class GraphRoofline:
 
 
 class BundleRoofline:
-    """The split bundle of a pruned graph (runtime/split.py) priced on `device`: per branch
-    (`routes`, as GraphRoofline's), the router engine's kernels, the host dispatch, the
-    branch engine's kernels."""
+    """The split bundle of a pruned graph priced on `device`, from its router graph and
+    branch graphs (runtime/split.py cuts them): per branch (`routes`, as GraphRoofline's),
+    the router engine's kernels, the host dispatch, the branch engine's kernels."""
 
-    def __init__(self, model: onnx.ModelProto, device: Device) -> None:
-        from dynaprune_edge.runtime.split import split_routed_graph
-
-        graphs = split_routed_graph(model)
-        self.router = GraphRoofline(graphs.router, device).routes[0]
-        self.branches = [GraphRoofline(graph, device).routes[0] for graph in graphs.branches]
+    def __init__(self, router: onnx.ModelProto, branches: list[onnx.ModelProto], device: Device) -> None:
+        self.router = GraphRoofline(router, device).routes[0]
+        self.branches = [GraphRoofline(graph, device).routes[0] for graph in branches]
         dispatch = Kernel("host dispatch", ["dispatch"], overhead_ms=constant("dispatch_overhead_us") / 1e3)
         self.routes = [[*self.router, dispatch, *branch] for branch in self.branches]
 

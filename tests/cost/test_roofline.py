@@ -138,8 +138,8 @@ def test_a_pruned_graph_is_priced_as_its_split_bundle_runs(routed_toy, shortcut)
     from dynaprune_edge.runtime.split import split_routed_graph
 
     graph, device = routed_toy.make(shortcut), Device.chosen()
-    bundle = BundleRoofline(graph, device)
     cut = split_routed_graph(graph)
+    bundle = BundleRoofline(cut.router, cut.branches, device)
     router = sum(GraphRoofline(cut.router, device).route_ms())
     branches = [sum(GraphRoofline(g, device).route_ms()) for g in cut.branches]
     dispatch = CONSTANTS["dispatch_overhead_us"].value / 1e3

@@ -22,6 +22,7 @@ from dynaprune_edge.files import sha256_file
 from dynaprune_edge.profiling.report import DPI, FIGURE_INCHES, PLOTS
 from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.manifest import Bucket
+from dynaprune_edge.runtime.split import split_routed_graph
 
 SMALL = ["--samples", "12", "--runs", "24"]
 SAMPLES = Path(__file__).parent / "samples"  # recorded trtexec output, SOURCES.md says from where
@@ -216,7 +217,8 @@ def test_the_emulator_follows_the_branch_each_sample_takes(tmp_path, toy_manifes
     calm_ms, stormy_ms = (backend.emulated_ms(int(b)) for b in result.bucket)
     assert (stormy_ms - calm_ms) * (result.flops[1] - result.flops[0]) > 0, "the busier sample's branch executes more and must cost more"
     # as the split bundle runs it: the router's kernels, the host dispatch, the stormy branch's two convolutions
-    routes = BundleRoofline(onnx.load(path), device).routes
+    cut = split_routed_graph(onnx.load(path))
+    routes = BundleRoofline(cut.router, cut.branches, device).routes
     assert [k.ops for k in routes[1]] == [["ReduceMean"], ["Greater", "Cast"], ["dispatch"], ["Conv"], ["Conv"]]
     assert stormy_ms == pytest.approx(sum(k.ms for k in routes[1]))
     lazy = GraphRoofline(onnx.load(path), device).routes  # the single graph as one engine, only the taken branch run
