@@ -18,11 +18,12 @@ from dynaprune_edge.export.subnetwork import SubNetwork
 from dynaprune_edge.models import DynaPruner
 from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
 
-GRAPH_REVISION = 2
+GRAPH_REVISION = 3
 """The operator patterns `build_graph` emits, numbered: a cost table times them, so one
 measured for an earlier revision no longer prices what is exported (export/cost_table.py
 refuses it and measures again). 2: whole-map region masks in the feature's blocked shape
-(`RegionOps.blocked_region_mask`)."""
+(`RegionOps.blocked_region_mask`); 3: the width router in fewer operators
+(`WidthRouter.lower`)."""
 
 
 def frames_shape(shape, frames: int) -> tuple[int, ...]:

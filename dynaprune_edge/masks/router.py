@@ -148,11 +148,13 @@ class WidthRouter(nn.Module):
         op, const = graph.op, graph.const
         axes = const([2, 3])
         scores = op("Sigmoid", logits, scope=scope)
+        total = op("ReduceSum", scores, axes, scope=scope, keepdims=0)  # once: the pooling's weight and, over the area, S's mean
         pooled = op("Div", op("ReduceSum", op("Mul", features, scores, scope=scope), axes, scope=scope, keepdims=0),
-                    op("Max", op("ReduceSum", scores, axes, scope=scope, keepdims=0), const(np.float32(1e-6)), scope=scope), scope=scope)
-        area = const(np.float32(regions))
-        mean = op("Div", op("ReduceSum", features, axes, scope=scope, keepdims=0), area, scope=scope)
-        mean_score = op("Div", op("ReduceSum", scores, axes, scope=scope, keepdims=0), area, scope=scope)
+                    op("Max", total, const(np.float32(1e-6)), scope=scope), scope=scope)
+        # one kernel, where ReduceSum then Div are two (ReduceMean's axes became an input at opset 18)
+        mean = (op("ReduceMean", features, scope=scope, axes=[2, 3], keepdims=0) if graph.opset < 18
+                else op("ReduceMean", features, axes, scope=scope, keepdims=0))
+        mean_score = op("Div", total, const(np.float32(regions)), scope=scope)
         peak_score = graph.reduce("ReduceMax", op("Reshape", scores, const([1, regions]), scope=scope), 1, scope)
         summary = op("Concat", pooled, mean, mean_score, peak_score, scope=scope, axis=1)
         first, last = self.head[0], self.head[2]
@@ -160,11 +162,15 @@ class WidthRouter(nn.Module):
                                scope=scope), scope=scope)
         out = op("Gemm", hidden, const(last.weight.detach().numpy().T, "router"), const(last.bias.detach().numpy(), "router"), scope=scope)
         predicted = op("Softplus", out, scope=scope)
-        grid = const(BUDGET_GRID.astype(np.float32))
-        reached = op("Cast", op("LessOrEqual", grid, budget, scope=scope), scope=scope, to=graph.FLOAT)
-        index = op("Max", op("Sub", op("ReduceSum", reached, scope=scope, keepdims=1), const(np.float32([1])), scope=scope),
-                   const(np.float32([0])), scope=scope)
-        price = op("Gather", const(self.prices.numpy().astype(np.float32)), op("Cast", index, scope=scope, to=graph.INT64), scope=scope)
+        # The price of the largest grid budget at or below `budget` (the first one below the
+        # grid): prices never rise with the budget (`calibrate`), so it is the least price of
+        # the budgets reached, the first always among them. Exactly that float, in two kernels
+        # (a Gather at a computed index took five).
+        grid = BUDGET_GRID.astype(np.float32).copy()
+        grid[0] = -np.inf
+        reached = op("LessOrEqual", const(grid), budget, scope=scope)
+        candidates = op("Where", reached, const(self.prices.numpy().astype(np.float32)), const(np.float32(np.inf)), scope=scope)
+        price = graph.reduce("ReduceMin", candidates, 0, scope)  # (1,)
         costs = self.costs.numpy().astype(np.float32)
         score = op("Add", predicted, op("Mul", price, const(costs), scope=scope), scope=scope)
         if not bool(self.allowed().all()):
