@@ -87,6 +87,12 @@ class Manifest:
     def input(self) -> TensorSpec:
         return self.inputs[0]
 
+    @property
+    def trained_budget(self) -> float | None:
+        """A width-routed graph's trained budget (what its `budget` input defaults to); None
+        for the other modes."""
+        return self.budget.get("trained") if self.mode == "widths" else None
+
     def computes(self, branch: int) -> str:
         """What sub-network `branch` computes, in words: a width level (or persistence) of a
         width-routed graph, or the range of kept-region counts routed to it."""

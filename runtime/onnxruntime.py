@@ -101,7 +101,7 @@ def split_sessions(path: Path, manifest: Manifest, open_graph):
         raise ConfigError("the split layout cuts the graph with onnx: pip install 'dynaprune-edge[export]'") from None
     from dynaprune_edge.runtime.split import SplitSessions, split_routed_graph
 
-    return SplitSessions(split_routed_graph(onnx.load(str(path))), open_graph, manifest.budget.get("trained"))
+    return SplitSessions(split_routed_graph(onnx.load(str(path))), open_graph, manifest.trained_budget)
 
 
 def cpu_model() -> str:

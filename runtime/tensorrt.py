@@ -186,6 +186,13 @@ class TrtApi:
         execute_async_v3). 8.5/8.6 run with bindings (num_bindings, execute_async_v2)."""
         return self.major >= 10
 
+    def execute(self, context, bindings: list[int], stream) -> bool:
+        """Enqueue `context` on `stream`: by the tensor addresses set on it (10), or by
+        `bindings` (8.5/8.6)."""
+        if self.tensor_io:
+            return context.execute_async_v3(stream.handle)
+        return context.execute_async_v2(bindings, stream.handle)
+
     def context_without_memory(self, trt: ModuleType, engine):
         """An execution context whose scratch memory the caller provides (a bundle's
         engines share one block)."""
@@ -267,7 +274,7 @@ def engine_graph(engine: Path, meta: EngineMeta) -> Path:
         raise ConfigError(f"{Path(engine).name} was built from {meta.onnx}, which is not beside it")
     if sha256_file(graph) != meta.onnx_sha256:
         raise ConfigError(f"{Path(engine).name} was built from another {meta.onnx} than the one beside it (re-exported since?): "
-                          f"rebuild the engine here with dpedge engine {meta.onnx} --precision {meta.precision}")
+                          f"rebuild the engine here with {rebuild_command(meta)}")
     return graph
 
 
@@ -405,10 +412,7 @@ class Execution:
         for name in self.inputs:
             np.copyto(self.host[name], feeds[name], casting="same_kind")
             cuda.memcpy_htod_async(self.device[name], self.host[name], self.stream)
-        if self.api.tensor_io:
-            ok = self.context.execute_async_v3(self.stream.handle)
-        else:
-            ok = self.context.execute_async_v2(self.bindings, self.stream.handle)
+        ok = self.api.execute(self.context, self.bindings, self.stream)
         for name in self.outputs:
             cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
         self.stream.synchronize()
@@ -465,12 +469,7 @@ class BundleExecution:
 
 
     def enqueue(self, role: str) -> None:
-        context = self.contexts[role]
-        if self.api.tensor_io:
-            ok = context.execute_async_v3(self.stream.handle)
-        else:
-            ok = context.execute_async_v2(self.bindings[role], self.stream.handle)
-        if not ok:
+        if not self.api.execute(self.contexts[role], self.bindings.get(role, []), self.stream):
             raise RuntimeError(f"TensorRT could not enqueue the {role} engine (its log above says why)")
 
     def fetch(self, *names: str) -> None:
@@ -512,6 +511,18 @@ class BundleExecution:
         return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), bucket
 
 
+def checked_here(path: Path, meta: EngineMeta | BundleMeta) -> tuple[Target, Manifest]:
+    """(this machine's target, the manifest of the graph the engine or bundle was built
+    from), once TensorRT is here, the engine was built for this GPU and TensorRT, and its
+    graph is the one beside it."""
+    try:
+        current = current_target()
+    except TensorRTUnavailable as error:
+        raise ConfigError(f"{error}; the trt backend needs TensorRT, pycuda and a CUDA GPU (a Jetson with JetPack)") from None
+    check_compatible(path, meta, current)
+    return current, read_manifest(engine_graph(path, meta))
+
+
 class TensorRTBackend(Backend):
     """Loads `<model>.<device>.trt<version>.<precision>.engine`, or the `.bundle.json` of a
     pruned model's split bundle; its manifest is read from beside it (the ONNX file itself
@@ -533,17 +544,12 @@ class TensorRTBackend(Backend):
         if not path.is_file():
             raise ConfigError(f"{path}: no such engine file")
         meta = read_meta(path)
-        try:
-            current = current_target()
-        except TensorRTUnavailable as error:
-            raise ConfigError(f"{error}; the trt backend needs TensorRT, pycuda and a CUDA GPU (a Jetson with JetPack)") from None
-        check_compatible(path, meta, current)
-        manifest = read_manifest(engine_graph(path, meta))
+        current, manifest = checked_here(path, meta)
         trt, cuda = import_tensorrt(), import_pycuda()
         serialized = path.read_bytes()
         if hashlib.sha256(serialized).hexdigest() != meta.engine_sha256:
             raise ConfigError(f"{path.name} is not the engine its metadata {meta_path(path).name} describes (a build interrupted "
-                              f"between the two, or a copy of one only): rebuild it with dpedge engine {meta.onnx} --precision {meta.precision}")
+                              f"between the two, or a copy of one only): rebuild it with {rebuild_command(meta)}")
         engine = trt.Runtime(trt_logger(trt)).deserialize_cuda_engine(serialized)
         if engine is None:
             raise ConfigError(f"{path}: TensorRT {trt.__version__} cannot deserialize this engine (truncated or corrupt?)")
@@ -552,12 +558,7 @@ class TensorRTBackend(Backend):
     @classmethod
     def load_bundle(cls, path: Path) -> "TensorRTBackend":
         meta = read_bundle(path)
-        try:
-            current = current_target()
-        except TensorRTUnavailable as error:
-            raise ConfigError(f"{error}; the trt backend needs TensorRT, pycuda and a CUDA GPU (a Jetson with JetPack)") from None
-        check_compatible(path, meta, current)
-        manifest = read_manifest(engine_graph(path, meta))
+        current, manifest = checked_here(path, meta)
         serialized = bundle_engines(path, meta)
         trt, cuda = import_tensorrt(), import_pycuda()
         runtime = trt.Runtime(trt_logger(trt))
@@ -566,8 +567,8 @@ class TensorRTBackend(Backend):
             engines[role] = runtime.deserialize_cuda_engine(data)
             if engines[role] is None:
                 raise ConfigError(f"{path.name}: TensorRT {trt.__version__} cannot deserialize its {role} engine (truncated or corrupt?)")
-        trained = manifest.budget.get("trained") if manifest.mode == "widths" else None
-        return cls(manifest, path, meta, BundleExecution(trt, cuda, engines, manifest, trt_api(current.trt_version), path, trained))
+        return cls(manifest, path, meta, BundleExecution(trt, cuda, engines, manifest, trt_api(current.trt_version), path,
+                                                         manifest.trained_budget))
 
     def set_budget(self, budget: float | None) -> None:
         """A bundle's router engine takes the budget as an input; a single engine does not

@@ -105,9 +105,8 @@ def check_bundle(trt, cuda, api: TrtApi, built: dict[str, bytes], onnx_path: Pat
     single = open_session(onnx_path, session_options(1), ["CPUExecutionProvider"])
     runtime = trt.Runtime(trt_logger(trt))
     engines = {role: runtime.deserialize_cuda_engine(data) for role, data in built.items()}
-    trained = manifest.budget.get("trained") if manifest.mode == "widths" else None
-    execution = BundleExecution(trt, cuda, engines, manifest, api, onnx_path, trained)
-    budgets = [None] + (list(CHECKED_BUDGETS) if trained is not None else [])
+    execution = BundleExecution(trt, cuda, engines, manifest, api, onnx_path, manifest.trained_budget)
+    budgets = [None] + (list(CHECKED_BUDGETS) if manifest.trained_budget is not None else [])
     atol, rtol = parity_tolerances(precision)
     worst, checked = 0.0, 0
     for budget in budgets:
