@@ -459,6 +459,7 @@ def module_of(relative: str) -> ModuleType:
 
 BUILDER = f"""
 import importlib.util, sys
+sys.path.insert(0, {str(TESTS)!r})  # the stand-ins test_build.py imports (tests/trt_stand_ins.py)
 def module(path):
     spec = importlib.util.spec_from_file_location("kill_" + path.rsplit("/", 1)[-1][:-3], path)
     loaded = importlib.util.module_from_spec(spec)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import itertools
 import subprocess
 import sys
 import types
@@ -31,6 +30,8 @@ from dynaprune_edge.runtime.tensorrt import (
     trt_api,
     write_meta,
 )
+
+from trt_stand_ins import fake_device_memory
 
 SHAPE = [1, 4, 1, 8, 8]
 ENGINE = "model.orin.trt8.5.2.fp16.engine"
@@ -211,25 +212,7 @@ def fake_modules(version: str, log: list, shape: list[int] = SHAPE) -> tuple[typ
     computes forecast = 2·frames, flops = 123, bucket = 1. Only the API of `version` exists on it: bindings before 10,
     tensor names from 10 (where int64 outputs stay int64; TensorRT 8 makes them int32).
     `install_fake_tensorrt` adds the device."""
-    memory: dict[int, np.ndarray] = {}
-    addresses = itertools.count(4096, 4096)
-    cuda = types.ModuleType("pycuda.driver")
-
-    def mem_alloc(nbytes):
-        address = next(addresses)
-        memory[address] = np.zeros(nbytes, np.uint8)
-        return address
-
-    def memcpy_htod_async(device, host, stream):
-        memory[int(device)][:] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
-
-    def memcpy_dtoh_async(host, device, stream):
-        host[...] = np.frombuffer(memory[int(device)].tobytes(), host.dtype).reshape(host.shape)
-
-    cuda.mem_alloc = mem_alloc
-    cuda.pagelocked_empty = lambda size, dtype: np.empty(size, dtype)
-    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
-    cuda.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: log.append("synchronize"))
+    cuda, memory = fake_device_memory(log)
 
     tensor_io = int(version.split(".")[0]) >= 10
     tensors = [

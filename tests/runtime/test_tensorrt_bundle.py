@@ -21,6 +21,8 @@ from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INP
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.runtime.tensorrt import read_bundle
 
+from trt_stand_ins import fake_builder_config, fake_device_memory
+
 BUNDLE = "model.orin.trt{}.fp16.bundle.json"
 
 
@@ -35,22 +37,7 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
     dict of byte arrays. TensorRT 8 makes int64 outputs int32. `log` records allocations,
     contexts, their scratch memory and every enqueue."""
     major = int(version.split(".")[0])
-    memory: dict[int, np.ndarray] = {}
-    addresses = itertools.count(4096, 4096)
-    cuda = types.ModuleType("pycuda.driver")
-
-    def mem_alloc(nbytes):
-        address = next(addresses)
-        memory[address] = np.zeros(nbytes, np.uint8)
-        log.append(("alloc", address, nbytes))
-        return address
-
-    def memcpy_htod_async(device, host, stream):
-        memory[int(device)][:] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
-
-    def memcpy_dtoh_async(host, device, stream):
-        host[...] = np.frombuffer(memory[int(device)].tobytes(), host.dtype).reshape(host.shape)
-
+    cuda, memory = fake_device_memory(log)
     clock = itertools.count()
 
     class Event:  # a CUDA event: its time is when it was recorded, one tick (0.5 ms) per record
@@ -61,9 +48,6 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             return other.at - self.at
 
     cuda.Event = Event
-    cuda.mem_alloc, cuda.pagelocked_empty = mem_alloc, lambda size, dtype: np.empty(size, dtype)
-    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
-    cuda.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: log.append("synchronize"))
 
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -166,25 +150,6 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             log.append(("parse", self.network.graph.name))
             return True
 
-    class Config:
-        int8_calibrator = None
-
-        def set_memory_pool_limit(self, pool, size):
-            pass
-
-        def set_flag(self, flag):
-            log.append(("flag", flag))
-
-        def create_timing_cache(self, data):
-            return types.SimpleNamespace(serialize=lambda: data + b"+")
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache = cache
-            return True
-
-        def get_timing_cache(self):
-            return self.cache
-
     class Builder:
         def __init__(self, logger) -> None:
             pass
@@ -193,7 +158,7 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             return Network()
 
         def create_builder_config(self):
-            return Config()
+            return fake_builder_config(log)()
 
         def build_serialized_network(self, network, config):
             return network.data  # the "engine": the graph it runs

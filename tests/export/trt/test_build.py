@@ -21,6 +21,8 @@ from dynaprune_edge.export.tensorrt.commands import trtexec_profile_command
 from dynaprune_edge.export.tensorrt.names import calibration_cache_name
 from dynaprune_edge.runtime.tensorrt import read_meta
 
+from trt_stand_ins import fake_builder_config
+
 SHAPE = [1, 4, 1, 8, 8]
 
 
@@ -91,32 +93,6 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             log.append(("parse", Path(path).name))
             return True
 
-    class TimingCache:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-        def serialize(self):
-            return FakeHostMemory(self.data + b"+timings")
-
-    class Config:
-        int8_calibrator = None
-
-        def set_memory_pool_limit(self, pool, size):
-            log.append(("workspace", size))
-
-        def set_flag(self, flag):
-            log.append(("flag", flag))
-
-        def create_timing_cache(self, data):
-            return TimingCache(data)
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache = cache
-            return True
-
-        def get_timing_cache(self):
-            return self.cache
-
     class Builder:
         def __init__(self, logger) -> None:
             pass
@@ -126,7 +102,7 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             return Network()
 
         def create_builder_config(self):
-            return Config()
+            return fake_builder_config(log)()
 
         def build_serialized_network(self, network, config):
             calibrator = config.int8_calibrator
