@@ -19,6 +19,7 @@ labelled emulated: the check is how the emulator's error gets measured when a GP
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -78,7 +79,7 @@ def as_cuda_graph(run: Callable[[], object]) -> Callable[[], object] | None:
 
 
 @torch.no_grad()
-def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulated: list[float] | None) -> list[dict]:
+def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulated: list[float]) -> list[dict]:
     """Per branch (persistence, then each width level) of the width-routed `model` (its
     ModelConfig `config`) on one sample of `frames`: the router and the branch timed apart,
     eagerly and (on CUDA) as CUDA graphs, the host dispatch between them, and an `If` that
@@ -123,15 +124,14 @@ def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulat
         if graphs and graphs[0] is not None and graphs[index + 1] is not None:
             router_graph_ms, graph_ms = measure(graphs[0], runs, sync), measure(graphs[index + 1], runs, sync)
             row |= {"router_graph_ms": router_graph_ms, "branch_graph_ms": graph_ms, "split_graph_ms": router_graph_ms + dispatch_ms + graph_ms}
-        if emulated is not None:
-            row["orin_emulated_ms"] = emulated[index]
+        row["orin_emulated_ms"] = emulated[index]
         rows.append(row)
     return rows
 
 
-def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: list[float] | None) -> tuple[list[dict], list[str]]:
+def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: list[float]) -> tuple[list[dict], list[str]]:
     """Per branch: the single engine and the split bundle timed through the trt backend on
-    the samples that took that branch, and each checked against onnxruntime; and the
+    the samples that took that branch, and checked against onnxruntime on them; and the
     trtexec lines that time every engine on its own."""
     from dynaprune_edge.export.tensorrt.build import build_or_explain
     from dynaprune_edge.runtime import load, read_manifest
@@ -142,21 +142,20 @@ def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: list
     reference = load(onnx_path, "ort", 1, layout="single").run(frames)
     rows, commands = [], [single_engine.command, bundle.command]
     backends = {"single": load(single_engine.engine_path, "trt"), "split": load(bundle.engine_path, "trt")}
-    checks = {name: float(np.abs(backend.run(frames).forecast - reference.forecast).max()) for name, backend in backends.items()}
+    forecasts = {name: backend.run(frames).forecast for name, backend in backends.items()}
     for branch in np.unique(reference.bucket):
-        taken = frames[reference.bucket == branch]
-        row = {"branch": int(branch), "computes": manifest.computes(int(branch)), "samples": len(taken)}
+        took = reference.bucket == branch
+        row = {"branch": int(branch), "computes": manifest.computes(int(branch)), "samples": int(took.sum())}
         for name, backend in backends.items():
-            cycle = iter(range(10**9))
-            row[f"{name}_ms"] = measure(lambda backend=backend: backend.run_one(taken[next(cycle) % len(taken)][None]), runs, lambda: None)
-            row[f"{name}_max_abs_error"] = checks[name]
-        if emulated is not None:
-            row["orin_emulated_ms"] = emulated[int(branch)]
+            taken = itertools.cycle(frames[took])
+            row[f"{name}_ms"] = measure(lambda backend=backend: backend.run_one(next(taken)[None]), runs, lambda: None)
+            row[f"{name}_max_abs_error"] = float(np.abs(forecasts[name][took] - reference.forecast[took]).max())
+        row["orin_emulated_ms"] = emulated[int(branch)]
         rows.append(row)
     return rows, commands
 
 
-def emulated_ms(onnx_path: Path) -> list[float] | None:
+def emulated_ms(onnx_path: Path) -> list[float]:
     """orin-emu's split-bundle prediction per branch (Jetson AGX Orin 64 GB, MAXN, fp16)."""
     from dynaprune_edge.runtime import load
 
