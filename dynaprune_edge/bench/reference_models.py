@@ -12,6 +12,14 @@ random and the networks are written from their published descriptions in plain t
   scales; C3k2, SPPF and C2PSA blocks; the decoupled head with distribution focal loss
   decoding, which the exported TensorRT engine runs and the published times include),
   640×640. Their published sizes are 2.6 / 9.4 / 20.1 / 25.3 / 56.9 M parameters.
+- BERT-Large (Devlin et al. 2018), the encoder MLPerf's BERT-99 runs: 24 post-norm layers,
+  hidden 1024, 16 heads of 64, FFN 4096 with exact (erf) GELU, LayerNorm eps 1e-12, the
+  SQuAD start/end head, 384 tokens. The embeddings are simplified to their sum as a float
+  input of (1, 384, 1024) followed by the embedding LayerNorm: the token/position/type
+  lookups (a gather of 384 rows) are left out. Q, K and V are one packed 1024 → 3072
+  projection, as NVIDIA's MLPerf engine builds them (one QKV GEMM feeding its fused
+  attention plugin). 302.3 M parameters here; with the embedding tables (30522 tokens, 384
+  positions, 2 types) 333.96 M and 246.9 GOPs, the published size of BERT-Large SQuAD.
 """
 
 from __future__ import annotations
@@ -288,10 +296,56 @@ class YOLO11(nn.Module):
         return self.detect((h3, o4, o5))
 
 
+# ---------------------------------------------------------------- BERT-Large
+
+
+class BertLayer(nn.Module):
+    """Post-norm transformer layer: x = LN(x + attention(x)), then LN(x + FFN(x))."""
+
+    def __init__(self, hidden: int = 1024, heads: int = 16, ffn: int = 4096):
+        super().__init__()
+        self.hidden, self.heads, self.head_dim = hidden, heads, hidden // heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.up = nn.Linear(hidden, ffn)
+        self.down = nn.Linear(ffn, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=1e-12)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q, k, v = (t.view(b, s, self.heads, self.head_dim).transpose(1, 2) for t in self.qkv(x).split(self.hidden, -1))
+        attention = ((q @ k.transpose(-2, -1)) * self.head_dim ** -0.5).softmax(dim=-1)
+        context = (attention @ v).transpose(1, 2).reshape(b, s, self.hidden)
+        x = self.attention_norm(x + self.out(context))
+        return self.ffn_norm(x + self.down(nn.functional.gelu(self.up(x))))
+
+
+class BertLarge(nn.Module):
+    """BERT-Large for SQuAD from the summed embeddings: embedding LayerNorm, 24 layers, the
+    start/end logits head."""
+
+    def __init__(self, layers: int = 24, hidden: int = 1024):
+        super().__init__()
+        self.embedding_norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.layers = nn.Sequential(*(BertLayer(hidden) for _ in range(layers)))
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, embeddings):
+        return self.head(self.layers(self.embedding_norm(embeddings)))
+
+
+BERT_SEQUENCE = 384
+BERT_EMBEDDING_TABLES = (30522 + BERT_SEQUENCE + 2) * 1024
+"""Parameters of the token, position and type tables left out here (BERT's uncased
+vocabulary; positions as the published 384-token SQuAD model keeps them)."""
+
+
 REFERENCE_MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
     "resnet50": lambda: (resnet50(), (1, 3, 224, 224)),
     "mobilenet_v2": lambda: (mobilenet_v2(), (1, 3, 224, 224)),
     **{f"yolo11{scale}": (lambda scale=scale: (YOLO11(scale), (1, 3, 640, 640))) for scale in YOLO11_SCALES},
+    "bert_large": lambda: (BertLarge(), (1, BERT_SEQUENCE, 1024)),
 }
 
 

@@ -73,3 +73,31 @@ def test_the_reference_networks_are_the_published_architectures(name, tmp_path):
     to_onnx(model, shape, tmp_path / "m.onnx")
     (route,) = GraphRoofline(onnx.load(str(tmp_path / "m.onnx")), Device("agx-orin-64gb", "MAXN", "fp16")).routes
     assert sum(k.operations for k in route if k.matrix) / 1e9 == pytest.approx(gflops, rel=0.01)
+
+
+def test_a_transformer_row_is_published_and_checked_only():
+    """BERT-Large INT8 from NVIDIA's MLPerf v3.1 Orin submission: a check row, its source the
+    log file it was read from, its attention fused as NVIDIA's explicitly quantized engine does."""
+    (row,) = [r for r in PUBLISHED if r.model == "bert_large"]
+    assert (row.precision, row.role, row.power_mode, row.ms, row.explicit_int8) == ("int8", "check", "MAXN", 6.487, True)
+    assert "closed/NVIDIA/results/Orin_TRT/bert-99/SingleStream/performance/run_1/mlperf_log_summary.txt" in row.source
+    assert "Assumed" in row.source  # which percentile stands for 384 tokens is derived, and says so
+
+
+def test_bert_large_is_the_published_architecture(tmp_path):
+    """333.96 M parameters with the embedding tables and 246.93 GOPs at 384 tokens, as
+    Intel's open_model_zoo card of BERT-Large SQuAD (bert-large-uncased-whole-word-masking-
+    squad-0001) gives them; the FLOPs from one exported layer (the 24 are identical)."""
+    import onnx
+
+    from dynaprune_edge.bench.reference_models import BERT_EMBEDDING_TABLES, BERT_SEQUENCE, BertLarge, to_onnx
+
+    model = BertLarge()
+    assert (sum(p.numel() for p in model.parameters()) + BERT_EMBEDDING_TABLES) / 1e6 == pytest.approx(333.96, abs=0.05)
+    operations = {}
+    for layers in (1, 2):
+        to_onnx(BertLarge(layers=layers), (1, BERT_SEQUENCE, 1024), tmp_path / f"{layers}.onnx")
+        (route,) = GraphRoofline(onnx.load(str(tmp_path / f"{layers}.onnx")), Device("agx-orin-64gb", "MAXN", "fp16")).routes
+        operations[layers] = sum(k.operations for k in route if k.matrix)
+    per_layer = operations[2] - operations[1]
+    assert (operations[1] + 23 * per_layer) / 1e9 == pytest.approx(246.93, rel=0.01)

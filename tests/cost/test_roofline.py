@@ -149,3 +149,120 @@ def test_a_pruned_graph_is_priced_as_its_split_bundle_runs(routed_toy, shortcut)
     saved = [(CONSTANTS["kernel_overhead_us"].value - CONSTANTS["cuda_graph_kernel_us"].value) * k / 1e3 - 2 * CONSTANTS["cuda_graph_launch_us"].value / 1e3
              for k in kernels]
     assert np.subtract(bundle.route_ms(), bundle.route_ms(cuda_graph=True)) == pytest.approx(saved)
+
+
+def attention_graph(tokens=128, heads=4, head=64, mask=False, weights_out=False, scores_product=False, values_read=False) -> onnx.ModelProto:
+    """Self-attention on a packed QKV projection as PyTorch exports it: Split, per-head
+    Reshape/Transpose, Q·Kᵀ, scale, optional mask, Softmax, ·V, heads merged back."""
+    width = heads * head
+    per_head, node = [1, tokens, heads, head], helper.make_node
+    nodes = [node("Split", ["qkv", "sizes"], ["q", "k", "v"], name="split", axis=-1),
+             node("Reshape", ["q", "per_head"], ["q4"], name="view_q"), node("Transpose", ["q4"], ["qh"], name="t_q", perm=[0, 2, 1, 3]),
+             node("Reshape", ["k", "per_head"], ["k4"], name="view_k"), node("Transpose", ["k4"], ["kt"], name="t_k", perm=[0, 2, 3, 1]),
+             node("Reshape", ["v", "per_head"], ["v4"], name="view_v"), node("Transpose", ["v4"], ["vh"], name="t_v", perm=[0, 2, 1, 3]),
+             node("MatMul", ["qh", "kt"], ["scores"], name="qk"), node("Mul", ["scores", "scale"], ["scaled"], name="scale")]
+    last = "scaled"
+    if scores_product:  # a matrix product on the scores (dpedge's per-group heads summed into heads)
+        nodes.append(node("MatMul", [last, "mix"], ["mixed"], name="mix"))
+        last = "mixed"
+    if mask:
+        nodes.append(node("Add", [last, "mask"], ["masked"], name="mask"))
+        last = "masked"
+    nodes += [node("Softmax", [last], ["weights"], name="softmax", axis=-1), node("MatMul", ["weights", "vh"], ["context"], name="pv"),
+              node("Transpose", ["context"], ["merged"], name="t_out", perm=[0, 2, 1, 3]), node("Reshape", ["merged", "flat"], ["out"], name="view_out")]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, tokens, width])]
+    if weights_out:
+        outputs.append(helper.make_tensor_value_info("weights", TensorProto.FLOAT, [1, heads, tokens, tokens]))
+    if values_read:
+        nodes.append(node("Relu", ["v4"], ["v_elsewhere"], name="elsewhere"))
+        outputs.append(helper.make_tensor_value_info("v_elsewhere", TensorProto.FLOAT, per_head))
+    inputs = [helper.make_tensor_value_info("qkv", TensorProto.FLOAT, [1, tokens, 3 * width])]
+    if mask:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 1, tokens]))
+    inits = [numpy_helper.from_array(np.array([width] * 3, np.int64), "sizes"), numpy_helper.from_array(np.array(per_head, np.int64), "per_head"),
+             numpy_helper.from_array(np.array([1, tokens, width], np.int64), "flat"), numpy_helper.from_array(np.array(head ** -0.5, np.float32), "scale"),
+             numpy_helper.from_array(np.zeros((tokens, tokens), np.float32), "mix")]
+    return helper.make_model(helper.make_graph(nodes, "attention", inputs, outputs, initializer=inits), opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("mask", [False, True], ids=["plain", "masked"])
+def test_attention_is_one_kernel_that_never_writes_the_scores(mask):
+    """TensorRT's MHA fusion in fp16: Q·Kᵀ, scale, mask, softmax and ·V run as one kernel
+    that reads Q, K and V once and writes the merged heads; the split and the head
+    transposes around it are no kernels; the tokens × tokens scores never reach memory."""
+    tokens, heads, head = 128, 4, 64
+    fused = GraphRoofline(attention_graph(tokens, heads, head, mask=mask), Device("agx-orin-64gb", "MAXN", "fp16")).routes[0]
+    assert len(fused) == 1
+    (kernel,) = fused
+    assert kernel.operations == 2 * 2 * heads * tokens * tokens * head  # the two products, a multiply-add counted as 2
+    width = heads * head
+    assert kernel.bytes == 2 * (3 * tokens * width + tokens * width + 1 + (tokens if mask else 0))  # qkv, out, the scale (and mask)
+
+    apart = GraphRoofline(attention_graph(tokens, heads, head, mask=mask), Device("agx-orin-64gb", "MAXN", "fp32")).routes[0]
+    scores = 4 * heads * tokens * tokens
+    assert len(apart) > 1 and next(k for k in apart if "Softmax" in k.ops).bytes >= 2 * scores  # TF32 does not fuse: read and written
+
+
+@pytest.mark.parametrize("precision, explicit, head, fused", [
+    ("fp16", False, 64, True), ("fp16", False, 8, False), ("fp16", False, 512, False),
+    ("int8", False, 64, False),  # dpedge's --int8 engines are calibrated implicitly: no MHA kernel (NVIDIA/TensorRT#4167)
+    ("int8", True, 64, True), ("int8", True, 128, False), ("fp32", False, 64, False),
+])
+def test_attention_fuses_only_where_tensorrt_documents_it(precision, explicit, head, fused):
+    model = attention_graph(tokens=64, heads=2, head=head)
+    kernels = GraphRoofline(model, Device("agx-orin-64gb", "MAXN", precision), explicit_int8=explicit).routes[0]
+    assert (len(kernels) == 1) is fused
+
+
+@pytest.mark.parametrize("variant", ["weights_out", "scores_product"])
+def test_attention_whose_scores_are_used_otherwise_stays_apart(variant):
+    """Attention weights read beyond the block, or a matrix product on the scores (as
+    dpedge's per-group heads do), need the scores in memory: no fused kernel."""
+    kernels = GraphRoofline(attention_graph(**{variant: True}), Device("agx-orin-64gb", "MAXN", "fp16")).routes[0]
+    assert ["Softmax"] in [k.ops for k in kernels]
+
+
+def test_layout_ops_cost_nothing_only_where_the_fused_attention_alone_reads_them():
+    kernels = GraphRoofline(attention_graph(values_read=True), Device("agx-orin-64gb", "MAXN", "fp16")).routes[0]
+    assert [k.ops for k in kernels] == [["Split"], ["MatMul", "Mul", "Softmax", "MatMul"], ["Relu"]]  # V is read elsewhere: the split runs
+
+
+def layernorm_graph(decomposed: bool, tokens=64, width=256) -> onnx.ModelProto:
+    node = helper.make_node
+    if decomposed:  # as dpedge's TokenNorm lowers it (ONNX LayerNormalization needs TensorRT ≥ 8.6)
+        nodes = [node("ReduceMean", ["x"], ["mean"], name="mean", axes=[-1]), node("Sub", ["x", "mean"], ["centred"], name="centre"),
+                 node("Pow", ["centred", "two"], ["square"], name="square"), node("ReduceMean", ["square"], ["variance"], name="variance", axes=[-1]),
+                 node("Add", ["variance", "eps"], ["shifted"], name="eps"), node("Sqrt", ["shifted"], ["deviation"], name="sqrt"),
+                 node("Div", ["centred", "deviation"], ["normalised"], name="divide"), node("Mul", ["normalised", "gamma"], ["scaled"], name="gamma"),
+                 node("Add", ["scaled", "beta"], ["y"], name="beta")]
+    else:
+        nodes = [node("LayerNormalization", ["x", "gamma", "beta"], ["y"], name="ln", axis=-1)]
+    inits = [numpy_helper.from_array(np.ones(width, np.float32), "gamma"), numpy_helper.from_array(np.zeros(width, np.float32), "beta")]
+    if decomposed:
+        inits += [numpy_helper.from_array(np.array(2.0, np.float32), "two"), numpy_helper.from_array(np.array(1e-5, np.float32), "eps")]
+    graph_ = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, tokens, width])],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, tokens, width])], initializer=inits)
+    return helper.make_model(graph_, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("decomposed", [False, True], ids=["LayerNormalization", "primitive ops"])
+def test_layernorm_is_one_kernel_reading_its_input_once(decomposed):
+    tokens, width = 64, 256
+    (kernel,) = GraphRoofline(layernorm_graph(decomposed, tokens, width), Device("agx-orin-64gb", "MAXN", "fp16")).routes[0]
+    constants = 2 if decomposed else 0  # the exponent and eps scalars
+    assert kernel.bytes == 2 * (2 * tokens * width + 2 * width + constants)  # x in, y out, γ and β: no intermediate written
+
+
+def test_bias_and_gelu_fuse_into_the_matrix_product_before_them():
+    tokens, width, hidden = 64, 256, 1024
+    node = helper.make_node
+    nodes = [node("MatMul", ["x", "w"], ["h"], name="up"), node("Add", ["h", "b"], ["hb"], name="bias"),
+             node("Div", ["hb", "root2"], ["z"], name="div"), node("Erf", ["z"], ["e"], name="erf"), node("Add", ["e", "one"], ["e1"], name="add1"),
+             node("Mul", ["hb", "e1"], ["g"], name="mul"), node("Mul", ["g", "half"], ["y"], name="half")]
+    inits = [numpy_helper.from_array(np.zeros((width, hidden), np.float32), "w"), numpy_helper.from_array(np.zeros(hidden, np.float32), "b")]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("root2", 2 ** 0.5), ("one", 1.0), ("half", 0.5))]
+    model = helper.make_model(helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, tokens, width])],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, tokens, hidden])], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    (kernel,) = GraphRoofline(model, Device("agx-orin-64gb", "MAXN", "fp16")).routes[0]
+    assert kernel.bytes == 2 * (tokens * width + width * hidden + hidden + tokens * hidden + 3)  # the pre-activation is never written
