@@ -433,12 +433,14 @@ def profile(
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
     budget: Annotated[Optional[float], typer.Option(help="A width-routed model's run-time budget (dpedge train --budget B, below 1): the mean cost ratio on its cost target, in (0, 1]; 1 runs the widest level. Default: the trained budget.")] = None,
     layout: Annotated[Optional[str], typer.Option(help="ort, ort-cuda: run a pruned export as one graph (single) or as a router graph then the chosen branch's graph (split). Default: what its export measured faster.")] = None,
+    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="trt: capture each engine (the single engine, or the bundle's router, each branch and the bypass) into a CUDA graph once at load and launch that instead; an engine that cannot be captured runs eagerly, and a line says which and why.")] = False,
 ) -> None:
     """Latency, FLOPs and branch per sample of an exported model against its dense twin, on real samples of its data: measured, or emulated for the Jetson AGX Orin."""
     from dynaprune_edge import profile as profiling
 
     settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate,
-                                  None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval, budget, layout)
+                                  None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval, budget, layout,
+                                  cuda_graph)
     settings.device()  # a bad module, power mode or precision fails before any work
     if report is not None:
         check_writable(report, "--report", folder=True)
@@ -473,26 +475,40 @@ def device(
 
 @app.command()
 def engine(
-    model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx, its manifest beside it.")],
+    model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx, its manifest beside it (with --check: an engine, its .engine.json, or a .bundle.json).")],
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 is calibrated on --frames, or reuses the calibration cache beside the model).")] = "fp16",
     frames: Annotated[Optional[Path], typer.Option(help="A NAME.frames.npz of validation windows (`dpedge deploy` copies one): int8 calibration and the Polygraphy check's inputs.")] = None,
     layout: Annotated[Optional[str], typer.Option(help="single: one engine of the whole graph; split: a pruned graph's bundle, one engine for the router and one per branch (TensorRT may run every branch of an If). Default: split for a pruned graph.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the engine's (or bundle's) path and the check against onnxruntime.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the engine's (or bundle's) path, each engine file with its SHA-256, and the check against onnxruntime.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Build nothing: check the engine or bundle MODEL built earlier (what `dpedge deploy` runs on the device), refused in one line unless it was built for this GPU and TensorRT from the graph beside it and every engine file is the one its metadata lists (SHA-256).")] = False,
 ) -> None:
     """Build the TensorRT engine of an exported model on this device, without torch (`dpedge export --trt` does the same from a model.pt); a pruned model's as a bundle of engines."""
     from dynaprune_edge.export.tensorrt.build import build_or_explain
     from dynaprune_edge.runtime.frames import load_frames
     from dynaprune_edge.runtime.manifest import read_manifest
+    from dynaprune_edge.runtime.tensorrt import check_engine, engine_files
 
     if not model.is_file():
         raise ConfigError(f"{model}: no such file")
+    if check:
+        if frames is not None or layout is not None:
+            raise ConfigError("--check builds nothing: --frames and --layout are options of a build")
+        checked = check_engine(model)
+        if as_json:
+            print(json.dumps(checked))
+            return
+        console.print(f"{checked['engine']}: {len(checked['engines'])} engine file(s), each the one {checked['metadata']} lists, built for this "
+                      f"{checked['device']} with TensorRT {checked['tensorrt']} from the {checked['onnx']} beside it", markup=False, soft_wrap=True)
+        return
     manifest = read_manifest(model)
     calibration = None if frames is None else load_frames(frames, manifest)[0]
     outcome = build_or_explain(model, manifest, precision, calibration, None, layout=layout)
     if outcome.engine_path is None:
         raise ConfigError(f"no TensorRT engine built: {outcome.reason}")  # the reason ends with the command for the device
     if as_json:
-        print(json.dumps({"engine": str(outcome.engine_path), "polygraphy": outcome.polygraphy, "profile_command": outcome.command}))
+        _, _, metadata, engines = engine_files(outcome.engine_path)
+        print(json.dumps({"engine": str(outcome.engine_path), "metadata": metadata.name, "engines": [vars(e) for e in engines],
+                          "polygraphy": outcome.polygraphy, "profile_command": outcome.command}))
         return
     console.print(f"wrote {outcome.engine_path}; checked against onnxruntime: {outcome.polygraphy}")
     console.print(f"profile it with: {outcome.command}", soft_wrap=True, markup=False)
@@ -508,6 +524,7 @@ def deploy(
     accept_new_host_key: Annotated[bool, typer.Option("--accept-new-host-key", help="Trust the host key of a device seen for the first time (a changed key is still refused).")] = False,
     remote_dir: Annotated[str, typer.Option(help="The folder on the device (relative paths are in the login's home).")] = "dpedge-deploy",
     build_engine: Annotated[bool, typer.Option("--build-engine", help="Build the TensorRT engines (model and dense twin) on the device: engines are not portable.")] = False,
+    engine: Annotated[Optional[Path], typer.Option(help="Copy this engine or bundle instead of building one on the device: an .engine (or its .engine.json) or a .bundle.json built from MODEL on an identical device (same GPU and TensorRT; e.g. fetched from the first Jetson of a fleet), with the dense twin's engine where it lies beside it. Every engine goes first, its metadata last; each is checked on the device by SHA-256, with the GPU and TensorRT it was built for.")] = None,
     precision: Annotated[str, typer.Option(help="The engines' precision: fp32, fp16 or int8 (calibrated on the model's validation windows).")] = "fp16",
     profile: Annotated[bool, typer.Option("--profile", help="Profile the model against its dense twin on the device and fetch the report.")] = False,
     backend: Annotated[str, typer.Option(help="--profile backend on the device: trt (the engines built), or ort (onnxruntime CPU: a device without TensorRT).")] = "trt",
@@ -518,14 +535,15 @@ def deploy(
     samples: Annotated[int, typer.Option(min=1, max=100000, help="Validation windows to profile on (sent to the device in a frames file).")] = 64,
     remote_dpedge: Annotated[str, typer.Option(help="The dpedge command on the device (a path where it is not on a non-interactive login's PATH).")] = "dpedge",
 ) -> None:
-    """Deploy an exported model to a Jetson over SSH: check the device, copy, build the engines there, profile there, fetch the report."""
+    """Deploy an exported model to a Jetson over SSH: check the device, copy, build the engines there (or copy engines built on an identical device), check them there, profile there, fetch the report."""
     from dynaprune_edge.deploy import DeployOptions, deploy as run_deploy
     from dynaprune_edge.deploy.ssh import Target
 
     if report is not None:
         check_writable(report, "--report", folder=True)
     target = Target.parse(host, port=port, identity=identity, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key)
-    options = DeployOptions(remote_dir, build_engine, precision, profile, backend, power_mode, power, report, data, samples, remote_dpedge)
+    options = DeployOptions(remote_dir, build_engine, precision, profile, backend, power_mode, power, report, data, samples, remote_dpedge,
+                            engine=engine)
     run_deploy(model, target, options, console)
 
 

@@ -21,10 +21,12 @@ list its backends, where neither is installed. Supported TensorRT: 8.5 (JetPack 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -168,6 +170,152 @@ def bundle_engines(path: Path, meta: BundleMeta) -> dict[str, bytes]:
     return engines
 
 
+def engine_bytes(path: Path, meta: EngineMeta) -> bytes:
+    """A single engine's bytes, once they are the ones its metadata names (by SHA-256): a
+    new engine beside the old metadata, or the reverse, is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such engine file")
+    serialized = path.read_bytes()
+    if hashlib.sha256(serialized).hexdigest() != meta.engine_sha256:
+        raise ConfigError(f"{path.name} is not the engine its metadata {meta_path(path).name} describes (a build interrupted "
+                          f"between the two, or a copy of one only): rebuild it with {rebuild_command(meta)}")
+    return serialized
+
+
+def engine_files(path: Path) -> tuple[Path, EngineMeta | BundleMeta, Path, list[BundleEngine]]:
+    """What an engine or a bundle is made of: (the path `load` takes, its metadata, the
+    metadata's file, each engine file it names with its SHA-256). `path`: an `.engine`, its
+    `.engine.json`, or a `.bundle.json`. A copy is whole once the engines are there and the
+    metadata file, copied last, names them."""
+    path = Path(path)
+    if is_bundle(path):
+        meta = read_bundle(path)
+        return path, meta, path, meta.engines
+    if path.name.endswith(".engine.json"):
+        path = path.with_name(path.name.removesuffix(".json"))
+    if path.suffix != ".engine":
+        raise ConfigError(f"{path}: expected a TensorRT .engine, its .engine.json or a {BUNDLE_SUFFIX}")
+    meta = read_meta(path)
+    return path, meta, meta_path(path), [BundleEngine("engine", path.name, meta.engine_sha256)]
+
+
+def check_engine(path: Path) -> dict:
+    """`dpedge engine PATH --check`, what `dpedge deploy` runs on the device: the engine or
+    bundle at `path` (engine_files), not deserialized, once it was built for this GPU and
+    this TensorRT from the graph beside it and every engine file beside it is the one its
+    metadata names (by SHA-256); else a ConfigError in one line that names the rebuild."""
+    path, meta, metadata, engines = engine_files(path)
+    checked_here(path, meta)
+    if isinstance(meta, BundleMeta):
+        bundle_engines(path, meta)
+    else:
+        engine_bytes(path, meta)
+    return {"engine": str(path), "metadata": metadata.name, "layout": "split" if isinstance(meta, BundleMeta) else "single",
+            "device": meta.device, "compute_capability": meta.compute_capability, "tensorrt": meta.trt_version,
+            "precision": meta.precision, "onnx": meta.onnx, "engines": [asdict(engine) for engine in engines]}
+
+
+class CudaGraphError(RuntimeError):
+    """An engine's enqueue could not be captured into a CUDA graph; the message says why
+    (the engine then runs eagerly)."""
+
+
+CUDA_SUCCESS = 0
+CAPTURE_THREAD_LOCAL = 1  # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL, the mode trtexec --useCudaGraph captures in
+
+
+def load_libcuda():
+    """The CUDA driver library, which pycuda has loaded already (the one context it made
+    current is the one the driver calls below run in)."""
+    return ctypes.CDLL("libcuda.so.1")
+
+
+class CudaGraphDriver:
+    """Stream capture, instantiation and launch of CUDA graphs through the CUDA driver API
+    (libcuda, by ctypes): no released pycuda wraps them (stream capture is only in its
+    unmerged pull request 424), and the driver API is what pycuda's streams and context are
+    made of, so its CUstream handles are passed as they are. cuGraphInstantiateWithFlags is
+    in every CUDA that JetPack 5.1+ ships (11.4 and later)."""
+
+    SIGNATURES: ClassVar[dict] = {
+        "cuStreamBeginCapture_v2": [ctypes.c_void_p, ctypes.c_int],
+        "cuStreamEndCapture": [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)],
+        "cuGraphInstantiateWithFlags": [ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_ulonglong],
+        "cuGraphLaunch": [ctypes.c_void_p, ctypes.c_void_p],
+        "cuGraphDestroy": [ctypes.c_void_p],
+        "cuGraphExecDestroy": [ctypes.c_void_p],
+        "cuCtxGetCurrent": [ctypes.POINTER(ctypes.c_void_p)],
+        "cuGetErrorName": [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)],
+    }
+
+    def __init__(self, lib) -> None:
+        self.lib = lib
+        for name, argtypes in self.SIGNATURES.items():
+            function = getattr(lib, name)
+            function.argtypes, function.restype = argtypes, ctypes.c_int
+
+    def check(self, result: int, call: str) -> None:
+        if result != CUDA_SUCCESS:
+            name = ctypes.c_char_p()
+            named = self.lib.cuGetErrorName(result, ctypes.byref(name)) == CUDA_SUCCESS and name.value
+            raise CudaGraphError(f"{call} returned {name.value.decode() if named else f'CUDA error {result}'}")
+
+    def capture(self, stream, enqueue: Callable[[], bool]) -> "CudaGraph":
+        """The instantiated graph of the work `enqueue` puts on `stream` (it returns False
+        where TensorRT could not enqueue), or CudaGraphError. The capture is ended whatever
+        happens: a stream left capturing would fail all later work on it."""
+        self.check(self.lib.cuStreamBeginCapture_v2(stream.handle, CAPTURE_THREAD_LOCAL), "cuStreamBeginCapture")
+        graph, enqueued, failure = ctypes.c_void_p(), False, None
+        try:
+            enqueued = enqueue()
+        except Exception as error:  # noqa: BLE001 (TensorRT's binding raising mid-capture: reported, then eager)
+            failure = f"the enqueue raised {type(error).__name__}: {error}"
+        finally:
+            ended = self.lib.cuStreamEndCapture(stream.handle, ctypes.byref(graph))
+        try:
+            if not enqueued:
+                raise CudaGraphError(failure or "TensorRT could not enqueue it while the stream was capturing (its log above says why)")
+            self.check(ended, "cuStreamEndCapture")
+            executable = ctypes.c_void_p()
+            self.check(self.lib.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, 0), "cuGraphInstantiate")
+            return CudaGraph(self, executable.value)
+        finally:
+            if graph.value:
+                self.lib.cuGraphDestroy(graph)  # the instantiated graph does not need it
+
+    def destroy(self, executable: int) -> None:
+        """Frees a graph while its context is still current (at exit pycuda's context is
+        gone, and the graph with it)."""
+        current = ctypes.c_void_p()
+        if self.lib.cuCtxGetCurrent(ctypes.byref(current)) == CUDA_SUCCESS and current.value:
+            self.lib.cuGraphExecDestroy(executable)
+
+
+class CudaGraph:
+    """One engine's enqueue, captured and instantiated: launched on the stream it was
+    captured on, it reads and writes the device buffers bound when it was captured."""
+
+    def __init__(self, driver: CudaGraphDriver, executable: int) -> None:
+        self.driver, self.executable = driver, executable
+
+    def launch(self, stream) -> None:
+        self.driver.check(self.driver.lib.cuGraphLaunch(self.executable, stream.handle), "cuGraphLaunch")
+
+    def __del__(self) -> None:
+        try:
+            self.driver.destroy(self.executable)
+        except Exception:  # noqa: BLE001 (interpreter shutdown)
+            pass
+
+
+def cuda_graph_driver() -> CudaGraphDriver:
+    try:
+        return CudaGraphDriver(load_libcuda())
+    except (OSError, AttributeError) as error:
+        raise CudaGraphError(f"the CUDA driver's graph API is not usable here ({error})") from None
+
+
 @dataclass(frozen=True)
 class TrtApi:
     """The calls that differ between the TensorRT releases dpedge supports."""
@@ -199,6 +347,16 @@ class TrtApi:
         if self.major >= 10:
             return engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
         return engine.create_execution_context_without_device_memory()
+
+    def capture(self, driver: CudaGraphDriver, context, bindings: list[int], stream) -> CudaGraph:
+        """`context`'s enqueue as a CUDA graph on `stream`: one eager enqueue first and a
+        synchronisation (TensorRT sets up its state on the first enqueue after its shapes
+        are set, which must not be captured: the "CUDA Graphs" section of its developer
+        guide), then the same enqueue captured. CudaGraphError says why it could not be."""
+        if not self.execute(context, bindings, stream):
+            raise CudaGraphError("TensorRT could not enqueue it even eagerly (its log above says why)")
+        stream.synchronize()
+        return driver.capture(stream, lambda: self.execute(context, bindings, stream))
 
     @staticmethod
     def device_memory_size(engine) -> int:
@@ -365,15 +523,50 @@ def engine_io(trt: ModuleType, engine, api: TrtApi) -> list[IoTensor]:
     ]
 
 
+def capture_engines(api: TrtApi, engines: dict[str, tuple[object, list[int]]], stream) -> tuple[dict[str, CudaGraph], list[str]]:
+    """(each engine's enqueue as a CUDA graph by role, a line for each engine that runs
+    eagerly instead and why); `engines`: role → (context, bindings), captured in that order
+    (a bundle's router first: its warm-up writes what the branches' warm-ups read)."""
+    try:
+        driver = cuda_graph_driver()
+    except CudaGraphError as error:
+        return {}, [f"{role}: runs eagerly, no CUDA graph: {error}" for role in engines]
+    graphs, notes = {}, []
+    for role, (context, bindings) in engines.items():
+        try:
+            graphs[role] = api.capture(driver, context, bindings, stream)
+        except CudaGraphError as error:
+            notes.append(f"{role}: runs eagerly, its CUDA graph capture failed: {error}")
+            enqueued = api.execute(context, bindings, stream)  # the fallback, tried now rather than on the first sample
+            stream.synchronize()
+            if not enqueued:
+                raise RuntimeError(f"TensorRT could not enqueue the {role} engine after its CUDA graph capture failed ({error}); "
+                                   "run it without --cuda-graph") from None
+    return graphs, notes
+
+
+def clear_buffers(cuda: ModuleType, host: dict[str, np.ndarray], device: dict[str, object], stream, values: dict[str, float]) -> None:
+    """Every device buffer set to zero (or to `values`), before the warm-up enqueues of a
+    capture: an engine run on whatever memory held could read indices out of range."""
+    for name, buffer in host.items():
+        buffer[...] = values.get(name, 0)
+        if buffer.nbytes:
+            cuda.memcpy_htod_async(device[name], buffer, stream)
+    stream.synchronize()
+
+
 class Execution:
     """An execution context with page-locked host and device buffers for every tensor,
     allocated once at the engine's own shapes (batch 1), which must be the manifest's: the
     frames copied in and the outputs copied out are checked against the manifest.
 
     Buffers take the engine's dtypes, which may differ from the manifest's: TensorRT 8
-    turns the int64 `bucket` output into int32."""
+    turns the int64 `bucket` output into int32. With `cuda_graph`, the enqueue is captured
+    into a CUDA graph once (capture_engines), then launched instead; `graphs` is empty, and
+    `graph_notes` says why, where it could not be."""
 
-    def __init__(self, trt: ModuleType, cuda: ModuleType, engine, manifest: Manifest, api: TrtApi, path: Path) -> None:
+    def __init__(self, trt: ModuleType, cuda: ModuleType, engine, manifest: Manifest, api: TrtApi, path: Path,
+                 cuda_graph: bool = False) -> None:
         self.cuda = cuda
         self.engine = engine  # a context must not outlive its engine
         self.api = api
@@ -406,13 +599,23 @@ class Execution:
                 self.context.set_tensor_address(tensor.name, int(self.device[tensor.name]))
         else:
             self.bindings = [int(self.device[t.name]) for t in tensors]
+        self.cuda_graph = cuda_graph
+        self.graphs: dict[str, CudaGraph] = {}
+        self.graph_notes: list[str] = []
+        if cuda_graph:
+            clear_buffers(cuda, self.host, self.device, self.stream, {})
+            self.graphs, self.graph_notes = capture_engines(api, {"engine": (self.context, self.bindings)}, self.stream)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda = self.cuda
         for name in self.inputs:
             np.copyto(self.host[name], feeds[name], casting="same_kind")
             cuda.memcpy_htod_async(self.device[name], self.host[name], self.stream)
-        ok = self.api.execute(self.context, self.bindings, self.stream)
+        if "engine" in self.graphs:
+            self.graphs["engine"].launch(self.stream)
+            ok = True
+        else:
+            ok = self.api.execute(self.context, self.bindings, self.stream)
         for name in self.outputs:
             cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
         self.stream.synchronize()
@@ -430,10 +633,12 @@ class BundleExecution:
     that of its largest branch, not the sum. Each sample's latency is split (`last_phases`):
     the router engine and the branch engine on the GPU (CUDA events on the stream), and the
     dispatch between them on the host (the index copied back, the synchronisation, the
-    choice)."""
+    choice). With `cuda_graph`, each engine's enqueue is captured into a CUDA graph once
+    at load (capture_engines) and launched instead of enqueued: the same copies, the same
+    one branch per sample; an engine that cannot be captured runs eagerly (`graph_notes`)."""
 
     def __init__(self, trt: ModuleType, cuda: ModuleType, engines: dict[str, object], manifest: Manifest, api: TrtApi, path: Path,
-                 trained_budget: float | None) -> None:
+                 trained_budget: float | None, cuda_graph: bool = False) -> None:
         self.cuda, self.api = cuda, api
         self.engines = engines  # a context must not outlive its engine
         self.trained_budget = trained_budget
@@ -466,9 +671,18 @@ class BundleExecution:
         self.router_inputs = [t.name for t in io["router"] if t.is_input]
         self.events = [cuda.Event() for _ in range(4)]  # router start/end, branch start/end on the stream
         self.last_phases: dict[str, float] = {}  # the last sample's (run) split of its latency
-
+        self.cuda_graph = cuda_graph
+        self.graphs: dict[str, CudaGraph] = {}
+        self.graph_notes: list[str] = []
+        if cuda_graph:  # the warm-ups read zero frames and the trained budget: a sample the router can route
+            clear_buffers(cuda, self.host, self.device, self.stream, {BUDGET: 1.0 if trained_budget is None else trained_budget})
+            self.graphs, self.graph_notes = capture_engines(
+                api, {role: (context, self.bindings.get(role, [])) for role, context in self.contexts.items()}, self.stream)
 
     def enqueue(self, role: str) -> None:
+        if role in self.graphs:
+            self.graphs[role].launch(self.stream)
+            return
         if not self.api.execute(self.contexts[role], self.bindings.get(role, []), self.stream):
             raise RuntimeError(f"TensorRT could not enqueue the {role} engine (its log above says why)")
 
@@ -526,7 +740,9 @@ def checked_here(path: Path, meta: EngineMeta | BundleMeta) -> tuple[Target, Man
 class TensorRTBackend(Backend):
     """Loads `<model>.<device>.trt<version>.<precision>.engine`, or the `.bundle.json` of a
     pruned model's split bundle; its manifest is read from beside it (the ONNX file itself
-    is not needed, but checked by hash when there). `threads` does not apply to a GPU."""
+    is not needed, but checked by hash when there). `threads` does not apply to a GPU.
+    `cuda_graph`: each engine runs as a CUDA graph captured at load, where it can be
+    (`cuda_graph_notes` says which engines could not, and why)."""
 
     name: ClassVar[str] = "trt"
 
@@ -537,26 +753,23 @@ class TensorRTBackend(Backend):
         self.execution = execution
 
     @classmethod
-    def load(cls, path: Path, threads: int | None = None) -> "TensorRTBackend":
+    def load(cls, path: Path, threads: int | None = None, cuda_graph: bool = False) -> "TensorRTBackend":
         path = Path(path)
         if is_bundle(path):
-            return cls.load_bundle(path)
+            return cls.load_bundle(path, cuda_graph)
         if not path.is_file():
             raise ConfigError(f"{path}: no such engine file")
         meta = read_meta(path)
         current, manifest = checked_here(path, meta)
         trt, cuda = import_tensorrt(), import_pycuda()
-        serialized = path.read_bytes()
-        if hashlib.sha256(serialized).hexdigest() != meta.engine_sha256:
-            raise ConfigError(f"{path.name} is not the engine its metadata {meta_path(path).name} describes (a build interrupted "
-                              f"between the two, or a copy of one only): rebuild it with {rebuild_command(meta)}")
+        serialized = engine_bytes(path, meta)
         engine = trt.Runtime(trt_logger(trt)).deserialize_cuda_engine(serialized)
         if engine is None:
             raise ConfigError(f"{path}: TensorRT {trt.__version__} cannot deserialize this engine (truncated or corrupt?)")
-        return cls(manifest, path, meta, Execution(trt, cuda, engine, manifest, trt_api(current.trt_version), path))
+        return cls(manifest, path, meta, Execution(trt, cuda, engine, manifest, trt_api(current.trt_version), path, cuda_graph))
 
     @classmethod
-    def load_bundle(cls, path: Path) -> "TensorRTBackend":
+    def load_bundle(cls, path: Path, cuda_graph: bool = False) -> "TensorRTBackend":
         meta = read_bundle(path)
         current, manifest = checked_here(path, meta)
         serialized = bundle_engines(path, meta)
@@ -568,7 +781,7 @@ class TensorRTBackend(Backend):
             if engines[role] is None:
                 raise ConfigError(f"{path.name}: TensorRT {trt.__version__} cannot deserialize its {role} engine (truncated or corrupt?)")
         return cls(manifest, path, meta, BundleExecution(trt, cuda, engines, manifest, trt_api(current.trt_version), path,
-                                                         manifest.trained_budget))
+                                                         manifest.trained_budget, cuda_graph))
 
     def set_budget(self, budget: float | None) -> None:
         """A bundle's router engine takes the budget as an input; a single engine does not
@@ -585,6 +798,11 @@ class TensorRTBackend(Backend):
         """A bundle's split of the last sample's latency (router, dispatch, branch ms); {}
         for a single engine."""
         return self.execution.last_phases if isinstance(self.execution, BundleExecution) else {}
+
+    @property
+    def cuda_graph_notes(self) -> list[str]:
+        """With cuda_graph, one line for each engine that runs eagerly instead, and why."""
+        return [f"{self.path.name}: {note}" for note in self.execution.graph_notes]
 
     def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
         if isinstance(self.execution, BundleExecution):
@@ -603,4 +821,12 @@ class TensorRTBackend(Backend):
             "threads": "n/a (GPU)",
             "layout": "split" if isinstance(self.execution, BundleExecution) else "single",
             "model": str(self.path),
+            **(self.graph_description() if self.execution.cuda_graph else {}),
         }
+
+    def graph_description(self) -> dict:
+        """With cuda_graph: which engines run as CUDA graphs (by role; "engine" for a single
+        engine) and, where one does not, why."""
+        roles = self.execution.contexts if isinstance(self.execution, BundleExecution) else ["engine"]
+        captured = {role: role in self.execution.graphs for role in roles}
+        return {"cuda_graphs": captured, **({"cuda_graph_notes": self.execution.graph_notes} if self.execution.graph_notes else {})}

@@ -196,11 +196,28 @@ def frames_reaching(branch: int, rng) -> np.ndarray:
     return frames
 
 
+def write_routed_export(folder: Path, width_routed: bool) -> tuple[Path, Manifest]:
+    """(folder/model.onnx, its manifest): `make_routed_graph(width_routed)` and its manifest
+    beside it, as `dpedge export` writes them."""
+    import onnx
+
+    path = folder / "model.onnx"
+    onnx.save(make_routed_graph(width_routed), path)
+    buckets = [Bucket([0, 0], 0, {}, 10.0 * (k + 1)) for k in range(ROUTED_BRANCHES)]
+    manifest = make_toy_manifest(ROUTED_OUT, input_shape=ROUTED_SHAPE, mode="widths" if width_routed else "bucketed", buckets=buckets,
+                                 width_levels=[0.25, 0.5, 1.0], budget={"trained": 0.5, "cost_target": "flops"} if width_routed else {},
+                                 onnx_sha256=sha256_file(path))
+    (folder / "model.dpedge.json").write_text(manifest.to_json())
+    return path, manifest
+
+
 @pytest.fixture(scope="session")
 def routed_toy() -> SimpleNamespace:
     """A small routed graph of the exported layout: make(shortcut) builds it (`make_routed_graph`),
-    frames(branch, rng) makes frames its router sends to `branch`; shape, out, branches."""
-    return SimpleNamespace(make=make_routed_graph, frames=frames_reaching, shape=ROUTED_SHAPE, out=ROUTED_OUT, branches=ROUTED_BRANCHES)
+    frames(branch, rng) makes frames its router sends to `branch`, export(folder, width_routed)
+    writes it with its manifest (`write_routed_export`); shape, out, branches."""
+    return SimpleNamespace(make=make_routed_graph, frames=frames_reaching, export=write_routed_export, shape=ROUTED_SHAPE, out=ROUTED_OUT,
+                           branches=ROUTED_BRANCHES)
 
 
 @pytest.fixture

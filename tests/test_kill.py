@@ -1,12 +1,14 @@
 """Kill tests of the three writers of file pairs (issue "Hardening", "Prove it"): `dpedge
 train` (OUT/model.pt then OUT/resume.pt, after every epoch and at the end), `dpedge export`
 (MODEL.onnx then its manifest MODEL.dpedge.json) and `dpedge engine` (the engine then its
-metadata ENGINE.json). Each runs over the OLD complete files of an earlier run and is
-SIGKILLed before the file-system steps (os.fsync, os.replace) it takes in its output
-folder, after its last one, and at random moments of its writing. Every file left must be
-the old one or one the run wrote whole (leftover `.NAME.<hex>.tmp` temporaries aside), and
-loading what is left must work, or, where the two files of a pair are not each other's,
-fail with one line.
+metadata ENGINE.json; or a split bundle: its engines, named by their hashes, then the
+.bundle.json that lists them, then the removal of the engines of the bundle it replaced).
+Each runs over the OLD complete files of an earlier run and is SIGKILLed before the
+file-system steps (os.fsync, os.replace, os.unlink) it takes in its output folder, after
+its last one, and at random moments of its writing. Every file left must be the old one,
+one the run wrote whole or one it removed (leftover `.NAME.<hex>.tmp` temporaries aside),
+and loading what is left must work, or, where the two files of a pair are not each other's,
+fail with one line; a bundle always loads, as the old one or the new one.
 
 Two files cannot be renamed at once: between the renames, a new graph (engine) lies beside
 the old manifest (metadata). That pair is refused, in one line, because the file written
@@ -14,15 +16,16 @@ last records the SHA-256 of the other; these tests prove that it is, and that no
 is ever left.
 
 SIGKILL loses nothing the kernel already has (an fsync matters for a power cut only), so
-the files left depend on the renames done alone: killing before each step and after the
-last covers every gap between two steps. The writers run in processes forked from one
-harness process (HARNESS, run with `python -c`) that imported torch and dpedge once: a
-fresh interpreter per kill point would spend most of this file's time importing.
+the files left depend on the renames and removals done alone: killing before each step
+and after the last covers every gap between two steps. The writers run in processes
+forked from one harness process (HARNESS, run with `python -c`) that imported torch and
+dpedge once: a fresh interpreter per kill point would spend most of this file's time
+importing.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import json
 import os
 import random
@@ -35,7 +38,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -44,11 +47,13 @@ from onnx import helper, numpy_helper
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.files import sha256_file
+from dynaprune_edge.export.tensorrt.bundle import bundle_name
 from dynaprune_edge.export.tensorrt.names import ORIN, engine_name, timing_cache_name
 from dynaprune_edge.runtime import load
-from dynaprune_edge.runtime.manifest import manifest_path
-from dynaprune_edge.runtime.tensorrt import meta_path
+from dynaprune_edge.runtime.tensorrt import meta_path, read_bundle
 from dynaprune_edge.training import load_model
+
+from trt_stand_ins import load_test_module
 
 TESTS = Path(__file__).parent
 
@@ -65,9 +70,9 @@ def sha256(path):
 
 
 def writer(case, started):
-    """The forked case: `dpedge ARGV`, its output into files, each os.fsync and os.replace
-    on a path in case["folder"] logged (a line as it begins, one as it ends) and SIGKILLed
-    at case["kill"]; a byte to `started` as each temporary there is created."""
+    """The forked case: `dpedge ARGV`, its output into files, each os.fsync, os.replace and
+    os.unlink on a path in case["folder"] logged (a line as it begins, one as it ends) and
+    SIGKILLed at case["kill"]; a byte to `started` as each temporary there is created."""
     for fd, name in ((1, "stdout"), (2, "stderr")):
         os.dup2(os.open(case[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
     log = os.open(case["steps"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -100,7 +105,7 @@ def writer(case, started):
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 
-    real_replace, real_fsync, real_create = os.replace, os.fsync, files.create_beside
+    real_replace, real_fsync, real_unlink, real_create = os.replace, os.fsync, os.unlink, files.create_beside
 
     def create_beside(path):
         if started is not None and inside(path):
@@ -110,6 +115,7 @@ def writer(case, started):
     os.replace = lambda source, target, **options: step(
         "replace", target, lambda: real_replace(source, target, **options), sha256=sha256(source))
     os.fsync = lambda fd: step("fsync", os.readlink(f"/proc/self/fd/{fd}"), lambda: real_fsync(fd))
+    os.unlink = lambda path, **options: step("unlink", path, lambda: real_unlink(path, **options))
     files.create_beside = create_beside
     code = 0
     try:
@@ -176,10 +182,10 @@ TRT_VERSION = "8.5.2.2"
 
 @dataclass
 class Step:
-    """One os.fsync or os.replace a case took in its folder, as the harness logged it."""
+    """One os.fsync, os.replace or os.unlink a case took in its folder, as the harness logged it."""
 
-    kind: str  # "fsync" or "replace"
-    path: str  # fsync: the file or folder flushed; replace: the name renamed onto
+    kind: str  # "fsync", "replace" or "unlink"
+    path: str  # fsync: the file or folder flushed; replace: the name renamed onto; unlink: the file removed
     t: float  # time.monotonic() as it began
     done: bool | None  # True: it ended; False: killed before it began; None: a kill landed inside it
     sha256: str | None = None  # replace: of the temporary renamed into place
@@ -274,7 +280,7 @@ def harness(tmp_path_factory) -> Iterator[Harness]:
     harness.close()
 
 
-def kill_points(reference: Run, kinds: tuple[str, ...] = ("fsync", "replace"), randomly: int = 2) -> list[dict]:
+def kill_points(reference: Run, kinds: tuple[str, ...] = ("fsync", "replace", "unlink"), randomly: int = 2) -> list[dict]:
     """Where to kill a run that repeats the uncrashed `reference`: before each of its steps
     of `kinds`, after its last step, and `randomly` times at a random moment of its writing
     (from its first temporary on: most of a writer's time goes to computing what to write)."""
@@ -291,22 +297,25 @@ def digests(folder: Path, names) -> dict[str, str | None]:
 
 
 def possible_states(old: dict[str, str | None], run: Run) -> list[dict[str, str | None]]:
-    """The files `run` can have left over `old`: each temporary it renamed into place, in
-    order; both outcomes of a rename that a random kill interrupted."""
+    """The files `run` can have left over `old`: each temporary it renamed into place and
+    each file it removed (None), in order; both outcomes of a rename or removal that a
+    random kill interrupted."""
     state = dict(old)
     interrupted = None
     for step in run.steps:
-        if step.kind == "replace" and step.done:
-            state[step.name] = step.sha256
-        elif step.kind == "replace" and step.done is None:
-            interrupted = step
-    return [state] if interrupted is None else [state, {**state, interrupted.name: interrupted.sha256}]
+        if step.kind in ("replace", "unlink") and step.done is not False:
+            change = (step.name, step.sha256 if step.kind == "replace" else None)
+            if step.done:
+                state.update([change])
+            else:
+                interrupted = change
+    return [state] if interrupted is None else [state, {**state, interrupted[0]: interrupted[1]}]
 
 
 def check_files_left(folder: Path, old: dict[str, str | None], run: Run, point: dict) -> dict[str, str | None]:
-    """The files in `folder` after `run` was killed at `point`: each the old one or one the
-    run renamed into place (whole: the loads that follow read them), and nothing else but
-    temporaries of those names."""
+    """The files in `folder` after `run` was killed at `point`: each the old one, one the
+    run renamed into place (whole: the loads that follow read them) or none where the run
+    removed it, and nothing else but temporaries of those names."""
     label = f"{point}"
     # a random kill may come after the end
     assert run.killed or ("kill_after" in point and run.status == {"exit": 0}), f"{label}: {run.status} {run.stderr}"
@@ -448,32 +457,84 @@ def test_an_export_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_one_re
 # --- engines: dpedge engine, against the TensorRT stand-ins -------------------------------
 
 
-def module_of(relative: str) -> ModuleType:
-    """The test module TESTS/relative, for the stand-ins it defines (the test folders are
-    not packages); loaded under a name of its own, apart from pytest's copy."""
-    spec = importlib.util.spec_from_file_location(f"kill_{Path(relative).stem}", TESTS / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def builder_prelude(stand_ins: str, tag: bytes) -> str:
+    """The prelude of a `dpedge engine` case: the stand-in builder of the test module
+    `stand_ins` installed (tests/trt_stand_ins.py, install_stand_ins), every engine it
+    builds but a bundle's router marked with `tag`: two builds of one graph differ, as
+    TensorRT's tactic choices make them."""
+    return (f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nfrom trt_stand_ins import install_stand_ins\n"
+            f"install_stand_ins({stand_ins!r}, {TRT_VERSION!r}, {tag!r})\n")
 
 
-BUILDER = f"""
-import importlib.util, sys
-sys.path.insert(0, {str(TESTS)!r})  # the stand-ins test_build.py imports (tests/trt_stand_ins.py)
-def module(path):
-    spec = importlib.util.spec_from_file_location("kill_" + path.rsplit("/", 1)[-1][:-3], path)
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
-log, modules = module({str(TESTS / 'conftest.py')!r}).fake_tensorrt_modules(
-    module({str(TESTS / 'export/trt/test_build.py')!r}).fake_modules, {TRT_VERSION!r})
-sys.modules.update(modules)
-build = modules["tensorrt"].Builder.build_serialized_network
-modules["tensorrt"].Builder.build_serialized_network = lambda self, network, config: bytes(build(self, network, config)) + TAG
-"""
-"""The prelude of a `dpedge engine` case: tests/export/trt/test_build.py's stand-in builder
-installed as tests/conftest.py's install_fake_tensorrt installs it, its engines marked with
-TAG (set before): two builds of one graph differ, as TensorRT's tactic choices make them."""
+OLD_BUILD, NEW_BUILD = b" (old build)", b" (new build)"
+
+
+@dataclass
+class Rebuild:
+    """`dpedge engine GRAPH --precision fp16` with the stand-in builder of the test module
+    `stand_ins`, run over the folder `old`: the graph, its manifest and the build before
+    ("old build"); `new`: a copy of it that the same command rebuilt uncrashed ("new
+    build"), as `reference` did."""
+
+    harness: Harness
+    old: Path
+    graph: str
+    stand_ins: str
+    new: Path
+    reference: Run
+    names: tuple[str, ...]  # every file either build left
+    accumulating: tuple[str, ...]  # files each build adds to (the timing cache)
+
+    def run(self, folder: Path, **point) -> Run:
+        return engine_build(self.harness, folder / self.graph, self.stand_ins, NEW_BUILD, **point)
+
+    @property
+    def before(self) -> dict[str, str | None]:
+        return digests(self.old, self.names)
+
+    @property
+    def after(self) -> dict[str, str | None]:
+        return digests(self.new, self.names)
+
+
+def engine_build(harness: Harness, graph: Path, stand_ins: str, tag: bytes, **point) -> Run:
+    """`dpedge engine GRAPH --precision fp16` (`builder_prelude(stand_ins, tag)`), killed at `point`."""
+    return harness.run(["engine", graph, "--precision", "fp16"], graph.parent, prelude=builder_prelude(stand_ins, tag), **point)
+
+
+def rebuild_over_old(harness: Harness, tmp_path: Path, graph: Path, stand_ins: str) -> Rebuild:
+    """Build `graph` once in its folder, the old build; then again, uncrashed, over a copy
+    of that folder: the reference of the kills."""
+    first = engine_build(harness, graph, stand_ins, OLD_BUILD)
+    assert first.status == {"exit": 0}, first.stderr
+    old, new = graph.parent, tmp_path / "reference"
+    shutil.copytree(old, new)
+    reference = engine_build(harness, new / graph.name, stand_ins, NEW_BUILD)
+    assert reference.status == {"exit": 0}, reference.stderr
+    names = tuple(sorted({p.name for p in old.iterdir()} | {p.name for p in new.iterdir()}))
+    return Rebuild(harness, old, graph.name, stand_ins, new, reference, names, (timing_cache_name(ORIN, TRT_VERSION),))
+
+
+def killed_rebuilds(rebuild: Rebuild, tmp_path: Path) -> Iterator[tuple[str, Path, Run, dict[str, str | None]]]:
+    """Rebuilds of a copy of the old folder, each SIGKILLed at one of the reference's kill
+    points: (label, folder, run, the files left), once check_files_left found each the old
+    one, one the run renamed into place, or one it removed. After the caller's checks, the
+    build run again in that folder (once per distinct state left) must succeed and leave the
+    files of the uncrashed rebuild, the accumulating ones aside."""
+    before, after, rerun = rebuild.before, rebuild.after, set()
+    for number, point in enumerate(kill_points(rebuild.reference)):
+        label = f"{point}"
+        case = tmp_path / f"case{number}"
+        shutil.copytree(rebuild.old, case)
+        run = rebuild.run(case, **point)
+        state = check_files_left(case, before, run, point)
+        yield label, case, run, state
+        if (key := left(case, state)) not in rerun:
+            rerun.add(key)
+            again = rebuild.run(case)
+            assert again.status == {"exit": 0}, f"{label}, run again: {again.stderr}"
+            rebuilt = {name: digest for name, digest in digests(case, rebuild.names).items() if name not in rebuild.accumulating}
+            assert rebuilt == {name: after[name] for name in rebuilt}, f"{label}: run again, the build left {rebuilt}"
 
 
 def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_one_refused_in_one_line(
@@ -483,7 +544,8 @@ def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_
     engine, then its metadata. Killed anywhere, each file is the old one or the whole new
     one; the trt backend (against tests/runtime/test_tensorrt_backend.py's stand-in runtime,
     which here deserializes the two builds' engines) loads and runs the old pair and the new
-    pair, and refuses a new engine beside the old metadata in one line."""
+    pair, and refuses a new engine beside the old metadata in one line; run again, the build
+    succeeds."""
     old_folder = tmp_path / "old"
     old_folder.mkdir()
     manifest = toy_manifest(SHAPE, backbone="simvp", dataset="synthetic", width_levels=[0.5, 1.0], mode="dense")  # one engine
@@ -491,39 +553,24 @@ def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_
              helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
              helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64)))]
     graph = write_toy_graph(old_folder, nodes, [], SHAPE, manifest)
-
-    def build(folder: Path, tag: bytes, **point) -> Run:
-        prelude = f"TAG = {tag!r}\n{BUILDER}"
-        return harness.run(["engine", folder / graph.name, "--precision", "fp16"], folder, prelude=prelude, **point)
-
-    first = build(old_folder, b" (old build)")
-    assert first.status == {"exit": 0}, first.stderr
+    rebuild = rebuild_over_old(harness, tmp_path, graph, "export/trt/test_build.py")
     engine = old_folder / engine_name(graph.stem, ORIN, TRT_VERSION, "fp16")
-    files = (graph.name, manifest_path(graph).name, engine.name, meta_path(engine).name, timing_cache_name(ORIN, TRT_VERSION))
-    old = digests(old_folder, files)
-    reference_folder = tmp_path / "reference"
-    shutil.copytree(old_folder, reference_folder)
-    reference = build(reference_folder, b" (new build)")
-    built = {(folder / engine.name).read_bytes() for folder in (old_folder, reference_folder)}
-    new = digests(reference_folder, files)
-    assert len(built) == 2 and all(new[name] != old[name] for name in files[2:]), "old and new builds are the same files"
+    pair = (engine.name, meta_path(engine).name)
+    old, new = rebuild.before, rebuild.after
+    built = {(folder / engine.name).read_bytes() for folder in (rebuild.old, rebuild.new)}
+    assert len(built) == 2 and all(new[name] != old[name] for name in (*pair, *rebuild.accumulating)), "old and new builds are the same files"
 
-    install_fake_tensorrt(module_of("runtime/test_tensorrt_backend.py").fake_modules, TRT_VERSION)
+    install_fake_tensorrt(load_test_module("runtime/test_tensorrt_backend.py").fake_modules, TRT_VERSION)
     trt = sys.modules["tensorrt"]
     stand_in = trt.Runtime(None).deserialize_cuda_engine(b"fake engine")  # the runtime stand-in's one engine
     runtime = SimpleNamespace(deserialize_cuda_engine=lambda data: stand_in if data in built else None)
     monkeypatch.setattr(trt, "Runtime", lambda logger: runtime)
     frames = np.ones((1, *SHAPE[1:]), np.float32)
     seen = set()
-    for number, point in enumerate(kill_points(reference)):
-        label = f"{point}"
-        case = tmp_path / f"case{number}"
-        shutil.copytree(old_folder, case)
-        run = build(case, b" (new build)", **point)
-        state = check_files_left(case, old, run, point)
-        pair = {(0, 0): "old", (1, 1): "new"}.get(tuple(version(run, old, state, name) for name in files[2:4]), "mixed")
-        seen.add(pair)
-        if pair == "mixed":
+    for label, case, run, state in killed_rebuilds(rebuild, tmp_path):
+        left_pair = {(0, 0): "old", (1, 1): "new"}.get(tuple(version(run, old, state, name) for name in pair), "mixed")
+        seen.add(left_pair)
+        if left_pair == "mixed":
             with pytest.raises(ConfigError) as refused:
                 load(case / engine.name, "trt")
             message = str(refused.value)
@@ -533,3 +580,43 @@ def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_
             forecast = load(case / engine.name, "trt").run(frames).forecast
             np.testing.assert_array_equal(forecast, 2 * frames, err_msg=label)  # what the stand-in engine computes
     assert {"old", "new"} <= seen, f"the kills missed the old or the new pair: {seen}"
+
+
+def test_a_bundle_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one_never_a_mix(
+        harness, tmp_path, routed_toy, install_fake_tensorrt, monkeypatch):
+    """`dpedge engine` rebuilding the split bundle of a width-routed graph (a router, four
+    branches and the budget-1 engine; tests/runtime/test_tensorrt_bundle.py's stand-in
+    builder) beside the bundle built before from the same graph, whose branch engines
+    differ from the new ones and whose router is alike: it writes the timing cache after
+    each engine, then each engine under a name of its hash, then the .bundle.json, then
+    removes the old engines the new bundle does not list. Killed anywhere, each file is the
+    old one, a whole new one or (an old engine) gone; the trt backend (the same stand-in's
+    runtime, running each engine's graph) loads exactly the old bundle or exactly the new
+    one, every engine the one its .bundle.json lists, never a mix; run again, the build
+    succeeds and leaves the uncrashed build's files."""
+    old_folder = tmp_path / "old"
+    old_folder.mkdir()
+    graph, _ = routed_toy.export(old_folder, True)
+    rebuild = rebuild_over_old(harness, tmp_path, graph, "runtime/test_tensorrt_bundle.py")
+    bundle = bundle_name(graph.stem, ORIN, TRT_VERSION, "fp16")
+    bundles = [read_bundle(folder / bundle) for folder in (rebuild.old, rebuild.new)]
+    engines = [sorted(engine.sha256 for engine in meta.engines) for meta in bundles]
+    assert len(engines[0]) == 1 + routed_toy.branches + 1, "a router, the branches and the budget-1 engine"
+    assert set(engines[0]) & set(engines[1]) == {bundles[0].router.sha256}, "the two builds share their router engine only"
+
+    install_fake_tensorrt(load_test_module("runtime/test_tensorrt_bundle.py").fake_modules, TRT_VERSION)
+    trt = sys.modules["tensorrt"]
+    deserialize, loaded = trt.Runtime(None).deserialize_cuda_engine, []
+    runtime = SimpleNamespace(deserialize_cuda_engine=lambda data: loaded.append(hashlib.sha256(data).hexdigest()) or deserialize(data))
+    monkeypatch.setattr(trt, "Runtime", lambda logger: runtime)
+    rng = np.random.default_rng(0)
+    frames = np.concatenate([routed_toy.frames(branch, rng) for branch in range(routed_toy.branches)])
+    seen, old = set(), rebuild.before
+    for label, case, run, state in killed_rebuilds(rebuild, tmp_path):
+        which = version(run, old, state, bundle)  # 0: the old .bundle.json, 1: the new one
+        seen.add(which)
+        loaded.clear()
+        backend = load(case / bundle, "trt")
+        assert backend.meta == bundles[which] and sorted(loaded) == engines[which], f"{label}: loaded {loaded}, not bundle {which}'s engines"
+        assert backend.run(frames).bucket.tolist() == list(range(routed_toy.branches)), label
+    assert seen == {0, 1}, f"the kills missed the old or the new bundle: {seen}"

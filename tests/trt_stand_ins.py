@@ -1,11 +1,15 @@
 """Stand-ins for pycuda and TensorRT's builder that the TensorRT tests share: the device
 memory of pycuda.driver as byte arrays, and a builder configuration that logs what it is
 given. Imported by the test modules beside it (tests/ is on sys.path: its conftest.py is
-not in a package), and by tests/test_kill.py's child processes."""
+not in a package), and by the processes of tests/test_kill.py and tests/deploy, which
+install them with `install_stand_ins`."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import sys
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
@@ -63,3 +67,127 @@ def fake_builder_config(log: list) -> type:
             return self.cache
 
     return Config
+
+
+TESTS = Path(__file__).parent
+
+
+def load_test_module(relative: str) -> ModuleType:
+    """The test module TESTS/relative, for the stand-ins it defines (the test folders are
+    not packages), loaded under a name of its own, apart from pytest's copy."""
+    spec = importlib.util.spec_from_file_location(f"stand_ins_{Path(relative).stem}", TESTS / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def install_stand_ins(relative: str, version: str, tag: bytes = b"") -> ModuleType:
+    """In a process of its own (tests/test_kill.py's cases, tests/deploy's devices): the
+    tensorrt and pycuda that `fake_modules` of the test module TESTS/relative makes, put
+    into sys.modules as tests/conftest.py's install_fake_tensorrt puts them (an Orin); the
+    tensorrt stand-in is returned. With `tag`, every engine built but a bundle's router is
+    marked with it, so that two builds of one graph differ as TensorRT's tactic choices make
+    them, while the router (alike in both) keeps its file: an engine of bytes gets `tag`
+    appended, an engine that is the ONNX it parsed (the bundle stand-in) gets it in its
+    doc_string, so that it still runs."""
+    _, modules = load_test_module("conftest.py").fake_tensorrt_modules(load_test_module(relative).fake_modules, version)
+    sys.modules.update(modules)
+    trt = modules["tensorrt"]
+    build = trt.Builder.build_serialized_network
+
+    def tagged(self, network, config):
+        engine = bytes(build(self, network, config))
+        graph = getattr(network, "graph", None)
+        if graph is None:
+            return engine + tag
+        if graph.name == "dpedge-router":
+            return engine
+        import onnx
+
+        model = onnx.load_from_string(engine)
+        model.doc_string += tag.decode()
+        return model.SerializeToString()
+
+    if tag:
+        trt.Builder.build_serialized_network = tagged
+    return trt
+
+
+def fake_libcuda(log: list) -> SimpleNamespace:
+    """The CUDA driver's graph API as runtime/tensorrt.py's CudaGraphDriver calls it
+    (ctypes out-parameters included), for stand-in engines that enqueue through its
+    `enqueue(stream, label, work)`: eagerly `work` runs at once (logged ("enqueue", label));
+    while the stream is capturing it is recorded (("captured", label)), and a graph launch
+    runs what was recorded, reading device memory as it is then (("graph launch", label)).
+    An engine whose label is in its `refuse` set cannot be captured: its enqueue returns False
+    while capturing and the capture is invalidated, as TensorRT does with an engine holding
+    work that stream capture does not allow."""
+    capturing: dict[int, dict] = {}
+    graphs: dict[int, list] = {}
+    refuse: set[str] = set()
+    handles = itertools.count(0x1000)
+    names = {0: b"CUDA_SUCCESS", 901: b"CUDA_ERROR_STREAM_CAPTURE_INVALIDATED", 400: b"CUDA_ERROR_INVALID_HANDLE"}
+
+    def enqueue(stream: int, label: str, work) -> bool:
+        capture = capturing.get(int(stream))
+        if capture is None:
+            log.append(("enqueue", label))
+            return work()
+        if label in refuse:
+            log.append(("capture refused", label))
+            capture["invalidated"] = True
+            return False
+        log.append(("captured", label))
+        capture["work"].append((label, work))
+        return True
+
+    def begin(stream, mode):
+        assert mode == 1, "captured in thread-local mode, as trtexec does"
+        if int(stream) in capturing:
+            return 400
+        capturing[int(stream)] = {"work": [], "invalidated": False}
+        return 0
+
+    def end(stream, graph):
+        capture = capturing.pop(int(stream), None)
+        if capture is None:
+            return 400
+        if capture["invalidated"]:
+            graph._obj.value = None
+            return 901
+        graph._obj.value = next(handles)
+        graphs[graph._obj.value] = capture["work"]
+        return 0
+
+    def instantiate(executable, graph, flags):
+        executable._obj.value = next(handles)
+        graphs[executable._obj.value] = list(graphs[int(graph.value if hasattr(graph, "value") else graph)])
+        log.append(("instantiate", tuple(label for label, _ in graphs[executable._obj.value])))
+        return 0
+
+    def launch(executable, stream):
+        if int(stream) in capturing or executable not in graphs:
+            return 400
+        for label, work in graphs[executable]:
+            log.append(("graph launch", label))
+            work()
+        return 0
+
+    def destroy(graph):
+        handle = int(graph.value if hasattr(graph, "value") else graph)
+        return 0 if graphs.pop(handle, None) is not None else 400
+
+    def error_name(code, name):
+        name._obj.value = names.get(code, b"CUDA_ERROR_UNKNOWN")
+        return 0
+
+    def current_context(context):
+        context._obj.value = 0xC0
+        return 0
+
+    # plain functions, as ctypes' are: the driver sets their argtypes and restype
+    functions = {"cuStreamBeginCapture_v2": begin, "cuStreamEndCapture": end, "cuGraphInstantiateWithFlags": instantiate,
+                 "cuGraphLaunch": launch, "cuGraphDestroy": destroy, "cuGraphExecDestroy": destroy,
+                 "cuCtxGetCurrent": current_context, "cuGetErrorName": error_name}
+    return SimpleNamespace(**{name: (lambda f: lambda *args: f(*args))(f) for name, f in functions.items()},
+                           enqueue=enqueue, capturing=capturing, graphs=graphs, refuse=refuse)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,8 +20,10 @@ import time
 from pathlib import Path, PurePosixPath
 
 import pytest
+from rich.console import Console
 
 from dynaprune_edge.deploy.ssh import RemoteError, Session, Target
+from dynaprune_edge.runtime.tensorrt import read_bundle
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 DPEDGE = Path(sys.executable).with_name("dpedge")
@@ -195,3 +198,158 @@ def test_a_copy_whose_connection_drops_leaves_no_complete_looking_file_and_a_rer
     assert hashlib.sha256(Path(remote).read_bytes()).hexdigest() == hashlib.sha256(local.read_bytes()).hexdigest()
     assert not Path(remote).with_name(".big.onnx.partial").exists()
     assert session.upload(local, remote, lambda n: None) is False, "an identical file is not copied again"
+
+
+# --- engines: built on the device, or copied from an identical one (--engine) -------------
+
+TESTS = Path(__file__).parents[1]
+BUNDLE, TWIN_ENGINE = "model.orin.trt8.5.2.fp16.bundle.json", "model.dense.orin.trt8.5.2.fp16.engine"
+
+
+def jetson(path: Path, build: str, version: str = "8.5.2.2", gpu: str = "Orin", spoil: str | None = None) -> Path:
+    """The dpedge of a Jetson at `path`: this dpedge with tests/runtime/test_tensorrt_bundle.py's
+    TensorRT and pycuda stand-ins (TensorRT `version`, the GPU `gpu`), whose engines run
+    their graphs on onnxruntime; every engine it builds but a bundle's router is marked with
+    `build` (two devices' builds differ, as TensorRT's tactic choices make them). `spoil`: a
+    role whose engine file `dpedge engine` damages after building it (a disk fault between
+    the build and deploy's check)."""
+    path.write_text(f"""#!{sys.executable}
+import pathlib, sys, types
+sys.path.insert(0, {str(TESTS)!r})
+from trt_stand_ins import install_stand_ins
+trt = install_stand_ins("runtime/test_tensorrt_bundle.py", {version!r}, {build.encode()!r})
+def parse_from_file(self, path):  # the dense twin: one engine, parsed from its file
+    return self.parse(pathlib.Path(path).read_bytes())
+trt.OnnxParser.parse_from_file = parse_from_file
+device = types.SimpleNamespace(name=lambda: {gpu!r}, compute_capability=lambda: (8, 7))
+sys.modules["pycuda.driver"].Context = types.SimpleNamespace(get_device=lambda: device)
+arguments = sys.argv[1:]
+try:
+    from dynaprune_edge.cli import main
+    main()
+finally:
+    if {spoil!r} and arguments[0] == "engine" and "--check" not in arguments:
+        for engine in pathlib.Path(arguments[1]).parent.glob("*.{spoil}.*.engine"):
+            engine.write_bytes(engine.read_bytes() + b"!")
+""")
+    path.chmod(0o755)
+    return path
+
+
+def check_there(dpedge_path: Path, engine: Path) -> dict:
+    """`dpedge engine ENGINE --check --json` run by the device's dpedge, as deploy runs it."""
+    result = subprocess.run([str(dpedge_path), "engine", str(engine), "--check", "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def listing(meta) -> list[dict]:
+    return [{"role": e.role, "file": e.file, "sha256": e.sha256} for e in meta.engines]
+
+
+def holding_the_model(folder: Path, model: Path) -> Path:
+    """`folder` (a device's --remote-dir) holding the model, its dense twin and their
+    manifests already, as an earlier deploy leaves them: deploy does not copy them again
+    (each SSH connection takes a third of a second here)."""
+    from dynaprune_edge.profile import dense_twin
+    from dynaprune_edge.runtime.manifest import read_manifest
+
+    dense_twin(model, model, read_manifest(model), log=lambda line: None)  # exported from model.pt beside it, as deploy does, once
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "model.dpedge.json", "model.dense.onnx", "model.dense.dpedge.json"):
+        shutil.copy(model.with_name(name), folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def first_jetson(server, model, tmp_path_factory) -> Path:
+    """The folder of a deploy --build-engine onto a first Jetson (its dpedge: `jetson`),
+    holding the output of that deploy in deploy.out."""
+    folder = tmp_path_factory.mktemp("jetson-1")
+    device = holding_the_model(folder / "dpedge-deploy", model)  # copying the model: the tests above
+    result = dpedge("deploy", model, *server.options(), "--remote-dir", device, "--remote-dpedge", jetson(folder / "dpedge", " on jetson-1"),
+                    "--build-engine")
+    assert result.returncode == 0, result.stderr
+    (device / "deploy.out").write_text(result.stdout)
+    return device
+
+
+def test_deploy_builds_a_bundle_on_the_device_and_checks_every_engine_there(first_jetson, server, model, tmp_path):
+    meta = read_bundle(first_jetson / BUNDLE)
+    out = (first_jetson / "deploy.out").read_text()
+    engines = f"{len(meta.engines)} engines (router, {len(meta.branches)} branches)"
+    assert len(meta.branches) > 1 and all((first_jetson / e.file).is_file() for e in meta.engines)
+    assert f"bundle {first_jetson / BUNDLE} on 127.0.0.1: {engines}, each checked there by SHA-256, built for its Orin with TensorRT 8.5.2.2" in out
+    assert f"engine {first_jetson / TWIN_ENGINE} on 127.0.0.1: 1 engine, each checked there by SHA-256" in out
+
+    spoiled = dpedge("deploy", model, *server.options(), "--remote-dir", holding_the_model(tmp_path / "device", model), "--build-engine",
+                     "--remote-dpedge", jetson(tmp_path / "dpedge", " on a faulty disk", spoil="branch1"))
+    assert_one_line_error(spoiled, f"checking {BUNDLE} failed on", "is not the branch1 engine", "(its SHA-256 differs)",
+                          "build the engines on 127.0.0.1 with dpedge deploy model.onnx", "--build-engine")
+
+
+def test_deploy_copies_a_bundle_built_on_an_identical_device_engines_first_and_a_cut_copy_leaves_the_old_bundle(
+        first_jetson, server, model, tmp_path, monkeypatch):
+    """A fleet: the bundle (and the dense twin's engine) built on the first Jetson goes to a
+    second one with --engine, which holds a bundle of its own build of the same graph. A copy
+    cut short after two of the new engines leaves the second Jetson's bundle whole (its
+    metadata, copied last, still names its own engines); run again, the copy completes, and
+    the device checks every engine by SHA-256."""
+    from dynaprune_edge.deploy import DeployOptions, deploy
+
+    second = holding_the_model(tmp_path / "jetson-2", model)
+    second_dpedge = jetson(tmp_path / "dpedge", " on jetson-2")
+    built = subprocess.run([str(second_dpedge), "engine", str(second / "model.onnx")], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    own, copied = read_bundle(second / BUNDLE), read_bundle(first_jetson / BUNDLE)
+    assert own.branches != copied.branches, "the two Jetsons' builds are the same files"
+
+    uploads, cut = [], copied.branches[1].file
+    upload = Session.upload
+
+    def recorded(self, local, remote, advance):
+        if local.name == cut:
+            raise RemoteError(f"copying {local.name}: cannot reach {self.target}: Connection reset by peer")
+        uploads.append(local.name)
+        return upload(self, local, remote, advance)
+
+    monkeypatch.setattr(Session, "upload", recorded)
+    options = DeployOptions(remote_dir=str(second), remote_dpedge=str(second_dpedge), engine=first_jetson / BUNDLE)
+    output = io.StringIO()
+    with pytest.raises(RemoteError, match=f"copying {cut}"):
+        deploy(model, server.target(), options, Console(file=output, width=300))
+    assert uploads[-1] == copied.branches[0].file and read_bundle(second / BUNDLE) == own
+    assert check_there(second_dpedge, second / BUNDLE)["engines"] == listing(own), "the cut copy left the device's own bundle whole"
+
+    uploads.clear()
+    cut = None
+    done = deploy(model, server.target(), options, Console(file=output, width=300))
+    bundle_files = [e.file for e in copied.engines]
+    assert uploads[uploads.index(bundle_files[0]):] == [*bundle_files, BUNDLE, TWIN_ENGINE, TWIN_ENGINE + ".json"], "engines first, metadata last"
+    assert read_bundle(second / BUNDLE) == copied and all((second / f).read_bytes() == (first_jetson / f).read_bytes() for f in bundle_files)
+    assert check_there(second_dpedge, second / BUNDLE)["engines"] == listing(copied)
+    assert done["engines"] == {"model.onnx": str(second / BUNDLE), "model.dense.onnx": str(second / TWIN_ENGINE)}
+    engines = f"{len(copied.engines)} engines (router, {len(copied.branches)} branches)"
+    assert f"bundle {second / BUNDLE} on 127.0.0.1: {engines}, each checked there by SHA-256" in output.getvalue()
+
+
+def test_engines_for_another_tensorrt_or_gpu_or_not_whole_are_refused_in_one_line_naming_the_rebuild(first_jetson, server, model, tmp_path):
+    bundle = first_jetson / BUNDLE
+    newer = dpedge("deploy", model, *server.options(), "--remote-dir", tmp_path / "newer", "--engine", bundle,
+                   "--remote-dpedge", jetson(tmp_path / "dpedge-10", "", version="10.3.0"))
+    assert_one_line_error(newer, f"{BUNDLE} was built with TensorRT 8.5.2.2, and 127.0.0.1 has TensorRT 10.3.0", "--build-engine")
+    assert not (tmp_path / "newer").exists(), "nothing is copied to a device whose TensorRT the engines were not built with"
+
+    shutil.copytree(first_jetson, tmp_path / "nano")  # the files are there already (so not copied again): the device's check refuses them
+    other_gpu = dpedge("deploy", model, *server.options(), "--remote-dir", tmp_path / "nano", "--engine", bundle,
+                       "--remote-dpedge", jetson(tmp_path / "dpedge-nano", "", gpu="Orin Nano"))
+    assert_one_line_error(other_gpu, f"{BUNDLE} was built for Orin (compute 8.7) with TensorRT 8.5.2.2, but this machine has Orin Nano",
+                          "build the engines on 127.0.0.1 with dpedge deploy model.onnx", "--build-engine")
+
+    both = dpedge("deploy", model, "--host", "nvidia@orin.local", "--engine", bundle, "--build-engine")
+    assert_one_line_error(both, "--engine copies engines built on an identical device, --build-engine builds them on this one")
+    partial = tmp_path / "partial"
+    shutil.copytree(first_jetson, partial)
+    (partial / read_bundle(bundle).branches[0].file).unlink()
+    missing = dpedge("deploy", model, "--host", "nvidia@orin.local", "--engine", partial / BUNDLE)  # refused before connecting
+    assert_one_line_error(missing, "which is not beside it: copy the whole bundle")

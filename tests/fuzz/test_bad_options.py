@@ -103,6 +103,7 @@ OPTIONS: dict[str, dict[str, object]] = {
         "MODEL": InputFile(".onnx"), "--host": BAD_HOSTS, "--port": Count(1, 65535), "--identity": InputFile(),
         "--known-hosts": InputFile(), "--remote-dir": BAD_REMOTE_PATHS, "--precision": Choice(PRECISIONS),
         "--backend": Choice(("trt", "ort")), "--power": Choice(METERS), "--remote-dpedge": BAD_REMOTE_PATHS,
+        "--engine": InputFile(".bundle.json"),
     },
     "deploy --profile": {"--report": OutputFolder(), "--data": DataPath(".npz"), "--samples": Count(1)},
     "deploy --profile --build-engine": {"--power-mode": Choice(POWER_MODES)},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import shutil
 import subprocess
 import sys
 import types
@@ -31,7 +32,7 @@ from dynaprune_edge.runtime.tensorrt import (
     write_meta,
 )
 
-from trt_stand_ins import fake_device_memory
+from trt_stand_ins import fake_device_memory, fake_libcuda
 
 SHAPE = [1, 4, 1, 8, 8]
 ENGINE = "model.orin.trt8.5.2.fp16.engine"
@@ -211,8 +212,10 @@ def fake_modules(version: str, log: list, shape: list[int] = SHAPE) -> tuple[typ
     """Device memory is a dict of byte arrays; the "engine" (built for frames of `shape`)
     computes forecast = 2·frames, flops = 123, bucket = 1. Only the API of `version` exists on it: bindings before 10,
     tensor names from 10 (where int64 outputs stay int64; TensorRT 8 makes them int32).
-    `install_fake_tensorrt` adds the device."""
+    `install_fake_tensorrt` adds the device. The context enqueues through the stand-in CUDA
+    driver `cuda.libcuda` (trt_stand_ins.fake_libcuda), labelled "engine"."""
     cuda, memory = fake_device_memory(log)
+    cuda.libcuda = libcuda = fake_libcuda(log)
 
     tensor_io = int(version.split(".")[0]) >= 10
     tensors = [
@@ -254,7 +257,7 @@ def fake_modules(version: str, log: list, shape: list[int] = SHAPE) -> tuple[typ
 
         def execute_async_v3(stream_handle):
             log.append(("execute_async_v3", stream_handle))
-            return context.compute(context.addresses)
+            return libcuda.enqueue(stream_handle, "engine", functools.partial(context.compute, dict(context.addresses)))
 
         context.execute_async_v3 = execute_async_v3
     else:
@@ -266,7 +269,8 @@ def fake_modules(version: str, log: list, shape: list[int] = SHAPE) -> tuple[typ
 
         def execute_async_v2(bindings, stream_handle):
             log.append(("execute_async_v2", stream_handle))
-            return context.compute({t[0]: address for t, address in zip(tensors, bindings)})
+            addresses = {t[0]: address for t, address in zip(tensors, bindings)}
+            return libcuda.enqueue(stream_handle, "engine", functools.partial(context.compute, addresses))
 
         context.execute_async_v2 = execute_async_v2
     trt.Runtime = lambda logger: types.SimpleNamespace(
@@ -345,3 +349,131 @@ def test_the_manifest_must_lie_beside_the_engine(tmp_path, write_engine, fake_te
     (tmp_path / "model.dpedge.json").unlink()
     with pytest.raises(ConfigError, match="no manifest beside model.onnx"):
         TensorRTBackend.load(engine)
+
+
+# --- CUDA graphs (--cuda-graph), against the stand-in CUDA driver -------------------------
+
+
+@pytest.fixture
+def stand_in_driver(monkeypatch):
+    """The CUDA driver that runtime/tensorrt.py loads: the stand-in pycuda's (fake_libcuda)."""
+    monkeypatch.setattr(runtime_trt, "load_libcuda", lambda: sys.modules["pycuda.driver"].libcuda)
+
+
+@pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0"])
+def test_with_cuda_graph_the_engine_is_captured_once_then_each_sample_is_a_graph_launch(tmp_path, write_engine, fake_tensorrt,
+                                                                                        stand_in_driver, version):
+    log = fake_tensorrt(version)
+    engine = write_engine(tmp_path, make_meta(trt_version=version))
+    backend = load(engine, backend="trt", cuda_graph=True)
+    assert [entry for entry in log if entry[0] in ("enqueue", "captured", "instantiate")] == [
+        ("enqueue", "engine"), ("captured", "engine"), ("instantiate", ("engine",))], "one eager warm-up, then one capture"
+    assert backend.describe()["cuda_graphs"] == {"engine": True} and "cuda_graph_notes" not in backend.describe()
+    log.clear()
+    frames = np.random.default_rng(1).standard_normal((3, *SHAPE[1:])).astype(np.float32)
+    result = backend.run(frames)
+    np.testing.assert_array_equal(result.forecast, 2 * frames)  # each replay read that sample's frames
+    assert result.flops.tolist() == [123.0] * 3 and result.bucket.tolist() == [1] * 3
+    assert log.count(("graph launch", "engine")) == 3
+    assert not [entry for entry in log if entry[0] in ("enqueue", "captured") or entry[0].startswith("execute")], "no enqueue: replays only"
+
+
+@pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0"])
+def test_an_engine_that_cannot_be_captured_runs_eagerly_and_says_why(tmp_path, write_engine, fake_tensorrt, stand_in_driver, version):
+    log = fake_tensorrt(version)
+    libcuda = sys.modules["pycuda.driver"].libcuda
+    libcuda.refuse.add("engine")
+    engine = write_engine(tmp_path, make_meta(trt_version=version))
+    backend = load(engine, backend="trt", cuda_graph=True)
+    assert not libcuda.capturing, "the stream is not left capturing"
+    (note,) = backend.cuda_graph_notes
+    assert note.startswith(f"{ENGINE}: engine: runs eagerly, its CUDA graph capture failed: TensorRT could not enqueue it while the stream was capturing")
+    described = backend.describe()
+    assert described["cuda_graphs"] == {"engine": False} and described["cuda_graph_notes"] == [note.removeprefix(f"{ENGINE}: ")]
+    log.clear()
+    frames = np.random.default_rng(2).standard_normal((2, *SHAPE[1:])).astype(np.float32)
+    np.testing.assert_array_equal(backend.run(frames).forecast, 2 * frames)
+    assert log.count(("enqueue", "engine")) == 2 and not [entry for entry in log if entry[0] == "graph launch"]
+
+
+def test_without_the_drivers_graph_api_every_engine_runs_eagerly_and_says_why(tmp_path, write_engine, fake_tensorrt, monkeypatch):
+    fake_tensorrt("10.3.0")
+
+    def no_libcuda():
+        raise OSError("libcuda.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(runtime_trt, "load_libcuda", no_libcuda)
+    engine = write_engine(tmp_path, make_meta(trt_version="10.3.0"))
+    backend = load(engine, backend="trt", cuda_graph=True)
+    assert backend.cuda_graph_notes == [f"{ENGINE}: engine: runs eagerly, no CUDA graph: the CUDA driver's graph API is not usable here "
+                                        "(libcuda.so.1: cannot open shared object file)"]
+    assert backend.describe()["cuda_graphs"] == {"engine": False}
+    assert backend.run(np.ones((1, *SHAPE[1:]), np.float32)).flops.tolist() == [123.0]
+
+
+def test_without_cuda_graph_describe_is_unchanged_and_no_graph_is_made(tmp_path, write_engine, fake_tensorrt, stand_in_driver):
+    log = fake_tensorrt("10.3.0")
+    backend = load(write_engine(tmp_path, make_meta(trt_version="10.3.0")), backend="trt")
+    backend.run(np.ones((2, *SHAPE[1:]), np.float32))
+    assert "cuda_graphs" not in backend.describe() and backend.cuda_graph_notes == []
+    assert not [entry for entry in log if entry[0] in ("captured", "graph launch")]
+
+
+def test_cuda_graph_is_refused_on_other_backends(tmp_path):
+    with pytest.raises(ConfigError, match=r"--cuda-graph captures TensorRT engines into CUDA graphs \(--backend trt\), not ort"):
+        load(tmp_path / "model.onnx", backend="ort", cuda_graph=True)
+
+
+@pytest.mark.parametrize("backend", ["ort", "orin-emu"])
+def test_dpedge_profile_refuses_cuda_graph_off_trt_in_one_line(tmp_path, backend):
+    done = subprocess.run([sys.executable, "-m", "dynaprune_edge", "profile", "model.onnx", "--backend", backend, "--cuda-graph"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [f"error: --cuda-graph captures TensorRT engines into CUDA graphs, with --backend trt, not {backend}"]
+
+
+DRIVER_STUB = r"""
+/* The CUDA driver functions runtime/tensorrt.py's CudaGraphDriver calls, with their C
+   signatures (cuda.h): what ctypes passes must arrive as the driver reads it. */
+typedef void *CUstream, *CUgraph, *CUgraphExec, *CUcontext;
+static CUstream capturing = 0;
+static int graphs_alive = 0;
+int cuStreamBeginCapture_v2(CUstream stream, int mode) {
+    if (capturing || mode != 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */) return 1;
+    capturing = stream; return 0; }
+int cuStreamEndCapture(CUstream stream, CUgraph *graph) {
+    if (stream != capturing) return 400;
+    capturing = 0; *graph = (CUgraph) 0x1234; graphs_alive++; return 0; }
+int cuGraphInstantiateWithFlags(CUgraphExec *executable, CUgraph graph, unsigned long long flags) {
+    if (graph != (CUgraph) 0x1234 || flags != 0) return 1;
+    *executable = (CUgraphExec) 0x5678; return 0; }
+int cuGraphLaunch(CUgraphExec executable, CUstream stream) {
+    return executable == (CUgraphExec) 0x5678 && stream == (CUstream) 0x7fff12345678 ? 0 : 400; }
+int cuGraphDestroy(CUgraph graph) { if (graph != (CUgraph) 0x1234) return 400; graphs_alive--; return 0; }
+int cuGraphExecDestroy(CUgraphExec executable) { return 0; }
+int cuCtxGetCurrent(CUcontext *context) { *context = (CUcontext) 0xC0; return 0; }
+int cuGetErrorName(int code, const char **name) { *name = code == 400 ? "CUDA_ERROR_INVALID_HANDLE" : "CUDA_ERROR_UNKNOWN"; return 0; }
+int stub_capturing(void) { return capturing != 0; }
+int stub_graphs_alive(void) { return graphs_alive; }
+"""
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler here")
+def test_the_graph_calls_reach_a_c_driver_with_the_values_it_expects(tmp_path):
+    """CudaGraphDriver against a compiled library with the driver's C signatures: the
+    ctypes types, the out-parameters and a 64-bit stream handle survive the call."""
+    import ctypes
+
+    (tmp_path / "stub.c").write_text(DRIVER_STUB)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(tmp_path / "libstub.so"), str(tmp_path / "stub.c")], check=True)
+    lib = ctypes.CDLL(str(tmp_path / "libstub.so"))
+    driver = runtime_trt.CudaGraphDriver(lib)
+    stream = types.SimpleNamespace(handle=0x7FFF12345678)
+    with pytest.raises(runtime_trt.CudaGraphError, match="TensorRT could not enqueue it while the stream was capturing"):
+        driver.capture(stream, lambda: False)
+    assert not lib.stub_capturing() and lib.stub_graphs_alive() == 0, "a refused capture is ended and its graph freed"
+    graph = driver.capture(stream, lambda: True)
+    assert graph.executable == 0x5678 and lib.stub_graphs_alive() == 0
+    graph.launch(stream)
+    with pytest.raises(runtime_trt.CudaGraphError, match="cuGraphLaunch returned CUDA_ERROR_INVALID_HANDLE"):
+        graph.launch(types.SimpleNamespace(handle=5))

@@ -5,7 +5,9 @@ computes what a real engine of that graph would, and only what is enqueued runs)
 
 from __future__ import annotations
 
+import functools
 import itertools
+import sys
 import types
 from dataclasses import replace
 
@@ -17,11 +19,11 @@ from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.tensorrt.build import build_or_explain
 from dynaprune_edge.files import sha256_file
 from dynaprune_edge.runtime import load
-from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT, Bucket
+from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.runtime.tensorrt import read_bundle
 
-from trt_stand_ins import fake_builder_config, fake_device_memory
+from trt_stand_ins import fake_builder_config, fake_device_memory, fake_libcuda
 
 BUNDLE = "model.orin.trt{}.fp16.bundle.json"
 
@@ -35,9 +37,12 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
     builder's "engine" is the ONNX it parsed; a deserialized engine runs it on onnxruntime
     when enqueued, reading and writing the device buffers bound to it; device memory is a
     dict of byte arrays. TensorRT 8 makes int64 outputs int32. `log` records allocations,
-    contexts, their scratch memory and every enqueue."""
+    contexts, their scratch memory and every enqueue. Contexts enqueue through the stand-in
+    CUDA driver `cuda.libcuda` (trt_stand_ins.fake_libcuda), which records them while the
+    stream is capturing and runs them at each graph launch."""
     major = int(version.split(".")[0])
     cuda, memory = fake_device_memory(log)
+    cuda.libcuda = libcuda = fake_libcuda(log)
     clock = itertools.count()
 
     class Event:  # a CUDA event: its time is when it was recorded, one tick (0.5 ms) per record
@@ -116,10 +121,11 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             return True
 
         def execute_async_v3(self, stream_handle):
-            return self.compute(self.addresses)
+            return libcuda.enqueue(stream_handle, self.engine.role, functools.partial(self.compute, dict(self.addresses)))
 
         def execute_async_v2(self, bindings, stream_handle):
-            return self.compute({t[0]: address for t, address in zip(self.engine.tensors, bindings)})
+            addresses = {t[0]: address for t, address in zip(self.engine.tensors, bindings)}
+            return libcuda.enqueue(stream_handle, self.engine.role, functools.partial(self.compute, addresses))
 
     if major < 10:
         del Context.set_device_memory  # TensorRT 8: the device_memory property
@@ -173,18 +179,10 @@ def fake_tensorrt(request, install_fake_tensorrt):
 
 
 @pytest.fixture(params=[False, True], ids=["region-routed", "width-routed"])
-def routed_export(request, tmp_path, routed_toy, toy_manifest):
+def routed_export(request, tmp_path, routed_toy):
     """A routed graph on disk with its manifest, as `dpedge export` writes them."""
     width_routed = request.param
-    graph = routed_toy.make(width_routed)
-    path = tmp_path / "model.onnx"
-    onnx.save(graph, path)
-    buckets = [Bucket([0, 0], 0, {}, 10.0 * (k + 1)) for k in range(routed_toy.branches)]
-    manifest = toy_manifest(routed_toy.out, input_shape=routed_toy.shape, mode="widths" if width_routed else "bucketed", buckets=buckets,
-                            width_levels=[0.25, 0.5, 1.0], budget={"trained": 0.5, "cost_target": "flops"} if width_routed else {},
-                            onnx_sha256=sha256_file(path))
-    (tmp_path / "model.dpedge.json").write_text(manifest.to_json())
-    return path, manifest, width_routed
+    return *routed_toy.export(tmp_path, width_routed), width_routed
 
 
 def samples(routed_toy, seed: int = 0) -> np.ndarray:
@@ -337,3 +335,92 @@ def test_profile_splits_each_samples_time_into_router_dispatch_and_branch(tmp_pa
     for row in phases:
         assert (row["router_ms"], row["branch_ms"]) == (0.5, 0.5), "the GPU times come from the events around each engine"
         assert row["total_ms"] >= row["dispatch_ms"] >= 0
+
+
+# --- CUDA graphs (--cuda-graph), against the stand-in CUDA driver -------------------------
+
+
+@pytest.fixture
+def stand_in_driver(monkeypatch):
+    """The CUDA driver that runtime/tensorrt.py loads: the stand-in pycuda's (fake_libcuda)."""
+    from dynaprune_edge.runtime import tensorrt as runtime_trt
+
+    monkeypatch.setattr(runtime_trt, "load_libcuda", lambda: sys.modules["pycuda.driver"].libcuda)
+
+
+def test_with_cuda_graphs_each_engine_is_captured_once_and_each_sample_launches_the_router_then_its_branch(
+        tmp_path, routed_export, routed_toy, fake_tensorrt, stand_in_driver):
+    version, log = fake_tensorrt
+    path, manifest, width_routed = routed_export
+    bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
+    roles = [engine.role for engine in read_bundle(bundle).engines]
+    frames = samples(routed_toy, seed=3)
+    eager = load(bundle, backend="trt").run(frames)
+    log.clear()
+    backend = load(bundle, backend="trt", cuda_graph=True)
+    for role in roles:  # one eager warm-up, then one capture, per engine: the router's first (the branches read its handoff)
+        entries = [entry[0] for entry in log if entry[0] in ("enqueue", "captured") and entry[1] == f"dpedge-{role}"]
+        assert entries == ["enqueue", "captured"], role
+    assert [entry[1] for entry in log if entry[0] == "captured"] == [f"dpedge-{role}" for role in roles]
+    assert backend.describe()["cuda_graphs"] == dict.fromkeys(roles, True) and backend.cuda_graph_notes == []
+
+    log.clear()
+    result = backend.run(frames)
+    assert result.bucket.tolist() == eager.bucket.tolist() and set(result.bucket) == set(range(routed_toy.branches))
+    np.testing.assert_array_equal(result.forecast, eager.forecast)  # every replay read its own sample's frames
+    assert result.flops.tolist() == eager.flops.tolist()
+    launched = [entry[1] for entry in log if entry[0] == "graph launch"]
+    assert launched == [role for bucket in result.bucket for role in ("dpedge-router", f"dpedge-branch{bucket}")], "router, then the branch: nothing else"
+    assert [entry[1] for entry in log if entry[0] == "execute"] == launched
+    assert not [entry for entry in log if entry[0] in ("enqueue", "captured")], "nothing eager, nothing captured again"
+    assert set(backend.last_phases) == {"router_ms", "dispatch_ms", "branch_ms", "total_ms"} and backend.last_phases["router_ms"] == 0.5
+    if width_routed:  # at budget 1 the budget-1 engine's graph runs alone
+        log.clear()
+        backend.set_budget(1.0)
+        at_one = backend.run(frames[:2])
+        assert [entry[1] for entry in log if entry[0] == "graph launch"] == ["dpedge-bypass"] * 2
+        reference = load(bundle, backend="trt")
+        reference.set_budget(1.0)
+        np.testing.assert_array_equal(at_one.forecast, reference.run(frames[:2]).forecast)
+
+
+def test_a_branch_that_cannot_be_captured_runs_eagerly_alone_and_the_note_says_which(tmp_path, routed_export, routed_toy, fake_tensorrt,
+                                                                                    stand_in_driver):
+    version, log = fake_tensorrt
+    path, manifest, _ = routed_export
+    bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
+    frames = samples(routed_toy, seed=4)
+    eager = load(bundle, backend="trt").run(frames)
+    libcuda = sys.modules["pycuda.driver"].libcuda
+    libcuda.refuse.add("dpedge-branch1")
+    backend = load(bundle, backend="trt", cuda_graph=True)
+    assert not libcuda.capturing, "the stream is not left capturing"
+    graphs = backend.describe()["cuda_graphs"]
+    assert graphs.pop("branch1") is False and set(graphs.values()) == {True}, "the other engines are still captured"
+    assert backend.cuda_graph_notes == [f"{bundle.name}: branch1: runs eagerly, its CUDA graph capture failed: TensorRT could not enqueue "
+                                        "it while the stream was capturing (its log above says why)"]
+    assert backend.describe()["cuda_graph_notes"] == [backend.cuda_graph_notes[0].removeprefix(f"{bundle.name}: ")]
+    log.clear()
+    result = backend.run(frames)
+    np.testing.assert_array_equal(result.forecast, eager.forecast)
+    assert result.bucket.tolist() == eager.bucket.tolist()
+    assert [entry[1] for entry in log if entry[0] == "enqueue"] == ["dpedge-branch1"] * int(np.sum(result.bucket == 1))
+    assert [entry[1] for entry in log if entry[0] == "graph launch"] == [
+        role for bucket in result.bucket for role in ("dpedge-router", *([f"dpedge-branch{bucket}"] if bucket != 1 else []))]
+
+
+def test_dpedge_profile_prints_each_engine_that_runs_eagerly_once_and_reports_what_ran(routed_export, routed_toy, fake_tensorrt,
+                                                                                      stand_in_driver, monkeypatch):
+    from dynaprune_edge import profile as profiling
+
+    path, manifest, _ = routed_export
+    bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
+    sys.modules["pycuda.driver"].libcuda.refuse.add("dpedge-branch1")
+    # the bundle stands in for its own dense twin: the same engines, so the same note twice, to be printed once
+    monkeypatch.setattr(profiling, "dense_twin", lambda onnx_path, opened, manifest, log: opened)
+    monkeypatch.setattr(profiling, "profile_frames", lambda *args: (samples(routed_toy), "test windows"))
+    printed = []
+    result = profiling.run(bundle, profiling.Settings(backend="trt", cuda_graph=True, power="off", runs=8, samples=8), log=printed.append)
+    assert printed == [f"{bundle.name}: branch1: runs eagerly, its CUDA graph capture failed: TensorRT could not enqueue it while the "
+                       "stream was capturing (its log above says why)"]
+    assert result.backend["cuda_graphs"]["branch1"] is False and result.backend["cuda_graphs"]["router"] is True
