@@ -58,6 +58,7 @@ class Settings:
     power_interval: int = 100  # ms between rail readings
     budget: float | None = None  # a width-routed model's run-time budget (None: the trained one)
     layout: str | None = None  # ort/ort-cuda: a routed graph as one graph or split (None: what its export measured faster)
+    cuda_graph: bool = False  # trt: each engine as a CUDA graph captured at load, where it can be
 
     def __post_init__(self) -> None:
         BACKENDS.get(self.backend)
@@ -72,6 +73,8 @@ class Settings:
             raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")
         if self.layout is not None and (self.layout not in LAYOUTS or self.backend not in ("ort", "ort-cuda")):
             raise ConfigError(f"--layout takes {' or '.join(LAYOUTS)}, with --backend ort or ort-cuda, got --layout {self.layout} on {self.backend}")
+        if self.cuda_graph and self.backend != "trt":
+            raise ConfigError(f"--cuda-graph captures TensorRT engines into CUDA graphs, with --backend trt, not {self.backend}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {self.threads}")
         if not 0 < self.power_seconds < math.inf:
@@ -148,7 +151,7 @@ def spread(available: int, wanted: int) -> np.ndarray:
 
 def profile_frames(manifest: Manifest, onnx_path: Path, data: str | None, samples: int) -> tuple[np.ndarray, str]:
     """Up to `samples` validation windows, evenly spread over the split (calm and busy
-    periods alike), in the graph's units; and what they are."""
+    periods alike), in physical units as the graph takes them; and what they are."""
     from dynaprune_edge.data import DataConfig, load_dataset
 
     config, recorded_in = manifest.data, str(manifest_path(onnx_path))
@@ -172,7 +175,7 @@ def profile_frames(manifest: Manifest, onnx_path: Path, data: str | None, sample
         raise ConfigError(f"{loaded.describe()}: no validation windows to profile on")
     picks = spread(len(val), samples)
     windows = np.stack([val[int(i)][0].numpy() for i in picks])
-    frames = manifest.normalize(loaded.normalizer.denormalize(windows))  # the model's normaliser, not this copy's
+    frames = loaded.normalizer.denormalize(windows)  # physical units, as the graph takes them
     kind = "synthetic" if loaded.is_synthetic else f"real: {loaded.source}"
     return frames, f"{len(picks)} of {len(val)} validation windows of {config.name} ({kind})"
 
@@ -265,9 +268,12 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
         frames = frames[spread(len(frames), settings.samples)]
     else:
         frames, described = profile_frames(manifest, onnx_path, settings.data, settings.samples)
-    sparse = load(opened, settings.backend, settings.threads, settings.device(), settings.layout)
+    sparse = load(opened, settings.backend, settings.threads, settings.device(), settings.layout, settings.cuda_graph)
     sparse.set_budget(settings.budget)
-    dense = load(twin, settings.backend, settings.threads, settings.device())
+    dense = load(twin, settings.backend, settings.threads, settings.device(), cuda_graph=settings.cuda_graph)
+    if settings.cuda_graph:  # each engine that runs eagerly instead, and why: once (a dense model is its own twin)
+        for note in dict.fromkeys(sparse.cuda_graph_notes + dense.cuda_graph_notes):
+            log(note)
     runs = 1 if sparse.emulated else max(settings.runs, len(frames))
     with progress_bar(transient=True) as progress:
         task = progress.add_task(f"profiling on {settings.backend}", total=runs)

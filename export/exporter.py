@@ -36,8 +36,8 @@ from dynaprune_edge.training.checkpoint import TrainedModel
 UNSEEN_SHARE = 0.25
 TIMING_PASSES = 3
 SPLIT_TOLERANCE = 1e-5
-"""Largest difference allowed between the split layout's forecast and the single graph's
-(the same nodes run on the same inputs: it is 0 in practice)."""
+"""Largest difference allowed between the split layout's forecast and the single graph's,
+in normalised units (the same nodes run on the same inputs: it is 0 in practice)."""
 ROUTING_TIE = 1e-4
 """Logit margin below which a sample is left out of the parity check (DataMask.routing_margin)."""
 PICKS_PER_COUNT = 2  # training samples per kept-region count in the parity check: one may be a tie
@@ -187,7 +187,7 @@ class Exporter:
         """The model with pruning off (the `--dense` export, and the twin a pruned export or
         a width level is timed against); with `width` (a level's index), that level of a
         slimmable model alone (`--width`)."""
-        return build_graph(self.trained.model, None, "dense", None, opset=self.options.opset, width=width)
+        return build_graph(self.trained.model, None, "dense", None, opset=self.options.opset, width=width, normalizer=self.trained.normalizer)
 
     def candidates(self) -> list[Candidate]:
         model = self.trained.model
@@ -196,7 +196,7 @@ class Exporter:
             gates = {g.name: g.groups for g in model.gates} if self.width is None else width_plan(model, self.width).groups
             return [Candidate("dense", "none", graph, [Bucket([0, model.regions], 0, gates, costs[0][0])])]
         if self.routed:
-            graph, costs = build_width_router_graph(model, self.options.opset)
+            graph, costs = build_width_router_graph(model, self.options.opset, self.trained.normalizer)
             levels = [width_plan(model, level).groups for level in range(len(model.pruning.width_levels))]
             buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [Bucket([model.regions] * 2, 0, dict(g), flops) for g, (flops, _) in zip(levels, costs[1:])]
             return [Candidate("widths", "none", graph, buckets)]
@@ -205,7 +205,7 @@ class Exporter:
         for tiles in self.tile_policies():
             plans = self.plans(table, TILE_POLICIES[tiles])
             for mode in self.modes():
-                graph, costs = build_graph(model, plans, mode, table, TILE_POLICIES[tiles], self.options.opset)
+                graph, costs = build_graph(model, plans, mode, table, TILE_POLICIES[tiles], self.options.opset, normalizer=self.trained.normalizer)
                 buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [
                     Bucket([p.lo, p.hi], computed, dict(p.groups), flops) for p, (flops, computed) in zip(plans, costs[1:])
                 ]
@@ -213,13 +213,15 @@ class Exporter:
         return result
 
     def parity_checks(self) -> list[tuple[np.ndarray, np.ndarray, str, dict]]:
-        """(samples, PyTorch's forecasts of them, what they are, other inputs) for each
-        parity check: one, or per run-time budget of a width-routed model (CHECKED_BUDGETS
-        and its trained one: every branch the data reach), without the samples within
-        ROUTING_TIE of another branch there."""
+        """(samples in physical units, as the graph takes them; PyTorch's forecasts of them
+        in the model's normalised units, where check_parity compares; what they are; other
+        inputs) for each parity check: one, or one per run-time budget of a width-routed
+        model (CHECKED_BUDGETS and its trained one: every branch the data reach), without
+        the samples within ROUTING_TIE of another branch there."""
+        physical = self.trained.normalizer.denormalize
         if not self.routed:
             x, described = self.parity_inputs()
-            return [(x.numpy(), reference(self.trained, x, self.dense, self.width).numpy(), described, {})]
+            return [(physical(x).numpy(), reference(self.trained, x, self.dense, self.width).numpy(), described, {})]
         val, train = self.data.val, self.data.train
         x = torch.stack([val[i][0] for i in range(min(len(val), self.options.parity_samples))]
                         + [train[int(i)][0] for i in np.linspace(0, len(train) - 1, min(len(train), self.options.parity_samples)).astype(int)])
@@ -233,7 +235,7 @@ class Exporter:
             tied = f", {int((~clear).sum())} left out: within {ROUTING_TIE:g} of another branch" if not clear.all() else ""
             described = f"{int(clear.sum())} {kind} {self.data.config.name} samples at budget {budget:g}{tied}"
             expected = reference(self.trained, x[clear], False, budget=budget).numpy()
-            checks.append((x[clear].numpy(), expected, described, {BUDGET: np.array(budget, np.float32)}))
+            checks.append((physical(x[clear]).numpy(), expected, described, {BUDGET: np.array(budget, np.float32)}))
         return checks
 
     def parity_inputs(self) -> tuple[torch.Tensor, str]:
@@ -255,10 +257,10 @@ class Exporter:
         return x[clear], f"{int(clear.sum())} {kind} {self.data.config.name} samples{tied}"
 
     def validation_frames(self, limit: int = 64) -> np.ndarray:
-        """Validation samples in the graph's units (auto's timing, int8 calibration,
-        Polygraphy's inputs)."""
+        """Validation samples in physical units, as the graph takes them (auto's timing,
+        int8 calibration, Polygraphy's inputs)."""
         val = self.data.val
-        return torch.stack([val[i][0] for i in range(min(len(val), limit))]).numpy()
+        return self.trained.normalizer.denormalize(torch.stack([val[i][0] for i in range(min(len(val), limit))]).numpy())
 
     def manifest(self, candidate: Candidate, onnx_name: str, onnx_sha256: str, measured: dict) -> Manifest:
         shape = self.trained.model.shape
@@ -351,7 +353,7 @@ class Exporter:
                 check_graph(path, candidate.mode)
                 sessions.append(open_session(path, session_options(1), ["CPUExecutionProvider"]))
                 for x, expected, described, feeds in checks:
-                    parity = check_parity(sessions[-1], x, expected, candidate.mode, feeds)
+                    parity = check_parity(sessions[-1], x, expected, candidate.mode, self.trained.normalizer, feeds)
                     for branch, error in parity.items():  # the worst of every check
                         candidate.parity[branch] = max(error, candidate.parity.get(branch, 0.0))
                     self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(parity.values()):.2e}")
@@ -396,7 +398,7 @@ class Exporter:
         split = SplitSessions(split_routed_graph(candidate.onnx_model),
                               lambda graph, label: open_session(graph, session_options(1), ["CPUExecutionProvider"], label),
                               self.trained.model_config.pruning.budget if self.routed else None)
-        worst = 0.0
+        worst, std = 0.0, self.trained.normalizer.std.reshape(-1, 1, 1)  # compared in normalised units, as parity
         for x, _, _, feeds in checks:
             for sample in x:
                 inputs = {INPUT: sample[None], **feeds}
@@ -406,7 +408,7 @@ class Exporter:
                 if got_bucket != int(bucket) or abs(got_flops - float(flops)) > 1e-3 * max(1.0, abs(float(flops))):
                     raise ConfigError(f"the split layout chose branch {got_bucket} where the single graph chose {int(bucket)}: "
                                       "please report this with the model")
-                worst = max(worst, float(np.abs(got - forecast).max()))
+                worst = max(worst, float((np.abs(got - forecast) / std).max()))
         if worst > SPLIT_TOLERANCE:
             raise ConfigError(f"the split layout's forecast differs from the single graph's by {worst:.2e} (> {SPLIT_TOLERANCE:g}): "
                               "please report this with the model")

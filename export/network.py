@@ -15,6 +15,7 @@ from dynaprune_edge.export.plan import BranchPlan
 from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.export.routing import Branch, Routing, choose, route
 from dynaprune_edge.export.subnetwork import SubNetwork
+from dynaprune_edge.data.base import Normalizer
 from dynaprune_edge.models import DynaPruner
 from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
 
@@ -30,24 +31,40 @@ def frames_shape(shape, frames: int) -> tuple[int, ...]:
     return (1, frames, shape.channels, shape.height, shape.width)
 
 
-def pad_input(b: GraphBuilder, model: DynaPruner) -> Feature:
-    """The frames the backbone and the router read (DynaPruner.pad in the top-level graph):
-    the graph input, with zeros below and right of the user's frame where the grid is not
-    what the regions and strides need."""
+def channel_constant(b: GraphBuilder, values: np.ndarray, hint: str) -> str:
+    """Per-channel statistics broadcast over (1, T, C, H, W)."""
+    return b.const(np.asarray(values, np.float32).reshape(1, 1, -1, 1, 1), hint)
+
+
+def pad_input(b: GraphBuilder, model: DynaPruner, normalizer: Normalizer | None) -> Feature:
+    """The frames the backbone and the router read: the graph input in physical units,
+    normalised with the training data's statistics (`normalizer`; None: a graph that takes
+    normalised frames, as the cost tables time), then DynaPruner.pad: zeros below and right
+    of the user's frame where the grid is not what the regions and strides need. The
+    normalisation is one pointwise kernel on TensorRT, outside the router's scope, so
+    every engine of a split bundle takes the user's frames as they are."""
+    frames = INPUT
+    if normalizer is not None:
+        centred = b.op("Sub", INPUT, channel_constant(b, normalizer.mean, "mean"), scope="input/normalise")
+        frames = b.op("Div", centred, channel_constant(b, normalizer.std, "std"), scope="input/normalise")
     rows, columns = model.padding
     shape = frames_shape(model.backbone.shape, model.shape.frames_in)
     if not rows and not columns:
-        return Feature(INPUT, shape)
+        return Feature(frames, shape)
     pads = b.const([0, 0, 0, 0, 0, 0, 0, 0, rows, columns], "pads")
-    return Feature(b.op("Pad", INPUT, pads, scope="input/pad", mode="constant"), shape)
+    return Feature(b.op("Pad", frames, pads, scope="input/pad", mode="constant"), shape)
 
 
-def crop_output(b: GraphBuilder, model: DynaPruner, forecast: str) -> str:
-    """DynaPruner.crop: the forecast at the user's grid."""
-    if not any(model.padding):
+def crop_output(b: GraphBuilder, model: DynaPruner, forecast: str, normalizer: Normalizer | None) -> str:
+    """DynaPruner.crop: the forecast at the user's grid, back in physical units (a scale
+    and a shift: pointwise operations, which TensorRT fuses with their producer)."""
+    if any(model.padding):
+        shape = model.shape
+        forecast = b.op("Slice", forecast, b.const([0, 0]), b.const([shape.height, shape.width]), b.const([3, 4]), scope="output/crop")
+    if normalizer is None:
         return forecast
-    shape = model.shape
-    return b.op("Slice", forecast, b.const([0, 0]), b.const([shape.height, shape.width]), b.const([3, 4]), scope="output/crop")
+    scaled = b.op("Mul", forecast, channel_constant(b, normalizer.std, "std"), scope="output/denormalise")
+    return b.op("Add", scaled, channel_constant(b, normalizer.mean, "mean"), scope="output/denormalise")
 
 
 def output_types(model: DynaPruner) -> tuple[list[int], list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
@@ -105,6 +122,7 @@ def build_graph(
     tiles: TilePolicy | None = None,
     opset: int = OPSET,
     width: int | None = None,
+    normalizer: Normalizer | None = None,
 ) -> tuple[onnx.ModelProto, list[tuple[float, int]]]:
     """The exported graph and, per branch, the FLOPs it executes (router included) and the
     tiles its tiled layers compute (0: every layer runs on whole maps).
@@ -113,17 +131,19 @@ def build_graph(
     `width` (a width level's index) that level's static slice of a slimmable network, its
     BatchNorm statistics folded in.
     tiles: which layers of which branches run on the kept regions' tiles; the others run
-    on whole maps, masked (None: no tiles)."""
+    on whole maps, masked (None: no tiles).
+    normalizer: the training data's statistics, applied by the graph's first and last nodes
+    so that it speaks physical units (the export); None: normalised units throughout."""
     shape = model.backbone.shape
     b = GraphBuilder("dpedge", opset=opset)
-    x = pad_input(b, model)
+    x = pad_input(b, model, normalizer)
     out_shape, outputs, final = output_types(model)  # padded, until the crop at the end
     inputs = [tensor_info(INPUT, list(frames_shape(model.shape, model.shape.frames_in)))]
     if plans is None:
         plan = None if width is None else width_plan(model, width)
         with model.at_width(-1 if width is None else width):
             y, net = lower_backbone(model, x, Branch(b, b, model.grid, None, plan), "dense" if plan is None else "bucketed", None)
-        b.identity(crop_output(b, model, y.name), FORECAST)
+        b.identity(crop_output(b, model, y.name, normalizer), FORECAST)
         b.identity(b.const(np.float32(net.flops), "flops"), FLOPS)
         b.identity(b.const(np.int64(0), "bucket"), BUCKET)
         described = "dense" if width is None else f"width {model.pruning.width_levels[width]:g}"
@@ -152,18 +172,19 @@ def build_graph(
     passed = b.op("Cast", b.op("Less", bounds, routing.kept_regions, scope=scope), scope=scope, to=b.FLOAT)
     bucket = b.op("Cast", b.op("ReduceSum", passed, scope=scope, keepdims=0), scope=scope, to=b.INT64)  # TensorRT 8 reduces floats only
     forecast, flops_out = choose(b, bucket, branches, outputs[:2])
-    b.identity(crop_output(b, model, forecast), FORECAST)
+    b.identity(crop_output(b, model, forecast, normalizer), FORECAST)
     b.identity(flops_out, FLOPS)
     b.identity(bucket, BUCKET)
     return b.model(inputs, final, f"dpedge {mode} export"), costs
 
 
-def build_width_router_graph(model: DynaPruner, opset: int = OPSET) -> tuple[onnx.ModelProto, list[tuple[float, int]]]:
+def build_width_router_graph(model: DynaPruner, opset: int = OPSET, normalizer: Normalizer | None = None) -> tuple[onnx.ModelProto, list[tuple[float, int]]]:
     """A width-routed slimmable model's graph: its router (mask generator, width head, the
     price of the run-time `budget` input, whose default is the trained budget) chooses one
     branch per sample: persistence, or one width level as a static network (every region,
     that level's weight slices and BatchNorm statistics, constant weights of its own).
-    Returns the graph and, per branch, the FLOPs it executes (router included).
+    Returns the graph and, per branch, the FLOPs it executes (router included); normalizer
+    as in `build_graph`.
 
     At budget 1 every sample runs the widest level: an `If` on the budget runs it alone,
     without the router (its many small operators cost a fifth of a small model's latency on
@@ -171,7 +192,7 @@ def build_width_router_graph(model: DynaPruner, opset: int = OPSET) -> tuple[onn
     SimVP in onnxruntime: 6 % of its latency). The widest level's weights are stored twice,
     once in that branch and once in the router's chain, each owning its constants."""
     b = GraphBuilder("dpedge", opset=opset)
-    x = pad_input(b, model)
+    x = pad_input(b, model, normalizer)
     out_shape, outputs, final = output_types(model)
     # An input with an initializer of its name: optional at run time, the trained budget when omitted.
     b.initializers.append(numpy_helper.from_array(np.array(model.pruning.budget, np.float32), BUDGET))
@@ -203,18 +224,18 @@ def build_width_router_graph(model: DynaPruner, opset: int = OPSET) -> tuple[onn
         full, (widest, [widest_forecast, widest_flops, widest.const(np.int64(levels), "widest")]),
         (router, [routed_forecast, routed_flops, branch]), outputs, scope="router/budget",
     )
-    b.identity(crop_output(b, model, forecast), FORECAST)
+    b.identity(crop_output(b, model, forecast, normalizer), FORECAST)
     b.identity(flops_out, FLOPS)
     b.identity(chosen, BUCKET)
     return b.model(inputs, final, "dpedge width-routed export"), costs
 
 
-def router_graph(model: DynaPruner, mode: str) -> onnx.ModelProto:
+def router_graph(model: DynaPruner, mode: str, normalizer: Normalizer | None = None) -> onnx.ModelProto:
     """The router alone, as the exported graph runs it (mask generator, kept-region count,
     per-sample group scores in gather mode): timed against the whole graph, the share of
     latency that deciding what to compute costs."""
     b = GraphBuilder("dpedge-router")
-    x = pad_input(b, model)
+    x = pad_input(b, model, normalizer)
     routing = route(b, model, x, scored(model, mode), np.zeros((model.regions + 1, len(model.gates)), np.int64))
     outputs = {"kept_regions": routing.kept_regions, **routing.group_scores}
     for name, source in outputs.items():

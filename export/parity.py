@@ -9,13 +9,15 @@ import numpy as np
 import onnx
 import torch
 
+from dynaprune_edge.data.base import Normalizer
 from dynaprune_edge.errors import DpedgeError
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
 from dynaprune_edge.training.checkpoint import TrainedModel
 
 PARITY_TOLERANCE = 1e-4
-"""Max abs error in the graph's (normalised) units, fp32, for outputs within ±1; relative
+"""Max abs error in the model's normalised units (the graph's physical forecast normalised
+with the training data's statistics), fp32, for outputs within ±1; relative
 beyond (fp32 rounding grows with magnitude: the dense twin of a model trained to compute
 an eighth of the regions forecasts values in the hundreds where it never learned to)."""
 
@@ -45,15 +47,17 @@ def check_graph(path: Path, label: str) -> None:
         raise ExportError(f"onnx.checker rejected the {label} graph: {str(error).splitlines()[0]}") from None
 
 
-def check_parity(session, x: np.ndarray, expected: np.ndarray, label: str, feeds: dict | None = None) -> dict[str, float]:
+def check_parity(session, x: np.ndarray, expected: np.ndarray, label: str, normalizer: Normalizer, feeds: dict | None = None) -> dict[str, float]:
     """Max abs error per branch (keyed by the branch index the graph reports) of the
-    onnxruntime `session` against PyTorch's `expected` outputs on the samples `x` (with the
-    other inputs `feeds`: a run-time budget); an ExportError if any exceeds
-    PARITY_TOLERANCE × max(1, the largest |expected| value)."""
+    onnxruntime `session` against PyTorch's `expected` outputs (normalised units) on the
+    samples `x` (physical units, as the graph takes them; with the other inputs `feeds`: a
+    run-time budget); an ExportError if any exceeds PARITY_TOLERANCE × max(1, the largest
+    |expected| value). The graph's forecast is normalised with `normalizer` before the
+    comparison, so the tolerance means the same on every dataset, whatever its units."""
     errors: dict[int, float] = {}
     for sample, want in zip(x, expected):
         forecast, _, bucket = session.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None], **(feeds or {})})
-        error = float(np.abs(forecast[0] - want).max())
+        error = float(np.abs(normalizer.normalize(forecast[0]) - want).max())
         errors[int(bucket)] = max(errors.get(int(bucket), 0.0), error)
     parity = {str(k): v for k, v in sorted(errors.items())}
     worst, tolerance = max(errors.values()), PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max()))

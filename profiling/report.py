@@ -123,10 +123,9 @@ def masks(figure, profile: Profile, unit: str) -> None:
     channel, physical units) with the regions it skipped shaded."""
     order = np.argsort(profile.activity)
     picks = [order[0], order[len(order) // 2], order[-1]]
-    physical = profile.manifest.denormalize(profile.frames)
     for column, index in enumerate(picks, start=1):
         axes = figure.add_subplot(1, 3, column)
-        frame = physical[index, -1, 0]
+        frame = profile.frames[index, -1, 0]
         axes.imshow(frame, cmap="Blues", interpolation="nearest")
         if profile.masks is not None:
             mask = profile.masks[index]

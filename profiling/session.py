@@ -27,14 +27,13 @@ MEASURED = "measured"
 EMULATED = "emulated"
 
 
-def activity(manifest: Manifest, frames: np.ndarray) -> np.ndarray:
+def activity(frames: np.ndarray) -> np.ndarray:
     """How busy each sample's input is: the mean absolute change between consecutive input
     frames, in the data's physical units (what the router's activity prior also reads:
     calm inputs change little, storms and rush hours change a lot)."""
-    physical = manifest.denormalize(frames)
-    if physical.shape[1] < 2:
-        return np.abs(physical).mean(axis=(1, 2, 3, 4))
-    return np.abs(np.diff(physical, axis=1)).mean(axis=(1, 2, 3, 4))
+    if frames.shape[1] < 2:
+        return np.abs(frames).mean(axis=(1, 2, 3, 4))
+    return np.abs(np.diff(frames, axis=1)).mean(axis=(1, 2, 3, 4))
 
 
 def region_masks(onnx_path: Path, frames: np.ndarray) -> np.ndarray | None:
@@ -71,7 +70,7 @@ class Profile:
     bucket: np.ndarray  # per sample
     activity: np.ndarray  # per sample
     masks: np.ndarray | None  # (N, grid_h, grid_w) kept regions, when the graph exposes them
-    frames: np.ndarray  # the samples, in the graph's units
+    frames: np.ndarray  # the samples, in the data's physical units (as the graph takes them)
     data: str  # where the samples come from
     kernels: dict = field(default_factory=dict)  # emulated only: "sparse"/"dense" → branch → its kernels (Kernel.as_dict)
     trtexec: dict[str, TrtexecRun] = field(default_factory=dict)  # "sparse"/"dense" → its engine's trtexec run
@@ -255,7 +254,7 @@ def profile(
         flops=result.flops,
         dense_flops=float(sparse.manifest.dense_flops),
         bucket=result.bucket,
-        activity=activity(sparse.manifest, frames),
+        activity=activity(frames),
         masks=None if onnx_path is None else region_masks(onnx_path, frames),
         frames=frames,
         data=data,

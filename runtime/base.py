@@ -1,8 +1,9 @@
 """One small interface for every inference backend: load, run, describe.
 
 A backend runs the exported graph one sample at a time (each sample routes to its own
-sub-network); `run` takes a batch, checks it, and returns the forecasts together with the
-FLOPs and sub-network each sample used."""
+sub-network); `run` takes a batch of frames in the data's physical units, checks it, and
+returns the forecasts, in the same units, together with the FLOPs and sub-network each
+sample used."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dynaprune_edge.runtime.manifest import BUDGET, Manifest
 
 @dataclass
 class RunResult:
-    forecast: np.ndarray  # (B, frames_out, C, H, W) float32, normalised units
+    forecast: np.ndarray  # (B, frames_out, C, H, W) float32, the data's physical units
     flops: np.ndarray  # (B,) FLOPs each sample's sub-network executed
     bucket: np.ndarray  # (B,) int64 index into Manifest.buckets
 

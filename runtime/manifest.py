@@ -4,11 +4,14 @@ what a runtime needs to feed the graph and read its outputs, without torch.
 The manifest is bound to its graph by the graph's SHA-256 (written last, after the graph):
 reading it checks the graph beside it, so a new graph beside an old manifest (a crash
 between the two writes, a copy of one file only) is refused rather than run with the
-wrong normaliser or buckets. Reading also refuses a graph whose external data would be
-read from outside its folder, before onnxruntime or TensorRT opens it.
+wrong buckets. Reading also refuses a graph whose external data would be read from
+outside its folder, before onnxruntime or TensorRT opens it.
 
 The graph runs one sample at a time (batch 1): each sample routes to its own sub-network.
-Inputs are frames in the model's normalised units (`normalize` converts physical values).
+It takes frames and returns forecasts in the data's physical units (mm/h, K, bikes): its
+first nodes normalise with the training data's statistics and its last nodes undo it, so a
+pipeline feeding it (a C++ one on a Jetson included) has nothing to re-implement. The
+manifest records those statistics (`mean`, `std`) for reference.
 """
 
 from __future__ import annotations
@@ -17,17 +20,15 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
 from dynaprune_edge.checks import is_count, is_number
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.files import sha256_file
 
 FORMAT = "dpedge-onnx"
-VERSION = 2  # 2: onnx_sha256 binds the manifest to its graph
+VERSION = 3  # 2: onnx_sha256 binds the manifest to its graph; 3: the graph takes and returns physical units
 
-INPUT = "frames"  # (1, frames_in, channels, height, width) float32
-FORECAST = "forecast"  # (1, frames_out, channels, height, width) float32
+INPUT = "frames"  # (1, frames_in, channels, height, width) float32, physical units
+FORECAST = "forecast"  # (1, frames_out, channels, height, width) float32, physical units
 FLOPS = "flops"  # () float32: FLOPs the chosen sub-network executed for this sample
 BUCKET = "bucket"  # () int64: index of the chosen sub-network in `Manifest.buckets`
 BUDGET = "budget"
@@ -66,7 +67,7 @@ class Manifest:
     onnx_sha256: str  # the graph file's SHA-256
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    mean: list[float]  # per channel, physical units
+    mean: list[float]  # per channel, physical units: the statistics the graph normalises with inside
     std: list[float]
     width_levels: list[float]
     buckets: list[Bucket]
@@ -101,15 +102,6 @@ class Manifest:
         low, high = self.buckets[branch].regions
         return f"{low}–{high} regions"
 
-    def normalize(self, frames: np.ndarray) -> np.ndarray:
-        """Physical units → the graph's units (channel axis 2 of (B, T, C, H, W))."""
-        mean, std = (np.asarray(v, np.float32)[:, None, None] for v in (self.mean, self.std))
-        return ((frames - mean) / std).astype(np.float32)
-
-    def denormalize(self, forecast: np.ndarray) -> np.ndarray:
-        mean, std = (np.asarray(v, np.float32)[:, None, None] for v in (self.mean, self.std))
-        return (forecast * std + mean).astype(np.float32)
-
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
@@ -122,6 +114,9 @@ class Manifest:
         if values.get("version") == 1:
             raise ConfigError("manifest version 1 (an older dpedge) does not bind the graph to it by hash: re-export with "
                               "dpedge export MODEL.pt")
+        if values.get("version") == 2:
+            raise ConfigError("manifest version 2 (an older dpedge): its graph takes and returns normalised values, this dpedge "
+                              "physical units; re-export with dpedge export MODEL.pt")
         if values.get("version") != VERSION:
             raise ConfigError(f"manifest version {values.get('version')} is not supported (this dpedge reads {VERSION})")
         unknown = set(values) - {f.name for f in fields(cls)}

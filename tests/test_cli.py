@@ -261,20 +261,22 @@ def test_a_width_routed_model_takes_its_budget_at_run_time(tmp_path):
     assert manifest["mode"] == "widths" and manifest["budget"]["trained"] == 0.5
 
     backend = load(out / "model.onnx")
-    trained_model = load_model(out / "model.pt").model
-    x = torch.stack([load_dataset(load_model(out / "model.pt").data_config).val[i][0] for i in range(8)])
-    default = backend.run(x.numpy())
+    checkpoint = load_model(out / "model.pt")
+    trained_model = checkpoint.model
+    x = torch.stack([load_dataset(checkpoint.data_config).val[i][0] for i in range(8)])
+    frames = checkpoint.normalizer.denormalize(x.numpy())  # the graph takes physical units
+    default = backend.run(frames)
     backend.set_budget(0.5)
-    assert np.array_equal(backend.run(x.numpy()).forecast, default.forecast), "omitted, the budget is the trained one"
+    assert np.array_equal(backend.run(frames).forecast, default.forecast), "omitted, the budget is the trained one"
     backend.set_budget(1.0)
-    full = backend.run(x.numpy())
+    full = backend.run(frames)
     assert (full.bucket == len(manifest["buckets"]) - 1).all()
     widest = trained_model(x, width=len(trained_model.pruning.width_levels) - 1).prediction.detach().numpy()
-    assert np.abs(full.forecast - widest).max() <= 1e-4, "budget 1 is the widest level, within parity"
+    assert np.abs(checkpoint.normalizer.normalize(full.forecast) - widest).max() <= 1e-4, "budget 1 is the widest level, within parity"
     flops = []
     for budget in (0.1, 0.3, 0.7, 1.0):
         backend.set_budget(budget)
-        flops.append(backend.run(x.numpy()).flops)
+        flops.append(backend.run(frames).flops)
     assert (np.diff(np.stack(flops), axis=0) >= 0).all(), "a higher budget computed less for some sample"
     with pytest.raises(ConfigError, match=r"--budget must be in \(0, 1\], got 1.5"):
         backend.set_budget(1.5)

@@ -186,7 +186,7 @@ def check(out: Path, steps: int, device: str, runs: int, console: Console) -> di
     frames = np.stack([data.val[i][0].numpy() for i in range(min(len(data.val), 32))])
     emulated = emulated_ms(onnx_path)
     if trt:
-        rows, commands = tensorrt_rows(onnx_path, frames, runs, emulated)
+        rows, commands = tensorrt_rows(onnx_path, data.normalizer.denormalize(frames), runs, emulated)  # the engines take physical units
         kind, label = "tensorrt", "TensorRT, measured through the trt backend (host wall-clock per sample)"
     else:
         trained = load_model(model_path)

@@ -99,12 +99,13 @@ def export_for_timing(model_path: Path, data: SpatioTemporalData, options: Expor
     exported = Exported(
         folder=folder,
         mode=f"{chosen.mode}/{chosen.tiles}",
-        frames=torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy(),
+        frames=data.normalizer.denormalize(torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()),  # the graphs take physical units
         dataset=f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})",
         val_mae=sparse_export.trained.metrics.get("val_mae", float("nan")),
         cost=sparse_export.trained.model_config.pruning.cost,
     )
-    atomic_write_bytes(router_graph(sparse_export.trained.model, chosen.mode).SerializeToString(), exported.router)
+    router = router_graph(sparse_export.trained.model, chosen.mode, sparse_export.trained.normalizer)
+    atomic_write_bytes(router.SerializeToString(), exported.router)
     return exported
 
 

@@ -234,8 +234,8 @@ def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, thr
     score each on the validation windows from its own outputs, and set each against its
     family's full-width dense model and static curve; add each family's oracle, and on
     radar data the reference nowcast."""
-    frames = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
-    targets = torch.stack([data.val[i][1] for i in range(len(data.val))]).numpy()
+    frames = data.normalizer.denormalize(torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy())  # physical, as the graphs take them
+    targets = data.normalizer.denormalize(torch.stack([data.val[i][1] for i in range(len(data.val))]).numpy())
     entries = timed_entries(built, threads)
     times = interleaved_latency([backend.run_one for _, _, backend in entries], frames, max(runs, len(frames)), repeat=repeat)
     label = f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})"
@@ -243,7 +243,7 @@ def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, thr
     points, errors = [], []
     for (b, model, backend), ms in zip(entries, times):
         result = backend.run(frames)
-        errors.append(window_errors(backend.manifest.denormalize(result.forecast), backend.manifest.denormalize(targets)))
+        errors.append(window_errors(result.forecast, targets))
         ref = reference[b.planned.family]
         manifest, predicted = backend.manifest, backend.manifest.predicted
         predicted_ms = None
@@ -279,15 +279,16 @@ set against no static curve and never a candidate of the verdict."""
 
 def reference_points(data: SpatioTemporalData, label: str, frames: np.ndarray, targets: np.ndarray) -> list[ParetoPoint]:
     """On radar data, pysteps' extrapolation nowcast (bench/baselines.py) of the validation
-    windows the models were scored on, its MAE as theirs (window_errors); elsewhere, or
+    windows the models were scored on (`frames`, `targets`: physical units), its MAE as
+    theirs (window_errors); elsewhere, or
     without pysteps, none. Its ms: motion estimation and extrapolation per window."""
     if data.config.name not in baselines.RADAR:
         return []
-    nowcast = baselines.extrapolation(data.normalizer.denormalize(frames), data.frames_out)
+    nowcast = baselines.extrapolation(frames, data.frames_out)
     if nowcast is None:
         return []
     forecast, ms = nowcast
-    mae = float(window_errors(forecast, data.normalizer.denormalize(targets)).mean())
+    mae = float(window_errors(forecast, targets).mean())
     return [ParetoPoint(label, REFERENCE, baselines.EXTRAPOLATION, mae, None, None, float(np.mean(ms)), float(np.percentile(ms, 90)), None)]
 
 

@@ -88,8 +88,8 @@ def build_or_explain(
     engine for the router and one per branch, export/tensorrt/bundle.py); None: split for a
     pruned graph, single for a dense one.
 
-    calibration: real validation samples (N, T, C, H, W) in the graph's units
-    (`Manifest.normalize` applied); int8 needs them unless its calibration cache
+    calibration: real validation samples (N, T, C, H, W) in physical units, as the graph
+    takes them; int8 needs them unless its calibration cache
     (`calibration_cache_name`, beside the ONNX and named by its hash) exists, which is then
     reused as is: delete it to recalibrate. Other precisions use the first few as Polygraphy's inputs.
     timing_cache: loaded if present, saved after the build; default: one per device and

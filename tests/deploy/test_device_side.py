@@ -59,8 +59,13 @@ def test_profile_runs_on_the_frames_file_alone_and_refuses_a_damaged_one(model, 
     (tmp_path / "bad.frames.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DataError, match="not a frames file written by dpedge"):
         load_frames(tmp_path / "bad.frames.npz", manifest)
-    np.savez(tmp_path / "wrong.frames.npz", frames=frames[:, :, :1], described=np.array("one channel"))
+    np.savez(tmp_path / "wrong.frames.npz", frames=frames[:, :, :1], described=np.array("one channel"), units=np.array("physical"))
     damaged = dpedge("profile", model, "--frames", tmp_path / "wrong.frames.npz")
     assert damaged.returncode == 1 and damaged.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'wrong.frames.npz'}: frames must have shape")
+    np.savez(tmp_path / "old.frames.npz", frames=frames, described=np.array("normalised, by an older dpedge"))
+    old = dpedge("profile", model, "--frames", tmp_path / "old.frames.npz")
+    assert old.returncode == 1 and old.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'old.frames.npz'}: frames in normalised units, written by an older dpedge; this one feeds physical "
+        "units: write the file again (dpedge deploy does)")
     both = dpedge("profile", model, "--frames", frames_path(model), "--data", "sample")
     assert both.returncode == 1 and "give one of them" in both.stderr

@@ -88,6 +88,31 @@ def test_a_width_routed_table_times_each_branch_graph_whole():
     assert CostTable.from_json(table.to_json()) == table
 
 
+@pytest.mark.parametrize("power_mode", ["MAXN", "15W"])
+def test_on_the_emulated_orin_each_bundle_branch_costs_its_static_width_and_the_bundle_no_more_than_router_and_dispatch(power_mode):
+    """Issue 28's emulated targets, on the graphs a user's export holds (physical units at
+    both ends): each branch engine of the split bundle is priced as the static network of
+    its width exported alone, and a sample's route exceeds the dense engine by no more than
+    the router engine and the host dispatch."""
+    from dynaprune_edge.cost.orin import constant
+    from dynaprune_edge.cost.roofline import BundleRoofline
+    from dynaprune_edge.data import Normalizer
+    from dynaprune_edge.runtime.split import split_routed_graph
+
+    config = tiny_config(slimmable=True, group_size=4)
+    model, device = build_model(config).eval(), Device("agx-orin-64gb", power_mode, "fp16")
+    units = Normalizer([3.0, 40.0], [2.0, 15.0])
+    cut = split_routed_graph(build_width_router_graph(model, normalizer=units)[0])
+    bundle = BundleRoofline(cut.router, cut.branches, device)
+    dense = GraphRoofline(build_graph(model, None, "dense", None, normalizer=units)[0], device).route_ms()[0]
+    router = bundle.engine_ms(bundle.router, cuda_graph=False) + constant("dispatch_overhead_us") / 1e3
+    for level, branch in enumerate(bundle.branches[1:]):
+        static = GraphRoofline(build_graph(model, None, "dense", None, width=level, normalizer=units)[0], device).route_ms()[0]
+        assert bundle.engine_ms(branch, cuda_graph=False) == pytest.approx(static, rel=1e-9)
+    assert max(bundle.route_ms()) <= dense + router + 1e-12
+    assert GraphRoofline(cut.bypass, device).route_ms()[0] == pytest.approx(dense), "budget 1: the dense network alone"
+
+
 def test_a_width_router_priced_in_ms_trains_exports_and_reports_its_branch_costs(tmp_path):
     env = {**os.environ, "DPEDGE_CACHE_DIR": str(tmp_path / "cache")}
     table_file = tmp_path / "table.json"

@@ -21,6 +21,7 @@ from dynaprune_edge.models import BACKBONES
 from dynaprune_edge.runtime import load, read_manifest
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
+from exported import run_in_model_units
 
 
 def kept_counts(path: Path, frames: torch.Tensor) -> np.ndarray:
@@ -71,10 +72,10 @@ def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_m
     # Independently of the exporter's own check: the runtime on fresh validation samples.
     data = load_dataset(varied_data)
     frames = torch.stack([data.test[i][0] for i in range(12)])
-    model = load_model(scored_model).model
+    trained = load_model(scored_model)
     with torch.no_grad():
-        forecast = model(frames, MaskMode(hard=True))
-    result = load(out).run(frames.numpy())
+        forecast = trained.model(frames, MaskMode(hard=True))
+    result = run_in_model_units(out, frames, trained.normalizer)
     assert np.abs(result.forecast - forecast.prediction.numpy()).max() <= 1e-4
     counts = kept_counts(scored_model, frames)
     for n, bucket in zip(counts, result.bucket):
@@ -103,7 +104,8 @@ def test_executed_flops_equal_the_training_ledger_in_every_branch(tmp_path, back
     data = load_dataset(varied_data)
     frames = torch.stack([data.val[i][0] for i in range(16)])
     path = varied_model(tmp_path, backbone=backbone)
-    model = load_model(path).model
+    trained = load_model(path)
+    model = trained.model
     regions = model.grid[0] * model.grid[1]
     counts = kept_counts(path, frames)
     assert 0 < counts.min() and counts.max() < regions, "the varied model must skip some regions, not all"
@@ -111,7 +113,7 @@ def test_executed_flops_equal_the_training_ledger_in_every_branch(tmp_path, back
     Exporter(path, ExportOptions(mode="gather", tiles="all", levels=regions), log=lambda _: None).run(out)
     with torch.no_grad():
         ledger = model(frames, MaskMode(hard=True)).flops.numpy()
-    np.testing.assert_allclose(load(out).run(frames.numpy()).flops, ledger, rtol=1e-5)
+    np.testing.assert_allclose(run_in_model_units(out, frames, trained.normalizer).flops, ledger, rtol=1e-5)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
@@ -139,7 +141,7 @@ def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(tmp_
         forecast = model(frames, MaskMode(hard=True))
     counts = forecast.masks.region_mask.sum(dim=(1, 2, 3)).round().int().numpy()
     assert (counts <= cap).all() and (counts == cap).any()
-    result = load(out).run(frames.numpy())
+    result = run_in_model_units(out, frames, trained.normalizer)
     assert np.abs(result.forecast - forecast.prediction.numpy()).max() <= 1e-4
     for n, bucket in zip(counts, result.bucket):
         low, high = manifest.buckets[bucket].regions

@@ -17,8 +17,8 @@ from dynaprune_edge.layers import GatedConv2d, Interpreter
 from dynaprune_edge.masks import MaskMode, PruningConfig
 from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model
 from dynaprune_edge.models.base import Backbone
-from dynaprune_edge.runtime import load
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
+from exported import run_in_model_units
 
 DATA = DataConfig("taxibj", synthetic_frames=160)
 
@@ -78,7 +78,7 @@ def test_a_backbone_defined_outside_the_package_exports_with_parity(registered, 
     frames = torch.stack([data.val[i][0] for i in range(16)])
     with torch.no_grad():
         ledger = model(frames, MaskMode(hard=True)).flops.numpy()
-    np.testing.assert_allclose(load(out).run(frames.numpy()).flops, ledger, rtol=1e-5)
+    np.testing.assert_allclose(run_in_model_units(out, frames, data.normalizer).flops, ledger, rtol=1e-5)
 
 
 def test_a_sum_of_differently_pruned_features_is_refused_in_one_line(registered, tmp_path):

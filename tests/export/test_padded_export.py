@@ -13,8 +13,8 @@ from dynaprune_edge.data.windows import WindowDataset, time_split
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.masks import MaskMode, PruningConfig
 from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model
-from dynaprune_edge.runtime import load
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
+from exported import run_in_model_units
 
 SIZES = {"simvp": {"spatial_channels": 16, "temporal_channels": 32}, "vit": {"dim": 64, "depth": 2}, "convlstm": {"hidden_channels": 16}}
 
@@ -65,7 +65,7 @@ def test_a_padded_grid_exports_with_parity_at_the_user_s_shape(tmp_path, backbon
     frames = torch.stack([data.test[i][0] for i in range(6)])
     with torch.no_grad():
         expected = model(frames, MaskMode(hard=True)).prediction.numpy()
-    result = load(out).run(frames.numpy())
+    result = run_in_model_units(out, frames, data.normalizer)
     assert result.forecast.shape == expected.shape == (6, 2, 2, height, width)
     assert np.abs(result.forecast - expected).max() <= 1e-4
 
@@ -73,4 +73,4 @@ def test_a_padded_grid_exports_with_parity_at_the_user_s_shape(tmp_path, backbon
     chosen, _, _ = Exporter(path, ExportOptions(dense=True), data=data, log=lambda _: None).run(dense_out)
     assert max(chosen.parity.values()) <= 1e-4
     with torch.no_grad():
-        assert np.abs(load(dense_out).run(frames.numpy()).forecast - model.dense_forecast(frames).numpy()).max() <= 1e-4
+        assert np.abs(run_in_model_units(dense_out, frames, data.normalizer).forecast - model.dense_forecast(frames).numpy()).max() <= 1e-4

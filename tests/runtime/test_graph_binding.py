@@ -66,14 +66,17 @@ def test_another_graph_beside_the_manifest_is_refused(tmp_path, toy_manifest):
         rt.load(path)
 
 
-def test_a_manifest_of_an_older_dpedge_asks_for_a_re_export(tmp_path, toy_manifest):
+@pytest.mark.parametrize("version, why", [(1, "does not bind the graph"), (2, "takes and returns normalised values")])
+def test_a_manifest_of_an_older_dpedge_asks_for_a_re_export(tmp_path, toy_manifest, version, why):
+    """Version 2 graphs took normalised frames: run as physical ones they would forecast
+    silently wrong values, so they are refused rather than guessed at."""
     path = write_pair(tmp_path, toy_manifest)
     values = json.loads(manifest_path(path).read_text())
-    values["version"] = 1
-    del values["onnx_sha256"]
+    values["version"] = version
     manifest_path(path).write_text(json.dumps(values))
-    with pytest.raises(ConfigError, match="manifest version 1 .* re-export with dpedge export MODEL.pt"):
+    with pytest.raises(ConfigError, match=f"manifest version {version} .*{why}.* re-export with dpedge export MODEL.pt") as refused:
         read_manifest(path)
+    assert "\n" not in str(refused.value)
 
 
 def test_external_data_inside_the_graphs_folder_is_read(tmp_path, toy_manifest):

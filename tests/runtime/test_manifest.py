@@ -42,7 +42,7 @@ def rewrite(model: Path, change) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda v: v.clear() or v.update(format="dpedge-onnx", version=2), "manifest field 'backbone' is missing"),
+    (lambda v: v.clear() or v.update(format="dpedge-onnx", version=3), "manifest field 'backbone' is missing"),
     (lambda v: v.update(inputs=[]), "'inputs' must list 1 tensor(s), got 0"),
     (lambda v: v.update(std=[0]), "'std' must hold finite numbers > 0, got 0"),
     (lambda v: v.update(std=[1.0, 2.0, 3.0]), "'std' must hold 1 numbers, got 3"),
