@@ -33,11 +33,15 @@ def fake_device_memory(log: list) -> tuple[ModuleType, dict]:
     def memcpy_htod_async(device, host, stream):
         memory[int(device)][:] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
 
+    def memcpy_htod(device, host):  # the int8 calibrator's: a batch may fill less than its buffer (int64 read as int32)
+        data = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
+        memory[int(device)][: data.size] = data
+
     def memcpy_dtoh_async(host, device, stream):
         host[...] = np.frombuffer(memory[int(device)].tobytes(), host.dtype).reshape(host.shape)
 
     cuda.mem_alloc, cuda.pagelocked_empty = mem_alloc, lambda size, dtype: np.empty(size, dtype)
-    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
+    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async, cuda.memcpy_htod = memcpy_htod_async, memcpy_dtoh_async, memcpy_htod
     cuda.Stream = lambda: SimpleNamespace(handle=7, synchronize=lambda: log.append("synchronize"))
     return cuda, memory
 

@@ -25,6 +25,7 @@ from dynaprune_edge.export.tensorrt.names import (
 from dynaprune_edge.export.tensorrt.polygraphy import PARITY_SAMPLES, polygraphy_check
 from dynaprune_edge.files import atomic_write_bytes, sha256_file
 from dynaprune_edge.runtime.base import check_frames
+from dynaprune_edge.runtime.frames import frames_path
 from dynaprune_edge.export.tensorrt.bundle import build_bundle
 from dynaprune_edge.runtime.manifest import LAYOUTS, Manifest, TensorSpec, manifest_path
 from dynaprune_edge.runtime.tensorrt import (
@@ -108,16 +109,14 @@ def build_or_explain(
     layout = ("single" if manifest.mode == "dense" else "split") if layout is None else layout
     if layout not in LAYOUTS or (layout == "split" and manifest.mode == "dense"):
         raise ConfigError(f"--layout must be single, or split for a pruned graph; got {layout} for a {manifest.mode} graph")
-    if layout == "split" and precision == "int8":
-        raise ConfigError("int8 is not supported for a split bundle yet (each branch engine would need its own calibration): "
-                          "build it in fp16, or one int8 engine of the whole graph with --layout single")
     dynamic = onnx_input_dynamic(onnx_path, manifest.input)
     frames = None if calibration is None else check_frames(manifest, calibration)
     try:
         target = current_target()
     except TensorRTUnavailable as unavailable:
         if layout == "split":
-            command = f"dpedge engine {onnx_path.name} --precision {precision}"
+            calibrated = f" --frames {frames_path(onnx_path).name}" if precision == "int8" else ""  # dpedge deploy copies it there
+            command = f"dpedge engine {onnx_path.name} --precision {precision}{calibrated}"
             return TrtOutcome(None, command, f"{unavailable}; build the bundle on the Jetson, in the folder holding {onnx_path.name} and "
                               f"{manifest_path(onnx_path).name}: {command}", "not checked: no engine was built here")
         return _explain(onnx_path, manifest, precision, JETPACK_TENSORRT[jetpack], timing_cache, workspace_mib, str(unavailable), dynamic)
@@ -129,12 +128,10 @@ def build_or_explain(
     if layout == "split":
         trt, cuda = import_tensorrt(), import_pycuda()
 
-        def build_engine(graph: bytes, label: str, inputs: dict[str, list[int]]) -> bytes:
-            return _build_engine(trt, api, graph, label, inputs, precision, None, timing_cache, workspace_mib)
+        def build_engine(graph: bytes, label: str, inputs: dict[str, list[int]], calibrator) -> bytes:
+            return _build_engine(trt, api, graph, label, inputs, precision, calibrator, timing_cache, workspace_mib)
 
-        samples = None if frames is None else frames[:PARITY_SAMPLES]
-        bundle, verdict, commands = build_bundle(trt, cuda, api, target, onnx_path, manifest, precision, samples, timing_cache,
-                                                 workspace_mib, build_engine)
+        bundle, verdict, commands = build_bundle(trt, cuda, api, target, onnx_path, manifest, precision, frames, build_engine)
         return TrtOutcome(bundle, commands, None, verdict)
     onnx_sha256 = sha256_file(onnx_path)
     calibration_cache = folder / calibration_cache_name(onnx_path.stem, onnx_sha256, target.trt_version)
@@ -144,7 +141,8 @@ def build_or_explain(
             f"{', '.join(map(str, manifest.input.shape[1:]))})) or an existing calibration cache {calibration_cache.name}"
         )
     trt, cuda = import_tensorrt(), import_pycuda()
-    calibrator = entropy_calibrator(trt, cuda, frames, calibration_cache) if precision == "int8" else None
+    batches = None if frames is None else [{manifest.input.name: sample[None]} for sample in frames]
+    calibrator = entropy_calibrator(trt, cuda, batches, calibration_cache) if precision == "int8" else None
     engine = _build_engine(trt, api, onnx_path, onnx_path.name, {manifest.input.name: manifest.input.shape}, precision, calibrator,
                            timing_cache, workspace_mib)
     samples = None if frames is None else frames[:PARITY_SAMPLES]
@@ -250,6 +248,7 @@ def _build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
+        calibrator.expect({tensor.name: np.dtype(trt.nptype(tensor.dtype)) for tensor in inputs})
         config.int8_calibrator = calibrator
         if profile is not None:
             config.set_calibration_profile(profile)
@@ -259,6 +258,6 @@ def _build_engine(
         raise ConfigError(f"{timing_cache}: not a timing cache of this GPU and TensorRT {trt.__version__}; delete it or name another")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ConfigError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path.name} (its log above says why)")
+        raise ConfigError(f"TensorRT {trt.__version__} could not build an engine from {label} (its log above says why)")
     atomic_write_bytes(bytes(config.get_timing_cache().serialize()), timing_cache)
     return bytes(serialized)

@@ -63,6 +63,7 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
     trt.BuilderFlag = types.SimpleNamespace(FP16="fp16", INT8="int8")
     trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(USER_MANAGED="user managed")
+    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None})
 
     class Engine:
         def __init__(self, data: bytes) -> None:
@@ -142,7 +143,7 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
 
         def get_input(self, index):
             value = self.graph.input[index]
-            return types.SimpleNamespace(name=value.name, shape=tuple(d.dim_value for d in value.type.tensor_type.shape.dim))
+            return types.SimpleNamespace(name=value.name, shape=tuple(d.dim_value for d in value.type.tensor_type.shape.dim), dtype=onnx_dtype(value))
 
     class Parser:
         num_errors = 0
@@ -167,6 +168,15 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             return fake_builder_config(log)()
 
         def build_serialized_network(self, network, config):
+            calibrator = config.int8_calibrator
+            if calibrator is not None:  # as TensorRT: the cache if there is one, else every batch, then the cache written
+                role = network.graph.name
+                if calibrator.read_calibration_cache() is None:
+                    names = [value.name for value in network.graph.input]
+                    while (pointers := calibrator.get_batch(names)) is not None:
+                        log.append(("calibration batch", role, {name: memory[p].tobytes() for name, p in zip(names, pointers)}))
+                    calibrator.write_calibration_cache(b"scales of " + role.encode())
+                log.append(("calibrated", role))
             return network.data  # the "engine": the graph it runs
 
     trt.Builder, trt.OnnxParser = Builder, Parser
@@ -307,10 +317,49 @@ def test_a_bundle_whose_outputs_differ_from_onnxruntime_is_not_written(tmp_path,
     assert not list(tmp_path.glob("*.engine")) and not list(tmp_path.glob("*.bundle.json"))
 
 
-def test_int8_and_a_split_of_a_dense_graph_are_refused_in_one_line(routed_export, toy_manifest):
-    path, manifest, _ = routed_export
-    with pytest.raises(ConfigError, match="int8 is not supported for a split bundle yet .* --layout single"):
+def test_int8_calibrates_each_engine_on_what_the_bundle_feeds_it_then_reuses_each_engines_cache(tmp_path, routed_export, routed_toy,
+                                                                                                 fake_tensorrt):
+    """Every engine of an int8 bundle calibrates on every frame with the inputs it gets when
+    the bundle runs: a branch's batch for a frame the router sends it, run through that
+    branch's graph, is the single graph's forecast of the frame. One cache per engine;
+    the next build reads them all and calibrates nothing."""
+    from dynaprune_edge.export.tensorrt.bundle import split_graphs
+
+    _, log = fake_tensorrt
+    path, manifest, width_routed = routed_export
+    frames = samples(routed_toy)
+    outcome = build_or_explain(path, manifest, "int8", frames, None)
+    assert outcome.polygraphy.startswith("PASSED") and ("flag", "int8") in log
+    graphs = split_graphs(path)
+    named = {"dpedge-router": graphs.router, **{f"dpedge-branch{k}": g for k, g in enumerate(graphs.branches)}}
+    named |= {"dpedge-bypass": graphs.bypass} if width_routed else {}
+    batches: dict[str, list[dict]] = {}
+    for _, role, batch in (entry for entry in log if entry[0] == "calibration batch"):
+        inputs = {value.name: value for value in named[role].graph.input}
+        shapes = {name: [d.dim_value for d in value.type.tensor_type.shape.dim] for name, value in inputs.items()}
+        batches.setdefault(role, []).append({name: np.frombuffer(data, onnx_dtype(inputs[name]))[: int(np.prod(shapes[name]))].reshape(shapes[name])
+                                             for name, data in batch.items()})
+    assert set(batches) == set(named) and all(len(b) == len(frames) for b in batches.values()), "every engine, every frame"
+    single = open_session(path, session_options(1), ["CPUExecutionProvider"])
+    budget = {BUDGET: np.array(manifest.trained_budget, np.float32)} if width_routed else {}
+    for index, frame in enumerate(frames):
+        np.testing.assert_array_equal(batches["dpedge-router"][index][INPUT], frame[None])
+        forecast, bucket = single.run([FORECAST, BUCKET], {INPUT: frame[None], **budget})
+        branch = open_session(named[f"dpedge-branch{int(bucket)}"].SerializeToString(), session_options(1), ["CPUExecutionProvider"], "branch")
+        np.testing.assert_allclose(branch.run([FORECAST], batches[f"dpedge-branch{int(bucket)}"][index])[0], forecast, rtol=1e-6, atol=1e-6)
+    caches = sorted(tmp_path.glob("*.int8.calib"))
+    assert len(caches) == len(named) and {c.read_bytes() for c in caches} == {b"scales of " + role.encode() for role in named}
+
+    log.clear()
+    build_or_explain(path, manifest, "int8", None, None)
+    assert not [entry for entry in log if entry[0] == "calibration batch"] and len([e for e in log if e[0] == "calibrated"]) == len(named)
+    caches[-1].unlink()
+    with pytest.raises(ConfigError, match=rf"int8 needs calibration frames .* for every engine of the bundle; missing {caches[-1].name}$"):
         build_or_explain(path, manifest, "int8", None, None)
+
+
+def test_a_split_of_a_dense_graph_is_refused_in_one_line(routed_export):
+    path, manifest, _ = routed_export
     with pytest.raises(ConfigError, match="--layout must be single, or split for a pruned graph"):
         build_or_explain(path, replace(manifest, mode="dense"), "fp16", None, None, layout="split")
 
@@ -320,6 +369,8 @@ def test_without_tensorrt_the_bundle_is_built_on_the_device_by_dpedge_engine(rou
     outcome = build_or_explain(path, manifest, "fp16", None, None)
     assert outcome.engine_path is None and outcome.command == "dpedge engine model.onnx --precision fp16"
     assert "build the bundle on the Jetson" in outcome.reason
+    int8 = build_or_explain(path, manifest, "int8", None, None)
+    assert int8.command == "dpedge engine model.onnx --precision int8 --frames model.frames.npz", "int8 calibrates on the frames deploy copies"
 
 
 def test_profile_splits_each_samples_time_into_router_dispatch_and_branch(tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch):

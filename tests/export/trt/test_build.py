@@ -67,6 +67,7 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
     trt.BuilderFlag = types.SimpleNamespace(FP16="fp16", INT8="int8")
+    trt.nptype = lambda dtype: dtype
 
     class IInt8EntropyCalibrator2:
         def __init__(self) -> None:
@@ -75,7 +76,7 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
     trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
 
     class Input:
-        name, shape = "frames", tuple(SHAPE)
+        name, shape, dtype = "frames", tuple(SHAPE), np.float32
 
     class Network:
         num_inputs = 1
