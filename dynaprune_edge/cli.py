@@ -24,7 +24,14 @@ bench_app = typer.Typer(help="Benchmarks: long runs that print comparison tables
 app.add_typer(bench_app, name="bench")
 console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs and pipes
 
-BACKBONE_HELP = "Backbone: simvp (CNN), convlstm (RNN) or vit (patch transformer)."
+BACKBONE_HELP = (
+    "Backbone: simvp (CNN), convlstm (RNN), vit (patch transformer), or one of your own: PATH.py:Class or package.module:Class "
+    "(this imports that file, which runs its code as any Python import does: pass only files you trust; docs/own-backbone.md)."
+)
+MODEL_BACKBONE_HELP = (
+    "The backbone MODEL was trained with, where it is your own: the same PATH.py:Class or package.module:Class as `dpedge train "
+    "--backbone` (this runs that file's code; a model.pt names no file to run)."
+)
 DATASET_HELP = "Dataset family: taxibj, nycbike, weatherbench, sevir or knmi."
 DATA_HELP = (
     "Real data: a file, directory or glob in the family's format; 'sample' for the real sample "
@@ -80,6 +87,15 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
     return parsed
 
 
+def register_own_backbone(spec: str | None) -> None:
+    """--backbone of a command that loads a model.pt: the user's backbone imported and
+    registered (torch only then: profile and deploy run on devices without it)."""
+    if spec is not None:
+        from dynaprune_edge.models import resolve_backbone
+
+        resolve_backbone(spec)
+
+
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Directory for model.pt, resume.pt and metrics.json.")],
@@ -120,6 +136,7 @@ def train(
 ) -> None:
     """Train one model; writes OUT/model.pt and OUT/metrics.json."""
     from dynaprune_edge.data import DataConfig, load_dataset
+    from dynaprune_edge.models import resolve_backbone
     from dynaprune_edge.training.run import RunSpec, check_run_folder, pruning_defaults, train_run
     from dynaprune_edge.distributed import check_nproc, join_from_environment, launch, leave, peer_lost
     from dynaprune_edge.training.sample_pruning import SamplePruning
@@ -129,6 +146,7 @@ def train(
     if chosen and not st_prune:
         raise ConfigError("--prune-ratio, --anneal, --score and --easy-share set up ST-Prune: add --st-prune")
     sample_pruning = SamplePruning(**chosen) if st_prune else None
+    backbone = resolve_backbone(backbone)
     data_config = DataConfig(dataset, data, frames_in, frames_out, size, synthetic_frames, seed=seed)
     spec = RunSpec.create(
         backbone,
@@ -219,10 +237,14 @@ def show_budgets(rows: list[dict], unit: str, target: str) -> None:
 
 
 @app.command()
-def info(model: Annotated[Path, typer.Argument(help="A model.pt written by `dpedge train`.")]) -> None:
+def info(
+    model: Annotated[Path, typer.Argument(help="A model.pt written by `dpedge train`.")],
+    backbone: Annotated[Optional[str], typer.Option(help=MODEL_BACKBONE_HELP)] = None,
+) -> None:
     """Show how a model was built and trained, and its validation metrics."""
     from dynaprune_edge.training import load_model
 
+    register_own_backbone(backbone)
     trained = load_model(model)
     config = trained.model_config.to_dict()
     if config["pruning"].get("cost_table"):  # hundreds of numbers: say what it is instead
@@ -270,12 +292,15 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="TensorRT engine in int8, calibrated on validation samples.")] = False,
     jetpack: Annotated[str, typer.Option(help="JetPack of the target Jetson (names the engine in the trtexec command when TensorRT is not here): 5.1, 6.0, 6.1 or 6.2.")] = "5.1",
     opset: Annotated[int, typer.Option(help="ONNX opset (17–21).")] = 17,
+    backbone: Annotated[Optional[str], typer.Option(help=MODEL_BACKBONE_HELP)] = None,
 ) -> None:
     """Compile a model into ONNX whose per-sample sub-networks skip the pruned filters and regions; parity-checked against PyTorch."""
     from dynaprune_edge.export.exporter import Exporter, ExportOptions
     from dynaprune_edge.export.tensorrt.names import check_jetpack
     from dynaprune_edge.flops import format_flops
     from dynaprune_edge.runtime.manifest import manifest_path
+
+    register_own_backbone(backbone)
 
     if fp16 and int8:
         raise ConfigError("choose one of --fp16 and --int8")
@@ -350,8 +375,11 @@ def calibrate(
     from dynaprune_edge.data import DataConfig
     from dynaprune_edge.export.cost_table import cache_path, measure
     from dynaprune_edge.files import atomic_write_text
+    from dynaprune_edge.models import resolve_backbone
     from dynaprune_edge.progress import progress_bar
     from dynaprune_edge.training.run import emulated_orin
+
+    backbone = resolve_backbone(backbone)  # with MODEL: the backbone of your own it was trained with
 
     if cost not in ("ort-cpu", "orin-emu"):
         raise ConfigError(f"--cost must be ort-cpu or orin-emu, got {cost!r} (flops needs no table)")
@@ -434,9 +462,12 @@ def profile(
     budget: Annotated[Optional[float], typer.Option(help="A width-routed model's run-time budget (dpedge train --budget B, below 1): the mean cost ratio on its cost target, in (0, 1]; 1 runs the widest level. Default: the trained budget.")] = None,
     layout: Annotated[Optional[str], typer.Option(help="ort, ort-cuda: run a pruned export as one graph (single) or as a router graph then the chosen branch's graph (split). Default: what its export measured faster.")] = None,
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="trt: capture each engine (the single engine, or the bundle's router, each branch and the bypass) into a CUDA graph once at load and launch that instead; an engine that cannot be captured runs eagerly, and a line says which and why.")] = False,
+    backbone: Annotated[Optional[str], typer.Option(help=f"Only to export the dense twin from the model.pt beside MODEL: {MODEL_BACKBONE_HELP}")] = None,
 ) -> None:
     """Latency, FLOPs and branch per sample of an exported model against its dense twin, on real samples of its data: measured, or emulated for the Jetson AGX Orin."""
     from dynaprune_edge import profile as profiling
+
+    register_own_backbone(backbone)
 
     settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate,
                                   None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval, budget, layout,
@@ -534,10 +565,13 @@ def deploy(
     data: Annotated[Optional[str], typer.Option(help="Read the profile's validation windows from this copy of the data (default: what the manifest records; 'sample': the bundled one).")] = None,
     samples: Annotated[int, typer.Option(min=1, max=100000, help="Validation windows to profile on (sent to the device in a frames file).")] = 64,
     remote_dpedge: Annotated[str, typer.Option(help="The dpedge command on the device (a path where it is not on a non-interactive login's PATH).")] = "dpedge",
+    backbone: Annotated[Optional[str], typer.Option(help=f"Only to export the dense twin from the model.pt beside MODEL: {MODEL_BACKBONE_HELP}")] = None,
 ) -> None:
     """Deploy an exported model to a Jetson over SSH: check the device, copy, build the engines there (or copy engines built on an identical device), check them there, profile there, fetch the report."""
     from dynaprune_edge.deploy import DeployOptions, deploy as run_deploy
     from dynaprune_edge.deploy.ssh import Target
+
+    register_own_backbone(backbone)
 
     if report is not None:
         check_writable(report, "--report", folder=True)
@@ -571,7 +605,7 @@ def bench_accuracy(
     out: Annotated[Path, typer.Option(help="Directory for the benchmark's models.")] = Path("runs/bench-accuracy"),
     steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).")] = 600,
     budget: Annotated[float, typer.Option("--budget", "--target-flops", help="FLOPs budget of the pruned models.")] = 0.3,
-    backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
+    backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: the built-in ones; PATH.py:Class for one of your own, which runs that file).")] = [],
     knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
@@ -589,7 +623,7 @@ def bench_latency(
     steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model (as many epochs as that takes).")] = 300,
     budget: Annotated[list[float], typer.Option("--budget", "--target-flops", help="Budgets of the pruned models (ratios on their --cost target), repeatable (default: 0.3 and 0.5).")] = [],
     threads: Annotated[list[int], typer.Option(min=1, max=1024, help="onnxruntime intra-op threads, repeatable (default: 1 and 2).")] = [],
-    backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: all).")] = [],
+    backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: the built-in ones; PATH.py:Class for one of your own, which runs that file).")] = [],
     group_order: Annotated[str, typer.Option(help="Group order the models are trained with (see `dpedge train --help`); 'ordered' lets export compile constant-weight sub-networks.")] = "ordered",
     runs: Annotated[int, typer.Option(min=1, max=1000000, help="Timed runs of each model per row (cycling over the validation samples).")] = 300,
     repeat: Annotated[int, typer.Option(min=1, max=100, help="Runs of each model in a row at its turn, only the last timed: 1 (strict turns, as README's tables) times each model after the others' runs; 3 times each warm, as a model running alone.")] = 1,
@@ -610,7 +644,7 @@ def bench_pareto(
     out: Annotated[Path, typer.Option(help="Directory for the models, exports, results.json and the plots (models trained with the same settings are reused).")] = Path("runs/bench-pareto"),
     steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model, static and pruned alike.")] = 300,
     dataset: Annotated[list[str], typer.Option(help="Datasets, repeatable: taxibj (synthetic), nycbike, knmi, weatherbench (real samples) (default: all).")] = [],
-    backbone: Annotated[list[str], typer.Option(help="Backbones, repeatable (default: all). SimVP gets static widths 0.25–1.0 and every budget; ConvLSTM and ViT dense, half width and budget 0.3.")] = [],
+    backbone: Annotated[list[str], typer.Option(help="Backbones, repeatable (default: the built-in ones; PATH.py:Class for one of your own, which runs that file). SimVP gets static widths 0.25–1.0 and every budget; the others dense, half width and budget 0.3.")] = [],
     budget: Annotated[list[float], typer.Option(help="SimVP's region-pruned models' budgets, repeatable (default: 0.3 and 0.5; the width-routed model is trained at 0.5 and measured at 0.3–1).")] = [],
     cost: Annotated[list[str], typer.Option(help="Cost targets the budgets (and the width-routed models) are priced on, repeatable (default: flops and ort-cpu).")] = [],
     large: Annotated[bool, typer.Option(help="Also a larger SimVP (32 spatial / 128 temporal channels) with its own static curve, on taxibj and knmi.")] = True,

@@ -20,6 +20,8 @@ HEAVY = {"torch", "fvcore"}
 def room(module: str) -> str:
     """dynaprune_edge.layers.conv → layers; dynaprune_edge.errors → core."""
     parts = module.split(".")
+    if module == "dynaprune_edge":
+        return "api"  # the package's own namespace: the public names, each imported when first used
     if module == "dynaprune_edge.flops.fvcore_count":
         return "fvcore check"  # fvcore's count of a model: torch and fvcore, nothing of dpedge
     name = parts[1] if len(parts) > 1 else "core"

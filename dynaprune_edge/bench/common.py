@@ -17,7 +17,7 @@ from dynaprune_edge.data.sources import resolve_files
 from dynaprune_edge.errors import CheckpointError, ConfigError
 from dynaprune_edge.export.cost_table import priced_config
 from dynaprune_edge.files import atomic_write_text
-from dynaprune_edge.models import BACKBONES
+from dynaprune_edge.models import BACKBONES, resolve_backbone
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.run import RunSpec, train_run
 from dynaprune_edge.training.trainer import TrainConfig
@@ -50,11 +50,9 @@ def checked_knmi(knmi: str | None) -> str | None:
 
 
 def checked_backbones(names: list[str]) -> list[str]:
-    """The named backbones (default: all), each checked now, not after an hour of training."""
-    names = names or BACKBONES.names()
-    for name in names:
-        BACKBONES.get(name)
-    return names
+    """The named backbones (default: the built-in ones), each checked now, not after an hour
+    of training; a backbone of your own (PATH.py:Class) is imported and registered."""
+    return [resolve_backbone(name) for name in names] if names else BACKBONES.names()
 
 
 def report(rows: Iterable, as_json: bool, out: Path, console: Console, table: Callable[[list], Table], note: str = "") -> list:

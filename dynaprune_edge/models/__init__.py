@@ -9,15 +9,9 @@ import torch
 
 from dynaprune_edge.checks import is_count
 from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.models import convlstm, simvp, vit  # noqa: F401 (each registers its backbone)
 from dynaprune_edge.models.base import Backbone, DynaPruner, Forecast, ForecastShape, ModelConfig, padded_shape
-from dynaprune_edge.models.convlstm import ConvLSTM
-from dynaprune_edge.models.simvp import SimVP
-from dynaprune_edge.models.vit import PatchTransformer
-from dynaprune_edge.registry import Registry
-
-BACKBONES: Registry[type[Backbone]] = Registry("backbone", [SimVP, ConvLSTM, PatchTransformer])
-"""Every backbone, by name. A new one is a module of this package and an entry here; the
-tests parametrize over this table and the exporter needs nothing more."""
+from dynaprune_edge.models.catalog import BACKBONES, register_backbone, resolve_backbone
 MAX_SIZE_OPTION = 4096
 """Every backbone size (widths, depths, patches, kernels) is a whole number in [1, 4096]."""
 MAX_PARAMETERS = 250_000_000
@@ -89,4 +83,5 @@ def build_model(config: ModelConfig) -> DynaPruner:
     return DynaPruner(backbone, config.pruning, side, config.shape)
 
 
-__all__ = ["BACKBONES", "Backbone", "DynaPruner", "Forecast", "ForecastShape", "ModelConfig", "backbone_options", "build_model", "check_model_size"]
+__all__ = ["BACKBONES", "Backbone", "DynaPruner", "Forecast", "ForecastShape", "ModelConfig", "backbone_options", "build_model",
+           "check_model_size", "register_backbone", "resolve_backbone"]

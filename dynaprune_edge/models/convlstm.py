@@ -23,6 +23,7 @@ from torch import nn
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.layers import GatedConv2d, GatedConvLSTMCell, Interpreter
 from dynaprune_edge.models.base import Backbone, ForecastShape
+from dynaprune_edge.models.catalog import register_backbone
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class ConvLSTMOptions:
     kernel_size: int = 3  # of the gates convolution (filter_size)
 
 
+@register_backbone
 class ConvLSTM(Backbone):
     name = "convlstm"
     Options = ConvLSTMOptions

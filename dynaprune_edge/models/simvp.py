@@ -10,6 +10,7 @@ from torch import nn
 
 from dynaprune_edge.layers import GatedConv2d, GateSpec, Interpreter
 from dynaprune_edge.models.base import Backbone, ForecastShape
+from dynaprune_edge.models.catalog import register_backbone
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ def gated_chain(layers: list[tuple[str, int, int, int, int]], group_size: int) -
     return nn.ModuleList(chain)
 
 
+@register_backbone
 class SimVP(Backbone):
     name = "simvp"
     Options = SimVPOptions

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.layers import Interpreter, MaskedAttention, TokenLinear, TokenNorm
 from dynaprune_edge.models.base import Backbone, ForecastShape
+from dynaprune_edge.models.catalog import register_backbone
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class TransformerBlock(nn.Module):
         return ops.add(x, ops.apply(self.contract, hidden))
 
 
+@register_backbone
 class PatchTransformer(Backbone):
     name = "vit"
     Options = ViTOptions

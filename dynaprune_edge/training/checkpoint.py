@@ -18,7 +18,7 @@ from dynaprune_edge.data import DATASETS, DataConfig, Normalizer
 from dynaprune_edge.data.families import complete_config
 from dynaprune_edge.errors import CheckpointError, DpedgeError
 from dynaprune_edge.files import atomic_write
-from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
+from dynaprune_edge.models import BACKBONES, DynaPruner, ModelConfig, build_model
 
 FORMAT = "dpedge-checkpoint"
 VERSION = 6
@@ -120,6 +120,10 @@ def load_model(path: Path) -> TrainedModel:
     payload = safe_load(path, "model")
     try:
         model_config = ModelConfig.from_dict(payload["model_config"])
+    except DAMAGED as error:
+        raise damaged(path, "model", error) from None
+    require_backbone(path, model_config.backbone)
+    try:
         model = build_model(model_config)
         model.load_state_dict(payload["state_dict"])
         metrics = payload.get("metrics", {})
@@ -136,6 +140,15 @@ def load_model(path: Path) -> TrainedModel:
         return TrainedModel(model.eval(), model_config, data_config, normalizer, metrics)
     except DAMAGED as error:
         raise damaged(path, "model", error) from None
+
+
+def require_backbone(path: Path, backbone: str) -> None:
+    """A CheckpointError unless `backbone` (what the checkpoint records) is registered: a
+    backbone of the user's own is registered by passing its file again (`--backbone
+    PATH.py:Class`), since a checkpoint never names a file for dpedge to run."""
+    if backbone not in BACKBONES.names():
+        raise CheckpointError(f"{path} was trained with the backbone {backbone!r}, which is not built in: pass the file that defines it, "
+                              f"--backbone PATH.py:Class, as `dpedge train` was given it (a model.pt names no file to run)")
 
 
 DAMAGED = (KeyError, TypeError, ValueError, AttributeError, RuntimeError, DpedgeError)

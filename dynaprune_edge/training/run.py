@@ -15,7 +15,7 @@ from dynaprune_edge.errors import CheckpointError, ConfigError
 from dynaprune_edge.files import check_writable
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.models import ForecastShape, ModelConfig, backbone_options, build_model, check_model_size
-from dynaprune_edge.training.checkpoint import DAMAGED, damaged, safe_load
+from dynaprune_edge.training.checkpoint import DAMAGED, damaged, require_backbone, safe_load
 from dynaprune_edge.training.trainer import (METRICS_FILE, MODEL_FILE, RESUME_FILE, TrainConfig, Trainer, build_optimizer, resume_problem,
                                              resumed_differently)
 
@@ -100,6 +100,8 @@ def check_resume_state(out: Path, train: TrainConfig) -> None:
         raise CheckpointError(f"{out / RESUME_FILE}: damaged dpedge resume state ({problem})")
     if state.get("train_config") != dataclasses.asdict(train):  # the model's and the data's need the data: Trainer.restore
         raise resumed_differently(out / RESUME_FILE, ["train_config"])
+    if isinstance(state.get("model_config"), dict):
+        require_backbone(out / RESUME_FILE, str(state["model_config"].get("backbone")))
     try:  # the network and optimizer it describes, and the optimizer's first step from that state
         network = build_model(ModelConfig.from_dict(state["model_config"]))
         network.load_state_dict(state["state_dict"])

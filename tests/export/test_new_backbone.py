@@ -1,6 +1,6 @@
 """A backbone made of existing layer types, defined here and nowhere else, trains and
-exports with parity: adding one needs its own module and a `BACKBONES` entry, no change to
-the exporter. And a forward the export cannot compile says why in one line."""
+exports with parity: adding one needs its class and `register_backbone`, no change to the
+exporter. And a forward the export cannot compile says why in one line."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.layers import GatedConv2d, Interpreter
 from dynaprune_edge.masks import MaskMode, PruningConfig
-from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model
+from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model, register_backbone
 from dynaprune_edge.models.base import Backbone
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
 from exported import run_in_model_units
@@ -50,8 +50,10 @@ class ResidualCNN(Backbone):
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(BACKBONES._entries, ResidualCNN.name, ResidualCNN)
+def registered():
+    with BACKBONES.scope():
+        register_backbone(ResidualCNN)
+        yield
 
 
 def saved_model(tmp_path, options: dict):

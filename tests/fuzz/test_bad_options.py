@@ -77,16 +77,16 @@ OPTIONS: dict[str, dict[str, object]] = {
     "export": {
         "MODEL": InputFile(".pt"), "--output": OutputFile(".onnx", strict_suffix=True), "--mode": Choice(("gather", "bucketed", "auto")),
         "--tiles": Choice(("all", "sparse", "wide", "none", "auto")), "--levels": Count(1), "--opset": Count(17, 21),
-        "--width": UNIT,
+        "--width": UNIT, "--backbone": InputFile(".py"),
     },
     "export --trt": {"--jetpack": Choice(("5.1", "6.0", "6.1", "6.2"))},
-    "info": {"MODEL": InputFile(".pt")},
+    "info": {"MODEL": InputFile(".pt"), "--backbone": InputFile(".py")},
     "profile": {
         "MODEL": InputFile(".onnx"), "--backend": Choice(("ort", "ort-cuda", "trt", "orin-emu")), "--data": DataPath(".npz"),
         "--samples": Count(1), "--warmup": Count(0), "--runs": Count(1), "--repeat": Count(1), "--threads": Count(1),
         "--trtexec-log": InputFile(".log"), "--dense-trtexec-log": InputFile(".log"), "--frames": InputFile(".frames.npz"),
         "--power": Choice(METERS), "--power-seconds": Positive(), "--idle-seconds": NonNegative(), "--power-interval": Count(10),
-        "--report": OutputFolder(), "--budget": UNIT, "--layout": Choice(("single", "split")),
+        "--report": OutputFolder(), "--budget": UNIT, "--layout": Choice(("single", "split")), "--backbone": InputFile(".py"),
     },
     "profile --backend orin-emu": {
         "--module": Choice(MODULES), "--power-mode": Choice(POWER_MODES), "--precision": Choice(PRECISIONS), "--calibrate": Choice(("cuda",)),
