@@ -4,8 +4,9 @@ GPU, against the single routed graph, beside the emulator's prediction for the O
 It trains a small width-routed SimVP on the bundled NYC bike windows, exports it, then:
 - where TensorRT imports: builds the single engine of the whole graph and the split bundle
   (export/tensorrt/bundle.py), times each through the `trt` backend per branch (the
-  samples each branch took), checks both against onnxruntime, and prints the trtexec lines
-  that time each engine on its own;
+  samples each branch took), the bundle also with each engine captured as a CUDA graph
+  (`--cuda-graph`), checks them against onnxruntime, and prints the trtexec lines that
+  time each engine on its own;
 - where only PyTorch's CUDA build is there: a *PyTorch proxy*, not TensorRT: the trained
   router, and each width level as the static network of that width (the architecture
   `Backbone.scaled_options` gives, random weights: PyTorch's masked forward computes every
@@ -13,8 +14,9 @@ It trains a small width-routed SimVP on the bundled NYC bike windows, exports it
   eagerly and as CUDA graphs, with the host dispatch (the branch index read back) between
   them, and what an `If` that ran every branch would cost;
 - with `--device cpu`: the same proxy on this CPU (what the tests run).
-Each row also carries the orin-emu prediction of that branch for the Jetson AGX Orin,
-labelled emulated: the check is how the emulator's error gets measured when a GPU is at hand.
+Each row also carries the orin-emu predictions of that branch for the Jetson AGX Orin
+(the bundle eager and with CUDA graphs), labelled emulated: the check is how the
+emulator's error gets measured when a GPU is at hand.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def as_cuda_graph(run: Callable[[], object]) -> Callable[[], object] | None:
 
 
 @torch.no_grad()
-def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulated: list[float]) -> list[dict]:
+def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulated: dict[str, list[float]]) -> list[dict]:
     """Per branch (persistence, then each width level) of the width-routed `model` (its
     ModelConfig `config`) on one sample of `frames`: the router and the branch timed apart,
     eagerly and (on CUDA) as CUDA graphs, the host dispatch between them, and an `If` that
@@ -124,15 +126,14 @@ def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulat
         if graphs and graphs[0] is not None and graphs[index + 1] is not None:
             router_graph_ms, graph_ms = measure(graphs[0], runs, sync), measure(graphs[index + 1], runs, sync)
             row |= {"router_graph_ms": router_graph_ms, "branch_graph_ms": graph_ms, "split_graph_ms": router_graph_ms + dispatch_ms + graph_ms}
-        row["orin_emulated_ms"] = emulated[index]
-        rows.append(row)
+        rows.append(row | {key: values[index] for key, values in emulated.items()})
     return rows
 
 
-def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: list[float]) -> tuple[list[dict], list[str]]:
-    """Per branch: the single engine and the split bundle timed through the trt backend on
-    the samples that took that branch, and checked against onnxruntime on them; and the
-    trtexec lines that time every engine on its own."""
+def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: dict[str, list[float]]) -> tuple[list[dict], list[str]]:
+    """Per branch: the single engine, the split bundle and the bundle as CUDA graphs timed
+    through the trt backend on the samples that took that branch, and checked against
+    onnxruntime on them; and the trtexec lines that time every engine on its own."""
     from dynaprune_edge.export.tensorrt.build import build_or_explain
     from dynaprune_edge.runtime import load, read_manifest
 
@@ -141,7 +142,10 @@ def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: list
     bundle = build_or_explain(onnx_path, manifest, "fp16", frames, None, layout="split")
     reference = load(onnx_path, "ort", 1, layout="single").run(frames)
     rows, commands = [], [single_engine.command, bundle.command]
-    backends = {"single": load(single_engine.engine_path, "trt"), "split": load(bundle.engine_path, "trt")}
+    backends = {"single": load(single_engine.engine_path, "trt"), "split": load(bundle.engine_path, "trt"),
+                "split_cuda_graph": load(bundle.engine_path, "trt", cuda_graph=True)}
+    for note in backends["split_cuda_graph"].cuda_graph_notes:
+        print(f"note: {note}", file=sys.stderr)
     forecasts = {name: backend.run(frames).forecast for name, backend in backends.items()}
     for branch in np.unique(reference.bucket):
         took = reference.bucket == branch
@@ -150,16 +154,18 @@ def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: list
             taken = itertools.cycle(frames[took])
             row[f"{name}_ms"] = measure(lambda backend=backend: backend.run_one(next(taken)[None]), runs, lambda: None)
             row[f"{name}_max_abs_error"] = float(np.abs(forecasts[name][took] - reference.forecast[took]).max())
-        row["orin_emulated_ms"] = emulated[int(branch)]
-        rows.append(row)
+        rows.append(row | {key: values[int(branch)] for key, values in emulated.items()})
     return rows, commands
 
 
-def emulated_ms(onnx_path: Path) -> list[float]:
-    """orin-emu's split-bundle prediction per branch (Jetson AGX Orin 64 GB, MAXN, fp16)."""
+def emulated_ms(onnx_path: Path) -> dict[str, list[float]]:
+    """orin-emu's split-bundle predictions per branch (Jetson AGX Orin 64 GB, MAXN, fp16):
+    each engine launched eagerly, and as CUDA graphs."""
     from dynaprune_edge.runtime import load
 
-    return [float(ms) for ms in load(onnx_path, "orin-emu").route_ms]
+    layouts = load(onnx_path, "orin-emu").layouts_ms
+    return {"orin_emulated_ms": [float(ms) for ms in layouts["split bundle"]],
+            "orin_emulated_cuda_graph_ms": [float(ms) for ms in layouts["split bundle, CUDA graphs"]]}
 
 
 def tensorrt_here() -> bool:
@@ -193,7 +199,8 @@ def check(out: Path, steps: int, device: str, runs: int, console: Console) -> di
         rows, commands = proxy_rows(trained.model, trained.model_config, frames, device, runs, emulated), []
         kind, label = f"pytorch-{device}", f"{PROXY}, on {torch.cuda.get_device_name() if device == 'cuda' else 'this CPU'} (host wall-clock, median)"
     result = {"kind": kind, "label": label, "torch": torch.__version__, "device": device, "rows": rows, "trtexec": commands,
-              "emulated": "orin_emulated_ms: orin-emu's split-bundle prediction for a Jetson AGX Orin 64 GB, MAXN, fp16 (not this GPU; not measured)"}
+              "emulated": "orin_emulated_ms, orin_emulated_cuda_graph_ms: orin-emu's split-bundle predictions (engines launched eagerly; "
+                          "as CUDA graphs) for a Jetson AGX Orin 64 GB, MAXN, fp16 (not this GPU; not measured)"}
     atomic_write_text(json.dumps(result, indent=2) + "\n", out / "gpu-check.json")
     print_result(result, console)
     return result

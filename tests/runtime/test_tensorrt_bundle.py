@@ -10,6 +10,7 @@ import itertools
 import sys
 import types
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -71,7 +72,9 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             self.role = graph.name
             self.session = open_session(data, session_options(1), ["CPUExecutionProvider"], graph.name)
             integer = np.int64 if major >= 10 else np.int32
-            self.tensors = [(v.name, True, tuple(d.dim_value for d in v.type.tensor_type.shape.dim), onnx_dtype(v)) for v in graph.input]
+            constants = {init.name for init in graph.initializer}  # onnx-tensorrt: an input with an initializer is a weight
+            self.tensors = [(v.name, True, tuple(d.dim_value for d in v.type.tensor_type.shape.dim), onnx_dtype(v))
+                            for v in graph.input if v.name not in constants]
             self.tensors += [(v.name, False, tuple(d.dim_value for d in v.type.tensor_type.shape.dim),
                               integer if onnx_dtype(v) == np.int64 else onnx_dtype(v)) for v in graph.output]
             self.device_memory_size = 1000 * len(graph.node)  # distinct per engine
@@ -92,7 +95,8 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
         get_binding_dtype = lambda self, i: self.tensors[i][3]  # noqa: E731
 
         def create_execution_context(self, strategy=None):
-            assert strategy == "user managed", "a bundle's contexts take the shared scratch memory"
+            if strategy is None:  # a context with device memory of its own (a single engine's)
+                log.append(("own memory", self.role))
             return Context(self)
 
         def create_execution_context_without_device_memory(self):
@@ -138,11 +142,16 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             self.graph = None
 
         @property
+        def inputs(self):  # as onnx-tensorrt imports them: an input with an initializer of its name is a weight
+            constants = {init.name for init in self.graph.initializer}
+            return [value for value in self.graph.input if value.name not in constants]
+
+        @property
         def num_inputs(self):
-            return len(self.graph.input)
+            return len(self.inputs)
 
         def get_input(self, index):
-            value = self.graph.input[index]
+            value = self.inputs[index]
             return types.SimpleNamespace(name=value.name, shape=tuple(d.dim_value for d in value.type.tensor_type.shape.dim), dtype=onnx_dtype(value))
 
     class Parser:
@@ -156,6 +165,9 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             self.network.data = data
             log.append(("parse", self.network.graph.name))
             return True
+
+        def parse_from_file(self, path):  # one engine of the whole graph (--layout single)
+            return self.parse(Path(path).read_bytes())
 
     class Builder:
         def __init__(self, logger) -> None:
@@ -228,6 +240,7 @@ def test_the_trt_backend_runs_the_router_then_only_the_chosen_branch(tmp_path, r
     sizes = {entry[1]: entry[3] for entry in log if entry[0] == "scratch"}
     scratch = {entry[2] for entry in log if entry[0] == "scratch"}
     assert len(scratch) == 1, "every context runs on one shared scratch block"
+    assert not [entry for entry in log if entry[0] == "own memory"], "no context of a bundle allocates scratch memory of its own"
     engine_sizes = [1000 * len(onnx.load_from_string((tmp_path / e.file).read_bytes()).graph.node) for e in read_bundle(bundle).engines]
     (block,) = [entry for entry in log if entry[0] == "alloc" and entry[1] in scratch]
     assert block[2] == max(engine_sizes), "the scratch block is the largest engine's need, not the sum"
@@ -356,6 +369,26 @@ def test_int8_calibrates_each_engine_on_what_the_bundle_feeds_it_then_reuses_eac
     caches[-1].unlink()
     with pytest.raises(ConfigError, match=rf"int8 needs calibration frames .* for every engine of the bundle; missing {caches[-1].name}$"):
         build_or_explain(path, manifest, "int8", None, None)
+
+
+def test_the_gpu_check_times_the_single_engine_the_bundle_and_its_cuda_graphs_per_branch_reached(routed_export, routed_toy, fake_tensorrt):
+    """scripts/gpu_check.sh's TensorRT path, run on the stand-ins: per branch the samples
+    reached, each layout timed through the trt backend and checked against onnxruntime,
+    the emulator's predictions beside; the trtexec lines of both builds."""
+    from dynaprune_edge.bench import gpu_check
+
+    path, manifest, _ = routed_export
+    frames = samples(routed_toy)
+    emulated = {"orin_emulated_ms": [0.1 * (k + 1) for k in range(len(manifest.buckets))],
+                "orin_emulated_cuda_graph_ms": [0.01 * (k + 1) for k in range(len(manifest.buckets))]}
+    rows, commands = gpu_check.tensorrt_rows(path, frames, 3, emulated)
+    reached = load(path, "ort", 1).run(frames).bucket
+    assert [row["branch"] for row in rows] == sorted(set(reached.tolist())) and sum(row["samples"] for row in rows) == len(frames)
+    for row in rows:
+        for layout in ("single", "split", "split_cuda_graph"):
+            assert row[f"{layout}_ms"] > 0 and row[f"{layout}_max_abs_error"] <= 1e-6, (layout, row)
+        assert row["orin_emulated_cuda_graph_ms"] == emulated["orin_emulated_cuda_graph_ms"][row["branch"]]
+    assert len(commands) == 2 and all("trtexec" in command for command in commands)
 
 
 def test_a_split_of_a_dense_graph_is_refused_in_one_line(routed_export):
