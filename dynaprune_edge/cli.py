@@ -255,6 +255,7 @@ def info(
         json.dumps(
             {
                 "model": config,
+                "layers": trained.model.backbone.prunable_layers(),
                 "data": trained.data_config.to_dict(),
                 "normalizer": trained.normalizer.to_dict(),
             }

@@ -105,12 +105,32 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         return centred * scale[:, None, None] + self.bias[:, None, None]
 
 
+ACTIVATIONS = (nn.SiLU, nn.ReLU, nn.GELU, nn.LeakyReLU, nn.Tanh, nn.Identity)
+"""The activations a gated conv may end with: each maps 0 to 0, so pruned filters stay off."""
+
+
+def lower_activation(net, y, activation: nn.Module, scope: str):
+    """`activation` (one of ACTIVATIONS) emitted on the feature `y` of the sub-network `net`."""
+    if isinstance(activation, nn.SiLU):
+        return net.silu(y, scope)
+    if isinstance(activation, nn.GELU):
+        return net.gelu(y)
+    if isinstance(activation, nn.ReLU):
+        return net.like(y, net.b.op("Relu", y.name, scope=scope))
+    if isinstance(activation, nn.LeakyReLU):
+        return net.like(y, net.b.op("LeakyRelu", y.name, scope=scope, alpha=float(activation.negative_slope)))
+    if isinstance(activation, nn.Tanh):
+        return net.like(y, net.b.op("Tanh", y.name, scope=scope))
+    return y
+
+
 class GatedConv2d(Layer):
-    """[nearest upsample] → conv → BatchNorm → SiLU → × masks.
+    """[nearest upsample] → conv → BatchNorm → activation (SiLU) → × masks.
 
     gate: names this layer's output filters as a prunable unit (None: never pruned).
     input_gate: the gate of the layer that feeds this one (None: the input is dense); for
         an input of frames stacked as channels, its channels repeat once per frame.
+    activation: True (SiLU), False (none) or a module of ACTIVATIONS (a converted model's own).
     A skipped region outputs zero here, exactly what a tile-gathered execution that never
     computes it leaves.
     """
@@ -127,13 +147,15 @@ class GatedConv2d(Layer):
         group_size: int,
         upsample: int = 1,
         norm: bool = True,
-        activation: bool = True,
+        activation: bool | nn.Module = True,
     ) -> None:
         super().__init__()
         self.upsample = upsample
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=not norm)
         self.norm = MaskedBatchNorm2d(out_channels) if norm else None
-        self.activation = nn.SiLU() if activation else nn.Identity()
+        self.activation = activation if isinstance(activation, nn.Module) else nn.SiLU() if activation else nn.Identity()
+        if not isinstance(self.activation, ACTIVATIONS) or (isinstance(self.activation, nn.GELU) and self.activation.approximate != "none"):
+            raise ValueError(f"unsupported activation {self.activation}")
         self.gate = None if gate is None else GateSpec(gate, out_channels, group_size)
         self.input_gate = input_gate
 
@@ -172,9 +194,7 @@ class GatedConv2d(Layer):
         weight, bias = fold_batch_norm(self.conv, self.norm)
         y = net.conv(x, weight, bias, self.conv, self.upsample, out_gate=self.gate, in_gate=self.input_gate, scope=scope, tile_limit=self.tile_limit)
         net.count(self.cost(x.channels, y.channels, y.positions))
-        if isinstance(self.activation, nn.SiLU):
-            y = net.silu(y, scope)
-        return net.mask_channels(y, self.gate, scope)
+        return net.mask_channels(lower_activation(net, y, self.activation, scope), self.gate, scope)
 
     def static_equivalent(self, masks: MaskState, element: int, output_size: tuple[int, int]):
         """The dense layer that computes exactly what element `element` keeps: kept input

@@ -114,6 +114,12 @@ class Backbone(nn.Module, ABC):
     def layers(self) -> list[Layer]:
         return [m for m in self.modules() if isinstance(m, Layer)]
 
+    def prunable_layers(self) -> list[dict]:
+        """Each layer (by its path), the gate that prunes its filters (None: never pruned) and,
+        for one that is not pruned, why, where the backbone knows (`dpedge info`)."""
+        return [{"layer": name, "gate": None if layer.gate is None else layer.gate.name} for name, layer in self.named_modules()
+                if isinstance(layer, Layer)]
+
     def gate_specs(self) -> list[GateSpec]:
         """Every prunable unit, once each, in layer order (the order of ModelMask's widths)."""
         return list(dict.fromkeys(layer.gate for layer in self.layers() if layer.gate is not None))

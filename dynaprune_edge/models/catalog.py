@@ -3,7 +3,8 @@
 `register_backbone` is the one way in, for the built-in SimVP, ConvLSTM and ViT as for
 a user's class (`dynaprune_edge.register_backbone`, usable as a decorator). `--backbone`
 takes a registered name, or `PATH.py:Class` / `package.module:Class`: the file or module is
-imported (which runs its code, as any Python import does) and the class registered.
+imported (which runs its code, as any Python import does) and the class registered: a
+Backbone as it is, a plain torch.nn.Module as the backbone of its trace (models/traced.py).
 A checkpoint records only the backbone's name, never a file to run: a model of a user's
 backbone is loaded again by passing the same `--backbone PATH.py:Class`.
 """
@@ -71,12 +72,11 @@ def resolve_backbone(spec: str) -> str:
     if found is None:
         defined = sorted(n for n, v in vars(module).items() if inspect.isclass(v) and v.__module__ == module.__name__)
         raise ConfigError(f"--backbone {spec}: {source} defines no {class_name} (it defines: {', '.join(defined) or 'no classes'})")
-    if inspect.isclass(found) and issubclass(found, nn.Module) and not issubclass(found, Backbone):
-        raise ConfigError(
-            f"--backbone {spec}: {class_name} is a plain torch.nn.Module; dpedge prunes backbones written against its layers and "
-            "interpreter (a subclass of dynaprune_edge.models.Backbone: docs/own-backbone.md); converting a plain module is not supported yet"
-        )
     try:
+        if inspect.isclass(found) and issubclass(found, nn.Module) and not issubclass(found, Backbone):
+            from dynaprune_edge.models.traced import converted
+
+            found = converted(found)  # traced when the model is built, with the data's shape
         return register_backbone(found).name
     except ConfigError as error:
         raise ConfigError(f"--backbone {spec}: {error}") from None

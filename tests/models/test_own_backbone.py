@@ -6,6 +6,7 @@ it take the same --backbone again, or refuse in one line."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -88,7 +89,8 @@ def test_a_backbone_the_registry_cannot_take_is_refused_in_one_line(entry, messa
     ("import math\n", "{file}:Net", "net.py defines no Net (it defines: no classes)"),
     ("class Other:\n    pass\n", "{file}:Net", "net.py defines no Net (it defines: Other)"),
     ("raise RuntimeError('no GPU here')\n", "{file}:Net", "running net.py raised RuntimeError: no GPU here"),
-    ("from torch import nn\nclass Net(nn.Module):\n    pass\n", "{file}:Net", "Net is a plain torch.nn.Module; dpedge prunes backbones written"),
+    ("from torch import nn\nclass Net(nn.Module):\n    def __init__(self, channels, depth):\n        super().__init__()\n", "{file}:Net",
+     "Net.__init__: argument 'depth' needs a whole-number default"),
     ("class Net:\n    name = 'net'\n", "{file}:Net", "Net is not a subclass of dynaprune_edge.models.Backbone"),
     (None, "{folder}/missing.py:Net", "no such file"),
     (None, "{file}:", "expected a backbone name, PATH.py:Class or package.module:Class"),
@@ -139,6 +141,25 @@ def test_a_backbone_of_your_own_trains_exports_and_profiles_when_its_file_is_pas
     assert info.returncode == 0 and '"backbone": "residual-cnn"' in info.stdout
     profiled = dpedge("profile", out / "model.onnx", "--runs", "5", "--samples", "4", "--backbone", spec)  # its dense twin: from model.pt
     assert profiled.returncode == 0, profiled.stderr
+
+
+def test_a_plain_pytorch_model_as_users_write_it_trains_width_routed_and_exports_with_parity(tmp_path):
+    """examples/plain_nowcaster.py has nothing of dpedge in it: traced, its residual
+    blocks' inner convolutions become the pruned widths, and the export matches PyTorch."""
+    spec, out = f"{EXAMPLE.with_name('plain_nowcaster.py')}:Nowcaster", tmp_path / "run"
+    trained = dpedge("train", "--backbone", spec, "--arch", "hidden=16", "--arch", "blocks=2", "--dataset", "nycbike", "--data", "sample",
+                     "--epochs", "1", "--budget", "0.5", "--out", out)
+    assert trained.returncode == 0, trained.stderr
+    assert "run-time budgets, one model" in trained.stdout
+    exported = dpedge("export", out / "model.pt", "--backbone", spec)
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((out / "model.dpedge.json").read_text())
+    assert manifest["backbone"] == "nowcaster" and manifest["mode"] == "widths"
+    assert max(manifest["parity"]["max_abs_error_per_branch"].values()) <= 1e-4
+    assert sorted(manifest["gate_groups"]) == ["blocks_0_conv1", "blocks_1_conv1"], "what a sum or the forecast reads stays full width"
+    info = " ".join(dpedge("info", out / "model.pt", "--backbone", spec).stdout.split())
+    assert '"layer": "blocks.1.conv2", "gate": null, "why not": "a residual sum reads it' in info
+    assert '"layer": "head", "gate": null, "why not": "its channels are the forecast\'s"' in info
 
 
 def test_the_help_says_a_backbone_file_is_run():

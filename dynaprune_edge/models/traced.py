@@ -1,0 +1,338 @@
+"""A plain torch.nn.Module forecaster, as users write them, made a dpedge backbone by
+tracing it (torch.fx): each convolution, with the BatchNorm and activation after it,
+becomes a gated convolution holding the user's weights, and the traced graph becomes the
+backbone's `program`, which both interpreters (training, export) run.
+
+What converts today: frames stacked as channels by a reshape of the input, "same"
+convolutions (odd kernel, padding k//2, stride 1, no dilation, groups 1) each optionally
+followed by BatchNorm2d and an activation of `layers.conv.ACTIVATIONS`, residual adds, and
+a reshape of the last convolution's output into the forecast frames. Anything else is
+refused in one line naming the module path and the operation.
+
+Which filters are pruned: a convolution's output is a prunable unit (a gate named by its
+module path) unless it reaches a residual add (both sides of a sum would have to be pruned
+alike: they stay full width) or the forecast (its channels are the forecast's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import operator
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+from torch.nn import functional as F
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.layers import GatedConv2d, Interpreter
+from dynaprune_edge.layers.conv import ACTIVATIONS
+from dynaprune_edge.models.base import Backbone, ForecastShape
+
+SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
+"""Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
+SUPPORTED = ("Conv2d (odd kernel, padding k//2, stride 1, groups 1), BatchNorm2d, ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, "
+             "and reshapes of the input frames into channels and of the output back")
+FUNCTIONAL_ACTIVATIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.silu: nn.SiLU, F.gelu: nn.GELU, torch.tanh: nn.Tanh, F.leaky_relu: nn.LeakyReLU}
+ADDS = {operator.add, torch.add}
+RESHAPES = {"reshape", "view", "flatten", "unflatten"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One value of the program: `kind` ("input", "stack", "layer", "add", "forecast"), the
+    fx node it stands for and the nodes it reads; `layer`: the key of its converted layer."""
+
+    kind: str
+    node: str
+    reads: tuple[str, ...] = ()
+    layer: str = ""
+
+
+def backbone_name(user: type) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", user.__name__.lower()).strip("-") or "traced"
+
+
+def options_type(user: type) -> type:
+    """The user's __init__ keyword arguments beyond the data's shape, as an Options
+    dataclass (--arch sets them): each needs a whole-number default."""
+    fields = []
+    for name, parameter in inspect.signature(user.__init__).parameters.items():
+        if name == "self" or name in SHAPE_ARGUMENTS or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        default = parameter.default
+        if default is parameter.empty or isinstance(default, bool) or not isinstance(default, int):
+            raise ConfigError(f"{user.__name__}.__init__: argument {name!r} needs a whole-number default (what --arch {name}=N sets); "
+                              f"the data's shape comes as {', '.join(SHAPE_ARGUMENTS)}")
+        fields.append((name, int, dataclasses.field(default=default)))
+    return dataclasses.make_dataclass(f"{user.__name__}Options", fields, frozen=True)
+
+
+def converted(user: type) -> type[Backbone]:
+    """The Backbone class standing for the plain module class `user` (one per class)."""
+    if user not in _CONVERTED:
+        _CONVERTED[user] = type(user.__name__, (TracedBackbone,), {"name": backbone_name(user), "Options": options_type(user), "user": user,
+                                                                  "__module__": user.__module__, "__qualname__": user.__qualname__})
+    return _CONVERTED[user]
+
+
+_CONVERTED: dict[type, type[Backbone]] = {}
+
+
+class TracedBackbone(Backbone):
+    """The backbone of a traced plain module (`user`, set by `converted`)."""
+
+    user: type[nn.Module]
+
+    def __init__(self, shape: ForecastShape, options, group_size: int, one_width: bool = False) -> None:
+        super().__init__(shape, options, group_size, one_width)
+        signature = inspect.signature(self.user.__init__).parameters
+        arguments = {name: getattr(shape, name) for name in SHAPE_ARGUMENTS if name in signature} | dataclasses.asdict(options)
+        try:
+            module = self.user(**arguments)
+        except Exception as error:  # noqa: BLE001 (the user's constructor: whatever it raises is one line)
+            raise ConfigError(f"{self.user.__name__}({', '.join(f'{k}={v}' for k, v in arguments.items())}) raised "
+                              f"{type(error).__name__}: {error}") from None
+        self.converted = nn.ModuleDict()  # the gated convolutions, by the user's module path
+        conversion = Conversion(module, self.user.__name__, shape, group_size, self.converted)
+        self.steps, self.paths, self.full_width = conversion.steps, conversion.paths, conversion.full_width
+
+    def prunable_layers(self) -> list[dict]:
+        """Each converted convolution by the user's module path, its gate, or why it has none."""
+        return [{"layer": self.paths[key], "gate": None if layer.gate is None else layer.gate.name}
+                | ({"why not": self.full_width[key]} if layer.gate is None else {}) for key, layer in self.converted.items()]
+
+    def program(self, ops: Interpreter, x):
+        values = {}
+        for step in self.steps:
+            if step.kind == "input":
+                values[step.node] = x
+            elif step.kind == "stack":
+                values[step.node] = ops.stack_frames(ops.per_frame(values[step.reads[0]]))
+            elif step.kind == "layer":
+                values[step.node] = ops.apply(self.converted[step.layer], values[step.reads[0]])
+            elif step.kind == "add":
+                values[step.node] = ops.add(values[step.reads[0]], values[step.reads[1]])
+            else:  # the forecast
+                return ops.forecast(ops.unstack_frames(values[step.reads[0]], self.shape.frames_out))
+        raise AssertionError("a converted program ends with its forecast")
+
+
+class Conversion:
+    """The trace of `module` checked, its layers converted into `layers` and its `steps`."""
+
+    def __init__(self, module: nn.Module, name: str, shape: ForecastShape, group_size: int, layers: nn.ModuleDict) -> None:
+        self.module, self.name, self.shape = module.eval(), name, shape
+        try:
+            self.graph = fx.symbolic_trace(module).graph
+        except Exception as error:  # noqa: BLE001 (data-dependent control flow and the like: fx's error, one line)
+            raise ConfigError(f"{name}: cannot be traced ({type(error).__name__}: {str(error).splitlines()[0]}); dpedge needs a forward "
+                              "without data-dependent control flow") from None
+        self.shapes = self.propagate()
+        self.modules = dict(module.named_modules())
+        self.users = {node: list(node.users) for node in self.graph.nodes}
+        self.steps: list[Step] = []
+        self.gates: dict[str, object] = {}  # node name → the gate of the value it holds (None: full width)
+        self.full_width: dict[str, str] = {}  # converted layer → why its filters are not pruned
+        self.paths: dict[str, str] = {}  # converted layer → the user's module path
+        blocks = self.blocks()
+        for node in self.graph.nodes:
+            self.convert(node, blocks, group_size, layers)
+
+    def where(self, node: fx.Node) -> str:
+        """The module path of `node`: the module it calls, or the one whose forward calls it."""
+        if node.op == "call_module":
+            return f"{self.name}.{node.target}"
+        stack = node.meta.get("nn_module_stack") or {}
+        path = next(reversed(stack.values()))[0] if stack else ""
+        return f"{self.name}.{path}" if path else self.name
+
+    def refuse(self, node: fx.Node, what: str) -> ConfigError:
+        return ConfigError(f"{self.where(node)}: {what} is not supported for pruning yet; supported: {SUPPORTED}")
+
+    def propagate(self) -> dict[str, tuple[int, ...]]:
+        """Every node's output shape on a batch of two samples of the data's shape."""
+        shape, shapes = self.shape, {}
+        parameter = next(self.module.parameters(), None)
+        x = torch.zeros(2, shape.frames_in, shape.channels, shape.height, shape.width, device=None if parameter is None else parameter.device)
+
+        class Shapes(fx.Interpreter):
+            def run_node(inner, node):
+                value = super().run_node(node)
+                if isinstance(value, torch.Tensor):
+                    shapes[node.name] = tuple(value.shape)
+                return value
+
+        try:
+            with torch.no_grad():
+                out = Shapes(fx.GraphModule(self.module, self.graph)).run(x)
+        except Exception as error:  # noqa: BLE001 (the user's forward on the data's shape)
+            raise ConfigError(f"{self.name}: its forward fails on frames shaped (batch, {shape.frames_in}, {shape.channels}, {shape.height}, "
+                              f"{shape.width}) ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        expected = (2, shape.frames_out, shape.channels, shape.height, shape.width)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(f"{self.name}: its forward returns {got} for frames shaped (2, {shape.frames_in}, {shape.channels}, "
+                              f"{shape.height}, {shape.width}); dpedge needs the forecast (batch, frames_out, channels, height, width) = {expected}")
+        return shapes
+
+    def module_of(self, node: fx.Node) -> nn.Module | None:
+        return self.modules.get(node.target) if node.op == "call_module" else None
+
+    def activation_of(self, node: fx.Node) -> nn.Module | None:
+        """The activation module `node` applies, or None if it applies none."""
+        module = self.module_of(node)
+        if module is not None:
+            exact = not isinstance(module, nn.GELU) or module.approximate == "none"  # the export lowers GELU's erf form
+            return module if isinstance(module, ACTIVATIONS) and not isinstance(module, nn.Identity) and exact else None
+        if node.op == "call_function" and node.target is F.gelu and node.kwargs.get("approximate", "none") != "none":
+            return None
+        if node.op == "call_function" and node.target in FUNCTIONAL_ACTIVATIONS:
+            factory = FUNCTIONAL_ACTIVATIONS[node.target]
+            slope = node.args[1] if node.target is F.leaky_relu and len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+            return factory(slope) if factory is nn.LeakyReLU else factory()
+        if node.op == "call_method" and node.target in ("relu", "tanh"):
+            return nn.ReLU() if node.target == "relu" else nn.Tanh()
+        return None
+
+    def only_user(self, node: fx.Node) -> fx.Node | None:
+        users = self.users[node]
+        return users[0] if len(users) == 1 else None
+
+    def blocks(self) -> dict[str, tuple[fx.Node, nn.BatchNorm2d | None, nn.Module | None]]:
+        """Per conv node: (the node whose output is the block's, its BatchNorm, its activation),
+        taking the BatchNorm and the activation that read the conv's output alone."""
+        blocks = {}
+        for node in self.graph.nodes:
+            if not isinstance(self.module_of(node), nn.Conv2d):
+                continue
+            end, norm, activation = node, None, None
+            follower = self.only_user(end)
+            if follower is not None and isinstance(self.module_of(follower), nn.BatchNorm2d):
+                end, norm = follower, self.module_of(follower)
+                follower = self.only_user(end)
+            if follower is not None and self.activation_of(follower) is not None:
+                end, activation = follower, self.activation_of(follower)
+            blocks[node.name] = (end, norm, activation)
+        return blocks
+
+    def convert(self, node: fx.Node, blocks: dict, group_size: int, layers: nn.ModuleDict) -> None:
+        absorbed = {n.name for conv, (end, _, _) in blocks.items() for n in self.between(conv, end)}
+        if node.op == "placeholder":
+            if self.steps:
+                raise self.refuse(node, "a second input")
+            self.steps.append(Step("input", node.name))
+            self.gates[node.name] = None
+        elif node.op == "output":
+            value = node.args[0]
+            if not isinstance(value, fx.Node) or self.steps[-1].kind != "forecast" or self.steps[-1].node != value.name:
+                raise self.refuse(node, "an output that is not the last convolution's channels reshaped into the forecast frames")
+        elif node.name in absorbed or node.name not in self.shapes:
+            return  # a block's BatchNorm and activation; sizes read off a shape (what reshapes take: their shapes are checked)
+        elif node.name in blocks:
+            self.convert_block(node, blocks[node.name], group_size, layers)
+        elif node.op == "call_function" and node.target in ADDS or node.op == "call_method" and node.target == "add":
+            self.convert_add(node)
+        elif self.is_reshape(node):
+            self.convert_reshape(node)
+        else:
+            module = self.module_of(node)
+            what = type(module).__name__ if module is not None else getattr(node.target, "__name__", str(node.target))
+            if isinstance(module, nn.GELU) or node.target is F.gelu:
+                what = "GELU(approximate='tanh')"
+            elif isinstance(module, nn.BatchNorm2d) or self.activation_of(node) is not None:
+                what = f"{what} not right after a convolution"
+            raise self.refuse(node, what)
+
+    def between(self, conv: str, end: fx.Node) -> list[fx.Node]:
+        """The nodes after the conv `conv` up to `end`, included: what its block absorbs."""
+        nodes, node = [], end
+        while node.name != conv:
+            nodes.append(node)
+            node = node.args[0]
+        return nodes
+
+    def is_reshape(self, node: fx.Node) -> bool:
+        return (node.op == "call_method" and node.target in RESHAPES) or (node.op == "call_function" and node.target in (torch.reshape, torch.flatten))
+
+    def source(self, node: fx.Node, index: int = 0) -> fx.Node:
+        value = node.args[index]
+        if not isinstance(value, fx.Node):
+            raise self.refuse(node, f"{node.target} of a constant")
+        return value
+
+    def convert_reshape(self, node: fx.Node) -> None:
+        shape, source = self.shape, self.source(node)
+        before, after = self.shapes.get(source.name), self.shapes.get(node.name)
+        stacked = (2, shape.frames_in * shape.channels, shape.height, shape.width)
+        if source.op == "placeholder" and before == (2, shape.frames_in, shape.channels, shape.height, shape.width) and after == stacked:
+            self.steps.append(Step("stack", node.name, (source.name,)))
+            self.gates[node.name] = None
+            return
+        forecast = (2, shape.frames_out, shape.channels, shape.height, shape.width)
+        if before == (2, shape.frames_out * shape.channels, shape.height, shape.width) and after == forecast:
+            if self.gates.get(source.name) is not None:
+                raise AssertionError("the forecast's channels are never gated")
+            self.steps.append(Step("forecast", node.name, (source.name,)))
+            return
+        raise self.refuse(node, f"a reshape from {before} to {after} (frames into channels at the input, channels into frames at the output only)")
+
+    def convert_add(self, node: fx.Node) -> None:
+        a, b = (self.source(node, i) for i in range(2))
+        if len(node.args) > 2 or node.kwargs:
+            raise self.refuse(node, "an add with a scale (alpha)")
+        for side in (a, b):
+            if side.name not in self.gates:
+                raise self.refuse(node, f"a sum with {side.name}, which is not a converted value")
+            if self.gates[side.name] is not None:
+                raise AssertionError("a value reaching a sum is never gated")
+        self.steps.append(Step("add", node.name, (a.name, b.name)))
+        self.gates[node.name] = None
+
+    def convert_block(self, node: fx.Node, block, group_size: int, layers: nn.ModuleDict) -> None:
+        end, norm, activation = block
+        conv: nn.Conv2d = self.module_of(node)
+        source = self.source(node)
+        if source.name not in self.gates:
+            raise self.refuse(node, f"a convolution of {source.name}, which is not a converted value")
+        kernel = conv.kernel_size
+        if (conv.groups != 1 or conv.stride != (1, 1) or conv.dilation != (1, 1) or kernel[0] != kernel[1] or kernel[0] % 2 == 0
+                or conv.padding != (kernel[0] // 2, kernel[0] // 2) or conv.padding_mode != "zeros"):
+            raise self.refuse(node, f"Conv2d(kernel {tuple(kernel)}, stride {conv.stride}, padding {conv.padding}, dilation {conv.dilation}, "
+                              f"groups {conv.groups}, padding_mode {conv.padding_mode})")
+        if norm is not None and not (norm.affine and norm.track_running_stats):
+            raise self.refuse(end, "BatchNorm2d without affine parameters or running statistics")
+        key = re.sub(r"[^0-9a-zA-Z_]", "_", str(node.target))
+        self.paths[key] = str(node.target)
+        reader = next((why for user in self.users[end] if (why := self.full_width_reader(user))), None)
+        gated = reader is None
+        if not gated:
+            self.full_width[key] = reader
+        layer = GatedConv2d(conv.in_channels, conv.out_channels, kernel[0], gate=key if gated else None,
+                            input_gate=self.gates[source.name], group_size=group_size, norm=norm is not None,
+                            activation=False if activation is None else activation)
+        with torch.no_grad():
+            layer.conv.weight.copy_(conv.weight)
+            bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+            if norm is None:
+                layer.conv.bias.copy_(bias)
+            else:  # BatchNorm(conv + b) is BatchNorm with its mean shifted by b
+                for name in ("weight", "bias", "running_var"):
+                    getattr(layer.norm, name).copy_(getattr(norm, name))
+                layer.norm.running_mean.copy_(norm.running_mean - bias)
+                layer.norm.eps, layer.norm.momentum = norm.eps, norm.momentum
+        layers[key] = layer
+        self.steps.append(Step("layer", end.name, (source.name,), key))
+        self.gates[end.name] = layer.gate
+
+    def full_width_reader(self, node: fx.Node) -> str | None:
+        """Why a value `node` reads keeps its full width (a sum reads it, or it is the
+        forecast's channels), or None."""
+        if node.op == "call_function" and node.target in ADDS or node.op == "call_method" and node.target == "add":
+            return "a residual sum reads it (both sides of a sum are pruned alike or not at all)"
+        forecast = (2, self.shape.frames_out, self.shape.channels, self.shape.height, self.shape.width)
+        if self.is_reshape(node) and self.shapes.get(node.name) == forecast:
+            return "its channels are the forecast's"
+        return None

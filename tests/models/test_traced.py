@@ -1,0 +1,186 @@
+"""A plain torch.nn.Module forecaster, written as users write them, converted into a dpedge
+backbone by tracing: the user's weights and forward unchanged at full width, the right
+convolutions pruned (what a sum or the forecast reads stays full width), its FLOPs what
+fvcore counts of the user's own module, and every construct it cannot convert refused in
+one line naming the module path and the operation."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.flops.fvcore_count import fvcore_flops
+from dynaprune_edge.layers import MaskState
+from dynaprune_edge.masks import PruningConfig
+from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model, register_backbone
+from dynaprune_edge.models.traced import converted
+
+SHAPE = ForecastShape(frames_in=4, frames_out=2, channels=2, height=16, width=16)
+
+
+class Block(nn.Module):
+    def __init__(self, hidden: int, activation: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(hidden, hidden, 3, padding=1)  # a bias before BatchNorm: folded into its mean
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.act = activation
+        self.conv2 = nn.Conv2d(hidden, hidden, 1)
+
+    def forward(self, x):
+        return x + self.conv2(self.act(self.bn1(self.conv1(x))))
+
+
+class Nowcaster(nn.Module):
+    """Frames stacked as channels, a stem, residual blocks, a head: no dpedge in sight."""
+
+    def __init__(self, frames_in, frames_out, channels, hidden=16, depth=2):
+        super().__init__()
+        self.frames_out, self.channels = frames_out, channels
+        self.stem = nn.Conv2d(frames_in * channels, hidden, 5, padding=2, bias=False)
+        self.stem_bn = nn.BatchNorm2d(hidden)
+        activations = [nn.ReLU(), nn.SiLU(), nn.GELU(), nn.LeakyReLU(0.2), nn.Tanh()]
+        self.blocks = nn.Sequential(*[Block(hidden, activations[i % len(activations)]) for i in range(depth)])
+        self.head = nn.Conv2d(hidden, frames_out * channels, 1)
+
+    def forward(self, x):
+        b, t, c, h, w = x.shape
+        z = F.silu(self.stem_bn(self.stem(x.reshape(b, t * c, h, w))))
+        z = self.blocks(z)
+        return self.head(z).reshape(b, self.frames_out, self.channels, h, w)
+
+
+def backbone_of(user: type, one_width: bool = False, **options):
+    cls = converted(user)
+    torch.manual_seed(0)
+    return cls(SHAPE, cls.Options(**options), 4, one_width).eval()
+
+
+def user_module(user: type, **options) -> nn.Module:
+    torch.manual_seed(0)  # the conversion instantiates the user's class first: the same weights
+    return user(frames_in=SHAPE.frames_in, frames_out=SHAPE.frames_out, channels=SHAPE.channels, **options).eval()
+
+
+class Trained(Nowcaster):
+    """As if trained: BatchNorm statistics and scales other than (0, 1), drawn from torch's
+    generator, so that a conversion seeded alike sees the same ones."""
+
+    def __init__(self, frames_in, frames_out, channels, hidden=16, depth=2):
+        super().__init__(frames_in, frames_out, channels, hidden, depth)
+        for norm in (m for m in self.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.running_mean.copy_(torch.randn(norm.num_features))
+            norm.running_var.copy_(torch.rand(norm.num_features) + 0.5)
+            norm.weight.data.copy_(torch.randn(norm.num_features))
+
+
+@pytest.mark.parametrize("depth", [1, 5])
+def test_the_converted_backbone_computes_the_users_forward_with_the_users_weights(depth):
+    """Every activation, a conv bias before BatchNorm, BatchNorm statistics: the backbone
+    with pruning off is the user's module, within float rounding."""
+    user, backbone = user_module(Trained, depth=depth), backbone_of(Trained, depth=depth)
+    assert torch.equal(backbone.converted["stem"].conv.weight, user.stem.weight), "the user's weights, unchanged"
+    x = torch.randn(3, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    masks = MaskState.all_kept(3, (2, 2), backbone.gate_specs(), x)
+    with torch.no_grad():
+        assert (backbone(x, masks) - user(x)).abs().max() <= 1e-5
+
+
+def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_pruned():
+    backbone = backbone_of(Nowcaster, one_width=True, depth=2)
+    gates = {key: (layer.gate and layer.gate.name, layer.input_gate and layer.input_gate.name) for key, layer in backbone.converted.items()}
+    assert gates == {
+        "stem": (None, None),  # read by the first sum
+        "blocks_0_conv1": ("blocks_0_conv1", None), "blocks_0_conv2": (None, "blocks_0_conv1"),  # conv2 reaches a sum
+        "blocks_1_conv1": ("blocks_1_conv1", None), "blocks_1_conv2": (None, "blocks_1_conv1"),
+        "head": (None, None),  # the forecast's channels
+    }
+
+
+def test_the_ledger_counts_what_fvcore_counts_of_the_users_own_module():
+    with BACKBONES.scope():
+        register_backbone(converted(Nowcaster))
+        model = build_model(ModelConfig("nowcaster", SHAPE, {"depth": 3}, PruningConfig(budget=1.0)))
+    x = torch.zeros(1, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    assert model(x).dense_flops == pytest.approx(fvcore_flops(user_module(Nowcaster, depth=3), (x,)), rel=1e-6)
+
+
+def test_a_twenty_layer_model_converts_in_well_under_five_seconds():
+    start = time.perf_counter()
+    backbone_of(Nowcaster, depth=9)  # 2 + 2 × 9 convolutions
+    assert time.perf_counter() - start < 5
+
+
+def plain(forward, **modules) -> type:
+    """A plain module class with `modules` (built from the shape) and `forward`."""
+    def __init__(self, frames_in, frames_out, channels):
+        nn.Module.__init__(self)
+        self.frames_out, self.channels = frames_out, channels
+        self.stem = nn.Conv2d(frames_in * channels, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, frames_out * channels, 1)
+        for name, make in modules.items():
+            setattr(self, name, make())
+
+    return type("Odd", (nn.Module,), {"__init__": __init__, "forward": forward})
+
+
+def stacked(self, x):
+    b, t, c, h, w = x.shape
+    return self.stem(x.reshape(b, t * c, h, w))
+
+
+def out(self, z, x):
+    b, t, c, h, w = x.shape
+    return self.head(z).reshape(b, self.frames_out, self.channels, h, w)
+
+
+class Attend(nn.Module):
+    def forward(self, x):
+        return F.scaled_dot_product_attention(x, x, x)
+
+
+UNSUPPORTED = [
+    ("Odd.down: Conv2d(kernel (3, 3), stride (2, 2)", lambda self, x: out(self, F.interpolate(self.down(stacked(self, x)), scale_factor=2.0), x),
+     {"down": lambda: nn.Conv2d(8, 8, 3, stride=2, padding=1)}),
+    ("Odd.dilated: Conv2d(kernel (3, 3), stride (1, 1), padding (2, 2), dilation (2, 2)", lambda self, x: out(self, self.dilated(stacked(self, x)), x),
+     {"dilated": lambda: nn.Conv2d(8, 8, 3, padding=2, dilation=2)}),
+    ("groups 8", lambda self, x: out(self, self.depthwise(stacked(self, x)), x), {"depthwise": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=8)}),
+    ("Odd.up: ConvTranspose2d", lambda self, x: out(self, self.up(stacked(self, x)), x), {"up": lambda: nn.ConvTranspose2d(8, 8, 1)}),
+    ("Odd.pool: MaxPool2d", lambda self, x: out(self, self.pool(stacked(self, x)), x), {"pool": lambda: nn.MaxPool2d(3, 1, 1)}),
+    ("Odd: interpolate", lambda self, x: out(self, F.interpolate(stacked(self, x), scale_factor=1.0), x), {}),
+    ("Odd: cat", lambda self, x: out(self, self.mix(torch.cat([stacked(self, x), stacked(self, x)], 1)), x),
+     {"mix": lambda: nn.Conv2d(16, 8, 1)}),
+    ("Odd.gate: Sigmoid", lambda self, x: out(self, self.gate(stacked(self, x)), x), {"gate": nn.Sigmoid}),
+    ("Odd.tanh_gelu: GELU(approximate='tanh')", lambda self, x: out(self, self.tanh_gelu(stacked(self, x)), x),
+     {"tanh_gelu": lambda: nn.GELU(approximate="tanh")}),
+    ("Odd.drop: Dropout", lambda self, x: out(self, self.drop(stacked(self, x)), x), {"drop": lambda: nn.Dropout(0.1)}),
+    ("Odd: mul", lambda self, x: out(self, stacked(self, x) * 2, x), {}),
+    ("BatchNorm2d not right after a convolution", lambda self, x: out(self, self.bn(F.relu(stacked(self, x))), x), {"bn": lambda: nn.BatchNorm2d(8)}),
+    ("Odd: scaled_dot_product_attention",
+     lambda self, x: out(self, F.scaled_dot_product_attention(stacked(self, x), stacked(self, x), stacked(self, x)), x), {}),
+    ("Odd.attend: scaled_dot_product_attention", lambda self, x: out(self, self.attend(stacked(self, x)), x), {"attend": Attend}),
+    ("Odd.reflect: Conv2d(kernel (3, 3), stride (1, 1), padding (1, 1), dilation (1, 1), groups 1, padding_mode reflect)",
+     lambda self, x: out(self, self.reflect(stacked(self, x)), x), {"reflect": lambda: nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")}),
+    ("cannot be traced", lambda self, x: out(self, stacked(self, x) if x.sum() > 0 else stacked(self, -x), x), {}),
+    ("its forward returns (2, 4, 2, 16, 16)", lambda self, x: x, {}),
+    ("Odd: a reshape from (2, 4, 2, 16, 16) to (2, 8, 32, 8)", lambda self, x: out(self, self.stem(x.reshape(2, 8, 32, 8)), x), {}),
+]
+
+
+@pytest.mark.parametrize("message, forward, modules", UNSUPPORTED, ids=[case[0].split(":")[0][:40] for case in UNSUPPORTED])
+def test_a_construct_the_conversion_does_not_handle_is_one_line_naming_it(message, forward, modules):
+    with pytest.raises(ConfigError) as refused:
+        backbone_of(plain(forward, **modules))
+    assert message in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
+
+
+def test_a_constructor_argument_without_a_whole_number_default_is_refused():
+    class NoDefault(nn.Module):
+        def __init__(self, frames_in, frames_out, channels, hidden):
+            super().__init__()
+
+    with pytest.raises(ConfigError, match=r"NoDefault.__init__: argument 'hidden' needs a whole-number default \(what --arch hidden=N sets\)"):
+        converted(NoDefault)
