@@ -3,11 +3,12 @@ tracing it (torch.fx): each convolution, with the BatchNorm and activation after
 becomes a gated convolution holding the user's weights, and the traced graph becomes the
 backbone's `program`, which both interpreters (training, export) run.
 
-What converts today: frames stacked as channels by a reshape of the input, "same"
-convolutions (odd kernel, padding k//2, stride 1, no dilation, groups 1) each optionally
-followed by BatchNorm2d and an activation of `layers.conv.ACTIVATIONS`, residual adds, and
-a reshape of the last convolution's output into the forecast frames. Anything else is
-refused in one line naming the module path and the operation.
+What converts today: frames stacked as channels by a reshape of the input, convolutions
+with an odd kernel and padding k//2 (any stride, no dilation, groups 1), each optionally
+after a nearest upsampling by a whole factor and before BatchNorm2d and an activation of
+`layers.conv.ACTIVATIONS`, residual adds, and a reshape of the last convolution's output
+into the forecast frames: encoder-decoders included. Anything else is refused in one line
+naming the module path and the operation.
 
 Which filters are pruned: a convolution's output is a prunable unit (a gate named by its
 module path) unless it reaches a residual add (both sides of a sum would have to be pruned
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import operator
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import fx, nn
@@ -33,11 +36,24 @@ from dynaprune_edge.models.base import Backbone, ForecastShape
 
 SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 """Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
-SUPPORTED = ("Conv2d (odd kernel, padding k//2, stride 1, groups 1), BatchNorm2d, ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, "
-             "and reshapes of the input frames into channels and of the output back")
+SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1), nearest upsampling by a whole factor into a Conv2d, BatchNorm2d, "
+             "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, and reshapes of the input frames into channels and of the output back")
 FUNCTIONAL_ACTIVATIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.silu: nn.SiLU, F.gelu: nn.GELU, torch.tanh: nn.Tanh, F.leaky_relu: nn.LeakyReLU}
 ADDS = {operator.add, torch.add}
 RESHAPES = {"reshape", "view", "flatten", "unflatten"}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A convolution and what it absorbs: the nearest upsampling before it (`upsample`,
+    reading `source`), the BatchNorm and activation after it (ending at `end`)."""
+
+    source: fx.Node
+    end: fx.Node
+    norm: nn.BatchNorm2d | None
+    activation: nn.Module | None
+    upsample: int = 1
+    upsampled_by: fx.Node | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,32 @@ class Step:
     node: str
     reads: tuple[str, ...] = ()
     layer: str = ""
+
+
+def trace(module: nn.Module, name: str) -> fx.Graph:
+    try:
+        return fx.symbolic_trace(module).graph
+    except Exception as error:  # noqa: BLE001 (data-dependent control flow and the like: fx's error, one line)
+        raise ConfigError(f"{name}: cannot be traced ({type(error).__name__}: {str(error).splitlines()[0]}); dpedge needs a forward "
+                          "without data-dependent control flow") from None
+
+
+def upsampling(node: fx.Node, modules: dict[str, nn.Module]) -> int | None:
+    """The whole factor of a nearest upsampling `node` (nn.Upsample, F.interpolate by
+    scale_factor), else None."""
+    module = modules.get(node.target) if node.op == "call_module" else None
+    if isinstance(module, nn.Upsample):
+        mode, size, factor = module.mode, module.size, module.scale_factor
+    elif node.op == "call_function" and node.target is F.interpolate:
+        arguments = dict(zip(("input", "size", "scale_factor", "mode"), node.args)) | node.kwargs
+        mode, size, factor = arguments.get("mode", "nearest"), arguments.get("size"), arguments.get("scale_factor")
+    else:
+        return None
+    factors = factor if isinstance(factor, (tuple, list)) else (factor, factor)
+    if mode != "nearest" or size is not None or factor is None or len(set(factors)) != 1:
+        return None
+    whole = float(factors[0])
+    return int(whole) if whole.is_integer() and whole >= 1 else None
 
 
 def backbone_name(user: type) -> str:
@@ -79,6 +121,7 @@ def converted(user: type) -> type[Backbone]:
 
 
 _CONVERTED: dict[type, type[Backbone]] = {}
+_MULTIPLES: dict[tuple, int] = {}
 
 
 class TracedBackbone(Backbone):
@@ -86,15 +129,30 @@ class TracedBackbone(Backbone):
 
     user: type[nn.Module]
 
-    def __init__(self, shape: ForecastShape, options, group_size: int, one_width: bool = False) -> None:
-        super().__init__(shape, options, group_size, one_width)
-        signature = inspect.signature(self.user.__init__).parameters
+    @classmethod
+    def spatial_multiple(cls, options) -> int:
+        """The largest downsampling of the user's forward (its strides over its upsamplings),
+        from a trace of the module built at a nominal shape: what the grid must be a
+        multiple of."""
+        key = (cls, options)
+        if key not in _MULTIPLES:
+            module = cls.build_user(ForecastShape(2, 2, 1, 64, 64), options)
+            _MULTIPLES[key] = Conversion.downsampling(module, cls.user.__name__)
+        return _MULTIPLES[key]
+
+    @classmethod
+    def build_user(cls, shape: ForecastShape, options) -> nn.Module:
+        signature = inspect.signature(cls.user.__init__).parameters
         arguments = {name: getattr(shape, name) for name in SHAPE_ARGUMENTS if name in signature} | dataclasses.asdict(options)
         try:
-            module = self.user(**arguments)
+            return cls.user(**arguments)
         except Exception as error:  # noqa: BLE001 (the user's constructor: whatever it raises is one line)
-            raise ConfigError(f"{self.user.__name__}({', '.join(f'{k}={v}' for k, v in arguments.items())}) raised "
+            raise ConfigError(f"{cls.user.__name__}({', '.join(f'{k}={v}' for k, v in arguments.items())}) raised "
                               f"{type(error).__name__}: {error}") from None
+
+    def __init__(self, shape: ForecastShape, options, group_size: int, one_width: bool = False) -> None:
+        super().__init__(shape, options, group_size, one_width)
+        module = self.build_user(shape, options)
         self.converted = nn.ModuleDict()  # the gated convolutions, by the user's module path
         conversion = Conversion(module, self.user.__name__, shape, group_size, self.converted)
         self.steps, self.paths, self.full_width = conversion.steps, conversion.paths, conversion.full_width
@@ -125,11 +183,7 @@ class Conversion:
 
     def __init__(self, module: nn.Module, name: str, shape: ForecastShape, group_size: int, layers: nn.ModuleDict) -> None:
         self.module, self.name, self.shape = module.eval(), name, shape
-        try:
-            self.graph = fx.symbolic_trace(module).graph
-        except Exception as error:  # noqa: BLE001 (data-dependent control flow and the like: fx's error, one line)
-            raise ConfigError(f"{name}: cannot be traced ({type(error).__name__}: {str(error).splitlines()[0]}); dpedge needs a forward "
-                              "without data-dependent control flow") from None
+        self.graph = trace(module, name)
         self.shapes = self.propagate()
         self.modules = dict(module.named_modules())
         self.users = {node: list(node.users) for node in self.graph.nodes}
@@ -140,6 +194,23 @@ class Conversion:
         blocks = self.blocks()
         for node in self.graph.nodes:
             self.convert(node, blocks, group_size, layers)
+
+    @staticmethod
+    def downsampling(module: nn.Module, name: str) -> int:
+        """The largest factor by which the forward's strides shrink the frames (over its
+        upsamplings), from the graph alone: 1 for a network at full resolution throughout."""
+        modules, scales = dict(module.named_modules()), {}
+        for node in trace(module, name).nodes:
+            inputs = [scales[a.name] for a in node.all_input_nodes if a.name in scales]
+            scale = max(inputs, default=Fraction(1))
+            conv = modules.get(node.target) if node.op == "call_module" else None
+            if isinstance(conv, nn.Conv2d):
+                scale *= conv.stride[0]
+            factor = upsampling(node, modules)
+            if factor:
+                scale /= factor
+            scales[node.name] = scale
+        return max(1, math.ceil(max(scales.values(), default=Fraction(1))))
 
     def where(self, node: fx.Node) -> str:
         """The module path of `node`: the module it calls, or the one whose forward calls it."""
@@ -201,13 +272,17 @@ class Conversion:
         users = self.users[node]
         return users[0] if len(users) == 1 else None
 
-    def blocks(self) -> dict[str, tuple[fx.Node, nn.BatchNorm2d | None, nn.Module | None]]:
-        """Per conv node: (the node whose output is the block's, its BatchNorm, its activation),
-        taking the BatchNorm and the activation that read the conv's output alone."""
+    def blocks(self) -> dict[str, Block]:
+        """Per conv node, its Block: the nearest upsampling only it reads before it, the
+        BatchNorm and the activation that read its output alone after it."""
         blocks = {}
         for node in self.graph.nodes:
             if not isinstance(self.module_of(node), nn.Conv2d):
                 continue
+            source, upsample, upsampled_by = node.args[0], 1, None
+            factor = isinstance(source, fx.Node) and upsampling(source, self.modules)
+            if factor and self.only_user(source) is node:
+                source, upsample, upsampled_by = source.args[0], factor, source
             end, norm, activation = node, None, None
             follower = self.only_user(end)
             if follower is not None and isinstance(self.module_of(follower), nn.BatchNorm2d):
@@ -215,11 +290,12 @@ class Conversion:
                 follower = self.only_user(end)
             if follower is not None and self.activation_of(follower) is not None:
                 end, activation = follower, self.activation_of(follower)
-            blocks[node.name] = (end, norm, activation)
+            blocks[node.name] = Block(source, end, norm, activation, upsample, upsampled_by)
         return blocks
 
-    def convert(self, node: fx.Node, blocks: dict, group_size: int, layers: nn.ModuleDict) -> None:
-        absorbed = {n.name for conv, (end, _, _) in blocks.items() for n in self.between(conv, end)}
+    def convert(self, node: fx.Node, blocks: dict[str, Block], group_size: int, layers: nn.ModuleDict) -> None:
+        absorbed = {n.name for conv, block in blocks.items() for n in self.between(conv, block.end)}
+        absorbed |= {block.upsampled_by.name for block in blocks.values() if block.upsampled_by is not None}
         if node.op == "placeholder":
             if self.steps:
                 raise self.refuse(node, "a second input")
@@ -242,6 +318,8 @@ class Conversion:
             what = type(module).__name__ if module is not None else getattr(node.target, "__name__", str(node.target))
             if isinstance(module, nn.GELU) or node.target is F.gelu:
                 what = "GELU(approximate='tanh')"
+            elif isinstance(module, nn.Upsample) or node.target is F.interpolate:
+                what = f"{what} ({'an upsampling no convolution reads alone' if upsampling(node, self.modules) else 'only nearest, by a whole factor'})"
             elif isinstance(module, nn.BatchNorm2d) or self.activation_of(node) is not None:
                 what = f"{what} not right after a convolution"
             raise self.refuse(node, what)
@@ -291,14 +369,13 @@ class Conversion:
         self.steps.append(Step("add", node.name, (a.name, b.name)))
         self.gates[node.name] = None
 
-    def convert_block(self, node: fx.Node, block, group_size: int, layers: nn.ModuleDict) -> None:
-        end, norm, activation = block
+    def convert_block(self, node: fx.Node, block: Block, group_size: int, layers: nn.ModuleDict) -> None:
+        end, norm, activation, source = block.end, block.norm, block.activation, block.source
         conv: nn.Conv2d = self.module_of(node)
-        source = self.source(node)
-        if source.name not in self.gates:
-            raise self.refuse(node, f"a convolution of {source.name}, which is not a converted value")
+        if not isinstance(source, fx.Node) or source.name not in self.gates:
+            raise self.refuse(node, f"a convolution of {getattr(source, 'name', source)}, which is not a converted value")
         kernel = conv.kernel_size
-        if (conv.groups != 1 or conv.stride != (1, 1) or conv.dilation != (1, 1) or kernel[0] != kernel[1] or kernel[0] % 2 == 0
+        if (conv.groups != 1 or conv.stride[0] != conv.stride[1] or conv.dilation != (1, 1) or kernel[0] != kernel[1] or kernel[0] % 2 == 0
                 or conv.padding != (kernel[0] // 2, kernel[0] // 2) or conv.padding_mode != "zeros"):
             raise self.refuse(node, f"Conv2d(kernel {tuple(kernel)}, stride {conv.stride}, padding {conv.padding}, dilation {conv.dilation}, "
                               f"groups {conv.groups}, padding_mode {conv.padding_mode})")
@@ -310,8 +387,8 @@ class Conversion:
         gated = reader is None
         if not gated:
             self.full_width[key] = reader
-        layer = GatedConv2d(conv.in_channels, conv.out_channels, kernel[0], gate=key if gated else None,
-                            input_gate=self.gates[source.name], group_size=group_size, norm=norm is not None,
+        layer = GatedConv2d(conv.in_channels, conv.out_channels, kernel[0], conv.stride[0], gate=key if gated else None,
+                            input_gate=self.gates[source.name], group_size=group_size, upsample=block.upsample, norm=norm is not None,
                             activation=False if activation is None else activation)
         with torch.no_grad():
             layer.conv.weight.copy_(conv.weight)

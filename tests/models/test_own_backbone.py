@@ -144,8 +144,9 @@ def test_a_backbone_of_your_own_trains_exports_and_profiles_when_its_file_is_pas
 
 
 def test_a_plain_pytorch_model_as_users_write_it_trains_width_routed_and_exports_with_parity(tmp_path):
-    """examples/plain_nowcaster.py has nothing of dpedge in it: traced, its residual
-    blocks' inner convolutions become the pruned widths, and the export matches PyTorch."""
+    """examples/plain_nowcaster.py has nothing of dpedge in it: an encoder-decoder traced
+    on NYC bike's 10×20 grid (padded to its multiple of 4), its convolutions pruned but for
+    those a residual sum or the forecast reads, and the export matches PyTorch."""
     spec, out = f"{EXAMPLE.with_name('plain_nowcaster.py')}:Nowcaster", tmp_path / "run"
     trained = dpedge("train", "--backbone", spec, "--arch", "hidden=16", "--arch", "blocks=2", "--dataset", "nycbike", "--data", "sample",
                      "--epochs", "1", "--budget", "0.5", "--out", out)
@@ -156,9 +157,9 @@ def test_a_plain_pytorch_model_as_users_write_it_trains_width_routed_and_exports
     manifest = json.loads((out / "model.dpedge.json").read_text())
     assert manifest["backbone"] == "nowcaster" and manifest["mode"] == "widths"
     assert max(manifest["parity"]["max_abs_error_per_branch"].values()) <= 1e-4
-    assert sorted(manifest["gate_groups"]) == ["blocks_0_conv1", "blocks_1_conv1"], "what a sum or the forecast reads stays full width"
+    assert sorted(manifest["gate_groups"]) == ["blocks_0_conv1", "blocks_1_conv1", "decoder_1_0", "decoder_3_0", "encoder_0_0", "encoder_1_0"]
     info = " ".join(dpedge("info", out / "model.pt", "--backbone", spec).stdout.split())
-    assert '"layer": "blocks.1.conv2", "gate": null, "why not": "a residual sum reads it' in info
+    assert '"layer": "encoder.2.0", "gate": null, "why not": "a residual sum reads it' in info
     assert '"layer": "head", "gate": null, "why not": "its channels are the forecast\'s"' in info
 
 

@@ -7,6 +7,7 @@ one line naming the module path and the operation."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_m
 from dynaprune_edge.models.traced import converted
 
 SHAPE = ForecastShape(frames_in=4, frames_out=2, channels=2, height=16, width=16)
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 class Block(nn.Module):
@@ -89,6 +91,30 @@ def test_the_converted_backbone_computes_the_users_forward_with_the_users_weight
         assert (backbone(x, masks) - user(x)).abs().max() <= 1e-5
 
 
+def example_module():
+    """examples/plain_nowcaster.py, imported once."""
+    import importlib.util
+    import sys
+
+    if "plain_nowcaster_example" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("plain_nowcaster_example", EXAMPLES / "plain_nowcaster.py")
+        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules["plain_nowcaster_example"]
+
+
+def test_an_encoder_decoder_converts_with_its_strides_and_upsamplings_and_the_grid_multiple_they_need():
+    example = example_module()
+    cls = converted(example.Nowcaster)
+    assert cls.spatial_multiple(cls.Options()) == 4, "two stride-2 convolutions"
+    user, backbone = user_module(example.Nowcaster), backbone_of(example.Nowcaster)
+    layers = {key: (layer.conv.stride[0], layer.upsample) for key, layer in backbone.converted.items()}
+    assert layers["encoder_1_0"] == (2, 1) and layers["decoder_1_0"] == (1, 2), "a stride kept, an upsampling absorbed"
+    x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    with torch.no_grad():
+        assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - user(x)).abs().max() <= 1e-5
+
+
 def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_pruned():
     backbone = backbone_of(Nowcaster, one_width=True, depth=2)
     gates = {key: (layer.gate and layer.gate.name, layer.input_gate and layer.input_gate.name) for key, layer in backbone.converted.items()}
@@ -100,12 +126,14 @@ def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_prune
     }
 
 
-def test_the_ledger_counts_what_fvcore_counts_of_the_users_own_module():
+@pytest.mark.parametrize("which", ["residual", "encoder-decoder"])
+def test_the_ledger_counts_what_fvcore_counts_of_the_users_own_module(which):
+    user = Nowcaster if which == "residual" else example_module().Nowcaster
     with BACKBONES.scope():
-        register_backbone(converted(Nowcaster))
-        model = build_model(ModelConfig("nowcaster", SHAPE, {"depth": 3}, PruningConfig(budget=1.0)))
+        register_backbone(converted(user))
+        model = build_model(ModelConfig("nowcaster", SHAPE, {}, PruningConfig(budget=1.0)))
     x = torch.zeros(1, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
-    assert model(x).dense_flops == pytest.approx(fvcore_flops(user_module(Nowcaster, depth=3), (x,)), rel=1e-6)
+    assert model(x).dense_flops == pytest.approx(fvcore_flops(user_module(user), (x,)), rel=1e-6)
 
 
 def test_a_twenty_layer_model_converts_in_well_under_five_seconds():
@@ -143,14 +171,18 @@ class Attend(nn.Module):
 
 
 UNSUPPORTED = [
-    ("Odd.down: Conv2d(kernel (3, 3), stride (2, 2)", lambda self, x: out(self, F.interpolate(self.down(stacked(self, x)), scale_factor=2.0), x),
-     {"down": lambda: nn.Conv2d(8, 8, 3, stride=2, padding=1)}),
+    ("Odd.down: Conv2d(kernel (4, 4), stride (2, 2), padding (1, 1)", lambda self, x: out(self, F.interpolate(self.down(stacked(self, x)), scale_factor=2.0), x),
+     {"down": lambda: nn.Conv2d(8, 8, 4, stride=2, padding=1)}),
     ("Odd.dilated: Conv2d(kernel (3, 3), stride (1, 1), padding (2, 2), dilation (2, 2)", lambda self, x: out(self, self.dilated(stacked(self, x)), x),
      {"dilated": lambda: nn.Conv2d(8, 8, 3, padding=2, dilation=2)}),
     ("groups 8", lambda self, x: out(self, self.depthwise(stacked(self, x)), x), {"depthwise": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=8)}),
     ("Odd.up: ConvTranspose2d", lambda self, x: out(self, self.up(stacked(self, x)), x), {"up": lambda: nn.ConvTranspose2d(8, 8, 1)}),
     ("Odd.pool: MaxPool2d", lambda self, x: out(self, self.pool(stacked(self, x)), x), {"pool": lambda: nn.MaxPool2d(3, 1, 1)}),
-    ("Odd: interpolate", lambda self, x: out(self, F.interpolate(stacked(self, x), scale_factor=1.0), x), {}),
+    ("Odd: interpolate (only nearest, by a whole factor)",
+     lambda self, x: out(self, F.interpolate(stacked(self, x), scale_factor=1.0, mode="bilinear"), x), {}),
+    ("Odd.up: Upsample (an upsampling no convolution reads alone)",
+     lambda self, x: out(self, self.pool(self.up(stacked(self, x))), x),
+     {"up": lambda: nn.Upsample(scale_factor=2), "pool": lambda: nn.AvgPool2d(2)}),
     ("Odd: cat", lambda self, x: out(self, self.mix(torch.cat([stacked(self, x), stacked(self, x)], 1)), x),
      {"mix": lambda: nn.Conv2d(16, 8, 1)}),
     ("Odd.gate: Sigmoid", lambda self, x: out(self, self.gate(stacked(self, x)), x), {"gate": nn.Sigmoid}),
