@@ -155,6 +155,17 @@ class SubNetwork(Interpreter):
             )
         return Feature(self.b.op("Add", a.name, b.name, scope="compute/add"), a.shape, a.frames, a.tiled)
 
+    def concat(self, values: list[Feature]) -> Feature:
+        """Channels one after the other; in tiles if every value is in tiles. Only features
+        no gate prunes: the channels a consumer reads must not depend on the branch."""
+        if len({value.tiled for value in values}) > 1:
+            values = [self.regions.to_map(value) for value in values]
+        first = values[0]
+        if any(value.shape[0] != first.shape[0] or value.shape[2:] != first.shape[2:] for value in values):
+            raise ConfigError(f"a concatenation of features shaped {[list(v.shape) for v in values]} in a sub-network")
+        name = self.b.op("Concat", *(value.name for value in values), scope="compute/concat", axis=1)
+        return Feature(name, (first.shape[0], sum(value.channels for value in values)) + first.shape[2:], first.frames, first.tiled)
+
     def to_tokens(self, frames: Feature) -> Feature:
         """One row per region (patch = region), gathered to the computed tokens."""
         b, scope = self.b, "compute/patchify"

@@ -78,6 +78,10 @@ class Interpreter(ABC):
     def add(self, a, b):
         """a + b (a residual)."""
 
+    @abstractmethod
+    def concat(self, values: list):
+        """The values' channels one after the other (a U-Net skip); none of them pruned."""
+
     # -- tokens (one per region: a transformer's patch size is the region size) ------------
     @abstractmethod
     def to_tokens(self, frames):
@@ -175,6 +179,9 @@ class TrainingInterpreter(Interpreter):
 
     def add(self, a: Tensor, b: Tensor) -> Tensor:
         return a + b
+
+    def concat(self, values: list[Tensor]) -> Tensor:
+        return torch.cat(values, dim=1)
 
     def _region_grid(self) -> tuple[int, int]:
         return tuple(self.masks.region_mask.shape[-2:])

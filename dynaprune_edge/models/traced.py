@@ -37,9 +37,11 @@ from dynaprune_edge.models.base import Backbone, ForecastShape
 SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 """Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
 SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1), nearest upsampling by a whole factor into a Conv2d, BatchNorm2d, "
-             "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, and reshapes of the input frames into channels and of the output back")
+             "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, and reshapes of the input frames into "
+             "channels and of the output back")
 FUNCTIONAL_ACTIVATIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.silu: nn.SiLU, F.gelu: nn.GELU, torch.tanh: nn.Tanh, F.leaky_relu: nn.LeakyReLU}
 ADDS = {operator.add, torch.add}
+CONCATS = {torch.cat, torch.concat}
 RESHAPES = {"reshape", "view", "flatten", "unflatten"}
 
 
@@ -58,7 +60,7 @@ class Block:
 
 @dataclass(frozen=True)
 class Step:
-    """One value of the program: `kind` ("input", "stack", "layer", "add", "forecast"), the
+    """One value of the program: `kind` ("input", "stack", "layer", "add", "concat", "forecast"), the
     fx node it stands for and the nodes it reads; `layer`: the key of its converted layer."""
 
     kind: str
@@ -173,6 +175,8 @@ class TracedBackbone(Backbone):
                 values[step.node] = ops.apply(self.converted[step.layer], values[step.reads[0]])
             elif step.kind == "add":
                 values[step.node] = ops.add(values[step.reads[0]], values[step.reads[1]])
+            elif step.kind == "concat":
+                values[step.node] = ops.concat([values[name] for name in step.reads])
             else:  # the forecast
                 return ops.forecast(ops.unstack_frames(values[step.reads[0]], self.shape.frames_out))
         raise AssertionError("a converted program ends with its forecast")
@@ -311,6 +315,8 @@ class Conversion:
             self.convert_block(node, blocks[node.name], group_size, layers)
         elif node.op == "call_function" and node.target in ADDS or node.op == "call_method" and node.target == "add":
             self.convert_add(node)
+        elif node.op == "call_function" and node.target in CONCATS:
+            self.convert_concat(node)
         elif self.is_reshape(node):
             self.convert_reshape(node)
         else:
@@ -369,6 +375,20 @@ class Conversion:
         self.steps.append(Step("add", node.name, (a.name, b.name)))
         self.gates[node.name] = None
 
+    def convert_concat(self, node: fx.Node) -> None:
+        values = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        rank = len(self.shapes[node.name])
+        if not isinstance(values, (list, tuple)) or dim % rank != 1 or rank != 4:
+            raise self.refuse(node, f"a concatenation along dimension {dim} of {rank}-dimensional values (channels of maps only)")
+        for value in values:
+            if not isinstance(value, fx.Node) or value.name not in self.gates:
+                raise self.refuse(node, f"a concatenation with {getattr(value, 'name', value)}, which is not a converted value")
+            if self.gates[value.name] is not None:
+                raise AssertionError("a value reaching a concatenation is never gated")
+        self.steps.append(Step("concat", node.name, tuple(value.name for value in values)))
+        self.gates[node.name] = None
+
     def convert_block(self, node: fx.Node, block: Block, group_size: int, layers: nn.ModuleDict) -> None:
         end, norm, activation, source = block.end, block.norm, block.activation, block.source
         conv: nn.Conv2d = self.module_of(node)
@@ -409,6 +429,8 @@ class Conversion:
         forecast's channels), or None."""
         if node.op == "call_function" and node.target in ADDS or node.op == "call_method" and node.target == "add":
             return "a residual sum reads it (both sides of a sum are pruned alike or not at all)"
+        if node.op == "call_function" and node.target in CONCATS:
+            return "a concatenation reads it (its consumer's input channels would depend on the branch)"
         forecast = (2, self.shape.frames_out, self.shape.channels, self.shape.height, self.shape.width)
         if self.is_reshape(node) and self.shapes.get(node.name) == forecast:
             return "its channels are the forecast's"
