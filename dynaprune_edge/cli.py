@@ -113,7 +113,7 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Windows per optimizer step.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW; warm-up then cosine, by optimizer steps).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and synthetic data.")] = 0,
-    init: Annotated[Optional[Path], typer.Option(help="Start the backbone from a dense model.pt trained on the same data with the same backbone and sizes (a pruned model learns its masks from a network that already forecasts).")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Start the backbone from a dense model.pt trained on the same data with the same backbone and sizes (a pruned model learns its masks from a network that already forecasts); for a plain PyTorch module of your own (--backbone PATH.py:Class), also from its own state dict.")] = None,
     distill: Annotated[float, typer.Option(help="Weight of the MSE to the --init model's forecast in the loss (distillation; 0: off).")] = 0.0,
     frames_in: Annotated[Optional[int], typer.Option(help="Input frames (default: the family's).")] = None,
     frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,

@@ -159,6 +159,24 @@ class TracedBackbone(Backbone):
         conversion = Conversion(module, self.user.__name__, shape, group_size, self.converted)
         self.steps, self.paths, self.full_width = conversion.steps, conversion.paths, conversion.full_width
 
+    def load_user_state(self, state: object, path) -> None:
+        """The weights of the user's module as its own state dict holds them (`--init
+        their.pt`), converted as at construction; one line if they are not its weights."""
+        module = self.build_user(self.shape, self.options)
+        try:
+            module.load_state_dict(state)
+        except (TypeError, AttributeError, RuntimeError) as error:
+            detail = " ".join(str(error).split())[:300]
+            raise ConfigError(f"--init {path}: not a state dict of {self.user.__name__} as built here ({detail})") from None
+        layers = nn.ModuleDict()
+        Conversion(module, self.user.__name__, self.shape, self.group_size, layers)
+        for key, layer in layers.items():  # the converted weights and statistics; a slimmable net's per-level ones follow
+            own = self.converted[key]
+            own.conv.load_state_dict(layer.conv.state_dict())
+            if own.norm is not None:
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(own.norm, name).data.copy_(getattr(layer.norm, name))
+
     def prunable_layers(self) -> list[dict]:
         """Each converted convolution by the user's module path, its gate, or why it has none."""
         return [{"layer": self.paths[key], "gate": None if layer.gate is None else layer.gate.name}

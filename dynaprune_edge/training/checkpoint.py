@@ -48,7 +48,27 @@ def atomic_save(payload: dict, path: Path) -> None:
 
 
 def safe_load(path: Path, kind: str) -> dict:
-    """torch.load with weights_only=True, every failure turned into one clear line."""
+    """A dpedge checkpoint of `kind` (read_tensors), its format and version checked."""
+    payload = read_tensors(path, kind)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a dpedge {kind} (no '{FORMAT}' marker)")
+    if payload.get("version") != VERSION:
+        problem = older_problem(path, kind, payload)
+        if problem:
+            raise CheckpointError(problem)
+    if payload.get("kind") != kind:
+        raise CheckpointError(f"{path}: a dpedge {payload.get('kind')}, not a {kind}")
+    return payload
+
+
+def is_checkpoint(payload: object) -> bool:
+    """Whether what read_tensors read is a dpedge checkpoint (else, e.g., a user's state dict)."""
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def read_tensors(path: Path, kind: str):
+    """torch.load with weights_only=True (tensors, numbers, strings and containers of them:
+    nothing that runs code), every failure turned into one clear line."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -65,14 +85,6 @@ def safe_load(path: Path, kind: str) -> dict:
         ) from None
     except Exception as error:  # zip/pickle corruption surfaces as many types
         raise CheckpointError(f"{path}: not a dpedge {kind} ({type(error).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a dpedge {kind} (no '{FORMAT}' marker)")
-    if payload.get("version") != VERSION:
-        problem = older_problem(path, kind, payload)
-        if problem:
-            raise CheckpointError(problem)
-    if payload.get("kind") != kind:
-        raise CheckpointError(f"{path}: a dpedge {payload.get('kind')}, not a {kind}")
     return payload
 
 

@@ -23,9 +23,10 @@ from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
+from dynaprune_edge.models.traced import TracedBackbone
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.files import atomic_write_text
-from dynaprune_edge.training.checkpoint import DAMAGED, atomic_save, damaged, header, load_model, model_payload, safe_load
+from dynaprune_edge.training.checkpoint import DAMAGED, atomic_save, damaged, header, is_checkpoint, load_model, model_payload, read_tensors, safe_load
 from dynaprune_edge.training.sample_pruning import EpochPlan, SamplePruning, SampleScores, Stopwatch, batch_count, plan_epoch
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
@@ -331,7 +332,18 @@ class Trainer:
         """Copy the backbone weights of a dense model trained on the same data (`--init`);
         return it, frozen, as the teacher that `--distill` compares forecasts with. The
         dynamic-network literature (DS-Net, DynamicViT) trains gated models this way: the
-        masks then learn what can be skipped from a network that already forecasts well."""
+        masks then learn what can be skipped from a network that already forecasts well.
+        A plain module's backbone (--backbone PATH.py:Class) also starts from its own
+        state dict, as that module saves it: no teacher then."""
+        payload = read_tensors(Path(path), "model")
+        if not is_checkpoint(payload) and isinstance(self.model.backbone, TracedBackbone):
+            if self.config.distill > 0:
+                raise ConfigError(f"--init {path}: --distill compares with the forecasts of a dpedge model.pt; from your module's own "
+                                  "state dict, leave --distill out")
+            self.model.backbone.load_user_state(payload, path)
+            for norm in self.model.width_norms:  # every level starts from the module's statistics
+                norm.track_widths(len(self.model.pruning.width_levels))
+            return None
         dense = load_model(Path(path))
         mine = self.model_config
         if dense.model_config.pruning.enabled:

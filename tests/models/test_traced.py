@@ -148,6 +148,20 @@ def test_a_u_net_skip_converts_with_what_it_concatenates_at_full_width():
         assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - user(x)).abs().max() <= 1e-5
 
 
+def test_the_users_own_trained_state_dict_becomes_the_converted_weights():
+    """`dpedge train --init their.pt`: the state dict their module saves, loaded into a
+    fresh build of it and converted again: the backbone then computes their trained module."""
+    torch.manual_seed(5)
+    theirs = Trained(SHAPE.frames_in, SHAPE.frames_out, SHAPE.channels, depth=2).eval()  # other weights and statistics than the seed-0 build
+    backbone = backbone_of(Trained, depth=2)
+    backbone.load_user_state(theirs.state_dict(), "their.pt")
+    x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    with torch.no_grad():
+        assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - theirs(x)).abs().max() <= 1e-5
+    with pytest.raises(ConfigError, match=r"^--init their.pt: not a state dict of Trained as built here \(.*size mismatch"):
+        backbone.load_user_state(Trained(SHAPE.frames_in, SHAPE.frames_out, SHAPE.channels, hidden=8).state_dict(), "their.pt")
+
+
 def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_pruned():
     backbone = backbone_of(Nowcaster, one_width=True, depth=2)
     gates = {key: (layer.gate and layer.gate.name, layer.input_gate and layer.input_gate.name) for key, layer in backbone.converted.items()}
