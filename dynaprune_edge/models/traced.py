@@ -3,16 +3,18 @@ tracing it (torch.fx): each convolution, with the BatchNorm and activation after
 becomes a gated convolution holding the user's weights, and the traced graph becomes the
 backbone's `program`, which both interpreters (training, export) run.
 
-What converts today: frames stacked as channels by a reshape of the input, convolutions
-with an odd kernel and padding k//2 (any stride, no dilation, groups 1), each optionally
-after a nearest upsampling by a whole factor and before BatchNorm2d and an activation of
-`layers.conv.ACTIVATIONS`, residual adds, and a reshape of the last convolution's output
-into the forecast frames: encoder-decoders included. Anything else is refused in one line
-naming the module path and the operation.
+What converts today: reshapes between frames, channels and the forecast (the frames into
+the batch for a per-frame encoder, stacked as channels for a translator, cut back out of
+channels, and the last maps into the forecast), convolutions with an odd kernel and
+padding k//2 (any stride, no dilation, groups 1), each optionally after a nearest
+upsampling by a whole factor and before BatchNorm2d and an activation of
+`layers.conv.ACTIVATIONS`, residual adds and channel concatenations: SimVP-style networks,
+encoder-decoders and U-Nets included. Anything else is refused in one line naming the
+module path and the operation.
 
 Which filters are pruned: a convolution's output is a prunable unit (a gate named by its
-module path) unless it reaches a residual add (both sides of a sum would have to be pruned
-alike: they stay full width) or the forecast (its channels are the forecast's).
+module path) unless a residual add or a concatenation reads it, frames are cut out of its
+channels, or it gives the forecast: those keep their full width.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from dynaprune_edge.models.base import Backbone, ForecastShape
 SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 """Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
 SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1), nearest upsampling by a whole factor into a Conv2d, BatchNorm2d, "
-             "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, and reshapes of the input frames into "
-             "channels and of the output back")
+             "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, and reshapes between frames, channels "
+             "and the forecast (frames into the batch or into channels, and back)")
 FUNCTIONAL_ACTIVATIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.silu: nn.SiLU, F.gelu: nn.GELU, torch.tanh: nn.Tanh, F.leaky_relu: nn.LeakyReLU}
 ADDS = {operator.add, torch.add}
 CONCATS = {torch.cat, torch.concat}
@@ -60,13 +62,16 @@ class Block:
 
 @dataclass(frozen=True)
 class Step:
-    """One value of the program: `kind` ("input", "stack", "layer", "add", "concat", "forecast"), the
-    fx node it stands for and the nodes it reads; `layer`: the key of its converted layer."""
+    """One value of the program: `kind` ("input", "reshape", "layer", "add", "concat"), the
+    fx node it stands for and the nodes it reads; `layer`: the key of its converted layer;
+    a reshape's frame primitives (`frames`: per_frame, stack_frames, unstack_frames:K,
+    forecast), applied in order."""
 
     kind: str
     node: str
     reads: tuple[str, ...] = ()
     layer: str = ""
+    frames: tuple[str, ...] = ()
 
 
 def trace(module: nn.Module, name: str) -> fx.Graph:
@@ -187,17 +192,19 @@ class TracedBackbone(Backbone):
         for step in self.steps:
             if step.kind == "input":
                 values[step.node] = x
-            elif step.kind == "stack":
-                values[step.node] = ops.stack_frames(ops.per_frame(values[step.reads[0]]))
+            elif step.kind == "reshape":
+                value = values[step.reads[0]]
+                for primitive in step.frames:
+                    name, _, count = primitive.partition(":")
+                    value = ops.unstack_frames(value, int(count)) if count else getattr(ops, name)(value)
+                values[step.node] = value
             elif step.kind == "layer":
                 values[step.node] = ops.apply(self.converted[step.layer], values[step.reads[0]])
             elif step.kind == "add":
                 values[step.node] = ops.add(values[step.reads[0]], values[step.reads[1]])
             elif step.kind == "concat":
                 values[step.node] = ops.concat([values[name] for name in step.reads])
-            else:  # the forecast
-                return ops.forecast(ops.unstack_frames(values[step.reads[0]], self.shape.frames_out))
-        raise AssertionError("a converted program ends with its forecast")
+        return values[self.steps[-1].node]
 
 
 class Conversion:
@@ -213,6 +220,7 @@ class Conversion:
         self.gates: dict[str, object] = {}  # node name → the gate of the value it holds (None: full width)
         self.full_width: dict[str, str] = {}  # converted layer → why its filters are not pruned
         self.paths: dict[str, str] = {}  # converted layer → the user's module path
+        self.frames: dict[str, int] = {}  # node name → frames per sample its value holds (rows = batch × frames)
         blocks = self.blocks()
         for node in self.graph.nodes:
             self.convert(node, blocks, group_size, layers)
@@ -322,11 +330,12 @@ class Conversion:
             if self.steps:
                 raise self.refuse(node, "a second input")
             self.steps.append(Step("input", node.name))
-            self.gates[node.name] = None
+            self.gates[node.name], self.frames[node.name] = None, self.shape.frames_in
         elif node.op == "output":
             value = node.args[0]
-            if not isinstance(value, fx.Node) or self.steps[-1].kind != "forecast" or self.steps[-1].node != value.name:
-                raise self.refuse(node, "an output that is not the last convolution's channels reshaped into the forecast frames")
+            last = self.steps[-1]
+            if not isinstance(value, fx.Node) or last.node != value.name or "forecast" not in last.frames:
+                raise self.refuse(node, "an output that is not the last convolution's maps reshaped into the forecast frames")
         elif node.name in absorbed or node.name not in self.shapes:
             return  # a block's BatchNorm and activation; sizes read off a shape (what reshapes take: their shapes are checked)
         elif node.name in blocks:
@@ -365,21 +374,53 @@ class Conversion:
             raise self.refuse(node, f"{node.target} of a constant")
         return value
 
+    def frame_primitives(self, source: fx.Node, node: fx.Node) -> tuple[tuple[str, ...], int] | None:
+        """The interpreter's frame primitives a reshape of `source` into `node` stands for,
+        and the frames per sample the result holds; None for a reshape that is not one of
+        them. Shapes are those of a batch of 2 (`propagate`); 4-D values hold 2·frames rows."""
+        before, after, shape = self.shapes.get(source.name), self.shapes.get(node.name), self.shape
+        if before is None or after is None:
+            return None
+        if before == after:
+            return (), self.frames[source.name]
+        if len(before) == 5:  # the input frames
+            (_, count, channels, height, width), rows = before, None
+            if source.op != "placeholder":
+                return None
+            if after == (2 * count, channels, height, width):
+                return ("per_frame",), count
+            if after == (2, count * channels, height, width):
+                return ("per_frame", "stack_frames"), 1
+            return None
+        rows, channels, height, width = before
+        frames = self.frames[source.name]
+        if after == (2, frames * channels, height, width) and frames > 1:
+            return ("stack_frames",), 1
+        forecast = after == (2, shape.frames_out, shape.channels, height, width)
+        if forecast and frames == shape.frames_out and channels == shape.channels:
+            return ("forecast",), shape.frames_out
+        if frames == 1 and len(after) == 4 and after[2:] == (height, width) and after[0] % 2 == 0 and after[0] > 2:
+            count = after[0] // 2
+            if count * after[1] == channels:
+                return (f"unstack_frames:{count}",), count
+        if frames == 1 and forecast and shape.frames_out * shape.channels == channels:
+            return (f"unstack_frames:{shape.frames_out}", "forecast"), shape.frames_out
+        return None
+
     def convert_reshape(self, node: fx.Node) -> None:
-        shape, source = self.shape, self.source(node)
-        before, after = self.shapes.get(source.name), self.shapes.get(node.name)
-        stacked = (2, shape.frames_in * shape.channels, shape.height, shape.width)
-        if source.op == "placeholder" and before == (2, shape.frames_in, shape.channels, shape.height, shape.width) and after == stacked:
-            self.steps.append(Step("stack", node.name, (source.name,)))
-            self.gates[node.name] = None
-            return
-        forecast = (2, shape.frames_out, shape.channels, shape.height, shape.width)
-        if before == (2, shape.frames_out * shape.channels, shape.height, shape.width) and after == forecast:
-            if self.gates.get(source.name) is not None:
-                raise AssertionError("the forecast's channels are never gated")
-            self.steps.append(Step("forecast", node.name, (source.name,)))
-            return
-        raise self.refuse(node, f"a reshape from {before} to {after} (frames into channels at the input, channels into frames at the output only)")
+        source = self.source(node)
+        if source.name not in self.gates:
+            raise self.refuse(node, f"a reshape of {source.name}, which is not a converted value")
+        found = self.frame_primitives(source, node)
+        if found is None:
+            raise self.refuse(node, f"a reshape from {self.shapes.get(source.name)} to {self.shapes.get(node.name)} (between frames, "
+                              "channels and the forecast only)")
+        primitives, frames = found
+        cuts = any(p.startswith("unstack_frames") or p == "forecast" for p in primitives)
+        if cuts and self.gates[source.name] is not None:
+            raise AssertionError("what frames are cut from is never gated")
+        self.steps.append(Step("reshape", node.name, (source.name,), frames=primitives))
+        self.gates[node.name], self.frames[node.name] = self.gates[source.name], frames
 
     def convert_add(self, node: fx.Node) -> None:
         a, b = (self.source(node, i) for i in range(2))
@@ -391,7 +432,7 @@ class Conversion:
             if self.gates[side.name] is not None:
                 raise AssertionError("a value reaching a sum is never gated")
         self.steps.append(Step("add", node.name, (a.name, b.name)))
-        self.gates[node.name] = None
+        self.gates[node.name], self.frames[node.name] = None, self.frames[a.name]
 
     def convert_concat(self, node: fx.Node) -> None:
         values = node.args[0] if node.args else node.kwargs.get("tensors")
@@ -405,7 +446,7 @@ class Conversion:
             if self.gates[value.name] is not None:
                 raise AssertionError("a value reaching a concatenation is never gated")
         self.steps.append(Step("concat", node.name, tuple(value.name for value in values)))
-        self.gates[node.name] = None
+        self.gates[node.name], self.frames[node.name] = None, self.frames[values[0].name]
 
     def convert_block(self, node: fx.Node, block: Block, group_size: int, layers: nn.ModuleDict) -> None:
         end, norm, activation, source = block.end, block.norm, block.activation, block.source
@@ -440,7 +481,7 @@ class Conversion:
                 layer.norm.eps, layer.norm.momentum = norm.eps, norm.momentum
         layers[key] = layer
         self.steps.append(Step("layer", end.name, (source.name,), key))
-        self.gates[end.name] = layer.gate
+        self.gates[end.name], self.frames[end.name] = layer.gate, self.frames[source.name]
 
     def full_width_reader(self, node: fx.Node) -> str | None:
         """Why a value `node` reads keeps its full width (a sum reads it, or it is the
@@ -449,7 +490,10 @@ class Conversion:
             return "a residual sum reads it (both sides of a sum are pruned alike or not at all)"
         if node.op == "call_function" and node.target in CONCATS:
             return "a concatenation reads it (its consumer's input channels would depend on the branch)"
-        forecast = (2, self.shape.frames_out, self.shape.channels, self.shape.height, self.shape.width)
-        if self.is_reshape(node) and self.shapes.get(node.name) == forecast:
-            return "its channels are the forecast's"
+        if self.is_reshape(node):
+            after, before = self.shapes.get(node.name), self.shapes.get(node.all_input_nodes[0].name) if node.all_input_nodes else None
+            if after is not None and len(after) == 5:
+                return "its channels are the forecast's"
+            if after is not None and before is not None and len(before) == 4 and len(after) == 4 and after[0] > before[0]:
+                return "frames are cut from its channels"
         return None

@@ -162,6 +162,80 @@ def test_the_users_own_trained_state_dict_becomes_the_converted_weights():
         backbone.load_user_state(Trained(SHAPE.frames_in, SHAPE.frames_out, SHAPE.channels, hidden=8).state_dict(), "their.pt")
 
 
+def conv_bn_silu(inputs, outputs, stride=1, upsample=False):
+    layers = [nn.Upsample(scale_factor=2)] if upsample else []
+    return nn.Sequential(*layers, nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False), nn.BatchNorm2d(outputs), nn.SiLU())
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.expand = conv_bn_silu(width, width)
+        self.project = nn.Conv2d(width, width, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(width)
+
+    def forward(self, x):
+        return x + self.project_bn(self.project(self.expand(x)))
+
+
+class PlainSimVP(nn.Module):
+    """dpedge's SimVP (models/simvp.py) as an OpenSTL user writes it: a per-frame encoder,
+    a translator over the frames stacked as channels, a per-frame decoder."""
+
+    def __init__(self, frames_in, frames_out, channels, spatial=8, temporal=16, blocks=2):
+        super().__init__()
+        self.frames_out, self.channels, self.spatial = frames_out, channels, spatial
+        self.encoder = nn.Sequential(conv_bn_silu(channels, spatial), conv_bn_silu(spatial, spatial, 2), conv_bn_silu(spatial, spatial),
+                                     conv_bn_silu(spatial, spatial, 2))
+        self.translator_in = conv_bn_silu(frames_in * spatial, temporal)
+        self.translator = nn.Sequential(*[PlainBlock(temporal) for _ in range(blocks)])
+        self.translator_out = conv_bn_silu(temporal, frames_out * spatial)
+        self.decoder = nn.Sequential(conv_bn_silu(spatial, spatial, upsample=True), conv_bn_silu(spatial, spatial),
+                                     conv_bn_silu(spatial, spatial, upsample=True), conv_bn_silu(spatial, spatial))
+        self.readout = nn.Conv2d(spatial, channels, 1)
+
+    def forward(self, x):
+        b, t, c, h, w = x.shape
+        z = self.encoder(x.reshape(b * t, c, h, w))
+        z = self.translator_out(self.translator(self.translator_in(z.reshape(b, t * self.spatial, h // 4, w // 4))))
+        z = self.decoder(z.reshape(b * self.frames_out, self.spatial, h // 4, w // 4))
+        return self.readout(z).reshape(b, self.frames_out, self.channels, h, w)
+
+
+def test_a_traced_simvp_is_dpedges_own_simvp_same_forward_same_flops_same_gates():
+    """The issue's target: an architecture written plainly and traced computes what dpedge's
+    native backbone computes with the same weights, and counts the same FLOPs."""
+    torch.manual_seed(0)
+    native = build_model(ModelConfig("simvp", SHAPE, {"spatial_channels": 8, "temporal_channels": 16}, PruningConfig(budget=0.5, slimmable=False,
+                                                                                                              group_size=4))).eval()
+    with torch.no_grad():
+        for norm in (m for m in native.backbone.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 1.5)
+    plain = PlainSimVP(SHAPE.frames_in, SHAPE.frames_out, SHAPE.channels)
+    convs = [m for m in plain.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)]
+    gated = native.backbone.layers()
+    assert len(convs) == len(gated)
+    with torch.no_grad():  # the native weights, layer by layer in program order, into the plain module
+        for conv, layer in zip(convs, gated):
+            conv.weight.copy_(layer.conv.weight)
+            if conv.bias is not None:
+                conv.bias.copy_(layer.conv.bias)
+        for norm, theirs in zip(norms, [layer.norm for layer in gated if layer.norm is not None]):
+            norm.load_state_dict(theirs.state_dict())
+    with BACKBONES.scope():
+        register_backbone(converted(PlainSimVP))
+        traced = build_model(ModelConfig("plainsimvp", SHAPE, {}, PruningConfig(budget=0.5, slimmable=False, group_size=4))).eval()
+    traced.backbone.load_user_state(plain.state_dict(), "plain.pt")
+    assert len(traced.backbone.gate_specs()) == len(native.backbone.gate_specs()) == 10
+    x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    with torch.no_grad():
+        assert (traced.dense_forecast(x) - native.dense_forecast(x)).abs().max() <= 1e-5
+        assert (traced.dense_forecast(x) - plain.eval()(x)).abs().max() <= 1e-5
+        assert traced(x).dense_flops == pytest.approx(native(x).dense_flops, rel=1e-9)
+
+
 def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_pruned():
     backbone = backbone_of(Nowcaster, one_width=True, depth=2)
     gates = {key: (layer.gate and layer.gate.name, layer.input_gate and layer.input_gate.name) for key, layer in backbone.converted.items()}
