@@ -166,6 +166,13 @@ class SubNetwork(Interpreter):
         name = self.b.op("Concat", *(value.name for value in values), scope="compute/concat", axis=1)
         return Feature(name, (first.shape[0], sum(value.channels for value in values)) + first.shape[2:], first.frames, first.tiled)
 
+    def pool(self, z: Feature, kind: str, size: int) -> Feature:
+        """Over whole maps (a pooling window may straddle regions)."""
+        z = self.regions.to_map(z)
+        batch, channels, height, width = z.shape
+        name = self.b.op("MaxPool" if kind == "max" else "AveragePool", z.name, scope="compute/pool", kernel_shape=[size, size], strides=[size, size])
+        return Feature(name, (batch, channels, height // size, width // size), z.frames)
+
     def to_tokens(self, frames: Feature) -> Feature:
         """One row per region (patch = region), gathered to the computed tokens."""
         b, scope = self.b, "compute/patchify"

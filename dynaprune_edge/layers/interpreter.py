@@ -82,6 +82,10 @@ class Interpreter(ABC):
     def concat(self, values: list):
         """The values' channels one after the other (a U-Net skip); none of them pruned."""
 
+    @abstractmethod
+    def pool(self, z, kind: str, size: int):
+        """Max ("max") or mean ("average") pooling over size×size windows at stride size."""
+
     # -- tokens (one per region: a transformer's patch size is the region size) ------------
     @abstractmethod
     def to_tokens(self, frames):
@@ -182,6 +186,9 @@ class TrainingInterpreter(Interpreter):
 
     def concat(self, values: list[Tensor]) -> Tensor:
         return torch.cat(values, dim=1)
+
+    def pool(self, z: Tensor, kind: str, size: int) -> Tensor:
+        return (F.max_pool2d if kind == "max" else F.avg_pool2d)(z, size)
 
     def _region_grid(self) -> tuple[int, int]:
         return tuple(self.masks.region_mask.shape[-2:])

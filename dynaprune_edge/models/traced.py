@@ -8,13 +8,14 @@ the batch for a per-frame encoder, stacked as channels for a translator, cut bac
 channels, and the last maps into the forecast), convolutions with an odd kernel and
 padding k//2 (any stride, no dilation, groups 1), each optionally after a nearest
 upsampling by a whole factor and before BatchNorm2d and an activation of
-`layers.conv.ACTIVATIONS`, residual adds and channel concatenations: SimVP-style networks,
-encoder-decoders and U-Nets included. Anything else is refused in one line naming the
+`layers.conv.ACTIVATIONS`, residual adds, channel concatenations, poolings whose window is
+their stride and pixel (un)shuffles: SimVP-style networks, encoder-decoders and U-Nets
+included. Anything else is refused in one line naming the
 module path and the operation.
 
 Which filters are pruned: a convolution's output is a prunable unit (a gate named by its
-module path) unless a residual add or a concatenation reads it, frames are cut out of its
-channels, or it gives the forecast: those keep their full width.
+module path) unless a residual add, a concatenation or a pixel shuffle reads it, frames are
+cut out of its channels, or it gives the forecast: those keep their full width.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ from dynaprune_edge.models.base import Backbone, ForecastShape
 SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 """Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
 SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1), nearest upsampling by a whole factor into a Conv2d, BatchNorm2d, "
-             "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, and reshapes between frames, channels "
-             "and the forecast (frames into the batch or into channels, and back)")
+             "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, max and average pooling (window = stride), "
+             "PixelShuffle and PixelUnshuffle, and reshapes between frames, channels and the forecast (frames into the batch or "
+             "into channels, and back)")
 FUNCTIONAL_ACTIVATIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.silu: nn.SiLU, F.gelu: nn.GELU, torch.tanh: nn.Tanh, F.leaky_relu: nn.LeakyReLU}
 ADDS = {operator.add, torch.add}
+POOLS = {nn.MaxPool2d: "max", nn.AvgPool2d: "average", F.max_pool2d: "max", F.avg_pool2d: "average"}
+SHUFFLES = {nn.PixelShuffle: "depth_to_space", nn.PixelUnshuffle: "space_to_depth", F.pixel_shuffle: "depth_to_space",
+            F.pixel_unshuffle: "space_to_depth"}
 CONCATS = {torch.cat, torch.concat}
 RESHAPES = {"reshape", "view", "flatten", "unflatten"}
 
@@ -62,16 +67,19 @@ class Block:
 
 @dataclass(frozen=True)
 class Step:
-    """One value of the program: `kind` ("input", "reshape", "layer", "add", "concat"), the
-    fx node it stands for and the nodes it reads; `layer`: the key of its converted layer;
-    a reshape's frame primitives (`frames`: per_frame, stack_frames, unstack_frames:K,
-    forecast), applied in order."""
+    """One value of the program: `kind` ("input", "reshape", "layer", "add", "concat",
+    "pool", "shuffle"), the fx node it stands for and the nodes it reads; `layer`: the key
+    of its converted layer; `frames`: a reshape's frame primitives (per_frame,
+    stack_frames, unstack_frames:K, forecast), applied in order; `operation` and `factor`:
+    a pooling's kind and window, a shuffle's primitive and factor."""
 
     kind: str
     node: str
     reads: tuple[str, ...] = ()
     layer: str = ""
     frames: tuple[str, ...] = ()
+    operation: str = ""
+    factor: int = 0
 
 
 def trace(module: nn.Module, name: str) -> fx.Graph:
@@ -98,6 +106,35 @@ def upsampling(node: fx.Node, modules: dict[str, nn.Module]) -> int | None:
         return None
     whole = float(factors[0])
     return int(whole) if whole.is_integer() and whole >= 1 else None
+
+
+def pooling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int | None] | None:
+    """(kind, window) of a max or average pooling `node` whose window is its stride, without
+    padding (window None where it is some other pooling), else None."""
+    module = modules.get(node.target) if node.op == "call_module" else None
+    if module is not None and type(module) in POOLS:
+        kind, kernel, stride, padding = POOLS[type(module)], module.kernel_size, module.stride, module.padding
+        extra = getattr(module, "dilation", 1) != 1 or getattr(module, "ceil_mode", False) or not getattr(module, "count_include_pad", True)
+    elif node.op == "call_function" and node.target in POOLS:
+        arguments = dict(zip(("input", "kernel_size", "stride", "padding"), node.args)) | node.kwargs
+        kind, kernel, stride, padding = POOLS[node.target], arguments.get("kernel_size"), arguments.get("stride"), arguments.get("padding", 0)
+        extra = bool(arguments.get("ceil_mode")) or arguments.get("dilation", 1) != 1
+    else:
+        return None
+    kernel, stride = (k if isinstance(k, int) else k[0] if k and len(set(k)) == 1 else None for k in (kernel, stride))
+    stride = kernel if stride is None else stride
+    padding = padding if isinstance(padding, int) else padding[0] if len(set(padding)) == 1 else -1
+    return kind, kernel if kernel and stride == kernel and padding == 0 and not extra else None
+
+
+def shuffling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int] | None:
+    """(interpreter primitive, factor) of a PixelShuffle or PixelUnshuffle `node`, else None."""
+    module = modules.get(node.target) if node.op == "call_module" else None
+    if module is not None and type(module) in SHUFFLES:
+        return SHUFFLES[type(module)], getattr(module, "upscale_factor", getattr(module, "downscale_factor", None))
+    if node.op == "call_function" and node.target in SHUFFLES:
+        return SHUFFLES[node.target], node.args[1] if len(node.args) > 1 else next(iter(node.kwargs.values()))
+    return None
 
 
 def backbone_name(user: type) -> str:
@@ -204,6 +241,10 @@ class TracedBackbone(Backbone):
                 values[step.node] = ops.add(values[step.reads[0]], values[step.reads[1]])
             elif step.kind == "concat":
                 values[step.node] = ops.concat([values[name] for name in step.reads])
+            elif step.kind == "pool":
+                values[step.node] = ops.pool(values[step.reads[0]], step.operation, step.factor)
+            elif step.kind == "shuffle":
+                values[step.node] = getattr(ops, step.operation)(values[step.reads[0]], step.factor)
         return values[self.steps[-1].node]
 
 
@@ -236,9 +277,13 @@ class Conversion:
             conv = modules.get(node.target) if node.op == "call_module" else None
             if isinstance(conv, nn.Conv2d):
                 scale *= conv.stride[0]
-            factor = upsampling(node, modules)
+            factor, pooled, shuffled = upsampling(node, modules), pooling(node, modules), shuffling(node, modules)
             if factor:
                 scale /= factor
+            if pooled and pooled[1]:
+                scale *= pooled[1]
+            if shuffled:
+                scale = scale / shuffled[1] if shuffled[0] == "depth_to_space" else scale * shuffled[1]
             scales[node.name] = scale
         return max(1, math.ceil(max(scales.values(), default=Fraction(1))))
 
@@ -344,6 +389,10 @@ class Conversion:
             self.convert_add(node)
         elif node.op == "call_function" and node.target in CONCATS:
             self.convert_concat(node)
+        elif pooling(node, self.modules) is not None:
+            self.convert_pool(node)
+        elif shuffling(node, self.modules) is not None:
+            self.convert_shuffle(node)
         elif self.is_reshape(node):
             self.convert_reshape(node)
         else:
@@ -434,6 +483,22 @@ class Conversion:
         self.steps.append(Step("add", node.name, (a.name, b.name)))
         self.gates[node.name], self.frames[node.name] = None, self.frames[a.name]
 
+    def convert_pool(self, node: fx.Node) -> None:
+        kind, size = pooling(node, self.modules)
+        source = self.source(node)
+        if source.name not in self.gates or not size:
+            raise self.refuse(node, f"{kind} pooling other than over size×size windows at stride size, without padding")
+        self.steps.append(Step("pool", node.name, (source.name,), operation=kind, factor=size))
+        self.gates[node.name], self.frames[node.name] = self.gates[source.name], self.frames[source.name]  # per channel: the gate goes through
+
+    def convert_shuffle(self, node: fx.Node) -> None:
+        primitive, factor = shuffling(node, self.modules)
+        source = self.source(node)
+        if source.name not in self.gates or self.gates[source.name] is not None:
+            raise AssertionError("what a pixel shuffle reads is converted and never gated")
+        self.steps.append(Step("shuffle", node.name, (source.name,), operation=primitive, factor=factor))
+        self.gates[node.name], self.frames[node.name] = None, self.frames[source.name]
+
     def convert_concat(self, node: fx.Node) -> None:
         values = node.args[0] if node.args else node.kwargs.get("tensors")
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -490,6 +555,8 @@ class Conversion:
             return "a residual sum reads it (both sides of a sum are pruned alike or not at all)"
         if node.op == "call_function" and node.target in CONCATS:
             return "a concatenation reads it (its consumer's input channels would depend on the branch)"
+        if shuffling(node, self.modules) is not None:
+            return "a pixel shuffle reads it (its channels become positions, or positions its channels)"
         if self.is_reshape(node):
             after, before = self.shapes.get(node.name), self.shapes.get(node.all_input_nodes[0].name) if node.all_input_nodes else None
             if after is not None and len(after) == 5:

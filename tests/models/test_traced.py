@@ -236,6 +236,39 @@ def test_a_traced_simvp_is_dpedges_own_simvp_same_forward_same_flops_same_gates(
         assert traced(x).dense_flops == pytest.approx(native(x).dense_flops, rel=1e-9)
 
 
+class PoolShuffleNet(nn.Module):
+    """A max-pooled encoder, a PixelShuffle decoder (OpenSTL's upsampling)."""
+
+    def __init__(self, frames_in, frames_out, channels, hidden=8):
+        super().__init__()
+        self.frames_out, self.channels = frames_out, channels
+        self.inc = nn.Conv2d(frames_in * channels, hidden, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.mid = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.avg = nn.AvgPool2d(2)
+        self.expand = nn.Conv2d(hidden, 16 * hidden, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(4)
+        self.head = nn.Conv2d(hidden, frames_out * channels, 1)
+
+    def forward(self, x):
+        b, t, c, h, w = x.shape
+        z = self.avg(F.relu(self.mid(self.pool(F.relu(self.inc(x.reshape(b, t * c, h, w)))))))
+        z = self.shuffle(self.expand(z))
+        return self.head(z).reshape(b, self.frames_out, self.channels, h, w)
+
+
+def test_pooling_and_pixel_shuffles_convert_the_gate_going_through_a_pooling_and_stopping_at_a_shuffle():
+    cls = converted(PoolShuffleNet)
+    assert cls.spatial_multiple(cls.Options()) == 4, "two poolings of 2, undone by a shuffle of 4"
+    user, backbone = user_module(PoolShuffleNet), backbone_of(PoolShuffleNet, one_width=True)
+    layers = {row["layer"]: (row["gate"], row.get("why not", "")) for row in backbone.prunable_layers()}
+    assert layers["inc"][0] == "inc" and backbone.converted["mid"].input_gate.name == "inc", "a pooling keeps its input's gate"
+    assert layers["expand"][1].startswith("a pixel shuffle reads it")
+    x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    with torch.no_grad():
+        assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - user(x)).abs().max() <= 1e-5
+
+
 def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_pruned():
     backbone = backbone_of(Nowcaster, one_width=True, depth=2)
     gates = {key: (layer.gate and layer.gate.name, layer.input_gate and layer.input_gate.name) for key, layer in backbone.converted.items()}
@@ -298,11 +331,12 @@ UNSUPPORTED = [
      {"dilated": lambda: nn.Conv2d(8, 8, 3, padding=2, dilation=2)}),
     ("groups 8", lambda self, x: out(self, self.depthwise(stacked(self, x)), x), {"depthwise": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=8)}),
     ("Odd.up: ConvTranspose2d", lambda self, x: out(self, self.up(stacked(self, x)), x), {"up": lambda: nn.ConvTranspose2d(8, 8, 1)}),
-    ("Odd.pool: MaxPool2d", lambda self, x: out(self, self.pool(stacked(self, x)), x), {"pool": lambda: nn.MaxPool2d(3, 1, 1)}),
+    ("Odd.pool: max pooling other than over size×size windows at stride size", lambda self, x: out(self, self.pool(stacked(self, x)), x),
+     {"pool": lambda: nn.MaxPool2d(3, 1, 1)}),
     ("Odd: interpolate (only nearest, by a whole factor)",
      lambda self, x: out(self, F.interpolate(stacked(self, x), scale_factor=1.0, mode="bilinear"), x), {}),
     ("Odd.up: Upsample (an upsampling no convolution reads alone)",
-     lambda self, x: out(self, self.pool(self.up(stacked(self, x))), x),
+     lambda self, x: out(self, self.pool(F.relu(self.up(stacked(self, x)))), x),
      {"up": lambda: nn.Upsample(scale_factor=2), "pool": lambda: nn.AvgPool2d(2)}),
     ("Odd: a concatenation along dimension 2", lambda self, x: out(self, torch.cat([stacked(self, x), stacked(self, x)], 2)[:, :, :16], x), {}),
     ("Odd.gate: Sigmoid", lambda self, x: out(self, self.gate(stacked(self, x)), x), {"gate": nn.Sigmoid}),
