@@ -39,7 +39,8 @@ from dynaprune_edge.models.base import Backbone, ForecastShape
 
 SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 """Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
-SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1), nearest upsampling by a whole factor into a Conv2d, BatchNorm2d, "
+SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1), ConvTranspose2d (kernel = stride, no padding), nearest "
+             "upsampling by a whole factor into a Conv2d, BatchNorm2d, "
              "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, max and average pooling (window = stride), "
              "PixelShuffle and PixelUnshuffle, and reshapes between frames, channels and the forecast (frames into the batch or "
              "into channels, and back)")
@@ -275,7 +276,9 @@ class Conversion:
             inputs = [scales[a.name] for a in node.all_input_nodes if a.name in scales]
             scale = max(inputs, default=Fraction(1))
             conv = modules.get(node.target) if node.op == "call_module" else None
-            if isinstance(conv, nn.Conv2d):
+            if isinstance(conv, nn.ConvTranspose2d):
+                scale /= conv.stride[0]
+            elif isinstance(conv, nn.Conv2d):
                 scale *= conv.stride[0]
             factor, pooled, shuffled = upsampling(node, modules), pooling(node, modules), shuffling(node, modules)
             if factor:
@@ -352,7 +355,13 @@ class Conversion:
         BatchNorm and the activation that read its output alone after it."""
         blocks = {}
         for node in self.graph.nodes:
-            if not isinstance(self.module_of(node), nn.Conv2d):
+            module = self.module_of(node)
+            if isinstance(module, nn.ConvTranspose2d):  # an activation only: a BatchNorm reads positions the conv's taps become
+                follower = self.only_user(node)
+                activation = follower is not None and self.activation_of(follower)
+                blocks[node.name] = Block(node.args[0], follower if activation else node, None, activation or None)
+                continue
+            if not isinstance(module, nn.Conv2d):
                 continue
             source, upsample, upsampled_by = node.args[0], 1, None
             factor = isinstance(source, fx.Node) and upsampling(source, self.modules)
@@ -513,11 +522,38 @@ class Conversion:
         self.steps.append(Step("concat", node.name, tuple(value.name for value in values)))
         self.gates[node.name], self.frames[node.name] = None, self.frames[values[0].name]
 
+    def convert_transposed(self, node: fx.Node, block: Block, group_size: int, layers: nn.ModuleDict) -> None:
+        """A ConvTranspose2d whose kernel is its stride s: exactly a 1×1 convolution to s²
+        times the channels (its taps, channel-major) then a pixel shuffle by s, which is how
+        it is converted (its activation applied before the shuffle, where it is the same)."""
+        conv: nn.ConvTranspose2d = self.module_of(node)
+        source, s = block.source, conv.stride[0]
+        if (conv.kernel_size != (s, s) or conv.stride != (s, s) or conv.padding != (0, 0) or conv.output_padding != (0, 0)
+                or conv.groups != 1 or conv.dilation != (1, 1)):
+            raise self.refuse(node, f"ConvTranspose2d(kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding}, output_padding "
+                              f"{conv.output_padding}, groups {conv.groups}, dilation {conv.dilation}): only kernel = stride, no padding")
+        key = re.sub(r"[^0-9a-zA-Z_]", "_", str(node.target))
+        self.paths[key], self.full_width[key] = str(node.target), "a transposed convolution: its channels become positions"
+        taps = conv.out_channels * s * s
+        layer = GatedConv2d(conv.in_channels, taps, 1, gate=None, input_gate=self.gates[source.name], group_size=group_size, norm=False,
+                            activation=False if block.activation is None else block.activation)
+        with torch.no_grad():  # taps[o·s² + a·s + b] = Σ_c W[c, o, a, b] x[c]: pixel_shuffle's channel-major order
+            layer.conv.weight.copy_(conv.weight.permute(1, 2, 3, 0).reshape(taps, conv.in_channels, 1, 1))
+            bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+            layer.conv.bias.copy_(bias.repeat_interleave(s * s))
+        layers[key] = layer
+        taps_value = f"{block.end.name}.taps"
+        self.steps.append(Step("layer", taps_value, (source.name,), key))
+        self.steps.append(Step("shuffle", block.end.name, (taps_value,), operation="depth_to_space", factor=s))
+        self.gates[block.end.name], self.frames[block.end.name] = None, self.frames[source.name]
+
     def convert_block(self, node: fx.Node, block: Block, group_size: int, layers: nn.ModuleDict) -> None:
         end, norm, activation, source = block.end, block.norm, block.activation, block.source
         conv: nn.Conv2d = self.module_of(node)
         if not isinstance(source, fx.Node) or source.name not in self.gates:
             raise self.refuse(node, f"a convolution of {getattr(source, 'name', source)}, which is not a converted value")
+        if isinstance(conv, nn.ConvTranspose2d):
+            return self.convert_transposed(node, block, group_size, layers)
         kernel = conv.kernel_size
         if (conv.groups != 1 or conv.stride[0] != conv.stride[1] or conv.dilation != (1, 1) or kernel[0] != kernel[1] or kernel[0] % 2 == 0
                 or conv.padding != (kernel[0] // 2, kernel[0] // 2) or conv.padding_mode != "zeros"):

@@ -257,6 +257,34 @@ class PoolShuffleNet(nn.Module):
         return self.head(z).reshape(b, self.frames_out, self.channels, h, w)
 
 
+class TransposedUNet(UNet):
+    """The U-Net with a transposed convolution for its upsampling, as many write it."""
+
+    def __init__(self, frames_in, frames_out, channels, hidden=8):
+        super().__init__(frames_in, frames_out, channels, hidden)
+        self.up = nn.ConvTranspose2d(2 * hidden, 2 * hidden, 2, stride=2)
+
+    def forward(self, x):
+        b, t, c, h, w = x.shape
+        skip = F.relu(self.inc(x.reshape(b, t * c, h, w)))
+        z = F.relu(self.bottom(F.relu(self.down(skip))))
+        z = F.relu(self.up_conv(F.relu(self.up(z))))
+        z = F.relu(self.merge(torch.cat([skip, z], dim=1)))
+        return self.head(z).reshape(b, self.frames_out, self.channels, h, w)
+
+
+def test_a_transposed_convolution_converts_into_its_taps_then_a_pixel_shuffle():
+    cls = converted(TransposedUNet)
+    assert cls.spatial_multiple(cls.Options()) == 2
+    user, backbone = user_module(TransposedUNet), backbone_of(TransposedUNet, one_width=True)
+    reasons = {row["layer"]: row.get("why not", "") for row in backbone.prunable_layers()}
+    assert reasons["up"].startswith("a transposed convolution") and reasons["bottom"] == "", "what it reads is still pruned"
+    assert backbone.converted["up"].input_gate.name == "bottom"
+    x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    with torch.no_grad():
+        assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - user(x)).abs().max() <= 1e-5
+
+
 def test_pooling_and_pixel_shuffles_convert_the_gate_going_through_a_pooling_and_stopping_at_a_shuffle():
     cls = converted(PoolShuffleNet)
     assert cls.spatial_multiple(cls.Options()) == 4, "two poolings of 2, undone by a shuffle of 4"
@@ -280,12 +308,12 @@ def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_prune
     }
 
 
-@pytest.mark.parametrize("which", ["residual", "encoder-decoder"])
+@pytest.mark.parametrize("which", ["residual", "encoder-decoder", "transposed u-net"])
 def test_the_ledger_counts_what_fvcore_counts_of_the_users_own_module(which):
-    user = Nowcaster if which == "residual" else example_module().Nowcaster
+    user = {"residual": Nowcaster, "encoder-decoder": example_module().Nowcaster, "transposed u-net": TransposedUNet}[which]
     with BACKBONES.scope():
         register_backbone(converted(user))
-        model = build_model(ModelConfig("nowcaster", SHAPE, {}, PruningConfig(budget=1.0)))
+        model = build_model(ModelConfig(converted(user).name, SHAPE, {}, PruningConfig(budget=1.0)))
     x = torch.zeros(1, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
     assert model(x).dense_flops == pytest.approx(fvcore_flops(user_module(user), (x,)), rel=1e-6)
 
@@ -330,7 +358,8 @@ UNSUPPORTED = [
     ("Odd.dilated: Conv2d(kernel (3, 3), stride (1, 1), padding (2, 2), dilation (2, 2)", lambda self, x: out(self, self.dilated(stacked(self, x)), x),
      {"dilated": lambda: nn.Conv2d(8, 8, 3, padding=2, dilation=2)}),
     ("groups 8", lambda self, x: out(self, self.depthwise(stacked(self, x)), x), {"depthwise": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=8)}),
-    ("Odd.up: ConvTranspose2d", lambda self, x: out(self, self.up(stacked(self, x)), x), {"up": lambda: nn.ConvTranspose2d(8, 8, 1)}),
+    ("Odd.up: ConvTranspose2d(kernel (3, 3), stride (1, 1), padding (1, 1)", lambda self, x: out(self, self.up(stacked(self, x)), x),
+     {"up": lambda: nn.ConvTranspose2d(8, 8, 3, padding=1)}),
     ("Odd.pool: max pooling other than over size×size windows at stride size", lambda self, x: out(self, self.pool(stacked(self, x)), x),
      {"pool": lambda: nn.MaxPool2d(3, 1, 1)}),
     ("Odd: interpolate (only nearest, by a whole factor)",
