@@ -33,6 +33,8 @@ class ResidualBlock(nn.Module):
 
 
 class Nowcaster(nn.Module):
+    WIDTHS = {"hidden": 4}  # optional: what `dpedge bench pareto` scales for its static networks of other widths
+
     def __init__(self, frames_in: int, frames_out: int, channels: int, hidden: int = 32, blocks: int = 2) -> None:
         super().__init__()
         self.frames_out, self.channels = frames_out, channels

@@ -158,9 +158,17 @@ def options_type(user: type) -> type:
 
 
 def converted(user: type) -> type[Backbone]:
-    """The Backbone class standing for the plain module class `user` (one per class)."""
+    """The Backbone class standing for the plain module class `user` (one per class). A
+    `WIDTHS` class attribute of the user's ({argument: multiple it keeps}) names the
+    arguments that set its width, which `dpedge bench pareto` scales for its static curve."""
     if user not in _CONVERTED:
-        _CONVERTED[user] = type(user.__name__, (TracedBackbone,), {"name": backbone_name(user), "Options": options_type(user), "user": user,
+        options = options_type(user)
+        widths = dict(getattr(user, "WIDTHS", {}))
+        unknown = set(widths) - {f.name for f in dataclasses.fields(options)}
+        if unknown or not all(isinstance(m, int) and m >= 1 for m in widths.values()):
+            raise ConfigError(f"{user.__name__}.WIDTHS must map arguments of its __init__ ({', '.join(f.name for f in dataclasses.fields(options))}) "
+                              f"to the whole multiple each keeps, got {widths}")
+        _CONVERTED[user] = type(user.__name__, (TracedBackbone,), {"name": backbone_name(user), "Options": options, "user": user, "WIDTHS": widths,
                                                                   "__module__": user.__module__, "__qualname__": user.__qualname__})
     return _CONVERTED[user]
 

@@ -392,6 +392,20 @@ def test_a_construct_the_conversion_does_not_handle_is_one_line_naming_it(messag
     assert message in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
 
 
+def test_the_widths_a_user_names_scale_the_static_baselines_and_a_wrong_name_is_refused():
+    example = example_module()
+    assert converted(example.Nowcaster).scaled_options({"hidden": 32}, 0.5)["hidden"] == 16
+
+    class Misnamed(nn.Module):
+        WIDTHS = {"width_typo": 4}
+
+        def __init__(self, frames_in, frames_out, channels, hidden=8):
+            super().__init__()
+
+    with pytest.raises(ConfigError, match=r"Misnamed.WIDTHS must map arguments of its __init__ \(hidden\)"):
+        converted(Misnamed)
+
+
 def test_a_constructor_argument_without_a_whole_number_default_is_refused():
     class NoDefault(nn.Module):
         def __init__(self, frames_in, frames_out, channels, hidden):
