@@ -214,16 +214,17 @@ class KeptRegions:
         for a pointwise conv on tiles, on gathered tiles with halo, else over whole maps
         with the skipped regions zeroed."""
         kernel, stride, pad = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        group = out_channels if conv.groups > 1 else 1  # a depthwise conv: one group per channel it computes
         plan = self.branch.plan
         tiles_pay = tile_limit is None or (plan is not None and plan.hi <= tile_limit)
         if x.tiled and tiles_pay and kernel == 1 and stride == 1 and upsample == 1:  # tile-local: no halo, no glue
             inputs = (x.name, weight) if bias is None else (x.name, weight, bias)
-            y = self.b.op("Conv", *inputs, scope=scope, kernel_shape=[1, 1])
+            y = self.b.op("Conv", *inputs, scope=scope, kernel_shape=[1, 1], **({"group": group} if group > 1 else {}))
             return Feature(y, (x.shape[0], out_channels) + x.shape[2:], x.frames, True)
         if self.tiling and tiles_pay and x.channels >= self.tiles.min_channels:
             geometry = self.halo_geometry(x, kernel, stride, pad, upsample)
             if geometry is not None:
-                return self.tiled_conv(x, geometry, weight, bias, out_channels, scope)
+                return self.tiled_conv(x, geometry, weight, bias, out_channels, scope, group)
         return self.map_conv(self.to_map(x), weight, bias, conv, upsample, out_channels, scope)
 
     def map_conv(self, x: Feature, weight: str, bias: str | None, conv, upsample: int, out_channels: int, scope: str) -> Feature:
@@ -236,7 +237,7 @@ class KeptRegions:
             )
             height, width = height * upsample, width * upsample
         size = conv_output_size((height, width), conv)
-        y = Feature(self.b.conv(name, weight, bias, conv, scope), (batch, out_channels) + size, x.frames)
+        y = Feature(self.b.conv(name, weight, bias, conv, scope, out_channels if conv.groups > 1 else 1), (batch, out_channels) + size, x.frames)
         return self.mask_regions(y, scope)
 
     def halo_geometry(self, x: Feature, kernel: int, stride: int, pad: int, upsample: int) -> HaloGeometry | None:
@@ -251,7 +252,7 @@ class KeptRegions:
             return None
         return HaloGeometry(grid, map_size, tile_in * upsample // stride, stride, kernel, pad, upsample, from_map=not x.tiled)
 
-    def tiled_conv(self, x: Feature, geometry: HaloGeometry, weight: str, bias: str | None, out_channels: int, scope: str) -> Feature:
+    def tiled_conv(self, x: Feature, geometry: HaloGeometry, weight: str, bias: str | None, out_channels: int, scope: str, group: int = 1) -> Feature:
         """SBNet over a batch of tiles: gather each computed tile's input window (halo
         included) from a (pixels, frames·channels) bank, so every gathered row is one
         contiguous copy, then convolve without padding."""
@@ -275,7 +276,7 @@ class KeptRegions:
         windows = b.op("Reshape", windows, b.const([tiles * frames, channels, span, span]), scope=scope)
         inputs = (windows, weight) if bias is None else (windows, weight, bias)
         kernel, stride = geometry.kernel, geometry.stride
-        y = b.op("Conv", *inputs, scope=scope, kernel_shape=[kernel, kernel], strides=[stride, stride])
+        y = b.op("Conv", *inputs, scope=scope, kernel_shape=[kernel, kernel], strides=[stride, stride], **({"group": group} if group > 1 else {}))
         return Feature(y, (tiles * frames, out_channels, geometry.tile_out, geometry.tile_out), frames, True)
 
     # -- tokens ------------------------------------------------------------------------

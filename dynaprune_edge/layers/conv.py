@@ -131,6 +131,8 @@ class GatedConv2d(Layer):
     input_gate: the gate of the layer that feeds this one (None: the input is dense); for
         an input of frames stacked as channels, its channels repeat once per frame.
     activation: True (SiLU), False (none) or a module of ACTIVATIONS (a converted model's own).
+    depthwise: one filter per channel (in = out channels, groups = channels): its channels
+        are its input's, so its input's gate prunes them (`gate` must be None).
     A skipped region outputs zero here, exactly what a tile-gathered execution that never
     computes it leaves.
     """
@@ -148,20 +150,25 @@ class GatedConv2d(Layer):
         upsample: int = 1,
         norm: bool = True,
         activation: bool | nn.Module = True,
+        depthwise: bool = False,
     ) -> None:
         super().__init__()
+        if depthwise and (in_channels != out_channels or gate is not None):
+            raise ValueError("a depthwise conv keeps its channels, and its input's gate prunes them")
         self.upsample = upsample
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=not norm)
+        self.depthwise = depthwise
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=in_channels if depthwise else 1,
+                              bias=not norm)
         self.norm = MaskedBatchNorm2d(out_channels) if norm else None
         self.activation = activation if isinstance(activation, nn.Module) else nn.SiLU() if activation else nn.Identity()
         if not isinstance(self.activation, ACTIVATIONS) or (isinstance(self.activation, nn.GELU) and self.activation.approximate != "none"):
             raise ValueError(f"unsupported activation {self.activation}")
-        self.gate = None if gate is None else GateSpec(gate, out_channels, group_size)
+        self.gate = input_gate if depthwise else None if gate is None else GateSpec(gate, out_channels, group_size)
         self.input_gate = input_gate
 
     def cost(self, in_channels, out_channels, positions):
         kernel_h, kernel_w = self.conv.kernel_size
-        return conv_flops(in_channels, out_channels, kernel_h * kernel_w, positions)
+        return conv_flops(1 if self.depthwise else in_channels, out_channels, kernel_h * kernel_w, positions)
 
     def forward(self, x: Tensor, masks: MaskState) -> Tensor:
         if self.upsample > 1:
@@ -172,7 +179,8 @@ class GatedConv2d(Layer):
         if self.norm is not None:
             y = self.norm(y, self.kept_positions(masks, region))
         y = self.activation(y)
-        conv, width = self.conv, masks.fraction(self.input_gate) * masks.fraction(self.gate)
+        conv = self.conv
+        width = masks.fraction(self.gate) if self.depthwise else masks.fraction(self.input_gate) * masks.fraction(self.gate)
         sparse = self.cost(
             conv.in_channels * masks.fraction(self.input_gate),
             conv.out_channels * masks.fraction(self.gate),
@@ -192,7 +200,8 @@ class GatedConv2d(Layer):
     def lower(self, net, x):
         scope = net.scope_of(self)
         weight, bias = fold_batch_norm(self.conv, self.norm)
-        y = net.conv(x, weight, bias, self.conv, self.upsample, out_gate=self.gate, in_gate=self.input_gate, scope=scope, tile_limit=self.tile_limit)
+        in_gate = None if self.depthwise else self.input_gate  # a depthwise weight has one input channel per filter
+        y = net.conv(x, weight, bias, self.conv, self.upsample, out_gate=self.gate, in_gate=in_gate, scope=scope, tile_limit=self.tile_limit)
         net.count(self.cost(x.channels, y.channels, y.positions))
         return net.mask_channels(lower_activation(net, y, self.activation, scope), self.gate, scope)
 
@@ -204,5 +213,5 @@ class GatedConv2d(Layer):
         out_kept = kept_count(masks.fraction(self.gate)[element], self.conv.out_channels)
         stride, kernel = self.conv.stride[0], self.conv.kernel_size[0]
         tiles, tile_in = kept_tiles(masks, element, output_size, kernel, stride, self.tile_limit)
-        module = nn.Conv2d(in_kept, out_kept, kernel, stride, padding=0, bias=False)
+        module = nn.Conv2d(in_kept, out_kept, kernel, stride, padding=0, groups=out_kept if self.depthwise else 1, bias=False)
         return module, (torch.zeros(tiles, in_kept, *tile_in),)

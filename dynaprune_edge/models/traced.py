@@ -6,7 +6,7 @@ backbone's `program`, which both interpreters (training, export) run.
 What converts today: reshapes between frames, channels and the forecast (the frames into
 the batch for a per-frame encoder, stacked as channels for a translator, cut back out of
 channels, and the last maps into the forecast), convolutions with an odd kernel and
-padding k//2 (any stride, no dilation, groups 1), each optionally after a nearest
+padding k//2 (any stride, no dilation, groups 1 or depthwise), each optionally after a nearest
 upsampling by a whole factor and before BatchNorm2d and an activation of
 `layers.conv.ACTIVATIONS`, residual adds, channel concatenations, poolings whose window is
 their stride and pixel (un)shuffles: SimVP-style networks, encoder-decoders and U-Nets
@@ -39,7 +39,7 @@ from dynaprune_edge.models.base import Backbone, ForecastShape
 
 SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 """Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
-SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1), ConvTranspose2d (kernel = stride, no padding), nearest "
+SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1 or depthwise), ConvTranspose2d (kernel = stride, no padding), nearest "
              "upsampling by a whole factor into a Conv2d, BatchNorm2d, "
              "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, max and average pooling (window = stride), "
              "PixelShuffle and PixelUnshuffle, and reshapes between frames, channels and the forecast (frames into the batch or "
@@ -271,7 +271,7 @@ class Conversion:
         self.full_width: dict[str, str] = {}  # converted layer → why its filters are not pruned
         self.paths: dict[str, str] = {}  # converted layer → the user's module path
         self.frames: dict[str, int] = {}  # node name → frames per sample its value holds (rows = batch × frames)
-        blocks = self.blocks()
+        blocks = self.blocks_by_conv = self.blocks()
         for node in self.graph.nodes:
             self.convert(node, blocks, group_size, layers)
 
@@ -563,7 +563,8 @@ class Conversion:
         if isinstance(conv, nn.ConvTranspose2d):
             return self.convert_transposed(node, block, group_size, layers)
         kernel = conv.kernel_size
-        if (conv.groups != 1 or conv.stride[0] != conv.stride[1] or conv.dilation != (1, 1) or kernel[0] != kernel[1] or kernel[0] % 2 == 0
+        depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+        if ((conv.groups != 1 and not depthwise) or conv.stride[0] != conv.stride[1] or conv.dilation != (1, 1) or kernel[0] != kernel[1] or kernel[0] % 2 == 0
                 or conv.padding != (kernel[0] // 2, kernel[0] // 2) or conv.padding_mode != "zeros"):
             raise self.refuse(node, f"Conv2d(kernel {tuple(kernel)}, stride {conv.stride}, padding {conv.padding}, dilation {conv.dilation}, "
                               f"groups {conv.groups}, padding_mode {conv.padding_mode})")
@@ -572,12 +573,17 @@ class Conversion:
         key = re.sub(r"[^0-9a-zA-Z_]", "_", str(node.target))
         self.paths[key] = str(node.target)
         reader = next((why for user in self.users[end] if (why := self.full_width_reader(user))), None)
-        gated = reader is None
-        if not gated:
+        gated = reader is None and not depthwise
+        if reader is not None:
             self.full_width[key] = reader
+        elif depthwise:
+            self.full_width[key] = ("a depthwise convolution: its input's gate prunes it" if self.gates[source.name] is not None
+                                    else "a depthwise convolution of a full-width input")
+        if depthwise and reader is not None and self.gates[source.name] is not None:
+            raise AssertionError("a depthwise convolution that must keep its width reads a pruned input")
         layer = GatedConv2d(conv.in_channels, conv.out_channels, kernel[0], conv.stride[0], gate=key if gated else None,
                             input_gate=self.gates[source.name], group_size=group_size, upsample=block.upsample, norm=norm is not None,
-                            activation=False if activation is None else activation)
+                            activation=False if activation is None else activation, depthwise=depthwise)
         with torch.no_grad():
             layer.conv.weight.copy_(conv.weight)
             bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
@@ -594,7 +600,12 @@ class Conversion:
 
     def full_width_reader(self, node: fx.Node) -> str | None:
         """Why a value `node` reads keeps its full width (a sum reads it, or it is the
-        forecast's channels), or None."""
+        forecast's channels), or None. A depthwise convolution keeps its input's channels:
+        what must keep the width of its output must keep its input's too."""
+        block = self.blocks_by_conv.get(node.name)
+        module = self.module_of(node)
+        if block is not None and isinstance(module, nn.Conv2d) and module.groups > 1:
+            return next((why for user in self.users[block.end] if (why := self.full_width_reader(user))), None)
         if node.op == "call_function" and node.target in ADDS or node.op == "call_method" and node.target == "add":
             return "a residual sum reads it (both sides of a sum are pruned alike or not at all)"
         if node.op == "call_function" and node.target in CONCATS:

@@ -285,6 +285,46 @@ def test_a_transposed_convolution_converts_into_its_taps_then_a_pixel_shuffle():
         assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - user(x)).abs().max() <= 1e-5
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: expand, depthwise, project, added to its input."""
+
+    def __init__(self, channels, expansion=4):
+        super().__init__()
+        wide = channels * expansion
+        self.expand = nn.Sequential(nn.Conv2d(channels, wide, 1, bias=False), nn.BatchNorm2d(wide), nn.ReLU())
+        self.depthwise = nn.Sequential(nn.Conv2d(wide, wide, 3, padding=1, groups=wide, bias=False), nn.BatchNorm2d(wide), nn.ReLU())
+        self.project = nn.Sequential(nn.Conv2d(wide, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        return x + self.project(self.depthwise(self.expand(x)))
+
+
+class MobileNowcaster(nn.Module):
+    def __init__(self, frames_in, frames_out, channels, hidden=8):
+        super().__init__()
+        self.frames_out, self.channels = frames_out, channels
+        self.stem = nn.Conv2d(frames_in * channels, hidden, 3, padding=1)
+        self.blocks = nn.Sequential(InvertedResidual(hidden), InvertedResidual(hidden))
+        self.smooth = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)  # depthwise straight into the head
+        self.head = nn.Conv2d(hidden, frames_out * channels, 1)
+
+    def forward(self, x):
+        b, t, c, h, w = x.shape
+        z = self.blocks(F.relu(self.stem(x.reshape(b, t * c, h, w))))
+        return self.head(self.smooth(z)).reshape(b, self.frames_out, self.channels, h, w)
+
+
+def test_a_depthwise_convolution_follows_its_inputs_gate():
+    user, backbone = user_module(MobileNowcaster), backbone_of(MobileNowcaster, one_width=True)
+    layers = {row["layer"]: row for row in backbone.prunable_layers()}
+    assert layers["blocks.0.expand.0"]["gate"] == "blocks_0_expand_0" == layers["blocks.0.depthwise.0"]["gate"], "pruned by its input's gate"
+    assert layers["blocks.0.project.0"]["why not"].startswith("a residual sum reads it")
+    assert layers["smooth"]["why not"] == "a depthwise convolution of a full-width input"
+    x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    with torch.no_grad():
+        assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - user(x)).abs().max() <= 1e-5
+
+
 def test_pooling_and_pixel_shuffles_convert_the_gate_going_through_a_pooling_and_stopping_at_a_shuffle():
     cls = converted(PoolShuffleNet)
     assert cls.spatial_multiple(cls.Options()) == 4, "two poolings of 2, undone by a shuffle of 4"
@@ -308,9 +348,10 @@ def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_prune
     }
 
 
-@pytest.mark.parametrize("which", ["residual", "encoder-decoder", "transposed u-net"])
+@pytest.mark.parametrize("which", ["residual", "encoder-decoder", "transposed u-net", "depthwise"])
 def test_the_ledger_counts_what_fvcore_counts_of_the_users_own_module(which):
-    user = {"residual": Nowcaster, "encoder-decoder": example_module().Nowcaster, "transposed u-net": TransposedUNet}[which]
+    user = {"residual": Nowcaster, "encoder-decoder": example_module().Nowcaster, "transposed u-net": TransposedUNet,
+            "depthwise": MobileNowcaster}[which]
     with BACKBONES.scope():
         register_backbone(converted(user))
         model = build_model(ModelConfig(converted(user).name, SHAPE, {}, PruningConfig(budget=1.0)))
@@ -357,7 +398,7 @@ UNSUPPORTED = [
      {"down": lambda: nn.Conv2d(8, 8, 4, stride=2, padding=1)}),
     ("Odd.dilated: Conv2d(kernel (3, 3), stride (1, 1), padding (2, 2), dilation (2, 2)", lambda self, x: out(self, self.dilated(stacked(self, x)), x),
      {"dilated": lambda: nn.Conv2d(8, 8, 3, padding=2, dilation=2)}),
-    ("groups 8", lambda self, x: out(self, self.depthwise(stacked(self, x)), x), {"depthwise": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=8)}),
+    ("groups 2", lambda self, x: out(self, self.grouped(stacked(self, x)), x), {"grouped": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=2)}),
     ("Odd.up: ConvTranspose2d(kernel (3, 3), stride (1, 1), padding (1, 1)", lambda self, x: out(self, self.up(stacked(self, x)), x),
      {"up": lambda: nn.ConvTranspose2d(8, 8, 3, padding=1)}),
     ("Odd.pool: max pooling other than over size×size windows at stride size", lambda self, x: out(self, self.pool(stacked(self, x)), x),
