@@ -359,6 +359,30 @@ def test_the_ledger_counts_what_fvcore_counts_of_the_users_own_module(which):
     assert model(x).dense_flops == pytest.approx(fvcore_flops(user_module(user), (x,)), rel=1e-6)
 
 
+@pytest.mark.parametrize("which", ["encoder-decoder", "transposed u-net", "depthwise"])
+def test_each_width_levels_ledger_is_what_fvcore_counts_of_its_static_sub_network(which):
+    """The issue's target on the static sub-networks: at every width level of a slimmable
+    converted model, the FLOPs the ledger charges are fvcore's count of each layer's static
+    equivalent (the kept channels only; a depthwise conv grouped)."""
+    from dynaprune_edge.flops.fvcore_count import static_equivalent_flops
+    from dynaprune_edge.masks import MaskMode
+
+    user = {"encoder-decoder": example_module().Nowcaster, "transposed u-net": TransposedUNet, "depthwise": MobileNowcaster}[which]
+    with BACKBONES.scope():
+        register_backbone(converted(user))
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(converted(user).name, SHAPE, {}, PruningConfig(budget=0.5, slimmable=True, group_size=4))).eval()
+    x = torch.randn(1, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    charged = []
+    for level in range(len(model.pruning.width_levels)):
+        with torch.no_grad():
+            forecast = model(x, MaskMode(hard=True), width=level)
+        charged.append(float(forecast.flops[0]))
+        expected = static_equivalent_flops(forecast.masks.ledger, forecast.masks, 0)  # a width level alone: no router
+        assert charged[-1] == pytest.approx(expected, rel=1e-6), (level, charged[-1], expected)
+    assert charged == sorted(charged) and charged[0] < charged[-1], "narrower levels compute less"
+
+
 def test_a_twenty_layer_model_converts_in_well_under_five_seconds():
     start = time.perf_counter()
     backbone_of(Nowcaster, depth=9)  # 2 + 2 × 9 convolutions
