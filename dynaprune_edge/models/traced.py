@@ -8,10 +8,10 @@ the batch for a per-frame encoder, stacked as channels for a translator, cut bac
 channels, and the last maps into the forecast), convolutions with an odd kernel and
 padding k//2 (any stride, no dilation, groups 1 or depthwise), each optionally after a nearest
 upsampling by a whole factor and before BatchNorm2d and an activation of
-`layers.conv.ACTIVATIONS`, residual adds, channel concatenations, poolings whose window is
-their stride and pixel (un)shuffles: SimVP-style networks, encoder-decoders and U-Nets
-included. Anything else is refused in one line naming the
-module path and the operation.
+`layers.conv.ACTIVATIONS`, transposed convolutions whose kernel is their stride, residual
+adds, channel concatenations, poolings whose window is their stride and pixel (un)shuffles:
+SimVP-style networks, encoder-decoders, U-Nets and MobileNet blocks included. Anything
+else is refused in one line naming the module path and the operation.
 
 Which filters are pruned: a convolution's output is a prunable unit (a gate named by its
 module path) unless a residual add, a concatenation or a pixel shuffle reads it, frames are
@@ -122,10 +122,12 @@ def pooling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int | No
         extra = bool(arguments.get("ceil_mode")) or arguments.get("dilation", 1) != 1
     else:
         return None
-    kernel, stride = (k if isinstance(k, int) else k[0] if k and len(set(k)) == 1 else None for k in (kernel, stride))
-    stride = kernel if stride is None else stride
-    padding = padding if isinstance(padding, int) else padding[0] if len(set(padding)) == 1 else -1
-    return kind, kernel if kernel and stride == kernel and padding == 0 and not extra else None
+    def square(value) -> int:  # one side for both axes, or -1
+        return value if isinstance(value, int) else value[0] if isinstance(value, (tuple, list)) and len(set(value)) == 1 else -1
+
+    kernel = square(kernel)
+    stride = kernel if stride is None or stride == () else square(stride)  # torch's default stride is the window
+    return kind, kernel if kernel > 0 and stride == kernel and square(padding) == 0 and not extra else None
 
 
 def shuffling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int] | None:
@@ -134,7 +136,8 @@ def shuffling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int] |
     if module is not None and type(module) in SHUFFLES:
         return SHUFFLES[type(module)], getattr(module, "upscale_factor", getattr(module, "downscale_factor", None))
     if node.op == "call_function" and node.target in SHUFFLES:
-        return SHUFFLES[node.target], node.args[1] if len(node.args) > 1 else next(iter(node.kwargs.values()))
+        factor = node.args[1] if len(node.args) > 1 else node.kwargs.get("upscale_factor", node.kwargs.get("downscale_factor"))
+        return SHUFFLES[node.target], factor
     return None
 
 
@@ -157,6 +160,12 @@ def options_type(user: type) -> type:
     return dataclasses.make_dataclass(f"{user.__name__}Options", fields, frozen=True)
 
 
+_CONVERTED: dict[type, type[Backbone]] = {}
+"""The Backbone class made for each plain module class (its registry entry: one per class)."""
+_MULTIPLES: dict[tuple, int] = {}
+"""TracedBackbone.spatial_multiple per (class, options): a trace each, done once."""
+
+
 def converted(user: type) -> type[Backbone]:
     """The Backbone class standing for the plain module class `user` (one per class). A
     `WIDTHS` class attribute of the user's ({argument: multiple it keeps}) names the
@@ -172,9 +181,6 @@ def converted(user: type) -> type[Backbone]:
                                                                   "__module__": user.__module__, "__qualname__": user.__qualname__})
     return _CONVERTED[user]
 
-
-_CONVERTED: dict[type, type[Backbone]] = {}
-_MULTIPLES: dict[tuple, int] = {}
 
 
 class TracedBackbone(Backbone):
