@@ -536,6 +536,13 @@ class Conversion:
         self.steps.append(Step("concat", node.name, tuple(value.name for value in values)))
         self.gates[node.name], self.frames[node.name] = None, self.frames[values[0].name]
 
+    def layer_key(self, node: fx.Node) -> str:
+        """The converted layer's key for the conv module `node` calls (a ModuleDict key: its
+        path with the dots replaced), its path recorded for `dpedge info`."""
+        key = re.sub(r"[^0-9a-zA-Z_]", "_", str(node.target))
+        self.paths[key] = str(node.target)
+        return key
+
     def convert_transposed(self, node: fx.Node, block: Block, group_size: int, layers: nn.ModuleDict) -> None:
         """A ConvTranspose2d whose kernel is its stride s: exactly a 1×1 convolution to s²
         times the channels (its taps, channel-major) then a pixel shuffle by s, which is how
@@ -546,8 +553,8 @@ class Conversion:
                 or conv.groups != 1 or conv.dilation != (1, 1)):
             raise self.refuse(node, f"ConvTranspose2d(kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding}, output_padding "
                               f"{conv.output_padding}, groups {conv.groups}, dilation {conv.dilation}): only kernel = stride, no padding")
-        key = re.sub(r"[^0-9a-zA-Z_]", "_", str(node.target))
-        self.paths[key], self.full_width[key] = str(node.target), "a transposed convolution: its channels become positions"
+        key = self.layer_key(node)
+        self.full_width[key] = "a transposed convolution: its channels become positions"
         taps = conv.out_channels * s * s
         layer = GatedConv2d(conv.in_channels, taps, 1, gate=None, input_gate=self.gates[source.name], group_size=group_size, norm=False,
                             activation=False if block.activation is None else block.activation)
@@ -576,8 +583,7 @@ class Conversion:
                               f"groups {conv.groups}, padding_mode {conv.padding_mode})")
         if norm is not None and not (norm.affine and norm.track_running_stats):
             raise self.refuse(end, "BatchNorm2d without affine parameters or running statistics")
-        key = re.sub(r"[^0-9a-zA-Z_]", "_", str(node.target))
-        self.paths[key] = str(node.target)
+        key = self.layer_key(node)
         reader = next((why for user in self.users[end] if (why := self.full_width_reader(user))), None)
         gated = reader is None and not depthwise
         if reader is not None:
