@@ -87,6 +87,12 @@ class Backbone(nn.Module, ABC):
         return 1
 
     @classmethod
+    def check_before_data(cls, options, frames_in: int, frames_out: int, channels: int) -> None:
+        """ConfigError for what is wrong with this backbone whatever the grid: called before
+        any data are read, with the windows asked for and the family's usual channels
+        (what depends on the data's own shape is checked once it is known)."""
+
+    @classmethod
     def region_size(cls, options: dict) -> int | None:
         """The pruning region side this architecture fixes (a ViT's token is one region),
         or None where any region size works."""

@@ -83,6 +83,12 @@ class Step:
     factor: int = 0
 
 
+class ShapeError(ConfigError):
+    """The user's model failed on a shape (its constructor or forward raised, or it returns
+    another shape than the forecast's): whether it fails on the data's is known only once
+    the data's shape is."""
+
+
 def trace(module: nn.Module, name: str) -> fx.Graph:
     try:
         return fx.symbolic_trace(module).graph
@@ -200,13 +206,26 @@ class TracedBackbone(Backbone):
         return _MULTIPLES[key]
 
     @classmethod
+    def check_before_data(cls, options, frames_in: int, frames_out: int, channels: int) -> None:
+        """The conversion on a nominal grid (64 pixels a side, rounded to the model's
+        multiple), so that an operation dpedge cannot prune, or a forward it cannot trace, is
+        refused before any data are read. A failure on that grid may be the grid's: it is
+        left to the data's own shape to show."""
+        try:
+            multiple = cls.spatial_multiple(options)
+            side = multiple * -(-64 // multiple)
+            cls(ForecastShape(frames_in, frames_out, channels, side, side), options, group_size=1)
+        except ShapeError:
+            pass
+
+    @classmethod
     def build_user(cls, shape: ForecastShape, options) -> nn.Module:
         signature = inspect.signature(cls.user.__init__).parameters
         arguments = {name: getattr(shape, name) for name in SHAPE_ARGUMENTS if name in signature} | dataclasses.asdict(options)
         try:
             return cls.user(**arguments)
         except Exception as error:  # noqa: BLE001 (the user's constructor: whatever it raises is one line)
-            raise ConfigError(f"{cls.user.__name__}({', '.join(f'{k}={v}' for k, v in arguments.items())}) raised "
+            raise ShapeError(f"{cls.user.__name__}({', '.join(f'{k}={v}' for k, v in arguments.items())}) raised "
                               f"{type(error).__name__}: {error}") from None
 
     def __init__(self, shape: ForecastShape, options, group_size: int, one_width: bool = False) -> None:
@@ -332,13 +351,14 @@ class Conversion:
             with torch.no_grad():
                 out = Shapes(fx.GraphModule(self.module, self.graph)).run(x)
         except Exception as error:  # noqa: BLE001 (the user's forward on the data's shape)
-            raise ConfigError(f"{self.name}: its forward fails on frames shaped (batch, {shape.frames_in}, {shape.channels}, {shape.height}, "
+            raise ShapeError(f"{self.name}: its forward fails on frames shaped (batch, {shape.frames_in}, {shape.channels}, {shape.height}, "
                               f"{shape.width}) ({type(error).__name__}: {str(error).splitlines()[0]})") from None
         expected = (2, shape.frames_out, shape.channels, shape.height, shape.width)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        self.returned = None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:  # raised at the output: an operation before it is refused first
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ConfigError(f"{self.name}: its forward returns {got} for frames shaped (2, {shape.frames_in}, {shape.channels}, "
-                              f"{shape.height}, {shape.width}); dpedge needs the forecast (batch, frames_out, channels, height, width) = {expected}")
+            self.returned = ShapeError(f"{self.name}: its forward returns {got} for frames shaped (2, {shape.frames_in}, {shape.channels}, "
+                                       f"{shape.height}, {shape.width}); dpedge needs the forecast (batch, frames_out, channels, height, width) = {expected}")
         return shapes
 
     def module_of(self, node: fx.Node) -> nn.Module | None:
@@ -400,6 +420,8 @@ class Conversion:
             self.steps.append(Step("input", node.name))
             self.gates[node.name], self.frames[node.name] = None, self.shape.frames_in
         elif node.op == "output":
+            if self.returned is not None:
+                raise self.returned
             value = node.args[0]
             last = self.steps[-1]
             if not isinstance(value, fx.Node) or last.node != value.name or "forecast" not in last.frames:

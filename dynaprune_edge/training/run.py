@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from dynaprune_edge.cost.orin import Device
-from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
+from dynaprune_edge.data import DATASETS, DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import CheckpointError, ConfigError
 from dynaprune_edge.files import check_writable
 from dynaprune_edge.masks import PruningConfig
-from dynaprune_edge.models import ForecastShape, ModelConfig, backbone_options, build_model, check_model_size
+from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, backbone_options, build_model, check_model_size
 from dynaprune_edge.training.checkpoint import DAMAGED, damaged, require_backbone, safe_load
 from dynaprune_edge.training.trainer import (METRICS_FILE, MODEL_FILE, RESUME_FILE, TrainConfig, Trainer, build_optimizer, resume_problem,
                                              resumed_differently)
@@ -65,8 +65,11 @@ class RunSpec:
         pruning = PruningConfig(budget=budget, **(pruning_overrides or {}))
         if cost_table is not None and pruning.cost == "flops":
             raise ConfigError("--cost-table prices a measured cost target: add --cost ort-cpu")
-        return cls(backbone, data, train, pruning, backbone_options(backbone, backbone_overrides or {}), cost_table,
-                   emulated_orin(pruning.cost, device))
+        options = backbone_options(backbone, backbone_overrides or {})
+        family, backbone_type = DATASETS.get(data.name).defaults, BACKBONES.get(backbone)
+        backbone_type.check_before_data(backbone_type.Options(**options), data.frames_in or family.frames_in, data.frames_out or family.frames_out,
+                                        family.channels)
+        return cls(backbone, data, train, pruning, options, cost_table, emulated_orin(pruning.cost, device))
 
 
 def check_run_folder(out: Path, resume: bool, overwrite: bool, train: TrainConfig) -> None:

@@ -163,6 +163,22 @@ def test_a_plain_pytorch_model_as_users_write_it_trains_width_routed_and_exports
     assert '"layer": "head", "gate": null, "why not": "its channels are the forecast\'s"' in info
 
 
+def test_an_operation_dpedge_cannot_prune_is_refused_before_any_data_are_read(tmp_path):
+    """The data named do not exist: the refusal must come from the model's trace, before
+    dpedge looks for them (the conversion runs first on a nominal grid)."""
+    file = tmp_path / "attending.py"
+    file.write_text("from torch import nn\nfrom torch.nn import functional as F\n\n\nclass Net(nn.Module):\n"
+                    "    def __init__(self, frames_in, frames_out, channels, hidden=8):\n        super().__init__()\n"
+                    "        self.stem = nn.Conv2d(frames_in * channels, hidden, 3, padding=1)\n\n"
+                    "    def forward(self, x):\n        b, t, c, h, w = x.shape\n        z = self.stem(x.reshape(b, t * c, h, w))\n"
+                    "        return F.scaled_dot_product_attention(z, z, z)\n")
+    refused = dpedge("train", "--backbone", f"{file}:Net", "--dataset", "knmi", "--data", tmp_path / "no-such-radar.h5", "--epochs", "1",
+                     "--out", tmp_path / "run")
+    assert refused.returncode == 1
+    assert last_line(refused).startswith("error: Net: scaled_dot_product_attention is not supported for pruning yet; supported: ")
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_help_says_a_backbone_file_is_run():
     text = " ".join(dpedge("train", "--help").stdout.replace("│", " ").split())
     assert "this imports that file, which runs its code as any Python import does: pass only files you trust" in text
