@@ -18,7 +18,7 @@ from dynaprune_edge.export.graph import Feature
 from dynaprune_edge.export.regions import KeptRegions, TilePolicy
 from dynaprune_edge.export.routing import Branch
 from dynaprune_edge.layers import GateSpec, Interpreter
-from dynaprune_edge.layers.interpreter import patch_side
+from dynaprune_edge.layers.interpreter import POINTWISE, patch_side
 from dynaprune_edge.models import Backbone
 
 
@@ -139,8 +139,9 @@ class SubNetwork(Interpreter):
         name = self.b.op("DepthToSpace", z.name, scope="compute/depth_to_space", blocksize=block, mode="CRD")
         return Feature(name, (batch, channels // (block * block), height * block, width * block), z.frames)
 
-    def zero_state(self, gate: GateSpec, size: tuple[int, int]) -> Feature:
-        shape = (1, self.filters.kept_channels(gate, gate.channels)) + tuple(size)
+    def zero_state(self, channels: GateSpec | int, size: tuple[int, int]) -> Feature:
+        kept = self.filters.kept_channels(channels, channels.channels) if isinstance(channels, GateSpec) else channels
+        shape = (1, kept) + tuple(size)
         return Feature(self.b.const(np.zeros(shape, np.float32), "state"), shape)
 
     def add(self, a: Feature, b: Feature) -> Feature:
@@ -172,6 +173,21 @@ class SubNetwork(Interpreter):
         batch, channels, height, width = z.shape
         name = self.b.op("MaxPool" if kind == "max" else "AveragePool", z.name, scope="compute/pool", kernel_shape=[size, size], strides=[size, size])
         return Feature(name, (batch, channels, height // size, width // size), z.frames)
+
+    def pointwise(self, operation: str, *operands) -> Feature:
+        """On whole maps unless every value operand is in the same tiles; a number operand
+        becomes a constant."""
+        values = [o for o in operands if isinstance(o, Feature)]
+        if len({value.tiled for value in values}) > 1:
+            operands = [self.regions.to_map(o) if isinstance(o, Feature) else o for o in operands]
+            values = [o for o in operands if isinstance(o, Feature)]
+        names = [o.name if isinstance(o, Feature) else self.b.const(np.float32(o)) for o in operands]
+        return self.like(values[0], self.b.op(POINTWISE[operation][1], *names, scope=f"compute/{operation}"))
+
+    def channels(self, z: Feature, start: int, stop: int) -> Feature:
+        b, scope = self.b, "compute/channels"
+        name = b.op("Slice", z.name, b.const([start]), b.const([stop]), b.const([1]), scope=scope)
+        return self.like(z, name, stop - start)
 
     def to_tokens(self, frames: Feature) -> Feature:
         """One row per region (patch = region), gathered to the computed tokens."""

@@ -71,8 +71,9 @@ class Interpreter(ABC):
         """torch's pixel_shuffle, the inverse of `space_to_depth`."""
 
     @abstractmethod
-    def zero_state(self, gate: GateSpec, size: tuple[int, int]):
-        """A zero recurrent state of `gate`'s channels at `size`."""
+    def zero_state(self, channels: GateSpec | int, size: tuple[int, int]):
+        """A zero recurrent state at `size` of a gate's channels (those a sub-network keeps)
+        or of a fixed count of channels, one map per sample."""
 
     @abstractmethod
     def add(self, a, b):
@@ -85,6 +86,16 @@ class Interpreter(ABC):
     @abstractmethod
     def pool(self, z, kind: str, size: int):
         """Max ("max") or mean ("average") pooling over size×size windows at stride size."""
+
+    @abstractmethod
+    def pointwise(self, operation: str, *operands):
+        """An elementwise operation of POINTWISE on values of one shape, or a value and a
+        number (a recurrent cell's gating: sigmoid(g) * h, (1 - z) * h, tanh(c)); none of
+        them pruned, as sigmoid(0) is not 0."""
+
+    @abstractmethod
+    def channels(self, z, start: int, stop: int):
+        """Channels start…stop-1 of `z`, none of them pruned (a chunk of a cell's gates)."""
 
     # -- tokens (one per region: a transformer's patch size is the region size) ------------
     @abstractmethod
@@ -103,6 +114,11 @@ class Interpreter(ABC):
     @abstractmethod
     def gelu(self, z):
         """GELU (exact, erf form); GELU(0) = 0, so pruned units stay off."""
+
+
+POINTWISE = {"add": (torch.add, "Add"), "sub": (torch.sub, "Sub"), "mul": (torch.mul, "Mul"), "sigmoid": (torch.sigmoid, "Sigmoid"),
+             "tanh": (torch.tanh, "Tanh"), "relu": (torch.relu, "Relu")}
+"""`Interpreter.pointwise`'s operations: the torch function, the ONNX operator."""
 
 
 def patch_side(features: int, frames: int, channels: int) -> int:
@@ -178,8 +194,8 @@ class TrainingInterpreter(Interpreter):
     def depth_to_space(self, z: Tensor, block: int) -> Tensor:
         return F.pixel_shuffle(z, block)
 
-    def zero_state(self, gate: GateSpec, size: tuple[int, int]) -> Tensor:
-        return self.masks.region_mask.new_zeros(self.batch, gate.channels, *size)
+    def zero_state(self, channels: GateSpec | int, size: tuple[int, int]) -> Tensor:
+        return self.masks.region_mask.new_zeros(self.batch, getattr(channels, "channels", channels), *size)
 
     def add(self, a: Tensor, b: Tensor) -> Tensor:
         return a + b
@@ -189,6 +205,12 @@ class TrainingInterpreter(Interpreter):
 
     def pool(self, z: Tensor, kind: str, size: int) -> Tensor:
         return (F.max_pool2d if kind == "max" else F.avg_pool2d)(z, size)
+
+    def pointwise(self, operation: str, *operands) -> Tensor:
+        return POINTWISE[operation][0](*operands)
+
+    def channels(self, z: Tensor, start: int, stop: int) -> Tensor:
+        return z[:, start:stop]
 
     def _region_grid(self) -> tuple[int, int]:
         return tuple(self.masks.region_mask.shape[-2:])

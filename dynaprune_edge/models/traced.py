@@ -10,16 +10,22 @@ padding k//2 (any stride, no dilation, groups 1 or depthwise), each optionally a
 upsampling by a whole factor and before BatchNorm2d and an activation of
 `layers.conv.ACTIVATIONS`, transposed convolutions whose kernel is their stride, residual
 adds, channel concatenations, poolings whose window is their stride and pixel (un)shuffles:
-SimVP-style networks, encoder-decoders, U-Nets and MobileNet blocks included. Anything
-else is refused in one line naming the module path and the operation.
+and for recurrent models one input frame (x[:, t]), zero states, elementwise arithmetic,
+sigmoid, tanh and relu, chunks of channels and a stack of frames into the forecast:
+SimVP-style networks, encoder-decoders, U-Nets, MobileNet blocks and ConvGRU/ConvLSTM
+cells included (loops over frames unroll in the trace). Anything else is refused in one
+line naming the module path and the operation.
 
 Which filters are pruned: a convolution's output is a prunable unit (a gate named by its
-module path) unless a residual add, a concatenation or a pixel shuffle reads it, frames are
-cut out of its channels, or it gives the forecast: those keep their full width.
+module path) unless a residual add, a concatenation, a pixel shuffle, an elementwise
+operation or a split into chunks reads it, frames are cut out of its channels, or it gives
+the forecast: those keep their full width. A module called several times (at each step
+of a recurrence) is one converted layer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -42,8 +48,9 @@ SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1 or depthwise), ConvTranspose2d (kernel = stride, no padding), nearest "
              "upsampling by a whole factor into a Conv2d, BatchNorm2d, "
              "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, max and average pooling (window = stride), "
-             "PixelShuffle and PixelUnshuffle, and reshapes between frames, channels and the forecast (frames into the batch or "
-             "into channels, and back)")
+             "PixelShuffle and PixelUnshuffle, reshapes between frames, channels and the forecast (frames into the batch or "
+             "into channels, and back), and for recurrent cells: x[:, t], zero states, elementwise +, -, * of values of one shape or "
+             "with a number, sigmoid, tanh, relu, chunk and split along channels, torch.stack of the forecast frames along dim 1")
 FUNCTIONAL_ACTIVATIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.silu: nn.SiLU, F.gelu: nn.GELU, torch.tanh: nn.Tanh, F.leaky_relu: nn.LeakyReLU}
 ADDS = {operator.add, torch.add}
 POOLS = {nn.MaxPool2d: "max", nn.AvgPool2d: "average", F.max_pool2d: "max", F.avg_pool2d: "average"}
@@ -51,6 +58,15 @@ SHUFFLES = {nn.PixelShuffle: "depth_to_space", nn.PixelUnshuffle: "space_to_dept
             F.pixel_unshuffle: "space_to_depth"}
 CONCATS = {torch.cat, torch.concat}
 RESHAPES = {"reshape", "view", "flatten", "unflatten"}
+UNARY = {torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh", F.tanh: "tanh", torch.relu: "relu", F.relu: "relu",
+         nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", "sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu"}
+"""Elementwise functions, modules and tensor methods not absorbed by a convolution (a
+recurrent cell's gates and state), by `Interpreter.pointwise` operation."""
+BINARY = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub", operator.mul: "mul", torch.mul: "mul",
+          "add": "add", "sub": "sub", "mul": "mul"}
+CHUNKS = {torch.chunk: "chunk", torch.split: "split", "chunk": "chunk", "split": "split"}
+ZEROS = {torch.zeros, torch.zeros_like, "new_zeros"}
+STACKS = {torch.stack}
 
 
 @dataclass(frozen=True)
@@ -68,11 +84,14 @@ class Block:
 
 @dataclass(frozen=True)
 class Step:
-    """One value of the program: `kind` ("input", "reshape", "layer", "add", "concat",
-    "pool", "shuffle"), the fx node it stands for and the nodes it reads; `layer`: the key
-    of its converted layer; `frames`: a reshape's frame primitives (per_frame,
-    stack_frames, unstack_frames:K, forecast), applied in order; `operation` and `factor`:
-    a pooling's kind and window, a shuffle's primitive and factor."""
+    """One value of the program: `kind` ("input", "frame", "zeros", "reshape", "layer",
+    "add", "concat", "pool", "shuffle", "pointwise", "channels", "stack"), the fx node it
+    stands for and the nodes it reads; `layer`: the key of its converted layer; `frames`: a
+    reshape's frame primitives (per_frame, stack_frames, unstack_frames:K, forecast),
+    applied in order; `operation` and `factor`: a pooling's kind and window, a shuffle's
+    primitive and factor, a pointwise operation; `factor` alone: the input frame a "frame"
+    step takes, the channels of "zeros"; `span`: a "channels" step's first and end channel,
+    the size of "zeros"; `operands`: a pointwise step's, node names and numbers."""
 
     kind: str
     node: str
@@ -81,6 +100,8 @@ class Step:
     frames: tuple[str, ...] = ()
     operation: str = ""
     factor: int = 0
+    span: tuple[int, int] = (0, 0)
+    operands: tuple[str | float, ...] = ()
 
 
 class ShapeError(ConfigError):
@@ -89,12 +110,32 @@ class ShapeError(ConfigError):
     the data's shape is."""
 
 
+@contextlib.contextmanager
+def traceable_zeros():
+    """torch.zeros recorded in the trace when its size comes from the input (a recurrent
+    state, torch.zeros(batch, hidden, height, width), as users write it): torch's factory
+    functions do not see fx's proxies among their sizes, so they are wrapped while tracing."""
+    original = torch.zeros
+
+    def zeros(*size, **options):
+        proxy = next((a for a in (*size, *options.values()) if isinstance(a, fx.Proxy)), None)
+        return original(*size, **options) if proxy is None else proxy.tracer.create_proxy("call_function", original, size, options)
+
+    torch.zeros = zeros
+    try:
+        yield
+    finally:
+        torch.zeros = original
+
+
 def trace(module: nn.Module, name: str) -> fx.Graph:
     try:
-        return fx.symbolic_trace(module).graph
+        with traceable_zeros():
+            graph = fx.symbolic_trace(module).graph
     except Exception as error:  # noqa: BLE001 (data-dependent control flow and the like: fx's error, one line)
         raise ConfigError(f"{name}: cannot be traced ({type(error).__name__}: {str(error).splitlines()[0]}); dpedge needs a forward "
                           "without data-dependent control flow") from None
+    return graph
 
 
 def upsampling(node: fx.Node, modules: dict[str, nn.Module]) -> int | None:
@@ -259,10 +300,21 @@ class TracedBackbone(Backbone):
                 | ({"why not": self.full_width[key]} if layer.gate is None else {}) for key, layer in self.converted.items()]
 
     def program(self, ops: Interpreter, x):
-        values = {}
+        values, frames = {}, None
         for step in self.steps:
             if step.kind == "input":
                 values[step.node] = x
+            elif step.kind == "frame":
+                frames = frames or ops.split_frames(ops.per_frame(x))
+                values[step.node] = frames[step.factor]
+            elif step.kind == "zeros":
+                values[step.node] = ops.zero_state(step.factor, step.span)
+            elif step.kind == "pointwise":
+                values[step.node] = ops.pointwise(step.operation, *(values[o] if isinstance(o, str) else o for o in step.operands))
+            elif step.kind == "channels":
+                values[step.node] = ops.channels(values[step.reads[0]], *step.span)
+            elif step.kind == "stack":
+                values[step.node] = ops.forecast(ops.join_frames([values[name] for name in step.reads]))
             elif step.kind == "reshape":
                 value = values[step.reads[0]]
                 for primitive in step.frames:
@@ -288,6 +340,10 @@ class Conversion:
     def __init__(self, module: nn.Module, name: str, shape: ForecastShape, group_size: int, layers: nn.ModuleDict) -> None:
         self.module, self.name, self.shape = module.eval(), name, shape
         self.graph = trace(module, name)
+        for node in self.graph.nodes:  # in place, an operation would matter without its result being read
+            if node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_"):
+                raise self.refuse(node, f"the in-place {node.target}")
+        self.graph.eliminate_dead_code()  # what the forecast never reads (a recurrence's unused last step) is neither trained nor exported
         self.shapes = self.propagate()
         self.modules = dict(module.named_modules())
         self.users = {node: list(node.users) for node in self.graph.nodes}
@@ -296,6 +352,7 @@ class Conversion:
         self.full_width: dict[str, str] = {}  # converted layer → why its filters are not pruned
         self.paths: dict[str, str] = {}  # converted layer → the user's module path
         self.frames: dict[str, int] = {}  # node name → frames per sample its value holds (rows = batch × frames)
+        self.forecast = ""  # the node whose value is the forecast
         blocks = self.blocks_by_conv = self.blocks()
         for node in self.graph.nodes:
             self.convert(node, blocks, group_size, layers)
@@ -423,15 +480,22 @@ class Conversion:
             if self.returned is not None:
                 raise self.returned
             value = node.args[0]
-            last = self.steps[-1]
-            if not isinstance(value, fx.Node) or last.node != value.name or "forecast" not in last.frames:
-                raise self.refuse(node, "an output that is not the last convolution's maps reshaped into the forecast frames")
+            if not isinstance(value, fx.Node) or self.steps[-1].node != value.name or value.name != self.forecast:
+                raise self.refuse(node, "an output that is not the last convolution's maps reshaped or stacked into the forecast frames")
         elif node.name in absorbed or node.name not in self.shapes:
             return  # a block's BatchNorm and activation; sizes read off a shape (what reshapes take: their shapes are checked)
         elif node.name in blocks:
             self.convert_block(node, blocks[node.name], group_size, layers)
-        elif node.op == "call_function" and node.target in ADDS or node.op == "call_method" and node.target == "add":
+        elif self.is_call(node, ADDS | {"add"}) and all(isinstance(a, fx.Node) for a in node.args[:2]):
             self.convert_add(node)
+        elif self.pointwise(node) is not None:
+            self.convert_pointwise(node)
+        elif self.is_call(node, {operator.getitem}):
+            self.convert_item(node)
+        elif self.is_call(node, ZEROS):
+            self.convert_zeros(node)
+        elif self.is_call(node, STACKS):
+            self.convert_stack(node)
         elif node.op == "call_function" and node.target in CONCATS:
             self.convert_concat(node)
         elif pooling(node, self.modules) is not None:
@@ -450,6 +514,19 @@ class Conversion:
             elif isinstance(module, nn.BatchNorm2d) or self.activation_of(node) is not None:
                 what = f"{what} not right after a convolution"
             raise self.refuse(node, what)
+
+    def is_call(self, node: fx.Node, targets: set) -> bool:
+        """Whether `node` calls one of `targets` (functions, or tensor methods by name)."""
+        return node.op in ("call_function", "call_method") and node.target in targets
+
+    def pointwise(self, node: fx.Node) -> str | None:
+        """The `Interpreter.pointwise` operation `node` applies, or None."""
+        module = self.module_of(node)
+        if module is not None:
+            return UNARY.get(type(module))
+        if node.op in ("call_function", "call_method") and isinstance(node.target, str) == (node.op == "call_method"):
+            return UNARY.get(node.target) or BINARY.get(node.target)
+        return None
 
     def between(self, conv: str, end: fx.Node) -> list[fx.Node]:
         """The nodes after the conv `conv` up to `end`, included: what its block absorbs."""
@@ -515,6 +592,8 @@ class Conversion:
             raise AssertionError("what frames are cut from is never gated")
         self.steps.append(Step("reshape", node.name, (source.name,), frames=primitives))
         self.gates[node.name], self.frames[node.name] = self.gates[source.name], frames
+        if "forecast" in primitives:
+            self.forecast = node.name
 
     def convert_add(self, node: fx.Node) -> None:
         a, b = (self.source(node, i) for i in range(2))
@@ -527,6 +606,74 @@ class Conversion:
                 raise AssertionError("a value reaching a sum is never gated")
         self.steps.append(Step("add", node.name, (a.name, b.name)))
         self.gates[node.name], self.frames[node.name] = None, self.frames[a.name]
+
+    def converted_value(self, node: fx.Node, value, what: str) -> fx.Node:
+        """`value`, an argument of `node`, which must be a converted value no gate prunes."""
+        if not isinstance(value, fx.Node) or value.name not in self.gates:
+            raise self.refuse(node, f"{what} of {getattr(value, 'name', value)}, which is not a converted value")
+        if self.gates[value.name] is not None:
+            raise AssertionError(f"{what} reads a pruned value")
+        return value
+
+    def convert_pointwise(self, node: fx.Node) -> None:
+        """An elementwise operation of values of one shape, or of a value and a number: full
+        width in, full width out (sigmoid(0) is not 0; a product couples its factors)."""
+        operation = self.pointwise(node)
+        operands = node.args if self.module_of(node) is None else node.args[:1]
+        if node.kwargs or len(operands) != (1 if operation in ("sigmoid", "tanh", "relu") else 2):
+            raise self.refuse(node, f"{operation} with arguments {', '.join(map(str, node.kwargs)) or len(operands)}")
+        values = [self.converted_value(node, o, operation) for o in operands if not isinstance(o, (int, float))]
+        if not values or any(self.shapes[v.name] != self.shapes[node.name] for v in values):
+            raise self.refuse(node, f"{operation} of values shaped {[self.shapes.get(v.name) for v in values]} (one shape, or a value and a number)")
+        self.steps.append(Step("pointwise", node.name, tuple(v.name for v in values), operation=operation,
+                               operands=tuple(o.name if isinstance(o, fx.Node) else float(o) for o in operands)))
+        self.gates[node.name], self.frames[node.name] = None, self.frames[values[0].name]
+
+    def convert_item(self, node: fx.Node) -> None:
+        """One input frame, x[:, t], or one chunk of channels (chunk / split along channels)."""
+        source, index = node.args
+        if source.op == "placeholder":
+            count = self.shape.frames_in
+            if not (isinstance(index, tuple) and len(index) == 2 and index[0] == slice(None) and isinstance(index[1], int) and -count <= index[1] < count):
+                raise self.refuse(node, f"indexing the input frames by {index} (one frame, x[:, t], only)")
+            self.steps.append(Step("frame", node.name, (source.name,), factor=index[1] % count))
+            self.gates[node.name], self.frames[node.name] = None, 1
+            return
+        if not self.is_call(source, CHUNKS):
+            raise self.refuse(node, f"an item of {getattr(source.target, '__name__', source.target)}")
+        split, value = CHUNKS[source.target], self.converted_value(source, source.args[0], CHUNKS[source.target])
+        arguments = dict(zip(("tensor", "sections", "dim"), source.args)) | source.kwargs
+        sections = next(arguments[k] for k in ("sections", "chunks", "split_size_or_sections", "split_size") if k in arguments)
+        dim, rank = arguments.get("dim", 0), len(self.shapes[value.name])
+        if rank != 4 or dim % rank != 1:
+            raise self.refuse(source, f"a {split} along dimension {dim} of {rank}-dimensional values (channels of maps only)")
+        channels = self.shapes[value.name][1]
+        sizes = [-(-channels // sections)] * sections if split == "chunk" else [sections] * channels if isinstance(sections, int) else list(sections)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]  # torch's pieces: whole sizes from the start, the last one short
+        start = starts[index]
+        self.steps.append(Step("channels", node.name, (value.name,), span=(start, min(channels, start + sizes[index]))))
+        self.gates[node.name], self.frames[node.name] = None, self.frames[value.name]
+
+    def convert_zeros(self, node: fx.Node) -> None:
+        """A zero state: one map per sample at a size of the forward's."""
+        shape = self.shapes[node.name]
+        if len(shape) != 4 or shape[0] != 2:
+            raise self.refuse(node, f"zeros shaped {shape} (a state of one map per sample only)")
+        self.steps.append(Step("zeros", node.name, factor=shape[1], span=shape[2:]))
+        self.gates[node.name], self.frames[node.name] = None, 1
+
+    def convert_stack(self, node: fx.Node) -> None:
+        """torch.stack(frames, dim=1): one map per sample and forecast frame into the forecast."""
+        values = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        shape = self.shape
+        if self.shapes[node.name] != (2, shape.frames_out, shape.channels) + self.shapes[node.name][3:] or dim % 5 != 1:
+            raise self.refuse(node, f"a stack into {self.shapes[node.name]} (the forecast's frames only, along dimension 1)")
+        values = [self.converted_value(node, value, "a stack") for value in values]
+        if any(self.frames[value.name] != 1 for value in values):
+            raise self.refuse(node, "a stack of values holding several frames each")
+        self.steps.append(Step("stack", node.name, tuple(value.name for value in values)))
+        self.gates[node.name], self.frames[node.name], self.forecast = None, shape.frames_out, node.name
 
     def convert_pool(self, node: fx.Node) -> None:
         kind, size = pooling(node, self.modules)
@@ -576,15 +723,16 @@ class Conversion:
             raise self.refuse(node, f"ConvTranspose2d(kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding}, output_padding "
                               f"{conv.output_padding}, groups {conv.groups}, dilation {conv.dilation}): only kernel = stride, no padding")
         key = self.layer_key(node)
-        self.full_width[key] = "a transposed convolution: its channels become positions"
-        taps = conv.out_channels * s * s
-        layer = GatedConv2d(conv.in_channels, taps, 1, gate=None, input_gate=self.gates[source.name], group_size=group_size, norm=False,
-                            activation=False if block.activation is None else block.activation)
-        with torch.no_grad():  # taps[o·s² + a·s + b] = Σ_c W[c, o, a, b] x[c]: pixel_shuffle's channel-major order
-            layer.conv.weight.copy_(conv.weight.permute(1, 2, 3, 0).reshape(taps, conv.in_channels, 1, 1))
-            bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-            layer.conv.bias.copy_(bias.repeat_interleave(s * s))
-        layers[key] = layer
+        if not self.converted_before(node, block, key, layers):
+            self.full_width[key] = "a transposed convolution: its channels become positions"
+            taps = conv.out_channels * s * s
+            layer = GatedConv2d(conv.in_channels, taps, 1, gate=None, input_gate=self.gates[source.name], group_size=group_size, norm=False,
+                                activation=False if block.activation is None else block.activation)
+            with torch.no_grad():  # taps[o·s² + a·s + b] = Σ_c W[c, o, a, b] x[c]: pixel_shuffle's channel-major order
+                layer.conv.weight.copy_(conv.weight.permute(1, 2, 3, 0).reshape(taps, conv.in_channels, 1, 1))
+                bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+                layer.conv.bias.copy_(bias.repeat_interleave(s * s))
+            layers[key] = layer
         taps_value = f"{block.end.name}.taps"
         self.steps.append(Step("layer", taps_value, (source.name,), key))
         self.steps.append(Step("shuffle", block.end.name, (taps_value,), operation="depth_to_space", factor=s))
@@ -606,7 +754,10 @@ class Conversion:
         if norm is not None and not (norm.affine and norm.track_running_stats):
             raise self.refuse(end, "BatchNorm2d without affine parameters or running statistics")
         key = self.layer_key(node)
-        reader = next((why for user in self.users[end] if (why := self.full_width_reader(user))), None)
+        if self.converted_before(node, block, key, layers):
+            return self.add_layer_step(block, layers[key], key)
+        reader = next((why for call in self.calls(node) for user in self.users[self.blocks_by_conv[call.name].end]
+                       if (why := self.full_width_reader(user))), None)
         gated = reader is None and not depthwise
         if reader is not None:
             self.full_width[key] = reader
@@ -629,8 +780,28 @@ class Conversion:
                 layer.norm.running_mean.copy_(norm.running_mean - bias)
                 layer.norm.eps, layer.norm.momentum = norm.eps, norm.momentum
         layers[key] = layer
-        self.steps.append(Step("layer", end.name, (source.name,), key))
-        self.gates[end.name], self.frames[end.name] = layer.gate, self.frames[source.name]
+        self.add_layer_step(block, layer, key)
+
+    def add_layer_step(self, block: Block, layer: GatedConv2d, key: str) -> None:
+        self.steps.append(Step("layer", block.end.name, (block.source.name,), key))
+        self.gates[block.end.name], self.frames[block.end.name] = layer.gate, self.frames[block.source.name]
+
+    def calls(self, node: fx.Node) -> list[fx.Node]:
+        """Every node calling the module `node` calls (a cell applied at each step)."""
+        return [n for n in self.graph.nodes if n.op == "call_module" and n.target == node.target]
+
+    def converted_before(self, node: fx.Node, block: Block, key: str, layers: nn.ModuleDict) -> bool:
+        """Whether an earlier call of the module `node` calls was converted (a recurrence
+        applies one module at every step): this call is then that same layer, which it can
+        be only with the same input width and what it absorbs alike. Whether the layer is
+        pruned was decided at its first call from what reads every call."""
+        if key not in layers:
+            return False
+        first = self.blocks_by_conv[self.calls(node)[0].name]
+        if (layers[key].input_gate != self.gates[block.source.name] or block.norm is not first.norm or block.upsample != first.upsample
+                or type(block.activation) is not type(first.activation)):
+            raise self.refuse(node, "a module called again with another input width, or another BatchNorm, activation or upsampling around it")
+        return True
 
     def full_width_reader(self, node: fx.Node) -> str | None:
         """Why a value `node` reads keeps its full width (a sum reads it, or it is the
@@ -638,10 +809,17 @@ class Conversion:
         what must keep the width of its output must keep its input's too."""
         block = self.blocks_by_conv.get(node.name)
         module = self.module_of(node)
-        if block is not None and isinstance(module, nn.Conv2d) and module.groups > 1:
-            return next((why for user in self.users[block.end] if (why := self.full_width_reader(user))), None)
-        if node.op == "call_function" and node.target in ADDS or node.op == "call_method" and node.target == "add":
+        if block is not None and isinstance(module, nn.Conv2d) and module.groups > 1 or pooling(node, self.modules) is not None:
+            end = block.end if block is not None else node  # the gate goes through: what reads the result decides
+            return next((why for user in self.users[end] if (why := self.full_width_reader(user))), None)
+        if self.is_call(node, ADDS | {"add"}) and all(isinstance(a, fx.Node) for a in node.args[:2]):
             return "a residual sum reads it (both sides of a sum are pruned alike or not at all)"
+        if (operation := self.pointwise(node)) is not None:
+            return f"an elementwise {operation} reads it ({'sigmoid(0) is not 0' if operation == 'sigmoid' else 'its operands keep one width'})"
+        if self.is_call(node, CHUNKS):
+            return "its channels are split into chunks (each chunk's channels must not depend on the branch)"
+        if self.is_call(node, STACKS):
+            return "its channels are the forecast's"
         if node.op == "call_function" and node.target in CONCATS:
             return "a concatenation reads it (its consumer's input channels would depend on the branch)"
         if shuffling(node, self.modules) is not None:
@@ -652,4 +830,5 @@ class Conversion:
                 return "its channels are the forecast's"
             if after is not None and before is not None and len(before) == 4 and len(after) == 4 and after[0] > before[0]:
                 return "frames are cut from its channels"
+            return next((why for user in self.users[node] if (why := self.full_width_reader(user))), None)
         return None

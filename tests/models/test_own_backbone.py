@@ -163,6 +163,20 @@ def test_a_plain_pytorch_model_as_users_write_it_trains_width_routed_and_exports
     assert '"layer": "head", "gate": null, "why not": "its channels are the forecast\'s"' in info
 
 
+@pytest.mark.parametrize("mode", [(), ("--no-slimmable", "--region-size", "4")], ids=["width-routed", "region masks"])
+def test_a_convolutional_recurrent_model_trains_and_exports_with_parity(tmp_path, mode):
+    """examples/recurrent_nowcaster.py: a ConvGRU read frame by frame, then forecasting
+    frame by frame from its own forecasts; its loops unroll, its cell keeps its width."""
+    spec, out = f"{EXAMPLE.with_name('recurrent_nowcaster.py')}:RecurrentNowcaster", tmp_path / "run"
+    trained = dpedge("train", "--backbone", spec, "--arch", "hidden=8", "--dataset", "nycbike", "--data", "sample", "--epochs", "1",
+                     "--budget", "0.5", *mode, "--out", out)
+    assert trained.returncode == 0, trained.stderr
+    exported = dpedge("export", out / "model.pt", "--backbone", spec)
+    assert exported.returncode == 0, exported.stderr
+    parity = json.loads((out / "model.dpedge.json").read_text())["parity"]
+    assert max(parity["max_abs_error_per_branch"].values()) <= 1e-4
+
+
 def test_an_operation_dpedge_cannot_prune_is_refused_before_any_data_are_read(tmp_path):
     """The data named do not exist: the refusal must come from the model's trace, before
     dpedge looks for them (the conversion runs first on a nominal grid)."""

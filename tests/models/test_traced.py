@@ -91,16 +91,16 @@ def test_the_converted_backbone_computes_the_users_forward_with_the_users_weight
         assert (backbone(x, masks) - user(x)).abs().max() <= 1e-5
 
 
-def example_module():
-    """examples/plain_nowcaster.py, imported once."""
+def example_module(stem: str = "plain_nowcaster"):
+    """examples/STEM.py, imported once."""
     import importlib.util
     import sys
 
-    if "plain_nowcaster_example" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("plain_nowcaster_example", EXAMPLES / "plain_nowcaster.py")
+    if f"{stem}_example" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(f"{stem}_example", EXAMPLES / f"{stem}.py")
         sys.modules[spec.name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[spec.name])
-    return sys.modules["plain_nowcaster_example"]
+    return sys.modules[f"{stem}_example"]
 
 
 def test_an_encoder_decoder_converts_with_its_strides_and_upsamplings_and_the_grid_multiple_they_need():
@@ -348,10 +348,67 @@ def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_prune
     }
 
 
-@pytest.mark.parametrize("which", ["residual", "encoder-decoder", "transposed u-net", "depthwise"])
+class ConvLSTMCell(nn.Module):
+    """A ConvLSTM cell as the common implementations write it: one convolution of [x, h]
+    split into the four gates."""
+
+    def __init__(self, inputs, hidden):
+        super().__init__()
+        self.hidden = hidden
+        self.conv = nn.Conv2d(inputs + hidden, 4 * hidden, 3, padding=1)
+
+    def forward(self, x, state):
+        h, c = state
+        i, f, o, g = torch.split(self.conv(torch.cat([x, h], dim=1)), self.hidden, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * c.tanh(), c
+
+
+class ConvLSTMNowcaster(nn.Module):
+    """Reads the frames, then forecasts every frame from the last state at once."""
+
+    def __init__(self, frames_in, frames_out, channels, hidden=8):
+        super().__init__()
+        self.frames_in, self.frames_out, self.channels, self.hidden = frames_in, frames_out, channels, hidden
+        self.embed = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.project = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.cell = ConvLSTMCell(hidden, hidden)
+        self.head = nn.Conv2d(hidden, frames_out * channels, 1)
+
+    def forward(self, x):
+        b, t, c, height, width = x.shape
+        h = x.new_zeros(b, self.hidden, height, width)
+        state = (h, torch.zeros_like(h))
+        for step in range(self.frames_in):
+            state = self.cell(self.project(F.relu(self.embed(x[:, step]))), state)
+        return self.head(state[0]).reshape(b, self.frames_out, self.channels, height, width)
+
+
+@pytest.mark.parametrize("user, gates", [
+    ("recurrent_nowcaster", {"encoder_0", "decoder_1"}),  # the example: a ConvGRU, autoregressive, torch.stack into the forecast
+    (ConvLSTMNowcaster, {"embed"}),  # project feeds the concatenation with h
+])
+def test_a_recurrent_model_unrolls_into_one_layer_per_module_applied_at_every_step(user, gates):
+    """The loops over frames unroll; each module is one converted layer applied at every step
+    with the user's weights; what its gates split and multiply keeps its width; the forward
+    is the user's."""
+    user = example_module(user).RecurrentNowcaster if isinstance(user, str) else user
+    module, backbone = user_module(user), backbone_of(user)
+    assert {layer.gate.name for layer in backbone.converted.values() if layer.gate is not None} == gates
+    cell_layer = next(key for key in backbone.converted if key.startswith("cell"))
+    applied = sum(step.layer == cell_layer for step in backbone.steps)
+    assert applied == SHAPE.frames_in + (SHAPE.frames_out - 1 if user.__name__ == "RecurrentNowcaster" else 0), "no step's result unread"
+    cell_rows = [row["why not"] for row in backbone.prunable_layers() if row["layer"].startswith("cell")]
+    assert cell_rows and all(why.startswith(("an elementwise", "its channels are split")) for why in cell_rows), cell_rows
+    x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    with torch.no_grad():
+        assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - module(x)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("which", ["residual", "encoder-decoder", "transposed u-net", "depthwise", "recurrent"])
 def test_the_ledger_counts_what_fvcore_counts_of_the_users_own_module(which):
     user = {"residual": Nowcaster, "encoder-decoder": example_module().Nowcaster, "transposed u-net": TransposedUNet,
-            "depthwise": MobileNowcaster}[which]
+            "depthwise": MobileNowcaster, "recurrent": example_module("recurrent_nowcaster").RecurrentNowcaster}[which]
     with BACKBONES.scope():
         register_backbone(converted(user))
         model = build_model(ModelConfig(converted(user).name, SHAPE, {}, PruningConfig(budget=1.0)))
@@ -359,7 +416,7 @@ def test_the_ledger_counts_what_fvcore_counts_of_the_users_own_module(which):
     assert model(x).dense_flops == pytest.approx(fvcore_flops(user_module(user), (x,)), rel=1e-6)
 
 
-@pytest.mark.parametrize("which", ["encoder-decoder", "transposed u-net", "depthwise"])
+@pytest.mark.parametrize("which", ["encoder-decoder", "transposed u-net", "depthwise", "recurrent"])
 def test_each_width_levels_ledger_is_what_fvcore_counts_of_its_static_sub_network(which):
     """The issue's target on the static sub-networks: at every width level of a slimmable
     converted model, the FLOPs the ledger charges are fvcore's count of each layer's static
@@ -367,7 +424,8 @@ def test_each_width_levels_ledger_is_what_fvcore_counts_of_its_static_sub_networ
     from dynaprune_edge.flops.fvcore_count import static_equivalent_flops
     from dynaprune_edge.masks import MaskMode
 
-    user = {"encoder-decoder": example_module().Nowcaster, "transposed u-net": TransposedUNet, "depthwise": MobileNowcaster}[which]
+    user = {"encoder-decoder": example_module().Nowcaster, "transposed u-net": TransposedUNet, "depthwise": MobileNowcaster,
+            "recurrent": example_module("recurrent_nowcaster").RecurrentNowcaster}[which]
     with BACKBONES.scope():
         register_backbone(converted(user))
         torch.manual_seed(0)
@@ -433,11 +491,18 @@ UNSUPPORTED = [
      lambda self, x: out(self, self.pool(F.relu(self.up(stacked(self, x)))), x),
      {"up": lambda: nn.Upsample(scale_factor=2), "pool": lambda: nn.AvgPool2d(2)}),
     ("Odd: a concatenation along dimension 2", lambda self, x: out(self, torch.cat([stacked(self, x), stacked(self, x)], 2)[:, :, :16], x), {}),
-    ("Odd.gate: Sigmoid", lambda self, x: out(self, self.gate(stacked(self, x)), x), {"gate": nn.Sigmoid}),
+    ("Odd: softmax", lambda self, x: out(self, F.softmax(stacked(self, x), dim=1), x), {}),
     ("Odd.tanh_gelu: GELU(approximate='tanh')", lambda self, x: out(self, self.tanh_gelu(stacked(self, x)), x),
      {"tanh_gelu": lambda: nn.GELU(approximate="tanh")}),
     ("Odd.drop: Dropout", lambda self, x: out(self, self.drop(stacked(self, x)), x), {"drop": lambda: nn.Dropout(0.1)}),
-    ("Odd: mul", lambda self, x: out(self, stacked(self, x) * 2, x), {}),
+    ("Odd: truediv", lambda self, x: out(self, stacked(self, x) / 2, x), {}),
+    ("Odd: the in-place relu_", lambda self, x: out(self, stacked(self, x).relu_(), x), {}),
+    ("Odd: indexing the input frames by (slice(None, None, None), slice(1, 3, None))",
+     lambda self, x: out(self, self.stem(torch.cat([x[:, 1:3], x[:, 1:3]], 1).flatten(1, 2)), x), {}),
+    ("Odd: mul of values shaped [(2, 8, 16, 16), (2, 8, 1, 1)]",  # broadcast: a squeeze-and-excitation scale
+     lambda self, x: out(self, stacked(self, x) * F.max_pool2d(stacked(self, x), 16), x), {}),
+    ("Odd.stem: a module called again with another input width, or another BatchNorm, activation",
+     lambda self, x: out(self, F.relu(self.stem(x.flatten(1, 2))) + self.stem(x.flatten(1, 2)), x), {}),
     ("BatchNorm2d not right after a convolution", lambda self, x: out(self, self.bn(F.relu(stacked(self, x))), x), {"bn": lambda: nn.BatchNorm2d(8)}),
     ("Odd: scaled_dot_product_attention",
      lambda self, x: out(self, F.scaled_dot_product_attention(stacked(self, x), stacked(self, x), stacked(self, x)), x), {}),
