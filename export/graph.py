@@ -80,12 +80,13 @@ class GraphBuilder:
         return GraphBuilder(name, self._counter, self.opset)
 
     def conv(self, x: str, weight: str, bias: str | None, conv, scope: str, group: int = 1) -> str:
-        """Conv with the kernel, stride and padding of `conv` (an nn.Conv2d); `group`: its
-        groups as computed (a depthwise conv's kept channels)."""
+        """Conv with the kernel, stride, padding and dilation of `conv` (an nn.Conv2d);
+        `group`: its groups as computed (a depthwise conv's kept channels)."""
         inputs = (x, weight) if bias is None else (x, weight, bias)
         return self.op(
             "Conv", *inputs, scope=scope, kernel_shape=list(conv.kernel_size), strides=list(conv.stride),
-            pads=list(conv.padding) * 2, **({"group": group} if group > 1 else {}),
+            pads=list(conv.padding) * 2, **({"dilations": list(conv.dilation)} if conv.dilation != (1, 1) else {}),
+            **({"group": group} if group > 1 else {}),
         )
 
     def reduce(self, op_type: str, x: str, axis: int, scope: str) -> str:

@@ -45,10 +45,11 @@ class HaloGeometry:
     pad: int
     upsample: int
     from_map: bool
+    dilation: int = 1
 
     @property
     def span(self) -> int:
-        return (self.tile_out - 1) * self.stride + self.kernel
+        return (self.tile_out - 1) * self.stride + self.dilation * (self.kernel - 1) + 1
 
     @property
     def tile_pixels(self) -> int:
@@ -213,7 +214,7 @@ class KeptRegions:
         regions only where the tile policy and the layer's `tile_limit` allow: tile-local
         for a pointwise conv on tiles, on gathered tiles with halo, else over whole maps
         with the skipped regions zeroed."""
-        kernel, stride, pad = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        kernel, stride, pad, dilation = conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0]
         group = out_channels if conv.groups > 1 else 1  # a depthwise conv: one group per channel it computes
         plan = self.branch.plan
         tiles_pay = tile_limit is None or (plan is not None and plan.hi <= tile_limit)
@@ -222,7 +223,7 @@ class KeptRegions:
             y = self.b.op("Conv", *inputs, scope=scope, kernel_shape=[1, 1], **({"group": group} if group > 1 else {}))
             return Feature(y, (x.shape[0], out_channels) + x.shape[2:], x.frames, True)
         if self.tiling and tiles_pay and x.channels >= self.tiles.min_channels:
-            geometry = self.halo_geometry(x, kernel, stride, pad, upsample)
+            geometry = self.halo_geometry(x, kernel, stride, pad, upsample, dilation)
             if geometry is not None:
                 return self.tiled_conv(x, geometry, weight, bias, out_channels, scope, group)
         return self.map_conv(self.to_map(x), weight, bias, conv, upsample, out_channels, scope)
@@ -240,7 +241,7 @@ class KeptRegions:
         y = Feature(self.b.conv(name, weight, bias, conv, scope, out_channels if conv.groups > 1 else 1), (batch, out_channels) + size, x.frames)
         return self.mask_regions(y, scope)
 
-    def halo_geometry(self, x: Feature, kernel: int, stride: int, pad: int, upsample: int) -> HaloGeometry | None:
+    def halo_geometry(self, x: Feature, kernel: int, stride: int, pad: int, upsample: int, dilation: int = 1) -> HaloGeometry | None:
         """How a conv over `x` splits into the regions' tiles, or None if it does not
         (tiles narrower than a pixel, or not whole)."""
         grid = self.branch.grid
@@ -250,7 +251,7 @@ class KeptRegions:
         tile_in = map_size[0] // grid[0]
         if tile_in != map_size[1] // grid[1] or (tile_in * upsample) % stride:
             return None
-        return HaloGeometry(grid, map_size, tile_in * upsample // stride, stride, kernel, pad, upsample, from_map=not x.tiled)
+        return HaloGeometry(grid, map_size, tile_in * upsample // stride, stride, kernel, pad, upsample, from_map=not x.tiled, dilation=dilation)
 
     def tiled_conv(self, x: Feature, geometry: HaloGeometry, weight: str, bias: str | None, out_channels: int, scope: str, group: int = 1) -> Feature:
         """SBNet over a batch of tiles: gather each computed tile's input window (halo
@@ -275,8 +276,9 @@ class KeptRegions:
         windows = b.op("Transpose", windows, scope=scope, perm=[0, 2, 1])
         windows = b.op("Reshape", windows, b.const([tiles * frames, channels, span, span]), scope=scope)
         inputs = (windows, weight) if bias is None else (windows, weight, bias)
-        kernel, stride = geometry.kernel, geometry.stride
-        y = b.op("Conv", *inputs, scope=scope, kernel_shape=[kernel, kernel], strides=[stride, stride], **({"group": group} if group > 1 else {}))
+        kernel, stride, dilation = geometry.kernel, geometry.stride, geometry.dilation
+        y = b.op("Conv", *inputs, scope=scope, kernel_shape=[kernel, kernel], strides=[stride, stride],
+                 **({"dilations": [dilation, dilation]} if dilation > 1 else {}), **({"group": group} if group > 1 else {}))
         return Feature(y, (tiles * frames, out_channels, geometry.tile_out, geometry.tile_out), frames, True)
 
     # -- tokens ------------------------------------------------------------------------

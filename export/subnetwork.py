@@ -18,6 +18,7 @@ from dynaprune_edge.export.graph import Feature
 from dynaprune_edge.export.regions import KeptRegions, TilePolicy
 from dynaprune_edge.export.routing import Branch
 from dynaprune_edge.layers import GateSpec, Interpreter
+from dynaprune_edge.layers.conv import norm_channels, norm_groups
 from dynaprune_edge.layers.interpreter import POINTWISE, patch_side
 from dynaprune_edge.models import Backbone
 
@@ -68,6 +69,32 @@ class SubNetwork(Interpreter):
         if len(y.shape) == 4:  # maps and tiles: (1, channels, 1, 1)
             mask = self.branch.cached(("map mask", gate.name, repeat), lambda: self.b.op("Reshape", mask, self.b.const([1, -1, 1, 1]), scope=f"route/{gate.name}"))
         return self.like(y, self.b.op("Mul", y.name, mask, scope=scope))
+
+    def standardize(self, x: str, axis: int, eps: float, scope: str) -> str:
+        """(x − mean) / sqrt(variance + eps) over `axis`, as primitive ops: ONNX
+        LayerNormalization needs TensorRT ≥ 8.6 (JetPack 6), while onnxruntime and TensorRT
+        ≥ 8.6 fuse this pattern back into one kernel."""
+        b = self.b
+        centred = b.op("Sub", x, b.reduce("ReduceMean", x, axis, scope), scope=scope)
+        variance = b.reduce("ReduceMean", b.op("Pow", centred, b.const(np.float32(2)), scope=scope), axis, scope)
+        return b.op("Div", centred, b.op("Sqrt", b.op("Add", variance, b.const(np.float32(eps)), scope=scope), scope=scope), scope=scope)
+
+    def map_norm(self, y: Feature, norm, gate: GateSpec | None, scope: str) -> Feature:
+        """A GroupNorm, or a LayerNorm over (C, H, W), of the kept channels over each
+        sample's whole map (skipped regions zero, and zeroed again after it): the kept
+        channels are whole norm groups, each normalised alone, then scaled and shifted by
+        its own parameters."""
+        y, b = self.regions.to_map(y), self.b
+        rows, channels = y.shape[:2]
+        per_group = norm_channels(norm) // norm_groups(norm)
+        grouped = b.op("Reshape", y.name, b.const([rows, channels // per_group, -1]), scope=scope)
+        name = b.op("Reshape", self.standardize(grouped, 2, norm.eps, scope), b.const(list(y.shape)), scope=scope)
+        for parameter, op in ((norm.weight, "Mul"), (norm.bias, "Add")):
+            if parameter is not None:  # (C,) of a GroupNorm, (C, H, W) of a LayerNorm: the kept channels'
+                values = parameter.detach().numpy()
+                kept, _ = self.filters.select_weights(values.reshape(values.shape[0], *(values.shape[1:] or (1, 1))), None, gate, None)
+                name = b.op(op, name, kept, scope=scope)
+        return self.regions.mask_regions(self.like(y, name), scope)
 
     def silu(self, y: Feature, scope: str) -> Feature:
         return self.like(y, self.b.op("Mul", y.name, self.b.op("Sigmoid", y.name, scope=scope), scope=scope))

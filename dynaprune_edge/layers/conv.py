@@ -22,7 +22,8 @@ def kept_count(fraction: Tensor, total: int) -> int:
 
 def kept_tiles(masks: MaskState, element: int, output_size: tuple[int, int], kernel: int, stride: int = 1, tile_limit: int | None = None):
     """(tiles, input tile size) of an SBNet-style gathered execution of a conv: the kept
-    regions as tiles with the kernel's halo and no padding, or the whole map where regions
+    regions as tiles with the halo of the kernel's extent (`kernel`: a dilated kernel's
+    d·(k-1)+1) and no padding, or the whole map where regions
     are finer than the map (such layers are not spatially gated) or where the element
     keeps more regions than the layer's `tile_limit`."""
     tiles, tile = 1, output_size
@@ -35,10 +36,10 @@ def kept_tiles(masks: MaskState, element: int, output_size: tuple[int, int], ker
 
 
 def conv_output_size(size: tuple[int, int], conv: nn.Conv2d) -> tuple[int, int]:
-    """Output height and width of `conv` (its kernel, stride and padding) on a `size` input."""
+    """Output height and width of `conv` (its kernel, stride, padding and dilation) on a `size` input."""
     return tuple(
-        (side + 2 * pad - kernel) // stride + 1
-        for side, kernel, stride, pad in zip(size, conv.kernel_size, conv.stride, conv.padding)
+        (side + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+        for side, kernel, stride, pad, dilation in zip(size, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
     )
 
 
@@ -124,6 +125,22 @@ def lower_activation(net, y, activation: nn.Module, scope: str):
     return y
 
 
+MAP_NORMS = (nn.GroupNorm, nn.LayerNorm)
+"""Normalisations over a sample's map that a gated conv may end with, instead of BatchNorm:
+GroupNorm, and LayerNorm over the map's (C, H, W) (one group). They are not folded into the
+convolution (their statistics are each sample's own)."""
+
+
+def norm_groups(norm: nn.Module) -> int:
+    """The groups of channels a MAP_NORMS normalisation takes statistics over."""
+    return norm.num_groups if isinstance(norm, nn.GroupNorm) else 1
+
+
+def norm_channels(norm: nn.Module) -> int:
+    """The channels a MAP_NORMS normalisation normalises."""
+    return norm.num_channels if isinstance(norm, nn.GroupNorm) else norm.normalized_shape[0]
+
+
 class GatedConv2d(Layer):
     """[nearest upsample] → conv → BatchNorm → activation (SiLU) → × masks.
 
@@ -133,6 +150,10 @@ class GatedConv2d(Layer):
     activation: True (SiLU), False (none) or a module of ACTIVATIONS (a converted model's own).
     depthwise: one filter per channel (in = out channels, groups = channels): its channels
         are its input's, so its input's gate prunes them (`gate` must be None).
+    padding, dilation: as nn.Conv2d's (padding None: kernel_size // 2, "same" for odd kernels).
+    norm: True (BatchNorm), False (none) or a module of MAP_NORMS, which normalises each
+        sample's map over all its positions, skipped regions as zeros (what the export's map
+        holds there); whole norm groups are pruned or none (a converted model's own norm).
     A skipped region outputs zero here, exactly what a tile-gathered execution that never
     computes it leaves.
     """
@@ -148,18 +169,20 @@ class GatedConv2d(Layer):
         input_gate: GateSpec | None,
         group_size: int,
         upsample: int = 1,
-        norm: bool = True,
+        norm: bool | nn.Module = True,
         activation: bool | nn.Module = True,
         depthwise: bool = False,
+        padding: int | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         if depthwise and (in_channels != out_channels or gate is not None):
             raise ValueError("a depthwise conv keeps its channels, and its input's gate prunes them")
         self.upsample = upsample
         self.depthwise = depthwise
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=in_channels if depthwise else 1,
-                              bias=not norm)
-        self.norm = MaskedBatchNorm2d(out_channels) if norm else None
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2 if padding is None else padding,
+                              dilation=dilation, groups=in_channels if depthwise else 1, bias=norm is False or isinstance(norm, nn.Module))
+        self.norm = norm if isinstance(norm, MAP_NORMS) else MaskedBatchNorm2d(out_channels) if norm else None
         self.activation = activation if isinstance(activation, nn.Module) else nn.SiLU() if activation else nn.Identity()
         if not isinstance(self.activation, ACTIVATIONS) or (isinstance(self.activation, nn.GELU) and self.activation.approximate != "none"):
             raise ValueError(f"unsupported activation {self.activation}")
@@ -176,8 +199,10 @@ class GatedConv2d(Layer):
         y = self.conv(x)
         size = tuple(y.shape[-2:])
         region = masks.region_at(size)
-        if self.norm is not None:
+        if isinstance(self.norm, MaskedBatchNorm2d):
             y = self.norm(y, self.kept_positions(masks, region))
+        elif self.norm is not None:
+            y = self.norm(y if region is None else y * region)
         y = self.activation(y)
         conv = self.conv
         width = masks.fraction(self.gate) if self.depthwise else masks.fraction(self.input_gate) * masks.fraction(self.gate)
@@ -199,10 +224,13 @@ class GatedConv2d(Layer):
 
     def lower(self, net, x):
         scope = net.scope_of(self)
-        weight, bias = fold_batch_norm(self.conv, self.norm)
+        batch_norm = self.norm if isinstance(self.norm, MaskedBatchNorm2d) else None
+        weight, bias = fold_batch_norm(self.conv, batch_norm)
         in_gate = None if self.depthwise else self.input_gate  # a depthwise weight has one input channel per filter
         y = net.conv(x, weight, bias, self.conv, self.upsample, out_gate=self.gate, in_gate=in_gate, scope=scope, tile_limit=self.tile_limit)
         net.count(self.cost(x.channels, y.channels, y.positions))
+        if self.norm is not None and batch_norm is None:
+            y = net.map_norm(y, self.norm, self.gate, scope)
         return net.mask_channels(lower_activation(net, y, self.activation, scope), self.gate, scope)
 
     def static_equivalent(self, masks: MaskState, element: int, output_size: tuple[int, int]):
@@ -211,7 +239,7 @@ class GatedConv2d(Layer):
         the halo the kernel needs and no padding. Returns (module, example input)."""
         in_kept = kept_count(masks.fraction(self.input_gate)[element], self.conv.in_channels)
         out_kept = kept_count(masks.fraction(self.gate)[element], self.conv.out_channels)
-        stride, kernel = self.conv.stride[0], self.conv.kernel_size[0]
-        tiles, tile_in = kept_tiles(masks, element, output_size, kernel, stride, self.tile_limit)
-        module = nn.Conv2d(in_kept, out_kept, kernel, stride, padding=0, groups=out_kept if self.depthwise else 1, bias=False)
+        stride, kernel, dilation = self.conv.stride[0], self.conv.kernel_size[0], self.conv.dilation[0]
+        tiles, tile_in = kept_tiles(masks, element, output_size, dilation * (kernel - 1) + 1, stride, self.tile_limit)
+        module = nn.Conv2d(in_kept, out_kept, kernel, stride, padding=0, dilation=dilation, groups=out_kept if self.depthwise else 1, bias=False)
         return module, (torch.zeros(tiles, in_kept, *tile_in),)

@@ -189,12 +189,7 @@ class TokenNorm(Layer, nn.LayerNorm):
         return nn.LayerNorm.forward(self, x)
 
     def lower(self, net, x):
-        """As its primitive ops: ONNX LayerNormalization needs TensorRT ≥ 8.6 (JetPack 6),
-        while onnxruntime and TensorRT ≥ 8.6 fuse this pattern back into one kernel."""
         b, scope = net.b, net.scope_of(self)
-        centred = b.op("Sub", x.name, b.reduce("ReduceMean", x.name, -1, scope), scope=scope)
-        variance = b.reduce("ReduceMean", b.op("Pow", centred, b.const(np.float32(2)), scope=scope), -1, scope)
-        scale = b.op("Sqrt", b.op("Add", variance, b.const(np.float32(self.eps)), scope=scope), scope=scope)
-        normalised = b.op("Div", centred, scale, scope=scope)
+        normalised = net.standardize(x.name, -1, self.eps, scope)
         weight, bias = (b.const(p.detach().numpy(), "norm") for p in (self.weight, self.bias))
         return net.like(x, b.op("Add", b.op("Mul", normalised, weight, scope=scope), bias, scope=scope))

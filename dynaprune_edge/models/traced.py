@@ -5,9 +5,11 @@ backbone's `program`, which both interpreters (training, export) run.
 
 What converts today: reshapes between frames, channels and the forecast (the frames into
 the batch for a per-frame encoder, stacked as channels for a translator, cut back out of
-channels, and the last maps into the forecast), convolutions with an odd kernel and
-padding k//2 (any stride, no dilation, groups 1 or depthwise), each optionally after a nearest
-upsampling by a whole factor and before BatchNorm2d and an activation of
+channels, and the last maps into the forecast), convolutions with a square kernel padded
+so that their output is their input's size over the stride (any stride and dilation, groups 1
+or depthwise), each optionally after a nearest
+upsampling by a whole factor and before a BatchNorm2d, GroupNorm or LayerNorm over the map
+and an activation of
 `layers.conv.ACTIVATIONS`, transposed convolutions whose kernel is their stride, residual
 adds, channel concatenations, poolings whose window is their stride and pixel (un)shuffles:
 and for recurrent models one input frame (x[:, t]), zero states, elementwise arithmetic,
@@ -26,6 +28,7 @@ of a recurrence) is one converted layer.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import inspect
 import math
@@ -40,13 +43,13 @@ from torch.nn import functional as F
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.layers import GatedConv2d, Interpreter
-from dynaprune_edge.layers.conv import ACTIVATIONS
+from dynaprune_edge.layers.conv import ACTIVATIONS, MAP_NORMS, MaskedBatchNorm2d, norm_channels, norm_groups
 from dynaprune_edge.models.base import Backbone, ForecastShape
 
 SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 """Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
-SUPPORTED = ("Conv2d (odd kernel, padding k//2, any stride, groups 1 or depthwise), ConvTranspose2d (kernel = stride, no padding), nearest "
-             "upsampling by a whole factor into a Conv2d, BatchNorm2d, "
+SUPPORTED = ("Conv2d (square kernel, any stride and dilation, padded to its input's size over the stride, groups 1 or depthwise), ConvTranspose2d (kernel = stride, no padding), nearest "
+             "upsampling by a whole factor into a Conv2d, BatchNorm2d, GroupNorm and LayerNorm over (C, H, W) after a Conv2d, "
              "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, max and average pooling (window = stride), "
              "PixelShuffle and PixelUnshuffle, reshapes between frames, channels and the forecast (frames into the batch or "
              "into channels, and back), and for recurrent cells: x[:, t], zero states, elementwise +, -, * of values of one shape or "
@@ -72,11 +75,12 @@ STACKS = {torch.stack}
 @dataclass(frozen=True)
 class Block:
     """A convolution and what it absorbs: the nearest upsampling before it (`upsample`,
-    reading `source`), the BatchNorm and activation after it (ending at `end`)."""
+    reading `source`), the BatchNorm, GroupNorm or LayerNorm and the activation after it
+    (ending at `end`)."""
 
     source: fx.Node
     end: fx.Node
-    norm: nn.BatchNorm2d | None
+    norm: nn.Module | None
     activation: nn.Module | None
     upsample: int = 1
     upsampled_by: fx.Node | None = None
@@ -290,9 +294,11 @@ class TracedBackbone(Backbone):
         for key, layer in layers.items():  # the converted weights and statistics; a slimmable net's per-level ones follow
             own = self.converted[key]
             own.conv.load_state_dict(layer.conv.state_dict())
-            if own.norm is not None:
+            if isinstance(own.norm, MaskedBatchNorm2d):
                 for name in ("weight", "bias", "running_mean", "running_var"):
                     getattr(own.norm, name).data.copy_(getattr(layer.norm, name))
+            elif own.norm is not None:
+                own.norm.load_state_dict(layer.norm.state_dict())
 
     def prunable_layers(self) -> list[dict]:
         """Each converted convolution by the user's module path, its gate, or why it has none."""
@@ -460,7 +466,7 @@ class Conversion:
                 source, upsample, upsampled_by = source.args[0], factor, source
             end, norm, activation = node, None, None
             follower = self.only_user(end)
-            if follower is not None and isinstance(self.module_of(follower), nn.BatchNorm2d):
+            if follower is not None and isinstance(self.module_of(follower), (nn.BatchNorm2d, *MAP_NORMS)):
                 end, norm = follower, self.module_of(follower)
                 follower = self.only_user(end)
             if follower is not None and self.activation_of(follower) is not None:
@@ -511,7 +517,7 @@ class Conversion:
                 what = "GELU(approximate='tanh')"
             elif isinstance(module, nn.Upsample) or node.target is F.interpolate:
                 what = f"{what} ({'an upsampling no convolution reads alone' if upsampling(node, self.modules) else 'only nearest, by a whole factor'})"
-            elif isinstance(module, nn.BatchNorm2d) or self.activation_of(node) is not None:
+            elif isinstance(module, (nn.BatchNorm2d, *MAP_NORMS)) or self.activation_of(node) is not None:
                 what = f"{what} not right after a convolution"
             raise self.refuse(node, what)
 
@@ -745,19 +751,24 @@ class Conversion:
             raise self.refuse(node, f"a convolution of {getattr(source, 'name', source)}, which is not a converted value")
         if isinstance(conv, nn.ConvTranspose2d):
             return self.convert_transposed(node, block, group_size, layers)
-        kernel = conv.kernel_size
+        kernel, stride, dilation = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
+        extent = dilation * (kernel - 1) + 1  # of the kernel, dilated
+        padding = ((extent - 1) // 2 if extent % 2 else -1,) * 2 if conv.padding == "same" else conv.padding
         depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-        if ((conv.groups != 1 and not depthwise) or conv.stride[0] != conv.stride[1] or conv.dilation != (1, 1) or kernel[0] != kernel[1] or kernel[0] % 2 == 0
-                or conv.padding != (kernel[0] // 2, kernel[0] // 2) or conv.padding_mode != "zeros"):
-            raise self.refuse(node, f"Conv2d(kernel {tuple(kernel)}, stride {conv.stride}, padding {conv.padding}, dilation {conv.dilation}, "
-                              f"groups {conv.groups}, padding_mode {conv.padding_mode})")
-        if norm is not None and not (norm.affine and norm.track_running_stats):
+        if ((conv.groups != 1 and not depthwise) or len({*conv.kernel_size, kernel}) > 1 or len(set(conv.stride)) > 1 or len(set(conv.dilation)) > 1
+                or len(set(padding)) > 1 or not extent - stride <= 2 * padding[0] <= extent - 1 or conv.padding_mode != "zeros"):
+            raise self.refuse(node, f"Conv2d(kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding}, dilation {conv.dilation}, "
+                              f"groups {conv.groups}, padding_mode {conv.padding_mode}): a square kernel padded so that its output is its "
+                              "input's size over the stride, with zeros")
+        if isinstance(norm, nn.BatchNorm2d) and not (norm.affine and norm.track_running_stats):
             raise self.refuse(end, "BatchNorm2d without affine parameters or running statistics")
+        if isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) != self.shapes[node.name][1:]:
+            raise self.refuse(end, f"a LayerNorm over {tuple(norm.normalized_shape)} (over a map's (channels, height, width) only)")
         key = self.layer_key(node)
         if self.converted_before(node, block, key, layers):
             return self.add_layer_step(block, layers[key], key)
-        reader = next((why for call in self.calls(node) for user in self.users[self.blocks_by_conv[call.name].end]
-                       if (why := self.full_width_reader(user))), None)
+        reader = self.norm_keeps_width(norm, group_size) or next(
+            (why for call in self.calls(node) for user in self.users[self.blocks_by_conv[call.name].end] if (why := self.full_width_reader(user))), None)
         gated = reader is None and not depthwise
         if reader is not None:
             self.full_width[key] = reader
@@ -765,14 +776,18 @@ class Conversion:
             self.full_width[key] = ("a depthwise convolution: its input's gate prunes it" if self.gates[source.name] is not None
                                     else "a depthwise convolution of a full-width input")
         if depthwise and reader is not None and self.gates[source.name] is not None:
+            if isinstance(norm, MAP_NORMS):
+                raise self.refuse(end, f"{reader.split(' reads')[0]} after a depthwise convolution of a pruned input")
             raise AssertionError("a depthwise convolution that must keep its width reads a pruned input")
-        layer = GatedConv2d(conv.in_channels, conv.out_channels, kernel[0], conv.stride[0], gate=key if gated else None,
-                            input_gate=self.gates[source.name], group_size=group_size, upsample=block.upsample, norm=norm is not None,
-                            activation=False if activation is None else activation, depthwise=depthwise)
+        batch_norm = isinstance(norm, nn.BatchNorm2d)
+        layer = GatedConv2d(conv.in_channels, conv.out_channels, kernel, stride, gate=key if gated else None,
+                            input_gate=self.gates[source.name], group_size=group_size, upsample=block.upsample,
+                            norm=batch_norm or (copy.deepcopy(norm) if norm is not None else False),
+                            activation=False if activation is None else activation, depthwise=depthwise, padding=padding[0], dilation=dilation)
         with torch.no_grad():
             layer.conv.weight.copy_(conv.weight)
             bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-            if norm is None:
+            if not batch_norm:
                 layer.conv.bias.copy_(bias)
             else:  # BatchNorm(conv + b) is BatchNorm with its mean shifted by b
                 for name in ("weight", "bias", "running_var"):
@@ -781,6 +796,19 @@ class Conversion:
                 layer.norm.eps, layer.norm.momentum = norm.eps, norm.momentum
         layers[key] = layer
         self.add_layer_step(block, layer, key)
+
+    @staticmethod
+    def norm_keeps_width(norm: nn.Module | None, group_size: int) -> str | None:
+        """Why a GroupNorm or LayerNorm after a convolution keeps its filters, or None: its
+        statistics are per group of channels, so filters are pruned only in whole groups
+        (and the sub-network's norm is the same norm over fewer groups)."""
+        if not isinstance(norm, MAP_NORMS):
+            return None
+        per_group = norm_channels(norm) // norm_groups(norm)
+        if group_size % per_group == 0:
+            return None
+        what = "a LayerNorm over all its channels" if isinstance(norm, nn.LayerNorm) else f"a GroupNorm of {per_group} channels per group"
+        return f"{what} reads it (filters are pruned in groups of {group_size}: a norm group would be split)"
 
     def add_layer_step(self, block: Block, layer: GatedConv2d, key: str) -> None:
         self.steps.append(Step("layer", block.end.name, (block.source.name,), key))

@@ -9,14 +9,18 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from dynaprune_edge.data import DataConfig, load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
-from dynaprune_edge.layers import GatedConv2d, Interpreter
+from dynaprune_edge.flops.fvcore_count import fvcore_flops
+from dynaprune_edge.layers import GatedConv2d, Interpreter, MaskState
 from dynaprune_edge.masks import MaskMode, PruningConfig
 from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model, register_backbone
 from dynaprune_edge.models.base import Backbone
+from dynaprune_edge.models.traced import converted
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
 from exported import run_in_model_units
 
@@ -49,18 +53,73 @@ class ResidualCNN(Backbone):
         return ops.forecast(ops.unstack_frames(ops.apply(self.readout, z), self.shape.frames_out))
 
 
+class DilatedNowcaster(nn.Module):
+    """A plain module with the convolutions of context aggregation and learned downsampling:
+    dilated (padding 2 at dilation 2; padding="same" at dilation 3) and a 4×4 kernel at
+    stride 2, padding 1 (DCGAN's)."""
+
+    def __init__(self, frames_in, frames_out, channels, hidden=16):
+        super().__init__()
+        self.frames_out, self.channels = frames_out, channels
+        self.stem = nn.Conv2d(frames_in * channels, hidden, 3, padding=1)
+        self.context = nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2)
+        self.down = nn.Conv2d(hidden, hidden, 4, stride=2, padding=1)
+        self.wide = nn.Conv2d(hidden, hidden, 3, padding="same", dilation=3)
+        self.fuse = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.head = nn.Conv2d(hidden, frames_out * channels, 1)
+
+    def forward(self, x):
+        b, t, c, h, w = x.shape
+        z = F.relu(self.context(F.relu(self.stem(x.reshape(b, t * c, h, w)))))
+        z = F.relu(self.wide(F.relu(self.down(z))))
+        z = F.relu(self.fuse(F.interpolate(z, scale_factor=2)))
+        return self.head(z).reshape(b, self.frames_out, self.channels, h, w)
+
+
+class NormalisedNowcaster(nn.Module):
+    """OpenSTL's normalisations: SimVP's GroupNorm blocks (here of 4 channels per group, which
+    groups of 4 filters prune whole, and of 8, which they would split), and a recurrent
+    cell's LayerNorm over a map's (C, H, W)."""
+
+    def __init__(self, frames_in, frames_out, channels, height, width, hidden=16):
+        super().__init__()
+        self.frames_out, self.channels = frames_out, channels
+        self.stem = nn.Conv2d(frames_in * channels, hidden, 3, padding=1)
+        self.stem_norm = nn.GroupNorm(hidden // 4, hidden)
+        self.mix = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.mix_norm = nn.GroupNorm(2, hidden)
+        self.down = nn.Conv2d(hidden, hidden, 3, stride=2, padding=1)
+        self.down_norm = nn.LayerNorm([hidden, height // 2, width // 2])
+        self.fuse = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.fuse_norm = nn.GroupNorm(4, hidden)
+        self.head = nn.Conv2d(hidden, frames_out * channels, 1)
+        for norm in (self.stem_norm, self.mix_norm, self.down_norm, self.fuse_norm):  # as if trained
+            nn.init.normal_(norm.weight)
+            nn.init.normal_(norm.bias)
+
+    def forward(self, x):
+        b, t, c, h, w = x.shape
+        z = F.leaky_relu(self.stem_norm(self.stem(x.reshape(b, t * c, h, w))), 0.2)
+        z = F.leaky_relu(self.mix_norm(self.mix(z)), 0.2)
+        z = torch.tanh(self.down_norm(self.down(z)))
+        z = F.silu(self.fuse_norm(self.fuse(F.interpolate(z, scale_factor=2))))
+        return self.head(z).reshape(b, self.frames_out, self.channels, h, w)
+
+
 @pytest.fixture
 def registered():
     with BACKBONES.scope():
         register_backbone(ResidualCNN)
+        register_backbone(converted(DilatedNowcaster))
+        register_backbone(converted(NormalisedNowcaster))
         yield
 
 
-def saved_model(tmp_path, options: dict):
+def saved_model(tmp_path, options: dict, backbone: str = ResidualCNN.name):
     torch.manual_seed(0)
     data = load_dataset(DATA)
     shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
-    config = ModelConfig(ResidualCNN.name, shape, options, PruningConfig(budget=0.3))
+    config = ModelConfig(backbone, shape, options, PruningConfig(budget=0.3))
     model = build_model(config).eval()
     with torch.no_grad():
         model.generator.importance.weight.normal_()
@@ -73,6 +132,42 @@ def saved_model(tmp_path, options: dict):
 
 def test_a_backbone_defined_outside_the_package_exports_with_parity(registered, tmp_path):
     path, model, data = saved_model(tmp_path, {})
+    out = tmp_path / "model.onnx"
+    regions = model.grid[0] * model.grid[1]
+    chosen, _, _ = Exporter(path, ExportOptions(mode="gather", tiles="all", levels=regions), log=lambda _: None, data=data).run(out)
+    assert len(chosen.parity) >= 3 and max(chosen.parity.values()) <= 1e-4
+    frames = torch.stack([data.val[i][0] for i in range(16)])
+    with torch.no_grad():
+        ledger = model(frames, MaskMode(hard=True)).flops.numpy()
+    np.testing.assert_allclose(run_in_model_units(out, frames, data.normalizer).flops, ledger, rtol=1e-5)
+
+
+@pytest.mark.parametrize("user, gates", [
+    (DilatedNowcaster, {"stem", "context", "down", "wide", "fuse"}),
+    (NormalisedNowcaster, {"stem", "fuse"}),  # mix: its GroupNorm's groups of 8 would be split; down: its LayerNorm spans all
+])
+def test_a_plain_models_dilated_even_kernel_and_normalised_convolutions_compute_its_forward_and_export_on_tiles_with_parity(
+        registered, tmp_path, user, gates):
+    """Halos (a dilated kernel's extent; an even kernel's one-sided padding) are what the
+    tiles gather; a GroupNorm or LayerNorm normalises each sample's whole map (the skipped
+    regions zero), over whole groups of kept filters; the ledger counts what fvcore counts
+    of the user's module."""
+    backbone = converted(user)
+    shape = ForecastShape(4, 2, 2, 16, 16)
+    torch.manual_seed(0)
+    ours = backbone(shape, backbone.Options(), 4).eval()
+    torch.manual_seed(0)
+    theirs = user(4, 2, 2, **({"height": 16, "width": 16} if user is NormalisedNowcaster else {})).eval()
+    x = torch.randn(2, 4, 2, 16, 16)
+    masks = MaskState.all_kept(2, (2, 2), ours.gate_specs(), x)
+    with torch.no_grad():
+        assert (ours(x, masks) - theirs(x)).abs().max() <= 1e-5
+    if user is DilatedNowcaster:
+        theirs.wide = nn.Conv2d(16, 16, 3, padding=3, dilation=3)  # the same conv: fvcore skips aten::conv2d's padding="same" overload
+    assert masks.ledger.dense == pytest.approx(fvcore_flops(theirs, (x[:1],)), rel=1e-6)
+    assert {layer.gate.name for layer in ours.converted.values() if layer.gate is not None} == gates
+
+    path, model, data = saved_model(tmp_path, {}, backbone.name)
     out = tmp_path / "model.onnx"
     regions = model.grid[0] * model.grid[1]
     chosen, _, _ = Exporter(path, ExportOptions(mode="gather", tiles="all", levels=regions), log=lambda _: None, data=data).run(out)

@@ -476,10 +476,10 @@ class Attend(nn.Module):
 
 
 UNSUPPORTED = [
-    ("Odd.down: Conv2d(kernel (4, 4), stride (2, 2), padding (1, 1)", lambda self, x: out(self, F.interpolate(self.down(stacked(self, x)), scale_factor=2.0), x),
-     {"down": lambda: nn.Conv2d(8, 8, 4, stride=2, padding=1)}),
-    ("Odd.dilated: Conv2d(kernel (3, 3), stride (1, 1), padding (2, 2), dilation (2, 2)", lambda self, x: out(self, self.dilated(stacked(self, x)), x),
-     {"dilated": lambda: nn.Conv2d(8, 8, 3, padding=2, dilation=2)}),
+    ("Odd.valid: Conv2d(kernel (3, 3), stride (1, 1), padding (0, 0)", lambda self, x: out(self, F.pad(self.valid(stacked(self, x)), (1, 1, 1, 1)), x),
+     {"valid": lambda: nn.Conv2d(8, 8, 3)}),
+    ("Odd.strip: Conv2d(kernel (1, 3), stride (1, 1), padding (0, 1)", lambda self, x: out(self, self.strip(stacked(self, x)), x),
+     {"strip": lambda: nn.Conv2d(8, 8, (1, 3), padding=(0, 1))}),
     ("groups 2", lambda self, x: out(self, self.grouped(stacked(self, x)), x), {"grouped": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=2)}),
     ("Odd.up: ConvTranspose2d(kernel (3, 3), stride (1, 1), padding (1, 1)", lambda self, x: out(self, self.up(stacked(self, x)), x),
      {"up": lambda: nn.ConvTranspose2d(8, 8, 3, padding=1)}),
@@ -503,6 +503,10 @@ UNSUPPORTED = [
      lambda self, x: out(self, stacked(self, x) * F.max_pool2d(stacked(self, x), 16), x), {}),
     ("Odd.stem: a module called again with another input width, or another BatchNorm, activation",
      lambda self, x: out(self, F.relu(self.stem(x.flatten(1, 2))) + self.stem(x.flatten(1, 2)), x), {}),
+    ("Odd.norm: a LayerNorm over (16,) (over a map's (channels, height, width) only)", lambda self, x: out(self, self.norm(self.stem(x.flatten(1, 2))), x),
+     {"norm": lambda: nn.LayerNorm(16)}),
+    ("Odd.norm: GroupNorm not right after a convolution", lambda self, x: out(self, self.norm(F.relu(stacked(self, x))), x),
+     {"norm": lambda: nn.GroupNorm(2, 8)}),
     ("BatchNorm2d not right after a convolution", lambda self, x: out(self, self.bn(F.relu(stacked(self, x))), x), {"bn": lambda: nn.BatchNorm2d(8)}),
     ("Odd: scaled_dot_product_attention",
      lambda self, x: out(self, F.scaled_dot_product_attention(stacked(self, x), stacked(self, x), stacked(self, x)), x), {}),
