@@ -89,6 +89,13 @@ class GraphBuilder:
             **({"group": group} if group > 1 else {}),
         )
 
+    def upsample(self, x: str, factor: int, mode: str, scope: str) -> str:
+        """Resize by a whole factor as torch's F.interpolate(scale_factor=factor) in `mode`
+        (`Interpreter.upsample`'s): nearest, or bilinear with or without aligned corners."""
+        how = ({"mode": "nearest", "nearest_mode": "floor", "coordinate_transformation_mode": "asymmetric"} if mode == "nearest" else
+               {"mode": "linear", "coordinate_transformation_mode": "align_corners" if mode == "bilinear-corners" else "pytorch_half_pixel"})
+        return self.op("Resize", x, "", self.const(np.array([1, 1, factor, factor], np.float32)), scope=scope, **how)
+
     def reduce(self, op_type: str, x: str, axis: int, scope: str) -> str:
         """ReduceMean, ReduceMax…  over one axis, keeping it (their axes became an input at
         opset 18)."""

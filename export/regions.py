@@ -232,10 +232,7 @@ class KeptRegions:
         """Over whole maps; outputs in skipped regions are zeroed (they cost as if kept)."""
         name, (batch, _, height, width) = x.name, x.shape
         if upsample > 1:
-            name = self.b.op(
-                "Resize", name, "", self.b.const([1.0, 1.0, upsample, upsample]), scope=scope,
-                mode="nearest", nearest_mode="floor", coordinate_transformation_mode="asymmetric",
-            )
+            name = self.b.upsample(name, upsample, "nearest", scope)
             height, width = height * upsample, width * upsample
         size = conv_output_size((height, width), conv)
         y = Feature(self.b.conv(name, weight, bias, conv, scope, out_channels if conv.groups > 1 else 1), (batch, out_channels) + size, x.frames)

@@ -201,6 +201,14 @@ class SubNetwork(Interpreter):
         name = self.b.op("MaxPool" if kind == "max" else "AveragePool", z.name, scope="compute/pool", kernel_shape=[size, size], strides=[size, size])
         return Feature(name, (batch, channels, height // size, width // size), z.frames)
 
+    def upsample(self, z: Feature, factor: int, mode: str) -> Feature:
+        """ONNX Resize as torch interpolates, over whole maps (a bilinear window straddles
+        regions)."""
+        z = self.regions.to_map(z)
+        batch, channels, height, width = z.shape
+        name = self.b.upsample(z.name, factor, mode, "compute/upsample")
+        return Feature(name, (batch, channels, height * factor, width * factor), z.frames)
+
     def pointwise(self, operation: str, *operands) -> Feature:
         """On whole maps unless every value operand is in the same tiles; a number operand
         becomes a constant."""

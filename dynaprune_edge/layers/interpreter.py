@@ -88,6 +88,12 @@ class Interpreter(ABC):
         """Max ("max") or mean ("average") pooling over size×size windows at stride size."""
 
     @abstractmethod
+    def upsample(self, z, factor: int, mode: str):
+        """F.interpolate(z, scale_factor=factor) in `mode`: "nearest", "bilinear"
+        (align_corners=False) or "bilinear-corners" (align_corners=True); per channel, so
+        pruned channels stay zero."""
+
+    @abstractmethod
     def pointwise(self, operation: str, *operands):
         """An elementwise operation of POINTWISE on values of one shape, or a value and a
         number (a recurrent cell's gating: sigmoid(g) * h, (1 - z) * h, tanh(c)); none of
@@ -205,6 +211,11 @@ class TrainingInterpreter(Interpreter):
 
     def pool(self, z: Tensor, kind: str, size: int) -> Tensor:
         return (F.max_pool2d if kind == "max" else F.avg_pool2d)(z, size)
+
+    def upsample(self, z: Tensor, factor: int, mode: str) -> Tensor:
+        if mode == "nearest":
+            return F.interpolate(z, scale_factor=factor, mode="nearest")
+        return F.interpolate(z, scale_factor=factor, mode="bilinear", align_corners=mode == "bilinear-corners")
 
     def pointwise(self, operation: str, *operands) -> Tensor:
         return POINTWISE[operation][0](*operands)

@@ -7,12 +7,11 @@ What converts today: reshapes between frames, channels and the forecast (the fra
 the batch for a per-frame encoder, stacked as channels for a translator, cut back out of
 channels, and the last maps into the forecast), convolutions with a square kernel padded
 so that their output is their input's size over the stride (any stride and dilation, groups 1
-or depthwise), each optionally after a nearest
-upsampling by a whole factor and before a BatchNorm2d, GroupNorm or LayerNorm over the map
-and an activation of
+or depthwise), each optionally after a nearest upsampling by a whole factor and before a
+BatchNorm2d, GroupNorm or LayerNorm over the map and an activation of
 `layers.conv.ACTIVATIONS`, transposed convolutions whose kernel is their stride, residual
-adds, channel concatenations, poolings whose window is their stride and pixel (un)shuffles:
-and for recurrent models one input frame (x[:, t]), zero states, elementwise arithmetic,
+adds, channel concatenations, poolings whose window is their stride, nearest and bilinear
+upsamplings by a whole factor, and pixel (un)shuffles; and for recurrent models one input frame (x[:, t]), zero states, elementwise arithmetic,
 sigmoid, tanh and relu, chunks of channels and a stack of frames into the forecast:
 SimVP-style networks, encoder-decoders, U-Nets, MobileNet blocks and ConvGRU/ConvLSTM
 cells included (loops over frames unroll in the trace). Anything else is refused in one
@@ -48,8 +47,8 @@ from dynaprune_edge.models.base import Backbone, ForecastShape
 
 SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 """Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
-SUPPORTED = ("Conv2d (square kernel, any stride and dilation, padded to its input's size over the stride, groups 1 or depthwise), ConvTranspose2d (kernel = stride, no padding), nearest "
-             "upsampling by a whole factor into a Conv2d, BatchNorm2d, GroupNorm and LayerNorm over (C, H, W) after a Conv2d, "
+SUPPORTED = ("Conv2d (square kernel, any stride and dilation, padded to its input's size over the stride, groups 1 or depthwise), ConvTranspose2d (kernel = stride, no padding), nearest and "
+             "bilinear upsampling by a whole scale_factor, BatchNorm2d, GroupNorm and LayerNorm over (C, H, W) after a Conv2d, "
              "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, max and average pooling (window = stride), "
              "PixelShuffle and PixelUnshuffle, reshapes between frames, channels and the forecast (frames into the batch or "
              "into channels, and back), and for recurrent cells: x[:, t], zero states, elementwise +, -, * of values of one shape or "
@@ -89,11 +88,11 @@ class Block:
 @dataclass(frozen=True)
 class Step:
     """One value of the program: `kind` ("input", "frame", "zeros", "reshape", "layer",
-    "add", "concat", "pool", "shuffle", "pointwise", "channels", "stack"), the fx node it
+    "add", "concat", "pool", "upsample", "shuffle", "pointwise", "channels", "stack"), the fx node it
     stands for and the nodes it reads; `layer`: the key of its converted layer; `frames`: a
     reshape's frame primitives (per_frame, stack_frames, unstack_frames:K, forecast),
-    applied in order; `operation` and `factor`: a pooling's kind and window, a shuffle's
-    primitive and factor, a pointwise operation; `factor` alone: the input frame a "frame"
+    applied in order; `operation` and `factor`: a pooling's kind and window, an
+    upsampling's mode and factor, a shuffle's primitive and factor, a pointwise operation; `factor` alone: the input frame a "frame"
     step takes, the channels of "zeros"; `span`: a "channels" step's first and end channel,
     the size of "zeros"; `operands`: a pointwise step's, node names and numbers."""
 
@@ -142,22 +141,23 @@ def trace(module: nn.Module, name: str) -> fx.Graph:
     return graph
 
 
-def upsampling(node: fx.Node, modules: dict[str, nn.Module]) -> int | None:
-    """The whole factor of a nearest upsampling `node` (nn.Upsample, F.interpolate by
-    scale_factor), else None."""
+def upsampling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int] | None:
+    """(`Interpreter.upsample` mode, whole factor) of a nearest or bilinear upsampling `node`
+    (nn.Upsample, F.interpolate by scale_factor), else None."""
     module = modules.get(node.target) if node.op == "call_module" else None
     if isinstance(module, nn.Upsample):
-        mode, size, factor = module.mode, module.size, module.scale_factor
+        mode, size, factor, corners = module.mode, module.size, module.scale_factor, module.align_corners
     elif node.op == "call_function" and node.target is F.interpolate:
-        arguments = dict(zip(("input", "size", "scale_factor", "mode"), node.args)) | node.kwargs
-        mode, size, factor = arguments.get("mode", "nearest"), arguments.get("size"), arguments.get("scale_factor")
+        arguments = dict(zip(("input", "size", "scale_factor", "mode", "align_corners"), node.args)) | node.kwargs
+        mode, size, factor, corners = (arguments.get(k, d) for k, d in (("mode", "nearest"), ("size", None), ("scale_factor", None), ("align_corners", None)))
     else:
         return None
     factors = factor if isinstance(factor, (tuple, list)) else (factor, factor)
-    if mode != "nearest" or size is not None or factor is None or len(set(factors)) != 1:
+    if mode not in ("nearest", "bilinear") or size is not None or factor is None or len(set(factors)) != 1:
         return None
     whole = float(factors[0])
-    return int(whole) if whole.is_integer() and whole >= 1 else None
+    mode = "bilinear-corners" if mode == "bilinear" and corners else mode
+    return (mode, int(whole)) if whole.is_integer() and whole >= 1 else None
 
 
 def pooling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int | None] | None:
@@ -335,6 +335,8 @@ class TracedBackbone(Backbone):
                 values[step.node] = ops.concat([values[name] for name in step.reads])
             elif step.kind == "pool":
                 values[step.node] = ops.pool(values[step.reads[0]], step.operation, step.factor)
+            elif step.kind == "upsample":
+                values[step.node] = ops.upsample(values[step.reads[0]], step.factor, step.operation)
             elif step.kind == "shuffle":
                 values[step.node] = getattr(ops, step.operation)(values[step.reads[0]], step.factor)
         return values[self.steps[-1].node]
@@ -360,6 +362,8 @@ class Conversion:
         self.frames: dict[str, int] = {}  # node name → frames per sample its value holds (rows = batch × frames)
         self.forecast = ""  # the node whose value is the forecast
         blocks = self.blocks_by_conv = self.blocks()
+        self.absorbed = {n.name for conv, block in blocks.items() for n in self.between(conv, block.end)}  # what each block holds
+        self.absorbed |= {block.upsampled_by.name for block in blocks.values() if block.upsampled_by is not None}
         for node in self.graph.nodes:
             self.convert(node, blocks, group_size, layers)
 
@@ -376,9 +380,9 @@ class Conversion:
                 scale /= conv.stride[0]
             elif isinstance(conv, nn.Conv2d):
                 scale *= conv.stride[0]
-            factor, pooled, shuffled = upsampling(node, modules), pooling(node, modules), shuffling(node, modules)
-            if factor:
-                scale /= factor
+            upsampled, pooled, shuffled = upsampling(node, modules), pooling(node, modules), shuffling(node, modules)
+            if upsampled:
+                scale /= upsampled[1]
             if pooled and pooled[1]:
                 scale *= pooled[1]
             if shuffled:
@@ -461,9 +465,9 @@ class Conversion:
             if not isinstance(module, nn.Conv2d):
                 continue
             source, upsample, upsampled_by = node.args[0], 1, None
-            factor = isinstance(source, fx.Node) and upsampling(source, self.modules)
-            if factor and self.only_user(source) is node:
-                source, upsample, upsampled_by = source.args[0], factor, source
+            upsampled = isinstance(source, fx.Node) and upsampling(source, self.modules)
+            if upsampled and upsampled[0] == "nearest" and self.only_user(source) is node:  # the conv's own (GatedConv2d's upsample)
+                source, upsample, upsampled_by = source.args[0], upsampled[1], source
             end, norm, activation = node, None, None
             follower = self.only_user(end)
             if follower is not None and isinstance(self.module_of(follower), (nn.BatchNorm2d, *MAP_NORMS)):
@@ -475,8 +479,6 @@ class Conversion:
         return blocks
 
     def convert(self, node: fx.Node, blocks: dict[str, Block], group_size: int, layers: nn.ModuleDict) -> None:
-        absorbed = {n.name for conv, block in blocks.items() for n in self.between(conv, block.end)}
-        absorbed |= {block.upsampled_by.name for block in blocks.values() if block.upsampled_by is not None}
         if node.op == "placeholder":
             if self.steps:
                 raise self.refuse(node, "a second input")
@@ -488,7 +490,7 @@ class Conversion:
             value = node.args[0]
             if not isinstance(value, fx.Node) or self.steps[-1].node != value.name or value.name != self.forecast:
                 raise self.refuse(node, "an output that is not the last convolution's maps reshaped or stacked into the forecast frames")
-        elif node.name in absorbed or node.name not in self.shapes:
+        elif node.name in self.absorbed or node.name not in self.shapes:
             return  # a block's BatchNorm and activation; sizes read off a shape (what reshapes take: their shapes are checked)
         elif node.name in blocks:
             self.convert_block(node, blocks[node.name], group_size, layers)
@@ -506,6 +508,8 @@ class Conversion:
             self.convert_concat(node)
         elif pooling(node, self.modules) is not None:
             self.convert_pool(node)
+        elif upsampling(node, self.modules) is not None:
+            self.convert_upsample(node)
         elif shuffling(node, self.modules) is not None:
             self.convert_shuffle(node)
         elif self.is_reshape(node):
@@ -516,7 +520,7 @@ class Conversion:
             if isinstance(module, nn.GELU) or node.target is F.gelu:
                 what = "GELU(approximate='tanh')"
             elif isinstance(module, nn.Upsample) or node.target is F.interpolate:
-                what = f"{what} ({'an upsampling no convolution reads alone' if upsampling(node, self.modules) else 'only nearest, by a whole factor'})"
+                what = f"{what} (only nearest or bilinear, by a whole scale_factor)"
             elif isinstance(module, (nn.BatchNorm2d, *MAP_NORMS)) or self.activation_of(node) is not None:
                 what = f"{what} not right after a convolution"
             raise self.refuse(node, what)
@@ -626,7 +630,7 @@ class Conversion:
         width in, full width out (sigmoid(0) is not 0; a product couples its factors)."""
         operation = self.pointwise(node)
         operands = node.args if self.module_of(node) is None else node.args[:1]
-        if node.kwargs or len(operands) != (1 if operation in ("sigmoid", "tanh", "relu") else 2):
+        if set(node.kwargs.items()) - {("inplace", False)} or len(operands) != (1 if operation in ("sigmoid", "tanh", "relu") else 2):
             raise self.refuse(node, f"{operation} with arguments {', '.join(map(str, node.kwargs)) or len(operands)}")
         values = [self.converted_value(node, o, operation) for o in operands if not isinstance(o, (int, float))]
         if not values or any(self.shapes[v.name] != self.shapes[node.name] for v in values):
@@ -688,6 +692,16 @@ class Conversion:
             raise self.refuse(node, f"{kind} pooling other than over size×size windows at stride size, without padding")
         self.steps.append(Step("pool", node.name, (source.name,), operation=kind, factor=size))
         self.gates[node.name], self.frames[node.name] = self.gates[source.name], self.frames[source.name]  # per channel: the gate goes through
+
+    def convert_upsample(self, node: fx.Node) -> None:
+        """A nearest or bilinear upsampling no convolution absorbs: per channel, so the gate
+        goes through (a bilinear mix of zeros is zero)."""
+        mode, factor = upsampling(node, self.modules)
+        source = self.source(node)
+        if source.name not in self.gates:
+            raise self.refuse(node, f"an upsampling of {source.name}, which is not a converted value")
+        self.steps.append(Step("upsample", node.name, (source.name,), operation=mode, factor=factor))
+        self.gates[node.name], self.frames[node.name] = self.gates[source.name], self.frames[source.name]
 
     def convert_shuffle(self, node: fx.Node) -> None:
         primitive, factor = shuffling(node, self.modules)
@@ -837,7 +851,8 @@ class Conversion:
         what must keep the width of its output must keep its input's too."""
         block = self.blocks_by_conv.get(node.name)
         module = self.module_of(node)
-        if block is not None and isinstance(module, nn.Conv2d) and module.groups > 1 or pooling(node, self.modules) is not None:
+        if (block is not None and isinstance(module, nn.Conv2d) and module.groups > 1 or pooling(node, self.modules) is not None
+                or upsampling(node, self.modules) is not None and node.name not in self.absorbed):
             end = block.end if block is not None else node  # the gate goes through: what reads the result decides
             return next((why for user in self.users[end] if (why := self.full_width_reader(user))), None)
         if self.is_call(node, ADDS | {"add"}) and all(isinstance(a, fx.Node) for a in node.args[:2]):

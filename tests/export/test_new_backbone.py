@@ -56,7 +56,7 @@ class ResidualCNN(Backbone):
 class DilatedNowcaster(nn.Module):
     """A plain module with the convolutions of context aggregation and learned downsampling:
     dilated (padding 2 at dilation 2; padding="same" at dilation 3) and a 4×4 kernel at
-    stride 2, padding 1 (DCGAN's)."""
+    stride 2, padding 1 (DCGAN's), and a bilinear upsampling."""
 
     def __init__(self, frames_in, frames_out, channels, hidden=16):
         super().__init__()
@@ -72,7 +72,7 @@ class DilatedNowcaster(nn.Module):
         b, t, c, h, w = x.shape
         z = F.relu(self.context(F.relu(self.stem(x.reshape(b, t * c, h, w)))))
         z = F.relu(self.wide(F.relu(self.down(z))))
-        z = F.relu(self.fuse(F.interpolate(z, scale_factor=2)))
+        z = F.relu(self.fuse(F.interpolate(z, scale_factor=2, mode="bilinear")))
         return self.head(z).reshape(b, self.frames_out, self.channels, h, w)
 
 
@@ -162,6 +162,11 @@ def test_a_plain_models_dilated_even_kernel_and_normalised_convolutions_compute_
     masks = MaskState.all_kept(2, (2, 2), ours.gate_specs(), x)
     with torch.no_grad():
         assert (ours(x, masks) - theirs(x)).abs().max() <= 1e-5
+    torch.manual_seed(1)
+    retrained = user(4, 2, 2, **({"height": 16, "width": 16} if user is NormalisedNowcaster else {})).eval()
+    ours.load_user_state(retrained.state_dict(), "their.pt")  # --init their.pt: their weights, norms' included
+    with torch.no_grad():
+        assert (ours(x, MaskState.all_kept(2, (2, 2), ours.gate_specs(), x)) - retrained(x)).abs().max() <= 1e-5
     if user is DilatedNowcaster:
         theirs.wide = nn.Conv2d(16, 16, 3, padding=3, dilation=3)  # the same conv: fvcore skips aten::conv2d's padding="same" overload
     assert masks.ledger.dense == pytest.approx(fvcore_flops(theirs, (x[:1],)), rel=1e-6)

@@ -148,6 +148,41 @@ def test_a_u_net_skip_converts_with_what_it_concatenates_at_full_width():
         assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - user(x)).abs().max() <= 1e-5
 
 
+class DownsamplingResidual(nn.Module):
+    """A ResNet downsampling block (a strided 1×1 shortcut around a stride-2 block) and a
+    concatenation of 8 and 16 channels."""
+
+    def __init__(self, frames_in, frames_out, channels, hidden=8):
+        super().__init__()
+        self.frames_out, self.channels = frames_out, channels
+        self.stem = nn.Conv2d(frames_in * channels, hidden, 3, padding=1)
+        self.shortcut = nn.Conv2d(hidden, 2 * hidden, 1, stride=2)
+        self.conv1 = nn.Conv2d(hidden, 2 * hidden, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1)
+        self.side = nn.Conv2d(2 * hidden, hidden, 3, padding=1)
+        self.up = nn.ConvTranspose2d(3 * hidden, hidden, 2, stride=2)
+        self.head = nn.Conv2d(hidden, frames_out * channels, 1)
+
+    def forward(self, x):
+        b, t, c, h, w = x.shape
+        z = F.relu(self.stem(x.reshape(b, t * c, h, w)))
+        z = F.relu(self.shortcut(z) + self.conv2(F.relu(self.conv1(z))))
+        z = torch.cat([F.relu(self.side(z)), z], dim=1)
+        return self.head(F.relu(self.up(z))).reshape(b, self.frames_out, self.channels, h, w)
+
+
+def test_a_residual_around_a_stride_2_block_couples_its_sides_and_a_concatenation_of_unequal_widths_shifts_its_consumer():
+    user, backbone = user_module(DownsamplingResidual), backbone_of(DownsamplingResidual)
+    reasons = {row["layer"]: row.get("why not", "") for row in backbone.prunable_layers()}
+    assert reasons["shortcut"].startswith("a residual sum") and reasons["conv2"].startswith("a residual sum")
+    assert reasons["conv1"] == "" and reasons["stem"] == "", "inside the block, and what only convolutions read, is pruned"
+    assert reasons["side"].startswith("a concatenation reads it")
+    assert backbone.converted["up"].conv.in_channels == 24, "the consumer reads 8 + 16 channels"
+    x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
+    with torch.no_grad():
+        assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - user(x)).abs().max() <= 1e-5
+
+
 def test_the_users_own_trained_state_dict_becomes_the_converted_weights():
     """`dpedge train --init their.pt`: the state dict their module saves, loaded into a
     fresh build of it and converted again: the backbone then computes their trained module."""
@@ -485,11 +520,11 @@ UNSUPPORTED = [
      {"up": lambda: nn.ConvTranspose2d(8, 8, 3, padding=1)}),
     ("Odd.pool: max pooling other than over size×size windows at stride size", lambda self, x: out(self, self.pool(stacked(self, x)), x),
      {"pool": lambda: nn.MaxPool2d(3, 1, 1)}),
-    ("Odd: interpolate (only nearest, by a whole factor)",
-     lambda self, x: out(self, F.interpolate(stacked(self, x), scale_factor=1.0, mode="bilinear"), x), {}),
-    ("Odd.up: Upsample (an upsampling no convolution reads alone)",
+    ("Odd: interpolate (only nearest or bilinear, by a whole scale_factor)",
+     lambda self, x: out(self, F.interpolate(stacked(self, x), scale_factor=1.0, mode="bicubic"), x), {}),
+    ("Odd.up: Upsample (only nearest or bilinear, by a whole scale_factor)",
      lambda self, x: out(self, self.pool(F.relu(self.up(stacked(self, x)))), x),
-     {"up": lambda: nn.Upsample(scale_factor=2), "pool": lambda: nn.AvgPool2d(2)}),
+     {"up": lambda: nn.Upsample(size=(32, 32)), "pool": lambda: nn.AvgPool2d(2)}),
     ("Odd: a concatenation along dimension 2", lambda self, x: out(self, torch.cat([stacked(self, x), stacked(self, x)], 2)[:, :, :16], x), {}),
     ("Odd: softmax", lambda self, x: out(self, F.softmax(stacked(self, x), dim=1), x), {}),
     ("Odd.tanh_gelu: GELU(approximate='tanh')", lambda self, x: out(self, self.tanh_gelu(stacked(self, x)), x),
