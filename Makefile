@@ -8,7 +8,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test fuzz system-deps bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
+.PHONY: demo test test-fast lint fuzz system-deps bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,18 @@ system-deps:
 demo: $(BIN)/dpedge
 	$(BIN)/dpedge demo
 
-test: $(BIN)/dpedge
+# The whole suite, as CI runs it, after the linter and the formatter's check.
+test: $(BIN)/dpedge lint
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything but the tests marked slow (training runs, subprocesses that
+# train or export, the SSH deploy and kill tests), in under 3 minutes on 2 cores.
+test-fast: $(BIN)/dpedge
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(BIN)/dpedge
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # tests/fuzz with many examples per case (`make test` runs a few, the same ones each time):
 # bad option values and damaged files for every command. Minutes, not seconds; failures are

@@ -15,4 +15,6 @@ def is_count(value: object, least: int = 0) -> bool:
 def is_number(value: object) -> bool:
     """A finite int or float (not a bool). Python ints are finite however large (numpy's
     isfinite would overflow on them)."""
-    return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)))
+    return not isinstance(value, bool) and (
+        isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    )

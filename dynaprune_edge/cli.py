@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -60,7 +60,9 @@ PRECISION_HELP = "orin-emu: fp32 (TF32 tensor cores, TensorRT's default), fp16 (
 
 def emulated_device(cost: str, module: str | None, power_mode: str | None, precision: str | None) -> dict | None:
     """The Orin `--cost orin-emu` prices on (None for other targets, which refuse the options)."""
-    chosen = {k: v for k, v in (("module", module), ("power_mode", power_mode), ("precision", precision)) if v is not None}
+    chosen = {
+        k: v for k, v in (("module", module), ("power_mode", power_mode), ("precision", precision)) if v is not None
+    }
     return chosen if chosen or cost == "orin-emu" else None
 
 
@@ -101,48 +103,138 @@ def train(
     out: Annotated[Path, typer.Option(help="Directory for model.pt, resume.pt and metrics.json.")],
     backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "simvp",
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "taxibj",
-    data: Annotated[Optional[str], typer.Option(help=DATA_HELP)] = None,
-    budget: Annotated[float, typer.Option("--budget", "--target-flops", help="Mean cost ratio to train for, relative to the dense model on the --cost target (--target-flops: the same with FLOPs); 1.0 = dense baseline (pruning off).")] = 1.0,
-    cost: Annotated[str, typer.Option(help="What the budget is a ratio of: 'flops'; 'ort-cpu' (onnxruntime milliseconds on this machine, from a cost table measured once and cached; see `dpedge calibrate`); or 'orin-emu' (Jetson AGX Orin milliseconds, EMULATED; see --module, --power-mode, --precision).")] = "flops",
-    module: Annotated[Optional[str], typer.Option(help=MODULE_HELP)] = None,
-    power_mode: Annotated[Optional[str], typer.Option(help=POWER_MODE_HELP)] = None,
-    precision: Annotated[Optional[str], typer.Option(help=PRECISION_HELP)] = None,
-    cost_table: Annotated[Optional[Path], typer.Option(help="With --cost ort-cpu: a table written by `dpedge calibrate --out` (refused if measured on another machine or for another model).")] = None,
-    max_cost: Annotated[Optional[float], typer.Option(help="Per-sample cap: no sample may cost more than this ratio of dense, in training and in the exported graph (default: 1.5 × --budget, at most 1).")] = None,
+    data: Annotated[str | None, typer.Option(help=DATA_HELP)] = None,
+    budget: Annotated[
+        float,
+        typer.Option(
+            "--budget",
+            "--target-flops",
+            help="Mean cost ratio to train for, relative to the dense model on the --cost target (--target-flops: the same with FLOPs); 1.0 = dense baseline (pruning off).",
+        ),
+    ] = 1.0,
+    cost: Annotated[
+        str,
+        typer.Option(
+            help="What the budget is a ratio of: 'flops'; 'ort-cpu' (onnxruntime milliseconds on this machine, from a cost table measured once and cached; see `dpedge calibrate`); or 'orin-emu' (Jetson AGX Orin milliseconds, EMULATED; see --module, --power-mode, --precision)."
+        ),
+    ] = "flops",
+    module: Annotated[str | None, typer.Option(help=MODULE_HELP)] = None,
+    power_mode: Annotated[str | None, typer.Option(help=POWER_MODE_HELP)] = None,
+    precision: Annotated[str | None, typer.Option(help=PRECISION_HELP)] = None,
+    cost_table: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --cost ort-cpu: a table written by `dpedge calibrate --out` (refused if measured on another machine or for another model)."
+        ),
+    ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            help="Per-sample cap: no sample may cost more than this ratio of dense, in training and in the exported graph (default: 1.5 × --budget, at most 1)."
+        ),
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=100000, help="Passes over the training windows.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Windows per optimizer step.")] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW; warm-up then cosine, by optimizer steps).")] = 2e-3,
+    lr: Annotated[
+        float, typer.Option(help="Peak learning rate (AdamW; warm-up then cosine, by optimizer steps).")
+    ] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and synthetic data.")] = 0,
-    init: Annotated[Optional[Path], typer.Option(help="Start the backbone from a dense model.pt trained on the same data with the same backbone and sizes (a pruned model learns its masks from a network that already forecasts); for a plain PyTorch module of your own (--backbone PATH.py:Class), also from its own state dict.")] = None,
-    distill: Annotated[float, typer.Option(help="Weight of the MSE to the --init model's forecast in the loss (distillation; 0: off).")] = 0.0,
-    frames_in: Annotated[Optional[int], typer.Option(help="Input frames (default: the family's).")] = None,
-    frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Frame height in pixels: the data are area-resampled down to it (default: the family's); any size, the model pads its grid internally.")] = None,
-    synthetic_frames: Annotated[Optional[int], typer.Option(help="Length of the synthetic series when --data is omitted (default: the family's).")] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start the backbone from a dense model.pt trained on the same data with the same backbone and sizes (a pruned model learns its masks from a network that already forecasts); for a plain PyTorch module of your own (--backbone PATH.py:Class), also from its own state dict."
+        ),
+    ] = None,
+    distill: Annotated[
+        float, typer.Option(help="Weight of the MSE to the --init model's forecast in the loss (distillation; 0: off).")
+    ] = 0.0,
+    frames_in: Annotated[int | None, typer.Option(help="Input frames (default: the family's).")] = None,
+    frames_out: Annotated[int | None, typer.Option(help="Frames to forecast (default: the family's).")] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="Frame height in pixels: the data are area-resampled down to it (default: the family's); any size, the model pads its grid internally."
+        ),
+    ] = None,
+    synthetic_frames: Annotated[
+        int | None, typer.Option(help="Length of the synthetic series when --data is omitted (default: the family's).")
+    ] = None,
     region_size: Annotated[int, typer.Option(min=1, max=4096, help="DataMask region side in pixels (power of 2).")] = 8,
-    group_size: Annotated[Optional[int], typer.Option(min=1, max=4096, help=GROUP_SIZE_HELP)] = None,
-    group_order: Annotated[str, typer.Option(help="Which filter groups fill a layer's width: 'ordered' (always the first, DS-Net; export compiles constant-weight sub-networks, the fast ones) or 'scored' (each sample's best; export gathers weights at run time, often slower than dense).")] = "ordered",
-    activity_weight: Annotated[float, typer.Option(help="Weight of the router's activity prior: regions whose input frames do not change (where a skipped region's persistence is exact) are skipped first; 0 turns it off.")] = 1.0,
-    slimmable: Annotated[Optional[bool], typer.Option("--slimmable/--no-slimmable", help=SLIMMABLE_HELP)] = None,
+    group_size: Annotated[int | None, typer.Option(min=1, max=4096, help=GROUP_SIZE_HELP)] = None,
+    group_order: Annotated[
+        str,
+        typer.Option(
+            help="Which filter groups fill a layer's width: 'ordered' (always the first, DS-Net; export compiles constant-weight sub-networks, the fast ones) or 'scored' (each sample's best; export gathers weights at run time, often slower than dense)."
+        ),
+    ] = "ordered",
+    activity_weight: Annotated[
+        float,
+        typer.Option(
+            help="Weight of the router's activity prior: regions whose input frames do not change (where a skipped region's persistence is exact) are skipped first; 0 turns it off."
+        ),
+    ] = 1.0,
+    slimmable: Annotated[bool | None, typer.Option("--slimmable/--no-slimmable", help=SLIMMABLE_HELP)] = None,
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (without it, a folder holding a model.pt or resume.pt is refused).")] = False,
-    st_prune: Annotated[bool, typer.Option("--st-prune", help="ST-Prune: every epoch skips a random share of the easy training windows (scored by spatio-temporal complexity and running loss) and reweights the kept easy ones, so the expected gradient is the full-data one; the last --anneal share of epochs uses every window.")] = False,
-    prune_ratio: Annotated[Optional[float], typer.Option(help="--st-prune: probability that an easy window is skipped in an epoch, in [0, 1) (default 0.5).")] = None,
-    anneal: Annotated[Optional[float], typer.Option(help="--st-prune: the last share of the epochs, trained on every window, in [0, 1] (default 0.125).")] = None,
-    score: Annotated[Optional[str], typer.Option(help="--st-prune: what makes a window hard: complexity, loss (InfoBatch's) or both (default).")] = None,
-    easy_share: Annotated[Optional[float], typer.Option(help="--st-prune: the lowest-scoring share of the windows that count as easy each epoch, in (0, 1] (default 0.5); about easy-share × prune-ratio of the windows are skipped.")] = None,
-    nproc: Annotated[Optional[int], typer.Option(max=256, help="Train in N local processes (torchrun, DistributedDataParallel; gloo on CPU, nccl on GPUs); --batch-size stays the global batch. Across machines run torchrun yourself (README).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run in --out after its last completed epoch.")
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the run already in --out (without it, a folder holding a model.pt or resume.pt is refused).",
+        ),
+    ] = False,
+    st_prune: Annotated[
+        bool,
+        typer.Option(
+            "--st-prune",
+            help="ST-Prune: every epoch skips a random share of the easy training windows (scored by spatio-temporal complexity and running loss) and reweights the kept easy ones, so the expected gradient is the full-data one; the last --anneal share of epochs uses every window.",
+        ),
+    ] = False,
+    prune_ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="--st-prune: probability that an easy window is skipped in an epoch, in [0, 1) (default 0.5)."
+        ),
+    ] = None,
+    anneal: Annotated[
+        float | None,
+        typer.Option(
+            help="--st-prune: the last share of the epochs, trained on every window, in [0, 1] (default 0.125)."
+        ),
+    ] = None,
+    score: Annotated[
+        str | None,
+        typer.Option(help="--st-prune: what makes a window hard: complexity, loss (InfoBatch's) or both (default)."),
+    ] = None,
+    easy_share: Annotated[
+        float | None,
+        typer.Option(
+            help="--st-prune: the lowest-scoring share of the windows that count as easy each epoch, in (0, 1] (default 0.5); about easy-share × prune-ratio of the windows are skipped."
+        ),
+    ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            max=256,
+            help="Train in N local processes (torchrun, DistributedDataParallel; gloo on CPU, nccl on GPUs); --batch-size stays the global batch. Across machines run torchrun yourself (README).",
+        ),
+    ] = None,
 ) -> None:
     """Train one model; writes OUT/model.pt and OUT/metrics.json."""
     from dynaprune_edge.data import DataConfig, load_dataset
+    from dynaprune_edge.distributed import check_nproc, join_from_environment, launch, leave, peer_lost
     from dynaprune_edge.models import resolve_backbone
     from dynaprune_edge.training.run import RunSpec, check_run_folder, pruning_defaults, train_run
-    from dynaprune_edge.distributed import check_nproc, join_from_environment, launch, leave, peer_lost
     from dynaprune_edge.training.sample_pruning import SamplePruning
     from dynaprune_edge.training.trainer import TrainConfig
 
-    chosen = {k: v for k, v in (("ratio", prune_ratio), ("anneal", anneal), ("score", score), ("easy_share", easy_share)) if v is not None}
+    chosen = {
+        k: v
+        for k, v in (("ratio", prune_ratio), ("anneal", anneal), ("score", score), ("easy_share", easy_share))
+        if v is not None
+    }
     if chosen and not st_prune:
         raise ConfigError("--prune-ratio, --anneal, --score and --easy-share set up ST-Prune: add --st-prune")
     sample_pruning = SamplePruning(**chosen) if st_prune else None
@@ -152,11 +244,24 @@ def train(
         backbone,
         data_config,
         budget,
-        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), distill=distill,
-                    sample_pruning=sample_pruning),
+        TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            init=None if init is None else str(init),
+            distill=distill,
+            sample_pruning=sample_pruning,
+        ),
         parse_assignments(arch),
-        {"region_size": region_size, "group_order": group_order, "max_cost": max_cost, "cost": cost, "activity_weight": activity_weight,
-         **pruning_defaults(budget, slimmable, group_size)},
+        {
+            "region_size": region_size,
+            "group_order": group_order,
+            "max_cost": max_cost,
+            "cost": cost,
+            "activity_weight": activity_weight,
+            **pruning_defaults(budget, slimmable, group_size),
+        },
         None if cost_table is None else str(cost_table),
         emulated_device(cost, module, power_mode, precision),
     )
@@ -167,7 +272,7 @@ def train(
     if nproc is not None:  # the options are checked: run this command in N processes
         check_nproc(nproc)
         load_dataset(data_config)  # bad data: one error here, not one from each process
-        launch(nproc, without_option(sys.argv[sys.argv.index("train") + 1:], "--nproc"))
+        launch(nproc, without_option(sys.argv[sys.argv.index("train") + 1 :], "--nproc"))
         return
     world = join_from_environment()
     loaded = load_dataset(data_config)
@@ -182,7 +287,9 @@ def train(
         metrics = train_run(spec, out, resume=resume, data=loaded, config=config)
     except RuntimeError as error:
         if world.size > 1 and peer_lost(error):  # the launcher names the process that died, and why
-            raise ConfigError(f"training process {world.rank} of {world.size} stopped: another process stopped answering") from None
+            raise ConfigError(
+                f"training process {world.rank} of {world.size} stopped: another process stopped answering"
+            ) from None
         raise
     finally:
         leave()
@@ -201,7 +308,10 @@ def show_metrics(metrics: dict) -> None:
         f"data kept {metrics['data_kept_mean']:.3f}; {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s"
     )
     if "max_cost" in metrics:
-        spread = lambda c: f"mean {c['mean']:.3f}, p10/p50/p90 {c['p10']:.3f}/{c['p50']:.3f}/{c['p90']:.3f}, max {c['max']:.3f}"  # noqa: E731
+
+        def spread(c: dict) -> str:
+            return f"mean {c['mean']:.3f}, p10/p50/p90 {c['p10']:.3f}/{c['p50']:.3f}/{c['p90']:.3f}, max {c['max']:.3f}"
+
         console.print(
             f"cost ratio on {metrics['cost_target']} (budget {metrics['budget']}, cap {metrics['max_cost']:.3f}): "
             + "; ".join(f"{split} {spread(cost)}" for split, cost in metrics["cost"].items())
@@ -220,26 +330,36 @@ def show_widths(rows: list[dict], unit: str) -> None:
     for column in ("width", "FLOPs ratio", "val MAE", *(["test MAE"] if tested else [])):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(f"{row['width']:g}", f"{row['flops_ratio']:.3f}", f"{row['val_mae']:.5g}", *([f"{row['test_mae']:.5g}"] if tested else []))
+        table.add_row(
+            f"{row['width']:g}",
+            f"{row['flops_ratio']:.3f}",
+            f"{row['val_mae']:.5g}",
+            *([f"{row['test_mae']:.5g}"] if tested else []),
+        )
     console.print(table)
 
 
 def show_budgets(rows: list[dict], unit: str, target: str) -> None:
     """A width-routed model at several run-time budgets: one network, one knob."""
-    table = Table(title="run-time budgets, one model", caption=f"cost: mean ratio to dense on {target}, router included; MAE in {unit}; "
-                  "share: the validation windows each branch took (persistence, then each width level)")
+    table = Table(
+        title="run-time budgets, one model",
+        caption=f"cost: mean ratio to dense on {target}, router included; MAE in {unit}; "
+        "share: the validation windows each branch took (persistence, then each width level)",
+    )
     for column in ("budget", "cost", "FLOPs ratio", "val MAE", "share per branch"):
         table.add_column(column, justify="right")
     for row in rows:
         shares = " ".join(f"{share:.2f}" for share in row["branch_share"])
-        table.add_row(f"{row['budget']:g}", f"{row['cost']:.3f}", f"{row['flops_ratio']:.3f}", f"{row['val_mae']:.5g}", shares)
+        table.add_row(
+            f"{row['budget']:g}", f"{row['cost']:.3f}", f"{row['flops_ratio']:.3f}", f"{row['val_mae']:.5g}", shares
+        )
     console.print(table)
 
 
 @app.command()
 def info(
     model: Annotated[Path, typer.Argument(help="A model.pt written by `dpedge train`.")],
-    backbone: Annotated[Optional[str], typer.Option(help=MODEL_BACKBONE_HELP)] = None,
+    backbone: Annotated[str | None, typer.Option(help=MODEL_BACKBONE_HELP)] = None,
 ) -> None:
     """Show how a model was built and trained, and its validation metrics."""
     from dynaprune_edge.training import load_model
@@ -249,7 +369,11 @@ def info(
     config = trained.model_config.to_dict()
     if config["pruning"].get("cost_table"):  # hundreds of numbers: say what it is instead
         table = config["pruning"]["cost_table"]
-        timed = f"{len(table['branches']['level_ms']) + 1} branches" if table.get("branches") else f"{len(table['layers'])} layers"
+        timed = (
+            f"{len(table['branches']['level_ms']) + 1} branches"
+            if table.get("branches")
+            else f"{len(table['layers'])} layers"
+        )
         config["pruning"]["cost_table"] = f"{trained.model.cost_model.describe()}, {timed}"
     console.print_json(
         json.dumps(
@@ -276,24 +400,70 @@ def info(
         try:
             show_metrics(trained.metrics)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise CheckpointError(f"{model}: damaged dpedge model (its metrics: {type(error).__name__}: {error})") from None
+            raise CheckpointError(
+                f"{model}: damaged dpedge model (its metrics: {type(error).__name__}: {error})"
+            ) from None
 
 
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="A model.pt written by `dpedge train`.")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="ONNX file to write (default: MODEL's folder, model.onnx; model.dense.onnx with --dense). The manifest NAME.dpedge.json goes beside it.")] = None,
-    mode: Annotated[str, typer.Option(help="Filters: 'gather' (any per-sample subset; weights gathered at run time), 'bucketed' (constant weight slices per sub-network; ordered-group models), 'auto' (the faster, measured).")] = "auto",
-    tiles: Annotated[str, typer.Option(help="Regions: which layers run on the kept regions' tiles: 'all', 'sparse' (in sub-networks computing at most half the regions), 'wide' (layers with ≥ 32 input channels), 'none' (whole maps, skipped regions masked); 'auto' measures them all.")] = "auto",
-    levels: Annotated[int, typer.Option(min=1, max=64, help="Sub-networks compiled for samples that keep regions (plus a free one for samples that keep none).")] = 8,
-    dense: Annotated[bool, typer.Option("--dense", help="Export the same model with pruning off: the latency baseline.")] = False,
-    width: Annotated[Optional[float], typer.Option(help="A slimmable model's width level (e.g. 0.5; see `dpedge train --slimmable`), exported alone as a static network (every region, no router) and timed against the widest level.")] = None,
-    trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine where tensorrt imports; elsewhere print the trtexec command for the device.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="ONNX file to write (default: MODEL's folder, model.onnx; model.dense.onnx with --dense). The manifest NAME.dpedge.json goes beside it.",
+        ),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="Filters: 'gather' (any per-sample subset; weights gathered at run time), 'bucketed' (constant weight slices per sub-network; ordered-group models), 'auto' (the faster, measured)."
+        ),
+    ] = "auto",
+    tiles: Annotated[
+        str,
+        typer.Option(
+            help="Regions: which layers run on the kept regions' tiles: 'all', 'sparse' (in sub-networks computing at most half the regions), 'wide' (layers with ≥ 32 input channels), 'none' (whole maps, skipped regions masked); 'auto' measures them all."
+        ),
+    ] = "auto",
+    levels: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Sub-networks compiled for samples that keep regions (plus a free one for samples that keep none).",
+        ),
+    ] = 8,
+    dense: Annotated[
+        bool, typer.Option("--dense", help="Export the same model with pruning off: the latency baseline.")
+    ] = False,
+    width: Annotated[
+        float | None,
+        typer.Option(
+            help="A slimmable model's width level (e.g. 0.5; see `dpedge train --slimmable`), exported alone as a static network (every region, no router) and timed against the widest level."
+        ),
+    ] = None,
+    trt: Annotated[
+        bool,
+        typer.Option(
+            "--trt",
+            help="Also build a TensorRT engine where tensorrt imports; elsewhere print the trtexec command for the device.",
+        ),
+    ] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="TensorRT engine in fp16.")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="TensorRT engine in int8, calibrated on validation samples.")] = False,
-    jetpack: Annotated[str, typer.Option(help="JetPack of the target Jetson (names the engine in the trtexec command when TensorRT is not here): 5.1, 6.0, 6.1 or 6.2.")] = "5.1",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="TensorRT engine in int8, calibrated on validation samples.")
+    ] = False,
+    jetpack: Annotated[
+        str,
+        typer.Option(
+            help="JetPack of the target Jetson (names the engine in the trtexec command when TensorRT is not here): 5.1, 6.0, 6.1 or 6.2."
+        ),
+    ] = "5.1",
     opset: Annotated[int, typer.Option(help="ONNX opset (17–21).")] = 17,
-    backbone: Annotated[Optional[str], typer.Option(help=MODEL_BACKBONE_HELP)] = None,
+    backbone: Annotated[str | None, typer.Option(help=MODEL_BACKBONE_HELP)] = None,
 ) -> None:
     """Compile a model into ONNX whose per-sample sub-networks skip the pruned filters and regions; parity-checked against PyTorch."""
     from dynaprune_edge.export.exporter import Exporter, ExportOptions
@@ -308,7 +478,9 @@ def export(
     if (fp16 or int8) and not trt:
         raise ConfigError("--fp16 and --int8 set the TensorRT engine's precision: add --trt")
     options = ExportOptions(mode=mode, tiles=tiles, levels=levels, dense=dense, opset=opset, width=width)
-    output = output or model.with_name("model.dense.onnx" if dense else f"model.w{width:g}.onnx" if width is not None else "model.onnx")
+    output = output or model.with_name(
+        "model.dense.onnx" if dense else f"model.w{width:g}.onnx" if width is not None else "model.onnx"
+    )
     if output.suffix != ".onnx":
         raise ConfigError(f"--output must end in .onnx, got {output.name}")
     check_writable(output, "--output", folder=False)
@@ -319,22 +491,50 @@ def export(
     chosen, manifest, _ = exporter.run(output)
     table = Table(title=f"{manifest.backbone} on {manifest.dataset}: {chosen.mode} export, tiles {chosen.tiles}")
     measured = manifest.measured  # timed at export on 1 thread: a table for other threads predicts other figures
-    predicted = manifest.predicted.get("per_bucket") if manifest.predicted.get("machine", {}).get("threads") == 1 else None
-    for column in ("branch", "computes", "tiles", "FLOPs", "FLOPs ratio", "max abs error", "measured ms", *(["predicted ms"] if predicted else [])):
+    predicted = (
+        manifest.predicted.get("per_bucket") if manifest.predicted.get("machine", {}).get("threads") == 1 else None
+    )
+    for column in (
+        "branch",
+        "computes",
+        "tiles",
+        "FLOPs",
+        "FLOPs ratio",
+        "max abs error",
+        "measured ms",
+        *(["predicted ms"] if predicted else []),
+    ):
         table.add_column(column, justify="right")
     for index, bucket in enumerate(manifest.buckets):
         error, ms = chosen.parity.get(str(index)), measured["per_bucket_ms"].get(str(index))
         table.add_row(
-            str(index), manifest.computes(index), str(bucket.tiles or "whole maps"), format_flops(bucket.flops),
-            f"{bucket.flops / manifest.dense_flops:.3f}", "not reached" if error is None else f"{error:.1e}",
+            str(index),
+            manifest.computes(index),
+            str(bucket.tiles or "whole maps"),
+            format_flops(bucket.flops),
+            f"{bucket.flops / manifest.dense_flops:.3f}",
+            "not reached" if error is None else f"{error:.1e}",
             "–" if ms is None else f"{ms:.3f}",
-            *([f"{predicted[index]:.3f}" + ("" if ms is None else f" ({100 * (predicted[index] / ms - 1):+.0f} %)")] if predicted else []),
+            *(
+                [f"{predicted[index]:.3f}" + ("" if ms is None else f" ({100 * (predicted[index] / ms - 1):+.0f} %)")]
+                if predicted
+                else []
+            ),
         )
-    table.caption = "measured: mean over the validation samples that took the branch" + ("; predicted: the cost table's" if predicted else "")
+    table.caption = "measured: mean over the validation samples that took the branch" + (
+        "; predicted: the cost table's" if predicted else ""
+    )
     console.print(table)
     baseline = "its dense twin" if width is None else "the widest level"
-    twin = f"; {baseline} {measured['dense_twin_ms']:.3f} ms ({measured['speedup']:.2f}× faster)" if "speedup" in measured else ""
-    console.print(f"measured on this machine (onnxruntime CPU, 1 thread, batch 1, validation samples): {measured['ms']:.3f} ms{twin}", soft_wrap=True)
+    twin = (
+        f"; {baseline} {measured['dense_twin_ms']:.3f} ms ({measured['speedup']:.2f}× faster)"
+        if "speedup" in measured
+        else ""
+    )
+    console.print(
+        f"measured on this machine (onnxruntime CPU, 1 thread, batch 1, validation samples): {measured['ms']:.3f} ms{twin}",
+        soft_wrap=True,
+    )
     console.print(f"wrote {output} and {manifest_path(output)}")
     if trt:
         from dynaprune_edge.export.tensorrt.build import build_or_explain
@@ -351,25 +551,45 @@ def export(
 
 @app.command()
 def calibrate(
-    model: Annotated[Optional[Path], typer.Argument(help="A model.pt whose architecture to measure (else the architecture the options below describe).")] = None,
-    cost: Annotated[str, typer.Option(help="Cost target: ort-cpu (measured with onnxruntime's CPU provider here, batch 1) or orin-emu (Jetson AGX Orin, EMULATED; --module, --power-mode, --precision).")] = "ort-cpu",
-    module: Annotated[Optional[str], typer.Option(help=MODULE_HELP)] = None,
-    power_mode: Annotated[Optional[str], typer.Option(help=POWER_MODE_HELP)] = None,
-    precision: Annotated[Optional[str], typer.Option(help=PRECISION_HELP)] = None,
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A model.pt whose architecture to measure (else the architecture the options below describe)."
+        ),
+    ] = None,
+    cost: Annotated[
+        str,
+        typer.Option(
+            help="Cost target: ort-cpu (measured with onnxruntime's CPU provider here, batch 1) or orin-emu (Jetson AGX Orin, EMULATED; --module, --power-mode, --precision)."
+        ),
+    ] = "ort-cpu",
+    module: Annotated[str | None, typer.Option(help=MODULE_HELP)] = None,
+    power_mode: Annotated[str | None, typer.Option(help=POWER_MODE_HELP)] = None,
+    precision: Annotated[str | None, typer.Option(help=PRECISION_HELP)] = None,
     backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "simvp",
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "taxibj",
-    data: Annotated[Optional[str], typer.Option(help=DATA_HELP)] = None,
-    frames_in: Annotated[Optional[int], typer.Option(help="Input frames (default: the family's).")] = None,
-    frames_out: Annotated[Optional[int], typer.Option(help="Frames to forecast (default: the family's).")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Frame height in pixels (default: the family's).")] = None,
+    data: Annotated[str | None, typer.Option(help=DATA_HELP)] = None,
+    frames_in: Annotated[int | None, typer.Option(help="Input frames (default: the family's).")] = None,
+    frames_out: Annotated[int | None, typer.Option(help="Frames to forecast (default: the family's).")] = None,
+    size: Annotated[int | None, typer.Option(help="Frame height in pixels (default: the family's).")] = None,
     region_size: Annotated[int, typer.Option(min=1, max=4096, help="DataMask region side in pixels (power of 2).")] = 8,
-    group_size: Annotated[Optional[int], typer.Option(min=1, max=4096, help=GROUP_SIZE_HELP)] = None,
-    group_order: Annotated[str, typer.Option(help="'scored' or 'ordered' (see `dpedge train --help`): which export mode is timed.")] = "ordered",
-    slimmable: Annotated[Optional[bool], typer.Option("--slimmable/--no-slimmable", help="Time the branches of a width-routed slimmable model, as `dpedge train` trains by default below budget 1: its router alone and each width level, with and without the router (--no-slimmable: each layer on tiles and whole maps, for `dpedge train --no-slimmable`).")] = None,
+    group_size: Annotated[int | None, typer.Option(min=1, max=4096, help=GROUP_SIZE_HELP)] = None,
+    group_order: Annotated[
+        str, typer.Option(help="'scored' or 'ordered' (see `dpedge train --help`): which export mode is timed.")
+    ] = "ordered",
+    slimmable: Annotated[
+        bool | None,
+        typer.Option(
+            "--slimmable/--no-slimmable",
+            help="Time the branches of a width-routed slimmable model, as `dpedge train` trains by default below budget 1: its router alone and each width level, with and without the router (--no-slimmable: each layer on tiles and whole maps, for `dpedge train --no-slimmable`).",
+        ),
+    ] = None,
     arch: Annotated[list[str], typer.Option(help=ARCH_HELP)] = [],
     threads: Annotated[int, typer.Option(min=1, max=1024, help="onnxruntime intra-op threads the table is for.")] = 1,
     runs: Annotated[int, typer.Option(min=3, max=1000000, help="Timed runs of every sub-network.")] = 20,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the table here (JSON), for `dpedge train --cost-table`.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the table here (JSON), for `dpedge train --cost-table`.")
+    ] = None,
 ) -> None:
     """What each layer of a model costs on a target, on tiles and on whole maps, at every width level (a width-routed slimmable model: what each branch costs): the table `dpedge train --cost ort-cpu|orin-emu` prices samples with (ort-cpu: measured here; orin-emu: emulated)."""
     from dynaprune_edge.cost.orin import Device
@@ -386,7 +606,9 @@ def calibrate(
         raise ConfigError(f"--cost must be ort-cpu or orin-emu, got {cost!r} (flops needs no table)")
     if out is not None:
         check_writable(out, "--out", folder=False)
-    chosen = emulated_orin(cost, emulated_device(cost, module, power_mode, precision))  # checked as `dpedge train` checks it
+    chosen = emulated_orin(
+        cost, emulated_device(cost, module, power_mode, precision)
+    )  # checked as `dpedge train` checks it
     device = None if chosen is None else Device(**chosen)
     data_config = None if model else DataConfig(dataset, data, frames_in, frames_out, size)
     config = architecture_config(model, backbone, data_config, region_size, group_size, group_order, slimmable, arch)
@@ -398,27 +620,57 @@ def calibrate(
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(text, path)
     unit = "ms" if device is None else "EMULATED ms"
-    where = (f"{table.machine['cpu']}, {threads} thread(s), onnxruntime {table.machine['onnxruntime']}" if device is None
-             else f"the Jetson AGX Orin ({device.module}, {device.power_mode}, {device.precision})")
+    where = (
+        f"{table.machine['cpu']}, {threads} thread(s), onnxruntime {table.machine['onnxruntime']}"
+        if device is None
+        else f"the Jetson AGX Orin ({device.module}, {device.power_mode}, {device.precision})"
+    )
     if table.branches is None:
-        view = Table(title=f"{config.backbone} on {where}: {unit} per layer",
-                     caption=f"dense export {table.dense_ms:.3f} ms; fixed part of a pruned one (router, persistence, the run) {table.fixed_ms:.3f} ms")
-        for column in ("layer", "whole map", *(f"tiles n={n}" for n in table.region_points[1:-1]), "tiles pay up to n ="):
+        view = Table(
+            title=f"{config.backbone} on {where}: {unit} per layer",
+            caption=f"dense export {table.dense_ms:.3f} ms; fixed part of a pruned one (router, persistence, the run) {table.fixed_ms:.3f} ms",
+        )
+        for column in (
+            "layer",
+            "whole map",
+            *(f"tiles n={n}" for n in table.region_points[1:-1]),
+            "tiles pay up to n =",
+        ):
             view.add_column(column, justify="right")
         for name, times in table.layers.items():
-            view.add_row(name, f"{times.whole_ms[-1]:.3f}", *(f"{t:.3f}" for t in times.tiled_ms[-1][1:-1]), str(times.tile_limit) if times.tile_limit else "never")
+            view.add_row(
+                name,
+                f"{times.whole_ms[-1]:.3f}",
+                *(f"{t:.3f}" for t in times.tiled_ms[-1][1:-1]),
+                str(times.tile_limit) if times.tile_limit else "never",
+            )
         scope = "at full width; "
     else:
-        view = Table(title=f"width-routed {config.backbone} on {where}: {unit} per branch", caption=f"dense export {table.dense_ms:.3f} ms")
+        view = Table(
+            title=f"width-routed {config.backbone} on {where}: {unit} per branch",
+            caption=f"dense export {table.dense_ms:.3f} ms",
+        )
         for column in ("branch", "with the router", "ratio to dense", "alone (--width)"):
             view.add_column(column, justify="right")
-        view.add_row("persistence", f"{table.branches.persistence_ms:.3f}", f"{table.branches.persistence_ms / table.dense_ms:.2f}", "")
+        view.add_row(
+            "persistence",
+            f"{table.branches.persistence_ms:.3f}",
+            f"{table.branches.persistence_ms / table.dense_ms:.2f}",
+            "",
+        )
         for level, routed, alone in zip(config.pruning.width_levels, table.branches.level_ms, table.branches.alone_ms):
             view.add_row(f"width ×{level:g}", f"{routed:.3f}", f"{routed / table.dense_ms:.2f}", f"{alone:.3f}")
         scope = ""
     console.print(view)
-    console.print(f"[dim]{scope}" + (f"measured (not predicted) on this machine, median of {runs} runs" if device is None
-                  else "emulated by the orin-emu roofline (docs/orin-emulator.md), not measured") + "[/dim]")
+    console.print(
+        f"[dim]{scope}"
+        + (
+            f"measured (not predicted) on this machine, median of {runs} runs"
+            if device is None
+            else "emulated by the orin-emu roofline (docs/orin-emulator.md), not measured"
+        )
+        + "[/dim]"
+    )
     console.print(f"wrote {cached}" + (f" and {out}" if out else ""))
 
 
@@ -432,47 +684,157 @@ def architecture_config(model, backbone, data_config, region_size, group_size, g
     if model is not None:
         return load_model(model).model_config
     budget = 0.5  # any budget below 1: the table does not depend on it
-    overrides = {"region_size": region_size, "group_order": group_order, **pruning_defaults(budget, slimmable, group_size)}
+    overrides = {
+        "region_size": region_size,
+        "group_order": group_order,
+        **pruning_defaults(budget, slimmable, group_size),
+    }
     spec = RunSpec.create(backbone, data_config, budget, TrainConfig(), parse_assignments(arch), overrides)
     return model_config_for(spec, load_dataset(data_config))
 
 
 @app.command()
 def profile(
-    model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx (its manifest beside it), or a TensorRT MODEL...engine for --backend trt.")],
-    backend: Annotated[str, typer.Option(help="ort (onnxruntime CPU), ort-cuda, trt (a TensorRT engine on its device) or orin-emu (Jetson AGX Orin latency emulated from a roofline; outputs from onnxruntime CPU).")] = "ort",
-    module: Annotated[Optional[str], typer.Option(help=MODULE_HELP)] = None,
-    power_mode: Annotated[Optional[str], typer.Option(help=POWER_MODE_HELP + " trt: the mode the Jetson must be in, checked with `nvpmodel -q` before timing.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help=PRECISION_HELP)] = None,
-    data: Annotated[Optional[str], typer.Option(help="Another copy of the model's training data (its family's format), or 'sample' for the bundled one. Default: what the manifest records.")] = None,
-    samples: Annotated[int, typer.Option(max=100000, help="Validation windows to profile on, spread evenly over the split.")] = 64,
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="An exported MODEL.onnx (its manifest beside it), or a TensorRT MODEL...engine for --backend trt."
+        ),
+    ],
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="ort (onnxruntime CPU), ort-cuda, trt (a TensorRT engine on its device) or orin-emu (Jetson AGX Orin latency emulated from a roofline; outputs from onnxruntime CPU)."
+        ),
+    ] = "ort",
+    module: Annotated[str | None, typer.Option(help=MODULE_HELP)] = None,
+    power_mode: Annotated[
+        str | None,
+        typer.Option(
+            help=POWER_MODE_HELP + " trt: the mode the Jetson must be in, checked with `nvpmodel -q` before timing."
+        ),
+    ] = None,
+    precision: Annotated[str | None, typer.Option(help=PRECISION_HELP)] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Another copy of the model's training data (its family's format), or 'sample' for the bundled one. Default: what the manifest records."
+        ),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option(max=100000, help="Validation windows to profile on, spread evenly over the split.")
+    ] = 64,
     warmup: Annotated[int, typer.Option(max=1000, help="Untimed passes over the samples before timing.")] = 1,
-    runs: Annotated[int, typer.Option(max=1000000, help="Timed runs of each model (cycling over the samples; at least one per sample).")] = 300,
-    repeat: Annotated[int, typer.Option(max=100, help="Runs of each model in a row at its turn, the last timed: 1 (strict turns, as `bench latency`) times each after the other evicted it from the caches; 3 times it warm, as a model running alone.")] = 1,
+    runs: Annotated[
+        int,
+        typer.Option(max=1000000, help="Timed runs of each model (cycling over the samples; at least one per sample)."),
+    ] = 300,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            max=100,
+            help="Runs of each model in a row at its turn, the last timed: 1 (strict turns, as `bench latency`) times each after the other evicted it from the caches; 3 times it warm, as a model running alone.",
+        ),
+    ] = 1,
     threads: Annotated[int, typer.Option(max=1024, help="onnxruntime intra-op threads.")] = 1,
-    trtexec_log: Annotated[Optional[Path], typer.Option(help="The log of a trtexec run of this model's engine (the line `dpedge export --trt` prints; the --exportProfile and --exportLayerInfo files it names are read when beside the log): reported beside, as measured on the GPU the log names; with orin-emu, a run on another GPU than an Orin is scaled to the Orin.")] = None,
-    dense_trtexec_log: Annotated[Optional[Path], typer.Option(help="The same for the dense twin's engine: gives the measured speedup, and on orin-emu the emulator's error on this model.")] = None,
-    calibrate: Annotated[Optional[str], typer.Option(help="orin-emu: 'cuda' builds and profiles both engines with trtexec on this machine's NVIDIA GPU and scales their per-layer times to the Orin, beside the first-principles figures (a --trtexec-log of a run on a desktop GPU is scaled the same way).")] = None,
-    frames: Annotated[Optional[Path], typer.Option(help="The validation windows in a NAME.frames.npz that `dpedge deploy` copied beside the model, instead of reading the data (a device without torch or the data files).")] = None,
-    power: Annotated[str, typer.Option(help="Power and energy per inference, read from the Jetson's rail monitors: tegrastats, jtop (jetson-stats), off, or auto (tegrastats where found, else jtop, else none; never on orin-emu).")] = "auto",
-    power_seconds: Annotated[float, typer.Option(help="Seconds each model runs alone, back to back, while its power is sampled.")] = 5.0,
-    idle_seconds: Annotated[float, typer.Option(help="Seconds of idle power sampled first, subtracted for the energy an inference adds (0: none).")] = 3.0,
-    power_interval: Annotated[int, typer.Option(max=60000, help="Milliseconds between rail readings (tegrastats --interval).")] = 100,
-    report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this folder.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")] = False,
-    budget: Annotated[Optional[float], typer.Option(help="A width-routed model's run-time budget (dpedge train --budget B, below 1): the mean cost ratio on its cost target, in (0, 1]; 1 runs the widest level. Default: the trained budget.")] = None,
-    layout: Annotated[Optional[str], typer.Option(help="ort, ort-cuda: run a pruned export as one graph (single) or as a router graph then the chosen branch's graph (split). Default: what its export measured faster.")] = None,
-    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="trt: capture each engine (the single engine, or the bundle's router, each branch and the bypass) into a CUDA graph once at load and launch that instead; an engine that cannot be captured runs eagerly, and a line says which and why.")] = False,
-    backbone: Annotated[Optional[str], typer.Option(help=f"Only to export the dense twin from the model.pt beside MODEL: {MODEL_BACKBONE_HELP}")] = None,
+    trtexec_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="The log of a trtexec run of this model's engine (the line `dpedge export --trt` prints; the --exportProfile and --exportLayerInfo files it names are read when beside the log): reported beside, as measured on the GPU the log names; with orin-emu, a run on another GPU than an Orin is scaled to the Orin."
+        ),
+    ] = None,
+    dense_trtexec_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="The same for the dense twin's engine: gives the measured speedup, and on orin-emu the emulator's error on this model."
+        ),
+    ] = None,
+    calibrate: Annotated[
+        str | None,
+        typer.Option(
+            help="orin-emu: 'cuda' builds and profiles both engines with trtexec on this machine's NVIDIA GPU and scales their per-layer times to the Orin, beside the first-principles figures (a --trtexec-log of a run on a desktop GPU is scaled the same way)."
+        ),
+    ] = None,
+    frames: Annotated[
+        Path | None,
+        typer.Option(
+            help="The validation windows in a NAME.frames.npz that `dpedge deploy` copied beside the model, instead of reading the data (a device without torch or the data files)."
+        ),
+    ] = None,
+    power: Annotated[
+        str,
+        typer.Option(
+            help="Power and energy per inference, read from the Jetson's rail monitors: tegrastats, jtop (jetson-stats), off, or auto (tegrastats where found, else jtop, else none; never on orin-emu)."
+        ),
+    ] = "auto",
+    power_seconds: Annotated[
+        float, typer.Option(help="Seconds each model runs alone, back to back, while its power is sampled.")
+    ] = 5.0,
+    idle_seconds: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of idle power sampled first, subtracted for the energy an inference adds (0: none)."
+        ),
+    ] = 3.0,
+    power_interval: Annotated[
+        int, typer.Option(max=60000, help="Milliseconds between rail readings (tegrastats --interval).")
+    ] = 100,
+    report: Annotated[
+        Path | None, typer.Option(help="Write report.json, report.md and PNG plots into this folder.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print everything as one JSON object instead of tables.")
+    ] = False,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            help="A width-routed model's run-time budget (dpedge train --budget B, below 1): the mean cost ratio on its cost target, in (0, 1]; 1 runs the widest level. Default: the trained budget."
+        ),
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            help="ort, ort-cuda: run a pruned export as one graph (single) or as a router graph then the chosen branch's graph (split). Default: what its export measured faster."
+        ),
+    ] = None,
+    cuda_graph: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graph",
+            help="trt: capture each engine (the single engine, or the bundle's router, each branch and the bypass) into a CUDA graph once at load and launch that instead; an engine that cannot be captured runs eagerly, and a line says which and why.",
+        ),
+    ] = False,
+    backbone: Annotated[
+        str | None,
+        typer.Option(help=f"Only to export the dense twin from the model.pt beside MODEL: {MODEL_BACKBONE_HELP}"),
+    ] = None,
 ) -> None:
     """Latency, FLOPs and branch per sample of an exported model against its dense twin, on real samples of its data: measured, or emulated for the Jetson AGX Orin."""
     from dynaprune_edge import profile as profiling
 
     register_own_backbone(backbone)
 
-    settings = profiling.Settings(backend, module, power_mode, precision, data, samples, warmup, runs, repeat, threads, calibrate,
-                                  None if frames is None else str(frames), power, power_seconds, idle_seconds, power_interval, budget, layout,
-                                  cuda_graph)
+    settings = profiling.Settings(
+        backend,
+        module,
+        power_mode,
+        precision,
+        data,
+        samples,
+        warmup,
+        runs,
+        repeat,
+        threads,
+        calibrate,
+        None if frames is None else str(frames),
+        power,
+        power_seconds,
+        idle_seconds,
+        power_interval,
+        budget,
+        layout,
+        cuda_graph,
+    )
     settings.device()  # a bad module, power mode or precision fails before any work
     if report is not None:
         check_writable(report, "--report", folder=True)
@@ -491,8 +853,12 @@ def profile(
 
 @app.command()
 def device(
-    disk: Annotated[Path, typer.Option(help="Report the free space for this folder (or its nearest existing parent).")] = Path("."),
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (what `dpedge deploy` reads).")] = False,
+    disk: Annotated[
+        Path, typer.Option(help="Report the free space for this folder (or its nearest existing parent).")
+    ] = Path("."),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (what `dpedge deploy` reads).")
+    ] = False,
 ) -> None:
     """What this machine offers dpedge: its version, L4T and JetPack, CUDA, TensorRT, onnxruntime, power mode and free disk."""
     from dynaprune_edge.runtime.jetson import device_facts
@@ -507,12 +873,44 @@ def device(
 
 @app.command()
 def engine(
-    model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx, its manifest beside it (with --check: an engine, its .engine.json, or a .bundle.json).")],
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 is calibrated on --frames, or reuses the calibration cache beside the model).")] = "fp16",
-    frames: Annotated[Optional[Path], typer.Option(help="A NAME.frames.npz of validation windows (`dpedge deploy` copies one): int8 calibration and the Polygraphy check's inputs.")] = None,
-    layout: Annotated[Optional[str], typer.Option(help="single: one engine of the whole graph; split: a pruned graph's bundle, one engine for the router and one per branch (TensorRT may run every branch of an If). Default: split for a pruned graph.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the engine's (or bundle's) path, each engine file with its SHA-256, and the check against onnxruntime.")] = False,
-    check: Annotated[bool, typer.Option("--check", help="Build nothing: check the engine or bundle MODEL built earlier (what `dpedge deploy` runs on the device), refused in one line unless it was built for this GPU and TensorRT from the graph beside it and every engine file is the one its metadata lists (SHA-256).")] = False,
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="An exported MODEL.onnx, its manifest beside it (with --check: an engine, its .engine.json, or a .bundle.json)."
+        ),
+    ],
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="fp32, fp16 or int8 (int8 is calibrated on --frames, or reuses the calibration cache beside the model)."
+        ),
+    ] = "fp16",
+    frames: Annotated[
+        Path | None,
+        typer.Option(
+            help="A NAME.frames.npz of validation windows (`dpedge deploy` copies one): int8 calibration and the Polygraphy check's inputs."
+        ),
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            help="single: one engine of the whole graph; split: a pruned graph's bundle, one engine for the router and one per branch (TensorRT may run every branch of an If). Default: split for a pruned graph."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object: the engine's (or bundle's) path, each engine file with its SHA-256, and the check against onnxruntime.",
+        ),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Build nothing: check the engine or bundle MODEL built earlier (what `dpedge deploy` runs on the device), refused in one line unless it was built for this GPU and TensorRT from the graph beside it and every engine file is the one its metadata lists (SHA-256).",
+        ),
+    ] = False,
 ) -> None:
     """Build the TensorRT engine of an exported model on this device, without torch (`dpedge export --trt` does the same from a model.pt); a pruned model's as a bundle of engines."""
     from dynaprune_edge.export.tensorrt.build import build_or_explain
@@ -529,18 +927,33 @@ def engine(
         if as_json:
             print(json.dumps(checked))
             return
-        console.print(f"{checked['engine']}: {len(checked['engines'])} engine file(s), each the one {checked['metadata']} lists, built for this "
-                      f"{checked['device']} with TensorRT {checked['tensorrt']} from the {checked['onnx']} beside it", markup=False, soft_wrap=True)
+        console.print(
+            f"{checked['engine']}: {len(checked['engines'])} engine file(s), each the one {checked['metadata']} lists, built for this "
+            f"{checked['device']} with TensorRT {checked['tensorrt']} from the {checked['onnx']} beside it",
+            markup=False,
+            soft_wrap=True,
+        )
         return
     manifest = read_manifest(model)
     calibration = None if frames is None else load_frames(frames, manifest)[0]
     outcome = build_or_explain(model, manifest, precision, calibration, None, layout=layout)
     if outcome.engine_path is None:
-        raise ConfigError(f"no TensorRT engine built: {outcome.reason}")  # the reason ends with the command for the device
+        raise ConfigError(
+            f"no TensorRT engine built: {outcome.reason}"
+        )  # the reason ends with the command for the device
     if as_json:
         _, _, metadata, engines = engine_files(outcome.engine_path)
-        print(json.dumps({"engine": str(outcome.engine_path), "metadata": metadata.name, "engines": [vars(e) for e in engines],
-                          "polygraphy": outcome.polygraphy, "profile_command": outcome.command}))
+        print(
+            json.dumps(
+                {
+                    "engine": str(outcome.engine_path),
+                    "metadata": metadata.name,
+                    "engines": [vars(e) for e in engines],
+                    "polygraphy": outcome.polygraphy,
+                    "profile_command": outcome.command,
+                }
+            )
+        )
         return
     console.print(f"wrote {outcome.engine_path}; checked against onnxruntime: {outcome.polygraphy}")
     console.print(f"profile it with: {outcome.command}", soft_wrap=True, markup=False)
@@ -548,44 +961,136 @@ def engine(
 
 @app.command()
 def deploy(
-    model: Annotated[Path, typer.Argument(help="An exported MODEL.onnx (its manifest, and its dense twin MODEL.dense.onnx or the model.pt to export it from, beside it).")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="An exported MODEL.onnx (its manifest, and its dense twin MODEL.dense.onnx or the model.pt to export it from, beside it)."
+        ),
+    ],
     host: Annotated[str, typer.Option(help="The device, USER@HOST (a host name or IP address; [v6] in brackets).")],
     port: Annotated[int, typer.Option(min=1, max=65535, help="Its SSH port.")] = 22,
-    identity: Annotated[Optional[Path], typer.Option(help="The private key to log in with (default: ssh's own choice).")] = None,
-    known_hosts: Annotated[Optional[Path], typer.Option(help="The known_hosts file to check the device's host key against (default: ssh's, ~/.ssh/known_hosts).")] = None,
-    accept_new_host_key: Annotated[bool, typer.Option("--accept-new-host-key", help="Trust the host key of a device seen for the first time (a changed key is still refused).")] = False,
-    remote_dir: Annotated[str, typer.Option(help="The folder on the device (relative paths are in the login's home).")] = "dpedge-deploy",
-    build_engine: Annotated[bool, typer.Option("--build-engine", help="Build the TensorRT engines (model and dense twin) on the device: engines are not portable.")] = False,
-    engine: Annotated[Optional[Path], typer.Option(help="Copy this engine or bundle instead of building one on the device: an .engine (or its .engine.json) or a .bundle.json built from MODEL on an identical device (same GPU and TensorRT; e.g. fetched from the first Jetson of a fleet), with the dense twin's engine where it lies beside it. Every engine goes first, its metadata last; each is checked on the device by SHA-256, with the GPU and TensorRT it was built for.")] = None,
-    precision: Annotated[str, typer.Option(help="The engines' precision: fp32, fp16 or int8 (calibrated on the model's validation windows).")] = "fp16",
-    profile: Annotated[bool, typer.Option("--profile", help="Profile the model against its dense twin on the device and fetch the report.")] = False,
-    backend: Annotated[str, typer.Option(help="--profile backend on the device: trt (the engines built), or ort (onnxruntime CPU: a device without TensorRT).")] = "trt",
-    power_mode: Annotated[Optional[str], typer.Option(help="The nvpmodel mode the Jetson must be in while profiling on trt (MAXN, 50W, 30W, 15W); checked there, never changed (jetson/clocks.sh sets it).")] = None,
-    power: Annotated[str, typer.Option(help="The profile's power meter on the device: auto, tegrastats, jtop or off (dpedge profile --power; an AGX Orin's tegrastats shows its rails to root only, jtop to anyone).")] = "auto",
-    report: Annotated[Optional[Path], typer.Option(help="Where the fetched report goes (default: beside the model, report-HOST).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Read the profile's validation windows from this copy of the data (default: what the manifest records; 'sample': the bundled one).")] = None,
-    samples: Annotated[int, typer.Option(min=1, max=100000, help="Validation windows to profile on (sent to the device in a frames file).")] = 64,
-    remote_dpedge: Annotated[str, typer.Option(help="The dpedge command on the device (a path where it is not on a non-interactive login's PATH).")] = "dpedge",
-    backbone: Annotated[Optional[str], typer.Option(help=f"Only to export the dense twin from the model.pt beside MODEL: {MODEL_BACKBONE_HELP}")] = None,
+    identity: Annotated[
+        Path | None, typer.Option(help="The private key to log in with (default: ssh's own choice).")
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option(
+            help="The known_hosts file to check the device's host key against (default: ssh's, ~/.ssh/known_hosts)."
+        ),
+    ] = None,
+    accept_new_host_key: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-host-key",
+            help="Trust the host key of a device seen for the first time (a changed key is still refused).",
+        ),
+    ] = False,
+    remote_dir: Annotated[
+        str, typer.Option(help="The folder on the device (relative paths are in the login's home).")
+    ] = "dpedge-deploy",
+    build_engine: Annotated[
+        bool,
+        typer.Option(
+            "--build-engine",
+            help="Build the TensorRT engines (model and dense twin) on the device: engines are not portable.",
+        ),
+    ] = False,
+    engine: Annotated[
+        Path | None,
+        typer.Option(
+            help="Copy this engine or bundle instead of building one on the device: an .engine (or its .engine.json) or a .bundle.json built from MODEL on an identical device (same GPU and TensorRT; e.g. fetched from the first Jetson of a fleet), with the dense twin's engine where it lies beside it. Every engine goes first, its metadata last; each is checked on the device by SHA-256, with the GPU and TensorRT it was built for."
+        ),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(help="The engines' precision: fp32, fp16 or int8 (calibrated on the model's validation windows)."),
+    ] = "fp16",
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Profile the model against its dense twin on the device and fetch the report."),
+    ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="--profile backend on the device: trt (the engines built), or ort (onnxruntime CPU: a device without TensorRT)."
+        ),
+    ] = "trt",
+    power_mode: Annotated[
+        str | None,
+        typer.Option(
+            help="The nvpmodel mode the Jetson must be in while profiling on trt (MAXN, 50W, 30W, 15W); checked there, never changed (jetson/clocks.sh sets it)."
+        ),
+    ] = None,
+    power: Annotated[
+        str,
+        typer.Option(
+            help="The profile's power meter on the device: auto, tegrastats, jtop or off (dpedge profile --power; an AGX Orin's tegrastats shows its rails to root only, jtop to anyone)."
+        ),
+    ] = "auto",
+    report: Annotated[
+        Path | None, typer.Option(help="Where the fetched report goes (default: beside the model, report-HOST).")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Read the profile's validation windows from this copy of the data (default: what the manifest records; 'sample': the bundled one)."
+        ),
+    ] = None,
+    samples: Annotated[
+        int,
+        typer.Option(min=1, max=100000, help="Validation windows to profile on (sent to the device in a frames file)."),
+    ] = 64,
+    remote_dpedge: Annotated[
+        str,
+        typer.Option(
+            help="The dpedge command on the device (a path where it is not on a non-interactive login's PATH)."
+        ),
+    ] = "dpedge",
+    backbone: Annotated[
+        str | None,
+        typer.Option(help=f"Only to export the dense twin from the model.pt beside MODEL: {MODEL_BACKBONE_HELP}"),
+    ] = None,
 ) -> None:
     """Deploy an exported model to a Jetson over SSH: check the device, copy, build the engines there (or copy engines built on an identical device), check them there, profile there, fetch the report."""
-    from dynaprune_edge.deploy import DeployOptions, deploy as run_deploy
+    from dynaprune_edge.deploy import DeployOptions
+    from dynaprune_edge.deploy import deploy as run_deploy
     from dynaprune_edge.deploy.ssh import Target
 
     register_own_backbone(backbone)
 
     if report is not None:
         check_writable(report, "--report", folder=True)
-    target = Target.parse(host, port=port, identity=identity, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key)
-    options = DeployOptions(remote_dir, build_engine, precision, profile, backend, power_mode, power, report, data, samples, remote_dpedge,
-                            engine=engine)
+    target = Target.parse(
+        host, port=port, identity=identity, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key
+    )
+    options = DeployOptions(
+        remote_dir,
+        build_engine,
+        precision,
+        profile,
+        backend,
+        power_mode,
+        power,
+        report,
+        data,
+        samples,
+        remote_dpedge,
+        engine=engine,
+    )
     run_deploy(model, target, options, console)
 
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Directory for the demo's models, exports, plot, verdict and reports (models trained with the same settings are reused).")] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model (as many epochs as that takes).")] = 300,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Directory for the demo's models, exports, plot, verdict and reports (models trained with the same settings are reused)."
+        ),
+    ] = Path("runs/demo"),
+    steps: Annotated[
+        int, typer.Option(min=1, max=10000000, help="Optimizer steps per model (as many epochs as that takes).")
+    ] = 300,
 ) -> None:
     """On the real KNMI radar sample: static-width SimVPs against one width-routed SimVP priced in this machine's milliseconds, its one artifact timed over run-time budgets; a plot, a table and a verdict."""
     check_writable(out, "--out", folder=True)
@@ -595,19 +1100,32 @@ def demo(
 
 
 KNMI_HELP = (
-    "KNMI radar data to run on: a file, directory or glob, or 'sample' (the frames bundled with dpedge). "
-    "Default: the team workspace copy ../shared/data/knmi_radar_2010-08-26 beside the repository when "
-    "that folder exists, else 'sample' (the same frames)."
+    "KNMI radar data to run on: a file, directory or glob, or 'sample' (default: the frames of the "
+    "2010-08-26 event bundled with dpedge)."
 )
 
 
 @bench_app.command("accuracy")
 def bench_accuracy(
     out: Annotated[Path, typer.Option(help="Directory for the benchmark's models.")] = Path("runs/bench-accuracy"),
-    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).")] = 600,
-    budget: Annotated[float, typer.Option("--budget", "--target-flops", help="FLOPs budget of the pruned models.")] = 0.3,
-    backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: the built-in ones; PATH.py:Class for one of your own, which runs that file).")] = [],
-    knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
+    steps: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=10000000,
+            help="Optimizer steps per model, dense and pruned alike (as many epochs as that takes).",
+        ),
+    ] = 600,
+    budget: Annotated[
+        float, typer.Option("--budget", "--target-flops", help="FLOPs budget of the pruned models.")
+    ] = 0.3,
+    backbone: Annotated[
+        list[str],
+        typer.Option(
+            help="Backbones to run, repeatable (default: the built-in ones; PATH.py:Class for one of your own, which runs that file)."
+        ),
+    ] = [],
+    knmi: Annotated[str | None, typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
     """For each backbone, on synthetic TaxiBJ, real New York bike traffic and the real KNMI radar set: dense vs pruned MAE, FLOPs ratio, data kept."""
@@ -620,16 +1138,59 @@ def bench_accuracy(
 
 @bench_app.command("latency")
 def bench_latency(
-    out: Annotated[Path, typer.Option(help="Directory for the benchmark's models and exports (models trained with the same settings are reused).")] = Path("runs/bench-latency"),
-    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model (as many epochs as that takes).")] = 300,
-    budget: Annotated[list[float], typer.Option("--budget", "--target-flops", help="Budgets of the pruned models (ratios on their --cost target), repeatable (default: 0.3 and 0.5).")] = [],
-    threads: Annotated[list[int], typer.Option(min=1, max=1024, help="onnxruntime intra-op threads, repeatable (default: 1 and 2).")] = [],
-    backbone: Annotated[list[str], typer.Option(help="Backbones to run, repeatable (default: the built-in ones; PATH.py:Class for one of your own, which runs that file).")] = [],
-    group_order: Annotated[str, typer.Option(help="Group order the models are trained with (see `dpedge train --help`); 'ordered' lets export compile constant-weight sub-networks.")] = "ordered",
-    runs: Annotated[int, typer.Option(min=1, max=1000000, help="Timed runs of each model per row (cycling over the validation samples).")] = 300,
-    repeat: Annotated[int, typer.Option(min=1, max=100, help="Runs of each model in a row at its turn, only the last timed: 1 (strict turns, as README's tables) times each model after the others' runs; 3 times each warm, as a model running alone.")] = 1,
-    cost: Annotated[list[str], typer.Option(help="Cost targets the models' budgets are priced on, repeatable: flops, ort-cpu (default: flops).")] = [],
-    knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Directory for the benchmark's models and exports (models trained with the same settings are reused)."
+        ),
+    ] = Path("runs/bench-latency"),
+    steps: Annotated[
+        int, typer.Option(min=1, max=10000000, help="Optimizer steps per model (as many epochs as that takes).")
+    ] = 300,
+    budget: Annotated[
+        list[float],
+        typer.Option(
+            "--budget",
+            "--target-flops",
+            help="Budgets of the pruned models (ratios on their --cost target), repeatable (default: 0.3 and 0.5).",
+        ),
+    ] = [],
+    threads: Annotated[
+        list[int], typer.Option(min=1, max=1024, help="onnxruntime intra-op threads, repeatable (default: 1 and 2).")
+    ] = [],
+    backbone: Annotated[
+        list[str],
+        typer.Option(
+            help="Backbones to run, repeatable (default: the built-in ones; PATH.py:Class for one of your own, which runs that file)."
+        ),
+    ] = [],
+    group_order: Annotated[
+        str,
+        typer.Option(
+            help="Group order the models are trained with (see `dpedge train --help`); 'ordered' lets export compile constant-weight sub-networks."
+        ),
+    ] = "ordered",
+    runs: Annotated[
+        int,
+        typer.Option(
+            min=1, max=1000000, help="Timed runs of each model per row (cycling over the validation samples)."
+        ),
+    ] = 300,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=100,
+            help="Runs of each model in a row at its turn, only the last timed: 1 (strict turns, as README's tables) times each model after the others' runs; 3 times each warm, as a model running alone.",
+        ),
+    ] = 1,
+    cost: Annotated[
+        list[str],
+        typer.Option(
+            help="Cost targets the models' budgets are priced on, repeatable: flops, ort-cpu (default: flops)."
+        ),
+    ] = [],
+    knmi: Annotated[str | None, typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")] = False,
 ) -> None:
     """Dense vs sparse export latency (onnxruntime CPU, batch 1) on synthetic TaxiBJ, real New York bike traffic and the real KNMI radar set."""
@@ -637,31 +1198,94 @@ def bench_latency(
     from dynaprune_edge.bench import latency
     from dynaprune_edge.bench.common import checked_knmi
 
-    latency.bench(out, steps, budget, threads, backbone, group_order, runs, repeat, as_json, checked_knmi(knmi), console, cost)
+    latency.bench(
+        out, steps, budget, threads, backbone, group_order, runs, repeat, as_json, checked_knmi(knmi), console, cost
+    )
 
 
 @bench_app.command("pareto")
 def bench_pareto(
-    out: Annotated[Path, typer.Option(help="Directory for the models, exports, results.json and the plots (models trained with the same settings are reused).")] = Path("runs/bench-pareto"),
-    steps: Annotated[int, typer.Option(min=1, max=10000000, help="Optimizer steps per model, static and pruned alike.")] = 300,
-    dataset: Annotated[list[str], typer.Option(help="Datasets, repeatable: taxibj (synthetic), nycbike, knmi, weatherbench (real samples) (default: all).")] = [],
-    backbone: Annotated[list[str], typer.Option(help="Backbones, repeatable (default: the built-in ones; PATH.py:Class for one of your own, which runs that file). SimVP gets static widths 0.25–1.0 and every budget; the others dense, half width and budget 0.3.")] = [],
-    budget: Annotated[list[float], typer.Option(help="SimVP's region-pruned models' budgets, repeatable (default: 0.3 and 0.5; the width-routed model is trained at 0.5 and measured at 0.3–1).")] = [],
-    cost: Annotated[list[str], typer.Option(help="Cost targets the budgets (and the width-routed models) are priced on, repeatable (default: flops and ort-cpu).")] = [],
-    large: Annotated[bool, typer.Option(help="Also a larger SimVP (32 spatial / 128 temporal channels) with its own static curve, on taxibj and knmi.")] = True,
-    region_pruned: Annotated[bool, typer.Option(help="Also the region-pruned models (--no-slimmable) at --budget, besides the width-routed ones.")] = True,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Directory for the models, exports, results.json and the plots (models trained with the same settings are reused)."
+        ),
+    ] = Path("runs/bench-pareto"),
+    steps: Annotated[
+        int, typer.Option(min=1, max=10000000, help="Optimizer steps per model, static and pruned alike.")
+    ] = 300,
+    dataset: Annotated[
+        list[str],
+        typer.Option(
+            help="Datasets, repeatable: taxibj (synthetic), nycbike, knmi, weatherbench (real samples) (default: all)."
+        ),
+    ] = [],
+    backbone: Annotated[
+        list[str],
+        typer.Option(
+            help="Backbones, repeatable (default: the built-in ones; PATH.py:Class for one of your own, which runs that file). SimVP gets static widths 0.25–1.0 and every budget; the others dense, half width and budget 0.3."
+        ),
+    ] = [],
+    budget: Annotated[
+        list[float],
+        typer.Option(
+            help="SimVP's region-pruned models' budgets, repeatable (default: 0.3 and 0.5; the width-routed model is trained at 0.5 and measured at 0.3–1)."
+        ),
+    ] = [],
+    cost: Annotated[
+        list[str],
+        typer.Option(
+            help="Cost targets the budgets (and the width-routed models) are priced on, repeatable (default: flops and ort-cpu)."
+        ),
+    ] = [],
+    large: Annotated[
+        bool,
+        typer.Option(
+            help="Also a larger SimVP (32 spatial / 128 temporal channels) with its own static curve, on taxibj and knmi."
+        ),
+    ] = True,
+    region_pruned: Annotated[
+        bool,
+        typer.Option(help="Also the region-pruned models (--no-slimmable) at --budget, besides the width-routed ones."),
+    ] = True,
     threads: Annotated[int, typer.Option(min=1, max=1024, help="onnxruntime intra-op threads.")] = 1,
-    runs: Annotated[int, typer.Option(min=1, max=1000000, help="Timed runs of each model (cycling over the validation samples).")] = 200,
-    repeat: Annotated[int, typer.Option(min=1, max=100, help="Runs of each model in a row at its turn, the last timed (3: each model warm, as if it ran alone).")] = 3,
-    knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per point instead of a table.")] = False,
+    runs: Annotated[
+        int, typer.Option(min=1, max=1000000, help="Timed runs of each model (cycling over the validation samples).")
+    ] = 200,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=100,
+            help="Runs of each model in a row at its turn, the last timed (3: each model warm, as if it ran alone).",
+        ),
+    ] = 3,
+    knmi: Annotated[str | None, typer.Option(help=KNMI_HELP)] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per point instead of a table.")
+    ] = False,
 ) -> None:
     """Validation MAE vs measured latency: static-width SimVPs (and ConvLSTM, ViT) against Dyna-Pruner, per dataset, with a plot each."""
     check_writable(out, "--out", folder=True)
     from dynaprune_edge.bench import pareto
     from dynaprune_edge.bench.common import checked_knmi
 
-    pareto.bench(out, steps, dataset, backbone, budget, cost, large, region_pruned, threads, runs, repeat, as_json, checked_knmi(knmi), console)
+    pareto.bench(
+        out,
+        steps,
+        dataset,
+        backbone,
+        budget,
+        cost,
+        large,
+        region_pruned,
+        threads,
+        runs,
+        repeat,
+        as_json,
+        checked_knmi(knmi),
+        console,
+    )
 
 
 @bench_app.command("layout")
@@ -678,12 +1302,21 @@ def bench_layout(
 @bench_app.command("training")
 def bench_training(
     out: Annotated[Path, typer.Option(help="Directory for the runs and results.json.")] = Path("runs/bench-training"),
-    epochs: Annotated[int, typer.Option(min=2, max=100000, help="Epochs of every run (full data, ST-Prune, InfoBatch-style alike).")] = 10,
-    frames: Annotated[list[int], typer.Option(min=1, max=1000000, help="Synthetic TaxiBJ series lengths, repeatable (a small and a large set: where ST-Prune starts to pay).")] = [],
+    epochs: Annotated[
+        int, typer.Option(min=2, max=100000, help="Epochs of every run (full data, ST-Prune, InfoBatch-style alike).")
+    ] = 10,
+    frames: Annotated[
+        list[int],
+        typer.Option(
+            min=1,
+            max=1000000,
+            help="Synthetic TaxiBJ series lengths, repeatable (a small and a large set: where ST-Prune starts to pay).",
+        ),
+    ] = [],
     prune_ratio: Annotated[float, typer.Option(help="--prune-ratio of the ST-Prune and InfoBatch-style runs.")] = 0.5,
     anneal: Annotated[float, typer.Option(help="--anneal of both.")] = 0.125,
     easy_share: Annotated[float, typer.Option(help="--easy-share of both.")] = 0.5,
-    knmi: Annotated[Optional[str], typer.Option(help=KNMI_HELP)] = None,
+    knmi: Annotated[str | None, typer.Option(help=KNMI_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """ST-Prune against full-data training and an InfoBatch-style baseline (same seeds): wall-clock to the full-data model's validation MAE (within 1 %), final MAE, pruned fraction, samples seen, scoring overhead; and 1 vs 2 processes."""
@@ -692,14 +1325,20 @@ def bench_training(
     from dynaprune_edge.bench.common import checked_knmi
     from dynaprune_edge.training.sample_pruning import SamplePruning
 
-    pruning = SamplePruning(ratio=prune_ratio, anneal=anneal, easy_share=easy_share)  # bad options fail now, not after the first run
+    pruning = SamplePruning(
+        ratio=prune_ratio, anneal=anneal, easy_share=easy_share
+    )  # bad options fail now, not after the first run
     training.bench(out, epochs, frames or [600, 4000], pruning, checked_knmi(knmi), as_json, console)
 
 
 @bench_app.command("orin")
 def bench_orin(
-    out: Annotated[Path, typer.Option(help="Directory for the reference networks' ONNX files (built once) and results.json.")] = Path("runs/bench-orin"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print the rows and summaries as one JSON object instead of a table.")] = False,
+    out: Annotated[
+        Path, typer.Option(help="Directory for the reference networks' ONNX files (built once) and results.json.")
+    ] = Path("runs/bench-orin"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the rows and summaries as one JSON object instead of a table.")
+    ] = False,
 ) -> None:
     """The orin-emu emulator against published Jetson AGX Orin latencies of well-known networks (MLPerf, Ultralytics): published vs emulated ms, constants as they stand and fitted on marked rows."""
     check_writable(out, "--out", folder=True)
@@ -710,9 +1349,19 @@ def bench_orin(
 
 @bench_app.command("gpu-check")
 def bench_gpu_check(
-    out: Annotated[Path, typer.Option(help="Directory for the small model, its export, its engines and gpu-check.json.")] = Path("runs/gpu-check"),
-    steps: Annotated[int, typer.Option(min=1, max=100000, help="Optimizer steps of the small width-routed SimVP (NYC bike sample data).")] = 200,
-    device: Annotated[str, typer.Option(help="auto: TensorRT where it imports, else PyTorch on the CUDA GPU, else this CPU; cuda or cpu: the PyTorch proxy there.")] = "auto",
+    out: Annotated[
+        Path, typer.Option(help="Directory for the small model, its export, its engines and gpu-check.json.")
+    ] = Path("runs/gpu-check"),
+    steps: Annotated[
+        int,
+        typer.Option(min=1, max=100000, help="Optimizer steps of the small width-routed SimVP (NYC bike sample data)."),
+    ] = 200,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="auto: TensorRT where it imports, else PyTorch on the CUDA GPU, else this CPU; cuda or cpu: the PyTorch proxy there."
+        ),
+    ] = "auto",
     runs: Annotated[int, typer.Option(min=1, max=100000, help="Timed runs of each graph or branch.")] = 200,
 ) -> None:
     """The split layout on this machine's GPU against the single routed graph, per branch, beside orin-emu's prediction (scripts/gpu_check.sh; a few minutes)."""
@@ -724,7 +1373,12 @@ def bench_gpu_check(
 
 @bench_app.command("trtexec")
 def bench_trtexec(
-    log: Annotated[Path, typer.Argument(help="The output of a trtexec run (e.g. the command `dpedge export --trt` prints, run on the Jetson).")],
+    log: Annotated[
+        Path,
+        typer.Argument(
+            help="The output of a trtexec run (e.g. the command `dpedge export --trt` prints, run on the Jetson)."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
     """Read the performance summary of a trtexec run on the device: throughput, latency and GPU compute time."""
@@ -736,7 +1390,10 @@ def bench_trtexec(
     if as_json:
         print(json.dumps(summary))
         return
-    table = Table(title=f"trtexec {summary.get('tensorrt', '(version not in the log)')}: {log.name}", caption="milliseconds, as trtexec measured them on its device")
+    table = Table(
+        title=f"trtexec {summary.get('tensorrt', '(version not in the log)')}: {log.name}",
+        caption="milliseconds, as trtexec measured them on its device",
+    )
     timings = {name: stats for name, stats in summary.items() if isinstance(stats, dict)}
     statistics = list(dict.fromkeys(stat for stats in timings.values() for stat in stats))
     table.add_column("timing")

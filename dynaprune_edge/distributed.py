@@ -49,7 +49,7 @@ class World:
         return self.rank == 0
 
     def split(self, batch: list[int]) -> list[int]:
-        return batch[self.rank::self.size]
+        return batch[self.rank :: self.size]
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of `tensor` over the ranks, differentiable (each rank's gradient is the
@@ -60,7 +60,7 @@ class World:
         """(batch_size,) the values every rank holds for its share of a global batch, in the
         global batch's order, on every rank."""
         full = torch.zeros(batch_size, dtype=values.dtype)
-        full[self.rank::self.size] = values.detach()
+        full[self.rank :: self.size] = values.detach()
         if self.size > 1:
             dist.all_reduce(full)
         return full
@@ -76,12 +76,17 @@ class World:
         bytes, not pickled."""
         if self.size == 1:
             return make()
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        device = (
+            torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        )
         payload = make().encode() if self.main else b""
         length = torch.tensor([len(payload)], dtype=torch.int64, device=device)
         dist.broadcast(length, src=0)
-        data = (torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device) if self.main
-                else torch.empty(int(length), dtype=torch.uint8, device=device))
+        data = (
+            torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
+            if self.main
+            else torch.empty(int(length), dtype=torch.uint8, device=device)
+        )
         dist.broadcast(data, src=0)
         return data.cpu().numpy().tobytes().decode()
 
@@ -109,8 +114,11 @@ def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
     import inspect
 
     parallel = torch.nn.parallel.DistributedDataParallel
-    buffers = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(parallel).parameters
-               else {"broadcast_buffers": False})  # the older name, before torch 2.13
+    buffers = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(parallel).parameters
+        else {"broadcast_buffers": False}
+    )  # the older name, before torch 2.13
     return parallel(model, **buffers)
 
 
@@ -140,7 +148,9 @@ _PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken p
 def peer_lost(error: BaseException) -> bool:
     """Whether `error` is a collective failing because another rank died (gloo reports it
     as a plain RuntimeError naming the socket error; nccl as a DistError)."""
-    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and any(text in str(error) for text in _PEER_LOST))
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(text in str(error) for text in _PEER_LOST)
+    )
 
 
 def leave() -> None:
@@ -165,11 +175,15 @@ def launch(nproc: int, arguments: list[str]) -> None:
     check_nproc(nproc)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the ranks share the cores
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its report restates the ranks' errors
-    options = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "dynaprune_edge", "train", *arguments])
+    options = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "-m", "dynaprune_edge", "train", *arguments]
+    )
     try:
         run(options)
     except ChildFailedError as failed:
         rank, failure = failed.get_first_failure()  # the root cause: the others may have been stopped for it
         code = failure.exitcode
         how = f"was killed ({signal.Signals(-code).name})" if code < 0 else f"failed (exit {code}; its error is above)"
-        raise ConfigError(f"training process {rank} of {nproc} {how}; the others were stopped, and --resume continues from the last epoch") from None
+        raise ConfigError(
+            f"training process {rank} of {nproc} {how}; the others were stopped, and --resume continues from the last epoch"
+        ) from None

@@ -68,7 +68,9 @@ def check_writable(path: Path, option: str, *, folder: bool) -> None:
     an OSError at its first write."""
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
-        raise ConfigError(f"{option} {path}: a {'file' if folder else 'folder'}, not a {'folder' if folder else 'file'}")
+        raise ConfigError(
+            f"{option} {path}: a {'file' if folder else 'folder'}, not a {'folder' if folder else 'file'}"
+        )
     existing = next(parent for parent in (path if folder else path.parent, *path.absolute().parents) if parent.exists())
     if not existing.is_dir():
         raise ConfigError(f"{option} {path}: {existing} is a file, not a folder")

@@ -26,12 +26,12 @@ from dynaprune_edge.cost.calibration import scale_to_orin
 from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
 from dynaprune_edge.flops import format_flops
-from dynaprune_edge.runtime.frames import load_frames
-from dynaprune_edge.runtime.jetson import current_power_mode
 from dynaprune_edge.profiling.power import choose_meter, measure_power
 from dynaprune_edge.profiling.session import EMULATED, Profile, profile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
+from dynaprune_edge.runtime.frames import load_frames
+from dynaprune_edge.runtime.jetson import current_power_mode
 from dynaprune_edge.runtime.manifest import LAYOUTS, manifest_path
 from dynaprune_edge.runtime.tensorrt import BUNDLE_SUFFIX, engine_graph, is_bundle, read_bundle, read_meta
 
@@ -57,24 +57,34 @@ class Settings:
     idle_seconds: float = 3.0  # the idle recording before them; 0: none
     power_interval: int = 100  # ms between rail readings
     budget: float | None = None  # a width-routed model's run-time budget (None: the trained one)
-    layout: str | None = None  # ort/ort-cuda: a routed graph as one graph or split (None: what its export measured faster)
+    layout: str | None = (
+        None  # ort/ort-cuda: a routed graph as one graph or split (None: what its export measured faster)
+    )
     cuda_graph: bool = False  # trt: each engine as a CUDA graph captured at load, where it can be
 
     def __post_init__(self) -> None:
         BACKENDS.get(self.backend)
         if self.calibrate is not None and (self.calibrate != "cuda" or self.backend != "orin-emu"):
-            raise ConfigError(f"--calibrate takes cuda, with --backend orin-emu, got --calibrate {self.calibrate} on {self.backend}")
+            raise ConfigError(
+                f"--calibrate takes cuda, with --backend orin-emu, got --calibrate {self.calibrate} on {self.backend}"
+            )
         for name, least in (("samples", 1), ("runs", 1), ("repeat", 1), ("warmup", 0)):
             if getattr(self, name) < least:
                 raise ConfigError(f"--{name} must be ≥ {least}, got {getattr(self, name)}")
         if self.frames is not None and self.data is not None:
-            raise ConfigError("--frames holds the windows to profile on; --data reads them from data files: give one of them")
+            raise ConfigError(
+                "--frames holds the windows to profile on; --data reads them from data files: give one of them"
+            )
         if self.budget is not None and not (is_number(self.budget) and 0 < self.budget <= 1):
             raise ConfigError(f"--budget must be in (0, 1], got {self.budget}")
         if self.layout is not None and (self.layout not in LAYOUTS or self.backend not in ("ort", "ort-cuda")):
-            raise ConfigError(f"--layout takes {' or '.join(LAYOUTS)}, with --backend ort or ort-cuda, got --layout {self.layout} on {self.backend}")
+            raise ConfigError(
+                f"--layout takes {' or '.join(LAYOUTS)}, with --backend ort or ort-cuda, got --layout {self.layout} on {self.backend}"
+            )
         if self.cuda_graph and self.backend != "trt":
-            raise ConfigError(f"--cuda-graph captures TensorRT engines into CUDA graphs, with --backend trt, not {self.backend}")
+            raise ConfigError(
+                f"--cuda-graph captures TensorRT engines into CUDA graphs, with --backend trt, not {self.backend}"
+            )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {self.threads}")
         if not 0 < self.power_seconds < math.inf:
@@ -99,7 +109,11 @@ class Settings:
     def as_dict(self) -> dict:
         settings = {k: v for k, v in self.__dict__.items() if v is not None}
         device = self.device()
-        return settings if device is None else {**settings, "module": device.module, "power_mode": device.power_mode, "precision": device.precision}
+        return (
+            settings
+            if device is None
+            else {**settings, "module": device.module, "power_mode": device.power_mode, "precision": device.precision}
+        )
 
 
 def model_files(model: Path, backend: str) -> tuple[Path, Path]:
@@ -111,13 +125,19 @@ def model_files(model: Path, backend: str) -> tuple[Path, Path]:
         raise ConfigError(f"{model}: profile runs an exported model; export it first: dpedge export {model}")
     if model.suffix == ENGINE_SUFFIX or is_bundle(model):
         if backend != "trt":
-            raise ConfigError(f"{model.name} is a TensorRT engine: profile it with --backend trt (on the device it was built on)")
+            raise ConfigError(
+                f"{model.name} is a TensorRT engine: profile it with --backend trt (on the device it was built on)"
+            )
         return engine_graph(model, read_bundle(model) if is_bundle(model) else read_meta(model)), model
     if model.suffix != ".onnx":
-        raise ConfigError(f"{model}: expected an exported .onnx (or a TensorRT .engine or .bundle.json), got {model.suffix or 'no suffix'}")
+        raise ConfigError(
+            f"{model}: expected an exported .onnx (or a TensorRT .engine or .bundle.json), got {model.suffix or 'no suffix'}"
+        )
     if backend == "trt":
-        raise ConfigError(f"--backend trt runs a TensorRT engine, not {model.name}: build one with dpedge engine {model.name} and pass the "
-                          ".engine (or, for a pruned model, the .bundle.json)")
+        raise ConfigError(
+            f"--backend trt runs a TensorRT engine, not {model.name}: build one with dpedge engine {model.name} and pass the "
+            ".engine (or, for a pruned model, the .bundle.json)"
+        )
     return model, model
 
 
@@ -127,16 +147,27 @@ def dense_twin(onnx_path: Path, opened: Path, manifest: Manifest, log=print) -> 
     if manifest.mode == "dense":
         return opened
     twin_onnx = onnx_path.with_name(onnx_path.stem + ".dense.onnx")
-    if opened.suffix == ENGINE_SUFFIX or is_bundle(opened):  # the twin is one engine beside the pruned model's engine or bundle
-        twin = opened.with_name(opened.name.replace(onnx_path.stem, twin_onnx.stem, 1).removesuffix(BUNDLE_SUFFIX).removesuffix(ENGINE_SUFFIX) + ENGINE_SUFFIX)
+    if opened.suffix == ENGINE_SUFFIX or is_bundle(
+        opened
+    ):  # the twin is one engine beside the pruned model's engine or bundle
+        twin = opened.with_name(
+            opened.name.replace(onnx_path.stem, twin_onnx.stem, 1)
+            .removesuffix(BUNDLE_SUFFIX)
+            .removesuffix(ENGINE_SUFFIX)
+            + ENGINE_SUFFIX
+        )
         if not twin.is_file():
-            raise ConfigError(f"no dense twin engine {twin.name} beside {opened.name}: build it on this device from {twin_onnx.name} with dpedge export --trt")
+            raise ConfigError(
+                f"no dense twin engine {twin.name} beside {opened.name}: build it on this device from {twin_onnx.name} with dpedge export --trt"
+            )
         return twin
     if twin_onnx.is_file():
         return twin_onnx
     checkpoint = onnx_path.parent / "model.pt"
     if not checkpoint.is_file():
-        raise ConfigError(f"no dense twin {twin_onnx.name} beside {onnx_path.name} and no model.pt to export it from: dpedge export MODEL.pt --dense -o {twin_onnx}")
+        raise ConfigError(
+            f"no dense twin {twin_onnx.name} beside {onnx_path.name} and no model.pt to export it from: dpedge export MODEL.pt --dense -o {twin_onnx}"
+        )
     from dynaprune_edge.export.exporter import Exporter, ExportOptions
 
     log(f"exporting the dense twin {twin_onnx} from {checkpoint}")
@@ -158,7 +189,9 @@ def profile_frames(manifest: Manifest, onnx_path: Path, data: str | None, sample
     if not config:  # exported before manifests recorded their data
         checkpoint = onnx_path.parent / "model.pt"
         if not checkpoint.is_file():
-            raise ConfigError(f"{onnx_path.name}'s manifest does not say what data the model was trained on: pass --data, or re-export it")
+            raise ConfigError(
+                f"{onnx_path.name}'s manifest does not say what data the model was trained on: pass --data, or re-export it"
+            )
         from dynaprune_edge.training import load_model
 
         config, recorded_in = load_model(checkpoint).data_config.to_dict(), str(checkpoint)
@@ -194,20 +227,26 @@ def trtexec_runs(onnx_path: Path, logs: dict[str, Path], settings: Settings) -> 
         found = TrtexecRun.read(log)
         if not found.on_orin and settings.backend == "orin-emu":
             if found.layers is None or found.layer_info is None:
-                raise ConfigError(f"{log} ran on {found.gpu.name}: to scale it to the Orin, the --exportProfile and --exportLayerInfo "
-                                  "files its command line names must sit beside it (the line `dpedge export --trt` prints writes both)")
-            found.gpu.rates  # a GPU without known peak rates fails here, before any work
+                raise ConfigError(
+                    f"{log} ran on {found.gpu.name}: to scale it to the Orin, the --exportProfile and --exportLayerInfo "
+                    "files its command line names must sit beside it (the line `dpedge export --trt` prints writes both)"
+                )
+            _ = found.gpu.rates  # a GPU without known peak rates fails here, before any work
         if found.engine is not None:
             expected = f"{stem}.dense." if role == "dense" else f"{stem}."
             other_twin = role == "sparse" and found.engine.startswith(f"{stem}.dense.")
             if not found.engine.startswith(expected) or other_twin:
                 option = "--dense-trtexec-log" if role == "dense" else "--trtexec-log"
-                raise ConfigError(f"{log}: trtexec ran {found.engine}, not an engine of {expected.removesuffix('.')}.onnx ({option})")
+                raise ConfigError(
+                    f"{log}: trtexec ran {found.engine}, not an engine of {expected.removesuffix('.')}.onnx ({option})"
+                )
             precision = ENGINE_PRECISION.search(found.engine)
             device = settings.device()
             if precision and device is not None and precision.group(1) != device.precision:
-                raise ConfigError(f"{found.engine} ran at {precision.group(1)} but orin-emu would emulate {device.precision}: "
-                                  f"pass --precision {precision.group(1)}")
+                raise ConfigError(
+                    f"{found.engine} ran at {precision.group(1)} but orin-emu would emulate {device.precision}: "
+                    f"pass --precision {precision.group(1)}"
+                )
         runs[role] = found
     return runs
 
@@ -215,12 +254,16 @@ def trtexec_runs(onnx_path: Path, logs: dict[str, Path], settings: Settings) -> 
 def find_trtexec() -> str:
     found = shutil.which("trtexec")
     if found is None:
-        raise ConfigError("--calibrate cuda runs trtexec on this machine's NVIDIA GPU, and trtexec is not on PATH "
-                          "(TensorRT's bin folder holds it; pip's tensorrt wheels do not)")
+        raise ConfigError(
+            "--calibrate cuda runs trtexec on this machine's NVIDIA GPU, and trtexec is not on PATH "
+            "(TensorRT's bin folder holds it; pip's tensorrt wheels do not)"
+        )
     return found
 
 
-def run_trtexec_here(trtexec: str, onnx_paths: dict[str, Path], manifest: Manifest, precision: str, log) -> dict[str, Path]:
+def run_trtexec_here(
+    trtexec: str, onnx_paths: dict[str, Path], manifest: Manifest, precision: str, log
+) -> dict[str, Path]:
     """`--calibrate cuda`: build and profile each ONNX ("sparse"/"dense") on this machine's
     GPU with the trtexec line `dpedge export --trt` prints (per-layer profile and layer
     information included), the output kept as NAME.calibrate.log beside it; the logs, as
@@ -231,8 +274,15 @@ def run_trtexec_here(trtexec: str, onnx_paths: dict[str, Path], manifest: Manife
 
     logs = {}
     for role, onnx in onnx_paths.items():
-        line = trtexec_command(onnx.name, f"{onnx.stem}.calibrate.{precision}.engine", precision, manifest.input.name, manifest.input.shape,
-                               dynamic=onnx_input_dynamic(onnx, manifest.input), timing_cache=f"{onnx.stem}.calibrate.timing.cache")
+        line = trtexec_command(
+            onnx.name,
+            f"{onnx.stem}.calibrate.{precision}.engine",
+            precision,
+            manifest.input.name,
+            manifest.input.shape,
+            dynamic=onnx_input_dynamic(onnx, manifest.input),
+            timing_cache=f"{onnx.stem}.calibrate.timing.cache",
+        )
         command = [trtexec, *shlex.split(line)[1:]]
         log(f"running on this GPU, in {onnx.parent}: {shlex.join(command)}")
         done = subprocess.run(command, cwd=onnx.parent, capture_output=True, text=True)
@@ -244,8 +294,12 @@ def run_trtexec_here(trtexec: str, onnx_paths: dict[str, Path], manifest: Manife
     return logs
 
 
-def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = None,
-        log=lambda line: print(line, file=sys.stderr)) -> Profile:
+def run(
+    model: Path,
+    settings: Settings,
+    trtexec_logs: dict[str, Path] | None = None,
+    log=lambda line: print(line, file=sys.stderr),
+) -> Profile:
     """Profile `model` against its dense twin; `trtexec_logs` ("sparse"/"dense" → log):
     trtexec runs of their engines on the device, reported beside (see trtexec_runs)."""
     from dynaprune_edge.progress import progress_bar
@@ -255,13 +309,17 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
     meter = choose_meter(settings.power, settings.backend, settings.power_interval)
     onnx_path, opened = model_files(model, settings.backend)
     if settings.calibrate and trtexec_logs:
-        raise ConfigError("--calibrate cuda makes the trtexec runs itself: drop --trtexec-log/--dense-trtexec-log, or --calibrate")
+        raise ConfigError(
+            "--calibrate cuda makes the trtexec runs itself: drop --trtexec-log/--dense-trtexec-log, or --calibrate"
+        )
     trtexec = find_trtexec() if settings.calibrate else None
     device_runs = trtexec_runs(onnx_path, trtexec_logs or {}, settings)
     manifest = read_manifest(onnx_path)
     twin = dense_twin(onnx_path, opened, manifest, log)
     if trtexec is not None:
-        logs = run_trtexec_here(trtexec, {"sparse": onnx_path, "dense": twin}, manifest, settings.device().precision, log)
+        logs = run_trtexec_here(
+            trtexec, {"sparse": onnx_path, "dense": twin}, manifest, settings.device().precision, log
+        )
         device_runs = trtexec_runs(onnx_path, logs, settings)
     if settings.frames is not None:
         frames, described = load_frames(Path(settings.frames), manifest)
@@ -277,75 +335,133 @@ def run(model: Path, settings: Settings, trtexec_logs: dict[str, Path] | None = 
     runs = 1 if sparse.emulated else max(settings.runs, len(frames))
     with progress_bar(transient=True) as progress:
         task = progress.add_task(f"profiling on {settings.backend}", total=runs)
-        result = profile(sparse, dense, frames, settings.runs, settings.warmup, described, onnx_path, lambda: progress.advance(task), settings.repeat)
+        result = profile(
+            sparse,
+            dense,
+            frames,
+            settings.runs,
+            settings.warmup,
+            described,
+            onnx_path,
+            lambda: progress.advance(task),
+            settings.repeat,
+        )
     result.trtexec = device_runs
     if meter is None and settings.power == "auto" and settings.backend == "trt":
         log("power not measured: neither tegrastats nor jtop (jetson-stats) found on this machine")
     if meter is not None:
         with progress_bar(transient=True) as progress:
-            task = progress.add_task(f"power with {meter.name}: idle {settings.idle_seconds:g} s, then {settings.power_seconds:g} s a model", total=None)
+            task = progress.add_task(
+                f"power with {meter.name}: idle {settings.idle_seconds:g} s, then {settings.power_seconds:g} s a model",
+                total=None,
+            )
             try:
-                result.power = measure_power(meter, {"sparse": sparse.run_one, "dense": dense.run_one}, frames, settings.power_seconds,
-                                             settings.idle_seconds, settings.power_interval, lambda: progress.advance(task))
+                result.power = measure_power(
+                    meter,
+                    {"sparse": sparse.run_one, "dense": dense.run_one},
+                    frames,
+                    settings.power_seconds,
+                    settings.idle_seconds,
+                    settings.power_interval,
+                    lambda: progress.advance(task),
+                )
             except DpedgeError as error:
                 if settings.power != "auto":
                     raise
                 log(f"power not measured: {error}")
     device = settings.device()
     if device is not None:
-        result.calibrations = {role: scale_to_orin(run.layers, run.layer_info, run.gpu, device, run.gpu_ms["median"])
-                               for role, run in device_runs.items() if not run.on_orin}
+        result.calibrations = {
+            role: scale_to_orin(run.layers, run.layer_info, run.gpu, device, run.gpu_ms["median"])
+            for role, run in device_runs.items()
+            if not run.on_orin
+        }
     return result
 
 
 def print_profile(result: Profile, console: Console) -> None:
     summary = result.summary()
     latency, flops, kind = summary["latency"], summary["flops"], result.latency_kind
-    table = Table(title=f"{result.manifest.backbone} on {result.manifest.dataset}: {summary['backend']['backend']}, {kind} latency",
-                  caption=latency["label"])
+    table = Table(
+        title=f"{result.manifest.backbone} on {result.manifest.dataset}: {summary['backend']['backend']}, {kind} latency",
+        caption=latency["label"],
+    )
     for column in ("model", "mean ms", "p50", "p90", "p99", "n", "FLOPs/sample"):
         table.add_column(column, justify="left" if column == "model" else "right")
     layout = summary["backend"].get("layout")
     pruned = "pruned" if layout is None or result.manifest.mode == "dense" else f"pruned, {layout} layout"
-    for name, stats, executed in (("dense twin", latency["dense"], flops["dense"]), (pruned, latency["sparse"], flops["executed_mean"])):
-        table.add_row(f"{name} ({kind})", *(f"{stats[k]:.3f}" for k in ("mean", "p50", "p90", "p99")), str(stats["n"]), format_flops(executed))
+    for name, stats, executed in (
+        ("dense twin", latency["dense"], flops["dense"]),
+        (pruned, latency["sparse"], flops["executed_mean"]),
+    ):
+        table.add_row(
+            f"{name} ({kind})",
+            *(f"{stats[k]:.3f}" for k in ("mean", "p50", "p90", "p99")),
+            str(stats["n"]),
+            format_flops(executed),
+        )
     console.print(table)
-    console.print(f"speedup ({kind}): {latency['speedup']:.2f}×; FLOPs {flops['ratio_mean']:.3f} of dense on average, "
-                  f"at most {flops['ratio_max']:.3f} ({flops['convention']})", soft_wrap=True)
+    console.print(
+        f"speedup ({kind}): {latency['speedup']:.2f}×; FLOPs {flops['ratio_mean']:.3f} of dense on average, "
+        f"at most {flops['ratio_max']:.3f} ({flops['convention']})",
+        soft_wrap=True,
+    )
     branches = Table(title="branches the samples took")
     for column in ("branch", "computes", "FLOPs ratio", "samples", f"{kind} ms", "mean activity"):
         branches.add_column(column, justify="right")
     for row in summary["branches"]:
         ms, act = row[f"{kind}_ms"], row["activity_mean"]
-        branches.add_row(str(row["branch"]), result.manifest.computes(row["branch"]), f"{row['flops_ratio']:.3f}", str(row["samples"]),
-                         "–" if ms is None else f"{ms:.3f}", "–" if act is None else f"{act:.4g}")
+        branches.add_row(
+            str(row["branch"]),
+            result.manifest.computes(row["branch"]),
+            f"{row['flops_ratio']:.3f}",
+            str(row["samples"]),
+            "–" if ms is None else f"{ms:.3f}",
+            "–" if act is None else f"{act:.4g}",
+        )
     console.print(branches)
     split = summary["calm_vs_busy"]
-    halves = Table(title=f"calm vs busy inputs (split at the median activity {split['activity_threshold']:.4g}: {split['activity_unit']})")
+    halves = Table(
+        title=f"calm vs busy inputs (split at the median activity {split['activity_threshold']:.4g}: {split['activity_unit']})"
+    )
     for column in ("half", "samples", "mean activity", "FLOPs ratio", f"{kind} ms", "kept regions"):
         halves.add_column(column, justify="right")
     for half in ("calm", "busy"):
         if half in split:
             row = split[half]
-            halves.add_row(half, str(row["samples"]), f"{row['activity_mean']:.4g}", f"{row['flops_ratio_mean']:.3f}",
-                           f"{row[f'{kind}_ms_mean']:.3f}", "–" if row["kept_regions_mean"] is None else f"{row['kept_regions_mean']:.1f}")
+            halves.add_row(
+                half,
+                str(row["samples"]),
+                f"{row['activity_mean']:.4g}",
+                f"{row['flops_ratio_mean']:.3f}",
+                f"{row[f'{kind}_ms_mean']:.3f}",
+                "–" if row["kept_regions_mean"] is None else f"{row['kept_regions_mean']:.1f}",
+            )
     console.print(halves)
     console.print(f"[dim]data: {result.data}[/dim]")
     if "bundle_phases" in summary:
-        phases = Table(title="the TensorRT bundle, per branch: where a sample's time goes (mean ms)",
-                       caption="router and branch: their engines on the GPU (CUDA events); dispatch: the index read back and the choice, on the host")
+        phases = Table(
+            title="the TensorRT bundle, per branch: where a sample's time goes (mean ms)",
+            caption="router and branch: their engines on the GPU (CUDA events); dispatch: the index read back and the choice, on the host",
+        )
         for column in ("branch", "computes", "samples", "router", "dispatch", "branch engine", "total"):
             phases.add_column(column, justify="right")
         for row in summary["bundle_phases"]:
-            phases.add_row(str(row["branch"]), result.manifest.computes(row["branch"]), str(row["samples"]),
-                           *(f"{row[key]:.3f}" for key in ("router_ms", "dispatch_ms", "branch_ms", "total_ms")))
+            phases.add_row(
+                str(row["branch"]),
+                result.manifest.computes(row["branch"]),
+                str(row["samples"]),
+                *(f"{row[key]:.3f}" for key in ("router_ms", "dispatch_ms", "branch_ms", "total_ms")),
+            )
         console.print(phases)
     if result.trtexec:
         print_device_runs(summary["trtexec"], console)
     if result.power is not None:
         print_power(summary["power"], console)
     if kind == EMULATED:
-        console.print("[bold]emulated[/bold]: predicted by the orin-emu roofline, not measured on a Jetson (docs/orin-emulator.md)")
+        console.print(
+            "[bold]emulated[/bold]: predicted by the orin-emu roofline, not measured on a Jetson (docs/orin-emulator.md)"
+        )
         from dynaprune_edge.profiling.report import KERNEL_COLUMNS, kernel_rows
 
         kernels = Table(title="what the emulated time is made of (TensorRT kernels after fusion)")

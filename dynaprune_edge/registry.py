@@ -27,11 +27,13 @@ class Registry(Generic[T]):
         taken name a ConfigError."""
         taken = self._entries.get(entry.name)
         if taken is not None and taken is not entry:
-            raise ConfigError(f"{self.kind} name {entry.name!r} is taken (by {getattr(taken, '__qualname__', taken)!s})")
+            raise ConfigError(
+                f"{self.kind} name {entry.name!r} is taken (by {getattr(taken, '__qualname__', taken)!s})"
+            )
         self._entries[entry.name] = entry
 
     @contextlib.contextmanager
-    def scope(self) -> Iterator["Registry[T]"]:
+    def scope(self) -> Iterator[Registry[T]]:
         """A block after which the entries registered in it are forgotten (a test, a script
         trying several backbones of its own)."""
         before = dict(self._entries)

@@ -16,7 +16,9 @@ from torch.nn import functional as F
 
 
 def conv_bn(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, stride, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(inputs, outputs, 3, stride, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU()
+    )
 
 
 class ResidualBlock(nn.Module):
@@ -38,10 +40,13 @@ class Nowcaster(nn.Module):
     def __init__(self, frames_in: int, frames_out: int, channels: int, hidden: int = 32, blocks: int = 2) -> None:
         super().__init__()
         self.frames_out, self.channels = frames_out, channels
-        self.encoder = nn.Sequential(conv_bn(frames_in * channels, hidden), conv_bn(hidden, hidden, stride=2),
-                                     conv_bn(hidden, hidden, stride=2))
+        self.encoder = nn.Sequential(
+            conv_bn(frames_in * channels, hidden), conv_bn(hidden, hidden, stride=2), conv_bn(hidden, hidden, stride=2)
+        )
         self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range(blocks)])
-        self.decoder = nn.Sequential(nn.Upsample(scale_factor=2), conv_bn(hidden, hidden), nn.Upsample(scale_factor=2), conv_bn(hidden, hidden))
+        self.decoder = nn.Sequential(
+            nn.Upsample(scale_factor=2), conv_bn(hidden, hidden), nn.Upsample(scale_factor=2), conv_bn(hidden, hidden)
+        )
         self.head = nn.Conv2d(hidden, frames_out * channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

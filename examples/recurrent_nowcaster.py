@@ -31,11 +31,19 @@ class RecurrentNowcaster(nn.Module):
     def __init__(self, frames_in: int, frames_out: int, channels: int, hidden: int = 16) -> None:
         super().__init__()
         self.frames_in, self.frames_out, self.hidden = frames_in, frames_out, hidden
-        self.encoder = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(),
-                                     nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.ReLU())
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
         self.cell = ConvGRUCell(hidden, hidden)
-        self.decoder = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
-                                     nn.Conv2d(hidden, channels, 1))
+        self.decoder = nn.Sequential(
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, channels, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, _, height, width = x.shape

@@ -29,7 +29,9 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int, gate: str, group_size: int) -> None:
         super().__init__()
         self.expand = GatedConv2d(channels, channels, 3, gate=gate, input_gate=None, group_size=group_size)
-        self.project = GatedConv2d(channels, channels, 1, gate=None, input_gate=self.expand.gate, group_size=group_size, activation=False)
+        self.project = GatedConv2d(
+            channels, channels, 1, gate=None, input_gate=self.expand.gate, group_size=group_size, activation=False
+        )
 
     def program(self, ops: Interpreter, x):
         return ops.add(x, ops.apply(self.project, ops.apply(self.expand, x)))
@@ -41,13 +43,23 @@ class ResidualCNN(Backbone):
     Options = ResidualOptions
     WIDTHS = {"channels": 4}  # the static-width baselines of `dpedge bench pareto` scale it
 
-    def __init__(self, shape: ForecastShape, options: ResidualOptions, group_size: int, one_width: bool = False) -> None:
+    def __init__(
+        self, shape: ForecastShape, options: ResidualOptions, group_size: int, one_width: bool = False
+    ) -> None:
         super().__init__(shape, options, group_size, one_width)
         c, g = options.channels, group_size
         self.stem = GatedConv2d(shape.frames_in * shape.channels, c, 3, gate=None, input_gate=None, group_size=g)
         self.blocks = nn.ModuleList([ResidualBlock(c, f"block{i}", g) for i in range(options.blocks)])
-        self.readout = GatedConv2d(c, shape.frames_out * shape.channels, 1, gate=None, input_gate=None, group_size=g,
-                                   norm=False, activation=False)
+        self.readout = GatedConv2d(
+            c,
+            shape.frames_out * shape.channels,
+            1,
+            gate=None,
+            input_gate=None,
+            group_size=g,
+            norm=False,
+            activation=False,
+        )
 
     def program(self, ops: Interpreter, x):
         z = ops.apply(self.stem, ops.stack_frames(ops.per_frame(x)))

@@ -108,7 +108,9 @@ def measurement_model(config: ModelConfig) -> DynaPruner:
     FLOPs (it is what the table is made for) and, region-pruned, keeping every region, so
     that a sample takes the one branch each timed graph has (a width router is sent to
     each branch by `sending_to`)."""
-    flops_priced = dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None))
+    flops_priced = dataclasses.replace(
+        config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None)
+    )
     model = build_model(flops_priced).eval()
     if not config.pruning.routes_widths:
         model.data_mask.threshold.fill_(KEEP_ALL)
@@ -131,15 +133,23 @@ def layer_of(node: str) -> str | None:
     """The layer path a node's name carries (`compute/<path>/…`), if it is a layer's."""
     if not node.startswith(COMPUTE) or node.startswith(FIXED_SCOPES) or node.startswith("compute/scatter"):
         return None
-    return node[len(COMPUTE):].rsplit("/", 1)[0]
+    return node[len(COMPUTE) :].rsplit("/", 1)[0]
 
 
 def attribute(events: list[dict], layers: list[str]) -> list[tuple[dict[str, float], dict[str, int]]]:
     """Per profiled run: microseconds and node counts per layer, and under "" all nodes'
     (onnxruntime profile events; an `If` node's time is its branch's, not counted twice)."""
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"])
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
+    )
     nodes = sorted(
-        (e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e.get("args", {}).get("op_name") != "If"),
+        (
+            e
+            for e in events
+            if e.get("cat") == "Node"
+            and e["name"].endswith("_kernel_time")
+            and e.get("args", {}).get("op_name") != "If"
+        ),
         key=lambda e: e["ts"],
     )
     starts = np.array([run["ts"] for run in runs])
@@ -193,7 +203,10 @@ class GraphTimer:
         """Median milliseconds of each graph, timed together: they take turns on every run,
         each warm at its turn (three runs in a row, the last timed, as `bench pareto`
         times), so that the machine's noise hits them alike. advance(): after each run."""
-        sessions = [onnxruntime.InferenceSession(g, session_options(self.threads), providers=["CPUExecutionProvider"]) for g in graphs]
+        sessions = [
+            onnxruntime.InferenceSession(g, session_options(self.threads), providers=["CPUExecutionProvider"])
+            for g in graphs
+        ]
         runners = [lambda sample, session=session: session.run(None, {INPUT: sample}) for session in sessions]
         times = interleaved_latency(runners, self.frames, self.runs, repeat=3, warmup=self.warmup, advance=advance)
         return [float(np.median(t)) for t in times]
@@ -217,7 +230,14 @@ class GraphTimer:
         nodes = np.median([counts.get("", 0) for _, counts in per_run])
         overhead = max(0.0, (total - wall_ms) / max(nodes, 1))
         return {
-            layer: float(np.median([max(0.0, times.get(layer, 0.0) / 1e3 - overhead * counts.get(layer, 0)) for times, counts in per_run]))
+            layer: float(
+                np.median(
+                    [
+                        max(0.0, times.get(layer, 0.0) / 1e3 - overhead * counts.get(layer, 0))
+                        for times, counts in per_run
+                    ]
+                )
+            )
             for layer in layers
         }
 
@@ -267,7 +287,9 @@ class EmulatedTimer:
         return times
 
 
-def timer_for(target: str, frames: np.ndarray, threads: int = 1, runs: int = 20, device: Device | None = None) -> GraphTimer | EmulatedTimer:
+def timer_for(
+    target: str, frames: np.ndarray, threads: int = 1, runs: int = 20, device: Device | None = None
+) -> GraphTimer | EmulatedTimer:
     if target == "orin-emu":
         return EmulatedTimer(frames, device or Device.chosen())
     if target != "ort-cpu":
@@ -287,7 +309,14 @@ def fingerprint(target: str, threads: int = 1, device: Device | None = None) -> 
     return timer_for(target, np.zeros(1, np.float32), threads, 1, device).machine
 
 
-def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None, target: str = "ort-cpu", device: Device | None = None) -> CostTable:
+def measure(
+    config: ModelConfig,
+    threads: int = 1,
+    runs: int = 20,
+    progress=None,
+    target: str = "ort-cpu",
+    device: Device | None = None,
+) -> CostTable:
     """The cost table of `config`'s architecture on `target` (see the module doc):
     measured on this machine (ort-cpu) or emulated on `device` (orin-emu)."""
     if config.pruning.routes_widths:
@@ -298,10 +327,16 @@ def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None
     layers = list(model.layer_names.values())  # in the backbone's order
     timer = timer_for(target, measurement_frames(config), threads, runs, device)
     table = model.model_mask.width_table(regions)
-    task = None if progress is None else progress.add_task("measuring the cost table", total=len(levels) * (len(points) - 1) + 2)
+    task = (
+        None
+        if progress is None
+        else progress.add_task("measuring the cost table", total=len(levels) * (len(points) - 1) + 2)
+    )
 
     def graph(plans, tiles) -> bytes:
-        return build_graph(model, plans, mode if plans else "dense", table if plans else None, tiles)[0].SerializeToString()
+        return build_graph(model, plans, mode if plans else "dense", table if plans else None, tiles)[
+            0
+        ].SerializeToString()
 
     def timed(plans, tiles) -> dict[str, float]:
         """ms per layer, scaled so that with the fixed part they add up to the wall-clock
@@ -338,9 +373,14 @@ def measure(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None
                     whole[layer][i] = per_layer[layer]
     times = {}
     for layer in layers:
-        times[layer] = LayerTimes(shares[layer], tiled[layer], whole[layer], tile_limit(model, layer, points, tiled[layer], whole[layer]))
-    how = ("per-layer times: onnxruntime profiler node times less its per-node overhead, median over runs; glue charged to the next layer"
-           if target == "ort-cpu" else "per-layer times: EMULATED Orin ms of the kernels each layer's nodes fuse into (orin-emu roofline); glue charged to the next layer")
+        times[layer] = LayerTimes(
+            shares[layer], tiled[layer], whole[layer], tile_limit(model, layer, points, tiled[layer], whole[layer])
+        )
+    how = (
+        "per-layer times: onnxruntime profiler node times less its per-node overhead, median over runs; glue charged to the next layer"
+        if target == "ort-cpu"
+        else "per-layer times: EMULATED Orin ms of the kernels each layer's nodes fuse into (orin-emu roofline); glue charged to the next layer"
+    )
     notes = [
         how,
         "whole-map times: the branch computing every region on whole maps, skipped regions masked",
@@ -378,11 +418,17 @@ def measure_branches(config: ModelConfig, timer: GraphTimer | EmulatedTimer, pro
     """A width-routed model's table: each branch's graph timed whole (see the module doc)."""
     model = measurement_model(config)
     levels = len(config.pruning.width_levels)
-    graphs = [build_graph(model, None, "dense", None)[0]] + [build_graph(model, None, "dense", None, width=level)[0] for level in range(levels)]
+    graphs = [build_graph(model, None, "dense", None)[0]] + [
+        build_graph(model, None, "dense", None, width=level)[0] for level in range(levels)
+    ]
     for branch in range(levels + 1):
         sending_to(model, branch)
         graphs.append(build_width_router_graph(model)[0])
-    task = None if progress is None else progress.add_task(f"timing the {len(graphs)} graphs of the branches", total=timer.runs)
+    task = (
+        None
+        if progress is None
+        else progress.add_task(f"timing the {len(graphs)} graphs of the branches", total=timer.runs)
+    )
 
     def advance() -> None:
         if task is not None:
@@ -390,8 +436,11 @@ def measure_branches(config: ModelConfig, timer: GraphTimer | EmulatedTimer, pro
 
     times = timer.walls([graph.SerializeToString() for graph in graphs], advance)
     dense_ms, alone, routed = times[0], times[1 : levels + 1], times[levels + 1 :]
-    how = ("EMULATED Orin ms of the route the sample takes (orin-emu roofline)" if timer.target == "orin-emu"
-           else "onnxruntime wall-clock, median over runs, the graphs taking turns, each warm at its turn")
+    how = (
+        "EMULATED Orin ms of the route the sample takes (orin-emu roofline)"
+        if timer.target == "orin-emu"
+        else "onnxruntime wall-clock, median over runs, the graphs taking turns, each warm at its turn"
+    )
     notes = [
         f"branch times: {how}; made non-decreasing in the width level (more width never costs less)",
         "persistence_ms, level_ms: the routed graph at a budget below 1, its router sending the sample to that branch",
@@ -409,7 +458,9 @@ def measure_branches(config: ModelConfig, timer: GraphTimer | EmulatedTimer, pro
         dense_ms=dense_ms,
         runs=timer.runs,
         notes=notes,
-        branches=BranchTimes(routed[0], np.maximum.accumulate(routed[1:]).tolist(), np.maximum.accumulate(alone).tolist()),
+        branches=BranchTimes(
+            routed[0], np.maximum.accumulate(routed[1:]).tolist(), np.maximum.accumulate(alone).tolist()
+        ),
     )
 
 
@@ -431,8 +482,15 @@ def tile_limit(model: DynaPruner, layer: str, points: list[int], tiled: list[lis
     return limit
 
 
-def cost_table(config: ModelConfig, threads: int = 1, runs: int = 20, progress=None, log=print, target: str = "ort-cpu",
-               device: Device | None = None) -> CostTable:
+def cost_table(
+    config: ModelConfig,
+    threads: int = 1,
+    runs: int = 20,
+    progress=None,
+    log=print,
+    target: str = "ort-cpu",
+    device: Device | None = None,
+) -> CostTable:
     """The cached table of this architecture on `target` (this machine, or the emulated
     `device`), made (and cached) if there is none."""
     machine = fingerprint(target, threads, device)
@@ -444,7 +502,11 @@ def cost_table(config: ModelConfig, threads: int = 1, runs: int = 20, progress=N
             return table
         except ConfigError as error:
             log(f"cost table {path} is stale ({error}); making it again")
-    where = f"on this machine ({threads} thread(s))" if target == "ort-cpu" else f"emulated on {device or 'the default Orin'}"
+    where = (
+        f"on this machine ({threads} thread(s))"
+        if target == "ort-cpu"
+        else f"emulated on {device or 'the default Orin'}"
+    )
     log(f"making the {target} cost table of this {config.backbone} {where}; cached in {path}")
     table = measure(config, threads, runs, progress, target, device)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -470,7 +532,9 @@ def with_table(config: ModelConfig, table: CostTable) -> ModelConfig:
     return dataclasses.replace(config, pruning=pruning)
 
 
-def priced_config(spec: RunSpec, data: SpatioTemporalData, resume_from: Path | None = None, world: World = World()) -> ModelConfig:
+def priced_config(
+    spec: RunSpec, data: SpatioTemporalData, resume_from: Path | None = None, world: World = World()
+) -> ModelConfig:
     """The model a run trains: on a measured cost target, with its table: `--cost-table`,
     the one the interrupted run in `resume_from` trained with, or this machine's cached
     (else freshly measured) table. Under many processes rank 0 finds it and every rank gets
@@ -487,6 +551,8 @@ def priced_config(spec: RunSpec, data: SpatioTemporalData, resume_from: Path | N
         if resume_from is not None and (resume_from / MODEL_FILE).exists():
             return json.dumps(load_model(resume_from / MODEL_FILE).model_config.pruning.cost_table)
         with progress_bar() as progress:
-            return cost_table(config, progress=progress, log=lambda line: print(line, file=sys.stderr), target=target, device=device).to_json()
+            return cost_table(
+                config, progress=progress, log=lambda line: print(line, file=sys.stderr), target=target, device=device
+            ).to_json()
 
     return with_table(config, CostTable.from_json(world.from_main(find)))

@@ -5,6 +5,7 @@ forward within PARITY_TOLERANCE on every sample checked."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 from dataclasses import dataclass, field
@@ -27,7 +28,17 @@ from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.files import atomic_write_bytes, atomic_write_text
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.profiling.latency import interleaved_latency
-from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT, Bucket, Manifest, TensorSpec, manifest_path
+from dynaprune_edge.runtime.manifest import (
+    BUCKET,
+    BUDGET,
+    FLOPS,
+    FORECAST,
+    INPUT,
+    Bucket,
+    Manifest,
+    TensorSpec,
+    manifest_path,
+)
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.runtime.split import SplitSessions, split_routed_graph
 from dynaprune_edge.training import load_model
@@ -69,7 +80,9 @@ class ExportOptions:
         if self.width is not None and not (is_number(self.width) and 0 < self.width <= 1):
             raise ConfigError(f"--width must be a width level in (0, 1], got {self.width}")
         if self.width is not None and self.dense:
-            raise ConfigError("--width exports one width level of a slimmable model, --dense the model unpruned: choose one")
+            raise ConfigError(
+                "--width exports one width level of a slimmable model, --dense the model unpruned: choose one"
+            )
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.tiles not in (*TILE_POLICIES, "auto"):
@@ -86,7 +99,9 @@ class Candidate:
     tiles: str
     onnx_model: onnx.ModelProto
     buckets: list[Bucket]
-    latency_ms: dict[str, float] = field(default_factory=dict)  # per layout timed: "single", and "split" for a routed graph
+    latency_ms: dict[str, float] = field(
+        default_factory=dict
+    )  # per layout timed: "single", and "split" for a routed graph
     parity: dict = field(default_factory=dict)
     layout: str = "single"  # the faster, once timed
 
@@ -105,17 +120,23 @@ def width_index(pruning, width: float) -> int:
     """The index of width level `width` of a slimmable model (ConfigError otherwise: the
     slices of a network not trained at every width were never networks of their own)."""
     if not pruning.slimmable:
-        raise ConfigError("--width exports one width level of a slimmable model: this one was not trained at every width "
-                          "(dpedge train --slimmable)")
+        raise ConfigError(
+            "--width exports one width level of a slimmable model: this one was not trained at every width "
+            "(dpedge train --slimmable)"
+        )
     levels = pruning.width_levels
     matches = [index for index, level in enumerate(levels) if abs(level - width) < 1e-9]
     if not matches:
-        raise ConfigError(f"--width {width:g} is not a width level of this model: choose one of {', '.join(f'{w:g}' for w in levels)}")
+        raise ConfigError(
+            f"--width {width:g} is not a width level of this model: choose one of {', '.join(f'{w:g}' for w in levels)}"
+        )
     return matches[0]
 
 
 class Exporter:
-    def __init__(self, model_path: Path, options: ExportOptions, log=print, data: SpatioTemporalData | None = None) -> None:
+    def __init__(
+        self, model_path: Path, options: ExportOptions, log=print, data: SpatioTemporalData | None = None
+    ) -> None:
         """data: the model's dataset, if the caller has it loaded already."""
         self.options = options
         self.log = log
@@ -127,8 +148,10 @@ class Exporter:
         self.dense = options.dense or self.width is not None or not pruning.enabled
         self.routed = pruning.routes_widths and not self.dense
         if self.routed and (options.mode != "auto" or options.tiles != "auto"):
-            raise ConfigError("a width-routed model exports each width level as a static branch of its own: "
-                              "--mode and --tiles do not apply to it")
+            raise ConfigError(
+                "a width-routed model exports each width level as a static branch of its own: "
+                "--mode and --tiles do not apply to it"
+            )
         if not self.dense and options.mode == "bucketed" and pruning.group_order == "scored":
             raise ConfigError(
                 "--mode bucketed compiles each sub-network with constant weights, which needs the same "
@@ -168,13 +191,15 @@ class Exporter:
         model = self.trained.model
         reachable = int(model.data_mask.max_regions)  # the router never keeps more
         if reachable == 0:
-            raise ConfigError("this model's cap admits no region (every sample falls back to persistence): retrain it with a higher --max-cost")
+            raise ConfigError(
+                "this model's cap admits no region (every sample falls back to persistence): retrain it with a higher --max-cost"
+            )
         histogram = np.bincount(self.train_counts, minlength=reachable + 1).astype(float)
         # Later data may keep counts that training never did (the KNMI validation period is
         # wetter): a uniform quarter of the mass keeps unseen counts out of needlessly wide branches.
         histogram += UNSEEN_SHARE * histogram.sum() / len(histogram)
         gates = [g.name for g in model.gates]
-        cost = lambda hi: branch_flops(model, branch_plan(table, gates, hi, hi), tiles)  # noqa: E731
+        cost = lambda hi: branch_flops(model, branch_plan(table, gates, hi, hi), tiles)
         if self.options.levels == 1:
             ranges = [(1, reachable)]
         elif reachable < model.regions:
@@ -187,27 +212,48 @@ class Exporter:
         """The model with pruning off (the `--dense` export, and the twin a pruned export or
         a width level is timed against); with `width` (a level's index), that level of a
         slimmable model alone (`--width`)."""
-        return build_graph(self.trained.model, None, "dense", None, opset=self.options.opset, width=width, normalizer=self.trained.normalizer)
+        return build_graph(
+            self.trained.model,
+            None,
+            "dense",
+            None,
+            opset=self.options.opset,
+            width=width,
+            normalizer=self.trained.normalizer,
+        )
 
     def candidates(self) -> list[Candidate]:
         model = self.trained.model
         if self.dense:
             graph, costs = self.dense_graph(self.width)
-            gates = {g.name: g.groups for g in model.gates} if self.width is None else width_plan(model, self.width).groups
+            gates = (
+                {g.name: g.groups for g in model.gates} if self.width is None else width_plan(model, self.width).groups
+            )
             return [Candidate("dense", "none", graph, [Bucket([0, model.regions], 0, gates, costs[0][0])])]
         if self.routed:
             graph, costs = build_width_router_graph(model, self.options.opset, self.trained.normalizer)
             levels = [width_plan(model, level).groups for level in range(len(model.pruning.width_levels))]
-            buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [Bucket([model.regions] * 2, 0, dict(g), flops) for g, (flops, _) in zip(levels, costs[1:])]
+            buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [
+                Bucket([model.regions] * 2, 0, dict(g), flops) for g, (flops, _) in zip(levels, costs[1:])
+            ]
             return [Candidate("widths", "none", graph, buckets)]
         table = model.model_mask.width_table(model.regions)
         result = []
         for tiles in self.tile_policies():
             plans = self.plans(table, TILE_POLICIES[tiles])
             for mode in self.modes():
-                graph, costs = build_graph(model, plans, mode, table, TILE_POLICIES[tiles], self.options.opset, normalizer=self.trained.normalizer)
+                graph, costs = build_graph(
+                    model,
+                    plans,
+                    mode,
+                    table,
+                    TILE_POLICIES[tiles],
+                    self.options.opset,
+                    normalizer=self.trained.normalizer,
+                )
                 buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [
-                    Bucket([p.lo, p.hi], computed, dict(p.groups), flops) for p, (flops, computed) in zip(plans, costs[1:])
+                    Bucket([p.lo, p.hi], computed, dict(p.groups), flops)
+                    for p, (flops, computed) in zip(plans, costs[1:])
                 ]
                 result.append(Candidate(mode, tiles, graph, buckets))
         return result
@@ -223,8 +269,13 @@ class Exporter:
             x, described = self.parity_inputs()
             return [(physical(x).numpy(), reference(self.trained, x, self.dense, self.width).numpy(), described, {})]
         val, train = self.data.val, self.data.train
-        x = torch.stack([val[i][0] for i in range(min(len(val), self.options.parity_samples))]
-                        + [train[int(i)][0] for i in np.linspace(0, len(train) - 1, min(len(train), self.options.parity_samples)).astype(int)])
+        x = torch.stack(
+            [val[i][0] for i in range(min(len(val), self.options.parity_samples))]
+            + [
+                train[int(i)][0]
+                for i in np.linspace(0, len(train) - 1, min(len(train), self.options.parity_samples)).astype(int)
+            ]
+        )
         router = self.trained.model.width_router
         with torch.no_grad():
             predicted = self.trained.model.router_predictions(self.trained.model.pad(x))
@@ -232,7 +283,9 @@ class Exporter:
         for budget in sorted({*CHECKED_BUDGETS, self.trained.model_config.pruning.budget}):
             clear = router.margins(predicted, budget) >= ROUTING_TIE
             kind = "synthetic" if self.data.is_synthetic else "real"
-            tied = f", {int((~clear).sum())} left out: within {ROUTING_TIE:g} of another branch" if not clear.all() else ""
+            tied = (
+                f", {int((~clear).sum())} left out: within {ROUTING_TIE:g} of another branch" if not clear.all() else ""
+            )
             described = f"{int(clear.sum())} {kind} {self.data.config.name} samples at budget {budget:g}{tied}"
             expected = reference(self.trained, x[clear], False, budget=budget).numpy()
             checks.append((physical(x[clear]).numpy(), expected, described, {BUDGET: np.array(budget, np.float32)}))
@@ -260,16 +313,21 @@ class Exporter:
         """Validation samples in physical units, as the graph takes them (auto's timing,
         int8 calibration, Polygraphy's inputs)."""
         val = self.data.val
-        return self.trained.normalizer.denormalize(torch.stack([val[i][0] for i in range(min(len(val), limit))]).numpy())
+        return self.trained.normalizer.denormalize(
+            torch.stack([val[i][0] for i in range(min(len(val), limit))]).numpy()
+        )
 
     def manifest(self, candidate: Candidate, onnx_name: str, onnx_sha256: str, measured: dict) -> Manifest:
         shape = self.trained.model.shape
         normalizer = self.trained.normalizer
-        versions = {"dpedge": metadata.version("dynaprune-edge"), "torch": torch.__version__, "onnx": onnx.__version__, "opset": str(self.options.opset)}
-        try:
+        versions = {
+            "dpedge": metadata.version("dynaprune-edge"),
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "opset": str(self.options.opset),
+        }
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions["onnxruntime"] = metadata.version("onnxruntime")
-        except metadata.PackageNotFoundError:
-            pass
         return Manifest(
             backbone=self.backbone,
             dataset=self.trained.data_config.name,
@@ -305,9 +363,14 @@ class Exporter:
         if not self.routed:
             return {}
         model = self.trained.model
-        return {"input": BUDGET, "trained": model.pruning.budget, "cost_target": model.cost_model.describe(),
-                "branch_costs": model.width_router.costs.tolist(), "level_costs": model.level_costs(),
-                "range": "(0, 1]; 1 runs the widest level, the router not run (its level_costs entry)"}
+        return {
+            "input": BUDGET,
+            "trained": model.pruning.budget,
+            "cost_target": model.cost_model.describe(),
+            "branch_costs": model.width_router.costs.tolist(),
+            "level_costs": model.level_costs(),
+            "range": "(0, 1]; 1 runs the widest level, the router not run (its level_costs entry)",
+        }
 
     def predicted(self, candidate: Candidate) -> dict:
         """Per bucket, the latency the model's measured cost table predicts for it (the
@@ -330,7 +393,9 @@ class Exporter:
             "label": "predicted from the cost table, not measured",
         }
 
-    def run(self, out: Path, timer=partial(interleaved_latency, repeat=WARM_REPEATS)) -> tuple[Candidate, Manifest, list[Candidate]]:
+    def run(
+        self, out: Path, timer=partial(interleaved_latency, repeat=WARM_REPEATS)
+    ) -> tuple[Candidate, Manifest, list[Candidate]]:
         """Build, check, pick (auto: the fastest on validation samples), then write both files.
 
         Every candidate is checked (onnx.checker, then parity with PyTorch), then all are
@@ -356,7 +421,9 @@ class Exporter:
                     parity = check_parity(sessions[-1], x, expected, candidate.mode, self.trained.normalizer, feeds)
                     for branch, error in parity.items():  # the worst of every check
                         candidate.parity[branch] = max(error, candidate.parity.get(branch, 0.0))
-                    self.log(f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(parity.values()):.2e}")
+                    self.log(
+                        f"{candidate.mode}, tiles {candidate.tiles}: parity on {described}, max abs error {max(parity.values()):.2e}"
+                    )
                 if candidate.mode != "dense":
                     splits.append((candidate, self.split_layout(candidate, sessions[-1], checks)))
             timed_twin = not self.dense or self.width is not None  # a width slice is timed against the widest level
@@ -364,21 +431,36 @@ class Exporter:
                 twin = Path(scratch) / "dense_twin.onnx"
                 onnx.save(self.dense_graph()[0], twin)
                 sessions.append(open_session(twin, session_options(1), ["CPUExecutionProvider"]))
-            runners = [lambda sample, session=session: session.run([FORECAST], {INPUT: sample}) for session in sessions[:len(candidates)]]
+            runners = [
+                lambda sample, session=session: session.run([FORECAST], {INPUT: sample})
+                for session in sessions[: len(candidates)]
+            ]
             runners += [lambda sample, split=split: split.run({INPUT: sample}, None) for _, split in splits]
-            runners += [lambda sample, session=sessions[-1]: session.run([FORECAST], {INPUT: sample})] if timed_twin else []
+            runners += (
+                [lambda sample, session=sessions[-1]: session.run([FORECAST], {INPUT: sample})] if timed_twin else []
+            )
             times = timer(runners, timed, TIMING_PASSES * len(timed))
-            by_layout = [(c, "single", ms) for c, ms in zip(candidates, times)] + [(c, "split", ms) for (c, _), ms in zip(splits, times[len(candidates):])]
+            by_layout = [(c, "single", ms) for c, ms in zip(candidates, times)] + [
+                (c, "split", ms) for (c, _), ms in zip(splits, times[len(candidates) :])
+            ]
             for candidate, layout, ms in by_layout:
                 candidate.latency_ms[layout] = float(np.mean(ms))
                 described = f", {layout} layout" if splits else ""
-                self.log(f"{candidate.mode}, tiles {candidate.tiles}{described}: {candidate.latency_ms[layout]:.2f} ms per validation sample")
+                self.log(
+                    f"{candidate.mode}, tiles {candidate.tiles}{described}: {candidate.latency_ms[layout]:.2f} ms per validation sample"
+                )
             chosen, layout, best_ms = min(by_layout, key=lambda entry: entry[0].latency_ms[entry[1]])
             chosen.layout = layout
             session = sessions[candidates.index(chosen)]
             buckets = [int(session.run([BUCKET], {INPUT: sample[None]})[0]) for sample in timed]
             # the timer's run i is sample i mod len(timed) (interleaved_latency cycles over them)
-            measured = self.measured(best_ms, np.resize(buckets, len(best_ms)), times[-1] if timed_twin else None, len(timed), chosen.latency_ms)
+            measured = self.measured(
+                best_ms,
+                np.resize(buckets, len(best_ms)),
+                times[-1] if timed_twin else None,
+                len(timed),
+                chosen.latency_ms,
+            )
         if measured.get("speedup", 1.0) < 1.0 and self.width is None:
             self.log(
                 f"warning: this export runs {measured['speedup']:.2f}× as fast as its dense twin here ({measured['ms']:.3f} vs "
@@ -388,16 +470,20 @@ class Exporter:
         graph = chosen.onnx_model.SerializeToString()
         manifest = self.manifest(chosen, out.name, hashlib.sha256(graph).hexdigest(), measured)
         atomic_write_bytes(graph, out)
-        atomic_write_text(manifest.to_json() + "\n", manifest_path(out))  # last: the pair is complete once the manifest is
+        atomic_write_text(
+            manifest.to_json() + "\n", manifest_path(out)
+        )  # last: the pair is complete once the manifest is
         return chosen, manifest, candidates
 
     def split_layout(self, candidate: Candidate, single, checks) -> SplitSessions:
         """The routed candidate split into a router graph and one graph per branch
         (runtime/split.py), checked to give the single graph's outputs on every parity
         sample: the cut must not change what is computed."""
-        split = SplitSessions(split_routed_graph(candidate.onnx_model),
-                              lambda graph, label: open_session(graph, session_options(1), ["CPUExecutionProvider"], label),
-                              self.trained.model_config.pruning.budget if self.routed else None)
+        split = SplitSessions(
+            split_routed_graph(candidate.onnx_model),
+            lambda graph, label: open_session(graph, session_options(1), ["CPUExecutionProvider"], label),
+            self.trained.model_config.pruning.budget if self.routed else None,
+        )
         worst, std = 0.0, self.trained.normalizer.std.reshape(-1, 1, 1)  # compared in normalised units, as parity
         for x, _, _, feeds in checks:
             for sample in x:
@@ -406,23 +492,31 @@ class Exporter:
                 budget = float(feeds[BUDGET]) if BUDGET in feeds else None
                 got, got_flops, got_bucket = split.run(inputs, budget)
                 if got_bucket != int(bucket) or abs(got_flops - float(flops)) > 1e-3 * max(1.0, abs(float(flops))):
-                    raise ConfigError(f"the split layout chose branch {got_bucket} where the single graph chose {int(bucket)}: "
-                                      "please report this with the model")
+                    raise ConfigError(
+                        f"the split layout chose branch {got_bucket} where the single graph chose {int(bucket)}: "
+                        "please report this with the model"
+                    )
                 worst = max(worst, float((np.abs(got - forecast) / std).max()))
         if worst > SPLIT_TOLERANCE:
-            raise ConfigError(f"the split layout's forecast differs from the single graph's by {worst:.2e} (> {SPLIT_TOLERANCE:g}): "
-                              "please report this with the model")
-        self.log(f"{candidate.mode}, tiles {candidate.tiles}: split layout, max abs difference from the single graph {worst:.2e}")
+            raise ConfigError(
+                f"the split layout's forecast differs from the single graph's by {worst:.2e} (> {SPLIT_TOLERANCE:g}): "
+                "please report this with the model"
+            )
+        self.log(
+            f"{candidate.mode}, tiles {candidate.tiles}: split layout, max abs difference from the single graph {worst:.2e}"
+        )
         return split
 
     @staticmethod
-    def measured(ms: np.ndarray, buckets: np.ndarray, twin_ms: np.ndarray | None, samples: int, layouts: dict[str, float]) -> dict:
+    def measured(
+        ms: np.ndarray, buckets: np.ndarray, twin_ms: np.ndarray | None, samples: int, layouts: dict[str, float]
+    ) -> dict:
         """What the export's own timing found: the chosen graph's mean ms (overall and per
         branch the validation samples reached), each layout's mean ms, and, for a pruned
         model, its dense twin's."""
         result = {
             "label": f"measured at export: onnxruntime CPU, batch 1, {samples} validation samples × {TIMING_PASSES} passes"
-                     + ("" if twin_ms is None else ", interleaved with the dense twin"),
+            + ("" if twin_ms is None else ", interleaved with the dense twin"),
             "machine": machine_fingerprint(1),
             "ms": float(np.mean(ms)),
             "per_bucket_ms": {str(b): float(np.mean(ms[buckets == b])) for b in np.unique(buckets)},

@@ -61,7 +61,9 @@ class KeptFilters:
             scope = f"route/{gate.name}"
             b = self.b
             top = b.op("Transpose", self.top_groups(gate), scope=scope, perm=[1, 0])
-            index = b.op("Add", b.op("Mul", top, b.const(size), scope=scope), b.const(np.arange(size)[None, :]), scope=scope)
+            index = b.op(
+                "Add", b.op("Mul", top, b.const(size), scope=scope), b.const(np.arange(size)[None, :]), scope=scope
+            )
             if repeat > 1:
                 copies = b.const((np.arange(repeat) * stride)[:, None, None])
                 index = b.op("Add", copies, b.op("Unsqueeze", index, b.const([0]), scope=scope), scope=scope)
@@ -73,7 +75,10 @@ class KeptFilters:
         """(1, kept groups) int64: the sample's highest-scoring groups of `gate`, best first."""
 
         def make() -> str:
-            scores, kept = self.branch.routing.group_scores[gate.name], self.b.const([self.branch.plan.groups[gate.name]])
+            scores, kept = (
+                self.branch.routing.group_scores[gate.name],
+                self.b.const([self.branch.plan.groups[gate.name]]),
+            )
             return self.b.op("TopK", scores, kept, scope=f"route/{gate.name}", outputs=2, axis=1)[1]
 
         return self.branch.cached(("top", gate.name), make)
@@ -87,15 +92,24 @@ class KeptFilters:
             routing = self.branch.routing
             column = b.const([self.gate_order.index(gate.name)])
             row = b.op("Unsqueeze", routing.kept_regions, b.const([0]), scope=scope)
-            groups = b.op("Gather", b.op("Gather", routing.width_table, row, scope=scope, axis=0), column, scope=scope, axis=1)
-            position = b.const(np.tile(np.repeat(np.arange(self.branch.plan.groups[gate.name]), gate.group_size), repeat))
+            groups = b.op(
+                "Gather", b.op("Gather", routing.width_table, row, scope=scope, axis=0), column, scope=scope, axis=1
+            )
+            position = b.const(
+                np.tile(np.repeat(np.arange(self.branch.plan.groups[gate.name]), gate.group_size), repeat)
+            )
             keep = b.op("Less", position, b.op("Reshape", groups, b.const([1]), scope=scope), scope=scope)
             return b.op("Cast", keep, scope=scope, to=b.FLOAT)
 
         return self.branch.cached(("mask", gate.name, repeat), make)
 
     def select_weights(
-        self, weight: np.ndarray, bias: np.ndarray | None, out_gate: GateSpec | None, in_gate: GateSpec | None, out_axis: int = 0
+        self,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        out_gate: GateSpec | None,
+        in_gate: GateSpec | None,
+        out_axis: int = 0,
     ) -> tuple[str, str | None]:
         """`weight` (out and in channels on axes `out_axis` and 1 − `out_axis`) and `bias`
         (None: none) restricted to the sample's kept channels: constant slices owned by the
@@ -120,7 +134,9 @@ class KeptFilters:
             if bias is not None:
                 bias_name = self.b.op("Gather", bias_name, index, scope=scope, axis=0)
         if in_gate is not None:
-            weight_name = self.b.op("Gather", weight_name, self.channel_index(in_gate, in_repeat), scope=scope, axis=in_axis)
+            weight_name = self.b.op(
+                "Gather", weight_name, self.channel_index(in_gate, in_repeat), scope=scope, axis=in_axis
+            )
         return weight_name, bias_name
 
     def first_channels(self, gate: GateSpec | None, channels: int, repeat: int) -> np.ndarray:

@@ -76,7 +76,7 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("Identity", [source], [name], name=f"{scope}/{name}"))
         return name
 
-    def branch(self, name: str) -> "GraphBuilder":
+    def branch(self, name: str) -> GraphBuilder:
         return GraphBuilder(name, self._counter, self.opset)
 
     def conv(self, x: str, weight: str, bias: str | None, conv, scope: str, group: int = 1) -> str:
@@ -84,16 +84,29 @@ class GraphBuilder:
         `group`: its groups as computed (a depthwise conv's kept channels)."""
         inputs = (x, weight) if bias is None else (x, weight, bias)
         return self.op(
-            "Conv", *inputs, scope=scope, kernel_shape=list(conv.kernel_size), strides=list(conv.stride),
-            pads=list(conv.padding) * 2, **({"dilations": list(conv.dilation)} if conv.dilation != (1, 1) else {}),
+            "Conv",
+            *inputs,
+            scope=scope,
+            kernel_shape=list(conv.kernel_size),
+            strides=list(conv.stride),
+            pads=list(conv.padding) * 2,
+            **({"dilations": list(conv.dilation)} if conv.dilation != (1, 1) else {}),
             **({"group": group} if group > 1 else {}),
         )
 
     def upsample(self, x: str, factor: int, mode: str, scope: str) -> str:
         """Resize by a whole factor as torch's F.interpolate(scale_factor=factor) in `mode`
         (`Interpreter.upsample`'s): nearest, or bilinear with or without aligned corners."""
-        how = ({"mode": "nearest", "nearest_mode": "floor", "coordinate_transformation_mode": "asymmetric"} if mode == "nearest" else
-               {"mode": "linear", "coordinate_transformation_mode": "align_corners" if mode == "bilinear-corners" else "pytorch_half_pixel"})
+        how = (
+            {"mode": "nearest", "nearest_mode": "floor", "coordinate_transformation_mode": "asymmetric"}
+            if mode == "nearest"
+            else {
+                "mode": "linear",
+                "coordinate_transformation_mode": "align_corners"
+                if mode == "bilinear-corners"
+                else "pytorch_half_pixel",
+            }
+        )
         return self.op("Resize", x, "", self.const(np.array([1, 1, factor, factor], np.float32)), scope=scope, **how)
 
     def reduce(self, op_type: str, x: str, axis: int, scope: str) -> str:
@@ -113,7 +126,14 @@ class GraphBuilder:
             values.append(value)
         return helper.make_graph(self.nodes, self.name, [], values, self.initializers)
 
-    def if_else(self, condition: str, then: tuple["GraphBuilder", list[str]], other: tuple["GraphBuilder", list[str]], types: list[onnx.ValueInfoProto], scope: str):
+    def if_else(
+        self,
+        condition: str,
+        then: tuple[GraphBuilder, list[str]],
+        other: tuple[GraphBuilder, list[str]],
+        types: list[onnx.ValueInfoProto],
+        scope: str,
+    ):
         """Outputs of `then` where the 0-D bool `condition` holds, else of `other`."""
         return self.op(
             "If",
@@ -133,4 +153,3 @@ class GraphBuilder:
 
 def tensor_info(name: str, shape: list[int], dtype=np.float32) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
-

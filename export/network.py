@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from dynaprune_edge.data.base import Normalizer
 from dynaprune_edge.export.graph import OPSET, Feature, GraphBuilder, tensor_info
 from dynaprune_edge.export.plan import BranchPlan
 from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.export.routing import Branch, Routing, choose, route
 from dynaprune_edge.export.subnetwork import SubNetwork
-from dynaprune_edge.data.base import Normalizer
 from dynaprune_edge.models import DynaPruner
 from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
 
@@ -60,7 +60,14 @@ def crop_output(b: GraphBuilder, model: DynaPruner, forecast: str, normalizer: N
     and a shift: pointwise operations, which TensorRT fuses with their producer)."""
     if any(model.padding):
         shape = model.shape
-        forecast = b.op("Slice", forecast, b.const([0, 0]), b.const([shape.height, shape.width]), b.const([3, 4]), scope="output/crop")
+        forecast = b.op(
+            "Slice",
+            forecast,
+            b.const([0, 0]),
+            b.const([shape.height, shape.width]),
+            b.const([3, 4]),
+            scope="output/crop",
+        )
     if normalizer is None:
         return forecast
     scaled = b.op("Mul", forecast, channel_constant(b, normalizer.std, "std"), scope="output/denormalise")
@@ -72,16 +79,26 @@ def output_types(model: DynaPruner) -> tuple[list[int], list[onnx.ValueInfoProto
     and the graph's, its forecast cropped to the user's grid)."""
     padded = list(frames_shape(model.backbone.shape, model.shape.frames_out))
     outputs = [tensor_info(FORECAST, padded), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
-    return padded, outputs, [tensor_info(FORECAST, list(frames_shape(model.shape, model.shape.frames_out))), *outputs[1:]]
+    return (
+        padded,
+        outputs,
+        [tensor_info(FORECAST, list(frames_shape(model.shape, model.shape.frames_out))), *outputs[1:]],
+    )
 
 
-def persistence_branch(b: GraphBuilder, x: Feature, out_shape: list[int], router_flops: float) -> tuple[str, tuple[GraphBuilder, list[str]]]:
+def persistence_branch(
+    b: GraphBuilder, x: Feature, out_shape: list[int], router_flops: float
+) -> tuple[str, tuple[GraphBuilder, list[str]]]:
     """(the last input frame, the branch that outputs it as every forecast frame at the
     router's FLOPs): what a sample computing nothing forecasts."""
-    last = b.op("Slice", x.name, b.const([x.shape[1] - 1]), b.const([x.shape[1]]), b.const([1]), scope="router/fallback")
+    last = b.op(
+        "Slice", x.name, b.const([x.shape[1] - 1]), b.const([x.shape[1]]), b.const([1]), scope="router/fallback"
+    )
     persistence = b.branch("persistence")
-    outputs = [persistence.op("Expand", last, persistence.const(out_shape), scope="compute/persistence"),
-               persistence.const(np.float32(router_flops), "flops")]
+    outputs = [
+        persistence.op("Expand", last, persistence.const(out_shape), scope="compute/persistence"),
+        persistence.const(np.float32(router_flops), "flops"),
+    ]
     return last, (persistence, outputs)
 
 
@@ -90,7 +107,9 @@ def scored(model: DynaPruner, mode: str) -> bool:
     return mode == "gather" and model.pruning.group_order == "scored"
 
 
-def lower_backbone(model: DynaPruner, x: Feature, branch: Branch, mode: str, tiles: TilePolicy | None) -> tuple[Feature, SubNetwork]:
+def lower_backbone(
+    model: DynaPruner, x: Feature, branch: Branch, mode: str, tiles: TilePolicy | None
+) -> tuple[Feature, SubNetwork]:
     """The backbone's one forward on the (padded) frames `x`, emitted into `branch`:
     (forecast feature, the sub-network with the FLOPs it executes)."""
     net = SubNetwork(branch, model.backbone, mode, [g.name for g in model.gates], tiles)
@@ -142,7 +161,9 @@ def build_graph(
     if plans is None:
         plan = None if width is None else width_plan(model, width)
         with model.at_width(-1 if width is None else width):
-            y, net = lower_backbone(model, x, Branch(b, b, model.grid, None, plan), "dense" if plan is None else "bucketed", None)
+            y, net = lower_backbone(
+                model, x, Branch(b, b, model.grid, None, plan), "dense" if plan is None else "bucketed", None
+            )
         b.identity(crop_output(b, model, y.name, normalizer), FORECAST)
         b.identity(b.const(np.float32(net.flops), "flops"), FLOPS)
         b.identity(b.const(np.int64(0), "bucket"), BUCKET)
@@ -162,15 +183,21 @@ def build_graph(
     for index, plan in enumerate(plans, start=1):
         builder = b.branch(f"subnetwork{index}")
         y, net = lower_backbone(model, x, Branch(builder, b, model.grid, routing, plan), mode, tiles)
-        blended = builder.op("Add", builder.op("Mul", region, y.name, scope="compute/fallback"), fallback, scope="compute/fallback")
+        blended = builder.op(
+            "Add", builder.op("Mul", region, y.name, scope="compute/fallback"), fallback, scope="compute/fallback"
+        )
         total = router_flops + net.flops
         branches.append((builder, [blended, builder.const(np.float32(total), "flops")]))
         costs.append((total, plan.hi if net.regions.used_tiles else 0))
 
     scope = "router/branch"
-    bounds = b.const(np.array([0] + [p.hi for p in plans[:-1]], np.int64))  # branch i serves bounds[i−1] < n ≤ bounds[i]
+    bounds = b.const(
+        np.array([0] + [p.hi for p in plans[:-1]], np.int64)
+    )  # branch i serves bounds[i−1] < n ≤ bounds[i]
     passed = b.op("Cast", b.op("Less", bounds, routing.kept_regions, scope=scope), scope=scope, to=b.FLOAT)
-    bucket = b.op("Cast", b.op("ReduceSum", passed, scope=scope, keepdims=0), scope=scope, to=b.INT64)  # TensorRT 8 reduces floats only
+    bucket = b.op(
+        "Cast", b.op("ReduceSum", passed, scope=scope, keepdims=0), scope=scope, to=b.INT64
+    )  # TensorRT 8 reduces floats only
     forecast, flops_out = choose(b, bucket, branches, outputs[:2])
     b.identity(crop_output(b, model, forecast, normalizer), FORECAST)
     b.identity(flops_out, FLOPS)
@@ -178,7 +205,9 @@ def build_graph(
     return b.model(inputs, final, f"dpedge {mode} export"), costs
 
 
-def build_width_router_graph(model: DynaPruner, opset: int = OPSET, normalizer: Normalizer | None = None) -> tuple[onnx.ModelProto, list[tuple[float, int]]]:
+def build_width_router_graph(
+    model: DynaPruner, opset: int = OPSET, normalizer: Normalizer | None = None
+) -> tuple[onnx.ModelProto, list[tuple[float, int]]]:
     """A width-routed slimmable model's graph: its router (mask generator, width head, the
     price of the run-time `budget` input, whose default is the trained budget) chooses one
     branch per sample: persistence, or one width level as a static network (every region,
@@ -199,11 +228,15 @@ def build_width_router_graph(model: DynaPruner, opset: int = OPSET, normalizer: 
     inputs = [tensor_info(INPUT, list(frames_shape(model.shape, model.shape.frames_in))), tensor_info(BUDGET, [])]
     levels = len(model.pruning.width_levels)
 
-    def level_branch(builder: GraphBuilder, level: int, router_flops: float) -> tuple[tuple[GraphBuilder, list[str]], float]:
+    def level_branch(
+        builder: GraphBuilder, level: int, router_flops: float
+    ) -> tuple[tuple[GraphBuilder, list[str]], float]:
         """Width level `level` as a static network in `builder`: ((builder, [forecast, FLOPs
         output]), the FLOPs it executes, router included)."""
         with model.at_width(level):
-            y, net = lower_backbone(model, x, Branch(builder, b, model.grid, None, width_plan(model, level)), "bucketed", None)
+            y, net = lower_backbone(
+                model, x, Branch(builder, b, model.grid, None, width_plan(model, level)), "bucketed", None
+            )
         flops = router_flops + net.flops
         return (builder, [y.name, builder.const(np.float32(flops), "flops")]), flops
 
@@ -211,7 +244,11 @@ def build_width_router_graph(model: DynaPruner, opset: int = OPSET, normalizer: 
     router_flops = model.mask_flops()
     router = b.branch("router")
     features, logits = model.lower_importance(router, x.name, x.shape)
-    branch = router.identity(model.width_router.lower(router, features, logits, BUDGET, model.regions), "routed_branch", scope="router/widths")
+    branch = router.identity(
+        model.width_router.lower(router, features, logits, BUDGET, model.regions),
+        "routed_branch",
+        scope="router/widths",
+    )
     _, persistence = persistence_branch(router, x, out_shape, router_flops)
     branches, costs = [persistence], [(router_flops, 0)]
     for level in range(levels):
@@ -221,8 +258,11 @@ def build_width_router_graph(model: DynaPruner, opset: int = OPSET, normalizer: 
     routed_forecast, routed_flops = choose(router, branch, branches, outputs[:2])
     full = b.op("GreaterOrEqual", BUDGET, b.const(np.float32(1)), scope="router/budget")
     forecast, flops_out, chosen = b.if_else(
-        full, (widest, [widest_forecast, widest_flops, widest.const(np.int64(levels), "widest")]),
-        (router, [routed_forecast, routed_flops, branch]), outputs, scope="router/budget",
+        full,
+        (widest, [widest_forecast, widest_flops, widest.const(np.int64(levels), "widest")]),
+        (router, [routed_forecast, routed_flops, branch]),
+        outputs,
+        scope="router/budget",
     )
     b.identity(crop_output(b, model, forecast, normalizer), FORECAST)
     b.identity(flops_out, FLOPS)

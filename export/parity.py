@@ -26,7 +26,9 @@ class ExportError(DpedgeError):
     """The exported graph is wrong (parity) or cannot be produced for this model."""
 
 
-def reference(trained: TrainedModel, x: torch.Tensor, dense: bool, width: int | None = None, budget: float | None = None) -> torch.Tensor:
+def reference(
+    trained: TrainedModel, x: torch.Tensor, dense: bool, width: int | None = None, budget: float | None = None
+) -> torch.Tensor:
     """The PyTorch hard-mask forward the exported graph must reproduce (width: that width
     level's static slice of a slimmable network; budget: a width-routed model's run-time
     budget)."""
@@ -47,7 +49,9 @@ def check_graph(path: Path, label: str) -> None:
         raise ExportError(f"onnx.checker rejected the {label} graph: {str(error).splitlines()[0]}") from None
 
 
-def check_parity(session, x: np.ndarray, expected: np.ndarray, label: str, normalizer: Normalizer, feeds: dict | None = None) -> dict[str, float]:
+def check_parity(
+    session, x: np.ndarray, expected: np.ndarray, label: str, normalizer: Normalizer, feeds: dict | None = None
+) -> dict[str, float]:
     """Max abs error per branch (keyed by the branch index the graph reports) of the
     onnxruntime `session` against PyTorch's `expected` outputs (normalised units) on the
     samples `x` (physical units, as the graph takes them; with the other inputs `feeds`: a

@@ -154,9 +154,17 @@ class KeptRegions:
             if geometry.from_map:
                 return b.op("Gather", shared.const(geometry.map_rows(), "halo"), regions, scope=scope, axis=0)
             neighbour, pixel = geometry.bank_rows()
-            slots = b.op("Gather", self.region_slots(), b.op("Gather", shared.const(neighbour, "halo"), regions, scope=scope, axis=0), scope=scope, axis=0)
+            slots = b.op(
+                "Gather",
+                self.region_slots(),
+                b.op("Gather", shared.const(neighbour, "halo"), regions, scope=scope, axis=0),
+                scope=scope,
+                axis=0,
+            )
             pixels = b.op("Gather", shared.const(pixel, "halo"), regions, scope=scope, axis=0)
-            return b.op("Add", b.op("Mul", slots, b.const(np.int64(geometry.tile_pixels)), scope=scope), pixels, scope=scope)
+            return b.op(
+                "Add", b.op("Mul", slots, b.const(np.int64(geometry.tile_pixels)), scope=scope), pixels, scope=scope
+            )
 
         return self.branch.cached(("halo", geometry), make)
 
@@ -190,7 +198,9 @@ class KeptRegions:
         if size[0] % grid[0] or size[1] % grid[1]:
             return y
         rows, channels = y.shape[0], y.channels
-        mask = self.branch.cached(("region mask", size, rows, channels), lambda: self.blocked_region_mask(size, rows, channels))
+        mask = self.branch.cached(
+            ("region mask", size, rows, channels), lambda: self.blocked_region_mask(size, rows, channels)
+        )
         return Feature(self.b.op("Mul", y.name, mask, scope=scope), y.shape, y.frames)
 
     def blocked_region_mask(self, size: tuple[int, int], rows: int, channels: int) -> str:
@@ -209,7 +219,17 @@ class KeptRegions:
 
     # -- convolutions --------------------------------------------------------------------
 
-    def conv(self, x: Feature, weight: str, bias: str | None, conv, upsample: int, out_channels: int, scope: str, tile_limit: int | None = None) -> Feature:
+    def conv(
+        self,
+        x: Feature,
+        weight: str,
+        bias: str | None,
+        conv,
+        upsample: int,
+        out_channels: int,
+        scope: str,
+        tile_limit: int | None = None,
+    ) -> Feature:
         """`conv` (an nn.Conv2d's geometry) after nearest `upsample`, computing the kept
         regions only where the tile policy and the layer's `tile_limit` allow: tile-local
         for a pointwise conv on tiles, on gathered tiles with halo, else over whole maps
@@ -228,17 +248,25 @@ class KeptRegions:
                 return self.tiled_conv(x, geometry, weight, bias, out_channels, scope, group)
         return self.map_conv(self.to_map(x), weight, bias, conv, upsample, out_channels, scope)
 
-    def map_conv(self, x: Feature, weight: str, bias: str | None, conv, upsample: int, out_channels: int, scope: str) -> Feature:
+    def map_conv(
+        self, x: Feature, weight: str, bias: str | None, conv, upsample: int, out_channels: int, scope: str
+    ) -> Feature:
         """Over whole maps; outputs in skipped regions are zeroed (they cost as if kept)."""
         name, (batch, _, height, width) = x.name, x.shape
         if upsample > 1:
             name = self.b.upsample(name, upsample, "nearest", scope)
             height, width = height * upsample, width * upsample
         size = conv_output_size((height, width), conv)
-        y = Feature(self.b.conv(name, weight, bias, conv, scope, out_channels if conv.groups > 1 else 1), (batch, out_channels) + size, x.frames)
+        y = Feature(
+            self.b.conv(name, weight, bias, conv, scope, out_channels if conv.groups > 1 else 1),
+            (batch, out_channels) + size,
+            x.frames,
+        )
         return self.mask_regions(y, scope)
 
-    def halo_geometry(self, x: Feature, kernel: int, stride: int, pad: int, upsample: int, dilation: int = 1) -> HaloGeometry | None:
+    def halo_geometry(
+        self, x: Feature, kernel: int, stride: int, pad: int, upsample: int, dilation: int = 1
+    ) -> HaloGeometry | None:
         """How a conv over `x` splits into the regions' tiles, or None if it does not
         (tiles narrower than a pixel, or not whole)."""
         grid = self.branch.grid
@@ -248,9 +276,28 @@ class KeptRegions:
         tile_in = map_size[0] // grid[0]
         if tile_in != map_size[1] // grid[1] or (tile_in * upsample) % stride:
             return None
-        return HaloGeometry(grid, map_size, tile_in * upsample // stride, stride, kernel, pad, upsample, from_map=not x.tiled, dilation=dilation)
+        return HaloGeometry(
+            grid,
+            map_size,
+            tile_in * upsample // stride,
+            stride,
+            kernel,
+            pad,
+            upsample,
+            from_map=not x.tiled,
+            dilation=dilation,
+        )
 
-    def tiled_conv(self, x: Feature, geometry: HaloGeometry, weight: str, bias: str | None, out_channels: int, scope: str, group: int = 1) -> Feature:
+    def tiled_conv(
+        self,
+        x: Feature,
+        geometry: HaloGeometry,
+        weight: str,
+        bias: str | None,
+        out_channels: int,
+        scope: str,
+        group: int = 1,
+    ) -> Feature:
         """SBNet over a batch of tiles: gather each computed tile's input window (halo
         included) from a (pixels, frames·channels) bank, so every gathered row is one
         contiguous copy, then convolve without padding."""
@@ -263,7 +310,9 @@ class KeptRegions:
             bank = b.op("Reshape", x.name, b.const([tiles, stacked, -1]), scope=scope)
             bank = b.op("Transpose", bank, scope=scope, perm=[0, 2, 1])
         else:
-            bank = b.op("Transpose", b.op("Reshape", x.name, b.const([stacked, -1]), scope=scope), scope=scope, perm=[1, 0])
+            bank = b.op(
+                "Transpose", b.op("Reshape", x.name, b.const([stacked, -1]), scope=scope), scope=scope, perm=[1, 0]
+            )
         bank = b.op("Reshape", bank, b.const([-1, stacked]), scope=scope)
         zeros = b.const(np.zeros((geometry.zero_rows, stacked), np.float32), "zeros")
         bank = b.op("Concat", bank, zeros, scope=scope, axis=0)
@@ -274,8 +323,15 @@ class KeptRegions:
         windows = b.op("Reshape", windows, b.const([tiles * frames, channels, span, span]), scope=scope)
         inputs = (windows, weight) if bias is None else (windows, weight, bias)
         kernel, stride, dilation = geometry.kernel, geometry.stride, geometry.dilation
-        y = b.op("Conv", *inputs, scope=scope, kernel_shape=[kernel, kernel], strides=[stride, stride],
-                 **({"dilations": [dilation, dilation]} if dilation > 1 else {}), **({"group": group} if group > 1 else {}))
+        y = b.op(
+            "Conv",
+            *inputs,
+            scope=scope,
+            kernel_shape=[kernel, kernel],
+            strides=[stride, stride],
+            **({"dilations": [dilation, dilation]} if dilation > 1 else {}),
+            **({"group": group} if group > 1 else {}),
+        )
         return Feature(y, (tiles * frames, out_channels, geometry.tile_out, geometry.tile_out), frames, True)
 
     # -- tokens ------------------------------------------------------------------------
@@ -314,6 +370,8 @@ class KeptRegions:
             b, scope = self.b, "route/regions"
             keep = self.kept_tiles() if self.tiling else self.branch.routing.keep
             keep = b.op("Reshape", keep, b.const([1, 1, -1]), scope=scope)
-            return b.op("Mul", b.op("Sub", keep, b.const(np.float32(1)), scope=scope), b.const(np.float32(1e9)), scope=scope)
+            return b.op(
+                "Mul", b.op("Sub", keep, b.const(np.float32(1)), scope=scope), b.const(np.float32(1e9)), scope=scope
+            )
 
         return self.branch.cached(("key_bias",), make)

@@ -43,8 +43,14 @@ class Routing:
         if size not in self._region_masks:
             scale = [1.0, 1.0, size[0] / self.grid[0], size[1] / self.grid[1]]
             self._region_masks[size] = self.shared.op(
-                "Resize", self.keep, "", self.shared.const(scale), scope="router/regions",
-                mode="nearest", nearest_mode="floor", coordinate_transformation_mode="asymmetric",
+                "Resize",
+                self.keep,
+                "",
+                self.shared.const(scale),
+                scope="router/regions",
+                mode="nearest",
+                nearest_mode="floor",
+                coordinate_transformation_mode="asymmetric",
             )
         return self._region_masks[size]
 
@@ -57,7 +63,9 @@ def route(b: GraphBuilder, model: DynaPruner, x: Feature, scored: bool, widths: 
     keep, kept = model.data_mask.lower(b, logits)
     keep = b.identity(keep, KEPT_REGIONS, scope="router/regions")
     region_logits = b.op("Reshape", logits, b.const([1, -1]), scope="router/regions")
-    routing = Routing(shared=b, grid=model.grid, region_logits=region_logits, keep=keep, kept_regions=kept, widths=widths)
+    routing = Routing(
+        shared=b, grid=model.grid, region_logits=region_logits, keep=keep, kept_regions=kept, widths=widths
+    )
     if scored:
         routing.group_scores = model.model_mask.lower_scores(b, features, logits)
     return routing

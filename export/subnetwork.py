@@ -24,7 +24,9 @@ from dynaprune_edge.models import Backbone
 
 
 class SubNetwork(Interpreter):
-    def __init__(self, branch: Branch, backbone: Backbone, mode: str, gate_order: list[str], tiles: TilePolicy | None = None) -> None:
+    def __init__(
+        self, branch: Branch, backbone: Backbone, mode: str, gate_order: list[str], tiles: TilePolicy | None = None
+    ) -> None:
         self.b = branch.builder
         self.branch = branch
         self.filters = KeptFilters(branch, mode, gate_order)
@@ -46,7 +48,19 @@ class SubNetwork(Interpreter):
 
     # -- execution helpers for the layers' lowerings -----------------------------------
 
-    def conv(self, x: Feature, weight: np.ndarray, bias: np.ndarray, conv, upsample: int, *, out_gate: GateSpec | None, in_gate: GateSpec | None, scope: str, tile_limit: int | None = None) -> Feature:
+    def conv(
+        self,
+        x: Feature,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        conv,
+        upsample: int,
+        *,
+        out_gate: GateSpec | None,
+        in_gate: GateSpec | None,
+        scope: str,
+        tile_limit: int | None = None,
+    ) -> Feature:
         """A convolution (an nn.Conv2d's geometry, BatchNorm folded into `weight` and `bias`)
         computing the kept filters on the kept regions only (on tiles only in branches of
         at most `tile_limit` regions, the layer's `Layer.tile_limit`)."""
@@ -54,7 +68,16 @@ class SubNetwork(Interpreter):
         out_channels = self.filters.kept_channels(out_gate, weight.shape[0])
         return self.regions.conv(x, weight_name, bias_name, conv, upsample, out_channels, scope, tile_limit)
 
-    def linear(self, x: Feature, weight: np.ndarray, bias: np.ndarray, *, out_gate: GateSpec | None, in_gate: GateSpec | None, scope: str) -> Feature:
+    def linear(
+        self,
+        x: Feature,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        *,
+        out_gate: GateSpec | None,
+        in_gate: GateSpec | None,
+        scope: str,
+    ) -> Feature:
         """x (tokens, in) · weight (in, out) + bias over the kept channels."""
         weight_name, bias_name = self.filters.select_weights(weight, bias, out_gate, in_gate, out_axis=1)
         y = self.b.op("Add", self.b.op("MatMul", x.name, weight_name, scope=scope), bias_name, scope=scope)
@@ -67,7 +90,10 @@ class SubNetwork(Interpreter):
         repeat = y.channels // self.filters.kept_channels(gate, gate.channels)
         mask = self.filters.channel_mask(gate, repeat)
         if len(y.shape) == 4:  # maps and tiles: (1, channels, 1, 1)
-            mask = self.branch.cached(("map mask", gate.name, repeat), lambda: self.b.op("Reshape", mask, self.b.const([1, -1, 1, 1]), scope=f"route/{gate.name}"))
+            mask = self.branch.cached(
+                ("map mask", gate.name, repeat),
+                lambda: self.b.op("Reshape", mask, self.b.const([1, -1, 1, 1]), scope=f"route/{gate.name}"),
+            )
         return self.like(y, self.b.op("Mul", y.name, mask, scope=scope))
 
     def standardize(self, x: str, axis: int, eps: float, scope: str) -> str:
@@ -77,7 +103,12 @@ class SubNetwork(Interpreter):
         b = self.b
         centred = b.op("Sub", x, b.reduce("ReduceMean", x, axis, scope), scope=scope)
         variance = b.reduce("ReduceMean", b.op("Pow", centred, b.const(np.float32(2)), scope=scope), axis, scope)
-        return b.op("Div", centred, b.op("Sqrt", b.op("Add", variance, b.const(np.float32(eps)), scope=scope), scope=scope), scope=scope)
+        return b.op(
+            "Div",
+            centred,
+            b.op("Sqrt", b.op("Add", variance, b.const(np.float32(eps)), scope=scope), scope=scope),
+            scope=scope,
+        )
 
     def map_norm(self, y: Feature, norm, gate: GateSpec | None, scope: str) -> Feature:
         """A GroupNorm, or a LayerNorm over (C, H, W), of the kept channels over each
@@ -92,7 +123,9 @@ class SubNetwork(Interpreter):
         for parameter, op in ((norm.weight, "Mul"), (norm.bias, "Add")):
             if parameter is not None:  # (C,) of a GroupNorm, (C, H, W) of a LayerNorm: the kept channels'
                 values = parameter.detach().numpy()
-                kept, _ = self.filters.select_weights(values.reshape(values.shape[0], *(values.shape[1:] or (1, 1))), None, gate, None)
+                kept, _ = self.filters.select_weights(
+                    values.reshape(values.shape[0], *(values.shape[1:] or (1, 1))), None, gate, None
+                )
                 name = b.op(op, name, kept, scope=scope)
         return self.regions.mask_regions(self.like(y, name), scope)
 
@@ -107,21 +140,29 @@ class SubNetwork(Interpreter):
     def per_frame(self, frames: Feature) -> Feature:
         _, count, channels, height, width = frames.shape
         shape = (count, channels, height, width)
-        return Feature(self.b.op("Reshape", frames.name, self.b.const(list(shape)), scope="compute/input"), shape, count)
+        return Feature(
+            self.b.op("Reshape", frames.name, self.b.const(list(shape)), scope="compute/input"), shape, count
+        )
 
     def stack_frames(self, z: Feature) -> Feature:
         batch, channels, height, width = z.shape
         shape = (batch // z.frames, z.frames * channels, height, width)
-        return Feature(self.b.op("Reshape", z.name, self.b.const(list(shape)), scope="compute/stack"), shape, 1, z.tiled)
+        return Feature(
+            self.b.op("Reshape", z.name, self.b.const(list(shape)), scope="compute/stack"), shape, 1, z.tiled
+        )
 
     def unstack_frames(self, z: Feature, frames: int) -> Feature:
         batch, channels, height, width = z.shape
         shape = (batch * frames, channels // frames, height, width)
-        return Feature(self.b.op("Reshape", z.name, self.b.const(list(shape)), scope="compute/unstack"), shape, frames, z.tiled)
+        return Feature(
+            self.b.op("Reshape", z.name, self.b.const(list(shape)), scope="compute/unstack"), shape, frames, z.tiled
+        )
 
     def split_frames(self, z: Feature) -> list[Feature]:
         z = self.regions.to_map(z)
-        names = self.b.op("Split", z.name, self.b.const([1] * z.frames), scope="compute/input", outputs=z.frames, axis=0)
+        names = self.b.op(
+            "Split", z.name, self.b.const([1] * z.frames), scope="compute/input", outputs=z.frames, axis=0
+        )
         names = names if isinstance(names, list) else [names]
         return [Feature(name, (1,) + z.shape[1:]) for name in names]
 
@@ -138,8 +179,13 @@ class SubNetwork(Interpreter):
     def last_frame(self, frames: Feature) -> Feature:
         _, count, channels, height, width = frames.shape
         scope = "compute/input"
-        last = self.b.op("Slice", frames.name, self.b.const([count - 1]), self.b.const([count]), self.b.const([1]), scope=scope)
-        return Feature(self.b.op("Reshape", last, self.b.const([1, channels, height, width]), scope=scope), (1, channels, height, width))
+        last = self.b.op(
+            "Slice", frames.name, self.b.const([count - 1]), self.b.const([count]), self.b.const([1]), scope=scope
+        )
+        return Feature(
+            self.b.op("Reshape", last, self.b.const([1, channels, height, width]), scope=scope),
+            (1, channels, height, width),
+        )
 
     def fill_skipped(self, frame: Feature, last: Feature) -> Feature:
         routing = self.branch.routing
@@ -148,14 +194,24 @@ class SubNetwork(Interpreter):
         b, scope = self.b, "compute/fallback"
         keep = routing.region_mask(frame.shape[2:])
         skipped = b.op("Sub", b.const(np.float32(1)), keep, scope=scope)
-        return self.like(frame, b.op("Add", b.op("Mul", keep, frame.name, scope=scope), b.op("Mul", skipped, last.name, scope=scope), scope=scope))
+        return self.like(
+            frame,
+            b.op(
+                "Add",
+                b.op("Mul", keep, frame.name, scope=scope),
+                b.op("Mul", skipped, last.name, scope=scope),
+                scope=scope,
+            ),
+        )
 
     def space_to_depth(self, z: Feature, block: int) -> Feature:
         """torch's pixel_unshuffle, channel-major (ONNX SpaceToDepth is not)."""
         z = self.regions.to_map(z)
         b, scope = self.b, "compute/space_to_depth"
         batch, channels, height, width = z.shape
-        x = b.op("Reshape", z.name, b.const([batch, channels, height // block, block, width // block, block]), scope=scope)
+        x = b.op(
+            "Reshape", z.name, b.const([batch, channels, height // block, block, width // block, block]), scope=scope
+        )
         x = b.op("Transpose", x, scope=scope, perm=[0, 1, 3, 5, 2, 4])
         shape = (batch, channels * block * block, height // block, width // block)
         return Feature(b.op("Reshape", x, b.const(list(shape)), scope=scope), shape, z.frames)
@@ -192,13 +248,21 @@ class SubNetwork(Interpreter):
         if any(value.shape[0] != first.shape[0] or value.shape[2:] != first.shape[2:] for value in values):
             raise ConfigError(f"a concatenation of features shaped {[list(v.shape) for v in values]} in a sub-network")
         name = self.b.op("Concat", *(value.name for value in values), scope="compute/concat", axis=1)
-        return Feature(name, (first.shape[0], sum(value.channels for value in values)) + first.shape[2:], first.frames, first.tiled)
+        return Feature(
+            name, (first.shape[0], sum(value.channels for value in values)) + first.shape[2:], first.frames, first.tiled
+        )
 
     def pool(self, z: Feature, kind: str, size: int) -> Feature:
         """Over whole maps (a pooling window may straddle regions)."""
         z = self.regions.to_map(z)
         batch, channels, height, width = z.shape
-        name = self.b.op("MaxPool" if kind == "max" else "AveragePool", z.name, scope="compute/pool", kernel_shape=[size, size], strides=[size, size])
+        name = self.b.op(
+            "MaxPool" if kind == "max" else "AveragePool",
+            z.name,
+            scope="compute/pool",
+            kernel_shape=[size, size],
+            strides=[size, size],
+        )
         return Feature(name, (batch, channels, height // size, width // size), z.frames)
 
     def upsample(self, z: Feature, factor: int, mode: str) -> Feature:
@@ -231,7 +295,12 @@ class SubNetwork(Interpreter):
         grid_h, grid_w = self.branch.grid
         p = height // grid_h
         patches = b.op("Reshape", frames.name, b.const([count, channels, grid_h, p, grid_w, p]), scope=scope)
-        patches = b.op("Reshape", b.op("Transpose", patches, scope=scope, perm=[2, 4, 0, 1, 3, 5]), b.const([grid_h * grid_w, -1]), scope=scope)
+        patches = b.op(
+            "Reshape",
+            b.op("Transpose", patches, scope=scope, perm=[2, 4, 0, 1, 3, 5]),
+            b.const([grid_h * grid_w, -1]),
+            scope=scope,
+        )
         return Feature(self.regions.gather_tokens(patches), (self.regions.token_count, count * channels * p * p))
 
     def from_tokens(self, tokens: Feature, frames: int, channels: int) -> Feature:
@@ -251,4 +320,12 @@ class SubNetwork(Interpreter):
     def gelu(self, z: Feature) -> Feature:
         b, scope = self.b, "compute/gelu"
         erf = b.op("Erf", b.op("Div", z.name, b.const(np.float32(np.sqrt(2.0))), scope=scope), scope=scope)
-        return self.like(z, b.op("Mul", b.op("Mul", z.name, b.const(np.float32(0.5)), scope=scope), b.op("Add", erf, b.const(np.float32(1)), scope=scope), scope=scope))
+        return self.like(
+            z,
+            b.op(
+                "Mul",
+                b.op("Mul", z.name, b.const(np.float32(0.5)), scope=scope),
+                b.op("Add", erf, b.const(np.float32(1)), scope=scope),
+                scope=scope,
+            ),
+        )

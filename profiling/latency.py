@@ -34,7 +34,7 @@ class LatencyStats:
     n: int
 
     @classmethod
-    def from_samples(cls, ms: Sequence[float] | np.ndarray) -> "LatencyStats":
+    def from_samples(cls, ms: Sequence[float] | np.ndarray) -> LatencyStats:
         values = np.asarray(ms, np.float64).ravel()
         if values.size == 0:
             raise DataError("no latency samples to summarise")
@@ -45,8 +45,12 @@ class LatencyStats:
 
 
 def interleaved_latency(
-    runners: Sequence[Callable[[np.ndarray], object]], frames: np.ndarray, runs: int, repeat: int = 1,
-    warmup: int = 1, advance: Callable[[], object] | None = None,
+    runners: Sequence[Callable[[np.ndarray], object]],
+    frames: np.ndarray,
+    runs: int,
+    repeat: int = 1,
+    warmup: int = 1,
+    advance: Callable[[], object] | None = None,
 ) -> list[np.ndarray]:
     """Milliseconds per run of each runner (a callable on one (1, T, C, H, W) sample, batch 1
     as deployed), the runners taking turns on each sample so that machine noise hits them

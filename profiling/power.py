@@ -75,10 +75,16 @@ def sample_from_jtop(power: dict) -> PowerSample:
     as jetson-stats 4 documents it) as a PowerSample; its total is jtop's own (the input rail
     where the module has one, otherwise the sum of the rails)."""
     try:
-        rails = {name: (int(rail["power"]), int(rail["avg"])) for name, rail in power["rail"].items() if rail.get("online", True)}
+        rails = {
+            name: (int(rail["power"]), int(rail["avg"]))
+            for name, rail in power["rail"].items()
+            if rail.get("online", True)
+        }
         total = float(power["tot"]["power"])
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise DataError(f"jtop returned power readings dpedge cannot read (jetson-stats 4 expected): {str(power)[:200]}") from None
+        raise DataError(
+            f"jtop returned power readings dpedge cannot read (jetson-stats 4 expected): {str(power)[:200]}"
+        ) from None
     return PowerSample(rails, total, power["tot"].get("name") or "jtop's total (sum of the rails)")
 
 
@@ -106,11 +112,17 @@ class TegrastatsMeter(Meter):
 
     def command(self) -> list[str]:
         line_buffered = shutil.which("stdbuf")
-        return ([line_buffered, "-oL"] if line_buffered else []) + [self.executable, "--interval", str(self.interval_ms)]
+        return ([line_buffered, "-oL"] if line_buffered else []) + [
+            self.executable,
+            "--interval",
+            str(self.interval_ms),
+        ]
 
     @contextmanager
     def recording(self) -> Iterator[list[PowerSample]]:
-        process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+        process = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
+        )
         arrived: list[tuple[float, str]] = []
         first = threading.Event()
 
@@ -127,8 +139,10 @@ class TegrastatsMeter(Meter):
             if not first.wait(FIRST_LINE_SECONDS + 3 * self.interval_ms / 1000) or not arrived:
                 self.stop(process)
                 reason = process.stderr.read().strip().splitlines()
-                raise ConfigError(f"tegrastats printed nothing (exit {process.returncode}"
-                                  f"{': ' + reason[-1] if reason else ''}); run `tegrastats --interval {self.interval_ms}` to see why")
+                raise ConfigError(
+                    f"tegrastats printed nothing (exit {process.returncode}"
+                    f"{': ' + reason[-1] if reason else ''}); run `tegrastats --interval {self.interval_ms}` to see why"
+                )
             start = time.monotonic()
             yield samples
             end = time.monotonic()
@@ -137,8 +151,10 @@ class TegrastatsMeter(Meter):
             reader.join(timeout=5)
         window = [line for at, line in arrived if start <= at <= end]
         if not window:
-            raise ConfigError(f"tegrastats printed no line during the {end - start:.1f} s measured: its output may be block-buffered "
-                              "(install coreutils' stdbuf), or raise --power-seconds")
+            raise ConfigError(
+                f"tegrastats printed no line during the {end - start:.1f} s measured: its output may be block-buffered "
+                "(install coreutils' stdbuf), or raise --power-seconds"
+            )
         samples.extend(parse_tegrastats(line) for line in window)
 
     @staticmethod
@@ -170,6 +186,7 @@ class JtopMeter(Meter):
         stop = threading.Event()
         try:
             with jtop(interval=self.interval_ms / 1000) as client:
+
                 def poll() -> None:
                     while not stop.is_set() and client.ok():
                         if not stop.is_set():
@@ -208,17 +225,23 @@ def choose_meter(asked: str, backend: str, interval_ms: int) -> Meter | None:
     if backend == "orin-emu":
         if asked == "auto":
             return None
-        raise ConfigError("--power measures the device the models run on; orin-emu predicts latency on a CPU, so there is no power to read")
+        raise ConfigError(
+            "--power measures the device the models run on; orin-emu predicts latency on a CPU, so there is no power to read"
+        )
     tegrastats = shutil.which("tegrastats")
     if asked in ("auto", "tegrastats") and tegrastats:
         return TegrastatsMeter(tegrastats, interval_ms)
     if asked == "tegrastats":
-        raise ConfigError("--power tegrastats: no tegrastats on PATH (it ships with Jetson Linux, in /usr/bin; this is not a Jetson?)")
+        raise ConfigError(
+            "--power tegrastats: no tegrastats on PATH (it ships with Jetson Linux, in /usr/bin; this is not a Jetson?)"
+        )
     try:
         import jtop  # noqa: F401
     except ImportError:
         if asked == "jtop":
-            raise ConfigError("--power jtop needs jetson-stats: sudo pip3 install -U jetson-stats (its jtop service must be running)") from None
+            raise ConfigError(
+                "--power jtop needs jetson-stats: sudo pip3 install -U jetson-stats (its jtop service must be running)"
+            ) from None
         return None
     return JtopMeter(interval_ms)
 
@@ -236,17 +259,28 @@ class PowerPhase:
         return float(np.mean([s.total_mw for s in self.samples]))
 
     def rails_mean_mw(self) -> dict[str, float]:
-        return {name: float(np.mean([s.rails[name][0] for s in self.samples if name in s.rails])) for name in self.samples[0].rails}
+        return {
+            name: float(np.mean([s.rails[name][0] for s in self.samples if name in s.rails]))
+            for name in self.samples[0].rails
+        }
 
     def as_dict(self, idle_mw: float | None) -> dict:
-        found = {"samples": len(self.samples), "seconds": self.seconds, "mean_mw": self.mean_mw,
-                 "total_of": self.samples[0].total_of, "rails_mean_mw": self.rails_mean_mw(),
-                 "trace_mw": [s.total_mw for s in self.samples]}
+        found = {
+            "samples": len(self.samples),
+            "seconds": self.seconds,
+            "mean_mw": self.mean_mw,
+            "total_of": self.samples[0].total_of,
+            "rails_mean_mw": self.rails_mean_mw(),
+            "trace_mw": [s.total_mw for s in self.samples],
+        }
         if self.run_ms.size:
             latency = float(self.run_ms.mean())
-            found.update(runs=int(self.run_ms.size), latency_ms_mean=latency,
-                         energy_mj=self.mean_mw * latency / 1000,  # mW × ms = µJ; /1000: mJ
-                         dynamic_energy_mj=None if idle_mw is None else (self.mean_mw - idle_mw) * latency / 1000)
+            found.update(
+                runs=int(self.run_ms.size),
+                latency_ms_mean=latency,
+                energy_mj=self.mean_mw * latency / 1000,  # mW × ms = µJ; /1000: mJ
+                dynamic_energy_mj=None if idle_mw is None else (self.mean_mw - idle_mw) * latency / 1000,
+            )
         return found
 
 
@@ -262,21 +296,29 @@ class PowerProfile:
         roles = {role: phase.as_dict(idle_mw) for role, phase in self.phases.items()}
         found = {
             "label": f"MEASURED by {self.meter} on this device: module power sampled every {self.interval_ms} ms while each model ran "
-                     "alone, back to back on the samples; energy per inference = mean power × mean latency of that phase"
-                     + ("; dynamic = with the idle power subtracted" if idle_mw is not None else ""),
-            "meter": self.meter, "interval_ms": self.interval_ms, "unit": "mW, mJ per inference",
+            "alone, back to back on the samples; energy per inference = mean power × mean latency of that phase"
+            + ("; dynamic = with the idle power subtracted" if idle_mw is not None else ""),
+            "meter": self.meter,
+            "interval_ms": self.interval_ms,
+            "unit": "mW, mJ per inference",
             "idle": None if self.idle is None else self.idle.as_dict(None),
             **roles,
         }
         if {"sparse", "dense"} <= roles.keys():
             found["energy_ratio"] = roles["dense"]["energy_mj"] / roles["sparse"]["energy_mj"]
             if idle_mw is not None and roles["sparse"]["dynamic_energy_mj"] > 0:
-                found["dynamic_energy_ratio"] = roles["dense"]["dynamic_energy_mj"] / roles["sparse"]["dynamic_energy_mj"]
+                found["dynamic_energy_ratio"] = (
+                    roles["dense"]["dynamic_energy_mj"] / roles["sparse"]["dynamic_energy_mj"]
+                )
         return found
 
 
-def run_for(runner: Callable[[np.ndarray], object], frames: np.ndarray, seconds: float,
-            advance: Callable[[], object] | None = None) -> np.ndarray:
+def run_for(
+    runner: Callable[[np.ndarray], object],
+    frames: np.ndarray,
+    seconds: float,
+    advance: Callable[[], object] | None = None,
+) -> np.ndarray:
     """Run `runner` back to back on the samples (cycling) for at least `seconds` and at least
     once per sample; milliseconds of each run."""
     samples = [sample[None] for sample in frames]
@@ -292,8 +334,15 @@ def run_for(runner: Callable[[np.ndarray], object], frames: np.ndarray, seconds:
     return np.asarray(times)
 
 
-def measure_power(meter: Meter, runners: dict[str, Callable[[np.ndarray], object]], frames: np.ndarray,
-                  seconds: float, idle_seconds: float, interval_ms: int, advance: Callable[[], object] | None = None) -> PowerProfile:
+def measure_power(
+    meter: Meter,
+    runners: dict[str, Callable[[np.ndarray], object]],
+    frames: np.ndarray,
+    seconds: float,
+    idle_seconds: float,
+    interval_ms: int,
+    advance: Callable[[], object] | None = None,
+) -> PowerProfile:
     """Idle first (when idle_seconds > 0: nothing runs), then each model in turn, each
     warmed by one untimed pass over the samples outside the recording."""
     idle = None

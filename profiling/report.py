@@ -8,6 +8,7 @@ no display is needed (CI, a Jetson over SSH)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 from importlib import metadata
@@ -27,17 +28,18 @@ PLOTS = {
     "masks.png": "input frames with the DataMask (kept regions) overlaid: calmest, median and busiest samples",
     "filter_share.png": "kept-filter share per layer in each branch",
 }
-POWER_PLOT = ("power_trace.png", "module power over each power phase: idle, pruned, dense twin (when power was measured)")
+POWER_PLOT = (
+    "power_trace.png",
+    "module power over each power phase: idle, pruned, dense twin (when power was measured)",
+)
 
 
 def versions() -> dict[str, str]:
     """dpedge and the inference libraries installed here; TensorRT and JetPack where known."""
     found = {}
     for package in ("dynaprune-edge", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "numpy"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     release = Path("/etc/nv_tegra_release")
     if release.is_file():  # L4T on a Jetson: "# R35 (release), REVISION: 4.1, …"
         found["l4t"] = release.read_text(errors="replace").splitlines()[0].lstrip("# ").strip()
@@ -47,7 +49,12 @@ def versions() -> dict[str, str]:
 def machine() -> dict:
     from dynaprune_edge.runtime.onnxruntime import cpu_model
 
-    return {"host": platform.node(), "cpu": cpu_model(), "platform": platform.platform(), "python": platform.python_version()}
+    return {
+        "host": platform.node(),
+        "cpu": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def import_pyplot():
@@ -69,8 +76,12 @@ def write_report(profile: Profile, folder: Path, settings: dict) -> list[Path]:
     written = [folder / "report.json"]
     atomic_write_text(json.dumps(summary, indent=2) + "\n", written[0])
     unit = f"{profile.latency_kind} ms"
-    plots = [("latency_histogram.png", latency_histogram), ("flops_vs_latency.png", flops_vs_latency),
-             ("masks.png", masks), ("filter_share.png", filter_share)]
+    plots = [
+        ("latency_histogram.png", latency_histogram),
+        ("flops_vs_latency.png", flops_vs_latency),
+        ("masks.png", masks),
+        ("filter_share.png", filter_share),
+    ]
     if profile.power is not None:
         plots.append((POWER_PLOT[0], power_trace))
     for name, draw in plots:
@@ -102,7 +113,9 @@ def latency_histogram(figure, profile: Profile, unit: str) -> None:
     axes.hist(profile.sparse_ms, bins=bins, alpha=0.6, label=f"pruned (mean {profile.sparse_ms.mean():.3f})")
     axes.set_xlabel(f"latency per sample ({unit}, batch 1)")
     axes.set_ylabel("runs" if profile.latency_kind != EMULATED else "samples")
-    axes.set_title(f"{profile.manifest.backbone} on {profile.manifest.dataset}: {profile.speedup:.2f}× vs dense ({profile.latency_kind})")
+    axes.set_title(
+        f"{profile.manifest.backbone} on {profile.manifest.dataset}: {profile.speedup:.2f}× vs dense ({profile.latency_kind})"
+    )
     axes.legend()
 
 
@@ -130,13 +143,24 @@ def masks(figure, profile: Profile, unit: str) -> None:
         if profile.masks is not None:
             mask = profile.masks[index]
             scale = (frame.shape[0] / mask.shape[0], frame.shape[1] / mask.shape[1])
-            full = np.kron(mask, np.ones((int(np.ceil(scale[0])), int(np.ceil(scale[1])))))[: frame.shape[0], : frame.shape[1]]
-            axes.imshow(np.ma.masked_where(full > 0.5, np.ones_like(full)), cmap="Greys", alpha=0.55, vmin=0, vmax=1.5, interpolation="nearest")
+            full = np.kron(mask, np.ones((int(np.ceil(scale[0])), int(np.ceil(scale[1])))))[
+                : frame.shape[0], : frame.shape[1]
+            ]
+            axes.imshow(
+                np.ma.masked_where(full > 0.5, np.ones_like(full)),
+                cmap="Greys",
+                alpha=0.55,
+                vmin=0,
+                vmax=1.5,
+                interpolation="nearest",
+            )
             kept = f"{int(mask.sum())}/{mask.size} regions kept"
         else:
             kept = "dense: every region"
         which = ("calmest", "median", "busiest")[column - 1]
-        axes.set_title(f"{which}: {kept}\nbranch {profile.bucket[index]}, {profile.sample_sparse_ms[index]:.3f} {unit}", fontsize=9)
+        axes.set_title(
+            f"{which}: {kept}\nbranch {profile.bucket[index]}, {profile.sample_sparse_ms[index]:.3f} {unit}", fontsize=9
+        )
         axes.set_xticks([])
         axes.set_yticks([])
     figure.suptitle("last input frame; shaded: regions skipped (persistence)", fontsize=10)
@@ -152,7 +176,9 @@ def filter_share(figure, profile: Profile, unit: str) -> None:
         return
     shares = np.array([[row["kept_filter_share"][g] for g in gates] for row in branches])
     image = axes.imshow(shares, aspect="auto", cmap="viridis", vmin=0, vmax=1)
-    axes.set_yticks(range(len(branches)), [f"branch {r['branch']} ({r['samples']} samples)" for r in branches], fontsize=8)
+    axes.set_yticks(
+        range(len(branches)), [f"branch {r['branch']} ({r['samples']} samples)" for r in branches], fontsize=8
+    )
     axes.set_xticks(range(len(gates)), gates, rotation=60, ha="right", fontsize=7)
     axes.set_title("share of each layer's filters a branch keeps")
     figure.colorbar(image, ax=axes, label="kept filters / all")
@@ -166,8 +192,12 @@ def power_trace(figure, profile: Profile, unit: str) -> None:
         phase = power.get(role)
         if phase:
             energy = f", {phase['energy_mj']:.3f} mJ/inference" if "energy_mj" in phase else ""
-            axes.plot(np.arange(len(phase["trace_mw"])) * step, np.asarray(phase["trace_mw"]) / 1000, marker=".",
-                      label=f"{name}: mean {phase['mean_mw'] / 1000:.2f} W{energy}")
+            axes.plot(
+                np.arange(len(phase["trace_mw"])) * step,
+                np.asarray(phase["trace_mw"]) / 1000,
+                marker=".",
+                label=f"{name}: mean {phase['mean_mw'] / 1000:.2f} W{energy}",
+            )
     axes.set_xlabel("seconds into the phase (approximate: one reading per interval)")
     axes.set_ylabel(f"module power, W ({power['idle' if power['idle'] else 'sparse']['total_of']})")
     axes.set_title(f"power MEASURED by {power['meter']}, each model running alone")
@@ -185,21 +215,40 @@ def power_rows(power: dict) -> list[tuple[str, ...]]:
             continue
         ran = "runs" in phase
         dynamic = phase.get("dynamic_energy_mj")
-        rows.append((name, str(phase["samples"]), f"{phase['mean_mw'] / 1000:.3f}", str(phase["runs"]) if ran else "–",
-                     f"{phase['latency_ms_mean']:.3f}" if ran else "–", f"{phase['energy_mj']:.4f}" if ran else "–",
-                     "–" if dynamic is None else f"{dynamic:.4f}"))
+        rows.append(
+            (
+                name,
+                str(phase["samples"]),
+                f"{phase['mean_mw'] / 1000:.3f}",
+                str(phase["runs"]) if ran else "–",
+                f"{phase['latency_ms_mean']:.3f}" if ran else "–",
+                f"{phase['energy_mj']:.4f}" if ran else "–",
+                "–" if dynamic is None else f"{dynamic:.4f}",
+            )
+        )
     return rows
 
 
 def power_notes(power: dict) -> list[str]:
     notes = [f"total power: {(power['idle'] or power['sparse'])['total_of']}"]
     if "energy_ratio" in power:
-        notes.append(f"energy per inference, dense twin / pruned: {power['energy_ratio']:.2f}×"
-                     + (f" (above idle: {power['dynamic_energy_ratio']:.2f}×)" if "dynamic_energy_ratio" in power else ""))
+        notes.append(
+            f"energy per inference, dense twin / pruned: {power['energy_ratio']:.2f}×"
+            + (f" (above idle: {power['dynamic_energy_ratio']:.2f}×)" if "dynamic_energy_ratio" in power else "")
+        )
     return notes
 
 
-KERNEL_COLUMNS = ("model", "branch", "kernels", "overhead-bound", "compute-bound", "memory-bound", "emulated ms", "of it, work (not overhead)")
+KERNEL_COLUMNS = (
+    "model",
+    "branch",
+    "kernels",
+    "overhead-bound",
+    "compute-bound",
+    "memory-bound",
+    "emulated ms",
+    "of it, work (not overhead)",
+)
 
 
 def kernel_rows(kernels: dict) -> list[tuple[str, ...]]:
@@ -210,8 +259,16 @@ def kernel_rows(kernels: dict) -> list[tuple[str, ...]]:
         for branch, route in routes.items():
             bounds = [k["bound"] for k in route]
             work = sum(max(k["compute_ms"], k["memory_ms"]) for k in route)
-            rows.append((name, branch, str(len(route)), *(str(bounds.count(b)) for b in ("overhead", "compute", "memory")),
-                         f"{sum(k['ms'] for k in route):.3f}", f"{work:.3f}"))
+            rows.append(
+                (
+                    name,
+                    branch,
+                    str(len(route)),
+                    *(str(bounds.count(b)) for b in ("overhead", "compute", "memory")),
+                    f"{sum(k['ms'] for k in route):.3f}",
+                    f"{work:.3f}",
+                )
+            )
     return rows
 
 
@@ -228,14 +285,31 @@ def device_rows(on_device: dict) -> list[tuple[str, ...]]:
             run = on_device[role]
             gpu = run["summary"].get("gpu_compute_ms") or run["summary"]["latency_ms"]
             host = run["summary"].get("latency_ms", {})
-            rows.append((name, run["engine"] or "(not named in the log)", "(not named in the log)" if run["gpu"] is None else run["gpu"]["name"],
-                         run["tensorrt"] or "?",
-                         *(f"{gpu[k]:.3f}" if k in gpu else "–" for k in ("median", "mean", "p99")),
-                         f"{host['median']:.3f}" if "median" in host else "–", "–" if run["layers"] is None else str(len(run["layers"]))))
+            rows.append(
+                (
+                    name,
+                    run["engine"] or "(not named in the log)",
+                    "(not named in the log)" if run["gpu"] is None else run["gpu"]["name"],
+                    run["tensorrt"] or "?",
+                    *(f"{gpu[k]:.3f}" if k in gpu else "–" for k in ("median", "mean", "p99")),
+                    f"{host['median']:.3f}" if "median" in host else "–",
+                    "–" if run["layers"] is None else str(len(run["layers"])),
+                )
+            )
     return rows
 
 
-DEVICE_COLUMNS = ("engine of", "engine", "GPU", "TensorRT", "GPU median ms", "mean", "p99", "host latency median", "layers profiled")
+DEVICE_COLUMNS = (
+    "engine of",
+    "engine",
+    "GPU",
+    "TensorRT",
+    "GPU median ms",
+    "mean",
+    "p99",
+    "host latency median",
+    "layers profiled",
+)
 
 
 def device_notes(on_device: dict) -> list[str]:
@@ -246,20 +320,33 @@ def device_notes(on_device: dict) -> list[str]:
     check = on_device.get("emulated_vs_measured", {})
     if "dense" in check:
         dense = check["dense"]
-        layers = "" if dense["measured_layers"] is None else f"; {dense['emulated_kernels']} emulated kernels against {dense['measured_layers']} profiled layers"
-        notes.append(f"dense twin: emulated {dense['emulated_ms']:.3f} ms, measured {dense['measured_ms']:.3f} ms: "
-                     f"the emulator is {100 * dense['error']:+.0f} % off on this model{layers}")
+        layers = (
+            ""
+            if dense["measured_layers"] is None
+            else f"; {dense['emulated_kernels']} emulated kernels against {dense['measured_layers']} profiled layers"
+        )
+        notes.append(
+            f"dense twin: emulated {dense['emulated_ms']:.3f} ms, measured {dense['measured_ms']:.3f} ms: "
+            f"the emulator is {100 * dense['error']:+.0f} % off on this model{layers}"
+        )
     if "sparse" in check:
         low, high = check["sparse"]["emulated_ms_range"]
-        notes.append(f"pruned: emulated {low:.3f}–{high:.3f} ms over the branches the samples took, measured {check['sparse']['measured_ms']:.3f} ms "
-                     "on the one branch trtexec's input took")
+        notes.append(
+            f"pruned: emulated {low:.3f}–{high:.3f} ms over the branches the samples took, measured {check['sparse']['measured_ms']:.3f} ms "
+            "on the one branch trtexec's input took"
+        )
     for role, name in (("dense", "dense twin"), ("sparse", "pruned")):
         if role in on_device.get("calibrated", {}):
             found = on_device["calibrated"][role]
-            first = (f"{found['emulated_ms']:.3f} ms" if "emulated_ms" in found
-                     else "{:.3f}–{:.3f} ms over the samples' branches".format(*found["emulated_ms_range"]))
-            notes.append(f"{name} on the Orin, EMULATED two ways: first principles {first}; calibrated on {found['measured_on']} "
-                         f"(measured there {found['measured_ms']:.3f} ms, trtexec's branch) {found['calibrated_ms']:.3f} ms")
+            first = (
+                f"{found['emulated_ms']:.3f} ms"
+                if "emulated_ms" in found
+                else "{:.3f}–{:.3f} ms over the samples' branches".format(*found["emulated_ms_range"])
+            )
+            notes.append(
+                f"{name} on the Orin, EMULATED two ways: first principles {first}; calibrated on {found['measured_on']} "
+                f"(measured there {found['measured_ms']:.3f} ms, trtexec's branch) {found['calibrated_ms']:.3f} ms"
+            )
     return notes
 
 
@@ -273,8 +360,11 @@ def markdown(summary: dict, profile: Profile) -> str:
         "",
         f"**Latency figures are {kind.upper()}**: {latency['label']}."
         + (" They are predictions of a roofline model, not measurements on a Jetson." if emulated else "")
-        + (" The figures under 'trtexec runs' are MEASURED on the GPU each names; what they are scaled to on the Orin is EMULATED."
-           if "trtexec" in summary else ""),
+        + (
+            " The figures under 'trtexec runs' are MEASURED on the GPU each names; what they are scaled to on the Orin is EMULATED."
+            if "trtexec" in summary
+            else ""
+        ),
         "FLOPs are what the graph reports it executed (computed, neither measured nor emulated).",
         "",
         "## Where",
@@ -285,48 +375,105 @@ def markdown(summary: dict, profile: Profile) -> str:
     ]
     if emulated:
         emulator = backend["emulator"]
-        lines.append(f"- emulated device: Jetson {emulator['module']}, power mode {emulator['power_mode']} ({emulator['sms']} SMs at "
-                     f"{emulator['gpu_mhz']:g} MHz, memory {emulator['memory_gb_s']:.1f} GB/s), precision {emulator['precision']}")
+        lines.append(
+            f"- emulated device: Jetson {emulator['module']}, power mode {emulator['power_mode']} ({emulator['sms']} SMs at "
+            f"{emulator['gpu_mhz']:g} MHz, memory {emulator['memory_gb_s']:.1f} GB/s), precision {emulator['precision']}"
+        )
     elif "power_mode" in summary["settings"]:
         lines.append(f"- power mode: {summary['settings']['power_mode']}")
     lines += [f"- {name}: {version}" for name, version in summary["versions"].items()]
-    lines += ["", f"- data: {summary['data']}", "", "## Latency", "",
-              "| model | mean | p50 | p90 | p99 | runs |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"- data: {summary['data']}",
+        "",
+        "## Latency",
+        "",
+        "| model | mean | p50 | p90 | p99 | runs |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in ("dense", "sparse"):
         stats = latency[name]
-        lines.append(f"| {'dense twin' if name == 'dense' else 'pruned'} ({kind}) | {stats['mean']:.3f} | {stats['p50']:.3f} | {stats['p90']:.3f} | {stats['p99']:.3f} | {stats['n']} |")
-    lines += ["", f"Speedup ({kind}): **{latency['speedup']:.2f}×** (mean dense / mean pruned). "
-              f"FLOPs: {flops['ratio_mean']:.3f} of dense on average, at most {flops['ratio_max']:.3f} ({flops['convention']}).", "",
-              "![latency](latency_histogram.png)", "", "## Branches", "",
-              f"| branch | kept regions | FLOPs ratio | samples | {kind} ms | mean activity |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {'dense twin' if name == 'dense' else 'pruned'} ({kind}) | {stats['mean']:.3f} | {stats['p50']:.3f} | {stats['p90']:.3f} | {stats['p99']:.3f} | {stats['n']} |"
+        )
+    lines += [
+        "",
+        f"Speedup ({kind}): **{latency['speedup']:.2f}×** (mean dense / mean pruned). "
+        f"FLOPs: {flops['ratio_mean']:.3f} of dense on average, at most {flops['ratio_max']:.3f} ({flops['convention']}).",
+        "",
+        "![latency](latency_histogram.png)",
+        "",
+        "## Branches",
+        "",
+        f"| branch | kept regions | FLOPs ratio | samples | {kind} ms | mean activity |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in summary["branches"]:
         ms, act = row[f"{kind}_ms"], row["activity_mean"]
-        lines.append(f"| {row['branch']} | {'–'.join(map(str, row['kept_regions']))} | {row['flops_ratio']:.3f} | {row['samples']} | "
-                     f"{'–' if ms is None else f'{ms:.3f}'} | {'–' if act is None else f'{act:.4g}'} |")
+        lines.append(
+            f"| {row['branch']} | {'–'.join(map(str, row['kept_regions']))} | {row['flops_ratio']:.3f} | {row['samples']} | "
+            f"{'–' if ms is None else f'{ms:.3f}'} | {'–' if act is None else f'{act:.4g}'} |"
+        )
     split = summary["calm_vs_busy"]
-    lines += ["", "![FLOPs vs latency](flops_vs_latency.png)", "", "## Calm vs busy inputs", "",
-              f"Samples split at the median activity ({split['activity_threshold']:.4g}; {split['activity_unit']}).", "",
-              f"| half | samples | mean activity | FLOPs ratio | {kind} ms |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "![FLOPs vs latency](flops_vs_latency.png)",
+        "",
+        "## Calm vs busy inputs",
+        "",
+        f"Samples split at the median activity ({split['activity_threshold']:.4g}; {split['activity_unit']}).",
+        "",
+        f"| half | samples | mean activity | FLOPs ratio | {kind} ms |",
+        "|---|---|---|---|---|",
+    ]
     for half in ("calm", "busy"):
         if half in split:
             row = split[half]
-            lines.append(f"| {half} | {row['samples']} | {row['activity_mean']:.4g} | {row['flops_ratio_mean']:.3f} | {row[f'{kind}_ms_mean']:.3f} |")
+            lines.append(
+                f"| {half} | {row['samples']} | {row['activity_mean']:.4g} | {row['flops_ratio_mean']:.3f} | {row[f'{kind}_ms_mean']:.3f} |"
+            )
     lines += ["", "![masks](masks.png)", "", "![filter share](filter_share.png)", ""]
     if "trtexec" in summary:
         on_device = summary["trtexec"]
-        lines += ["## trtexec runs: MEASURED", "", on_device["label"] + ".", "",
-                  "| " + " | ".join(DEVICE_COLUMNS) + " |", "|" + "---|" * len(DEVICE_COLUMNS),
-                  *("| " + " | ".join(row) + " |" for row in device_rows(on_device)), "",
-                  *(f"- {note}" for note in device_notes(on_device)), ""]
+        lines += [
+            "## trtexec runs: MEASURED",
+            "",
+            on_device["label"] + ".",
+            "",
+            "| " + " | ".join(DEVICE_COLUMNS) + " |",
+            "|" + "---|" * len(DEVICE_COLUMNS),
+            *("| " + " | ".join(row) + " |" for row in device_rows(on_device)),
+            "",
+            *(f"- {note}" for note in device_notes(on_device)),
+            "",
+        ]
     if "power" in summary:
         power = summary["power"]
-        lines += ["## Power and energy: MEASURED", "", power["label"] + ".", "",
-                  "| " + " | ".join(POWER_COLUMNS) + " |", "|" + "---|" * len(POWER_COLUMNS),
-                  *("| " + " | ".join(row) + " |" for row in power_rows(power)), "",
-                  *(f"- {note}" for note in power_notes(power)), "", f"![power]({POWER_PLOT[0]})", ""]
+        lines += [
+            "## Power and energy: MEASURED",
+            "",
+            power["label"] + ".",
+            "",
+            "| " + " | ".join(POWER_COLUMNS) + " |",
+            "|" + "---|" * len(POWER_COLUMNS),
+            *("| " + " | ".join(row) + " |" for row in power_rows(power)),
+            "",
+            *(f"- {note}" for note in power_notes(power)),
+            "",
+            f"![power]({POWER_PLOT[0]})",
+            "",
+        ]
     if emulated:
         from dynaprune_edge.cost.orin import constants_markdown
 
-        lines += ["## Emulated kernels", "", kernel_summary(summary["emulated_kernels"]), "",
-                  "## Emulator constants", "", constants_markdown(), ""]
+        lines += [
+            "## Emulated kernels",
+            "",
+            kernel_summary(summary["emulated_kernels"]),
+            "",
+            "## Emulator constants",
+            "",
+            constants_markdown(),
+            "",
+        ]
     return "\n".join(lines)

@@ -50,7 +50,9 @@ def region_masks(onnx_path: Path, frames: np.ndarray) -> np.ndarray | None:
     if not any(KEPT_REGIONS in node.output for node in model.graph.node):
         return None
     model.graph.output.append(onnx.helper.make_empty_tensor_value_info(KEPT_REGIONS))
-    session = onnxruntime.InferenceSession(model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"]
+    )
     name = session.get_inputs()[0].name
     return np.stack([session.run([KEPT_REGIONS], {name: sample[None]})[0][0, 0] for sample in frames])
 
@@ -72,9 +74,13 @@ class Profile:
     masks: np.ndarray | None  # (N, grid_h, grid_w) kept regions, when the graph exposes them
     frames: np.ndarray  # the samples, in the data's physical units (as the graph takes them)
     data: str  # where the samples come from
-    kernels: dict = field(default_factory=dict)  # emulated only: "sparse"/"dense" → branch → its kernels (Kernel.as_dict)
+    kernels: dict = field(
+        default_factory=dict
+    )  # emulated only: "sparse"/"dense" → branch → its kernels (Kernel.as_dict)
     trtexec: dict[str, TrtexecRun] = field(default_factory=dict)  # "sparse"/"dense" → its engine's trtexec run
-    calibrations: dict[str, Calibration] = field(default_factory=dict)  # orin-emu: those runs on another GPU, scaled to the Orin
+    calibrations: dict[str, Calibration] = field(
+        default_factory=dict
+    )  # orin-emu: those runs on another GPU, scaled to the Orin
     power: PowerProfile | None = None  # measured on the device, each model running alone (profiling.power)
     phases: list[dict] = field(default_factory=list)  # a TensorRT bundle: per sample, router, dispatch and branch ms
 
@@ -88,18 +94,22 @@ class Profile:
         groups = self.manifest.gate_groups
         for index, bucket in enumerate(self.manifest.buckets):
             taken = self.bucket == index
-            rows.append({
-                "branch": index,
-                "kept_regions": bucket.regions,
-                "tiles": bucket.tiles,
-                "flops": bucket.flops,
-                "flops_ratio": bucket.flops / self.dense_flops,
-                "kept_filter_share": {gate: bucket.widths.get(gate, 0) / total for gate, total in groups.items()} if index else {},
-                "samples": int(taken.sum()),
-                "share": float(taken.mean()),
-                f"{self.latency_kind}_ms": float(self.sample_sparse_ms[taken].mean()) if taken.any() else None,
-                "activity_mean": float(self.activity[taken].mean()) if taken.any() else None,
-            })
+            rows.append(
+                {
+                    "branch": index,
+                    "kept_regions": bucket.regions,
+                    "tiles": bucket.tiles,
+                    "flops": bucket.flops,
+                    "flops_ratio": bucket.flops / self.dense_flops,
+                    "kept_filter_share": {gate: bucket.widths.get(gate, 0) / total for gate, total in groups.items()}
+                    if index
+                    else {},
+                    "samples": int(taken.sum()),
+                    "share": float(taken.mean()),
+                    f"{self.latency_kind}_ms": float(self.sample_sparse_ms[taken].mean()) if taken.any() else None,
+                    "activity_mean": float(self.activity[taken].mean()) if taken.any() else None,
+                }
+            )
         return rows
 
     def calm_vs_busy(self) -> dict:
@@ -118,7 +128,11 @@ class Profile:
                 "kept_regions_mean": None if self.masks is None else float(self.masks[chosen].sum(axis=(1, 2)).mean()),
                 "branches": {str(b): int(n) for b, n in zip(*np.unique(self.bucket[chosen], return_counts=True))},
             }
-        return {"activity_threshold": threshold, "activity_unit": "mean |Δ| between input frames, physical units", **halves}
+        return {
+            "activity_threshold": threshold,
+            "activity_unit": "mean |Δ| between input frames, physical units",
+            **halves,
+        }
 
     def on_device(self) -> dict:
         """The engines' trtexec runs beside this profile, measured on the GPU each log names
@@ -130,7 +144,7 @@ class Profile:
         first-principles prediction."""
         found = {
             "label": "MEASURED by trtexec on the GPU each run names (GPU compute time per inference, median), at trtexec's own "
-                     "input (random unless --loadInputs): the pruned engine ran the one branch that input chose",
+            "input (random unless --loadInputs): the pruned engine ran the one branch that input chose",
             **{role: run.as_dict() for role, run in self.trtexec.items()},
         }
         runs = self.trtexec
@@ -138,8 +152,10 @@ class Profile:
             found["speedup"] = runs["dense"].gpu_ms["median"] / runs["sparse"].gpu_ms["median"]
         if self.latency_kind == EMULATED:
             taken = [float(self.sample_sparse_ms[self.bucket == b].mean()) for b in np.unique(self.bucket)]
-            predicted = {"dense": {"emulated_ms": float(self.sample_dense_ms.mean())},
-                         "sparse": {"emulated_ms_range": [min(taken), max(taken)]}}
+            predicted = {
+                "dense": {"emulated_ms": float(self.sample_dense_ms.mean())},
+                "sparse": {"emulated_ms_range": [min(taken), max(taken)]},
+            }
             checks, calibrated = {}, {}
             for role, run in runs.items():
                 measured = run.gpu_ms["median"]
@@ -147,12 +163,20 @@ class Profile:
                     checks[role] = {**predicted[role], "measured_ms": measured}
                     if role == "dense":
                         (route,) = self.kernels["dense"].values()
-                        checks[role].update(error=predicted[role]["emulated_ms"] / measured - 1, emulated_kernels=len(route),
-                                            measured_layers=None if run.layers is None else len(run.layers))
+                        checks[role].update(
+                            error=predicted[role]["emulated_ms"] / measured - 1,
+                            emulated_kernels=len(route),
+                            measured_layers=None if run.layers is None else len(run.layers),
+                        )
                 else:
                     calibration = self.calibrations[role]
-                    calibrated[role] = {**predicted[role], "calibrated_ms": calibration.orin_ms, "measured_on": run.gpu.name,
-                                        "measured_ms": measured, "calibration": calibration.as_dict()}
+                    calibrated[role] = {
+                        **predicted[role],
+                        "calibrated_ms": calibration.orin_ms,
+                        "measured_on": run.gpu.name,
+                        "measured_ms": measured,
+                        "calibration": calibration.as_dict(),
+                    }
             if checks:
                 found["emulated_vs_measured"] = checks
             if calibrated:
@@ -165,12 +189,18 @@ class Profile:
             "data": self.data,
             "backend": self.backend,
             "latency": {
-                "kind": self.latency_kind, "label": self.latency_label, "unit": "ms per sample, batch 1",
-                "sparse": asdict(sparse), "dense": asdict(dense), "speedup": self.speedup,
+                "kind": self.latency_kind,
+                "label": self.latency_label,
+                "unit": "ms per sample, batch 1",
+                "sparse": asdict(sparse),
+                "dense": asdict(dense),
+                "speedup": self.speedup,
             },
             "flops": {
-                "convention": self.manifest.flops_convention, "dense": self.dense_flops,
-                "executed_mean": float(self.flops.mean()), "ratio_mean": float(self.flops.mean() / self.dense_flops),
+                "convention": self.manifest.flops_convention,
+                "dense": self.dense_flops,
+                "executed_mean": float(self.flops.mean()),
+                "ratio_mean": float(self.flops.mean() / self.dense_flops),
                 "ratio_max": float(self.flops.max() / self.dense_flops),
             },
             "branches": self.branches(),
@@ -180,10 +210,18 @@ class Profile:
             **({"power": self.power.summary()} if self.power is not None else {}),
             **({"bundle_phases": phase_summary(self.phases, self.bucket)} if self.phases else {}),
             "samples": [
-                {"sample": i, "activity": float(a), "branch": int(b), "flops": float(f),
-                 f"sparse_{self.latency_kind}_ms": float(s), f"dense_{self.latency_kind}_ms": float(d),
-                 **({} if self.masks is None else {"kept_regions": int(self.masks[i].sum())})}
-                for i, (a, b, f, s, d) in enumerate(zip(self.activity, self.bucket, self.flops, self.sample_sparse_ms, self.sample_dense_ms))
+                {
+                    "sample": i,
+                    "activity": float(a),
+                    "branch": int(b),
+                    "flops": float(f),
+                    f"sparse_{self.latency_kind}_ms": float(s),
+                    f"dense_{self.latency_kind}_ms": float(d),
+                    **({} if self.masks is None else {"kept_regions": int(self.masks[i].sum())}),
+                }
+                for i, (a, b, f, s, d) in enumerate(
+                    zip(self.activity, self.bucket, self.flops, self.sample_sparse_ms, self.sample_dense_ms)
+                )
             ],
         }
 
@@ -194,7 +232,13 @@ def phase_summary(phases: list[dict], buckets: np.ndarray) -> list[dict]:
     for branch in np.unique(buckets):
         taken = [p for p, b in zip(phases, buckets) if b == branch and p]
         if taken:
-            rows.append({"branch": int(branch), "samples": len(taken), **{key: float(np.mean([p[key] for p in taken])) for key in taken[0]}})
+            rows.append(
+                {
+                    "branch": int(branch),
+                    "samples": len(taken),
+                    **{key: float(np.mean([p[key] for p in taken])) for key in taken[0]},
+                }
+            )
     return rows
 
 
@@ -204,8 +248,15 @@ def per_sample(ms: np.ndarray, samples: int) -> np.ndarray:
 
 
 def profile(
-    sparse: Backend, dense: Backend, frames: np.ndarray, runs: int, warmup: int, data: str,
-    onnx_path: Path | None = None, advance: Callable[[], object] | None = None, repeat: int = 1,
+    sparse: Backend,
+    dense: Backend,
+    frames: np.ndarray,
+    runs: int,
+    warmup: int,
+    data: str,
+    onnx_path: Path | None = None,
+    advance: Callable[[], object] | None = None,
+    repeat: int = 1,
 ) -> Profile:
     """Profile `sparse` against its dense twin on `frames` (N, T, C, H, W), graph units.
     Measured backends: at least `runs` timed runs of each (every sample at least once),
@@ -228,15 +279,21 @@ def profile(
         sample_dense = np.array([dense.emulated_ms(int(b)) for b in dense_buckets])
         sparse_ms, dense_ms = sample_sparse, sample_dense
         kind, label = EMULATED, sparse.describe()["latency"]
-        kernels = {name: {str(b): [k.as_dict() for k in backend.roofline.routes[b]] for b in np.unique(buckets)}
-                   for name, backend, buckets in (("sparse", sparse, result.bucket), ("dense", dense, dense_buckets))}
+        kernels = {
+            name: {str(b): [k.as_dict() for k in backend.roofline.routes[b]] for b in np.unique(buckets)}
+            for name, backend, buckets in (("sparse", sparse, result.bucket), ("dense", dense, dense_buckets))
+        }
         if advance is not None:
             advance()
     else:
-        dense_ms, sparse_ms = interleaved_latency([dense.run_one, sparse.run_one], frames, max(runs, count), repeat, warmup, advance)
+        dense_ms, sparse_ms = interleaved_latency(
+            [dense.run_one, sparse.run_one], frames, max(runs, count), repeat, warmup, advance
+        )
         sample_sparse, sample_dense = per_sample(sparse_ms, count), per_sample(dense_ms, count)
         kind, kernels = MEASURED, {}
-        if hasattr(sparse, "last_phases"):  # TensorRT: one more pass for each sample's phases (a bundle's; none for one engine)
+        if hasattr(
+            sparse, "last_phases"
+        ):  # TensorRT: one more pass for each sample's phases (a bundle's; none for one engine)
             for sample in frames:
                 sparse.run_one(sample[None])
                 phases.append(dict(sparse.last_phases))

@@ -18,7 +18,9 @@ _SUMMARY = "=== Performance summary ==="
 _LOG_PREFIX = re.compile(r"^(?:\[[^\]]*\]\s*)+")  # "[02/26/2024-10:43:06] [I] "
 _NUMBER = r"(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=?\s*" + _NUMBER + r"\s*ms")
-_COMMAND = re.compile(r"^&&&& (?:RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT v\d+\](?: \[b\d+\])? # (trtexec.*)$", re.MULTILINE)
+_COMMAND = re.compile(
+    r"^&&&& (?:RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT v\d+\](?: \[b\d+\])? # (trtexec.*)$", re.MULTILINE
+)
 _TIMINGS = {
     "Latency": "latency_ms",
     "Enqueue Time": "enqueue_ms",
@@ -59,7 +61,7 @@ def parse_trtexec_summary(text: str) -> dict:
     version = trtexec_version(text)
     if version is not None:
         summary["tensorrt"] = version
-    for raw in text[start + len(_SUMMARY):].splitlines():
+    for raw in text[start + len(_SUMMARY) :].splitlines():
         line = _LOG_PREFIX.sub("", raw.strip())
         if line.startswith("==="):
             break
@@ -79,7 +81,10 @@ def parse_trtexec_summary(text: str) -> dict:
                 summary[_TIMINGS[name]] = stats
     if "throughput_qps" not in summary and "latency_ms" not in summary:
         raise ConfigError("the trtexec performance summary holds neither Throughput nor Latency (truncated log?)")
-    figures = [summary.get("throughput_qps", 0.0), *(v for stats in summary.values() if isinstance(stats, dict) for v in stats.values())]
+    figures = [
+        summary.get("throughput_qps", 0.0),
+        *(v for stats in summary.values() if isinstance(stats, dict) for v in stats.values()),
+    ]
     if not all(math.isfinite(figure) for figure in figures):
         raise ConfigError("the trtexec performance summary holds a figure that is not a finite number (a damaged log?)")
     return summary
@@ -118,7 +123,11 @@ def parse_layer_profile(text: str) -> list[dict]:
         if "averageMs" not in entry:
             raise ConfigError(f"trtexec profile entry {entry['name']!r} has no averageMs")
         try:
-            layer = {"name": str(entry["name"]), "average_ms": float(entry["averageMs"]), "percentage": float(entry.get("percentage", 0.0))}
+            layer = {
+                "name": str(entry["name"]),
+                "average_ms": float(entry["averageMs"]),
+                "percentage": float(entry.get("percentage", 0.0)),
+            }
             if "medianMs" in entry:
                 layer["median_ms"] = float(entry["medianMs"])
         except (TypeError, ValueError):
@@ -178,7 +187,7 @@ class TrtexecRun:
         return "the device (not named in the log)" if self.gpu is None else self.gpu.name
 
     @classmethod
-    def read(cls, log: Path) -> "TrtexecRun":
+    def read(cls, log: Path) -> TrtexecRun:
         try:
             text = log.read_text(errors="replace")
         except OSError as error:
@@ -195,9 +204,14 @@ class TrtexecRun:
             gpu = Gpu.from_trtexec_log(text)
         except ConfigError as error:
             raise ConfigError(f"{log}: {error}") from None
-        return cls(log, summary, None if engine is None else Path(engine).name,
-                   _beside(log, arguments.get("exportProfile"), parse_layer_profile), gpu,
-                   _beside(log, arguments.get("exportLayerInfo"), parse_layer_info))
+        return cls(
+            log,
+            summary,
+            None if engine is None else Path(engine).name,
+            _beside(log, arguments.get("exportProfile"), parse_layer_profile),
+            gpu,
+            _beside(log, arguments.get("exportLayerInfo"), parse_layer_info),
+        )
 
     @property
     def gpu_ms(self) -> dict:
@@ -206,6 +220,12 @@ class TrtexecRun:
         return self.summary.get("gpu_compute_ms") or self.summary["latency_ms"]
 
     def as_dict(self) -> dict:
-        return {"log": str(self.log), "engine": self.engine, "tensorrt": self.summary.get("tensorrt"), "summary": self.summary,
-                "layers": self.layers, "gpu": None if self.gpu is None else self.gpu.as_dict(),
-                "label": f"measured on {self.device_name} by trtexec"}
+        return {
+            "log": str(self.log),
+            "engine": self.engine,
+            "tensorrt": self.summary.get("tensorrt"),
+            "summary": self.summary,
+            "layers": self.layers,
+            "gpu": None if self.gpu is None else self.gpu.as_dict(),
+            "label": f"measured on {self.device_name} by trtexec",
+        }

@@ -15,8 +15,14 @@ from dynaprune_edge.runtime.tensorrt import TensorRTBackend
 BACKENDS: Registry[type[Backend]] = Registry("backend", [OrtBackend, OrtCudaBackend, TensorRTBackend, OrinEmuBackend])
 
 
-def load(path: Path, backend: str = "ort", threads: int | None = None, device: Device | None = None, layout: str | None = None,
-         cuda_graph: bool = False) -> Backend:
+def load(
+    path: Path,
+    backend: str = "ort",
+    threads: int | None = None,
+    device: Device | None = None,
+    layout: str | None = None,
+    cuda_graph: bool = False,
+) -> Backend:
     """Open `path` with a backend of `BACKENDS` ('ort', 'ort-cuda', 'trt', 'orin-emu');
     `device`: the emulated Orin (orin-emu only; default 64 GB, MAXN, fp16); `layout`: how
     onnxruntime runs a routed graph, "single" or "split" (ort and ort-cuda only; default:

@@ -64,8 +64,10 @@ class Backend(ABC):
         if not (is_number(budget) and 0 < budget <= 1):
             raise ConfigError(f"--budget must be in (0, 1], got {budget}")
         if self.manifest.mode != "widths":
-            raise ConfigError(f"--budget is the run-time budget of a width-routed model (dpedge train --slimmable --budget B); "
-                              f"this export ({self.manifest.mode}) fixed its budget when it was trained")
+            raise ConfigError(
+                f"--budget is the run-time budget of a width-routed model (dpedge train --slimmable --budget B); "
+                f"this export ({self.manifest.mode}) fixed its budget when it was trained"
+            )
         self.budget = float(budget)
 
     def inputs(self, frames: np.ndarray) -> dict[str, np.ndarray]:
@@ -77,7 +79,7 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, path: Path, threads: int | None = None) -> "Backend":
+    def load(cls, path: Path, threads: int | None = None) -> Backend:
         """Open a model (an .onnx with its manifest, or a backend-specific artifact)."""
 
     @abstractmethod
@@ -94,8 +96,10 @@ class Backend(ABC):
         for sample in frames:
             forecast, sample_flops, bucket = self.run_one(sample[None])
             if not 0 <= bucket < len(self.manifest.buckets):
-                raise DataError(f"the graph chose sub-network {bucket}, which its manifest does not list (it lists "
-                                f"{len(self.manifest.buckets)}): this graph and manifest were not exported together")
+                raise DataError(
+                    f"the graph chose sub-network {bucket}, which its manifest does not list (it lists "
+                    f"{len(self.manifest.buckets)}): this graph and manifest were not exported together"
+                )
             forecasts.append(forecast)
             flops.append(sample_flops)
             buckets.append(bucket)

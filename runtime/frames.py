@@ -29,9 +29,15 @@ def frames_path(onnx_path: Path) -> Path:
 def save_frames(path: Path, frames: np.ndarray, described: str) -> None:
     """frames: (N, T, C, H, W) in the data's physical units; described: what they are, as
     the profile report says it."""
+
     def write(temporary: str) -> None:
         with open(temporary, "wb") as file:  # a file object: np.savez would append .npz to a name
-            np.savez(file, frames=np.ascontiguousarray(frames, np.float32), described=np.array(described), units=np.array(UNITS))
+            np.savez(
+                file,
+                frames=np.ascontiguousarray(frames, np.float32),
+                described=np.array(described),
+                units=np.array(UNITS),
+            )
 
     atomic_write(path, write)
 
@@ -44,11 +50,21 @@ def load_frames(path: Path, manifest: Manifest) -> tuple[np.ndarray, str]:
             units = str(stored["units"]) if "units" in stored.files else "normalised"
     except FileNotFoundError:
         raise DataError(f"{path}: no such frames file") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, SyntaxError, tokenize.TokenError) as error:  # a damaged header: the last two
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        zipfile.BadZipFile,
+        EOFError,
+        SyntaxError,
+        tokenize.TokenError,
+    ) as error:  # a damaged header: the last two
         raise DataError(f"{path}: not a frames file written by dpedge ({error})") from None
     if units != UNITS:
-        raise DataError(f"{path}: frames in {units} units, written by an older dpedge; this one feeds physical units: "
-                        "write the file again (dpedge deploy does)")
+        raise DataError(
+            f"{path}: frames in {units} units, written by an older dpedge; this one feeds physical units: "
+            "write the file again (dpedge deploy does)"
+        )
     try:
         return check_frames(manifest, frames), described
     except DataError as error:

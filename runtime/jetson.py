@@ -52,23 +52,36 @@ def current_power_mode(requested: str | None, query: Callable[[], str | None] | 
     if requested not in ids:
         raise ConfigError(f"--power-mode must be one of {', '.join(ids)}, got {requested!r}")
     if mode is None:
-        raise ConfigError("--power-mode on the trt backend checks the Jetson's mode with `nvpmodel -q`, "
-                          + ("which is not installed here" if output is None else "whose output names no mode"))
+        raise ConfigError(
+            "--power-mode on the trt backend checks the Jetson's mode with `nvpmodel -q`, "
+            + ("which is not installed here" if output is None else "whose output names no mode")
+        )
     if mode != requested:
-        raise ConfigError(f"the Jetson runs nvpmodel mode {mode}, not {requested}: "
-                          f"sudo nvpmodel -m {ids[requested]} && sudo jetson_clocks, then profile again")
+        raise ConfigError(
+            f"the Jetson runs nvpmodel mode {mode}, not {requested}: "
+            f"sudo nvpmodel -m {ids[requested]} && sudo jetson_clocks, then profile again"
+        )
     return mode
 
 
 # L4T release → JetPack (NVIDIA's JetPack archive); others are named by their L4T major.
-JETPACK_OF_L4T = {"35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4",
-                  "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2"}
+JETPACK_OF_L4T = {
+    "35.2.1": "5.1",
+    "35.3.1": "5.1.1",
+    "35.4.1": "5.1.2",
+    "35.5.0": "5.1.3",
+    "35.6.0": "5.1.4",
+    "36.2.0": "6.0 DP",
+    "36.3.0": "6.0",
+    "36.4.0": "6.1",
+    "36.4.3": "6.2",
+}
 SUPPORTED_L4T_MAJORS = ("35", "36")  # JetPack 5.1 and 6.x: the TensorRT 8.5–10.3 the engines are built with
 _L4T = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
 
 
 def parse_l4t_release(text: str) -> str | None:
-    """"# R35 (release), REVISION: 4.1, GCID: …" (/etc/nv_tegra_release) → "35.4.1"."""
+    """ "# R35 (release), REVISION: 4.1, GCID: …" (/etc/nv_tegra_release) → "35.4.1"."""
     found = _L4T.search(text)
     if found is None:
         return None

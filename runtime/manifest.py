@@ -78,9 +78,15 @@ class Manifest:
     predicted: dict = field(default_factory=dict)  # a measured cost model's latency per bucket (dynaprune_edge.cost)
     measured: dict = field(default_factory=dict)  # the export's own timing on its machine (export/exporter.py)
     data: dict = field(default_factory=dict)  # the training data's DataConfig: what `dpedge profile` feeds it
-    gate_groups: dict = field(default_factory=dict)  # filter groups of each gate at full width (Bucket.widths's denominators)
-    budget: dict = field(default_factory=dict)  # mode "widths": the trained budget, its cost target, each branch's cost ratio
-    layout: str = "single"  # how onnxruntime runs a routed graph: as it is, or "split" (runtime/split.py), the faster at export
+    gate_groups: dict = field(
+        default_factory=dict
+    )  # filter groups of each gate at full width (Bucket.widths's denominators)
+    budget: dict = field(
+        default_factory=dict
+    )  # mode "widths": the trained budget, its cost target, each branch's cost ratio
+    layout: str = (
+        "single"  # how onnxruntime runs a routed graph: as it is, or "split" (runtime/split.py), the faster at export
+    )
     format: str = FORMAT
     version: int = VERSION
 
@@ -106,19 +112,25 @@ class Manifest:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_dict(cls, values: object) -> "Manifest":
+    def from_dict(cls, values: object) -> Manifest:
         """A manifest from its JSON form, every field checked (manifests are files users are
         handed): a ConfigError naming the first field that is missing or cannot work."""
         if not isinstance(values, dict) or values.get("format") != FORMAT:
             raise ConfigError("not a dpedge export manifest (expected a JSON object of format 'dpedge-onnx')")
         if values.get("version") == 1:
-            raise ConfigError("manifest version 1 (an older dpedge) does not bind the graph to it by hash: re-export with "
-                              "dpedge export MODEL.pt")
+            raise ConfigError(
+                "manifest version 1 (an older dpedge) does not bind the graph to it by hash: re-export with "
+                "dpedge export MODEL.pt"
+            )
         if values.get("version") == 2:
-            raise ConfigError("manifest version 2 (an older dpedge): its graph takes and returns normalised values, this dpedge "
-                              "physical units; re-export with dpedge export MODEL.pt")
+            raise ConfigError(
+                "manifest version 2 (an older dpedge): its graph takes and returns normalised values, this dpedge "
+                "physical units; re-export with dpedge export MODEL.pt"
+            )
         if values.get("version") != VERSION:
-            raise ConfigError(f"manifest version {values.get('version')} is not supported (this dpedge reads {VERSION})")
+            raise ConfigError(
+                f"manifest version {values.get('version')} is not supported (this dpedge reads {VERSION})"
+            )
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown manifest fields: {', '.join(sorted(unknown))}")
@@ -139,7 +151,9 @@ class Manifest:
         inputs, outputs = check.tensors("inputs", exactly=1), check.tensors("outputs")
         channels = inputs[0].shape[2] if len(inputs[0].shape) == 5 else None
         if channels is None:
-            raise ConfigError(f"manifest input must be (1, frames, channels, height, width), got shape {inputs[0].shape}")
+            raise ConfigError(
+                f"manifest input must be (1, frames, channels, height, width), got shape {inputs[0].shape}"
+            )
         for name, positive in (("mean", False), ("std", True)):
             check.numbers(name, lengths=(1, channels), positive=positive)
         check.numbers("width_levels", positive=True, at_most=1.0)
@@ -200,7 +214,9 @@ class FieldCheck:
         record = self.values.get(name) or {}
         unknown = sorted(set(record) - set(DATA_FIELDS))
         if unknown:
-            raise ConfigError(f"manifest field {name!r} holds unknown fields {', '.join(map(repr, unknown))} (known: {', '.join(DATA_FIELDS)})")
+            raise ConfigError(
+                f"manifest field {name!r} holds unknown fields {', '.join(map(repr, unknown))} (known: {', '.join(DATA_FIELDS)})"
+            )
         for field_name, value in record.items():
             text = field_name in ("name", "path")
             if field_name == "name":
@@ -208,7 +224,9 @@ class FieldCheck:
             else:  # None: the family's default (a path of None: synthetic data)
                 fits = value is None or (isinstance(value, str) if text else is_count(value))
             if not fits:
-                raise ConfigError(f"manifest field {name}.{field_name} must be {'text' if text else 'a whole number ≥ 0'}, got {value!r}")
+                raise ConfigError(
+                    f"manifest field {name}.{field_name} must be {'text' if text else 'a whole number ≥ 0'}, got {value!r}"
+                )
 
     def budget_record(self, name: str) -> None:
         """A width-routed graph's budget record: the trained budget in (0, 1] and the text
@@ -216,16 +234,22 @@ class FieldCheck:
         record = self.values.get(name) or {}
         trained, target = record.get("trained"), record.get("cost_target")
         if not (is_number(trained) and 0 < trained <= 1) or not isinstance(target, str):
-            raise ConfigError(f"manifest field {name!r} of a width-routed graph must hold trained (a budget in (0, 1]) "
-                              f"and cost_target (text), got {json.dumps(record)[:80]}")
+            raise ConfigError(
+                f"manifest field {name!r} of a width-routed graph must hold trained (a budget in (0, 1]) "
+                f"and cost_target (text), got {json.dumps(record)[:80]}"
+            )
 
     def number(self, name: str, positive: bool = False) -> float:
         value = self.get(name, (int, float), "a number")
         if not is_number(value) or (positive and value <= 0):
-            raise ConfigError(f"manifest field {name!r} must be a finite{' positive' if positive else ''} number, got {value}")
+            raise ConfigError(
+                f"manifest field {name!r} must be a finite{' positive' if positive else ''} number, got {value}"
+            )
         return value
 
-    def numbers(self, name: str, lengths: tuple[int, ...] | None = None, positive: bool = False, at_most: float | None = None) -> list:
+    def numbers(
+        self, name: str, lengths: tuple[int, ...] | None = None, positive: bool = False, at_most: float | None = None
+    ) -> list:
         value = self.get(name, list, "a list of numbers")
         if not value or (lengths is not None and len(value) not in lengths):
             expected = "non-empty" if lengths is None else " or ".join(map(str, sorted(set(lengths))))
@@ -233,20 +257,31 @@ class FieldCheck:
         for number in value:
             if not is_number(number) or (positive and number <= 0) or (at_most is not None and number > at_most):
                 bounds = (" > 0" if positive else "") + (f" and ≤ {at_most:g}" if at_most is not None else "")
-                raise ConfigError(f"manifest field {name!r} must hold finite numbers{bounds}, got {json.dumps(number)[:40]}")
+                raise ConfigError(
+                    f"manifest field {name!r} must hold finite numbers{bounds}, got {json.dumps(number)[:40]}"
+                )
         return value
 
     def tensors(self, name: str, exactly: int | None = None) -> list[TensorSpec]:
         value = self.get(name, list, "a list of tensors")
         if not value or (exactly is not None and len(value) != exactly):
-            raise ConfigError(f"manifest field {name!r} must list {exactly or 'at least one'} tensor(s), got {len(value)}")
+            raise ConfigError(
+                f"manifest field {name!r} must list {exactly or 'at least one'} tensor(s), got {len(value)}"
+            )
         specs = []
         for tensor in value:
-            if not isinstance(tensor, dict) or set(tensor) != {"name", "shape", "dtype"} or not isinstance(tensor["name"], str) \
-                    or not isinstance(tensor["dtype"], str) or not isinstance(tensor["shape"], list) \
-                    or not all(is_count(d, 1) for d in tensor["shape"]):
-                raise ConfigError(f"manifest field {name!r}: each tensor is {{name, shape of positive integers, dtype}}, "
-                                  f"got {json.dumps(tensor)[:80]}")
+            if (
+                not isinstance(tensor, dict)
+                or set(tensor) != {"name", "shape", "dtype"}
+                or not isinstance(tensor["name"], str)
+                or not isinstance(tensor["dtype"], str)
+                or not isinstance(tensor["shape"], list)
+                or not all(is_count(d, 1) for d in tensor["shape"])
+            ):
+                raise ConfigError(
+                    f"manifest field {name!r}: each tensor is {{name, shape of positive integers, dtype}}, "
+                    f"got {json.dumps(tensor)[:80]}"
+                )
             specs.append(TensorSpec(**tensor))
         return specs
 
@@ -255,14 +290,25 @@ class FieldCheck:
         buckets = []
         for bucket in value:
             ok = isinstance(bucket, dict) and set(bucket) == {"regions", "tiles", "widths", "flops"}
-            ok = ok and isinstance(bucket["regions"], list) and len(bucket["regions"]) == 2 \
-                and all(is_count(r) for r in bucket["regions"]) and bucket["regions"][0] <= bucket["regions"][1]
+            ok = (
+                ok
+                and isinstance(bucket["regions"], list)
+                and len(bucket["regions"]) == 2
+                and all(is_count(r) for r in bucket["regions"])
+                and bucket["regions"][0] <= bucket["regions"][1]
+            )
             ok = ok and is_count(bucket["tiles"])
-            ok = ok and isinstance(bucket["widths"], dict) and all(isinstance(k, str) and is_count(v) for k, v in bucket["widths"].items())
+            ok = (
+                ok
+                and isinstance(bucket["widths"], dict)
+                and all(isinstance(k, str) and is_count(v) for k, v in bucket["widths"].items())
+            )
             ok = ok and is_number(bucket["flops"]) and bucket["flops"] >= 0
             if not ok:
-                raise ConfigError(f"manifest field {name!r}: each sub-network is {{regions [low, high], tiles ≥ 0, widths "
-                                  f"{{gate: groups}}, flops ≥ 0}}, got {json.dumps(bucket)[:80]}")
+                raise ConfigError(
+                    f"manifest field {name!r}: each sub-network is {{regions [low, high], tiles ≥ 0, widths "
+                    f"{{gate: groups}}, flops ≥ 0}}, got {json.dumps(bucket)[:80]}"
+                )
             buckets.append(Bucket(**bucket))
         return buckets
 
@@ -291,8 +337,10 @@ def read_manifest(onnx_path: Path) -> Manifest:
     if not onnx_path.is_file():
         raise ConfigError(f"{onnx_path}: no such file")
     if sha256_file(onnx_path) != manifest.onnx_sha256:
-        raise ConfigError(f"{onnx_path.name} is not the graph {path.name} describes (its SHA-256 differs: another export's graph, "
-                          "or a write interrupted between the two): re-export, or copy both files together")
+        raise ConfigError(
+            f"{onnx_path.name} is not the graph {path.name} describes (its SHA-256 differs: another export's graph, "
+            "or a write interrupted between the two): re-export, or copy both files together"
+        )
     check_external_data(onnx_path)
     return manifest
 
@@ -312,8 +360,10 @@ def check_external_data(onnx_path: Path) -> None:
     try:
         import onnx
     except ImportError:
-        raise ConfigError(f"{onnx_path.name} may name external data files; checking where they are needs onnx: "
-                          "pip install 'dynaprune-edge[export]'") from None
+        raise ConfigError(
+            f"{onnx_path.name} may name external data files; checking where they are needs onnx: "
+            "pip install 'dynaprune-edge[export]'"
+        ) from None
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 — protobuf's decode errors have no common base
@@ -322,8 +372,15 @@ def check_external_data(onnx_path: Path) -> None:
     for tensor in external_tensors(model.graph):
         location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
         relative = Path(location)
-        if not location or relative.is_absolute() or ".." in relative.parts or not (folder / relative).resolve().is_relative_to(folder):
-            raise ConfigError(f"{onnx_path.name}: tensor {tensor.name!r} reads its data from {location!r}, outside the graph's folder: refused")
+        if (
+            not location
+            or relative.is_absolute()
+            or ".." in relative.parts
+            or not (folder / relative).resolve().is_relative_to(folder)
+        ):
+            raise ConfigError(
+                f"{onnx_path.name}: tensor {tensor.name!r} reads its data from {location!r}, outside the graph's folder: refused"
+            )
 
 
 def external_tensors(graph) -> list:
@@ -335,6 +392,6 @@ def external_tensors(graph) -> list:
         for attribute in node.attribute:
             tensors = [attribute.t] if attribute.HasField("t") else list(attribute.tensors)
             found += [t for t in tensors if t.data_location == TensorProto.EXTERNAL]
-            for subgraph in ([attribute.g] if attribute.HasField("g") else list(attribute.graphs)):
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
                 found += external_tensors(subgraph)
     return found

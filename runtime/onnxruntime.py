@@ -60,8 +60,14 @@ def open_session(path: Path | bytes, options, providers: list[str], label: str |
     ort = import_onnxruntime()
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    rejected = (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf,
-                state.NotImplemented, state.EPFail)
+    rejected = (
+        state.Fail,
+        state.InvalidArgument,
+        state.InvalidGraph,
+        state.InvalidProtobuf,
+        state.NotImplemented,
+        state.EPFail,
+    )
     try:
         return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
     except rejected as error:
@@ -120,8 +126,13 @@ def gpu_model() -> str:
     if jetson.is_file():
         return jetson.read_text().strip("\x00\n ")
     try:
-        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout
+        names = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown CUDA device"
     return names.splitlines()[0].strip() if names.strip() else "unknown CUDA device"
@@ -147,7 +158,7 @@ class OrtBackend(Backend):
         """Fail before building a session whose providers this onnxruntime lacks."""
 
     @classmethod
-    def load(cls, path: Path, threads: int | None = None, layout: str | None = None) -> "OrtBackend":
+    def load(cls, path: Path, threads: int | None = None, layout: str | None = None) -> OrtBackend:
         """layout: "single" or "split" (runtime/split.py); None: the manifest's (what the
         export measured faster)."""
         path = onnx_file(path)
@@ -156,7 +167,9 @@ class OrtBackend(Backend):
         if layout not in LAYOUTS:
             raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         if layout == "split" and manifest.mode == "dense":
-            raise ConfigError(f"{path.name} is a dense graph: there are no branches to split (--layout split is for pruned exports)")
+            raise ConfigError(
+                f"{path.name} is a dense graph: there are no branches to split (--layout split is for pruned exports)"
+            )
         ort = import_onnxruntime()
         cls.check_providers(ort)
         options = session_options(threads)
@@ -164,7 +177,11 @@ class OrtBackend(Backend):
         check_session(session, manifest, path)
         split = None
         if layout == "split":
-            split = split_sessions(path, manifest, lambda graph, label: open_session(graph, options, cls.providers, f"{path.name}, {label}"))
+            split = split_sessions(
+                path,
+                manifest,
+                lambda graph, label: open_session(graph, options, cls.providers, f"{path.name}, {label}"),
+            )
         return cls(manifest, session, path, threads, split)
 
     def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
@@ -203,7 +220,7 @@ class OrtCudaBackend(OrtBackend):
             )
 
     @classmethod
-    def load(cls, path: Path, threads: int | None = None, layout: str | None = None) -> "OrtCudaBackend":
+    def load(cls, path: Path, threads: int | None = None, layout: str | None = None) -> OrtCudaBackend:
         backend = super().load(path, threads, layout)
         # onnxruntime silently falls back to CPU when the CUDA libraries fail to load.
         if backend.session.get_providers()[0] != "CUDAExecutionProvider":

@@ -23,7 +23,9 @@ def import_onnx():
     try:
         import onnx
     except ImportError:
-        raise ConfigError("the orin-emu backend reads the graph with onnx: pip install 'dynaprune-edge[export]'") from None
+        raise ConfigError(
+            "the orin-emu backend reads the graph with onnx: pip install 'dynaprune-edge[export]'"
+        ) from None
     return onnx
 
 
@@ -32,10 +34,8 @@ class OrinEmuBackend(OrtBackend):
     emulated: ClassVar[bool] = True
 
     @classmethod
-    def load(cls, path: Path, threads: int | None = None, device: Device | None = None) -> "OrinEmuBackend":
-        from dynaprune_edge.cost.roofline import GraphRoofline
-
-        from dynaprune_edge.cost.roofline import BundleRoofline
+    def load(cls, path: Path, threads: int | None = None, device: Device | None = None) -> OrinEmuBackend:
+        from dynaprune_edge.cost.roofline import BundleRoofline, GraphRoofline
         from dynaprune_edge.runtime.split import split_routed_graph
 
         backend = super().load(path, threads)
@@ -44,15 +44,22 @@ class OrinEmuBackend(OrtBackend):
         backend.roofline = GraphRoofline(graph, backend.device_model)
         routes = len(backend.roofline.routes)
         if routes != len(backend.manifest.buckets):
-            raise ConfigError(f"{backend.path}: the graph has {routes} routes but its manifest {len(backend.manifest.buckets)} branches: re-export it")
+            raise ConfigError(
+                f"{backend.path}: the graph has {routes} routes but its manifest {len(backend.manifest.buckets)} branches: re-export it"
+            )
         backend.layouts_ms = {"single If, lazy": backend.roofline.route_ms()}
         if backend.manifest.mode == "dense":
             backend.route_ms = np.asarray(backend.layouts_ms["single If, lazy"])
             return backend
         cut = split_routed_graph(graph)
-        backend.roofline = BundleRoofline(cut.router, cut.branches, backend.device_model)  # what the trt backend runs: the report's kernels
-        backend.layouts_ms |= {"split bundle": backend.roofline.route_ms(), "split bundle, CUDA graphs": backend.roofline.route_ms(cuda_graph=True),
-                               "single If, eager (every branch runs)": [backend.roofline.eager_ms()] * routes}
+        backend.roofline = BundleRoofline(
+            cut.router, cut.branches, backend.device_model
+        )  # what the trt backend runs: the report's kernels
+        backend.layouts_ms |= {
+            "split bundle": backend.roofline.route_ms(),
+            "split bundle, CUDA graphs": backend.roofline.route_ms(cuda_graph=True),
+            "single If, eager (every branch runs)": [backend.roofline.eager_ms()] * routes,
+        }
         backend.route_ms = np.asarray(backend.layouts_ms["split bundle"])
         return backend
 
@@ -68,4 +75,9 @@ class OrinEmuBackend(OrtBackend):
         latency reported), with CUDA graphs, and the single-If engine run lazily (each
         sample its branch) or eagerly (every branch, as measured by others on TensorRT)."""
         layouts = {name: [round(ms, 4) for ms in per_branch] for name, per_branch in self.layouts_ms.items()}
-        return {**super().describe(), "emulator": self.device_model.describe(), "latency": LATENCY_LABEL, "emulated_layouts_ms": layouts}
+        return {
+            **super().describe(),
+            "emulator": self.device_model.describe(),
+            "latency": LATENCY_LABEL,
+            "emulated_layouts_ms": layouts,
+        }

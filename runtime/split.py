@@ -83,7 +83,9 @@ def _chain_head(graph: onnx.GraphProto) -> tuple[list[tuple[onnx.GraphProto, onn
             except ConfigError:
                 continue
             return [(graph, ifs[0], side), *path], head
-    raise ConfigError("not a routed dpedge graph: no chain of router/branch If nodes to split (export it again with dpedge export)")
+    raise ConfigError(
+        "not a routed dpedge graph: no chain of router/branch If nodes to split (export it again with dpedge export)"
+    )
 
 
 def _aliases(path, alias: dict[str, str]) -> None:
@@ -121,8 +123,14 @@ def _typed(name: str, types: dict[str, onnx.ValueInfoProto], as_name: str | None
 
 
 def _extract(
-    levels: list[_Level], alias: dict[str, str], wanted: list[tuple[str, str]], stop: set[str], top: onnx.GraphProto,
-    types: dict[str, onnx.ValueInfoProto], name: str, opset,
+    levels: list[_Level],
+    alias: dict[str, str],
+    wanted: list[tuple[str, str]],
+    stop: set[str],
+    top: onnx.GraphProto,
+    types: dict[str, onnx.ValueInfoProto],
+    name: str,
+    opset,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """The graph computing `wanted` ((tensor, output name) pairs) from the nodes of
     `levels` (If outputs read through `alias`), the top-level graph's inputs, and the
@@ -174,7 +182,9 @@ def _extract(
         if source != out_name:
             emitted.append(helper.make_node("Identity", [source], [out_name], name=f"split/{out_name}"))
         outputs.append(_typed(source, types, out_name))
-    ordered_inputs = [i for i in [t.name for t in top.input] if i in inputs] + [i for i in inputs if i not in graph_inputs]
+    ordered_inputs = [i for i in [t.name for t in top.input] if i in inputs] + [
+        i for i in inputs if i not in graph_inputs
+    ]
     graph = helper.make_graph(emitted, name, [_typed(i, types) for i in ordered_inputs], outputs, used_initializers)
     model = helper.make_model(graph, opset_imports=opset, producer_name="dpedge")
     return model, [i for i in ordered_inputs if i not in graph_inputs]
@@ -207,7 +217,11 @@ def split_routed_graph(model: onnx.ModelProto) -> SplitGraphs:
     for position, link in enumerate(links):
         test = conditions.get(link.input[0])
         constant = initializers.get(test.input[1]) if test is not None and test.op_type == "Equal" else None
-        if constant is None or int(onnx.numpy_helper.to_array(constant)) != position or (index not in (None, test.input[0])):
+        if (
+            constant is None
+            or int(onnx.numpy_helper.to_array(constant)) != position
+            or (index not in (None, test.input[0]))
+        ):
             raise ConfigError("cannot split the routed graph: its branch chain does not test the bucket index in order")
         index = test.input[0]
 
@@ -221,10 +235,14 @@ def split_routed_graph(model: onnx.ModelProto) -> SplitGraphs:
         leaf_alias = dict(alias)
         _aliases(leaf_path, leaf_alias)
         leaf = _Level(_branches(links[-1])[1] if last else _branches(links[position])[0])
-        graph, reads = _extract(outer + [leaf], leaf_alias, final_outputs, stop, top, types, f"dpedge-branch{position}", opset)
+        graph, reads = _extract(
+            outer + [leaf], leaf_alias, final_outputs, stop, top, types, f"dpedge-branch{position}", opset
+        )
         branches.append(graph)
         handoff.extend(r for r in reads if r not in handoff)
-    router, _ = _extract(outer, alias, [(index, BUCKET), *((h, h) for h in handoff)], set(), top, types, "dpedge-router", opset)
+    router, _ = _extract(
+        outer, alias, [(index, BUCKET), *((h, h) for h in handoff)], set(), top, types, "dpedge-router", opset
+    )
     return SplitGraphs(router, branches, handoff, _bypass(top, path, types, opset))
 
 
@@ -241,9 +259,13 @@ def _bypass(top: onnx.GraphProto, path, types, opset) -> onnx.ModelProto | None:
     _aliases([(graph, node, 1 - side)], alias)
     wanted = [(o.name, o.name) for o in top.output if o.name in (FORECAST, FLOPS, BUCKET)]
     router_tensors = {out for n in graph.node if n.name.startswith(ROUTER_SCOPE) for out in n.output}
-    model, reads = _extract([_Level(top), _Level(other)], alias, wanted, router_tensors, top, types, "dpedge-bypass", opset)
+    model, reads = _extract(
+        [_Level(top), _Level(other)], alias, wanted, router_tensors, top, types, "dpedge-bypass", opset
+    )
     if reads:
-        raise ConfigError("cannot split the routed graph: the side of its outer If that skips the router reads the router's tensors")
+        raise ConfigError(
+            "cannot split the routed graph: the side of its outer If that skips the router reads the router's tensors"
+        )
     return model
 
 
@@ -257,8 +279,14 @@ class SplitSessions:
         """open_session: serialized ONNX bytes and a label → an onnxruntime session;
         trained_budget: a width-routed graph's, which the budget input defaults to."""
         self.router = open_session(graphs.router.SerializeToString(), "the split router")
-        self.branches = [open_session(g.SerializeToString(), f"split branch {i}") for i, g in enumerate(graphs.branches)]
-        self.bypass = None if graphs.bypass is None else open_session(graphs.bypass.SerializeToString(), "the split budget-1 graph")
+        self.branches = [
+            open_session(g.SerializeToString(), f"split branch {i}") for i, g in enumerate(graphs.branches)
+        ]
+        self.bypass = (
+            None
+            if graphs.bypass is None
+            else open_session(graphs.bypass.SerializeToString(), "the split budget-1 graph")
+        )
         self.bypass_inputs = [] if graphs.bypass is None else [i.name for i in graphs.bypass.graph.input]
         self.router_outputs = [o.name for o in graphs.router.graph.output]
         self.branch_inputs = [graphs.branch_inputs(i) for i in range(len(graphs.branches))]
@@ -268,7 +296,9 @@ class SplitSessions:
         """One sample's (forecast, FLOPs, bucket); feeds: the single graph's inputs."""
         budget = self.trained_budget if budget is None else budget
         if self.bypass is not None and budget is not None and budget >= 1.0:
-            forecast, flops, bucket = self.bypass.run([FORECAST, FLOPS, BUCKET], {name: feeds[name] for name in self.bypass_inputs})
+            forecast, flops, bucket = self.bypass.run(
+                [FORECAST, FLOPS, BUCKET], {name: feeds[name] for name in self.bypass_inputs}
+            )
             return np.asarray(forecast, np.float32), float(flops), int(bucket)
         outputs = self.router.run(self.router_outputs, feeds)
         bucket, handoff = int(outputs[0]), dict(zip(self.router_outputs[1:], outputs[1:]))

@@ -21,6 +21,7 @@ list its backends, where neither is installed. Supported TensorRT: 8.5 (JetPack 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -38,7 +39,16 @@ from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.files import atomic_write_text, sha256_file
 from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.jetson import current_power_mode
-from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT, Manifest, is_file_name, read_manifest
+from dynaprune_edge.runtime.manifest import (
+    BUCKET,
+    BUDGET,
+    FLOPS,
+    FORECAST,
+    INPUT,
+    Manifest,
+    is_file_name,
+    read_manifest,
+)
 
 META_FORMAT = "dpedge-trt-engine"
 META_VERSION = 2  # 2: engine_sha256 binds the metadata to its engine
@@ -134,10 +144,18 @@ def read_bundle(path: Path) -> BundleMeta:
         if not isinstance(values, dict) or values.get("format") != BUNDLE_FORMAT:
             raise ConfigError(f"{path}: not a dpedge engine bundle (expected format {BUNDLE_FORMAT!r})")
         if values.get("version") != BUNDLE_VERSION:
-            raise ConfigError(f"{path}: bundle version {values.get('version')} is not supported (this dpedge reads {BUNDLE_VERSION})")
-        engine = lambda value: BundleEngine(**value) if value is not None else None  # noqa: E731
-        meta = BundleMeta(**{**values, "router": engine(values["router"]), "branches": [engine(b) for b in values["branches"]],
-                             "bypass": engine(values.get("bypass"))})
+            raise ConfigError(
+                f"{path}: bundle version {values.get('version')} is not supported (this dpedge reads {BUNDLE_VERSION})"
+            )
+        engine = lambda value: BundleEngine(**value) if value is not None else None
+        meta = BundleMeta(
+            **{
+                **values,
+                "router": engine(values["router"]),
+                "branches": [engine(b) for b in values["branches"]],
+                "bypass": engine(values.get("bypass")),
+            }
+        )
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, AttributeError) as error:
         raise ConfigError(f"{path}: malformed engine bundle ({error})") from None
     named = [("onnx", meta.onnx), ("manifest", meta.manifest)] + [(e.role, e.file) for e in meta.engines]
@@ -160,12 +178,16 @@ def bundle_engines(path: Path, meta: BundleMeta) -> dict[str, bytes]:
     for engine in meta.engines:
         file = Path(path).parent / engine.file
         if not file.is_file():
-            raise ConfigError(f"{Path(path).name} lists {engine.file} ({engine.role}), which is not beside it: "
-                              f"copy the whole bundle, or rebuild it with {rebuild_command(meta)}")
+            raise ConfigError(
+                f"{Path(path).name} lists {engine.file} ({engine.role}), which is not beside it: "
+                f"copy the whole bundle, or rebuild it with {rebuild_command(meta)}"
+            )
         data = file.read_bytes()
         if hashlib.sha256(data).hexdigest() != engine.sha256:
-            raise ConfigError(f"{engine.file} is not the {engine.role} engine {Path(path).name} lists (its SHA-256 differs): "
-                              f"rebuild the bundle with {rebuild_command(meta)}")
+            raise ConfigError(
+                f"{engine.file} is not the {engine.role} engine {Path(path).name} lists (its SHA-256 differs): "
+                f"rebuild the bundle with {rebuild_command(meta)}"
+            )
         engines[engine.role] = data
     return engines
 
@@ -178,8 +200,10 @@ def engine_bytes(path: Path, meta: EngineMeta) -> bytes:
         raise ConfigError(f"{path}: no such engine file")
     serialized = path.read_bytes()
     if hashlib.sha256(serialized).hexdigest() != meta.engine_sha256:
-        raise ConfigError(f"{path.name} is not the engine its metadata {meta_path(path).name} describes (a build interrupted "
-                          f"between the two, or a copy of one only): rebuild it with {rebuild_command(meta)}")
+        raise ConfigError(
+            f"{path.name} is not the engine its metadata {meta_path(path).name} describes (a build interrupted "
+            f"between the two, or a copy of one only): rebuild it with {rebuild_command(meta)}"
+        )
     return serialized
 
 
@@ -211,9 +235,17 @@ def check_engine(path: Path) -> dict:
         bundle_engines(path, meta)
     else:
         engine_bytes(path, meta)
-    return {"engine": str(path), "metadata": metadata.name, "layout": "split" if isinstance(meta, BundleMeta) else "single",
-            "device": meta.device, "compute_capability": meta.compute_capability, "tensorrt": meta.trt_version,
-            "precision": meta.precision, "onnx": meta.onnx, "engines": [asdict(engine) for engine in engines]}
+    return {
+        "engine": str(path),
+        "metadata": metadata.name,
+        "layout": "split" if isinstance(meta, BundleMeta) else "single",
+        "device": meta.device,
+        "compute_capability": meta.compute_capability,
+        "tensorrt": meta.trt_version,
+        "precision": meta.precision,
+        "onnx": meta.onnx,
+        "engines": [asdict(engine) for engine in engines],
+    }
 
 
 class CudaGraphError(RuntimeError):
@@ -261,7 +293,7 @@ class CudaGraphDriver:
             named = self.lib.cuGetErrorName(result, ctypes.byref(name)) == CUDA_SUCCESS and name.value
             raise CudaGraphError(f"{call} returned {name.value.decode() if named else f'CUDA error {result}'}")
 
-    def capture(self, stream, enqueue: Callable[[], bool]) -> "CudaGraph":
+    def capture(self, stream, enqueue: Callable[[], bool]) -> CudaGraph:
         """The instantiated graph of the work `enqueue` puts on `stream` (it returns False
         where TensorRT could not enqueue), or CudaGraphError. The capture is ended whatever
         happens: a stream left capturing would fail all later work on it."""
@@ -275,7 +307,9 @@ class CudaGraphDriver:
             ended = self.lib.cuStreamEndCapture(stream.handle, ctypes.byref(graph))
         try:
             if not enqueued:
-                raise CudaGraphError(failure or "TensorRT could not enqueue it while the stream was capturing (its log above says why)")
+                raise CudaGraphError(
+                    failure or "TensorRT could not enqueue it while the stream was capturing (its log above says why)"
+                )
             self.check(ended, "cuStreamEndCapture")
             executable = ctypes.c_void_p()
             self.check(self.lib.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, 0), "cuGraphInstantiate")
@@ -303,10 +337,8 @@ class CudaGraph:
         self.driver.check(self.driver.lib.cuGraphLaunch(self.executable, stream.handle), "cuGraphLaunch")
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # at interpreter shutdown the driver may be gone
             self.driver.destroy(self.executable)
-        except Exception:  # noqa: BLE001 (interpreter shutdown)
-            pass
 
 
 def cuda_graph_driver() -> CudaGraphDriver:
@@ -410,9 +442,13 @@ def read_meta(engine: Path) -> EngineMeta:
         if values.get("format") != META_FORMAT:
             raise ConfigError(f"{path}: not a dpedge engine metadata file (expected format {META_FORMAT!r})")
         if values.get("version") == 1:
-            raise ConfigError(f"{path}: metadata of an older dpedge, which did not bind the engine to it by hash: rebuild the engine")
+            raise ConfigError(
+                f"{path}: metadata of an older dpedge, which did not bind the engine to it by hash: rebuild the engine"
+            )
         if values.get("version") != META_VERSION:
-            raise ConfigError(f"{path}: metadata version {values.get('version')} is not supported (this dpedge reads {META_VERSION})")
+            raise ConfigError(
+                f"{path}: metadata version {values.get('version')} is not supported (this dpedge reads {META_VERSION})"
+            )
         meta = EngineMeta(**values)
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
         raise ConfigError(f"{path}: malformed engine metadata ({error})") from None
@@ -431,8 +467,10 @@ def engine_graph(engine: Path, meta: EngineMeta) -> Path:
     if not graph.is_file():
         raise ConfigError(f"{Path(engine).name} was built from {meta.onnx}, which is not beside it")
     if sha256_file(graph) != meta.onnx_sha256:
-        raise ConfigError(f"{Path(engine).name} was built from another {meta.onnx} than the one beside it (re-exported since?): "
-                          f"rebuild the engine here with {rebuild_command(meta)}")
+        raise ConfigError(
+            f"{Path(engine).name} was built from another {meta.onnx} than the one beside it (re-exported since?): "
+            f"rebuild the engine here with {rebuild_command(meta)}"
+        )
     return graph
 
 
@@ -523,7 +561,9 @@ def engine_io(trt: ModuleType, engine, api: TrtApi) -> list[IoTensor]:
     ]
 
 
-def capture_engines(api: TrtApi, engines: dict[str, tuple[object, list[int]]], stream) -> tuple[dict[str, CudaGraph], list[str]]:
+def capture_engines(
+    api: TrtApi, engines: dict[str, tuple[object, list[int]]], stream
+) -> tuple[dict[str, CudaGraph], list[str]]:
     """(each engine's enqueue as a CUDA graph by role, a line for each engine that runs
     eagerly instead and why); `engines`: role → (context, bindings), captured in that order
     (a bundle's router first: its warm-up writes what the branches' warm-ups read)."""
@@ -540,12 +580,16 @@ def capture_engines(api: TrtApi, engines: dict[str, tuple[object, list[int]]], s
             enqueued = api.execute(context, bindings, stream)  # the fallback, tried now rather than on the first sample
             stream.synchronize()
             if not enqueued:
-                raise RuntimeError(f"TensorRT could not enqueue the {role} engine after its CUDA graph capture failed ({error}); "
-                                   "run it without --cuda-graph") from None
+                raise RuntimeError(
+                    f"TensorRT could not enqueue the {role} engine after its CUDA graph capture failed ({error}); "
+                    "run it without --cuda-graph"
+                ) from None
     return graphs, notes
 
 
-def clear_buffers(cuda: ModuleType, host: dict[str, np.ndarray], device: dict[str, object], stream, values: dict[str, float]) -> None:
+def clear_buffers(
+    cuda: ModuleType, host: dict[str, np.ndarray], device: dict[str, object], stream, values: dict[str, float]
+) -> None:
     """Every device buffer set to zero (or to `values`), before the warm-up enqueues of a
     capture: an engine run on whatever memory held could read indices out of range."""
     for name, buffer in host.items():
@@ -565,8 +609,16 @@ class Execution:
     into a CUDA graph once (capture_engines), then launched instead; `graphs` is empty, and
     `graph_notes` says why, where it could not be."""
 
-    def __init__(self, trt: ModuleType, cuda: ModuleType, engine, manifest: Manifest, api: TrtApi, path: Path,
-                 cuda_graph: bool = False) -> None:
+    def __init__(
+        self,
+        trt: ModuleType,
+        cuda: ModuleType,
+        engine,
+        manifest: Manifest,
+        api: TrtApi,
+        path: Path,
+        cuda_graph: bool = False,
+    ) -> None:
         self.cuda = cuda
         self.engine = engine  # a context must not outlive its engine
         self.api = api
@@ -584,9 +636,15 @@ class Execution:
             if tensor.is_input and -1 in tensor.shape:
                 self.context.set_input_shape(tensor.name, tuple(specs[tensor.name].shape))
         shapes = {t.name: tuple(self.context.get_tensor_shape(t.name)) if -1 in t.shape else t.shape for t in tensors}
-        differ = [f"{name} {list(shape)} (manifest: {specs[name].shape})" for name, shape in shapes.items() if list(shape) != list(specs[name].shape)]
+        differ = [
+            f"{name} {list(shape)} (manifest: {specs[name].shape})"
+            for name, shape in shapes.items()
+            if list(shape) != list(specs[name].shape)
+        ]
         if differ:
-            raise ConfigError(f"{path}: the engine's tensors are not its manifest's: {'; '.join(differ)}; rebuild the engine from the graph beside it")
+            raise ConfigError(
+                f"{path}: the engine's tensors are not its manifest's: {'; '.join(differ)}; rebuild the engine from the graph beside it"
+            )
         self.host: dict[str, np.ndarray] = {}
         self.device: dict[str, object] = {}  # pycuda DeviceAllocations
         for tensor in tensors:  # sized by the engine's own shapes: what it reads and writes
@@ -637,8 +695,17 @@ class BundleExecution:
     at load (capture_engines) and launched instead of enqueued: the same copies, the same
     one branch per sample; an engine that cannot be captured runs eagerly (`graph_notes`)."""
 
-    def __init__(self, trt: ModuleType, cuda: ModuleType, engines: dict[str, object], manifest: Manifest, api: TrtApi, path: Path,
-                 trained_budget: float | None, cuda_graph: bool = False) -> None:
+    def __init__(
+        self,
+        trt: ModuleType,
+        cuda: ModuleType,
+        engines: dict[str, object],
+        manifest: Manifest,
+        api: TrtApi,
+        path: Path,
+        trained_budget: float | None,
+        cuda_graph: bool = False,
+    ) -> None:
         self.cuda, self.api = cuda, api
         self.engines = engines  # a context must not outlive its engine
         self.trained_budget = trained_budget
@@ -649,12 +716,18 @@ class BundleExecution:
             for tensor in listed:
                 known = tensors.setdefault(tensor.name, tensor)
                 if -1 in tensor.shape or known.shape != tensor.shape:
-                    raise ConfigError(f"{path.name}: the {role} engine's {tensor.name} is {list(tensor.shape)}, where the bundle needs "
-                                      f"{list(known.shape)} (static, the same in every engine): rebuild it")
+                    raise ConfigError(
+                        f"{path.name}: the {role} engine's {tensor.name} is {list(tensor.shape)}, where the bundle needs "
+                        f"{list(known.shape)} (static, the same in every engine): rebuild it"
+                    )
         for spec in (manifest.input, next(o for o in manifest.outputs if o.name == FORECAST)):
             if spec.name not in tensors or list(tensors[spec.name].shape) != list(spec.shape):
-                raise ConfigError(f"{path.name}: the engines' {spec.name} is not the manifest's {spec.shape}: rebuild the bundle")
-        self.host = {name: cuda.pagelocked_empty(int(np.prod(t.shape)), t.dtype).reshape(t.shape) for name, t in tensors.items()}
+                raise ConfigError(
+                    f"{path.name}: the engines' {spec.name} is not the manifest's {spec.shape}: rebuild the bundle"
+                )
+        self.host = {
+            name: cuda.pagelocked_empty(int(np.prod(t.shape)), t.dtype).reshape(t.shape) for name, t in tensors.items()
+        }
         self.device = {name: cuda.mem_alloc(max(self.host[name].nbytes, 1)) for name in tensors}
         self.scratch_size = max(api.device_memory_size(engine) for engine in engines.values())
         self.scratch = cuda.mem_alloc(max(self.scratch_size, 1))
@@ -675,9 +748,14 @@ class BundleExecution:
         self.graphs: dict[str, CudaGraph] = {}
         self.graph_notes: list[str] = []
         if cuda_graph:  # the warm-ups read zero frames and the trained budget: a sample the router can route
-            clear_buffers(cuda, self.host, self.device, self.stream, {BUDGET: 1.0 if trained_budget is None else trained_budget})
+            clear_buffers(
+                cuda, self.host, self.device, self.stream, {BUDGET: 1.0 if trained_budget is None else trained_budget}
+            )
             self.graphs, self.graph_notes = capture_engines(
-                api, {role: (context, self.bindings.get(role, [])) for role, context in self.contexts.items()}, self.stream)
+                api,
+                {role: (context, self.bindings.get(role, [])) for role, context in self.contexts.items()},
+                self.stream,
+            )
 
     def enqueue(self, role: str) -> None:
         if role in self.graphs:
@@ -720,8 +798,12 @@ class BundleExecution:
         self.fetch(FORECAST, FLOPS)
         finished = time.perf_counter()
         router_gpu = router_start.time_till(router_end)
-        self.last_phases = {"router_ms": router_gpu, "dispatch_ms": max((routed - started) * 1e3 - router_gpu, 0.0),
-                            "branch_ms": branch_start.time_till(branch_end), "total_ms": (finished - started) * 1e3}
+        self.last_phases = {
+            "router_ms": router_gpu,
+            "dispatch_ms": max((routed - started) * 1e3 - router_gpu, 0.0),
+            "branch_ms": branch_start.time_till(branch_end),
+            "total_ms": (finished - started) * 1e3,
+        }
         return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), bucket
 
 
@@ -732,7 +814,9 @@ def checked_here(path: Path, meta: EngineMeta | BundleMeta) -> tuple[Target, Man
     try:
         current = current_target()
     except TensorRTUnavailable as error:
-        raise ConfigError(f"{error}; the trt backend needs TensorRT, pycuda and a CUDA GPU (a Jetson with JetPack)") from None
+        raise ConfigError(
+            f"{error}; the trt backend needs TensorRT, pycuda and a CUDA GPU (a Jetson with JetPack)"
+        ) from None
     check_compatible(path, meta, current)
     return current, read_manifest(engine_graph(path, meta))
 
@@ -746,14 +830,16 @@ class TensorRTBackend(Backend):
 
     name: ClassVar[str] = "trt"
 
-    def __init__(self, manifest: Manifest, path: Path, meta: EngineMeta | BundleMeta, execution: Execution | BundleExecution) -> None:
+    def __init__(
+        self, manifest: Manifest, path: Path, meta: EngineMeta | BundleMeta, execution: Execution | BundleExecution
+    ) -> None:
         super().__init__(manifest)
         self.path = path
         self.meta = meta
         self.execution = execution
 
     @classmethod
-    def load(cls, path: Path, threads: int | None = None, cuda_graph: bool = False) -> "TensorRTBackend":
+    def load(cls, path: Path, threads: int | None = None, cuda_graph: bool = False) -> TensorRTBackend:
         path = Path(path)
         if is_bundle(path):
             return cls.load_bundle(path, cuda_graph)
@@ -765,11 +851,15 @@ class TensorRTBackend(Backend):
         serialized = engine_bytes(path, meta)
         engine = trt.Runtime(trt_logger(trt)).deserialize_cuda_engine(serialized)
         if engine is None:
-            raise ConfigError(f"{path}: TensorRT {trt.__version__} cannot deserialize this engine (truncated or corrupt?)")
-        return cls(manifest, path, meta, Execution(trt, cuda, engine, manifest, trt_api(current.trt_version), path, cuda_graph))
+            raise ConfigError(
+                f"{path}: TensorRT {trt.__version__} cannot deserialize this engine (truncated or corrupt?)"
+            )
+        return cls(
+            manifest, path, meta, Execution(trt, cuda, engine, manifest, trt_api(current.trt_version), path, cuda_graph)
+        )
 
     @classmethod
-    def load_bundle(cls, path: Path, cuda_graph: bool = False) -> "TensorRTBackend":
+    def load_bundle(cls, path: Path, cuda_graph: bool = False) -> TensorRTBackend:
         meta = read_bundle(path)
         current, manifest = checked_here(path, meta)
         serialized = bundle_engines(path, meta)
@@ -779,9 +869,17 @@ class TensorRTBackend(Backend):
         for role, data in serialized.items():
             engines[role] = runtime.deserialize_cuda_engine(data)
             if engines[role] is None:
-                raise ConfigError(f"{path.name}: TensorRT {trt.__version__} cannot deserialize its {role} engine (truncated or corrupt?)")
-        return cls(manifest, path, meta, BundleExecution(trt, cuda, engines, manifest, trt_api(current.trt_version), path,
-                                                         manifest.trained_budget, cuda_graph))
+                raise ConfigError(
+                    f"{path.name}: TensorRT {trt.__version__} cannot deserialize its {role} engine (truncated or corrupt?)"
+                )
+        return cls(
+            manifest,
+            path,
+            meta,
+            BundleExecution(
+                trt, cuda, engines, manifest, trt_api(current.trt_version), path, manifest.trained_budget, cuda_graph
+            ),
+        )
 
     def set_budget(self, budget: float | None) -> None:
         """A bundle's router engine takes the budget as an input; a single engine does not
@@ -790,8 +888,10 @@ class TensorRTBackend(Backend):
         if isinstance(self.execution, BundleExecution):
             super().set_budget(budget)
         elif budget is not None:
-            raise ConfigError("this single TensorRT engine runs a width-routed model at the budget it was trained for: build the "
-                              "split bundle (dpedge engine MODEL.onnx) to choose the budget at run time")
+            raise ConfigError(
+                "this single TensorRT engine runs a width-routed model at the budget it was trained for: build the "
+                "split bundle (dpedge engine MODEL.onnx) to choose the budget at run time"
+            )
 
     @property
     def last_phases(self) -> dict[str, float]:
@@ -829,4 +929,7 @@ class TensorRTBackend(Backend):
         engine) and, where one does not, why."""
         roles = self.execution.contexts if isinstance(self.execution, BundleExecution) else ["engine"]
         captured = {role: role in self.execution.graphs for role in roles}
-        return {"cuda_graphs": captured, **({"cuda_graph_notes": self.execution.graph_notes} if self.execution.graph_notes else {})}
+        return {
+            "cuda_graphs": captured,
+            **({"cuda_graph_notes": self.execution.graph_notes} if self.execution.graph_notes else {}),
+        }

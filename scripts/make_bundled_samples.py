@@ -104,8 +104,13 @@ def subset_era5(source: Path, dest: Path, steps: int) -> None:
             attributes = {a: variable.getncattr(a) for a in variable.ncattrs() if a != "_FillValue"}
             fill = variable.getncattr("_FillValue") if "_FillValue" in variable.ncattrs() else None
             target = copy.createVariable(
-                name, variable.dtype, variable.dimensions,
-                zlib=True, complevel=9, shuffle=True, fill_value=fill,
+                name,
+                variable.dtype,
+                variable.dimensions,
+                zlib=True,
+                complevel=9,
+                shuffle=True,
+                fill_value=fill,
             )
             target.setncatts(attributes)
             selection = tuple(slice(0, steps) if d == "time" else slice(None) for d in variable.dimensions)
@@ -113,7 +118,9 @@ def subset_era5(source: Path, dest: Path, steps: int) -> None:
     with netCDF4.Dataset(source) as original, netCDF4.Dataset(dest) as copy:
         for name, variable in original.variables.items():
             selection = tuple(slice(0, steps) if d == "time" else slice(None) for d in variable.dimensions)
-            if not np.array_equal(np.ma.filled(variable[selection], np.nan), np.ma.filled(copy[name][...], np.nan), equal_nan=True):
+            if not np.array_equal(
+                np.ma.filled(variable[selection], np.nan), np.ma.filled(copy[name][...], np.nan), equal_nan=True
+            ):
                 raise SystemExit(f"{dest}: {name} differs from {source}")
     print(f"{dest}: {steps} steps, {dest.stat().st_size / 1e6:.2f} MB")
 
@@ -122,17 +129,27 @@ def copy_nyc_bike(source: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(source.read_bytes())
     with np.load(source) as original, np.load(dest) as copy:
-        if set(original.files) != set(copy.files) or any(not np.array_equal(original[n], copy[n]) for n in original.files):
+        if set(original.files) != set(copy.files) or any(
+            not np.array_equal(original[n], copy[n]) for n in original.files
+        ):
             raise SystemExit(f"{dest}: differs from {source}")
     print(f"{dest}: {dest.stat().st_size / 1e6:.2f} MB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=REPO.parent / "shared" / "data",
-                        help="folder holding the published files (default: ../shared/data)")
-    parser.add_argument("--dest", type=Path, default=REPO / "dynaprune_edge" / "data" / "samples",
-                        help="samples folder inside the package")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=REPO.parent / "shared" / "data",
+        help="folder holding the published files (default: ../shared/data)",
+    )
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        default=REPO / "dynaprune_edge" / "data" / "samples",
+        help="samples folder inside the package",
+    )
     args = parser.parse_args()
     repack_knmi(args.source / KNMI_EVENT, args.dest / KNMI_EVENT)
     subset_era5(args.source / ERA5_FILE, args.dest / ERA5_SAMPLE, ERA5_STEPS)

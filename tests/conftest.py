@@ -1,4 +1,4 @@
-"""Scaffolding the test folders share, as fixtures (the test folders are not packages): a
+"""Scaffolding the test folders share, as fixtures: running `dpedge` as a user does, a
 stand-in tensorrt and pycuda put into sys.modules, and the toy graphs that map frames to
 forecast, flops and bucket, with their manifests, small pruned models whose masks vary
 from sample to sample, and a stand-in tegrastats that prints lines recorded on Jetsons."""
@@ -6,6 +6,8 @@ from sample to sample, and a stand-in tegrastats that prints lines recorded on J
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -23,7 +25,26 @@ from dynaprune_edge.runtime.manifest import Bucket, Manifest, TensorSpec
 # are asked to do to `log`.
 TensorRTBuilder = Callable[[str, list], tuple[ModuleType, ModuleType]]
 OUTPUTS = ("forecast", "flops", "bucket")
-TEGRASTATS = Path(__file__).parent / "profiling" / "samples" / "tegrastats"  # lines recorded on Jetsons; SOURCES.md says where from
+TEGRASTATS = (
+    Path(__file__).parent / "profiling" / "samples" / "tegrastats"
+)  # lines recorded on Jetsons; SOURCES.md says where from
+
+
+@pytest.fixture(scope="session")
+def dpedge() -> Callable[..., subprocess.CompletedProcess]:
+    """dpedge(*args, cwd=None, env=None, path=None, timeout=600): the command line
+    `python -m dynaprune_edge ARGS` in a subprocess, its output captured as text, as a user
+    runs it. env: variables set over this process's; path: the only folders on PATH besides
+    the interpreter's (so that no trtexec, tegrastats or stdbuf of this machine's is found)."""
+
+    def run(*args, cwd=None, env=None, path=None, timeout=600) -> subprocess.CompletedProcess:
+        variables = {**os.environ, **(env or {})}
+        if path is not None:
+            variables["PATH"] = os.pathsep.join([*map(str, path), str(Path(sys.executable).parent)])
+        command = [sys.executable, "-m", "dynaprune_edge", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=variables, timeout=timeout)
+
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +63,8 @@ def fake_tegrastats() -> Callable[[Path, list[str], str], Path]:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "phases.json").write_text(json.dumps(phases))
         script = folder / "tegrastats"
-        script.write_text(textwrap.dedent(f"""\
+        script.write_text(
+            textwrap.dedent(f"""\
             #!{sys.executable}
             import json, sys, time
             from pathlib import Path
@@ -56,7 +78,8 @@ def fake_tegrastats() -> Callable[[Path, list[str], str], Path]:
             while True:
                 time.sleep(interval)
                 print(phases[min(count, len(phases) - 1)], flush=True)
-            """))
+            """)
+        )
         script.chmod(0o755)
         return folder
 
@@ -73,7 +96,12 @@ def fake_tensorrt_modules(build: TensorRTBuilder, version: str) -> tuple[list, d
     cuda.Context = SimpleNamespace(get_device=lambda: device)
     pycuda = ModuleType("pycuda")
     pycuda.driver = cuda
-    return log, {"tensorrt": trt, "pycuda": pycuda, "pycuda.driver": cuda, "pycuda.autoinit": ModuleType("pycuda.autoinit")}
+    return log, {
+        "tensorrt": trt,
+        "pycuda": pycuda,
+        "pycuda.driver": cuda,
+        "pycuda.autoinit": ModuleType("pycuda.autoinit"),
+    }
 
 
 @pytest.fixture
@@ -102,8 +130,18 @@ def make_toy_manifest(
         "bucket": TensorSpec("bucket", [], "int64"),
     }
     values = dict(
-        backbone="toy", dataset="toy", mode="bucketed", onnx="model.onnx", onnx_sha256="", mean=[0.0], std=[1.0], width_levels=[1.0],
-        buckets=[Bucket([0, 0], 0, {}, 0.0), Bucket([1, 16], 16, {}, 1.0)], dense_flops=1.0, flops_convention="toy", versions={},
+        backbone="toy",
+        dataset="toy",
+        mode="bucketed",
+        onnx="model.onnx",
+        onnx_sha256="",
+        mean=[0.0],
+        std=[1.0],
+        width_levels=[1.0],
+        buckets=[Bucket([0, 0], 0, {}, 0.0), Bucket([1, 16], 16, {}, 1.0)],
+        dense_flops=1.0,
+        flops_convention="toy",
+        versions={},
     )
     values.update(fields)
     return Manifest(
@@ -113,7 +151,9 @@ def make_toy_manifest(
     )
 
 
-def write_toy_graph_file(folder: Path, nodes: list, initializers: list, shape: Sequence[int], manifest: Manifest) -> Path:
+def write_toy_graph_file(
+    folder: Path, nodes: list, initializers: list, shape: Sequence[int], manifest: Manifest
+) -> Path:
     """folder/model.onnx (opset 17, checked), whose `nodes` and `initializers` map frames
     (`shape`) to forecast (`shape`), flops and bucket; `manifest` is written beside it,
     bound to the graph by its SHA-256 as `dpedge export` binds them."""
@@ -121,11 +161,14 @@ def write_toy_graph_file(folder: Path, nodes: list, initializers: list, shape: S
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        nodes, "toy",
+        nodes,
+        "toy",
         [helper.make_tensor_value_info("frames", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, shape),
-         helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
-         helper.make_tensor_value_info("bucket", TensorProto.INT64, [])],
+        [
+            helper.make_tensor_value_info("forecast", TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("bucket", TensorProto.INT64, []),
+        ],
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -158,13 +201,25 @@ def make_routed_graph(shortcut: bool):
     outputs = [tensor_info(FORECAST, ROUTED_OUT), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
     host = b.branch("router") if shortcut else b
     last = host.op("Slice", x, host.const([1]), host.const([2]), host.const([1]), scope="router/fallback")
-    hot = host.op("Cast", host.op("Greater", last, host.const(np.float32(0.5)), scope="router/regions"), scope="router/regions", to=b.FLOAT)
+    hot = host.op(
+        "Cast",
+        host.op("Greater", last, host.const(np.float32(0.5)), scope="router/regions"),
+        scope="router/regions",
+        to=b.FLOAT,
+    )
     count = host.op("ReduceSum", hot, scope="router/widths", keepdims=0)
-    index = host.op("Cast", host.op("Min", count, host.const(np.float32(ROUTED_BRANCHES - 1)), scope="router/widths"), scope="router/widths", to=b.INT64)
+    index = host.op(
+        "Cast",
+        host.op("Min", count, host.const(np.float32(ROUTED_BRANCHES - 1)), scope="router/widths"),
+        scope="router/widths",
+        to=b.INT64,
+    )
     shared = b.const(np.float32(2.0), "shared")  # a top-level constant every branch reads
 
     def branch(builder: GraphBuilder, k: int, mask: str = hot) -> tuple[GraphBuilder, list[str]]:
-        y = builder.op("Add", builder.op("Mul", x, builder.const(np.float32(k + 1)), scope="compute"), mask, scope="compute")
+        y = builder.op(
+            "Add", builder.op("Mul", x, builder.const(np.float32(k + 1)), scope="compute"), mask, scope="compute"
+        )
         y = builder.op("Mul", y, shared, scope="compute")
         forecast = builder.op("Slice", y, builder.const([1]), builder.const([2]), builder.const([1]), scope="compute")
         return builder, [forecast, builder.const(np.float32(10.0 * (k + 1)), "flops")]
@@ -177,8 +232,13 @@ def make_routed_graph(shortcut: bool):
         widest = b.branch("widest")
         widest_out = branch(widest, ROUTED_BRANCHES - 1, widest.const(np.float32(0)))[1]  # without the router, no mask
         full = b.op("GreaterOrEqual", BUDGET, b.const(np.float32(1)), scope="router/budget")
-        forecast, flops, chosen = b.if_else(full, (widest, [*widest_out, widest.const(np.int64(ROUTED_BRANCHES - 1))]),
-                                            (host, [forecast, flops, index]), outputs, scope="router/budget")
+        forecast, flops, chosen = b.if_else(
+            full,
+            (widest, [*widest_out, widest.const(np.int64(ROUTED_BRANCHES - 1))]),
+            (host, [forecast, flops, index]),
+            outputs,
+            scope="router/budget",
+        )
     b.identity(forecast, FORECAST)
     b.identity(flops, FLOPS)
     b.identity(chosen, BUCKET)
@@ -204,9 +264,15 @@ def write_routed_export(folder: Path, width_routed: bool) -> tuple[Path, Manifes
     path = folder / "model.onnx"
     onnx.save(make_routed_graph(width_routed), path)
     buckets = [Bucket([0, 0], 0, {}, 10.0 * (k + 1)) for k in range(ROUTED_BRANCHES)]
-    manifest = make_toy_manifest(ROUTED_OUT, input_shape=ROUTED_SHAPE, mode="widths" if width_routed else "bucketed", buckets=buckets,
-                                 width_levels=[0.25, 0.5, 1.0], budget={"trained": 0.5, "cost_target": "flops"} if width_routed else {},
-                                 onnx_sha256=sha256_file(path))
+    manifest = make_toy_manifest(
+        ROUTED_OUT,
+        input_shape=ROUTED_SHAPE,
+        mode="widths" if width_routed else "bucketed",
+        buckets=buckets,
+        width_levels=[0.25, 0.5, 1.0],
+        budget={"trained": 0.5, "cost_target": "flops"} if width_routed else {},
+        onnx_sha256=sha256_file(path),
+    )
     (folder / "model.dpedge.json").write_text(manifest.to_json())
     return path, manifest
 
@@ -216,8 +282,14 @@ def routed_toy() -> SimpleNamespace:
     """A small routed graph of the exported layout: make(shortcut) builds it (`make_routed_graph`),
     frames(branch, rng) makes frames its router sends to `branch`, export(folder, width_routed)
     writes it with its manifest (`write_routed_export`); shape, out, branches."""
-    return SimpleNamespace(make=make_routed_graph, frames=frames_reaching, export=write_routed_export, shape=ROUTED_SHAPE, out=ROUTED_OUT,
-                           branches=ROUTED_BRANCHES)
+    return SimpleNamespace(
+        make=make_routed_graph,
+        frames=frames_reaching,
+        export=write_routed_export,
+        shape=ROUTED_SHAPE,
+        out=ROUTED_OUT,
+        branches=ROUTED_BRANCHES,
+    )
 
 
 @pytest.fixture

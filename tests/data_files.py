@@ -3,7 +3,7 @@ can write the same file with one thing wrong: TaxiBJ's npz (data/taxibj.py), KNM
 frames in HDF5 (data/radar.py) and WeatherBench t2m in netCDF (data/weatherbench.py),
 each by default just large enough to train on with the fuzz tests' tiny settings; and the
 nodes of an ONNX graph that is not a model. Shared by tests/data/ (its fixtures) and
-tests/fuzz/ (tests/ is on sys.path: its conftest.py is not in a package)."""
+tests/fuzz/."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ OUT_OF_IMAGE = 65535
 def taxibj_arrays(train: int = 16, test: int = 4, size: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
     """OpenSTL's layout: X (N, 4, 2, H, W) and Y the same, flows in [-1, 1]."""
     rng = np.random.default_rng(seed)
-    shape = lambda n: (n, 4, 2, size, size)  # noqa: E731
+    shape = lambda n: (n, 4, 2, size, size)
     return {name: rng.uniform(-1, 1, shape(train if "train" in name else test)).astype(np.float32) for name in ARRAYS}
 
 
@@ -44,8 +44,15 @@ def knmi_image(index: int, side: int = KNMI_SIDE) -> np.ndarray:
     return rain
 
 
-def write_knmi_frame(path: Path, image: np.ndarray, formula: str | bytes = b"GEO=0.01*PV+0.0", codes=(OUT_OF_IMAGE,),
-                     start: str | None = None, image_path: str = "image1/image_data", calibration: bool = True) -> None:
+def write_knmi_frame(
+    path: Path,
+    image: np.ndarray,
+    formula: str | bytes = b"GEO=0.01*PV+0.0",
+    codes=(OUT_OF_IMAGE,),
+    start: str | None = None,
+    image_path: str = "image1/image_data",
+    calibration: bool = True,
+) -> None:
     """One KNMI radar frame as the archive holds it (the sample's layout, trimmed)."""
     import h5py
 
@@ -72,9 +79,17 @@ NETCDF_STEPS = 40
 NETCDF_SIDE = 8
 
 
-def write_t2m(path: Path, values: np.ndarray | None = None, hours: np.ndarray | None = None, dims=("time", "lat", "lon"),
-              units: str | None = "hours since 2019-03-01 00:00:00", calendar: str | None = "proleptic_gregorian",
-              coordinates: tuple[str, ...] = ("time", "lat", "lon"), variable: str = "t2m", dtype=None) -> None:
+def write_t2m(
+    path: Path,
+    values: np.ndarray | None = None,
+    hours: np.ndarray | None = None,
+    dims=("time", "lat", "lon"),
+    units: str | None = "hours since 2019-03-01 00:00:00",
+    calendar: str | None = "proleptic_gregorian",
+    coordinates: tuple[str, ...] = ("time", "lat", "lon"),
+    variable: str = "t2m",
+    dtype=None,
+) -> None:
     """WeatherBench's t2m (time, lat, lon) in K, hourly, on a small grid."""
     import netCDF4
 
@@ -109,6 +124,8 @@ def identity_nodes() -> list:
     1), for tests/conftest.py's write_toy_graph: "an ONNX graph of another model"."""
     from onnx import helper, numpy_helper
 
-    return [helper.make_node("Identity", ["frames"], ["forecast"]),
-            helper.make_node("Constant", [], ["flops"], value=numpy_helper.from_array(np.array(1.0, np.float32))),
-            helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64)))]
+    return [
+        helper.make_node("Identity", ["frames"], ["forecast"]),
+        helper.make_node("Constant", [], ["flops"], value=numpy_helper.from_array(np.array(1.0, np.float32))),
+        helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64))),
+    ]

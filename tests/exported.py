@@ -2,8 +2,7 @@
 
 A graph takes frames and returns forecasts in the data's physical units (its first and
 last nodes normalise with the training statistics): a test that compares it with the
-PyTorch model converts at both ends with the model's normaliser. Imported by the test
-modules by its bare name (tests/ is on sys.path)."""
+PyTorch model converts at both ends with the model's normaliser."""
 
 from __future__ import annotations
 

@@ -20,13 +20,18 @@ from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.runtime import load
 from dynaprune_edge.training import load_model
 
-TINY = ["--dataset", "taxibj", "--synthetic-frames", "120", "--batch-size", "8",
-        "--arch", "spatial_channels=8", "--arch", "temporal_channels=16"]
-
-
-def dpedge(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "dynaprune_edge", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+TINY = [
+    "--dataset",
+    "taxibj",
+    "--synthetic-frames",
+    "120",
+    "--batch-size",
+    "8",
+    "--arch",
+    "spatial_channels=8",
+    "--arch",
+    "temporal_channels=16",
+]
 
 
 def all_commands(command, path=()):
@@ -62,11 +67,23 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["train", "--out", "x", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["train", "--out", "x", "--dataset", "knmi", "--data", "/nonexistent/radar"], "/nonexistent/radar"),
         (["train", "--out", "x", "--target-flops", "1.5"], "--budget must be in (0, 1]"),
-        (["train", "--out", "x", "--budget", "0.3", "--cost", "watts"], "--cost must be one of flops, ort-cpu, orin-emu"),
-        (["train", "--out", "x", "--budget", "0.3", "--power-mode", "30W"], "choose the Orin that --cost orin-emu emulates"),
-        (["train", "--out", "x", "--budget", "0.3", "--cost", "orin-emu", "--power-mode", "10W"], "--power-mode on agx-orin-64gb must be one of"),
+        (
+            ["train", "--out", "x", "--budget", "0.3", "--cost", "watts"],
+            "--cost must be one of flops, ort-cpu, orin-emu",
+        ),
+        (
+            ["train", "--out", "x", "--budget", "0.3", "--power-mode", "30W"],
+            "choose the Orin that --cost orin-emu emulates",
+        ),
+        (
+            ["train", "--out", "x", "--budget", "0.3", "--cost", "orin-emu", "--power-mode", "10W"],
+            "--power-mode on agx-orin-64gb must be one of",
+        ),
         (["calibrate", "--cost", "flops"], "--cost must be ort-cpu or orin-emu"),
-        (["train", "--out", "x", "--budget", "0.3", "--cost-table", "t.json"], "--cost-table prices a measured cost target: add --cost ort-cpu"),
+        (
+            ["train", "--out", "x", "--budget", "0.3", "--cost-table", "t.json"],
+            "--cost-table prices a measured cost target: add --cost ort-cpu",
+        ),
         (["train", "--out", "x", "--budget", "0.3", "--activity-weight", "-1"], "--activity-weight must be ≥ 0"),
         (["train", "--out", "x", "--st-prune", "--prune-ratio", "1"], "--prune-ratio must be in [0, 1), got 1.0"),
         (["train", "--out", "x", "--st-prune", "--anneal", "-0.5"], "--anneal must be in [0, 1], got -0.5"),
@@ -81,18 +98,30 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         (["train", "--out", "x", "--seed", "-1"], "--seed must be a whole number in [0, 2**32), got -1"),
         (["train", "--out", "x", "--seed", str(2**64)], "--seed must be a whole number in [0, 2**32)"),
         (["train", "--out", "x", "--distill", "nan"], "--distill must be a finite number ≥ 0"),
-        (["train", "--out", "x", "--budget", "0.5", "--activity-weight", "nan"], "--activity-weight must be a finite number"),
-        (["train", "--out", "x", "--arch", "spatial_channels=-8"], "simvp option spatial_channels must be a whole number in [1, 4096], got -8"),
-        (["train", "--out", "x", "--backbone", "vit", "--arch", "heads=0"], "vit option heads must be a whole number in [1, 4096], got 0"),
+        (
+            ["train", "--out", "x", "--budget", "0.5", "--activity-weight", "nan"],
+            "--activity-weight must be a finite number",
+        ),
+        (
+            ["train", "--out", "x", "--arch", "spatial_channels=-8"],
+            "simvp option spatial_channels must be a whole number in [1, 4096], got -8",
+        ),
+        (
+            ["train", "--out", "x", "--backbone", "vit", "--arch", "heads=0"],
+            "vit option heads must be a whole number in [1, 4096], got 0",
+        ),
         (["train", "--out", "x", "--size", "100000"], "taxibj: --size must be a whole number in [1, 2048], got 100000"),
-        (["train", "--out", "x", "--synthetic-frames", str(10**8)], "would take about 3052 GiB to generate (at most 4 GiB)"),
+        (
+            ["train", "--out", "x", "--synthetic-frames", str(10**8)],
+            "would take about 3052 GiB to generate (at most 4 GiB)",
+        ),
         (["train", "--out", "x", "--init", "absent.pt"], "--init absent.pt: no such file"),
         (["train", "--out", "x", "--resume"], "--resume: x holds no resume.pt to continue from"),
         (["train", "--out", "x", "--resume", "--overwrite"], "choose one"),
         (["profile", "x.onnx", "--budget", "0"], "--budget must be in (0, 1], got 0.0"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
+def test_bad_input_is_one_line_and_exit_1(dpedge, args, message, tmp_path):
     result = dpedge(*args, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -102,11 +131,16 @@ def test_bad_input_is_one_line_and_exit_1(args, message, tmp_path):
 
 @pytest.mark.parametrize(
     "arch, message",
-    [(["--arch", "spatial_channels=4096", "--arch", "temporal_channels=4096"], "parameters (at most 250,000,000)"),
-     (["--backbone", "convlstm", "--budget", "0.5", "--no-slimmable", "--arch", "patch_size=4095"], "would pad the 32×32 grid to 32760×32760")],
+    [
+        (["--arch", "spatial_channels=4096", "--arch", "temporal_channels=4096"], "parameters (at most 250,000,000)"),
+        (
+            ["--backbone", "convlstm", "--budget", "0.5", "--no-slimmable", "--arch", "patch_size=4095"],
+            "would pad the 32×32 grid to 32760×32760",
+        ),
+    ],
     ids=["parameters", "padding"],
 )
-def test_a_model_too_large_to_build_is_refused_once_the_data_give_its_shape(arch, message, tmp_path):
+def test_a_model_too_large_to_build_is_refused_once_the_data_give_its_shape(dpedge, arch, message, tmp_path):
     """Counted on torch's meta device: before, these sizes allocated until the machine ran out."""
     result = dpedge("train", "--out", "x", "--synthetic-frames", "120", *arch, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
@@ -116,22 +150,29 @@ def test_a_model_too_large_to_build_is_refused_once_the_data_give_its_shape(arch
 
 
 @pytest.mark.parametrize("layout", ["a file as --out", "a file above --out", "a run in --out"])
-def test_a_training_folder_that_cannot_take_the_run_is_refused_before_any_work(layout, tmp_path):
+def test_a_training_folder_that_cannot_take_the_run_is_refused_before_any_work(dpedge, layout, tmp_path):
     """Without these checks the first save, an epoch later, failed with a traceback, or
     training silently overwrote the run already there."""
     (tmp_path / "file").write_text("mine")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model.pt").write_bytes(b"an earlier run")
-    out, message = {"a file as --out": ("file", "a file, not a folder"),
-                    "a file above --out": ("file/run", "is a file, not a folder"),
-                    "a run in --out": ("run", "holds a run (model.pt): it has no resume.pt to continue from: replace it with --overwrite")}[layout]
+    out, message = {
+        "a file as --out": ("file", "a file, not a folder"),
+        "a file above --out": ("file/run", "is a file, not a folder"),
+        "a run in --out": (
+            "run",
+            "holds a run (model.pt): it has no resume.pt to continue from: replace it with --overwrite",
+        ),
+    }[layout]
     result = dpedge("train", "--out", out, "--synthetic-frames", "120", cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "data:" not in result.stderr, "refused before reading data"
-    assert (tmp_path / "file").read_text() == "mine" and (tmp_path / "run" / "model.pt").read_bytes() == b"an earlier run"
+    assert (tmp_path / "file").read_text() == "mine" and (
+        tmp_path / "run" / "model.pt"
+    ).read_bytes() == b"an earlier run"
 
 
-def test_overwrite_replaces_the_run_in_the_folder_and_its_stale_metrics(tmp_path):
+def test_overwrite_replaces_the_run_in_the_folder_and_its_stale_metrics(dpedge, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "model.pt").write_bytes(b"an earlier run")
@@ -142,15 +183,27 @@ def test_overwrite_replaces_the_run_in_the_folder_and_its_stale_metrics(tmp_path
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
 
 
-def test_export_to_a_folder_is_refused_before_building_anything(tmp_path):
+def test_export_to_a_folder_is_refused_before_building_anything(dpedge, tmp_path):
     (tmp_path / "taken.onnx").mkdir()
     result = dpedge("export", tmp_path / "model.pt", "-o", tmp_path / "taken.onnx")
     assert result.returncode == 1 and "taken.onnx: a folder, not a file" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_cap_that_admits_no_region_is_refused_before_training_and_says_what_leaves_room(tmp_path):
-    result = dpedge("train", "--out", "x", "--budget", "0.02", "--no-slimmable", "--region-size", "32", "--synthetic-frames", "120", cwd=tmp_path)
+def test_a_cap_that_admits_no_region_is_refused_before_training_and_says_what_leaves_room(dpedge, tmp_path):
+    result = dpedge(
+        "train",
+        "--out",
+        "x",
+        "--budget",
+        "0.02",
+        "--no-slimmable",
+        "--region-size",
+        "32",
+        "--synthetic-frames",
+        "120",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]  # after the line describing the data it read
     assert last.startswith("error: a per-sample cap of 0.03 leaves no region to compute"), result.stderr
@@ -159,7 +212,7 @@ def test_a_cap_that_admits_no_region_is_refused_before_training_and_says_what_le
     assert "Traceback" not in result.stderr and not (tmp_path / "x").exists()
 
 
-def test_not_a_checkpoint_is_refused(tmp_path):
+def test_not_a_checkpoint_is_refused(dpedge, tmp_path):
     (tmp_path / "notes.pt").write_text("hello")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     for name in ("notes.pt", "other.pt"):
@@ -176,7 +229,7 @@ class CreatesAFile:
 
 
 @pytest.mark.parametrize("writer", ["torch", "pickle"])
-def test_malicious_pickle_is_refused_without_running(writer, tmp_path):
+def test_malicious_pickle_is_refused_without_running(dpedge, writer, tmp_path):
     target = tmp_path / "pwned"
     payload = {"format": "dpedge-checkpoint", "version": 1, "kind": "model", "evil": CreatesAFile(target)}
     if writer == "torch":
@@ -189,20 +242,47 @@ def test_malicious_pickle_is_refused_without_running(writer, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_st_prune_trains_a_dense_model_on_fewer_windows_and_says_how_many(tmp_path):
+def test_st_prune_trains_a_dense_model_on_fewer_windows_and_says_how_many(dpedge, tmp_path):
     out = tmp_path / "run"
-    result = dpedge("train", *TINY, "--epochs", "2", "--st-prune", "--prune-ratio", "0.8", "--score", "complexity",
-                    "--anneal", "0", "--out", out)
+    result = dpedge(
+        "train",
+        *TINY,
+        "--epochs",
+        "2",
+        "--st-prune",
+        "--prune-ratio",
+        "0.8",
+        "--score",
+        "complexity",
+        "--anneal",
+        "0",
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     windows = [epoch["samples_seen"] / (1 - epoch["pruned_fraction"]) for epoch in metrics["history"]]
-    assert all(0.25 < epoch["pruned_fraction"] < 0.55 for epoch in metrics["history"])  # R × the easy half, give or take the draw
+    assert all(
+        0.25 < epoch["pruned_fraction"] < 0.55 for epoch in metrics["history"]
+    )  # R × the easy half, give or take the draw
     assert windows[0] == pytest.approx(windows[1]) and metrics["samples_seen"] < 2 * windows[0]
 
 
-def test_train_writes_a_self_contained_model_and_metrics(tmp_path):
+def test_train_writes_a_self_contained_model_and_metrics(dpedge, tmp_path):
     out = tmp_path / "run"
-    result = dpedge("train", *TINY, "--epochs", "1", "--target-flops", "0.5", "--no-slimmable", "--activity-weight", "0.5", "--out", out)
+    result = dpedge(
+        "train",
+        *TINY,
+        "--epochs",
+        "1",
+        "--target-flops",
+        "0.5",
+        "--no-slimmable",
+        "--activity-weight",
+        "0.5",
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     payload = torch.load(out / "model.pt", weights_only=True)
     assert payload["format"] == "dpedge-checkpoint"
@@ -211,8 +291,17 @@ def test_train_writes_a_self_contained_model_and_metrics(tmp_path):
     assert trained.model(x).prediction.shape == (1, 4, 2, 32, 32)
     assert trained.model_config.pruning.activity_weight == 0.5  # the router's prior as asked, in the file
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("val_mae", "val_mse", "flops_dense", "flops_sparse_mean", "flops_ratio_mean",
-                "data_kept_mean", "epochs", "train_seconds", "flops_convention"):
+    for key in (
+        "val_mae",
+        "val_mse",
+        "flops_dense",
+        "flops_sparse_mean",
+        "flops_ratio_mean",
+        "data_kept_mean",
+        "epochs",
+        "train_seconds",
+        "flops_convention",
+    ):
         assert key in metrics, key
     assert metrics["epochs"] == 1
     assert abs(metrics["flops_dense"] - metrics["flops_dense_fvcore"]) / metrics["flops_dense"] < 0.01
@@ -221,11 +310,14 @@ def test_train_writes_a_self_contained_model_and_metrics(tmp_path):
     resume_state = dpedge("info", out / "resume.pt")
     assert resume_state.returncode == 1 and "a dpedge resume state, not a model" in resume_state.stderr
     one_width = dpedge("export", out / "model.pt", "--width", "0.5")
-    assert one_width.returncode == 1 and "this one was not trained at every width (dpedge train --slimmable)" in one_width.stderr
+    assert (
+        one_width.returncode == 1
+        and "this one was not trained at every width (dpedge train --slimmable)" in one_width.stderr
+    )
     assert len(one_width.stderr.strip().splitlines()) == 1 and not list(out.glob("*.onnx"))
 
 
-def test_a_slimmable_model_reports_each_width_level_and_exports_any_of_them(tmp_path):
+def test_a_slimmable_model_reports_each_width_level_and_exports_any_of_them(dpedge, tmp_path):
     out = tmp_path / "run"
     trained = dpedge("train", *TINY, "--epochs", "1", "--slimmable", "--out", out)
     assert trained.returncode == 0, trained.stderr
@@ -247,11 +339,13 @@ def test_a_slimmable_model_reports_each_width_level_and_exports_any_of_them(tmp_
         assert not (tmp_path / "refused.onnx").exists()
 
 
-def test_a_width_routed_model_takes_its_budget_at_run_time(tmp_path):
+def test_a_width_routed_model_takes_its_budget_at_run_time(dpedge, tmp_path):
     """dpedge train --slimmable --budget 0.5 → export (one graph, an optional budget input)
     → the runtime and dpedge profile at other budgets; budget 1 is the widest level."""
     out = tmp_path / "run"
-    trained = dpedge("train", *TINY, "--epochs", "1", "--slimmable", "--budget", "0.5", "--group-size", "4", "--out", out)
+    trained = dpedge(
+        "train", *TINY, "--epochs", "1", "--slimmable", "--budget", "0.5", "--group-size", "4", "--out", out
+    )
     assert trained.returncode == 0, trained.stderr
     assert "run-time budgets, one model" in trained.stdout, trained.stdout
     exported = dpedge("export", out / "model.pt")
@@ -272,7 +366,9 @@ def test_a_width_routed_model_takes_its_budget_at_run_time(tmp_path):
     full = backend.run(frames)
     assert (full.bucket == len(manifest["buckets"]) - 1).all()
     widest = trained_model(x, width=len(trained_model.pruning.width_levels) - 1).prediction.detach().numpy()
-    assert np.abs(checkpoint.normalizer.normalize(full.forecast) - widest).max() <= 1e-4, "budget 1 is the widest level, within parity"
+    assert np.abs(checkpoint.normalizer.normalize(full.forecast) - widest).max() <= 1e-4, (
+        "budget 1 is the widest level, within parity"
+    )
     flops = []
     for budget in (0.1, 0.3, 0.7, 1.0):
         backend.set_budget(budget)
@@ -288,14 +384,17 @@ def test_a_width_routed_model_takes_its_budget_at_run_time(tmp_path):
     assert dense.returncode == 0, dense.stderr
     refused = dpedge("profile", out / "model.dense.onnx", "--budget", "0.3", "--runs", "20", "--samples", "8")
     lines = refused.stderr.strip().splitlines()
-    assert refused.returncode == 1 and len(lines) == 1 and "fixed its budget when it was trained" in lines[0], refused.stderr
+    assert refused.returncode == 1 and len(lines) == 1 and "fixed its budget when it was trained" in lines[0], (
+        refused.stderr
+    )
 
 
-def test_resume_after_a_killed_run_loses_at_most_one_epoch(tmp_path):
+def test_resume_after_a_killed_run_loses_at_most_one_epoch(dpedge, tmp_path):
     out = tmp_path / "run"
     args = ["train", *TINY, "--epochs", "4", "--target-flops", "0.5", "--out", out]
-    process = subprocess.Popen([sys.executable, "-m", "dynaprune_edge", *map(str, args)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dynaprune_edge", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while not (out / "resume.pt").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -316,25 +415,53 @@ def test_resume_after_a_killed_run_loses_at_most_one_epoch(tmp_path):
     assert changed.returncode == 1 and "different model_config" in changed.stderr, changed.stderr
 
 
-def test_bench_latency_json_rows_carry_the_documented_keys(tmp_path):
+def test_bench_latency_json_rows_carry_the_documented_keys(dpedge, tmp_path):
     """A minimal run (2 training steps): one JSON row per dataset, target and thread count,
     with the keys the README documents, and the figures consistent with each other."""
-    result = dpedge("bench", "latency", "--out", tmp_path, "--steps", "2", "--runs", "10", "--backbone", "simvp",
-                    "--target-flops", "0.5", "--threads", "1", "--json", timeout=900)
+    result = dpedge(
+        "bench",
+        "latency",
+        "--out",
+        tmp_path,
+        "--steps",
+        "2",
+        "--runs",
+        "10",
+        "--backbone",
+        "simvp",
+        "--target-flops",
+        "0.5",
+        "--threads",
+        "1",
+        "--json",
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["dataset"].split()[0] for row in rows] == ["taxibj", "nycbike", "knmi"]
-    keys = {"backbone", "dataset", "budget", "threads", "dense_ms_p50", "sparse_ms_p50", "speedup",
-            "flops_ratio", "efficiency", "overhead_share"}
+    keys = {
+        "backbone",
+        "dataset",
+        "budget",
+        "threads",
+        "dense_ms_p50",
+        "sparse_ms_p50",
+        "speedup",
+        "flops_ratio",
+        "efficiency",
+        "overhead_share",
+    }
     for row in rows:
         assert keys <= row.keys()
         assert row["runtime"]["backend"] == "ort" and row["runtime"]["threads"] == 1 and row["runtime"]["onnxruntime"]
-        assert all(0 < row[key] < float("inf") for key in ("speedup", "efficiency", "dense_ms_p50", "sparse_ms_p50")), row  # NaN fails too
+        assert all(0 < row[key] < float("inf") for key in ("speedup", "efficiency", "dense_ms_p50", "sparse_ms_p50")), (
+            row
+        )  # NaN fails too
         assert 0 < row["overhead_share"] < 1 and 0 < row["router_share"] < 1 and 0 < row["flops_ratio"] <= 1.1
     assert json.loads((tmp_path / "results.json").read_text()) == rows
 
 
-def test_bench_trtexec_reads_a_recorded_jetson_log():
+def test_bench_trtexec_reads_a_recorded_jetson_log(dpedge):
     log = Path(__file__).parent / "profiling" / "samples" / "trtexec_trt8502_jetson_orin_nano_fp16.log"
     result = dpedge("bench", "trtexec", log, "--json")
     assert result.returncode == 0, result.stderr
@@ -347,7 +474,7 @@ def test_bench_trtexec_reads_a_recorded_jetson_log():
     assert missing.returncode == 1 and missing.stderr.startswith("error: nope.log")
 
 
-def test_info_says_how_an_odd_grid_was_padded(tmp_path):
+def test_info_says_how_an_odd_grid_was_padded(dpedge, tmp_path):
     """A model of the 10×20 NYC bike grid (saved untrained: info reads the file, no data)."""
     from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
     from dynaprune_edge.masks import PruningConfig
@@ -362,7 +489,7 @@ def test_info_says_how_an_odd_grid_was_padded(tmp_path):
     assert "grid 10×20 padded to 16×24" in result.stdout and "6 rows below, 4 columns right" in result.stdout
 
 
-def test_bench_layout_times_masks_and_widths():
+def test_bench_layout_times_masks_and_widths(dpedge):
     """The micro-benchmark behind the exporter's blocked region masks runs from the command
     line: a row per masked shape (non-zero exit if the blocked mask did not zero exactly
     what the broadcast one does) and one per map for the widths."""

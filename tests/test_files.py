@@ -43,7 +43,9 @@ def test_the_file_and_then_its_folder_are_flushed_around_the_rename(tmp_path, mo
     target = tmp_path / "model.dpedge.json"
     files.atomic_write_text("{}", target)
     assert [kind for kind, _ in events] == ["fsync", "rename", "fsync"]
-    assert events[0][1].parent == tmp_path and events[0][1].name.startswith(".model.dpedge.json.")  # the temporary, before the rename
+    assert events[0][1].parent == tmp_path and events[0][1].name.startswith(
+        ".model.dpedge.json."
+    )  # the temporary, before the rename
     assert events[1][1] == target and events[2][1] == tmp_path
 
 

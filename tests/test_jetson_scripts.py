@@ -21,8 +21,13 @@ R32_7_1 = "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t186ref, EABI:
 
 
 def run(script: str, *args, env=None):
-    return subprocess.run(["bash", str(JETSON / script), *args], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), **(env or {})})
+    return subprocess.run(
+        ["bash", str(JETSON / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), **(env or {})},
+    )
 
 
 def test_the_three_scripts_are_there_and_shellcheck_clean():
@@ -61,6 +66,8 @@ def test_the_scripts_that_need_jetson_tools_say_so_here():
 
 def test_dpedge_device_reads_the_same_release_as_setup():
     assert parse_l4t_release(R35_4_1) == "35.4.1" and jetpack_of("35.4.1") == "5.1.2"
-    assert parse_l4t_release("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64") == "36.4.3"
+    assert (
+        parse_l4t_release("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64") == "36.4.3"
+    )
     assert jetpack_of("36.4.3") == "6.2" and jetpack_of("36.9.0") == "6.x" and jetpack_of("32.7.1") == "unknown"
     assert parse_l4t_release("Ubuntu 22.04") is None

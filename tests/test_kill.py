@@ -46,14 +46,13 @@ import torch
 from onnx import helper, numpy_helper
 
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.files import sha256_file
 from dynaprune_edge.export.tensorrt.bundle import bundle_name
 from dynaprune_edge.export.tensorrt.names import ORIN, engine_name, timing_cache_name
+from dynaprune_edge.files import sha256_file
 from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.tensorrt import meta_path, read_bundle
 from dynaprune_edge.training import load_model
-
-from trt_stand_ins import load_test_module
+from tests.trt_stand_ins import load_test_module
 
 TESTS = Path(__file__).parent
 
@@ -162,13 +161,33 @@ for line in sys.stdin:
 os._exit(0)  # no interpreter teardown (torch's takes seconds)
 '''
 
-WARM = ["pytest", "torch", "torch._dynamo", "dynaprune_edge.cli", "dynaprune_edge.training.run", "dynaprune_edge.export.exporter",
-        "dynaprune_edge.profile", "dynaprune_edge.export.tensorrt.build"]
+WARM = [
+    "pytest",
+    "torch",
+    "torch._dynamo",
+    "dynaprune_edge.cli",
+    "dynaprune_edge.training.run",
+    "dynaprune_edge.export.exporter",
+    "dynaprune_edge.profile",
+    "dynaprune_edge.export.tensorrt.build",
+]
 """Imported by the harness before it forks (torch._dynamo: building a model on the meta
 device, as `dpedge train` checks its size, imports it)."""
 
-RUN = ["--dataset", "taxibj", "--synthetic-frames", "60", "--batch-size", "64", "--arch", "spatial_channels=8",
-       "--arch", "temporal_channels=16", "--epochs", "2"]
+RUN = [
+    "--dataset",
+    "taxibj",
+    "--synthetic-frames",
+    "60",
+    "--batch-size",
+    "64",
+    "--arch",
+    "spatial_channels=8",
+    "--arch",
+    "temporal_channels=16",
+    "--epochs",
+    "2",
+]
 """tests/test_cli.py's TINY model on half its frames (35/2/2 windows) in one step per epoch:
 two epochs of a dense SimVP in under a second."""
 
@@ -210,7 +229,11 @@ class Run:
 
     def written(self, name: str) -> list[str]:
         """The SHA-256 of each version of `name` the run began to rename into place."""
-        return [step.sha256 for step in self.steps if step.kind == "replace" and step.name == name and step.done is not False]
+        return [
+            step.sha256
+            for step in self.steps
+            if step.kind == "replace" and step.name == name and step.done is not False
+        ]
 
 
 class Harness:
@@ -223,10 +246,18 @@ class Harness:
         self.logs, self.cases = logs, 0
         # one thread: OpenMP's pool does not survive a fork, and the 2 cores are shared
         environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        self.process = subprocess.Popen([sys.executable, "-c", HARNESS, *WARM], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, env=environment, start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HARNESS, *WARM],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=environment,
+            start_new_session=True,
+        )
 
-    def run(self, argv: list, folder: Path, kill: dict | None = None, kill_after: float | None = None, prelude: str = "") -> Run:
+    def run(
+        self, argv: list, folder: Path, kill: dict | None = None, kill_after: float | None = None, prelude: str = ""
+    ) -> Run:
         """`dpedge ARGV`, its steps in `folder` logged; SIGKILLed at `kill` ({"step": n,
         "when": "before"/"after"}, or {"after_replacing": name}: after the first rename onto
         it), or `kill_after` seconds after its first temporary in `folder`; `prelude`: Python
@@ -243,8 +274,12 @@ class Harness:
             raise AssertionError(f"dpedge {' '.join(case['argv'])} did not end within {self.TIMEOUT} s")
         line = self.process.stdout.readline()
         assert line, "the harness ended (its error is above)"
-        return Run(json.loads(line), read_steps(Path(files["steps"])), Path(files["stdout"]).read_text(),
-                   Path(files["stderr"]).read_text())
+        return Run(
+            json.loads(line),
+            read_steps(Path(files["steps"])),
+            Path(files["stdout"]).read_text(),
+            Path(files["stderr"]).read_text(),
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -267,8 +302,13 @@ def read_steps(log: Path) -> list[Step]:
         if record["phase"] == "end":
             steps[record["n"]].done = True
         else:
-            steps[record["n"]] = Step(record["kind"], record["path"], record["t"], False if record["phase"] == "killed" else None,
-                                      record.get("sha256"))
+            steps[record["n"]] = Step(
+                record["kind"],
+                record["path"],
+                record["t"],
+                False if record["phase"] == "killed" else None,
+                record.get("sha256"),
+            )
     return [steps[n] for n in sorted(steps)]
 
 
@@ -280,7 +320,9 @@ def harness(tmp_path_factory) -> Iterator[Harness]:
     harness.close()
 
 
-def kill_points(reference: Run, kinds: tuple[str, ...] = ("fsync", "replace", "unlink"), randomly: int = 2) -> list[dict]:
+def kill_points(
+    reference: Run, kinds: tuple[str, ...] = ("fsync", "replace", "unlink"), randomly: int = 2
+) -> list[dict]:
     """Where to kill a run that repeats the uncrashed `reference`: before each of its steps
     of `kinds`, after its last step, and `randomly` times at a random moment of its writing
     (from its first temporary on: most of a writer's time goes to computing what to write)."""
@@ -288,8 +330,11 @@ def kill_points(reference: Run, kinds: tuple[str, ...] = ("fsync", "replace", "u
     last = len(reference.steps)
     writing = reference.steps[-1].t - reference.steps[0].t + 0.02
     draw = random.Random()
-    return ([{"kill": {"step": n, "when": "before"}} for n, step in enumerate(reference.steps, 1) if step.kind in kinds]
-            + [{"kill": {"step": last, "when": "after"}}] + [{"kill_after": draw.uniform(0, writing)} for _ in range(randomly)])
+    return (
+        [{"kill": {"step": n, "when": "before"}} for n, step in enumerate(reference.steps, 1) if step.kind in kinds]
+        + [{"kill": {"step": last, "when": "after"}}]
+        + [{"kill_after": draw.uniform(0, writing)} for _ in range(randomly)]
+    )
 
 
 def digests(folder: Path, names) -> dict[str, str | None]:
@@ -321,8 +366,11 @@ def check_files_left(folder: Path, old: dict[str, str | None], run: Run, point: 
     assert run.killed or ("kill_after" in point and run.status == {"exit": 0}), f"{label}: {run.status} {run.stderr}"
     state = digests(folder, old)
     assert state in possible_states(old, run), f"{label}: {state}"
-    strays = [p.name for p in folder.iterdir() if p.name not in old and not (
-        (match := TEMPORARY.fullmatch(p.name)) and match["name"] in old)]
+    strays = [
+        p.name
+        for p in folder.iterdir()
+        if p.name not in old and not ((match := TEMPORARY.fullmatch(p.name)) and match["name"] in old)
+    ]
     assert not strays, f"{label}: {strays}"
     return state
 
@@ -411,7 +459,9 @@ def test_a_training_killed_at_any_step_leaves_whole_checkpoints_and_resumes_to_t
             assert info.status == {"exit": 0} and '"model"' in info.stdout, f"{label}: {info.stderr}"
             again = harness.run(["train", *RUN, "--out", case, "--resume"], case)
             assert again.status == {"exit": 0}, f"{label}: {again.stderr}"
-            assert same_weights(weights(case / "model.pt"), final), f"{label}: resumed to other weights than the uncrashed run"
+            assert same_weights(weights(case / "model.pt"), final), (
+                f"{label}: resumed to other weights than the uncrashed run"
+            )
             assert [h["epoch"] for h in json.loads((case / "metrics.json").read_text())["history"]] == [1, 2], label
     assert {(0, 0, False), (2, 2, True)} <= versions, f"the kills missed the old or the new files: {versions}"
 
@@ -419,7 +469,9 @@ def test_a_training_killed_at_any_step_leaves_whole_checkpoints_and_resumes_to_t
 # --- exports: dpedge export ---------------------------------------------------------------
 
 
-def test_an_export_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_one_refused_in_one_line(harness, runs, tmp_path):
+def test_an_export_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_one_refused_in_one_line(
+    harness, runs, tmp_path
+):
     """`dpedge export` of the finished run over the export of its epoch-1 model (other
     weights, so another graph and manifest): killed anywhere, each file is the old one or the
     whole new one; the old pair and the new pair profile, a new graph beside the old
@@ -431,8 +483,12 @@ def test_an_export_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_one_re
     old = digests(old_folder, EXPORT)
     reference_folder = tmp_path / "reference"
     shutil.copytree(old_folder, reference_folder)
-    reference = harness.run(["export", runs.finished / "model.pt", "-o", reference_folder / "model.onnx"], reference_folder)
-    assert all(digests(reference_folder, EXPORT)[name] != old[name] for name in EXPORT), "old and new exports are the same files"
+    reference = harness.run(
+        ["export", runs.finished / "model.pt", "-o", reference_folder / "model.onnx"], reference_folder
+    )
+    assert all(digests(reference_folder, EXPORT)[name] != old[name] for name in EXPORT), (
+        "old and new exports are the same files"
+    )
 
     seen, loaded = set(), set()
     for number, point in enumerate(kill_points(reference)):
@@ -462,8 +518,10 @@ def builder_prelude(stand_ins: str, tag: bytes) -> str:
     `stand_ins` installed (tests/trt_stand_ins.py, install_stand_ins), every engine it
     builds but a bundle's router marked with `tag`: two builds of one graph differ, as
     TensorRT's tactic choices make them."""
-    return (f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nfrom trt_stand_ins import install_stand_ins\n"
-            f"install_stand_ins({stand_ins!r}, {TRT_VERSION!r}, {tag!r})\n")
+    return (
+        f"import sys\nsys.path.insert(0, {str(TESTS.parent)!r})\nfrom tests.trt_stand_ins import install_stand_ins\n"
+        f"install_stand_ins({stand_ins!r}, {TRT_VERSION!r}, {tag!r})\n"
+    )
 
 
 OLD_BUILD, NEW_BUILD = b" (old build)", b" (new build)"
@@ -499,7 +557,9 @@ class Rebuild:
 
 def engine_build(harness: Harness, graph: Path, stand_ins: str, tag: bytes, **point) -> Run:
     """`dpedge engine GRAPH --precision fp16` (`builder_prelude(stand_ins, tag)`), killed at `point`."""
-    return harness.run(["engine", graph, "--precision", "fp16"], graph.parent, prelude=builder_prelude(stand_ins, tag), **point)
+    return harness.run(
+        ["engine", graph, "--precision", "fp16"], graph.parent, prelude=builder_prelude(stand_ins, tag), **point
+    )
 
 
 def rebuild_over_old(harness: Harness, tmp_path: Path, graph: Path, stand_ins: str) -> Rebuild:
@@ -533,12 +593,17 @@ def killed_rebuilds(rebuild: Rebuild, tmp_path: Path) -> Iterator[tuple[str, Pat
             rerun.add(key)
             again = rebuild.run(case)
             assert again.status == {"exit": 0}, f"{label}, run again: {again.stderr}"
-            rebuilt = {name: digest for name, digest in digests(case, rebuild.names).items() if name not in rebuild.accumulating}
+            rebuilt = {
+                name: digest
+                for name, digest in digests(case, rebuild.names).items()
+                if name not in rebuild.accumulating
+            }
             assert rebuilt == {name: after[name] for name in rebuilt}, f"{label}: run again, the build left {rebuilt}"
 
 
 def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_one_refused_in_one_line(
-        harness, tmp_path, toy_manifest, write_toy_graph, install_fake_tensorrt, monkeypatch):
+    harness, tmp_path, toy_manifest, write_toy_graph, install_fake_tensorrt, monkeypatch
+):
     """`dpedge engine` rebuilding an engine beside the one built before from the same graph
     (tests/export/trt/test_build.py's stand-in builder): it writes the timing cache, the
     engine, then its metadata. Killed anywhere, each file is the old one or the whole new
@@ -548,17 +613,23 @@ def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_
     succeeds."""
     old_folder = tmp_path / "old"
     old_folder.mkdir()
-    manifest = toy_manifest(SHAPE, backbone="simvp", dataset="synthetic", width_levels=[0.5, 1.0], mode="dense")  # one engine
-    nodes = [helper.make_node("Identity", ["frames"], ["forecast"]),
-             helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
-             helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64)))]
+    manifest = toy_manifest(
+        SHAPE, backbone="simvp", dataset="synthetic", width_levels=[0.5, 1.0], mode="dense"
+    )  # one engine
+    nodes = [
+        helper.make_node("Identity", ["frames"], ["forecast"]),
+        helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
+        helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64))),
+    ]
     graph = write_toy_graph(old_folder, nodes, [], SHAPE, manifest)
     rebuild = rebuild_over_old(harness, tmp_path, graph, "export/trt/test_build.py")
     engine = old_folder / engine_name(graph.stem, ORIN, TRT_VERSION, "fp16")
     pair = (engine.name, meta_path(engine).name)
     old, new = rebuild.before, rebuild.after
     built = {(folder / engine.name).read_bytes() for folder in (rebuild.old, rebuild.new)}
-    assert len(built) == 2 and all(new[name] != old[name] for name in (*pair, *rebuild.accumulating)), "old and new builds are the same files"
+    assert len(built) == 2 and all(new[name] != old[name] for name in (*pair, *rebuild.accumulating)), (
+        "old and new builds are the same files"
+    )
 
     install_fake_tensorrt(load_test_module("runtime/test_tensorrt_backend.py").fake_modules, TRT_VERSION)
     trt = sys.modules["tensorrt"]
@@ -583,7 +654,8 @@ def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_
 
 
 def test_a_bundle_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one_never_a_mix(
-        harness, tmp_path, routed_toy, install_fake_tensorrt, monkeypatch):
+    harness, tmp_path, routed_toy, install_fake_tensorrt, monkeypatch
+):
     """`dpedge engine` rebuilding the split bundle of a width-routed graph (a router, four
     branches and the budget-1 engine; tests/runtime/test_tensorrt_bundle.py's stand-in
     builder) beside the bundle built before from the same graph, whose branch engines
@@ -602,12 +674,16 @@ def test_a_bundle_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one_
     bundles = [read_bundle(folder / bundle) for folder in (rebuild.old, rebuild.new)]
     engines = [sorted(engine.sha256 for engine in meta.engines) for meta in bundles]
     assert len(engines[0]) == 1 + routed_toy.branches + 1, "a router, the branches and the budget-1 engine"
-    assert set(engines[0]) & set(engines[1]) == {bundles[0].router.sha256}, "the two builds share their router engine only"
+    assert set(engines[0]) & set(engines[1]) == {bundles[0].router.sha256}, (
+        "the two builds share their router engine only"
+    )
 
     install_fake_tensorrt(load_test_module("runtime/test_tensorrt_bundle.py").fake_modules, TRT_VERSION)
     trt = sys.modules["tensorrt"]
     deserialize, loaded = trt.Runtime(None).deserialize_cuda_engine, []
-    runtime = SimpleNamespace(deserialize_cuda_engine=lambda data: loaded.append(hashlib.sha256(data).hexdigest()) or deserialize(data))
+    runtime = SimpleNamespace(
+        deserialize_cuda_engine=lambda data: loaded.append(hashlib.sha256(data).hexdigest()) or deserialize(data)
+    )
     monkeypatch.setattr(trt, "Runtime", lambda logger: runtime)
     rng = np.random.default_rng(0)
     frames = np.concatenate([routed_toy.frames(branch, rng) for branch in range(routed_toy.branches)])
@@ -617,6 +693,8 @@ def test_a_bundle_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one_
         seen.add(which)
         loaded.clear()
         backend = load(case / bundle, "trt")
-        assert backend.meta == bundles[which] and sorted(loaded) == engines[which], f"{label}: loaded {loaded}, not bundle {which}'s engines"
+        assert backend.meta == bundles[which] and sorted(loaded) == engines[which], (
+            f"{label}: loaded {loaded}, not bundle {which}'s engines"
+        )
         assert backend.run(frames).bucket.tolist() == list(range(routed_toy.branches)), label
     assert seen == {0, 1}, f"the kills missed the old or the new bundle: {seen}"

@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"dynaprune_edge": ROOT / "dynaprune_edge", "dynaprune_edge.export": ROOT / "export",
-           "dynaprune_edge.runtime": ROOT / "runtime", "dynaprune_edge.profiling": ROOT / "profiling"}
+FOLDERS = {
+    "dynaprune_edge": ROOT / "dynaprune_edge",
+    "dynaprune_edge.export": ROOT / "export",
+    "dynaprune_edge.runtime": ROOT / "runtime",
+    "dynaprune_edge.profiling": ROOT / "profiling",
+}
 CORE = {"errors", "checks", "files", "registry", "progress", "flops"}  # torch-free basics
 ON_DEVICE = {"runtime", "profiling", "cost"}  # cost: the cost models the device side prices with
 HEAVY = {"torch", "fvcore"}
@@ -63,7 +67,20 @@ def room_graph() -> dict[str, set[str]]:
 
 
 def test_every_room_is_found():
-    assert {"core", "cost", "data", "layers", "masks", "models", "training", "export", "runtime", "profiling", "bench", "cli"} <= set(room_graph())
+    assert {
+        "core",
+        "cost",
+        "data",
+        "layers",
+        "masks",
+        "models",
+        "training",
+        "export",
+        "runtime",
+        "profiling",
+        "bench",
+        "cli",
+    } <= set(room_graph())
 
 
 def test_rooms_form_layers_without_a_cycle():
@@ -72,7 +89,7 @@ def test_rooms_form_layers_without_a_cycle():
 
     def visit(node: str, path: list[str]) -> None:
         if node in path:
-            cycle = path[path.index(node):] + [node]
+            cycle = path[path.index(node) :] + [node]
             pytest.fail(f"rooms import each other in a cycle: {' → '.join(cycle)}")
         if node in done:
             return
@@ -87,7 +104,9 @@ def test_rooms_form_layers_without_a_cycle():
 def test_the_core_imports_nothing_above_it_and_no_torch():
     for name, path in modules().items():
         if room(name) == "core":
-            above = {target for target in imports(path) if target.startswith("dynaprune_edge") and room(target) != "core"}
+            above = {
+                target for target in imports(path) if target.startswith("dynaprune_edge") and room(target) != "core"
+            }
             heavy = {target for target in imports(path) if target.split(".")[0] in HEAVY}
             assert not above and not heavy, f"{name} imports {sorted(above | heavy)}"
 
@@ -97,5 +116,9 @@ def test_what_goes_on_the_device_imports_neither_torch_nor_the_training_side(dev
     allowed = {"core"} | ON_DEVICE
     for name, path in modules().items():
         if room(name) == device_room:
-            wrong = {t for t in imports(path) if t.split(".")[0] in HEAVY or (t.startswith("dynaprune_edge") and room(t) not in allowed)}
+            wrong = {
+                t
+                for t in imports(path)
+                if t.split(".")[0] in HEAVY or (t.startswith("dynaprune_edge") and room(t) not in allowed)
+            }
             assert not wrong, f"{name} imports {sorted(wrong)}"

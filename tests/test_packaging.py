@@ -28,7 +28,18 @@ def imports_without_torch(python_path: str) -> subprocess.CompletedProcess:
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
@@ -49,8 +60,13 @@ def test_built_wheel_maps_the_top_level_folders_into_dynaprune_edge(wheel, tmp_p
 
 def test_installed_runtime_and_profiling_do_not_import_torch():
     result = subprocess.run(
-        [sys.executable, "-c", "import sys, dynaprune_edge.runtime, dynaprune_edge.flops; "
-         "assert 'torch' not in sys.modules"],
-        capture_output=True, text=True, cwd="/",
+        [
+            sys.executable,
+            "-c",
+            "import sys, dynaprune_edge.runtime, dynaprune_edge.flops; assert 'torch' not in sys.modules",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
     )
     assert result.returncode == 0, result.stderr

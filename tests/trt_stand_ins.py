@@ -1,11 +1,11 @@
 """Stand-ins for pycuda and TensorRT's builder that the TensorRT tests share: the device
 memory of pycuda.driver as byte arrays, and a builder configuration that logs what it is
-given. Imported by the test modules beside it (tests/ is on sys.path: its conftest.py is
-not in a package), and by the processes of tests/test_kill.py and tests/deploy, which
-install them with `install_stand_ins`."""
+given. Imported by the test modules, and by the processes of tests/test_kill.py and
+tests/deploy, which install them with `install_stand_ins`."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import sys
@@ -77,8 +77,8 @@ TESTS = Path(__file__).parent
 
 
 def load_test_module(relative: str) -> ModuleType:
-    """The test module TESTS/relative, for the stand-ins it defines (the test folders are
-    not packages), loaded under a name of its own, apart from pytest's copy."""
+    """The test module TESTS/relative, for the stand-ins it defines, loaded under a name of
+    its own, apart from pytest's copy (whose module state the tests use)."""
     spec = importlib.util.spec_from_file_location(f"stand_ins_{Path(relative).stem}", TESTS / relative)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -189,9 +189,21 @@ def fake_libcuda(log: list) -> SimpleNamespace:
         context._obj.value = 0xC0
         return 0
 
-    # plain functions, as ctypes' are: the driver sets their argtypes and restype
-    functions = {"cuStreamBeginCapture_v2": begin, "cuStreamEndCapture": end, "cuGraphInstantiateWithFlags": instantiate,
-                 "cuGraphLaunch": launch, "cuGraphDestroy": destroy, "cuGraphExecDestroy": destroy,
-                 "cuCtxGetCurrent": current_context, "cuGetErrorName": error_name}
-    return SimpleNamespace(**{name: (lambda f: lambda *args: f(*args))(f) for name, f in functions.items()},
-                           enqueue=enqueue, capturing=capturing, graphs=graphs, refuse=refuse)
+    # one object per name, as ctypes' functions are: the driver sets their argtypes and restype
+    functions = {
+        "cuStreamBeginCapture_v2": begin,
+        "cuStreamEndCapture": end,
+        "cuGraphInstantiateWithFlags": instantiate,
+        "cuGraphLaunch": launch,
+        "cuGraphDestroy": destroy,
+        "cuGraphExecDestroy": destroy,
+        "cuCtxGetCurrent": current_context,
+        "cuGetErrorName": error_name,
+    }
+    return SimpleNamespace(
+        **{name: functools.partial(f) for name, f in functions.items()},
+        enqueue=enqueue,
+        capturing=capturing,
+        graphs=graphs,
+        refuse=refuse,
+    )

@@ -37,7 +37,9 @@ class Comparison:
         return {**self.__dict__, "relative_difference": self.relative_difference}
 
 
-def compare(backbone: str, data_config: DataConfig, budget: float, train: TrainConfig, out: Path, steps: int | None = None) -> Comparison:
+def compare(
+    backbone: str, data_config: DataConfig, budget: float, train: TrainConfig, out: Path, steps: int | None = None
+) -> Comparison:
     """Train the dense baseline and the pruned model the same way; compare on validation.
     `steps` (optional) overrides train.epochs with as many epochs as that many optimizer
     steps take, so small and large datasets get the same training budget."""
@@ -64,8 +66,23 @@ def compare(backbone: str, data_config: DataConfig, budget: float, train: TrainC
 
 
 def comparison_table(rows: list[Comparison], title: str) -> Table:
-    table = Table(title=title, caption="MAE on the validation split in the unit shown; FLOPs = pruned/dense, mean and max over validation samples")
-    for column in ("backbone", "dataset", "persistence MAE", "dense MAE", "pruned MAE", "Δ MAE", "FLOPs", "FLOPs max", "data kept", "train s", "unit"):
+    table = Table(
+        title=title,
+        caption="MAE on the validation split in the unit shown; FLOPs = pruned/dense, mean and max over validation samples",
+    )
+    for column in (
+        "backbone",
+        "dataset",
+        "persistence MAE",
+        "dense MAE",
+        "pruned MAE",
+        "Δ MAE",
+        "FLOPs",
+        "FLOPs max",
+        "data kept",
+        "train s",
+        "unit",
+    ):
         table.add_column(column, justify="left" if column in ("backbone", "dataset", "unit") else "right")
     for row in rows:
         table.add_row(
@@ -84,13 +101,19 @@ def comparison_table(rows: list[Comparison], title: str) -> Table:
     return table
 
 
-def bench(out: Path, steps: int, budget: float, backbones: list[str], as_json: bool, knmi: str | None, console: Console) -> list[Comparison]:
+def bench(
+    out: Path, steps: int, budget: float, backbones: list[str], as_json: bool, knmi: str | None, console: Console
+) -> list[Comparison]:
     """`dpedge bench accuracy`: one comparison per backbone and dataset (synthetic TaxiBJ, the
     KNMI radar event from `knmi`, None: the default), rows into OUT/results.json."""
     names = checked_backbones(backbones)
     PruningConfig(budget=budget)  # a bad target fails now, not after the dense runs
     return report(
-        (compare(name, data_config, budget, TrainConfig(), out, steps=steps) for name in names for data_config in bench_datasets(knmi)),
+        (
+            compare(name, data_config, budget, TrainConfig(), out, steps=steps)
+            for name in names
+            for data_config in bench_datasets(knmi)
+        ),
         as_json,
         out,
         console,

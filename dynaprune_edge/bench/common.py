@@ -22,23 +22,16 @@ from dynaprune_edge.training import load_model
 from dynaprune_edge.training.run import RunSpec, train_run
 from dynaprune_edge.training.trainer import TrainConfig
 
-# The team workspace's copy of the KNMI event, beside the repository (parents[2] is the
-# repository: bench/ → dynaprune_edge/ → it); the only place the package refers to ../shared.
-# `bench latency` reuses a trained model only when its saved data config, this path
-# included, is equal, so the default must not depend on the working directory.
-TEAM_KNMI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "knmi_radar_2010-08-26"
-
-
-def default_knmi() -> str:
-    """The team's copy of the KNMI event when present, else the identical bundled frames."""
-    return str(TEAM_KNMI) if TEAM_KNMI.is_dir() else SAMPLE
-
 
 def bench_datasets(knmi: str | None = None) -> tuple[DataConfig, ...]:
     """What the benchmarks run on: synthetic TaxiBJ, the real New York bike traffic bundled
     with dpedge (10×20 cells, most of them empty) and the real KNMI radar event from `knmi`
-    (None: `default_knmi()`)."""
-    return DataConfig("taxibj"), DataConfig("nycbike", path=SAMPLE), DataConfig("knmi", path=default_knmi() if knmi is None else knmi)
+    (None: the frames bundled with dpedge)."""
+    return (
+        DataConfig("taxibj"),
+        DataConfig("nycbike", path=SAMPLE),
+        DataConfig("knmi", path=SAMPLE if knmi is None else knmi),
+    )
 
 
 def checked_knmi(knmi: str | None) -> str | None:
@@ -55,7 +48,9 @@ def checked_backbones(names: list[str]) -> list[str]:
     return [resolve_backbone(name) for name in names] if names else BACKBONES.names()
 
 
-def report(rows: Iterable, as_json: bool, out: Path, console: Console, table: Callable[[list], Table], note: str = "") -> list:
+def report(
+    rows: Iterable, as_json: bool, out: Path, console: Console, table: Callable[[list], Table], note: str = ""
+) -> list:
     """A benchmark's rows as they come (one JSON line each with --json), then all of them in
     OUT/results.json, and (without --json) `table(rows)` printed with `note`."""
     collected = []
@@ -71,8 +66,17 @@ def report(rows: Iterable, as_json: bool, out: Path, console: Console, table: Ca
 
 
 def trained_model(
-    backbone: str, data: SpatioTemporalData, budget: float, steps: int, out: Path, *,
-    cost: str = "flops", group_order: str = "ordered", options: dict | None = None, group_size: int = 8, region_size: int = 8,
+    backbone: str,
+    data: SpatioTemporalData,
+    budget: float,
+    steps: int,
+    out: Path,
+    *,
+    cost: str = "flops",
+    group_order: str = "ordered",
+    options: dict | None = None,
+    group_size: int = 8,
+    region_size: int = 8,
     slimmable: bool = False,
 ) -> Path:
     """OUT/model.pt of a model trained `steps` optimizer steps, now unless `out` already
@@ -80,8 +84,16 @@ def trained_model(
     measured cost target's table is part of the settings)."""
     path = out / "model.pt"
     train = TrainConfig().for_steps(steps, data)
-    overrides = {"group_order": group_order, "cost": cost, "group_size": group_size, "region_size": region_size, "slimmable": slimmable}
-    spec = RunSpec.create(backbone, data.config, budget, train, {k: str(v) for k, v in (options or {}).items()}, overrides)
+    overrides = {
+        "group_order": group_order,
+        "cost": cost,
+        "group_size": group_size,
+        "region_size": region_size,
+        "slimmable": slimmable,
+    }
+    spec = RunSpec.create(
+        backbone, data.config, budget, train, {k: str(v) for k, v in (options or {}).items()}, overrides
+    )
     config = priced_config(spec, data)
     if path.is_file():
         try:

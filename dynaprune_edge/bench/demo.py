@@ -43,7 +43,8 @@ def demo(out: Path, steps: int, console: Console) -> None:
     console.print(f"plot: {out / 'pareto-knmi.png'}; verdict: {out / 'verdict.txt'}", soft_wrap=True)
     console.print(
         f"next: `dpedge profile {routed.onnx} --budget 0.3` runs the same artifact at another budget; `dpedge bench pareto` "
-        "compares on every dataset; docs/design.md says how the router decides", soft_wrap=True,
+        "compares on every dataset; docs/design.md says how the router decides",
+        soft_wrap=True,
     )
 
 
@@ -57,5 +58,8 @@ def profile_demo(onnx_path: Path, reports: Path, console: Console) -> None:
         settings = profile.Settings(backend=backend, runs=RUNS)
         result = profile.run(onnx_path, settings)
         write_report(result, reports / backend, settings.as_dict())
-        console.print(f"{backend}: {onnx_path.name} {result.sparse_ms.mean():.3f} ms, its dense twin {result.dense_ms.mean():.3f} ms "
-                      f"({result.speedup:.2f}×, {result.latency_kind}); report in {reports / backend}", soft_wrap=True)
+        console.print(
+            f"{backend}: {onnx_path.name} {result.sparse_ms.mean():.3f} ms, its dense twin {result.dense_ms.mean():.3f} ms "
+            f"({result.speedup:.2f}×, {result.latency_kind}); report in {reports / backend}",
+            soft_wrap=True,
+        )

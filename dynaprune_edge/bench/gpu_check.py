@@ -43,7 +43,9 @@ from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.models import BACKBONES, ModelConfig, build_model
 from dynaprune_edge.training import load_model
 
-PROXY = "PyTorch proxy, not TensorRT: the router, and each width level as the static network of that width, run by PyTorch"
+PROXY = (
+    "PyTorch proxy, not TensorRT: the router, and each width level as the static network of that width, run by PyTorch"
+)
 
 
 def measure(run: Callable[[], object], runs: int, sync: Callable[[], None]) -> float:
@@ -75,13 +77,18 @@ def as_cuda_graph(run: Callable[[], object]) -> Callable[[], object] | None:
         with torch.cuda.graph(graph):
             run()
     except RuntimeError as error:
-        print(f"note: CUDA graph capture not possible here ({str(error).splitlines()[0]}): eager times only", file=sys.stderr)
+        print(
+            f"note: CUDA graph capture not possible here ({str(error).splitlines()[0]}): eager times only",
+            file=sys.stderr,
+        )
         return None
     return graph.replay
 
 
 @torch.no_grad()
-def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulated: dict[str, list[float]]) -> list[dict]:
+def proxy_rows(
+    model, config, frames: np.ndarray, device: str, runs: int, emulated: dict[str, list[float]]
+) -> list[dict]:
     """Per branch (persistence, then each width level) of the width-routed `model` (its
     ModelConfig `config`) on one sample of `frames`: the router and the branch timed apart,
     eagerly and (on CUDA) as CUDA graphs, the host dispatch between them, and an `If` that
@@ -100,7 +107,9 @@ def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulat
 
     def static_run(width: float) -> Callable[[], object]:
         options = BACKBONES.get(config.backbone).scaled_options(config.options, width)
-        pruning = PruningConfig(budget=1.0, group_size=config.pruning.group_size, region_size=config.pruning.region_size)
+        pruning = PruningConfig(
+            budget=1.0, group_size=config.pruning.group_size, region_size=config.pruning.region_size
+        )
         static = build_model(ModelConfig(config.backbone, config.shape, options, pruning)).to(device).eval()
         masks = static.dense_masks(padded)  # made once: every run keeps everything
         return lambda: static.backbone(padded, masks)
@@ -109,10 +118,14 @@ def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulat
     branches: list[Callable[[], object]] = [lambda: last.expand(-1, model.shape.frames_out, -1, -1, -1).clone()]
     branches += [static_run(width) for width in model.pruning.width_levels]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a CPU, one core, as dpedge's other CPU timings (a busy second core stalls two threads' barriers)
+    torch.set_num_threads(
+        1
+    )  # on a CPU, one core, as dpedge's other CPU timings (a busy second core stalls two threads' barriers)
     try:
         router_ms = measure(route, runs, sync)
-        dispatch_ms = max(measure(lambda: int(route()), runs, sync) - router_ms, 0.0)  # the index read back, and the wait for it
+        dispatch_ms = max(
+            measure(lambda: int(route()), runs, sync) - router_ms, 0.0
+        )  # the index read back, and the wait for it
         graphs = [as_cuda_graph(run) for run in [route, *branches]] if cuda else []
         branch_ms = [measure(run, runs, sync) for run in branches]
     finally:
@@ -120,17 +133,29 @@ def proxy_rows(model, config, frames: np.ndarray, device: str, runs: int, emulat
     every = router_ms + sum(branch_ms)  # an If that runs every branch, whichever is taken
     rows = []
     for index, ms in enumerate(branch_ms):
-        row = {"branch": index, "computes": "persistence" if index == 0 else f"width {model.pruning.width_levels[index - 1]:g}",
-               "router_ms": router_ms, "dispatch_ms": dispatch_ms, "branch_ms": ms, "split_ms": router_ms + dispatch_ms + ms,
-               "every_branch_ms": every}
+        row = {
+            "branch": index,
+            "computes": "persistence" if index == 0 else f"width {model.pruning.width_levels[index - 1]:g}",
+            "router_ms": router_ms,
+            "dispatch_ms": dispatch_ms,
+            "branch_ms": ms,
+            "split_ms": router_ms + dispatch_ms + ms,
+            "every_branch_ms": every,
+        }
         if graphs and graphs[0] is not None and graphs[index + 1] is not None:
             router_graph_ms, graph_ms = measure(graphs[0], runs, sync), measure(graphs[index + 1], runs, sync)
-            row |= {"router_graph_ms": router_graph_ms, "branch_graph_ms": graph_ms, "split_graph_ms": router_graph_ms + dispatch_ms + graph_ms}
+            row |= {
+                "router_graph_ms": router_graph_ms,
+                "branch_graph_ms": graph_ms,
+                "split_graph_ms": router_graph_ms + dispatch_ms + graph_ms,
+            }
         rows.append(row | {key: values[index] for key, values in emulated.items()})
     return rows
 
 
-def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: dict[str, list[float]]) -> tuple[list[dict], list[str]]:
+def tensorrt_rows(
+    onnx_path: Path, frames: np.ndarray, runs: int, emulated: dict[str, list[float]]
+) -> tuple[list[dict], list[str]]:
     """Per branch: the single engine, the split bundle and the bundle as CUDA graphs timed
     through the trt backend on the samples that took that branch, and checked against
     onnxruntime on them; and the trtexec lines that time every engine on its own."""
@@ -142,8 +167,11 @@ def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: dict
     bundle = build_or_explain(onnx_path, manifest, "fp16", frames, None, layout="split")
     reference = load(onnx_path, "ort", 1, layout="single").run(frames)
     rows, commands = [], [single_engine.command, bundle.command]
-    backends = {"single": load(single_engine.engine_path, "trt"), "split": load(bundle.engine_path, "trt"),
-                "split_cuda_graph": load(bundle.engine_path, "trt", cuda_graph=True)}
+    backends = {
+        "single": load(single_engine.engine_path, "trt"),
+        "split": load(bundle.engine_path, "trt"),
+        "split_cuda_graph": load(bundle.engine_path, "trt", cuda_graph=True),
+    }
     for note in backends["split_cuda_graph"].cuda_graph_notes:
         print(f"note: {note}", file=sys.stderr)
     forecasts = {name: backend.run(frames).forecast for name, backend in backends.items()}
@@ -152,7 +180,9 @@ def tensorrt_rows(onnx_path: Path, frames: np.ndarray, runs: int, emulated: dict
         row = {"branch": int(branch), "computes": manifest.computes(int(branch)), "samples": int(took.sum())}
         for name, backend in backends.items():
             taken = itertools.cycle(frames[took])
-            row[f"{name}_ms"] = measure(lambda backend=backend: backend.run_one(next(taken)[None]), runs, lambda: None)
+            row[f"{name}_ms"] = measure(
+                lambda backend=backend, taken=taken: backend.run_one(next(taken)[None]), runs, lambda: None
+            )
             row[f"{name}_max_abs_error"] = float(np.abs(forecasts[name][took] - reference.forecast[took]).max())
         rows.append(row | {key: values[int(branch)] for key, values in emulated.items()})
     return rows, commands
@@ -164,8 +194,10 @@ def emulated_ms(onnx_path: Path) -> dict[str, list[float]]:
     from dynaprune_edge.runtime import load
 
     layouts = load(onnx_path, "orin-emu").layouts_ms
-    return {"orin_emulated_ms": [float(ms) for ms in layouts["split bundle"]],
-            "orin_emulated_cuda_graph_ms": [float(ms) for ms in layouts["split bundle, CUDA graphs"]]}
+    return {
+        "orin_emulated_ms": [float(ms) for ms in layouts["split bundle"]],
+        "orin_emulated_cuda_graph_ms": [float(ms) for ms in layouts["split bundle, CUDA graphs"]],
+    }
 
 
 def tensorrt_here() -> bool:
@@ -186,21 +218,35 @@ def check(out: Path, steps: int, device: str, runs: int, console: Console) -> di
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     data = load_dataset(DataConfig("nycbike", path=SAMPLE))
-    model_path = trained_model("simvp", data, 0.5, steps, out / "model", cost="flops", group_size=4, region_size=4, slimmable=True)
+    model_path = trained_model(
+        "simvp", data, 0.5, steps, out / "model", cost="flops", group_size=4, region_size=4, slimmable=True
+    )
     onnx_path = out / "model" / "model.onnx"
     Exporter(model_path, ExportOptions(), log=lambda line: print(line, file=sys.stderr), data=data).run(onnx_path)
     frames = np.stack([data.val[i][0].numpy() for i in range(min(len(data.val), 32))])
     emulated = emulated_ms(onnx_path)
     if trt:
-        rows, commands = tensorrt_rows(onnx_path, data.normalizer.denormalize(frames), runs, emulated)  # the engines take physical units
+        rows, commands = tensorrt_rows(
+            onnx_path, data.normalizer.denormalize(frames), runs, emulated
+        )  # the engines take physical units
         kind, label = "tensorrt", "TensorRT, measured through the trt backend (host wall-clock per sample)"
     else:
         trained = load_model(model_path)
         rows, commands = proxy_rows(trained.model, trained.model_config, frames, device, runs, emulated), []
-        kind, label = f"pytorch-{device}", f"{PROXY}, on {torch.cuda.get_device_name() if device == 'cuda' else 'this CPU'} (host wall-clock, median)"
-    result = {"kind": kind, "label": label, "torch": torch.__version__, "device": device, "rows": rows, "trtexec": commands,
-              "emulated": "orin_emulated_ms, orin_emulated_cuda_graph_ms: orin-emu's split-bundle predictions (engines launched eagerly; "
-                          "as CUDA graphs) for a Jetson AGX Orin 64 GB, MAXN, fp16 (not this GPU; not measured)"}
+        kind, label = (
+            f"pytorch-{device}",
+            f"{PROXY}, on {torch.cuda.get_device_name() if device == 'cuda' else 'this CPU'} (host wall-clock, median)",
+        )
+    result = {
+        "kind": kind,
+        "label": label,
+        "torch": torch.__version__,
+        "device": device,
+        "rows": rows,
+        "trtexec": commands,
+        "emulated": "orin_emulated_ms, orin_emulated_cuda_graph_ms: orin-emu's split-bundle predictions (engines launched eagerly; "
+        "as CUDA graphs) for a Jetson AGX Orin 64 GB, MAXN, fp16 (not this GPU; not measured)",
+    }
     atomic_write_text(json.dumps(result, indent=2) + "\n", out / "gpu-check.json")
     print_result(result, console)
     return result
@@ -213,7 +259,9 @@ def print_result(result: dict, console: Console) -> None:
     for column in columns:
         table.add_column(column.replace("_", " "), justify="right")
     for row in result["rows"]:
-        table.add_row(str(row["branch"]), *(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+        table.add_row(
+            str(row["branch"]), *(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns)
+        )
     console.print(table)
     for command in result["trtexec"]:
         console.print(f"time each engine on its own: {command}", soft_wrap=True, markup=False)

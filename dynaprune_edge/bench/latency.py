@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -56,7 +57,9 @@ class LatencyRow:
     val_mae: float
     runtime: dict  # backend, device, onnxruntime version, threads (Backend.describe)
     cost: str = "flops"  # the cost target the model's budget was priced on
-    predicted_ms: float | None = None  # mean over the samples of their branch's latency as the cost table predicts it (measured targets only)
+    predicted_ms: float | None = (
+        None  # mean over the samples of their branch's latency as the cost table predicts it (measured targets only)
+    )
     prediction_error: float | None = None  # predicted_ms / measured mean sparse latency − 1
 
     def as_dict(self) -> dict:
@@ -92,14 +95,16 @@ def export_for_timing(model_path: Path, data: SpatioTemporalData, options: Expor
     """Export the model beside its model.pt sparse (with `options`; default: auto, the
     fastest) and dense, and its router graph on its own."""
     folder = model_path.parent
-    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    log = lambda line: print(line, file=sys.stderr)
     sparse_export = Exporter(model_path, options, log=log, data=data)
     chosen, _, _ = sparse_export.run(folder / "model.onnx")
     Exporter(model_path, ExportOptions(dense=True), log=log, data=data).run(folder / "model.dense.onnx")
     exported = Exported(
         folder=folder,
         mode=f"{chosen.mode}/{chosen.tiles}",
-        frames=data.normalizer.denormalize(torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()),  # the graphs take physical units
+        frames=data.normalizer.denormalize(
+            torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
+        ),  # the graphs take physical units
         dataset=f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})",
         val_mae=sparse_export.trained.metrics.get("val_mae", float("nan")),
         cost=sparse_export.trained.model_config.pruning.cost,
@@ -110,7 +115,13 @@ def export_for_timing(model_path: Path, data: SpatioTemporalData, options: Expor
 
 
 def latency_rows(
-    exported: Exported, backbone: str, target: float, threads: list[int], runs: int, repeat: int = 1, timer: Timer = interleaved_latency
+    exported: Exported,
+    backbone: str,
+    target: float,
+    threads: list[int],
+    runs: int,
+    repeat: int = 1,
+    timer: Timer = interleaved_latency,
 ) -> list[LatencyRow]:
     """One row per thread count: onnxruntime on this CPU at batch 1 (as deployed), the dense
     export, the sparse export and the router graph timed by `timer` taking turns on the same
@@ -124,7 +135,7 @@ def latency_rows(
         layouts = {layout: load(exported.sparse, "ort", count, layout=layout) for layout in LAYOUTS}
         sparse = layouts[layouts["single"].manifest.layout]
         router = open_session(exported.router, session_options(count), ["CPUExecutionProvider"])
-        run_router = lambda sample: router.run(None, {INPUT: sample})  # noqa: E731
+        run_router = lambda sample, router=router: router.run(None, {INPUT: sample})
         runners = [dense.run_one, layouts["single"].run_one, layouts["split"].run_one, run_router]
         dense_ms, single_ms, split_ms, router_ms = timer(runners, frames, max(runs, len(frames)), repeat=repeat)
         sparse_ms = single_ms if sparse is layouts["single"] else split_ms
@@ -134,7 +145,11 @@ def latency_rows(
         result, predicted = sparse.run(frames), sparse.manifest.predicted
         flops_ratio = float(result.flops.mean()) / sparse.manifest.dense_flops
         # every timed run cycles over the samples alike, so the mean prediction is over the samples
-        predicted_ms = float(np.mean(np.asarray(predicted["per_bucket"])[result.bucket])) if predicted and count == predicted["machine"]["threads"] else None
+        predicted_ms = (
+            float(np.mean(np.asarray(predicted["per_bucket"])[result.bucket]))
+            if predicted and count == predicted["machine"]["threads"]
+            else None
+        )
         rows.append(
             LatencyRow(
                 backbone=backbone,
@@ -168,7 +183,15 @@ def latency_rows(
 
 
 def measure(
-    backbone: str, data_config: DataConfig, target: float, threads: list[int], steps: int, group_order: str, runs: int, repeat: int, out: Path,
+    backbone: str,
+    data_config: DataConfig,
+    target: float,
+    threads: list[int],
+    steps: int,
+    group_order: str,
+    runs: int,
+    repeat: int,
+    out: Path,
     cost: str = "flops",
 ) -> list[LatencyRow]:
     """Train (or reuse) the pruned model in OUT/BACKBONE-DATASET-TARGET[-COST], export it, time it."""
@@ -186,25 +209,61 @@ def latency_table(rows: list[LatencyRow], title: str) -> Table:
         "predicted = mean sparse latency the cost table predicts (models priced in ms), its error against the measured mean; "
         "single/split = mean ms of the sparse export as one graph and split into router and branch graphs (* the layout the export chose)",
     )
-    columns = ("backbone", "dataset", "budget", "threads", "export", "dense p50/p90", "sparse p50/p90", "speedup", "FLOPs ratio", "efficiency", "overhead", "router",
-               "single/split", "predicted")
+    columns = (
+        "backbone",
+        "dataset",
+        "budget",
+        "threads",
+        "export",
+        "dense p50/p90",
+        "sparse p50/p90",
+        "speedup",
+        "FLOPs ratio",
+        "efficiency",
+        "overhead",
+        "router",
+        "single/split",
+        "predicted",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("backbone", "dataset", "export") else "right")
     for row in rows:
         predicted = "–" if row.predicted_ms is None else f"{row.predicted_ms:.3f} ({100 * row.prediction_error:+.0f} %)"
         table.add_row(
-            row.backbone, row.dataset, f"{row.budget:g} {row.cost}", str(row.threads), row.mode,
-            f"{row.dense_ms_p50:.3f}/{row.dense_ms_p90:.3f}", f"{row.sparse_ms_p50:.3f}/{row.sparse_ms_p90:.3f}",
-            f"{row.speedup:.2f}×", f"{row.flops_ratio:.3f}", f"{row.efficiency:.2f}", f"{100 * row.overhead_share:.1f} %", f"{100 * row.router_share:.1f} %",
-            "/".join(f"{ms:.3f}{'*' if layout == row.layout else ''}" for layout, ms in (("single", row.single_ms_mean), ("split", row.split_ms_mean))),
+            row.backbone,
+            row.dataset,
+            f"{row.budget:g} {row.cost}",
+            str(row.threads),
+            row.mode,
+            f"{row.dense_ms_p50:.3f}/{row.dense_ms_p90:.3f}",
+            f"{row.sparse_ms_p50:.3f}/{row.sparse_ms_p90:.3f}",
+            f"{row.speedup:.2f}×",
+            f"{row.flops_ratio:.3f}",
+            f"{row.efficiency:.2f}",
+            f"{100 * row.overhead_share:.1f} %",
+            f"{100 * row.router_share:.1f} %",
+            "/".join(
+                f"{ms:.3f}{'*' if layout == row.layout else ''}"
+                for layout, ms in (("single", row.single_ms_mean), ("split", row.split_ms_mean))
+            ),
             predicted,
         )
     return table
 
 
 def bench(
-    out: Path, steps: int, budget: list[float], threads: list[int], backbones: list[str], group_order: str,
-    runs: int, repeat: int, as_json: bool, knmi: str | None, console: Console, costs: list[str] = (),
+    out: Path,
+    steps: int,
+    budget: list[float],
+    threads: list[int],
+    backbones: list[str],
+    group_order: str,
+    runs: int,
+    repeat: int,
+    as_json: bool,
+    knmi: str | None,
+    console: Console,
+    costs: list[str] = (),
 ) -> list[LatencyRow]:
     """`dpedge bench latency`: every backbone × dataset (synthetic TaxiBJ, the KNMI radar event
     from `knmi`, None: the default) × cost target (default flops) × budget (default 0.3,
@@ -224,7 +283,9 @@ def bench(
         for cost in costs
         for target in targets
         for row in feasible(
-            lambda: measure(name, data_config, target, thread_counts, steps, group_order, runs, repeat, out, cost),
+            functools.partial(
+                measure, name, data_config, target, thread_counts, steps, group_order, runs, repeat, out, cost
+            ),
             f"{name} on {data_config.name} at budget {target:g} on {cost}",
         )
     )

@@ -59,7 +59,12 @@ class MaskRow:
         return self.blocked_ms / self.none_ms - 1
 
     def as_dict(self) -> dict:
-        return {"kind": "mask", **asdict(self), "broadcast_overhead": self.broadcast_overhead, "blocked_overhead": self.blocked_overhead}
+        return {
+            "kind": "mask",
+            **asdict(self),
+            "broadcast_overhead": self.broadcast_overhead,
+            "blocked_overhead": self.blocked_overhead,
+        }
 
 
 @dataclass
@@ -77,8 +82,12 @@ class WidthRow:
 
     def as_dict(self) -> dict:
         return {
-            "kind": "width", "height": self.height, "width": self.width, "ms": {str(c): t for c, t in self.ms.items()},
-            "time_share": {str(c): self.time_share(c) for c in self.ms}, "flops_share": {str(c): self.flops_share(c) for c in self.ms},
+            "kind": "width",
+            "height": self.height,
+            "width": self.width,
+            "ms": {str(c): t for c, t in self.ms.items()},
+            "time_share": {str(c): self.time_share(c) for c in self.ms},
+            "flops_share": {str(c): self.flops_share(c) for c in self.ms},
         }
 
 
@@ -94,12 +103,18 @@ def chain(channels: int, height: int, width: int, mask: str = "none") -> bytes:
         keep = b.op("Conv", rows, b.const(np.ones((channels, 1, 1, 1), np.float32)), scope=scope)
     for _ in range(LAYERS):
         weight = b.const(rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.1)
-        x = b.op("Relu", b.op("Conv", x, weight, b.const(np.zeros(channels, np.float32)), scope=scope, pads=[1, 1, 1, 1]), scope=scope)
+        x = b.op(
+            "Relu",
+            b.op("Conv", x, weight, b.const(np.zeros(channels, np.float32)), scope=scope, pads=[1, 1, 1, 1]),
+            scope=scope,
+        )
         if mask != "none":
             x = b.op("Mul", x, keep, scope=scope)
     b.identity(x, "y")
     inputs = [tensor_info("x", [FRAMES, channels, height, width]), tensor_info("keep", [1, 1, height, width])]
-    return b.model(inputs, [tensor_info("y", [FRAMES, channels, height, width])], "dpedge bench layout").SerializeToString()
+    return b.model(
+        inputs, [tensor_info("y", [FRAMES, channels, height, width])], "dpedge bench layout"
+    ).SerializeToString()
 
 
 def timed(graphs: list[tuple[bytes, int, int, int]], runs: int) -> tuple[list[float], list[np.ndarray]]:
@@ -137,20 +152,40 @@ def bench(runs: int, as_json: bool, console: Console) -> tuple[list[MaskRow], li
         for row in [*masked, *widths]:
             print(json.dumps(row.as_dict()))
         return masked, widths
-    table = Table(title=f"Masks: {LAYERS} masked 3×3 convolutions + ReLU on {FRAMES} rows, onnxruntime CPU, 1 thread (median ms)")
-    for column in ("channels", "map", "no mask", "broadcast mask", "blocked mask", "broadcast overhead", "blocked overhead"):
+    table = Table(
+        title=f"Masks: {LAYERS} masked 3×3 convolutions + ReLU on {FRAMES} rows, onnxruntime CPU, 1 thread (median ms)"
+    )
+    for column in (
+        "channels",
+        "map",
+        "no mask",
+        "broadcast mask",
+        "blocked mask",
+        "broadcast overhead",
+        "blocked overhead",
+    ):
         table.add_column(column, justify="right")
     for row in masked:
         table.add_row(
-            str(row.channels), f"{row.height}×{row.width}", f"{row.none_ms:.4f}", f"{row.broadcast_ms:.4f}", f"{row.blocked_ms:.4f}",
-            f"{row.broadcast_overhead:+.0%}", f"{row.blocked_overhead:+.0%}",
+            str(row.channels),
+            f"{row.height}×{row.width}",
+            f"{row.none_ms:.4f}",
+            f"{row.broadcast_ms:.4f}",
+            f"{row.blocked_ms:.4f}",
+            f"{row.broadcast_overhead:+.0%}",
+            f"{row.blocked_overhead:+.0%}",
         )
     console.print(table)
-    table = Table(title=f"Widths: the same chain unmasked, time (and FLOPs) as a share of the {max(WIDTHS)}-channel chain's")
+    table = Table(
+        title=f"Widths: the same chain unmasked, time (and FLOPs) as a share of the {max(WIDTHS)}-channel chain's"
+    )
     table.add_column("map", justify="right")
     for channels in WIDTHS:
         table.add_column(f"{channels} ch", justify="right")
     for row in widths:
-        table.add_row(f"{row.height}×{row.width}", *(f"{row.ms[c]:.3f} ms: {row.time_share(c):.2f} ({row.flops_share(c):.2f})" for c in WIDTHS))
+        table.add_row(
+            f"{row.height}×{row.width}",
+            *(f"{row.ms[c]:.3f} ms: {row.time_share(c):.2f} ({row.flops_share(c):.2f})" for c in WIDTHS),
+        )
     console.print(table)
     return masked, widths

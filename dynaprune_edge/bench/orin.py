@@ -63,7 +63,9 @@ class Published:
     source: str
     power_mode: str = "MAXN"
     module: str = DEFAULT_MODULE
-    explicit_int8: bool = False  # int8 quantized explicitly (Q/DQ, plugins), as NVIDIA's MLPerf BERT: its attention fuses
+    explicit_int8: bool = (
+        False  # int8 quantized explicitly (Q/DQ, plugins), as NVIDIA's MLPerf BERT: its attention fuses
+    )
 
 
 YOLO_MS = {  # model: (fp32, fp16, int8) ms, from ULTRALYTICS
@@ -139,7 +141,12 @@ class Row:
         return None if self.fitted_ms is None else self.fitted_ms / self.published_ms - 1
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "error": self.error, "fitted_error": self.fitted_error, "label": "published: measured by the source; emulated: orin-emu"}
+        return {
+            **asdict(self),
+            "error": self.error,
+            "fitted_error": self.fitted_error,
+            "label": "published: measured by the source; emulated: orin-emu",
+        }
 
 
 def exported(name: str, folder: Path) -> Path:
@@ -169,17 +176,23 @@ def fit(rows: list[tuple[Published, Terms]]) -> tuple[float, float, float]:
 def summary(errors: list[float]) -> dict:
     """Median absolute error and the worst ratio either way (target: ≤ 25 %, ≤ 2×)."""
     ratios = [1 + e for e in errors]
-    return {"rows": len(errors), "median_abs_error": float(np.median(np.abs(errors))),
-            "worst_ratio": float(max(max(r, 1 / r) for r in ratios))}
+    return {
+        "rows": len(errors),
+        "median_abs_error": float(np.median(np.abs(errors))),
+        "worst_ratio": float(max(max(r, 1 / r) for r in ratios)),
+    }
 
 
 def recorded_calibration() -> tuple[list[dict], dict, Gpu, float]:
     """RECORDED's profile, its layer information and the GPU its log named; the median
     GPU compute time of its timed run (trex keeps min, max, mean, median, p90, p95, p99)."""
     metadata = json.loads(RECORDED.with_suffix(".metadata.json").read_text())
-    return (parse_layer_profile(RECORDED.with_suffix(".profile.json").read_text()),
-            parse_layer_info(RECORDED.with_suffix(".layers.json").read_text()),
-            Gpu.from_fields(metadata["device_information"]), metadata["performance_summary"]["GPU Compute Time"][3])
+    return (
+        parse_layer_profile(RECORDED.with_suffix(".profile.json").read_text()),
+        parse_layer_info(RECORDED.with_suffix(".layers.json").read_text()),
+        Gpu.from_fields(metadata["device_information"]),
+        metadata["performance_summary"]["GPU Compute Time"][3],
+    )
 
 
 def calibration_rows(out: Path) -> list[dict]:
@@ -193,9 +206,17 @@ def calibration_rows(out: Path) -> list[dict]:
     for mode in MODULES[DEFAULT_MODULE]:
         device = Device(DEFAULT_MODULE, mode, "int8")
         roofline = GraphRoofline(model, device)
-        rows.append({"power_mode": mode, "first_principles_ms": sum(roofline.route_ms()), "kernels": len(roofline.routes[0]),
-                     "calibrated_ms": scale_to_orin(profile, layer_info, gpu, device, measured_ms).orin_ms, "layers": len(profile),
-                     "measured_on": gpu.name, "measured_ms": measured_ms})
+        rows.append(
+            {
+                "power_mode": mode,
+                "first_principles_ms": sum(roofline.route_ms()),
+                "kernels": len(roofline.routes[0]),
+                "calibrated_ms": scale_to_orin(profile, layer_info, gpu, device, measured_ms).orin_ms,
+                "layers": len(profile),
+                "measured_on": gpu.name,
+                "measured_ms": measured_ms,
+            }
+        )
     return rows
 
 
@@ -207,17 +228,31 @@ def bench(out: Path, as_json: bool, console: Console) -> list[Row]:
     for row in PUBLISHED:
         if row.model not in models:
             models[row.model] = onnx.load(str(exported(row.model, out)))
-        roofline = GraphRoofline(models[row.model], Device(row.module, row.power_mode, row.precision), explicit_int8=row.explicit_int8)
+        roofline = GraphRoofline(
+            models[row.model], Device(row.module, row.power_mode, row.precision), explicit_int8=row.explicit_int8
+        )
         evaluated.append((row, roofline, terms(roofline)))
     fitted = fit([(row, t) for row, _, t in evaluated if row.role == "fit"])
     rows = [
-        Row(row.model, row.precision, row.power_mode, row.role, row.ms, sum(roofline.route_ms()), t.ms(*fitted), t.kernels,
-            sum(k.operations for k in roofline.routes[0] if k.matrix) / 1e9, row.source)
+        Row(
+            row.model,
+            row.precision,
+            row.power_mode,
+            row.role,
+            row.ms,
+            sum(roofline.route_ms()),
+            t.ms(*fitted),
+            t.kernels,
+            sum(k.operations for k in roofline.routes[0] if k.matrix) / 1e9,
+            row.source,
+        )
         for row, roofline, t in evaluated
     ]
     result = {
         "rows": [r.as_dict() for r in rows],
-        "constants": {name: constant(name) for name in ("compute_efficiency", "memory_efficiency", "kernel_overhead_us")},
+        "constants": {
+            name: constant(name) for name in ("compute_efficiency", "memory_efficiency", "kernel_overhead_us")
+        },
         "fitted": dict(zip(("compute_efficiency", "memory_efficiency", "kernel_overhead_us"), fitted)),
         "as_is_all_rows": summary([r.error for r in rows]),
         "as_is_check_rows": summary([r.error for r in rows if r.role == "check"]),
@@ -228,32 +263,73 @@ def bench(out: Path, as_json: bool, console: Console) -> list[Row]:
     if as_json:
         print(json.dumps(result))
         return rows
-    table = Table(title="orin-emu against published Jetson AGX Orin latencies (batch 1)",
-                  caption="published: measured by the source (see --json for each row's source); emulated: predicted here, never measured")
-    for column in ("model", "precision", "mode", "role", "GFLOPs", "kernels", "published ms", "emulated ms", "error", "fitted ms", "error"):
+    table = Table(
+        title="orin-emu against published Jetson AGX Orin latencies (batch 1)",
+        caption="published: measured by the source (see --json for each row's source); emulated: predicted here, never measured",
+    )
+    for column in (
+        "model",
+        "precision",
+        "mode",
+        "role",
+        "GFLOPs",
+        "kernels",
+        "published ms",
+        "emulated ms",
+        "error",
+        "fitted ms",
+        "error",
+    ):
         table.add_column(column, justify="left" if column in ("model", "precision", "mode", "role") else "right")
     for r in rows:
-        table.add_row(r.model, r.precision, r.power_mode, r.role, f"{r.gflops:.1f}", str(r.kernels), f"{r.published_ms:.3f}", f"{r.emulated_ms:.3f}",
-                      f"{100 * r.error:+.0f} %", f"{r.fitted_ms:.3f}", "(fitted on it)" if r.role == "fit" else f"{100 * r.fitted_error:+.0f} %")
+        table.add_row(
+            r.model,
+            r.precision,
+            r.power_mode,
+            r.role,
+            f"{r.gflops:.1f}",
+            str(r.kernels),
+            f"{r.published_ms:.3f}",
+            f"{r.emulated_ms:.3f}",
+            f"{100 * r.error:+.0f} %",
+            f"{r.fitted_ms:.3f}",
+            "(fitted on it)" if r.role == "fit" else f"{100 * r.fitted_error:+.0f} %",
+        )
     console.print(table)
-    for name, stats in (("constants as they stand, every row", result["as_is_all_rows"]),
-                        ("constants as they stand, check rows", result["as_is_check_rows"]),
-                        ("fitted constants, check rows only", result["fitted_check_rows"])):
-        console.print(f"{name}: median |error| {100 * stats['median_abs_error']:.0f} %, worst {stats['worst_ratio']:.2f}× "
-                      f"over {stats['rows']} rows (target ≤ 25 %, ≤ 2×)")
+    for name, stats in (
+        ("constants as they stand, every row", result["as_is_all_rows"]),
+        ("constants as they stand, check rows", result["as_is_check_rows"]),
+        ("fitted constants, check rows only", result["fitted_check_rows"]),
+    ):
+        console.print(
+            f"{name}: median |error| {100 * stats['median_abs_error']:.0f} %, worst {stats['worst_ratio']:.2f}× "
+            f"over {stats['rows']} rows (target ≤ 25 %, ≤ 2×)"
+        )
     calibrated = result["calibrated"]
-    two_ways = Table(title="MobileNetV2 INT8 on the Orin (64 GB), EMULATED two ways",
-                     caption=f"calibrated: TensorRT's per-layer profile measured on {calibrated[0]['measured_on']} "
-                             f"({calibrated[0]['measured_ms']:.3f} ms there, {calibrated[0]['layers']} layers), scaled by roofline ratios; "
-                             "no published Orin figure to check either against")
+    two_ways = Table(
+        title="MobileNetV2 INT8 on the Orin (64 GB), EMULATED two ways",
+        caption=f"calibrated: TensorRT's per-layer profile measured on {calibrated[0]['measured_on']} "
+        f"({calibrated[0]['measured_ms']:.3f} ms there, {calibrated[0]['layers']} layers), scaled by roofline ratios; "
+        "no published Orin figure to check either against",
+    )
     for column in ("mode", "first principles ms", "kernels", "calibrated ms", "calibrated / first principles"):
         two_ways.add_column(column, justify="left" if column == "mode" else "right")
     for row in calibrated:
-        two_ways.add_row(row["power_mode"], f"{row['first_principles_ms']:.3f}", str(row["kernels"]), f"{row['calibrated_ms']:.3f}",
-                         f"{row['calibrated_ms'] / row['first_principles_ms']:.2f}")
+        two_ways.add_row(
+            row["power_mode"],
+            f"{row['first_principles_ms']:.3f}",
+            str(row["kernels"]),
+            f"{row['calibrated_ms']:.3f}",
+            f"{row['calibrated_ms'] / row['first_principles_ms']:.2f}",
+        )
     console.print(two_ways)
-    console.print("fitted on " + ", ".join(f"{r.model} {r.precision}" for r in rows if r.role == "fit") + ": "
-                  + ", ".join(f"{k} {v:.3g}" for k, v in result["fitted"].items()) + f"; as they stand: "
-                  + ", ".join(f"{k} {v:.3g}" for k, v in result["constants"].items()))
+    console.print(
+        "fitted on "
+        + ", ".join(f"{r.model} {r.precision}" for r in rows if r.role == "fit")
+        + ": "
+        + ", ".join(f"{k} {v:.3g}" for k, v in result["fitted"].items())
+        + "; as they stand: "
+        + ", ".join(f"{k} {v:.3g}" for k, v in result["constants"].items())
+    )
     console.print(f"[dim]rows in {out / 'results.json'}[/dim]")
     return rows

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dynaprune_edge.bench import baselines
-from dynaprune_edge.bench.common import checked_backbones, default_knmi, feasible, report, trained_model
+from dynaprune_edge.bench.common import checked_backbones, feasible, report, trained_model
 from dynaprune_edge.data import SAMPLE, DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
@@ -82,7 +82,9 @@ class ParetoPoint:
     family: str
     model: str  # "static ×0.5", "dyna 0.3 ort-cpu"
     val_mae: float
-    flops_ratio: float | None  # FLOPs executed per validation sample / the family's full-width dense model's (None: a reference)
+    flops_ratio: (
+        float | None
+    )  # FLOPs executed per validation sample / the family's full-width dense model's (None: a reference)
     cost_ratio: float | None  # a pruned model's validation mean on its cost target
     ms_mean: float  # measured, onnxruntime CPU, batch 1, interleaved with the family's dense model (the oracle: its mixture's; a reference: pysteps')
     ms_p90: float | None  # None: the oracle, a mixture of models whose latencies were measured apart
@@ -113,7 +115,7 @@ def pareto_data(names: list[str], knmi: str | None) -> list[DataConfig]:
     configs = {
         "taxibj": DataConfig("taxibj"),
         "nycbike": DataConfig("nycbike", path=SAMPLE),
-        "knmi": DataConfig("knmi", path=default_knmi() if knmi is None else knmi),
+        "knmi": DataConfig("knmi", path=SAMPLE if knmi is None else knmi),
         "weatherbench": DataConfig("weatherbench", path=SAMPLE),
     }
     return [configs[name] for name in (names or DATASETS)]
@@ -130,10 +132,14 @@ def plan(dataset: str, backbones: list[str], budgets: list[float], costs: list[s
     for family, backbone, options in families:
         simvp = backbone == "simvp"
         for width in SIMVP_WIDTHS if simvp else OTHER_WIDTHS:
-            planned.append(Planned(family, backbone, BACKBONES.get(backbone).scaled_options(options, width), width=width))
+            planned.append(
+                Planned(family, backbone, BACKBONES.get(backbone).scaled_options(options, width), width=width)
+            )
         for budget in (budgets if simvp else [OTHER_BUDGET]) if budgets else []:
             planned.extend(Planned(family, backbone, dict(options), budget=budget, cost=cost) for cost in costs)
-        planned.extend(Planned(family, backbone, dict(options), budget=ROUTED_BUDGET, cost=cost, routed=True) for cost in costs)
+        planned.extend(
+            Planned(family, backbone, dict(options), budget=ROUTED_BUDGET, cost=cost, routed=True) for cost in costs
+        )
     return planned
 
 
@@ -157,11 +163,18 @@ def build(planned: Planned, data: SpatioTemporalData, steps: int, out: Path) -> 
     folder = out / f"{data.config.name}-{planned.name}"
     static, default = planned.width is not None, PruningConfig()
     path = trained_model(
-        planned.backbone, data, 1.0 if static else planned.budget, steps, folder, cost=planned.cost, options=planned.options,
+        planned.backbone,
+        data,
+        1.0 if static else planned.budget,
+        steps,
+        folder,
+        cost=planned.cost,
+        options=planned.options,
         group_size=STATIC_GROUP_SIZE if static or planned.routed else default.group_size,
-        region_size=default.region_size if static else pruned_region_size(planned, data.config.name), slimmable=planned.routed,
+        region_size=default.region_size if static else pruned_region_size(planned, data.config.name),
+        slimmable=planned.routed,
     )
-    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    log = lambda line: print(line, file=sys.stderr)
     onnx_path = folder / ("model.dense.onnx" if static else "model.onnx")
     Exporter(path, ExportOptions(dense=static), log=log, data=data).run(onnx_path)
     trained, levels = load_model(path), {}
@@ -170,7 +183,13 @@ def build(planned: Planned, data: SpatioTemporalData, steps: int, out: Path) -> 
             levels[width] = folder / f"model.w{width:g}.onnx"
             Exporter(path, ExportOptions(width=width), log=log, data=data).run(levels[width])
     region_pruned = not static and not planned.routed
-    return Built(planned, onnx_path, trained.metrics["cost"]["val"]["mean"] if region_pruned else None, trained.metrics["train_seconds"], levels)
+    return Built(
+        planned,
+        onnx_path,
+        trained.metrics["cost"]["val"]["mean"] if region_pruned else None,
+        trained.metrics["train_seconds"],
+        levels,
+    )
 
 
 def static_curve_at(points: list[tuple[float, float]], ms: float) -> float | None:
@@ -202,7 +221,9 @@ def timed_entries(built: list[Built], threads: int) -> list[tuple[Built, str, ob
             backend = load(b.onnx, "ort", threads)
             backend.set_budget(budget)
             entries.append((b, f"routed {budget:g} {b.planned.cost}", backend))
-        entries.extend((b, f"level ×{width:g} {b.planned.cost}", load(path, "ort", threads)) for width, path in b.levels.items())
+        entries.extend(
+            (b, f"level ×{width:g} {b.planned.cost}", load(path, "ort", threads)) for width, path in b.levels.items()
+        )
     return entries
 
 
@@ -225,19 +246,28 @@ def oracle(static: list[tuple[float, float, np.ndarray]]) -> list[tuple[float, f
         choice = np.argmin(errors + price * ms[:, None], axis=0)
         frontier.append((float(ms[choice].mean()), float(errors[choice, windows].mean()), float(flops[choice].mean())))
     ordered = np.sort(ms)
-    return [min((p for p in frontier if p[0] <= target), key=lambda p: p[1])
-            for target in (ordered[1:] + ordered[:-1]) / 2 if any(p[0] <= target for p in frontier)]
+    return [
+        min((p for p in frontier if p[0] <= target), key=lambda p: p[1])
+        for target in (ordered[1:] + ordered[:-1]) / 2
+        if any(p[0] <= target for p in frontier)
+    ]
 
 
-def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, threads: int, repeat: int) -> list[ParetoPoint]:
+def measure_dataset(
+    built: list[Built], data: SpatioTemporalData, runs: int, threads: int, repeat: int
+) -> list[ParetoPoint]:
     """Time every artifact of the dataset together (interleaved, each warm at its turn),
     score each on the validation windows from its own outputs, and set each against its
     family's full-width dense model and static curve; add each family's oracle, and on
     radar data the reference nowcast."""
-    frames = data.normalizer.denormalize(torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy())  # physical, as the graphs take them
+    frames = data.normalizer.denormalize(
+        torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
+    )  # physical, as the graphs take them
     targets = data.normalizer.denormalize(torch.stack([data.val[i][1] for i in range(len(data.val))]).numpy())
     entries = timed_entries(built, threads)
-    times = interleaved_latency([backend.run_one for _, _, backend in entries], frames, max(runs, len(frames)), repeat=repeat)
+    times = interleaved_latency(
+        [backend.run_one for _, _, backend in entries], frames, max(runs, len(frames)), repeat=repeat
+    )
     label = f"{data.config.name} ({'synthetic' if data.is_synthetic else 'real'})"
     reference = {b.planned.family: i for i, (b, _, _) in enumerate(entries) if b.planned.width == 1.0}
     points, errors = [], []
@@ -252,19 +282,39 @@ def measure_dataset(built: list[Built], data: SpatioTemporalData, runs: int, thr
         cost = b.cost_ratio
         if manifest.mode == "widths":  # each sample its branch's cost; at budget 1, the widest level's alone
             full = backend.budget == 1
-            cost = float(manifest.budget["level_costs"][-1] if full else np.mean(np.asarray(manifest.budget["branch_costs"])[result.bucket]))
-        points.append(ParetoPoint(
-            dataset=label, family=b.planned.family, model=model, val_mae=float(errors[-1].mean()),
-            flops_ratio=float(result.flops.mean()) / entries[ref][2].manifest.dense_flops, cost_ratio=cost,
-            ms_mean=float(np.mean(ms)), ms_p90=float(np.percentile(ms, 90)), speedup=float(np.mean(times[ref]) / np.mean(ms)),
-            predicted_ms=predicted_ms, train_seconds=b.train_seconds, threads=threads,
-            runtime={k: v for k, v in backend.describe().items() if k != "model"},
-        ))
+            cost = float(
+                manifest.budget["level_costs"][-1]
+                if full
+                else np.mean(np.asarray(manifest.budget["branch_costs"])[result.bucket])
+            )
+        points.append(
+            ParetoPoint(
+                dataset=label,
+                family=b.planned.family,
+                model=model,
+                val_mae=float(errors[-1].mean()),
+                flops_ratio=float(result.flops.mean()) / entries[ref][2].manifest.dense_flops,
+                cost_ratio=cost,
+                ms_mean=float(np.mean(ms)),
+                ms_p90=float(np.percentile(ms, 90)),
+                speedup=float(np.mean(times[ref]) / np.mean(ms)),
+                predicted_ms=predicted_ms,
+                train_seconds=b.train_seconds,
+                threads=threads,
+                runtime={k: v for k, v in backend.describe().items() if k != "model"},
+            )
+        )
     for family, ref in reference.items():
         dense_ms = points[ref].ms_mean
-        static = [(p.ms_mean, p.flops_ratio, error) for p, error in zip(points, errors) if p.family == family and p.model.startswith("static")]
+        static = [
+            (p.ms_mean, p.flops_ratio, error)
+            for p, error in zip(points, errors)
+            if p.family == family and p.model.startswith("static")
+        ]
         for ms, mae, flops in oracle(static):
-            points.append(ParetoPoint(label, family, ORACLE, mae, flops, None, ms, None, dense_ms / ms, threads=threads))
+            points.append(
+                ParetoPoint(label, family, ORACLE, mae, flops, None, ms, None, dense_ms / ms, threads=threads)
+            )
     for point in points:
         if not point.model.startswith("static"):
             judge(point, [p for p in points if p.family == point.family and p.model.startswith("static")])
@@ -277,7 +327,9 @@ REFERENCE = "reference"
 set against no static curve and never a candidate of the verdict."""
 
 
-def reference_points(data: SpatioTemporalData, label: str, frames: np.ndarray, targets: np.ndarray) -> list[ParetoPoint]:
+def reference_points(
+    data: SpatioTemporalData, label: str, frames: np.ndarray, targets: np.ndarray
+) -> list[ParetoPoint]:
     """On radar data, pysteps' extrapolation nowcast (bench/baselines.py) of the validation
     windows the models were scored on (`frames`, `targets`: physical units), its MAE as
     theirs (window_errors); elsewhere, or
@@ -289,7 +341,19 @@ def reference_points(data: SpatioTemporalData, label: str, frames: np.ndarray, t
         return []
     forecast, ms = nowcast
     mae = float(window_errors(forecast, targets).mean())
-    return [ParetoPoint(label, REFERENCE, baselines.EXTRAPOLATION, mae, None, None, float(np.mean(ms)), float(np.percentile(ms, 90)), None)]
+    return [
+        ParetoPoint(
+            label,
+            REFERENCE,
+            baselines.EXTRAPOLATION,
+            mae,
+            None,
+            None,
+            float(np.mean(ms)),
+            float(np.percentile(ms, 90)),
+            None,
+        )
+    ]
 
 
 def verdict(points: list[ParetoPoint]) -> list[str]:
@@ -321,8 +385,10 @@ def verdict(points: list[ParetoPoint]) -> list[str]:
                 choice = f"{best.model} (MAE {best.val_mae:.4g}): no dynamic artifact beats it"
             else:
                 gain = 100 * (1 - best.val_mae / best_static.val_mae)
-                choice = (f"{best.model} (MAE {best.val_mae:.4g} at {best.ms_mean:.3f} ms), {gain:.1f} % below the best static model that fast "
-                          f"({best_static.model}, {best_static.val_mae:.4g})")
+                choice = (
+                    f"{best.model} (MAE {best.val_mae:.4g} at {best.ms_mean:.3f} ms), {gain:.1f} % below the best static model that fast "
+                    f"({best_static.model}, {best_static.val_mae:.4g})"
+                )
             lines.append(f"{points[0].dataset}, {family}, latency target {span}: ship {choice}")
     return lines
 
@@ -346,32 +412,72 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
         static = sorted((p for p in mine if p.model.startswith("static")), key=lambda p: p.ms_mean)
         axis.plot([p.ms_mean for p in static], [p.val_mae for p in static], "o-", color="0.4", label="static widths")
         for p in static:
-            axis.annotate(p.model.split()[-1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            axis.annotate(
+                p.model.split()[-1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
         lines = [(ORACLE, "", ":", "tab:green", "^", "oracle: best static per window (hindsight)")] + [
-            (prefix, cost, style, color, marker, f"{name}, {cost}") for cost, marker in (("flops", "o"), ("ort-cpu", "D"))
-            for prefix, style, color, name in (("level", "--", "tab:blue", "slimmable levels alone"), ("routed", "-", "tab:red", "width-routed over budgets"))
+            (prefix, cost, style, color, marker, f"{name}, {cost}")
+            for cost, marker in (("flops", "o"), ("ort-cpu", "D"))
+            for prefix, style, color, name in (
+                ("level", "--", "tab:blue", "slimmable levels alone"),
+                ("routed", "-", "tab:red", "width-routed over budgets"),
+            )
         ]
         for prefix, cost, style, color, marker, name in lines:
-            line = sorted((p for p in mine if p.model.startswith(prefix) and p.model.endswith(cost)), key=lambda p: p.ms_mean)
+            line = sorted(
+                (p for p in mine if p.model.startswith(prefix) and p.model.endswith(cost)), key=lambda p: p.ms_mean
+            )
             if line:
-                axis.plot([p.ms_mean for p in line], [p.val_mae for p in line], style, marker=marker, color=color, markersize=4, label=name)
-        budgets: dict[tuple[str, float], list] = {}  # one label per network and MAE: budgets taking the same branches share it
+                axis.plot(
+                    [p.ms_mean for p in line],
+                    [p.val_mae for p in line],
+                    style,
+                    marker=marker,
+                    color=color,
+                    markersize=4,
+                    label=name,
+                )
+        budgets: dict[
+            tuple[str, float], list
+        ] = {}  # one label per network and MAE: budgets taking the same branches share it
         for p in mine:
             if p.model.startswith("routed"):
                 budgets.setdefault((p.model.split()[-1], p.val_mae), []).append(p)
         for same in budgets.values():
             label = "/".join(p.model.split()[1] for p in same)
-            axis.annotate(label, (same[0].ms_mean, same[0].val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:red")
+            axis.annotate(
+                label,
+                (same[0].ms_mean, same[0].val_mae),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+                color="tab:red",
+            )
         for marker, cost in (("s", "flops"), ("D", "ort-cpu")):
             dynamic = [p for p in mine if p.model.startswith("dyna") and p.model.endswith(cost)]
             if dynamic:
-                axis.scatter([p.ms_mean for p in dynamic], [p.val_mae for p in dynamic], marker=marker, s=40, zorder=3, color="tab:purple",
-                             label=f"region-pruned, {cost} budget")
+                axis.scatter(
+                    [p.ms_mean for p in dynamic],
+                    [p.val_mae for p in dynamic],
+                    marker=marker,
+                    s=40,
+                    zorder=3,
+                    color="tab:purple",
+                    label=f"region-pruned, {cost} budget",
+                )
                 for p in dynamic:
-                    axis.annotate(p.model.split()[1], (p.ms_mean, p.val_mae), textcoords="offset points", xytext=(4, -10), fontsize=7)
+                    axis.annotate(
+                        p.model.split()[1],
+                        (p.ms_mean, p.val_mae),
+                        textcoords="offset points",
+                        xytext=(4, -10),
+                        fontsize=7,
+                    )
         for p in points:
             if p.family == REFERENCE:
-                axis.axhline(p.val_mae, linestyle="-.", color="tab:orange", label=f"{p.model}, {p.ms_mean:.1f} ms (1 thread)")
+                axis.axhline(
+                    p.val_mae, linestyle="-.", color="tab:orange", label=f"{p.model}, {p.ms_mean:.1f} ms (1 thread)"
+                )
         axis.set_title(f"{points[0].dataset}: {family}", fontsize=9)
         axis.set_xlabel(f"measured ms per sample (onnxruntime CPU, {points[0].threads} thread, batch 1)", fontsize=8)
         axis.set_ylabel("validation MAE", fontsize=8)
@@ -386,30 +492,67 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
 
 
 def pareto_table(points: list[ParetoPoint], title: str) -> Table:
-    table = Table(title=title, caption="ms: measured mean per validation sample; speedup and FLOPs against the family's full-width dense model; "
-                  "static at same ms: the static curve's MAE at the point's latency (interpolated); predicted: the cost table's (models priced in ms); "
-                  "routed B COST: the width-routed model priced on COST at run-time budget B; level ×W COST: its width level W alone; oracle: the best static model per "
-                  "window in hindsight (its ms: the mean of the measured latencies it picked); train s: the model's training wall-clock here; "
-                  "reference: pysteps' optical-flow extrapolation, no model (radar data: ms of motion field and extrapolation per window, 1 thread)")
-    for column in ("dataset", "family", "model", "val MAE", "FLOPs", "cost", "ms mean/p90", "speedup", "static MAE at same ms", "predicted ms", "train s"):
+    table = Table(
+        title=title,
+        caption="ms: measured mean per validation sample; speedup and FLOPs against the family's full-width dense model; "
+        "static at same ms: the static curve's MAE at the point's latency (interpolated); predicted: the cost table's (models priced in ms); "
+        "routed B COST: the width-routed model priced on COST at run-time budget B; level ×W COST: its width level W alone; oracle: the best static model per "
+        "window in hindsight (its ms: the mean of the measured latencies it picked); train s: the model's training wall-clock here; "
+        "reference: pysteps' optical-flow extrapolation, no model (radar data: ms of motion field and extrapolation per window, 1 thread)",
+    )
+    for column in (
+        "dataset",
+        "family",
+        "model",
+        "val MAE",
+        "FLOPs",
+        "cost",
+        "ms mean/p90",
+        "speedup",
+        "static MAE at same ms",
+        "predicted ms",
+        "train s",
+    ):
         table.add_column(column, justify="left" if column in ("dataset", "family", "model") else "right")
     for p in points:
         if p.static_mae_at_ms is not None:
             static = f"{p.static_mae_at_ms:.4g} ({'below' if p.beats_static else 'above'})"
         else:
             static = f"– (faster and better than {p.dominates[0]})" if p.dominates else "–"
-        predicted = "–" if p.predicted_ms is None else f"{p.predicted_ms:.3f} ({100 * (p.predicted_ms / p.ms_mean - 1):+.0f} %)"
+        predicted = (
+            "–" if p.predicted_ms is None else f"{p.predicted_ms:.3f} ({100 * (p.predicted_ms / p.ms_mean - 1):+.0f} %)"
+        )
         table.add_row(
-            p.dataset, p.family, p.model, f"{p.val_mae:.4g}", "–" if p.flops_ratio is None else f"{p.flops_ratio:.3f}",
-            "–" if p.cost_ratio is None else f"{p.cost_ratio:.3f}", f"{p.ms_mean:.3f}/" + ("–" if p.ms_p90 is None else f"{p.ms_p90:.3f}"),
-            "–" if p.speedup is None else f"{p.speedup:.2f}×", static, predicted, "–" if p.train_seconds is None else f"{p.train_seconds:.0f}",
+            p.dataset,
+            p.family,
+            p.model,
+            f"{p.val_mae:.4g}",
+            "–" if p.flops_ratio is None else f"{p.flops_ratio:.3f}",
+            "–" if p.cost_ratio is None else f"{p.cost_ratio:.3f}",
+            f"{p.ms_mean:.3f}/" + ("–" if p.ms_p90 is None else f"{p.ms_p90:.3f}"),
+            "–" if p.speedup is None else f"{p.speedup:.2f}×",
+            static,
+            predicted,
+            "–" if p.train_seconds is None else f"{p.train_seconds:.0f}",
         )
     return table
 
 
 def bench(
-    out: Path, steps: int, datasets: list[str], backbones: list[str], budgets: list[float], costs: list[str], large: bool,
-    region_pruned: bool, threads: int, runs: int, repeat: int, as_json: bool, knmi: str | None, console: Console,
+    out: Path,
+    steps: int,
+    datasets: list[str],
+    backbones: list[str],
+    budgets: list[float],
+    costs: list[str],
+    large: bool,
+    region_pruned: bool,
+    threads: int,
+    runs: int,
+    repeat: int,
+    as_json: bool,
+    knmi: str | None,
+    console: Console,
 ) -> list[ParetoPoint]:
     """`dpedge bench pareto`; rows into OUT/results.json, one plot per dataset OUT/pareto-DATASET.png."""
     configs, names = pareto_data(datasets, knmi), checked_backbones(backbones)
@@ -426,22 +569,37 @@ def bench(
         for config in configs:
             data = load_dataset(config)
             built = [
-                b for planned in plan(config.name, names, budgets, costs, large)
-                for b in feasible(lambda: [build(planned, data, steps, out)], f"{planned.name} on {config.name}")
+                b
+                for planned in plan(config.name, names, budgets, costs, large)
+                for b in feasible(
+                    lambda planned=planned, data=data: [build(planned, data, steps, out)],
+                    f"{planned.name} on {config.name}",
+                )
             ]
             points = measure_dataset(built, data, runs, threads, repeat)
             plot(points, out / f"pareto-{config.name}.png")
             yield from points
 
     title = f"MAE vs measured latency: static widths vs Dyna-Pruner ({steps}-step models, onnxruntime CPU, {threads} thread)"
-    points = report(rows(), as_json, out, console, lambda collected: pareto_table(collected, title), f"; plots in {out}/pareto-*.png")
+    points = report(
+        rows(),
+        as_json,
+        out,
+        console,
+        lambda collected: pareto_table(collected, title),
+        f"; plots in {out}/pareto-*.png",
+    )
     write_verdict(points, out, None if as_json else console)
     return points
 
 
 def write_verdict(points: list[ParetoPoint], out: Path, console: Console | None) -> None:
     """Each dataset's verdict into OUT/verdict.txt, and printed on `console` (None: not)."""
-    lines = [line for dataset in dict.fromkeys(p.dataset for p in points) for line in verdict([p for p in points if p.dataset == dataset])]
+    lines = [
+        line
+        for dataset in dict.fromkeys(p.dataset for p in points)
+        for line in verdict([p for p in points if p.dataset == dataset])
+    ]
     atomic_write_text("\n".join(lines) + "\n", out / "verdict.txt")
     if console is not None:
         console.print("[bold]verdict[/bold] (this machine, onnxruntime CPU, measured latencies):")

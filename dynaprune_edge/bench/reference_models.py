@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -44,19 +44,32 @@ class ResNetBottleneck(nn.Module):
         super().__init__()
         c_out = width * self.expansion
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+            nn.Conv2d(c_in, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
         )
-        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out
-                         else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
 
     def forward(self, x):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
 def resnet50() -> nn.Module:
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     c_in = 64
     for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
         for block in range(blocks):
@@ -70,7 +83,11 @@ def resnet50() -> nn.Module:
 
 
 def conv_bn_relu6(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out), nn.ReLU6(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU6(inplace=True),
+    )
 
 
 class InvertedResidual(nn.Module):
@@ -81,7 +98,11 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = c_in * expansion
         layers = [conv_bn_relu6(c_in, hidden, 1)] if expansion != 1 else []
-        layers += [conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+        layers += [
+            conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
+            nn.Conv2d(hidden, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        ]
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and c_in == c_out
 
@@ -93,7 +114,15 @@ def mobilenet_v2() -> nn.Module:
     """Sandler et al. 2018, width 1.0: (expansion, channels, blocks, first stride) per stage."""
     layers: list[nn.Module] = [conv_bn_relu6(3, 32, 3, 2)]
     c_in = 32
-    for expansion, c_out, blocks, stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+    for expansion, c_out, blocks, stride in (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ):
         for block in range(blocks):
             layers.append(InvertedResidual(c_in, c_out, stride if block == 0 else 1, expansion))
             c_in = c_out
@@ -154,7 +183,9 @@ class C3k2(nn.Module):
         self.c = int(c_out * expansion)
         self.cv1 = ConvBnSiLU(c_in, 2 * self.c)
         self.cv2 = ConvBnSiLU((2 + n) * self.c, c_out)
-        self.m = nn.ModuleList(C3k(self.c, self.c, 2, shortcut) if c3k else Bottleneck(self.c, self.c, shortcut) for _ in range(n))
+        self.m = nn.ModuleList(
+            C3k(self.c, self.c, 2, shortcut) if c3k else Bottleneck(self.c, self.c, shortcut) for _ in range(n)
+        )
 
     def forward(self, x):
         y = list(self.cv1(x).split((self.c, self.c), 1))  # sizes, not chunk(2): static shapes in the ONNX
@@ -192,9 +223,12 @@ class Attention(nn.Module):
 
     def forward(self, x):
         b, c, h, w = x.shape
-        q, k, v = self.qkv(x).view(b, self.heads, 2 * self.key_dim + self.head_dim, h * w).split(
-            [self.key_dim, self.key_dim, self.head_dim], dim=2)
-        attention = ((q.transpose(-2, -1) @ k) * self.key_dim ** -0.5).softmax(dim=-1)
+        q, k, v = (
+            self.qkv(x)
+            .view(b, self.heads, 2 * self.key_dim + self.head_dim, h * w)
+            .split([self.key_dim, self.key_dim, self.head_dim], dim=2)
+        )
+        attention = ((q.transpose(-2, -1) @ k) * self.key_dim**-0.5).softmax(dim=-1)
         x = (v @ attention.transpose(-2, -1)).view(b, c, h, w) + self.pe(v.reshape(b, c, h, w))
         return self.proj(x)
 
@@ -208,7 +242,9 @@ class C2PSA(nn.Module):
         self.cv1 = ConvBnSiLU(channels, 2 * self.c)
         self.cv2 = ConvBnSiLU(2 * self.c, channels)
         self.attention = nn.ModuleList(Attention(self.c, self.c // 64) for _ in range(n))
-        self.ffn = nn.ModuleList(nn.Sequential(ConvBnSiLU(self.c, 2 * self.c), ConvBnSiLU(2 * self.c, self.c, act=False)) for _ in range(n))
+        self.ffn = nn.ModuleList(
+            nn.Sequential(ConvBnSiLU(self.c, 2 * self.c), ConvBnSiLU(2 * self.c, self.c, act=False)) for _ in range(n)
+        )
 
     def forward(self, x):
         a, b = self.cv1(x).split((self.c, self.c), dim=1)
@@ -228,10 +264,20 @@ class Detect(nn.Module):
         super().__init__()
         box = max(16, channels[0] // 4, 4 * self.reg_max)
         cls = max(channels[0], min(classes, 100))
-        self.box = nn.ModuleList(nn.Sequential(ConvBnSiLU(c, box, 3), ConvBnSiLU(box, box, 3), nn.Conv2d(box, 4 * self.reg_max, 1)) for c in channels)
-        self.cls = nn.ModuleList(nn.Sequential(
-            ConvBnSiLU(c, c, 3, groups=c), ConvBnSiLU(c, cls), ConvBnSiLU(cls, cls, 3, groups=cls), ConvBnSiLU(cls, cls),
-            nn.Conv2d(cls, classes, 1)) for c in channels)
+        self.box = nn.ModuleList(
+            nn.Sequential(ConvBnSiLU(c, box, 3), ConvBnSiLU(box, box, 3), nn.Conv2d(box, 4 * self.reg_max, 1))
+            for c in channels
+        )
+        self.cls = nn.ModuleList(
+            nn.Sequential(
+                ConvBnSiLU(c, c, 3, groups=c),
+                ConvBnSiLU(c, cls),
+                ConvBnSiLU(cls, cls, 3, groups=cls),
+                ConvBnSiLU(cls, cls),
+                nn.Conv2d(cls, classes, 1),
+            )
+            for c in channels
+        )
         self.dfl = nn.Conv2d(self.reg_max, 1, 1, bias=False).requires_grad_(False)
         self.dfl.weight.data[:] = torch.arange(self.reg_max, dtype=torch.float).view(1, self.reg_max, 1, 1)
         centres, strides = [], []
@@ -255,7 +301,13 @@ class Detect(nn.Module):
         return torch.cat((boxes, scores.sigmoid()), 1)
 
 
-YOLO11_SCALES = {"n": (0.50, 0.25, 1024), "s": (0.50, 0.50, 1024), "m": (0.50, 1.00, 512), "l": (1.00, 1.00, 512), "x": (1.00, 1.50, 512)}
+YOLO11_SCALES = {
+    "n": (0.50, 0.25, 1024),
+    "s": (0.50, 0.50, 1024),
+    "m": (0.50, 1.00, 512),
+    "l": (1.00, 1.00, 512),
+    "x": (1.00, 1.50, 512),
+}
 
 
 class YOLO11(nn.Module):
@@ -270,12 +322,20 @@ class YOLO11(nn.Module):
             return max(round(repeats * depth), 1)
 
         c3k_everywhere = scale in "mlx"
-        self.stem = nn.Sequential(ConvBnSiLU(3, ch(64), 3, 2), ConvBnSiLU(ch(64), ch(128), 3, 2),
-                                  C3k2(ch(128), ch(256), n(2), c3k_everywhere, 0.25), ConvBnSiLU(ch(256), ch(256), 3, 2),
-                                  C3k2(ch(256), ch(512), n(2), c3k_everywhere, 0.25))  # → P3, stride 8
+        self.stem = nn.Sequential(
+            ConvBnSiLU(3, ch(64), 3, 2),
+            ConvBnSiLU(ch(64), ch(128), 3, 2),
+            C3k2(ch(128), ch(256), n(2), c3k_everywhere, 0.25),
+            ConvBnSiLU(ch(256), ch(256), 3, 2),
+            C3k2(ch(256), ch(512), n(2), c3k_everywhere, 0.25),
+        )  # → P3, stride 8
         self.p4 = nn.Sequential(ConvBnSiLU(ch(512), ch(512), 3, 2), C3k2(ch(512), ch(512), n(2), True))
-        self.p5 = nn.Sequential(ConvBnSiLU(ch(512), ch(1024), 3, 2), C3k2(ch(1024), ch(1024), n(2), True),
-                                SPPF(ch(1024), ch(1024)), C2PSA(ch(1024), n(2)))
+        self.p5 = nn.Sequential(
+            ConvBnSiLU(ch(512), ch(1024), 3, 2),
+            C3k2(ch(1024), ch(1024), n(2), True),
+            SPPF(ch(1024), ch(1024)),
+            C2PSA(ch(1024), n(2)),
+        )
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.top_down4 = C3k2(ch(1024) + ch(512), ch(512), n(2), c3k_everywhere)
         self.top_down3 = C3k2(ch(512) + ch(512), ch(256), n(2), c3k_everywhere)
@@ -315,7 +375,7 @@ class BertLayer(nn.Module):
     def forward(self, x):
         b, s, _ = x.shape
         q, k, v = (t.view(b, s, self.heads, self.head_dim).transpose(1, 2) for t in self.qkv(x).split(self.hidden, -1))
-        attention = ((q @ k.transpose(-2, -1)) * self.head_dim ** -0.5).softmax(dim=-1)
+        attention = ((q @ k.transpose(-2, -1)) * self.head_dim**-0.5).softmax(dim=-1)
         context = (attention @ v).transpose(1, 2).reshape(b, s, self.hidden)
         x = self.attention_norm(x + self.out(context))
         return self.ffn_norm(x + self.down(nn.functional.gelu(self.up(x))))
@@ -357,6 +417,13 @@ def to_onnx(model: nn.Module, shape: tuple[int, ...], path: Path) -> None:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model.eval(), (torch.zeros(shape),), buffer, dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["output"])
+        torch.onnx.export(
+            model.eval(),
+            (torch.zeros(shape),),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=["image"],
+            output_names=["output"],
+        )
     atomic_write_bytes(buffer.getvalue(), path)

@@ -96,9 +96,24 @@ def compare(config: DataConfig, epochs: int, pruning: SamplePruning, out: Path) 
         full = runs["full data"]["history"]
         for method, metrics in runs.items():
             reached, stays = seconds_to(metrics["history"], target), seconds_to_stay(metrics["history"], target)
-            rows.append(Row(config.name, len(data.train), model, method, metrics["val_mae"], target,
-                            reached, ratio(seconds_to(full, target), reached), stays, ratio(seconds_to_stay(full, target), stays),
-                            metrics["pruned_fraction"], metrics["samples_seen"], metrics["scoring_seconds"], metrics["train_seconds"]))
+            rows.append(
+                Row(
+                    config.name,
+                    len(data.train),
+                    model,
+                    method,
+                    metrics["val_mae"],
+                    target,
+                    reached,
+                    ratio(seconds_to(full, target), reached),
+                    stays,
+                    ratio(seconds_to_stay(full, target), stays),
+                    metrics["pruned_fraction"],
+                    metrics["samples_seen"],
+                    metrics["scoring_seconds"],
+                    metrics["train_seconds"],
+                )
+            )
     return rows
 
 
@@ -107,42 +122,99 @@ def throughput(config: DataConfig, epochs: int, out: Path) -> list[dict]:
     found = []
     for nproc in (1, 2):
         folder = out / f"throughput-{config.name}-{nproc}"
-        command = [sys.executable, "-m", "dynaprune_edge", "train", "--out", str(folder), "--dataset", config.name,
-                   "--epochs", str(epochs), *(["--nproc", "2"] if nproc == 2 else [])]
+        command = [
+            sys.executable,
+            "-m",
+            "dynaprune_edge",
+            "train",
+            "--out",
+            str(folder),
+            "--dataset",
+            config.name,
+            "--epochs",
+            str(epochs),
+            *(["--nproc", "2"] if nproc == 2 else []),
+        ]
         if config.synthetic_frames:
             command += ["--synthetic-frames", str(config.synthetic_frames)]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         metrics = json.loads((folder / "metrics.json").read_text())
-        found.append({"processes": nproc, "windows_per_second": metrics["samples_seen"] / metrics["train_seconds"],
-                      "train_seconds": metrics["train_seconds"]})
+        found.append(
+            {
+                "processes": nproc,
+                "windows_per_second": metrics["samples_seen"] / metrics["train_seconds"],
+                "train_seconds": metrics["train_seconds"],
+            }
+        )
     return found
 
 
-def bench(out: Path, epochs: int, frames: list[int], pruning: SamplePruning, knmi: str | None, as_json: bool, console: Console) -> dict:
+def bench(
+    out: Path, epochs: int, frames: list[int], pruning: SamplePruning, knmi: str | None, as_json: bool, console: Console
+) -> dict:
     rows = [row for config in datasets(frames, knmi or SAMPLE) for row in compare(config, epochs, pruning, out)]
     processes = throughput(DataConfig("taxibj", synthetic_frames=max(frames)), 1, out)
-    result = {"rows": [r.as_dict() for r in rows], "processes": processes,
-              "settings": {"epochs": epochs, "prune_ratio": pruning.ratio, "anneal": pruning.anneal,
-                           "easy_share": pruning.easy_share, "tolerance": TOLERANCE}}
+    result = {
+        "rows": [r.as_dict() for r in rows],
+        "processes": processes,
+        "settings": {
+            "epochs": epochs,
+            "prune_ratio": pruning.ratio,
+            "anneal": pruning.anneal,
+            "easy_share": pruning.easy_share,
+            "tolerance": TOLERANCE,
+        },
+    }
     atomic_write_text(json.dumps(result, indent=2) + "\n", out / "results.json")
     if as_json:
         print(json.dumps(result))
         return result
-    table = Table(title=f"ST-Prune vs full data vs InfoBatch-style ({epochs} epochs, --prune-ratio {pruning.ratio}, "
-                        f"--easy-share {pruning.easy_share}, --anneal {pruning.anneal}; measured)")
-    for column in ("dataset", "windows", "model", "method", "final MAE", "s to target", "speedup", "s to stay", "speedup",
-                   "pruned", "samples", "scoring s", "train s"):
+    table = Table(
+        title=f"ST-Prune vs full data vs InfoBatch-style ({epochs} epochs, --prune-ratio {pruning.ratio}, "
+        f"--easy-share {pruning.easy_share}, --anneal {pruning.anneal}; measured)"
+    )
+    for column in (
+        "dataset",
+        "windows",
+        "model",
+        "method",
+        "final MAE",
+        "s to target",
+        "speedup",
+        "s to stay",
+        "speedup",
+        "pruned",
+        "samples",
+        "scoring s",
+        "train s",
+    ):
         table.add_column(column, justify="left" if column in ("dataset", "model", "method") else "right")
-    seconds = lambda value: "never" if value is None else f"{value:.1f}"  # noqa: E731
-    times = lambda value: "–" if value is None else f"{value:.2f}×"  # noqa: E731
+    seconds = lambda value: "never" if value is None else f"{value:.1f}"
+    times = lambda value: "–" if value is None else f"{value:.2f}×"
     for r in rows:
-        table.add_row(r.dataset, str(r.windows), r.model, r.method, f"{r.final_mae:.4g}", seconds(r.seconds_to_target), times(r.speedup),
-                      seconds(r.seconds_to_stay), times(r.speedup_to_stay), f"{r.pruned_fraction:.2f}", str(r.samples_seen),
-                      f"{r.scoring_seconds:.2f}", f"{r.train_seconds:.1f}")
+        table.add_row(
+            r.dataset,
+            str(r.windows),
+            r.model,
+            r.method,
+            f"{r.final_mae:.4g}",
+            seconds(r.seconds_to_target),
+            times(r.speedup),
+            seconds(r.seconds_to_stay),
+            times(r.speedup_to_stay),
+            f"{r.pruned_fraction:.2f}",
+            str(r.samples_seen),
+            f"{r.scoring_seconds:.2f}",
+            f"{r.train_seconds:.1f}",
+        )
     console.print(table)
     one, two = processes
-    console.print(f"taxibj ({max(frames)} frames), SimVP dense, 1 epoch: {one['windows_per_second']:.1f} windows/s on 1 process, "
-                  f"{two['windows_per_second']:.1f} on 2 ({two['windows_per_second'] / one['windows_per_second']:.2f}×)")
-    console.print(f"[dim]target: the full-data run's final validation MAE + {TOLERANCE:.0%}; 'to target': the first epoch meeting it, "
-                  f"'to stay': the epoch from which every later one does; rows in {out / 'results.json'}[/dim]")
+    console.print(
+        f"taxibj ({max(frames)} frames), SimVP dense, 1 epoch: {one['windows_per_second']:.1f} windows/s on 1 process, "
+        f"{two['windows_per_second']:.1f} on 2 ({two['windows_per_second'] / one['windows_per_second']:.2f}×)"
+    )
+    console.print(
+        f"[dim]target: the full-data run's final validation MAE + {TOLERANCE:.0%}; 'to target': the first epoch meeting it, "
+        f"'to stay': the epoch from which every later one does; rows in {out / 'results.json'}[/dim]"
+    )
     return result

@@ -14,4 +14,13 @@ planner and the latency predictions read (torch-free, so the runtime side can us
 from dynaprune_edge.cost.base import COST_TARGETS, CostModel, FlopsCost, cost_model
 from dynaprune_edge.cost.table import CostTable, LayerTimes, MeasuredCost, machine_fingerprint
 
-__all__ = ["COST_TARGETS", "CostModel", "CostTable", "FlopsCost", "LayerTimes", "MeasuredCost", "cost_model", "machine_fingerprint"]
+__all__ = [
+    "COST_TARGETS",
+    "CostModel",
+    "CostTable",
+    "FlopsCost",
+    "LayerTimes",
+    "MeasuredCost",
+    "cost_model",
+    "machine_fingerprint",
+]

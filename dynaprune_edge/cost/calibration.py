@@ -54,8 +54,11 @@ SM_RATES = {
     "8.9": SmRates(256, 256, 1024, 2048, ADA),
 }
 
-_DEVICE_FIELD = re.compile(r"^(?:\[[^\]]*\]\s*)*(Selected Device|Compute Capability|SMs|(?:Application )?Compute Clock Rate|"
-                           r"Memory Bus Width|(?:Application )?Memory Clock Rate): (.+?)\s*$", re.MULTILINE)
+_DEVICE_FIELD = re.compile(
+    r"^(?:\[[^\]]*\]\s*)*(Selected Device|Compute Capability|SMs|(?:Application )?Compute Clock Rate|"
+    r"Memory Bus Width|(?:Application )?Memory Clock Rate): (.+?)\s*$",
+    re.MULTILINE,
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class Gpu:
     memory_clock_ghz: float
 
     @classmethod
-    def from_fields(cls, fields: dict) -> "Gpu":
+    def from_fields(cls, fields: dict) -> Gpu:
         """From trtexec's field names ("Selected Device", "SMs", "Compute Clock Rate", …),
         values with or without their units, as the log prints them and as TensorRT's engine
         explorer stores them (`device_information` of its metadata JSON)."""
@@ -86,12 +89,17 @@ class Gpu:
         if "Selected Device" not in fields:
             raise ConfigError("the trtexec device information names no 'Selected Device'")
         capability = number("Compute Capability")
-        return cls(str(fields["Selected Device"]), f"{capability:.1f}", int(number("SMs")),
-                   number("Compute Clock Rate", "Application Compute Clock Rate"), int(number("Memory Bus Width")),
-                   number("Memory Clock Rate", "Application Memory Clock Rate"))
+        return cls(
+            str(fields["Selected Device"]),
+            f"{capability:.1f}",
+            int(number("SMs")),
+            number("Compute Clock Rate", "Application Compute Clock Rate"),
+            int(number("Memory Bus Width")),
+            number("Memory Clock Rate", "Application Memory Clock Rate"),
+        )
 
     @classmethod
-    def from_trtexec_log(cls, text: str) -> "Gpu | None":
+    def from_trtexec_log(cls, text: str) -> Gpu | None:
         """The device of a trtexec log; None when the log was trimmed of that section."""
         fields = {name.removeprefix("Application "): value for name, value in _DEVICE_FIELD.findall(text)}
         return cls.from_fields(fields) if "Selected Device" in fields else None
@@ -103,8 +111,10 @@ class Gpu:
     @property
     def rates(self) -> SmRates:
         if self.compute_capability not in SM_RATES:
-            raise ConfigError(f"{self.name}: no peak rates for compute capability {self.compute_capability} "
-                              f"(known: {', '.join(SM_RATES)}); its profile cannot be scaled to the Orin")
+            raise ConfigError(
+                f"{self.name}: no peak rates for compute capability {self.compute_capability} "
+                f"(known: {', '.join(SM_RATES)}); its profile cannot be scaled to the Orin"
+            )
         return SM_RATES[self.compute_capability]
 
     def matrix_ops_per_second(self, precision: str) -> float:
@@ -121,8 +131,13 @@ class Gpu:
         return self.bus_bits / 8 * self.memory_clock_ghz * 1e9 * 2
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "compute_capability": self.compute_capability, "sms": self.sms, "clock_ghz": self.clock_ghz,
-                "memory_gb_s": self.bytes_per_second() / 1e9}
+        return {
+            "name": self.name,
+            "compute_capability": self.compute_capability,
+            "sms": self.sms,
+            "clock_ghz": self.clock_ghz,
+            "memory_gb_s": self.bytes_per_second() / 1e9,
+        }
 
 
 _VECTOR_WIDTH = re.compile(r"(Two|Four|Eight|Sixteen|Thirty-two) wide channel vectorized|channel % (\d+) == 0")
@@ -170,7 +185,7 @@ class LayerWork:
     precision: str
 
     @classmethod
-    def of(cls, layer: dict) -> "LayerWork":
+    def of(cls, layer: dict) -> LayerWork:
         moved = sum(tensor_bytes(t) for t in layer.get("Inputs", []) + layer.get("Outputs", []))
         for key in ("Weights", "Bias"):
             if isinstance(layer.get(key), dict):
@@ -194,7 +209,9 @@ def layer_works(layer_info: dict) -> dict[str, LayerWork]:
     if not isinstance(layers, list) or not layers:
         raise ConfigError("not a trtexec --exportLayerInfo JSON (expected {'Layers': [...]})")
     if not all(isinstance(layer, dict) for layer in layers):
-        raise ConfigError("the trtexec layer information lists names only: build the engine with --profilingVerbosity=detailed")
+        raise ConfigError(
+            "the trtexec layer information lists names only: build the engine with --profilingVerbosity=detailed"
+        )
     try:
         return {layer["Name"]: LayerWork.of(layer) for layer in layers}
     except (KeyError, IndexError, TypeError, ValueError) as error:
@@ -212,7 +229,9 @@ def copy_work(name: str, layer_info: dict) -> LayerWork | None:
             tensors = layer.get("Inputs" if side == "Input" else "Outputs", [])
             if int(index) < len(tensors):
                 tensor = tensors[int(index)]
-                return LayerWork(float(math.prod(dimensions(tensor))), 2 * tensor_bytes(tensor), False, precision_of(layer))
+                return LayerWork(
+                    float(math.prod(dimensions(tensor))), 2 * tensor_bytes(tensor), False, precision_of(layer)
+                )
     return None
 
 
@@ -225,7 +244,13 @@ class ScaledLayer:
     orin_ms: float
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "measured_ms": self.measured_ms, "ratio": self.ratio, "bound": self.bound, "orin_ms": self.orin_ms}
+        return {
+            "name": self.name,
+            "measured_ms": self.measured_ms,
+            "ratio": self.ratio,
+            "bound": self.bound,
+            "orin_ms": self.orin_ms,
+        }
 
 
 @dataclass(frozen=True)
@@ -243,11 +268,16 @@ class Calibration:
         return sum(layer.orin_ms for layer in self.layers)
 
     def as_dict(self) -> dict:
-        return {"label": f"EMULATED: measured on {self.gpu.name}, scaled to the Orin by roofline ratios (orin-emu --calibrate)",
-                "gpu": self.gpu.as_dict(), "device": self.device.describe(), "measured_ms": self.measured_ms,
-                "source_fixed_ms_per_layer": self.fixed_ms, "orin_ms": self.orin_ms,
-                "layers_without_info": sum(layer.bound == "unknown" for layer in self.layers),
-                "layers": [layer.as_dict() for layer in self.layers]}
+        return {
+            "label": f"EMULATED: measured on {self.gpu.name}, scaled to the Orin by roofline ratios (orin-emu --calibrate)",
+            "gpu": self.gpu.as_dict(),
+            "device": self.device.describe(),
+            "measured_ms": self.measured_ms,
+            "source_fixed_ms_per_layer": self.fixed_ms,
+            "orin_ms": self.orin_ms,
+            "layers_without_info": sum(layer.bound == "unknown" for layer in self.layers),
+            "layers": [layer.as_dict() for layer in self.layers],
+        }
 
 
 def scale_to_orin(profile: list[dict], layer_info: dict, gpu: Gpu, device: Device, measured_ms: float) -> Calibration:
@@ -270,7 +300,9 @@ def scale_to_orin(profile: list[dict], layer_info: dict, gpu: Gpu, device: Devic
             ratio, bound = gpu.bytes_per_second() / device.bytes_per_second(), "unknown"
         else:
             orin = Device(device.module, device.power_mode, work.precision)
-            source = work.seconds(gpu.matrix_ops_per_second(work.precision), gpu.vector_ops_per_second(), gpu.bytes_per_second())
+            source = work.seconds(
+                gpu.matrix_ops_per_second(work.precision), gpu.vector_ops_per_second(), gpu.bytes_per_second()
+            )
             compute = work.ops / (orin.matrix_ops_per_second() if work.matrix else orin.vector_ops_per_second())
             memory = work.bytes / orin.bytes_per_second()
             ratio, bound = max(compute, memory) / source, "compute" if compute >= memory else "memory"

@@ -65,19 +65,84 @@ PRECISIONS = ("fp32", "fp16", "int8")
 CONSTANTS: dict[str, Constant] = {
     c.name: c
     for c in (
-        Constant("fp32_cuda_ops_per_sm_clock", 256, "FLOP/clock/SM", f"{DATA_SHEET}: 128 CUDA cores per SM, one FMA (2 FLOP) each per clock; 2048 cores → 5.3 TFLOPS FP32 at 1.3 GHz"),
-        Constant("tf32_tensor_ops_per_sm_clock", 1024, "FLOP/clock/SM", f"{DATA_SHEET}: 4 third-generation tensor cores per SM; TF32 at half the FP16 rate (Ampere tensor core)"),
-        Constant("fp16_tensor_ops_per_sm_clock", 2048, "FLOP/clock/SM", f"{DATA_SHEET}: 170 sparse INT8 TOPS from the GPU → 85 dense INT8, 42.5 dense FP16 TFLOPS at 16 SMs × 1.3 GHz"),
-        Constant("int8_tensor_ops_per_sm_clock", 4096, "OP/clock/SM", f"{DATA_SHEET}: 85 dense INT8 TOPS (half the 170 sparse TOPS) at 16 SMs × 1.3 GHz"),
-        Constant("memory_bytes_per_emc_clock", 64.0, "byte/clock", f"{DATA_SHEET}: LPDDR5, 256-bit, 204.8 GB/s at 3200 MHz (64 bytes per EMC clock)"),
-        Constant("compute_efficiency", 0.6, "share of peak", f"{ASSUMED}: the share of peak tensor/CUDA-core rate a TensorRT kernel sustains on a layer large enough to fill the GPU"),
-        Constant("memory_efficiency", 0.7, "share of peak", f"{ASSUMED}: the share of the LPDDR5 peak a streaming kernel sustains"),
-        Constant("kernel_overhead_us", 8.0, "µs per kernel", f"{ASSUMED}: launch and scheduling cost of one TensorRT kernel on the Orin (a desktop GPU launches in ~6 µs, ~0.6 µs per node inside a CUDA graph)"),
-        Constant("branch_overhead_us", 20.0, "µs per If", f"{ASSUMED}: an IIfConditional reads its condition back to the host before it launches the taken branch"),
-        Constant("dispatch_overhead_us", 20.0, "µs per sample", f"{ASSUMED}: a split bundle's host dispatch: the branch index copied back (a few bytes), a stream synchronisation, then the branch engine's enqueue; the same round trip as branch_overhead_us"),
-        Constant("cuda_graph_kernel_us", 1.0, "µs per kernel", f"{ASSUMED}: one kernel's launch cost inside a captured CUDA graph (about 0.6 µs per node on a desktop GPU: see kernel_overhead_us)"),
-        Constant("cuda_graph_launch_us", 10.0, "µs per graph", f"{ASSUMED}: launching one captured CUDA graph (one per engine) from the host"),
-        Constant("gemm_tile", 64, "outputs per side", f"{ASSUMED}: the output tile one thread block of a TensorRT convolution/GEMM kernel computes (for wave quantisation)"),
+        Constant(
+            "fp32_cuda_ops_per_sm_clock",
+            256,
+            "FLOP/clock/SM",
+            f"{DATA_SHEET}: 128 CUDA cores per SM, one FMA (2 FLOP) each per clock; 2048 cores → 5.3 TFLOPS FP32 at 1.3 GHz",
+        ),
+        Constant(
+            "tf32_tensor_ops_per_sm_clock",
+            1024,
+            "FLOP/clock/SM",
+            f"{DATA_SHEET}: 4 third-generation tensor cores per SM; TF32 at half the FP16 rate (Ampere tensor core)",
+        ),
+        Constant(
+            "fp16_tensor_ops_per_sm_clock",
+            2048,
+            "FLOP/clock/SM",
+            f"{DATA_SHEET}: 170 sparse INT8 TOPS from the GPU → 85 dense INT8, 42.5 dense FP16 TFLOPS at 16 SMs × 1.3 GHz",
+        ),
+        Constant(
+            "int8_tensor_ops_per_sm_clock",
+            4096,
+            "OP/clock/SM",
+            f"{DATA_SHEET}: 85 dense INT8 TOPS (half the 170 sparse TOPS) at 16 SMs × 1.3 GHz",
+        ),
+        Constant(
+            "memory_bytes_per_emc_clock",
+            64.0,
+            "byte/clock",
+            f"{DATA_SHEET}: LPDDR5, 256-bit, 204.8 GB/s at 3200 MHz (64 bytes per EMC clock)",
+        ),
+        Constant(
+            "compute_efficiency",
+            0.6,
+            "share of peak",
+            f"{ASSUMED}: the share of peak tensor/CUDA-core rate a TensorRT kernel sustains on a layer large enough to fill the GPU",
+        ),
+        Constant(
+            "memory_efficiency",
+            0.7,
+            "share of peak",
+            f"{ASSUMED}: the share of the LPDDR5 peak a streaming kernel sustains",
+        ),
+        Constant(
+            "kernel_overhead_us",
+            8.0,
+            "µs per kernel",
+            f"{ASSUMED}: launch and scheduling cost of one TensorRT kernel on the Orin (a desktop GPU launches in ~6 µs, ~0.6 µs per node inside a CUDA graph)",
+        ),
+        Constant(
+            "branch_overhead_us",
+            20.0,
+            "µs per If",
+            f"{ASSUMED}: an IIfConditional reads its condition back to the host before it launches the taken branch",
+        ),
+        Constant(
+            "dispatch_overhead_us",
+            20.0,
+            "µs per sample",
+            f"{ASSUMED}: a split bundle's host dispatch: the branch index copied back (a few bytes), a stream synchronisation, then the branch engine's enqueue; the same round trip as branch_overhead_us",
+        ),
+        Constant(
+            "cuda_graph_kernel_us",
+            1.0,
+            "µs per kernel",
+            f"{ASSUMED}: one kernel's launch cost inside a captured CUDA graph (about 0.6 µs per node on a desktop GPU: see kernel_overhead_us)",
+        ),
+        Constant(
+            "cuda_graph_launch_us",
+            10.0,
+            "µs per graph",
+            f"{ASSUMED}: launching one captured CUDA graph (one per engine) from the host",
+        ),
+        Constant(
+            "gemm_tile",
+            64,
+            "outputs per side",
+            f"{ASSUMED}: the output tile one thread block of a TensorRT convolution/GEMM kernel computes (for wave quantisation)",
+        ),
     )
 }
 """Every number the emulator uses besides `MODULES` (the power-mode table's SM counts and
@@ -101,15 +166,20 @@ class Device:
             raise ConfigError(f"--module must be one of {', '.join(MODULES)}, got {self.module!r}")
         modes = MODULES[self.module]
         if self.power_mode not in modes:
-            raise ConfigError(f"--power-mode on {self.module} must be one of {', '.join(modes)}, got {self.power_mode!r}")
+            raise ConfigError(
+                f"--power-mode on {self.module} must be one of {', '.join(modes)}, got {self.power_mode!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
-    def chosen(cls, module: str | None = None, power_mode: str | None = None, precision: str | None = None) -> "Device":
+    def chosen(cls, module: str | None = None, power_mode: str | None = None, precision: str | None = None) -> Device:
         """The Orin the options name, the default (64 GB, MAXN, fp16) for any they leave out."""
-        return cls(DEFAULT_MODULE if module is None else module, "MAXN" if power_mode is None else power_mode,
-                   "fp16" if precision is None else precision)  # "" is a wrong name, not the default
+        return cls(
+            DEFAULT_MODULE if module is None else module,
+            "MAXN" if power_mode is None else power_mode,
+            "fp16" if precision is None else precision,
+        )  # "" is a wrong name, not the default
 
     @property
     def mode(self) -> PowerMode:
@@ -122,7 +192,11 @@ class Device:
     def matrix_ops_per_second(self) -> float:
         """Peak rate of convolutions and matrix products: tensor cores (TF32 for fp32, which
         TensorRT enables by default on Ampere)."""
-        per_clock = {"fp32": "tf32_tensor_ops_per_sm_clock", "fp16": "fp16_tensor_ops_per_sm_clock", "int8": "int8_tensor_ops_per_sm_clock"}
+        per_clock = {
+            "fp32": "tf32_tensor_ops_per_sm_clock",
+            "fp16": "fp16_tensor_ops_per_sm_clock",
+            "int8": "int8_tensor_ops_per_sm_clock",
+        }
         return constant(per_clock[self.precision]) * self.sms * self.mode.gpu_mhz * 1e6
 
     def vector_ops_per_second(self) -> float:
@@ -145,15 +219,26 @@ class Device:
         this revision of the emulator."""
         from dynaprune_edge.cost.roofline import EMULATOR_REVISION
 
-        return {"device": "Jetson AGX Orin (emulated)", "module": self.module, "power_mode": self.power_mode,
-                "precision": self.precision, "emulator": EMULATOR_REVISION}
+        return {
+            "device": "Jetson AGX Orin (emulated)",
+            "module": self.module,
+            "power_mode": self.power_mode,
+            "precision": self.precision,
+            "emulator": EMULATOR_REVISION,
+        }
 
     def describe(self) -> dict:
         mode = self.mode
         return {
-            "module": self.module, "power_mode": self.power_mode, "precision": self.precision, "sms": mode.sms,
-            "gpu_mhz": mode.gpu_mhz, "emc_mhz": mode.emc_mhz, "matrix_tops": self.matrix_ops_per_second() / 1e12,
-            "vector_tflops": self.vector_ops_per_second() / 1e12, "memory_gb_s": self.bytes_per_second() / 1e9,
+            "module": self.module,
+            "power_mode": self.power_mode,
+            "precision": self.precision,
+            "sms": mode.sms,
+            "gpu_mhz": mode.gpu_mhz,
+            "emc_mhz": mode.emc_mhz,
+            "matrix_tops": self.matrix_ops_per_second() / 1e12,
+            "vector_tflops": self.vector_ops_per_second() / 1e12,
+            "memory_gb_s": self.bytes_per_second() / 1e9,
         }
 
 
@@ -161,6 +246,16 @@ def constants_markdown() -> str:
     """The constants and power-mode tables as markdown (docs/orin-emulator.md, report.md)."""
     lines = ["| constant | value | unit | source |", "|---|---|---|---|"]
     lines += [f"| `{c.name}` | {c.value:g} | {c.unit} | {c.source} |" for c in CONSTANTS.values()]
-    lines += ["", f"Power modes ({POWER_TABLE}):", "", "| module | mode | nvpmodel ID | SMs | GPU MHz | memory MHz |", "|---|---|---|---|---|---|"]
-    lines += [f"| {module} | {name} | {m.nvpmodel_id} | {m.sms} | {m.gpu_mhz:g} | {m.emc_mhz:g} |" for module, modes in MODULES.items() for name, m in modes.items()]
+    lines += [
+        "",
+        f"Power modes ({POWER_TABLE}):",
+        "",
+        "| module | mode | nvpmodel ID | SMs | GPU MHz | memory MHz |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {module} | {name} | {m.nvpmodel_id} | {m.sms} | {m.gpu_mhz:g} | {m.emc_mhz:g} |"
+        for module, modes in MODULES.items()
+        for name, m in modes.items()
+    ]
     return "\n".join(lines)

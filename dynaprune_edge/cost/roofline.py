@@ -70,14 +70,59 @@ VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}  #
 FREE = VIEWS | {"Constant", "Shape", "Size"}  # no kernel: resolved when the engine is built
 MATRIX = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 POINTWISE = {
-    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Erf", "Tanh", "Sigmoid",
-    "Relu", "LeakyRelu", "Elu", "Selu", "HardSigmoid", "HardSwish", "Softplus", "Clip", "Max", "Min", "Where", "Cast",
-    "BatchNormalization", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Floor", "Ceil",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "Reciprocal",
+    "Erf",
+    "Tanh",
+    "Sigmoid",
+    "Relu",
+    "LeakyRelu",
+    "Elu",
+    "Selu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Clip",
+    "Max",
+    "Min",
+    "Where",
+    "Cast",
+    "BatchNormalization",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Not",
+    "And",
+    "Or",
+    "Floor",
+    "Ceil",
 }
-READS_WHAT_IT_WRITES = {"Gather", "GatherElements", "GatherND", "Slice"}  # reads the part it copies, not its whole input
+READS_WHAT_IT_WRITES = {
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Slice",
+}  # reads the part it copies, not its whole input
 SCORE_OPS = {"Mul", "Div", "Add", "Where", "Cast"}  # scale and mask between Q·Kᵀ and the Softmax
 LAYOUT = {"Transpose", "Split"}  # folded into a fused attention kernel's reads and writes where only it reads them
-ELEMENT_BYTES = {TensorProto.INT64: 8, TensorProto.INT32: 4, TensorProto.BOOL: 1, TensorProto.INT8: 1, TensorProto.UINT8: 1}
+ELEMENT_BYTES = {
+    TensorProto.INT64: 8,
+    TensorProto.INT32: 4,
+    TensorProto.BOOL: 1,
+    TensorProto.INT8: 1,
+    TensorProto.UINT8: 1,
+}
 FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 
 
@@ -118,8 +163,18 @@ class Kernel:
         return "compute" if self.compute_ms >= self.memory_ms else "memory"
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "ops": self.ops, "operations": self.operations, "bytes": self.bytes, "utilisation": self.utilisation,
-                "compute_ms": self.compute_ms, "memory_ms": self.memory_ms, "overhead_ms": self.overhead_ms, "ms": self.ms, "bound": self.bound}
+        return {
+            "name": self.name,
+            "ops": self.ops,
+            "operations": self.operations,
+            "bytes": self.bytes,
+            "utilisation": self.utilisation,
+            "compute_ms": self.compute_ms,
+            "memory_ms": self.memory_ms,
+            "overhead_ms": self.overhead_ms,
+            "ms": self.ms,
+            "bound": self.bound,
+        }
 
 
 def tensors(model: onnx.ModelProto) -> dict[str, Tensor]:
@@ -133,7 +188,9 @@ def tensors(model: onnx.ModelProto) -> dict[str, Tensor]:
             kind = info.type.tensor_type
             dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in kind.shape.dim)
             if -1 in dims:
-                raise ConfigError(f"tensor {info.name} has a dynamic shape {dims}: the emulator needs static shapes (batch 1, as dpedge exports)")
+                raise ConfigError(
+                    f"tensor {info.name} has a dynamic shape {dims}: the emulator needs static shapes (batch 1, as dpedge exports)"
+                )
             found[info.name] = Tensor(dims, kind.elem_type)
         for init in graph.initializer:
             found[init.name] = Tensor(tuple(init.dims), init.data_type)
@@ -236,8 +293,14 @@ class Patterns:
                 break
             if node.op_type not in SCORE_OPS | {"Transpose"}:
                 return None
-            scores = [i for i in node.input if i and i not in self.constants and self.shape(i) == self.shape(node.output[0])]
-            on_path = [i for i in scores if getattr(self.producer.get(self.through(i)), "op_type", None) in SCORE_OPS | {"MatMul", "Transpose"}]
+            scores = [
+                i for i in node.input if i and i not in self.constants and self.shape(i) == self.shape(node.output[0])
+            ]
+            on_path = [
+                i
+                for i in scores
+                if getattr(self.producer.get(self.through(i)), "op_type", None) in SCORE_OPS | {"MatMul", "Transpose"}
+            ]
             scores = on_path or scores  # a full-size mask is the other operand
             if not scores:
                 return None
@@ -268,8 +331,11 @@ class Patterns:
         head, value_head = self.shape(first.input[0])[-1], values[-1] if side[0] == 0 else values[-2]
         if not self.fuses_attention(head, value_head, max(scores[-2:])):
             return None
-        fusion = Fusion("attention", [first.name, *(n.name for n in path), second.name],
-                        tiles=math.prod(scores[:-2]) * math.ceil(scores[-2] / constant("gemm_tile")))
+        fusion = Fusion(
+            "attention",
+            [first.name, *(n.name for n in path), second.name],
+            tiles=math.prod(scores[:-2]) * math.ceil(scores[-2] / constant("gemm_tile")),
+        )
         inside = set(fusion.members)
         ports = [first.input[0], first.input[1], second.input[1 - side[0]]]
         changed = True
@@ -279,7 +345,12 @@ class Patterns:
                 node = self.producer.get(self.through(port))
                 if node is None or node.op_type not in LAYOUT or node.name in fusion.folded or not node.name:
                     continue
-                if all(u is not None and u.name in inside | fusion.folded for out in node.output if out for u in self.users(out)):
+                if all(
+                    u is not None and u.name in inside | fusion.folded
+                    for out in node.output
+                    if out
+                    for u in self.users(out)
+                ):
                     fusion.folded.add(node.name)
                     ports.append(node.input[0])
                     changed = True
@@ -294,6 +365,7 @@ class Patterns:
 
     def _layernorm(self, mean: onnx.NodeProto) -> Fusion | None:
         """mean(x) → x − mean → (·)² → mean → + eps → sqrt → (x − mean) / ·, then × γ and + β."""
+
         def single(name: str, *ops: str) -> onnx.NodeProto | None:
             readers = self.users(name)
             return readers[0] if len(readers) == 1 and readers[0] is not None and readers[0].op_type in ops else None
@@ -303,7 +375,14 @@ class Patterns:
         if centre is None or [self.through(i) for i in centre.input] != [source, self.through(mean.output[0])]:
             return None
         readers = self.users(centre.output[0])
-        square = next((n for n in readers if n is not None and (n.op_type == "Pow" or (n.op_type == "Mul" and n.input[0] == n.input[1]))), None)
+        square = next(
+            (
+                n
+                for n in readers
+                if n is not None and (n.op_type == "Pow" or (n.op_type == "Mul" and n.input[0] == n.input[1]))
+            ),
+            None,
+        )
         if square is None:
             return None
         variance = single(square.output[0], "ReduceMean")
@@ -313,7 +392,9 @@ class Patterns:
         if divide is None or [n.name if n is not None else None for n in readers if n is not square] != [divide.name]:
             return None
         members, name = [mean, centre, square, variance, epsilon, root, divide], divide.output[0]
-        while (affine := single(name, "Mul", "Add")) is not None and any(self.through(i) in self.constants for i in affine.input):
+        while (affine := single(name, "Mul", "Add")) is not None and any(
+            self.through(i) in self.constants for i in affine.input
+        ):
             members.append(affine)
             name = affine.output[0]
         return Fusion("layernorm", [n.name for n in members])
@@ -352,7 +433,11 @@ class GraphRoofline:
         tensor = self.shapes.get(name)
         if tensor is None:
             return 0.0
-        size = self.device.activation_bytes(matrix) if tensor.elem_type in FLOATS else ELEMENT_BYTES.get(tensor.elem_type, 4)
+        size = (
+            self.device.activation_bytes(matrix)
+            if tensor.elem_type in FLOATS
+            else ELEMENT_BYTES.get(tensor.elem_type, 4)
+        )
         return float(tensor.elements * size)
 
     def _routes(self, graph: onnx.GraphProto) -> list[list[Kernel]]:
@@ -364,7 +449,9 @@ class GraphRoofline:
         if not branches:
             return [kernels]
         if len(branches) > 1:
-            raise ConfigError(f"graph {graph.name} has {len(branches)} If nodes at one level: the emulator follows dpedge's chain of one If per level")
+            raise ConfigError(
+                f"graph {graph.name} has {len(branches)} If nodes at one level: the emulator follows dpedge's chain of one If per level"
+            )
         (node,) = branches
         overhead = Kernel(node.name, ["If"], overhead_ms=constant("branch_overhead_us") / 1e3, nodes=[node.name])
         bodies = {attribute.name: attribute.g for attribute in node.attribute}
@@ -411,7 +498,9 @@ class GraphRoofline:
                 if kernel is None:
                     kernel = grouped[id(fusion)] = Kernel(node.name, [], matrix=fusion.kind == "attention", sealed=True)
                     if fusion.tiles:
-                        kernel.utilisation = fusion.tiles / (math.ceil(fusion.tiles / self.device.sms) * self.device.sms)
+                        kernel.utilisation = fusion.tiles / (
+                            math.ceil(fusion.tiles / self.device.sms) * self.device.sms
+                        )
                     kernels.append(kernel)
                     reads[id(kernel)], after[id(kernel)] = set(), set()
             elif node.op_type in POINTWISE:
@@ -444,7 +533,11 @@ class GraphRoofline:
                 owner[name] = kernel
         for kernel in kernels:
             members = set(kernel.nodes)
-            written = [name for name, made in owner.items() if made is kernel and (name in external or not set(users.get(name, [])) <= members)]
+            written = [
+                name
+                for name, made in owner.items()
+                if made is kernel and (name in external or not set(users.get(name, [])) <= members)
+            ]
             kernel.bytes = sum(self._bytes(name, kernel.matrix) for name in [*reads[id(kernel)], *written])
             self._price(kernel)
         return kernels
@@ -452,8 +545,12 @@ class GraphRoofline:
     def _depthwise(self, node: onnx.NodeProto) -> bool:
         """A convolution with one input channel per group: TensorRT runs it on the CUDA
         cores (there is no matrix product for the tensor cores to take)."""
-        return node.op_type == "Conv" and len(node.input) > 1 and self.shapes[node.input[1]].shape[1] == 1 and any(
-            a.name == "group" and a.i > 1 for a in node.attribute)
+        return (
+            node.op_type == "Conv"
+            and len(node.input) > 1
+            and self.shapes[node.input[1]].shape[1] == 1
+            and any(a.name == "group" and a.i > 1 for a in node.attribute)
+        )
 
     def _work(self, node: onnx.NodeProto) -> tuple[float, int]:
         """(operations, output tiles or 0) of one node."""
@@ -462,7 +559,9 @@ class GraphRoofline:
             return 2 * macs, 0 if self._depthwise(node) else tiles
         out = self.shapes.get(node.output[0])
         first = self.shapes.get(node.input[0]) if node.input and node.input[0] else None
-        elements = max(out.elements if out else 0, first.elements if first and node.op_type not in READS_WHAT_IT_WRITES else 0)
+        elements = max(
+            out.elements if out else 0, first.elements if first and node.op_type not in READS_WHAT_IT_WRITES else 0
+        )
         return float(elements), 0
 
     def _price(self, kernel: Kernel) -> None:
@@ -489,7 +588,10 @@ class BundleRoofline:
         """One engine's kernels, launched one by one or as one captured CUDA graph."""
         if not cuda_graph:
             return sum(k.ms for k in kernels)
-        return sum(max(k.compute_ms, k.memory_ms) + constant("cuda_graph_kernel_us") / 1e3 for k in kernels) + constant("cuda_graph_launch_us") / 1e3
+        return (
+            sum(max(k.compute_ms, k.memory_ms) + constant("cuda_graph_kernel_us") / 1e3 for k in kernels)
+            + constant("cuda_graph_launch_us") / 1e3
+        )
 
     def route_ms(self, cuda_graph: bool = False) -> list[float]:
         """Per branch: the router engine, the host dispatch, the branch engine."""
@@ -500,7 +602,11 @@ class BundleRoofline:
         """The single-If engine if TensorRT runs every branch's layers (NVIDIA/TensorRT#4402):
         the router, every branch and one If overhead per link of the chain, for any sample."""
         links = len(self.branches) - 1
-        return sum(k.ms for k in self.router) + sum(k.ms for branch in self.branches for k in branch) + links * constant("branch_overhead_us") / 1e3
+        return (
+            sum(k.ms for k in self.router)
+            + sum(k.ms for branch in self.branches for k in branch)
+            + links * constant("branch_overhead_us") / 1e3
+        )
 
 
 def constant_names(graph: onnx.GraphProto) -> set[str]:

@@ -156,18 +156,22 @@ class CostTable:
         return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "CostTable":
+    def from_dict(cls, values: dict) -> CostTable:
         try:
             if values.get("format") != FORMAT:
-                raise ConfigError(f"cost table format {values.get('format')!r}; this dpedge reads format {FORMAT}: measure it again (dpedge calibrate)")
+                raise ConfigError(
+                    f"cost table format {values.get('format')!r}; this dpedge reads format {FORMAT}: measure it again (dpedge calibrate)"
+                )
             layers = {name: LayerTimes(**times) for name, times in values["layers"].items()}
             branches = values.get("branches")
-            return cls(**{**values, "layers": layers, "branches": None if branches is None else BranchTimes(**branches)})
+            return cls(
+                **{**values, "layers": layers, "branches": None if branches is None else BranchTimes(**branches)}
+            )
         except (KeyError, TypeError, AttributeError) as error:
             raise ConfigError(f"not a dpedge cost table ({error})") from error
 
     @classmethod
-    def from_json(cls, text: str) -> "CostTable":
+    def from_json(cls, text: str) -> CostTable:
         try:
             return cls.from_dict(json.loads(text))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -185,7 +189,9 @@ class CostTable:
                 )
         if self.model != model:
             differ = sorted(k for k in set(self.model) | set(model) if self.model.get(k) != model.get(k))
-            raise ConfigError(f"cost table measured for another model ({', '.join(differ)} differ): measure this one (dpedge calibrate)")
+            raise ConfigError(
+                f"cost table measured for another model ({', '.join(differ)} differ): measure this one (dpedge calibrate)"
+            )
 
 
 class MeasuredCost(CostModel):
@@ -201,7 +207,9 @@ class MeasuredCost(CostModel):
     def layer_cost(self, layer, flops, width, regions):
         if layer not in self.table.layers:
             if self.table.branches is not None:
-                raise ConfigError("this cost table times a width-routed model's branches, not its layers: it prices no region pruning")
+                raise ConfigError(
+                    "this cost table times a width-routed model's branches, not its layers: it prices no region pruning"
+                )
             raise ConfigError(f"cost table has no layer {layer!r}: measure this model again (dpedge calibrate)")
         return self.table.layers[layer].price(width, regions, self._points)
 
@@ -216,7 +224,9 @@ class MeasuredCost(CostModel):
         if branches is None:
             return None
         dense = self.table.dense_ms
-        return [branches.persistence_ms / dense] + [ms / dense for ms in branches.level_ms], [ms / dense for ms in branches.alone_ms]
+        return [branches.persistence_ms / dense] + [ms / dense for ms in branches.level_ms], [
+            ms / dense for ms in branches.alone_ms
+        ]
 
     def tile_limit(self, layer):
         times = self.table.layers.get(layer)

@@ -63,7 +63,7 @@ class DataConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "DataConfig":
+    def from_dict(cls, values: dict) -> DataConfig:
         return cls(**values)
 
 
@@ -75,7 +75,7 @@ class Normalizer:
         self.std = np.asarray(std, dtype=np.float32).reshape(-1)
 
     @classmethod
-    def fit_segments(cls, segments: list[np.ndarray]) -> "Normalizer":
+    def fit_segments(cls, segments: list[np.ndarray]) -> Normalizer:
         """Statistics over several (T, C, H, W) arrays without concatenating them: TaxiBJ's
         ~20k pre-cut windows would otherwise need another gigabyte. Two passes in float64
         (mean, then squared deviations) keep the variance exact for data far from zero (K)."""
@@ -102,7 +102,7 @@ class Normalizer:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Normalizer":
+    def from_dict(cls, values: dict) -> Normalizer:
         """ValueError unless mean and std are equally long lists of finite numbers, std > 0
         (a checkpoint's normaliser is read from a file the user was handed)."""
         mean, std = (np.asarray(values[key], dtype=np.float64) for key in ("mean", "std"))

@@ -49,15 +49,20 @@ def complete_config(config: DataConfig, family: DatasetFamily) -> DataConfig:
         frames_in=defaults.frames_in if config.frames_in is None else config.frames_in,
         frames_out=defaults.frames_out if config.frames_out is None else config.frames_out,
         size=defaults.size if config.size is None else config.size,
-        synthetic_frames=(
-            defaults.synthetic_frames if config.synthetic_frames is None else config.synthetic_frames
-        ),
+        synthetic_frames=(defaults.synthetic_frames if config.synthetic_frames is None else config.synthetic_frames),
     )
-    for option, most in (("frames_in", MAX_WINDOW_FRAMES), ("frames_out", MAX_WINDOW_FRAMES), ("synthetic_frames", None), ("size", MAX_SIZE)):
+    for option, most in (
+        ("frames_in", MAX_WINDOW_FRAMES),
+        ("frames_out", MAX_WINDOW_FRAMES),
+        ("synthetic_frames", None),
+        ("size", MAX_SIZE),
+    ):
         value = getattr(filled, option)
         if not is_count(value, 1) or (most is not None and value > most):
             bound = "≥ 1" if most is None else f"in [1, {most}]"
-            raise ConfigError(f"{config.name}: --{option.replace('_', '-')} must be a whole number {bound}, got {value!r}")
+            raise ConfigError(
+                f"{config.name}: --{option.replace('_', '-')} must be a whole number {bound}, got {value!r}"
+            )
     check_seed(filled.seed)
     if filled.path is None:
         values = filled.synthetic_frames * defaults.channels * filled.size * SYNTHETIC_WIDTH_BOUND * filled.size
@@ -79,8 +84,10 @@ def load_dataset(config: DataConfig, recorded_in: str | None = None) -> SpatioTe
     family = DATASETS.get(config.name)
     config = complete_config(config, family)
     if recorded_in is not None and config.path is not None and "**" in config.path:
-        raise DataError(f"{recorded_in} records the data as the recursive pattern {config.path}, which dpedge does not follow "
-                        "from a file: pass the data with --data")
+        raise DataError(
+            f"{recorded_in} records the data as the recursive pattern {config.path}, which dpedge does not follow "
+            "from a file: pass the data with --data"
+        )
     if config.path is None:
         source = "synthetic"
         segments = family.synthesize(config)

@@ -155,8 +155,7 @@ def _knmi_time(path: str, handle) -> int:
             moment = datetime.strptime(text.strip(), "%d-%b-%Y;%H:%M:%S.%f")
     except (KeyError, ValueError) as error:
         raise DataError(
-            f"{path}: no YYYYmmddHHMM time in the file name and no readable "
-            f"overview/product_datetime_start ({error})"
+            f"{path}: no YYYYmmddHHMM time in the file name and no readable overview/product_datetime_start ({error})"
         ) from None
     return int(moment.replace(tzinfo=timezone.utc).timestamp())
 
@@ -174,7 +173,9 @@ def _knmi_frame(path: str, handle) -> _KnmiFrame:
     for key in ("calibration_missing_data", "calibration_out_of_image"):
         codes = np.atleast_1d(calibration.get(key, 65535))
         if not np.issubdtype(codes.dtype, np.integer):
-            raise DataError(f"{path}: {KNMI_CALIBRATION}/{key} must be whole numbers (pixel codes), got {codes.tolist()!r}"[:300])
+            raise DataError(
+                f"{path}: {KNMI_CALIBRATION}/{key} must be whole numbers (pixel codes), got {codes.tolist()!r}"[:300]
+            )
         missing.update(int(code) for code in codes)
     return _KnmiFrame(
         path=path,

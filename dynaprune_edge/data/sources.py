@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,8 +29,7 @@ def sample_path(family: str, sample: str | None) -> str:
     """Where the family's bundled real sample lives inside the installed package."""
     if sample is None:
         raise ConfigError(
-            f"no sample is bundled for {family}: use synthetic data (no path) "
-            f"or pass the real data with --data PATH"
+            f"no sample is bundled for {family}: use synthetic data (no path) or pass the real data with --data PATH"
         )
     path = SAMPLES_DIR / sample
     if not path.exists():
@@ -89,11 +88,21 @@ def check_self_contained(handle, path: str) -> None:
             elsewhere = isinstance(node, h5py.Dataset) and (node.external or node.is_virtual)
         except Exception as error:  # damaged object headers surface as many types
             return f"not a readable HDF5 file ({name}: {type(error).__name__})"
-        return f"dataset {name} keeps its data in other files; dpedge reads self-contained files only" if elsewhere else None
+        return (
+            f"dataset {name} keeps its data in other files; dpedge reads self-contained files only"
+            if elsewhere
+            else None
+        )
 
     try:
         found = handle.visititems_links(problem)
-    except (RuntimeError, OSError, KeyError, ValueError, SystemError) as error:  # damaged metadata surfaces as any of these
+    except (
+        RuntimeError,
+        OSError,
+        KeyError,
+        ValueError,
+        SystemError,
+    ) as error:  # damaged metadata surfaces as any of these
         raise DataError(f"{path}: not a readable HDF5 file ({error})") from None
     if found:
         raise DataError(f"{path}: {found}")
@@ -155,9 +164,7 @@ def _duration(seconds: float) -> str:
     return str(timedelta(seconds=float(seconds)))
 
 
-def check_regular_steps(
-    seconds: np.ndarray, labels: Sequence[str], step: float, source: str
-) -> None:
+def check_regular_steps(seconds: np.ndarray, labels: Sequence[str], step: float, source: str) -> None:
     """Sorted times must advance by exactly `step` seconds; name the first gap otherwise.
 
     Windows assume consecutive frames: a missing frame would silently pair an input with a

@@ -18,9 +18,7 @@ import numpy as np
 STEPS_PER_DAY = 48  # TaxiBJ: one frame every 30 minutes
 
 
-def _gaussian(
-    x: np.ndarray, y: np.ndarray, centre_x, centre_y, sigma_x, sigma_y, angle=0.0
-) -> np.ndarray:
+def _gaussian(x: np.ndarray, y: np.ndarray, centre_x, centre_y, sigma_x, sigma_y, angle=0.0) -> np.ndarray:
     """Elliptic Gaussian bumps; centre/sigma/angle broadcast against a leading axis.
 
     The exponent is floored at -20 (e^-20 ≈ 2e-9, invisible in any unit used here): far
@@ -63,8 +61,12 @@ def city_flows(frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
     count = 7
     roles = rng.permutation(np.arange(count) % 3)  # 0 business, 1 residential, 2 station
     spots = _gaussian(
-        x, y, _column(rng.uniform(0.1, 0.9, count)), _column(rng.uniform(0.1, 0.9, count)),
-        _column(rng.uniform(0.03, 0.07, count)), _column(rng.uniform(0.03, 0.07, count)),
+        x,
+        y,
+        _column(rng.uniform(0.1, 0.9, count)),
+        _column(rng.uniform(0.1, 0.9, count)),
+        _column(rng.uniform(0.03, 0.07, count)),
+        _column(rng.uniform(0.03, 0.07, count)),
     ) * _column(rng.uniform(0.25, 0.45, count))
     role_in = np.stack([morning, evening, morning + evening])  # (3, frames)
     role_out = np.stack([evening, morning, morning + evening])
@@ -162,9 +164,14 @@ def rain_cells(frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
         centre_y = start_y[alive] + wind_y[t] + drift[1, alive] * a
         strength = peak[alive] * np.sin(np.pi * a / lifetime[alive]) ** 1.5
         shape = _gaussian(
-            x, y, _column(centre_x), _column(centre_y),
-            _column(sigma[alive] * aspect[alive]), _column(sigma[alive]), _column(angle[alive]),
+            x,
+            y,
+            _column(centre_x),
+            _column(centre_y),
+            _column(sigma[alive] * aspect[alive]),
+            _column(sigma[alive]),
+            _column(angle[alive]),
         )
-        core = shape ** 4  # a convective core inside the broader stratiform shield
+        core = shape**4  # a convective core inside the broader stratiform shield
         field[t, 0] = np.einsum("k,kij->ij", strength, 0.6 * shape + 0.4 * core)
     return np.clip(field - 0.04, 0.0, None)

@@ -35,7 +35,14 @@ ARRAYS = ("X_train", "Y_train", "X_test", "Y_test")
 def _load_npz(path: str) -> dict[str, np.ndarray]:
     try:
         archive = np.load(path)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, SyntaxError, tokenize.TokenError) as error:  # a damaged header: the last two
+    except (
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        EOFError,
+        SyntaxError,
+        tokenize.TokenError,
+    ) as error:  # a damaged header: the last two
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single array, not OpenSTL's TaxiBJ .npz ({', '.join(ARRAYS)})")
@@ -60,10 +67,7 @@ def _windows(inputs: np.ndarray, targets: np.ndarray, config: DataConfig, path: 
     expected = {"frames_in": (inputs, config.frames_in), "frames_out": (targets, config.frames_out)}
     for option, (array, frames) in expected.items():
         if array.ndim != 5 or array.shape[1] != frames or array.shape[2] != 2:
-            raise DataError(
-                f"{path}: arrays must be (N, {frames}, 2, H, W) for {option}={frames}, "
-                f"got {array.shape}"
-            )
+            raise DataError(f"{path}: arrays must be (N, {frames}, 2, H, W) for {option}={frames}, got {array.shape}")
     if inputs.shape[0] != targets.shape[0] or inputs.shape[3:] != targets.shape[3:]:
         raise DataError(f"{path}: X {inputs.shape} and Y {targets.shape} do not pair up")
     joined = np.concatenate([inputs, targets], axis=1).astype(np.float32)

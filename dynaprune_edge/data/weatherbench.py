@@ -49,9 +49,7 @@ def _read_file(path: str) -> _FileContents:
 
     with open_netcdf(path) as dataset:
         if VARIABLE not in dataset.variables:
-            raise DataError(
-                f"{path}: no variable {VARIABLE!r}; variables: {', '.join(dataset.variables) or 'none'}"
-            )
+            raise DataError(f"{path}: no variable {VARIABLE!r}; variables: {', '.join(dataset.variables) or 'none'}")
         variable = dataset.variables[VARIABLE]
         dims = variable.dimensions
         if len(dims) != 3 or any(d not in names for d, names in zip(dims, DIMENSIONS)):
@@ -61,7 +59,9 @@ def _read_file(path: str) -> _FileContents:
             if dim not in dataset.variables:
                 raise DataError(f"{path}: no coordinate variable {dim!r} for {VARIABLE}")
             coordinates.append(dataset.variables[dim])
-        if not (isinstance(variable.dtype, np.dtype) and np.issubdtype(variable.dtype, np.number)):  # not str, VLEN or compound
+        if not (
+            isinstance(variable.dtype, np.dtype) and np.issubdtype(variable.dtype, np.number)
+        ):  # not str, VLEN or compound
             raise DataError(f"{path}: {VARIABLE} holds {variable.dtype}, not numbers")
         # NaN (the ERA5 _FillValue) and any other fill value both become NaN, then rejected.
         values = np.ma.filled(np.ma.asarray(read_array(variable, path)).astype(np.float32), np.nan)

@@ -8,7 +8,7 @@ frames that do not follow each other.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -48,11 +48,7 @@ def event_split(events: Sequence[np.ndarray], fractions: tuple[float, float, flo
 
 def window_starts(segment_lengths: Sequence[int], window: int) -> np.ndarray:
     """(segment, start) of every stride-1 window that fits inside one segment."""
-    pairs = [
-        (index, start)
-        for index, length in enumerate(segment_lengths)
-        for start in range(length - window + 1)
-    ]
+    pairs = [(index, start) for index, length in enumerate(segment_lengths) for start in range(length - window + 1)]
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 

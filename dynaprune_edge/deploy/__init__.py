@@ -49,17 +49,23 @@ class DeployOptions:
     def __post_init__(self) -> None:
         check_precision(self.precision)
         if self.engine is not None and self.build_engine:
-            raise ConfigError("--engine copies engines built on an identical device, --build-engine builds them on this one: give one of them")
+            raise ConfigError(
+                "--engine copies engines built on an identical device, --build-engine builds them on this one: give one of them"
+            )
         if self.backend not in BACKENDS:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.power_mode is not None and self.power_mode not in POWER_MODES:
             raise ConfigError(f"--power-mode must be one of {', '.join(POWER_MODES)}, got {self.power_mode!r}")
         check_meter(self.power)
         if self.power_mode is not None and not (self.profile and self.backend == "trt"):
-            raise ConfigError("--power-mode is the mode the Jetson must be in while --profile times it on trt: add --profile")
+            raise ConfigError(
+                "--power-mode is the mode the Jetson must be in while --profile times it on trt: add --profile"
+            )
         if self.profile and self.backend == "trt" and not (self.build_engine or self.engine):
-            raise ConfigError("--profile on trt times the engines this deploy builds on the device: add --build-engine (or --engine PATH "
-                              "built on an identical device, or --backend ort)")
+            raise ConfigError(
+                "--profile on trt times the engines this deploy builds on the device: add --build-engine (or --engine PATH "
+                "built on an identical device, or --backend ort)"
+            )
         if self.samples < 1:
             raise ConfigError(f"--samples must be ≥ 1, got {self.samples}")
         remote_path(self.remote_dir)
@@ -114,13 +120,17 @@ def built_engines(path: Path, graph: Path) -> BuiltEngines:
 
     path, meta, metadata, engines = engine_files(path)
     if (meta.onnx, meta.onnx_sha256) != (graph.name, sha256_file(graph)):
-        raise ConfigError(f"{path.name} was built from {'another ' if meta.onnx == graph.name else ''}{meta.onnx}, not from the "
-                          f"{graph} deployed: deploy its graph, or build the engines on the device with --build-engine")
+        raise ConfigError(
+            f"{path.name} was built from {'another ' if meta.onnx == graph.name else ''}{meta.onnx}, not from the "
+            f"{graph} deployed: deploy its graph, or build the engines on the device with --build-engine"
+        )
     if isinstance(meta, BundleMeta):
         bundle_engines(path, meta)
     else:
         engine_bytes(path, meta)
-    return BuiltEngines(path, metadata, [{"role": e.role, "file": e.file, "sha256": e.sha256} for e in engines], meta.trt_version)
+    return BuiltEngines(
+        path, metadata, [{"role": e.role, "file": e.file, "sha256": e.sha256} for e in engines], meta.trt_version
+    )
 
 
 def engines_to_copy(model: Path, given: BuiltEngines, options: DeployOptions) -> list[BuiltEngines]:
@@ -135,22 +145,29 @@ def engines_to_copy(model: Path, given: BuiltEngines, options: DeployOptions) ->
         twin = dense_twin(model, given.path, manifest)
     except ConfigError as missing:
         if options.profile and options.backend == "trt":
-            raise ConfigError(f"--profile on trt times the dense twin's engine too: {missing}; or deploy with --build-engine") from None
+            raise ConfigError(
+                f"--profile on trt times the dense twin's engine too: {missing}; or deploy with --build-engine"
+            ) from None
         return [given]
     return [given, built_engines(twin, model.with_name(model.stem + ".dense.onnx"))]
 
 
 def engine_count(roles: list[str]) -> str:
-    """"6 engines (router, 4 branches, bypass)", or "1 engine" for a single engine."""
+    """ "6 engines (router, 4 branches, bypass)", or "1 engine" for a single engine."""
     if roles == ["engine"]:
         return "1 engine"
     branches = sum(role.startswith("branch") for role in roles)
-    parts = ["router"] * ("router" in roles) + [f"{branches} branch{'es' * (branches != 1)}"] + ["bypass"] * ("bypass" in roles)
+    parts = (
+        ["router"] * ("router" in roles)
+        + [f"{branches} branch{'es' * (branches != 1)}"]
+        + ["bypass"] * ("bypass" in roles)
+    )
     return f"{len(roles)} engines ({', '.join(parts)})"
 
 
-def check_engines(session: Session, dpedge: str, remote: PurePosixPath, expected: list[dict], how: str, model: Path,
-                  console: Console) -> dict:
+def check_engines(
+    session: Session, dpedge: str, remote: PurePosixPath, expected: list[dict], how: str, model: Path, console: Console
+) -> dict:
     """`dpedge engine REMOTE --check --json` on the device: every engine file the metadata
     there lists is beside it with its SHA-256, built for that GPU and TensorRT from the
     graph beside it; and those engines are `expected` (role, file, sha256), the ones `how`
@@ -165,10 +182,16 @@ def check_engines(session: Session, dpedge: str, remote: PurePosixPath, expected
             raise RemoteError(f"{error}; {rebuild}") from None
     checked = last_json_line(out, f"`dpedge engine --check` on {target.host}")
     if checked.get("engines") != expected:
-        raise RemoteError(f"{remote.name} on {target.host} lists other engines than those {how} there (replaced meanwhile?); {rebuild}")
+        raise RemoteError(
+            f"{remote.name} on {target.host} lists other engines than those {how} there (replaced meanwhile?); {rebuild}"
+        )
     kind = "bundle" if checked["layout"] == "split" else "engine"
-    console.print(f"{kind} {remote} on {target.host}: {engine_count([e['role'] for e in expected])}, each checked there by SHA-256, "
-                  f"built for its {checked['device']} with TensorRT {checked['tensorrt']}", markup=False, soft_wrap=True)
+    console.print(
+        f"{kind} {remote} on {target.host}: {engine_count([e['role'] for e in expected])}, each checked there by SHA-256, "
+        f"built for its {checked['device']} with TensorRT {checked['tensorrt']}",
+        markup=False,
+        soft_wrap=True,
+    )
     return checked
 
 
@@ -190,8 +213,13 @@ def deploy(model: Path, target: Target, options: DeployOptions, console: Console
     show_device(target, facts, console)
     check_device(facts, options, size, target, built)
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=stderr_console) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=stderr_console,
+    ) as progress:
         task = progress.add_task(f"copying to {target}:{folder}", total=size)
         copied = [f.name for f in files if session.upload(f, folder / f.name, lambda n: progress.advance(task, n))]
     console.print(f"copied {', '.join(copied) or 'nothing (the device has these files already)'} to {target}:{folder}")
@@ -208,22 +236,53 @@ def deploy(model: Path, target: Target, options: DeployOptions, console: Console
         done["engines"] = {name: str(remote[engines.path.name]) for name, engines in zip(graphs, built)}
     if options.build_engine:
         for name in graphs:
-            with stderr_console.status(f"building the TensorRT engine of {name} on {target.host} ({options.precision})"):
-                out = session.run([dpedge, "engine", remote[name], "--precision", options.precision, "--json",
-                                   *(["--frames", frames] if frames else [])], f"building the engine of {name}")
+            with stderr_console.status(
+                f"building the TensorRT engine of {name} on {target.host} ({options.precision})"
+            ):
+                out = session.run(
+                    [
+                        dpedge,
+                        "engine",
+                        remote[name],
+                        "--precision",
+                        options.precision,
+                        "--json",
+                        *(["--frames", frames] if frames else []),
+                    ],
+                    f"building the engine of {name}",
+                )
             result = last_json_line(out, f"`dpedge engine` on {target.host}")
             opened[name] = PurePosixPath(result["engine"])
-            console.print(f"built {result['engine']} on {target.host}; checked against onnxruntime: {result['polygraphy']}")
+            console.print(
+                f"built {result['engine']} on {target.host}; checked against onnxruntime: {result['polygraphy']}"
+            )
             check_engines(session, dpedge, opened[name], result.get("engines", []), "built", model, console)
         done["engines"] = {name: str(path) for name, path in opened.items()}
     if options.profile:
         report = folder / f"{model.stem}.report"
         with stderr_console.status(f"profiling {model.name} on {target.host} ({options.backend})"):
-            profiled = opened[model.name] if options.backend == "trt" else remote[model.name]  # ort runs the ONNX, engines or not
-            session.run([dpedge, "profile", profiled, "--backend", options.backend, "--frames", frames,
-                         "--samples", str(options.samples), "--report", report, "--power", options.power,
-                         *(["--power-mode", options.power_mode] if options.power_mode else [])],
-                        f"profiling {model.name}")
+            profiled = (
+                opened[model.name] if options.backend == "trt" else remote[model.name]
+            )  # ort runs the ONNX, engines or not
+            session.run(
+                [
+                    dpedge,
+                    "profile",
+                    profiled,
+                    "--backend",
+                    options.backend,
+                    "--frames",
+                    frames,
+                    "--samples",
+                    str(options.samples),
+                    "--report",
+                    report,
+                    "--power",
+                    options.power,
+                    *(["--power-mode", options.power_mode] if options.power_mode else []),
+                ],
+                f"profiling {model.name}",
+            )
         local = options.report or model.with_name(f"report-{target.host}")
         fetch(session, report, local)
         done["report"] = str(local)
@@ -237,8 +296,10 @@ def device(session: Session, dpedge: str, folder: PurePosixPath) -> dict:
             out = session.run([dpedge, "device", "--json", "--disk", folder], "dpedge device")
         except RemoteError as error:
             if "command not found" in str(error) or "exit 127" in str(error):
-                raise RemoteError(f"dpedge is not installed on {session.target.host} (or not on the PATH of a non-interactive ssh "
-                                  "login): run jetson/setup.sh there, or pass --remote-dpedge PATH") from None
+                raise RemoteError(
+                    f"dpedge is not installed on {session.target.host} (or not on the PATH of a non-interactive ssh "
+                    "login): run jetson/setup.sh there, or pass --remote-dpedge PATH"
+                ) from None
             raise
     return last_json_line(out, f"`{dpedge} device --json` on {session.target.host}")
 
@@ -257,33 +318,49 @@ def last_json_line(out: str, what: str) -> dict:
 def show_device(target: Target, facts: dict, console: Console) -> None:
     table = Table(title=f"{target}", show_header=False)
     free = facts.get("free_bytes")
-    for name, value in (("dpedge", facts.get("dpedge")), ("L4T / JetPack", facts.get("l4t") and f"R{facts['l4t']} / JetPack {facts['jetpack']}"),
-                        ("CUDA", facts.get("cuda")), ("TensorRT", facts.get("tensorrt")), ("onnxruntime", facts.get("onnxruntime")),
-                        ("power mode", facts.get("power_mode")), ("free disk", None if free is None else f"{free / 2**30:.1f} GiB at {facts['disk']}")):
+    for name, value in (
+        ("dpedge", facts.get("dpedge")),
+        ("L4T / JetPack", facts.get("l4t") and f"R{facts['l4t']} / JetPack {facts['jetpack']}"),
+        ("CUDA", facts.get("cuda")),
+        ("TensorRT", facts.get("tensorrt")),
+        ("onnxruntime", facts.get("onnxruntime")),
+        ("power mode", facts.get("power_mode")),
+        ("free disk", None if free is None else f"{free / 2**30:.1f} GiB at {facts['disk']}"),
+    ):
         table.add_row(name, "not found" if value is None else str(value))
     console.print(table)
 
 
-def check_device(facts: dict, options: DeployOptions, size: int, target: Target, built: list[BuiltEngines] = ()) -> None:
+def check_device(
+    facts: dict, options: DeployOptions, size: int, target: Target, built: list[BuiltEngines] = ()
+) -> None:
     """Refuse, before copying, a device that cannot do what was asked, or whose TensorRT is
     not the one the engines to copy (`built`) were built with."""
     needs_trt = options.build_engine or options.engine is not None or (options.profile and options.backend == "trt")
     if needs_trt and facts.get("tensorrt") is None:
-        raise ConfigError(f"{target.host} has no TensorRT for {'--engine' if options.engine else '--build-engine'}: install JetPack's TensorRT (JetPack 5.1: 8.5, 6.x: 8.6/10.3), "
-                          "or profile on --backend ort")
+        raise ConfigError(
+            f"{target.host} has no TensorRT for {'--engine' if options.engine else '--build-engine'}: install JetPack's TensorRT (JetPack 5.1: 8.5, 6.x: 8.6/10.3), "
+            "or profile on --backend ort"
+        )
     l4t = facts.get("l4t")
     if needs_trt and l4t is not None and l4t.split(".")[0] not in SUPPORTED_L4T_MAJORS:
-        raise ConfigError(f"{target.host} runs L4T R{l4t} (JetPack {facts.get('jetpack')}); dpedge supports JetPack 5.1 and 6.x (L4T R35, R36)")
+        raise ConfigError(
+            f"{target.host} runs L4T R{l4t} (JetPack {facts.get('jetpack')}); dpedge supports JetPack 5.1 and 6.x (L4T R35, R36)"
+        )
     for engines in built:
         if facts.get("tensorrt") is not None and short_version(facts["tensorrt"]) != short_version(engines.trt_version):
-            raise ConfigError(f"{engines.metadata.name} was built with TensorRT {engines.trt_version}, and {target.host} has TensorRT "
-                              f"{facts['tensorrt']}: engines do not carry over between TensorRT versions; build them there with "
-                              "--build-engine instead of --engine")
+            raise ConfigError(
+                f"{engines.metadata.name} was built with TensorRT {engines.trt_version}, and {target.host} has TensorRT "
+                f"{facts['tensorrt']}: engines do not carry over between TensorRT versions; build them there with "
+                "--build-engine instead of --engine"
+            )
     if options.profile and options.backend == "ort" and facts.get("onnxruntime") is None:
         raise ConfigError(f"{target.host} has no onnxruntime for --backend ort: pip install onnxruntime there")
     free = facts.get("free_bytes")
     if isinstance(free, int) and free < size + DISK_MARGIN:
-        raise ConfigError(f"{target.host} has {free / 2**20:.0f} MiB free at {facts.get('disk')}; the model needs {(size + DISK_MARGIN) / 2**20:.0f} MiB")
+        raise ConfigError(
+            f"{target.host} has {free / 2**20:.0f} MiB free at {facts.get('disk')}; the model needs {(size + DISK_MARGIN) / 2**20:.0f} MiB"
+        )
 
 
 def fetch(session: Session, remote: PurePosixPath, local: Path) -> None:
@@ -306,10 +383,20 @@ def show_report(local: Path, target: Target, console: Console) -> None:
     summary = json.loads((local / "report.json").read_text())
     latency = summary["latency"]
     sparse, dense = latency["sparse"], latency["dense"]
-    console.print(f"on {target.host} ({summary['backend']['backend']}, {latency['label']}): {sparse['p50']:.3f} ms median against the dense "
-                  f"twin's {dense['p50']:.3f} ms ({latency['speedup']:.2f}×); report in {local}", soft_wrap=True)
+    console.print(
+        f"on {target.host} ({summary['backend']['backend']}, {latency['label']}): {sparse['p50']:.3f} ms median against the dense "
+        f"twin's {dense['p50']:.3f} ms ({latency['speedup']:.2f}×); report in {local}",
+        soft_wrap=True,
+    )
     if "power" in summary:
         power = summary["power"]
-        dynamic = "" if power["sparse"]["dynamic_energy_mj"] is None else f", {power['sparse']['dynamic_energy_mj']:.4f} mJ above idle"
-        console.print(f"energy per inference on {target.host} (MEASURED by {power['meter']}): {power['sparse']['energy_mj']:.4f} mJ{dynamic}; "
-                      f"dense twin / pruned {power['energy_ratio']:.2f}×", soft_wrap=True)
+        dynamic = (
+            ""
+            if power["sparse"]["dynamic_energy_mj"] is None
+            else f", {power['sparse']['dynamic_energy_mj']:.4f} mJ above idle"
+        )
+        console.print(
+            f"energy per inference on {target.host} (MEASURED by {power['meter']}): {power['sparse']['energy_mj']:.4f} mJ{dynamic}; "
+            f"dense twin / pruned {power['energy_ratio']:.2f}×",
+            soft_wrap=True,
+        )

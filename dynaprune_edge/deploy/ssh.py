@@ -23,7 +23,9 @@ from dynaprune_edge.errors import ConfigError, DpedgeError
 from dynaprune_edge.files import sha256_file
 
 _USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}", re.IGNORECASE)
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*", re.IGNORECASE)
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*", re.IGNORECASE
+)
 _IPV6 = re.compile(r"\[[0-9a-f:.]+\]", re.IGNORECASE)
 _REMOTE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
 CONNECT_SECONDS = 15
@@ -47,10 +49,12 @@ class Target:
     accept_new_host_key: bool = False
 
     @classmethod
-    def parse(cls, destination: str, **options) -> "Target":
+    def parse(cls, destination: str, **options) -> Target:
         user, at, host = destination.rpartition("@")
         if not at or not _USER.fullmatch(user):
-            raise ConfigError(f"--host must be USER@HOST with a plain user name (letters, digits, _ . -), got {destination!r}")
+            raise ConfigError(
+                f"--host must be USER@HOST with a plain user name (letters, digits, _ . -), got {destination!r}"
+            )
         if not (_HOSTNAME.fullmatch(host) or _IPV6.fullmatch(host)):
             raise ConfigError(f"--host: {host!r} is not a host name or IP address")
         return cls(user, host.strip("[]"), **options)
@@ -69,8 +73,20 @@ class Target:
         """What every ssh and scp call gets: no password prompts (BatchMode), host keys
         checked, a dead connection noticed within ~30 s."""
         checking = "accept-new" if self.accept_new_host_key else "yes"
-        found = ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={checking}", "-o", f"ConnectTimeout={CONNECT_SECONDS}",
-                 "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
+        found = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"StrictHostKeyChecking={checking}",
+            "-o",
+            f"ConnectTimeout={CONNECT_SECONDS}",
+            "-o",
+            "ServerAliveInterval=10",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-o",
+            "LogLevel=ERROR",
+        ]
         if self.identity is not None:
             found += ["-o", "IdentitiesOnly=yes", "-i", str(self.identity)]
         if self.known_hosts is not None:
@@ -82,7 +98,9 @@ def remote_path(path: str, option: str = "--remote-dir") -> PurePosixPath:
     """A path on the device given as `option`, refused unless plain: no `..`, no shell or
     option characters."""
     if not _REMOTE_PATH.fullmatch(path) or path.startswith("-"):
-        raise ConfigError(f"{option} must be a plain path (letters, digits, . _ / + -, not starting with -), got {path!r}")
+        raise ConfigError(
+            f"{option} must be a plain path (letters, digits, . _ / + -, not starting with -), got {path!r}"
+        )
     folder = PurePosixPath(path)
     if ".." in folder.parts:
         raise ConfigError(f"{option} must not contain '..', got {path!r}")
@@ -103,8 +121,10 @@ def explain_ssh_failure(target: Target, stderr: str) -> str:
     """ssh's own failure (exit 255) in one line, with what to do about it."""
     said = last_line(stderr)
     if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
-        return (f"{target.host}'s host key is not in known_hosts or does not match it: check its fingerprint and add it "
-                f"(ssh-keyscan -p {target.port} {target.host} >> ~/.ssh/known_hosts), or pass --accept-new-host-key for a first connection")
+        return (
+            f"{target.host}'s host key is not in known_hosts or does not match it: check its fingerprint and add it "
+            f"(ssh-keyscan -p {target.port} {target.host} >> ~/.ssh/known_hosts), or pass --accept-new-host-key for a first connection"
+        )
     if "Permission denied" in stderr:
         return f"{target} refused the login ({said}): check --identity and the device's authorized_keys"
     return f"cannot reach {target}: {said}"
@@ -118,7 +138,15 @@ class Session:
         self._run = runner
 
     def _ssh(self, remote: str) -> list[str]:
-        return ["ssh", *self.target.options(), "-p", str(self.target.port), "--", f"{self.target.user}@{self.target.host}", remote]
+        return [
+            "ssh",
+            *self.target.options(),
+            "-p",
+            str(self.target.port),
+            "--",
+            f"{self.target.user}@{self.target.host}",
+            remote,
+        ]
 
     def run(self, words: Sequence[str], what: str, input: bytes | None = None, timeout: float | None = None) -> str:
         """`words` run on the device; its stdout, or a RemoteError naming `what` failed."""
@@ -127,7 +155,9 @@ class Session:
         except subprocess.TimeoutExpired:
             raise RemoteError(f"{what} on {self.target} did not finish within {timeout:.0f} s") from None
         except FileNotFoundError:
-            raise RemoteError("dpedge deploy uses the OpenSSH client, and `ssh` is not on PATH (Debian/Ubuntu: apt install openssh-client)") from None
+            raise RemoteError(
+                "dpedge deploy uses the OpenSSH client, and `ssh` is not on PATH (Debian/Ubuntu: apt install openssh-client)"
+            ) from None
         stderr = done.stderr.decode(errors="replace")
         if done.returncode == 255:
             raise RemoteError(explain_ssh_failure(self.target, stderr))
@@ -153,8 +183,12 @@ class Session:
             advance(local.stat().st_size)
             return False
         partial = remote.with_name(f".{remote.name}.partial")
-        process = subprocess.Popen(self._ssh(command_line(["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", str(partial)])),
-                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            self._ssh(command_line(["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", str(partial)])),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             with open(local, "rb") as file:
                 for block in iter(lambda: file.read(CHUNK), b""):
@@ -167,18 +201,35 @@ class Session:
         if process.wait() != 0:
             if process.returncode == 255:
                 raise RemoteError(f"copying {local.name}: {explain_ssh_failure(self.target, stderr)}")
-            raise RemoteError(f"copying {local.name} to {self.target} failed (exit {process.returncode}): {last_line(stderr)}")
+            raise RemoteError(
+                f"copying {local.name} to {self.target} failed (exit {process.returncode}): {last_line(stderr)}"
+            )
         if self.sha256(partial) != digest:
-            raise RemoteError(f"{partial} on {self.target} does not hold what was sent (the connection or the disk lost bytes): run deploy again")
+            raise RemoteError(
+                f"{partial} on {self.target} does not hold what was sent (the connection or the disk lost bytes): run deploy again"
+            )
         self.run(["mv", "-f", "--", str(partial), str(remote)], f"renaming {partial.name}")
         return True
 
     def fetch_folder(self, remote: PurePosixPath, local: Path) -> None:
         """scp -r of `remote` into the new folder `local` (which must not exist)."""
-        command = ["scp", "-r", "-q", *self.target.options(), "-P", str(self.target.port), "--",
-                   f"{self.target.user}@{self.target.host}:{remote}", str(local)]
+        command = [
+            "scp",
+            "-r",
+            "-q",
+            *self.target.options(),
+            "-P",
+            str(self.target.port),
+            "--",
+            f"{self.target.user}@{self.target.host}:{remote}",
+            str(local),
+        ]
         done = self._run(command, capture_output=True)
         if done.returncode != 0:
             stderr = done.stderr.decode(errors="replace")
-            why = explain_ssh_failure(self.target, stderr) if done.returncode == 255 else f"exit {done.returncode}: {last_line(stderr)}"
+            why = (
+                explain_ssh_failure(self.target, stderr)
+                if done.returncode == 255
+                else f"exit {done.returncode}: {last_line(stderr)}"
+            )
             raise RemoteError(f"fetching {remote} from {self.target}: {why}")

@@ -10,7 +10,6 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from torch import Tensor, nn
 
-
 NOT_COUNTED = (
     "aten::batch_norm",
     "aten::group_norm",

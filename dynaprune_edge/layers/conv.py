@@ -20,7 +20,14 @@ def kept_count(fraction: Tensor, total: int) -> int:
     return int((fraction * total).round())
 
 
-def kept_tiles(masks: MaskState, element: int, output_size: tuple[int, int], kernel: int, stride: int = 1, tile_limit: int | None = None):
+def kept_tiles(
+    masks: MaskState,
+    element: int,
+    output_size: tuple[int, int],
+    kernel: int,
+    stride: int = 1,
+    tile_limit: int | None = None,
+):
     """(tiles, input tile size) of an SBNet-style gathered execution of a conv: the kept
     regions as tiles with the halo of the kernel's extent (`kernel`: a dilated kernel's
     d·(k-1)+1) and no padding, or the whole map where regions
@@ -180,11 +187,23 @@ class GatedConv2d(Layer):
             raise ValueError("a depthwise conv keeps its channels, and its input's gate prunes them")
         self.upsample = upsample
         self.depthwise = depthwise
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2 if padding is None else padding,
-                              dilation=dilation, groups=in_channels if depthwise else 1, bias=norm is False or isinstance(norm, nn.Module))
+        self.conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            kernel_size // 2 if padding is None else padding,
+            dilation=dilation,
+            groups=in_channels if depthwise else 1,
+            bias=norm is False or isinstance(norm, nn.Module),
+        )
         self.norm = norm if isinstance(norm, MAP_NORMS) else MaskedBatchNorm2d(out_channels) if norm else None
-        self.activation = activation if isinstance(activation, nn.Module) else nn.SiLU() if activation else nn.Identity()
-        if not isinstance(self.activation, ACTIVATIONS) or (isinstance(self.activation, nn.GELU) and self.activation.approximate != "none"):
+        self.activation = (
+            activation if isinstance(activation, nn.Module) else nn.SiLU() if activation else nn.Identity()
+        )
+        if not isinstance(self.activation, ACTIVATIONS) or (
+            isinstance(self.activation, nn.GELU) and self.activation.approximate != "none"
+        ):
             raise ValueError(f"unsupported activation {self.activation}")
         self.gate = input_gate if depthwise else None if gate is None else GateSpec(gate, out_channels, group_size)
         self.input_gate = input_gate
@@ -205,13 +224,17 @@ class GatedConv2d(Layer):
             y = self.norm(y if region is None else y * region)
         y = self.activation(y)
         conv = self.conv
-        width = masks.fraction(self.gate) if self.depthwise else masks.fraction(self.input_gate) * masks.fraction(self.gate)
+        width = (
+            masks.fraction(self.gate) if self.depthwise else masks.fraction(self.input_gate) * masks.fraction(self.gate)
+        )
         sparse = self.cost(
             conv.in_channels * masks.fraction(self.input_gate),
             conv.out_channels * masks.fraction(self.gate),
             masks.computed_positions(size, self.tile_limit),
         )
-        masks.ledger.add(self, sparse, self.cost(conv.in_channels, conv.out_channels, size[0] * size[1]), masks.frames, size, width)
+        masks.ledger.add(
+            self, sparse, self.cost(conv.in_channels, conv.out_channels, size[0] * size[1]), masks.frames, size, width
+        )
         return masks.apply(y, self.gate, region)
 
     def kept_positions(self, masks: MaskState, region: Tensor | None) -> Tensor | None:
@@ -227,7 +250,17 @@ class GatedConv2d(Layer):
         batch_norm = self.norm if isinstance(self.norm, MaskedBatchNorm2d) else None
         weight, bias = fold_batch_norm(self.conv, batch_norm)
         in_gate = None if self.depthwise else self.input_gate  # a depthwise weight has one input channel per filter
-        y = net.conv(x, weight, bias, self.conv, self.upsample, out_gate=self.gate, in_gate=in_gate, scope=scope, tile_limit=self.tile_limit)
+        y = net.conv(
+            x,
+            weight,
+            bias,
+            self.conv,
+            self.upsample,
+            out_gate=self.gate,
+            in_gate=in_gate,
+            scope=scope,
+            tile_limit=self.tile_limit,
+        )
         net.count(self.cost(x.channels, y.channels, y.positions))
         if self.norm is not None and batch_norm is None:
             y = net.map_norm(y, self.norm, self.gate, scope)
@@ -241,5 +274,14 @@ class GatedConv2d(Layer):
         out_kept = kept_count(masks.fraction(self.gate)[element], self.conv.out_channels)
         stride, kernel, dilation = self.conv.stride[0], self.conv.kernel_size[0], self.conv.dilation[0]
         tiles, tile_in = kept_tiles(masks, element, output_size, dilation * (kernel - 1) + 1, stride, self.tile_limit)
-        module = nn.Conv2d(in_kept, out_kept, kernel, stride, padding=0, dilation=dilation, groups=out_kept if self.depthwise else 1, bias=False)
+        module = nn.Conv2d(
+            in_kept,
+            out_kept,
+            kernel,
+            stride,
+            padding=0,
+            dilation=dilation,
+            groups=out_kept if self.depthwise else 1,
+            bias=False,
+        )
         return module, (torch.zeros(tiles, in_kept, *tile_in),)

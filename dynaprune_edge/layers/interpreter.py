@@ -122,8 +122,14 @@ class Interpreter(ABC):
         """GELU (exact, erf form); GELU(0) = 0, so pruned units stay off."""
 
 
-POINTWISE = {"add": (torch.add, "Add"), "sub": (torch.sub, "Sub"), "mul": (torch.mul, "Mul"), "sigmoid": (torch.sigmoid, "Sigmoid"),
-             "tanh": (torch.tanh, "Tanh"), "relu": (torch.relu, "Relu")}
+POINTWISE = {
+    "add": (torch.add, "Add"),
+    "sub": (torch.sub, "Sub"),
+    "mul": (torch.mul, "Mul"),
+    "sigmoid": (torch.sigmoid, "Sigmoid"),
+    "tanh": (torch.tanh, "Tanh"),
+    "relu": (torch.relu, "Relu"),
+}
 """`Interpreter.pointwise`'s operations: the torch function, the ONNX operator."""
 
 

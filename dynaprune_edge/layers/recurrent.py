@@ -64,7 +64,9 @@ class GatedConvLSTMCell(Layer):
         )
         dense = self.cost(self.input_channels, self.hidden_channels, size[0] * size[1])
         # kept [x, h] input channels × kept gate filters
-        kept_inputs = self.input_channels * masks.fraction(self.input_gate) + self.hidden_channels * masks.fraction(self.gate)
+        kept_inputs = self.input_channels * masks.fraction(self.input_gate) + self.hidden_channels * masks.fraction(
+            self.gate
+        )
         width = kept_inputs / (self.input_channels + self.hidden_channels) * masks.fraction(self.gate)
         masks.ledger.add(self, sparse, dense, masks.frames, size, width)
         return masks.apply(hidden, self.gate, region), masks.apply(cell, self.gate, region)

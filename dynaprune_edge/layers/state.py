@@ -31,8 +31,7 @@ class GateSpec:
     def __post_init__(self) -> None:
         if self.channels % self.group_size:
             raise ConfigError(
-                f"layer {self.name}: {self.channels} channels are not a multiple of the "
-                f"group size {self.group_size}"
+                f"layer {self.name}: {self.channels} channels are not a multiple of the group size {self.group_size}"
             )
 
     @property
@@ -108,7 +107,7 @@ class MaskState:
         self.frames = frames
 
     @classmethod
-    def all_kept(cls, batch: int, grid: tuple[int, int], gates: list[GateSpec], like: Tensor) -> "MaskState":
+    def all_kept(cls, batch: int, grid: tuple[int, int], gates: list[GateSpec], like: Tensor) -> MaskState:
         """The dense baseline's state: every region and filter kept."""
         ones = dict(dtype=like.dtype, device=like.device)
         return cls(
@@ -116,8 +115,8 @@ class MaskState:
             {g.name: torch.ones(batch, g.channels, **ones) for g in gates},
         )
 
-    def for_frames(self, frames: int) -> "MaskState":
-        repeat = lambda t: t.repeat_interleave(frames, dim=0)  # noqa: E731
+    def for_frames(self, frames: int) -> MaskState:
+        repeat = lambda t: t.repeat_interleave(frames, dim=0)
         return MaskState(
             repeat(self.region_mask),
             {name: repeat(m) for name, m in self.channel_masks.items()},
@@ -143,9 +142,7 @@ class MaskState:
             return None
         if (height // grid_h, width // grid_w) == (1, 1):
             return self.region_mask
-        return self.region_mask.repeat_interleave(height // grid_h, dim=-2).repeat_interleave(
-            width // grid_w, dim=-1
-        )
+        return self.region_mask.repeat_interleave(height // grid_h, dim=-2).repeat_interleave(width // grid_w, dim=-1)
 
     def computed_positions(self, size: tuple[int, int], tile_limit: int | None = None) -> Tensor | float:
         """(B·frames,) output positions a layer computes at `size` under the region mask:

@@ -115,9 +115,7 @@ class MaskedAttention(Layer):
         """qkv: (B, N, 3·heads·head_dim), already zero at pruned channels and tokens."""
         keep = masks.token_mask()
         batch, tokens, _ = qkv.shape
-        q, k, v = (
-            t.reshape(batch, tokens, self.heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1)
-        )
+        q, k, v = (t.reshape(batch, tokens, self.heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
         logits = q @ k.transpose(-2, -1) * self.scale  # (B, heads, N, N)
         key_keep = keep[:, None, :, 0][:, :, None, :]  # (B, 1, 1, N)
         # Stabilise with the largest *kept* logit: a skipped key must not shift the kept
@@ -130,7 +128,9 @@ class MaskedAttention(Layer):
 
         channels = self.heads * self.head_dim
         sparse = self.cost(tokens * keep.mean(dim=(1, 2)), channels * masks.fraction(self.gate))
-        masks.ledger.add(self, sparse, self.cost(tokens, channels), masks.frames, (tokens, channels), masks.fraction(self.gate))
+        masks.ledger.add(
+            self, sparse, self.cost(tokens, channels), masks.frames, (tokens, channels), masks.fraction(self.gate)
+        )
         return out
 
     def check_exportable(self) -> None:
@@ -150,28 +150,49 @@ class MaskedAttention(Layer):
         tokens, channels = qkv.positions, qkv.channels // 3
         groups, per_head = channels // size, self.head_dim // size
         q, k, v = (
-            b.op("Transpose", b.op("Reshape", t, b.const([tokens, groups, size]), scope=scope), scope=scope, perm=[1, 0, 2])
+            b.op(
+                "Transpose",
+                b.op("Reshape", t, b.const([tokens, groups, size]), scope=scope),
+                scope=scope,
+                perm=[1, 0, 2],
+            )
             for t in b.op("Split", qkv.name, b.const([channels] * 3), scope=scope, outputs=3, axis=1)
         )
-        logits = b.op("MatMul", q, b.op("Transpose", k, scope=scope, perm=[0, 2, 1]), scope=scope)  # (groups, tokens, tokens)
+        logits = b.op(
+            "MatMul", q, b.op("Transpose", k, scope=scope, perm=[0, 2, 1]), scope=scope
+        )  # (groups, tokens, tokens)
         if filters.scored(self.gate):  # the sample's own groups: their heads are known at run time
             heads = self.heads
             top = b.op("Reshape", filters.top_groups(self.gate), b.const([-1]), scope=scope)
             head_of_group = b.op("Div", top, b.const(np.int64(per_head)), scope=scope)
-            member = b.op("Equal", b.const(np.arange(heads)[:, None]), b.op("Unsqueeze", head_of_group, b.const([0]), scope=scope), scope=scope)
+            member = b.op(
+                "Equal",
+                b.const(np.arange(heads)[:, None]),
+                b.op("Unsqueeze", head_of_group, b.const([0]), scope=scope),
+                scope=scope,
+            )
             membership = b.op("Cast", member, scope=scope, to=1)
         else:  # the first groups: their heads are known now
             heads = -(-groups // per_head)
             head_of_group = b.const(np.arange(groups) // per_head)
-            membership = b.const((np.arange(heads)[:, None] == np.arange(groups)[None, :] // per_head).astype(np.float32))
+            membership = b.const(
+                (np.arange(heads)[:, None] == np.arange(groups)[None, :] // per_head).astype(np.float32)
+            )
         logits = b.op("MatMul", membership, b.op("Reshape", logits, b.const([groups, -1]), scope=scope), scope=scope)
-        logits = b.op("Mul", b.op("Reshape", logits, b.const([heads, tokens, tokens]), scope=scope), b.const(np.float32(self.scale)), scope=scope)
+        logits = b.op(
+            "Mul",
+            b.op("Reshape", logits, b.const([heads, tokens, tokens]), scope=scope),
+            b.const(np.float32(self.scale)),
+            scope=scope,
+        )
         if net.regions.tokens_masked:
             logits = b.op("Add", logits, net.regions.key_bias(), scope=scope)
         weights = b.op("Gather", b.op("Softmax", logits, scope=scope, axis=-1), head_of_group, scope=scope, axis=0)
         out = b.op("MatMul", weights, v, scope=scope)  # (groups, tokens, size)
         net.count(self.cost(tokens, channels))
-        out = b.op("Reshape", b.op("Transpose", out, scope=scope, perm=[1, 0, 2]), b.const([tokens, channels]), scope=scope)
+        out = b.op(
+            "Reshape", b.op("Transpose", out, scope=scope, perm=[1, 0, 2]), b.const([tokens, channels]), scope=scope
+        )
         return net.like(qkv, out, channels)
 
     def static_equivalent(self, masks: MaskState, element: int, output_size: tuple[int, int]):

@@ -65,7 +65,7 @@ def calibrate_threshold(logits: np.ndarray, curve: CostCurve, budget: float, max
     as the midpoint of the gap below that value (the widest margin for unseen samples)."""
     logits = np.asarray(logits, dtype=np.float32)
     values = np.unique(logits[np.isfinite(logits)])  # ascending; −∞: a region of padding, never kept
-    fits = lambda index: curve.of(kept_counts(logits, values[index], max_regions)).mean() <= budget  # noqa: E731
+    fits = lambda index: curve.of(kept_counts(logits, values[index], max_regions)).mean() <= budget
     if len(values) == 0 or fits(0):
         return KEEP_ALL
     if not fits(len(values) - 1):  # even keeping only the top-scoring region is too much

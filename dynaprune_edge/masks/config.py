@@ -10,7 +10,6 @@ from dynaprune_edge.checks import is_count, is_number
 from dynaprune_edge.cost import COST_TARGETS
 from dynaprune_edge.errors import ConfigError
 
-
 GROUP_ORDERS = ("scored", "ordered")
 CAP_OVER_TARGET = 1.5
 """Default per-sample cap, as a multiple of the mean budget: room for stormy samples to
@@ -75,7 +74,16 @@ class PruningConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "width_levels", tuple(float(w) for w in self.width_levels))
-        numbers = ("budget", "max_cost", "activity_weight", "flops_weight", "soft_fraction", "soft_temperature", "hard_temperature", "keep_bias")
+        numbers = (
+            "budget",
+            "max_cost",
+            "activity_weight",
+            "flops_weight",
+            "soft_fraction",
+            "soft_temperature",
+            "hard_temperature",
+            "keep_bias",
+        )
         for name in numbers:  # NaN passes every comparison below: refuse it first
             value = getattr(self, name)
             if value is not None and not is_number(value):
@@ -99,7 +107,13 @@ class PruningConfig:
         if not isinstance(self.slimmable, bool):
             raise ConfigError(f"slimmable must be true or false, got {self.slimmable!r}")
         levels = self.width_levels
-        if not levels or not all(map(math.isfinite, levels)) or list(levels) != sorted(levels) or levels[-1] != 1.0 or levels[0] <= 0:
+        if (
+            not levels
+            or not all(map(math.isfinite, levels))
+            or list(levels) != sorted(levels)
+            or levels[-1] != 1.0
+            or levels[0] <= 0
+        ):
             raise ConfigError(f"width levels must rise to 1.0, got {levels}")
 
     @property
@@ -125,7 +139,7 @@ class PruningConfig:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict) -> "PruningConfig":
+    def from_dict(cls, values: dict) -> PruningConfig:
         return cls(**values)
 
 

@@ -57,14 +57,18 @@ class MaskGenerator(nn.Module):
     empty and busy regions alike (26 % vs 25 %) and forecast worse than persistence; with
     the prior it keeps the busy ones first (docs/design.md, "The activity prior")."""
 
-    def __init__(self, in_channels: int, region_size: int, channels: int, keep_bias: float, activity_weight: float) -> None:
+    def __init__(
+        self, in_channels: int, region_size: int, channels: int, keep_bias: float, activity_weight: float
+    ) -> None:
         super().__init__()
         steps = int(math.log2(region_size))
         layers: list[nn.Module] = []
         for step in range(steps):
             layers += [
                 nn.Conv2d(in_channels if step == 0 else channels, channels, 3, 2, 1, bias=False),
-                MaskedBatchNorm2d(channels),  # plain BatchNorm, its statistics summed over processes when there are several
+                MaskedBatchNorm2d(
+                    channels
+                ),  # plain BatchNorm, its statistics summed over processes when there are several
                 nn.ReLU(),
             ]
         self.body = nn.Sequential(*layers)
@@ -123,7 +127,9 @@ class MaskGenerator(nn.Module):
             z = graph.op("Relu", conv(z, module, norm), scope=scope)
         logits = conv(z, self.importance, None)
         if self.uses_activity(count):
-            logits = graph.op("Add", logits, self.lower_activity(graph, stacked, count * channels, channels, scope), scope=scope)
+            logits = graph.op(
+                "Add", logits, self.lower_activity(graph, stacked, count * channels, channels, scope), scope=scope
+            )
         return z, logits
 
     def lower_activity(self, graph, stacked: str, planes: int, channels: int, scope: str) -> str:
@@ -134,7 +140,9 @@ class MaskGenerator(nn.Module):
         earlier = graph.op("Slice", stacked, graph.const([0]), graph.const([planes - channels]), axis, scope=scope)
         change = graph.op("Abs", graph.op("Sub", later, earlier, scope=scope), scope=scope)
         size = [self.region_size] * 2
-        largest = graph.reduce("ReduceMax", graph.op("MaxPool", change, scope=scope, kernel_shape=size, strides=size), 1, scope)
+        largest = graph.reduce(
+            "ReduceMax", graph.op("MaxPool", change, scope=scope, kernel_shape=size, strides=size), 1, scope
+        )
         scaled = graph.op("Div", largest, graph.const(np.float32(ACTIVITY_SCALE)), scope=scope)
         prior = graph.op("Log", graph.op("Add", scaled, graph.const(np.float32(1)), scope=scope), scope=scope)
         return graph.op("Mul", prior, graph.const(np.float32(self.activity_weight)), scope=scope)
@@ -232,7 +240,9 @@ class DataMask(nn.Module):
             graph.op("And", graph.op("Equal", other, this, scope=scope), before, scope=scope),
             scope=scope,
         )
-        rank = graph.op("ReduceSum", graph.op("Cast", ahead, scope=scope, to=graph.FLOAT), graph.const([2]), scope=scope, keepdims=0)
+        rank = graph.op(
+            "ReduceSum", graph.op("Cast", ahead, scope=scope, to=graph.FLOAT), graph.const([2]), scope=scope, keepdims=0
+        )
         best = graph.op("Less", rank, graph.const(np.float32(int(self.max_regions))), scope=scope)
         return graph.op("Reshape", best, graph.const([1, 1, *self.grid]), scope=scope)
 
@@ -334,13 +344,20 @@ class ModelMask(nn.Module):
         pooled = graph.op(
             "Div",
             graph.op("ReduceSum", graph.op("Mul", features, importance, scope=scope), axes, scope=scope, keepdims=0),
-            graph.op("Max", graph.op("ReduceSum", importance, axes, scope=scope, keepdims=0), graph.const(np.float32(1e-6)), scope=scope),
+            graph.op(
+                "Max",
+                graph.op("ReduceSum", importance, axes, scope=scope, keepdims=0),
+                graph.const(np.float32(1e-6)),
+                scope=scope,
+            ),
             scope=scope,
         )
         scorers = [self.scorers[gate.name] for gate in self.gates]
         weight = np.concatenate([s.weight.detach().numpy().T for s in scorers], axis=1)
         bias = np.concatenate([s.bias.detach().numpy() for s in scorers])
         scores = graph.op("Gemm", pooled, graph.const(weight, "scorer"), graph.const(bias, "scorer"), scope=scope)
-        split = graph.op("Split", scores, graph.const([g.groups for g in self.gates]), scope=scope, outputs=len(self.gates), axis=1)
+        split = graph.op(
+            "Split", scores, graph.const([g.groups for g in self.gates]), scope=scope, outputs=len(self.gates), axis=1
+        )
         split = split if isinstance(split, list) else [split]
         return {gate.name: name for gate, name in zip(self.gates, split)}

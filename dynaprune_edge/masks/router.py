@@ -51,7 +51,9 @@ class WidthRouter(nn.Module):
     def __init__(self, feature_channels: int, levels: int, max_cost: float | None) -> None:
         super().__init__()
         self.branches = levels + 1  # persistence, then each width level, narrowest first
-        self.head = nn.Sequential(nn.Linear(2 * feature_channels + 2, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, self.branches))
+        self.head = nn.Sequential(
+            nn.Linear(2 * feature_channels + 2, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, self.branches)
+        )
         self.max_cost = 1.0 if max_cost is None else max_cost  # beyond the router's own cost
         self.register_buffer("loss_unit", torch.ones(()))  # a typical per-sample error: the head's output scale
         self.register_buffer("costs", torch.ones(self.branches))  # each branch's cost ratio, router included
@@ -123,6 +125,7 @@ class WidthRouter(nn.Module):
         ceiling = spread / steps + 1.0  # at this price every sample takes the cheapest branch it may
         samples = len(predicted)
         for index, budget in enumerate(BUDGET_GRID):
+
             def spent(price: float, budget: float = float(budget)) -> float:
                 cost = self.costs[self.choose(predicted, budget, price)].double()
                 margin = MARGIN_Z * float(cost.std()) / samples**0.5 if samples > 1 else 0.0
@@ -148,19 +151,43 @@ class WidthRouter(nn.Module):
         op, const = graph.op, graph.const
         axes = const([2, 3])
         scores = op("Sigmoid", logits, scope=scope)
-        total = op("ReduceSum", scores, axes, scope=scope, keepdims=0)  # once: the pooling's weight and, over the area, S's mean
-        pooled = op("Div", op("ReduceSum", op("Mul", features, scores, scope=scope), axes, scope=scope, keepdims=0),
-                    op("Max", total, const(np.float32(1e-6)), scope=scope), scope=scope)
+        total = op(
+            "ReduceSum", scores, axes, scope=scope, keepdims=0
+        )  # once: the pooling's weight and, over the area, S's mean
+        pooled = op(
+            "Div",
+            op("ReduceSum", op("Mul", features, scores, scope=scope), axes, scope=scope, keepdims=0),
+            op("Max", total, const(np.float32(1e-6)), scope=scope),
+            scope=scope,
+        )
         # one kernel, where ReduceSum then Div are two (ReduceMean's axes became an input at opset 18)
-        mean = (op("ReduceMean", features, scope=scope, axes=[2, 3], keepdims=0) if graph.opset < 18
-                else op("ReduceMean", features, axes, scope=scope, keepdims=0))
+        mean = (
+            op("ReduceMean", features, scope=scope, axes=[2, 3], keepdims=0)
+            if graph.opset < 18
+            else op("ReduceMean", features, axes, scope=scope, keepdims=0)
+        )
         mean_score = op("Div", total, const(np.float32(regions)), scope=scope)
         peak_score = graph.reduce("ReduceMax", op("Reshape", scores, const([1, regions]), scope=scope), 1, scope)
         summary = op("Concat", pooled, mean, mean_score, peak_score, scope=scope, axis=1)
         first, last = self.head[0], self.head[2]
-        hidden = op("Relu", op("Gemm", summary, const(first.weight.detach().numpy().T, "router"), const(first.bias.detach().numpy(), "router"),
-                               scope=scope), scope=scope)
-        out = op("Gemm", hidden, const(last.weight.detach().numpy().T, "router"), const(last.bias.detach().numpy(), "router"), scope=scope)
+        hidden = op(
+            "Relu",
+            op(
+                "Gemm",
+                summary,
+                const(first.weight.detach().numpy().T, "router"),
+                const(first.bias.detach().numpy(), "router"),
+                scope=scope,
+            ),
+            scope=scope,
+        )
+        out = op(
+            "Gemm",
+            hidden,
+            const(last.weight.detach().numpy().T, "router"),
+            const(last.bias.detach().numpy(), "router"),
+            scope=scope,
+        )
         predicted = op("Softplus", out, scope=scope)
         # The price of the largest grid budget at or below `budget` (the first one below the
         # grid): prices never rise with the budget (`calibrate`), so it is the least price of
@@ -169,10 +196,14 @@ class WidthRouter(nn.Module):
         grid = BUDGET_GRID.astype(np.float32).copy()
         grid[0] = -np.inf
         reached = op("LessOrEqual", const(grid), budget, scope=scope)
-        candidates = op("Where", reached, const(self.prices.numpy().astype(np.float32)), const(np.float32(np.inf)), scope=scope)
+        candidates = op(
+            "Where", reached, const(self.prices.numpy().astype(np.float32)), const(np.float32(np.inf)), scope=scope
+        )
         price = graph.reduce("ReduceMin", candidates, 0, scope)  # (1,)
         costs = self.costs.numpy().astype(np.float32)
         score = op("Add", predicted, op("Mul", price, const(costs), scope=scope), scope=scope)
         if not bool(self.allowed().all()):
             score = op("Where", const(self.allowed().numpy()[None]), score, const(np.float32(np.inf)), scope=scope)
-        return op("Reshape", op("ArgMin", score, scope=scope, axis=1, keepdims=0), const(np.zeros(0, np.int64)), scope=scope)
+        return op(
+            "Reshape", op("ArgMin", score, scope=scope, axis=1, keepdims=0), const(np.zeros(0, np.int64)), scope=scope
+        )

@@ -12,6 +12,7 @@ from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.models import convlstm, simvp, vit  # noqa: F401 (each registers its backbone)
 from dynaprune_edge.models.base import Backbone, DynaPruner, Forecast, ForecastShape, ModelConfig, padded_shape
 from dynaprune_edge.models.catalog import BACKBONES, register_backbone, resolve_backbone
+
 MAX_SIZE_OPTION = 4096
 """Every backbone size (widths, depths, patches, kernels) is a whole number in [1, 4096]."""
 MAX_PARAMETERS = 250_000_000
@@ -36,7 +37,9 @@ def backbone_options(backbone: str, overrides: dict[str, str]) -> dict:
             raise ConfigError(f"{backbone} option {key}={raw!r} is not a {type(values[key]).__name__}") from None
     for key, value in values.items():
         if not (is_count(value, 1) and value <= MAX_SIZE_OPTION):
-            raise ConfigError(f"{backbone} option {key} must be a whole number in [1, {MAX_SIZE_OPTION}], got {value!r}")
+            raise ConfigError(
+                f"{backbone} option {key} must be a whole number in [1, {MAX_SIZE_OPTION}], got {value!r}"
+            )
     return values
 
 
@@ -44,7 +47,9 @@ def check_model_size(config: ModelConfig) -> None:
     """ConfigError if the model would have more than MAX_PARAMETERS parameters or pad its
     grid beyond MAX_PADDED_SIDE (large patches or regions), found on torch's meta device
     (shapes, no memory) before a byte of it is allocated."""
-    flops_priced = dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None))
+    flops_priced = dataclasses.replace(
+        config, pruning=dataclasses.replace(config.pruning, cost="flops", cost_table=None)
+    )
     with torch.device("meta"):  # the size does not depend on the cost target (whose table may not exist yet)
         model = build_model(flops_priced)
     parameters = sum(p.numel() for p in model.parameters())
@@ -79,9 +84,22 @@ def build_model(config: ModelConfig) -> DynaPruner:
     options = backbone_type.Options(**config.options)
     side = region_side(config)
     multiple = math.lcm(side, backbone_type.spatial_multiple(options))
-    backbone = backbone_type(padded_shape(config.shape, multiple), options, config.pruning.group_size, one_width=config.pruning.slimmable)
+    backbone = backbone_type(
+        padded_shape(config.shape, multiple), options, config.pruning.group_size, one_width=config.pruning.slimmable
+    )
     return DynaPruner(backbone, config.pruning, side, config.shape)
 
 
-__all__ = ["BACKBONES", "Backbone", "DynaPruner", "Forecast", "ForecastShape", "ModelConfig", "backbone_options", "build_model",
-           "check_model_size", "register_backbone", "resolve_backbone"]
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "DynaPruner",
+    "Forecast",
+    "ForecastShape",
+    "ModelConfig",
+    "backbone_options",
+    "build_model",
+    "check_model_size",
+    "register_backbone",
+    "resolve_backbone",
+]

@@ -19,10 +19,18 @@ from torch.nn import functional as F
 from dynaprune_edge.checks import is_count
 from dynaprune_edge.cost import FlopsCost, cost_model
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.layers import FlopsLedger, GateSpec, Interpreter, Layer, MaskedBatchNorm2d, MaskState, TrainingInterpreter
+from dynaprune_edge.layers import (
+    FlopsLedger,
+    GateSpec,
+    Interpreter,
+    Layer,
+    MaskedBatchNorm2d,
+    MaskState,
+    TrainingInterpreter,
+)
 from dynaprune_edge.masks import DataMask, ImportanceField, MaskGenerator, MaskMode, ModelMask, PruningConfig
-from dynaprune_edge.masks.generator import groups_at_widths
 from dynaprune_edge.masks.budget import CostCurve, calibrate
+from dynaprune_edge.masks.generator import groups_at_widths
 from dynaprune_edge.masks.router import WidthRouter
 
 
@@ -123,8 +131,11 @@ class Backbone(nn.Module, ABC):
     def prunable_layers(self) -> list[dict]:
         """Each layer (by its path), the gate that prunes its filters (None: never pruned) and,
         for one that is not pruned, why, where the backbone knows (`dpedge info`)."""
-        return [{"layer": name, "gate": None if layer.gate is None else layer.gate.name} for name, layer in self.named_modules()
-                if isinstance(layer, Layer)]
+        return [
+            {"layer": name, "gate": None if layer.gate is None else layer.gate.name}
+            for name, layer in self.named_modules()
+            if isinstance(layer, Layer)
+        ]
 
     def gate_specs(self) -> list[GateSpec]:
         """Every prunable unit, once each, in layer order (the order of ModelMask's widths)."""
@@ -160,7 +171,7 @@ class ModelConfig:
         }
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
+    def from_dict(cls, values: dict) -> ModelConfig:
         return cls(
             backbone=values["backbone"],
             shape=ForecastShape(**values["shape"]),
@@ -178,7 +189,9 @@ class Forecast:
     masks: MaskState | None  # None: a width-routed forecast, whose branches ran separately
     cost_ratio: Tensor  # (B,) cost relative to the dense model on the model's cost target
     branch: Tensor | None = None  # (B,) a width-routed model's branch per sample: 0 persistence, then each width level
-    predicted_losses: Tensor | None = None  # (B, branches) its width router's predicted error of every branch (in its loss_unit)
+    predicted_losses: Tensor | None = (
+        None  # (B, branches) its width router's predicted error of every branch (in its loss_unit)
+    )
 
     @property
     def flops_ratio(self) -> Tensor:
@@ -187,7 +200,7 @@ class Forecast:
 
 def padded_shape(shape: ForecastShape, multiple: int) -> ForecastShape:
     """`shape` with height and width rounded up to multiples of `multiple`."""
-    up = lambda side: -(-side // multiple) * multiple  # noqa: E731
+    up = lambda side: -(-side // multiple) * multiple
     return dataclasses.replace(shape, height=up(shape.height), width=up(shape.width))
 
 
@@ -202,14 +215,18 @@ class DynaPruner(nn.Module):
     the loss, the metrics or the outputs. Regions made only of padding are never computed
     (their importance logit is −∞), so they cost nothing either."""
 
-    def __init__(self, backbone: Backbone, pruning: PruningConfig, region_size: int, shape: ForecastShape | None = None) -> None:
+    def __init__(
+        self, backbone: Backbone, pruning: PruningConfig, region_size: int, shape: ForecastShape | None = None
+    ) -> None:
         """region_size: the side of a region (`models.region_side`: the pruning setting, or
         for a dense model its backbone's spatial multiple)."""
         super().__init__()
         padded = backbone.shape
         self.shape = shape or padded
         if padded.height % region_size or padded.width % region_size:
-            raise ConfigError(f"{padded.height}×{padded.width} frames are not a multiple of the region size {region_size}")
+            raise ConfigError(
+                f"{padded.height}×{padded.width} frames are not a multiple of the region size {region_size}"
+            )
         self.backbone = backbone
         self.pruning = pruning
         self.region_size = region_size
@@ -219,14 +236,18 @@ class DynaPruner(nn.Module):
         columns = torch.arange(self.grid[1]) * region_size < self.shape.width
         self.register_buffer("real_regions", rows[:, None] & columns[None, :], persistent=False)
         self.gates = backbone.gate_specs()
-        self.cost_model = cost_model(pruning.cost, pruning.cost_table) if pruning.enabled else FlopsCost()  # dense: 1 on any target
+        self.cost_model = (
+            cost_model(pruning.cost, pruning.cost_table) if pruning.enabled else FlopsCost()
+        )  # dense: 1 on any target
         self.layer_names = {layer: name for name, layer in backbone.named_modules() if isinstance(layer, Layer)}
         for layer, name in self.layer_names.items():
             # A layer whose export computes skipped regions anyway (the ConvLSTM's
             # recurrence) is charged in full on any cost target: FLOPs included.
             layer.tile_limit = self.cost_model.tile_limit(name) if layer.skips_regions_when_tiled else 0
         # A slimmable network's BatchNorms keep statistics per width level (`at_width`).
-        self.width_norms = [m for m in backbone.modules() if isinstance(m, MaskedBatchNorm2d)] if pruning.slimmable else []
+        self.width_norms = (
+            [m for m in backbone.modules() if isinstance(m, MaskedBatchNorm2d)] if pruning.slimmable else []
+        )
         for norm in self.width_norms:
             norm.track_widths(len(pruning.width_levels))
         if pruning.enabled:
@@ -235,7 +256,9 @@ class DynaPruner(nn.Module):
                 shape.frames_in * shape.channels, region_size, channels, pruning.keep_bias, pruning.activity_weight
             )
             if pruning.routes_widths:
-                self.width_router = WidthRouter(self.generator.feature_channels, len(pruning.width_levels), pruning.max_cost)
+                self.width_router = WidthRouter(
+                    self.generator.feature_channels, len(pruning.width_levels), pruning.max_cost
+                )
             else:
                 self.data_mask = DataMask(self.grid)
                 self.model_mask = ModelMask(self.gates, channels, pruning)
@@ -304,9 +327,15 @@ class DynaPruner(nn.Module):
         and, per gate, groups[i, gate] groups (the first ones; default: what the ModelMask
         keeps at that count): a sample's cost depends on nothing else."""
         region = (torch.arange(self.regions, device=like.device)[None] < counts[:, None]).to(like.dtype)
-        table = torch.as_tensor(self.model_mask.width_table(self.regions), device=like.device)[counts] if groups is None else groups
+        table = (
+            torch.as_tensor(self.model_mask.width_table(self.regions), device=like.device)[counts]
+            if groups is None
+            else groups
+        )
         channels = {
-            gate.name: (torch.arange(gate.groups, device=like.device)[None] < table[:, [index]]).to(like.dtype).repeat_interleave(gate.group_size, dim=1)
+            gate.name: (torch.arange(gate.groups, device=like.device)[None] < table[:, [index]])
+            .to(like.dtype)
+            .repeat_interleave(gate.group_size, dim=1)
             for index, gate in enumerate(self.gates)
         }
         return MaskState(region.reshape(-1, 1, *self.grid), channels)
@@ -320,8 +349,12 @@ class DynaPruner(nn.Module):
         """Every region computed and every gate at the width level of index `level` (its
         first groups): one static sub-network of a slimmable model, for every sample."""
         groups = self.level_groups(self.pruning.width_levels[level])
-        per_sample = torch.tensor([[groups[gate.name] for gate in self.gates]], device=padded.device).expand(padded.shape[0], -1)
-        return self.masks_keeping(torch.full((padded.shape[0],), self.regions, device=padded.device), padded, per_sample)
+        per_sample = torch.tensor([[groups[gate.name] for gate in self.gates]], device=padded.device).expand(
+            padded.shape[0], -1
+        )
+        return self.masks_keeping(
+            torch.full((padded.shape[0],), self.regions, device=padded.device), padded, per_sample
+        )
 
     @contextlib.contextmanager
     def at_width(self, level: int):
@@ -430,7 +463,9 @@ class DynaPruner(nn.Module):
         padded = self.pad(x)
         return self.crop(self.backbone(padded, self.dense_masks(padded)))
 
-    def forward(self, x: Tensor, mode: MaskMode = MaskMode(), width: int | None = None, budget: float | None = None) -> Forecast:
+    def forward(
+        self, x: Tensor, mode: MaskMode = MaskMode(), width: int | None = None, budget: float | None = None
+    ) -> Forecast:
         """width: the index of a width level: the static sub-network at that level, every
         region computed, no router (a slimmable network's slice; `at_width`); a
         width-routed model in training mode adds its router's predictions, which the
@@ -450,7 +485,14 @@ class DynaPruner(nn.Module):
         region = masks.region_at((x.shape[-2], x.shape[-1]))[:, None]  # (B, 1, 1, H, W)
         prediction = region * dense_part + (1 - region) * x[:, -1:]
         ledger = masks.ledger
-        return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks, self.sample_costs(ledger))
+        return Forecast(
+            self.crop(prediction),
+            ledger.sparse,
+            ledger.dense,
+            masks.region_fraction(),
+            masks,
+            self.sample_costs(ledger),
+        )
 
     def level_forecast(self, padded: Tensor, level: int) -> Forecast:
         """Width level `level` alone on the padded frames: every region, that level's
@@ -460,7 +502,11 @@ class DynaPruner(nn.Module):
             prediction = self.backbone(padded, masks)
         ledger = masks.ledger
         measured = self.cost_model.branch_costs()  # (routed, alone) ratios, or None: priced from the ledger
-        cost = self.sample_costs(ledger) if measured is None else torch.full((len(padded),), measured[1][level], device=padded.device)
+        cost = (
+            self.sample_costs(ledger)
+            if measured is None
+            else torch.full((len(padded),), measured[1][level], device=padded.device)
+        )
         return Forecast(self.crop(prediction), ledger.sparse, ledger.dense, masks.region_fraction(), masks, cost)
 
     def level_costs(self) -> list[float]:
@@ -472,7 +518,10 @@ class DynaPruner(nn.Module):
             return measured[1]
         x = self.blank_frames(1)
         levels = range(len(self.pruning.width_levels))
-        return [float(self.sample_costs(self.made_up_ledger(x, self.width_masks(x, level), router=False))[0]) for level in levels]
+        return [
+            float(self.sample_costs(self.made_up_ledger(x, self.width_masks(x, level), router=False))[0])
+            for level in levels
+        ]
 
     def routed_forecast(self, x: Tensor, budget: float) -> Forecast:
         """A width-routed model's forecast of the user's frames `x` under `budget`: each
@@ -494,8 +543,16 @@ class DynaPruner(nn.Module):
                 forecast = self.level_forecast(padded[chosen], level)
                 prediction[chosen] = forecast.prediction
                 flops[chosen] += forecast.flops
-        return Forecast(prediction, flops, self.dense_flops, (branch > 0).to(x.dtype), None,
-                        self.width_router.costs[branch], branch, predicted)
+        return Forecast(
+            prediction,
+            flops,
+            self.dense_flops,
+            (branch > 0).to(x.dtype),
+            None,
+            self.width_router.costs[branch],
+            branch,
+            predicted,
+        )
 
     @functools.cached_property
     def dense_flops(self) -> float:

@@ -45,12 +45,17 @@ def register_backbone(backbone: type[Backbone]) -> type[Backbone]:
         raise ConfigError(f"{where} is not a subclass of dynaprune_edge.models.Backbone")
     name = getattr(backbone, "name", None)
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ConfigError(f"{where}.name must be lower-case letters, digits, '-' or '_' (what model.pt records), got {name!r}")
+        raise ConfigError(
+            f"{where}.name must be lower-case letters, digits, '-' or '_' (what model.pt records), got {name!r}"
+        )
     options = getattr(backbone, "Options", None)
     if not dataclasses.is_dataclass(options) or any(
-        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in dataclasses.fields(options)
+        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        for f in dataclasses.fields(options)
     ):
-        raise ConfigError(f"{where}.Options must be a dataclass whose every field has a default (the sizes --arch overrides)")
+        raise ConfigError(
+            f"{where}.Options must be a dataclass whose every field has a default (the sizes --arch overrides)"
+        )
     if inspect.isabstract(backbone):
         missing = ", ".join(sorted(backbone.__abstractmethods__))
         raise ConfigError(f"{where} does not define {missing}: a backbone's forward is its program(ops, x)")
@@ -71,7 +76,9 @@ def resolve_backbone(spec: str) -> str:
     found = getattr(module, class_name, None)
     if found is None:
         defined = sorted(n for n, v in vars(module).items() if inspect.isclass(v) and v.__module__ == module.__name__)
-        raise ConfigError(f"--backbone {spec}: {source} defines no {class_name} (it defines: {', '.join(defined) or 'no classes'})")
+        raise ConfigError(
+            f"--backbone {spec}: {source} defines no {class_name} (it defines: {', '.join(defined) or 'no classes'})"
+        )
     try:
         if inspect.isclass(found) and issubclass(found, nn.Module) and not issubclass(found, Backbone):
             from dynaprune_edge.models.traced import converted
@@ -111,6 +118,10 @@ def import_module(spec: str, module_path: str):
     except ModuleNotFoundError as error:
         raise ConfigError(f"--backbone {spec}: no module named {error.name!r} (a file: PATH.py:Class)") from None
     except SyntaxError as error:
-        raise ConfigError(f"--backbone {spec}: {Path(error.filename or module_path).name}:{error.lineno}: {error.msg}") from None
+        raise ConfigError(
+            f"--backbone {spec}: {Path(error.filename or module_path).name}:{error.lineno}: {error.msg}"
+        ) from None
     except Exception as error:  # noqa: BLE001 (the user's code: whatever it raises is one line)
-        raise ConfigError(f"--backbone {spec}: importing {module_path} raised {type(error).__name__}: {error}") from None
+        raise ConfigError(
+            f"--backbone {spec}: importing {module_path} raised {type(error).__name__}: {error}"
+        ) from None

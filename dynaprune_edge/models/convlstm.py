@@ -44,7 +44,9 @@ class ConvLSTM(Backbone):
     def spatial_multiple(cls, options) -> int:
         return options.patch_size
 
-    def __init__(self, shape: ForecastShape, options: ConvLSTMOptions, group_size: int, one_width: bool = False) -> None:
+    def __init__(
+        self, shape: ForecastShape, options: ConvLSTMOptions, group_size: int, one_width: bool = False
+    ) -> None:
         super().__init__(shape, options, group_size, one_width)
         patch = options.patch_size
         self.patch_grid(patch)
@@ -57,10 +59,21 @@ class ConvLSTM(Backbone):
         for index in range(options.num_layers):
             below = cells[-1].gate if cells else None
             inputs = frame_channels if below is None else hidden
-            cells.append(GatedConvLSTMCell(inputs, hidden, options.kernel_size, gate=f"lstm{index}", input_gate=below, group_size=group_size))
+            cells.append(
+                GatedConvLSTMCell(
+                    inputs, hidden, options.kernel_size, gate=f"lstm{index}", input_gate=below, group_size=group_size
+                )
+            )
         self.cells = nn.ModuleList(cells)
         self.readout = GatedConv2d(
-            hidden, frame_channels, 1, gate=None, input_gate=cells[-1].gate, group_size=group_size, norm=False, activation=False
+            hidden,
+            frame_channels,
+            1,
+            gate=None,
+            input_gate=cells[-1].gate,
+            group_size=group_size,
+            norm=False,
+            activation=False,
         )
 
     def program(self, ops: Interpreter, x):

@@ -28,8 +28,13 @@ class TranslatorBlock(nn.Module):
         super().__init__()
         self.expand = GatedConv2d(channels, channels, 3, gate=gate, input_gate=stream, group_size=group_size)
         self.project = GatedConv2d(
-            channels, channels, 1, gate=None if stream is None else stream.name, input_gate=self.expand.gate,
-            group_size=group_size, activation=False,
+            channels,
+            channels,
+            1,
+            gate=None if stream is None else stream.name,
+            input_gate=self.expand.gate,
+            group_size=group_size,
+            activation=False,
         )
 
     def program(self, ops: Interpreter, x):
@@ -41,7 +46,11 @@ def gated_chain(layers: list[tuple[str, int, int, int, int]], group_size: int) -
     stride, upsample) per layer."""
     chain, input_gate = [], None
     for gate, inputs, outputs, stride, upsample in layers:
-        chain.append(GatedConv2d(inputs, outputs, 3, stride, gate=gate, input_gate=input_gate, group_size=group_size, upsample=upsample))
+        chain.append(
+            GatedConv2d(
+                inputs, outputs, 3, stride, gate=gate, input_gate=input_gate, group_size=group_size, upsample=upsample
+            )
+        )
         input_gate = chain[-1].gate
     return nn.ModuleList(chain)
 
@@ -64,10 +73,21 @@ class SimVP(Backbone):
         super().__init__(shape, options, group_size, one_width)
         hs, ht, g = options.spatial_channels, options.temporal_channels, group_size
         self.encoder = gated_chain(
-            [("enc0", shape.channels, hs, 1, 1), ("enc1", hs, hs, 2, 1), ("enc2", hs, hs, 1, 1), ("enc3", hs, hs, 2, 1)], g
+            [
+                ("enc0", shape.channels, hs, 1, 1),
+                ("enc1", hs, hs, 2, 1),
+                ("enc2", hs, hs, 1, 1),
+                ("enc3", hs, hs, 2, 1),
+            ],
+            g,
         )
         self.translator_in = GatedConv2d(
-            shape.frames_in * hs, ht, 3, gate="stream" if one_width else None, input_gate=self.encoder[-1].gate, group_size=g
+            shape.frames_in * hs,
+            ht,
+            3,
+            gate="stream" if one_width else None,
+            input_gate=self.encoder[-1].gate,
+            group_size=g,
         )
         stream = self.translator_in.gate
         self.translator = nn.ModuleList(
@@ -78,7 +98,14 @@ class SimVP(Backbone):
             [("dec0", hs, hs, 1, 2), ("dec1", hs, hs, 1, 1), ("dec2", hs, hs, 1, 2), ("dec3", hs, hs, 1, 1)], g
         )
         self.readout = GatedConv2d(
-            hs, shape.channels, 1, gate=None, input_gate=self.decoder[-1].gate, group_size=g, norm=False, activation=False
+            hs,
+            shape.channels,
+            1,
+            gate=None,
+            input_gate=self.decoder[-1].gate,
+            group_size=g,
+            norm=False,
+            activation=False,
         )
 
     def program(self, ops: Interpreter, x):

@@ -47,25 +47,59 @@ from dynaprune_edge.models.base import Backbone, ForecastShape
 
 SHAPE_ARGUMENTS = ("frames_in", "frames_out", "channels", "height", "width")
 """Keyword arguments of the user's __init__ that dpedge fills from the data's shape."""
-SUPPORTED = ("Conv2d (square kernel, any stride and dilation, padded to its input's size over the stride, groups 1 or depthwise), ConvTranspose2d (kernel = stride, no padding), nearest and "
-             "bilinear upsampling by a whole scale_factor, BatchNorm2d, GroupNorm and LayerNorm over (C, H, W) after a Conv2d, "
-             "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, max and average pooling (window = stride), "
-             "PixelShuffle and PixelUnshuffle, reshapes between frames, channels and the forecast (frames into the batch or "
-             "into channels, and back), and for recurrent cells: x[:, t], zero states, elementwise +, -, * of values of one shape or "
-             "with a number, sigmoid, tanh, relu, chunk and split along channels, torch.stack of the forecast frames along dim 1")
-FUNCTIONAL_ACTIVATIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.silu: nn.SiLU, F.gelu: nn.GELU, torch.tanh: nn.Tanh, F.leaky_relu: nn.LeakyReLU}
+SUPPORTED = (
+    "Conv2d (square kernel, any stride and dilation, padded to its input's size over the stride, groups 1 or depthwise), ConvTranspose2d (kernel = stride, no padding), nearest and "
+    "bilinear upsampling by a whole scale_factor, BatchNorm2d, GroupNorm and LayerNorm over (C, H, W) after a Conv2d, "
+    "ReLU, SiLU, GELU, LeakyReLU, Tanh, residual adds, channel concatenations, max and average pooling (window = stride), "
+    "PixelShuffle and PixelUnshuffle, reshapes between frames, channels and the forecast (frames into the batch or "
+    "into channels, and back), and for recurrent cells: x[:, t], zero states, elementwise +, -, * of values of one shape or "
+    "with a number, sigmoid, tanh, relu, chunk and split along channels, torch.stack of the forecast frames along dim 1"
+)
+FUNCTIONAL_ACTIVATIONS = {
+    F.relu: nn.ReLU,
+    torch.relu: nn.ReLU,
+    F.silu: nn.SiLU,
+    F.gelu: nn.GELU,
+    torch.tanh: nn.Tanh,
+    F.leaky_relu: nn.LeakyReLU,
+}
 ADDS = {operator.add, torch.add}
 POOLS = {nn.MaxPool2d: "max", nn.AvgPool2d: "average", F.max_pool2d: "max", F.avg_pool2d: "average"}
-SHUFFLES = {nn.PixelShuffle: "depth_to_space", nn.PixelUnshuffle: "space_to_depth", F.pixel_shuffle: "depth_to_space",
-            F.pixel_unshuffle: "space_to_depth"}
+SHUFFLES = {
+    nn.PixelShuffle: "depth_to_space",
+    nn.PixelUnshuffle: "space_to_depth",
+    F.pixel_shuffle: "depth_to_space",
+    F.pixel_unshuffle: "space_to_depth",
+}
 CONCATS = {torch.cat, torch.concat}
 RESHAPES = {"reshape", "view", "flatten", "unflatten"}
-UNARY = {torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh", F.tanh: "tanh", torch.relu: "relu", F.relu: "relu",
-         nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", "sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu"}
+UNARY = {
+    torch.sigmoid: "sigmoid",
+    F.sigmoid: "sigmoid",
+    torch.tanh: "tanh",
+    F.tanh: "tanh",
+    torch.relu: "relu",
+    F.relu: "relu",
+    nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh",
+    nn.ReLU: "relu",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+}
 """Elementwise functions, modules and tensor methods not absorbed by a convolution (a
 recurrent cell's gates and state), by `Interpreter.pointwise` operation."""
-BINARY = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub", operator.mul: "mul", torch.mul: "mul",
-          "add": "add", "sub": "sub", "mul": "mul"}
+BINARY = {
+    operator.add: "add",
+    torch.add: "add",
+    operator.sub: "sub",
+    torch.sub: "sub",
+    operator.mul: "mul",
+    torch.mul: "mul",
+    "add": "add",
+    "sub": "sub",
+    "mul": "mul",
+}
 CHUNKS = {torch.chunk: "chunk", torch.split: "split", "chunk": "chunk", "split": "split"}
 ZEROS = {torch.zeros, torch.zeros_like, "new_zeros"}
 STACKS = {torch.stack}
@@ -122,7 +156,11 @@ def traceable_zeros():
 
     def zeros(*size, **options):
         proxy = next((a for a in (*size, *options.values()) if isinstance(a, fx.Proxy)), None)
-        return original(*size, **options) if proxy is None else proxy.tracer.create_proxy("call_function", original, size, options)
+        return (
+            original(*size, **options)
+            if proxy is None
+            else proxy.tracer.create_proxy("call_function", original, size, options)
+        )
 
     torch.zeros = zeros
     try:
@@ -136,8 +174,10 @@ def trace(module: nn.Module, name: str) -> fx.Graph:
         with traceable_zeros():
             graph = fx.symbolic_trace(module).graph
     except Exception as error:  # noqa: BLE001 (data-dependent control flow and the like: fx's error, one line)
-        raise ConfigError(f"{name}: cannot be traced ({type(error).__name__}: {str(error).splitlines()[0]}); dpedge needs a forward "
-                          "without data-dependent control flow") from None
+        raise ConfigError(
+            f"{name}: cannot be traced ({type(error).__name__}: {str(error).splitlines()[0]}); dpedge needs a forward "
+            "without data-dependent control flow"
+        ) from None
     return graph
 
 
@@ -149,7 +189,10 @@ def upsampling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int] 
         mode, size, factor, corners = module.mode, module.size, module.scale_factor, module.align_corners
     elif node.op == "call_function" and node.target is F.interpolate:
         arguments = dict(zip(("input", "size", "scale_factor", "mode", "align_corners"), node.args)) | node.kwargs
-        mode, size, factor, corners = (arguments.get(k, d) for k, d in (("mode", "nearest"), ("size", None), ("scale_factor", None), ("align_corners", None)))
+        mode, size, factor, corners = (
+            arguments.get(k, d)
+            for k, d in (("mode", "nearest"), ("size", None), ("scale_factor", None), ("align_corners", None))
+        )
     else:
         return None
     factors = factor if isinstance(factor, (tuple, list)) else (factor, factor)
@@ -166,15 +209,31 @@ def pooling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int | No
     module = modules.get(node.target) if node.op == "call_module" else None
     if module is not None and type(module) in POOLS:
         kind, kernel, stride, padding = POOLS[type(module)], module.kernel_size, module.stride, module.padding
-        extra = getattr(module, "dilation", 1) != 1 or getattr(module, "ceil_mode", False) or not getattr(module, "count_include_pad", True)
+        extra = (
+            getattr(module, "dilation", 1) != 1
+            or getattr(module, "ceil_mode", False)
+            or not getattr(module, "count_include_pad", True)
+        )
     elif node.op == "call_function" and node.target in POOLS:
         arguments = dict(zip(("input", "kernel_size", "stride", "padding"), node.args)) | node.kwargs
-        kind, kernel, stride, padding = POOLS[node.target], arguments.get("kernel_size"), arguments.get("stride"), arguments.get("padding", 0)
+        kind, kernel, stride, padding = (
+            POOLS[node.target],
+            arguments.get("kernel_size"),
+            arguments.get("stride"),
+            arguments.get("padding", 0),
+        )
         extra = bool(arguments.get("ceil_mode")) or arguments.get("dilation", 1) != 1
     else:
         return None
+
     def square(value) -> int:  # one side for both axes, or -1
-        return value if isinstance(value, int) else value[0] if isinstance(value, (tuple, list)) and len(set(value)) == 1 else -1
+        return (
+            value
+            if isinstance(value, int)
+            else value[0]
+            if isinstance(value, (tuple, list)) and len(set(value)) == 1
+            else -1
+        )
 
     kernel = square(kernel)
     stride = kernel if stride is None or stride == () else square(stride)  # torch's default stride is the window
@@ -187,7 +246,11 @@ def shuffling(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, int] |
     if module is not None and type(module) in SHUFFLES:
         return SHUFFLES[type(module)], getattr(module, "upscale_factor", getattr(module, "downscale_factor", None))
     if node.op == "call_function" and node.target in SHUFFLES:
-        factor = node.args[1] if len(node.args) > 1 else node.kwargs.get("upscale_factor", node.kwargs.get("downscale_factor"))
+        factor = (
+            node.args[1]
+            if len(node.args) > 1
+            else node.kwargs.get("upscale_factor", node.kwargs.get("downscale_factor"))
+        )
         return SHUFFLES[node.target], factor
     return None
 
@@ -201,12 +264,18 @@ def options_type(user: type) -> type:
     dataclass (--arch sets them): each needs a whole-number default."""
     fields = []
     for name, parameter in inspect.signature(user.__init__).parameters.items():
-        if name == "self" or name in SHAPE_ARGUMENTS or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        if (
+            name == "self"
+            or name in SHAPE_ARGUMENTS
+            or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        ):
             continue
         default = parameter.default
         if default is parameter.empty or isinstance(default, bool) or not isinstance(default, int):
-            raise ConfigError(f"{user.__name__}.__init__: argument {name!r} needs a whole-number default (what --arch {name}=N sets); "
-                              f"the data's shape comes as {', '.join(SHAPE_ARGUMENTS)}")
+            raise ConfigError(
+                f"{user.__name__}.__init__: argument {name!r} needs a whole-number default (what --arch {name}=N sets); "
+                f"the data's shape comes as {', '.join(SHAPE_ARGUMENTS)}"
+            )
         fields.append((name, int, dataclasses.field(default=default)))
     return dataclasses.make_dataclass(f"{user.__name__}Options", fields, frozen=True)
 
@@ -226,12 +295,23 @@ def converted(user: type) -> type[Backbone]:
         widths = dict(getattr(user, "WIDTHS", {}))
         unknown = set(widths) - {f.name for f in dataclasses.fields(options)}
         if unknown or not all(isinstance(m, int) and m >= 1 for m in widths.values()):
-            raise ConfigError(f"{user.__name__}.WIDTHS must map arguments of its __init__ ({', '.join(f.name for f in dataclasses.fields(options))}) "
-                              f"to the whole multiple each keeps, got {widths}")
-        _CONVERTED[user] = type(user.__name__, (TracedBackbone,), {"name": backbone_name(user), "Options": options, "user": user, "WIDTHS": widths,
-                                                                  "__module__": user.__module__, "__qualname__": user.__qualname__})
+            raise ConfigError(
+                f"{user.__name__}.WIDTHS must map arguments of its __init__ ({', '.join(f.name for f in dataclasses.fields(options))}) "
+                f"to the whole multiple each keeps, got {widths}"
+            )
+        _CONVERTED[user] = type(
+            user.__name__,
+            (TracedBackbone,),
+            {
+                "name": backbone_name(user),
+                "Options": options,
+                "user": user,
+                "WIDTHS": widths,
+                "__module__": user.__module__,
+                "__qualname__": user.__qualname__,
+            },
+        )
     return _CONVERTED[user]
-
 
 
 class TracedBackbone(Backbone):
@@ -266,12 +346,16 @@ class TracedBackbone(Backbone):
     @classmethod
     def build_user(cls, shape: ForecastShape, options) -> nn.Module:
         signature = inspect.signature(cls.user.__init__).parameters
-        arguments = {name: getattr(shape, name) for name in SHAPE_ARGUMENTS if name in signature} | dataclasses.asdict(options)
+        arguments = {name: getattr(shape, name) for name in SHAPE_ARGUMENTS if name in signature} | dataclasses.asdict(
+            options
+        )
         try:
             return cls.user(**arguments)
         except Exception as error:  # noqa: BLE001 (the user's constructor: whatever it raises is one line)
-            raise ShapeError(f"{cls.user.__name__}({', '.join(f'{k}={v}' for k, v in arguments.items())}) raised "
-                              f"{type(error).__name__}: {error}") from None
+            raise ShapeError(
+                f"{cls.user.__name__}({', '.join(f'{k}={v}' for k, v in arguments.items())}) raised "
+                f"{type(error).__name__}: {error}"
+            ) from None
 
     def __init__(self, shape: ForecastShape, options, group_size: int, one_width: bool = False) -> None:
         super().__init__(shape, options, group_size, one_width)
@@ -288,10 +372,15 @@ class TracedBackbone(Backbone):
             module.load_state_dict(state)
         except (TypeError, AttributeError, RuntimeError) as error:
             detail = " ".join(str(error).split())[:300]
-            raise ConfigError(f"--init {path}: not a state dict of {self.user.__name__} as built here ({detail})") from None
+            raise ConfigError(
+                f"--init {path}: not a state dict of {self.user.__name__} as built here ({detail})"
+            ) from None
         layers = nn.ModuleDict()
         Conversion(module, self.user.__name__, self.shape, self.group_size, layers)
-        for key, layer in layers.items():  # the converted weights and statistics; a slimmable net's per-level ones follow
+        for (
+            key,
+            layer,
+        ) in layers.items():  # the converted weights and statistics; a slimmable net's per-level ones follow
             own = self.converted[key]
             own.conv.load_state_dict(layer.conv.state_dict())
             if isinstance(own.norm, MaskedBatchNorm2d):
@@ -302,8 +391,11 @@ class TracedBackbone(Backbone):
 
     def prunable_layers(self) -> list[dict]:
         """Each converted convolution by the user's module path, its gate, or why it has none."""
-        return [{"layer": self.paths[key], "gate": None if layer.gate is None else layer.gate.name}
-                | ({"why not": self.full_width[key]} if layer.gate is None else {}) for key, layer in self.converted.items()]
+        return [
+            {"layer": self.paths[key], "gate": None if layer.gate is None else layer.gate.name}
+            | ({"why not": self.full_width[key]} if layer.gate is None else {})
+            for key, layer in self.converted.items()
+        ]
 
     def program(self, ops: Interpreter, x):
         values, frames = {}, None
@@ -316,7 +408,9 @@ class TracedBackbone(Backbone):
             elif step.kind == "zeros":
                 values[step.node] = ops.zero_state(step.factor, step.span)
             elif step.kind == "pointwise":
-                values[step.node] = ops.pointwise(step.operation, *(values[o] if isinstance(o, str) else o for o in step.operands))
+                values[step.node] = ops.pointwise(
+                    step.operation, *(values[o] if isinstance(o, str) else o for o in step.operands)
+                )
             elif step.kind == "channels":
                 values[step.node] = ops.channels(values[step.reads[0]], *step.span)
             elif step.kind == "stack":
@@ -345,7 +439,9 @@ class TracedBackbone(Backbone):
 class Conversion:
     """The trace of `module` checked, its layers converted into `layers` and its `steps`."""
 
-    def __init__(self, module: nn.Module, name: str, shape: ForecastShape, group_size: int, layers: nn.ModuleDict) -> None:
+    def __init__(
+        self, module: nn.Module, name: str, shape: ForecastShape, group_size: int, layers: nn.ModuleDict
+    ) -> None:
         self.module, self.name, self.shape = module.eval(), name, shape
         self.graph = trace(module, name)
         for node in self.graph.nodes:  # in place, an operation would matter without its result being read
@@ -362,7 +458,9 @@ class Conversion:
         self.frames: dict[str, int] = {}  # node name → frames per sample its value holds (rows = batch × frames)
         self.forecast = ""  # the node whose value is the forecast
         blocks = self.blocks_by_conv = self.blocks()
-        self.absorbed = {n.name for conv, block in blocks.items() for n in self.between(conv, block.end)}  # what each block holds
+        self.absorbed = {
+            n.name for conv, block in blocks.items() for n in self.between(conv, block.end)
+        }  # what each block holds
         self.absorbed |= {block.upsampled_by.name for block in blocks.values() if block.upsampled_by is not None}
         for node in self.graph.nodes:
             self.convert(node, blocks, group_size, layers)
@@ -405,7 +503,14 @@ class Conversion:
         """Every node's output shape on a batch of two samples of the data's shape."""
         shape, shapes = self.shape, {}
         parameter = next(self.module.parameters(), None)
-        x = torch.zeros(2, shape.frames_in, shape.channels, shape.height, shape.width, device=None if parameter is None else parameter.device)
+        x = torch.zeros(
+            2,
+            shape.frames_in,
+            shape.channels,
+            shape.height,
+            shape.width,
+            device=None if parameter is None else parameter.device,
+        )
 
         class Shapes(fx.Interpreter):
             def run_node(inner, node):
@@ -418,14 +523,20 @@ class Conversion:
             with torch.no_grad():
                 out = Shapes(fx.GraphModule(self.module, self.graph)).run(x)
         except Exception as error:  # noqa: BLE001 (the user's forward on the data's shape)
-            raise ShapeError(f"{self.name}: its forward fails on frames shaped (batch, {shape.frames_in}, {shape.channels}, {shape.height}, "
-                              f"{shape.width}) ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+            raise ShapeError(
+                f"{self.name}: its forward fails on frames shaped (batch, {shape.frames_in}, {shape.channels}, {shape.height}, "
+                f"{shape.width}) ({type(error).__name__}: {str(error).splitlines()[0]})"
+            ) from None
         expected = (2, shape.frames_out, shape.channels, shape.height, shape.width)
         self.returned = None
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:  # raised at the output: an operation before it is refused first
+        if (
+            not isinstance(out, torch.Tensor) or tuple(out.shape) != expected
+        ):  # raised at the output: an operation before it is refused first
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            self.returned = ShapeError(f"{self.name}: its forward returns {got} for frames shaped (2, {shape.frames_in}, {shape.channels}, "
-                                       f"{shape.height}, {shape.width}); dpedge needs the forecast (batch, frames_out, channels, height, width) = {expected}")
+            self.returned = ShapeError(
+                f"{self.name}: its forward returns {got} for frames shaped (2, {shape.frames_in}, {shape.channels}, "
+                f"{shape.height}, {shape.width}); dpedge needs the forecast (batch, frames_out, channels, height, width) = {expected}"
+            )
         return shapes
 
     def module_of(self, node: fx.Node) -> nn.Module | None:
@@ -441,7 +552,11 @@ class Conversion:
             return None
         if node.op == "call_function" and node.target in FUNCTIONAL_ACTIVATIONS:
             factory = FUNCTIONAL_ACTIVATIONS[node.target]
-            slope = node.args[1] if node.target is F.leaky_relu and len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+            slope = (
+                node.args[1]
+                if node.target is F.leaky_relu and len(node.args) > 1
+                else node.kwargs.get("negative_slope", 0.01)
+            )
             return factory(slope) if factory is nn.LeakyReLU else factory()
         if node.op == "call_method" and node.target in ("relu", "tanh"):
             return nn.ReLU() if node.target == "relu" else nn.Tanh()
@@ -457,7 +572,9 @@ class Conversion:
         blocks = {}
         for node in self.graph.nodes:
             module = self.module_of(node)
-            if isinstance(module, nn.ConvTranspose2d):  # an activation only: a BatchNorm reads positions the conv's taps become
+            if isinstance(
+                module, nn.ConvTranspose2d
+            ):  # an activation only: a BatchNorm reads positions the conv's taps become
                 follower = self.only_user(node)
                 activation = follower is not None and self.activation_of(follower)
                 blocks[node.name] = Block(node.args[0], follower if activation else node, None, activation or None)
@@ -466,7 +583,9 @@ class Conversion:
                 continue
             source, upsample, upsampled_by = node.args[0], 1, None
             upsampled = isinstance(source, fx.Node) and upsampling(source, self.modules)
-            if upsampled and upsampled[0] == "nearest" and self.only_user(source) is node:  # the conv's own (GatedConv2d's upsample)
+            if (
+                upsampled and upsampled[0] == "nearest" and self.only_user(source) is node
+            ):  # the conv's own (GatedConv2d's upsample)
                 source, upsample, upsampled_by = source.args[0], upsampled[1], source
             end, norm, activation = node, None, None
             follower = self.only_user(end)
@@ -489,7 +608,10 @@ class Conversion:
                 raise self.returned
             value = node.args[0]
             if not isinstance(value, fx.Node) or self.steps[-1].node != value.name or value.name != self.forecast:
-                raise self.refuse(node, "an output that is not the last convolution's maps reshaped or stacked into the forecast frames")
+                raise self.refuse(
+                    node,
+                    "an output that is not the last convolution's maps reshaped or stacked into the forecast frames",
+                )
         elif node.name in self.absorbed or node.name not in self.shapes:
             return  # a block's BatchNorm and activation; sizes read off a shape (what reshapes take: their shapes are checked)
         elif node.name in blocks:
@@ -547,7 +669,9 @@ class Conversion:
         return nodes
 
     def is_reshape(self, node: fx.Node) -> bool:
-        return (node.op == "call_method" and node.target in RESHAPES) or (node.op == "call_function" and node.target in (torch.reshape, torch.flatten))
+        return (node.op == "call_method" and node.target in RESHAPES) or (
+            node.op == "call_function" and node.target in (torch.reshape, torch.flatten)
+        )
 
     def source(self, node: fx.Node, index: int = 0) -> fx.Node:
         value = node.args[index]
@@ -594,8 +718,11 @@ class Conversion:
             raise self.refuse(node, f"a reshape of {source.name}, which is not a converted value")
         found = self.frame_primitives(source, node)
         if found is None:
-            raise self.refuse(node, f"a reshape from {self.shapes.get(source.name)} to {self.shapes.get(node.name)} (between frames, "
-                              "channels and the forecast only)")
+            raise self.refuse(
+                node,
+                f"a reshape from {self.shapes.get(source.name)} to {self.shapes.get(node.name)} (between frames, "
+                "channels and the forecast only)",
+            )
         primitives, frames = found
         cuts = any(p.startswith("unstack_frames") or p == "forecast" for p in primitives)
         if cuts and self.gates[source.name] is not None:
@@ -630,13 +757,25 @@ class Conversion:
         width in, full width out (sigmoid(0) is not 0; a product couples its factors)."""
         operation = self.pointwise(node)
         operands = node.args if self.module_of(node) is None else node.args[:1]
-        if set(node.kwargs.items()) - {("inplace", False)} or len(operands) != (1 if operation in ("sigmoid", "tanh", "relu") else 2):
+        if set(node.kwargs.items()) - {("inplace", False)} or len(operands) != (
+            1 if operation in ("sigmoid", "tanh", "relu") else 2
+        ):
             raise self.refuse(node, f"{operation} with arguments {', '.join(map(str, node.kwargs)) or len(operands)}")
         values = [self.converted_value(node, o, operation) for o in operands if not isinstance(o, (int, float))]
         if not values or any(self.shapes[v.name] != self.shapes[node.name] for v in values):
-            raise self.refuse(node, f"{operation} of values shaped {[self.shapes.get(v.name) for v in values]} (one shape, or a value and a number)")
-        self.steps.append(Step("pointwise", node.name, tuple(v.name for v in values), operation=operation,
-                               operands=tuple(o.name if isinstance(o, fx.Node) else float(o) for o in operands)))
+            raise self.refuse(
+                node,
+                f"{operation} of values shaped {[self.shapes.get(v.name) for v in values]} (one shape, or a value and a number)",
+            )
+        self.steps.append(
+            Step(
+                "pointwise",
+                node.name,
+                tuple(v.name for v in values),
+                operation=operation,
+                operands=tuple(o.name if isinstance(o, fx.Node) else float(o) for o in operands),
+            )
+        )
         self.gates[node.name], self.frames[node.name] = None, self.frames[values[0].name]
 
     def convert_item(self, node: fx.Node) -> None:
@@ -644,7 +783,13 @@ class Conversion:
         source, index = node.args
         if source.op == "placeholder":
             count = self.shape.frames_in
-            if not (isinstance(index, tuple) and len(index) == 2 and index[0] == slice(None) and isinstance(index[1], int) and -count <= index[1] < count):
+            if not (
+                isinstance(index, tuple)
+                and len(index) == 2
+                and index[0] == slice(None)
+                and isinstance(index[1], int)
+                and -count <= index[1] < count
+            ):
                 raise self.refuse(node, f"indexing the input frames by {index} (one frame, x[:, t], only)")
             self.steps.append(Step("frame", node.name, (source.name,), factor=index[1] % count))
             self.gates[node.name], self.frames[node.name] = None, 1
@@ -653,13 +798,25 @@ class Conversion:
             raise self.refuse(node, f"an item of {getattr(source.target, '__name__', source.target)}")
         split, value = CHUNKS[source.target], self.converted_value(source, source.args[0], CHUNKS[source.target])
         arguments = dict(zip(("tensor", "sections", "dim"), source.args)) | source.kwargs
-        sections = next(arguments[k] for k in ("sections", "chunks", "split_size_or_sections", "split_size") if k in arguments)
+        sections = next(
+            arguments[k] for k in ("sections", "chunks", "split_size_or_sections", "split_size") if k in arguments
+        )
         dim, rank = arguments.get("dim", 0), len(self.shapes[value.name])
         if rank != 4 or dim % rank != 1:
-            raise self.refuse(source, f"a {split} along dimension {dim} of {rank}-dimensional values (channels of maps only)")
+            raise self.refuse(
+                source, f"a {split} along dimension {dim} of {rank}-dimensional values (channels of maps only)"
+            )
         channels = self.shapes[value.name][1]
-        sizes = [-(-channels // sections)] * sections if split == "chunk" else [sections] * channels if isinstance(sections, int) else list(sections)
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]  # torch's pieces: whole sizes from the start, the last one short
+        sizes = (
+            [-(-channels // sections)] * sections
+            if split == "chunk"
+            else [sections] * channels
+            if isinstance(sections, int)
+            else list(sections)
+        )
+        starts = [
+            sum(sizes[:i]) for i in range(len(sizes))
+        ]  # torch's pieces: whole sizes from the start, the last one short
         start = starts[index]
         self.steps.append(Step("channels", node.name, (value.name,), span=(start, min(channels, start + sizes[index]))))
         self.gates[node.name], self.frames[node.name] = None, self.frames[value.name]
@@ -678,7 +835,9 @@ class Conversion:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         shape = self.shape
         if self.shapes[node.name] != (2, shape.frames_out, shape.channels) + self.shapes[node.name][3:] or dim % 5 != 1:
-            raise self.refuse(node, f"a stack into {self.shapes[node.name]} (the forecast's frames only, along dimension 1)")
+            raise self.refuse(
+                node, f"a stack into {self.shapes[node.name]} (the forecast's frames only, along dimension 1)"
+            )
         values = [self.converted_value(node, value, "a stack") for value in values]
         if any(self.frames[value.name] != 1 for value in values):
             raise self.refuse(node, "a stack of values holding several frames each")
@@ -691,7 +850,10 @@ class Conversion:
         if source.name not in self.gates or not size:
             raise self.refuse(node, f"{kind} pooling other than over size×size windows at stride size, without padding")
         self.steps.append(Step("pool", node.name, (source.name,), operation=kind, factor=size))
-        self.gates[node.name], self.frames[node.name] = self.gates[source.name], self.frames[source.name]  # per channel: the gate goes through
+        self.gates[node.name], self.frames[node.name] = (
+            self.gates[source.name],
+            self.frames[source.name],
+        )  # per channel: the gate goes through
 
     def convert_upsample(self, node: fx.Node) -> None:
         """A nearest or bilinear upsampling no convolution absorbs: per channel, so the gate
@@ -716,10 +878,14 @@ class Conversion:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         rank = len(self.shapes[node.name])
         if not isinstance(values, (list, tuple)) or dim % rank != 1 or rank != 4:
-            raise self.refuse(node, f"a concatenation along dimension {dim} of {rank}-dimensional values (channels of maps only)")
+            raise self.refuse(
+                node, f"a concatenation along dimension {dim} of {rank}-dimensional values (channels of maps only)"
+            )
         for value in values:
             if not isinstance(value, fx.Node) or value.name not in self.gates:
-                raise self.refuse(node, f"a concatenation with {getattr(value, 'name', value)}, which is not a converted value")
+                raise self.refuse(
+                    node, f"a concatenation with {getattr(value, 'name', value)}, which is not a converted value"
+                )
             if self.gates[value.name] is not None:
                 raise AssertionError("a value reaching a concatenation is never gated")
         self.steps.append(Step("concat", node.name, tuple(value.name for value in values)))
@@ -738,16 +904,33 @@ class Conversion:
         it is converted (its activation applied before the shuffle, where it is the same)."""
         conv: nn.ConvTranspose2d = self.module_of(node)
         source, s = block.source, conv.stride[0]
-        if (conv.kernel_size != (s, s) or conv.stride != (s, s) or conv.padding != (0, 0) or conv.output_padding != (0, 0)
-                or conv.groups != 1 or conv.dilation != (1, 1)):
-            raise self.refuse(node, f"ConvTranspose2d(kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding}, output_padding "
-                              f"{conv.output_padding}, groups {conv.groups}, dilation {conv.dilation}): only kernel = stride, no padding")
+        if (
+            conv.kernel_size != (s, s)
+            or conv.stride != (s, s)
+            or conv.padding != (0, 0)
+            or conv.output_padding != (0, 0)
+            or conv.groups != 1
+            or conv.dilation != (1, 1)
+        ):
+            raise self.refuse(
+                node,
+                f"ConvTranspose2d(kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding}, output_padding "
+                f"{conv.output_padding}, groups {conv.groups}, dilation {conv.dilation}): only kernel = stride, no padding",
+            )
         key = self.layer_key(node)
         if not self.converted_before(node, block, key, layers):
             self.full_width[key] = "a transposed convolution: its channels become positions"
             taps = conv.out_channels * s * s
-            layer = GatedConv2d(conv.in_channels, taps, 1, gate=None, input_gate=self.gates[source.name], group_size=group_size, norm=False,
-                                activation=False if block.activation is None else block.activation)
+            layer = GatedConv2d(
+                conv.in_channels,
+                taps,
+                1,
+                gate=None,
+                input_gate=self.gates[source.name],
+                group_size=group_size,
+                norm=False,
+                activation=False if block.activation is None else block.activation,
+            )
             with torch.no_grad():  # taps[o·s² + a·s + b] = Σ_c W[c, o, a, b] x[c]: pixel_shuffle's channel-major order
                 layer.conv.weight.copy_(conv.weight.permute(1, 2, 3, 0).reshape(taps, conv.in_channels, 1, 1))
                 bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
@@ -762,42 +945,77 @@ class Conversion:
         end, norm, activation, source = block.end, block.norm, block.activation, block.source
         conv: nn.Conv2d = self.module_of(node)
         if not isinstance(source, fx.Node) or source.name not in self.gates:
-            raise self.refuse(node, f"a convolution of {getattr(source, 'name', source)}, which is not a converted value")
+            raise self.refuse(
+                node, f"a convolution of {getattr(source, 'name', source)}, which is not a converted value"
+            )
         if isinstance(conv, nn.ConvTranspose2d):
             return self.convert_transposed(node, block, group_size, layers)
         kernel, stride, dilation = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
         extent = dilation * (kernel - 1) + 1  # of the kernel, dilated
         padding = ((extent - 1) // 2 if extent % 2 else -1,) * 2 if conv.padding == "same" else conv.padding
         depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-        if ((conv.groups != 1 and not depthwise) or len({*conv.kernel_size, kernel}) > 1 or len(set(conv.stride)) > 1 or len(set(conv.dilation)) > 1
-                or len(set(padding)) > 1 or not extent - stride <= 2 * padding[0] <= extent - 1 or conv.padding_mode != "zeros"):
-            raise self.refuse(node, f"Conv2d(kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding}, dilation {conv.dilation}, "
-                              f"groups {conv.groups}, padding_mode {conv.padding_mode}): a square kernel padded so that its output is its "
-                              "input's size over the stride, with zeros")
+        if (
+            (conv.groups != 1 and not depthwise)
+            or len({*conv.kernel_size, kernel}) > 1
+            or len(set(conv.stride)) > 1
+            or len(set(conv.dilation)) > 1
+            or len(set(padding)) > 1
+            or not extent - stride <= 2 * padding[0] <= extent - 1
+            or conv.padding_mode != "zeros"
+        ):
+            raise self.refuse(
+                node,
+                f"Conv2d(kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding}, dilation {conv.dilation}, "
+                f"groups {conv.groups}, padding_mode {conv.padding_mode}): a square kernel padded so that its output is its "
+                "input's size over the stride, with zeros",
+            )
         if isinstance(norm, nn.BatchNorm2d) and not (norm.affine and norm.track_running_stats):
             raise self.refuse(end, "BatchNorm2d without affine parameters or running statistics")
         if isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) != self.shapes[node.name][1:]:
-            raise self.refuse(end, f"a LayerNorm over {tuple(norm.normalized_shape)} (over a map's (channels, height, width) only)")
+            raise self.refuse(
+                end, f"a LayerNorm over {tuple(norm.normalized_shape)} (over a map's (channels, height, width) only)"
+            )
         key = self.layer_key(node)
         if self.converted_before(node, block, key, layers):
             return self.add_layer_step(block, layers[key], key)
         reader = self.norm_keeps_width(norm, group_size) or next(
-            (why for call in self.calls(node) for user in self.users[self.blocks_by_conv[call.name].end] if (why := self.full_width_reader(user))), None)
+            (
+                why
+                for call in self.calls(node)
+                for user in self.users[self.blocks_by_conv[call.name].end]
+                if (why := self.full_width_reader(user))
+            ),
+            None,
+        )
         gated = reader is None and not depthwise
         if reader is not None:
             self.full_width[key] = reader
         elif depthwise:
-            self.full_width[key] = ("a depthwise convolution: its input's gate prunes it" if self.gates[source.name] is not None
-                                    else "a depthwise convolution of a full-width input")
+            self.full_width[key] = (
+                "a depthwise convolution: its input's gate prunes it"
+                if self.gates[source.name] is not None
+                else "a depthwise convolution of a full-width input"
+            )
         if depthwise and reader is not None and self.gates[source.name] is not None:
             if isinstance(norm, MAP_NORMS):
                 raise self.refuse(end, f"{reader.split(' reads')[0]} after a depthwise convolution of a pruned input")
             raise AssertionError("a depthwise convolution that must keep its width reads a pruned input")
         batch_norm = isinstance(norm, nn.BatchNorm2d)
-        layer = GatedConv2d(conv.in_channels, conv.out_channels, kernel, stride, gate=key if gated else None,
-                            input_gate=self.gates[source.name], group_size=group_size, upsample=block.upsample,
-                            norm=batch_norm or (copy.deepcopy(norm) if norm is not None else False),
-                            activation=False if activation is None else activation, depthwise=depthwise, padding=padding[0], dilation=dilation)
+        layer = GatedConv2d(
+            conv.in_channels,
+            conv.out_channels,
+            kernel,
+            stride,
+            gate=key if gated else None,
+            input_gate=self.gates[source.name],
+            group_size=group_size,
+            upsample=block.upsample,
+            norm=batch_norm or (copy.deepcopy(norm) if norm is not None else False),
+            activation=False if activation is None else activation,
+            depthwise=depthwise,
+            padding=padding[0],
+            dilation=dilation,
+        )
         with torch.no_grad():
             layer.conv.weight.copy_(conv.weight)
             bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
@@ -821,7 +1039,11 @@ class Conversion:
         per_group = norm_channels(norm) // norm_groups(norm)
         if group_size % per_group == 0:
             return None
-        what = "a LayerNorm over all its channels" if isinstance(norm, nn.LayerNorm) else f"a GroupNorm of {per_group} channels per group"
+        what = (
+            "a LayerNorm over all its channels"
+            if isinstance(norm, nn.LayerNorm)
+            else f"a GroupNorm of {per_group} channels per group"
+        )
         return f"{what} reads it (filters are pruned in groups of {group_size}: a norm group would be split)"
 
     def add_layer_step(self, block: Block, layer: GatedConv2d, key: str) -> None:
@@ -840,9 +1062,16 @@ class Conversion:
         if key not in layers:
             return False
         first = self.blocks_by_conv[self.calls(node)[0].name]
-        if (layers[key].input_gate != self.gates[block.source.name] or block.norm is not first.norm or block.upsample != first.upsample
-                or type(block.activation) is not type(first.activation)):
-            raise self.refuse(node, "a module called again with another input width, or another BatchNorm, activation or upsampling around it")
+        if (
+            layers[key].input_gate != self.gates[block.source.name]
+            or block.norm is not first.norm
+            or block.upsample != first.upsample
+            or type(block.activation) is not type(first.activation)
+        ):
+            raise self.refuse(
+                node,
+                "a module called again with another input width, or another BatchNorm, activation or upsampling around it",
+            )
         return True
 
     def full_width_reader(self, node: fx.Node) -> str | None:
@@ -851,8 +1080,14 @@ class Conversion:
         what must keep the width of its output must keep its input's too."""
         block = self.blocks_by_conv.get(node.name)
         module = self.module_of(node)
-        if (block is not None and isinstance(module, nn.Conv2d) and module.groups > 1 or pooling(node, self.modules) is not None
-                or upsampling(node, self.modules) is not None and node.name not in self.absorbed):
+        if (
+            block is not None
+            and isinstance(module, nn.Conv2d)
+            and module.groups > 1
+            or pooling(node, self.modules) is not None
+            or upsampling(node, self.modules) is not None
+            and node.name not in self.absorbed
+        ):
             end = block.end if block is not None else node  # the gate goes through: what reads the result decides
             return next((why for user in self.users[end] if (why := self.full_width_reader(user))), None)
         if self.is_call(node, ADDS | {"add"}) and all(isinstance(a, fx.Node) for a in node.args[:2]):
@@ -868,10 +1103,19 @@ class Conversion:
         if shuffling(node, self.modules) is not None:
             return "a pixel shuffle reads it (its channels become positions, or positions its channels)"
         if self.is_reshape(node):
-            after, before = self.shapes.get(node.name), self.shapes.get(node.all_input_nodes[0].name) if node.all_input_nodes else None
+            after, before = (
+                self.shapes.get(node.name),
+                self.shapes.get(node.all_input_nodes[0].name) if node.all_input_nodes else None,
+            )
             if after is not None and len(after) == 5:
                 return "its channels are the forecast's"
-            if after is not None and before is not None and len(before) == 4 and len(after) == 4 and after[0] > before[0]:
+            if (
+                after is not None
+                and before is not None
+                and len(before) == 4
+                and len(after) == 4
+                and after[0] > before[0]
+            ):
                 return "frames are cut from its channels"
             return next((why for user in self.users[node] if (why := self.full_width_reader(user))), None)
         return None

@@ -34,12 +34,16 @@ def older_problem(path: Path, kind: str, payload: dict) -> str | None:
     """Why a file of an older version cannot be read as this version's (None: it can)."""
     version = payload.get("version")
     if version != 5:
-        return f"{path}: {kind} version {version} is not supported (expected {VERSION}); train it again with this dpedge"
+        return (
+            f"{path}: {kind} version {version} is not supported (expected {VERSION}); train it again with this dpedge"
+        )
     config = payload.get("model_config")
     pruning = config.get("pruning") if isinstance(config, dict) else None
     if isinstance(pruning, dict) and pruning.get("slimmable") and config.get("backbone") == "simvp":
-        return (f"{path}: a slimmable SimVP of an older dpedge, whose width levels kept the translator's full residual stream: "
-                "train it again with this dpedge (dpedge train --backbone simvp --slimmable ...)")
+        return (
+            f"{path}: a slimmable SimVP of an older dpedge, whose width levels kept the translator's full residual stream: "
+            "train it again with this dpedge (dpedge train --backbone simvp --slimmable ...)"
+        )
     return None
 
 
@@ -113,8 +117,14 @@ class TrainedModel:
     metrics: dict
 
 
-def model_payload(model: DynaPruner, model_config: ModelConfig, data_config: DataConfig, normalizer: Normalizer, metrics: dict,
-                  data_fingerprint: str | None = None) -> dict:
+def model_payload(
+    model: DynaPruner,
+    model_config: ModelConfig,
+    data_config: DataConfig,
+    normalizer: Normalizer,
+    metrics: dict,
+    data_fingerprint: str | None = None,
+) -> dict:
     """data_fingerprint: the training data's (SpatioTemporalData.fingerprint), which a
     `--resume` compares with its resume.pt's before reading any data."""
     return {
@@ -143,12 +153,18 @@ def load_model(path: Path) -> TrainedModel:
             raise TypeError(f"metrics are a {type(metrics).__name__}, not a dict")
         normalizer = Normalizer.from_dict(payload["normalizer"])
         if len(normalizer.mean) != model_config.shape.channels:
-            raise ValueError(f"a normaliser of {len(normalizer.mean)} channels for a model of {model_config.shape.channels}")
+            raise ValueError(
+                f"a normaliser of {len(normalizer.mean)} channels for a model of {model_config.shape.channels}"
+            )
         data_config = DataConfig.from_dict(payload["data_config"])
-        complete_config(data_config, DATASETS.get(data_config.name))  # its values in range, for a family this dpedge knows
+        complete_config(
+            data_config, DATASETS.get(data_config.name)
+        )  # its values in range, for a family this dpedge knows
         shape = model_config.shape
         if (data_config.frames_in, data_config.frames_out) != (shape.frames_in, shape.frames_out):
-            raise ValueError(f"data of {data_config.frames_in}→{data_config.frames_out} frames for a model of {shape.frames_in}→{shape.frames_out}")
+            raise ValueError(
+                f"data of {data_config.frames_in}→{data_config.frames_out} frames for a model of {shape.frames_in}→{shape.frames_out}"
+            )
         return TrainedModel(model.eval(), model_config, data_config, normalizer, metrics)
     except DAMAGED as error:
         raise damaged(path, "model", error) from None
@@ -159,8 +175,10 @@ def require_backbone(path: Path, backbone: str) -> None:
     backbone of the user's own is registered by passing its file again (`--backbone
     PATH.py:Class`), since a checkpoint never names a file for dpedge to run."""
     if backbone not in BACKBONES.names():
-        raise CheckpointError(f"{path} was trained with the backbone {backbone!r}, which is not built in: pass the file that defines it, "
-                              f"--backbone PATH.py:Class, as `dpedge train` was given it (a model.pt names no file to run)")
+        raise CheckpointError(
+            f"{path} was trained with the backbone {backbone!r}, which is not built in: pass the file that defines it, "
+            f"--backbone PATH.py:Class, as `dpedge train` was given it (a model.pt names no file to run)"
+        )
 
 
 DAMAGED = (KeyError, TypeError, ValueError, AttributeError, RuntimeError, DpedgeError)

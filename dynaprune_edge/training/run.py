@@ -16,9 +16,16 @@ from dynaprune_edge.files import check_writable
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, backbone_options, build_model, check_model_size
 from dynaprune_edge.training.checkpoint import DAMAGED, damaged, require_backbone, safe_load
-from dynaprune_edge.training.trainer import (METRICS_FILE, MODEL_FILE, RESUME_FILE, TrainConfig, Trainer, build_optimizer, resume_problem,
-                                             resumed_differently)
-
+from dynaprune_edge.training.trainer import (
+    METRICS_FILE,
+    MODEL_FILE,
+    RESUME_FILE,
+    TrainConfig,
+    Trainer,
+    build_optimizer,
+    resume_problem,
+    resumed_differently,
+)
 
 SLIMMABLE_GROUP_SIZE = 4
 """A slimmable network's default filter group: the four width levels stay four distinct
@@ -61,14 +68,18 @@ class RunSpec:
         pruning_overrides: dict | None = None,
         cost_table: str | None = None,
         device: dict | None = None,
-    ) -> "RunSpec":
+    ) -> RunSpec:
         pruning = PruningConfig(budget=budget, **(pruning_overrides or {}))
         if cost_table is not None and pruning.cost == "flops":
             raise ConfigError("--cost-table prices a measured cost target: add --cost ort-cpu")
         options = backbone_options(backbone, backbone_overrides or {})
         family, backbone_type = DATASETS.get(data.name).defaults, BACKBONES.get(backbone)
-        backbone_type.check_before_data(backbone_type.Options(**options), data.frames_in or family.frames_in, data.frames_out or family.frames_out,
-                                        family.channels)
+        backbone_type.check_before_data(
+            backbone_type.Options(**options),
+            data.frames_in or family.frames_in,
+            data.frames_out or family.frames_out,
+            family.channels,
+        )
         return cls(backbone, data, train, pruning, options, cost_table, emulated_orin(pruning.cost, device))
 
 
@@ -86,7 +97,11 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool, train: TrainConfi
         return
     found = [name for name in (MODEL_FILE, RESUME_FILE) if (out / name).exists()]
     if found and not overwrite:
-        how = "continue it with --resume, or replace it" if RESUME_FILE in found else f"it has no {RESUME_FILE} to continue from: replace it"
+        how = (
+            "continue it with --resume, or replace it"
+            if RESUME_FILE in found
+            else f"it has no {RESUME_FILE} to continue from: replace it"
+        )
         raise ConfigError(f"--out {out} holds a run ({', '.join(found)}): {how} with --overwrite")
     if overwrite:
         (out / METRICS_FILE).unlink(missing_ok=True)
@@ -101,7 +116,9 @@ def check_resume_state(out: Path, train: TrainConfig) -> None:
     problem = resume_problem(state)
     if problem:
         raise CheckpointError(f"{out / RESUME_FILE}: damaged dpedge resume state ({problem})")
-    if state.get("train_config") != dataclasses.asdict(train):  # the model's and the data's need the data: Trainer.restore
+    if state.get("train_config") != dataclasses.asdict(
+        train
+    ):  # the model's and the data's need the data: Trainer.restore
         raise resumed_differently(out / RESUME_FILE, ["train_config"])
     if isinstance(state.get("model_config"), dict):
         require_backbone(out / RESUME_FILE, str(state["model_config"].get("backbone")))
@@ -118,11 +135,15 @@ def check_resume_state(out: Path, train: TrainConfig) -> None:
     if not (out / MODEL_FILE).is_file():
         return
     model = safe_load(out / MODEL_FILE, "model")
-    compared = ("model_config", "data_config") + (("data_fingerprint",) if "data_fingerprint" in model else ())  # older model.pt: none
+    compared = ("model_config", "data_config") + (
+        ("data_fingerprint",) if "data_fingerprint" in model else ()
+    )  # older model.pt: none
     differ = [name for name in compared if state.get(name) != model.get(name)]
     if differ:
-        raise CheckpointError(f"{out / RESUME_FILE}: its {' and '.join(differ)} are not those of the {MODEL_FILE} beside it: "
-                              "damaged; train into a new --out directory, or replace the run with --overwrite")
+        raise CheckpointError(
+            f"{out / RESUME_FILE}: its {' and '.join(differ)} are not those of the {MODEL_FILE} beside it: "
+            "damaged; train into a new --out directory, or replace the run with --overwrite"
+        )
     shapes = {}
     for path, payload in ((out / RESUME_FILE, state), (out / MODEL_FILE, model)):
         weights = payload.get("state_dict")
@@ -131,8 +152,10 @@ def check_resume_state(out: Path, train: TrainConfig) -> None:
         shapes[path] = {name: tuple(w.shape) for name, w in weights.items()}
     resumed, modelled = shapes.values()
     if resumed != modelled:
-        raise CheckpointError(f"{out / RESUME_FILE}: its weights are not those of the {MODEL_FILE} beside it (names or shapes differ): "
-                              "damaged; train into a new --out directory, or replace the run with --overwrite")
+        raise CheckpointError(
+            f"{out / RESUME_FILE}: its weights are not those of the {MODEL_FILE} beside it (names or shapes differ): "
+            "damaged; train into a new --out directory, or replace the run with --overwrite"
+        )
 
 
 def emulated_orin(cost: str, device: dict | None) -> dict | None:
@@ -141,7 +164,9 @@ def emulated_orin(cost: str, device: dict | None) -> dict | None:
     if device is None:
         return None
     if cost != "orin-emu":
-        raise ConfigError("--module, --power-mode and --precision choose the Orin that --cost orin-emu emulates: add --cost orin-emu")
+        raise ConfigError(
+            "--module, --power-mode and --precision choose the Orin that --cost orin-emu emulates: add --cost orin-emu"
+        )
     checked = Device.chosen(**device)
     return {"module": checked.module, "power_mode": checked.power_mode, "precision": checked.precision}
 
@@ -155,7 +180,13 @@ def model_config_for(spec: RunSpec, data: SpatioTemporalData) -> ModelConfig:
     return config
 
 
-def train_run(spec: RunSpec, out: Path, resume: bool = False, data: SpatioTemporalData | None = None, config: ModelConfig | None = None) -> dict:
+def train_run(
+    spec: RunSpec,
+    out: Path,
+    resume: bool = False,
+    data: SpatioTemporalData | None = None,
+    config: ModelConfig | None = None,
+) -> dict:
     """Train into `out` (model.pt, resume.pt, metrics.json) and return the metrics.
     config: the model to train, if not `model_config_for(spec, data)`."""
     data = data or load_dataset(spec.data)

@@ -86,7 +86,7 @@ class SampleScores:
         self.loss = np.full(len(self.complexity), np.nan)
 
     @classmethod
-    def of(cls, windows: Dataset, batch_size: int = 64) -> "SampleScores":
+    def of(cls, windows: Dataset, batch_size: int = 64) -> SampleScores:
         with torch.no_grad():
             found = [window_complexity(x, y) for x, y in DataLoader(windows, batch_size=batch_size)]
         return cls(torch.cat(found).double().numpy())
@@ -129,7 +129,7 @@ class EpochPlan:
     windows: int
 
     @classmethod
-    def full(cls, windows: int) -> "EpochPlan":
+    def full(cls, windows: int) -> EpochPlan:
         return cls(np.arange(windows), np.ones(windows), windows)
 
     @property
@@ -156,7 +156,7 @@ def plan_epoch(scores: SampleScores, pruning: SamplePruning, epoch: int, epochs:
     s, judged = scores.hardness(pruning.score)
     candidates = np.flatnonzero(judged)
     easy = np.zeros(windows, bool)
-    easy[candidates[np.argsort(s[candidates], kind="stable")[:round(pruning.easy_share * len(candidates))]]] = True
+    easy[candidates[np.argsort(s[candidates], kind="stable")[: round(pruning.easy_share * len(candidates))]]] = True
     draw = np.random.default_rng([seed, epoch]).random(windows)
     kept = ~easy | (draw >= pruning.ratio)
     return EpochPlan(np.flatnonzero(kept), np.where(easy, 1 / (1 - pruning.ratio), 1.0), windows)
@@ -168,7 +168,7 @@ class Stopwatch:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self._started = time.perf_counter()
         return self
 

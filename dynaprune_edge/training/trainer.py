@@ -19,15 +19,32 @@ from dynaprune_edge.checks import is_count, is_number
 from dynaprune_edge.data import SpatioTemporalData, check_seed
 from dynaprune_edge.distributed import World, current_world, data_parallel
 from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
+from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.models import DynaPruner, Forecast, ModelConfig, build_model
 from dynaprune_edge.models.traced import TracedBackbone
 from dynaprune_edge.progress import progress_bar
-from dynaprune_edge.files import atomic_write_text
-from dynaprune_edge.training.checkpoint import DAMAGED, atomic_save, damaged, header, is_checkpoint, load_model, model_payload, read_tensors, safe_load
-from dynaprune_edge.training.sample_pruning import EpochPlan, SamplePruning, SampleScores, Stopwatch, batch_count, plan_epoch
+from dynaprune_edge.training.checkpoint import (
+    DAMAGED,
+    atomic_save,
+    damaged,
+    header,
+    is_checkpoint,
+    load_model,
+    model_payload,
+    read_tensors,
+    safe_load,
+)
+from dynaprune_edge.training.sample_pruning import (
+    EpochPlan,
+    SamplePruning,
+    SampleScores,
+    Stopwatch,
+    batch_count,
+    plan_epoch,
+)
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
 MODEL_FILE = "model.pt"
@@ -69,7 +86,11 @@ def resume_problem(payload: dict) -> str | None:
     if not (is_number(seconds) and seconds >= 0):
         return f"train_seconds {seconds!r}"
     optimizer = payload["optimizer"]
-    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list)):
+    if not (
+        isinstance(optimizer, dict)
+        and isinstance(optimizer.get("state"), dict)
+        and isinstance(optimizer.get("param_groups"), list)
+    ):
         return "its optimizer state has no state and param_groups"
     try:
         history = json.loads(payload["history"])
@@ -95,15 +116,19 @@ def build_optimizer(model: DynaPruner, config: TrainConfig) -> torch.optim.AdamW
 def resumed_differently(path: Path, mismatched: list[str]) -> CheckpointError:
     """The refusal of a --resume whose options or data are not the interrupted run's."""
     named = {"data_fingerprint": "data content (the files at the same path changed)"}
-    return CheckpointError(f"{path}: was written with different {', '.join(named.get(key, key) for key in mismatched)}; "
-                           "resume with the same options and data, or train into a new --out directory")
+    return CheckpointError(
+        f"{path}: was written with different {', '.join(named.get(key, key) for key in mismatched)}; "
+        "resume with the same options and data, or train into a new --out directory"
+    )
 
 
 def split_training(train: Dataset) -> tuple[Dataset, Dataset]:
     """(windows trained on, held-out calibration windows): every CALIBRATION_EVERY-th
     window of the training split, the last of each run of CALIBRATION_EVERY (at least one)."""
     if len(train) < 2:
-        raise DataError(f"training needs at least 2 training windows (one is held out to calibrate the budget), got {len(train)}")
+        raise DataError(
+            f"training needs at least 2 training windows (one is held out to calibrate the budget), got {len(train)}"
+        )
     held_out = set(range(min(CALIBRATION_EVERY, len(train)) - 1, len(train), CALIBRATION_EVERY))
     return Subset(train, [i for i in range(len(train)) if i not in held_out]), Subset(train, sorted(held_out))
 
@@ -133,7 +158,7 @@ class TrainConfig:
         if self.distill > 0 and self.init is None:
             raise ConfigError("--distill needs --init: the dense model to distil from")
 
-    def for_steps(self, steps: int, data: SpatioTemporalData) -> "TrainConfig":
+    def for_steps(self, steps: int, data: SpatioTemporalData) -> TrainConfig:
         """As many epochs over the windows trained on as `steps` optimizer steps take, so
         that small and large datasets get the same training budget."""
         windows = len(split_training(data.train)[0])
@@ -196,12 +221,22 @@ class ErrorTotals:
 def cost_spread(ratios: torch.Tensor) -> dict:
     """Mean, p10/p50/p90 and max over samples of their cost ratio (sparse/dense)."""
     quantiles = torch.quantile(ratios.double(), torch.tensor(list(COST_QUANTILES.values()), dtype=torch.float64))
-    return {"mean": float(ratios.mean()), **dict(zip(COST_QUANTILES, map(float, quantiles))), "max": float(ratios.max())}
+    return {
+        "mean": float(ratios.mean()),
+        **dict(zip(COST_QUANTILES, map(float, quantiles))),
+        "max": float(ratios.max()),
+    }
 
 
 @torch.no_grad()
-def evaluate(model: DynaPruner, data: SpatioTemporalData, split: str = "val", batch_size: int = 32, width: int | None = None,
-             budget: float | None = None) -> dict:
+def evaluate(
+    model: DynaPruner,
+    data: SpatioTemporalData,
+    split: str = "val",
+    batch_size: int = 32,
+    width: int | None = None,
+    budget: float | None = None,
+) -> dict:
     """Hard-mask metrics of one split on de-normalised values, and the cost ratio of its
     samples on the model's cost target (FLOPs or milliseconds from the masks) with its
     spread and the samples above the cap; the FLOPs ratio too. width: a width level's
@@ -247,8 +282,15 @@ def width_metrics(model: DynaPruner, data: SpatioTemporalData, split: str, wides
     levels = model.pruning.width_levels
     reused = not model.pruning.routes_widths  # a width-routed model's plain forward is routed, not its widest level
     results = [evaluate(model, data, split, width=index) for index in range(len(levels) - reused)] + [widest] * reused
-    return [{"width": level, f"{split}_mae": result[f"{split}_mae"], "flops_ratio": result["flops_ratio_mean"], "cost": result["cost"]["mean"]}
-            for level, result in zip(levels, results)]
+    return [
+        {
+            "width": level,
+            f"{split}_mae": result[f"{split}_mae"],
+            "flops_ratio": result["flops_ratio_mean"],
+            "cost": result["cost"]["mean"],
+        }
+        for level, result in zip(levels, results)
+    ]
 
 
 SWEPT_BUDGETS = (0.3, 0.5, 0.7, 1.0)
@@ -261,8 +303,15 @@ def budget_metrics(model: DynaPruner, data: SpatioTemporalData, split: str) -> l
     rows = []
     for budget in sorted({*SWEPT_BUDGETS, model.pruning.budget}):
         result = evaluate(model, data, split, budget=budget)
-        rows.append({"budget": budget, f"{split}_mae": result[f"{split}_mae"], "cost": result["cost"]["mean"],
-                     "flops_ratio": result["flops_ratio_mean"], "branch_share": result["branch_share"]})
+        rows.append(
+            {
+                "budget": budget,
+                f"{split}_mae": result[f"{split}_mae"],
+                "cost": result["cost"]["mean"],
+                "flops_ratio": result["flops_ratio_mean"],
+                "branch_share": result["branch_share"],
+            }
+        )
     return rows
 
 
@@ -292,7 +341,9 @@ class Trainer:
         self.model_config, self.data, self.config, self.out = model_config, data, config, Path(out)
         self.world = current_world()
         if config.batch_size < self.world.size:
-            raise ConfigError(f"--batch-size {config.batch_size} is the global batch: at least one window per process ({self.world.size})")
+            raise ConfigError(
+                f"--batch-size {config.batch_size} is the global batch: at least one window per process ({self.world.size})"
+            )
         self.model = build_model(model_config)
         # the module the training steps run: DDP over several processes (dynaprune_edge.distributed)
         self.stepped = self.model if self.world.size == 1 else data_parallel(self.model)
@@ -338,8 +389,10 @@ class Trainer:
         payload = read_tensors(Path(path), "model")
         if not is_checkpoint(payload) and isinstance(self.model.backbone, TracedBackbone):
             if self.config.distill > 0:
-                raise ConfigError(f"--init {path}: --distill compares with the forecasts of a dpedge model.pt; from your module's own "
-                                  "state dict, leave --distill out")
+                raise ConfigError(
+                    f"--init {path}: --distill compares with the forecasts of a dpedge model.pt; from your module's own "
+                    "state dict, leave --distill out"
+                )
             self.model.backbone.load_user_state(payload, path)
             for norm in self.model.width_norms:  # every level starts from the module's statistics
                 norm.track_widths(len(self.model.pruning.width_levels))
@@ -347,21 +400,27 @@ class Trainer:
         dense = load_model(Path(path))
         mine = self.model_config
         if dense.model_config.pruning.enabled:
-            raise ConfigError(f"--init {path}: a pruned model (target {dense.model_config.pruning.budget}); start from a dense one (--target-flops 1.0)")
+            raise ConfigError(
+                f"--init {path}: a pruned model (target {dense.model_config.pruning.budget}); start from a dense one (--target-flops 1.0)"
+            )
         different = [
-            name for name, theirs, ours in [
+            name
+            for name, theirs, ours in [
                 ("backbone", dense.model_config.backbone, mine.backbone),
                 ("frame shape", dense.model_config.shape, mine.shape),
                 ("backbone sizes", dense.model_config.options, mine.options),
                 ("data", dense.data_config, self.data.config),
-            ] if theirs != ours
+            ]
+            if theirs != ours
         ]
         if different:
             raise ConfigError(f"--init {path}: trained with a different {', '.join(different)} than this run")
         missing, unexpected = self.model.backbone.load_state_dict(dense.model.backbone.state_dict(), strict=False)
         per_level = ("width_mean", "width_var")  # a slimmable network's statistics per width level
         if any(not name.endswith(per_level) for name in [*missing, *unexpected]):
-            raise ConfigError(f"--init {path}: its backbone's weights are not this run's ({', '.join([*missing, *unexpected][:3])} …)")
+            raise ConfigError(
+                f"--init {path}: its backbone's weights are not this run's ({', '.join([*missing, *unexpected][:3])} …)"
+            )
         for norm in self.model.width_norms:  # every level starts from the dense model's statistics
             norm.track_widths(len(self.model.pruning.width_levels))
         return dense.model.eval().requires_grad_(False)
@@ -394,8 +453,12 @@ class Trainer:
         self.world.barrier()
 
     def _write(self, metrics: dict) -> None:
-        atomic_save(model_payload(self.model, self.model_config, self.data.config, self.data.normalizer, metrics, self.data.fingerprint),
-                    self.out / MODEL_FILE)
+        atomic_save(
+            model_payload(
+                self.model, self.model_config, self.data.config, self.data.normalizer, metrics, self.data.fingerprint
+            ),
+            self.out / MODEL_FILE,
+        )
         atomic_save(
             {
                 **header("resume state"),
@@ -428,7 +491,9 @@ class Trainer:
             self.history = json.loads(payload["history"])
         except DAMAGED as error:
             raise damaged(self.out / RESUME_FILE, "resume state", error) from None
-        problem = resume_problem(payload) or (f"epoch {self.epoch} of {self.config.epochs}" if self.epoch > self.config.epochs else None)
+        problem = resume_problem(payload) or (
+            f"epoch {self.epoch} of {self.config.epochs}" if self.epoch > self.config.epochs else None
+        )
         if problem:
             raise CheckpointError(f"{self.out / RESUME_FILE}: damaged dpedge resume state ({problem})")
         if self.scores is not None:
@@ -436,7 +501,9 @@ class Trainer:
                 self.scoring.seconds = payload["scoring_seconds"]
                 self.scores.load_state_dict(payload["sample_scores"])
             except DAMAGED as error:
-                raise CheckpointError(f"{self.out / RESUME_FILE}: no usable sample scores for --st-prune ({error})") from None
+                raise CheckpointError(
+                    f"{self.out / RESUME_FILE}: no usable sample scores for --st-prune ({error})"
+                ) from None
 
     # --- training ----------------------------------------------------------------
     def _set_learning_rate(self) -> None:
@@ -454,7 +521,11 @@ class Trainer:
             plan = plan_epoch(self.scores, pruning, self.epoch, self.config.epochs, self.config.seed)
         later = range(self.epoch + 1, self.config.epochs)
         steps = plan.steps(self.config.batch_size, self.world.size)
-        self.total_steps = self.step + steps + sum(self.steps_per_epoch if pruning.annealing(e, self.config.epochs) else steps for e in later)
+        self.total_steps = (
+            self.step
+            + steps
+            + sum(self.steps_per_epoch if pruning.annealing(e, self.config.epochs) else steps for e in later)
+        )
         return plan
 
     def batches(self, plan: EpochPlan) -> list[list[int]]:
@@ -467,12 +538,14 @@ class Trainer:
         order = torch.Generator().manual_seed(self.config.seed * 100_003 + self.epoch)
         shuffled = plan.indices[torch.randperm(len(plan.indices), generator=order).numpy()].tolist()
         size = self.config.batch_size
-        batches = [shuffled[start:start + size] for start in range(0, len(shuffled), size)]
+        batches = [shuffled[start : start + size] for start in range(0, len(shuffled), size)]
         if len(batches) > batch_count(len(shuffled), size, self.world.size):
             batches[-2:] = [batches[-2] + batches[-1]]
         return batches
 
-    def masked_step(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def masked_step(
+        self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward of one batch under the sample's masks: the weighted losses
         plus the budget's penalty. Returns (per-sample losses, the global batch's mean cost)."""
         forecast = self.stepped(x, mask_mode(self.step, self.total_steps, self.model.pruning))
@@ -494,7 +567,9 @@ class Trainer:
             return levels + sorted(1 + int(i) for i in torch.randperm(between, generator=draw)[: SANDWICH_SIZE - 2])
         return levels + list(range(1, count - 1))
 
-    def sandwich_step(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sandwich_step(
+        self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward of one batch of a slimmable network by the sandwich rule
         with in-place distillation (Yu & Huang, ICCV 2019): the widest level learns the
         target, the narrowest and those between (SANDWICH_SIZE) learn it and the widest's
@@ -519,12 +594,16 @@ class Trainer:
                     widest, widest_losses = forecast.prediction.detach(), losses.detach()
                     mean_cost = self.world.sum(forecast.cost_ratio.sum()) / batch
                 else:
-                    losses = (1 - INPLACE_DISTILLATION) * losses + INPLACE_DISTILLATION * per_sample_loss(forecast, widest)
+                    losses = (1 - INPLACE_DISTILLATION) * losses + INPLACE_DISTILLATION * per_sample_loss(
+                        forecast, widest
+                    )
                 loss = scale * (weights * losses).sum()
                 if routed:
                     observed[:, level + 1], seen[:, level + 1] = per_sample_error(forecast.prediction, y), True
                     if last:
-                        loss = loss + router_loss(forecast.predicted_losses, observed / self.model.width_router.loss_unit, seen, self.world)
+                        loss = loss + router_loss(
+                            forecast.predicted_losses, observed / self.model.width_router.loss_unit, seen, self.world
+                        )
                 loss.backward()
         return widest_losses, mean_cost
 
@@ -572,10 +651,17 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - started
                 self.epoch += 1
                 self.calibrate()
-                seen = {"samples_seen": len(plan.indices), "pruned_fraction": plan.pruned_fraction,
-                        "train_seconds": round(self.train_seconds, 3)}  # so far: when each epoch's MAE was reached
+                seen = {
+                    "samples_seen": len(plan.indices),
+                    "pruned_fraction": plan.pruned_fraction,
+                    "train_seconds": round(self.train_seconds, 3),
+                }  # so far: when each epoch's MAE was reached
                 validation = evaluate(self.model, self.data)
-                widths = {"widths": width_metrics(self.model, self.data, "val", validation)} if self.model.pruning.slimmable else {}
+                widths = (
+                    {"widths": width_metrics(self.model, self.data, "val", validation)}
+                    if self.model.pruning.slimmable
+                    else {}
+                )
                 self.history.append({"epoch": self.epoch, "train_loss": train_loss, **seen, **validation, **widths})
                 self.save(self.metrics())
         metrics = self.metrics() | self.final_metrics()
@@ -600,16 +686,27 @@ class Trainer:
         splits["val"] = self.history[-1]
         budget = {}
         if self.model.pruning.routes_widths:
-            budget = {"max_cost": self.model.width_router.cap, "branch_costs": self.model.width_router.costs.tolist(),
-                      "budgets": budget_metrics(self.model, self.data, "val")}
+            budget = {
+                "max_cost": self.model.width_router.cap,
+                "branch_costs": self.model.width_router.costs.tolist(),
+                "budgets": budget_metrics(self.model, self.data, "val"),
+            }
         elif self.model.pruning.enabled:
             mask = self.model.data_mask
-            budget = {"max_cost": self.model.pruning.cap, "keep_threshold": float(mask.threshold),
-                      "max_regions": int(mask.max_regions), "regions": self.model.regions}
+            budget = {
+                "max_cost": self.model.pruning.cap,
+                "keep_threshold": float(mask.threshold),
+                "max_regions": int(mask.max_regions),
+                "regions": self.model.regions,
+            }
         widths = {}
         if self.model.pruning.slimmable:  # each level's test error beside its validation error
             tested = width_metrics(self.model, self.data, "test", splits["test"])
-            widths = {"widths": [{**val, "test_mae": test["test_mae"]} for val, test in zip(self.history[-1]["widths"], tested)]}
+            widths = {
+                "widths": [
+                    {**val, "test_mae": test["test_mae"]} for val, test in zip(self.history[-1]["widths"], tested)
+                ]
+            }
         return {
             "test_mae": splits["test"]["test_mae"],
             "test_mse": splits["test"]["test_mse"],
@@ -621,7 +718,15 @@ class Trainer:
 
     def metrics(self) -> dict:
         """The newest epoch's validation figures and how they were obtained."""
-        per_epoch = ("epoch", "train_loss", "cost", "above_cap", "samples_seen", "pruned_fraction", "train_seconds")  # in the history
+        per_epoch = (
+            "epoch",
+            "train_loss",
+            "cost",
+            "above_cap",
+            "samples_seen",
+            "pruned_fraction",
+            "train_seconds",
+        )  # in the history
         latest = {key: value for key, value in self.history[-1].items() if key not in per_epoch}
         return {
             **latest,
@@ -637,7 +742,8 @@ class Trainer:
             "steps": self.step,
             "train_seconds": round(self.train_seconds, 2),
             "samples_seen": sum(epoch["samples_seen"] for epoch in self.history),
-            "pruned_fraction": 1 - sum(epoch["samples_seen"] for epoch in self.history) / (len(self.fitted) * len(self.history)),
+            "pruned_fraction": 1
+            - sum(epoch["samples_seen"] for epoch in self.history) / (len(self.fitted) * len(self.history)),
             "scoring_seconds": round(self.scoring.seconds, 3),
             "history": self.history,
         }

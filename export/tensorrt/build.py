@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +10,7 @@ from types import ModuleType
 import numpy as np
 
 from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.export.tensorrt.bundle import build_bundle
 from dynaprune_edge.export.tensorrt.calibrator import entropy_calibrator
 from dynaprune_edge.export.tensorrt.commands import WORKSPACE_MIB, trtexec_command, trtexec_profile_command
 from dynaprune_edge.export.tensorrt.names import (
@@ -26,7 +26,6 @@ from dynaprune_edge.export.tensorrt.polygraphy import PARITY_SAMPLES, polygraphy
 from dynaprune_edge.files import atomic_write_bytes, sha256_file
 from dynaprune_edge.runtime.base import check_frames
 from dynaprune_edge.runtime.frames import frames_path
-from dynaprune_edge.export.tensorrt.bundle import build_bundle
 from dynaprune_edge.runtime.manifest import LAYOUTS, Manifest, TensorSpec, manifest_path
 from dynaprune_edge.runtime.tensorrt import (
     EngineMeta,
@@ -68,7 +67,9 @@ def onnx_input_dynamic(onnx_path: Path, spec: TensorSpec) -> bool:
             fixed = [dim.dim_value if dim.HasField("dim_value") else None for dim in dims]
             if len(fixed) != len(spec.shape) or any(d is not None and d != s for d, s in zip(fixed, spec.shape)):
                 shown = ["?" if d is None else d for d in fixed]
-                raise ConfigError(f"{onnx_path}: the graph's input {spec.name} is {shown}, its manifest's {spec.shape}: re-export the model")
+                raise ConfigError(
+                    f"{onnx_path}: the graph's input {spec.name} is {shown}, its manifest's {spec.shape}: re-export the model"
+                )
             return None in fixed
     raise ConfigError(f"{onnx_path}: the graph has no input {spec.name!r}")
 
@@ -108,18 +109,36 @@ def build_or_explain(
         raise ConfigError(f"the TensorRT workspace must be ≥ 1 MiB, got {workspace_mib}")
     layout = ("single" if manifest.mode == "dense" else "split") if layout is None else layout
     if layout not in LAYOUTS or (layout == "split" and manifest.mode == "dense"):
-        raise ConfigError(f"--layout must be single, or split for a pruned graph; got {layout} for a {manifest.mode} graph")
+        raise ConfigError(
+            f"--layout must be single, or split for a pruned graph; got {layout} for a {manifest.mode} graph"
+        )
     dynamic = onnx_input_dynamic(onnx_path, manifest.input)
     frames = None if calibration is None else check_frames(manifest, calibration)
     try:
         target = current_target()
     except TensorRTUnavailable as unavailable:
         if layout == "split":
-            calibrated = f" --frames {frames_path(onnx_path).name}" if precision == "int8" else ""  # dpedge deploy copies it there
+            calibrated = (
+                f" --frames {frames_path(onnx_path).name}" if precision == "int8" else ""
+            )  # dpedge deploy copies it there
             command = f"dpedge engine {onnx_path.name} --precision {precision}{calibrated}"
-            return TrtOutcome(None, command, f"{unavailable}; build the bundle on the Jetson, in the folder holding {onnx_path.name} and "
-                              f"{manifest_path(onnx_path).name}: {command}", "not checked: no engine was built here")
-        return _explain(onnx_path, manifest, precision, JETPACK_TENSORRT[jetpack], timing_cache, workspace_mib, str(unavailable), dynamic)
+            return TrtOutcome(
+                None,
+                command,
+                f"{unavailable}; build the bundle on the Jetson, in the folder holding {onnx_path.name} and "
+                f"{manifest_path(onnx_path).name}: {command}",
+                "not checked: no engine was built here",
+            )
+        return _explain(
+            onnx_path,
+            manifest,
+            precision,
+            JETPACK_TENSORRT[jetpack],
+            timing_cache,
+            workspace_mib,
+            str(unavailable),
+            dynamic,
+        )
 
     api = trt_api(target.trt_version)
     folder = onnx_path.parent
@@ -131,7 +150,9 @@ def build_or_explain(
         def build_engine(graph: bytes, label: str, inputs: dict[str, list[int]], calibrator) -> bytes:
             return _build_engine(trt, api, graph, label, inputs, precision, calibrator, timing_cache, workspace_mib)
 
-        bundle, verdict, commands = build_bundle(trt, cuda, api, target, onnx_path, manifest, precision, frames, build_engine)
+        bundle, verdict, commands = build_bundle(
+            trt, cuda, api, target, onnx_path, manifest, precision, frames, build_engine
+        )
         return TrtOutcome(bundle, commands, None, verdict)
     onnx_sha256 = sha256_file(onnx_path)
     calibration_cache = folder / calibration_cache_name(onnx_path.stem, onnx_sha256, target.trt_version)
@@ -143,8 +164,17 @@ def build_or_explain(
     trt, cuda = import_tensorrt(), import_pycuda()
     batches = None if frames is None else [{manifest.input.name: sample[None]} for sample in frames]
     calibrator = entropy_calibrator(trt, cuda, batches, calibration_cache) if precision == "int8" else None
-    engine = _build_engine(trt, api, onnx_path, onnx_path.name, {manifest.input.name: manifest.input.shape}, precision, calibrator,
-                           timing_cache, workspace_mib)
+    engine = _build_engine(
+        trt,
+        api,
+        onnx_path,
+        onnx_path.name,
+        {manifest.input.name: manifest.input.shape},
+        precision,
+        calibrator,
+        timing_cache,
+        workspace_mib,
+    )
     samples = None if frames is None else frames[:PARITY_SAMPLES]
     verdict = polygraphy_check(onnx_path, engine, engine_path.name, manifest, precision, samples)
     if verdict.startswith("FAILED"):
@@ -255,7 +285,9 @@ def _build_engine(
 
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
     if cache is None or not config.set_timing_cache(cache, False):
-        raise ConfigError(f"{timing_cache}: not a timing cache of this GPU and TensorRT {trt.__version__}; delete it or name another")
+        raise ConfigError(
+            f"{timing_cache}: not a timing cache of this GPU and TensorRT {trt.__version__}; delete it or name another"
+        )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ConfigError(f"TensorRT {trt.__version__} could not build an engine from {label} (its log above says why)")

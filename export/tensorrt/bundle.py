@@ -17,7 +17,7 @@ from dynaprune_edge.export.tensorrt.commands import trtexec_profile_command
 from dynaprune_edge.export.tensorrt.names import calibration_cache_name, engine_name, parity_tolerances
 from dynaprune_edge.export.tensorrt.polygraphy import PARITY_SAMPLES
 from dynaprune_edge.files import atomic_write_bytes, sha256_file
-from dynaprune_edge.runtime.manifest import BUDGET, FLOPS, FORECAST, BUCKET, INPUT, Manifest, manifest_path
+from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT, Manifest, manifest_path
 from dynaprune_edge.runtime.tensorrt import (
     BUNDLE_SUFFIX,
     BundleEngine,
@@ -53,8 +53,15 @@ def split_graphs(onnx_path: Path):
 
 
 def build_bundle(
-    trt: ModuleType, cuda: ModuleType, api: TrtApi, target: Target, onnx_path: Path, manifest: Manifest, precision: str,
-    frames: np.ndarray | None, build_engine,
+    trt: ModuleType,
+    cuda: ModuleType,
+    api: TrtApi,
+    target: Target,
+    onnx_path: Path,
+    manifest: Manifest,
+    precision: str,
+    frames: np.ndarray | None,
+    build_engine,
 ) -> tuple[Path, str, str]:
     """Build every engine of the bundle (`build_engine(graph bytes, label, inputs, int8
     calibrator or None)`), check the bundle on the first of the validation `frames`, then
@@ -65,7 +72,11 @@ def build_bundle(
     parts = {"router": graphs.router, **{f"branch{i}": g for i, g in enumerate(graphs.branches)}}
     parts |= {"bypass": graphs.bypass} if graphs.bypass is not None else {}
     serialized = {role: graph.SerializeToString() for role, graph in parts.items()}
-    calibrators = int8_calibrators(trt, cuda, parts, serialized, onnx_path, target, frames, manifest.trained_budget) if precision == "int8" else {}
+    calibrators = (
+        int8_calibrators(trt, cuda, parts, serialized, onnx_path, target, frames, manifest.trained_budget)
+        if precision == "int8"
+        else {}
+    )
     built = {}
     for role, graph in parts.items():
         inputs = {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim] for value in graph.graph.input}
@@ -83,10 +94,17 @@ def build_bundle(
         atomic_write_bytes(data, onnx_path.parent / file)
         engines[role] = BundleEngine(role, file, digest)
     meta = BundleMeta(
-        device=target.device, compute_capability=target.compute_capability, trt_version=target.trt_version, precision=precision,
-        onnx=onnx_path.name, onnx_sha256=sha256_file(onnx_path), manifest=manifest_path(onnx_path).name,
-        router=engines["router"], branches=[engines[f"branch{i}"] for i in range(len(graphs.branches))],
-        bypass=engines.get("bypass"), handoff=list(graphs.handoff),
+        device=target.device,
+        compute_capability=target.compute_capability,
+        trt_version=target.trt_version,
+        precision=precision,
+        onnx=onnx_path.name,
+        onnx_sha256=sha256_file(onnx_path),
+        manifest=manifest_path(onnx_path).name,
+        router=engines["router"],
+        branches=[engines[f"branch{i}"] for i in range(len(graphs.branches))],
+        bypass=engines.get("bypass"),
+        handoff=list(graphs.handoff),
     )
     write_bundle(bundle, meta)  # last: the bundle is complete once this file names its engines
     kept = {engine.file for engine in meta.engines}
@@ -97,8 +115,16 @@ def build_bundle(
     return bundle, verdict, commands
 
 
-def int8_calibrators(trt: ModuleType, cuda: ModuleType, parts: dict, serialized: dict[str, bytes], onnx_path: Path, target: Target,
-                     frames: np.ndarray | None, trained_budget: float | None) -> dict:
+def int8_calibrators(
+    trt: ModuleType,
+    cuda: ModuleType,
+    parts: dict,
+    serialized: dict[str, bytes],
+    onnx_path: Path,
+    target: Target,
+    frames: np.ndarray | None,
+    trained_budget: float | None,
+) -> dict:
     """Each engine's int8 calibrator, with a calibration cache of its own beside the graph
     (named by that engine's graph: `calibration_cache_name`). A cache found is reused as
     is; the others calibrate on `frames`, each engine on the inputs it gets when the bundle
@@ -106,28 +132,41 @@ def int8_calibrators(trt: ModuleType, cuda: ModuleType, parts: dict, serialized:
     onnxruntime on the router's graph. Every branch calibrates on every frame, not only on
     those the router sends it at the trained budget: at another run-time budget it gets
     the others."""
-    caches = {role: onnx_path.parent / calibration_cache_name(f"{onnx_path.stem}.{role}", hashlib.sha256(data).hexdigest(), target.trt_version)
-              for role, data in serialized.items()}
+    caches = {
+        role: onnx_path.parent
+        / calibration_cache_name(f"{onnx_path.stem}.{role}", hashlib.sha256(data).hexdigest(), target.trt_version)
+        for role, data in serialized.items()
+    }
     missing = [cache.name for cache in caches.values() if not cache.is_file()]
     if missing and frames is None:
-        raise ConfigError(f"int8 needs calibration frames (real validation samples: dpedge engine --frames NAME.frames.npz, which "
-                          f"dpedge deploy copies) or a calibration cache for every engine of the bundle; missing {missing[0]}"
-                          + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        raise ConfigError(
+            f"int8 needs calibration frames (real validation samples: dpedge engine --frames NAME.frames.npz, which "
+            f"dpedge deploy copies) or a calibration cache for every engine of the bundle; missing {missing[0]}"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        )
     batches = bundle_calibration_inputs(parts, frames, trained_budget) if missing else {}
     return {role: entropy_calibrator(trt, cuda, batches.get(role), cache) for role, cache in caches.items()}
 
 
-def bundle_calibration_inputs(parts: dict, frames: np.ndarray, trained_budget: float | None) -> dict[str, list[dict[str, np.ndarray]]]:
+def bundle_calibration_inputs(
+    parts: dict, frames: np.ndarray, trained_budget: float | None
+) -> dict[str, list[dict[str, np.ndarray]]]:
     """Per engine role, one dict of its inputs per frame (int8_calibrators)."""
     try:
         from dynaprune_edge.runtime.onnxruntime import open_session, session_options
     except ImportError as error:
-        raise ConfigError(f"an int8 bundle calibrates its branch engines on what the router hands them, computed with onnxruntime, "
-                          f"which is not installed here ({error}): pip install onnxruntime, or build --layout single") from None
+        raise ConfigError(
+            f"an int8 bundle calibrates its branch engines on what the router hands them, computed with onnxruntime, "
+            f"which is not installed here ({error}): pip install onnxruntime, or build --layout single"
+        ) from None
     router = parts["router"]
     session = open_session(router.SerializeToString(), session_options(1), ["CPUExecutionProvider"], "the split router")
     outputs = [value.name for value in router.graph.output]
-    budget = {BUDGET: np.array(trained_budget, np.float32)} if any(value.name == BUDGET for value in router.graph.input) else {}
+    budget = (
+        {BUDGET: np.array(trained_budget, np.float32)}
+        if any(value.name == BUDGET for value in router.graph.input)
+        else {}
+    )
     batches: dict[str, list[dict[str, np.ndarray]]] = {role: [] for role in parts}
     for sample in frames:
         feeds = {INPUT: sample[None], **budget}
@@ -137,8 +176,17 @@ def bundle_calibration_inputs(parts: dict, frames: np.ndarray, trained_budget: f
     return batches
 
 
-def check_bundle(trt, cuda, api: TrtApi, built: dict[str, bytes], onnx_path: Path, manifest: Manifest, precision: str,
-                 samples: np.ndarray | None, bundle_file: str) -> str:
+def check_bundle(
+    trt,
+    cuda,
+    api: TrtApi,
+    built: dict[str, bytes],
+    onnx_path: Path,
+    manifest: Manifest,
+    precision: str,
+    samples: np.ndarray | None,
+    bundle_file: str,
+) -> str:
     """The bundle, run as the trt backend runs it, against onnxruntime on the single graph:
     the same branch and forecasts within the precision's tolerance, on `samples` (real
     validation frames) at the trained budget and, for a width-routed graph, CHECKED_BUDGETS."""

@@ -20,8 +20,14 @@ def entropy_calibrator(trt: ModuleType, cuda: ModuleType, batches: list[dict[str
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.batches = batches or []
             self.index = 0
-            self.device = {name: cuda.mem_alloc(max(value.nbytes, 1)) for name, value in self.batches[0].items()} if self.batches else {}
-            self.dtypes: dict[str, np.dtype] = {}  # the network's input types (`expect`), which may differ from the batches'
+            self.device = (
+                {name: cuda.mem_alloc(max(value.nbytes, 1)) for name, value in self.batches[0].items()}
+                if self.batches
+                else {}
+            )
+            self.dtypes: dict[
+                str, np.dtype
+            ] = {}  # the network's input types (`expect`), which may differ from the batches'
 
         def expect(self, dtypes: dict[str, np.dtype]) -> None:
             """The network's inputs by name and type: TensorRT 8 reads an int64 ONNX input (a

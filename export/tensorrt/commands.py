@@ -75,6 +75,20 @@ def polygraphy_command(onnx: str, engine: str, precision: str) -> str:
     stem = onnx.removesuffix(".onnx")
     inputs, outputs = f"{stem}.parity-inputs.json", f"{stem}.ort-outputs.json"
     first = ["polygraphy", "run", onnx, "--onnxrt", "--save-inputs", inputs, "--save-outputs", outputs]
-    second = ["polygraphy", "run", engine, "--model-type", "engine", "--trt", "--load-inputs", inputs,
-              "--load-outputs", outputs, "--atol", str(atol), "--rtol", str(rtol)]
+    second = [
+        "polygraphy",
+        "run",
+        engine,
+        "--model-type",
+        "engine",
+        "--trt",
+        "--load-inputs",
+        inputs,
+        "--load-outputs",
+        outputs,
+        "--atol",
+        str(atol),
+        "--rtol",
+        str(rtol),
+    ]
     return f"{shlex.join(first)} && {shlex.join(second)}"

@@ -18,7 +18,7 @@ PARITY_TOLERANCES = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 1e-2), "int8": (5e-2, 
 
 
 def device_slug(device: str) -> str:
-    """"Orin" → "orin", "NVIDIA GeForce RTX 3090" → "nvidia-geforce-rtx-3090"."""
+    """ "Orin" → "orin", "NVIDIA GeForce RTX 3090" → "nvidia-geforce-rtx-3090"."""
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
     if not slug:
         raise ConfigError(f"cannot name an engine after the device {device!r}")

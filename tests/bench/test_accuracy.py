@@ -16,8 +16,18 @@ def rendered(rows: list[Comparison]) -> str:
 
 
 def row(dataset: str, dense_mae: float, pruned_mae: float) -> Comparison:
-    return Comparison("simvp", dataset, "mm/h", persistence_mae=3.0, dense_mae=dense_mae, pruned_mae=pruned_mae,
-                      flops_ratio=0.31, flops_ratio_max=0.44, data_kept=0.6, seconds=12.0)
+    return Comparison(
+        "simvp",
+        dataset,
+        "mm/h",
+        persistence_mae=3.0,
+        dense_mae=dense_mae,
+        pruned_mae=pruned_mae,
+        flops_ratio=0.31,
+        flops_ratio_max=0.44,
+        data_kept=0.6,
+        seconds=12.0,
+    )
 
 
 def test_compare_trains_both_models_with_the_same_budget_and_tabulates(tmp_path):

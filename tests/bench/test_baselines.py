@@ -21,8 +21,10 @@ def moving_blob(velocity: tuple[float, float]) -> np.ndarray:
     """(1, FRAMES_IN + FRAMES_OUT, 1, SIZE, SIZE): a Gaussian rain cell (peak 2 mm/5min)
     moving `velocity` (x, y) pixels per frame, inside the grid throughout."""
     y, x = np.mgrid[:SIZE, :SIZE]
-    frames = [2.0 * np.exp(-((x - 10 - velocity[0] * t) ** 2 + (y - 14 - velocity[1] * t) ** 2) / (2 * 3.0**2))
-              for t in range(FRAMES_IN + FRAMES_OUT)]
+    frames = [
+        2.0 * np.exp(-((x - 10 - velocity[0] * t) ** 2 + (y - 14 - velocity[1] * t) ** 2) / (2 * 3.0**2))
+        for t in range(FRAMES_IN + FRAMES_OUT)
+    ]
     return np.stack(frames)[None, :, None].astype(np.float32)
 
 
@@ -39,7 +41,9 @@ def test_a_moving_rain_cell_is_forecast_far_better_than_persistence():
 
 def test_a_dry_sky_stays_dry():
     pytest.importorskip("pysteps")
-    forecast, _ = baselines.extrapolation(np.zeros((2, FRAMES_IN, 1, 8, 8), np.float32), FRAMES_OUT)  # 8×8: pysteps' 6 levels abort here
+    forecast, _ = baselines.extrapolation(
+        np.zeros((2, FRAMES_IN, 1, 8, 8), np.float32), FRAMES_OUT
+    )  # 8×8: pysteps' 6 levels abort here
     assert forecast.shape == (2, FRAMES_OUT, 1, 8, 8) and np.isfinite(forecast).all() and not forecast.any()
 
 
@@ -59,7 +63,10 @@ def test_the_radar_reference_is_a_row_and_a_line_but_never_shipped(tmp_path):
     assert reference.family == pareto.REFERENCE and reference.model == baselines.EXTRAPOLATION
     assert reference.val_mae == pytest.approx(np.abs(forecast - targets).mean(), rel=1e-5), "in physical units"
     assert reference.ms_mean > 0 and reference.flops_ratio is None and reference.speedup is None
-    models = [ParetoPoint("knmi (synthetic)", "simvp", f"static ×{w:g}", 10 * reference.val_mae / w, w * w, None, w, w, 1 / w) for w in (0.5, 1.0)]
+    models = [
+        ParetoPoint("knmi (synthetic)", "simvp", f"static ×{w:g}", 10 * reference.val_mae / w, w * w, None, w, w, 1 / w)
+        for w in (0.5, 1.0)
+    ]
     assert pareto.verdict(models + [reference]) == pareto.verdict(models), "a reference, not an artifact to ship"
     assert pareto.pareto_table(models + [reference], "t").row_count == 3
     pareto.plot(models + [reference], tmp_path / "pareto-knmi.png")  # one panel: the reference is a line on it
@@ -79,6 +86,11 @@ def test_without_pysteps_the_bench_goes_on_with_one_note(monkeypatch, capsys):
     assert pareto.reference_points(data, "knmi (synthetic)", frames, targets) == []
     captured = capsys.readouterr()
     assert captured.out == "", "stdout stays the --json rows'"
-    assert captured.err.strip().splitlines() == [baselines.SKIPPED] and "pip install 'dynaprune-edge[baselines]'" in captured.err
+    assert (
+        captured.err.strip().splitlines() == [baselines.SKIPPED]
+        and "pip install 'dynaprune-edge[baselines]'" in captured.err
+    )
     taxibj = load_dataset(DataConfig("taxibj", synthetic_frames=60, size=16))
-    assert pareto.reference_points(taxibj, "taxibj", frames, targets) == [] and capsys.readouterr().err == "", "no radar: no note"
+    assert pareto.reference_points(taxibj, "taxibj", frames, targets) == [] and capsys.readouterr().err == "", (
+        "no radar: no note"
+    )

@@ -44,15 +44,26 @@ class FakeTimer:
             results = [runner(sample[None]) for sample in frames]
             if isinstance(results[0], tuple):
                 flops[index] = sum(result[1] for result in results)
-        assert len(flops) == 3 and len(set(flops.values())) == 2, "expected a dense model and a sparse one in two layouts"
+        assert len(flops) == 3 and len(set(flops.values())) == 2, (
+            "expected a dense model and a sparse one in two layouts"
+        )
         dense = max(flops, key=flops.get)
 
         def chosen(runner) -> bool:
             backend = runner.__self__
             return backend.layout == backend.manifest.layout
 
-        return [np.array(DENSE_MS if i == dense else (SPARSE_MS if chosen(runners[i]) else OTHER_LAYOUT_MS) if i in flops else ROUTER_MS, float)
-                for i in range(len(runners))]
+        return [
+            np.array(
+                DENSE_MS
+                if i == dense
+                else (SPARSE_MS if chosen(runners[i]) else OTHER_LAYOUT_MS)
+                if i in flops
+                else ROUTER_MS,
+                float,
+            )
+            for i in range(len(runners))
+        ]
 
 
 def tiny_ordered_model(folder: Path, data) -> Path:
@@ -60,8 +71,12 @@ def tiny_ordered_model(folder: Path, data) -> Path:
     sample to sample, saved as FOLDER/model.pt."""
     torch.manual_seed(0)
     shape = ForecastShape(data.frames_in, data.frames_out, data.channels, data.height, data.width)
-    config = ModelConfig("simvp", shape, {"spatial_channels": 16, "temporal_channels": 32, "translator_blocks": 2},
-                         PruningConfig(budget=0.3, group_order="ordered"))
+    config = ModelConfig(
+        "simvp",
+        shape,
+        {"spatial_channels": 16, "temporal_channels": 32, "translator_blocks": 2},
+        PruningConfig(budget=0.3, group_order="ordered"),
+    )
     model = build_model(config)
     with torch.no_grad():
         model.generator.importance.weight.normal_(0, 1.0)
@@ -96,11 +111,19 @@ def test_rows_take_the_dense_and_sparse_statistics_from_the_measured_runs(export
         assert row.flops_ratio == pytest.approx(measured_flops_ratio)
         assert row.efficiency == pytest.approx(14.8 / 7.2 * measured_flops_ratio)
         assert row.router_share == pytest.approx(1.0 / 7.2)
-        single, split = (7.2, 9.0) if row.layout == "single" else (9.0, 7.2)  # the sparse columns time the export's layout
+        single, split = (
+            (7.2, 9.0) if row.layout == "single" else (9.0, 7.2)
+        )  # the sparse columns time the export's layout
         assert (row.single_ms_mean, row.split_ms_mean) == pytest.approx((single, split))
         assert row.runs == len(DENSE_MS) and row.samples == len(exported.frames)
         assert 0 < row.overhead_share < 1
-        assert (row.backbone, row.dataset, row.budget, row.mode, row.val_mae) == ("simvp", "taxibj (synthetic)", 0.3, "bucketed/none", 0.125)
+        assert (row.backbone, row.dataset, row.budget, row.mode, row.val_mae) == (
+            "simvp",
+            "taxibj (synthetic)",
+            0.3,
+            "bucketed/none",
+            0.125,
+        )
         assert row.runtime["threads"] == row.threads and row.runtime["backend"] == "ort" and "model" not in row.runtime
 
 
@@ -132,10 +155,17 @@ def made_up_table(model, threads: int = 1) -> dict:
 
     points = [0, 1, 4, 8, 12, model.regions]
     layers = {
-        name: {"width_share": [0.25, 0.5, 0.75, 1.0], "tiled_ms": [[0.1 * n for n in points]] * 4, "whole_ms": [2.0] * 4, "tile_limit": 12}
+        name: {
+            "width_share": [0.25, 0.5, 0.75, 1.0],
+            "tiled_ms": [[0.1 * n for n in points]] * 4,
+            "whole_ms": [2.0] * 4,
+            "tile_limit": 12,
+        }
         for name in model.layer_names.values()
     }
-    return CostTable("ort-cpu", machine_fingerprint(threads), {}, model.regions, points, {}, 0.1, 30.0, 1).to_dict() | {"layers": layers}
+    return CostTable("ort-cpu", machine_fingerprint(threads), {}, model.regions, points, {}, 0.1, 30.0, 1).to_dict() | {
+        "layers": layers
+    }
 
 
 def test_a_model_priced_in_milliseconds_gets_its_predicted_latency_against_the_measured(tmp_path):
@@ -155,5 +185,7 @@ def test_a_model_priced_in_milliseconds_gets_its_predicted_latency_against_the_m
     one_thread, two_threads = rows
     assert one_thread.cost == "ort-cpu"
     assert one_thread.predicted_ms == pytest.approx(per_bucket[buckets].mean())
-    assert one_thread.prediction_error == pytest.approx(per_bucket[buckets].mean() / 7.2 - 1)  # the fake timer's sparse mean
+    assert one_thread.prediction_error == pytest.approx(
+        per_bucket[buckets].mean() / 7.2 - 1
+    )  # the fake timer's sparse mean
     assert two_threads.predicted_ms is None, "the table is for 1 thread: nothing predicted for 2"

@@ -24,15 +24,25 @@ def test_the_proxy_times_the_router_and_each_branch_apart_and_adds_them_as_the_s
     torch.manual_seed(0)
     config = ModelConfig("simvp", SHAPE, {}, PruningConfig(budget=0.5, slimmable=True, group_size=4))
     model = build_model(config).eval()
-    frames = np.random.default_rng(0).random((3, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)).astype(np.float32)
+    frames = (
+        np.random.default_rng(0)
+        .random((3, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width))
+        .astype(np.float32)
+    )
     branches = len(config.pruning.width_levels) + 1
-    emulated = {"orin_emulated_ms": [0.1 * (i + 1) for i in range(branches)], "orin_emulated_cuda_graph_ms": [0.01 * (i + 1) for i in range(branches)]}
+    emulated = {
+        "orin_emulated_ms": [0.1 * (i + 1) for i in range(branches)],
+        "orin_emulated_cuda_graph_ms": [0.01 * (i + 1) for i in range(branches)],
+    }
     rows = gpu_check.proxy_rows(model, config, frames, "cpu", runs=5, emulated=emulated)
     assert [row["computes"] for row in rows] == ["persistence", *(f"width {w:g}" for w in config.pruning.width_levels)]
     for index, row in enumerate(rows):
         assert row["split_ms"] == pytest.approx(row["router_ms"] + row["dispatch_ms"] + row["branch_ms"])
         assert row["every_branch_ms"] == pytest.approx(rows[0]["router_ms"] + sum(r["branch_ms"] for r in rows))
-        assert (row["orin_emulated_ms"], row["orin_emulated_cuda_graph_ms"]) == (emulated["orin_emulated_ms"][index], emulated["orin_emulated_cuda_graph_ms"][index])
+        assert (row["orin_emulated_ms"], row["orin_emulated_cuda_graph_ms"]) == (
+            emulated["orin_emulated_ms"][index],
+            emulated["orin_emulated_cuda_graph_ms"][index],
+        )
         assert "split_graph_ms" not in row, "no CUDA graphs on a CPU"
 
 

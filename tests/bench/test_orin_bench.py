@@ -11,13 +11,23 @@ from dynaprune_edge.cost.roofline import GraphRoofline
 
 
 def two_convs(side: int):
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["y"], name="c1", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["y"], ["r"], name="relu"),
-             helper.make_node("Transpose", ["r"], ["t"], name="t", perm=[0, 1, 3, 2]),
-             helper.make_node("Conv", ["t", "w2"], ["z"], name="c2", pads=[1, 1, 1, 1])]
-    inits = [numpy_helper.from_array(np.zeros((64, 32, 3, 3), np.float32), "w1"), numpy_helper.from_array(np.zeros((32, 64, 3, 3), np.float32), "w2")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, side, side])],
-                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 32, side, side])], initializer=inits)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["y"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["y"], ["r"], name="relu"),
+        helper.make_node("Transpose", ["r"], ["t"], name="t", perm=[0, 1, 3, 2]),
+        helper.make_node("Conv", ["t", "w2"], ["z"], name="c2", pads=[1, 1, 1, 1]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.zeros((64, 32, 3, 3), np.float32), "w1"),
+        numpy_helper.from_array(np.zeros((32, 64, 3, 3), np.float32), "w2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, side, side])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 32, side, side])],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -53,8 +63,12 @@ def test_the_summary_counts_misses_both_ways():
 # Published sizes (parameters in millions, GFLOPs at the benchmark's input size): the
 # Ultralytics YOLO11 model table (docs.ultralytics.com/models/yolo11) and torchvision's
 # ResNet-50 weights card (25,557,032 parameters, 4.09 GMACs).
-PUBLISHED_SIZES = {"resnet50": (25.557032, 8.18), "yolo11n": (2.6, 6.5), "yolo11m": (20.1, 68.0),
-                   "mobilenet_v2": (3.504872, None)}  # FLOPs not checked: its depthwise convolutions run outside the tensor-core kernels summed below
+PUBLISHED_SIZES = {
+    "resnet50": (25.557032, 8.18),
+    "yolo11n": (2.6, 6.5),
+    "yolo11m": (20.1, 68.0),
+    "mobilenet_v2": (3.504872, None),
+}  # FLOPs not checked: its depthwise convolutions run outside the tensor-core kernels summed below
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_SIZES))
@@ -79,7 +93,13 @@ def test_a_transformer_row_is_published_and_checked_only():
     """BERT-Large INT8 from NVIDIA's MLPerf v3.1 Orin submission: a check row, its source the
     log file it was read from, its attention fused as NVIDIA's explicitly quantized engine does."""
     (row,) = [r for r in PUBLISHED if r.model == "bert_large"]
-    assert (row.precision, row.role, row.power_mode, row.ms, row.explicit_int8) == ("int8", "check", "MAXN", 6.487, True)
+    assert (row.precision, row.role, row.power_mode, row.ms, row.explicit_int8) == (
+        "int8",
+        "check",
+        "MAXN",
+        6.487,
+        True,
+    )
     assert "closed/NVIDIA/results/Orin_TRT/bert-99/SingleStream/performance/run_1/mlperf_log_summary.txt" in row.source
     assert "Assumed" in row.source  # which percentile stands for 384 tokens is derived, and says so
 
@@ -97,7 +117,9 @@ def test_bert_large_is_the_published_architecture(tmp_path):
     operations = {}
     for layers in (1, 2):
         to_onnx(BertLarge(layers=layers), (1, BERT_SEQUENCE, 1024), tmp_path / f"{layers}.onnx")
-        (route,) = GraphRoofline(onnx.load(str(tmp_path / f"{layers}.onnx")), Device("agx-orin-64gb", "MAXN", "fp16")).routes
+        (route,) = GraphRoofline(
+            onnx.load(str(tmp_path / f"{layers}.onnx")), Device("agx-orin-64gb", "MAXN", "fp16")
+        ).routes
         operations[layers] = sum(k.operations for k in route if k.matrix)
     per_layer = operations[2] - operations[1]
     assert (operations[1] + 23 * per_layer) / 1e9 == pytest.approx(246.93, rel=0.01)

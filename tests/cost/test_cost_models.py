@@ -18,7 +18,11 @@ from dynaprune_edge.masks import MaskMode, PruningConfig
 from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model
 
 POINTS = [0, 1, 2, 4, 8, 16]
-SIZES = {"simvp": {"spatial_channels": 16, "temporal_channels": 32}, "vit": {"dim": 64, "depth": 2}, "convlstm": {"hidden_channels": 16}}
+SIZES = {
+    "simvp": {"spatial_channels": 16, "temporal_channels": 32},
+    "vit": {"dim": 64, "depth": 2},
+    "convlstm": {"hidden_channels": 16},
+}
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
@@ -41,8 +45,15 @@ def layer(tiled, whole, shares=(0.25, 0.5, 1.0), limit=16) -> LayerTimes:
 
 def table(layers: dict[str, LayerTimes], **changes) -> CostTable:
     values = dict(
-        target="ort-cpu", machine=machine_fingerprint(1), model={"backbone": "simvp"}, regions=16, region_points=POINTS,
-        layers=layers, fixed_ms=0.2, dense_ms=3.0, runs=5,
+        target="ort-cpu",
+        machine=machine_fingerprint(1),
+        model={"backbone": "simvp"},
+        regions=16,
+        region_points=POINTS,
+        layers=layers,
+        fixed_ms=0.2,
+        dense_ms=3.0,
+        runs=5,
     )
     return CostTable(**(values | changes))
 
@@ -91,14 +102,24 @@ def test_the_price_is_differentiable_in_width_and_regions():
 
 
 def test_a_table_round_trips_through_json():
-    original = table({"encoder.0": layer([[0, 1, 2, 3, 4, 5]] * 3, [6, 6, 6]), "readout": layer([[0, 0.1, 0.2, 0.3, 0.4, 0.5]] * 3, [1, 1, 1], (1.0, 1.0, 1.0), 0)})
+    original = table(
+        {
+            "encoder.0": layer([[0, 1, 2, 3, 4, 5]] * 3, [6, 6, 6]),
+            "readout": layer([[0, 0.1, 0.2, 0.3, 0.4, 0.5]] * 3, [1, 1, 1], (1.0, 1.0, 1.0), 0),
+        }
+    )
     again = CostTable.from_json(original.to_json())
     assert again == original
     width, regions = np.array([0.3, 0.9]), np.array([2.0, 11.0])
-    assert np.array_equal(MeasuredCost(again).layer_cost("encoder.0", None, width, regions), MeasuredCost(original).layer_cost("encoder.0", None, width, regions))
+    assert np.array_equal(
+        MeasuredCost(again).layer_cost("encoder.0", None, width, regions),
+        MeasuredCost(original).layer_cost("encoder.0", None, width, regions),
+    )
 
 
-@pytest.mark.parametrize("key, value", [("cpu", "Some Other CPU"), ("onnxruntime", "1.17.0"), ("threads", 4), ("cores", 64)])
+@pytest.mark.parametrize(
+    "key, value", [("cpu", "Some Other CPU"), ("onnxruntime", "1.17.0"), ("threads", 4), ("cores", 64)]
+)
 def test_a_table_measured_on_another_machine_or_onnxruntime_is_refused(key, value):
     here = machine_fingerprint(1)
     elsewhere = table({}, machine={**here, key: value})
@@ -109,7 +130,7 @@ def test_a_table_measured_on_another_machine_or_onnxruntime_is_refused(key, valu
     table({}).check(here, {"backbone": "simvp"})
 
 
-@pytest.mark.parametrize("text", ["[]", "{\"format\": 1}", "not json", "{\"format\": 99}"])
+@pytest.mark.parametrize("text", ["[]", '{"format": 1}', "not json", '{"format": 99}'])
 def test_a_file_that_is_not_a_table_is_one_config_error(text):
     with pytest.raises(ConfigError, match="cost table"):
         CostTable.from_json(text)

@@ -19,17 +19,26 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "orin-emulator.md"
 
 def graph(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
     return helper.make_model(
-        helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
-                          initializer=[numpy_helper.from_array(np.zeros(s, np.float32), n) for n, s in initializers]),
+        helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+            initializer=[numpy_helper.from_array(np.zeros(s, np.float32), n) for n, s in initializers],
+        ),
         opset_imports=[helper.make_opsetid("", 17)],
     )
 
 
 def conv_graph(cin=32, cout=96, side=40, extra=()) -> onnx.ModelProto:
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]), *extra]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        *extra,
+    ]
     out = nodes[-1].output[0]
-    return graph(nodes, [("x", [1, cin, side, side])], [(out, [1, cout, side, side])], [("w", [cout, cin, 3, 3]), ("b", [cout])])
+    return graph(
+        nodes, [("x", [1, cin, side, side])], [(out, [1, cout, side, side])], [("w", [cout, cin, 3, 3]), ("b", [cout])]
+    )
 
 
 def test_a_convolution_costs_what_the_roofline_worked_out_by_hand_says():
@@ -48,7 +57,12 @@ def test_a_convolution_costs_what_the_roofline_worked_out_by_hand_says():
 
 
 def test_a_matrix_product_costs_what_the_roofline_worked_out_by_hand_says():
-    model = graph([helper.make_node("MatMul", ["a", "w"], ["y"], name="mm")], [("a", [1, 256, 512])], [("y", [1, 256, 1024])], [("w", [512, 1024])])
+    model = graph(
+        [helper.make_node("MatMul", ["a", "w"], ["y"], name="mm")],
+        [("a", [1, 256, 512])],
+        [("y", [1, 256, 1024])],
+        [("w", [512, 1024])],
+    )
     (kernel,) = GraphRoofline(model, Device("agx-orin-64gb", "MAXN", "int8")).routes[0]
     ops = 2 * 256 * 1024 * 512
     moved = 256 * 512 + 512 * 1024 + 256 * 1024  # int8: one byte each
@@ -60,14 +74,20 @@ def test_a_matrix_product_costs_what_the_roofline_worked_out_by_hand_says():
 
 
 def test_pointwise_ops_fuse_into_the_convolution_and_shape_ops_cost_nothing():
-    fused = conv_graph(extra=[
-        helper.make_node("Relu", ["y"], ["r"], name="relu"),
-        helper.make_node("Reshape", ["r", "shape"], ["v"], name="view"),
-        helper.make_node("Reshape", ["v", "back"], ["v2"], name="view_back"),
-        helper.make_node("Add", ["v2", "x2"], ["z"], name="residual"),
-    ])
-    fused.graph.initializer.extend([numpy_helper.from_array(np.array([1, 96, 1600], np.int64), "shape"),
-                                    numpy_helper.from_array(np.array([1, 96, 40, 40], np.int64), "back")])
+    fused = conv_graph(
+        extra=[
+            helper.make_node("Relu", ["y"], ["r"], name="relu"),
+            helper.make_node("Reshape", ["r", "shape"], ["v"], name="view"),
+            helper.make_node("Reshape", ["v", "back"], ["v2"], name="view_back"),
+            helper.make_node("Add", ["v2", "x2"], ["z"], name="residual"),
+        ]
+    )
+    fused.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([1, 96, 1600], np.int64), "shape"),
+            numpy_helper.from_array(np.array([1, 96, 40, 40], np.int64), "back"),
+        ]
+    )
     fused.graph.input.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 96, 40, 40]))
     device = Device("agx-orin-64gb", "MAXN", "fp16")
     (kernel,) = GraphRoofline(fused, device).routes[0]
@@ -75,8 +95,12 @@ def test_pointwise_ops_fuse_into_the_convolution_and_shape_ops_cost_nothing():
     alone = GraphRoofline(conv_graph(), device).routes[0][0]
     assert kernel.bytes == alone.bytes + 2 * 96 * 40 * 40  # the residual is read; y and r are never written
 
-    apart = conv_graph(extra=[helper.make_node("Transpose", ["y"], ["t"], name="t", perm=[0, 1, 3, 2]),
-                              helper.make_node("Relu", ["t"], ["r"], name="relu")])
+    apart = conv_graph(
+        extra=[
+            helper.make_node("Transpose", ["y"], ["t"], name="t", perm=[0, 1, 3, 2]),
+            helper.make_node("Relu", ["t"], ["r"], name="relu"),
+        ]
+    )
     kernels = GraphRoofline(apart, device).routes[0]
     assert [k.ops for k in kernels] == [["Conv"], ["Transpose"], ["Relu"]]
 
@@ -89,7 +113,9 @@ def test_power_modes_scale_as_their_sm_counts_clocks_and_memory_clocks(module):
     for mode, kernel in kernels.items():
         spec = MODULES[module][mode]
         utilisation = kernel.utilisation / kernels["MAXN"].utilisation
-        assert kernels["MAXN"].compute_ms / kernel.compute_ms == pytest.approx(spec.sms * spec.gpu_mhz / (top.sms * top.gpu_mhz) * utilisation)
+        assert kernels["MAXN"].compute_ms / kernel.compute_ms == pytest.approx(
+            spec.sms * spec.gpu_mhz / (top.sms * top.gpu_mhz) * utilisation
+        )
         assert kernels["MAXN"].memory_ms / kernel.memory_ms == pytest.approx(spec.emc_mhz / top.emc_mhz)
     assert kernels["15W"].ms > kernels["30W"].ms > kernels["MAXN"].ms
 
@@ -97,7 +123,9 @@ def test_power_modes_scale_as_their_sm_counts_clocks_and_memory_clocks(module):
 def test_the_64gb_module_has_16_sms_and_the_32gb_module_14():
     assert Device("agx-orin-64gb", "MAXN", "fp16").sms == 16
     assert Device("agx-orin-32gb", "MAXN", "fp16").sms == 14
-    assert Device("agx-orin-64gb", "MAXN", "fp16").matrix_ops_per_second() == pytest.approx(42.6e12, rel=0.01)  # the data sheet's dense FP16
+    assert Device("agx-orin-64gb", "MAXN", "fp16").matrix_ops_per_second() == pytest.approx(
+        42.6e12, rel=0.01
+    )  # the data sheet's dense FP16
     assert Device("agx-orin-64gb", "MAXN", "fp16").bytes_per_second() == pytest.approx(204.8e9)
 
 
@@ -107,11 +135,14 @@ def test_lower_precision_never_costs_more():
     assert ms[0] > ms[1] > ms[2]
 
 
-@pytest.mark.parametrize("module, mode, precision, message", [
-    ("agx-orin-16gb", "MAXN", "fp16", "--module"),
-    ("agx-orin-32gb", "50W", "fp16", "--power-mode on agx-orin-32gb must be one of MAXN, 40W, 30W, 15W"),
-    ("agx-orin-64gb", "MAXN", "bf16", "--precision"),
-])
+@pytest.mark.parametrize(
+    "module, mode, precision, message",
+    [
+        ("agx-orin-16gb", "MAXN", "fp16", "--module"),
+        ("agx-orin-32gb", "50W", "fp16", "--power-mode on agx-orin-32gb must be one of MAXN, 40W, 30W, 15W"),
+        ("agx-orin-64gb", "MAXN", "bf16", "--precision"),
+    ],
+)
 def test_an_unknown_device_setting_is_refused(module, mode, precision, message):
     with pytest.raises(ConfigError, match=message):
         Device(module, mode, precision)
@@ -144,23 +175,36 @@ def test_a_pruned_graph_is_priced_as_its_split_bundle_runs(routed_toy, shortcut)
     branches = [sum(GraphRoofline(g, device).route_ms()) for g in cut.branches]
     dispatch = CONSTANTS["dispatch_overhead_us"].value / 1e3
     assert bundle.route_ms() == pytest.approx([router + dispatch + ms for ms in branches])
-    assert bundle.eager_ms() == pytest.approx(router + sum(branches) + (len(branches) - 1) * CONSTANTS["branch_overhead_us"].value / 1e3)
+    assert bundle.eager_ms() == pytest.approx(
+        router + sum(branches) + (len(branches) - 1) * CONSTANTS["branch_overhead_us"].value / 1e3
+    )
     kernels = [len(bundle.router) + len(branch) for branch in bundle.branches]
-    saved = [(CONSTANTS["kernel_overhead_us"].value - CONSTANTS["cuda_graph_kernel_us"].value) * k / 1e3 - 2 * CONSTANTS["cuda_graph_launch_us"].value / 1e3
-             for k in kernels]
+    saved = [
+        (CONSTANTS["kernel_overhead_us"].value - CONSTANTS["cuda_graph_kernel_us"].value) * k / 1e3
+        - 2 * CONSTANTS["cuda_graph_launch_us"].value / 1e3
+        for k in kernels
+    ]
     assert np.subtract(bundle.route_ms(), bundle.route_ms(cuda_graph=True)) == pytest.approx(saved)
 
 
-def attention_graph(tokens=128, heads=4, head=64, mask=False, weights_out=False, scores_product=False, values_read=False) -> onnx.ModelProto:
+def attention_graph(
+    tokens=128, heads=4, head=64, mask=False, weights_out=False, scores_product=False, values_read=False
+) -> onnx.ModelProto:
     """Self-attention on a packed QKV projection as PyTorch exports it: Split, per-head
     Reshape/Transpose, Q·Kᵀ, scale, optional mask, Softmax, ·V, heads merged back."""
     width = heads * head
     per_head, node = [1, tokens, heads, head], helper.make_node
-    nodes = [node("Split", ["qkv", "sizes"], ["q", "k", "v"], name="split", axis=-1),
-             node("Reshape", ["q", "per_head"], ["q4"], name="view_q"), node("Transpose", ["q4"], ["qh"], name="t_q", perm=[0, 2, 1, 3]),
-             node("Reshape", ["k", "per_head"], ["k4"], name="view_k"), node("Transpose", ["k4"], ["kt"], name="t_k", perm=[0, 2, 3, 1]),
-             node("Reshape", ["v", "per_head"], ["v4"], name="view_v"), node("Transpose", ["v4"], ["vh"], name="t_v", perm=[0, 2, 1, 3]),
-             node("MatMul", ["qh", "kt"], ["scores"], name="qk"), node("Mul", ["scores", "scale"], ["scaled"], name="scale")]
+    nodes = [
+        node("Split", ["qkv", "sizes"], ["q", "k", "v"], name="split", axis=-1),
+        node("Reshape", ["q", "per_head"], ["q4"], name="view_q"),
+        node("Transpose", ["q4"], ["qh"], name="t_q", perm=[0, 2, 1, 3]),
+        node("Reshape", ["k", "per_head"], ["k4"], name="view_k"),
+        node("Transpose", ["k4"], ["kt"], name="t_k", perm=[0, 2, 3, 1]),
+        node("Reshape", ["v", "per_head"], ["v4"], name="view_v"),
+        node("Transpose", ["v4"], ["vh"], name="t_v", perm=[0, 2, 1, 3]),
+        node("MatMul", ["qh", "kt"], ["scores"], name="qk"),
+        node("Mul", ["scores", "scale"], ["scaled"], name="scale"),
+    ]
     last = "scaled"
     if scores_product:  # a matrix product on the scores (dpedge's per-group heads summed into heads)
         nodes.append(node("MatMul", [last, "mix"], ["mixed"], name="mix"))
@@ -168,8 +212,12 @@ def attention_graph(tokens=128, heads=4, head=64, mask=False, weights_out=False,
     if mask:
         nodes.append(node("Add", [last, "mask"], ["masked"], name="mask"))
         last = "masked"
-    nodes += [node("Softmax", [last], ["weights"], name="softmax", axis=-1), node("MatMul", ["weights", "vh"], ["context"], name="pv"),
-              node("Transpose", ["context"], ["merged"], name="t_out", perm=[0, 2, 1, 3]), node("Reshape", ["merged", "flat"], ["out"], name="view_out")]
+    nodes += [
+        node("Softmax", [last], ["weights"], name="softmax", axis=-1),
+        node("MatMul", ["weights", "vh"], ["context"], name="pv"),
+        node("Transpose", ["context"], ["merged"], name="t_out", perm=[0, 2, 1, 3]),
+        node("Reshape", ["merged", "flat"], ["out"], name="view_out"),
+    ]
     outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, tokens, width])]
     if weights_out:
         outputs.append(helper.make_tensor_value_info("weights", TensorProto.FLOAT, [1, heads, tokens, tokens]))
@@ -179,10 +227,17 @@ def attention_graph(tokens=128, heads=4, head=64, mask=False, weights_out=False,
     inputs = [helper.make_tensor_value_info("qkv", TensorProto.FLOAT, [1, tokens, 3 * width])]
     if mask:
         inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 1, tokens]))
-    inits = [numpy_helper.from_array(np.array([width] * 3, np.int64), "sizes"), numpy_helper.from_array(np.array(per_head, np.int64), "per_head"),
-             numpy_helper.from_array(np.array([1, tokens, width], np.int64), "flat"), numpy_helper.from_array(np.array(head ** -0.5, np.float32), "scale"),
-             numpy_helper.from_array(np.zeros((tokens, tokens), np.float32), "mix")]
-    return helper.make_model(helper.make_graph(nodes, "attention", inputs, outputs, initializer=inits), opset_imports=[helper.make_opsetid("", 17)])
+    inits = [
+        numpy_helper.from_array(np.array([width] * 3, np.int64), "sizes"),
+        numpy_helper.from_array(np.array(per_head, np.int64), "per_head"),
+        numpy_helper.from_array(np.array([1, tokens, width], np.int64), "flat"),
+        numpy_helper.from_array(np.array(head**-0.5, np.float32), "scale"),
+        numpy_helper.from_array(np.zeros((tokens, tokens), np.float32), "mix"),
+    ]
+    return helper.make_model(
+        helper.make_graph(nodes, "attention", inputs, outputs, initializer=inits),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
 
 
 @pytest.mark.parametrize("mask", [False, True], ids=["plain", "masked"])
@@ -191,23 +246,43 @@ def test_attention_is_one_kernel_that_never_writes_the_scores(mask):
     that reads Q, K and V once and writes the merged heads; the split and the head
     transposes around it are no kernels; the tokens × tokens scores never reach memory."""
     tokens, heads, head = 128, 4, 64
-    fused = GraphRoofline(attention_graph(tokens, heads, head, mask=mask), Device("agx-orin-64gb", "MAXN", "fp16")).routes[0]
+    fused = GraphRoofline(
+        attention_graph(tokens, heads, head, mask=mask), Device("agx-orin-64gb", "MAXN", "fp16")
+    ).routes[0]
     assert len(fused) == 1
     (kernel,) = fused
     assert kernel.operations == 2 * 2 * heads * tokens * tokens * head  # the two products, a multiply-add counted as 2
     width = heads * head
-    assert kernel.bytes == 2 * (3 * tokens * width + tokens * width + 1 + (tokens if mask else 0))  # qkv, out, the scale (and mask)
+    assert kernel.bytes == 2 * (
+        3 * tokens * width + tokens * width + 1 + (tokens if mask else 0)
+    )  # qkv, out, the scale (and mask)
 
-    apart = GraphRoofline(attention_graph(tokens, heads, head, mask=mask), Device("agx-orin-64gb", "MAXN", "fp32")).routes[0]
+    apart = GraphRoofline(
+        attention_graph(tokens, heads, head, mask=mask), Device("agx-orin-64gb", "MAXN", "fp32")
+    ).routes[0]
     scores = 4 * heads * tokens * tokens
-    assert len(apart) > 1 and next(k for k in apart if "Softmax" in k.ops).bytes >= 2 * scores  # TF32 does not fuse: read and written
+    assert (
+        len(apart) > 1 and next(k for k in apart if "Softmax" in k.ops).bytes >= 2 * scores
+    )  # TF32 does not fuse: read and written
 
 
-@pytest.mark.parametrize("precision, explicit, head, fused", [
-    ("fp16", False, 64, True), ("fp16", False, 8, False), ("fp16", False, 512, False),
-    ("int8", False, 64, False),  # dpedge's --int8 engines are calibrated implicitly: no MHA kernel (NVIDIA/TensorRT#4167)
-    ("int8", True, 64, True), ("int8", True, 128, False), ("fp32", False, 64, False),
-])
+@pytest.mark.parametrize(
+    "precision, explicit, head, fused",
+    [
+        ("fp16", False, 64, True),
+        ("fp16", False, 8, False),
+        ("fp16", False, 512, False),
+        (
+            "int8",
+            False,
+            64,
+            False,
+        ),  # dpedge's --int8 engines are calibrated implicitly: no MHA kernel (NVIDIA/TensorRT#4167)
+        ("int8", True, 64, True),
+        ("int8", True, 128, False),
+        ("fp32", False, 64, False),
+    ],
+)
 def test_attention_fuses_only_where_tensorrt_documents_it(precision, explicit, head, fused):
     model = attention_graph(tokens=64, heads=2, head=head)
     kernels = GraphRoofline(model, Device("agx-orin-64gb", "MAXN", precision), explicit_int8=explicit).routes[0]
@@ -224,45 +299,90 @@ def test_attention_whose_scores_are_used_otherwise_stays_apart(variant):
 
 def test_layout_ops_cost_nothing_only_where_the_fused_attention_alone_reads_them():
     kernels = GraphRoofline(attention_graph(values_read=True), Device("agx-orin-64gb", "MAXN", "fp16")).routes[0]
-    assert [k.ops for k in kernels] == [["Split"], ["MatMul", "Mul", "Softmax", "MatMul"], ["Relu"]]  # V is read elsewhere: the split runs
+    assert [k.ops for k in kernels] == [
+        ["Split"],
+        ["MatMul", "Mul", "Softmax", "MatMul"],
+        ["Relu"],
+    ]  # V is read elsewhere: the split runs
 
 
 def layernorm_graph(decomposed: bool, tokens=64, width=256) -> onnx.ModelProto:
     node = helper.make_node
     if decomposed:  # as dpedge's TokenNorm lowers it (ONNX LayerNormalization needs TensorRT ≥ 8.6)
-        nodes = [node("ReduceMean", ["x"], ["mean"], name="mean", axes=[-1]), node("Sub", ["x", "mean"], ["centred"], name="centre"),
-                 node("Pow", ["centred", "two"], ["square"], name="square"), node("ReduceMean", ["square"], ["variance"], name="variance", axes=[-1]),
-                 node("Add", ["variance", "eps"], ["shifted"], name="eps"), node("Sqrt", ["shifted"], ["deviation"], name="sqrt"),
-                 node("Div", ["centred", "deviation"], ["normalised"], name="divide"), node("Mul", ["normalised", "gamma"], ["scaled"], name="gamma"),
-                 node("Add", ["scaled", "beta"], ["y"], name="beta")]
+        nodes = [
+            node("ReduceMean", ["x"], ["mean"], name="mean", axes=[-1]),
+            node("Sub", ["x", "mean"], ["centred"], name="centre"),
+            node("Pow", ["centred", "two"], ["square"], name="square"),
+            node("ReduceMean", ["square"], ["variance"], name="variance", axes=[-1]),
+            node("Add", ["variance", "eps"], ["shifted"], name="eps"),
+            node("Sqrt", ["shifted"], ["deviation"], name="sqrt"),
+            node("Div", ["centred", "deviation"], ["normalised"], name="divide"),
+            node("Mul", ["normalised", "gamma"], ["scaled"], name="gamma"),
+            node("Add", ["scaled", "beta"], ["y"], name="beta"),
+        ]
     else:
         nodes = [node("LayerNormalization", ["x", "gamma", "beta"], ["y"], name="ln", axis=-1)]
-    inits = [numpy_helper.from_array(np.ones(width, np.float32), "gamma"), numpy_helper.from_array(np.zeros(width, np.float32), "beta")]
+    inits = [
+        numpy_helper.from_array(np.ones(width, np.float32), "gamma"),
+        numpy_helper.from_array(np.zeros(width, np.float32), "beta"),
+    ]
     if decomposed:
-        inits += [numpy_helper.from_array(np.array(2.0, np.float32), "two"), numpy_helper.from_array(np.array(1e-5, np.float32), "eps")]
-    graph_ = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, tokens, width])],
-                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, tokens, width])], initializer=inits)
+        inits += [
+            numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+            numpy_helper.from_array(np.array(1e-5, np.float32), "eps"),
+        ]
+    graph_ = helper.make_graph(
+        nodes,
+        "ln",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, tokens, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, tokens, width])],
+        initializer=inits,
+    )
     return helper.make_model(graph_, opset_imports=[helper.make_opsetid("", 17)])
 
 
 @pytest.mark.parametrize("decomposed", [False, True], ids=["LayerNormalization", "primitive ops"])
 def test_layernorm_is_one_kernel_reading_its_input_once(decomposed):
     tokens, width = 64, 256
-    (kernel,) = GraphRoofline(layernorm_graph(decomposed, tokens, width), Device("agx-orin-64gb", "MAXN", "fp16")).routes[0]
+    (kernel,) = GraphRoofline(
+        layernorm_graph(decomposed, tokens, width), Device("agx-orin-64gb", "MAXN", "fp16")
+    ).routes[0]
     constants = 2 if decomposed else 0  # the exponent and eps scalars
-    assert kernel.bytes == 2 * (2 * tokens * width + 2 * width + constants)  # x in, y out, γ and β: no intermediate written
+    assert kernel.bytes == 2 * (
+        2 * tokens * width + 2 * width + constants
+    )  # x in, y out, γ and β: no intermediate written
 
 
 def test_bias_and_gelu_fuse_into_the_matrix_product_before_them():
     tokens, width, hidden = 64, 256, 1024
     node = helper.make_node
-    nodes = [node("MatMul", ["x", "w"], ["h"], name="up"), node("Add", ["h", "b"], ["hb"], name="bias"),
-             node("Div", ["hb", "root2"], ["z"], name="div"), node("Erf", ["z"], ["e"], name="erf"), node("Add", ["e", "one"], ["e1"], name="add1"),
-             node("Mul", ["hb", "e1"], ["g"], name="mul"), node("Mul", ["g", "half"], ["y"], name="half")]
-    inits = [numpy_helper.from_array(np.zeros((width, hidden), np.float32), "w"), numpy_helper.from_array(np.zeros(hidden, np.float32), "b")]
-    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("root2", 2 ** 0.5), ("one", 1.0), ("half", 0.5))]
-    model = helper.make_model(helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, tokens, width])],
-                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, tokens, hidden])], initializer=inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    nodes = [
+        node("MatMul", ["x", "w"], ["h"], name="up"),
+        node("Add", ["h", "b"], ["hb"], name="bias"),
+        node("Div", ["hb", "root2"], ["z"], name="div"),
+        node("Erf", ["z"], ["e"], name="erf"),
+        node("Add", ["e", "one"], ["e1"], name="add1"),
+        node("Mul", ["hb", "e1"], ["g"], name="mul"),
+        node("Mul", ["g", "half"], ["y"], name="half"),
+    ]
+    inits = [
+        numpy_helper.from_array(np.zeros((width, hidden), np.float32), "w"),
+        numpy_helper.from_array(np.zeros(hidden, np.float32), "b"),
+    ]
+    inits += [
+        numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("root2", 2**0.5), ("one", 1.0), ("half", 0.5))
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "gelu",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, tokens, width])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, tokens, hidden])],
+            initializer=inits,
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     (kernel,) = GraphRoofline(model, Device("agx-orin-64gb", "MAXN", "fp16")).routes[0]
-    assert kernel.bytes == 2 * (tokens * width + width * hidden + hidden + tokens * hidden + 3)  # the pre-activation is never written
+    assert kernel.bytes == 2 * (
+        tokens * width + width * hidden + hidden + tokens * hidden + 3
+    )  # the pre-activation is never written

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import data_files
 import numpy as np
 import pytest
+
+from tests import data_files
 
 
 @pytest.fixture
@@ -16,8 +17,14 @@ def write_t2m():
 
     def write(path, values, variable="t2m", dims=("time", "lat", "lon"), hours=None):
         values = np.asarray(values, dtype=np.float32)
-        data_files.write_t2m(Path(path), values, None if hours is None else np.asarray(hours), dims=dims,
-                             coordinates=dims, variable=variable)
+        data_files.write_t2m(
+            Path(path),
+            values,
+            None if hours is None else np.asarray(hours),
+            dims=dims,
+            coordinates=dims,
+            variable=variable,
+        )
         return Path(path)
 
     return write

@@ -86,7 +86,10 @@ def test_files_are_concatenated_in_time_order(tmp_path, write_t2m):
     assert physical == pytest.approx([300, 301, 302, 303], abs=1e-3)
 
 
-@pytest.mark.parametrize(("name", "filename"), [("weatherbench", "broken.nc"), ("knmi", "RAD_201008260000.h5"), ("sevir", "broken.h5"), ("taxibj", "dataset.npz")])
+@pytest.mark.parametrize(
+    ("name", "filename"),
+    [("weatherbench", "broken.nc"), ("knmi", "RAD_201008260000.h5"), ("sevir", "broken.h5"), ("taxibj", "dataset.npz")],
+)
 def test_corrupt_files(tmp_path, name, filename):
     path = tmp_path / filename
     path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 8)
@@ -133,7 +136,11 @@ def test_taxibj_layout_is_checked(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "fragment"),
-    [({"frames_in": 0}, "--frames-in must be"), ({"frames_out": -2}, "--frames-out must be"), ({"size": 0}, "--size must be a whole number")],
+    [
+        ({"frames_in": 0}, "--frames-in must be"),
+        ({"frames_out": -2}, "--frames-out must be"),
+        ({"size": 0}, "--size must be a whole number"),
+    ],
 )
 def test_impossible_options(options, fragment):
     _fails(DataConfig(name="knmi", **options), fragment, error=ConfigError)
@@ -155,12 +162,20 @@ def test_knmi_codes_and_images_of_the_wrong_kind_are_refused(tmp_path, write_knm
     paths = write_knmi(tmp_path / "codes", frames)
     with h5py.File(paths[2], "a") as handle:
         handle["image1/calibration"].attrs["calibration_missing_data"] = np.bytes_("none")
-    _fails(DataConfig(name="knmi", path=str(tmp_path / "codes")), str(paths[2]), "calibration_missing_data must be whole numbers")
+    _fails(
+        DataConfig(name="knmi", path=str(tmp_path / "codes")),
+        str(paths[2]),
+        "calibration_missing_data must be whole numbers",
+    )
     paths = write_knmi(tmp_path / "group", frames)
     with h5py.File(paths[1], "a") as handle:
         del handle["image1/image_data"]
         handle.create_group("image1/image_data")
-    _fails(DataConfig(name="knmi", path=str(tmp_path / "group")), str(paths[1]), "image1/image_data is a group, not an array")
+    _fails(
+        DataConfig(name="knmi", path=str(tmp_path / "group")),
+        str(paths[1]),
+        "image1/image_data is a group, not an array",
+    )
 
 
 def _points_elsewhere(path, kind, secret):
@@ -189,7 +204,12 @@ def test_hdf5_that_takes_its_bytes_from_another_file_is_refused(tmp_path, write_
         secret.write_bytes(bytes(range(256)) * 2)
     paths = write_knmi(tmp_path / "radar", np.zeros((14, 16, 16), dtype=np.uint16))
     _points_elsewhere(paths[5], kind, secret)
-    _fails(DataConfig(name="knmi", path=str(tmp_path / "radar")), str(paths[5]), "image1/image_data", "self-contained files only")
+    _fails(
+        DataConfig(name="knmi", path=str(tmp_path / "radar")),
+        str(paths[5]),
+        "image1/image_data",
+        "self-contained files only",
+    )
 
 
 def test_netcdf4_with_external_storage_is_refused(tmp_path, write_t2m):
@@ -204,7 +224,9 @@ def test_netcdf4_with_external_storage_is_refused(tmp_path, write_t2m):
 
 def test_a_recursive_pattern_is_not_followed_from_a_file_dpedge_was_handed(tmp_path):
     config = DataConfig(name="taxibj", path=str(tmp_path / "**" / "*.npz"))
-    with pytest.raises(DataError, match=r"model.pt records the data as the recursive pattern .*\*\*.*: pass the data with --data"):
+    with pytest.raises(
+        DataError, match=r"model.pt records the data as the recursive pattern .*\*\*.*: pass the data with --data"
+    ):
         load_dataset(config, recorded_in="model.pt")
     _fails(config, "no file matches this pattern")  # the user's own option: followed
 
@@ -212,7 +234,11 @@ def test_a_recursive_pattern_is_not_followed_from_a_file_dpedge_was_handed(tmp_p
 def test_impossible_recorded_values():
     """What a model.pt or a manifest may hold in its data record."""
     _fails(DataConfig(name="taxibj", seed=-1), "--seed must be", error=ConfigError)
-    for values, fragment in (({"path": 7}, "the name and path must be text"), ({"name": ["x"]}, "must be text"),
-                             ({"size": 4.5}, "size must be a whole number"), ({"frames_in": True}, "frames_in must be a whole number")):
+    for values, fragment in (
+        ({"path": 7}, "the name and path must be text"),
+        ({"name": ["x"]}, "must be text"),
+        ({"size": 4.5}, "size must be a whole number"),
+        ({"frames_in": True}, "frames_in must be a whole number"),
+    ):
         with pytest.raises(ConfigError, match=fragment):
             DataConfig.from_dict({"name": "taxibj", **values})

@@ -78,7 +78,7 @@ def test_nyc_bike_sample_is_the_whole_10_by_20_city():
     assert (data.height, data.width, data.channels) == (10, 20, 2)
     assert (len(data.train), len(data.val), len(data.test)) == (582, 66, 159)
     physical = data.normalizer.denormalize(data.test[0][0]).numpy()
-    assert 0.6 < (np.abs(physical) < 1e-6).mean() < 0.8 and -1e-6 <= physical.min() and physical.max() <= 1
+    assert 0.6 < (np.abs(physical) < 1e-6).mean() < 0.8 and physical.min() >= -1e-6 and physical.max() <= 1
     if SHARED_DATA.is_dir():
         shared = load_dataset(DataConfig(name="nycbike", path=str(SHARED_DATA / "nycbike2_10x20" / "dataset.npz")))
         assert torch.equal(shared.train[0][0], data.train[0][0]) and torch.equal(shared.test[158][1], data.test[158][1])
@@ -115,7 +115,7 @@ def test_taxibj_npz_maps_to_unit_scale_and_validation_does_not_overlap(tmp_path,
         for index in range(len(split)):
             for part in split[index]:
                 physical = data.normalizer.denormalize(part)
-                assert 0 <= float(physical.min()) and float(physical.max()) <= 1
+                assert float(physical.min()) >= 0 and float(physical.max()) <= 1
                 found |= set((physical[:, 0, 0, 0] * 100).round().int().tolist())
         return found
 
@@ -142,7 +142,9 @@ def test_sevir_events_are_downsampled_and_windowed_separately(tmp_path):
     assert float(data.normalizer.denormalize(data.test[24][1]).mean()) == pytest.approx(120, abs=1e-3)
 
 
-@pytest.mark.parametrize("config", [DataConfig(name="knmi", synthetic_frames=60), DataConfig(name="weatherbench", path=SAMPLE)])
+@pytest.mark.parametrize(
+    "config", [DataConfig(name="knmi", synthetic_frames=60), DataConfig(name="weatherbench", path=SAMPLE)]
+)
 def test_config_round_trip_gives_the_same_data(config):
     data = load_dataset(config)
     again = load_dataset(DataConfig.from_dict(data.config.to_dict()))

@@ -68,7 +68,11 @@ def test_normalizer_is_fitted_on_training_frames_only(tmp_path, write_t2m):
     """Train period cold (250 K), later periods warm (300 K): the statistics must be 250 K."""
     values = np.full((100, 16, 16), 300.0, dtype=np.float32)
     values[:70] = 250.0 + np.random.default_rng(0).normal(0, 1, (70, 16, 16))
-    data = load_dataset(DataConfig(name="weatherbench", path=str(write_t2m(tmp_path / "t.nc", values)), size=16, frames_in=3, frames_out=3))
+    data = load_dataset(
+        DataConfig(
+            name="weatherbench", path=str(write_t2m(tmp_path / "t.nc", values)), size=16, frames_in=3, frames_out=3
+        )
+    )
     assert data.normalizer.mean[0] == pytest.approx(250.0, abs=0.5)
     assert data.normalizer.std[0] == pytest.approx(1.0, abs=0.2)
     x, _ = data.val[0]

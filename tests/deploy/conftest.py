@@ -13,6 +13,9 @@ from dynaprune_edge.export.exporter import Exporter, ExportOptions
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, varied_model) -> Path:
     folder = tmp_path_factory.mktemp("exported")
-    Exporter(varied_model(folder, group_order="ordered"), ExportOptions(mode="bucketed", tiles="none", levels=4),
-             log=lambda _: None).run(folder / "model.onnx")
+    Exporter(
+        varied_model(folder, group_order="ordered"),
+        ExportOptions(mode="bucketed", tiles="none", levels=4),
+        log=lambda _: None,
+    ).run(folder / "model.onnx")
     return folder / "model.onnx"

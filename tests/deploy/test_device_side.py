@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from dynaprune_edge.errors import DataError
 from dynaprune_edge.runtime.frames import frames_path, load_frames, save_frames
 from dynaprune_edge.runtime.manifest import read_manifest
-from dynaprune_edge.errors import DataError
 
 
-def dpedge(*args):
-    return subprocess.run([sys.executable, "-m", "dynaprune_edge", *map(str, args)], capture_output=True, text=True, timeout=600)
-
-
-def test_device_reports_what_deploy_checks(tmp_path):
+def test_device_reports_what_deploy_checks(dpedge, tmp_path):
     result = dpedge("device", "--json", "--disk", tmp_path / "not" / "made" / "yet")
     assert result.returncode == 0, result.stderr
     facts = json.loads(result.stdout)
@@ -31,20 +25,24 @@ def test_device_reports_what_deploy_checks(tmp_path):
     assert isinstance(facts["free_bytes"], int) and facts["free_bytes"] > 0
 
 
-def test_engine_without_tensorrt_says_why_in_one_line_with_the_command_for_the_device(model):
+def test_engine_without_tensorrt_says_why_in_one_line_with_the_command_for_the_device(dpedge, model):
     """A pruned model is built as a bundle of engines, by dpedge on the device; one engine of
     the whole graph (--layout single) by the trtexec line printed."""
     result = dpedge("engine", model, "--precision", "fp16")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: no TensorRT engine built:") and line.endswith("build the bundle on the Jetson, in the folder holding "
-                                                                                 "model.onnx and model.dpedge.json: dpedge engine model.onnx --precision fp16")
+    assert line.startswith("error: no TensorRT engine built:") and line.endswith(
+        "build the bundle on the Jetson, in the folder holding "
+        "model.onnx and model.dpedge.json: dpedge engine model.onnx --precision fp16"
+    )
     line = dpedge("engine", model, "--precision", "fp16", "--layout", "single").stderr.strip().splitlines()[-1]
-    assert line.startswith("error: no TensorRT engine built:") and "trtexec --onnx=model.onnx" in line and "--fp16" in line
+    assert (
+        line.startswith("error: no TensorRT engine built:") and "trtexec --onnx=model.onnx" in line and "--fp16" in line
+    )
     assert line.count("trtexec --onnx") == 1
 
 
-def test_profile_runs_on_the_frames_file_alone_and_refuses_a_damaged_one(model, tmp_path):
+def test_profile_runs_on_the_frames_file_alone_and_refuses_a_damaged_one(dpedge, model, tmp_path):
     manifest = read_manifest(model)
     rng = np.random.default_rng(0)
     frames = rng.normal(size=(5, *manifest.input.shape[1:])).astype(np.float32)
@@ -59,13 +57,21 @@ def test_profile_runs_on_the_frames_file_alone_and_refuses_a_damaged_one(model, 
     (tmp_path / "bad.frames.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DataError, match="not a frames file written by dpedge"):
         load_frames(tmp_path / "bad.frames.npz", manifest)
-    np.savez(tmp_path / "wrong.frames.npz", frames=frames[:, :, :1], described=np.array("one channel"), units=np.array("physical"))
+    np.savez(
+        tmp_path / "wrong.frames.npz",
+        frames=frames[:, :, :1],
+        described=np.array("one channel"),
+        units=np.array("physical"),
+    )
     damaged = dpedge("profile", model, "--frames", tmp_path / "wrong.frames.npz")
-    assert damaged.returncode == 1 and damaged.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'wrong.frames.npz'}: frames must have shape")
+    assert damaged.returncode == 1 and damaged.stderr.strip().splitlines()[-1].startswith(
+        f"error: {tmp_path / 'wrong.frames.npz'}: frames must have shape"
+    )
     np.savez(tmp_path / "old.frames.npz", frames=frames, described=np.array("normalised, by an older dpedge"))
     old = dpedge("profile", model, "--frames", tmp_path / "old.frames.npz")
     assert old.returncode == 1 and old.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'old.frames.npz'}: frames in normalised units, written by an older dpedge; this one feeds physical "
-        "units: write the file again (dpedge deploy does)")
+        "units: write the file again (dpedge deploy does)"
+    )
     both = dpedge("profile", model, "--frames", frames_path(model), "--data", "sample")
     assert both.returncode == 1 and "give one of them" in both.stderr

@@ -21,7 +21,7 @@ from dynaprune_edge.models import BACKBONES
 from dynaprune_edge.runtime import load, read_manifest
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
-from exported import run_in_model_units
+from tests.exported import run_in_model_units
 
 
 def kept_counts(path: Path, frames: torch.Tensor) -> np.ndarray:
@@ -33,10 +33,51 @@ def kept_counts(path: Path, frames: torch.Tensor) -> np.ndarray:
 # ONNX ops that TensorRT 8.5 (JetPack 5.1, the oldest supported) parses, among those the
 # exporter may emit (onnx-tensorrt's operator matrix): no LayerNormalization, NonZero, Loop.
 TENSORRT_85_OPS = {
-    "Abs", "Add", "And", "Cast", "Concat", "Conv", "DepthToSpace", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm",
-    "Greater", "GreaterOrEqual", "Identity", "If", "Less", "Log", "MatMul", "Max", "MaxPool", "Mul", "Or", "Pad", "Pow", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape",
-    "Resize", "ScatterElements", "ScatterND", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Sub", "Tanh",
-    "TopK", "Transpose", "Unsqueeze", "Where",
+    "Abs",
+    "Add",
+    "And",
+    "Cast",
+    "Concat",
+    "Conv",
+    "DepthToSpace",
+    "Div",
+    "Equal",
+    "Erf",
+    "Expand",
+    "Gather",
+    "Gemm",
+    "Greater",
+    "GreaterOrEqual",
+    "Identity",
+    "If",
+    "Less",
+    "Log",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Mul",
+    "Or",
+    "Pad",
+    "Pow",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "ScatterElements",
+    "ScatterND",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Sub",
+    "Tanh",
+    "TopK",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
 }
 
 
@@ -89,7 +130,9 @@ def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_m
 def test_every_backbone_exports_with_parity(tmp_path, backbone, group_order, mode, varied_model):
     path = varied_model(tmp_path, group_order, backbone)
     for tiles in ("all", "none"):
-        chosen, _, _ = Exporter(path, ExportOptions(mode=mode, tiles=tiles, levels=16), log=lambda _: None).run(tmp_path / "model.onnx")
+        chosen, _, _ = Exporter(path, ExportOptions(mode=mode, tiles=tiles, levels=16), log=lambda _: None).run(
+            tmp_path / "model.onnx"
+        )
         assert len(chosen.parity) >= 2 and max(chosen.parity.values()) <= 1e-4, (tiles, chosen.parity)
         assert_tensorrt_parses(onnx.load(tmp_path / "model.onnx"))
 
@@ -108,7 +151,7 @@ def test_executed_flops_equal_the_training_ledger_in_every_branch(tmp_path, back
     model = trained.model
     regions = model.grid[0] * model.grid[1]
     counts = kept_counts(path, frames)
-    assert 0 < counts.min() and counts.max() < regions, "the varied model must skip some regions, not all"
+    assert counts.min() > 0 and counts.max() < regions, "the varied model must skip some regions, not all"
     out = tmp_path / "model.onnx"
     Exporter(path, ExportOptions(mode="gather", tiles="all", levels=regions), log=lambda _: None).run(out)
     with torch.no_grad():
@@ -117,7 +160,9 @@ def test_executed_flops_equal_the_training_ledger_in_every_branch(tmp_path, back
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
-def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(tmp_path, backbone, varied_model, varied_data):
+def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(
+    tmp_path, backbone, varied_model, varied_data
+):
     """A calibrated model (threshold below its logits' median, a cap of a third of the
     regions) exports with parity, and on featureless frames, where regions tie exactly,
     the graph keeps the same regions as PyTorch: the earlier of equal regions."""
@@ -171,7 +216,9 @@ def test_auto_keeps_the_candidate_measured_fastest_and_records_its_dense_twin(tm
     out = tmp_path / "model.onnx"
     exporter = Exporter(path, ExportOptions(mode="auto", tiles="auto"), log=logged.append)
     chosen, manifest, candidates = exporter.run(out, timer=fake_timer(candidate_ms, 4.0, asked))
-    assert [(c.mode, c.tiles) for c in candidates] == [(m, t) for t in ("all", "sparse", "wide", "none") for m in ("bucketed", "gather")]
+    assert [(c.mode, c.tiles) for c in candidates] == [
+        (m, t) for t in ("all", "sparse", "wide", "none") for m in ("bucketed", "gather")
+    ]
     assert asked == [(17, 16, 48)], "one interleaved timing of all candidates, single and split, and the dense twin"
     assert chosen is candidates[-1] and chosen.latency_ms["single"] == pytest.approx(5.0 - 0.5 * 7)
     assert manifest.mode == "gather" and manifest.layout == "single" and read_manifest(out) == manifest
@@ -192,7 +239,8 @@ def test_a_split_layout_measured_faster_is_what_the_runtime_runs(tmp_path, varie
     path = varied_model(tmp_path, group_order="ordered")
     out = tmp_path / "model.onnx"
     _, manifest, _ = Exporter(path, ExportOptions(mode="bucketed", tiles="none"), log=lambda _: None).run(
-        out, timer=fake_timer([2.0], 3.0, [], split_ms=[1.5]))
+        out, timer=fake_timer([2.0], 3.0, [], split_ms=[1.5])
+    )
     assert manifest.layout == "split" and manifest.measured["ms"] == pytest.approx(1.5)
     split, single = load(out), load(out, layout="single")
     assert (split.describe()["layout"], single.describe()["layout"]) == ("split", "single")
@@ -206,7 +254,9 @@ def test_an_export_slower_than_its_dense_twin_says_so(tmp_path, varied_model):
     path = varied_model(tmp_path)
     logged = []
     out = tmp_path / "model.onnx"
-    _, manifest, _ = Exporter(path, ExportOptions(mode="gather", tiles="none"), log=logged.append).run(out, timer=fake_timer([2.0], 1.6, []))
+    _, manifest, _ = Exporter(path, ExportOptions(mode="gather", tiles="none"), log=logged.append).run(
+        out, timer=fake_timer([2.0], 1.6, [])
+    )
     assert manifest.measured["speedup"] == pytest.approx(0.8)
     (warning,) = [line for line in logged if line.startswith("warning")]
     assert "0.80× as fast as its dense twin" in warning and "--cost ort-cpu" in warning
@@ -267,12 +317,31 @@ def test_failed_parity_writes_nothing(scored_model, tmp_path, monkeypatch):
     assert list(out.parent.iterdir()) == []
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt imports here: --trt builds an engine instead of explaining")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None,
+    reason="tensorrt imports here: --trt builds an engine instead of explaining",
+)
 def test_cli_export_writes_model_and_manifest_and_explains_tensorrt(scored_model, tmp_path):
     out = tmp_path / "model.onnx"
     result = subprocess.run(
-        [sys.executable, "-m", "dynaprune_edge", "export", str(scored_model), "-o", str(out), "--mode", "gather", "--tiles", "wide", "--trt", "--fp16"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dynaprune_edge",
+            "export",
+            str(scored_model),
+            "-o",
+            str(out),
+            "--mode",
+            "gather",
+            "--tiles",
+            "wide",
+            "--trt",
+            "--fp16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert out.is_file() and (tmp_path / "model.dpedge.json").is_file()
@@ -291,8 +360,13 @@ def test_cli_export_writes_model_and_manifest_and_explains_tensorrt(scored_model
     ],
 )
 def test_cli_export_errors_are_one_line(scored_model, tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "dynaprune_edge", "export", str(scored_model), *args],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "dynaprune_edge", "export", str(scored_model), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

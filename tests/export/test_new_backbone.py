@@ -22,7 +22,7 @@ from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_m
 from dynaprune_edge.models.base import Backbone
 from dynaprune_edge.models.traced import converted
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
-from exported import run_in_model_units
+from tests.exported import run_in_model_units
 
 DATA = DataConfig("taxibj", synthetic_frames=160)
 
@@ -39,13 +39,31 @@ class ResidualCNN(Backbone):
     name = "residual-test"
     Options = ResidualOptions
 
-    def __init__(self, shape: ForecastShape, options: ResidualOptions, group_size: int, one_width: bool = False) -> None:
+    def __init__(
+        self, shape: ForecastShape, options: ResidualOptions, group_size: int, one_width: bool = False
+    ) -> None:
         super().__init__(shape, options, group_size, one_width)
         c, g = options.channels, group_size
-        self.stem = GatedConv2d(shape.frames_in * shape.channels, c, 3, gate="stem" if options.coupled else None, input_gate=None, group_size=g)
+        self.stem = GatedConv2d(
+            shape.frames_in * shape.channels,
+            c,
+            3,
+            gate="stem" if options.coupled else None,
+            input_gate=None,
+            group_size=g,
+        )
         self.expand = GatedConv2d(c, c, 3, gate="expand", input_gate=self.stem.gate, group_size=g)
         self.project = GatedConv2d(c, c, 1, gate=None, input_gate=self.expand.gate, group_size=g)
-        self.readout = GatedConv2d(c, shape.frames_out * shape.channels, 1, gate=None, input_gate=None, group_size=g, norm=False, activation=False)
+        self.readout = GatedConv2d(
+            c,
+            shape.frames_out * shape.channels,
+            1,
+            gate=None,
+            input_gate=None,
+            group_size=g,
+            norm=False,
+            activation=False,
+        )
 
     def program(self, ops: Interpreter, x):
         z = ops.apply(self.stem, ops.stack_frames(ops.per_frame(x)))
@@ -134,7 +152,9 @@ def test_a_backbone_defined_outside_the_package_exports_with_parity(registered, 
     path, model, data = saved_model(tmp_path, {})
     out = tmp_path / "model.onnx"
     regions = model.grid[0] * model.grid[1]
-    chosen, _, _ = Exporter(path, ExportOptions(mode="gather", tiles="all", levels=regions), log=lambda _: None, data=data).run(out)
+    chosen, _, _ = Exporter(
+        path, ExportOptions(mode="gather", tiles="all", levels=regions), log=lambda _: None, data=data
+    ).run(out)
     assert len(chosen.parity) >= 3 and max(chosen.parity.values()) <= 1e-4
     frames = torch.stack([data.val[i][0] for i in range(16)])
     with torch.no_grad():
@@ -142,12 +162,19 @@ def test_a_backbone_defined_outside_the_package_exports_with_parity(registered, 
     np.testing.assert_allclose(run_in_model_units(out, frames, data.normalizer).flops, ledger, rtol=1e-5)
 
 
-@pytest.mark.parametrize("user, gates", [
-    (DilatedNowcaster, {"stem", "context", "down", "wide", "fuse"}),
-    (NormalisedNowcaster, {"stem", "fuse"}),  # mix: its GroupNorm's groups of 8 would be split; down: its LayerNorm spans all
-])
+@pytest.mark.parametrize(
+    "user, gates",
+    [
+        (DilatedNowcaster, {"stem", "context", "down", "wide", "fuse"}),
+        (
+            NormalisedNowcaster,
+            {"stem", "fuse"},
+        ),  # mix: its GroupNorm's groups of 8 would be split; down: its LayerNorm spans all
+    ],
+)
 def test_a_plain_models_dilated_even_kernel_and_normalised_convolutions_compute_its_forward_and_export_on_tiles_with_parity(
-        registered, tmp_path, user, gates):
+    registered, tmp_path, user, gates
+):
     """Halos (a dilated kernel's extent; an even kernel's one-sided padding) are what the
     tiles gather; a GroupNorm or LayerNorm normalises each sample's whole map (the skipped
     regions zero), over whole groups of kept filters; the ledger counts what fvcore counts
@@ -168,14 +195,18 @@ def test_a_plain_models_dilated_even_kernel_and_normalised_convolutions_compute_
     with torch.no_grad():
         assert (ours(x, MaskState.all_kept(2, (2, 2), ours.gate_specs(), x)) - retrained(x)).abs().max() <= 1e-5
     if user is DilatedNowcaster:
-        theirs.wide = nn.Conv2d(16, 16, 3, padding=3, dilation=3)  # the same conv: fvcore skips aten::conv2d's padding="same" overload
+        theirs.wide = nn.Conv2d(
+            16, 16, 3, padding=3, dilation=3
+        )  # the same conv: fvcore skips aten::conv2d's padding="same" overload
     assert masks.ledger.dense == pytest.approx(fvcore_flops(theirs, (x[:1],)), rel=1e-6)
     assert {layer.gate.name for layer in ours.converted.values() if layer.gate is not None} == gates
 
     path, model, data = saved_model(tmp_path, {}, backbone.name)
     out = tmp_path / "model.onnx"
     regions = model.grid[0] * model.grid[1]
-    chosen, _, _ = Exporter(path, ExportOptions(mode="gather", tiles="all", levels=regions), log=lambda _: None, data=data).run(out)
+    chosen, _, _ = Exporter(
+        path, ExportOptions(mode="gather", tiles="all", levels=regions), log=lambda _: None, data=data
+    ).run(out)
     assert len(chosen.parity) >= 3 and max(chosen.parity.values()) <= 1e-4
     frames = torch.stack([data.val[i][0] for i in range(16)])
     with torch.no_grad():
@@ -186,5 +217,7 @@ def test_a_plain_models_dilated_even_kernel_and_normalised_convolutions_compute_
 def test_a_sum_of_differently_pruned_features_is_refused_in_one_line(registered, tmp_path):
     path, _, data = saved_model(tmp_path, {"coupled": True})
     with pytest.raises(ConfigError, match="residual sum .* same gate or by none"):
-        Exporter(path, ExportOptions(mode="gather", tiles="none"), log=lambda _: None, data=data).run(tmp_path / "model.onnx")
+        Exporter(path, ExportOptions(mode="gather", tiles="none"), log=lambda _: None, data=data).run(
+            tmp_path / "model.onnx"
+        )
     assert not (tmp_path / "model.onnx").exists()

@@ -14,9 +14,13 @@ from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.masks import MaskMode, PruningConfig
 from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, build_model
 from dynaprune_edge.training.checkpoint import atomic_save, model_payload
-from exported import run_in_model_units
+from tests.exported import run_in_model_units
 
-SIZES = {"simvp": {"spatial_channels": 16, "temporal_channels": 32}, "vit": {"dim": 64, "depth": 2}, "convlstm": {"hidden_channels": 16}}
+SIZES = {
+    "simvp": {"spatial_channels": 16, "temporal_channels": 32},
+    "vit": {"dim": 64, "depth": 2},
+    "convlstm": {"hidden_channels": 16},
+}
 
 
 def grid_data(height: int, width: int) -> SpatioTemporalData:
@@ -28,7 +32,9 @@ def grid_data(height: int, width: int) -> SpatioTemporalData:
     normalizer = Normalizer.fit_segments(segments.train)
     splits = {name: WindowDataset(split, 3, 2, normalizer) for name, split in segments.splits().items()}
     config = DataConfig("taxibj", frames_in=3, frames_out=2, size=height)
-    return SpatioTemporalData(config, normalizer=normalizer, channels=2, height=height, width=width, source="synthetic", unit="u", **splits)
+    return SpatioTemporalData(
+        config, normalizer=normalizer, channels=2, height=height, width=width, source="synthetic", unit="u", **splits
+    )
 
 
 def saved(tmp_path, backbone: str, data: SpatioTemporalData, **pruning):
@@ -55,10 +61,12 @@ def test_a_padded_grid_exports_with_parity_at_the_user_s_shape(tmp_path, backbon
     data = grid_data(height, width)
     path, model = saved(tmp_path, backbone, data, region_size=region_size)
     out = tmp_path / "model.onnx"
-    chosen, manifest, _ = Exporter(path, ExportOptions(mode="gather", tiles="all"), data=data, log=lambda _: None).run(out)
+    chosen, manifest, _ = Exporter(path, ExportOptions(mode="gather", tiles="all"), data=data, log=lambda _: None).run(
+        out
+    )
     assert max(chosen.parity.values()) <= 1e-4 and len(chosen.parity) >= 2
     graph = onnx.load(out).graph
-    dims = lambda value: [d.dim_value for d in value.type.tensor_type.shape.dim]  # noqa: E731
+    dims = lambda value: [d.dim_value for d in value.type.tensor_type.shape.dim]
     assert dims(graph.input[0]) == [1, 3, 2, height, width] and dims(graph.output[0]) == [1, 2, 2, height, width]
     assert manifest.inputs[0].shape == [1, 3, 2, height, width]
 
@@ -73,4 +81,9 @@ def test_a_padded_grid_exports_with_parity_at_the_user_s_shape(tmp_path, backbon
     chosen, _, _ = Exporter(path, ExportOptions(dense=True), data=data, log=lambda _: None).run(dense_out)
     assert max(chosen.parity.values()) <= 1e-4
     with torch.no_grad():
-        assert np.abs(run_in_model_units(dense_out, frames, data.normalizer).forecast - model.dense_forecast(frames).numpy()).max() <= 1e-4
+        assert (
+            np.abs(
+                run_in_model_units(dense_out, frames, data.normalizer).forecast - model.dense_forecast(frames).numpy()
+            ).max()
+            <= 1e-4
+        )

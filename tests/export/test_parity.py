@@ -20,7 +20,9 @@ class OffBy:
         return next(self.outputs)[None], np.float32(0), np.int64(1)
 
 
-@pytest.mark.parametrize("scale, error, passes", [(1.0, 5e-5, True), (1.0, 5e-4, False), (300.0, 5e-3, True), (300.0, 5e-2, False)])
+@pytest.mark.parametrize(
+    "scale, error, passes", [(1.0, 5e-5, True), (1.0, 5e-4, False), (300.0, 5e-3, True), (300.0, 5e-2, False)]
+)
 def test_parity_is_absolute_for_small_outputs_and_relative_for_large_ones(scale, error, passes):
     expected = np.linspace(-scale, scale, 2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     x = np.zeros((2, 1), np.float32)
@@ -39,7 +41,9 @@ def test_a_forecast_in_kelvin_is_held_to_the_same_tolerance_as_a_normalised_one(
     expected = np.linspace(-1, 1, 2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     x = np.zeros((2, 1), np.float32)
     if passes:
-        assert check_parity(OffBy(expected, error, kelvin), x, expected, "test", kelvin)["1"] == pytest.approx(error, rel=0.2)
+        assert check_parity(OffBy(expected, error, kelvin), x, expected, "test", kelvin)["1"] == pytest.approx(
+            error, rel=0.2
+        )
     else:
         with pytest.raises(ExportError, match="disagrees with PyTorch"):
             check_parity(OffBy(expected, error, kelvin), x, expected, "test", kelvin)

@@ -27,7 +27,7 @@ def test_partition_is_optimal_and_covers_every_count(seed, branches):
     regions = 7
     histogram = np.concatenate([[0.0], rng.integers(0, 10, regions).astype(float)])
     costs = np.cumsum(rng.uniform(0.1, 1.0, regions + 1))  # more regions computed, more FLOPs
-    cost = lambda hi: float(costs[hi])  # noqa: E731
+    cost = lambda hi: float(costs[hi])
     ranges = partition(histogram, cost, branches)
     assert len(ranges) <= branches
     assert ranges[0][0] == 1 and ranges[-1][1] == regions

@@ -36,7 +36,9 @@ def slimmable(backbone: str):
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_every_width_level_exports_with_parity_and_costs_what_fvcore_counts(backbone):
     model = slimmable(backbone)
-    x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(
+        2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width, generator=torch.Generator().manual_seed(1)
+    )
     flops = []
     for level in range(len(model.pruning.width_levels)):
         with torch.no_grad():
@@ -55,7 +57,9 @@ def test_every_width_level_exports_with_parity_and_costs_what_fvcore_counts(back
         plain = model(x)
     assert flops[-1] == pytest.approx(plain.dense_flops)
     widest = model(x, MaskMode(hard=True), len(flops) - 1).prediction
-    assert torch.equal(widest, plain.prediction), "a slimmable model's plain forward is its widest level (metrics rely on it)"
+    assert torch.equal(widest, plain.prediction), (
+        "a slimmable model's plain forward is its widest level (metrics rely on it)"
+    )
     if model.width_norms:  # what the export matched used the level's own statistics, not the widest level's
         with torch.no_grad():
             padded = model.pad(x)

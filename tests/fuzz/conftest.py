@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpedge_fuzz import ENGINES, FRAMES, PRUNED, SYNTHETIC, TINY, reached, run_dpedge
-from data_files import taxibj_arrays, write_knmi_folder, write_npz, write_t2m
+from tests.data_files import taxibj_arrays, write_knmi_folder, write_npz, write_t2m
+from tests.fuzz.dpedge_fuzz import ENGINES, FRAMES, PRUNED, SYNTHETIC, TINY, reached, run_dpedge
 
 RECORDED_LOG = Path(__file__).parent.parent / "profiling" / "samples" / "trtexec_trt8502_jetson_orin_nano_fp16.log"
 
@@ -37,13 +37,24 @@ def artifacts(tmp_path_factory) -> Path:
     dpedge_ok(folder, "train", *SYNTHETIC, *PRUNED, *TINY, "--out", str(folder / "run"))
     shutil.copyfile(folder / "run" / "model.pt", folder / "model.pt")
     for twin in ([], ["--dense"]):
-        dpedge_ok(folder, "export", str(folder / "model.pt"), "--mode", "bucketed", "--tiles", "none", "--levels", "2", *twin)
+        dpedge_ok(
+            folder, "export", str(folder / "model.pt"), "--mode", "bucketed", "--tiles", "none", "--levels", "2", *twin
+        )
     for engine, graph in zip(ENGINES[::2], ("model.onnx", "model.dense.onnx")):
         (folder / engine).write_bytes(b"a TensorRT engine of " + graph.encode())
-        write_meta(folder / engine, EngineMeta(
-            device="Orin", compute_capability="8.7", trt_version="8.5.2.2", precision="fp16", onnx=graph,
-            onnx_sha256=sha256_file(folder / graph), manifest=graph.removesuffix(".onnx") + ".dpedge.json",
-            engine_sha256=sha256_file(folder / engine)))
+        write_meta(
+            folder / engine,
+            EngineMeta(
+                device="Orin",
+                compute_capability="8.7",
+                trt_version="8.5.2.2",
+                precision="fp16",
+                onnx=graph,
+                onnx_sha256=sha256_file(folder / graph),
+                manifest=graph.removesuffix(".onnx") + ".dpedge.json",
+                engine_sha256=sha256_file(folder / engine),
+            ),
+        )
     shape = read_manifest(folder / "model.onnx").input.shape[1:]
     save_frames(folder / FRAMES, np.zeros((2, *shape), np.float32), "2 windows of zeros (fuzz tests)")
     shutil.copyfile(RECORDED_LOG, folder / "trtexec.log")

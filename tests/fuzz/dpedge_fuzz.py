@@ -4,8 +4,8 @@ snapshot of the folder a command works in, and the strategies of bad option valu
 
 The requirement (issue "Hardening", "Prove it"): every bad option value and every corrupt
 file ends in exit status 1 with a single `error:` line, no traceback, and no file created
-or changed. This module is imported by the test modules beside it (tests/fuzz is on
-sys.path when pytest collects them); conftest.py holds the session's fixtures.
+or changed. The test modules beside it import this module; conftest.py holds the
+session's fixtures.
 
 In process, not in a subprocess: a `python -m dynaprune_edge` costs about 2 s of torch
 import, so a few hundred examples would take minutes. `main()` is called with sys.argv
@@ -48,10 +48,23 @@ from hypothesis import strategies as st
 # .hypothesis/ and replayed first next time. Applied per test (`@examples`), never loaded
 # globally: the suite's other Hypothesis tests keep their own settings.
 FUZZ = os.environ.get("DPEDGE_FUZZ", "")
-settings.register_profile("ci", max_examples=3, deadline=None, derandomize=True, database=None, print_blob=False,
-                          phases=[Phase.explicit, Phase.generate], suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("fuzz", max_examples=int(FUZZ) if FUZZ.isdigit() and int(FUZZ) > 1 else 150, deadline=None,
-                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    max_examples=3,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=int(FUZZ) if FUZZ.isdigit() and int(FUZZ) > 1 else 150,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 PROFILE = "fuzz" if FUZZ not in ("", "0") else "ci"
 examples = settings.get_profile(PROFILE)
 
@@ -107,9 +120,13 @@ class Outcome:
         """The escaped exception's type and message, where it was raised, and the last
         frame in dpedge's own code (where a library raised it)."""
         frames = traceback.extract_tb(self.escaped.__traceback__)
-        ours = [frame for frame in frames if frame.filename.startswith(str(REPOSITORY))
-                and not any(part in frame.filename for part in ("/tests/", "/site-packages/"))]
-        where = lambda frame: f"{frame.filename.removeprefix(str(REPOSITORY) + '/')}:{frame.lineno} in {frame.name}"  # noqa: E731
+        ours = [
+            frame
+            for frame in frames
+            if frame.filename.startswith(str(REPOSITORY))
+            and not any(part in frame.filename for part in ("/tests/", "/site-packages/"))
+        ]
+        where = lambda frame: f"{frame.filename.removeprefix(str(REPOSITORY) + '/')}:{frame.lineno} in {frame.name}"
         message = str(self.escaped).splitlines()[0][:300] if str(self.escaped) else ""
         found = f"{type(self.escaped).__module__}.{type(self.escaped).__qualname__}: {message} (raised at {where(frames[-1])}"
         return found + (f", from {where(ours[-1])})" if ours and ours[-1] is not frames[-1] else ")")
@@ -135,7 +152,7 @@ class CapturedDescriptor:
     def __init__(self, fd: int) -> None:
         self.fd, self.text = fd, ""
 
-    def __enter__(self) -> "CapturedDescriptor":
+    def __enter__(self) -> CapturedDescriptor:
         self.sink = tempfile.TemporaryFile()
         self.saved = os.dup(self.fd)
         os.dup2(self.sink.fileno(), self.fd)
@@ -260,9 +277,11 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return ([f"created {name}" for name in after.keys() - before.keys()]
-            + [f"removed {name}" for name in before.keys() - after.keys()]
-            + [f"changed {name}" for name in before.keys() & after.keys() if before[name] != after[name]])
+    return (
+        [f"created {name}" for name in after.keys() - before.keys()]
+        + [f"removed {name}" for name in before.keys() - after.keys()]
+        + [f"changed {name}" for name in before.keys() & after.keys() if before[name] != after[name]]
+    )
 
 
 # ------------------------------------------------------------------------------ what a refusal is
@@ -335,7 +354,9 @@ def is_number(text: str) -> bool:
         return False
 
 
-NOT_WHOLE = st.sampled_from(["1.5", "nan", "inf", "", "ten", "0x10", "3/4"]) | TEXT.filter(lambda t: not is_whole_number(t))
+NOT_WHOLE = st.sampled_from(["1.5", "nan", "inf", "", "ten", "0x10", "3/4"]) | TEXT.filter(
+    lambda t: not is_whole_number(t)
+)
 NOT_NUMBER = st.sampled_from(["", "ten", "1,5", "0.5.1", "1e", "--"]) | TEXT.filter(lambda t: not is_number(t))
 NOT_FINITE = st.sampled_from(["nan", "inf", "-inf", "NaN", "Infinity", "1e999", "-1e999"])
 
@@ -394,8 +415,11 @@ class NonNegative:
     """A finite number ≥ 0 with no upper bound (a loss weight, seconds)."""
 
     def classes(self) -> dict[str, st.SearchStrategy]:
-        return {"negative": floats(max_value=0.0).filter(lambda v: float(v) < 0), "not finite": NOT_FINITE,
-                "not a number": NOT_NUMBER}
+        return {
+            "negative": floats(max_value=0.0).filter(lambda v: float(v) < 0),
+            "not finite": NOT_FINITE,
+            "not a number": NOT_NUMBER,
+        }
 
 
 @dataclass(frozen=True)
@@ -405,7 +429,9 @@ class Choice:
     names: tuple[str, ...]
 
     def classes(self) -> dict[str, st.SearchStrategy]:
-        unknown = (st.sampled_from(["nosuch", " ", "none", "all", "-", "DEFAULT"]) | TEXT).filter(lambda t: t and t not in self.names)
+        unknown = (st.sampled_from(["nosuch", " ", "none", "all", "-", "DEFAULT"]) | TEXT).filter(
+            lambda t: t and t not in self.names
+        )
         return {"empty": st.just(""), "unknown name": unknown}
 
 
@@ -476,7 +502,10 @@ class DataPath:
     suffix: str = ""
 
     def classes(self) -> dict[str, st.SearchStrategy]:
-        return {kind: paths(kind, self.suffix) for kind in ("missing", "an empty folder", "a glob matching nothing", "unreadable")}
+        return {
+            kind: paths(kind, self.suffix)
+            for kind in ("missing", "an empty folder", "a glob matching nothing", "unreadable")
+        }
 
 
 @dataclass(frozen=True)
@@ -525,14 +554,43 @@ def outside(allowed: str) -> st.SearchStrategy[str]:
 
 HOST_CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:"
 BAD_HOSTS = Text(
-    st.sampled_from(["", "jetson.local", "@jetson.local", "dpedge@", "dpedge@-oProxyCommand=touch x", "dpedge@jetson.local:22",
-                     "dpedge@[::1", "dpedge@jet son", "dpedge@jetson;id", "-l root@jetson", "dpedge@" + "a" * 64 + ".local",
-                     "dpedge@jetson.", "dpedge@.jetson", "user name@jetson"])
+    st.sampled_from(
+        [
+            "",
+            "jetson.local",
+            "@jetson.local",
+            "dpedge@",
+            "dpedge@-oProxyCommand=touch x",
+            "dpedge@jetson.local:22",
+            "dpedge@[::1",
+            "dpedge@jet son",
+            "dpedge@jetson;id",
+            "-l root@jetson",
+            "dpedge@" + "a" * 64 + ".local",
+            "dpedge@jetson.",
+            "dpedge@.jetson",
+            "user name@jetson",
+        ]
+    )
     | outside(HOST_CHARACTERS).map(lambda host: f"dpedge@{host}")
 )
 """--host values that are not USER@HOST (a host name or a bracketed IPv6 address)."""
 BAD_REMOTE_PATHS = Text(
-    st.sampled_from(["", "../elsewhere", "deploy/../../etc", "-rf", "--help", "$(touch x)", "`id`", "a b", "a;b", "~/deploy", "a\nb"])
+    st.sampled_from(
+        [
+            "",
+            "../elsewhere",
+            "deploy/../../etc",
+            "-rf",
+            "--help",
+            "$(touch x)",
+            "`id`",
+            "a b",
+            "a;b",
+            "~/deploy",
+            "a\nb",
+        ]
+    )
     | outside("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/+-")
 )
 """--remote-dir and --remote-dpedge values that are not plain paths."""
@@ -546,7 +604,12 @@ PRUNED = ("--budget", "0.5", "--no-slimmable", "--group-order", "ordered")
 """What the session's model was trained with (a region-pruned model with bucketed sub-networks)."""
 EXPORTED = ("model.onnx", "model.dpedge.json", "model.dense.onnx", "model.dense.dpedge.json")
 ENGINE = "model.orin.trt8.5.2.fp16.engine"
-ENGINES = (ENGINE, ENGINE + ".json", "model.dense.orin.trt8.5.2.fp16.engine", "model.dense.orin.trt8.5.2.fp16.engine.json")
+ENGINES = (
+    ENGINE,
+    ENGINE + ".json",
+    "model.dense.orin.trt8.5.2.fp16.engine",
+    "model.dense.orin.trt8.5.2.fp16.engine.json",
+)
 FRAMES = "model.frames.npz"
 PROFILE_FAST = ("--runs", "3", "--samples", "2", "--power", "off")
 
@@ -590,47 +653,126 @@ def train(*extra: str, files: tuple[str, ...] = (), reaches: str = "training") -
 BASES: dict[str, Base] = {
     "train": train(*SYNTHETIC, *PRUNED),
     "train --st-prune": train(*SYNTHETIC, *PRUNED, "--st-prune"),
-    "train --cost orin-emu": train(*SYNTHETIC, *PRUNED, "--cost", "orin-emu", reaches="pricing the model on a measured cost target"),
-    "train --cost ort-cpu": train(*SYNTHETIC, *PRUNED, "--cost", "ort-cpu", reaches="pricing the model on a measured cost target"),
+    "train --cost orin-emu": train(
+        *SYNTHETIC, *PRUNED, "--cost", "orin-emu", reaches="pricing the model on a measured cost target"
+    ),
+    "train --cost ort-cpu": train(
+        *SYNTHETIC, *PRUNED, "--cost", "ort-cpu", reaches="pricing the model on a measured cost target"
+    ),
     "train --resume": train(*SYNTHETIC, *PRUNED, "--resume", files=("run",)),
     "train taxibj.npz": train("--dataset", "taxibj", "--data", "$S/taxibj.npz", files=("taxibj.npz",)),
-    "train knmi/": train("--dataset", "knmi", "--data", "$S/knmi", "--frames-in", "2", "--frames-out", "2", "--size", "16", files=("knmi",)),
-    "train t2m.nc": train("--dataset", "weatherbench", "--data", "$S/t2m.nc", "--frames-in", "2", "--frames-out", "2", "--size", "8",
-                          files=("t2m.nc",)),
+    "train knmi/": train(
+        "--dataset",
+        "knmi",
+        "--data",
+        "$S/knmi",
+        "--frames-in",
+        "2",
+        "--frames-out",
+        "2",
+        "--size",
+        "16",
+        files=("knmi",),
+    ),
+    "train t2m.nc": train(
+        "--dataset",
+        "weatherbench",
+        "--data",
+        "$S/t2m.nc",
+        "--frames-in",
+        "2",
+        "--frames-out",
+        "2",
+        "--size",
+        "8",
+        files=("t2m.nc",),
+    ),
     "info": Base(("info", "$S/model.pt"), ("model.pt",), "exit 0", argument=1),
-    "export": Base(("export", "$S/model.pt", "--mode", "bucketed", "--tiles", "none", "--levels", "2"), ("model.pt",), "exporting", argument=1),
-    "export --trt": Base(("export", "$S/model.pt", "--mode", "bucketed", "--tiles", "none", "--levels", "2", "--trt"), ("model.pt",),
-                         "exporting", argument=1),
-    "calibrate": Base(("calibrate", "$S/model.pt", "--runs", "3", "--out", "$S/table.json"), ("model.pt",), "measuring a cost table",
-                      argument=1),
-    "calibrate --cost orin-emu": Base(("calibrate", "$S/model.pt", "--runs", "3", "--cost", "orin-emu"), ("model.pt",),
-                                      "measuring a cost table"),
-    "calibrate (no model)": Base(("calibrate", "--arch", "spatial_channels=8", "--arch", "temporal_channels=16", "--runs", "3"), (),
-                                 "measuring a cost table"),
+    "export": Base(
+        ("export", "$S/model.pt", "--mode", "bucketed", "--tiles", "none", "--levels", "2"),
+        ("model.pt",),
+        "exporting",
+        argument=1,
+    ),
+    "export --trt": Base(
+        ("export", "$S/model.pt", "--mode", "bucketed", "--tiles", "none", "--levels", "2", "--trt"),
+        ("model.pt",),
+        "exporting",
+        argument=1,
+    ),
+    "calibrate": Base(
+        ("calibrate", "$S/model.pt", "--runs", "3", "--out", "$S/table.json"),
+        ("model.pt",),
+        "measuring a cost table",
+        argument=1,
+    ),
+    "calibrate --cost orin-emu": Base(
+        ("calibrate", "$S/model.pt", "--runs", "3", "--cost", "orin-emu"), ("model.pt",), "measuring a cost table"
+    ),
+    "calibrate (no model)": Base(
+        ("calibrate", "--arch", "spatial_channels=8", "--arch", "temporal_channels=16", "--runs", "3"),
+        (),
+        "measuring a cost table",
+    ),
     "profile": Base(("profile", "$S/model.onnx", *PROFILE_FAST), EXPORTED, "profiling", argument=1),
-    "profile --backend orin-emu": Base(("profile", "$S/model.onnx", "--backend", "orin-emu", *PROFILE_FAST), EXPORTED, "profiling"),
-    "profile --frames": Base(("profile", "$S/model.onnx", "--frames", f"$S/{FRAMES}", *PROFILE_FAST), (*EXPORTED, FRAMES), "profiling"),
-    "profile --backend trt": Base(("profile", f"$S/{ENGINE}", "--backend", "trt", *PROFILE_FAST), (*EXPORTED, *ENGINES),
-                                  "error: tensorrt is not installed", argument=1),
+    "profile --backend orin-emu": Base(
+        ("profile", "$S/model.onnx", "--backend", "orin-emu", *PROFILE_FAST), EXPORTED, "profiling"
+    ),
+    "profile --frames": Base(
+        ("profile", "$S/model.onnx", "--frames", f"$S/{FRAMES}", *PROFILE_FAST), (*EXPORTED, FRAMES), "profiling"
+    ),
+    "profile --backend trt": Base(
+        ("profile", f"$S/{ENGINE}", "--backend", "trt", *PROFILE_FAST),
+        (*EXPORTED, *ENGINES),
+        "error: tensorrt is not installed",
+        argument=1,
+    ),
     "engine": Base(("engine", "$S/model.onnx"), EXPORTED, "error: no TensorRT engine built", argument=1),
-    "engine --frames": Base(("engine", "$S/model.onnx", "--frames", f"$S/{FRAMES}"), (*EXPORTED, FRAMES), "error: no TensorRT engine built"),
-    "deploy": Base(("deploy", "$S/model.onnx", "--host", "dpedge@jetson.local"), EXPORTED, "connecting to the device over SSH", argument=1),
-    "deploy --profile": Base(("deploy", "$S/model.onnx", "--host", "dpedge@jetson.local", "--profile", "--backend", "ort"), EXPORTED,
-                             "connecting to the device over SSH"),
-    "deploy --profile --build-engine": Base(("deploy", "$S/model.onnx", "--host", "dpedge@jetson.local", "--profile", "--build-engine"),
-                                            EXPORTED, "connecting to the device over SSH"),
+    "engine --frames": Base(
+        ("engine", "$S/model.onnx", "--frames", f"$S/{FRAMES}"), (*EXPORTED, FRAMES), "error: no TensorRT engine built"
+    ),
+    "deploy": Base(
+        ("deploy", "$S/model.onnx", "--host", "dpedge@jetson.local"),
+        EXPORTED,
+        "connecting to the device over SSH",
+        argument=1,
+    ),
+    "deploy --profile": Base(
+        ("deploy", "$S/model.onnx", "--host", "dpedge@jetson.local", "--profile", "--backend", "ort"),
+        EXPORTED,
+        "connecting to the device over SSH",
+    ),
+    "deploy --profile --build-engine": Base(
+        ("deploy", "$S/model.onnx", "--host", "dpedge@jetson.local", "--profile", "--build-engine"),
+        EXPORTED,
+        "connecting to the device over SSH",
+    ),
     "bench trtexec": Base(("bench", "trtexec", "$S/trtexec.log"), ("trtexec.log",), "exit 0", argument=2),
-    "bench accuracy": Base(("bench", "accuracy", "--out", "$S/bench", "--steps", "1"), (), "training the benchmark's models"),
-    "bench latency": Base(("bench", "latency", "--out", "$S/bench", "--steps", "1", "--runs", "1"), (),
-                          "training and timing the benchmark's models"),
-    "bench pareto": Base(("bench", "pareto", "--out", "$S/bench", "--steps", "1", "--runs", "1", "--dataset", "taxibj"), (),
-                         "training the benchmark's models"),
-    "bench training": Base(("bench", "training", "--out", "$S/bench", "--epochs", "2", "--frames", "120"), (),
-                           "training the benchmark's models"),
+    "bench accuracy": Base(
+        ("bench", "accuracy", "--out", "$S/bench", "--steps", "1"), (), "training the benchmark's models"
+    ),
+    "bench latency": Base(
+        ("bench", "latency", "--out", "$S/bench", "--steps", "1", "--runs", "1"),
+        (),
+        "training and timing the benchmark's models",
+    ),
+    "bench pareto": Base(
+        ("bench", "pareto", "--out", "$S/bench", "--steps", "1", "--runs", "1", "--dataset", "taxibj"),
+        (),
+        "training the benchmark's models",
+    ),
+    "bench training": Base(
+        ("bench", "training", "--out", "$S/bench", "--epochs", "2", "--frames", "120"),
+        (),
+        "training the benchmark's models",
+    ),
     "bench layout": Base(("bench", "layout", "--runs", "1"), (), "timing the layout benchmark"),
     "bench orin": Base(("bench", "orin", "--out", "$S/bench"), (), "building the reference networks"),
-    "bench gpu-check": Base(("bench", "gpu-check", "--out", "$S/bench", "--steps", "1", "--runs", "1", "--device", "cpu"), (),
-                            "training the gpu check's model"),
+    "bench gpu-check": Base(
+        ("bench", "gpu-check", "--out", "$S/bench", "--steps", "1", "--runs", "1", "--device", "cpu"),
+        (),
+        "training the gpu check's model",
+    ),
 }
 
 

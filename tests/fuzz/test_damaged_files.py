@@ -26,7 +26,18 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from dpedge_fuzz import (
+from tests.data_files import (
+    ARRAYS,
+    KNMI_FRAMES,
+    identity_nodes,
+    knmi_image,
+    knmi_name,
+    taxibj_arrays,
+    write_knmi_frame,
+    write_npz,
+    write_t2m,
+)
+from tests.fuzz.dpedge_fuzz import (
     BASES,
     ENGINE,
     FRAMES,
@@ -38,17 +49,6 @@ from dpedge_fuzz import (
     run_dpedge,
     sandbox,
     snapshot,
-)
-from data_files import (
-    ARRAYS,
-    KNMI_FRAMES,
-    identity_nodes,
-    knmi_image,
-    knmi_name,
-    taxibj_arrays,
-    write_knmi_frame,
-    write_npz,
-    write_t2m,
 )
 
 pytestmark = pytest.mark.fuzz
@@ -73,7 +73,9 @@ def as_bytes(label: str, content: bytes) -> Damage:
 
 
 def truncations(valid: bytes, kept_at_most: int) -> st.SearchStrategy[Damage]:
-    return st.integers(0, kept_at_most - 1).map(lambda kept: as_bytes(f"the first {kept} of {len(valid)} bytes", valid[:kept]))
+    return st.integers(0, kept_at_most - 1).map(
+        lambda kept: as_bytes(f"the first {kept} of {len(valid)} bytes", valid[:kept])
+    )
 
 
 def random_bytes() -> st.SearchStrategy[Damage]:
@@ -85,7 +87,9 @@ def flips(valid: bytes) -> st.SearchStrategy[Damage]:
         damaged = bytearray(valid)
         for offset, mask in changes:
             damaged[offset] ^= mask
-        return as_bytes("bytes flipped at " + ", ".join(f"{offset} (^{mask:#04x})" for offset, mask in changes), bytes(damaged))
+        return as_bytes(
+            "bytes flipped at " + ", ".join(f"{offset} (^{mask:#04x})" for offset, mask in changes), bytes(damaged)
+        )
 
     change = st.tuples(st.integers(0, len(valid) - 1), st.integers(1, 255))
     return st.lists(change, min_size=1, max_size=8, unique_by=lambda c: c[0]).map(flipped)
@@ -94,8 +98,12 @@ def flips(valid: bytes) -> st.SearchStrategy[Damage]:
 # ------------------------------------------------------------------------------ wrong contents
 
 JSON_KINDS = {
-    "null": st.none(), "a boolean": st.booleans(), "a number": st.integers() | st.floats(allow_nan=False, allow_infinity=False),
-    "a string": TEXT, "a list": st.lists(st.integers(), max_size=3), "an object": st.dictionaries(NAMES, st.integers(), max_size=3),
+    "null": st.none(),
+    "a boolean": st.booleans(),
+    "a number": st.integers() | st.floats(allow_nan=False, allow_infinity=False),
+    "a string": TEXT,
+    "a list": st.lists(st.integers(), max_size=3),
+    "an object": st.dictionaries(NAMES, st.integers(), max_size=3),
 }
 
 
@@ -136,27 +144,47 @@ def changed(tree: dict, path: tuple, value=None, delete: bool = False) -> dict:
     return copy
 
 
-def json_documents(valid: dict, write: Callable[[Path, dict], None], required: set[str], nested: dict[str, tuple] | None = None,
-                   lies: st.SearchStrategy | None = None, nullable: frozenset[tuple] = frozenset()) -> st.SearchStrategy[Damage]:
+def json_documents(
+    valid: dict,
+    write: Callable[[Path, dict], None],
+    required: set[str],
+    nested: dict[str, tuple] | None = None,
+    lies: st.SearchStrategy | None = None,
+    nullable: frozenset[tuple] = frozenset(),
+) -> st.SearchStrategy[Damage]:
     """Valid JSON with wrong contents: a field of another JSON kind, a `required` field
     missing, an unknown field, not an object; `nested`: fields whose own fields get the
     same; `lies`: well-typed values that describe another file; `nullable`: the fields for
     which null is a valid value (not a damage)."""
+
     def of_another_kind(path: tuple) -> st.SearchStrategy[Damage]:
         node = valid
         for key in path:
             node = node[key]
-        kinds = another_json_kind(node).filter(lambda value: value is not None) if path in nullable else another_json_kind(node)
-        return kinds.map(lambda value: Damage(f"{'.'.join(map(str, path))} = {value!r}", lambda p: write(p, changed(valid, path, value))))
+        kinds = (
+            another_json_kind(node).filter(lambda value: value is not None)
+            if path in nullable
+            else another_json_kind(node)
+        )
+        return kinds.map(
+            lambda value: Damage(
+                f"{'.'.join(map(str, path))} = {value!r}", lambda p: write(p, changed(valid, path, value))
+            )
+        )
 
     top = [(name,) for name in valid]
     inner = [(name, key) for name, keys in (nested or {}).items() for key in keys]
     damages = [
         st.sampled_from(top + inner).flatmap(of_another_kind),
-        st.sampled_from(sorted(required)).map(lambda name: Damage(f"no {name}", lambda p: write(p, changed(valid, (name,), delete=True)))),
-        NAMES.filter(lambda name: name not in valid).map(lambda name: Damage(f"unknown field {name}", lambda p: write(p, {**valid, name: 1}))),
+        st.sampled_from(sorted(required)).map(
+            lambda name: Damage(f"no {name}", lambda p: write(p, changed(valid, (name,), delete=True)))
+        ),
+        NAMES.filter(lambda name: name not in valid).map(
+            lambda name: Damage(f"unknown field {name}", lambda p: write(p, {**valid, name: 1}))
+        ),
         st.sampled_from([[], [valid], "manifest", 2, None]).map(
-            lambda doc: Damage(f"the document {doc!r:.40}", lambda p: p.write_text(json.dumps(doc)))),
+            lambda doc: Damage(f"the document {doc!r:.40}", lambda p: p.write_text(json.dumps(doc)))
+        ),
     ]
     return st.one_of(*damages, *([lies] if lies is not None else []))
 
@@ -173,13 +201,25 @@ def manifest_damages(valid: bytes) -> st.SearchStrategy[Damage]:
     shape = values["inputs"][0]["shape"]
     other_shape = st.lists(st.integers(1, 64), min_size=len(shape), max_size=len(shape)).filter(lambda s: s != shape)
     lies = st.one_of(
-        other_shape.map(lambda s: Damage(f"inputs[0].shape = {s} (another grid than the graph's)",
-                                         lambda p: write_json(p, {**values, "inputs": [{**values["inputs"][0], "shape": s}]}))),
-        NAMES.map(lambda key: Damage(f"data.{key} added", lambda p: write_json(p, {**values, "data": {**values["data"], key: 1}}))),
+        other_shape.map(
+            lambda s: Damage(
+                f"inputs[0].shape = {s} (another grid than the graph's)",
+                lambda p: write_json(p, {**values, "inputs": [{**values["inputs"][0], "shape": s}]}),
+            )
+        ),
+        NAMES.map(
+            lambda key: Damage(
+                f"data.{key} added", lambda p: write_json(p, {**values, "data": {**values["data"], key: 1}})
+            )
+        ),
     )
-    optional = {field.name for field in fields(Manifest) if field.default is not MISSING or field.default_factory is not MISSING}
+    optional = {
+        field.name for field in fields(Manifest) if field.default is not MISSING or field.default_factory is not MISSING
+    }
     required = set(values) - optional | {"format", "version"}  # those two have defaults, but must be the current ones
-    nullable = frozenset(("data", key) for key in data_fields if key != "name")  # null: the family's default (DataConfig)
+    nullable = frozenset(
+        ("data", key) for key in data_fields if key != "name"
+    )  # null: the family's default (DataConfig)
     return json_documents(values, write_json, required, {"data": data_fields}, lies, nullable)
 
 
@@ -188,22 +228,37 @@ def engine_meta_damages(valid: bytes) -> st.SearchStrategy[Damage]:
     file names beside it, the graph's hash): the device, TensorRT version and the engine's
     own hash are compared on the device, and this machine has no TensorRT."""
     values = json.loads(valid)
-    not_file_names = st.sampled_from(["", ".", "..", "../model.onnx", "/tmp/model.onnx", "sub/model.onnx"]) | another_json_kind("")
-    field = lambda name, strategy: strategy.map(  # noqa: E731
-        lambda value: Damage(f"{name} = {value!r}", lambda p: write_json(p, {**values, name: value})))
+    not_file_names = st.sampled_from(
+        ["", ".", "..", "../model.onnx", "/tmp/model.onnx", "sub/model.onnx"]
+    ) | another_json_kind("")
+    field = lambda name, strategy: strategy.map(
+        lambda value: Damage(f"{name} = {value!r}", lambda p: write_json(p, {**values, name: value}))
+    )
     return st.one_of(
         field("format", TEXT.filter(lambda t: t != values["format"]) | another_json_kind("")),
         field("version", st.integers().filter(lambda v: v != values["version"]) | another_json_kind(0)),
-        field("onnx", not_file_names), field("manifest", not_file_names),
-        field("onnx_sha256", st.text("0123456789abcdef", min_size=64, max_size=64).filter(lambda h: h != values["onnx_sha256"])
-              | another_json_kind("")),
-        st.sampled_from(sorted(values)).map(lambda name: Damage(f"no {name}", lambda p: write_json(p, changed(values, (name,), delete=True)))),
-        NAMES.filter(lambda n: n not in values).map(lambda name: Damage(f"unknown field {name}", lambda p: write_json(p, {**values, name: 1}))),
-        st.sampled_from([[], "engine", 1, None]).map(lambda doc: Damage(f"the document {doc!r}", lambda p: write_json(p, doc))),
+        field("onnx", not_file_names),
+        field("manifest", not_file_names),
+        field(
+            "onnx_sha256",
+            st.text("0123456789abcdef", min_size=64, max_size=64).filter(lambda h: h != values["onnx_sha256"])
+            | another_json_kind(""),
+        ),
+        st.sampled_from(sorted(values)).map(
+            lambda name: Damage(f"no {name}", lambda p: write_json(p, changed(values, (name,), delete=True)))
+        ),
+        NAMES.filter(lambda n: n not in values).map(
+            lambda name: Damage(f"unknown field {name}", lambda p: write_json(p, {**values, name: 1}))
+        ),
+        st.sampled_from([[], "engine", 1, None]).map(
+            lambda doc: Damage(f"the document {doc!r}", lambda p: write_json(p, doc))
+        ),
     )
 
 
-def torch_payloads(valid: bytes, checked: tuple[str, ...], semantic: list[tuple[str, tuple, object]]) -> st.SearchStrategy[Damage]:
+def torch_payloads(
+    valid: bytes, checked: tuple[str, ...], semantic: list[tuple[str, tuple, object]]
+) -> st.SearchStrategy[Damage]:
     """A torch.save dict (as dpedge writes them) with wrong contents: a field missing, a
     value of another type in one of the `checked` fields, a weight missing, unknown, of
     another shape or not a tensor, or one of the `semantic` values that cannot work."""
@@ -227,26 +282,50 @@ def torch_payloads(valid: bytes, checked: tuple[str, ...], semantic: list[tuple[
         node = payload
         for key in path:
             node = node[key]
-        others = {str: [5, 1.5, ["simvp"], {"a": 1}, True], int: ["4", [4], {}, True, 4.5], float: ["0.5", [0.5], {}, True],
-                  list: ["0.5", 1.0, {}, ["a", "b"]], bool: ["yes", [True]]}.get(type(node), ["x", [1]])
-        return st.sampled_from(others).map(lambda value: saved(f"{'.'.join(map(str, path))} = {value!r}", lambda: replaced(path, value)))
+        others = {
+            str: [5, 1.5, ["simvp"], {"a": 1}, True],
+            int: ["4", [4], {}, True, 4.5],
+            float: ["0.5", [0.5], {}, True],
+            list: ["0.5", 1.0, {}, ["a", "b"]],
+            bool: ["yes", [True]],
+        }.get(type(node), ["x", [1]])
+        return st.sampled_from(others).map(
+            lambda value: saved(f"{'.'.join(map(str, path))} = {value!r}", lambda: replaced(path, value))
+        )
 
     paths = [path for name in checked for path in leaves({name: payload[name]})]
     weights = payload["state_dict"]
-    names = sorted(name for name in weights if not name.endswith("num_batches_tracked"))  # torch fills that one in when missing
+    names = sorted(
+        name for name in weights if not name.endswith("num_batches_tracked")
+    )  # torch fills that one in when missing
     tensor_names = [n for n in names if weights[n].ndim > 0]
     return st.one_of(
         st.sampled_from(["format", "version", "kind", *checked, "state_dict"]).map(
-            lambda name: saved(f"no {name}", lambda: {k: v for k, v in payload.items() if k != name})),
+            lambda name: saved(f"no {name}", lambda: {k: v for k, v in payload.items() if k != name})
+        ),
         st.sampled_from(paths).flatmap(of_another_type),
         st.sampled_from(semantic).map(lambda change: saved(change[0], lambda: replaced(change[1], change[2]))),
-        st.sampled_from(names).map(lambda name: saved(f"state_dict without {name}",
-                                                      lambda: replaced(("state_dict",), {k: v for k, v in weights.items() if k != name}))),
-        NAMES.map(lambda name: saved(f"state_dict with an unknown weight {name}",
-                                     lambda: replaced(("state_dict",), {**weights, name: torch.zeros(2)}))),
-        st.sampled_from(tensor_names).map(lambda name: saved(f"state_dict[{name}] of another shape",
-                                                             lambda: replaced(("state_dict", name), torch.zeros(weights[name].numel() + 1)))),
-        st.sampled_from(names).map(lambda name: saved(f"state_dict[{name}] a string", lambda: replaced(("state_dict", name), "weights"))),
+        st.sampled_from(names).map(
+            lambda name: saved(
+                f"state_dict without {name}",
+                lambda: replaced(("state_dict",), {k: v for k, v in weights.items() if k != name}),
+            )
+        ),
+        NAMES.map(
+            lambda name: saved(
+                f"state_dict with an unknown weight {name}",
+                lambda: replaced(("state_dict",), {**weights, name: torch.zeros(2)}),
+            )
+        ),
+        st.sampled_from(tensor_names).map(
+            lambda name: saved(
+                f"state_dict[{name}] of another shape",
+                lambda: replaced(("state_dict", name), torch.zeros(weights[name].numel() + 1)),
+            )
+        ),
+        st.sampled_from(names).map(
+            lambda name: saved(f"state_dict[{name}] a string", lambda: replaced(("state_dict", name), "weights"))
+        ),
     )
 
 
@@ -300,6 +379,7 @@ def taxibj_damages(valid: bytes) -> st.SearchStrategy[Damage]:
             array = array.copy()
             array[0, 0, 0, 0, 0] = value
             return array
+
         return poison
 
     return st.one_of(
@@ -315,8 +395,17 @@ def taxibj_damages(valid: bytes) -> st.SearchStrategy[Damage]:
         each(lambda a: a.astype(np.complex64) * 1j, "of complex numbers"),
         st.sampled_from([NAN, math.inf, -math.inf]).flatmap(lambda v: each(poisoned(v), f"holding {v}")),
         st.just(npz_file("one window of each", {k: v[:1] for k, v in arrays.items()})),
-        st.just(Damage("a single array (np.save), not an archive", lambda path: np.save(open(path, "wb"), arrays["X_train"]))),
-        st.just(Damage("arrays of objects (a pickle inside)", lambda path: write_npz(path, {**arrays, "X_train": np.array([{}], dtype=object)}))),
+        st.just(
+            Damage(
+                "a single array (np.save), not an archive", lambda path: np.save(open(path, "wb"), arrays["X_train"])
+            )
+        ),
+        st.just(
+            Damage(
+                "arrays of objects (a pickle inside)",
+                lambda path: write_npz(path, {**arrays, "X_train": np.array([{}], dtype=object)}),
+            )
+        ),
     )
 
 
@@ -324,14 +413,19 @@ def frames_damages(valid: bytes) -> st.SearchStrategy[Damage]:
     with np.load(io.BytesIO(valid)) as stored:
         frames, described = stored["frames"], stored["described"]
     arrays = {"frames": frames, "described": described}
-    changed_frames = lambda label, value: npz_file(label, {**arrays, "frames": value})  # noqa: E731
+    changed_frames = lambda label, value: npz_file(label, {**arrays, "frames": value})
     return st.one_of(
         st.sampled_from(sorted(arrays)).map(lambda n: npz_file(f"no {n}", {k: v for k, v in arrays.items() if k != n})),
-        st.lists(st.integers(1, 40), min_size=1, max_size=6).filter(lambda s: tuple(s[1:]) != frames.shape[1:]).map(
-            lambda s: changed_frames(f"frames of shape {tuple(s)}", np.zeros(s, np.float32))),
-        st.sampled_from([np.int64, np.bool_, np.complex64]).map(lambda t: changed_frames(f"frames of {np.dtype(t)}", frames.astype(t))),
+        st.lists(st.integers(1, 40), min_size=1, max_size=6)
+        .filter(lambda s: tuple(s[1:]) != frames.shape[1:])
+        .map(lambda s: changed_frames(f"frames of shape {tuple(s)}", np.zeros(s, np.float32))),
+        st.sampled_from([np.int64, np.bool_, np.complex64]).map(
+            lambda t: changed_frames(f"frames of {np.dtype(t)}", frames.astype(t))
+        ),
         st.just(changed_frames("frames of strings", np.full(frames.shape, "x"))),
-        st.sampled_from([NAN, math.inf]).map(lambda v: changed_frames(f"frames holding {v}", np.full(frames.shape, v, np.float32))),
+        st.sampled_from([NAN, math.inf]).map(
+            lambda v: changed_frames(f"frames holding {v}", np.full(frames.shape, v, np.float32))
+        ),
         st.just(changed_frames("an empty batch of frames", frames[:0])),
         st.just(changed_frames("frames of objects (a pickle inside)", np.array([{}], dtype=object))),
     )
@@ -351,6 +445,7 @@ def knmi_damages(valid: bytes) -> st.SearchStrategy[Damage]:
         def write(path: Path) -> None:
             path.unlink()
             write_knmi_frame(path.with_name(name), image, start=start)
+
         return Damage(label, write)
 
     def all_missing(path: Path) -> None:
@@ -361,19 +456,26 @@ def knmi_damages(valid: bytes) -> st.SearchStrategy[Damage]:
     return st.one_of(
         st.just(frame("no image1/image_data", image_path="image1/other")),
         st.just(frame("image_data of text", pixels=np.array([b"rain"] * 4))),
-        st.sampled_from([(32,), (2, 32, 32), (0, 32), (32, 0)]).map(lambda s: frame(f"image_data of shape {s}", pixels=np.zeros(s, np.uint16))),
+        st.sampled_from([(32,), (2, 32, 32), (0, 32), (32, 0)]).map(
+            lambda s: frame(f"image_data of shape {s}", pixels=np.zeros(s, np.uint16))
+        ),
         st.just(frame("an image of another size than the other frames", pixels=knmi_image(5, side=24))),
         st.just(frame("no calibration group", calibration=False)),
         st.just(frame("no calibration formula", formula=None)),
         not_a_formula.map(lambda f: frame(f"calibration formula {f!r}", formula=f)),
-        st.sampled_from(["GEO=1e999*PV+0", "GEO=0.01*PV+1e999", "GEO=nan*PV"]).map(lambda f: frame(f"calibration formula {f!r}", formula=f)),
+        st.sampled_from(["GEO=1e999*PV+0", "GEO=0.01*PV+1e999", "GEO=nan*PV"]).map(
+            lambda f: frame(f"calibration formula {f!r}", formula=f)
+        ),
         st.sampled_from([(0.5,), (b"missing",), (1.5, 2.5)]).map(lambda c: frame(f"missing-data codes {c}", codes=c)),
         st.just(frame("float pixels holding NaN", pixels=np.where(image == 65535, 65535, np.nan).astype(np.float32))),
         st.just(renamed("a frame named without its time, none inside", "radar_frame.h5")),
         st.sampled_from(["yesterday", "26-AUG-2010", "99-XXX-2010;00:00:00.000"]).map(
-            lambda s: renamed(f"a frame named without its time, product_datetime_start {s!r}", "radar_frame.h5", s)),
+            lambda s: renamed(f"a frame named without its time, product_datetime_start {s!r}", "radar_frame.h5", s)
+        ),
         st.just(renamed("two frames at the same time", "OTHER_" + knmi_name(20))),
-        st.sampled_from([1, 2, 7, 13]).map(lambda m: renamed(f"a frame {m} min off the 5-minute steps", knmi_name(25 + m))),
+        st.sampled_from([1, 2, 7, 13]).map(
+            lambda m: renamed(f"a frame {m} min off the 5-minute steps", knmi_name(25 + m))
+        ),
         st.just(Damage("every pixel of every frame out of the image", all_missing)),
     )
 
@@ -384,23 +486,31 @@ def t2m_damages(valid: bytes) -> st.SearchStrategy[Damage]:
     def nc(label: str, **changes) -> Damage:
         return Damage(label, lambda path: write_t2m(path, **changes))
 
-    cube = lambda shape: np.full(shape, 280.0, np.float32)  # noqa: E731
+    cube = lambda shape: np.full(shape, 280.0, np.float32)
     return st.one_of(
         st.just(nc("no variable t2m", variable="temperature")),
         st.sampled_from([(40, 8), (40, 8, 8, 2)]).map(
-            lambda s: nc(f"t2m of shape {s}", values=cube(s), dims=("time", "lat", "lon", "level")[: len(s)])),
+            lambda s: nc(f"t2m of shape {s}", values=cube(s), dims=("time", "lat", "lon", "level")[: len(s)])
+        ),
         st.just(nc("t2m on dims (x, y, t)", dims=("x", "y", "t"), coordinates=("x", "y", "t"))),
         st.sampled_from(["time", "lat", "lon"]).map(
-            lambda c: nc(f"no coordinate variable {c}", coordinates=tuple(n for n in ("time", "lat", "lon") if n != c))),
+            lambda c: nc(f"no coordinate variable {c}", coordinates=tuple(n for n in ("time", "lat", "lon") if n != c))
+        ),
         st.just(nc("a time without units", units=None)),
-        st.sampled_from(["fortnights since the flood", "hours", "", "hours since yesterday"]).map(lambda u: nc(f"time units {u!r}", units=u)),
+        st.sampled_from(["fortnights since the flood", "hours", "", "hours since yesterday"]).map(
+            lambda u: nc(f"time units {u!r}", units=u)
+        ),
         st.sampled_from(["martian", "", "julian-ish"]).map(lambda c: nc(f"calendar {c!r}", calendar=c)),
-        st.sampled_from([NAN, math.inf]).map(lambda v: nc(f"t2m holding {v}", values=np.where(np.arange(40 * 64).reshape(40, 8, 8) == 77, v, 280.0))),
+        st.sampled_from([NAN, math.inf]).map(
+            lambda v: nc(f"t2m holding {v}", values=np.where(np.arange(40 * 64).reshape(40, 8, 8) == 77, v, 280.0))
+        ),
         st.just(nc("t2m of strings", dtype=str)),
         st.just(nc("two steps at the same time", hours=np.concatenate([hours[:20], hours[19:39]]))),
-        st.integers(21, 38).map(lambda gap: nc(f"a gap after hour {gap}", hours=np.concatenate([hours[:gap], hours[gap:] + 1]))),
+        st.integers(21, 38).map(
+            lambda gap: nc(f"a gap after hour {gap}", hours=np.concatenate([hours[:gap], hours[gap:] + 1]))
+        ),
         st.integers(1, 3).map(lambda n: nc(f"{n} time steps", hours=hours[:n], values=cube((n, 8, 8)))),
-        st.just(nc("time steps running backwards and irregular", hours=(hours ** 1.5)[::-1].copy())),
+        st.just(nc("time steps running backwards and irregular", hours=(hours**1.5)[::-1].copy())),
     )
 
 
@@ -416,7 +526,8 @@ def trtexec_damages(valid: bytes) -> st.SearchStrategy[Damage]:
         return as_bytes(f"every summary figure {junk!r}", (text[:start] + damaged).encode())
 
     return st.sampled_from(["nan", "-5", "abc", "", "1e999", "1e400", "∞"]).map(replaced) | st.just(
-        as_bytes("the summary's heading only", (text[:start] + "=== Performance summary ===\n").encode()))
+        as_bytes("the summary's heading only", (text[:start] + "=== Performance summary ===\n").encode())
+    )
 
 
 @dataclass(frozen=True)
@@ -430,8 +541,12 @@ class FileKind:
     kept_at_most: Callable[[bytes], int] = len  # a truncation keeps fewer bytes than this
 
     def damages(self, corruption: str, valid: bytes) -> st.SearchStrategy[Damage]:
-        return {"truncated": lambda: truncations(valid, self.kept_at_most(valid)), "random bytes": random_bytes,
-                "wrong contents": lambda: self.contents(valid), "flipped bytes": lambda: flips(valid)}[corruption]()
+        return {
+            "truncated": lambda: truncations(valid, self.kept_at_most(valid)),
+            "random bytes": random_bytes,
+            "wrong contents": lambda: self.contents(valid),
+            "flipped bytes": lambda: flips(valid),
+        }[corruption]()
 
 
 def text_end(valid: bytes) -> int:
@@ -452,10 +567,15 @@ def another_graph(write_toy_graph) -> Callable[[bytes], st.SearchStrategy[Damage
             def written(path: Path) -> None:
                 manifest = Manifest.from_dict(json.loads(path.with_name("model.dpedge.json").read_text()))
                 write_toy_graph(path.parent, identity_nodes(), [], shape, manifest)
+
             return written
 
-        shapes = st.tuples(st.just(1), st.integers(1, 6), st.integers(1, 3), st.integers(1, 40), st.integers(1, 40)).map(list)
-        return shapes.filter(lambda s: s != own).map(lambda s: Damage(f"a graph of frames {s}, rehashed into the manifest", write(s)))
+        shapes = st.tuples(
+            st.just(1), st.integers(1, 6), st.integers(1, 3), st.integers(1, 40), st.integers(1, 40)
+        ).map(list)
+        return shapes.filter(lambda s: s != own).map(
+            lambda s: Damage(f"a graph of frames {s}, rehashed into the manifest", write(s))
+        )
 
     return graphs
 
@@ -463,19 +583,35 @@ def another_graph(write_toy_graph) -> Callable[[bytes], st.SearchStrategy[Damage
 def kinds(write_toy_graph) -> dict[str, FileKind]:
     checked_model = ("model_config", "data_config", "normalizer")
     return {
-        "model.pt": FileKind("model.pt", ("info", "export", "calibrate"),
-                             lambda valid: torch_payloads(valid, checked_model, MODEL_SEMANTIC)),
-        "resume.pt": FileKind("run/resume.pt", ("train --resume",),
-                              lambda valid: torch_payloads(valid, ("step", "epoch", "train_seconds", "history", "optimizer"), RESUME_SEMANTIC)),
+        "model.pt": FileKind(
+            "model.pt",
+            ("info", "export", "calibrate"),
+            lambda valid: torch_payloads(valid, checked_model, MODEL_SEMANTIC),
+        ),
+        "resume.pt": FileKind(
+            "run/resume.pt",
+            ("train --resume",),
+            lambda valid: torch_payloads(
+                valid, ("step", "epoch", "train_seconds", "history", "optimizer"), RESUME_SEMANTIC
+            ),
+        ),
         "TaxiBJ npz": FileKind("taxibj.npz", ("train taxibj.npz",), taxibj_damages),
         "frames npz": FileKind(FRAMES, ("profile --frames", "engine --frames"), frames_damages),
         "KNMI HDF5": FileKind(KNMI_TARGET, ("train knmi/",), knmi_damages),
         "WeatherBench netCDF": FileKind("t2m.nc", ("train t2m.nc",), t2m_damages),
-        "manifest": FileKind("model.dpedge.json", ("profile", "engine", "deploy"), manifest_damages, kept_at_most=text_end),
+        "manifest": FileKind(
+            "model.dpedge.json", ("profile", "engine", "deploy"), manifest_damages, kept_at_most=text_end
+        ),
         "ONNX": FileKind("model.onnx", ("profile", "engine", "deploy"), another_graph(write_toy_graph), hashed=True),
-        "engine metadata": FileKind(ENGINE + ".json", ("profile --backend trt",), engine_meta_damages, kept_at_most=text_end),
-        "trtexec log": FileKind("trtexec.log", ("bench trtexec",), trtexec_damages,
-                                kept_at_most=lambda valid: valid.index(b"Throughput: ") + len(b"Throughput: ")),
+        "engine metadata": FileKind(
+            ENGINE + ".json", ("profile --backend trt",), engine_meta_damages, kept_at_most=text_end
+        ),
+        "trtexec log": FileKind(
+            "trtexec.log",
+            ("bench trtexec",),
+            trtexec_damages,
+            kept_at_most=lambda valid: valid.index(b"Throughput: ") + len(b"Throughput: "),
+        ),
     }
 
 
@@ -493,7 +629,9 @@ CASES = [
 @pytest.mark.parametrize("kind, consumer, corruption", CASES)
 @settings(examples, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
-def test_a_damaged_file_is_refused_in_one_line_before_any_work(kind, consumer, corruption, data, artifacts, fuzz_root, write_toy_graph):
+def test_a_damaged_file_is_refused_in_one_line_before_any_work(
+    kind, consumer, corruption, data, artifacts, fuzz_root, write_toy_graph
+):
     found, base = kinds(write_toy_graph)[kind], BASES[consumer]
     with sandbox(fuzz_root, artifacts, base.files) as folder:
         target = folder / found.target

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpedge_fuzz import BASES, EXPORTED, TINY, Outcome, assert_refused, sandbox, snapshot
-from data_files import identity_nodes, knmi_name, taxibj_arrays, write_npz
+from tests.data_files import identity_nodes, knmi_name, taxibj_arrays, write_npz
+from tests.fuzz.dpedge_fuzz import BASES, EXPORTED, TINY, Outcome, assert_refused, sandbox, snapshot
 
 pytestmark = pytest.mark.fuzz
 
@@ -50,10 +50,15 @@ CASES: dict[str, tuple[list[str], tuple[str, ...], Callable]] = {
     "a random-bytes HDF5 frame (HDF5's first use)": (list(BASES["train knmi/"].words), ("knmi",), random_h5),
     "a truncated model.pt (torch.load's first use)": (["info", "$S/model.pt"], ("model.pt",), truncated_model),
     "an ONNX graph of another grid (onnxruntime's first session)": (
-        ["profile", "$S/model.onnx", "--runs", "3", "--samples", "2", "--power", "off"], EXPORTED, another_graph),
+        ["profile", "$S/model.onnx", "--runs", "3", "--samples", "2", "--power", "off"],
+        EXPORTED,
+        another_graph,
+    ),
     "a TaxiBJ file without Y_test, read by each process of --nproc 2": (
-        ["train", "--dataset", "taxibj", "--data", "$S/taxibj.npz", *TINY, "--nproc", "2", "--out", "$S/run"], ("taxibj.npz",),
-        taxibj_without_y_test),
+        ["train", "--dataset", "taxibj", "--data", "$S/taxibj.npz", *TINY, "--nproc", "2", "--out", "$S/run"],
+        ("taxibj.npz",),
+        taxibj_without_y_test,
+    ),
 }
 
 
@@ -64,7 +69,13 @@ def test_a_real_process_refuses_in_one_line(case, artifacts, fuzz_root, write_to
         damage(folder, write_toy_graph)
         args = [word.replace("$S", str(folder)) for word in words]
         before = snapshot(folder)
-        done = subprocess.run([sys.executable, "-m", "dynaprune_edge", *args], capture_output=True, text=True, timeout=300, cwd=folder,
-                              env={**os.environ, "DPEDGE_CACHE_DIR": str(folder / "cache"), "COLUMNS": "80"})
+        done = subprocess.run(
+            [sys.executable, "-m", "dynaprune_edge", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=folder,
+            env={**os.environ, "DPEDGE_CACHE_DIR": str(folder / "cache"), "COLUMNS": "80"},
+        )
         outcome = Outcome(args, folder, status=done.returncode, stderr=done.stderr)
         assert_refused(outcome, before, snapshot(folder))

@@ -4,7 +4,6 @@ PyTorch and in the exported router alike."""
 
 from __future__ import annotations
 
-import numpy as np
 import onnxruntime as ort
 import torch
 
@@ -40,8 +39,12 @@ def test_still_regions_are_skipped_before_changing_ones_in_torch_and_in_the_expo
             assert kept[sample][~still[sample]].all(), f"sample {sample} kept a still region and skipped a changing one"
     assert (kept & ~still).sum() > (kept & still).sum()
 
-    session = ort.InferenceSession(router_graph(model, "bucketed").SerializeToString(), providers=["CPUExecutionProvider"])
-    counts = [int(session.run(["kept_regions"], {session.get_inputs()[0].name: x[[i]].numpy()})[0]) for i in range(len(x))]
+    session = ort.InferenceSession(
+        router_graph(model, "bucketed").SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    counts = [
+        int(session.run(["kept_regions"], {session.get_inputs()[0].name: x[[i]].numpy()})[0]) for i in range(len(x))
+    ]
     assert counts == kept.sum(dim=(1, 2)).tolist()
 
 

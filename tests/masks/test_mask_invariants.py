@@ -15,7 +15,9 @@ def narrowed(backbone: str, group_order: str = "ordered") -> torch.nn.Module:
     """A pruned model pushed to skip regions and drop groups, as training to 0.3 does, on
     noise inputs (which change everywhere, so the activity prior, tested on its own, is off)."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone, SHAPE, {}, PruningConfig(budget=0.3, activity_weight=0.0, group_order=group_order)))
+    model = build_model(
+        ModelConfig(backbone, SHAPE, {}, PruningConfig(budget=0.3, activity_weight=0.0, group_order=group_order))
+    )
     with torch.no_grad():
         model.generator.importance.weight.normal_()
         model.generator.importance.bias.fill_(-1.0)
@@ -61,7 +63,9 @@ def test_skipped_regions_output_the_last_input_frame():
     assert skipped.any() and not skipped.all()
     persistence = x[:, -1]
     for t in range(4):
-        assert torch.equal(forecast.prediction[:, t].permute(0, 2, 3, 1)[skipped], persistence.permute(0, 2, 3, 1)[skipped])
+        assert torch.equal(
+            forecast.prediction[:, t].permute(0, 2, 3, 1)[skipped], persistence.permute(0, 2, 3, 1)[skipped]
+        )
 
 
 def test_dense_baseline_has_no_generator_and_full_flops():

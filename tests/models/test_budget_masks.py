@@ -24,7 +24,9 @@ def test_the_cost_curve_is_what_the_ledger_charges_a_sample_keeping_n_regions(ba
     curve = model.cost_curve()
     assert curve.regions == model.regions
     assert curve.of(counts.numpy()) == pytest.approx(forecast.flops_ratio.numpy(), rel=1e-5)
-    assert curve.ratios[0] >= model.mask_flops() / forecast.dense_flops * (1 - 1e-6), "deciding the masks is always paid"
+    assert curve.ratios[0] >= model.mask_flops() / forecast.dense_flops * (1 - 1e-6), (
+        "deciding the masks is always paid"
+    )
     assert curve.ratios[0] < curve.ratios[-1]
 
 
@@ -62,8 +64,9 @@ def test_a_calibrated_model_meets_its_budget_and_cap_on_the_windows_it_saw(backb
     with torch.no_grad():
         logits = model.generator(x).logits
     own = (logits >= 0).flatten(1).sum(1) <= int(model.data_mask.max_regions)
-    assert torch.equal(trained_rule.flatten(1)[own], (logits >= 0).flatten(1)[own].float()), \
+    assert torch.equal(trained_rule.flatten(1)[own], (logits >= 0).flatten(1)[own].float()), (
         "training keeps S ≥ ½ (the threshold is for evaluation), within the cap"
+    )
 
 
 @pytest.mark.parametrize("backbone", ["simvp", "convlstm"])
@@ -76,4 +79,6 @@ def test_widths_start_narrow_enough_for_the_cap_where_the_narrowest_fit(backbone
     assert model.narrow_to_cap()
     curve = model.cost_curve()
     assert curve.max_regions(0.45) == 1 and 0.3 <= curve.ratios[1] <= 0.45, "lowered only as far as the cap needs"
-    assert not build(backbone, 0.02, max_cost=0.03, region_size=SHAPE.height).narrow_to_cap(), "the narrowest widths cost more"
+    assert not build(backbone, 0.02, max_cost=0.03, region_size=SHAPE.height).narrow_to_cap(), (
+        "the narrowest widths cost more"
+    )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from test_backbones import SHAPE, build, inputs, nudge
 
 from dynaprune_edge.masks import MaskMode
+from tests.models.test_backbones import SHAPE, build, inputs, nudge
 
 
 def test_convlstm_state_is_zero_in_skipped_regions_and_pruned_channels():

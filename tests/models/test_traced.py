@@ -141,7 +141,9 @@ class UNet(nn.Module):
 def test_a_u_net_skip_converts_with_what_it_concatenates_at_full_width():
     user, backbone = user_module(UNet), backbone_of(UNet, one_width=True)
     reasons = {row["layer"]: row.get("why not") for row in backbone.prunable_layers()}
-    assert reasons["inc"].startswith("a concatenation reads it") and reasons["up_conv"].startswith("a concatenation reads it")
+    assert reasons["inc"].startswith("a concatenation reads it") and reasons["up_conv"].startswith(
+        "a concatenation reads it"
+    )
     assert reasons["down"] is None and reasons["bottom"] is None and reasons["merge"] is None, "the rest is pruned"
     x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
     with torch.no_grad():
@@ -175,7 +177,9 @@ def test_a_residual_around_a_stride_2_block_couples_its_sides_and_a_concatenatio
     user, backbone = user_module(DownsamplingResidual), backbone_of(DownsamplingResidual)
     reasons = {row["layer"]: row.get("why not", "") for row in backbone.prunable_layers()}
     assert reasons["shortcut"].startswith("a residual sum") and reasons["conv2"].startswith("a residual sum")
-    assert reasons["conv1"] == "" and reasons["stem"] == "", "inside the block, and what only convolutions read, is pruned"
+    assert reasons["conv1"] == "" and reasons["stem"] == "", (
+        "inside the block, and what only convolutions read, is pruned"
+    )
     assert reasons["side"].startswith("a concatenation reads it")
     assert backbone.converted["up"].conv.in_channels == 24, "the consumer reads 8 + 16 channels"
     x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
@@ -187,19 +191,27 @@ def test_the_users_own_trained_state_dict_becomes_the_converted_weights():
     """`dpedge train --init their.pt`: the state dict their module saves, loaded into a
     fresh build of it and converted again: the backbone then computes their trained module."""
     torch.manual_seed(5)
-    theirs = Trained(SHAPE.frames_in, SHAPE.frames_out, SHAPE.channels, depth=2).eval()  # other weights and statistics than the seed-0 build
+    theirs = Trained(
+        SHAPE.frames_in, SHAPE.frames_out, SHAPE.channels, depth=2
+    ).eval()  # other weights and statistics than the seed-0 build
     backbone = backbone_of(Trained, depth=2)
     backbone.load_user_state(theirs.state_dict(), "their.pt")
     x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
     with torch.no_grad():
         assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - theirs(x)).abs().max() <= 1e-5
-    with pytest.raises(ConfigError, match=r"^--init their.pt: not a state dict of Trained as built here \(.*size mismatch"):
-        backbone.load_user_state(Trained(SHAPE.frames_in, SHAPE.frames_out, SHAPE.channels, hidden=8).state_dict(), "their.pt")
+    with pytest.raises(
+        ConfigError, match=r"^--init their.pt: not a state dict of Trained as built here \(.*size mismatch"
+    ):
+        backbone.load_user_state(
+            Trained(SHAPE.frames_in, SHAPE.frames_out, SHAPE.channels, hidden=8).state_dict(), "their.pt"
+        )
 
 
 def conv_bn_silu(inputs, outputs, stride=1, upsample=False):
     layers = [nn.Upsample(scale_factor=2)] if upsample else []
-    return nn.Sequential(*layers, nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False), nn.BatchNorm2d(outputs), nn.SiLU())
+    return nn.Sequential(
+        *layers, nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False), nn.BatchNorm2d(outputs), nn.SiLU()
+    )
 
 
 class PlainBlock(nn.Module):
@@ -220,13 +232,21 @@ class PlainSimVP(nn.Module):
     def __init__(self, frames_in, frames_out, channels, spatial=8, temporal=16, blocks=2):
         super().__init__()
         self.frames_out, self.channels, self.spatial = frames_out, channels, spatial
-        self.encoder = nn.Sequential(conv_bn_silu(channels, spatial), conv_bn_silu(spatial, spatial, 2), conv_bn_silu(spatial, spatial),
-                                     conv_bn_silu(spatial, spatial, 2))
+        self.encoder = nn.Sequential(
+            conv_bn_silu(channels, spatial),
+            conv_bn_silu(spatial, spatial, 2),
+            conv_bn_silu(spatial, spatial),
+            conv_bn_silu(spatial, spatial, 2),
+        )
         self.translator_in = conv_bn_silu(frames_in * spatial, temporal)
         self.translator = nn.Sequential(*[PlainBlock(temporal) for _ in range(blocks)])
         self.translator_out = conv_bn_silu(temporal, frames_out * spatial)
-        self.decoder = nn.Sequential(conv_bn_silu(spatial, spatial, upsample=True), conv_bn_silu(spatial, spatial),
-                                     conv_bn_silu(spatial, spatial, upsample=True), conv_bn_silu(spatial, spatial))
+        self.decoder = nn.Sequential(
+            conv_bn_silu(spatial, spatial, upsample=True),
+            conv_bn_silu(spatial, spatial),
+            conv_bn_silu(spatial, spatial, upsample=True),
+            conv_bn_silu(spatial, spatial),
+        )
         self.readout = nn.Conv2d(spatial, channels, 1)
 
     def forward(self, x):
@@ -241,8 +261,14 @@ def test_a_traced_simvp_is_dpedges_own_simvp_same_forward_same_flops_same_gates(
     """The issue's target: an architecture written plainly and traced computes what dpedge's
     native backbone computes with the same weights, and counts the same FLOPs."""
     torch.manual_seed(0)
-    native = build_model(ModelConfig("simvp", SHAPE, {"spatial_channels": 8, "temporal_channels": 16}, PruningConfig(budget=0.5, slimmable=False,
-                                                                                                              group_size=4))).eval()
+    native = build_model(
+        ModelConfig(
+            "simvp",
+            SHAPE,
+            {"spatial_channels": 8, "temporal_channels": 16},
+            PruningConfig(budget=0.5, slimmable=False, group_size=4),
+        )
+    ).eval()
     with torch.no_grad():
         for norm in (m for m in native.backbone.modules() if isinstance(m, nn.BatchNorm2d)):
             norm.running_mean.normal_()
@@ -261,7 +287,9 @@ def test_a_traced_simvp_is_dpedges_own_simvp_same_forward_same_flops_same_gates(
             norm.load_state_dict(theirs.state_dict())
     with BACKBONES.scope():
         register_backbone(converted(PlainSimVP))
-        traced = build_model(ModelConfig("plainsimvp", SHAPE, {}, PruningConfig(budget=0.5, slimmable=False, group_size=4))).eval()
+        traced = build_model(
+            ModelConfig("plainsimvp", SHAPE, {}, PruningConfig(budget=0.5, slimmable=False, group_size=4))
+        ).eval()
     traced.backbone.load_user_state(plain.state_dict(), "plain.pt")
     assert len(traced.backbone.gate_specs()) == len(native.backbone.gate_specs()) == 10
     x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
@@ -313,7 +341,9 @@ def test_a_transposed_convolution_converts_into_its_taps_then_a_pixel_shuffle():
     assert cls.spatial_multiple(cls.Options()) == 2
     user, backbone = user_module(TransposedUNet), backbone_of(TransposedUNet, one_width=True)
     reasons = {row["layer"]: row.get("why not", "") for row in backbone.prunable_layers()}
-    assert reasons["up"].startswith("a transposed convolution") and reasons["bottom"] == "", "what it reads is still pruned"
+    assert reasons["up"].startswith("a transposed convolution") and reasons["bottom"] == "", (
+        "what it reads is still pruned"
+    )
     assert backbone.converted["up"].input_gate.name == "bottom"
     x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
     with torch.no_grad():
@@ -327,7 +357,9 @@ class InvertedResidual(nn.Module):
         super().__init__()
         wide = channels * expansion
         self.expand = nn.Sequential(nn.Conv2d(channels, wide, 1, bias=False), nn.BatchNorm2d(wide), nn.ReLU())
-        self.depthwise = nn.Sequential(nn.Conv2d(wide, wide, 3, padding=1, groups=wide, bias=False), nn.BatchNorm2d(wide), nn.ReLU())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(wide, wide, 3, padding=1, groups=wide, bias=False), nn.BatchNorm2d(wide), nn.ReLU()
+        )
         self.project = nn.Sequential(nn.Conv2d(wide, channels, 1, bias=False), nn.BatchNorm2d(channels))
 
     def forward(self, x):
@@ -352,7 +384,9 @@ class MobileNowcaster(nn.Module):
 def test_a_depthwise_convolution_follows_its_inputs_gate():
     user, backbone = user_module(MobileNowcaster), backbone_of(MobileNowcaster, one_width=True)
     layers = {row["layer"]: row for row in backbone.prunable_layers()}
-    assert layers["blocks.0.expand.0"]["gate"] == "blocks_0_expand_0" == layers["blocks.0.depthwise.0"]["gate"], "pruned by its input's gate"
+    assert layers["blocks.0.expand.0"]["gate"] == "blocks_0_expand_0" == layers["blocks.0.depthwise.0"]["gate"], (
+        "pruned by its input's gate"
+    )
     assert layers["blocks.0.project.0"]["why not"].startswith("a residual sum reads it")
     assert layers["smooth"]["why not"] == "a depthwise convolution of a full-width input"
     x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
@@ -365,7 +399,9 @@ def test_pooling_and_pixel_shuffles_convert_the_gate_going_through_a_pooling_and
     assert cls.spatial_multiple(cls.Options()) == 4, "two poolings of 2, undone by a shuffle of 4"
     user, backbone = user_module(PoolShuffleNet), backbone_of(PoolShuffleNet, one_width=True)
     layers = {row["layer"]: (row["gate"], row.get("why not", "")) for row in backbone.prunable_layers()}
-    assert layers["inc"][0] == "inc" and backbone.converted["mid"].input_gate.name == "inc", "a pooling keeps its input's gate"
+    assert layers["inc"][0] == "inc" and backbone.converted["mid"].input_gate.name == "inc", (
+        "a pooling keeps its input's gate"
+    )
     assert layers["expand"][1].startswith("a pixel shuffle reads it")
     x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
     with torch.no_grad():
@@ -374,11 +410,16 @@ def test_pooling_and_pixel_shuffles_convert_the_gate_going_through_a_pooling_and
 
 def test_what_a_sum_or_the_forecast_reads_stays_full_width_and_the_rest_is_pruned():
     backbone = backbone_of(Nowcaster, one_width=True, depth=2)
-    gates = {key: (layer.gate and layer.gate.name, layer.input_gate and layer.input_gate.name) for key, layer in backbone.converted.items()}
+    gates = {
+        key: (layer.gate and layer.gate.name, layer.input_gate and layer.input_gate.name)
+        for key, layer in backbone.converted.items()
+    }
     assert gates == {
         "stem": (None, None),  # read by the first sum
-        "blocks_0_conv1": ("blocks_0_conv1", None), "blocks_0_conv2": (None, "blocks_0_conv1"),  # conv2 reaches a sum
-        "blocks_1_conv1": ("blocks_1_conv1", None), "blocks_1_conv2": (None, "blocks_1_conv1"),
+        "blocks_0_conv1": ("blocks_0_conv1", None),
+        "blocks_0_conv2": (None, "blocks_0_conv1"),  # conv2 reaches a sum
+        "blocks_1_conv1": ("blocks_1_conv1", None),
+        "blocks_1_conv2": (None, "blocks_1_conv1"),
         "head": (None, None),  # the forecast's channels
     }
 
@@ -419,10 +460,16 @@ class ConvLSTMNowcaster(nn.Module):
         return self.head(state[0]).reshape(b, self.frames_out, self.channels, height, width)
 
 
-@pytest.mark.parametrize("user, gates", [
-    ("recurrent_nowcaster", {"encoder_0", "decoder_1"}),  # the example: a ConvGRU, autoregressive, torch.stack into the forecast
-    (ConvLSTMNowcaster, {"embed"}),  # project feeds the concatenation with h
-])
+@pytest.mark.parametrize(
+    "user, gates",
+    [
+        (
+            "recurrent_nowcaster",
+            {"encoder_0", "decoder_1"},
+        ),  # the example: a ConvGRU, autoregressive, torch.stack into the forecast
+        (ConvLSTMNowcaster, {"embed"}),  # project feeds the concatenation with h
+    ],
+)
 def test_a_recurrent_model_unrolls_into_one_layer_per_module_applied_at_every_step(user, gates):
     """The loops over frames unroll; each module is one converted layer applied at every step
     with the user's weights; what its gates split and multiply keeps its width; the forward
@@ -432,9 +479,13 @@ def test_a_recurrent_model_unrolls_into_one_layer_per_module_applied_at_every_st
     assert {layer.gate.name for layer in backbone.converted.values() if layer.gate is not None} == gates
     cell_layer = next(key for key in backbone.converted if key.startswith("cell"))
     applied = sum(step.layer == cell_layer for step in backbone.steps)
-    assert applied == SHAPE.frames_in + (SHAPE.frames_out - 1 if user.__name__ == "RecurrentNowcaster" else 0), "no step's result unread"
+    assert applied == SHAPE.frames_in + (SHAPE.frames_out - 1 if user.__name__ == "RecurrentNowcaster" else 0), (
+        "no step's result unread"
+    )
     cell_rows = [row["why not"] for row in backbone.prunable_layers() if row["layer"].startswith("cell")]
-    assert cell_rows and all(why.startswith(("an elementwise", "its channels are split")) for why in cell_rows), cell_rows
+    assert cell_rows and all(why.startswith(("an elementwise", "its channels are split")) for why in cell_rows), (
+        cell_rows
+    )
     x = torch.randn(2, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
     with torch.no_grad():
         assert (backbone(x, MaskState.all_kept(2, (2, 2), backbone.gate_specs(), x)) - module(x)).abs().max() <= 1e-5
@@ -442,8 +493,13 @@ def test_a_recurrent_model_unrolls_into_one_layer_per_module_applied_at_every_st
 
 @pytest.mark.parametrize("which", ["residual", "encoder-decoder", "transposed u-net", "depthwise", "recurrent"])
 def test_the_ledger_counts_what_fvcore_counts_of_the_users_own_module(which):
-    user = {"residual": Nowcaster, "encoder-decoder": example_module().Nowcaster, "transposed u-net": TransposedUNet,
-            "depthwise": MobileNowcaster, "recurrent": example_module("recurrent_nowcaster").RecurrentNowcaster}[which]
+    user = {
+        "residual": Nowcaster,
+        "encoder-decoder": example_module().Nowcaster,
+        "transposed u-net": TransposedUNet,
+        "depthwise": MobileNowcaster,
+        "recurrent": example_module("recurrent_nowcaster").RecurrentNowcaster,
+    }[which]
     with BACKBONES.scope():
         register_backbone(converted(user))
         model = build_model(ModelConfig(converted(user).name, SHAPE, {}, PruningConfig(budget=1.0)))
@@ -459,12 +515,18 @@ def test_each_width_levels_ledger_is_what_fvcore_counts_of_its_static_sub_networ
     from dynaprune_edge.flops.fvcore_count import static_equivalent_flops
     from dynaprune_edge.masks import MaskMode
 
-    user = {"encoder-decoder": example_module().Nowcaster, "transposed u-net": TransposedUNet, "depthwise": MobileNowcaster,
-            "recurrent": example_module("recurrent_nowcaster").RecurrentNowcaster}[which]
+    user = {
+        "encoder-decoder": example_module().Nowcaster,
+        "transposed u-net": TransposedUNet,
+        "depthwise": MobileNowcaster,
+        "recurrent": example_module("recurrent_nowcaster").RecurrentNowcaster,
+    }[which]
     with BACKBONES.scope():
         register_backbone(converted(user))
         torch.manual_seed(0)
-        model = build_model(ModelConfig(converted(user).name, SHAPE, {}, PruningConfig(budget=0.5, slimmable=True, group_size=4))).eval()
+        model = build_model(
+            ModelConfig(converted(user).name, SHAPE, {}, PruningConfig(budget=0.5, slimmable=True, group_size=4))
+        ).eval()
     x = torch.randn(1, SHAPE.frames_in, SHAPE.channels, SHAPE.height, SHAPE.width)
     charged = []
     for level in range(len(model.pruning.width_levels)):
@@ -484,6 +546,7 @@ def test_a_twenty_layer_model_converts_in_well_under_five_seconds():
 
 def plain(forward, **modules) -> type:
     """A plain module class with `modules` (built from the shape) and `forward`."""
+
     def __init__(self, frames_in, frames_out, channels):
         nn.Module.__init__(self)
         self.frames_out, self.channels = frames_out, channels
@@ -511,50 +574,115 @@ class Attend(nn.Module):
 
 
 UNSUPPORTED = [
-    ("Odd.valid: Conv2d(kernel (3, 3), stride (1, 1), padding (0, 0)", lambda self, x: out(self, F.pad(self.valid(stacked(self, x)), (1, 1, 1, 1)), x),
-     {"valid": lambda: nn.Conv2d(8, 8, 3)}),
-    ("Odd.strip: Conv2d(kernel (1, 3), stride (1, 1), padding (0, 1)", lambda self, x: out(self, self.strip(stacked(self, x)), x),
-     {"strip": lambda: nn.Conv2d(8, 8, (1, 3), padding=(0, 1))}),
-    ("groups 2", lambda self, x: out(self, self.grouped(stacked(self, x)), x), {"grouped": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=2)}),
-    ("Odd.up: ConvTranspose2d(kernel (3, 3), stride (1, 1), padding (1, 1)", lambda self, x: out(self, self.up(stacked(self, x)), x),
-     {"up": lambda: nn.ConvTranspose2d(8, 8, 3, padding=1)}),
-    ("Odd.pool: max pooling other than over size×size windows at stride size", lambda self, x: out(self, self.pool(stacked(self, x)), x),
-     {"pool": lambda: nn.MaxPool2d(3, 1, 1)}),
-    ("Odd: interpolate (only nearest or bilinear, by a whole scale_factor)",
-     lambda self, x: out(self, F.interpolate(stacked(self, x), scale_factor=1.0, mode="bicubic"), x), {}),
-    ("Odd.up: Upsample (only nearest or bilinear, by a whole scale_factor)",
-     lambda self, x: out(self, self.pool(F.relu(self.up(stacked(self, x)))), x),
-     {"up": lambda: nn.Upsample(size=(32, 32)), "pool": lambda: nn.AvgPool2d(2)}),
-    ("Odd: a concatenation along dimension 2", lambda self, x: out(self, torch.cat([stacked(self, x), stacked(self, x)], 2)[:, :, :16], x), {}),
+    (
+        "Odd.valid: Conv2d(kernel (3, 3), stride (1, 1), padding (0, 0)",
+        lambda self, x: out(self, F.pad(self.valid(stacked(self, x)), (1, 1, 1, 1)), x),
+        {"valid": lambda: nn.Conv2d(8, 8, 3)},
+    ),
+    (
+        "Odd.strip: Conv2d(kernel (1, 3), stride (1, 1), padding (0, 1)",
+        lambda self, x: out(self, self.strip(stacked(self, x)), x),
+        {"strip": lambda: nn.Conv2d(8, 8, (1, 3), padding=(0, 1))},
+    ),
+    (
+        "groups 2",
+        lambda self, x: out(self, self.grouped(stacked(self, x)), x),
+        {"grouped": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=2)},
+    ),
+    (
+        "Odd.up: ConvTranspose2d(kernel (3, 3), stride (1, 1), padding (1, 1)",
+        lambda self, x: out(self, self.up(stacked(self, x)), x),
+        {"up": lambda: nn.ConvTranspose2d(8, 8, 3, padding=1)},
+    ),
+    (
+        "Odd.pool: max pooling other than over size×size windows at stride size",
+        lambda self, x: out(self, self.pool(stacked(self, x)), x),
+        {"pool": lambda: nn.MaxPool2d(3, 1, 1)},
+    ),
+    (
+        "Odd: interpolate (only nearest or bilinear, by a whole scale_factor)",
+        lambda self, x: out(self, F.interpolate(stacked(self, x), scale_factor=1.0, mode="bicubic"), x),
+        {},
+    ),
+    (
+        "Odd.up: Upsample (only nearest or bilinear, by a whole scale_factor)",
+        lambda self, x: out(self, self.pool(F.relu(self.up(stacked(self, x)))), x),
+        {"up": lambda: nn.Upsample(size=(32, 32)), "pool": lambda: nn.AvgPool2d(2)},
+    ),
+    (
+        "Odd: a concatenation along dimension 2",
+        lambda self, x: out(self, torch.cat([stacked(self, x), stacked(self, x)], 2)[:, :, :16], x),
+        {},
+    ),
     ("Odd: softmax", lambda self, x: out(self, F.softmax(stacked(self, x), dim=1), x), {}),
-    ("Odd.tanh_gelu: GELU(approximate='tanh')", lambda self, x: out(self, self.tanh_gelu(stacked(self, x)), x),
-     {"tanh_gelu": lambda: nn.GELU(approximate="tanh")}),
+    (
+        "Odd.tanh_gelu: GELU(approximate='tanh')",
+        lambda self, x: out(self, self.tanh_gelu(stacked(self, x)), x),
+        {"tanh_gelu": lambda: nn.GELU(approximate="tanh")},
+    ),
     ("Odd.drop: Dropout", lambda self, x: out(self, self.drop(stacked(self, x)), x), {"drop": lambda: nn.Dropout(0.1)}),
     ("Odd: truediv", lambda self, x: out(self, stacked(self, x) / 2, x), {}),
     ("Odd: the in-place relu_", lambda self, x: out(self, stacked(self, x).relu_(), x), {}),
-    ("Odd: indexing the input frames by (slice(None, None, None), slice(1, 3, None))",
-     lambda self, x: out(self, self.stem(torch.cat([x[:, 1:3], x[:, 1:3]], 1).flatten(1, 2)), x), {}),
-    ("Odd: mul of values shaped [(2, 8, 16, 16), (2, 8, 1, 1)]",  # broadcast: a squeeze-and-excitation scale
-     lambda self, x: out(self, stacked(self, x) * F.max_pool2d(stacked(self, x), 16), x), {}),
-    ("Odd.stem: a module called again with another input width, or another BatchNorm, activation",
-     lambda self, x: out(self, F.relu(self.stem(x.flatten(1, 2))) + self.stem(x.flatten(1, 2)), x), {}),
-    ("Odd.norm: a LayerNorm over (16,) (over a map's (channels, height, width) only)", lambda self, x: out(self, self.norm(self.stem(x.flatten(1, 2))), x),
-     {"norm": lambda: nn.LayerNorm(16)}),
-    ("Odd.norm: GroupNorm not right after a convolution", lambda self, x: out(self, self.norm(F.relu(stacked(self, x))), x),
-     {"norm": lambda: nn.GroupNorm(2, 8)}),
-    ("BatchNorm2d not right after a convolution", lambda self, x: out(self, self.bn(F.relu(stacked(self, x))), x), {"bn": lambda: nn.BatchNorm2d(8)}),
-    ("Odd: scaled_dot_product_attention",
-     lambda self, x: out(self, F.scaled_dot_product_attention(stacked(self, x), stacked(self, x), stacked(self, x)), x), {}),
-    ("Odd.attend: scaled_dot_product_attention", lambda self, x: out(self, self.attend(stacked(self, x)), x), {"attend": Attend}),
-    ("Odd.reflect: Conv2d(kernel (3, 3), stride (1, 1), padding (1, 1), dilation (1, 1), groups 1, padding_mode reflect)",
-     lambda self, x: out(self, self.reflect(stacked(self, x)), x), {"reflect": lambda: nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")}),
+    (
+        "Odd: indexing the input frames by (slice(None, None, None), slice(1, 3, None))",
+        lambda self, x: out(self, self.stem(torch.cat([x[:, 1:3], x[:, 1:3]], 1).flatten(1, 2)), x),
+        {},
+    ),
+    (
+        "Odd: mul of values shaped [(2, 8, 16, 16), (2, 8, 1, 1)]",  # broadcast: a squeeze-and-excitation scale
+        lambda self, x: out(self, stacked(self, x) * F.max_pool2d(stacked(self, x), 16), x),
+        {},
+    ),
+    (
+        "Odd.stem: a module called again with another input width, or another BatchNorm, activation",
+        lambda self, x: out(self, F.relu(self.stem(x.flatten(1, 2))) + self.stem(x.flatten(1, 2)), x),
+        {},
+    ),
+    (
+        "Odd.norm: a LayerNorm over (16,) (over a map's (channels, height, width) only)",
+        lambda self, x: out(self, self.norm(self.stem(x.flatten(1, 2))), x),
+        {"norm": lambda: nn.LayerNorm(16)},
+    ),
+    (
+        "Odd.norm: GroupNorm not right after a convolution",
+        lambda self, x: out(self, self.norm(F.relu(stacked(self, x))), x),
+        {"norm": lambda: nn.GroupNorm(2, 8)},
+    ),
+    (
+        "BatchNorm2d not right after a convolution",
+        lambda self, x: out(self, self.bn(F.relu(stacked(self, x))), x),
+        {"bn": lambda: nn.BatchNorm2d(8)},
+    ),
+    (
+        "Odd: scaled_dot_product_attention",
+        lambda self, x: out(
+            self, F.scaled_dot_product_attention(stacked(self, x), stacked(self, x), stacked(self, x)), x
+        ),
+        {},
+    ),
+    (
+        "Odd.attend: scaled_dot_product_attention",
+        lambda self, x: out(self, self.attend(stacked(self, x)), x),
+        {"attend": Attend},
+    ),
+    (
+        "Odd.reflect: Conv2d(kernel (3, 3), stride (1, 1), padding (1, 1), dilation (1, 1), groups 1, padding_mode reflect)",
+        lambda self, x: out(self, self.reflect(stacked(self, x)), x),
+        {"reflect": lambda: nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")},
+    ),
     ("cannot be traced", lambda self, x: out(self, stacked(self, x) if x.sum() > 0 else stacked(self, -x), x), {}),
     ("its forward returns (2, 4, 2, 16, 16)", lambda self, x: x, {}),
-    ("Odd: a reshape from (2, 4, 2, 16, 16) to (2, 8, 32, 8)", lambda self, x: out(self, self.stem(x.reshape(2, 8, 32, 8)), x), {}),
+    (
+        "Odd: a reshape from (2, 4, 2, 16, 16) to (2, 8, 32, 8)",
+        lambda self, x: out(self, self.stem(x.reshape(2, 8, 32, 8)), x),
+        {},
+    ),
 ]
 
 
-@pytest.mark.parametrize("message, forward, modules", UNSUPPORTED, ids=[case[0].split(":")[0][:40] for case in UNSUPPORTED])
+@pytest.mark.parametrize(
+    "message, forward, modules", UNSUPPORTED, ids=[case[0].split(":")[0][:40] for case in UNSUPPORTED]
+)
 def test_a_construct_the_conversion_does_not_handle_is_one_line_naming_it(message, forward, modules):
     with pytest.raises(ConfigError) as refused:
         backbone_of(plain(forward, **modules))
@@ -580,5 +708,8 @@ def test_a_constructor_argument_without_a_whole_number_default_is_refused():
         def __init__(self, frames_in, frames_out, channels, hidden):
             super().__init__()
 
-    with pytest.raises(ConfigError, match=r"NoDefault.__init__: argument 'hidden' needs a whole-number default \(what --arch hidden=N sets\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"NoDefault.__init__: argument 'hidden' needs a whole-number default \(what --arch hidden=N sets\)",
+    ):
         converted(NoDefault)

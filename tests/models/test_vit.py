@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_backbones import SHAPE, build, inputs, nudge
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.layers import MaskState, TrainingInterpreter
 from dynaprune_edge.masks import MaskMode, PruningConfig
 from dynaprune_edge.models import ModelConfig, build_model
+from tests.models.test_backbones import SHAPE, build, inputs, nudge
 
 
 def test_vit_skipped_tokens_do_not_influence_kept_ones():

@@ -25,15 +25,25 @@ def write(toy_manifest, write_toy_graph):
     def write(folder: Path, nodes: list, initializers: list) -> Path:
         """`nodes` map image → out (and define flops); the graph around them maps frames →
         forecast (same shape), flops, bucket, and its manifest is written beside it."""
-        nodes = [helper.make_node("Reshape", ["frames", "image_shape"], ["image"], name="io/in"), *nodes,
-                 helper.make_node("Reshape", ["out", "frames_shape"], ["forecast"], name="io/out"),
-                 helper.make_node("Constant", [], ["bucket"], name="io/bucket",
-                                  value=numpy_helper.from_array(np.array(1, np.int64)))]
-        initializers = [numpy_helper.from_array(np.array([1, CHANNELS, SIDE, SIDE], np.int64), "image_shape"),
-                        numpy_helper.from_array(np.array(SHAPE, np.int64), "frames_shape"), *initializers]
+        nodes = [
+            helper.make_node("Reshape", ["frames", "image_shape"], ["image"], name="io/in"),
+            *nodes,
+            helper.make_node("Reshape", ["out", "frames_shape"], ["forecast"], name="io/out"),
+            helper.make_node(
+                "Constant", [], ["bucket"], name="io/bucket", value=numpy_helper.from_array(np.array(1, np.int64))
+            ),
+        ]
+        initializers = [
+            numpy_helper.from_array(np.array([1, CHANNELS, SIDE, SIDE], np.int64), "image_shape"),
+            numpy_helper.from_array(np.array(SHAPE, np.int64), "frames_shape"),
+            *initializers,
+        ]
         manifest = toy_manifest(
-            SHAPE, mean=[0.0] * CHANNELS, std=[1.0] * CHANNELS,
-            buckets=[Bucket([0, 1], 1, {}, 1.0), Bucket([2, 4], 4, {}, 4.0)], dense_flops=4.0,
+            SHAPE,
+            mean=[0.0] * CHANNELS,
+            std=[1.0] * CHANNELS,
+            buckets=[Bucket([0, 1], 1, {}, 1.0), Bucket([2, 4], 4, {}, 4.0)],
+            dense_flops=4.0,
         )
         return write_toy_graph(folder, nodes, initializers, SHAPE, manifest)
 
@@ -42,7 +52,8 @@ def write(toy_manifest, write_toy_graph):
 
 def conv(name: str, source: str, target: str) -> tuple[onnx.NodeProto, onnx.TensorProto]:
     weight = numpy_helper.from_array(
-        np.random.default_rng(0).standard_normal((CHANNELS, CHANNELS, 3, 3)).astype(np.float32) * 0.1, f"{name}.w")
+        np.random.default_rng(0).standard_normal((CHANNELS, CHANNELS, 3, 3)).astype(np.float32) * 0.1, f"{name}.w"
+    )
     return helper.make_node("Conv", [source, weight.name], [target], pads=[1, 1, 1, 1], name=name), weight
 
 
@@ -50,9 +61,11 @@ def conv(name: str, source: str, target: str) -> tuple[onnx.NodeProto, onnx.Tens
 def conv_and_add(tmp_path, write) -> Path:
     """A 3×3 convolution over 16×32×32 (2.4 M multiply-adds) next to one scalar Add."""
     big, weight = conv("big/conv", "image", "out")
-    nodes = [big,
-              helper.make_node("ReduceMax", ["frames"], ["peak"], keepdims=0, name="tiny/max"),
-              helper.make_node("Add", ["peak", "one"], ["flops"], name="tiny/add")]
+    nodes = [
+        big,
+        helper.make_node("ReduceMax", ["frames"], ["peak"], keepdims=0, name="tiny/max"),
+        helper.make_node("Add", ["peak", "one"], ["flops"], name="tiny/add"),
+    ]
     return write(tmp_path, nodes, [weight, numpy_helper.from_array(np.array(1, np.float32), "one")])
 
 
@@ -63,12 +76,19 @@ def routed(tmp_path, write) -> Path:
     for side in ("then", "else"):
         node, weight = conv(f"route/{side}/conv", "image", f"route/{side}/y")
         branches[side] = helper.make_graph(
-            [node], side, [], [helper.make_tensor_value_info(f"route/{side}/y", TensorProto.FLOAT, None)],
-            initializer=[weight])
-    nodes = [helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0, name="router/sum"),
-              helper.make_node("Greater", ["flops", "zero"], ["positive"], name="router/greater"),
-              helper.make_node("If", ["positive"], ["out"], name="route/if",
-                               then_branch=branches["then"], else_branch=branches["else"])]
+            [node],
+            side,
+            [],
+            [helper.make_tensor_value_info(f"route/{side}/y", TensorProto.FLOAT, None)],
+            initializer=[weight],
+        )
+    nodes = [
+        helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0, name="router/sum"),
+        helper.make_node("Greater", ["flops", "zero"], ["positive"], name="router/greater"),
+        helper.make_node(
+            "If", ["positive"], ["out"], name="route/if", then_branch=branches["then"], else_branch=branches["else"]
+        ),
+    ]
     return write(tmp_path, nodes, [numpy_helper.from_array(np.array(0, np.float32), "zero")])
 
 
@@ -94,8 +114,8 @@ def test_latency_stats_reject_empty_or_non_finite(bad):
 
 def test_interleaved_latency_warms_up_then_alternates_runners():
     seen = []
-    first = lambda sample: seen.append(("first", float(sample.flat[0])))  # noqa: E731
-    second = lambda sample: seen.append(("second", float(sample.flat[0])))  # noqa: E731
+    first = lambda sample: seen.append(("first", float(sample.flat[0])))
+    second = lambda sample: seen.append(("second", float(sample.flat[0])))
     batch = np.zeros((3, *SHAPE[1:]), np.float32)
     batch[:, 0, 0, 0, 0] = [0, 1, 2]
     first_ms, second_ms = interleaved_latency([first, second], batch, runs=4)
@@ -151,15 +171,30 @@ def test_nodes_inside_if_branches_count_once(routed):
 
 def test_self_times_leave_the_gaps_between_a_branch_s_nodes_to_no_node():
     def node(name, ts, dur, tid=1):
-        return {"cat": "Node", "pid": 1, "tid": tid, "name": f"{name}_kernel_time", "ts": ts, "dur": dur,
-                "args": {"op_name": "x"}}
+        return {
+            "cat": "Node",
+            "pid": 1,
+            "tid": tid,
+            "name": f"{name}_kernel_time",
+            "ts": ts,
+            "dur": dur,
+            "args": {"op_name": "x"},
+        }
 
     trace = [
         {"cat": "Session", "name": "model_run", "ts": 0, "dur": 10},
         node("warm", 1, 5),  # first run: warm-up, left out
-        node("route/if", 20, 100), node("route/b/conv", 30, 40), node("route/b/add", 80, 10),  # 10 µs between them
-        node("router/sum", 120, 10), node("other", 20, 7, tid=2),
+        node("route/if", 20, 100),
+        node("route/b/conv", 30, 40),
+        node("route/b/add", 80, 10),  # 10 µs between them
+        node("router/sum", 120, 10),
+        node("other", 20, 7, tid=2),
     ]
     # the If keeps its span less its branch's extent (30 to 90): 40, not 100 − 40 − 10 = 50
-    assert node_self_times(trace) == {"route/if": 40.0, "route/b/conv": 40.0, "route/b/add": 10.0,
-                                      "router/sum": 10.0, "other": 7.0}
+    assert node_self_times(trace) == {
+        "route/if": 40.0,
+        "route/b/conv": 40.0,
+        "route/b/add": 10.0,
+        "router/sum": 10.0,
+        "other": 7.0,
+    }

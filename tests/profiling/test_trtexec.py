@@ -12,7 +12,12 @@ import pytest
 
 from dynaprune_edge.bench.orin import RECORDED
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.profiling.trtexec import parse_layer_profile, parse_trtexec_summary, trtexec_arguments, trtexec_version
+from dynaprune_edge.profiling.trtexec import (
+    parse_layer_profile,
+    parse_trtexec_summary,
+    trtexec_arguments,
+    trtexec_version,
+)
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -22,12 +27,22 @@ def test_parses_the_jetson_orin_nano_tensorrt_8_5_summary():
     assert summary["tensorrt"] == "8.5.2"
     assert summary["throughput_qps"] == 97.8649
     assert summary["latency_ms"] == {
-        "min": 10.642, "max": 10.9861, "mean": 10.7971, "median": 10.7972,
-        "p90": 10.9329, "p95": 10.949, "p99": 10.9744,
+        "min": 10.642,
+        "max": 10.9861,
+        "mean": 10.7971,
+        "median": 10.7972,
+        "p90": 10.9329,
+        "p95": 10.949,
+        "p99": 10.9744,
     }
     assert summary["gpu_compute_ms"] == {
-        "min": 10.0343, "max": 10.3575, "mean": 10.1824, "median": 10.1851,
-        "p90": 10.3206, "p95": 10.338, "p99": 10.356,
+        "min": 10.0343,
+        "max": 10.3575,
+        "mean": 10.1824,
+        "median": 10.1851,
+        "p90": 10.3206,
+        "p95": 10.338,
+        "p99": 10.356,
     }
     assert summary["enqueue_ms"]["p99"] == 2.15002
     assert summary["h2d_ms"]["median"] == 0.310486
@@ -39,7 +54,11 @@ def test_parses_the_older_p99_only_summary_of_tensorrt_8_4():
     assert summary["tensorrt"] == "8.4.0"
     assert summary["throughput_qps"] == 41087.7
     assert summary["gpu_compute_ms"] == {
-        "min": 0.375977, "max": 0.403564, "mean": 0.388221, "median": 0.388443, "p99": 0.393188,
+        "min": 0.375977,
+        "max": 0.403564,
+        "mean": 0.388221,
+        "median": 0.388443,
+        "p99": 0.393188,
     }
     assert summary["latency_ms"]["p99"] == 0.420288
 
@@ -49,8 +68,13 @@ def test_parses_a_trimmed_tensorrt_10_summary_without_log_prefixes():
     assert summary == {
         "throughput_qps": 1.55139,
         "latency_ms": {
-            "min": 634.412, "max": 684.747, "mean": 644.386, "median": 640.024,
-            "p90": 664.195, "p95": 666.219, "p99": 684.747,
+            "min": 634.412,
+            "max": 684.747,
+            "mean": 644.386,
+            "median": 640.024,
+            "p90": 664.195,
+            "p95": 666.219,
+            "p99": 684.747,
         },
     }
 
@@ -91,20 +115,30 @@ def test_the_command_line_names_the_engine_that_ran():
 def test_parses_a_recorded_per_layer_profile_in_execution_order():
     layers = parse_layer_profile(RECORDED.with_suffix(".profile.json").read_text())
     assert len(layers) == 73  # the {"count": 6610} header is not a layer
-    assert layers[0] == {"name": "QuantizeLinear_2", "average_ms": 0.00474854, "median_ms": 0.004544, "percentage": 1.00949}
+    assert layers[0] == {
+        "name": "QuantizeLinear_2",
+        "average_ms": 0.00474854,
+        "median_ms": 0.004544,
+        "percentage": 1.00949,
+    }
     assert layers[1]["name"] == "features.0.0.weight + QuantizeLinear_8 + Conv_12 + PWN(Clip_16)"
-    older = parse_layer_profile('[{"count": 10}, {"name": "conv1", "timeMs": 2.0, "averageMs": 0.2, "percentage": 100}]')
+    older = parse_layer_profile(
+        '[{"count": 10}, {"name": "conv1", "timeMs": 2.0, "averageMs": 0.2, "percentage": 100}]'
+    )
     assert older == [{"name": "conv1", "average_ms": 0.2, "percentage": 100.0}]  # TensorRT before 8.4: no medianMs
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not a trtexec --exportProfile JSON"),
-    ('{"count": 3}', "expected a list of objects"),
-    ('[{"count": 3}, 7]', "expected a list of objects"),
-    ('[{"count": 3}, {"name": "conv1", "timeMs": 1.0}]', "'conv1' has no averageMs"),
-    ('[{"count": 3}, {"name": "conv1", "averageMs": "fast"}]', "'conv1' has a time that is not a number"),
-    ('[{"count": 3}]', "lists no layers"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not a trtexec --exportProfile JSON"),
+        ('{"count": 3}', "expected a list of objects"),
+        ('[{"count": 3}, 7]', "expected a list of objects"),
+        ('[{"count": 3}, {"name": "conv1", "timeMs": 1.0}]', "'conv1' has no averageMs"),
+        ('[{"count": 3}, {"name": "conv1", "averageMs": "fast"}]', "'conv1' has a time that is not a number"),
+        ('[{"count": 3}]', "lists no layers"),
+    ],
+)
 def test_a_malformed_layer_profile_is_refused(text, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_layer_profile(text)
@@ -115,4 +149,6 @@ def test_reading_trtexec_output_imports_neither_torch_nor_the_export_side():
         "import sys, dynaprune_edge.profiling.trtexec; "
         "print([m for m in ('torch', 'fvcore', 'onnx', 'dynaprune_edge.export', 'dynaprune_edge.training') if m in sys.modules])"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )

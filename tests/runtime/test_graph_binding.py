@@ -34,13 +34,22 @@ def write_pair(folder: Path, toy_manifest, location: str | None = None) -> Path:
         two.data_location = TensorProto.EXTERNAL
         for key, value in (("location", location), ("offset", "0"), ("length", str(TWO.nbytes))):
             two.external_data.add(key=key, value=value)
-    nodes = [helper.make_node("Mul", ["frames", "two"], ["forecast"]),
-             helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
-             helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(0, np.int64)))]
-    graph = helper.make_graph(nodes, "toy", [helper.make_tensor_value_info("frames", TensorProto.FLOAT, SHAPE)],
-                              [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, SHAPE),
-                               helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
-                               helper.make_tensor_value_info("bucket", TensorProto.INT64, [])], initializer=[two])
+    nodes = [
+        helper.make_node("Mul", ["frames", "two"], ["forecast"]),
+        helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
+        helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(0, np.int64))),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "toy",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, SHAPE)],
+        [
+            helper.make_tensor_value_info("forecast", TensorProto.FLOAT, SHAPE),
+            helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("bucket", TensorProto.INT64, []),
+        ],
+        initializer=[two],
+    )
     path = folder / "model.onnx"
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     manifest = toy_manifest(SHAPE, mode="dense")
@@ -61,7 +70,9 @@ def test_another_graph_beside_the_manifest_is_refused(tmp_path, toy_manifest):
     path = write_pair(tmp_path, toy_manifest)
     other = tmp_path / "other"
     other.mkdir()
-    path.write_bytes(write_pair(other, toy_manifest, location="weights.bin").read_bytes())  # a crash between the two writes
+    path.write_bytes(
+        write_pair(other, toy_manifest, location="weights.bin").read_bytes()
+    )  # a crash between the two writes
     with pytest.raises(ConfigError, match="model.onnx is not the graph model.dpedge.json describes .*re-export"):
         rt.load(path)
 
@@ -74,7 +85,9 @@ def test_a_manifest_of_an_older_dpedge_asks_for_a_re_export(tmp_path, toy_manife
     values = json.loads(manifest_path(path).read_text())
     values["version"] = version
     manifest_path(path).write_text(json.dumps(values))
-    with pytest.raises(ConfigError, match=f"manifest version {version} .*{why}.* re-export with dpedge export MODEL.pt") as refused:
+    with pytest.raises(
+        ConfigError, match=f"manifest version {version} .*{why}.* re-export with dpedge export MODEL.pt"
+    ) as refused:
         read_manifest(path)
     assert "\n" not in str(refused.value)
 
@@ -90,7 +103,12 @@ def test_external_data_outside_the_graphs_folder_is_refused_before_onnxruntime_o
     folder, outside = tmp_path / "model", tmp_path / "secret.bin"
     folder.mkdir()
     outside.write_bytes(np.array(7, np.float32).tobytes())  # a file the process can read but the model must not
-    location = {"parent": "../secret.bin", "absolute": str(outside), "symlink": "weights.bin", "symlinked folder": "data/secret.bin"}[where]
+    location = {
+        "parent": "../secret.bin",
+        "absolute": str(outside),
+        "symlink": "weights.bin",
+        "symlinked folder": "data/secret.bin",
+    }[where]
     if where == "symlink":
         (folder / "weights.bin").symlink_to(outside)
     if where == "symlinked folder":
@@ -102,7 +120,12 @@ def test_external_data_outside_the_graphs_folder_is_refused_before_onnxruntime_o
 
 def test_the_cli_refuses_such_a_graph_in_one_line(tmp_path, toy_manifest):
     path = write_pair(tmp_path, toy_manifest, location="/etc/hostname")
-    result = subprocess.run([sys.executable, "-m", "dynaprune_edge", "profile", str(path), "--report", str(tmp_path / "report")],
-                            capture_output=True, text=True, timeout=300, env={**os.environ})
+    result = subprocess.run(
+        [sys.executable, "-m", "dynaprune_edge", "profile", str(path), "--report", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     assert result.returncode == 1 and result.stderr.strip().count("\n") == 0
     assert "outside the graph's folder: refused" in result.stderr and not (tmp_path / "report").exists()

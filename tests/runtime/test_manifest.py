@@ -9,18 +9,16 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import dynaprune_edge.runtime as rt
 from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.files import sha256_file
 from dynaprune_edge.runtime.manifest import Manifest, manifest_path, read_manifest
 
 SHAPE = [1, 2, 1, 4, 4]
@@ -29,9 +27,11 @@ SHAPE = [1, 2, 1, 4, 4]
 @pytest.fixture
 def model(tmp_path, toy_manifest, write_toy_graph) -> Path:
     """forecast = frames, flops = 1, bucket = the constant `bucket` (1: a listed sub-network)."""
-    nodes = [helper.make_node("Identity", ["frames"], ["forecast"]),
-             helper.make_node("Constant", [], ["flops"], value=numpy_helper.from_array(np.array(1, np.float32))),
-             helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(5, np.int64)))]
+    nodes = [
+        helper.make_node("Identity", ["frames"], ["forecast"]),
+        helper.make_node("Constant", [], ["flops"], value=numpy_helper.from_array(np.array(1, np.float32))),
+        helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(5, np.int64))),
+    ]
     return write_toy_graph(tmp_path, nodes, [], SHAPE, toy_manifest(SHAPE, mode="dense"))
 
 
@@ -41,20 +41,29 @@ def rewrite(model: Path, change) -> None:
     manifest_path(model).write_text(json.dumps(values))
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda v: v.clear() or v.update(format="dpedge-onnx", version=3), "manifest field 'backbone' is missing"),
-    (lambda v: v.update(inputs=[]), "'inputs' must list 1 tensor(s), got 0"),
-    (lambda v: v.update(std=[0]), "'std' must hold finite numbers > 0, got 0"),
-    (lambda v: v.update(std=[1.0, 2.0, 3.0]), "'std' must hold 1 numbers, got 3"),
-    (lambda v: v.update(mean=["a"]), "'mean' must hold finite numbers"),
-    (lambda v: v.update(width_levels=[0.5, 2]), "'width_levels' must hold finite numbers > 0 and ≤ 1"),
-    (lambda v: v.update(mode="sparse"), "'mode' must be one of dense, gather, bucketed"),
-    (lambda v: v.update(onnx="../other.onnx"), "'onnx' must be a file name beside the manifest"),
-    (lambda v: v.update(buckets=[{"regions": [3, 1], "tiles": 0, "widths": {}, "flops": 1}]), "each sub-network is"),
-    (lambda v: v.update(inputs=[{"name": "frames", "shape": [1, -2, 1, 4, 4], "dtype": "float32"}]), "shape of positive integers"),
-    (lambda v: v.update(versions=[]), "'versions' must be an object"),
-    (lambda v: v.update(extra=1), "unknown manifest fields: extra"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda v: v.clear() or v.update(format="dpedge-onnx", version=3), "manifest field 'backbone' is missing"),
+        (lambda v: v.update(inputs=[]), "'inputs' must list 1 tensor(s), got 0"),
+        (lambda v: v.update(std=[0]), "'std' must hold finite numbers > 0, got 0"),
+        (lambda v: v.update(std=[1.0, 2.0, 3.0]), "'std' must hold 1 numbers, got 3"),
+        (lambda v: v.update(mean=["a"]), "'mean' must hold finite numbers"),
+        (lambda v: v.update(width_levels=[0.5, 2]), "'width_levels' must hold finite numbers > 0 and ≤ 1"),
+        (lambda v: v.update(mode="sparse"), "'mode' must be one of dense, gather, bucketed"),
+        (lambda v: v.update(onnx="../other.onnx"), "'onnx' must be a file name beside the manifest"),
+        (
+            lambda v: v.update(buckets=[{"regions": [3, 1], "tiles": 0, "widths": {}, "flops": 1}]),
+            "each sub-network is",
+        ),
+        (
+            lambda v: v.update(inputs=[{"name": "frames", "shape": [1, -2, 1, 4, 4], "dtype": "float32"}]),
+            "shape of positive integers",
+        ),
+        (lambda v: v.update(versions=[]), "'versions' must be an object"),
+        (lambda v: v.update(extra=1), "unknown manifest fields: extra"),
+    ],
+)
 def test_a_malformed_field_is_named_in_one_config_error(model, change, message):
     rewrite(model, change)
     with pytest.raises(ConfigError, match="model.dpedge.json: ") as refused:
@@ -70,12 +79,17 @@ def test_a_file_that_is_not_a_manifest_object_is_one_config_error(model, content
 
 
 def test_a_sub_network_the_manifest_does_not_list_is_refused_when_the_graph_picks_it(model):
-    with pytest.raises(DataError, match="the graph chose sub-network 5, which its manifest does not list .* not exported together"):
+    with pytest.raises(
+        DataError, match="the graph chose sub-network 5, which its manifest does not list .* not exported together"
+    ):
         rt.load(model).run(np.zeros((1, *SHAPE[1:]), np.float32))
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -91,9 +105,18 @@ def test_any_json_in_any_field_is_a_manifest_or_one_config_error(model, field, v
 
 def test_the_cli_answers_a_malformed_manifest_in_one_line(model, tmp_path):
     rewrite(model, lambda v: v.update(inputs=[]))
-    result = subprocess.run([sys.executable, "-m", "dynaprune_edge", "profile", str(model)], capture_output=True, text=True,
-                            timeout=300, env={**os.environ})
-    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0 and "'inputs' must list 1 tensor(s)" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "dynaprune_edge", "profile", str(model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
+    assert (
+        result.returncode == 1
+        and result.stderr.strip().count("\n") == 0
+        and "'inputs' must list 1 tensor(s)" in result.stderr
+    )
 
 
 def test_integers_beyond_float_range_are_checked_without_overflowing(model):
@@ -110,4 +133,4 @@ def test_the_manifest_knows_the_fields_of_the_data_record_it_holds():
     from dynaprune_edge.data import DataConfig
     from dynaprune_edge.runtime.manifest import DATA_FIELDS
 
-    assert DATA_FIELDS == tuple(field.name for field in dataclasses.fields(DataConfig))
+    assert tuple(field.name for field in dataclasses.fields(DataConfig)) == DATA_FIELDS

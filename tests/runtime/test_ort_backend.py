@@ -24,8 +24,12 @@ SHAPE = [1, 2, 1, 4, 4]
 def manifest(toy_manifest):
     def manifest(input_shape=SHAPE, outputs=("forecast", "flops", "bucket")) -> Manifest:
         return toy_manifest(
-            SHAPE, input_shape=input_shape, outputs=outputs, mode="dense",
-            buckets=[Bucket([0, 0], 0, {}, 0.0), Bucket([1, 16], 16, {}, 32.0)], dense_flops=32.0,
+            SHAPE,
+            input_shape=input_shape,
+            outputs=outputs,
+            mode="dense",
+            buckets=[Bucket([0, 0], 0, {}, 0.0), Bucket([1, 16], 16, {}, 32.0)],
+            dense_flops=32.0,
         )
 
     return manifest
@@ -41,8 +45,10 @@ def write_model(manifest, write_toy_graph):
             helper.make_node("Greater", ["flops", "zero"], ["positive"]),
             helper.make_node("Cast", ["positive"], ["bucket"], to=TensorProto.INT64),
         ]
-        initializers = [numpy_helper.from_array(np.array(2, np.float32), "two"),
-                        numpy_helper.from_array(np.array(0, np.float32), "zero")]
+        initializers = [
+            numpy_helper.from_array(np.array(2, np.float32), "two"),
+            numpy_helper.from_array(np.array(0, np.float32), "zero"),
+        ]
         return write_toy_graph(folder, nodes, initializers, SHAPE, with_manifest or manifest())
 
     return write_model

@@ -15,8 +15,10 @@ from dynaprune_edge.runtime.split import SplitSessions, split_routed_graph
 
 
 def sessions(graph: onnx.ModelProto, trained_budget: float | None):
-    open_graph = lambda serialized, label: open_session(serialized, session_options(1), ["CPUExecutionProvider"], label)  # noqa: E731
-    return open_graph(graph.SerializeToString(), "single"), SplitSessions(split_routed_graph(graph), open_graph, trained_budget)
+    open_graph = lambda serialized, label: open_session(serialized, session_options(1), ["CPUExecutionProvider"], label)
+    return open_graph(graph.SerializeToString(), "single"), SplitSessions(
+        split_routed_graph(graph), open_graph, trained_budget
+    )
 
 
 @pytest.mark.parametrize("shortcut", [False, True], ids=["region-routed", "width-routed"])
@@ -38,12 +40,18 @@ def test_a_width_routed_graph_at_budget_one_skips_the_router(routed_toy):
     graph = routed_toy.make(shortcut=True)
     single, split = sessions(graph, 0.5)
     cut = split_routed_graph(graph)
-    assert cut.bypass is not None and [i.name for i in cut.bypass.graph.input] == [INPUT], "the budget-1 graph reads the frames only"
+    assert cut.bypass is not None and [i.name for i in cut.bypass.graph.input] == [INPUT], (
+        "the budget-1 graph reads the frames only"
+    )
     assert not any(n.name.startswith("router/") for n in cut.bypass.graph.node)
     feeds = {INPUT: routed_toy.frames(0, np.random.default_rng(1))}  # the router would pick branch 0
     expected = single.run([FORECAST, FLOPS, BUCKET], {**feeds, BUDGET: np.array(1.0, np.float32)})
     forecast, flops, bucket = split.run(feeds, 1.0)
-    assert bucket == int(expected[2]) == routed_toy.branches - 1 and np.array_equal(forecast, expected[0]) and flops == pytest.approx(float(expected[1]))
+    assert (
+        bucket == int(expected[2]) == routed_toy.branches - 1
+        and np.array_equal(forecast, expected[0])
+        and flops == pytest.approx(float(expected[1]))
+    )
 
 
 def test_a_branch_reads_only_the_router_tensors_it_needs(routed_toy):
@@ -52,7 +60,9 @@ def test_a_branch_reads_only_the_router_tensors_it_needs(routed_toy):
     for index in range(routed_toy.branches):
         inputs = cut.branch_inputs(index)
         assert INPUT in inputs and set(inputs) - {INPUT} <= set(cut.handoff)
-        assert not any(n.name.startswith("router/") for n in cut.branches[index].graph.node), "no router work repeated in a branch"
+        assert not any(n.name.startswith("router/") for n in cut.branches[index].graph.node), (
+            "no router work repeated in a branch"
+        )
 
 
 def test_a_graph_without_branches_is_refused_in_one_line(routed_toy):

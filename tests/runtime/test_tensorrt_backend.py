@@ -31,8 +31,7 @@ from dynaprune_edge.runtime.tensorrt import (
     trt_api,
     write_meta,
 )
-
-from trt_stand_ins import fake_device_memory, fake_libcuda
+from tests.trt_stand_ins import fake_device_memory, fake_libcuda
 
 SHAPE = [1, 4, 1, 8, 8]
 ENGINE = "model.orin.trt8.5.2.fp16.engine"
@@ -59,12 +58,24 @@ def write_engine(toy_manifest, write_toy_graph):
     def write_engine(folder: Path, meta: EngineMeta | None = None, data: bytes = b"fake engine") -> Path:
         """An engine file, its metadata and the graph it was built from with its manifest,
         beside it; the metadata records that graph's SHA-256, as `dpedge engine` does."""
-        manifest = toy_manifest(SHAPE, backbone="simvp", dataset="synthetic", width_levels=[0.5, 1.0],
-                                flops_convention="1 multiply-add = 1 FLOP")
-        graph = write_toy_graph(folder, [helper.make_node("Identity", ["frames"], ["forecast"]),
-                                         helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
-                                         helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64)))],
-                                [], SHAPE, manifest)
+        manifest = toy_manifest(
+            SHAPE,
+            backbone="simvp",
+            dataset="synthetic",
+            width_levels=[0.5, 1.0],
+            flops_convention="1 multiply-add = 1 FLOP",
+        )
+        graph = write_toy_graph(
+            folder,
+            [
+                helper.make_node("Identity", ["frames"], ["forecast"]),
+                helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
+                helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64))),
+            ],
+            [],
+            SHAPE,
+            manifest,
+        )
         engine = folder / ENGINE
         engine.write_bytes(data)
         if meta is not None:
@@ -100,8 +111,16 @@ def test_missing_or_malformed_metadata_is_a_config_error(tmp_path):
         read_meta(engine)
 
 
-@pytest.mark.parametrize("field, value", [("onnx", "../../etc/model.onnx"), ("onnx", "/tmp/model.onnx"), ("onnx", ""),
-                                          ("manifest", "sub/model.dpedge.json"), ("onnx", "..")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("onnx", "../../etc/model.onnx"),
+        ("onnx", "/tmp/model.onnx"),
+        ("onnx", ""),
+        ("manifest", "sub/model.dpedge.json"),
+        ("onnx", ".."),
+    ],
+)
 def test_metadata_naming_files_outside_the_engines_folder_is_refused(tmp_path, field, value):
     engine = tmp_path / ENGINE
     write_meta(engine, make_meta(**{field: value}))
@@ -114,7 +133,10 @@ def test_an_engine_beside_a_re_exported_graph_is_refused_with_the_rebuild_comman
     graph = tmp_path / "model.onnx"
     graph.write_bytes(graph.read_bytes() + b" ")  # another export's bytes (its manifest would be rebound to it)
     monkeypatch.setattr(runtime_trt, "current_target", lambda: ORIN_85)
-    with pytest.raises(ConfigError, match=r"built from another model.onnx than the one beside it .*dpedge engine model.onnx --precision fp16"):
+    with pytest.raises(
+        ConfigError,
+        match=r"built from another model.onnx than the one beside it .*dpedge engine model.onnx --precision fp16",
+    ):
         TensorRTBackend.load(engine)
     graph.unlink()
     with pytest.raises(ConfigError, match="was built from model.onnx, which is not beside it"):
@@ -128,7 +150,11 @@ def test_an_engine_for_this_device_and_tensorrt_is_accepted():
 @pytest.mark.parametrize(
     "current, built_for, here",
     [
-        (Target("Orin", "8.7", "10.3.0"), "Orin (compute 8.7) with TensorRT 8.5.2.2", "Orin (compute 8.7) with TensorRT 10.3.0"),
+        (
+            Target("Orin", "8.7", "10.3.0"),
+            "Orin (compute 8.7) with TensorRT 8.5.2.2",
+            "Orin (compute 8.7) with TensorRT 10.3.0",
+        ),
         (
             Target("NVIDIA GeForce RTX 3090", "8.6", "8.5.2.2"),
             "Orin (compute 8.7) with TensorRT 8.5.2.2",
@@ -150,7 +176,9 @@ def test_an_engine_for_another_device_or_tensorrt_is_refused(current, built_for,
 def test_load_refuses_a_mismatched_engine_before_touching_it(tmp_path, write_engine, monkeypatch):
     engine = write_engine(tmp_path, make_meta())
     monkeypatch.setattr(runtime_trt, "current_target", lambda: Target("Orin", "8.7", "8.6.2.3"))
-    with pytest.raises(ConfigError, match=r"built for Orin \(compute 8.7\) with TensorRT 8.5.2.2, but this machine .* TensorRT 8.6.2.3"):
+    with pytest.raises(
+        ConfigError, match=r"built for Orin \(compute 8.7\) with TensorRT 8.5.2.2, but this machine .* TensorRT 8.6.2.3"
+    ):
         load(engine, backend="trt")
 
 
@@ -186,7 +214,9 @@ def test_api_follows_the_tensorrt_version(version, explicit_batch_flag, tensor_i
     assert (api.explicit_batch_flag, api.tensor_io) == (explicit_batch_flag, tensor_io)
 
 
-@pytest.mark.parametrize("version, message", [("8.4.3.1", "older than 8.5"), ("7.1.3", "older than 8.5"), ("ten", "cannot read")])
+@pytest.mark.parametrize(
+    "version, message", [("8.4.3.1", "older than 8.5"), ("7.1.3", "older than 8.5"), ("ten", "cannot read")]
+)
 def test_unsupported_tensorrt_versions_are_refused(version, message):
     with pytest.raises(ConfigError, match=message):
         trt_api(version)
@@ -284,7 +314,9 @@ def fake_tensorrt(install_fake_tensorrt):
     return functools.partial(install_fake_tensorrt, fake_modules)
 
 
-@pytest.mark.parametrize("version, call", [("8.5.2.2", "execute_async_v2"), ("8.6.2.3", "execute_async_v2"), ("10.3.0", "execute_async_v3")])
+@pytest.mark.parametrize(
+    "version, call", [("8.5.2.2", "execute_async_v2"), ("8.6.2.3", "execute_async_v2"), ("10.3.0", "execute_async_v3")]
+)
 def test_runs_a_batch_one_sample_at_a_time(tmp_path, write_engine, fake_tensorrt, version, call, monkeypatch):
     from dynaprune_edge.runtime import jetson
 
@@ -312,12 +344,17 @@ def test_runs_a_batch_one_sample_at_a_time(tmp_path, write_engine, fake_tensorrt
 
 
 @pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0"])
-def test_an_engine_of_other_shapes_than_its_manifest_is_refused_before_buffers_are_sized(tmp_path, write_engine, install_fake_tensorrt, version):
+def test_an_engine_of_other_shapes_than_its_manifest_is_refused_before_buffers_are_sized(
+    tmp_path, write_engine, install_fake_tensorrt, version
+):
     """Device buffers sized from a manifest that another --size re-export rewrote would let
     the engine write past them: the engine's own shapes are compared first."""
     install_fake_tensorrt(functools.partial(fake_modules, shape=[1, 4, 1, 16, 16]), version)
     engine = write_engine(tmp_path, make_meta(trt_version=version))
-    with pytest.raises(ConfigError, match=r"the engine's tensors are not its manifest's: frames \[1, 4, 1, 16, 16\] \(manifest: \[1, 4, 1, 8, 8\]\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the engine's tensors are not its manifest's: frames \[1, 4, 1, 16, 16\] \(manifest: \[1, 4, 1, 8, 8\]\)",
+    ):
         load(engine, backend="trt")
 
 
@@ -332,7 +369,9 @@ def test_an_engine_replaced_beside_its_metadata_is_refused(tmp_path, write_engin
     fake_tensorrt("8.5.2.2")
     engine = write_engine(tmp_path, make_meta())
     engine.write_bytes(b"another build")  # a build killed between the engine and its metadata
-    with pytest.raises(ConfigError, match=r"is not the engine its metadata .* describes .*rebuild it with dpedge engine model.onnx"):
+    with pytest.raises(
+        ConfigError, match=r"is not the engine its metadata .* describes .*rebuild it with dpedge engine model.onnx"
+    ):
         TensorRTBackend.load(engine)
 
 
@@ -361,13 +400,17 @@ def stand_in_driver(monkeypatch):
 
 
 @pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0"])
-def test_with_cuda_graph_the_engine_is_captured_once_then_each_sample_is_a_graph_launch(tmp_path, write_engine, fake_tensorrt,
-                                                                                        stand_in_driver, version):
+def test_with_cuda_graph_the_engine_is_captured_once_then_each_sample_is_a_graph_launch(
+    tmp_path, write_engine, fake_tensorrt, stand_in_driver, version
+):
     log = fake_tensorrt(version)
     engine = write_engine(tmp_path, make_meta(trt_version=version))
     backend = load(engine, backend="trt", cuda_graph=True)
     assert [entry for entry in log if entry[0] in ("enqueue", "captured", "instantiate")] == [
-        ("enqueue", "engine"), ("captured", "engine"), ("instantiate", ("engine",))], "one eager warm-up, then one capture"
+        ("enqueue", "engine"),
+        ("captured", "engine"),
+        ("instantiate", ("engine",)),
+    ], "one eager warm-up, then one capture"
     assert backend.describe()["cuda_graphs"] == {"engine": True} and "cuda_graph_notes" not in backend.describe()
     log.clear()
     frames = np.random.default_rng(1).standard_normal((3, *SHAPE[1:])).astype(np.float32)
@@ -375,11 +418,15 @@ def test_with_cuda_graph_the_engine_is_captured_once_then_each_sample_is_a_graph
     np.testing.assert_array_equal(result.forecast, 2 * frames)  # each replay read that sample's frames
     assert result.flops.tolist() == [123.0] * 3 and result.bucket.tolist() == [1] * 3
     assert log.count(("graph launch", "engine")) == 3
-    assert not [entry for entry in log if entry[0] in ("enqueue", "captured") or entry[0].startswith("execute")], "no enqueue: replays only"
+    assert not [entry for entry in log if entry[0] in ("enqueue", "captured") or entry[0].startswith("execute")], (
+        "no enqueue: replays only"
+    )
 
 
 @pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0"])
-def test_an_engine_that_cannot_be_captured_runs_eagerly_and_says_why(tmp_path, write_engine, fake_tensorrt, stand_in_driver, version):
+def test_an_engine_that_cannot_be_captured_runs_eagerly_and_says_why(
+    tmp_path, write_engine, fake_tensorrt, stand_in_driver, version
+):
     log = fake_tensorrt(version)
     libcuda = sys.modules["pycuda.driver"].libcuda
     libcuda.refuse.add("engine")
@@ -387,16 +434,22 @@ def test_an_engine_that_cannot_be_captured_runs_eagerly_and_says_why(tmp_path, w
     backend = load(engine, backend="trt", cuda_graph=True)
     assert not libcuda.capturing, "the stream is not left capturing"
     (note,) = backend.cuda_graph_notes
-    assert note.startswith(f"{ENGINE}: engine: runs eagerly, its CUDA graph capture failed: TensorRT could not enqueue it while the stream was capturing")
+    assert note.startswith(
+        f"{ENGINE}: engine: runs eagerly, its CUDA graph capture failed: TensorRT could not enqueue it while the stream was capturing"
+    )
     described = backend.describe()
-    assert described["cuda_graphs"] == {"engine": False} and described["cuda_graph_notes"] == [note.removeprefix(f"{ENGINE}: ")]
+    assert described["cuda_graphs"] == {"engine": False} and described["cuda_graph_notes"] == [
+        note.removeprefix(f"{ENGINE}: ")
+    ]
     log.clear()
     frames = np.random.default_rng(2).standard_normal((2, *SHAPE[1:])).astype(np.float32)
     np.testing.assert_array_equal(backend.run(frames).forecast, 2 * frames)
     assert log.count(("enqueue", "engine")) == 2 and not [entry for entry in log if entry[0] == "graph launch"]
 
 
-def test_without_the_drivers_graph_api_every_engine_runs_eagerly_and_says_why(tmp_path, write_engine, fake_tensorrt, monkeypatch):
+def test_without_the_drivers_graph_api_every_engine_runs_eagerly_and_says_why(
+    tmp_path, write_engine, fake_tensorrt, monkeypatch
+):
     fake_tensorrt("10.3.0")
 
     def no_libcuda():
@@ -405,13 +458,17 @@ def test_without_the_drivers_graph_api_every_engine_runs_eagerly_and_says_why(tm
     monkeypatch.setattr(runtime_trt, "load_libcuda", no_libcuda)
     engine = write_engine(tmp_path, make_meta(trt_version="10.3.0"))
     backend = load(engine, backend="trt", cuda_graph=True)
-    assert backend.cuda_graph_notes == [f"{ENGINE}: engine: runs eagerly, no CUDA graph: the CUDA driver's graph API is not usable here "
-                                        "(libcuda.so.1: cannot open shared object file)"]
+    assert backend.cuda_graph_notes == [
+        f"{ENGINE}: engine: runs eagerly, no CUDA graph: the CUDA driver's graph API is not usable here "
+        "(libcuda.so.1: cannot open shared object file)"
+    ]
     assert backend.describe()["cuda_graphs"] == {"engine": False}
     assert backend.run(np.ones((1, *SHAPE[1:]), np.float32)).flops.tolist() == [123.0]
 
 
-def test_without_cuda_graph_describe_is_unchanged_and_no_graph_is_made(tmp_path, write_engine, fake_tensorrt, stand_in_driver):
+def test_without_cuda_graph_describe_is_unchanged_and_no_graph_is_made(
+    tmp_path, write_engine, fake_tensorrt, stand_in_driver
+):
     log = fake_tensorrt("10.3.0")
     backend = load(write_engine(tmp_path, make_meta(trt_version="10.3.0")), backend="trt")
     backend.run(np.ones((2, *SHAPE[1:]), np.float32))
@@ -420,16 +477,25 @@ def test_without_cuda_graph_describe_is_unchanged_and_no_graph_is_made(tmp_path,
 
 
 def test_cuda_graph_is_refused_on_other_backends(tmp_path):
-    with pytest.raises(ConfigError, match=r"--cuda-graph captures TensorRT engines into CUDA graphs \(--backend trt\), not ort"):
+    with pytest.raises(
+        ConfigError, match=r"--cuda-graph captures TensorRT engines into CUDA graphs \(--backend trt\), not ort"
+    ):
         load(tmp_path / "model.onnx", backend="ort", cuda_graph=True)
 
 
 @pytest.mark.parametrize("backend", ["ort", "orin-emu"])
 def test_dpedge_profile_refuses_cuda_graph_off_trt_in_one_line(tmp_path, backend):
-    done = subprocess.run([sys.executable, "-m", "dynaprune_edge", "profile", "model.onnx", "--backend", backend, "--cuda-graph"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "dynaprune_edge", "profile", "model.onnx", "--backend", backend, "--cuda-graph"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 1, done.stderr
-    assert done.stderr.splitlines() == [f"error: --cuda-graph captures TensorRT engines into CUDA graphs, with --backend trt, not {backend}"]
+    assert done.stderr.splitlines() == [
+        f"error: --cuda-graph captures TensorRT engines into CUDA graphs, with --backend trt, not {backend}"
+    ]
 
 
 DRIVER_STUB = r"""
@@ -469,7 +535,9 @@ def test_the_graph_calls_reach_a_c_driver_with_the_values_it_expects(tmp_path):
     lib = ctypes.CDLL(str(tmp_path / "libstub.so"))
     driver = runtime_trt.CudaGraphDriver(lib)
     stream = types.SimpleNamespace(handle=0x7FFF12345678)
-    with pytest.raises(runtime_trt.CudaGraphError, match="TensorRT could not enqueue it while the stream was capturing"):
+    with pytest.raises(
+        runtime_trt.CudaGraphError, match="TensorRT could not enqueue it while the stream was capturing"
+    ):
         driver.capture(stream, lambda: False)
     assert not lib.stub_capturing() and lib.stub_graphs_alive() == 0, "a refused capture is ended and its graph freed"
     graph = driver.capture(stream, lambda: True)

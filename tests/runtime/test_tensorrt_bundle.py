@@ -23,8 +23,7 @@ from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.runtime.tensorrt import read_bundle
-
-from trt_stand_ins import fake_builder_config, fake_device_memory, fake_libcuda
+from tests.trt_stand_ins import fake_builder_config, fake_device_memory, fake_libcuda
 
 BUNDLE = "model.orin.trt{}.fp16.bundle.json"
 
@@ -72,11 +71,23 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             self.role = graph.name
             self.session = open_session(data, session_options(1), ["CPUExecutionProvider"], graph.name)
             integer = np.int64 if major >= 10 else np.int32
-            constants = {init.name for init in graph.initializer}  # onnx-tensorrt: an input with an initializer is a weight
-            self.tensors = [(v.name, True, tuple(d.dim_value for d in v.type.tensor_type.shape.dim), onnx_dtype(v))
-                            for v in graph.input if v.name not in constants]
-            self.tensors += [(v.name, False, tuple(d.dim_value for d in v.type.tensor_type.shape.dim),
-                              integer if onnx_dtype(v) == np.int64 else onnx_dtype(v)) for v in graph.output]
+            constants = {
+                init.name for init in graph.initializer
+            }  # onnx-tensorrt: an input with an initializer is a weight
+            self.tensors = [
+                (v.name, True, tuple(d.dim_value for d in v.type.tensor_type.shape.dim), onnx_dtype(v))
+                for v in graph.input
+                if v.name not in constants
+            ]
+            self.tensors += [
+                (
+                    v.name,
+                    False,
+                    tuple(d.dim_value for d in v.type.tensor_type.shape.dim),
+                    integer if onnx_dtype(v) == np.int64 else onnx_dtype(v),
+                )
+                for v in graph.output
+            ]
             self.device_memory_size = 1000 * len(graph.node)  # distinct per engine
             if major >= 10:
                 self.num_io_tensors = len(self.tensors)
@@ -87,12 +98,12 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             return next(t for t in self.tensors if t[0] == name)
 
         get_tensor_name = get_binding_name = lambda self, i: self.tensors[i][0]
-        get_tensor_mode = lambda self, name: "input" if self.spec(name)[1] else "output"  # noqa: E731
-        get_tensor_shape = lambda self, name: self.spec(name)[2]  # noqa: E731
-        get_tensor_dtype = lambda self, name: self.spec(name)[3]  # noqa: E731
-        binding_is_input = lambda self, i: self.tensors[i][1]  # noqa: E731
-        get_binding_shape = lambda self, i: self.tensors[i][2]  # noqa: E731
-        get_binding_dtype = lambda self, i: self.tensors[i][3]  # noqa: E731
+        get_tensor_mode = lambda self, name: "input" if self.spec(name)[1] else "output"
+        get_tensor_shape = lambda self, name: self.spec(name)[2]
+        get_tensor_dtype = lambda self, name: self.spec(name)[3]
+        binding_is_input = lambda self, i: self.tensors[i][1]
+        get_binding_shape = lambda self, i: self.tensors[i][2]
+        get_binding_dtype = lambda self, i: self.tensors[i][3]
 
         def create_execution_context(self, strategy=None):
             if strategy is None:  # a context with device memory of its own (a single engine's)
@@ -126,7 +137,9 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
             return True
 
         def execute_async_v3(self, stream_handle):
-            return libcuda.enqueue(stream_handle, self.engine.role, functools.partial(self.compute, dict(self.addresses)))
+            return libcuda.enqueue(
+                stream_handle, self.engine.role, functools.partial(self.compute, dict(self.addresses))
+            )
 
         def execute_async_v2(self, bindings, stream_handle):
             addresses = {t[0]: address for t, address in zip(self.engine.tensors, bindings)}
@@ -134,8 +147,12 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
 
     if major < 10:
         del Context.set_device_memory  # TensorRT 8: the device_memory property
-        Context.device_memory = property(None, lambda self, address: log.append(("scratch", self.engine.role, address, None)))
-    trt.Runtime = lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: Engine(data) if data.startswith(b"\x08") else None)
+        Context.device_memory = property(
+            None, lambda self, address: log.append(("scratch", self.engine.role, address, None))
+        )
+    trt.Runtime = lambda logger: types.SimpleNamespace(
+        deserialize_cuda_engine=lambda data: Engine(data) if data.startswith(b"\x08") else None
+    )
 
     class Network:
         def __init__(self) -> None:
@@ -152,7 +169,11 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
 
         def get_input(self, index):
             value = self.inputs[index]
-            return types.SimpleNamespace(name=value.name, shape=tuple(d.dim_value for d in value.type.tensor_type.shape.dim), dtype=onnx_dtype(value))
+            return types.SimpleNamespace(
+                name=value.name,
+                shape=tuple(d.dim_value for d in value.type.tensor_type.shape.dim),
+                dtype=onnx_dtype(value),
+            )
 
     class Parser:
         num_errors = 0
@@ -181,12 +202,16 @@ def fake_modules(version: str, log: list) -> tuple[types.ModuleType, types.Modul
 
         def build_serialized_network(self, network, config):
             calibrator = config.int8_calibrator
-            if calibrator is not None:  # as TensorRT: the cache if there is one, else every batch, then the cache written
+            if (
+                calibrator is not None
+            ):  # as TensorRT: the cache if there is one, else every batch, then the cache written
                 role = network.graph.name
                 if calibrator.read_calibration_cache() is None:
                     names = [value.name for value in network.graph.input]
                     while (pointers := calibrator.get_batch(names)) is not None:
-                        log.append(("calibration batch", role, {name: memory[p].tobytes() for name, p in zip(names, pointers)}))
+                        log.append(
+                            ("calibration batch", role, {name: memory[p].tobytes() for name, p in zip(names, pointers)})
+                        )
                     calibrator.write_calibration_cache(b"scales of " + role.encode())
                 log.append(("calibrated", role))
             return network.data  # the "engine": the graph it runs
@@ -210,16 +235,23 @@ def routed_export(request, tmp_path, routed_toy):
 def samples(routed_toy, seed: int = 0) -> np.ndarray:
     """Frames reaching every branch, twice."""
     rng = np.random.default_rng(seed)
-    return np.concatenate([routed_toy.frames(branch % routed_toy.branches, rng) for branch in range(2 * routed_toy.branches)])
+    return np.concatenate(
+        [routed_toy.frames(branch % routed_toy.branches, rng) for branch in range(2 * routed_toy.branches)]
+    )
 
 
-def test_a_routed_graph_builds_one_engine_per_graph_checked_against_onnxruntime(tmp_path, routed_export, routed_toy, fake_tensorrt):
+def test_a_routed_graph_builds_one_engine_per_graph_checked_against_onnxruntime(
+    tmp_path, routed_export, routed_toy, fake_tensorrt
+):
     version, log = fake_tensorrt
     path, manifest, width_routed = routed_export
     outcome = build_or_explain(path, manifest, "fp16", samples(routed_toy), None)
     short = ".".join(version.split(".")[:3])
     assert outcome.engine_path == tmp_path / BUNDLE.format(short) and outcome.reason is None
-    assert outcome.polygraphy.startswith("PASSED: onnxruntime vs") and f"× {3 if width_routed else 1} budget" in outcome.polygraphy
+    assert (
+        outcome.polygraphy.startswith("PASSED: onnxruntime vs")
+        and f"× {3 if width_routed else 1} budget" in outcome.polygraphy
+    )
     meta = read_bundle(outcome.engine_path)
     roles = ["router", *(f"branch{k}" for k in range(routed_toy.branches)), *(["bypass"] if width_routed else [])]
     assert [e.role for e in meta.engines] == roles
@@ -231,7 +263,9 @@ def test_a_routed_graph_builds_one_engine_per_graph_checked_against_onnxruntime(
     assert outcome.command.count("trtexec --loadEngine=") == len(roles), "trtexec times each engine on its own"
 
 
-def test_the_trt_backend_runs_the_router_then_only_the_chosen_branch(tmp_path, routed_export, routed_toy, fake_tensorrt):
+def test_the_trt_backend_runs_the_router_then_only_the_chosen_branch(
+    tmp_path, routed_export, routed_toy, fake_tensorrt
+):
     version, log = fake_tensorrt
     path, manifest, width_routed = routed_export
     bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
@@ -240,8 +274,13 @@ def test_the_trt_backend_runs_the_router_then_only_the_chosen_branch(tmp_path, r
     sizes = {entry[1]: entry[3] for entry in log if entry[0] == "scratch"}
     scratch = {entry[2] for entry in log if entry[0] == "scratch"}
     assert len(scratch) == 1, "every context runs on one shared scratch block"
-    assert not [entry for entry in log if entry[0] == "own memory"], "no context of a bundle allocates scratch memory of its own"
-    engine_sizes = [1000 * len(onnx.load_from_string((tmp_path / e.file).read_bytes()).graph.node) for e in read_bundle(bundle).engines]
+    assert not [entry for entry in log if entry[0] == "own memory"], (
+        "no context of a bundle allocates scratch memory of its own"
+    )
+    engine_sizes = [
+        1000 * len(onnx.load_from_string((tmp_path / e.file).read_bytes()).graph.node)
+        for e in read_bundle(bundle).engines
+    ]
     (block,) = [entry for entry in log if entry[0] == "alloc" and entry[1] in scratch]
     assert block[2] == max(engine_sizes), "the scratch block is the largest engine's need, not the sum"
     if version.startswith("10"):
@@ -252,11 +291,15 @@ def test_the_trt_backend_runs_the_router_then_only_the_chosen_branch(tmp_path, r
     log.clear()
     result = backend.run(frames)
     expected = [single.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None]}) for sample in frames]
-    assert result.bucket.tolist() == [int(e[2]) for e in expected] and set(result.bucket) == set(range(routed_toy.branches))
+    assert result.bucket.tolist() == [int(e[2]) for e in expected] and set(result.bucket) == set(
+        range(routed_toy.branches)
+    )
     assert np.allclose(result.forecast, np.concatenate([e[0] for e in expected]), atol=1e-6)
     assert result.flops.tolist() == pytest.approx([float(e[1]) for e in expected])
     executed = [entry[1] for entry in log if entry[0] == "execute"]
-    assert executed == [role for bucket in result.bucket for role in ("dpedge-router", f"dpedge-branch{bucket}")], "router, then the branch: nothing else"
+    assert executed == [role for bucket in result.bucket for role in ("dpedge-router", f"dpedge-branch{bucket}")], (
+        "router, then the branch: nothing else"
+    )
     if width_routed:  # the budget is a run-time input of the router engine; at 1 the budget-1 engine runs alone
         log.clear()
         backend.set_budget(1.0)
@@ -267,20 +310,30 @@ def test_the_trt_backend_runs_the_router_then_only_the_chosen_branch(tmp_path, r
     assert backend.describe()["layout"] == "split"
 
 
-def test_a_bundle_with_an_engine_missing_or_replaced_is_refused_with_the_rebuild_command(tmp_path, routed_export, fake_tensorrt):
+def test_a_bundle_with_an_engine_missing_or_replaced_is_refused_with_the_rebuild_command(
+    tmp_path, routed_export, fake_tensorrt
+):
     path, manifest, _ = routed_export
     bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
     branch = tmp_path / read_bundle(bundle).branches[1].file
     branch.write_bytes(branch.read_bytes() + b"\x00")
-    with pytest.raises(ConfigError, match=r"is not the branch1 engine .* lists .*rebuild the bundle with dpedge engine model.onnx --precision fp16") as refused:
+    with pytest.raises(
+        ConfigError,
+        match=r"is not the branch1 engine .* lists .*rebuild the bundle with dpedge engine model.onnx --precision fp16",
+    ) as refused:
         load(bundle, backend="trt")
     assert "\n" not in str(refused.value)
     branch.unlink()
-    with pytest.raises(ConfigError, match=r"lists .*branch1.* which is not beside it: copy the whole bundle, or rebuild it with dpedge engine"):
+    with pytest.raises(
+        ConfigError,
+        match=r"lists .*branch1.* which is not beside it: copy the whole bundle, or rebuild it with dpedge engine",
+    ):
         load(bundle, backend="trt")
 
 
-def test_a_build_killed_midway_leaves_the_previous_bundle_whole(tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch):
+def test_a_build_killed_midway_leaves_the_previous_bundle_whole(
+    tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch
+):
     """Engines are named by their hash and the bundle file is written last: whatever a
     kill interrupts, the bundle file on disk names engines that are all there."""
     path, manifest, _ = routed_export
@@ -316,22 +369,29 @@ def test_a_build_killed_midway_leaves_the_previous_bundle_whole(tmp_path, routed
     after = read_bundle(build_or_explain(path, manifest, "fp16", None, None).engine_path)
     assert after.router.sha256 != before.router.sha256 or after.branches != before.branches
     on_disk = sorted(p.name for p in tmp_path.glob("*.engine"))
-    assert on_disk == sorted(e.file for e in after.engines), "the replaced bundle's engines are removed once the new one is whole"
+    assert on_disk == sorted(e.file for e in after.engines), (
+        "the replaced bundle's engines are removed once the new one is whole"
+    )
     assert load(bundle, backend="trt").run(samples(routed_toy)[:2]).forecast.shape[0] == 2
 
 
-def test_a_bundle_whose_outputs_differ_from_onnxruntime_is_not_written(tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch):
+def test_a_bundle_whose_outputs_differ_from_onnxruntime_is_not_written(
+    tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch
+):
     path, manifest, _ = routed_export
     from dynaprune_edge.export.tensorrt import bundle as bundle_module
 
-    monkeypatch.setattr(bundle_module, "check_bundle", lambda *args: "FAILED: sample 0 took branch 2 in the bundle, 1 on onnxruntime")
+    monkeypatch.setattr(
+        bundle_module, "check_bundle", lambda *args: "FAILED: sample 0 took branch 2 in the bundle, 1 on onnxruntime"
+    )
     with pytest.raises(ConfigError, match=r"bundle.json not written: the bundle's outputs differ from onnxruntime's"):
         build_or_explain(path, manifest, "fp16", samples(routed_toy), None)
     assert not list(tmp_path.glob("*.engine")) and not list(tmp_path.glob("*.bundle.json"))
 
 
-def test_int8_calibrates_each_engine_on_what_the_bundle_feeds_it_then_reuses_each_engines_cache(tmp_path, routed_export, routed_toy,
-                                                                                                 fake_tensorrt):
+def test_int8_calibrates_each_engine_on_what_the_bundle_feeds_it_then_reuses_each_engines_cache(
+    tmp_path, routed_export, routed_toy, fake_tensorrt
+):
     """Every engine of an int8 bundle calibrates on every frame with the inputs it gets when
     the bundle runs: a branch's batch for a frame the router sends it, run through that
     branch's graph, is the single graph's forecast of the frame. One cache per engine;
@@ -350,28 +410,50 @@ def test_int8_calibrates_each_engine_on_what_the_bundle_feeds_it_then_reuses_eac
     for _, role, batch in (entry for entry in log if entry[0] == "calibration batch"):
         inputs = {value.name: value for value in named[role].graph.input}
         shapes = {name: [d.dim_value for d in value.type.tensor_type.shape.dim] for name, value in inputs.items()}
-        batches.setdefault(role, []).append({name: np.frombuffer(data, onnx_dtype(inputs[name]))[: int(np.prod(shapes[name]))].reshape(shapes[name])
-                                             for name, data in batch.items()})
-    assert set(batches) == set(named) and all(len(b) == len(frames) for b in batches.values()), "every engine, every frame"
+        batches.setdefault(role, []).append(
+            {
+                name: np.frombuffer(data, onnx_dtype(inputs[name]))[: int(np.prod(shapes[name]))].reshape(shapes[name])
+                for name, data in batch.items()
+            }
+        )
+    assert set(batches) == set(named) and all(len(b) == len(frames) for b in batches.values()), (
+        "every engine, every frame"
+    )
     single = open_session(path, session_options(1), ["CPUExecutionProvider"])
     budget = {BUDGET: np.array(manifest.trained_budget, np.float32)} if width_routed else {}
     for index, frame in enumerate(frames):
         np.testing.assert_array_equal(batches["dpedge-router"][index][INPUT], frame[None])
         forecast, bucket = single.run([FORECAST, BUCKET], {INPUT: frame[None], **budget})
-        branch = open_session(named[f"dpedge-branch{int(bucket)}"].SerializeToString(), session_options(1), ["CPUExecutionProvider"], "branch")
-        np.testing.assert_allclose(branch.run([FORECAST], batches[f"dpedge-branch{int(bucket)}"][index])[0], forecast, rtol=1e-6, atol=1e-6)
+        branch = open_session(
+            named[f"dpedge-branch{int(bucket)}"].SerializeToString(),
+            session_options(1),
+            ["CPUExecutionProvider"],
+            "branch",
+        )
+        np.testing.assert_allclose(
+            branch.run([FORECAST], batches[f"dpedge-branch{int(bucket)}"][index])[0], forecast, rtol=1e-6, atol=1e-6
+        )
     caches = sorted(tmp_path.glob("*.int8.calib"))
-    assert len(caches) == len(named) and {c.read_bytes() for c in caches} == {b"scales of " + role.encode() for role in named}
+    assert len(caches) == len(named) and {c.read_bytes() for c in caches} == {
+        b"scales of " + role.encode() for role in named
+    }
 
     log.clear()
     build_or_explain(path, manifest, "int8", None, None)
-    assert not [entry for entry in log if entry[0] == "calibration batch"] and len([e for e in log if e[0] == "calibrated"]) == len(named)
+    assert not [entry for entry in log if entry[0] == "calibration batch"] and len(
+        [e for e in log if e[0] == "calibrated"]
+    ) == len(named)
     caches[-1].unlink()
-    with pytest.raises(ConfigError, match=rf"int8 needs calibration frames .* for every engine of the bundle; missing {caches[-1].name}$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"int8 needs calibration frames .* for every engine of the bundle; missing {caches[-1].name}$",
+    ):
         build_or_explain(path, manifest, "int8", None, None)
 
 
-def test_the_gpu_check_times_the_single_engine_the_bundle_and_its_cuda_graphs_per_branch_reached(routed_export, routed_toy, fake_tensorrt):
+def test_the_gpu_check_times_the_single_engine_the_bundle_and_its_cuda_graphs_per_branch_reached(
+    routed_export, routed_toy, fake_tensorrt
+):
     """scripts/gpu_check.sh's TensorRT path, run on the stand-ins: per branch the samples
     reached, each layout timed through the trt backend and checked against onnxruntime,
     the emulator's predictions beside; the trtexec lines of both builds."""
@@ -379,11 +461,15 @@ def test_the_gpu_check_times_the_single_engine_the_bundle_and_its_cuda_graphs_pe
 
     path, manifest, _ = routed_export
     frames = samples(routed_toy)
-    emulated = {"orin_emulated_ms": [0.1 * (k + 1) for k in range(len(manifest.buckets))],
-                "orin_emulated_cuda_graph_ms": [0.01 * (k + 1) for k in range(len(manifest.buckets))]}
+    emulated = {
+        "orin_emulated_ms": [0.1 * (k + 1) for k in range(len(manifest.buckets))],
+        "orin_emulated_cuda_graph_ms": [0.01 * (k + 1) for k in range(len(manifest.buckets))],
+    }
     rows, commands = gpu_check.tensorrt_rows(path, frames, 3, emulated)
     reached = load(path, "ort", 1).run(frames).bucket
-    assert [row["branch"] for row in rows] == sorted(set(reached.tolist())) and sum(row["samples"] for row in rows) == len(frames)
+    assert [row["branch"] for row in rows] == sorted(set(reached.tolist())) and sum(
+        row["samples"] for row in rows
+    ) == len(frames)
     for row in rows:
         for layout in ("single", "split", "split_cuda_graph"):
             assert row[f"{layout}_ms"] > 0 and row[f"{layout}_max_abs_error"] <= 1e-6, (layout, row)
@@ -403,10 +489,14 @@ def test_without_tensorrt_the_bundle_is_built_on_the_device_by_dpedge_engine(rou
     assert outcome.engine_path is None and outcome.command == "dpedge engine model.onnx --precision fp16"
     assert "build the bundle on the Jetson" in outcome.reason
     int8 = build_or_explain(path, manifest, "int8", None, None)
-    assert int8.command == "dpedge engine model.onnx --precision int8 --frames model.frames.npz", "int8 calibrates on the frames deploy copies"
+    assert int8.command == "dpedge engine model.onnx --precision int8 --frames model.frames.npz", (
+        "int8 calibrates on the frames deploy copies"
+    )
 
 
-def test_profile_splits_each_samples_time_into_router_dispatch_and_branch(tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch):
+def test_profile_splits_each_samples_time_into_router_dispatch_and_branch(
+    tmp_path, routed_export, routed_toy, fake_tensorrt, monkeypatch
+):
     from dynaprune_edge.profiling.session import profile
 
     path, manifest, _ = routed_export
@@ -417,7 +507,9 @@ def test_profile_splits_each_samples_time_into_router_dispatch_and_branch(tmp_pa
     assert [row["branch"] for row in phases] == list(range(routed_toy.branches))
     assert sum(row["samples"] for row in phases) == len(frames)
     for row in phases:
-        assert (row["router_ms"], row["branch_ms"]) == (0.5, 0.5), "the GPU times come from the events around each engine"
+        assert (row["router_ms"], row["branch_ms"]) == (0.5, 0.5), (
+            "the GPU times come from the events around each engine"
+        )
         assert row["total_ms"] >= row["dispatch_ms"] >= 0
 
 
@@ -433,7 +525,8 @@ def stand_in_driver(monkeypatch):
 
 
 def test_with_cuda_graphs_each_engine_is_captured_once_and_each_sample_launches_the_router_then_its_branch(
-        tmp_path, routed_export, routed_toy, fake_tensorrt, stand_in_driver):
+    tmp_path, routed_export, routed_toy, fake_tensorrt, stand_in_driver
+):
     version, log = fake_tensorrt
     path, manifest, width_routed = routed_export
     bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
@@ -442,7 +535,9 @@ def test_with_cuda_graphs_each_engine_is_captured_once_and_each_sample_launches_
     eager = load(bundle, backend="trt").run(frames)
     log.clear()
     backend = load(bundle, backend="trt", cuda_graph=True)
-    for role in roles:  # one eager warm-up, then one capture, per engine: the router's first (the branches read its handoff)
+    for (
+        role
+    ) in roles:  # one eager warm-up, then one capture, per engine: the router's first (the branches read its handoff)
         entries = [entry[0] for entry in log if entry[0] in ("enqueue", "captured") and entry[1] == f"dpedge-{role}"]
         assert entries == ["enqueue", "captured"], role
     assert [entry[1] for entry in log if entry[0] == "captured"] == [f"dpedge-{role}" for role in roles]
@@ -454,10 +549,15 @@ def test_with_cuda_graphs_each_engine_is_captured_once_and_each_sample_launches_
     np.testing.assert_array_equal(result.forecast, eager.forecast)  # every replay read its own sample's frames
     assert result.flops.tolist() == eager.flops.tolist()
     launched = [entry[1] for entry in log if entry[0] == "graph launch"]
-    assert launched == [role for bucket in result.bucket for role in ("dpedge-router", f"dpedge-branch{bucket}")], "router, then the branch: nothing else"
+    assert launched == [role for bucket in result.bucket for role in ("dpedge-router", f"dpedge-branch{bucket}")], (
+        "router, then the branch: nothing else"
+    )
     assert [entry[1] for entry in log if entry[0] == "execute"] == launched
     assert not [entry for entry in log if entry[0] in ("enqueue", "captured")], "nothing eager, nothing captured again"
-    assert set(backend.last_phases) == {"router_ms", "dispatch_ms", "branch_ms", "total_ms"} and backend.last_phases["router_ms"] == 0.5
+    assert (
+        set(backend.last_phases) == {"router_ms", "dispatch_ms", "branch_ms", "total_ms"}
+        and backend.last_phases["router_ms"] == 0.5
+    )
     if width_routed:  # at budget 1 the budget-1 engine's graph runs alone
         log.clear()
         backend.set_budget(1.0)
@@ -468,8 +568,9 @@ def test_with_cuda_graphs_each_engine_is_captured_once_and_each_sample_launches_
         np.testing.assert_array_equal(at_one.forecast, reference.run(frames[:2]).forecast)
 
 
-def test_a_branch_that_cannot_be_captured_runs_eagerly_alone_and_the_note_says_which(tmp_path, routed_export, routed_toy, fake_tensorrt,
-                                                                                    stand_in_driver):
+def test_a_branch_that_cannot_be_captured_runs_eagerly_alone_and_the_note_says_which(
+    tmp_path, routed_export, routed_toy, fake_tensorrt, stand_in_driver
+):
     version, log = fake_tensorrt
     path, manifest, _ = routed_export
     bundle = build_or_explain(path, manifest, "fp16", None, None).engine_path
@@ -481,8 +582,10 @@ def test_a_branch_that_cannot_be_captured_runs_eagerly_alone_and_the_note_says_w
     assert not libcuda.capturing, "the stream is not left capturing"
     graphs = backend.describe()["cuda_graphs"]
     assert graphs.pop("branch1") is False and set(graphs.values()) == {True}, "the other engines are still captured"
-    assert backend.cuda_graph_notes == [f"{bundle.name}: branch1: runs eagerly, its CUDA graph capture failed: TensorRT could not enqueue "
-                                        "it while the stream was capturing (its log above says why)"]
+    assert backend.cuda_graph_notes == [
+        f"{bundle.name}: branch1: runs eagerly, its CUDA graph capture failed: TensorRT could not enqueue "
+        "it while the stream was capturing (its log above says why)"
+    ]
     assert backend.describe()["cuda_graph_notes"] == [backend.cuda_graph_notes[0].removeprefix(f"{bundle.name}: ")]
     log.clear()
     result = backend.run(frames)
@@ -490,11 +593,15 @@ def test_a_branch_that_cannot_be_captured_runs_eagerly_alone_and_the_note_says_w
     assert result.bucket.tolist() == eager.bucket.tolist()
     assert [entry[1] for entry in log if entry[0] == "enqueue"] == ["dpedge-branch1"] * int(np.sum(result.bucket == 1))
     assert [entry[1] for entry in log if entry[0] == "graph launch"] == [
-        role for bucket in result.bucket for role in ("dpedge-router", *([f"dpedge-branch{bucket}"] if bucket != 1 else []))]
+        role
+        for bucket in result.bucket
+        for role in ("dpedge-router", *([f"dpedge-branch{bucket}"] if bucket != 1 else []))
+    ]
 
 
-def test_dpedge_profile_prints_each_engine_that_runs_eagerly_once_and_reports_what_ran(routed_export, routed_toy, fake_tensorrt,
-                                                                                      stand_in_driver, monkeypatch):
+def test_dpedge_profile_prints_each_engine_that_runs_eagerly_once_and_reports_what_ran(
+    routed_export, routed_toy, fake_tensorrt, stand_in_driver, monkeypatch
+):
     from dynaprune_edge import profile as profiling
 
     path, manifest, _ = routed_export
@@ -504,7 +611,11 @@ def test_dpedge_profile_prints_each_engine_that_runs_eagerly_once_and_reports_wh
     monkeypatch.setattr(profiling, "dense_twin", lambda onnx_path, opened, manifest, log: opened)
     monkeypatch.setattr(profiling, "profile_frames", lambda *args: (samples(routed_toy), "test windows"))
     printed = []
-    result = profiling.run(bundle, profiling.Settings(backend="trt", cuda_graph=True, power="off", runs=8, samples=8), log=printed.append)
-    assert printed == [f"{bundle.name}: branch1: runs eagerly, its CUDA graph capture failed: TensorRT could not enqueue it while the "
-                       "stream was capturing (its log above says why)"]
+    result = profiling.run(
+        bundle, profiling.Settings(backend="trt", cuda_graph=True, power="off", runs=8, samples=8), log=printed.append
+    )
+    assert printed == [
+        f"{bundle.name}: branch1: runs eagerly, its CUDA graph capture failed: TensorRT could not enqueue it while the "
+        "stream was capturing (its log above says why)"
+    ]
     assert result.backend["cuda_graphs"]["branch1"] is False and result.backend["cuda_graphs"]["router"] is True

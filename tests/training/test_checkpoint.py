@@ -177,7 +177,10 @@ def test_a_version_5_model_loads_unless_it_is_a_slimmable_simvp(finished_run, tm
     torch.save({**saved_model_payload(finished_run), "version": 5}, older)
     assert load_model(older).model_config == finished_run.trainer.model_config
     payload = saved_model_payload(finished_run)
-    config = {**payload["model_config"], "pruning": {**payload["model_config"]["pruning"], "budget": 1.0, "slimmable": True}}
+    config = {
+        **payload["model_config"],
+        "pruning": {**payload["model_config"]["pruning"], "budget": 1.0, "slimmable": True},
+    }
     torch.save({**payload, "version": 5, "model_config": config}, older)
     with pytest.raises(CheckpointError) as refused:
         load_model(older)
@@ -188,8 +191,7 @@ def test_a_version_5_model_loads_unless_it_is_a_slimmable_simvp(finished_run, tm
 
 @pytest.mark.parametrize(
     "kind",
-    ["empty", "truncated_model", "zip", "other_torch_dict",
-     "random_bytes", "json"],
+    ["empty", "truncated_model", "zip", "other_torch_dict", "random_bytes", "json"],
 )
 def test_a_damaged_or_foreign_file_is_not_reported_as_one_that_would_run_code(kind, finished_run, tmp_path):
     path = tmp_path / "file.pt"
@@ -204,7 +206,9 @@ def test_load_model_of_no_file_is_a_checkpoint_error(name, tmp_path):
         load_model(tmp_path / name)
 
 
-@pytest.mark.parametrize("failure", [OSError("No space left on device"), KeyboardInterrupt()], ids=["disk_full", "interrupt"])
+@pytest.mark.parametrize(
+    "failure", [OSError("No space left on device"), KeyboardInterrupt()], ids=["disk_full", "interrupt"]
+)
 def test_a_save_that_fails_midway_keeps_the_previous_file_and_leaves_no_temporary(
     failure, finished_run, monkeypatch, tmp_path
 ):

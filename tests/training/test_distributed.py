@@ -19,15 +19,34 @@ import torch
 from dynaprune_edge.distributed import World
 from dynaprune_edge.training.sample_pruning import EpochPlan
 
-TINY = ["--dataset", "taxibj", "--synthetic-frames", "120", "--batch-size", "8", "--epochs", "2",
-        "--arch", "spatial_channels=8", "--arch", "temporal_channels=16"]
+TINY = [
+    "--dataset",
+    "taxibj",
+    "--synthetic-frames",
+    "120",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "2",
+    "--arch",
+    "spatial_channels=8",
+    "--arch",
+    "temporal_channels=16",
+]
 
 
-def dpedge(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "dynaprune_edge", *map(str, args)], capture_output=True, text=True, timeout=timeout)
-
-
-ST_PRUNE = ["--budget", "0.5", "--no-slimmable", "--st-prune", "--prune-ratio", "0.6", "--anneal", "0", "--score", "complexity"]
+ST_PRUNE = [
+    "--budget",
+    "0.5",
+    "--no-slimmable",
+    "--st-prune",
+    "--prune-ratio",
+    "0.6",
+    "--anneal",
+    "0",
+    "--score",
+    "complexity",
+]
 """complexity needs no loss seen: every epoch prunes. Region masks: over 2 epochs (30 steps)
 their weights stay within the tolerance; a width router's three passes per step amplify
 the ranks' float differences beyond it (the test below takes it over 2 steps)."""
@@ -48,7 +67,7 @@ def assert_same_run(one: Path, two: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[int, Path]:
+def uninterrupted(dpedge, tmp_path_factory) -> dict[int, Path]:
     """The same 2-epoch run on 1 process and on 2."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     runs = {1: folder / "one", 2: folder / "two"}
@@ -62,7 +81,7 @@ def test_two_processes_train_what_one_trains(uninterrupted):
     assert_same_run(uninterrupted[1], uninterrupted[2])
 
 
-def test_two_processes_train_the_width_router_that_one_trains(tmp_path):
+def test_two_processes_train_the_width_router_that_one_trains(dpedge, tmp_path):
     """The default pruned model (a slimmable network and its width router) over two steps
     of 64 windows: the router's loss is normalised over the global batch, as one process
     normalises it (normalised per process, its mask generator's weights differed by 60 % of
@@ -71,12 +90,25 @@ def test_two_processes_train_the_width_router_that_one_trains(tmp_path):
     whose gradient is float noise may move apart (0.07 % of the tensor's largest here)."""
     runs = {processes: tmp_path / str(processes) for processes in (1, 2)}
     for processes, out in runs.items():
-        done = dpedge("train", *TINY, "--batch-size", "64", "--epochs", "1", "--budget", "0.5",
-                      *(["--nproc", "2"] if processes == 2 else []), "--out", out)
+        done = dpedge(
+            "train",
+            *TINY,
+            "--batch-size",
+            "64",
+            "--epochs",
+            "1",
+            "--budget",
+            "0.5",
+            *(["--nproc", "2"] if processes == 2 else []),
+            "--out",
+            out,
+        )
         assert done.returncode == 0, done.stderr
     one, two = (torch.load(out / "model.pt", weights_only=True) for out in runs.values())
     assert one["model_config"]["pruning"]["slimmable"], "below budget 1, dpedge train trains a width router by default"
-    assert two["state_dict"].keys() == one["state_dict"].keys() and any(name.startswith("width_router") for name in one["state_dict"])
+    assert two["state_dict"].keys() == one["state_dict"].keys() and any(
+        name.startswith("width_router") for name in one["state_dict"]
+    )
     for name, expected in one["state_dict"].items():
         difference = (two["state_dict"][name].double() - expected.double()).abs().max()
         assert difference <= 1e-2 * expected.double().abs().max() + 1e-6, name
@@ -87,13 +119,19 @@ def children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the rank processes through Linux's /proc")
-def test_a_rank_killed_mid_run_stops_the_run_and_resume_ends_where_an_uninterrupted_run_ends(uninterrupted, tmp_path):
+def test_a_rank_killed_mid_run_stops_the_run_and_resume_ends_where_an_uninterrupted_run_ends(
+    dpedge, uninterrupted, tmp_path
+):
     """A rank is SIGKILLed once epoch 1's resume.pt is on disk (so during epoch 2): the run
     ends with one error line per process, not a hang, and `--resume --nproc 2` then ends
     bit-identical to the uninterrupted 2-process run."""
     two = tmp_path / "two"
-    launcher = subprocess.Popen([sys.executable, "-m", "dynaprune_edge", "train", *TINY, *ST_PRUNE, "--nproc", "2", "--out", str(two)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "dynaprune_edge", "train", *TINY, *ST_PRUNE, "--nproc", "2", "--out", str(two)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (two / "resume.pt").exists() and launcher.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -108,7 +146,9 @@ def test_a_rank_killed_mid_run_stops_the_run_and_resume_ends_where_an_uninterrup
     assert torch.load(two / "resume.pt", weights_only=True)["epoch"] == 1
     resumed = dpedge("train", *TINY, *ST_PRUNE, "--nproc", "2", "--out", two, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    expected, actual = (torch.load(run / "model.pt", weights_only=True)["state_dict"] for run in (uninterrupted[2], two))
+    expected, actual = (
+        torch.load(run / "model.pt", weights_only=True)["state_dict"] for run in (uninterrupted[2], two)
+    )
     assert all(torch.equal(actual[name], expected[name]) for name in expected)
     first, second = (json.loads((run / "metrics.json").read_text()) for run in (uninterrupted[2], two))
     assert [e["val_mae"] for e in second["history"]] == [e["val_mae"] for e in first["history"]]
@@ -137,10 +177,12 @@ def _text_from_rank_zero(rank: int, store: str, answers) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     world = World(rank, 2)
+
     def make() -> str:
         if not world.main:
             raise AssertionError("only rank 0 may make it")
         return '{"table": "gemessen über 2 Ränge"}'
+
     answers.put((rank, world.from_main(make)))
     dist.destroy_process_group()
 
@@ -155,13 +197,17 @@ def test_what_rank_zero_finds_every_rank_gets_and_only_rank_zero_finds_it(tmp_pa
     assert got == {0: '{"table": "gemessen über 2 Ränge"}', 1: '{"table": "gemessen über 2 Ränge"}'}
 
 
-def test_a_failing_rank_ends_the_run_with_one_line_and_not_a_hang(tmp_path):
+def test_a_failing_rank_ends_the_run_with_one_line_and_not_a_hang(dpedge, tmp_path):
     """The launcher checks the options and the data; an --init file is read by the ranks
     (each needs the weights), so a damaged one fails in them."""
     (tmp_path / "dense.pt").write_bytes(b"not a model")
-    result = dpedge("train", *TINY, "--init", tmp_path / "dense.pt", "--nproc", "2", "--out", tmp_path / "run", timeout=300)
+    result = dpedge(
+        "train", *TINY, "--init", tmp_path / "dense.pt", "--nproc", "2", "--out", tmp_path / "run", timeout=300
+    )
     assert result.returncode == 1, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr, result.stderr
     assert lines[-1].startswith("error: training process ") and "failed (exit 1" in lines[-1], result.stderr
-    assert all(line.startswith(("error: ", "data: ")) for line in lines), result.stderr  # each rank's one line, then the launcher's
+    assert all(line.startswith(("error: ", "data: ")) for line in lines), (
+        result.stderr
+    )  # each rank's one line, then the launcher's

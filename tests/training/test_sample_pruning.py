@@ -13,9 +13,14 @@ import torch
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.training import RESUME_FILE
-from dynaprune_edge.training.sample_pruning import SamplePruning, SampleScores, percentile_ranks, plan_epoch, window_complexity
+from dynaprune_edge.training.sample_pruning import (
+    SamplePruning,
+    SampleScores,
+    percentile_ranks,
+    plan_epoch,
+    window_complexity,
+)
 from dynaprune_edge.training.schedule import learning_rate_factor
-
 from tests.training.conftest import TRAIN
 from tests.training.test_trainer import Killed, assert_same_tensors, kill_after_step
 
@@ -83,21 +88,26 @@ def test_the_easy_share_is_the_lowest_scoring_share_of_the_judged_windows():
 def test_unseen_windows_are_hard_and_the_anneal_phase_uses_every_window():
     unseen = SampleScores(np.arange(6.0))
     assert plan_epoch(unseen, SamplePruning(ratio=0.9, score="loss"), 0, 8, 0).pruned_fraction == 0
-    assert plan_epoch(unseen, SamplePruning(ratio=0.9, score="complexity"), 0, 8, 0).pruned_fraction > 0  # needs no loss
+    assert (
+        plan_epoch(unseen, SamplePruning(ratio=0.9, score="complexity"), 0, 8, 0).pruned_fraction > 0
+    )  # needs no loss
     seen = scores_of(range(6), range(6))
     pruning = SamplePruning(ratio=0.9, anneal=0.25)
     fractions = [plan_epoch(seen, pruning, epoch, 8, 0).pruned_fraction for epoch in range(8)]
     assert all(f > 0 for f in fractions[:6]) and fractions[6:] == [0.0, 0.0]
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(ratio=1.0), "--prune-ratio must be in [0, 1)"),
-    (dict(ratio=-0.1), "--prune-ratio must be in [0, 1)"),
-    (dict(anneal=1.5), "--anneal must be in [0, 1]"),
-    (dict(score="entropy"), "--score must be one of complexity, loss, both"),
-    (dict(easy_share=0.0), "--easy-share must be in (0, 1]"),
-    (dict(easy_share=1.2), "--easy-share must be in (0, 1]"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(ratio=1.0), "--prune-ratio must be in [0, 1)"),
+        (dict(ratio=-0.1), "--prune-ratio must be in [0, 1)"),
+        (dict(anneal=1.5), "--anneal must be in [0, 1]"),
+        (dict(score="entropy"), "--score must be one of complexity, loss, both"),
+        (dict(easy_share=0.0), "--easy-share must be in (0, 1]"),
+        (dict(easy_share=1.2), "--easy-share must be in (0, 1]"),
+    ],
+)
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         SamplePruning(**options)
@@ -115,12 +125,14 @@ def test_a_pruned_run_records_what_it_achieved_and_its_schedule_ends_with_traini
     seen = [epoch["samples_seen"] for epoch in trainer.history]
     assert [epoch["pruned_fraction"] for epoch in trainer.history] == pytest.approx([1 - s / windows for s in seen])
     assert seen[0] == windows and all(s < windows for s in seen[1:3]) and seen[3] == windows
-    assert metrics["samples_seen"] == sum(seen) and metrics["pruned_fraction"] == pytest.approx(1 - sum(seen) / (4 * windows))
+    assert metrics["samples_seen"] == sum(seen) and metrics["pruned_fraction"] == pytest.approx(
+        1 - sum(seen) / (4 * windows)
+    )
     assert metrics["scoring_seconds"] >= 0 and "train_seconds" in metrics
     steps = sum(math.ceil(s / ST_PRUNE.batch_size) for s in seen)
     assert len(rates) == steps == trainer.step == trainer.total_steps < 4 * trainer.steps_per_epoch
     assert rates[-1] == pytest.approx(ST_PRUNE.lr * learning_rate_factor(steps - 1, steps))
-    after_warmup = rates[max(1, int(0.05 * steps)):]
+    after_warmup = rates[max(1, int(0.05 * steps)) :]
     assert all(later <= earlier + 1e-12 for earlier, later in zip(after_warmup, after_warmup[1:]))
 
 
@@ -129,10 +141,14 @@ def test_a_pruned_run_killed_and_resumed_prunes_what_an_uninterrupted_one_prunes
     uninterrupted.fit()
     out = tmp_path / "killed"
     interrupted = build_trainer(out, train=ST_PRUNE)
-    kill_after_step(interrupted, interrupted_step := uninterrupted.history[0]["samples_seen"] // ST_PRUNE.batch_size + 3)
+    kill_after_step(
+        interrupted, interrupted_step := uninterrupted.history[0]["samples_seen"] // ST_PRUNE.batch_size + 3
+    )
     with pytest.raises(Killed):
         interrupted.fit()
-    assert torch.load(out / RESUME_FILE, weights_only=True)["epoch"] == 1, f"step {interrupted_step} should land in epoch 2"
+    assert torch.load(out / RESUME_FILE, weights_only=True)["epoch"] == 1, (
+        f"step {interrupted_step} should land in epoch 2"
+    )
     resumed = build_trainer(out, train=ST_PRUNE)
     resumed.restore()
     resumed.fit()

@@ -12,8 +12,7 @@ import torch
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.training import METRICS_FILE, MODEL_FILE, load_model
 from dynaprune_edge.training.trainer import per_sample_loss
-
-from test_trainer import one_step_trainer
+from tests.training.test_trainer import one_step_trainer
 
 
 def test_the_sandwich_step_trains_the_narrowest_and_the_widest_level(build_trainer, tmp_path):
@@ -43,7 +42,9 @@ def test_the_sandwich_step_trains_the_narrowest_and_the_widest_level(build_train
 def test_with_more_levels_a_step_trains_both_ends_and_two_drawn_between(build_trainer, tmp_path):
     """Six levels: the widest, the narrowest and two distinct levels between, drawn by the
     step (the same draw on every process and after --resume), so every level is trained."""
-    trainer = build_trainer(tmp_path / "run", budget=1.0, slimmable=True, width_levels=(0.25, 0.375, 0.5, 0.625, 0.75, 1.0))
+    trainer = build_trainer(
+        tmp_path / "run", budget=1.0, slimmable=True, width_levels=(0.25, 0.375, 0.5, 0.625, 0.75, 1.0)
+    )
     draws = []
     for step in range(40):
         trainer.step = step
@@ -55,7 +56,9 @@ def test_with_more_levels_a_step_trains_both_ends_and_two_drawn_between(build_tr
 
 
 def test_each_width_level_keeps_batch_norm_statistics_of_its_own(build_trainer, train_config, tmp_path):
-    trainer = build_trainer(tmp_path / "run", budget=1.0, slimmable=True, train=dataclasses.replace(train_config, epochs=1))
+    trainer = build_trainer(
+        tmp_path / "run", budget=1.0, slimmable=True, train=dataclasses.replace(train_config, epochs=1)
+    )
     metrics = trainer.fit()
     norm = trainer.model.backbone.translator[0].project.norm  # its input: 8 of 16 channels at the narrowest level
     narrow, wide = norm.width_mean[0], norm.width_mean[-1]

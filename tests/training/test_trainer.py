@@ -247,8 +247,19 @@ def test_mask_generator_trains_at_mask_lr_scale_without_weight_decay(build_train
 def test_fit_writes_metrics_json_with_every_figure_and_one_history_entry_per_epoch(finished_run, data, train_config):
     out, metrics = finished_run.out, finished_run.metrics
     assert json.loads((out / METRICS_FILE).read_text()) == metrics, "metrics.json is what fit() returned"
-    for key in ("val_mae", "val_mse", "flops_dense", "flops_sparse_mean", "flops_ratio_mean", "data_kept_mean",
-                "epochs", "steps", "train_seconds", "flops_convention", "history"):
+    for key in (
+        "val_mae",
+        "val_mse",
+        "flops_dense",
+        "flops_sparse_mean",
+        "flops_ratio_mean",
+        "data_kept_mean",
+        "epochs",
+        "steps",
+        "train_seconds",
+        "flops_convention",
+        "history",
+    ):
         assert key in metrics, key
     trained_on = len(data.train) - len(data.train) // CALIBRATION_EVERY
     steps_per_epoch = math.ceil(trained_on / train_config.batch_size)
@@ -261,10 +272,20 @@ def test_fit_writes_metrics_json_with_every_figure_and_one_history_entry_per_epo
     per_epoch = ("epoch", "train_loss", "cost", "above_cap", "samples_seen", "pruned_fraction", "train_seconds")
     latest = {k: v for k, v in history[-1].items() if k not in per_epoch}
     assert latest.items() <= metrics.items()
-    assert [entry["samples_seen"] for entry in history] == [trained_on] * 3 and metrics["samples_seen"] == 3 * trained_on
+    assert [entry["samples_seen"] for entry in history] == [trained_on] * 3 and metrics[
+        "samples_seen"
+    ] == 3 * trained_on
     assert metrics["pruned_fraction"] == 0 and metrics["scoring_seconds"] == 0  # no --st-prune
-    assert 0 < history[0]["train_seconds"] < history[1]["train_seconds"] < history[2]["train_seconds"] == pytest.approx(metrics["train_seconds"], abs=0.01)
-    assert metrics["cost"]["val"] == history[-1]["cost"] and metrics["cost"]["val"]["mean"] == metrics["flops_ratio_mean"]
+    assert (
+        0
+        < history[0]["train_seconds"]
+        < history[1]["train_seconds"]
+        < history[2]["train_seconds"]
+        == pytest.approx(metrics["train_seconds"], abs=0.01)
+    )
+    assert (
+        metrics["cost"]["val"] == history[-1]["cost"] and metrics["cost"]["val"]["mean"] == metrics["flops_ratio_mean"]
+    )
     for split in ("train", "val", "test"):
         spread = metrics["cost"][split]
         assert 0 < spread["p10"] <= spread["p50"] <= spread["p90"] <= spread["max"] <= metrics["max_cost"] + 1e-6, split
@@ -272,10 +293,11 @@ def test_fit_writes_metrics_json_with_every_figure_and_one_history_entry_per_epo
     assert metrics["test_mae"] > 0 and 0 <= metrics["max_regions"] <= metrics["regions"]
     assert metrics["flops_ratio_mean"] == pytest.approx(metrics["flops_sparse_mean"] / metrics["flops_dense"], rel=1e-6)
     assert 0 < metrics["flops_ratio_mean"] <= 1.1 and 0 <= metrics["data_kept_mean"] <= 1
-    assert 0 < metrics["val_mae"] and metrics["val_mae"] ** 2 <= metrics["val_mse"] * (1 + 1e-9)
+    assert metrics["val_mae"] > 0 and metrics["val_mae"] ** 2 <= metrics["val_mse"] * (1 + 1e-9)
     assert metrics["train_seconds"] > 0 and "flop" in metrics["flops_convention"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([METRICS_FILE, MODEL_FILE, RESUME_FILE]), \
+    assert sorted(p.name for p in out.iterdir()) == sorted([METRICS_FILE, MODEL_FILE, RESUME_FILE]), (
         "fit leaves exactly its three files (no temporary file)"
+    )
 
 
 def test_metrics_describe_the_saved_model(finished_run, data):
@@ -309,12 +331,16 @@ def test_init_starts_the_backbone_from_the_dense_model_and_distill_adds_its_fore
     forecast = trainer.model(x)
     with torch.no_grad():
         taught = dense(x).prediction
-    expected = (forecast.prediction - y).square().flatten(1).mean(1) + 0.5 * (forecast.prediction - taught).square().flatten(1).mean(1)
+    expected = (forecast.prediction - y).square().flatten(1).mean(1) + 0.5 * (
+        forecast.prediction - taught
+    ).square().flatten(1).mean(1)
     assert torch.allclose(trainer.sample_losses(forecast, x, y), expected)
     assert not any(p.requires_grad for p in trainer.teacher.parameters()), "the teacher is frozen"
 
 
-def test_init_refuses_a_model_that_cannot_teach_this_run(finished_run, dense_model_file, build_trainer, train_config, data, tmp_path):
+def test_init_refuses_a_model_that_cannot_teach_this_run(
+    finished_run, dense_model_file, build_trainer, train_config, data, tmp_path
+):
     pruned = dataclasses.replace(train_config, init=str(finished_run.out / MODEL_FILE))
     with pytest.raises(ConfigError, match="a pruned model"):
         build_trainer(tmp_path, train=pruned)

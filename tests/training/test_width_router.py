@@ -12,9 +12,7 @@ import torch
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.masks.router import BUDGET_GRID, WidthRouter
 from dynaprune_edge.training.trainer import CALIBRATION_EVERY
-
-from test_trainer import Recorded
-
+from tests.training.test_trainer import Recorded
 
 COSTS = torch.tensor([0.02, 0.18, 0.37, 0.65, 1.02])
 
@@ -24,7 +22,9 @@ def made_up_predictions(seed: int, samples: int = 300) -> torch.Tensor:
     fifth of the samples calm (persistence best)."""
     generator = torch.Generator().manual_seed(seed)
     difficulty = torch.rand(samples, 1, generator=generator)
-    predicted = difficulty * torch.tensor([2.0, 1.6, 1.2, 1.05, 1.0]) + 0.1 * torch.rand(samples, 5, generator=generator)
+    predicted = difficulty * torch.tensor([2.0, 1.6, 1.2, 1.05, 1.0]) + 0.1 * torch.rand(
+        samples, 5, generator=generator
+    )
     predicted[: samples // 5, 0] = 0.0  # calm: persistence is exact
     return predicted
 
@@ -52,7 +52,7 @@ def test_the_price_of_each_budget_spends_at_most_that_budget_and_a_higher_budget
     router, predicted, costs = calibrated_router()
     branches = torch.stack([router.choose(predicted, float(budget)) for budget in BUDGET_GRID])  # (budgets, samples)
     spent = costs[branches].mean(dim=1)
-    reachable = torch.as_tensor((BUDGET_GRID >= float(costs[0])) & (BUDGET_GRID < 1.0))  # the router alone costs 0.02
+    reachable = torch.as_tensor((float(costs[0]) <= BUDGET_GRID) & (BUDGET_GRID < 1.0))  # the router alone costs 0.02
     assert (spent[reachable] <= torch.as_tensor(BUDGET_GRID, dtype=torch.float32)[reachable] + 1e-6).all()
     assert spent[-20:].min() > 0.5, "high budgets are spent, not hoarded"
     assert (costs[branches[1:]] >= costs[branches[:-1]]).all(), "a sample's branch cost less at a higher budget"
@@ -74,8 +74,13 @@ def test_a_run_time_budget_between_grid_points_uses_the_lower_ones_price():
 def routed_run(build_trainer, train_config, tmp_path_factory):
     """One epoch of a width-routed SimVP at budget 0.5 (its router's head recorded before);
     groups of 4 filters, so that the 8- and 16-filter layers have levels of their own."""
-    trainer = build_trainer(tmp_path_factory.mktemp("routed") / "run", budget=0.5, slimmable=True, group_size=4,
-                            train=dataclasses.replace(train_config, epochs=1))
+    trainer = build_trainer(
+        tmp_path_factory.mktemp("routed") / "run",
+        budget=0.5,
+        slimmable=True,
+        group_size=4,
+        train=dataclasses.replace(train_config, epochs=1),
+    )
     initial = [p.detach().clone() for p in trainer.model.width_router.parameters()]
     metrics = trainer.fit()
     return trainer, metrics, initial
@@ -84,14 +89,18 @@ def routed_run(build_trainer, train_config, tmp_path_factory):
 def test_the_router_learns_from_the_sandwich_steps_errors(routed_run):
     trainer, metrics, initial = routed_run
     router = trainer.model.width_router
-    assert any(not torch.equal(before, after) for before, after in zip(initial, router.parameters())), "the head did not train"
+    assert any(not torch.equal(before, after) for before, after in zip(initial, router.parameters())), (
+        "the head did not train"
+    )
     assert float(router.loss_unit) > 0 and router.loss_unit != 1.0, "the head's scale is the data's typical error"
     costs = router.costs
     assert (costs[1:] > costs[:-1]).all() and costs[0] < 0.1, "persistence is the router alone; wider levels cost more"
     assert [row["budget"] for row in metrics["budgets"]] == [0.3, 0.5, 0.7, 1.0]
     full = metrics["budgets"][-1]
     assert full["branch_share"][-1] == 1.0 and full["val_mae"] == pytest.approx(metrics["widths"][-1]["val_mae"])
-    assert metrics["val_mae"] == pytest.approx(metrics["budgets"][1]["val_mae"]), "the plain forward routes at the trained budget"
+    assert metrics["val_mae"] == pytest.approx(metrics["budgets"][1]["val_mae"]), (
+        "the plain forward routes at the trained budget"
+    )
 
 
 def test_budget_one_is_the_widest_level_and_every_samples_cost_rises_with_the_budget(routed_run):
@@ -109,7 +118,9 @@ def test_budget_one_is_the_widest_level_and_every_samples_cost_rises_with_the_bu
 
 def test_the_router_is_calibrated_on_held_out_training_windows_only(data, build_trainer, tmp_path):
     reads: list = []
-    recorded = dataclasses.replace(data, **{split: Recorded(getattr(data, split), split, reads) for split in ("train", "val", "test")})
+    recorded = dataclasses.replace(
+        data, **{split: Recorded(getattr(data, split), split, reads) for split in ("train", "val", "test")}
+    )
     trainer = build_trainer(tmp_path, data=recorded, budget=0.5, slimmable=True)
     reads.clear()
     trainer.calibrate()

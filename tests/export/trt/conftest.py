@@ -17,8 +17,15 @@ SHAPE = [1, 4, 1, 8, 8]
 @pytest.fixture
 def make_manifest(toy_manifest):
     def make_manifest(onnx_name: str = "model.onnx"):
-        return toy_manifest(SHAPE, backbone="simvp", dataset="synthetic", onnx=onnx_name, width_levels=[0.5, 1.0],
-                            flops_convention="1 multiply-add = 1 FLOP", mode="dense")  # one engine: the stand-in has no branches
+        return toy_manifest(
+            SHAPE,
+            backbone="simvp",
+            dataset="synthetic",
+            onnx=onnx_name,
+            width_levels=[0.5, 1.0],
+            flops_convention="1 multiply-add = 1 FLOP",
+            mode="dense",
+        )  # one engine: the stand-in has no branches
 
     return make_manifest
 

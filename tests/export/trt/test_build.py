@@ -16,12 +16,11 @@ import pytest
 
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.export.tensorrt.build import build_or_explain
-from dynaprune_edge.files import sha256_file
 from dynaprune_edge.export.tensorrt.commands import trtexec_profile_command
 from dynaprune_edge.export.tensorrt.names import calibration_cache_name
+from dynaprune_edge.files import sha256_file
 from dynaprune_edge.runtime.tensorrt import read_meta
-
-from trt_stand_ins import fake_builder_config
+from tests.trt_stand_ins import fake_builder_config
 
 SHAPE = [1, 4, 1, 8, 8]
 
@@ -48,7 +47,9 @@ def test_importing_the_builder_does_not_import_tensorrt_pycuda_or_polygraphy():
         "dynaprune_edge.export.tensorrt.polygraphy; "
         "print([m for m in ('tensorrt', 'pycuda', 'polygraphy', 'torch') if m in sys.modules])"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 # --- the build path, against a stand-in for TensorRT and pycuda --------------------------
@@ -131,7 +132,9 @@ def fake_tensorrt(install_fake_tensorrt):
 
 
 @pytest.mark.parametrize("version, flags", [("8.5.2.2", 1), ("10.3.0", 0)])
-def test_builds_writes_engine_metadata_and_timing_cache(tmp_path, write_onnx, make_manifest, fake_tensorrt, version, flags):
+def test_builds_writes_engine_metadata_and_timing_cache(
+    tmp_path, write_onnx, make_manifest, fake_tensorrt, version, flags
+):
     log = fake_tensorrt(version)
     onnx_path = write_onnx(tmp_path)
     outcome = build_or_explain(onnx_path, make_manifest(), "fp16", None, None, workspace_mib=256)
@@ -151,17 +154,26 @@ def test_builds_writes_engine_metadata_and_timing_cache(tmp_path, write_onnx, ma
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_an_engine_whose_outputs_differ_from_onnxruntime_is_not_written(tmp_path, write_onnx, make_manifest, fake_tensorrt, monkeypatch):
+def test_an_engine_whose_outputs_differ_from_onnxruntime_is_not_written(
+    tmp_path, write_onnx, make_manifest, fake_tensorrt, monkeypatch
+):
     from dynaprune_edge.export.tensorrt import build
 
     fake_tensorrt("8.5.2.2")
-    monkeypatch.setattr(build, "polygraphy_check", lambda *args: "FAILED (polygraphy's log above lists the outputs that differ): …")
-    with pytest.raises(ConfigError, match=r"model.orin.trt8.5.2.fp16.engine not written: the engine's outputs differ from onnxruntime's"):
+    monkeypatch.setattr(
+        build, "polygraphy_check", lambda *args: "FAILED (polygraphy's log above lists the outputs that differ): …"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"model.orin.trt8.5.2.fp16.engine not written: the engine's outputs differ from onnxruntime's",
+    ):
         build_or_explain(write_onnx(tmp_path), make_manifest(), "fp16", None, None)
     assert not list(tmp_path.glob("*.engine*")) and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_the_timing_cache_is_loaded_before_and_saved_after_the_build(tmp_path, write_onnx, make_manifest, fake_tensorrt):
+def test_the_timing_cache_is_loaded_before_and_saved_after_the_build(
+    tmp_path, write_onnx, make_manifest, fake_tensorrt
+):
     fake_tensorrt("8.5.2.2")
     cache = tmp_path / "shared.cache"
     cache.write_bytes(b"earlier")
@@ -186,7 +198,9 @@ def test_int8_calibrates_on_the_frames_then_reuses_the_cache(tmp_path, write_onn
     assert ("calibration cache read", b"scales") in log and not [e for e in log if e[0] == "batch"]
 
 
-def test_a_re_exported_graph_does_not_build_with_the_scales_of_the_one_it_replaced(tmp_path, write_onnx, make_manifest, fake_tensorrt):
+def test_a_re_exported_graph_does_not_build_with_the_scales_of_the_one_it_replaced(
+    tmp_path, write_onnx, make_manifest, fake_tensorrt
+):
     fake_tensorrt("8.6.2.3")
     frames = np.stack([np.full(SHAPE[1:], 1.0, np.float32)])
     build_or_explain(write_onnx(tmp_path), make_manifest(), "int8", frames, None)
@@ -197,7 +211,9 @@ def test_a_re_exported_graph_does_not_build_with_the_scales_of_the_one_it_replac
 
 def test_int8_without_frames_or_cache_is_refused(tmp_path, write_onnx, make_manifest, fake_tensorrt):
     fake_tensorrt("10.3.0")
-    with pytest.raises(ConfigError, match=r"int8 needs calibration frames .* model\.[0-9a-f]{12}\.trt10\.3\.0\.int8\.calib"):
+    with pytest.raises(
+        ConfigError, match=r"int8 needs calibration frames .* model\.[0-9a-f]{12}\.trt10\.3\.0\.int8\.calib"
+    ):
         build_or_explain(write_onnx(tmp_path), make_manifest(), "int8", None, None)
 
 

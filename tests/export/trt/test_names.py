@@ -28,6 +28,9 @@ def test_device_slug_refuses_a_name_with_nothing_to_keep():
 
 def test_engine_and_cache_names_carry_device_and_tensorrt_version():
     assert engine_name("model", "Orin", "8.5.2.2", "fp16") == "model.orin.trt8.5.2.fp16.engine"
-    assert engine_name("sim", "NVIDIA GeForce RTX 3090", "10.3.0", "int8") == "sim.nvidia-geforce-rtx-3090.trt10.3.0.int8.engine"
+    assert (
+        engine_name("sim", "NVIDIA GeForce RTX 3090", "10.3.0", "int8")
+        == "sim.nvidia-geforce-rtx-3090.trt10.3.0.int8.engine"
+    )
     assert timing_cache_name("Orin", "8.6.2.3") == "orin.trt8.6.2.timing.cache"
     assert calibration_cache_name("model", "ab12" * 16, "10.3.0.30") == "model.ab12ab12ab12.trt10.3.0.int8.calib"
