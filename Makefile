@@ -8,7 +8,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint fuzz system-deps bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
+.PHONY: demo test test-fast lint docs fuzz system-deps bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: $(BIN)/dpedge lint
 # train or export, the SSH deploy and kill tests), in under 3 minutes on 2 cores.
 test-fast: $(BIN)/dpedge
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The documentation site (MkDocs, Material theme) from docs/ into site/; strict: a broken
+# link or a stale API reference fails the build, as it fails the test suite.
+docs: $(BIN)/dpedge
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(BIN)/dpedge
 	$(BIN)/ruff check .

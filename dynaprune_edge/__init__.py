@@ -1,7 +1,7 @@
 """dpedge (dynaprune-edge): per-sample pruned spatio-temporal forecasters, compiled for the edge.
 
 `dynaprune_edge.register_backbone(cls)` (or `@register_backbone`) adds a backbone of your
-own (docs/own-backbone.md). It is looked up on first use, so that importing the package
+own (docs/guides/own-model.md). It is looked up on first use, so that importing the package
 stays torch-free: the runtime on a Jetson imports it without torch."""
 
 

@@ -26,7 +26,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay who
 
 BACKBONE_HELP = (
     "Backbone: simvp (CNN), convlstm (RNN), vit (patch transformer), or one of your own: PATH.py:Class or package.module:Class "
-    "(this imports that file, which runs its code as any Python import does: pass only files you trust; docs/own-backbone.md)."
+    "(this imports that file, which runs its code as any Python import does: pass only files you trust; docs/guides/own-model.md)."
 )
 MODEL_BACKBONE_HELP = (
     "The backbone MODEL was trained with, where it is your own: the same PATH.py:Class or package.module:Class as `dpedge train "
@@ -1181,7 +1181,7 @@ def bench_latency(
         typer.Option(
             min=1,
             max=100,
-            help="Runs of each model in a row at its turn, only the last timed: 1 (strict turns, as README's tables) times each model after the others' runs; 3 times each warm, as a model running alone.",
+            help="Runs of each model in a row at its turn, only the last timed: 1 (strict turns, as the benchmark pages' tables) times each model after the others' runs; 3 times each warm, as a model running alone.",
         ),
     ] = 1,
     cost: Annotated[

@@ -166,7 +166,7 @@ def check_nproc(nproc: int) -> None:
 def launch(nproc: int, arguments: list[str]) -> None:
     """`dpedge train --nproc N`: `dpedge train ARGUMENTS` in N local processes, this one
     the torchrun agent (torch.distributed.run) that starts them and stops them all when one
-    fails. Across machines, run torchrun yourself (README: "Many processes, many machines")."""
+    fails. Across machines, run torchrun yourself (docs/guides/st-prune.md: "Many processes, many machines")."""
     import logging
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -1,5 +1,5 @@
 """A backbone of your own, written against dpedge's layers and interpreter: trained,
-exported and profiled by the commands in docs/own-backbone.md.
+exported and profiled by the commands in docs/guides/own-model.md.
 
     dpedge train --backbone examples/residual_backbone.py:ResidualCNN --dataset nycbike --data sample --out runs/mine
 

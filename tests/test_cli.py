@@ -60,6 +60,7 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         assert listed == [f.name for f in fields(BACKBONES.get(name).Options)], name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -129,6 +130,7 @@ def test_bad_input_is_one_line_and_exit_1(dpedge, args, message, tmp_path):
     assert not (tmp_path / "x").exists(), "a failed command left an artifact"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "arch, message",
     [
@@ -149,6 +151,7 @@ def test_a_model_too_large_to_build_is_refused_once_the_data_give_its_shape(dped
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["a file as --out", "a file above --out", "a run in --out"])
 def test_a_training_folder_that_cannot_take_the_run_is_refused_before_any_work(dpedge, layout, tmp_path):
     """Without these checks the first save, an epoch later, failed with a traceback, or
@@ -172,6 +175,7 @@ def test_a_training_folder_that_cannot_take_the_run_is_refused_before_any_work(d
     ).read_bytes() == b"an earlier run"
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_run_in_the_folder_and_its_stale_metrics(dpedge, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -183,6 +187,7 @@ def test_overwrite_replaces_the_run_in_the_folder_and_its_stale_metrics(dpedge, 
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_export_to_a_folder_is_refused_before_building_anything(dpedge, tmp_path):
     (tmp_path / "taken.onnx").mkdir()
     result = dpedge("export", tmp_path / "model.pt", "-o", tmp_path / "taken.onnx")
@@ -190,6 +195,7 @@ def test_export_to_a_folder_is_refused_before_building_anything(dpedge, tmp_path
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_cap_that_admits_no_region_is_refused_before_training_and_says_what_leaves_room(dpedge, tmp_path):
     result = dpedge(
         "train",
@@ -212,6 +218,7 @@ def test_a_cap_that_admits_no_region_is_refused_before_training_and_says_what_le
     assert "Traceback" not in result.stderr and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_not_a_checkpoint_is_refused(dpedge, tmp_path):
     (tmp_path / "notes.pt").write_text("hello")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
@@ -228,6 +235,7 @@ class CreatesAFile:
         return (os.system, (f"touch {self.target}",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("writer", ["torch", "pickle"])
 def test_malicious_pickle_is_refused_without_running(dpedge, writer, tmp_path):
     target = tmp_path / "pwned"
@@ -242,6 +250,7 @@ def test_malicious_pickle_is_refused_without_running(dpedge, writer, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_st_prune_trains_a_dense_model_on_fewer_windows_and_says_how_many(dpedge, tmp_path):
     out = tmp_path / "run"
     result = dpedge(
@@ -268,6 +277,7 @@ def test_st_prune_trains_a_dense_model_on_fewer_windows_and_says_how_many(dpedge
     assert windows[0] == pytest.approx(windows[1]) and metrics["samples_seen"] < 2 * windows[0]
 
 
+@pytest.mark.slow
 def test_train_writes_a_self_contained_model_and_metrics(dpedge, tmp_path):
     out = tmp_path / "run"
     result = dpedge(
@@ -317,6 +327,7 @@ def test_train_writes_a_self_contained_model_and_metrics(dpedge, tmp_path):
     assert len(one_width.stderr.strip().splitlines()) == 1 and not list(out.glob("*.onnx"))
 
 
+@pytest.mark.slow
 def test_a_slimmable_model_reports_each_width_level_and_exports_any_of_them(dpedge, tmp_path):
     out = tmp_path / "run"
     trained = dpedge("train", *TINY, "--epochs", "1", "--slimmable", "--out", out)
@@ -339,6 +350,7 @@ def test_a_slimmable_model_reports_each_width_level_and_exports_any_of_them(dped
         assert not (tmp_path / "refused.onnx").exists()
 
 
+@pytest.mark.slow
 def test_a_width_routed_model_takes_its_budget_at_run_time(dpedge, tmp_path):
     """dpedge train --slimmable --budget 0.5 → export (one graph, an optional budget input)
     → the runtime and dpedge profile at other budgets; budget 1 is the widest level."""
@@ -389,6 +401,7 @@ def test_a_width_routed_model_takes_its_budget_at_run_time(dpedge, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_run_loses_at_most_one_epoch(dpedge, tmp_path):
     out = tmp_path / "run"
     args = ["train", *TINY, "--epochs", "4", "--target-flops", "0.5", "--out", out]
@@ -415,6 +428,7 @@ def test_resume_after_a_killed_run_loses_at_most_one_epoch(dpedge, tmp_path):
     assert changed.returncode == 1 and "different model_config" in changed.stderr, changed.stderr
 
 
+@pytest.mark.slow
 def test_bench_latency_json_rows_carry_the_documented_keys(dpedge, tmp_path):
     """A minimal run (2 training steps): one JSON row per dataset, target and thread count,
     with the keys the README documents, and the figures consistent with each other."""
@@ -474,6 +488,7 @@ def test_bench_trtexec_reads_a_recorded_jetson_log(dpedge):
     assert missing.returncode == 1 and missing.stderr.startswith("error: nope.log")
 
 
+@pytest.mark.slow
 def test_info_says_how_an_odd_grid_was_padded(dpedge, tmp_path):
     """A model of the 10×20 NYC bike grid (saved untrained: info reads the file, no data)."""
     from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
@@ -489,6 +504,7 @@ def test_info_says_how_an_odd_grid_was_padded(dpedge, tmp_path):
     assert "grid 10×20 padded to 16×24" in result.stdout and "6 rows below, 4 columns right" in result.stdout
 
 
+@pytest.mark.slow
 def test_bench_layout_times_masks_and_widths(dpedge):
     """The micro-benchmark behind the exporter's blocked region masks runs from the command
     line: a row per masked shape (non-zero exit if the blocked mask did not zero exactly

@@ -428,6 +428,7 @@ def runs(harness, tmp_path_factory) -> Runs:
     return Runs(epoch1, finished, resumed)
 
 
+@pytest.mark.slow
 def test_a_training_killed_at_any_step_leaves_whole_checkpoints_and_resumes_to_the_same_model(harness, runs, tmp_path):
     """`dpedge train --resume` from the checkpoint of epoch 1 of 2 writes model.pt and
     resume.pt after epoch 2, both again at the end, then metrics.json. Killed anywhere in
@@ -469,6 +470,7 @@ def test_a_training_killed_at_any_step_leaves_whole_checkpoints_and_resumes_to_t
 # --- exports: dpedge export ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_export_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_one_refused_in_one_line(
     harness, runs, tmp_path
 ):
@@ -601,6 +603,7 @@ def killed_rebuilds(rebuild: Rebuild, tmp_path: Path) -> Iterator[tuple[str, Pat
             assert rebuilt == {name: after[name] for name in rebuilt}, f"{label}: run again, the build left {rebuilt}"
 
 
+@pytest.mark.slow
 def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_one_refused_in_one_line(
     harness, tmp_path, toy_manifest, write_toy_graph, install_fake_tensorrt, monkeypatch
 ):
@@ -653,6 +656,7 @@ def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_
     assert {"old", "new"} <= seen, f"the kills missed the old or the new pair: {seen}"
 
 
+@pytest.mark.slow
 def test_a_bundle_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one_never_a_mix(
     harness, tmp_path, routed_toy, install_fake_tensorrt, monkeypatch
 ):

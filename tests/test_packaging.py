@@ -46,6 +46,7 @@ def wheel(tmp_path_factory) -> Path:
     return next(out.glob("dynaprune_edge-*.whl"))
 
 
+@pytest.mark.slow
 def test_built_wheel_maps_the_top_level_folders_into_dynaprune_edge(wheel, tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()

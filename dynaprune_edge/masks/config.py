@@ -31,7 +31,7 @@ class PruningConfig:
         compiles with constant weights (bucketed mode). "scored": the sample's top-scoring
         groups (any subset), whose weights the export must gather at run time; onnxruntime
         then loses its prepacked kernels, and such exports ran 0.39–0.52× as fast as their
-        dense twins on a 2-core EPYC (README, "Which groups fill the width").
+        dense twins on a 2-core EPYC (docs/guides/training.md, "Which groups fill the width").
     max_cost: the per-sample cap: no sample may cost more than this ratio of the dense
         model, in training and in the exported graph alike (None: CAP_OVER_TARGET × target,
         at most 1). The mean budget is `budget` (masks/budget.py).

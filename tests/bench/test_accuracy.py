@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from rich.console import Console
 
 from dynaprune_edge.bench.accuracy import Comparison, compare, comparison_table
@@ -30,6 +31,7 @@ def row(dataset: str, dense_mae: float, pruned_mae: float) -> Comparison:
     )
 
 
+@pytest.mark.slow
 def test_compare_trains_both_models_with_the_same_budget_and_tabulates(tmp_path):
     data = DataConfig("taxibj", synthetic_frames=120)
     row = compare("simvp", data, 0.5, TrainConfig(batch_size=8), tmp_path, steps=12)

@@ -28,6 +28,7 @@ def moving_blob(velocity: tuple[float, float]) -> np.ndarray:
     return np.stack(frames)[None, :, None].astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_moving_rain_cell_is_forecast_far_better_than_persistence():
     pytest.importorskip("pysteps")
     series = moving_blob((2.0, 1.0))

@@ -96,6 +96,7 @@ def exported(tmp_path_factory):
     return export_for_timing(tiny_ordered_model(folder, data), data, ExportOptions(mode="bucketed", tiles="none"))
 
 
+@pytest.mark.slow
 def test_rows_take_the_dense_and_sparse_statistics_from_the_measured_runs(exported):
     timer = FakeTimer()
     rows = latency_rows(exported, "simvp", 0.3, [1, 2], runs=5, timer=timer)
@@ -168,6 +169,7 @@ def made_up_table(model, threads: int = 1) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_a_model_priced_in_milliseconds_gets_its_predicted_latency_against_the_measured(tmp_path):
     data = load_dataset(DataConfig("taxibj", synthetic_frames=160))
     path = tiny_ordered_model(tmp_path, data)

@@ -71,6 +71,7 @@ PUBLISHED_SIZES = {
 }  # FLOPs not checked: its depthwise convolutions run outside the tensor-core kernels summed below
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PUBLISHED_SIZES))
 def test_the_reference_networks_are_the_published_architectures(name, tmp_path):
     """A latency compared against a published row is only meaningful if the graph is the one
@@ -104,6 +105,7 @@ def test_a_transformer_row_is_published_and_checked_only():
     assert "Assumed" in row.source  # which percentile stands for 384 tokens is derived, and says so
 
 
+@pytest.mark.slow
 def test_bert_large_is_the_published_architecture(tmp_path):
     """333.96 M parameters with the embedding tables and 246.93 GOPs at 384 tokens, as
     Intel's open_model_zoo card of BERT-Large SQuAD (bert-large-uncased-whole-word-masking-

@@ -124,6 +124,7 @@ def test_the_oracle_picks_per_window_the_best_static_model_under_a_mean_latency(
     assert mae < static_curve_at([(1.0, narrow.mean()), (3.0, wide.mean())], ms)
 
 
+@pytest.mark.slow
 def test_tiny_models_are_trained_exported_timed_and_plotted(tmp_path):
     """Tiny SimVPs end to end: two static widths, a region-pruned and a width-routed model
     (a line over run-time budgets, and its levels alone), timed together, the oracle, the

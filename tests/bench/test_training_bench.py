@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from dynaprune_edge.bench.training import seconds_to, seconds_to_stay
 
 
@@ -33,6 +35,7 @@ def test_time_to_stay_is_the_end_of_the_epoch_from_which_every_epoch_meets_the_t
     assert seconds_to_stay(history, 0.1) is None
 
 
+@pytest.mark.slow
 def test_bad_options_fail_before_any_training(tmp_path):
     result = subprocess.run(
         [

@@ -36,6 +36,7 @@ def test_registry_lists_the_five_families():
         load_dataset(DataConfig(name="moving_mnist"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_shapes_units_and_defaults(synthetic, name):
     frames_in, frames_out, channels, height, width, unit, windows = EXPECTED[name]

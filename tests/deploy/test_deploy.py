@@ -122,6 +122,7 @@ def assert_one_line_error(result, *expected: str) -> None:
     assert all(text in lines[-1] for text in expected), lines[-1]
 
 
+@pytest.mark.slow
 def test_deploy_copies_profiles_on_the_device_and_fetches_the_report(dpedge, server, model, tmp_path):
     device = tmp_path / "device" / "dpedge-deploy"
     report = tmp_path / "report"
@@ -160,6 +161,7 @@ def test_deploy_copies_profiles_on_the_device_and_fetches_the_report(dpedge, ser
     assert "copied nothing (the device has these files already)" in again.stdout
 
 
+@pytest.mark.slow
 def test_deploy_brings_back_the_power_the_device_measured(
     dpedge, server, model, tmp_path, fake_tegrastats, tegrastats_line
 ):
@@ -232,6 +234,7 @@ def test_hostile_hosts_and_folders_are_refused_before_anything_runs(
     )
 
 
+@pytest.mark.slow
 def test_unreachable_hosts_wrong_keys_unknown_host_keys_and_a_missing_dpedge_end_in_one_line(
     dpedge, server, model, tmp_path
 ):
@@ -256,6 +259,7 @@ def test_unreachable_hosts_wrong_keys_unknown_host_keys_and_a_missing_dpedge_end
     assert not Path(device).exists(), "nothing is copied to a device that failed its check"
 
 
+@pytest.mark.slow
 def test_a_copy_whose_connection_drops_leaves_no_complete_looking_file_and_a_rerun_completes_it(server, tmp_path):
     local = tmp_path / "big.onnx"
     local.write_bytes(os.urandom(48 << 20))
@@ -363,6 +367,7 @@ def first_jetson(dpedge, server, model, tmp_path_factory) -> Path:
     return device
 
 
+@pytest.mark.slow
 def test_deploy_builds_a_bundle_on_the_device_and_checks_every_engine_there(
     dpedge, first_jetson, server, model, tmp_path
 ):
@@ -396,6 +401,7 @@ def test_deploy_builds_a_bundle_on_the_device_and_checks_every_engine_there(
     )
 
 
+@pytest.mark.slow
 def test_deploy_copies_a_bundle_built_on_an_identical_device_engines_first_and_a_cut_copy_leaves_the_old_bundle(
     first_jetson, server, model, tmp_path, monkeypatch
 ):
@@ -450,6 +456,7 @@ def test_deploy_copies_a_bundle_built_on_an_identical_device_engines_first_and_a
     assert f"bundle {second / BUNDLE} on 127.0.0.1: {engines}, each checked there by SHA-256" in output.getvalue()
 
 
+@pytest.mark.slow
 def test_engines_for_another_tensorrt_or_gpu_or_not_whole_are_refused_in_one_line_naming_the_rebuild(
     dpedge, first_jetson, server, model, tmp_path
 ):

@@ -25,6 +25,7 @@ def test_device_reports_what_deploy_checks(dpedge, tmp_path):
     assert isinstance(facts["free_bytes"], int) and facts["free_bytes"] > 0
 
 
+@pytest.mark.slow
 def test_engine_without_tensorrt_says_why_in_one_line_with_the_command_for_the_device(dpedge, model):
     """A pruned model is built as a bundle of engines, by dpedge on the device; one engine of
     the whole graph (--layout single) by the trtexec line printed."""
@@ -42,6 +43,7 @@ def test_engine_without_tensorrt_says_why_in_one_line_with_the_command_for_the_d
     assert line.count("trtexec --onnx") == 1
 
 
+@pytest.mark.slow
 def test_profile_runs_on_the_frames_file_alone_and_refuses_a_damaged_one(dpedge, model, tmp_path):
     manifest = read_manifest(model)
     rng = np.random.default_rng(0)

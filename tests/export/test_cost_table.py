@@ -46,6 +46,7 @@ def tiny_config(**pruning) -> ModelConfig:
     )
 
 
+@pytest.mark.slow
 def test_a_measured_table_times_every_layer_of_the_exported_sub_networks():
     config = tiny_config()
     table = measure(config, runs=3)
@@ -135,6 +136,7 @@ def test_on_the_emulated_orin_each_bundle_branch_costs_its_static_width_and_the_
     assert GraphRoofline(cut.bypass, device).route_ms()[0] == pytest.approx(dense), "budget 1: the dense network alone"
 
 
+@pytest.mark.slow
 def test_a_width_router_priced_in_ms_trains_exports_and_reports_its_branch_costs(dpedge, tmp_path):
     env = {**os.environ, "DPEDGE_CACHE_DIR": str(tmp_path / "cache")}
     table_file = tmp_path / "table.json"
@@ -178,6 +180,7 @@ def test_a_width_router_priced_in_ms_trains_exports_and_reports_its_branch_costs
     assert manifest.predicted["per_bucket"] == pytest.approx([table.branches.persistence_ms, *table.branches.level_ms])
 
 
+@pytest.mark.slow
 def test_a_width_router_that_costs_more_than_the_budget_on_its_target_is_refused(dpedge, tmp_path):
     # On the emulated Orin this 16×16 SimVP's router alone (many tiny kernels, each paying
     # its launch) costs about twice the dense model: no budget below 1 can be met.
@@ -309,6 +312,7 @@ def test_a_layer_whose_tiles_do_not_pay_is_charged_in_full_and_exported_on_whole
     assert predicted["per_bucket"] == sorted(predicted["per_bucket"])  # wider branches cost more
 
 
+@pytest.mark.slow
 def test_calibrate_then_train_on_the_measured_target_then_export(dpedge, tmp_path):
     env = {**os.environ, "DPEDGE_CACHE_DIR": str(tmp_path / "cache")}
     table_file = tmp_path / "table.json"

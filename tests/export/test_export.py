@@ -100,6 +100,7 @@ def scored_model(tmp_path_factory, varied_model) -> Path:
     return varied_model(tmp_path_factory.mktemp("scored"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tiles", ["all", "wide", "none"])
 def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_model, tmp_path, tiles, varied_data):
     out = tmp_path / "model.onnx"
@@ -125,6 +126,7 @@ def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_m
     assert np.allclose(result.flops, [manifest.buckets[b].flops for b in result.bucket])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 @pytest.mark.parametrize("group_order, mode", [("scored", "gather"), ("ordered", "bucketed")])
 def test_every_backbone_exports_with_parity(tmp_path, backbone, group_order, mode, varied_model):
@@ -137,6 +139,7 @@ def test_every_backbone_exports_with_parity(tmp_path, backbone, group_order, mod
         assert_tensorrt_parses(onnx.load(tmp_path / "model.onnx"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_executed_flops_equal_the_training_ledger_in_every_branch(tmp_path, backbone, varied_model, varied_data):
     """One branch per kept-region count and tiles everywhere: a sample's graph computes
@@ -159,6 +162,7 @@ def test_executed_flops_equal_the_training_ledger_in_every_branch(tmp_path, back
     np.testing.assert_allclose(run_in_model_units(out, frames, trained.normalizer).flops, ledger, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(
     tmp_path, backbone, varied_model, varied_data
@@ -206,6 +210,7 @@ def fake_timer(candidate_ms: list[float], twin_ms: float, asked: list, split_ms:
     return timer
 
 
+@pytest.mark.slow
 def test_auto_keeps_the_candidate_measured_fastest_and_records_its_dense_twin(tmp_path, varied_model):
     """`auto` exports every mode × tile policy, times them together with the model's dense
     twin, and writes the one the timer measured fastest (a fake timer here, so the answer
@@ -263,6 +268,7 @@ def test_an_export_slower_than_its_dense_twin_says_so(tmp_path, varied_model):
     assert read_manifest(out) == manifest, "the export is still written: it is exact, only not faster"
 
 
+@pytest.mark.slow
 def test_bucketed_export_of_an_ordered_model_owns_constant_weights(tmp_path, varied_model):
     path = varied_model(tmp_path, group_order="ordered")
     out = tmp_path / "model.onnx"
@@ -278,6 +284,7 @@ def test_bucketed_export_of_an_ordered_model_owns_constant_weights(tmp_path, var
         assert convs and all(n.input[1] in owned for n in convs), f"{branch.name} does not own its weights"
 
 
+@pytest.mark.slow
 def test_graph_has_no_data_dependent_shapes(scored_model, tmp_path):
     """TensorRT on JetPack 5 cannot run NonZero or a TopK whose K is computed."""
     out = tmp_path / "model.onnx"
@@ -317,6 +324,7 @@ def test_failed_parity_writes_nothing(scored_model, tmp_path, monkeypatch):
     assert list(out.parent.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("tensorrt") is not None,
     reason="tensorrt imports here: --trt builds an engine instead of explaining",
@@ -350,6 +358,7 @@ def test_cli_export_writes_model_and_manifest_and_explains_tensorrt(scored_model
     assert "no TensorRT engine built" in result.stdout and "dpedge engine model.onnx --precision fp16" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -162,6 +162,7 @@ def test_a_backbone_defined_outside_the_package_exports_with_parity(registered, 
     np.testing.assert_allclose(run_in_model_units(out, frames, data.normalizer).flops, ledger, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "user, gates",
     [

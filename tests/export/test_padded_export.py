@@ -53,6 +53,7 @@ def saved(tmp_path, backbone: str, data: SpatioTemporalData, **pruning):
     return path, model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "backbone, height, width, region_size",
     [(b, 10, 20, 8) for b in BACKBONES.names()] + [(b, 13, 7, 8) for b in BACKBONES.names()] + [("simvp", 10, 20, 2)],

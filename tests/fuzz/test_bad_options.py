@@ -246,6 +246,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BASES))
 def test_every_base_command_line_is_valid(name, artifacts, fuzz_root):
     """The fuzz cases change one value of these command lines: each must get to its work

@@ -62,6 +62,7 @@ CASES: dict[str, tuple[list[str], tuple[str, ...], Callable]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_real_process_refuses_in_one_line(case, artifacts, fuzz_root, write_toy_graph):
     words, files, damage = CASES[case]

@@ -143,6 +143,7 @@ def test_a_backbone_file_is_run_once_however_often_it_is_named(tmp_path):
         assert sys.modules[BACKBONES.get("residual-cnn").__module__].RUNS == 1
 
 
+@pytest.mark.slow
 def test_a_backbone_of_your_own_trains_exports_and_profiles_when_its_file_is_passed_again(dpedge, tmp_path):
     """The user's file next to their runs, as they would keep it: `dpedge train --backbone
     PATH.py:Class`, then export, info and profile given the same --backbone; without it,
@@ -188,6 +189,7 @@ def test_a_backbone_of_your_own_trains_exports_and_profiles_when_its_file_is_pas
     assert profiled.returncode == 0, profiled.stderr
 
 
+@pytest.mark.slow
 def test_a_plain_pytorch_model_as_users_write_it_trains_width_routed_and_exports_with_parity(dpedge, tmp_path):
     """examples/plain_nowcaster.py has nothing of dpedge in it: an encoder-decoder traced
     on NYC bike's 10×20 grid (padded to its multiple of 4), its convolutions pruned but for
@@ -232,6 +234,7 @@ def test_a_plain_pytorch_model_as_users_write_it_trains_width_routed_and_exports
     assert '"layer": "head", "gate": null, "why not": "its channels are the forecast\'s"' in info
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [(), ("--no-slimmable", "--region-size", "4")], ids=["width-routed", "region masks"])
 def test_a_convolutional_recurrent_model_trains_and_exports_with_parity(dpedge, tmp_path, mode):
     """examples/recurrent_nowcaster.py: a ConvGRU read frame by frame, then forecasting
@@ -262,6 +265,7 @@ def test_a_convolutional_recurrent_model_trains_and_exports_with_parity(dpedge, 
     assert max(parity["max_abs_error_per_branch"].values()) <= 1e-4
 
 
+@pytest.mark.slow
 def test_an_operation_dpedge_cannot_prune_is_refused_before_any_data_are_read(dpedge, tmp_path):
     """The data named do not exist: the refusal must come from the model's trace, before
     dpedge looks for them (the conversion runs first on a nominal grid)."""

@@ -85,6 +85,7 @@ def exported(tmp_path_factory, varied_model) -> Path:
     return folder / "model.onnx"
 
 
+@pytest.mark.slow
 def test_profile_measures_idle_then_each_model_alone_and_reports_energy_per_inference(
     dpedge, exported, tmp_path, fake_tegrastats, tegrastats_line
 ):
@@ -117,6 +118,7 @@ def test_profile_measures_idle_then_each_model_alone_and_reports_energy_per_infe
     assert "power and energy: MEASURED by tegrastats" in result.stdout
 
 
+@pytest.mark.slow
 def test_auto_goes_on_without_power_where_tegrastats_shows_no_rails_and_tegrastats_asked_by_name_fails(
     dpedge, exported, tmp_path, fake_tegrastats, tegrastats_line
 ):
@@ -133,6 +135,7 @@ def test_auto_goes_on_without_power_where_tegrastats_shows_no_rails_and_tegrasta
     assert "Traceback" not in asked.stderr
 
 
+@pytest.mark.slow
 def test_a_tegrastats_that_fails_gives_its_own_reason_in_one_line(dpedge, exported, tmp_path):
     folder = tmp_path / "bin"
     folder.mkdir()

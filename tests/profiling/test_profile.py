@@ -46,6 +46,7 @@ def assert_real_plots(folder: Path) -> None:
         assert image[..., :3].std() > 0.05, f"{name} is blank"
 
 
+@pytest.mark.slow
 def test_ort_profile_measures_both_models_on_real_samples_and_writes_a_labelled_report(dpedge, exported, tmp_path):
     result = dpedge("profile", exported, *SMALL, "--report", tmp_path / "report", path=())
     assert result.returncode == 0, result.stderr
@@ -62,6 +63,7 @@ def test_ort_profile_measures_both_models_on_real_samples_and_writes_a_labelled_
     assert all(f"]({name})" in text for name in PLOTS)
 
 
+@pytest.mark.slow
 def test_orin_emu_profile_is_labelled_emulated_everywhere(dpedge, exported, tmp_path):
     result = dpedge(
         "profile",
@@ -105,6 +107,7 @@ def device_log(recorded: str, engine_stem: str) -> str:
     )
 
 
+@pytest.mark.slow
 def test_trtexec_runs_of_both_engines_are_reported_as_measured_beside_the_emulated_figures(dpedge, exported, tmp_path):
     """The dense engine's run (the Orin Nano log, with its per-layer profile beside it) and
     the pruned engine's (the AGX Xavier log): their figures land in the right rows, the
@@ -179,6 +182,7 @@ def titan_rtx_log(engine_stem: str) -> str:
     )
 
 
+@pytest.mark.slow
 def test_a_run_on_a_desktop_gpu_is_scaled_to_the_orin_beside_the_first_principles_figure(dpedge, exported, tmp_path):
     from dynaprune_edge.bench.orin import recorded_calibration
     from dynaprune_edge.cost.calibration import scale_to_orin
@@ -382,6 +386,7 @@ def test_bad_input_is_one_line_and_exit_1(dpedge, exported, tmp_path, args, mess
     assert not (tmp_path / "report").exists() and not (tmp_path / "model.dense.onnx").exists()
 
 
+@pytest.mark.slow
 def test_the_demo_exports_profiles_and_reports_measured_and_emulated(dpedge, tmp_path, varied_model):
     from rich.console import Console
 

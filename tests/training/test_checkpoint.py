@@ -21,6 +21,7 @@ def saved_model_payload(finished_run) -> dict:
     return torch.load(finished_run.out / MODEL_FILE, weights_only=True)
 
 
+@pytest.mark.slow
 def test_load_model_rebuilds_a_model_that_forecasts_like_the_trained_one(finished_run, data):
     trained = load_model(finished_run.out / MODEL_FILE)
     original = finished_run.trainer.model.eval()

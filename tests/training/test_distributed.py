@@ -77,10 +77,12 @@ def uninterrupted(dpedge, tmp_path_factory) -> dict[int, Path]:
     return runs
 
 
+@pytest.mark.slow
 def test_two_processes_train_what_one_trains(uninterrupted):
     assert_same_run(uninterrupted[1], uninterrupted[2])
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_width_router_that_one_trains(dpedge, tmp_path):
     """The default pruned model (a slimmable network and its width router) over two steps
     of 64 windows: the router's loss is normalised over the global batch, as one process
@@ -118,6 +120,7 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the rank processes through Linux's /proc")
 def test_a_rank_killed_mid_run_stops_the_run_and_resume_ends_where_an_uninterrupted_run_ends(
     dpedge, uninterrupted, tmp_path
@@ -187,6 +190,7 @@ def _text_from_rank_zero(rank: int, store: str, answers) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_what_rank_zero_finds_every_rank_gets_and_only_rank_zero_finds_it(tmp_path):
     """How a measured cost table reaches the ranks (one timing, one table for all)."""
     import torch.multiprocessing as mp
@@ -197,6 +201,7 @@ def test_what_rank_zero_finds_every_rank_gets_and_only_rank_zero_finds_it(tmp_pa
     assert got == {0: '{"table": "gemessen über 2 Ränge"}', 1: '{"table": "gemessen über 2 Ränge"}'}
 
 
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_run_with_one_line_and_not_a_hang(dpedge, tmp_path):
     """The launcher checks the options and the data; an --init file is read by the ranks
     (each needs the weights), so a damaged one fails in them."""

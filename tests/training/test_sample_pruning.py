@@ -113,6 +113,7 @@ def test_bad_options_are_refused(options, message):
         SamplePruning(**options)
 
 
+@pytest.mark.slow
 def test_a_pruned_run_records_what_it_achieved_and_its_schedule_ends_with_training(build_trainer, tmp_path):
     """Epoch 1 trains on every window (none has a loss yet: all count as hard), epochs 2–3
     prune, epoch 4 anneals with every window. The learning rate follows the steps actually taken: the last step
@@ -136,6 +137,7 @@ def test_a_pruned_run_records_what_it_achieved_and_its_schedule_ends_with_traini
     assert all(later <= earlier + 1e-12 for earlier, later in zip(after_warmup, after_warmup[1:]))
 
 
+@pytest.mark.slow
 def test_a_pruned_run_killed_and_resumed_prunes_what_an_uninterrupted_one_prunes(build_trainer, tmp_path):
     uninterrupted = build_trainer(tmp_path / "whole", train=ST_PRUNE)
     uninterrupted.fit()

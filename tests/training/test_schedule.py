@@ -78,6 +78,7 @@ def record_schedule(trainer) -> list[tuple]:
     return [(step, lrs, mode) for (step, lrs), mode in zip(steps, modes)]
 
 
+@pytest.mark.slow
 def test_the_schedule_at_a_step_does_not_depend_on_how_steps_fall_into_epochs(build_trainer, train_config, tmp_path):
     """8 optimizer steps as 4 epochs of 2 steps, 2 epochs of 4, or 4 epochs of 2 bigger
     batches: the same learning rates and mask modes at every step, soft masks lasting

@@ -55,6 +55,7 @@ def test_with_more_levels_a_step_trains_both_ends_and_two_drawn_between(build_tr
     assert {level for draw in draws for level in draw} == {1, 2, 3, 4} and len(set(draws)) > 1
 
 
+@pytest.mark.slow
 def test_each_width_level_keeps_batch_norm_statistics_of_its_own(build_trainer, train_config, tmp_path):
     trainer = build_trainer(
         tmp_path / "run", budget=1.0, slimmable=True, train=dataclasses.replace(train_config, epochs=1)

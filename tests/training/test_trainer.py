@@ -60,6 +60,7 @@ def assert_same_optimizer_state(actual: torch.optim.Optimizer, expected: torch.o
 # --- resume ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_and_resumed_ends_bit_identical_to_an_uninterrupted_one(
     finished_run, build_trainer, tmp_path
 ):
@@ -318,6 +319,7 @@ def dense_model_file(build_trainer, train_config, tmp_path_factory):
     return out / MODEL_FILE
 
 
+@pytest.mark.slow
 def test_init_starts_the_backbone_from_the_dense_model_and_distill_adds_its_forecast_to_the_loss(
     dense_model_file, build_trainer, train_config, data, tmp_path
 ):

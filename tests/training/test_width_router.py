@@ -37,6 +37,7 @@ def calibrated_router(seed: int = 0) -> tuple[WidthRouter, torch.Tensor, torch.T
     return router, predicted, COSTS
 
 
+@pytest.mark.slow
 def test_the_budget_bounds_the_mean_cost_of_windows_the_calibration_did_not_see():
     """Routers calibrated on 40 different draws of 300 windows, each run on 20,000 unseen
     windows like them (about the population's mean): a budget is a bound there too, in all
@@ -86,6 +87,7 @@ def routed_run(build_trainer, train_config, tmp_path_factory):
     return trainer, metrics, initial
 
 
+@pytest.mark.slow
 def test_the_router_learns_from_the_sandwich_steps_errors(routed_run):
     trainer, metrics, initial = routed_run
     router = trainer.model.width_router
