@@ -3,10 +3,12 @@
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -472,7 +474,13 @@ def test_bench_latency_json_rows_carry_the_documented_keys(dpedge, tmp_path):
             row
         )  # NaN fails too
         assert 0 < row["overhead_share"] < 1 and 0 < row["router_share"] < 1 and 0 < row["flops_ratio"] <= 1.1
-    assert json.loads((tmp_path / "results.json").read_text()) == rows
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["results"] == rows
+    run = written["run"]  # where, when and from what code: what a page citing these rows names
+    assert run["command"].startswith("dpedge bench latency ")
+    assert abs(datetime.now(timezone.utc) - datetime.fromisoformat(run["date"])) < timedelta(hours=1)
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", run["commit"]), run["commit"]
+    assert run["machine"]["cpu"] and run["machine"]["cores"] >= 1 and run["versions"]["onnxruntime"]
 
 
 def test_bench_trtexec_reads_a_recorded_jetson_log(dpedge):

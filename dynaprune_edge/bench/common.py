@@ -1,11 +1,15 @@
-"""What the benchmarks share: the dataset pair they run on, the backbone check, and reporting rows."""
+"""What the benchmarks share: the dataset pair they run on, the backbone check, and reporting
+rows, with where, when and from what code they were measured."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
 import sys
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
@@ -58,11 +62,52 @@ def report(
         collected.append(row)
         if as_json:
             print(json.dumps(row.as_dict()), flush=True)
-    atomic_write_text(json.dumps([row.as_dict() for row in collected], indent=2) + "\n", out / "results.json")
+    write_results([row.as_dict() for row in collected], out)
     if not as_json:
         console.print(table(collected))
         console.print(f"[dim]rows also in {out / 'results.json'}{note}[/dim]")
     return collected
+
+
+def write_results(results, out: Path) -> None:
+    """OUT/results.json: a benchmark's results under "results", and under "run" where, when
+    and from what code they were measured (`provenance`), which a page citing them names."""
+    atomic_write_text(json.dumps({"run": provenance(), "results": results}, indent=2) + "\n", out / "results.json")
+
+
+def provenance() -> dict:
+    """The command line, the date (UTC), the dpedge commit, the machine and the libraries of
+    this run."""
+    from dynaprune_edge.profiling.report import machine, versions
+
+    return {
+        "command": shlex.join(["dpedge", *sys.argv[1:]]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": source_commit(),
+        "machine": {**machine(), "cores": os.cpu_count()},
+        "versions": versions(),
+    }
+
+
+def source_commit() -> str | None:
+    """The git commit of the dpedge checkout that runs ("-dirty" with uncommitted changes),
+    or None for an installed copy: only the checkout holding this package is asked."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10
+        )
+        if top.returncode != 0 or Path(top.stdout.strip()) != package.parent:
+            return None
+        described = subprocess.run(
+            ["git", "-C", str(package), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return described.stdout.strip() or None if described.returncode == 0 else None
 
 
 def trained_model(

@@ -24,10 +24,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from dynaprune_edge.bench.common import write_results
 from dynaprune_edge.cost.calibration import Gpu, scale_to_orin
 from dynaprune_edge.cost.orin import DEFAULT_MODULE, MODULES, Device, constant
 from dynaprune_edge.cost.roofline import GraphRoofline
-from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.profiling.trtexec import parse_layer_info, parse_layer_profile
 
 MLPERF_V31 = (
@@ -259,7 +259,7 @@ def bench(out: Path, as_json: bool, console: Console) -> list[Row]:
         "fitted_check_rows": summary([r.fitted_error for r in rows if r.role == "check"]),
         "calibrated": calibration_rows(out),
     }
-    atomic_write_text(json.dumps(result, indent=2) + "\n", out / "results.json")
+    write_results(result, out)
     if as_json:
         print(json.dumps(result))
         return rows

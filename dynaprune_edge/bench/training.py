@@ -24,8 +24,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from dynaprune_edge.bench.common import write_results
 from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
-from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.training.run import RunSpec, train_run
 from dynaprune_edge.training.sample_pruning import SamplePruning
 from dynaprune_edge.training.trainer import TrainConfig
@@ -165,7 +165,7 @@ def bench(
             "tolerance": TOLERANCE,
         },
     }
-    atomic_write_text(json.dumps(result, indent=2) + "\n", out / "results.json")
+    write_results(result, out)
     if as_json:
         print(json.dumps(result))
         return result
