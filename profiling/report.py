@@ -47,7 +47,7 @@ def versions() -> dict[str, str]:
 
 
 def machine() -> dict:
-    from dynaprune_edge.runtime.onnxruntime import cpu_model
+    from dynaprune_edge.hardware import cpu_model
 
     return {
         "host": platform.node(),

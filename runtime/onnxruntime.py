@@ -5,7 +5,6 @@ able to import this package and list the backends without it."""
 
 from __future__ import annotations
 
-import platform
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.hardware import cpu_model
 from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, LAYOUTS, Manifest, read_manifest
 
@@ -108,16 +108,6 @@ def split_sessions(path: Path, manifest: Manifest, open_graph):
     from dynaprune_edge.runtime.split import SplitSessions, split_routed_graph
 
     return SplitSessions(split_routed_graph(onnx.load(str(path))), open_graph, manifest.trained_budget)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def gpu_model() -> str:

@@ -16,7 +16,7 @@ FOLDERS = {
     "dynaprune_edge.runtime": ROOT / "runtime",
     "dynaprune_edge.profiling": ROOT / "profiling",
 }
-CORE = {"errors", "checks", "files", "registry", "progress", "flops"}  # torch-free basics
+CORE = {"errors", "checks", "files", "registry", "progress", "flops", "hardware"}  # torch-free basics
 ON_DEVICE = {"runtime", "profiling", "cost"}  # cost: the cost models the device side prices with
 HEAVY = {"torch", "fvcore"}
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from importlib import metadata
@@ -37,20 +36,9 @@ import numpy as np
 
 from dynaprune_edge.cost.base import CostModel
 from dynaprune_edge.errors import ConfigError
+from dynaprune_edge.hardware import cpu_model
 
 FORMAT = 1
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (/proc/cpuinfo on Linux), else what platform reports."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_fingerprint(threads: int) -> dict:
