@@ -58,14 +58,6 @@ POWER_MODE_HELP = "orin-emu: nvpmodel mode MAXN (default), 50W, 30W or 15W (64 G
 PRECISION_HELP = "orin-emu: fp32 (TF32 tensor cores, TensorRT's default), fp16 (default) or int8."
 
 
-def emulated_device(cost: str, module: str | None, power_mode: str | None, precision: str | None) -> dict | None:
-    """The Orin `--cost orin-emu` prices on (None for other targets, which refuse the options)."""
-    chosen = {
-        k: v for k, v in (("module", module), ("power_mode", power_mode), ("precision", precision)) if v is not None
-    }
-    return chosen if chosen or cost == "orin-emu" else None
-
-
 def without_option(arguments: list[str], option: str) -> list[str]:
     """`arguments` with `option VALUE` and `option=VALUE` taken out."""
     kept, skip = [], False
@@ -223,6 +215,7 @@ def train(
     ] = None,
 ) -> None:
     """Train one model; writes OUT/model.pt and OUT/metrics.json."""
+    from dynaprune_edge.cost.orin import emulated_device
     from dynaprune_edge.data import DataConfig, load_dataset
     from dynaprune_edge.distributed import check_nproc, join_from_environment, launch, leave, peer_lost
     from dynaprune_edge.models import resolve_backbone
@@ -263,7 +256,7 @@ def train(
             **pruning_defaults(budget, slimmable, group_size),
         },
         None if cost_table is None else str(cost_table),
-        emulated_device(cost, module, power_mode, precision),
+        emulated_device(cost == "orin-emu", "--cost", module, power_mode, precision),
     )
     for option, path in (("--init", init), ("--cost-table", cost_table)):
         if path is not None and not path.is_file():
@@ -592,13 +585,12 @@ def calibrate(
     ] = None,
 ) -> None:
     """What each layer of a model costs on a target, on tiles and on whole maps, at every width level (a width-routed slimmable model: what each branch costs): the table `dpedge train --cost ort-cpu|orin-emu` prices samples with (ort-cpu: measured here; orin-emu: emulated)."""
-    from dynaprune_edge.cost.orin import Device
+    from dynaprune_edge.cost.orin import emulated_device
     from dynaprune_edge.data import DataConfig
     from dynaprune_edge.export.cost_table import cache_path, measure
     from dynaprune_edge.files import atomic_write_text
     from dynaprune_edge.models import resolve_backbone
     from dynaprune_edge.progress import progress_bar
-    from dynaprune_edge.training.run import emulated_orin
 
     backbone = resolve_backbone(backbone)  # with MODEL: the backbone of your own it was trained with
 
@@ -606,10 +598,7 @@ def calibrate(
         raise ConfigError(f"--cost must be ort-cpu or orin-emu, got {cost!r} (flops needs no table)")
     if out is not None:
         check_writable(out, "--out", folder=False)
-    chosen = emulated_orin(
-        cost, emulated_device(cost, module, power_mode, precision)
-    )  # checked as `dpedge train` checks it
-    device = None if chosen is None else Device(**chosen)
+    device = emulated_device(cost == "orin-emu", "--cost", module, power_mode, precision)  # as `dpedge train` takes it
     data_config = None if model else DataConfig(dataset, data, frames_in, frames_out, size)
     config = architecture_config(model, backbone, data_config, region_size, group_size, group_order, slimmable, arch)
     with progress_bar() as progress:

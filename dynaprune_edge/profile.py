@@ -23,7 +23,7 @@ from rich.table import Table
 
 from dynaprune_edge.checks import is_number
 from dynaprune_edge.cost.calibration import scale_to_orin
-from dynaprune_edge.cost.orin import Device
+from dynaprune_edge.cost.orin import Device, emulated_device
 from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
 from dynaprune_edge.flops import format_flops
 from dynaprune_edge.profiling.power import choose_meter, measure_power
@@ -91,20 +91,14 @@ class Settings:
             raise ConfigError(f"--power-seconds must be > 0 and finite, got {self.power_seconds}")
         if not 0 <= self.idle_seconds < math.inf:
             raise ConfigError(f"--idle-seconds must be ≥ 0 and finite, got {self.idle_seconds}")
-        emulating = {"--module": self.module, "--power-mode": self.power_mode, "--precision": self.precision}
-        if self.backend == "trt":
-            emulating.pop("--power-mode")  # on the device it is checked (runtime.jetson)
-        given = [option for option, value in emulating.items() if value is not None]
-        if given and self.backend != "orin-emu":
-            raise ConfigError(
-                f"{', '.join(given)} choose the Jetson that orin-emu emulates; on {self.backend} they are what the device and the "
-                "engine already are (set a Jetson's power mode with nvpmodel, an engine's precision with dpedge export --trt)"
-            )
+        self.device()  # on trt, --power-mode is the device's own, checked there (runtime.jetson)
 
     def device(self) -> Device | None:
-        if self.backend != "orin-emu":
-            return None
-        return Device.chosen(self.module, self.power_mode, self.precision)
+        """The Orin orin-emu emulates; None on the other backends, which refuse its options."""
+        device_sets = ("--power-mode",) if self.backend == "trt" else ()
+        return emulated_device(
+            self.backend == "orin-emu", "--backend", self.module, self.power_mode, self.precision, device_sets
+        )
 
     def as_dict(self) -> dict:
         settings = {k: v for k, v in self.__dict__.items() if v is not None}

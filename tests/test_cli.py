@@ -76,7 +76,7 @@ def test_arch_help_names_every_size_option_of_every_backbone():
         ),
         (
             ["train", "--out", "x", "--budget", "0.3", "--power-mode", "30W"],
-            "choose the Orin that --cost orin-emu emulates",
+            "--power-mode choose the Jetson AGX Orin that orin-emu emulates: add --cost orin-emu",
         ),
         (
             ["train", "--out", "x", "--budget", "0.3", "--cost", "orin-emu", "--power-mode", "10W"],

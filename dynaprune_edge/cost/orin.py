@@ -153,6 +153,29 @@ def constant(name: str) -> float:
     return CONSTANTS[name].value
 
 
+def emulated_device(
+    emulating: bool,
+    switch: str,
+    module: str | None,
+    power_mode: str | None,
+    precision: str | None,
+    device_sets: tuple = (),
+) -> Device | None:
+    """The Orin that --module, --power-mode and --precision choose, defaults filled in, where
+    `emulating` (`switch` orin-emu: `--cost` or `--backend`); elsewhere None, and any of
+    them given, but those in `device_sets` (what a real device sets for itself), is refused."""
+    given = {"--module": module, "--power-mode": power_mode, "--precision": precision}
+    if emulating:
+        return Device.chosen(module, power_mode, precision)
+    named = [option for option, value in given.items() if value is not None and option not in device_sets]
+    if named:
+        raise ConfigError(
+            f"{', '.join(named)} choose the Jetson AGX Orin that orin-emu emulates: add {switch} orin-emu (a Jetson's own "
+            "power mode is set with nvpmodel, an engine's precision by dpedge export --trt)"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Device:
     """One Orin at one power mode and precision: the peak rates a roofline divides by."""

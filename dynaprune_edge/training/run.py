@@ -67,8 +67,9 @@ class RunSpec:
         backbone_overrides: dict[str, str] | None = None,
         pruning_overrides: dict | None = None,
         cost_table: str | None = None,
-        device: dict | None = None,
+        device: Device | None = None,
     ) -> RunSpec:
+        """device: the Orin --cost orin-emu emulates (`cost.orin.emulated_device`), else None."""
         pruning = PruningConfig(budget=budget, **(pruning_overrides or {}))
         if cost_table is not None and pruning.cost == "flops":
             raise ConfigError("--cost-table prices a measured cost target: add --cost ort-cpu")
@@ -80,7 +81,9 @@ class RunSpec:
             data.frames_out or family.frames_out,
             family.channels,
         )
-        return cls(backbone, data, train, pruning, options, cost_table, emulated_orin(pruning.cost, device))
+        return cls(
+            backbone, data, train, pruning, options, cost_table, None if device is None else dataclasses.asdict(device)
+        )
 
 
 def check_run_folder(out: Path, resume: bool, overwrite: bool, train: TrainConfig) -> None:
@@ -156,19 +159,6 @@ def check_resume_state(out: Path, train: TrainConfig) -> None:
             f"{out / RESUME_FILE}: its weights are not those of the {MODEL_FILE} beside it (names or shapes differ): "
             "damaged; train into a new --out directory, or replace the run with --overwrite"
         )
-
-
-def emulated_orin(cost: str, device: dict | None) -> dict | None:
-    """The Orin `--cost orin-emu` prices on, as RunSpec stores it (defaults filled in,
-    checked); None when no option chose one. Other cost targets refuse the options."""
-    if device is None:
-        return None
-    if cost != "orin-emu":
-        raise ConfigError(
-            "--module, --power-mode and --precision choose the Orin that --cost orin-emu emulates: add --cost orin-emu"
-        )
-    checked = Device.chosen(**device)
-    return {"module": checked.module, "power_mode": checked.power_mode, "precision": checked.precision}
 
 
 def model_config_for(spec: RunSpec, data: SpatioTemporalData) -> ModelConfig:

@@ -337,7 +337,10 @@ def test_orin_emu_routes_match_the_exported_branches(exported):
         (["lonely.onnx"], "no manifest beside lonely.onnx"),
         (["model.onnx", "--runs", "0"], "--runs must be ≥ 1"),
         (["model.onnx", "--samples", "0"], "--samples must be ≥ 1"),
-        (["model.onnx", "--power-mode", "30W"], "choose the Jetson that orin-emu emulates"),
+        (
+            ["model.onnx", "--power-mode", "30W"],
+            "--power-mode choose the Jetson AGX Orin that orin-emu emulates: add --backend orin-emu",
+        ),
         (
             ["model.onnx", "--backend", "orin-emu", "--power-mode", "10W"],
             "--power-mode on agx-orin-64gb must be one of",
