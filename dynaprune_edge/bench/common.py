@@ -69,10 +69,10 @@ def report(
     return collected
 
 
-def write_results(results, out: Path) -> None:
-    """OUT/results.json: a benchmark's results under "results", and under "run" where, when
-    and from what code they were measured (`provenance`), which a page citing them names."""
-    atomic_write_text(json.dumps({"run": provenance(), "results": results}, indent=2) + "\n", out / "results.json")
+def write_results(results, out: Path, name: str = "results.json") -> None:
+    """OUT/NAME: a benchmark's results under "results", and under "run" where, when and from
+    what code they were measured (`provenance`), which a page citing them names."""
+    atomic_write_text(json.dumps({"run": provenance(), "results": results}, indent=2) + "\n", out / name)
 
 
 def provenance() -> dict:

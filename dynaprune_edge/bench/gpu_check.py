@@ -22,7 +22,6 @@ emulator's error gets measured when a GPU is at hand.
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 import sys
 import time
@@ -34,11 +33,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from dynaprune_edge.bench.common import trained_model
+from dynaprune_edge.bench.common import trained_model, write_results
 from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
-from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.models import BACKBONES, ModelConfig, build_model
 from dynaprune_edge.training import load_model
@@ -247,7 +245,7 @@ def check(out: Path, steps: int, device: str, runs: int, console: Console) -> di
         "emulated": "orin_emulated_ms, orin_emulated_cuda_graph_ms: orin-emu's split-bundle predictions (engines launched eagerly; "
         "as CUDA graphs) for a Jetson AGX Orin 64 GB, MAXN, fp16 (not this GPU; not measured)",
     }
-    atomic_write_text(json.dumps(result, indent=2) + "\n", out / "gpu-check.json")
+    write_results(result, out, "gpu-check.json")
     print_result(result, console)
     return result
 
