@@ -368,14 +368,8 @@ def test_cli_export_writes_model_and_manifest_and_explains_tensorrt(scored_model
         (["-o", "model.trt"], "must end in .onnx"),
     ],
 )
-def test_cli_export_errors_are_one_line(scored_model, tmp_path, args, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "dynaprune_edge", "export", str(scored_model), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+def test_cli_export_errors_are_one_line(dpedge, scored_model, tmp_path, args, message):
+    result = dpedge("export", scored_model, *args, cwd=tmp_path, timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -5,9 +5,6 @@ before onnxruntime (or TensorRT) opens the graph."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -118,14 +115,8 @@ def test_external_data_outside_the_graphs_folder_is_refused_before_onnxruntime_o
         rt.load(path)
 
 
-def test_the_cli_refuses_such_a_graph_in_one_line(tmp_path, toy_manifest):
+def test_the_cli_refuses_such_a_graph_in_one_line(dpedge, tmp_path, toy_manifest):
     path = write_pair(tmp_path, toy_manifest, location="/etc/hostname")
-    result = subprocess.run(
-        [sys.executable, "-m", "dynaprune_edge", "profile", str(path), "--report", str(tmp_path / "report")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ},
-    )
+    result = dpedge("profile", path, "--report", tmp_path / "report", timeout=300)
     assert result.returncode == 1 and result.stderr.strip().count("\n") == 0
     assert "outside the graph's folder: refused" in result.stderr and not (tmp_path / "report").exists()

@@ -6,9 +6,6 @@ an AttributeError, IndexError or a silent inf."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,15 +100,9 @@ def test_any_json_in_any_field_is_a_manifest_or_one_config_error(model, field, v
         assert "\n" not in str(error)
 
 
-def test_the_cli_answers_a_malformed_manifest_in_one_line(model, tmp_path):
+def test_the_cli_answers_a_malformed_manifest_in_one_line(dpedge, model, tmp_path):
     rewrite(model, lambda v: v.update(inputs=[]))
-    result = subprocess.run(
-        [sys.executable, "-m", "dynaprune_edge", "profile", str(model)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ},
-    )
+    result = dpedge("profile", model, timeout=300)
     assert (
         result.returncode == 1
         and result.stderr.strip().count("\n") == 0

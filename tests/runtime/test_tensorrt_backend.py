@@ -484,14 +484,8 @@ def test_cuda_graph_is_refused_on_other_backends(tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["ort", "orin-emu"])
-def test_dpedge_profile_refuses_cuda_graph_off_trt_in_one_line(tmp_path, backend):
-    done = subprocess.run(
-        [sys.executable, "-m", "dynaprune_edge", "profile", "model.onnx", "--backend", backend, "--cuda-graph"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+def test_dpedge_profile_refuses_cuda_graph_off_trt_in_one_line(dpedge, tmp_path, backend):
+    done = dpedge("profile", "model.onnx", "--backend", backend, "--cuda-graph", cwd=tmp_path, timeout=300)
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
         f"error: --cuda-graph captures TensorRT engines into CUDA graphs, with --backend trt, not {backend}"
