@@ -148,8 +148,9 @@ def saved_model(tmp_path, options: dict, backbone: str = ResidualCNN.name):
     return tmp_path / "model.pt", model, data
 
 
-def test_a_backbone_defined_outside_the_package_exports_with_parity(registered, tmp_path):
-    path, model, data = saved_model(tmp_path, {})
+def assert_exports_on_tiles_with_parity(path, model, data, tmp_path) -> None:
+    """The saved model exported on gathered tiles with a branch per kept-region count: every
+    branch within 1e-4 of PyTorch, and the FLOPs each sample executes those of the ledger."""
     out = tmp_path / "model.onnx"
     regions = model.grid[0] * model.grid[1]
     chosen, _, _ = Exporter(
@@ -162,15 +163,17 @@ def test_a_backbone_defined_outside_the_package_exports_with_parity(registered, 
     np.testing.assert_allclose(run_in_model_units(out, frames, data.normalizer).flops, ledger, rtol=1e-5)
 
 
+def test_a_backbone_defined_outside_the_package_exports_with_parity(registered, tmp_path):
+    assert_exports_on_tiles_with_parity(*saved_model(tmp_path, {}), tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "user, gates",
     [
         (DilatedNowcaster, {"stem", "context", "down", "wide", "fuse"}),
-        (
-            NormalisedNowcaster,
-            {"stem", "fuse"},
-        ),  # mix: its GroupNorm's groups of 8 would be split; down: its LayerNorm spans all
+        # mix: its GroupNorm's groups of 8 would be split; down: its LayerNorm spans all channels
+        (NormalisedNowcaster, {"stem", "fuse"}),
     ],
 )
 def test_a_plain_models_dilated_even_kernel_and_normalised_convolutions_compute_its_forward_and_export_on_tiles_with_parity(
@@ -184,35 +187,24 @@ def test_a_plain_models_dilated_even_kernel_and_normalised_convolutions_compute_
     shape = ForecastShape(4, 2, 2, 16, 16)
     torch.manual_seed(0)
     ours = backbone(shape, backbone.Options(), 4).eval()
+    grid = {"height": 16, "width": 16} if user is NormalisedNowcaster else {}  # its LayerNorm's (C, H, W)
     torch.manual_seed(0)
-    theirs = user(4, 2, 2, **({"height": 16, "width": 16} if user is NormalisedNowcaster else {})).eval()
+    theirs = user(4, 2, 2, **grid).eval()
     x = torch.randn(2, 4, 2, 16, 16)
     masks = MaskState.all_kept(2, (2, 2), ours.gate_specs(), x)
     with torch.no_grad():
         assert (ours(x, masks) - theirs(x)).abs().max() <= 1e-5
     torch.manual_seed(1)
-    retrained = user(4, 2, 2, **({"height": 16, "width": 16} if user is NormalisedNowcaster else {})).eval()
+    retrained = user(4, 2, 2, **grid).eval()
     ours.load_user_state(retrained.state_dict(), "their.pt")  # --init their.pt: their weights, norms' included
     with torch.no_grad():
         assert (ours(x, MaskState.all_kept(2, (2, 2), ours.gate_specs(), x)) - retrained(x)).abs().max() <= 1e-5
-    if user is DilatedNowcaster:
-        theirs.wide = nn.Conv2d(
-            16, 16, 3, padding=3, dilation=3
-        )  # the same conv: fvcore skips aten::conv2d's padding="same" overload
+    if user is DilatedNowcaster:  # the same conv: fvcore skips aten::conv2d's padding="same" overload
+        theirs.wide = nn.Conv2d(16, 16, 3, padding=3, dilation=3)
     assert masks.ledger.dense == pytest.approx(fvcore_flops(theirs, (x[:1],)), rel=1e-6)
     assert {layer.gate.name for layer in ours.converted.values() if layer.gate is not None} == gates
 
-    path, model, data = saved_model(tmp_path, {}, backbone.name)
-    out = tmp_path / "model.onnx"
-    regions = model.grid[0] * model.grid[1]
-    chosen, _, _ = Exporter(
-        path, ExportOptions(mode="gather", tiles="all", levels=regions), log=lambda _: None, data=data
-    ).run(out)
-    assert len(chosen.parity) >= 3 and max(chosen.parity.values()) <= 1e-4
-    frames = torch.stack([data.val[i][0] for i in range(16)])
-    with torch.no_grad():
-        ledger = model(frames, MaskMode(hard=True)).flops.numpy()
-    np.testing.assert_allclose(run_in_model_units(out, frames, data.normalizer).flops, ledger, rtol=1e-5)
+    assert_exports_on_tiles_with_parity(*saved_model(tmp_path, {}, backbone.name), tmp_path)
 
 
 def test_a_sum_of_differently_pruned_features_is_refused_in_one_line(registered, tmp_path):

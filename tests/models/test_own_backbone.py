@@ -189,38 +189,29 @@ def test_a_backbone_of_your_own_trains_exports_and_profiles_when_its_file_is_pas
     assert profiled.returncode == 0, profiled.stderr
 
 
+def trained_and_exported(dpedge, spec: str, out, *options):
+    """`dpedge train --backbone SPEC` on NYC bike's sample, one epoch at budget 0.5 with
+    `options`, then `dpedge export` given the same --backbone: (the train run, the manifest),
+    the export within 1e-4 of PyTorch in every branch."""
+    common = ("--dataset", "nycbike", "--data", "sample", "--epochs", "1", "--budget", "0.5")
+    trained = dpedge("train", "--backbone", spec, *common, *options, "--out", out)
+    assert trained.returncode == 0, trained.stderr
+    exported = dpedge("export", out / "model.pt", "--backbone", spec)
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((out / "model.dpedge.json").read_text())
+    assert max(manifest["parity"]["max_abs_error_per_branch"].values()) <= 1e-4
+    return trained, manifest
+
+
 @pytest.mark.slow
 def test_a_plain_pytorch_model_as_users_write_it_trains_width_routed_and_exports_with_parity(dpedge, tmp_path):
     """examples/plain_nowcaster.py has nothing of dpedge in it: an encoder-decoder traced
     on NYC bike's 10×20 grid (padded to its multiple of 4), its convolutions pruned but for
     those a residual sum or the forecast reads, and the export matches PyTorch."""
     spec, out = f"{EXAMPLE.with_name('plain_nowcaster.py')}:Nowcaster", tmp_path / "run"
-    trained = dpedge(
-        "train",
-        "--backbone",
-        spec,
-        "--arch",
-        "hidden=16",
-        "--arch",
-        "blocks=2",
-        "--dataset",
-        "nycbike",
-        "--data",
-        "sample",
-        "--epochs",
-        "1",
-        "--budget",
-        "0.5",
-        "--out",
-        out,
-    )
-    assert trained.returncode == 0, trained.stderr
+    trained, manifest = trained_and_exported(dpedge, spec, out, "--arch", "hidden=16", "--arch", "blocks=2")
     assert "run-time budgets, one model" in trained.stdout
-    exported = dpedge("export", out / "model.pt", "--backbone", spec)
-    assert exported.returncode == 0, exported.stderr
-    manifest = json.loads((out / "model.dpedge.json").read_text())
     assert manifest["backbone"] == "nowcaster" and manifest["mode"] == "widths"
-    assert max(manifest["parity"]["max_abs_error_per_branch"].values()) <= 1e-4
     assert sorted(manifest["gate_groups"]) == [
         "blocks_0_conv1",
         "blocks_1_conv1",
@@ -239,30 +230,8 @@ def test_a_plain_pytorch_model_as_users_write_it_trains_width_routed_and_exports
 def test_a_convolutional_recurrent_model_trains_and_exports_with_parity(dpedge, tmp_path, mode):
     """examples/recurrent_nowcaster.py: a ConvGRU read frame by frame, then forecasting
     frame by frame from its own forecasts; its loops unroll, its cell keeps its width."""
-    spec, out = f"{EXAMPLE.with_name('recurrent_nowcaster.py')}:RecurrentNowcaster", tmp_path / "run"
-    trained = dpedge(
-        "train",
-        "--backbone",
-        spec,
-        "--arch",
-        "hidden=8",
-        "--dataset",
-        "nycbike",
-        "--data",
-        "sample",
-        "--epochs",
-        "1",
-        "--budget",
-        "0.5",
-        *mode,
-        "--out",
-        out,
-    )
-    assert trained.returncode == 0, trained.stderr
-    exported = dpedge("export", out / "model.pt", "--backbone", spec)
-    assert exported.returncode == 0, exported.stderr
-    parity = json.loads((out / "model.dpedge.json").read_text())["parity"]
-    assert max(parity["max_abs_error_per_branch"].values()) <= 1e-4
+    spec = f"{EXAMPLE.with_name('recurrent_nowcaster.py')}:RecurrentNowcaster"
+    trained_and_exported(dpedge, spec, tmp_path / "run", "--arch", "hidden=8", *mode)
 
 
 @pytest.mark.slow
