@@ -66,9 +66,8 @@ class MaskGenerator(nn.Module):
         for step in range(steps):
             layers += [
                 nn.Conv2d(in_channels if step == 0 else channels, channels, 3, 2, 1, bias=False),
-                MaskedBatchNorm2d(
-                    channels
-                ),  # plain BatchNorm, its statistics summed over processes when there are several
+                # plain BatchNorm, its statistics summed over processes when there are several
+                MaskedBatchNorm2d(channels),
                 nn.ReLU(),
             ]
         self.body = nn.Sequential(*layers)

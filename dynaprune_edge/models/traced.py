@@ -850,10 +850,8 @@ class Conversion:
         if source.name not in self.gates or not size:
             raise self.refuse(node, f"{kind} pooling other than over size×size windows at stride size, without padding")
         self.steps.append(Step("pool", node.name, (source.name,), operation=kind, factor=size))
-        self.gates[node.name], self.frames[node.name] = (
-            self.gates[source.name],
-            self.frames[source.name],
-        )  # per channel: the gate goes through
+        # per channel: the gate goes through
+        self.gates[node.name], self.frames[node.name] = self.gates[source.name], self.frames[source.name]
 
     def convert_upsample(self, node: fx.Node) -> None:
         """A nearest or bilinear upsampling no convolution absorbs: per channel, so the gate
