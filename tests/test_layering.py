@@ -10,12 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {
-    "dynaprune_edge": ROOT / "dynaprune_edge",
-    "dynaprune_edge.export": ROOT / "export",
-    "dynaprune_edge.runtime": ROOT / "runtime",
-    "dynaprune_edge.profiling": ROOT / "profiling",
-}
+PACKAGE = ROOT / "dynaprune_edge"
 CORE = {"errors", "checks", "files", "registry", "progress", "flops", "hardware"}  # torch-free basics
 ON_DEVICE = {"runtime", "profiling", "cost"}  # cost: the cost models the device side prices with
 HEAVY = {"torch", "fvcore"}
@@ -36,11 +31,9 @@ def room(module: str) -> str:
 
 def modules() -> dict[str, Path]:
     found = {}
-    for package, folder in FOLDERS.items():
-        for path in folder.rglob("*.py"):
-            relative = path.relative_to(folder).with_suffix("")
-            parts = [p for p in relative.parts if p != "__init__"]
-            found[".".join([package, *parts])] = path
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(ROOT).with_suffix("")
+        found[".".join(p for p in relative.parts if p != "__init__")] = path
     return found
 
 
