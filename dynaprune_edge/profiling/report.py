@@ -350,6 +350,25 @@ def device_notes(on_device: dict) -> list[str]:
     return notes
 
 
+def measured_section(
+    title: str, label: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], notes: list[str]
+) -> list[str]:
+    """The report's lines for figures measured on the device (a trtexec run, the power rails):
+    a heading that says so, what was measured, a table and its notes."""
+    return [
+        f"## {title}: MEASURED",
+        "",
+        label + ".",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        *(f"- {note}" for note in notes),
+        "",
+    ]
+
+
 def markdown(summary: dict, profile: Profile) -> str:
     latency, flops = summary["latency"], summary["flops"]
     kind = latency["kind"]
@@ -435,34 +454,15 @@ def markdown(summary: dict, profile: Profile) -> str:
     lines += ["", "![masks](masks.png)", "", "![filter share](filter_share.png)", ""]
     if "trtexec" in summary:
         on_device = summary["trtexec"]
-        lines += [
-            "## trtexec runs: MEASURED",
-            "",
-            on_device["label"] + ".",
-            "",
-            "| " + " | ".join(DEVICE_COLUMNS) + " |",
-            "|" + "---|" * len(DEVICE_COLUMNS),
-            *("| " + " | ".join(row) + " |" for row in device_rows(on_device)),
-            "",
-            *(f"- {note}" for note in device_notes(on_device)),
-            "",
-        ]
+        lines += measured_section(
+            "trtexec runs", on_device["label"], DEVICE_COLUMNS, device_rows(on_device), device_notes(on_device)
+        )
     if "power" in summary:
         power = summary["power"]
-        lines += [
-            "## Power and energy: MEASURED",
-            "",
-            power["label"] + ".",
-            "",
-            "| " + " | ".join(POWER_COLUMNS) + " |",
-            "|" + "---|" * len(POWER_COLUMNS),
-            *("| " + " | ".join(row) + " |" for row in power_rows(power)),
-            "",
-            *(f"- {note}" for note in power_notes(power)),
-            "",
-            f"![power]({POWER_PLOT[0]})",
-            "",
-        ]
+        lines += measured_section(
+            "Power and energy", power["label"], POWER_COLUMNS, power_rows(power), power_notes(power)
+        )
+        lines += [f"![power]({POWER_PLOT[0]})", ""]
     if emulated:
         from dynaprune_edge.cost.orin import constants_markdown
 
