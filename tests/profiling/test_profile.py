@@ -3,7 +3,6 @@ measured (ort) or emulated (orin-emu), with a report whose figures say which the
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,11 @@ from dynaprune_edge.bench.orin import RECORDED
 from dynaprune_edge.cost.orin import Device
 from dynaprune_edge.cost.roofline import BundleRoofline, GraphRoofline
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
-from dynaprune_edge.files import sha256_file
 from dynaprune_edge.profiling.report import DPI, FIGURE_INCHES, PLOTS
 from dynaprune_edge.runtime import load
 from dynaprune_edge.runtime.manifest import Bucket
 from dynaprune_edge.runtime.split import split_routed_graph
+from tests.conftest import write_toy_graph_file
 
 SMALL = ["--samples", "12", "--runs", "24"]
 SAMPLES = Path(__file__).parent / "samples"  # recorded trtexec output, SOURCES.md says from where
@@ -281,21 +280,7 @@ def routed_toy_graph(folder: Path, toy_manifest) -> Path:
         buckets=[Bucket([0, 0], 0, {}, calm_flops), Bucket([1, 1], 0, {}, stormy_flops)],
         dense_flops=stormy_flops,
     )
-    graph = helper.make_graph(
-        nodes,
-        "routed",
-        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, shape)],
-        [
-            helper.make_tensor_value_info("forecast", TensorProto.FLOAT, shape),
-            helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
-            helper.make_tensor_value_info("bucket", TensorProto.INT64, []),
-        ],
-        initializer=inits,
-    )
-    path = folder / "model.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    (folder / "model.dpedge.json").write_text(replace(manifest, onnx_sha256=sha256_file(path)).to_json())
-    return path
+    return write_toy_graph_file(folder, nodes, inits, shape, manifest)
 
 
 def test_the_emulator_follows_the_branch_each_sample_takes(tmp_path, toy_manifest):
