@@ -1,5 +1,5 @@
 """`dpedge profile`: which files to run (the model, its dense twin), on which samples, and
-what to print. The measurement is dynaprune_edge.profiling.session, the report
+with which meters. The measurement is dynaprune_edge.profiling.session, the report
 dynaprune_edge.profiling.report; this module finds their inputs.
 
 Samples are real windows of the data the model was trained on (the manifest records its
@@ -18,16 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from dynaprune_edge.checks import is_number
 from dynaprune_edge.cost.calibration import scale_to_orin
 from dynaprune_edge.cost.orin import Device, emulated_device
 from dynaprune_edge.errors import ConfigError, DataError, DpedgeError
-from dynaprune_edge.flops import format_flops
 from dynaprune_edge.profiling.power import choose_meter, measure_power
-from dynaprune_edge.profiling.session import EMULATED, Profile, profile
+from dynaprune_edge.profiling.session import Profile, profile
 from dynaprune_edge.profiling.trtexec import TrtexecRun
 from dynaprune_edge.runtime import BACKENDS, Manifest, load, read_manifest
 from dynaprune_edge.runtime.frames import load_frames
@@ -371,122 +368,3 @@ def run(
             if not run.on_orin
         }
     return result
-
-
-def print_profile(result: Profile, console: Console) -> None:
-    summary = result.summary()
-    latency, flops, kind = summary["latency"], summary["flops"], result.latency_kind
-    table = Table(
-        title=f"{result.manifest.backbone} on {result.manifest.dataset}: {summary['backend']['backend']}, {kind} latency",
-        caption=latency["label"],
-    )
-    for column in ("model", "mean ms", "p50", "p90", "p99", "n", "FLOPs/sample"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    layout = summary["backend"].get("layout")
-    pruned = "pruned" if layout is None or result.manifest.mode == "dense" else f"pruned, {layout} layout"
-    for name, stats, executed in (
-        ("dense twin", latency["dense"], flops["dense"]),
-        (pruned, latency["sparse"], flops["executed_mean"]),
-    ):
-        table.add_row(
-            f"{name} ({kind})",
-            *(f"{stats[k]:.3f}" for k in ("mean", "p50", "p90", "p99")),
-            str(stats["n"]),
-            format_flops(executed),
-        )
-    console.print(table)
-    console.print(
-        f"speedup ({kind}): {latency['speedup']:.2f}×; FLOPs {flops['ratio_mean']:.3f} of dense on average, "
-        f"at most {flops['ratio_max']:.3f} ({flops['convention']})",
-        soft_wrap=True,
-    )
-    branches = Table(title="branches the samples took")
-    for column in ("branch", "computes", "FLOPs ratio", "samples", f"{kind} ms", "mean activity"):
-        branches.add_column(column, justify="right")
-    for row in summary["branches"]:
-        ms, act = row[f"{kind}_ms"], row["activity_mean"]
-        branches.add_row(
-            str(row["branch"]),
-            result.manifest.computes(row["branch"]),
-            f"{row['flops_ratio']:.3f}",
-            str(row["samples"]),
-            "–" if ms is None else f"{ms:.3f}",
-            "–" if act is None else f"{act:.4g}",
-        )
-    console.print(branches)
-    split = summary["calm_vs_busy"]
-    halves = Table(
-        title=f"calm vs busy inputs (split at the median activity {split['activity_threshold']:.4g}: {split['activity_unit']})"
-    )
-    for column in ("half", "samples", "mean activity", "FLOPs ratio", f"{kind} ms", "kept regions"):
-        halves.add_column(column, justify="right")
-    for half in ("calm", "busy"):
-        if half in split:
-            row = split[half]
-            halves.add_row(
-                half,
-                str(row["samples"]),
-                f"{row['activity_mean']:.4g}",
-                f"{row['flops_ratio_mean']:.3f}",
-                f"{row[f'{kind}_ms_mean']:.3f}",
-                "–" if row["kept_regions_mean"] is None else f"{row['kept_regions_mean']:.1f}",
-            )
-    console.print(halves)
-    console.print(f"[dim]data: {result.data}[/dim]")
-    if "bundle_phases" in summary:
-        phases = Table(
-            title="the TensorRT bundle, per branch: where a sample's time goes (mean ms)",
-            caption="router and branch: their engines on the GPU (CUDA events); dispatch: the index read back and the choice, on the host",
-        )
-        for column in ("branch", "computes", "samples", "router", "dispatch", "branch engine", "total"):
-            phases.add_column(column, justify="right")
-        for row in summary["bundle_phases"]:
-            phases.add_row(
-                str(row["branch"]),
-                result.manifest.computes(row["branch"]),
-                str(row["samples"]),
-                *(f"{row[key]:.3f}" for key in ("router_ms", "dispatch_ms", "branch_ms", "total_ms")),
-            )
-        console.print(phases)
-    if result.trtexec:
-        print_device_runs(summary["trtexec"], console)
-    if result.power is not None:
-        print_power(summary["power"], console)
-    if kind == EMULATED:
-        console.print(
-            "[bold]emulated[/bold]: predicted by the orin-emu roofline, not measured on a Jetson (docs/orin-emulator.md)"
-        )
-        from dynaprune_edge.profiling.report import KERNEL_COLUMNS, kernel_rows
-
-        kernels = Table(title="what the emulated time is made of (TensorRT kernels after fusion)")
-        for column in KERNEL_COLUMNS:
-            kernels.add_column(column, justify="left" if column == "model" else "right")
-        for row in kernel_rows(summary["emulated_kernels"]):
-            kernels.add_row(*row)
-        console.print(kernels)
-
-
-def print_power(power: dict, console: Console) -> None:
-    from dynaprune_edge.profiling.report import POWER_COLUMNS, power_notes, power_rows
-
-    table = Table(title=f"power and energy: MEASURED by {power['meter']}", caption=power["label"])
-    for column in POWER_COLUMNS:
-        table.add_column(column, justify="left" if column == "phase" else "right")
-    for row in power_rows(power):
-        table.add_row(*row)
-    console.print(table)
-    for note in power_notes(power):
-        console.print(note, soft_wrap=True, markup=False)
-
-
-def print_device_runs(on_device: dict, console: Console) -> None:
-    from dynaprune_edge.profiling.report import DEVICE_COLUMNS, device_notes, device_rows
-
-    table = Table(title="trtexec runs: MEASURED", caption=on_device["label"])
-    for column in DEVICE_COLUMNS:
-        table.add_column(column, justify="left" if column in ("engine of", "engine", "GPU") else "right")
-    for row in device_rows(on_device):
-        table.add_row(*row)
-    console.print(table)
-    for note in device_notes(on_device):
-        console.print(note)

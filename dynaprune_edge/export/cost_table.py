@@ -60,8 +60,8 @@ from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.runtime.manifest import BUCKET, INPUT
 from dynaprune_edge.runtime.onnxruntime import session_options
 from dynaprune_edge.training import load_model
+from dynaprune_edge.training.checkpoint import MODEL_FILE
 from dynaprune_edge.training.run import RunSpec, model_config_for
-from dynaprune_edge.training.trainer import MODEL_FILE
 
 COMPUTE = "compute/"
 FIXED_SCOPES = ("compute/fallback", "compute/persistence")

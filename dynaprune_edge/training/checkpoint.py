@@ -3,10 +3,16 @@
 Both files are plain `torch.save` dicts of tensors, numbers, strings and lists, so
 `torch.load(path, weights_only=True)` reads them; anything that needs more (a pickle that
 would import or call something) is refused before it can run.
+
+resume.pt's format (what `--resume` reads) lives here beside model.pt's, not in a module of
+its own: both files carry the one marker and version (`header`) and are read by the one
+`safe_load`, and a resume state is checked against the model.pt written with it
+(training/run.py).
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -14,12 +20,16 @@ from pathlib import Path
 
 import torch
 
+from dynaprune_edge.checks import is_count, is_number
 from dynaprune_edge.data import DATASETS, DataConfig, Normalizer
 from dynaprune_edge.data.families import complete_config
 from dynaprune_edge.errors import CheckpointError, DpedgeError
 from dynaprune_edge.files import atomic_write
 from dynaprune_edge.models import BACKBONES, DynaPruner, ModelConfig, build_model
+from dynaprune_edge.training.sample_pruning import SampleScores
 
+MODEL_FILE = "model.pt"
+RESUME_FILE = "resume.pt"
 FORMAT = "dpedge-checkpoint"
 VERSION = 6
 """2: the DataMask holds its calibrated keep threshold and per-sample cap.
@@ -189,3 +199,83 @@ wrong (missing, of another type, out of range): the file is damaged or crafted."
 def damaged(path: Path, kind: str, error: Exception) -> CheckpointError:
     """The one-line error for a checkpoint whose fields do not hold what dpedge wrote."""
     return CheckpointError(f"{path}: damaged dpedge {kind} ({type(error).__name__}: {error})".splitlines()[0])
+
+
+RESUME_FIELDS = ("state_dict", "optimizer", "step", "epoch", "train_seconds", "history")
+"""What `Trainer.restore` reads from resume.pt in any run (--st-prune adds its scores)."""
+
+
+def resume_problem(payload: dict) -> str | None:
+    """What is wrong with the fields of a resume state that `safe_load` read (None: nothing):
+    checked before the data are read (training/run.py) and again when restoring."""
+    missing = [name for name in RESUME_FIELDS if name not in payload]
+    if missing:
+        return f"no {', '.join(missing)}"
+    step, epoch, seconds = payload["step"], payload["epoch"], payload["train_seconds"]
+    if not (is_count(step) and is_count(epoch)):
+        return f"step {step!r}, epoch {epoch!r}"
+    if not (is_number(seconds) and seconds >= 0):
+        return f"train_seconds {seconds!r}"
+    optimizer = payload["optimizer"]
+    if not (
+        isinstance(optimizer, dict)
+        and isinstance(optimizer.get("state"), dict)
+        and isinstance(optimizer.get("param_groups"), list)
+    ):
+        return "its optimizer state has no state and param_groups"
+    try:
+        history = json.loads(payload["history"])
+    except (TypeError, ValueError):
+        return "its history is not JSON text"
+    if not isinstance(history, list) or len(history) != epoch:
+        return "its history is not one entry per epoch"
+    return None
+
+
+def resumed_differently(path: Path, mismatched: list[str]) -> CheckpointError:
+    """The refusal of a --resume whose options or data are not the interrupted run's."""
+    named = {"data_fingerprint": "data content (the files at the same path changed)"}
+    return CheckpointError(
+        f"{path}: was written with different {', '.join(named.get(key, key) for key in mismatched)}; "
+        "resume with the same options and data, or train into a new --out directory"
+    )
+
+
+def resume_payload(
+    identity: dict,
+    model: DynaPruner,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    epoch: int,
+    train_seconds: float,
+    scoring_seconds: float,
+    history: list[dict],
+    scores: SampleScores | None,
+) -> dict:
+    """What resume.pt holds after an epoch: what a resumed run must share with this one
+    (identity: `Trainer._identity`), the network's and the optimizer's states, the counters,
+    the history (JSON text) and --st-prune's sample scores."""
+    return {
+        **header("resume state"),
+        **identity,
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "epoch": epoch,
+        "train_seconds": train_seconds,
+        "scoring_seconds": scoring_seconds,
+        "history": json.dumps(history),
+        **({"sample_scores": scores.state_dict()} if scores is not None else {}),
+    }
+
+
+def read_resume(path: Path, identity: dict) -> dict:
+    """The resume state at `path` (`safe_load`), refused when the run that wrote it does not
+    share `identity` with this one (`resumed_differently`); `Trainer.restore` reads its fields."""
+    payload = safe_load(path, "resume state")
+    mismatched = [key for key, value in identity.items() if payload.get(key) != value]
+    if "data_config" in mismatched:  # other data options: of course other content
+        mismatched.remove("data_fingerprint")
+    if mismatched:
+        raise resumed_differently(path, mismatched)
+    return payload

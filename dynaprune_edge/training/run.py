@@ -15,17 +15,18 @@ from dynaprune_edge.errors import CheckpointError, ConfigError
 from dynaprune_edge.files import check_writable
 from dynaprune_edge.masks import PruningConfig
 from dynaprune_edge.models import BACKBONES, ForecastShape, ModelConfig, backbone_options, build_model, check_model_size
-from dynaprune_edge.training.checkpoint import DAMAGED, damaged, require_backbone, safe_load
-from dynaprune_edge.training.trainer import (
-    METRICS_FILE,
+from dynaprune_edge.training.checkpoint import (
+    DAMAGED,
     MODEL_FILE,
     RESUME_FILE,
-    TrainConfig,
-    Trainer,
-    build_optimizer,
+    damaged,
+    require_backbone,
     resume_problem,
     resumed_differently,
+    safe_load,
 )
+from dynaprune_edge.training.config import TrainConfig
+from dynaprune_edge.training.trainer import METRICS_FILE, Trainer, build_optimizer
 
 SLIMMABLE_GROUP_SIZE = 4
 """A slimmable network's default filter group: the four width levels stay four distinct

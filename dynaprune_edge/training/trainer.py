@@ -1,23 +1,21 @@
-"""Training Dyna-Pruner models: per-sample losses, step-keyed schedules, an atomic
-checkpoint every epoch, and `--resume` that loses at most the epoch in progress."""
+"""The training loop of Dyna-Pruner models: step-keyed schedules, an atomic checkpoint every
+epoch, and `--resume` that loses at most the epoch in progress. What it is set up with is in
+config.py, what a step minimises in losses.py, what it measures after each epoch in
+evaluation.py, and the files it writes in checkpoint.py."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, default_collate
 
-from dynaprune_edge.checks import is_count, is_number
-from dynaprune_edge.data import SpatioTemporalData, check_seed
-from dynaprune_edge.distributed import World, current_world, data_parallel
+from dynaprune_edge.data import SpatioTemporalData
+from dynaprune_edge.distributed import current_world, data_parallel
 from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.flops import FLOPS_CONVENTION
@@ -28,18 +26,23 @@ from dynaprune_edge.models.traced import TracedBackbone
 from dynaprune_edge.progress import progress_bar
 from dynaprune_edge.training.checkpoint import (
     DAMAGED,
+    MODEL_FILE,
+    RESUME_FILE,
     atomic_save,
     damaged,
-    header,
     is_checkpoint,
     load_model,
     model_payload,
+    read_resume,
     read_tensors,
-    safe_load,
+    resume_payload,
+    resume_problem,
 )
+from dynaprune_edge.training.config import TrainConfig, split_training
+from dynaprune_edge.training.evaluation import budget_metrics, evaluate, persistence_mae, typical_error, width_metrics
+from dynaprune_edge.training.losses import budget_penalty, per_sample_error, per_sample_loss, router_loss
 from dynaprune_edge.training.sample_pruning import (
     EpochPlan,
-    SamplePruning,
     SampleScores,
     Stopwatch,
     batch_count,
@@ -47,19 +50,8 @@ from dynaprune_edge.training.sample_pruning import (
 )
 from dynaprune_edge.training.schedule import learning_rate_factor, mask_mode
 
-MODEL_FILE = "model.pt"
-RESUME_FILE = "resume.pt"
 METRICS_FILE = "metrics.json"
-RESUME_FIELDS = ("state_dict", "optimizer", "step", "epoch", "train_seconds", "history")
-"""What `Trainer.restore` reads from resume.pt in any run (--st-prune adds its scores)."""
 MASK_LR_SCALE = 10.0
-CALIBRATION_EVERY = 10
-"""Every 10th training window is held out of training; the budget is calibrated on those
-after every epoch (masks/budget.py). Spread over the whole training period, they cost what
-the training distribution costs (the latest windows alone did not: on the KNMI event they
-were wetter than the validation windows, which then got 0.22 for a budget of 0.3). Dense
-models hold them out too, so that dense and pruned runs train on the same windows."""
-COST_QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
 SANDWICH_SIZE = 4
 """Width levels one optimizer step of a slimmable network trains: the widest, the narrowest
 and two drawn between (universally slimmable networks' n = 4), so with the default four
@@ -74,33 +66,6 @@ distillation): a smoother target than the observation, from the network whose sl
 they are."""
 
 
-def resume_problem(payload: dict) -> str | None:
-    """What is wrong with the fields of a resume state that `safe_load` read (None: nothing):
-    checked before the data are read (training/run.py) and again when restoring."""
-    missing = [name for name in RESUME_FIELDS if name not in payload]
-    if missing:
-        return f"no {', '.join(missing)}"
-    step, epoch, seconds = payload["step"], payload["epoch"], payload["train_seconds"]
-    if not (is_count(step) and is_count(epoch)):
-        return f"step {step!r}, epoch {epoch!r}"
-    if not (is_number(seconds) and seconds >= 0):
-        return f"train_seconds {seconds!r}"
-    optimizer = payload["optimizer"]
-    if not (
-        isinstance(optimizer, dict)
-        and isinstance(optimizer.get("state"), dict)
-        and isinstance(optimizer.get("param_groups"), list)
-    ):
-        return "its optimizer state has no state and param_groups"
-    try:
-        history = json.loads(payload["history"])
-    except (TypeError, ValueError):
-        return "its history is not JSON text"
-    if not isinstance(history, list) or len(history) != epoch:
-        return "its history is not one entry per epoch"
-    return None
-
-
 def build_optimizer(model: DynaPruner, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the model's parameters. The mask generator's few parameters (biases,
     width calibration) must travel far (from keep-everything to the budget) in a short run,
@@ -111,226 +76,6 @@ def build_optimizer(model: DynaPruner, config: TrainConfig) -> torch.optim.AdamW
     if named["masks"]:
         groups.append({"params": named["masks"], "lr_scale": MASK_LR_SCALE, "weight_decay": 0.0})
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def resumed_differently(path: Path, mismatched: list[str]) -> CheckpointError:
-    """The refusal of a --resume whose options or data are not the interrupted run's."""
-    named = {"data_fingerprint": "data content (the files at the same path changed)"}
-    return CheckpointError(
-        f"{path}: was written with different {', '.join(named.get(key, key) for key in mismatched)}; "
-        "resume with the same options and data, or train into a new --out directory"
-    )
-
-
-def split_training(train: Dataset) -> tuple[Dataset, Dataset]:
-    """(windows trained on, held-out calibration windows): every CALIBRATION_EVERY-th
-    window of the training split, the last of each run of CALIBRATION_EVERY (at least one)."""
-    if len(train) < 2:
-        raise DataError(
-            f"training needs at least 2 training windows (one is held out to calibrate the budget), got {len(train)}"
-        )
-    held_out = set(range(min(CALIBRATION_EVERY, len(train)) - 1, len(train), CALIBRATION_EVERY))
-    return Subset(train, [i for i in range(len(train)) if i not in held_out]), Subset(train, sorted(held_out))
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    init: str | None = None
-    distill: float = 0.0
-    sample_pruning: SamplePruning | None = None  # --st-prune (training/sample_pruning.py)
-
-    def __post_init__(self) -> None:
-        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{option} must be a whole number ≥ 1, got {value!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight decay must be a finite number ≥ 0, got {self.weight_decay}")
-        check_seed(self.seed)
-        if not (math.isfinite(self.distill) and self.distill >= 0):
-            raise ConfigError(f"--distill must be a finite number ≥ 0, got {self.distill}")
-        if self.distill > 0 and self.init is None:
-            raise ConfigError("--distill needs --init: the dense model to distil from")
-
-    def for_steps(self, steps: int, data: SpatioTemporalData) -> TrainConfig:
-        """As many epochs over the windows trained on as `steps` optimizer steps take, so
-        that small and large datasets get the same training budget."""
-        windows = len(split_training(data.train)[0])
-        return dataclasses.replace(self, epochs=max(1, math.ceil(steps / math.ceil(windows / self.batch_size))))
-
-
-def per_sample_loss(forecast: Forecast, target: torch.Tensor) -> torch.Tensor:
-    """(B,) mean squared error of each sample (reduction='none'): sample-pruning trainers
-    weight these individually."""
-    return F.mse_loss(forecast.prediction, target, reduction="none").flatten(1).mean(dim=1)
-
-
-def per_sample_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B,) mean absolute error of each sample, in the data's normalised units, detached:
-    what a width router predicts per branch (the metric users compare models by)."""
-    return (prediction.detach() - target).abs().flatten(1).mean(dim=1)
-
-
-def router_loss(predicted: torch.Tensor, observed: torch.Tensor, seen: torch.Tensor, world: World) -> torch.Tensor:
-    """The width router's fit to the per-sample errors of the branches a step ran
-    (`seen`, (B, branches) bool): squared error relative to the errors' own mean square
-    over the global batch, so that its scale does not depend on the data's. Each process
-    returns its share × the process count, which DistributedDataParallel's mean of the
-    gradients turns back into the global batch's loss: what one process computes."""
-    scale = world.sum((observed.pow(2) * seen).sum()).clamp_min(1e-12)
-    return world.size * ((predicted - observed).pow(2) * seen).sum() / scale
-
-
-def budget_penalty(mean_cost: torch.Tensor, model: DynaPruner) -> torch.Tensor:
-    """λ·(mean cost ratio − budget)², the batch's mean cost on the model's cost target
-    (FLOPs or the measured table), differentiable through the straight-through masks."""
-    pruning = model.pruning
-    if not pruning.enabled or pruning.routes_widths:  # a width router meets the budget by its price
-        return torch.zeros(())
-    return pruning.flops_weight * (mean_cost - pruning.budget) ** 2
-
-
-class ErrorTotals:
-    """Running MAE and MSE over de-normalised (physical-unit) values."""
-
-    def __init__(self, data: SpatioTemporalData) -> None:
-        self.normalizer = data.normalizer
-        self.absolute = self.squared = self.elements = 0.0
-
-    def add(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        error = self.normalizer.denormalize(prediction) - self.normalizer.denormalize(target)
-        self.absolute += float(error.abs().sum())
-        self.squared += float(error.pow(2).sum())
-        self.elements += error.numel()
-
-    @property
-    def mae(self) -> float:
-        return self.absolute / self.elements
-
-    @property
-    def mse(self) -> float:
-        return self.squared / self.elements
-
-
-def cost_spread(ratios: torch.Tensor) -> dict:
-    """Mean, p10/p50/p90 and max over samples of their cost ratio (sparse/dense)."""
-    quantiles = torch.quantile(ratios.double(), torch.tensor(list(COST_QUANTILES.values()), dtype=torch.float64))
-    return {
-        "mean": float(ratios.mean()),
-        **dict(zip(COST_QUANTILES, map(float, quantiles))),
-        "max": float(ratios.max()),
-    }
-
-
-@torch.no_grad()
-def evaluate(
-    model: DynaPruner,
-    data: SpatioTemporalData,
-    split: str = "val",
-    batch_size: int = 32,
-    width: int | None = None,
-    budget: float | None = None,
-) -> dict:
-    """Hard-mask metrics of one split on de-normalised values, and the cost ratio of its
-    samples on the model's cost target (FLOPs or milliseconds from the masks) with its
-    spread and the samples above the cap; the FLOPs ratio too. width: a width level's
-    index, to evaluate that static slice of a slimmable network instead. budget: a
-    width-routed model's run-time budget (default: the trained one); its results add the
-    share of samples each branch took."""
-    model.eval()
-    totals = ErrorTotals(data)
-    flops, costs, kept, branches = [], [], [], []
-    for x, y in DataLoader(getattr(data, split), batch_size=batch_size):
-        forecast = model(x, MaskMode(hard=True), width, budget)
-        totals.add(forecast.prediction, y)
-        flops.append(forecast.flops)
-        costs.append(forecast.cost_ratio)
-        kept.append(forecast.data_kept)
-        if forecast.branch is not None:
-            branches.append(forecast.branch)
-    flops_per_sample, ratios = torch.cat(flops), torch.cat(costs)
-    cap = model.width_router.cap if model.pruning.routes_widths else model.pruning.cap
-    shares = {}
-    if branches:
-        counts = torch.bincount(torch.cat(branches), minlength=model.width_router.branches)
-        shares = {"branch_share": (counts / counts.sum()).tolist()}
-    return {
-        f"{split}_mae": totals.mae,
-        f"{split}_mse": totals.mse,
-        "flops_dense": forecast.dense_flops,
-        "flops_sparse_mean": float(flops_per_sample.mean()),
-        "flops_ratio_mean": float((flops_per_sample / forecast.dense_flops).mean()),
-        "cost": cost_spread(ratios),
-        "above_cap": int((ratios > cap + 1e-6).sum()) if model.pruning.enabled else 0,
-        "data_kept_mean": float(torch.cat(kept).mean()),
-        **shares,
-    }
-
-
-def width_metrics(model: DynaPruner, data: SpatioTemporalData, split: str, widest: dict) -> list[dict]:
-    """Each width level of a slimmable network alone, as a static network: its MAE on
-    `split` and its cost ratio (FLOPs and the cost target's) to the widest level.
-    widest: `evaluate`'s result on the split, which is the widest level's when the model
-    routes nothing (its plain forward is then its widest level: every region, every
-    filter, its statistics); a width-routed model's widest level is evaluated again."""
-    levels = model.pruning.width_levels
-    reused = not model.pruning.routes_widths  # a width-routed model's plain forward is routed, not its widest level
-    results = [evaluate(model, data, split, width=index) for index in range(len(levels) - reused)] + [widest] * reused
-    return [
-        {
-            "width": level,
-            f"{split}_mae": result[f"{split}_mae"],
-            "flops_ratio": result["flops_ratio_mean"],
-            "cost": result["cost"]["mean"],
-        }
-        for level, result in zip(levels, results)
-    ]
-
-
-SWEPT_BUDGETS = (0.3, 0.5, 0.7, 1.0)
-"""Run-time budgets a width-routed model is evaluated at after training (and its own)."""
-
-
-def budget_metrics(model: DynaPruner, data: SpatioTemporalData, split: str) -> list[dict]:
-    """A width-routed model, one network, at several run-time budgets: per budget, its MAE
-    on `split`, its mean cost and FLOPs ratios and the share of samples each branch took."""
-    rows = []
-    for budget in sorted({*SWEPT_BUDGETS, model.pruning.budget}):
-        result = evaluate(model, data, split, budget=budget)
-        rows.append(
-            {
-                "budget": budget,
-                f"{split}_mae": result[f"{split}_mae"],
-                "cost": result["cost"]["mean"],
-                "flops_ratio": result["flops_ratio_mean"],
-                "branch_share": result["branch_share"],
-            }
-        )
-    return rows
-
-
-@torch.no_grad()
-def typical_error(windows: Dataset) -> float:
-    """Mean per-sample MAE of persistence over `windows`, normalised units: the scale of a
-    width router's predictions (its head then starts near the right magnitude)."""
-    errors = [per_sample_error(x[:, -1:].expand_as(y), y) for x, y in DataLoader(windows, batch_size=64)]
-    return max(float(torch.cat(errors).mean()), 1e-6)
-
-
-@torch.no_grad()
-def persistence_mae(data: SpatioTemporalData, split: str = "val") -> float:
-    """MAE of repeating the last input frame: the baseline a forecaster must beat, and
-    what a fully skipped sample outputs."""
-    totals = ErrorTotals(data)
-    for x, y in DataLoader(getattr(data, split), batch_size=64):
-        totals.add(x[:, -1:].expand_as(y), y)
-    return totals.mae
 
 
 class Trainer:
@@ -460,29 +205,23 @@ class Trainer:
             self.out / MODEL_FILE,
         )
         atomic_save(
-            {
-                **header("resume state"),
-                **self._identity(),
-                "state_dict": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "epoch": self.epoch,
-                "train_seconds": self.train_seconds,
-                "scoring_seconds": self.scoring.seconds,
-                "history": json.dumps(self.history),
-                **({"sample_scores": self.scores.state_dict()} if self.scores is not None else {}),
-            },
+            resume_payload(
+                self._identity(),
+                self.model,
+                self.optimizer,
+                self.step,
+                self.epoch,
+                self.train_seconds,
+                self.scoring.seconds,
+                self.history,
+                self.scores,
+            ),
             self.out / RESUME_FILE,
         )
 
     def restore(self) -> None:
         """Continue after the last completed epoch of an interrupted run in `out`."""
-        payload = safe_load(self.out / RESUME_FILE, "resume state")
-        mismatched = [key for key, value in self._identity().items() if payload.get(key) != value]
-        if "data_config" in mismatched:  # other data options: of course other content
-            mismatched.remove("data_fingerprint")
-        if mismatched:
-            raise resumed_differently(self.out / RESUME_FILE, mismatched)
+        payload = read_resume(self.out / RESUME_FILE, self._identity())
         try:
             self.model.load_state_dict(payload["state_dict"])
             self.optimizer.load_state_dict(payload["optimizer"])

@@ -633,7 +633,7 @@ class Base:
     def line(self, folder: Path, option: str | None = None, value: str | None = None) -> list[str]:
         """The command line in `folder`, with `option` (or the positional argument, when
         `option` is upper case) set to `value`."""
-        from dynaprune_edge.cli import without_option
+        from dynaprune_edge.cli.train import without_option
 
         words = [word.replace("$S", str(folder)) for word in self.words]
         if option is None:

@@ -9,7 +9,7 @@ Every (command, option, class) is a case of its own, so that each one that fails
 listed. Values typer itself refuses (`--epochs abc`, `--epochs 0` below its `min=`) are
 held to the same requirement: the issue asks for exit 1 and one `error:` line for every
 bad value, and typer's default (exit 2, a usage banner and a boxed message on stderr)
-is neither; mapping typer's usage errors is for `main()` in cli.py.
+is neither; mapping typer's usage errors is for `main()` in dynaprune_edge/cli/__init__.py.
 
 "Huge" values: counts beyond int64 (a count of nothing dpedge does), ratios above their
 bound; numbers without an upper bound (a learning rate, a loss weight, seconds) get their

@@ -11,7 +11,7 @@ import torch
 
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.training import METRICS_FILE, MODEL_FILE, load_model
-from dynaprune_edge.training.trainer import per_sample_loss
+from dynaprune_edge.training.losses import per_sample_loss
 from tests.training.test_trainer import one_step_trainer
 
 

@@ -15,7 +15,8 @@ from torch.utils.data import Subset
 from dynaprune_edge.data import load_dataset
 from dynaprune_edge.errors import CheckpointError, ConfigError, DataError
 from dynaprune_edge.training import METRICS_FILE, MODEL_FILE, RESUME_FILE, evaluate, load_model
-from dynaprune_edge.training.trainer import CALIBRATION_EVERY, MASK_LR_SCALE
+from dynaprune_edge.training.config import CALIBRATION_EVERY
+from dynaprune_edge.training.trainer import MASK_LR_SCALE
 
 
 class Killed(Exception):

@@ -11,7 +11,7 @@ import torch
 
 from dynaprune_edge.masks import MaskMode
 from dynaprune_edge.masks.router import BUDGET_GRID, WidthRouter
-from dynaprune_edge.training.trainer import CALIBRATION_EVERY
+from dynaprune_edge.training.config import CALIBRATION_EVERY
 from tests.training.test_trainer import Recorded
 
 COSTS = torch.tensor([0.02, 0.18, 0.37, 0.65, 1.02])
