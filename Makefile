@@ -8,7 +8,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint docs fuzz system-deps bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training clean
+.PHONY: demo test test-fast lint docs fuzz system-deps bench-accuracy bench-latency bench-pareto bench-layout bench-orin bench-training bench-render clean
 
 $(BIN)/dpedge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,10 @@ bench-orin: $(BIN)/dpedge
 
 bench-training: $(BIN)/dpedge
 	$(BIN)/dpedge bench training
+
+# docs/benchmarks.md from the results files in docs/bench/results/ (the tests check it is current)
+bench-render: $(BIN)/dpedge
+	$(BIN)/dpedge bench render
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

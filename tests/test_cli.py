@@ -513,12 +513,13 @@ def test_info_says_how_an_odd_grid_was_padded(dpedge, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_layout_times_masks_and_widths(dpedge):
+def test_bench_layout_times_masks_and_widths(dpedge, tmp_path):
     """The micro-benchmark behind the exporter's blocked region masks runs from the command
     line: a row per masked shape (non-zero exit if the blocked mask did not zero exactly
     what the broadcast one does) and one per map for the widths."""
-    result = dpedge("bench", "layout", "--runs", "2", "--json")
+    result = dpedge("bench", "layout", "--runs", "2", "--json", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "results.json").read_text())["benchmark"] == "layout"
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     masks = [(r["channels"], r["height"], r["width"]) for r in rows if r["kind"] == "mask"]
     assert masks == [(16, 12, 20), (16, 64, 64), (32, 12, 20), (64, 16, 16)]

@@ -9,11 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from dynaprune_edge.bench.common import bench_datasets, checked_backbones, report
+from dynaprune_edge.bench.tables import accuracy_grid, rich_table
 from dynaprune_edge.data import DataConfig, load_dataset
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.masks import PruningConfig
+from dynaprune_edge.training.config import TrainConfig
 from dynaprune_edge.training.run import RunSpec, train_run
-from dynaprune_edge.training.trainer import TrainConfig
 
 
 @dataclass
@@ -66,39 +67,7 @@ def compare(
 
 
 def comparison_table(rows: list[Comparison], title: str) -> Table:
-    table = Table(
-        title=title,
-        caption="MAE on the validation split in the unit shown; FLOPs = pruned/dense, mean and max over validation samples",
-    )
-    for column in (
-        "backbone",
-        "dataset",
-        "persistence MAE",
-        "dense MAE",
-        "pruned MAE",
-        "Δ MAE",
-        "FLOPs",
-        "FLOPs max",
-        "data kept",
-        "train s",
-        "unit",
-    ):
-        table.add_column(column, justify="left" if column in ("backbone", "dataset", "unit") else "right")
-    for row in rows:
-        table.add_row(
-            row.backbone,
-            row.dataset,
-            f"{row.persistence_mae:.4g}",
-            f"{row.dense_mae:.4g}",
-            f"{row.pruned_mae:.4g}",
-            f"{100 * row.relative_difference:+.1f} %",
-            f"{row.flops_ratio:.3f}",
-            f"{row.flops_ratio_max:.3f}",
-            f"{row.data_kept:.3f}",
-            f"{row.seconds:.0f}",
-            row.unit,
-        )
-    return table
+    return rich_table(accuracy_grid([row.as_dict() for row in rows], title))
 
 
 def bench(
@@ -119,4 +88,5 @@ def bench(
         console,
         lambda rows: comparison_table(rows, f"dense vs pruned (target FLOPs {budget}), {steps} steps each"),
         f"; {FLOPS_CONVENTION}",
+        benchmark="accuracy",
     )

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import subprocess
 import sys
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from dynaprune_edge.bench.results import write_results
 from dynaprune_edge.data import SAMPLE, DataConfig, SpatioTemporalData
 from dynaprune_edge.data.radar import HDF5_SUFFIXES
 from dynaprune_edge.data.sources import resolve_files
 from dynaprune_edge.errors import CheckpointError, ConfigError
 from dynaprune_edge.export.cost_table import priced_config
-from dynaprune_edge.files import atomic_write_text
 from dynaprune_edge.models import BACKBONES, resolve_backbone
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.run import RunSpec, train_run
@@ -53,61 +50,28 @@ def checked_backbones(names: list[str]) -> list[str]:
 
 
 def report(
-    rows: Iterable, as_json: bool, out: Path, console: Console, table: Callable[[list], Table], note: str = ""
+    rows: Iterable,
+    as_json: bool,
+    out: Path,
+    console: Console,
+    table: Callable[[list], Table],
+    note: str = "",
+    *,
+    benchmark: str,
 ) -> list:
     """A benchmark's rows as they come (one JSON line each with --json), then all of them in
-    OUT/results.json, and (without --json) `table(rows)` printed with `note`."""
+    OUT/results.json (written by `benchmark`: bench.results), and (without --json)
+    `table(rows)` printed with `note`."""
     collected = []
     for row in rows:
         collected.append(row)
         if as_json:
             print(json.dumps(row.as_dict()), flush=True)
-    write_results([row.as_dict() for row in collected], out)
+    write_results([row.as_dict() for row in collected], out, benchmark=benchmark)
     if not as_json:
         console.print(table(collected))
         console.print(f"[dim]rows also in {out / 'results.json'}{note}[/dim]")
     return collected
-
-
-def write_results(results, out: Path, name: str = "results.json") -> None:
-    """OUT/NAME: a benchmark's results under "results", and under "run" where, when and from
-    what code they were measured (`provenance`), which a page citing them names."""
-    atomic_write_text(json.dumps({"run": provenance(), "results": results}, indent=2) + "\n", out / name)
-
-
-def provenance() -> dict:
-    """The command line, the date (UTC), the dpedge commit, the machine and the libraries of
-    this run."""
-    from dynaprune_edge.profiling.report import machine, versions
-
-    return {
-        "command": shlex.join(["dpedge", *sys.argv[1:]]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": source_commit(),
-        "machine": {**machine(), "cores": os.cpu_count()},
-        "versions": versions(),
-    }
-
-
-def source_commit() -> str | None:
-    """The git commit of the dpedge checkout that runs ("-dirty" with uncommitted changes),
-    or None for an installed copy: only the checkout holding this package is asked."""
-    package = Path(__file__).resolve().parents[1]
-    try:
-        top = subprocess.run(
-            ["git", "-C", str(package), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10
-        )
-        if top.returncode != 0 or Path(top.stdout.strip()) != package.parent:
-            return None
-        described = subprocess.run(
-            ["git", "-C", str(package), "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return described.stdout.strip() or None if described.returncode == 0 else None
 
 
 def trained_model(

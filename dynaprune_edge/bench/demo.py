@@ -36,7 +36,7 @@ def demo(out: Path, steps: int, console: Console) -> None:
     points = measure_dataset(built, data, RUNS, THREADS, REPEAT)
     plot(points, out / "pareto-knmi.png")
     title = f"dpedge demo: KNMI radar, static-width SimVPs vs one width-routed SimVP ({steps} steps each, onnxruntime CPU, {THREADS} thread)"
-    report(points, False, out, console, lambda rows: pareto_table(rows, title))
+    report(points, False, out, console, lambda rows: pareto_table(rows, title), benchmark="demo")
     write_verdict(points, out, console)
     routed = next(b for b in built if b.planned.routed)
     profile_demo(routed.onnx, out / "report", console)

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from dynaprune_edge.bench.common import trained_model, write_results
+from dynaprune_edge.bench.common import trained_model
+from dynaprune_edge.bench.results import write_results
+from dynaprune_edge.bench.tables import gpu_check_grid, rich_table
 from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
@@ -235,7 +236,16 @@ def check(out: Path, steps: int, device: str, runs: int, console: Console) -> di
             f"pytorch-{device}",
             f"{PROXY}, on {torch.cuda.get_device_name() if device == 'cuda' else 'this CPU'} (host wall-clock, median)",
         )
-    result = {
+    result = document(kind, label, device, rows, commands)
+    write_results(result, out, "gpu-check.json", benchmark="gpu-check")
+    print_result(result, console)
+    return result
+
+
+def document(kind: str, label: str, device: str, rows: list[dict], commands: list[str]) -> dict:
+    """What gpu-check.json holds: what was timed (`kind`, `label`), on what, its rows per
+    branch, the trtexec lines and what the emulated columns are."""
+    return {
         "kind": kind,
         "label": label,
         "torch": torch.__version__,
@@ -245,21 +255,9 @@ def check(out: Path, steps: int, device: str, runs: int, console: Console) -> di
         "emulated": "orin_emulated_ms, orin_emulated_cuda_graph_ms: orin-emu's split-bundle predictions (engines launched eagerly; "
         "as CUDA graphs) for a Jetson AGX Orin 64 GB, MAXN, fp16 (not this GPU; not measured)",
     }
-    write_results(result, out, "gpu-check.json")
-    print_result(result, console)
-    return result
 
 
 def print_result(result: dict, console: Console) -> None:
-    table = Table(title=f"gpu-check: {result['label']}", caption=result["emulated"])
-    columns = [key for key in result["rows"][0] if key not in ("branch",)]
-    table.add_column("branch", justify="right")
-    for column in columns:
-        table.add_column(column.replace("_", " "), justify="right")
-    for row in result["rows"]:
-        table.add_row(
-            str(row["branch"]), *(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns)
-        )
-    console.print(table)
+    console.print(rich_table(gpu_check_grid(result["rows"], f"gpu-check: {result['label']}", result["emulated"])))
     for command in result["trtexec"]:
         console.print(f"time each engine on its own: {command}", soft_wrap=True, markup=False)

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dynaprune_edge.bench.common import bench_datasets, checked_backbones, feasible, report, trained_model
+from dynaprune_edge.bench.tables import latency_grid, rich_table
 from dynaprune_edge.data import DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
@@ -202,53 +203,7 @@ def measure(
 
 
 def latency_table(rows: list[LatencyRow], title: str) -> Table:
-    table = Table(
-        title=title,
-        caption="ms per sample at batch 1; speedup = mean dense / mean sparse latency; efficiency = speedup × FLOPs ratio; "
-        "overhead = profiled share of router and routing nodes; router = the router graph alone / sparse latency; "
-        "predicted = mean sparse latency the cost table predicts (models priced in ms), its error against the measured mean; "
-        "single/split = mean ms of the sparse export as one graph and split into router and branch graphs (* the layout the export chose)",
-    )
-    columns = (
-        "backbone",
-        "dataset",
-        "budget",
-        "threads",
-        "export",
-        "dense p50/p90",
-        "sparse p50/p90",
-        "speedup",
-        "FLOPs ratio",
-        "efficiency",
-        "overhead",
-        "router",
-        "single/split",
-        "predicted",
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("backbone", "dataset", "export") else "right")
-    for row in rows:
-        predicted = "–" if row.predicted_ms is None else f"{row.predicted_ms:.3f} ({100 * row.prediction_error:+.0f} %)"
-        table.add_row(
-            row.backbone,
-            row.dataset,
-            f"{row.budget:g} {row.cost}",
-            str(row.threads),
-            row.mode,
-            f"{row.dense_ms_p50:.3f}/{row.dense_ms_p90:.3f}",
-            f"{row.sparse_ms_p50:.3f}/{row.sparse_ms_p90:.3f}",
-            f"{row.speedup:.2f}×",
-            f"{row.flops_ratio:.3f}",
-            f"{row.efficiency:.2f}",
-            f"{100 * row.overhead_share:.1f} %",
-            f"{100 * row.router_share:.1f} %",
-            "/".join(
-                f"{ms:.3f}{'*' if layout == row.layout else ''}"
-                for layout, ms in (("single", row.single_ms_mean), ("split", row.split_ms_mean))
-            ),
-            predicted,
-        )
-    return table
+    return rich_table(latency_grid([row.as_dict() for row in rows], title))
 
 
 def bench(
@@ -290,4 +245,4 @@ def bench(
         )
     )
     title = f"export latency, onnxruntime CPU, batch 1 ({steps}-step models, {group_order} groups)"
-    return report(rows, as_json, out, console, lambda collected: latency_table(collected, title))
+    return report(rows, as_json, out, console, lambda collected: latency_table(collected, title), benchmark="latency")

@@ -21,11 +21,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
+from dynaprune_edge.bench.results import write_results
+from dynaprune_edge.bench.tables import (
+    layout_masks_grid,
+    layout_masks_title,
+    layout_widths_grid,
+    layout_widths_title,
+    rich_table,
+)
 from dynaprune_edge.export.graph import GraphBuilder, tensor_info
 from dynaprune_edge.profiling.latency import interleaved_latency
 from dynaprune_edge.runtime.onnxruntime import import_onnxruntime, session_options
@@ -145,47 +153,26 @@ def widths_row(height: int, width: int, runs: int) -> WidthRow:
     return WidthRow(height, width, dict(zip(WIDTHS, ms)))
 
 
-def bench(runs: int, as_json: bool, console: Console) -> tuple[list[MaskRow], list[WidthRow]]:
+def document(masked: list[MaskRow], widths: list[WidthRow], runs: int) -> dict:
+    """What results.json holds: the rows of each table and the chain's settings."""
+    return {
+        "masks": [r.as_dict() for r in masked],
+        "widths": [r.as_dict() for r in widths],
+        "settings": {"layers": LAYERS, "frames": FRAMES, "runs": runs, "repeat": REPEAT, "threads": 1},
+    }
+
+
+def bench(out: Path, runs: int, as_json: bool, console: Console) -> tuple[list[MaskRow], list[WidthRow]]:
+    """`dpedge bench layout`: every masked shape and every width map timed `runs` times; the
+    rows into OUT/results.json, under "masks", "widths" and the chain's "settings"."""
     masked = [masks_row(*shape, runs) for shape in MASKED_SHAPES]
     widths = [widths_row(*size, runs) for size in WIDTH_MAPS]
+    write_results(document(masked, widths, runs), out, benchmark="layout")
     if as_json:
         for row in [*masked, *widths]:
             print(json.dumps(row.as_dict()))
         return masked, widths
-    table = Table(
-        title=f"Masks: {LAYERS} masked 3×3 convolutions + ReLU on {FRAMES} rows, onnxruntime CPU, 1 thread (median ms)"
-    )
-    for column in (
-        "channels",
-        "map",
-        "no mask",
-        "broadcast mask",
-        "blocked mask",
-        "broadcast overhead",
-        "blocked overhead",
-    ):
-        table.add_column(column, justify="right")
-    for row in masked:
-        table.add_row(
-            str(row.channels),
-            f"{row.height}×{row.width}",
-            f"{row.none_ms:.4f}",
-            f"{row.broadcast_ms:.4f}",
-            f"{row.blocked_ms:.4f}",
-            f"{row.broadcast_overhead:+.0%}",
-            f"{row.blocked_overhead:+.0%}",
-        )
-    console.print(table)
-    table = Table(
-        title=f"Widths: the same chain unmasked, time (and FLOPs) as a share of the {max(WIDTHS)}-channel chain's"
-    )
-    table.add_column("map", justify="right")
-    for channels in WIDTHS:
-        table.add_column(f"{channels} ch", justify="right")
-    for row in widths:
-        table.add_row(
-            f"{row.height}×{row.width}",
-            *(f"{row.ms[c]:.3f} ms: {row.time_share(c):.2f} ({row.flops_share(c):.2f})" for c in WIDTHS),
-        )
-    console.print(table)
+    console.print(rich_table(layout_masks_grid([r.as_dict() for r in masked], layout_masks_title(LAYERS, FRAMES))))
+    console.print(rich_table(layout_widths_grid([r.as_dict() for r in widths], layout_widths_title(max(WIDTHS)))))
+    console.print(f"[dim]rows in {out / 'results.json'}[/dim]")
     return masked, widths

@@ -22,9 +22,15 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
-from dynaprune_edge.bench.common import write_results
+from dynaprune_edge.bench.results import write_results
+from dynaprune_edge.bench.tables import (
+    orin_calibrated_grid,
+    orin_constants_line,
+    orin_grid,
+    orin_summary_lines,
+    rich_table,
+)
 from dynaprune_edge.cost.calibration import Gpu, scale_to_orin
 from dynaprune_edge.cost.orin import DEFAULT_MODULE, MODULES, Device, constant
 from dynaprune_edge.cost.roofline import GraphRoofline
@@ -220,6 +226,21 @@ def calibration_rows(out: Path) -> list[dict]:
     return rows
 
 
+def document(rows: list[Row], fitted: tuple[float, float, float], calibrated: list[dict]) -> dict:
+    """What results.json holds: the rows, the constants as they stand and fitted, the error
+    summaries of each pass, and the `calibration_rows`."""
+    names = ("compute_efficiency", "memory_efficiency", "kernel_overhead_us")
+    return {
+        "rows": [r.as_dict() for r in rows],
+        "constants": {name: constant(name) for name in names},
+        "fitted": dict(zip(names, fitted)),
+        "as_is_all_rows": summary([r.error for r in rows]),
+        "as_is_check_rows": summary([r.error for r in rows if r.role == "check"]),
+        "fitted_check_rows": summary([r.fitted_error for r in rows if r.role == "check"]),
+        "calibrated": calibrated,
+    }
+
+
 def bench(out: Path, as_json: bool, console: Console) -> list[Row]:
     import onnx
 
@@ -248,88 +269,21 @@ def bench(out: Path, as_json: bool, console: Console) -> list[Row]:
         )
         for row, roofline, t in evaluated
     ]
-    result = {
-        "rows": [r.as_dict() for r in rows],
-        "constants": {
-            name: constant(name) for name in ("compute_efficiency", "memory_efficiency", "kernel_overhead_us")
-        },
-        "fitted": dict(zip(("compute_efficiency", "memory_efficiency", "kernel_overhead_us"), fitted)),
-        "as_is_all_rows": summary([r.error for r in rows]),
-        "as_is_check_rows": summary([r.error for r in rows if r.role == "check"]),
-        "fitted_check_rows": summary([r.fitted_error for r in rows if r.role == "check"]),
-        "calibrated": calibration_rows(out),
-    }
-    write_results(result, out)
+    result = document(rows, fitted, calibration_rows(out))
+    write_results(result, out, benchmark="orin")
     if as_json:
         print(json.dumps(result))
         return rows
-    table = Table(
-        title="orin-emu against published Jetson AGX Orin latencies (batch 1)",
-        caption="published: measured by the source (see --json for each row's source); emulated: predicted here, never measured",
-    )
-    for column in (
-        "model",
-        "precision",
-        "mode",
-        "role",
-        "GFLOPs",
-        "kernels",
-        "published ms",
-        "emulated ms",
-        "error",
-        "fitted ms",
-        "error",
-    ):
-        table.add_column(column, justify="left" if column in ("model", "precision", "mode", "role") else "right")
-    for r in rows:
-        table.add_row(
-            r.model,
-            r.precision,
-            r.power_mode,
-            r.role,
-            f"{r.gflops:.1f}",
-            str(r.kernels),
-            f"{r.published_ms:.3f}",
-            f"{r.emulated_ms:.3f}",
-            f"{100 * r.error:+.0f} %",
-            f"{r.fitted_ms:.3f}",
-            "(fitted on it)" if r.role == "fit" else f"{100 * r.fitted_error:+.0f} %",
-        )
-    console.print(table)
-    for name, stats in (
-        ("constants as they stand, every row", result["as_is_all_rows"]),
-        ("constants as they stand, check rows", result["as_is_check_rows"]),
-        ("fitted constants, check rows only", result["fitted_check_rows"]),
-    ):
-        console.print(
-            f"{name}: median |error| {100 * stats['median_abs_error']:.0f} %, worst {stats['worst_ratio']:.2f}× "
-            f"over {stats['rows']} rows (target ≤ 25 %, ≤ 2×)"
-        )
-    calibrated = result["calibrated"]
-    two_ways = Table(
-        title="MobileNetV2 INT8 on the Orin (64 GB), EMULATED two ways",
-        caption=f"calibrated: TensorRT's per-layer profile measured on {calibrated[0]['measured_on']} "
-        f"({calibrated[0]['measured_ms']:.3f} ms there, {calibrated[0]['layers']} layers), scaled by roofline ratios; "
-        "no published Orin figure to check either against",
-    )
-    for column in ("mode", "first principles ms", "kernels", "calibrated ms", "calibrated / first principles"):
-        two_ways.add_column(column, justify="left" if column == "mode" else "right")
-    for row in calibrated:
-        two_ways.add_row(
-            row["power_mode"],
-            f"{row['first_principles_ms']:.3f}",
-            str(row["kernels"]),
-            f"{row['calibrated_ms']:.3f}",
-            f"{row['calibrated_ms'] / row['first_principles_ms']:.2f}",
-        )
-    console.print(two_ways)
     console.print(
-        "fitted on "
-        + ", ".join(f"{r.model} {r.precision}" for r in rows if r.role == "fit")
-        + ": "
-        + ", ".join(f"{k} {v:.3g}" for k, v in result["fitted"].items())
-        + "; as they stand: "
-        + ", ".join(f"{k} {v:.3g}" for k, v in result["constants"].items())
+        rich_table(orin_grid(result["rows"], "orin-emu against published Jetson AGX Orin latencies (batch 1)"))
     )
+    for line in orin_summary_lines(result):
+        console.print(line)
+    console.print(
+        rich_table(
+            orin_calibrated_grid(result["calibrated"], "MobileNetV2 INT8 on the Orin (64 GB), EMULATED two ways")
+        )
+    )
+    console.print(orin_constants_line(result))
     console.print(f"[dim]rows in {out / 'results.json'}[/dim]")
     return rows

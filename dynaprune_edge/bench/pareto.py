@@ -25,6 +25,7 @@ from rich.table import Table
 
 from dynaprune_edge.bench import baselines
 from dynaprune_edge.bench.common import checked_backbones, feasible, report, trained_model
+from dynaprune_edge.bench.tables import ORACLE, REFERENCE, pareto_grid, rich_table, verdict
 from dynaprune_edge.data import SAMPLE, DataConfig, SpatioTemporalData, load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
@@ -321,12 +322,6 @@ def measure_dataset(
     return points + reference_points(data, label, frames, targets)
 
 
-ORACLE = "oracle (hindsight)"
-REFERENCE = "reference"
-"""The family of reference nowcasts: a row of the table and a line on every family's panel,
-set against no static curve and never a candidate of the verdict."""
-
-
 def reference_points(
     data: SpatioTemporalData, label: str, frames: np.ndarray, targets: np.ndarray
 ) -> list[ParetoPoint]:
@@ -354,43 +349,6 @@ def reference_points(
             None,
         )
     ]
-
-
-def verdict(points: list[ParetoPoint]) -> list[str]:
-    """What to ship, per family, for every latency target on this machine: the most accurate
-    artifact at most that slow, and by how much it beats the best static model that fast
-    (the oracle is not an artifact). The choice changes only at an artifact's measured ms,
-    so the targets are those, merged into ranges where the choice (and the static model it
-    is set against) stays the same."""
-    lines = []
-    for family in dict.fromkeys(p.family for p in points if p.family != REFERENCE):
-        mine = [p for p in points if p.family == family and p.model != ORACLE]
-        ranges: list[list] = []  # [from ms, best, best static or None]
-        for target in sorted({p.ms_mean for p in mine}):
-            fits = [p for p in mine if p.ms_mean <= target]
-            statics = [p for p in fits if p.model.startswith("static")]
-            # the most accurate; of equally accurate ones (one network at several budgets), the fastest
-            best = min(fits, key=lambda p: (p.val_mae, p.ms_mean))
-            best_static = min(statics, key=lambda p: p.val_mae, default=None)
-            if not ranges or (ranges[-1][1], ranges[-1][2]) != (best, best_static):
-                ranges.append([target, best, best_static])
-        for i, (start, best, best_static) in enumerate(ranges):
-            end = f"{ranges[i + 1][0]:.3f}" if i + 1 < len(ranges) else None
-            if end == f"{start:.3f}":
-                continue  # a choice for less than a microsecond of target: within the timing noise
-            span = f"{start:.3f}–{end} ms" if end else f"{start:.3f} ms or more"
-            if best_static is None:
-                choice = f"{best.model} (MAE {best.val_mae:.4g} at {best.ms_mean:.3f} ms): no static model is this fast"
-            elif best is best_static:
-                choice = f"{best.model} (MAE {best.val_mae:.4g}): no dynamic artifact beats it"
-            else:
-                gain = 100 * (1 - best.val_mae / best_static.val_mae)
-                choice = (
-                    f"{best.model} (MAE {best.val_mae:.4g} at {best.ms_mean:.3f} ms), {gain:.1f} % below the best static model that fast "
-                    f"({best_static.model}, {best_static.val_mae:.4g})"
-                )
-            lines.append(f"{points[0].dataset}, {family}, latency target {span}: ship {choice}")
-    return lines
 
 
 def plot(points: list[ParetoPoint], path: Path) -> None:
@@ -492,50 +450,7 @@ def plot(points: list[ParetoPoint], path: Path) -> None:
 
 
 def pareto_table(points: list[ParetoPoint], title: str) -> Table:
-    table = Table(
-        title=title,
-        caption="ms: measured mean per validation sample; speedup and FLOPs against the family's full-width dense model; "
-        "static at same ms: the static curve's MAE at the point's latency (interpolated); predicted: the cost table's (models priced in ms); "
-        "routed B COST: the width-routed model priced on COST at run-time budget B; level ×W COST: its width level W alone; oracle: the best static model per "
-        "window in hindsight (its ms: the mean of the measured latencies it picked); train s: the model's training wall-clock here; "
-        "reference: pysteps' optical-flow extrapolation, no model (radar data: ms of motion field and extrapolation per window, 1 thread)",
-    )
-    for column in (
-        "dataset",
-        "family",
-        "model",
-        "val MAE",
-        "FLOPs",
-        "cost",
-        "ms mean/p90",
-        "speedup",
-        "static MAE at same ms",
-        "predicted ms",
-        "train s",
-    ):
-        table.add_column(column, justify="left" if column in ("dataset", "family", "model") else "right")
-    for p in points:
-        if p.static_mae_at_ms is not None:
-            static = f"{p.static_mae_at_ms:.4g} ({'below' if p.beats_static else 'above'})"
-        else:
-            static = f"– (faster and better than {p.dominates[0]})" if p.dominates else "–"
-        predicted = (
-            "–" if p.predicted_ms is None else f"{p.predicted_ms:.3f} ({100 * (p.predicted_ms / p.ms_mean - 1):+.0f} %)"
-        )
-        table.add_row(
-            p.dataset,
-            p.family,
-            p.model,
-            f"{p.val_mae:.4g}",
-            "–" if p.flops_ratio is None else f"{p.flops_ratio:.3f}",
-            "–" if p.cost_ratio is None else f"{p.cost_ratio:.3f}",
-            f"{p.ms_mean:.3f}/" + ("–" if p.ms_p90 is None else f"{p.ms_p90:.3f}"),
-            "–" if p.speedup is None else f"{p.speedup:.2f}×",
-            static,
-            predicted,
-            "–" if p.train_seconds is None else f"{p.train_seconds:.0f}",
-        )
-    return table
+    return rich_table(pareto_grid([p.as_dict() for p in points], title))
 
 
 def bench(
@@ -588,6 +503,7 @@ def bench(
         console,
         lambda collected: pareto_table(collected, title),
         f"; plots in {out}/pareto-*.png",
+        benchmark="pareto",
     )
     write_verdict(points, out, None if as_json else console)
     return points

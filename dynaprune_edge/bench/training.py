@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from dynaprune_edge.bench.common import write_results
+from dynaprune_edge.bench.results import write_results
+from dynaprune_edge.bench.tables import rich_table, training_grid, training_processes_line
 from dynaprune_edge.data import SAMPLE, DataConfig, load_dataset
+from dynaprune_edge.training.config import TrainConfig
 from dynaprune_edge.training.run import RunSpec, train_run
 from dynaprune_edge.training.sample_pruning import SamplePruning
-from dynaprune_edge.training.trainer import TrainConfig
 
 METHODS = {"full data": None, "ST-Prune": "both", "InfoBatch-style": "loss"}
 MODELS = {"SimVP dense": 1.0, "SimVP Dyna-Pruner 0.5": 0.5}
@@ -149,70 +149,38 @@ def throughput(config: DataConfig, epochs: int, out: Path) -> list[dict]:
     return found
 
 
-def bench(
-    out: Path, epochs: int, frames: list[int], pruning: SamplePruning, knmi: str | None, as_json: bool, console: Console
-) -> dict:
-    rows = [row for config in datasets(frames, knmi or SAMPLE) for row in compare(config, epochs, pruning, out)]
-    processes = throughput(DataConfig("taxibj", synthetic_frames=max(frames)), 1, out)
-    result = {
+def document(rows: list[Row], processes: list[dict], epochs: int, frames: list[int], pruning: SamplePruning) -> dict:
+    """What results.json holds: the rows, the `throughput` of 1 and 2 processes, the settings."""
+    return {
         "rows": [r.as_dict() for r in rows],
         "processes": processes,
         "settings": {
             "epochs": epochs,
+            "frames": frames,
             "prune_ratio": pruning.ratio,
             "anneal": pruning.anneal,
             "easy_share": pruning.easy_share,
             "tolerance": TOLERANCE,
         },
     }
-    write_results(result, out)
+
+
+def bench(
+    out: Path, epochs: int, frames: list[int], pruning: SamplePruning, knmi: str | None, as_json: bool, console: Console
+) -> dict:
+    rows = [row for config in datasets(frames, knmi or SAMPLE) for row in compare(config, epochs, pruning, out)]
+    processes = throughput(DataConfig("taxibj", synthetic_frames=max(frames)), 1, out)
+    result = document(rows, processes, epochs, frames, pruning)
+    write_results(result, out, benchmark="training")
     if as_json:
         print(json.dumps(result))
         return result
-    table = Table(
-        title=f"ST-Prune vs full data vs InfoBatch-style ({epochs} epochs, --prune-ratio {pruning.ratio}, "
+    title = (
+        f"ST-Prune vs full data vs InfoBatch-style ({epochs} epochs, --prune-ratio {pruning.ratio}, "
         f"--easy-share {pruning.easy_share}, --anneal {pruning.anneal}; measured)"
     )
-    for column in (
-        "dataset",
-        "windows",
-        "model",
-        "method",
-        "final MAE",
-        "s to target",
-        "speedup",
-        "s to stay",
-        "speedup",
-        "pruned",
-        "samples",
-        "scoring s",
-        "train s",
-    ):
-        table.add_column(column, justify="left" if column in ("dataset", "model", "method") else "right")
-    seconds = lambda value: "never" if value is None else f"{value:.1f}"
-    times = lambda value: "–" if value is None else f"{value:.2f}×"
-    for r in rows:
-        table.add_row(
-            r.dataset,
-            str(r.windows),
-            r.model,
-            r.method,
-            f"{r.final_mae:.4g}",
-            seconds(r.seconds_to_target),
-            times(r.speedup),
-            seconds(r.seconds_to_stay),
-            times(r.speedup_to_stay),
-            f"{r.pruned_fraction:.2f}",
-            str(r.samples_seen),
-            f"{r.scoring_seconds:.2f}",
-            f"{r.train_seconds:.1f}",
-        )
-    console.print(table)
-    one, two = processes
-    console.print(
-        f"taxibj ({max(frames)} frames), SimVP dense, 1 epoch: {one['windows_per_second']:.1f} windows/s on 1 process, "
-        f"{two['windows_per_second']:.1f} on 2 ({two['windows_per_second'] / one['windows_per_second']:.2f}×)"
-    )
+    console.print(rich_table(training_grid(result["rows"], title)))
+    console.print(training_processes_line(processes, max(frames)))
     console.print(
         f"[dim]target: the full-data run's final validation MAE + {TOLERANCE:.0%}; 'to target': the first epoch meeting it, "
         f"'to stay': the epoch from which every later one does; rows in {out / 'results.json'}[/dim]"

@@ -40,6 +40,7 @@ for command in (
     bench.orin,
     bench.gpu_check,
     bench.trtexec,
+    bench.render,
 ):
     bench_app.command(command.__name__.replace("_", "-"))(command)
 app.add_typer(bench_app, name="bench")

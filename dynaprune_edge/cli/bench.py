@@ -196,13 +196,15 @@ def pareto(
 
 
 def layout(
+    out: out_folder("results.json") = Path("runs/bench-layout"),
     runs: Annotated[int, typer.Option(min=1, max=1000000, help="Timed runs of each graph.")] = 300,
     as_json: JsonRows = False,
 ) -> None:
     """What onnxruntime's blocked channel layout makes of pruned work on this CPU: region masks by their shape, and layer time against width (about a minute)."""
+    check_writable(out, "--out", folder=True)
     from dynaprune_edge.bench import layout
 
-    layout.bench(runs, as_json, console)
+    layout.bench(out, runs, as_json, console)
 
 
 def training(
@@ -301,3 +303,26 @@ def trtexec(
     console.print(table)
     if "throughput_qps" in summary:
         console.print(f"throughput {summary['throughput_qps']:.4g} qps")
+
+
+def render(
+    results: Annotated[
+        Path, typer.Option(help="The folder of results files (BENCHMARK.json or BENCHMARK-LABEL.json, plots beside).")
+    ] = Path("docs/bench/results"),
+    page: Annotated[Path, typer.Option(help="The page to write.")] = Path("docs/benchmarks.md"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing: fail (exit 1) if PAGE is not what RESULTS render.")
+    ] = False,
+) -> None:
+    """The benchmarks page, rendered from results files that the benchmarks wrote: tables, plots and where, when and from what code each ran."""
+    from dynaprune_edge.bench.render import render_page, stale
+
+    if check:
+        problem = stale(results, page)
+        if problem is not None:
+            raise ConfigError(problem)
+        console.print(f"{page} is what {results} renders")
+        return
+    check_writable(page, "--page", folder=False)
+    render_page(results, page)
+    console.print(f"wrote {page}")

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from dynaprune_edge.bench.accuracy import Comparison, compare, comparison_table
 from dynaprune_edge.data import DataConfig
-from dynaprune_edge.training.trainer import TrainConfig
+from dynaprune_edge.training.config import TrainConfig
 
 
 def rendered(rows: list[Comparison]) -> str:

@@ -766,7 +766,7 @@ BASES: dict[str, Base] = {
         (),
         "training the benchmark's models",
     ),
-    "bench layout": Base(("bench", "layout", "--runs", "1"), (), "timing the layout benchmark"),
+    "bench layout": Base(("bench", "layout", "--out", "$S/bench", "--runs", "1"), (), "timing the layout benchmark"),
     "bench orin": Base(("bench", "orin", "--out", "$S/bench"), (), "building the reference networks"),
     "bench gpu-check": Base(
         ("bench", "gpu-check", "--out", "$S/bench", "--steps", "1", "--runs", "1", "--device", "cpu"),
