@@ -1,6 +1,6 @@
 """Scaffolding the test folders share, as fixtures: running `dpedge` as a user does, a
 stand-in tensorrt and pycuda put into sys.modules, and the toy graphs that map frames to
-forecast, flops and bucket, with their manifests, small pruned models whose masks vary
+forecast, flops and branch, with their manifests, small pruned models whose masks vary
 from sample to sample, and a stand-in tegrastats that prints lines recorded on Jetsons."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from dynaprune_edge.files import sha256_file
-from dynaprune_edge.runtime.manifest import Bucket, Manifest, TensorSpec
+from dynaprune_edge.runtime.manifest import Branch, Manifest, TensorSpec
 
 # build(version, log) → the stand-ins for tensorrt and pycuda.driver; they append what they
 # are asked to do to `log`.
 TensorRTBuilder = Callable[[str, list], tuple[ModuleType, ModuleType]]
-OUTPUTS = ("forecast", "flops", "bucket")
+OUTPUTS = ("forecast", "flops", "branch")
 TEGRASTATS = (
     Path(__file__).parent / "profiling" / "samples" / "tegrastats"
 )  # lines recorded on Jetsons; SOURCES.md says where from
@@ -122,23 +122,23 @@ def make_toy_manifest(
     shape: Sequence[int], *, input_shape: Sequence[int] | None = None, outputs: Sequence[str] = OUTPUTS, **fields
 ) -> Manifest:
     """The manifest of a graph from frames (`input_shape`, default `shape`) to `outputs`:
-    forecast (`shape`), flops and bucket (scalars; any other name a float32 scalar).
+    forecast (`shape`), flops and branch (scalars; any other name a float32 scalar).
     `fields` replace the toy values of the other fields."""
     specs = {
         "forecast": TensorSpec("forecast", list(shape), "float32"),
         "flops": TensorSpec("flops", [], "float32"),
-        "bucket": TensorSpec("bucket", [], "int64"),
+        "branch": TensorSpec("branch", [], "int64"),
     }
     values = dict(
         backbone="toy",
         dataset="toy",
-        mode="bucketed",
+        mode="sliced",
         onnx="model.onnx",
         onnx_sha256="",
         mean=[0.0],
         std=[1.0],
         width_levels=[1.0],
-        buckets=[Bucket([0, 0], 0, {}, 0.0), Bucket([1, 16], 16, {}, 1.0)],
+        branches=[Branch([0, 0], 0, {}, 0.0), Branch([1, 16], 16, {}, 1.0)],
         dense_flops=1.0,
         flops_convention="toy",
         versions={},
@@ -155,7 +155,7 @@ def write_toy_graph_file(
     folder: Path, nodes: list, initializers: list, shape: Sequence[int], manifest: Manifest
 ) -> Path:
     """folder/model.onnx (opset 17, checked), whose `nodes` and `initializers` map frames
-    (`shape`) to forecast (`shape`), flops and bucket; `manifest` is written beside it,
+    (`shape`) to forecast (`shape`), flops and branch; `manifest` is written beside it,
     bound to the graph by its SHA-256 as `dpedge export` binds them."""
     import onnx
     from onnx import TensorProto, helper
@@ -167,7 +167,7 @@ def write_toy_graph_file(
         [
             helper.make_tensor_value_info("forecast", TensorProto.FLOAT, shape),
             helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
-            helper.make_tensor_value_info("bucket", TensorProto.INT64, []),
+            helper.make_tensor_value_info("branch", TensorProto.INT64, []),
         ],
         initializer=initializers,
     )
@@ -194,11 +194,11 @@ def make_routed_graph(shortcut: bool):
 
     from dynaprune_edge.export.graph import GraphBuilder, tensor_info
     from dynaprune_edge.export.routing import choose
-    from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
+    from dynaprune_edge.runtime.manifest import BRANCH, BUDGET, FLOPS, FORECAST, INPUT
 
     b = GraphBuilder("dpedge")
     x = b.op("Pad", INPUT, b.const(np.zeros(10, np.int64)), scope="input/pad", mode="constant")
-    outputs = [tensor_info(FORECAST, ROUTED_OUT), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
+    outputs = [tensor_info(FORECAST, ROUTED_OUT), tensor_info(FLOPS, []), tensor_info(BRANCH, [], np.int64)]
     host = b.branch("router") if shortcut else b
     last = host.op("Slice", x, host.const([1]), host.const([2]), host.const([1]), scope="router/fallback")
     hot = host.op(
@@ -241,7 +241,7 @@ def make_routed_graph(shortcut: bool):
         )
     b.identity(forecast, FORECAST)
     b.identity(flops, FLOPS)
-    b.identity(chosen, BUCKET)
+    b.identity(chosen, BRANCH)
     inputs = [tensor_info(INPUT, ROUTED_SHAPE)] + ([tensor_info(BUDGET, [])] if shortcut else [])
     if shortcut:
         b.initializers.append(onnx.numpy_helper.from_array(np.array(0.5, np.float32), BUDGET))
@@ -263,12 +263,12 @@ def write_routed_export(folder: Path, width_routed: bool) -> tuple[Path, Manifes
 
     path = folder / "model.onnx"
     onnx.save(make_routed_graph(width_routed), path)
-    buckets = [Bucket([0, 0], 0, {}, 10.0 * (k + 1)) for k in range(ROUTED_BRANCHES)]
+    branches = [Branch([0, 0], 0, {}, 10.0 * (k + 1)) for k in range(ROUTED_BRANCHES)]
     manifest = make_toy_manifest(
         ROUTED_OUT,
         input_shape=ROUTED_SHAPE,
-        mode="widths" if width_routed else "bucketed",
-        buckets=buckets,
+        mode="widths" if width_routed else "sliced",
+        branches=branches,
         width_levels=[0.25, 0.5, 1.0],
         budget={"trained": 0.5, "cost_target": "flops"} if width_routed else {},
         onnx_sha256=sha256_file(path),

@@ -127,5 +127,5 @@ def identity_nodes() -> list:
     return [
         helper.make_node("Identity", ["frames"], ["forecast"]),
         helper.make_node("Constant", [], ["flops"], value=numpy_helper.from_array(np.array(1.0, np.float32))),
-        helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64))),
+        helper.make_node("Constant", [], ["branch"], value=numpy_helper.from_array(np.array(1, np.int64))),
     ]

@@ -339,8 +339,8 @@ def test_a_slimmable_model_reports_each_width_level_and_exports_any_of_them(dped
     exported = dpedge("export", out / "model.pt", "--width", "0.5")
     assert exported.returncode == 0, exported.stderr
     manifest = json.loads((out / "model.w0.5.dpedge.json").read_text())
-    ((bucket,),) = [manifest["buckets"]]
-    assert bucket["widths"] == load_model(out / "model.pt").model.level_groups(0.5)
+    ((branch,),) = [manifest["branches"]]
+    assert branch["widths"] == load_model(out / "model.pt").model.level_groups(0.5)
     assert "the widest level" in exported.stdout and manifest["measured"]["dense_twin_ms"] > 0
     for args, message in (
         (["--width", "0.3"], "--width 0.3 is not a width level of this model: choose one of 0.25, 0.5, 0.75, 1"),
@@ -378,7 +378,7 @@ def test_a_width_routed_model_takes_its_budget_at_run_time(dpedge, tmp_path):
     assert np.array_equal(backend.run(frames).forecast, default.forecast), "omitted, the budget is the trained one"
     backend.set_budget(1.0)
     full = backend.run(frames)
-    assert (full.bucket == len(manifest["buckets"]) - 1).all()
+    assert (full.branch == len(manifest["branches"]) - 1).all()
     widest = trained_model(x, width=len(trained_model.pruning.width_levels) - 1).prediction.detach().numpy()
     assert np.abs(checkpoint.normalizer.normalize(full.forecast) - widest).max() <= 1e-4, (
         "budget 1 is the widest level, within parity"

@@ -80,4 +80,4 @@ def test_every_quick_start_command_runs_as_written_with_tiny_settings(dpedge, tm
     monkeypatch.chdir(tmp_path)
     exec(compile(python, "README.md", "exec"), namespace)
     result = namespace["result"]
-    assert result.forecast.shape == (2, 4, 2, 10, 20) and result.flops.shape == (2,) and result.bucket.shape == (2,)
+    assert result.forecast.shape == (2, 4, 2, 10, 20) and result.flops.shape == (2,) and result.branch.shape == (2,)

@@ -622,7 +622,7 @@ def test_an_engine_build_killed_at_any_step_leaves_the_old_pair_the_new_pair_or_
     nodes = [
         helper.make_node("Identity", ["frames"], ["forecast"]),
         helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
-        helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64))),
+        helper.make_node("Constant", [], ["branch"], value=numpy_helper.from_array(np.array(1, np.int64))),
     ]
     graph = write_toy_graph(old_folder, nodes, [], SHAPE, manifest)
     rebuild = rebuild_over_old(harness, tmp_path, graph, "export/trt/test_build.py")
@@ -700,5 +700,5 @@ def test_a_bundle_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one_
         assert backend.meta == bundles[which] and sorted(loaded) == engines[which], (
             f"{label}: loaded {loaded}, not bundle {which}'s engines"
         )
-        assert backend.run(frames).bucket.tolist() == list(range(routed_toy.branches)), label
+        assert backend.run(frames).branch.tolist() == list(range(routed_toy.branches)), label
     assert seen == {0, 1}, f"the kills missed the old or the new bundle: {seen}"

@@ -174,8 +174,8 @@ def tensorrt_rows(
     for note in backends["split_cuda_graph"].cuda_graph_notes:
         print(f"note: {note}", file=sys.stderr)
     forecasts = {name: backend.run(frames).forecast for name, backend in backends.items()}
-    for branch in np.unique(reference.bucket):
-        took = reference.bucket == branch
+    for branch in np.unique(reference.branch):
+        took = reference.branch == branch
         row = {"branch": int(branch), "computes": manifest.computes(int(branch)), "samples": int(took.sum())}
         for name, backend in backends.items():
             taken = itertools.cycle(frames[took])

@@ -39,7 +39,7 @@ class LatencyRow:
     dataset: str
     budget: float
     threads: int
-    mode: str  # the sparse export's filter mode and tile policy, e.g. "bucketed/wide"
+    mode: str  # the sparse export's filter mode and tile policy, e.g. "sliced/wide"
     samples: int  # distinct validation samples
     runs: int  # timed runs of each model
     repeat: int  # runs of each model in a row at its turn, the last timed (1: strict turns)
@@ -147,7 +147,7 @@ def latency_rows(
         flops_ratio = float(result.flops.mean()) / sparse.manifest.dense_flops
         # every timed run cycles over the samples alike, so the mean prediction is over the samples
         predicted_ms = (
-            float(np.mean(np.asarray(predicted["per_bucket"])[result.bucket]))
+            float(np.mean(np.asarray(predicted["per_branch"])[result.branch]))
             if predicted and count == predicted["machine"]["threads"]
             else None
         )

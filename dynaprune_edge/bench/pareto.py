@@ -279,14 +279,14 @@ def measure_dataset(
         manifest, predicted = backend.manifest, backend.manifest.predicted
         predicted_ms = None
         if predicted and predicted["machine"]["threads"] == threads:
-            predicted_ms = float(np.mean(np.asarray(predicted["per_bucket"])[result.bucket]))
+            predicted_ms = float(np.mean(np.asarray(predicted["per_branch"])[result.branch]))
         cost = b.cost_ratio
         if manifest.mode == "widths":  # each sample its branch's cost; at budget 1, the widest level's alone
             full = backend.budget == 1
             cost = float(
                 manifest.budget["level_costs"][-1]
                 if full
-                else np.mean(np.asarray(manifest.budget["branch_costs"])[result.bucket])
+                else np.mean(np.asarray(manifest.budget["branch_costs"])[result.branch])
             )
         points.append(
             ParetoPoint(

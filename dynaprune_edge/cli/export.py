@@ -29,8 +29,8 @@ def export(
     mode: Annotated[
         str,
         typer.Option(
-            help="Filters: 'gather' (any per-sample subset; weights gathered at run time), 'bucketed' (constant "
-            "weight slices per sub-network; ordered-group models), 'auto' (the faster, measured)."
+            help="Filters: 'gather' (any per-sample subset; weights gathered at run time), 'sliced' (constant "
+            "weight slices per branch; models trained with --group-order ordered), 'auto' (the faster, measured)."
         ),
     ] = "auto",
     tiles: Annotated[
@@ -108,7 +108,7 @@ def export(
     table = Table(title=f"{manifest.backbone} on {manifest.dataset}: {chosen.mode} export, tiles {chosen.tiles}")
     measured = manifest.measured  # timed at export on 1 thread: a table for other threads predicts other figures
     predicted = (
-        manifest.predicted.get("per_bucket") if manifest.predicted.get("machine", {}).get("threads") == 1 else None
+        manifest.predicted.get("per_branch") if manifest.predicted.get("machine", {}).get("threads") == 1 else None
     )
     for column in (
         "branch",
@@ -121,14 +121,14 @@ def export(
         *(["predicted ms"] if predicted else []),
     ):
         table.add_column(column, justify="right")
-    for index, bucket in enumerate(manifest.buckets):
-        error, ms = chosen.parity.get(str(index)), measured["per_bucket_ms"].get(str(index))
+    for index, branch in enumerate(manifest.branches):
+        error, ms = chosen.parity.get(str(index)), measured["per_branch_ms"].get(str(index))
         table.add_row(
             str(index),
             manifest.computes(index),
-            str(bucket.tiles or "whole maps"),
-            format_flops(bucket.flops),
-            f"{bucket.flops / manifest.dense_flops:.3f}",
+            str(branch.tiles or "whole maps"),
+            format_flops(branch.flops),
+            f"{branch.flops / manifest.dense_flops:.3f}",
             "not reached" if error is None else f"{error:.1e}",
             "–" if ms is None else f"{ms:.3f}",
             *(

@@ -443,7 +443,7 @@ class GraphRoofline:
     def _routes(self, graph: onnx.GraphProto) -> list[list[Kernel]]:
         """One kernel list per route: this graph's kernels, then (where it has an `If`) those
         of each route through the then branch, then of each through the else branch: the
-        order of dpedge's branch chain, so route i is the sub-network of bucket i."""
+        order of dpedge's branch chain, so route i is the sub-network of branch i."""
         kernels = self._kernels(graph)
         branches = [node for node in graph.node if node.op_type == "If"]
         if not branches:
@@ -631,5 +631,5 @@ def walk(graph: onnx.GraphProto):
 
 
 def route_ms(model: onnx.ModelProto, device: Device) -> np.ndarray:
-    """Emulated milliseconds of each route (bucket) of an exported graph."""
+    """Emulated milliseconds of each route (branch) of an exported graph."""
     return np.asarray(GraphRoofline(model, device).route_ms())

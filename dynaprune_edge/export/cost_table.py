@@ -57,7 +57,7 @@ from dynaprune_edge.models import DynaPruner, ModelConfig, build_model
 from dynaprune_edge.models.base import evaluating
 from dynaprune_edge.profiling.latency import interleaved_latency
 from dynaprune_edge.progress import progress_bar
-from dynaprune_edge.runtime.manifest import BUCKET, INPUT
+from dynaprune_edge.runtime.manifest import BRANCH, INPUT
 from dynaprune_edge.runtime.onnxruntime import session_options
 from dynaprune_edge.training import load_model
 from dynaprune_edge.training.checkpoint import MODEL_FILE
@@ -87,7 +87,7 @@ def export_mode(config: ModelConfig) -> str:
     """The sub-network kind `dpedge export --mode auto` emits for this model."""
     if config.pruning.routes_widths:
         return "widths"
-    return "gather" if config.pruning.group_order == "scored" else "bucketed"
+    return "gather" if config.pruning.group_order == "scored" else "sliced"
 
 
 def region_points(regions: int) -> list[int]:
@@ -262,8 +262,8 @@ class EmulatedTimer:
         key = hashlib.sha256(graph).hexdigest()
         if key not in self._routes:
             session = onnxruntime.InferenceSession(graph, session_options(1), providers=["CPUExecutionProvider"])
-            bucket = int(session.run([BUCKET], {INPUT: self.frames})[0])
-            self._routes[key] = GraphRoofline(onnx.load_from_string(graph), self.device).routes[bucket]
+            branch = int(session.run([BRANCH], {INPUT: self.frames})[0])
+            self._routes[key] = GraphRoofline(onnx.load_from_string(graph), self.device).routes[branch]
         return self._routes[key]
 
     def wall(self, graph: bytes) -> float:

@@ -29,12 +29,12 @@ from dynaprune_edge.files import atomic_write_bytes, atomic_write_text
 from dynaprune_edge.flops import FLOPS_CONVENTION
 from dynaprune_edge.profiling.latency import interleaved_latency
 from dynaprune_edge.runtime.manifest import (
-    BUCKET,
+    BRANCH,
     BUDGET,
     FLOPS,
     FORECAST,
     INPUT,
-    Bucket,
+    Branch,
     Manifest,
     TensorSpec,
     manifest_path,
@@ -53,7 +53,7 @@ ROUTING_TIE = 1e-4
 """Logit margin below which a sample is left out of the parity check (DataMask.routing_margin)."""
 PICKS_PER_COUNT = 2  # training samples per kept-region count in the parity check: one may be a tie
 WARM_REPEATS = 3  # each candidate times its own warm run: see profiling.latency.interleaved_latency
-MODES = ("gather", "bucketed", "auto")
+MODES = ("gather", "sliced", "auto")
 CHECKED_BUDGETS = (0.1, 0.3, 0.5, 0.7, 1.0)
 """Run-time budgets a width-routed export is parity-checked at (and its trained one): between
 them, every branch the data reach."""
@@ -98,7 +98,7 @@ class Candidate:
     mode: str
     tiles: str
     onnx_model: onnx.ModelProto
-    buckets: list[Bucket]
+    branches: list[Branch]
     latency_ms: dict[str, float] = field(
         default_factory=dict
     )  # per layout timed: "single", and "split" for a routed graph
@@ -152,9 +152,9 @@ class Exporter:
                 "a width-routed model exports each width level as a static branch of its own: "
                 "--mode and --tiles do not apply to it"
             )
-        if not self.dense and options.mode == "bucketed" and pruning.group_order == "scored":
+        if not self.dense and options.mode == "sliced" and pruning.group_order == "scored":
             raise ConfigError(
-                "--mode bucketed compiles each sub-network with constant weights, which needs the same "
+                "--mode sliced compiles each sub-network with constant weights, which needs the same "
                 "filters for every sample: train with --group-order ordered, or export with --mode gather"
             )
         if data is None:
@@ -174,7 +174,7 @@ class Exporter:
             return ["dense"]
         if self.options.mode != "auto":
             return [self.options.mode]
-        return ["gather"] if self.trained.model_config.pruning.group_order == "scored" else ["bucketed", "gather"]
+        return ["gather"] if self.trained.model_config.pruning.group_order == "scored" else ["sliced", "gather"]
 
     def tile_policies(self) -> list[str]:
         """auto: every policy, timed; but a model trained on a measured cost target already
@@ -229,14 +229,14 @@ class Exporter:
             gates = (
                 {g.name: g.groups for g in model.gates} if self.width is None else width_plan(model, self.width).groups
             )
-            return [Candidate("dense", "none", graph, [Bucket([0, model.regions], 0, gates, costs[0][0])])]
+            return [Candidate("dense", "none", graph, [Branch([0, model.regions], 0, gates, costs[0][0])])]
         if self.routed:
             graph, costs = build_width_router_graph(model, self.options.opset, self.trained.normalizer)
             levels = [width_plan(model, level).groups for level in range(len(model.pruning.width_levels))]
-            buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [
-                Bucket([model.regions] * 2, 0, dict(g), flops) for g, (flops, _) in zip(levels, costs[1:])
+            branches = [Branch([0, 0], 0, {}, costs[0][0])] + [
+                Branch([model.regions] * 2, 0, dict(g), flops) for g, (flops, _) in zip(levels, costs[1:])
             ]
-            return [Candidate("widths", "none", graph, buckets)]
+            return [Candidate("widths", "none", graph, branches)]
         table = model.model_mask.width_table(model.regions)
         result = []
         for tiles in self.tile_policies():
@@ -251,11 +251,11 @@ class Exporter:
                     self.options.opset,
                     normalizer=self.trained.normalizer,
                 )
-                buckets = [Bucket([0, 0], 0, {}, costs[0][0])] + [
-                    Bucket([p.lo, p.hi], computed, dict(p.groups), flops)
+                branches = [Branch([0, 0], 0, {}, costs[0][0])] + [
+                    Branch([p.lo, p.hi], computed, dict(p.groups), flops)
                     for p, (flops, computed) in zip(plans, costs[1:])
                 ]
-                result.append(Candidate(mode, tiles, graph, buckets))
+                result.append(Candidate(mode, tiles, graph, branches))
         return result
 
     def parity_checks(self) -> list[tuple[np.ndarray, np.ndarray, str, dict]]:
@@ -338,12 +338,12 @@ class Exporter:
             outputs=[
                 TensorSpec(FORECAST, [1, shape.frames_out, shape.channels, shape.height, shape.width], "float32"),
                 TensorSpec(FLOPS, [], "float32"),
-                TensorSpec(BUCKET, [], "int64"),
+                TensorSpec(BRANCH, [], "int64"),
             ],
             mean=normalizer.mean.tolist(),
             std=normalizer.std.tolist(),
             width_levels=list(self.trained.model_config.pruning.width_levels),
-            buckets=candidate.buckets,
+            branches=candidate.branches,
             dense_flops=branch_flops(self.trained.model, None, None),
             flops_convention=FLOPS_CONVENTION,
             versions=versions,
@@ -373,9 +373,9 @@ class Exporter:
         }
 
     def predicted(self, candidate: Candidate) -> dict:
-        """Per bucket, the latency the model's measured cost table predicts for it (the
-        cost training charges a sample keeping the most regions of the bucket); nothing
-        for a FLOPs-priced model (its buckets' FLOPs are the prediction)."""
+        """Per branch, the latency the model's measured cost table predicts for it (the
+        cost training charges a sample keeping the most regions of the branch); nothing
+        for a FLOPs-priced model (its branches' FLOPs are the prediction)."""
         model = self.trained.model
         if self.dense or model.pruning.cost == "flops":
             return {}
@@ -383,13 +383,13 @@ class Exporter:
         if self.routed:
             ratios = model.width_router.costs.tolist()
         else:
-            ratios = model.cost_of_counts(torch.tensor([bucket.regions[1] for bucket in candidate.buckets]))
+            ratios = model.cost_of_counts(torch.tensor([branch.regions[1] for branch in candidate.branches]))
         return {
             "target": model.cost_model.describe(),
             "machine": model.cost_model.machine(),
             "unit": model.cost_model.unit,
             "dense": dense,
-            "per_bucket": [float(r) * dense for r in ratios],
+            "per_branch": [float(r) * dense for r in ratios],
             "label": "predicted from the cost table, not measured",
         }
 
@@ -452,11 +452,11 @@ class Exporter:
             chosen, layout, best_ms = min(by_layout, key=lambda entry: entry[0].latency_ms[entry[1]])
             chosen.layout = layout
             session = sessions[candidates.index(chosen)]
-            buckets = [int(session.run([BUCKET], {INPUT: sample[None]})[0]) for sample in timed]
+            branches = [int(session.run([BRANCH], {INPUT: sample[None]})[0]) for sample in timed]
             # the timer's run i is sample i mod len(timed) (interleaved_latency cycles over them)
             measured = self.measured(
                 best_ms,
-                np.resize(buckets, len(best_ms)),
+                np.resize(branches, len(best_ms)),
                 times[-1] if timed_twin else None,
                 len(timed),
                 chosen.latency_ms,
@@ -488,12 +488,12 @@ class Exporter:
         for x, _, _, feeds in checks:
             for sample in x:
                 inputs = {INPUT: sample[None], **feeds}
-                forecast, flops, bucket = single.run([FORECAST, FLOPS, BUCKET], inputs)
+                forecast, flops, branch = single.run([FORECAST, FLOPS, BRANCH], inputs)
                 budget = float(feeds[BUDGET]) if BUDGET in feeds else None
-                got, got_flops, got_bucket = split.run(inputs, budget)
-                if got_bucket != int(bucket) or abs(got_flops - float(flops)) > 1e-3 * max(1.0, abs(float(flops))):
+                got, got_flops, got_branch = split.run(inputs, budget)
+                if got_branch != int(branch) or abs(got_flops - float(flops)) > 1e-3 * max(1.0, abs(float(flops))):
                     raise ConfigError(
-                        f"the split layout chose branch {got_bucket} where the single graph chose {int(bucket)}: "
+                        f"the split layout chose branch {got_branch} where the single graph chose {int(branch)}: "
                         "please report this with the model"
                     )
                 worst = max(worst, float((np.abs(got - forecast) / std).max()))
@@ -509,7 +509,7 @@ class Exporter:
 
     @staticmethod
     def measured(
-        ms: np.ndarray, buckets: np.ndarray, twin_ms: np.ndarray | None, samples: int, layouts: dict[str, float]
+        ms: np.ndarray, branches: np.ndarray, twin_ms: np.ndarray | None, samples: int, layouts: dict[str, float]
     ) -> dict:
         """What the export's own timing found: the chosen graph's mean ms (overall and per
         branch the validation samples reached), each layout's mean ms, and, for a pruned
@@ -519,7 +519,7 @@ class Exporter:
             + ("" if twin_ms is None else ", interleaved with the dense twin"),
             "machine": machine_fingerprint(1),
             "ms": float(np.mean(ms)),
-            "per_bucket_ms": {str(b): float(np.mean(ms[buckets == b])) for b in np.unique(buckets)},
+            "per_branch_ms": {str(b): float(np.mean(ms[branches == b])) for b in np.unique(branches)},
         }
         if len(layouts) > 1:
             result["layouts_ms"] = dict(layouts)

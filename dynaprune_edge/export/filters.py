@@ -1,7 +1,7 @@
 """Kept filters inside one sub-network: which of a layer's channels a branch computes, and
 the weights that compute only those.
 
-- mode "bucketed" (ordered groups, DS-Net): every sample of a branch keeps the first groups
+- mode "sliced" (ordered groups, DS-Net): every sample of a branch keeps the first groups
   of each gate, so a branch owns constant weight slices (onnxruntime's and TensorRT's fast
   path);
 - mode "gather" (any group order): the sample's highest-scoring groups, found with TopK on
@@ -113,14 +113,14 @@ class KeptFilters:
     ) -> tuple[str, str | None]:
         """`weight` (out and in channels on axes `out_axis` and 1 − `out_axis`) and `bias`
         (None: none) restricted to the sample's kept channels: constant slices owned by the
-        branch (bucketed, or nothing pruned), or gathered at run time from the shared full
+        branch (sliced, or nothing pruned), or gathered at run time from the shared full
         weights. An axis may hold several copies of its gate's channels (frames stacked as
         channels; q, k and v sharing one gate): each copy keeps the same channels."""
         out_gate, in_gate = self.active(out_gate), self.active(in_gate)
         in_axis = 1 - out_axis
         out_repeat = 1 if out_gate is None else weight.shape[out_axis] // out_gate.channels
         in_repeat = 1 if in_gate is None else weight.shape[in_axis] // in_gate.channels
-        if self.mode == "bucketed" or (out_gate is None and in_gate is None):
+        if self.mode == "sliced" or (out_gate is None and in_gate is None):
             keep_out = self.first_channels(out_gate, weight.shape[out_axis], out_repeat)
             keep_in = self.first_channels(in_gate, weight.shape[in_axis], in_repeat)
             sliced = np.take(np.take(weight, keep_out, axis=out_axis), keep_in, axis=in_axis)

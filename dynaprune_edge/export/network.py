@@ -17,7 +17,7 @@ from dynaprune_edge.export.regions import TilePolicy
 from dynaprune_edge.export.routing import Branch, Routing, choose, route
 from dynaprune_edge.export.subnetwork import SubNetwork
 from dynaprune_edge.models import DynaPruner
-from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
+from dynaprune_edge.runtime.manifest import BRANCH, BUDGET, FLOPS, FORECAST, INPUT
 
 GRAPH_REVISION = 3
 """The operator patterns `build_graph` emits, numbered: a cost table times them, so one
@@ -75,10 +75,10 @@ def crop_output(b: GraphBuilder, model: DynaPruner, forecast: str, normalizer: N
 
 
 def output_types(model: DynaPruner) -> tuple[list[int], list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
-    """(the padded forecast's shape, the branches' output types: forecast, FLOPs, bucket,
+    """(the padded forecast's shape, the branches' output types: forecast, FLOPs, branch,
     and the graph's, its forecast cropped to the user's grid)."""
     padded = list(frames_shape(model.backbone.shape, model.shape.frames_out))
-    outputs = [tensor_info(FORECAST, padded), tensor_info(FLOPS, []), tensor_info(BUCKET, [], np.int64)]
+    outputs = [tensor_info(FORECAST, padded), tensor_info(FLOPS, []), tensor_info(BRANCH, [], np.int64)]
     return (
         padded,
         outputs,
@@ -129,7 +129,7 @@ def branch_flops(model: DynaPruner, plan: BranchPlan | None, tiles: TilePolicy |
     scratch = GraphBuilder("scratch")
     routing = None if plan is None else Routing(scratch, model.grid, "logits", "keep", "kept", np.zeros((1, 1)))
     x = Feature("frames", frames_shape(model.backbone.shape, model.shape.frames_in))
-    _, net = lower_backbone(model, x, Branch(scratch, scratch, model.grid, routing, plan), "bucketed", tiles)
+    _, net = lower_backbone(model, x, Branch(scratch, scratch, model.grid, routing, plan), "sliced", tiles)
     return net.flops
 
 
@@ -162,11 +162,11 @@ def build_graph(
         plan = None if width is None else width_plan(model, width)
         with model.at_width(-1 if width is None else width):
             y, net = lower_backbone(
-                model, x, Branch(b, b, model.grid, None, plan), "dense" if plan is None else "bucketed", None
+                model, x, Branch(b, b, model.grid, None, plan), "dense" if plan is None else "sliced", None
             )
         b.identity(crop_output(b, model, y.name, normalizer), FORECAST)
         b.identity(b.const(np.float32(net.flops), "flops"), FLOPS)
-        b.identity(b.const(np.int64(0), "bucket"), BUCKET)
+        b.identity(b.const(np.int64(0), "branch"), BRANCH)
         described = "dense" if width is None else f"width {model.pruning.width_levels[width]:g}"
         return b.model(inputs, final, f"dpedge {described} export"), [(net.flops, 0)]
 
@@ -195,13 +195,13 @@ def build_graph(
         np.array([0] + [p.hi for p in plans[:-1]], np.int64)
     )  # branch i serves bounds[i−1] < n ≤ bounds[i]
     passed = b.op("Cast", b.op("Less", bounds, routing.kept_regions, scope=scope), scope=scope, to=b.FLOAT)
-    bucket = b.op(
+    branch = b.op(
         "Cast", b.op("ReduceSum", passed, scope=scope, keepdims=0), scope=scope, to=b.INT64
     )  # TensorRT 8 reduces floats only
-    forecast, flops_out = choose(b, bucket, branches, outputs[:2])
+    forecast, flops_out = choose(b, branch, branches, outputs[:2])
     b.identity(crop_output(b, model, forecast, normalizer), FORECAST)
     b.identity(flops_out, FLOPS)
-    b.identity(bucket, BUCKET)
+    b.identity(branch, BRANCH)
     return b.model(inputs, final, f"dpedge {mode} export"), costs
 
 
@@ -235,7 +235,7 @@ def build_width_router_graph(
         output]), the FLOPs it executes, router included)."""
         with model.at_width(level):
             y, net = lower_backbone(
-                model, x, Branch(builder, b, model.grid, None, width_plan(model, level)), "bucketed", None
+                model, x, Branch(builder, b, model.grid, None, width_plan(model, level)), "sliced", None
             )
         flops = router_flops + net.flops
         return (builder, [y.name, builder.const(np.float32(flops), "flops")]), flops
@@ -266,7 +266,7 @@ def build_width_router_graph(
     )
     b.identity(crop_output(b, model, forecast, normalizer), FORECAST)
     b.identity(flops_out, FLOPS)
-    b.identity(chosen, BUCKET)
+    b.identity(chosen, BRANCH)
     return b.model(inputs, final, "dpedge width-routed export"), costs
 
 

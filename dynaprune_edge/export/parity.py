@@ -12,7 +12,7 @@ import torch
 from dynaprune_edge.data.base import Normalizer
 from dynaprune_edge.errors import DpedgeError
 from dynaprune_edge.masks import MaskMode
-from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, INPUT
+from dynaprune_edge.runtime.manifest import BRANCH, FLOPS, FORECAST, INPUT
 from dynaprune_edge.training.checkpoint import TrainedModel
 
 PARITY_TOLERANCE = 1e-4
@@ -60,9 +60,9 @@ def check_parity(
     comparison, so the tolerance means the same on every dataset, whatever its units."""
     errors: dict[int, float] = {}
     for sample, want in zip(x, expected):
-        forecast, _, bucket = session.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None], **(feeds or {})})
+        forecast, _, branch = session.run([FORECAST, FLOPS, BRANCH], {INPUT: sample[None], **(feeds or {})})
         error = float(np.abs(normalizer.normalize(forecast[0]) - want).max())
-        errors[int(bucket)] = max(errors.get(int(bucket), 0.0), error)
+        errors[int(branch)] = max(errors.get(int(branch), 0.0), error)
     parity = {str(k): v for k, v in sorted(errors.items())}
     worst, tolerance = max(errors.values()), PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max()))
     if not worst <= tolerance:

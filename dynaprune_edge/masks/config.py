@@ -25,10 +25,10 @@ class PruningConfig:
     group_size: filters pruned together: tensor cores and CPU SIMD want channel counts in
         multiples of 8 or 16, and an unaligned width wastes the FLOPs it saved.
     width_levels: fractions of each layer's groups a sample may keep; few levels means few
-        distinct sub-networks to compile (export's bucketed mode).
+        distinct sub-networks to compile (export's sliced mode).
     group_order: which groups fill a layer's width. "ordered" (the default): always the
         first groups, as in DS-Net, so every sub-network is a weight slice that export
-        compiles with constant weights (bucketed mode). "scored": the sample's top-scoring
+        compiles with constant weights (sliced mode). "scored": the sample's top-scoring
         groups (any subset), whose weights the export must gather at run time; onnxruntime
         then loses its prepacked kernels, and such exports ran 0.39–0.52× as fast as their
         dense twins on a 2-core EPYC (docs/guides/training.md, "Which groups fill the width").

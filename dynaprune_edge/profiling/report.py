@@ -122,7 +122,7 @@ def latency_histogram(figure, profile: Profile, unit: str) -> None:
 def flops_vs_latency(figure, profile: Profile, unit: str) -> None:
     axes = figure.add_subplot()
     ratio = profile.flops / profile.dense_flops
-    points = axes.scatter(ratio, profile.sample_sparse_ms, c=profile.bucket, cmap="viridis", s=18)
+    points = axes.scatter(ratio, profile.sample_sparse_ms, c=profile.branch, cmap="viridis", s=18)
     axes.axhline(profile.sample_dense_ms.mean(), color="grey", linestyle="--", label="dense twin, mean")
     axes.set_xlabel("executed FLOPs / dense FLOPs (per sample)")
     axes.set_ylabel(f"latency ({unit})")
@@ -159,7 +159,7 @@ def masks(figure, profile: Profile, unit: str) -> None:
             kept = "dense: every region"
         which = ("calmest", "median", "busiest")[column - 1]
         axes.set_title(
-            f"{which}: {kept}\nbranch {profile.bucket[index]}, {profile.sample_sparse_ms[index]:.3f} {unit}", fontsize=9
+            f"{which}: {kept}\nbranch {profile.branch[index]}, {profile.sample_sparse_ms[index]:.3f} {unit}", fontsize=9
         )
         axes.set_xticks([])
         axes.set_yticks([])

@@ -69,7 +69,7 @@ class Profile:
     sample_dense_ms: np.ndarray
     flops: np.ndarray  # per sample, executed by the sparse graph
     dense_flops: float
-    bucket: np.ndarray  # per sample
+    branch: np.ndarray  # per sample
     activity: np.ndarray  # per sample
     masks: np.ndarray | None  # (N, grid_h, grid_w) kept regions, when the graph exposes them
     frames: np.ndarray  # the samples, in the data's physical units (as the graph takes them)
@@ -92,16 +92,16 @@ class Profile:
         """Per sub-network: what it computes and the samples that took it."""
         rows = []
         groups = self.manifest.gate_groups
-        for index, bucket in enumerate(self.manifest.buckets):
-            taken = self.bucket == index
+        for index, spec in enumerate(self.manifest.branches):
+            taken = self.branch == index
             rows.append(
                 {
                     "branch": index,
-                    "kept_regions": bucket.regions,
-                    "tiles": bucket.tiles,
-                    "flops": bucket.flops,
-                    "flops_ratio": bucket.flops / self.dense_flops,
-                    "kept_filter_share": {gate: bucket.widths.get(gate, 0) / total for gate, total in groups.items()}
+                    "kept_regions": spec.regions,
+                    "tiles": spec.tiles,
+                    "flops": spec.flops,
+                    "flops_ratio": spec.flops / self.dense_flops,
+                    "kept_filter_share": {gate: spec.widths.get(gate, 0) / total for gate, total in groups.items()}
                     if index
                     else {},
                     "samples": int(taken.sum()),
@@ -126,7 +126,7 @@ class Profile:
                 "flops_ratio_mean": float(self.flops[chosen].mean() / self.dense_flops),
                 f"{self.latency_kind}_ms_mean": float(self.sample_sparse_ms[chosen].mean()),
                 "kept_regions_mean": None if self.masks is None else float(self.masks[chosen].sum(axis=(1, 2)).mean()),
-                "branches": {str(b): int(n) for b, n in zip(*np.unique(self.bucket[chosen], return_counts=True))},
+                "branches": {str(b): int(n) for b, n in zip(*np.unique(self.branch[chosen], return_counts=True))},
             }
         return {
             "activity_threshold": threshold,
@@ -151,7 +151,7 @@ class Profile:
         if {"sparse", "dense"} <= runs.keys() and runs["sparse"].device_name == runs["dense"].device_name:
             found["speedup"] = runs["dense"].gpu_ms["median"] / runs["sparse"].gpu_ms["median"]
         if self.latency_kind == EMULATED:
-            taken = [float(self.sample_sparse_ms[self.bucket == b].mean()) for b in np.unique(self.bucket)]
+            taken = [float(self.sample_sparse_ms[self.branch == b].mean()) for b in np.unique(self.branch)]
             predicted = {
                 "dense": {"emulated_ms": float(self.sample_dense_ms.mean())},
                 "sparse": {"emulated_ms_range": [min(taken), max(taken)]},
@@ -208,7 +208,7 @@ class Profile:
             **({"emulated_kernels": self.kernels} if self.kernels else {}),
             **({"trtexec": self.on_device()} if self.trtexec else {}),
             **({"power": self.power.summary()} if self.power is not None else {}),
-            **({"bundle_phases": phase_summary(self.phases, self.bucket)} if self.phases else {}),
+            **({"bundle_phases": phase_summary(self.phases, self.branch)} if self.phases else {}),
             "samples": [
                 {
                     "sample": i,
@@ -220,17 +220,17 @@ class Profile:
                     **({} if self.masks is None else {"kept_regions": int(self.masks[i].sum())}),
                 }
                 for i, (a, b, f, s, d) in enumerate(
-                    zip(self.activity, self.bucket, self.flops, self.sample_sparse_ms, self.sample_dense_ms)
+                    zip(self.activity, self.branch, self.flops, self.sample_sparse_ms, self.sample_dense_ms)
                 )
             ],
         }
 
 
-def phase_summary(phases: list[dict], buckets: np.ndarray) -> list[dict]:
+def phase_summary(phases: list[dict], branches: np.ndarray) -> list[dict]:
     """Per branch the samples took: the mean router, dispatch and branch ms of a bundle."""
     rows = []
-    for branch in np.unique(buckets):
-        taken = [p for p, b in zip(phases, buckets) if b == branch and p]
+    for branch in np.unique(branches):
+        taken = [p for p, b in zip(phases, branches) if b == branch and p]
         if taken:
             rows.append(
                 {
@@ -274,14 +274,14 @@ def profile(
     count = len(frames)
     phases: list[dict] = []
     if sparse.emulated:
-        dense_buckets = dense.run(frames).bucket
-        sample_sparse = np.array([sparse.emulated_ms(int(b)) for b in result.bucket])
-        sample_dense = np.array([dense.emulated_ms(int(b)) for b in dense_buckets])
+        dense_branches = dense.run(frames).branch
+        sample_sparse = np.array([sparse.emulated_ms(int(b)) for b in result.branch])
+        sample_dense = np.array([dense.emulated_ms(int(b)) for b in dense_branches])
         sparse_ms, dense_ms = sample_sparse, sample_dense
         kind, label = EMULATED, sparse.describe()["latency"]
         kernels = {
-            name: {str(b): [k.as_dict() for k in backend.roofline.routes[b]] for b in np.unique(buckets)}
-            for name, backend, buckets in (("sparse", sparse, result.bucket), ("dense", dense, dense_buckets))
+            name: {str(b): [k.as_dict() for k in backend.roofline.routes[b]] for b in np.unique(branches)}
+            for name, backend, branches in (("sparse", sparse, result.branch), ("dense", dense, dense_branches))
         }
         if advance is not None:
             advance()
@@ -310,7 +310,7 @@ def profile(
         sample_dense_ms=sample_dense,
         flops=result.flops,
         dense_flops=float(sparse.manifest.dense_flops),
-        bucket=result.bucket,
+        branch=result.branch,
         activity=activity(frames),
         masks=None if onnx_path is None else region_masks(onnx_path, frames),
         frames=frames,

@@ -21,9 +21,13 @@ from dynaprune_edge.runtime.manifest import BUDGET, Manifest
 
 @dataclass
 class RunResult:
+    """What `Backend.run` returns for a batch of B samples: the forecasts, the FLOPs each
+    sample's sub-network executed, and the branch each sample took (an index into
+    `Manifest.branches`)."""
+
     forecast: np.ndarray  # (B, frames_out, C, H, W) float32, the data's physical units
     flops: np.ndarray  # (B,) FLOPs each sample's sub-network executed
-    bucket: np.ndarray  # (B,) int64 index into Manifest.buckets
+    branch: np.ndarray  # (B,) int64 index into Manifest.branches
 
 
 def check_frames(manifest: Manifest, frames: np.ndarray) -> np.ndarray:
@@ -84,7 +88,7 @@ class Backend(ABC):
 
     @abstractmethod
     def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
-        """One checked sample (1, frames_in, C, H, W) → (forecast, flops, bucket)."""
+        """One checked sample (1, frames_in, C, H, W) → (forecast, flops, branch)."""
 
     @abstractmethod
     def describe(self) -> dict:
@@ -92,15 +96,15 @@ class Backend(ABC):
 
     def run(self, frames: np.ndarray) -> RunResult:
         frames = check_frames(self.manifest, frames)
-        forecasts, flops, buckets = [], [], []
+        forecasts, flops, branches = [], [], []
         for sample in frames:
-            forecast, sample_flops, bucket = self.run_one(sample[None])
-            if not 0 <= bucket < len(self.manifest.buckets):
+            forecast, sample_flops, branch = self.run_one(sample[None])
+            if not 0 <= branch < len(self.manifest.branches):
                 raise DataError(
-                    f"the graph chose sub-network {bucket}, which its manifest does not list (it lists "
-                    f"{len(self.manifest.buckets)}): this graph and manifest were not exported together"
+                    f"the graph chose sub-network {branch}, which its manifest does not list (it lists "
+                    f"{len(self.manifest.branches)}): this graph and manifest were not exported together"
                 )
             forecasts.append(forecast)
             flops.append(sample_flops)
-            buckets.append(bucket)
-        return RunResult(np.concatenate(forecasts), np.asarray(flops, np.float64), np.asarray(buckets, np.int64))
+            branches.append(branch)
+        return RunResult(np.concatenate(forecasts), np.asarray(flops, np.float64), np.asarray(branches, np.int64))

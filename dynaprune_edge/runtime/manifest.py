@@ -4,7 +4,7 @@ what a runtime needs to feed the graph and read its outputs, without torch.
 The manifest is bound to its graph by the graph's SHA-256 (written last, after the graph):
 reading it checks the graph beside it, so a new graph beside an old manifest (a crash
 between the two writes, a copy of one file only) is refused rather than run with the
-wrong buckets. Reading also refuses a graph whose external data would be read from
+wrong branches. Reading also refuses a graph whose external data would be read from
 outside its folder, before onnxruntime or TensorRT opens it.
 
 The graph runs one sample at a time (batch 1): each sample routes to its own sub-network.
@@ -25,12 +25,20 @@ from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.files import sha256_file
 
 FORMAT = "dpedge-onnx"
-VERSION = 3  # 2: onnx_sha256 binds the manifest to its graph; 3: the graph takes and returns physical units
+VERSION = 4
+OLDER_VERSIONS = {
+    1: "does not bind the graph to it by hash",
+    2: "has a graph that takes and returns normalised values, this dpedge physical units",
+    3: "names its graph's outputs and fields as this dpedge no longer reads them",
+}
+"""Why a manifest of an earlier format cannot be run: version 2 bound the manifest to its
+graph (onnx_sha256), 3 moved the graph to physical units, 4 renamed bucket to branch (the
+`branch` output, `branches`, `per_branch`, mode `sliced`)."""
 
 INPUT = "frames"  # (1, frames_in, channels, height, width) float32, physical units
 FORECAST = "forecast"  # (1, frames_out, channels, height, width) float32, physical units
 FLOPS = "flops"  # () float32: FLOPs the chosen sub-network executed for this sample
-BUCKET = "bucket"  # () int64: index of the chosen sub-network in `Manifest.buckets`
+BRANCH = "branch"  # () int64: index of the chosen sub-network in `Manifest.branches`
 BUDGET = "budget"
 """Optional input of a width-routed graph (mode "widths"): () float32, the mean cost ratio
 to spend on the model's cost target, in (0, 1]; omitted, the trained budget."""
@@ -47,7 +55,7 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class Bucket:
+class Branch:
     """One compiled sub-network: samples whose kept-region count lies in `regions`
     (inclusive) run it; its tiled layers compute `tiles` regions (0: it runs on whole
     maps, skipped regions masked) and every gate keeps `widths[gate]` filter groups."""
@@ -62,7 +70,7 @@ class Bucket:
 class Manifest:
     backbone: str
     dataset: str
-    mode: str  # "dense", "gather", "bucketed" or "widths" (a width router's branches, a run-time budget)
+    mode: str  # "dense", "gather", "sliced" or "widths" (a width router's branches, a run-time budget)
     onnx: str  # file name of the graph, beside the manifest
     onnx_sha256: str  # the graph file's SHA-256
     inputs: list[TensorSpec]
@@ -70,17 +78,17 @@ class Manifest:
     mean: list[float]  # per channel, physical units: the statistics the graph normalises with inside
     std: list[float]
     width_levels: list[float]
-    buckets: list[Bucket]
+    branches: list[Branch]
     dense_flops: float
     flops_convention: str
     versions: dict[str, str]
-    parity: dict = field(default_factory=dict)  # max abs error vs PyTorch, per bucket
-    predicted: dict = field(default_factory=dict)  # a measured cost model's latency per bucket (dynaprune_edge.cost)
+    parity: dict = field(default_factory=dict)  # max abs error vs PyTorch, per branch
+    predicted: dict = field(default_factory=dict)  # a measured cost model's latency per branch (dynaprune_edge.cost)
     measured: dict = field(default_factory=dict)  # the export's own timing on its machine (export/exporter.py)
     data: dict = field(default_factory=dict)  # the training data's DataConfig: what `dpedge profile` feeds it
     gate_groups: dict = field(
         default_factory=dict
-    )  # filter groups of each gate at full width (Bucket.widths's denominators)
+    )  # filter groups of each gate at full width (Branch.widths's denominators)
     budget: dict = field(
         default_factory=dict
     )  # mode "widths": the trained budget, its cost target, each branch's cost ratio
@@ -105,7 +113,7 @@ class Manifest:
         width-routed graph, or the range of kept-region counts routed to it."""
         if self.mode == "widths":
             return "persistence" if branch == 0 else f"width {self.width_levels[branch - 1]:g}"
-        low, high = self.buckets[branch].regions
+        low, high = self.branches[branch].regions
         return f"{low}–{high} regions"
 
     def to_json(self) -> str:
@@ -117,20 +125,14 @@ class Manifest:
         handed): a ConfigError naming the first field that is missing or cannot work."""
         if not isinstance(values, dict) or values.get("format") != FORMAT:
             raise ConfigError("not a dpedge export manifest (expected a JSON object of format 'dpedge-onnx')")
-        if values.get("version") == 1:
+        version = values.get("version")
+        if version in OLDER_VERSIONS:
             raise ConfigError(
-                "manifest version 1 (an older dpedge) does not bind the graph to it by hash: re-export with "
-                "dpedge export MODEL.pt"
+                f"manifest version {version} (an older dpedge) {OLDER_VERSIONS[version]}: re-export with dpedge "
+                "export MODEL.pt"
             )
-        if values.get("version") == 2:
-            raise ConfigError(
-                "manifest version 2 (an older dpedge): its graph takes and returns normalised values, this dpedge "
-                "physical units; re-export with dpedge export MODEL.pt"
-            )
-        if values.get("version") != VERSION:
-            raise ConfigError(
-                f"manifest version {values.get('version')} is not supported (this dpedge reads {VERSION})"
-            )
+        if version != VERSION:
+            raise ConfigError(f"manifest version {version} is not supported (this dpedge reads {VERSION})")
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown manifest fields: {', '.join(sorted(unknown))}")
@@ -163,10 +165,10 @@ class Manifest:
         check.data_record("data")
         if values["mode"] == "widths":
             check.budget_record("budget")
-        return cls(**{**values, "inputs": inputs, "outputs": outputs, "buckets": check.buckets("buckets")})
+        return cls(**{**values, "inputs": inputs, "outputs": outputs, "branches": check.branches("branches")})
 
 
-MODES = ("dense", "gather", "bucketed", "widths")
+MODES = ("dense", "gather", "sliced", "widths")
 LAYOUTS = ("single", "split")
 """A routed graph run as it is (its branches `If` nodes), or split into a router graph and
 one graph per branch (runtime/split.py)."""
@@ -285,32 +287,32 @@ class FieldCheck:
             specs.append(TensorSpec(**tensor))
         return specs
 
-    def buckets(self, name: str) -> list[Bucket]:
+    def branches(self, name: str) -> list[Branch]:
         value = self.get(name, list, "a list of sub-networks")
-        buckets = []
-        for bucket in value:
-            ok = isinstance(bucket, dict) and set(bucket) == {"regions", "tiles", "widths", "flops"}
+        branches = []
+        for branch in value:
+            ok = isinstance(branch, dict) and set(branch) == {"regions", "tiles", "widths", "flops"}
             ok = (
                 ok
-                and isinstance(bucket["regions"], list)
-                and len(bucket["regions"]) == 2
-                and all(is_count(r) for r in bucket["regions"])
-                and bucket["regions"][0] <= bucket["regions"][1]
+                and isinstance(branch["regions"], list)
+                and len(branch["regions"]) == 2
+                and all(is_count(r) for r in branch["regions"])
+                and branch["regions"][0] <= branch["regions"][1]
             )
-            ok = ok and is_count(bucket["tiles"])
+            ok = ok and is_count(branch["tiles"])
             ok = (
                 ok
-                and isinstance(bucket["widths"], dict)
-                and all(isinstance(k, str) and is_count(v) for k, v in bucket["widths"].items())
+                and isinstance(branch["widths"], dict)
+                and all(isinstance(k, str) and is_count(v) for k, v in branch["widths"].items())
             )
-            ok = ok and is_number(bucket["flops"]) and bucket["flops"] >= 0
+            ok = ok and is_number(branch["flops"]) and branch["flops"] >= 0
             if not ok:
                 raise ConfigError(
                     f"manifest field {name!r}: each sub-network is {{regions [low, high], tiles ≥ 0, widths "
-                    f"{{gate: groups}}, flops ≥ 0}}, got {json.dumps(bucket)[:80]}"
+                    f"{{gate: groups}}, flops ≥ 0}}, got {json.dumps(branch)[:80]}"
                 )
-            buckets.append(Bucket(**bucket))
-        return buckets
+            branches.append(Branch(**branch))
+        return branches
 
 
 def manifest_path(onnx_path: Path) -> Path:

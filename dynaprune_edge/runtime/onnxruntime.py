@@ -15,7 +15,7 @@ import numpy as np
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.hardware import cpu_model
 from dynaprune_edge.runtime.base import Backend
-from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST, LAYOUTS, Manifest, read_manifest
+from dynaprune_edge.runtime.manifest import BRANCH, FLOPS, FORECAST, LAYOUTS, Manifest, read_manifest
 
 INSTALL_HINT = "pip install 'dynaprune-edge[export]' (or onnxruntime-gpu for CUDA)"
 
@@ -92,10 +92,10 @@ def check_session(session, manifest: Manifest, path: Path) -> None:
         raise ConfigError(f"{path}: graph input {expected.name} is {inputs[0].type}, expected tensor(float)")
     outputs = sorted(o.name for o in session.get_outputs())
     promised = sorted(o.name for o in manifest.outputs)
-    if outputs != promised or not {FORECAST, FLOPS, BUCKET} <= set(outputs):
+    if outputs != promised or not {FORECAST, FLOPS, BRANCH} <= set(outputs):
         raise ConfigError(
             f"{path}: graph outputs are {outputs}, its manifest lists {promised} "
-            f"(both must hold {FORECAST}, {FLOPS}, {BUCKET})"
+            f"(both must hold {FORECAST}, {FLOPS}, {BRANCH})"
         )
 
 
@@ -177,8 +177,8 @@ class OrtBackend(Backend):
     def run_one(self, frames: np.ndarray) -> tuple[np.ndarray, float, int]:
         if self.split is not None:
             return self.split.run(self.inputs(frames), self.budget)
-        forecast, flops, bucket = self.session.run([FORECAST, FLOPS, BUCKET], self.inputs(frames))
-        return np.asarray(forecast, np.float32), float(flops), int(bucket)
+        forecast, flops, branch = self.session.run([FORECAST, FLOPS, BRANCH], self.inputs(frames))
+        return np.asarray(forecast, np.float32), float(flops), int(branch)
 
     def device(self) -> str:
         return cpu_model()

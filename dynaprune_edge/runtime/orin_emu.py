@@ -43,9 +43,9 @@ class OrinEmuBackend(OrtBackend):
         graph = import_onnx().load(str(backend.path))
         backend.roofline = GraphRoofline(graph, backend.device_model)
         routes = len(backend.roofline.routes)
-        if routes != len(backend.manifest.buckets):
+        if routes != len(backend.manifest.branches):
             raise ConfigError(
-                f"{backend.path}: the graph has {routes} routes but its manifest {len(backend.manifest.buckets)} branches: re-export it"
+                f"{backend.path}: the graph has {routes} routes but its manifest {len(backend.manifest.branches)} branches: re-export it"
             )
         backend.layouts_ms = {"single If, lazy": backend.roofline.route_ms()}
         if backend.manifest.mode == "dense":
@@ -63,9 +63,9 @@ class OrinEmuBackend(OrtBackend):
         backend.route_ms = np.asarray(backend.layouts_ms["split bundle"])
         return backend
 
-    def emulated_ms(self, bucket: int) -> float:
-        """The emulated Orin latency of branch `bucket` (GPU compute time, batch 1)."""
-        return float(self.route_ms[bucket])
+    def emulated_ms(self, branch: int) -> float:
+        """The emulated Orin latency of branch number `branch` (GPU compute time, batch 1)."""
+        return float(self.route_ms[branch])
 
     def device(self) -> str:
         return f"Jetson AGX Orin ({self.device_model.module}, {self.device_model.power_mode}, {self.device_model.precision}): emulated on {super().device()}"

@@ -12,10 +12,10 @@ The split graphs are cut out of the exported routed graph, node for node, rather
 lowered again: whatever the single graph computes for a sample, the router graph and the
 branch it picks compute the same, by construction. The cut follows the graph's layout
 (export/network.py): a chain of `If` nodes scoped `router/branch`, the k-th testing
-`Equal(index, k)`, whose leaves are the branches in bucket order, possibly inside an
+`Equal(index, k)`, whose leaves are the branches in index order, possibly inside an
 outer `If` (a width-routed graph's budget-1 shortcut, which a host takes itself). A
 branch reads the graph input and what the router computed (nodes scoped `router/`); the
-router outputs those tensors beside the bucket index.
+router outputs those tensors beside the branch index.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import onnx
 from onnx import helper
 
 from dynaprune_edge.errors import ConfigError
-from dynaprune_edge.runtime.manifest import BUCKET, FLOPS, FORECAST
+from dynaprune_edge.runtime.manifest import BRANCH, FLOPS, FORECAST
 
 CHAIN_SCOPE = "router/branch/"
 ROUTER_SCOPE = "router/"
@@ -35,8 +35,8 @@ ROUTER_SCOPE = "router/"
 
 @dataclass
 class SplitGraphs:
-    """The router graph (the routed graph's inputs → `bucket` and the tensors the branches
-    read, `handoff`) and one graph per bucket index (the graph input, if it reads it, and
+    """The router graph (the routed graph's inputs → `branch` and the tensors the branches
+    read, `handoff`) and one graph per branch index (the graph input, if it reads it, and
     its share of `handoff` → `forecast` and `flops`, as the single graph outputs them)."""
 
     router: onnx.ModelProto
@@ -222,7 +222,7 @@ def split_routed_graph(model: onnx.ModelProto) -> SplitGraphs:
             or int(onnx.numpy_helper.to_array(constant)) != position
             or (index not in (None, test.input[0]))
         ):
-            raise ConfigError("cannot split the routed graph: its branch chain does not test the bucket index in order")
+            raise ConfigError("cannot split the routed graph: its branch chain does not test the branch index in order")
         index = test.input[0]
 
     stop = {out for level in outer for node in level.nodes if node.name.startswith(ROUTER_SCOPE) for out in node.output}
@@ -241,14 +241,14 @@ def split_routed_graph(model: onnx.ModelProto) -> SplitGraphs:
         branches.append(graph)
         handoff.extend(r for r in reads if r not in handoff)
     router, _ = _extract(
-        outer, alias, [(index, BUCKET), *((h, h) for h in handoff)], set(), top, types, "dpedge-router", opset
+        outer, alias, [(index, BRANCH), *((h, h) for h in handoff)], set(), top, types, "dpedge-router", opset
     )
     return SplitGraphs(router, branches, handoff, _bypass(top, path, types, opset))
 
 
 def _bypass(top: onnx.GraphProto, path, types, opset) -> onnx.ModelProto | None:
     """The graph of the side of the outer `If` that does not lead to the router (at most
-    one such If), computing forecast, FLOPs and bucket from the graph inputs alone."""
+    one such If), computing forecast, FLOPs and branch from the graph inputs alone."""
     if not path:
         return None
     if len(path) > 1:
@@ -257,7 +257,7 @@ def _bypass(top: onnx.GraphProto, path, types, opset) -> onnx.ModelProto | None:
     other = _branches(node)[1 - side]
     alias: dict[str, str] = {}
     _aliases([(graph, node, 1 - side)], alias)
-    wanted = [(o.name, o.name) for o in top.output if o.name in (FORECAST, FLOPS, BUCKET)]
+    wanted = [(o.name, o.name) for o in top.output if o.name in (FORECAST, FLOPS, BRANCH)]
     router_tensors = {out for n in graph.node if n.name.startswith(ROUTER_SCOPE) for out in n.output}
     model, reads = _extract(
         [_Level(top), _Level(other)], alias, wanted, router_tensors, top, types, "dpedge-bypass", opset
@@ -293,15 +293,15 @@ class SplitSessions:
         self.trained_budget = trained_budget
 
     def run(self, feeds: dict[str, np.ndarray], budget: float | None) -> tuple[np.ndarray, float, int]:
-        """One sample's (forecast, FLOPs, bucket); feeds: the single graph's inputs."""
+        """One sample's (forecast, FLOPs, branch); feeds: the single graph's inputs."""
         budget = self.trained_budget if budget is None else budget
         if self.bypass is not None and budget is not None and budget >= 1.0:
-            forecast, flops, bucket = self.bypass.run(
-                [FORECAST, FLOPS, BUCKET], {name: feeds[name] for name in self.bypass_inputs}
+            forecast, flops, branch = self.bypass.run(
+                [FORECAST, FLOPS, BRANCH], {name: feeds[name] for name in self.bypass_inputs}
             )
-            return np.asarray(forecast, np.float32), float(flops), int(bucket)
+            return np.asarray(forecast, np.float32), float(flops), int(branch)
         outputs = self.router.run(self.router_outputs, feeds)
-        bucket, handoff = int(outputs[0]), dict(zip(self.router_outputs[1:], outputs[1:]))
-        inputs = {name: handoff[name] if name in handoff else feeds[name] for name in self.branch_inputs[bucket]}
-        forecast, flops = self.branches[bucket].run([FORECAST, FLOPS], inputs)
-        return np.asarray(forecast, np.float32), float(flops), bucket
+        branch, handoff = int(outputs[0]), dict(zip(self.router_outputs[1:], outputs[1:]))
+        inputs = {name: handoff[name] if name in handoff else feeds[name] for name in self.branch_inputs[branch]}
+        forecast, flops = self.branches[branch].run([FORECAST, FLOPS], inputs)
+        return np.asarray(forecast, np.float32), float(flops), branch

@@ -40,7 +40,7 @@ from dynaprune_edge.files import atomic_write_text, sha256_file
 from dynaprune_edge.runtime.base import Backend
 from dynaprune_edge.runtime.jetson import current_power_mode
 from dynaprune_edge.runtime.manifest import (
-    BUCKET,
+    BRANCH,
     BUDGET,
     FLOPS,
     FORECAST,
@@ -605,7 +605,7 @@ class Execution:
     frames copied in and the outputs copied out are checked against the manifest.
 
     Buffers take the engine's dtypes, which may differ from the manifest's: TensorRT 8
-    turns the int64 `bucket` output into int32. With `cuda_graph`, the enqueue is captured
+    turns the int64 `branch` output into int32. With `cuda_graph`, the enqueue is captured
     into a CUDA graph once (capture_engines), then launched instead; `graphs` is empty, and
     `graph_notes` says why, where it could not be."""
 
@@ -770,15 +770,15 @@ class BundleExecution:
         self.stream.synchronize()
 
     def run(self, frames: np.ndarray, budget: float | None) -> tuple[np.ndarray, float, int]:
-        """One sample's (forecast, FLOPs, bucket) under `budget` (None: the trained one)."""
+        """One sample's (forecast, FLOPs, branch) under `budget` (None: the trained one)."""
         budget = self.trained_budget if budget is None else budget
         np.copyto(self.host[INPUT], frames, casting="same_kind")
         self.cuda.memcpy_htod_async(self.device[INPUT], self.host[INPUT], self.stream)
         if "bypass" in self.contexts and budget is not None and budget >= 1.0:
             self.last_phases = {}  # one engine, no router: nothing to split
             self.enqueue("bypass")
-            self.fetch(FORECAST, FLOPS, BUCKET)
-            return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), int(self.host[BUCKET])
+            self.fetch(FORECAST, FLOPS, BRANCH)
+            return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), int(self.host[BRANCH])
         if BUDGET in self.router_inputs:
             self.host[BUDGET][...] = budget
             self.cuda.memcpy_htod_async(self.device[BUDGET], self.host[BUDGET], self.stream)
@@ -787,13 +787,13 @@ class BundleExecution:
         router_start.record(self.stream)
         self.enqueue("router")
         router_end.record(self.stream)
-        self.fetch(BUCKET)
+        self.fetch(BRANCH)
         routed = time.perf_counter()
-        bucket = int(self.host[BUCKET])
-        if f"branch{bucket}" not in self.contexts:
-            raise DataError(f"the router chose branch {bucket}, which the bundle does not hold: rebuild it")
+        branch = int(self.host[BRANCH])
+        if f"branch{branch}" not in self.contexts:
+            raise DataError(f"the router chose branch {branch}, which the bundle does not hold: rebuild it")
         branch_start.record(self.stream)
-        self.enqueue(f"branch{bucket}")
+        self.enqueue(f"branch{branch}")
         branch_end.record(self.stream)
         self.fetch(FORECAST, FLOPS)
         finished = time.perf_counter()
@@ -804,7 +804,7 @@ class BundleExecution:
             "branch_ms": branch_start.time_till(branch_end),
             "total_ms": (finished - started) * 1e3,
         }
-        return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), bucket
+        return self.host[FORECAST].astype(np.float32), float(self.host[FLOPS]), branch
 
 
 def checked_here(path: Path, meta: EngineMeta | BundleMeta) -> tuple[Target, Manifest]:
@@ -908,7 +908,7 @@ class TensorRTBackend(Backend):
         if isinstance(self.execution, BundleExecution):
             return self.execution.run(frames, self.budget)
         outputs = self.execution.run({self.manifest.input.name: frames})
-        return outputs[FORECAST].astype(np.float32, copy=False), float(outputs[FLOPS]), int(outputs[BUCKET])
+        return outputs[FORECAST].astype(np.float32, copy=False), float(outputs[FLOPS]), int(outputs[BRANCH])
 
     def describe(self) -> dict:
         return {

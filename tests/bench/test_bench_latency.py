@@ -28,7 +28,7 @@ ROUTER_MS = [0.5, 1.5] * 5
 
 class FakeTimer:
     """Stands in for interleaved_latency. It tells the runners apart by what they do, not by
-    their position: a model run returns (forecast, flops, bucket) and the one executing more
+    their position: a model run returns (forecast, flops, branch) and the one executing more
     FLOPs over the samples is the dense export; of the sparse ones, the backend in the
     layout its manifest chose gets SPARSE_MS; the router graph returns its outputs only."""
 
@@ -93,7 +93,7 @@ def tiny_ordered_model(folder: Path, data) -> Path:
 def exported(tmp_path_factory):
     data = load_dataset(DataConfig("taxibj", synthetic_frames=160))
     folder = tmp_path_factory.mktemp("simvp-taxibj-0.3")
-    return export_for_timing(tiny_ordered_model(folder, data), data, ExportOptions(mode="bucketed", tiles="none"))
+    return export_for_timing(tiny_ordered_model(folder, data), data, ExportOptions(mode="sliced", tiles="none"))
 
 
 @pytest.mark.slow
@@ -122,7 +122,7 @@ def test_rows_take_the_dense_and_sparse_statistics_from_the_measured_runs(export
             "simvp",
             "taxibj (synthetic)",
             0.3,
-            "bucketed/none",
+            "sliced/none",
             0.125,
         )
         assert row.runtime["threads"] == row.threads and row.runtime["backend"] == "ort" and "model" not in row.runtime
@@ -178,16 +178,16 @@ def test_a_model_priced_in_milliseconds_gets_its_predicted_latency_against_the_m
     pruning = config.pruning.to_dict() | {"cost": "ort-cpu", "cost_table": made_up_table(build_model(config))}
     payload["model_config"]["pruning"] = pruning
     torch.save(payload, path)
-    exported = export_for_timing(path, data, ExportOptions(mode="bucketed"))
+    exported = export_for_timing(path, data, ExportOptions(mode="sliced"))
     rows = latency_rows(exported, "simvp", 0.3, [1, 2], runs=5, timer=FakeTimer())
     sparse = load(exported.sparse)
-    buckets = sparse.run(exported.frames).bucket
-    per_bucket = np.asarray(sparse.manifest.predicted["per_bucket"])
-    assert len(set(buckets)) > 1, "samples take different branches, so the mean is over them"
+    branches = sparse.run(exported.frames).branch
+    per_branch = np.asarray(sparse.manifest.predicted["per_branch"])
+    assert len(set(branches)) > 1, "samples take different branches, so the mean is over them"
     one_thread, two_threads = rows
     assert one_thread.cost == "ort-cpu"
-    assert one_thread.predicted_ms == pytest.approx(per_bucket[buckets].mean())
+    assert one_thread.predicted_ms == pytest.approx(per_branch[branches].mean())
     assert one_thread.prediction_error == pytest.approx(
-        per_bucket[buckets].mean() / 7.2 - 1
+        per_branch[branches].mean() / 7.2 - 1
     )  # the fake timer's sparse mean
     assert two_threads.predicted_ms is None, "the table is for 1 thread: nothing predicted for 2"

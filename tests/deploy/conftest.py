@@ -15,7 +15,7 @@ def model(tmp_path_factory, varied_model) -> Path:
     folder = tmp_path_factory.mktemp("exported")
     Exporter(
         varied_model(folder, group_order="ordered"),
-        ExportOptions(mode="bucketed", tiles="none", levels=4),
+        ExportOptions(mode="sliced", tiles="none", levels=4),
         log=lambda _: None,
     ).run(folder / "model.onnx")
     return folder / "model.onnx"

@@ -177,7 +177,7 @@ def test_a_width_router_priced_in_ms_trains_exports_and_reports_its_branch_costs
     assert result.returncode == 0, result.stderr
     manifest = read_manifest(out / "model.onnx")
     assert manifest.mode == "widths" and manifest.budget["branch_costs"] == pytest.approx(ratios)
-    assert manifest.predicted["per_bucket"] == pytest.approx([table.branches.persistence_ms, *table.branches.level_ms])
+    assert manifest.predicted["per_branch"] == pytest.approx([table.branches.persistence_ms, *table.branches.level_ms])
 
 
 @pytest.mark.slow
@@ -300,16 +300,16 @@ def test_a_layer_whose_tiles_do_not_pay_is_charged_in_full_and_exported_on_whole
     graph = onnx.load(out).graph
     assert "Gather" in ops("compute/encoder.2", graph), "encoder.2's tiles pay: it gathers halo windows"
     assert "Gather" not in ops("compute/encoder.1", graph), "encoder.1 runs on whole maps in every branch"
-    for bucket in manifest.buckets[1:]:  # executed FLOPs = what training charges at the branch's count
-        hi = bucket.regions[1]
+    for branch in manifest.branches[1:]:  # executed FLOPs = what training charges at the branch's count
+        hi = branch.regions[1]
         masks = model.masks_keeping(torch.tensor([hi]), frames[:1])
         masks.ledger.add_fixed(model.mask_flops())
         model.backbone(model.pad(frames[:1]), masks)
-        assert bucket.flops == pytest.approx(float(masks.ledger.sparse[0]), rel=1e-5), bucket
+        assert branch.flops == pytest.approx(float(masks.ledger.sparse[0]), rel=1e-5), branch
     predicted = manifest.predicted
     assert predicted["unit"] == "ms" and "not measured" in predicted["label"]
-    assert len(predicted["per_bucket"]) == len(manifest.buckets)
-    assert predicted["per_bucket"] == sorted(predicted["per_bucket"])  # wider branches cost more
+    assert len(predicted["per_branch"]) == len(manifest.branches)
+    assert predicted["per_branch"] == sorted(predicted["per_branch"])  # wider branches cost more
 
 
 @pytest.mark.slow
@@ -361,7 +361,7 @@ def test_calibrate_then_train_on_the_measured_target_then_export(dpedge, tmp_pat
     assert (
         "predicted ms" in result.stdout and "measured on this machine" in result.stdout
     )  # the user sees both, branch by branch
-    assert set(manifest.measured["per_bucket_ms"]) <= {str(i) for i in range(len(manifest.buckets))}
+    assert set(manifest.measured["per_branch_ms"]) <= {str(i) for i in range(len(manifest.branches))}
 
     foreign = json.loads(table_file.read_text())
     foreign["machine"]["cpu"] = "Some Other CPU"

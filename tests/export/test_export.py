@@ -120,15 +120,15 @@ def test_gather_export_matches_pytorch_in_every_branch_the_data_reaches(scored_m
     result = run_in_model_units(out, frames, trained.normalizer)
     assert np.abs(result.forecast - forecast.prediction.numpy()).max() <= 1e-4
     counts = kept_counts(scored_model, frames)
-    for n, bucket in zip(counts, result.bucket):
-        low, high = manifest.buckets[bucket].regions
+    for n, branch in zip(counts, result.branch):
+        low, high = manifest.branches[branch].regions
         assert low <= n <= high
-    assert np.allclose(result.flops, [manifest.buckets[b].flops for b in result.bucket])
+    assert np.allclose(result.flops, [manifest.branches[b].flops for b in result.branch])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", BACKBONES.names())
-@pytest.mark.parametrize("group_order, mode", [("scored", "gather"), ("ordered", "bucketed")])
+@pytest.mark.parametrize("group_order, mode", [("scored", "gather"), ("ordered", "sliced")])
 def test_every_backbone_exports_with_parity(tmp_path, backbone, group_order, mode, varied_model):
     path = varied_model(tmp_path, group_order, backbone)
     for tiles in ("all", "none"):
@@ -180,7 +180,7 @@ def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(
     out = tmp_path / "model.onnx"
     chosen, manifest, _ = Exporter(path, ExportOptions(mode="gather", tiles="all"), log=lambda _: None).run(out)
     assert max(chosen.parity.values()) <= 1e-4
-    assert max(high for _, high in (b.regions for b in manifest.buckets)) == cap, "no branch beyond the cap"
+    assert max(high for _, high in (b.regions for b in manifest.branches)) == cap, "no branch beyond the cap"
     assert_tensorrt_parses(onnx.load(out))
 
     data = load_dataset(varied_data)
@@ -192,8 +192,8 @@ def test_the_router_applies_the_keep_threshold_and_the_cap_as_training_does(
     assert (counts <= cap).all() and (counts == cap).any()
     result = run_in_model_units(out, frames, trained.normalizer)
     assert np.abs(result.forecast - forecast.prediction.numpy()).max() <= 1e-4
-    for n, bucket in zip(counts, result.bucket):
-        low, high = manifest.buckets[bucket].regions
+    for n, branch in zip(counts, result.branch):
+        low, high = manifest.branches[branch].regions
         assert low <= n <= high
 
 
@@ -222,7 +222,7 @@ def test_auto_keeps_the_candidate_measured_fastest_and_records_its_dense_twin(tm
     exporter = Exporter(path, ExportOptions(mode="auto", tiles="auto"), log=logged.append)
     chosen, manifest, candidates = exporter.run(out, timer=fake_timer(candidate_ms, 4.0, asked))
     assert [(c.mode, c.tiles) for c in candidates] == [
-        (m, t) for t in ("all", "sparse", "wide", "none") for m in ("bucketed", "gather")
+        (m, t) for t in ("all", "sparse", "wide", "none") for m in ("sliced", "gather")
     ]
     assert asked == [(17, 16, 48)], "one interleaved timing of all candidates, single and split, and the dense twin"
     assert chosen is candidates[-1] and chosen.latency_ms["single"] == pytest.approx(5.0 - 0.5 * 7)
@@ -232,8 +232,8 @@ def test_auto_keeps_the_candidate_measured_fastest_and_records_its_dense_twin(tm
     assert measured["ms"] == pytest.approx(1.5) and measured["dense_twin_ms"] == pytest.approx(4.0)
     assert measured["speedup"] == pytest.approx(4.0 / 1.5) and "measured at export" in measured["label"]
     assert measured["layouts_ms"] == {"single": pytest.approx(1.5), "split": pytest.approx(2.5)}
-    reached = {int(b) for b in measured["per_bucket_ms"]}
-    assert reached and reached <= set(range(len(manifest.buckets)))
+    reached = {int(b) for b in measured["per_branch_ms"]}
+    assert reached and reached <= set(range(len(manifest.branches)))
     assert not any(line.startswith("warning") for line in logged)
 
 
@@ -243,7 +243,7 @@ def test_a_split_layout_measured_faster_is_what_the_runtime_runs(tmp_path, varie
     graph's forecasts and branches."""
     path = varied_model(tmp_path, group_order="ordered")
     out = tmp_path / "model.onnx"
-    _, manifest, _ = Exporter(path, ExportOptions(mode="bucketed", tiles="none"), log=lambda _: None).run(
+    _, manifest, _ = Exporter(path, ExportOptions(mode="sliced", tiles="none"), log=lambda _: None).run(
         out, timer=fake_timer([2.0], 3.0, [], split_ms=[1.5])
     )
     assert manifest.layout == "split" and manifest.measured["ms"] == pytest.approx(1.5)
@@ -252,7 +252,7 @@ def test_a_split_layout_measured_faster_is_what_the_runtime_runs(tmp_path, varie
     frames = np.random.default_rng(0).random((12, *manifest.input.shape[1:])).astype(np.float32) * 3
     frames[::3, -1] = frames[::3, -2]
     ours, theirs = split.run(frames), single.run(frames)
-    assert np.array_equal(ours.bucket, theirs.bucket) and np.abs(ours.forecast - theirs.forecast).max() <= 1e-5
+    assert np.array_equal(ours.branch, theirs.branch) and np.abs(ours.forecast - theirs.forecast).max() <= 1e-5
 
 
 def test_an_export_slower_than_its_dense_twin_says_so(tmp_path, varied_model):
@@ -269,15 +269,15 @@ def test_an_export_slower_than_its_dense_twin_says_so(tmp_path, varied_model):
 
 
 @pytest.mark.slow
-def test_bucketed_export_of_an_ordered_model_owns_constant_weights(tmp_path, varied_model):
+def test_sliced_export_of_an_ordered_model_owns_constant_weights(tmp_path, varied_model):
     path = varied_model(tmp_path, group_order="ordered")
     out = tmp_path / "model.onnx"
     chosen, manifest, candidates = Exporter(path, ExportOptions(mode="auto", tiles="none"), log=lambda _: None).run(out)
-    assert {c.mode for c in candidates} == {"bucketed", "gather"}
-    bucketed = next(c for c in candidates if c.mode == "bucketed")
-    assert max(bucketed.parity.values()) <= 1e-4
-    branches = [g for g in graphs(bucketed.onnx_model.graph) if g.name.startswith("subnetwork")]
-    assert len(branches) == len(manifest.buckets) - 1
+    assert {c.mode for c in candidates} == {"sliced", "gather"}
+    sliced = next(c for c in candidates if c.mode == "sliced")
+    assert max(sliced.parity.values()) <= 1e-4
+    branches = [g for g in graphs(sliced.onnx_model.graph) if g.name.startswith("subnetwork")]
+    assert len(branches) == len(manifest.branches) - 1
     for branch in branches:
         owned = {i.name for i in branch.initializer}
         convs = [n for n in branch.node if n.op_type == "Conv"]
@@ -304,16 +304,16 @@ def test_graph_has_no_data_dependent_shapes(scored_model, tmp_path):
 def test_dense_export_is_the_same_backbone_with_pruning_off(scored_model, tmp_path):
     out = tmp_path / "model.dense.onnx"
     chosen, manifest, _ = Exporter(scored_model, ExportOptions(dense=True), log=lambda _: None).run(out)
-    assert chosen.mode == "dense" and len(manifest.buckets) == 1
-    assert manifest.buckets[0].flops == pytest.approx(manifest.dense_flops)
+    assert chosen.mode == "dense" and len(manifest.branches) == 1
+    assert manifest.branches[0].flops == pytest.approx(manifest.dense_flops)
     from dynaprune_edge.flops.fvcore_count import dense_flops_fvcore
 
     assert manifest.dense_flops == pytest.approx(dense_flops_fvcore(load_model(scored_model).model), rel=1e-6)
 
 
-def test_bucketed_mode_refuses_per_sample_filter_choices(scored_model):
+def test_sliced_mode_refuses_per_sample_filter_choices(scored_model):
     with pytest.raises(ConfigError, match="--group-order ordered"):
-        Exporter(scored_model, ExportOptions(mode="bucketed"), log=lambda _: None)
+        Exporter(scored_model, ExportOptions(mode="sliced"), log=lambda _: None)
 
 
 def test_failed_parity_writes_nothing(scored_model, tmp_path, monkeypatch):
@@ -362,7 +362,7 @@ def test_cli_export_writes_model_and_manifest_and_explains_tensorrt(scored_model
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--mode", "bucketed"], "--group-order ordered"),
+        (["--mode", "sliced"], "--group-order ordered"),
         (["--mode", "fastest"], "--mode must be one of"),
         (["--int8"], "add --trt"),
         (["-o", "model.trt"], "must end in .onnx"),
@@ -400,7 +400,7 @@ def test_masked_whole_map_layers_keep_onnxruntime_s_blocked_layout(tmp_path, var
         trained.model.model_mask.width_bias.fill_(30.0)  # every gate full, whatever the sample keeps
     atomic_save(model_payload(trained.model, trained.model_config, trained.data_config, trained.normalizer, {}), path)
     sparse, dense = tmp_path / "model.onnx", tmp_path / "model.dense.onnx"
-    _, manifest, _ = Exporter(path, ExportOptions(mode="bucketed", tiles="none"), log=lambda _: None).run(sparse)
+    _, manifest, _ = Exporter(path, ExportOptions(mode="sliced", tiles="none"), log=lambda _: None).run(sparse)
     Exporter(path, ExportOptions(dense=True), log=lambda _: None).run(dense)
-    branches = len(manifest.buckets) - 1
+    branches = len(manifest.branches) - 1
     assert reorders(sparse, tmp_path) <= (reorders(dense, tmp_path) + 2) * branches + 4

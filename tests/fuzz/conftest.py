@@ -38,7 +38,7 @@ def artifacts(tmp_path_factory) -> Path:
     shutil.copyfile(folder / "run" / "model.pt", folder / "model.pt")
     for twin in ([], ["--dense"]):
         dpedge_ok(
-            folder, "export", str(folder / "model.pt"), "--mode", "bucketed", "--tiles", "none", "--levels", "2", *twin
+            folder, "export", str(folder / "model.pt"), "--mode", "sliced", "--tiles", "none", "--levels", "2", *twin
         )
     for engine, graph in zip(ENGINES[::2], ("model.onnx", "model.dense.onnx")):
         (folder / engine).write_bytes(b"a TensorRT engine of " + graph.encode())

@@ -601,7 +601,7 @@ SYNTHETIC = ("--dataset", "taxibj", "--synthetic-frames", "120")
 TINY = ("--batch-size", "8", "--arch", "spatial_channels=8", "--arch", "temporal_channels=16", "--epochs", "1")
 """tests/test_cli.py's TINY sizes (and one epoch): a model that trains in a second."""
 PRUNED = ("--budget", "0.5", "--no-slimmable", "--group-order", "ordered")
-"""What the session's model was trained with (a region-pruned model with bucketed sub-networks)."""
+"""What the session's model was trained with (a region-pruned model with sliced sub-networks)."""
 EXPORTED = ("model.onnx", "model.dpedge.json", "model.dense.onnx", "model.dense.dpedge.json")
 ENGINE = "model.orin.trt8.5.2.fp16.engine"
 ENGINES = (
@@ -689,13 +689,13 @@ BASES: dict[str, Base] = {
     ),
     "info": Base(("info", "$S/model.pt"), ("model.pt",), "exit 0", argument=1),
     "export": Base(
-        ("export", "$S/model.pt", "--mode", "bucketed", "--tiles", "none", "--levels", "2"),
+        ("export", "$S/model.pt", "--mode", "sliced", "--tiles", "none", "--levels", "2"),
         ("model.pt",),
         "exporting",
         argument=1,
     ),
     "export --trt": Base(
-        ("export", "$S/model.pt", "--mode", "bucketed", "--tiles", "none", "--levels", "2", "--trt"),
+        ("export", "$S/model.pt", "--mode", "sliced", "--tiles", "none", "--levels", "2", "--trt"),
         ("model.pt",),
         "exporting",
         argument=1,

@@ -99,7 +99,7 @@ OPTIONS: dict[str, dict[str, object]] = {
     "export": {
         "MODEL": InputFile(".pt"),
         "--output": OutputFile(".onnx", strict_suffix=True),
-        "--mode": Choice(("gather", "bucketed", "auto")),
+        "--mode": Choice(("gather", "sliced", "auto")),
         "--tiles": Choice(("all", "sparse", "wide", "none", "auto")),
         "--levels": Count(1),
         "--opset": Count(17, 21),

@@ -554,7 +554,7 @@ def text_end(valid: bytes) -> int:
 
 
 def another_graph(write_toy_graph) -> Callable[[bytes], st.SearchStrategy[Damage]]:
-    """A valid ONNX graph that is not the model's (frames → forecast, flops, bucket on
+    """A valid ONNX graph that is not the model's (frames → forecast, flops, branch on
     another grid), bound to the model's manifest by its hash as `dpedge export` binds them."""
     import onnx
 

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 import dynaprune_edge.runtime as rt
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.profiling.latency import LatencyStats, interleaved_latency, node_self_times, node_time_shares
-from dynaprune_edge.runtime.manifest import Bucket
+from dynaprune_edge.runtime.manifest import Branch
 
 CHANNELS, SIDE = 16, 32
 SHAPE = [1, 1, CHANNELS, SIDE, SIDE]  # (batch, frames, channels, height, width)
@@ -24,13 +24,13 @@ SHAPE = [1, 1, CHANNELS, SIDE, SIDE]  # (batch, frames, channels, height, width)
 def write(toy_manifest, write_toy_graph):
     def write(folder: Path, nodes: list, initializers: list) -> Path:
         """`nodes` map image → out (and define flops); the graph around them maps frames →
-        forecast (same shape), flops, bucket, and its manifest is written beside it."""
+        forecast (same shape), flops, branch, and its manifest is written beside it."""
         nodes = [
             helper.make_node("Reshape", ["frames", "image_shape"], ["image"], name="io/in"),
             *nodes,
             helper.make_node("Reshape", ["out", "frames_shape"], ["forecast"], name="io/out"),
             helper.make_node(
-                "Constant", [], ["bucket"], name="io/bucket", value=numpy_helper.from_array(np.array(1, np.int64))
+                "Constant", [], ["branch"], name="io/branch", value=numpy_helper.from_array(np.array(1, np.int64))
             ),
         ]
         initializers = [
@@ -42,7 +42,7 @@ def write(toy_manifest, write_toy_graph):
             SHAPE,
             mean=[0.0] * CHANNELS,
             std=[1.0] * CHANNELS,
-            buckets=[Bucket([0, 1], 1, {}, 1.0), Bucket([2, 4], 4, {}, 4.0)],
+            branches=[Branch([0, 1], 1, {}, 1.0), Branch([2, 4], 4, {}, 4.0)],
             dense_flops=4.0,
         )
         return write_toy_graph(folder, nodes, initializers, SHAPE, manifest)

@@ -78,7 +78,7 @@ def exported(tmp_path_factory, varied_model) -> Path:
     folder = tmp_path_factory.mktemp("powered")
     checkpoint = varied_model(folder, group_order="ordered")
     for name, options in (
-        ("model.onnx", ExportOptions(mode="bucketed", tiles="none", levels=4)),
+        ("model.onnx", ExportOptions(mode="sliced", tiles="none", levels=4)),
         ("model.dense.onnx", ExportOptions(dense=True)),
     ):
         Exporter(checkpoint, options, log=lambda _: None).run(folder / name)

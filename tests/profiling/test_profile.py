@@ -16,7 +16,7 @@ from dynaprune_edge.cost.roofline import BundleRoofline, GraphRoofline
 from dynaprune_edge.export.exporter import Exporter, ExportOptions
 from dynaprune_edge.profiling.report import DPI, FIGURE_INCHES, PLOTS
 from dynaprune_edge.runtime import load
-from dynaprune_edge.runtime.manifest import Bucket
+from dynaprune_edge.runtime.manifest import Branch
 from dynaprune_edge.runtime.split import split_routed_graph
 from tests.conftest import write_toy_graph_file
 
@@ -30,7 +30,7 @@ def exported(tmp_path_factory, varied_model) -> Path:
     they differ in their filters alone), and its model.pt beside it (no dense twin yet)."""
     folder = tmp_path_factory.mktemp("profiled")
     checkpoint = varied_model(folder, group_order="ordered")
-    Exporter(checkpoint, ExportOptions(mode="bucketed", tiles="none", levels=4), log=lambda _: None).run(
+    Exporter(checkpoint, ExportOptions(mode="sliced", tiles="none", levels=4), log=lambda _: None).run(
         folder / "model.onnx"
     )
     return folder / "model.onnx"
@@ -231,7 +231,7 @@ def test_a_run_on_a_desktop_gpu_is_scaled_to_the_orin_beside_the_first_principle
 def routed_toy_graph(folder: Path, toy_manifest) -> Path:
     """frames (1, 1, 16, 64, 64) → a calm branch (one 16-filter convolution) where the
     frames' mean is ≤ 0, else a stormy one (a 256-filter convolution and one back to 16),
-    as dpedge routes: bucket = the branch taken, flops = what it executed."""
+    as dpedge routes: branch = the branch taken, flops = what it executed."""
     shape = [1, 1, 16, 64, 64]
 
     def branch(name, widths):
@@ -264,8 +264,8 @@ def routed_toy_graph(folder: Path, toy_manifest) -> Path:
         helper.make_node("Reshape", ["frames", "maps_shape"], ["maps"], name="router/maps"),
         helper.make_node("ReduceMean", ["frames"], ["mean"], name="router/mean", keepdims=0),
         helper.make_node("Greater", ["mean", "zero"], ["busy"], name="router/busy"),
-        helper.make_node("Cast", ["busy"], ["bucket"], name="router/bucket", to=TensorProto.INT64),
-        helper.make_node("Equal", ["bucket", "first"], ["calm_cond"], name="router/branch/Equal"),
+        helper.make_node("Cast", ["busy"], ["branch"], name="router/branch_index", to=TensorProto.INT64),
+        helper.make_node("Equal", ["branch", "first"], ["calm_cond"], name="router/branch/Equal"),
         helper.make_node(
             "If", ["calm_cond"], ["forecast", "flops"], name="router/branch/If", then_branch=calm, else_branch=stormy
         ),
@@ -277,7 +277,7 @@ def routed_toy_graph(folder: Path, toy_manifest) -> Path:
     ]
     manifest = toy_manifest(
         shape,
-        buckets=[Bucket([0, 0], 0, {}, calm_flops), Bucket([1, 1], 0, {}, stormy_flops)],
+        branches=[Branch([0, 0], 0, {}, calm_flops), Branch([1, 1], 0, {}, stormy_flops)],
         dense_flops=stormy_flops,
     )
     return write_toy_graph_file(folder, nodes, inits, shape, manifest)
@@ -289,8 +289,8 @@ def test_the_emulator_follows_the_branch_each_sample_takes(tmp_path, toy_manifes
     device = Device("agx-orin-64gb", "MAXN", "fp16")
     backend = load(path, "orin-emu", 1, device)
     result = backend.run(np.concatenate([calm, stormy]))
-    assert list(result.bucket) == [0, 1]
-    calm_ms, stormy_ms = (backend.emulated_ms(int(b)) for b in result.bucket)
+    assert list(result.branch) == [0, 1]
+    calm_ms, stormy_ms = (backend.emulated_ms(int(b)) for b in result.branch)
     assert (stormy_ms - calm_ms) * (result.flops[1] - result.flops[0]) > 0, (
         "the busier sample's branch executes more and must cost more"
     )
@@ -310,7 +310,7 @@ def test_the_emulator_follows_the_branch_each_sample_takes(tmp_path, toy_manifes
 
 def test_orin_emu_routes_match_the_exported_branches(exported):
     backend = load(exported, "orin-emu", 1, Device("agx-orin-64gb", "MAXN", "fp16"))
-    assert len(backend.route_ms) == len(backend.manifest.buckets) >= 3
+    assert len(backend.route_ms) == len(backend.manifest.branches) >= 3
     assert backend.route_ms[0] < min(backend.route_ms[1:]), "the all-skipped branch (persistence) runs no backbone"
 
 

@@ -34,7 +34,7 @@ def write_pair(folder: Path, toy_manifest, location: str | None = None) -> Path:
     nodes = [
         helper.make_node("Mul", ["frames", "two"], ["forecast"]),
         helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
-        helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(0, np.int64))),
+        helper.make_node("Constant", [], ["branch"], value=numpy_helper.from_array(np.array(0, np.int64))),
     ]
     graph = helper.make_graph(
         nodes,
@@ -43,7 +43,7 @@ def write_pair(folder: Path, toy_manifest, location: str | None = None) -> Path:
         [
             helper.make_tensor_value_info("forecast", TensorProto.FLOAT, SHAPE),
             helper.make_tensor_value_info("flops", TensorProto.FLOAT, []),
-            helper.make_tensor_value_info("bucket", TensorProto.INT64, []),
+            helper.make_tensor_value_info("branch", TensorProto.INT64, []),
         ],
         initializer=[two],
     )
@@ -74,10 +74,19 @@ def test_another_graph_beside_the_manifest_is_refused(tmp_path, toy_manifest):
         rt.load(path)
 
 
-@pytest.mark.parametrize("version, why", [(1, "does not bind the graph"), (2, "takes and returns normalised values")])
+@pytest.mark.parametrize(
+    "version, why",
+    [
+        (1, "does not bind the graph"),
+        (2, "takes and returns normalised values"),
+        (3, "outputs and fields as this dpedge no longer reads them"),
+    ],
+)
 def test_a_manifest_of_an_older_dpedge_asks_for_a_re_export(tmp_path, toy_manifest, version, why):
     """Version 2 graphs took normalised frames: run as physical ones they would forecast
-    silently wrong values, so they are refused rather than guessed at."""
+    silently wrong values, so they are refused rather than guessed at. Version 3 graphs
+    named their chosen sub-network's output by the word format 4 replaced: refused in one
+    line, not as a missing output or field."""
     path = write_pair(tmp_path, toy_manifest)
     values = json.loads(manifest_path(path).read_text())
     values["version"] = version

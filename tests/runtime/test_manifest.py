@@ -16,18 +16,18 @@ from onnx import helper, numpy_helper
 
 import dynaprune_edge.runtime as rt
 from dynaprune_edge.errors import ConfigError, DataError
-from dynaprune_edge.runtime.manifest import Manifest, manifest_path, read_manifest
+from dynaprune_edge.runtime.manifest import VERSION, Manifest, manifest_path, read_manifest
 
 SHAPE = [1, 2, 1, 4, 4]
 
 
 @pytest.fixture
 def model(tmp_path, toy_manifest, write_toy_graph) -> Path:
-    """forecast = frames, flops = 1, bucket = the constant `bucket` (1: a listed sub-network)."""
+    """forecast = frames, flops = 1, branch = the constant `branch` (1: a listed sub-network)."""
     nodes = [
         helper.make_node("Identity", ["frames"], ["forecast"]),
         helper.make_node("Constant", [], ["flops"], value=numpy_helper.from_array(np.array(1, np.float32))),
-        helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(5, np.int64))),
+        helper.make_node("Constant", [], ["branch"], value=numpy_helper.from_array(np.array(5, np.int64))),
     ]
     return write_toy_graph(tmp_path, nodes, [], SHAPE, toy_manifest(SHAPE, mode="dense"))
 
@@ -41,16 +41,19 @@ def rewrite(model: Path, change) -> None:
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda v: v.clear() or v.update(format="dpedge-onnx", version=3), "manifest field 'backbone' is missing"),
+        (
+            lambda v: v.clear() or v.update(format="dpedge-onnx", version=VERSION),
+            "manifest field 'backbone' is missing",
+        ),
         (lambda v: v.update(inputs=[]), "'inputs' must list 1 tensor(s), got 0"),
         (lambda v: v.update(std=[0]), "'std' must hold finite numbers > 0, got 0"),
         (lambda v: v.update(std=[1.0, 2.0, 3.0]), "'std' must hold 1 numbers, got 3"),
         (lambda v: v.update(mean=["a"]), "'mean' must hold finite numbers"),
         (lambda v: v.update(width_levels=[0.5, 2]), "'width_levels' must hold finite numbers > 0 and ≤ 1"),
-        (lambda v: v.update(mode="sparse"), "'mode' must be one of dense, gather, bucketed"),
+        (lambda v: v.update(mode="sparse"), "'mode' must be one of dense, gather, sliced"),
         (lambda v: v.update(onnx="../other.onnx"), "'onnx' must be a file name beside the manifest"),
         (
-            lambda v: v.update(buckets=[{"regions": [3, 1], "tiles": 0, "widths": {}, "flops": 1}]),
+            lambda v: v.update(branches=[{"regions": [3, 1], "tiles": 0, "widths": {}, "flops": 1}]),
             "each sub-network is",
         ),
         (

@@ -15,20 +15,20 @@ from onnx import TensorProto, helper, numpy_helper
 import dynaprune_edge.runtime as rt
 from dynaprune_edge.errors import ConfigError, DataError
 from dynaprune_edge.files import sha256_file
-from dynaprune_edge.runtime.manifest import Bucket, Manifest, manifest_path
+from dynaprune_edge.runtime.manifest import Branch, Manifest, manifest_path
 
 SHAPE = [1, 2, 1, 4, 4]
 
 
 @pytest.fixture
 def manifest(toy_manifest):
-    def manifest(input_shape=SHAPE, outputs=("forecast", "flops", "bucket")) -> Manifest:
+    def manifest(input_shape=SHAPE, outputs=("forecast", "flops", "branch")) -> Manifest:
         return toy_manifest(
             SHAPE,
             input_shape=input_shape,
             outputs=outputs,
             mode="dense",
-            buckets=[Bucket([0, 0], 0, {}, 0.0), Bucket([1, 16], 16, {}, 32.0)],
+            branches=[Branch([0, 0], 0, {}, 0.0), Branch([1, 16], 16, {}, 32.0)],
             dense_flops=32.0,
         )
 
@@ -38,12 +38,12 @@ def manifest(toy_manifest):
 @pytest.fixture
 def write_model(manifest, write_toy_graph):
     def write_model(folder: Path, with_manifest: Manifest | None = None) -> Path:
-        """forecast = 2·frames, flops = sum(frames), bucket = 1 if that sum > 0 else 0."""
+        """forecast = 2·frames, flops = sum(frames), branch = 1 if that sum > 0 else 0."""
         nodes = [
             helper.make_node("Mul", ["frames", "two"], ["forecast"]),
             helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
             helper.make_node("Greater", ["flops", "zero"], ["positive"]),
-            helper.make_node("Cast", ["positive"], ["bucket"], to=TensorProto.INT64),
+            helper.make_node("Cast", ["positive"], ["branch"], to=TensorProto.INT64),
         ]
         initializers = [
             numpy_helper.from_array(np.array(2, np.float32), "two"),
@@ -73,7 +73,7 @@ def test_run_gives_one_result_per_sample(model):
     assert result.forecast.dtype == np.float32 and result.forecast.shape == batch.shape
     np.testing.assert_allclose(result.forecast, 2 * batch, rtol=1e-6)
     np.testing.assert_allclose(result.flops, batch.sum(axis=(1, 2, 3, 4)), rtol=1e-5)
-    assert result.bucket.tolist() == [1, 0, 1]
+    assert result.branch.tolist() == [1, 0, 1]
     # float64 input is accepted and converted
     np.testing.assert_allclose(backend.run(batch.astype(np.float64)).forecast, result.forecast)
 
@@ -168,7 +168,7 @@ import dynaprune_edge.runtime as rt
 import dynaprune_edge.profiling.latency as latency
 backend = rt.load({str(model)!r}, "ort", threads=1)
 result = backend.run(np.ones((2, 2, 1, 4, 4), np.float32))
-assert result.bucket.tolist() == [1, 1], result
+assert result.branch.tolist() == [1, 1], result
 latency.interleaved_latency([backend.run_one], np.ones((1, 2, 1, 4, 4), np.float32), runs=2)
 heavy = sorted(m for m in ("torch", "fvcore") if m in sys.modules)
 assert not heavy, heavy

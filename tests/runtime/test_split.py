@@ -9,7 +9,7 @@ import pytest
 
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.graph import GraphBuilder, tensor_info
-from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
+from dynaprune_edge.runtime.manifest import BRANCH, BUDGET, FLOPS, FORECAST, INPUT
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.runtime.split import SplitSessions, split_routed_graph
 
@@ -30,9 +30,9 @@ def test_every_branch_of_the_split_layout_gives_the_single_graphs_outputs(routed
     for branch in range(routed_toy.branches):
         for _ in range(3):
             feeds = {INPUT: routed_toy.frames(branch, rng)}
-            forecast, flops, bucket = single.run([FORECAST, FLOPS, BUCKET], feeds)
+            forecast, flops, chosen = single.run([FORECAST, FLOPS, BRANCH], feeds)
             ours = split.run(feeds, None)
-            assert int(bucket) == branch == ours[2]
+            assert int(chosen) == branch == ours[2]
             assert np.abs(ours[0] - forecast).max() <= 1e-5 and ours[1] == pytest.approx(float(flops))
 
 
@@ -45,10 +45,10 @@ def test_a_width_routed_graph_at_budget_one_skips_the_router(routed_toy):
     )
     assert not any(n.name.startswith("router/") for n in cut.bypass.graph.node)
     feeds = {INPUT: routed_toy.frames(0, np.random.default_rng(1))}  # the router would pick branch 0
-    expected = single.run([FORECAST, FLOPS, BUCKET], {**feeds, BUDGET: np.array(1.0, np.float32)})
-    forecast, flops, bucket = split.run(feeds, 1.0)
+    expected = single.run([FORECAST, FLOPS, BRANCH], {**feeds, BUDGET: np.array(1.0, np.float32)})
+    forecast, flops, branch = split.run(feeds, 1.0)
     assert (
-        bucket == int(expected[2]) == routed_toy.branches - 1
+        branch == int(expected[2]) == routed_toy.branches - 1
         and np.array_equal(forecast, expected[0])
         and flops == pytest.approx(float(expected[1]))
     )
@@ -56,7 +56,7 @@ def test_a_width_routed_graph_at_budget_one_skips_the_router(routed_toy):
 
 def test_a_branch_reads_only_the_router_tensors_it_needs(routed_toy):
     cut = split_routed_graph(routed_toy.make(shortcut=False))
-    assert [o.name for o in cut.router.graph.output][0] == BUCKET
+    assert [o.name for o in cut.router.graph.output][0] == BRANCH
     for index in range(routed_toy.branches):
         inputs = cut.branch_inputs(index)
         assert INPUT in inputs and set(inputs) - {INPUT} <= set(cut.handoff)

@@ -70,7 +70,7 @@ def write_engine(toy_manifest, write_toy_graph):
             [
                 helper.make_node("Identity", ["frames"], ["forecast"]),
                 helper.make_node("ReduceSum", ["frames"], ["flops"], keepdims=0),
-                helper.make_node("Constant", [], ["bucket"], value=numpy_helper.from_array(np.array(1, np.int64))),
+                helper.make_node("Constant", [], ["branch"], value=numpy_helper.from_array(np.array(1, np.int64))),
             ],
             [],
             SHAPE,
@@ -240,7 +240,7 @@ def test_importing_the_backend_imports_neither_torch_nor_tensorrt_nor_pycuda():
 
 def fake_modules(version: str, log: list, shape: list[int] = SHAPE) -> tuple[types.ModuleType, types.ModuleType]:
     """Device memory is a dict of byte arrays; the "engine" (built for frames of `shape`)
-    computes forecast = 2·frames, flops = 123, bucket = 1. Only the API of `version` exists on it: bindings before 10,
+    computes forecast = 2·frames, flops = 123, branch = 1. Only the API of `version` exists on it: bindings before 10,
     tensor names from 10 (where int64 outputs stay int64; TensorRT 8 makes them int32).
     `install_fake_tensorrt` adds the device. The context enqueues through the stand-in CUDA
     driver `cuda.libcuda` (trt_stand_ins.fake_libcuda), labelled "engine"."""
@@ -252,7 +252,7 @@ def fake_modules(version: str, log: list, shape: list[int] = SHAPE) -> tuple[typ
         ("frames", True, tuple(shape), np.float32),
         ("forecast", False, tuple(shape), np.float32),
         ("flops", False, (), np.float32),
-        ("bucket", False, (), np.int64 if tensor_io else np.int32),
+        ("branch", False, (), np.int64 if tensor_io else np.int32),
     ]
 
     class Context:
@@ -261,7 +261,7 @@ def fake_modules(version: str, log: list, shape: list[int] = SHAPE) -> tuple[typ
 
         def compute(self, addresses: dict[str, int]) -> bool:
             frames = np.frombuffer(memory[addresses["frames"]].tobytes(), np.float32)
-            for name, value in (("forecast", 2 * frames), ("flops", np.float32(123)), ("bucket", 1)):
+            for name, value in (("forecast", 2 * frames), ("flops", np.float32(123)), ("branch", 1)):
                 dtype = next(t[3] for t in tensors if t[0] == name)
                 memory[addresses[name]][:] = np.frombuffer(np.asarray(value, dtype).tobytes(), np.uint8)
             return True
@@ -328,7 +328,7 @@ def test_runs_a_batch_one_sample_at_a_time(tmp_path, write_engine, fake_tensorrt
     result = backend.run(frames)
     np.testing.assert_array_equal(result.forecast, 2 * frames)
     assert result.forecast.dtype == np.float32
-    assert result.flops.tolist() == [123.0] * 3 and result.bucket.tolist() == [1] * 3
+    assert result.flops.tolist() == [123.0] * 3 and result.branch.tolist() == [1] * 3
     assert log.count((call, 7)) == 3 and log.count("synchronize") == 3
     assert backend.describe() == {
         "backend": "trt",
@@ -416,7 +416,7 @@ def test_with_cuda_graph_the_engine_is_captured_once_then_each_sample_is_a_graph
     frames = np.random.default_rng(1).standard_normal((3, *SHAPE[1:])).astype(np.float32)
     result = backend.run(frames)
     np.testing.assert_array_equal(result.forecast, 2 * frames)  # each replay read that sample's frames
-    assert result.flops.tolist() == [123.0] * 3 and result.bucket.tolist() == [1] * 3
+    assert result.flops.tolist() == [123.0] * 3 and result.branch.tolist() == [1] * 3
     assert log.count(("graph launch", "engine")) == 3
     assert not [entry for entry in log if entry[0] in ("enqueue", "captured") or entry[0].startswith("execute")], (
         "no enqueue: replays only"

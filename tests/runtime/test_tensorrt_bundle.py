@@ -20,7 +20,7 @@ from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.export.tensorrt.build import build_or_explain
 from dynaprune_edge.files import sha256_file
 from dynaprune_edge.runtime import load
-from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT
+from dynaprune_edge.runtime.manifest import BRANCH, BUDGET, FLOPS, FORECAST, INPUT
 from dynaprune_edge.runtime.onnxruntime import open_session, session_options
 from dynaprune_edge.runtime.tensorrt import read_bundle
 from tests.trt_stand_ins import fake_builder_config, fake_device_memory, fake_libcuda
@@ -290,14 +290,14 @@ def test_the_trt_backend_runs_the_router_then_only_the_chosen_branch(
     frames = samples(routed_toy, seed=1)
     log.clear()
     result = backend.run(frames)
-    expected = [single.run([FORECAST, FLOPS, BUCKET], {INPUT: sample[None]}) for sample in frames]
-    assert result.bucket.tolist() == [int(e[2]) for e in expected] and set(result.bucket) == set(
+    expected = [single.run([FORECAST, FLOPS, BRANCH], {INPUT: sample[None]}) for sample in frames]
+    assert result.branch.tolist() == [int(e[2]) for e in expected] and set(result.branch) == set(
         range(routed_toy.branches)
     )
     assert np.allclose(result.forecast, np.concatenate([e[0] for e in expected]), atol=1e-6)
     assert result.flops.tolist() == pytest.approx([float(e[1]) for e in expected])
     executed = [entry[1] for entry in log if entry[0] == "execute"]
-    assert executed == [role for bucket in result.bucket for role in ("dpedge-router", f"dpedge-branch{bucket}")], (
+    assert executed == [role for branch in result.branch for role in ("dpedge-router", f"dpedge-branch{branch}")], (
         "router, then the branch: nothing else"
     )
     if width_routed:  # the budget is a run-time input of the router engine; at 1 the budget-1 engine runs alone
@@ -305,8 +305,8 @@ def test_the_trt_backend_runs_the_router_then_only_the_chosen_branch(
         backend.set_budget(1.0)
         at_one = backend.run(frames[:2])
         assert [entry[1] for entry in log if entry[0] == "execute"] == ["dpedge-bypass"] * 2
-        reference = single.run([FORECAST, BUCKET], {INPUT: frames[:1], BUDGET: np.array(1.0, np.float32)})
-        assert at_one.bucket[0] == int(reference[1]) and np.allclose(at_one.forecast[:1], reference[0], atol=1e-6)
+        reference = single.run([FORECAST, BRANCH], {INPUT: frames[:1], BUDGET: np.array(1.0, np.float32)})
+        assert at_one.branch[0] == int(reference[1]) and np.allclose(at_one.forecast[:1], reference[0], atol=1e-6)
     assert backend.describe()["layout"] == "split"
 
 
@@ -423,15 +423,15 @@ def test_int8_calibrates_each_engine_on_what_the_bundle_feeds_it_then_reuses_eac
     budget = {BUDGET: np.array(manifest.trained_budget, np.float32)} if width_routed else {}
     for index, frame in enumerate(frames):
         np.testing.assert_array_equal(batches["dpedge-router"][index][INPUT], frame[None])
-        forecast, bucket = single.run([FORECAST, BUCKET], {INPUT: frame[None], **budget})
+        forecast, taken = single.run([FORECAST, BRANCH], {INPUT: frame[None], **budget})
         branch = open_session(
-            named[f"dpedge-branch{int(bucket)}"].SerializeToString(),
+            named[f"dpedge-branch{int(taken)}"].SerializeToString(),
             session_options(1),
             ["CPUExecutionProvider"],
             "branch",
         )
         np.testing.assert_allclose(
-            branch.run([FORECAST], batches[f"dpedge-branch{int(bucket)}"][index])[0], forecast, rtol=1e-6, atol=1e-6
+            branch.run([FORECAST], batches[f"dpedge-branch{int(taken)}"][index])[0], forecast, rtol=1e-6, atol=1e-6
         )
     caches = sorted(tmp_path.glob("*.int8.calib"))
     assert len(caches) == len(named) and {c.read_bytes() for c in caches} == {
@@ -462,11 +462,11 @@ def test_the_gpu_check_times_the_single_engine_the_bundle_and_its_cuda_graphs_pe
     path, manifest, _ = routed_export
     frames = samples(routed_toy)
     emulated = {
-        "orin_emulated_ms": [0.1 * (k + 1) for k in range(len(manifest.buckets))],
-        "orin_emulated_cuda_graph_ms": [0.01 * (k + 1) for k in range(len(manifest.buckets))],
+        "orin_emulated_ms": [0.1 * (k + 1) for k in range(len(manifest.branches))],
+        "orin_emulated_cuda_graph_ms": [0.01 * (k + 1) for k in range(len(manifest.branches))],
     }
     rows, commands = gpu_check.tensorrt_rows(path, frames, 3, emulated)
-    reached = load(path, "ort", 1).run(frames).bucket
+    reached = load(path, "ort", 1).run(frames).branch
     assert [row["branch"] for row in rows] == sorted(set(reached.tolist())) and sum(
         row["samples"] for row in rows
     ) == len(frames)
@@ -545,11 +545,11 @@ def test_with_cuda_graphs_each_engine_is_captured_once_and_each_sample_launches_
 
     log.clear()
     result = backend.run(frames)
-    assert result.bucket.tolist() == eager.bucket.tolist() and set(result.bucket) == set(range(routed_toy.branches))
+    assert result.branch.tolist() == eager.branch.tolist() and set(result.branch) == set(range(routed_toy.branches))
     np.testing.assert_array_equal(result.forecast, eager.forecast)  # every replay read its own sample's frames
     assert result.flops.tolist() == eager.flops.tolist()
     launched = [entry[1] for entry in log if entry[0] == "graph launch"]
-    assert launched == [role for bucket in result.bucket for role in ("dpedge-router", f"dpedge-branch{bucket}")], (
+    assert launched == [role for branch in result.branch for role in ("dpedge-router", f"dpedge-branch{branch}")], (
         "router, then the branch: nothing else"
     )
     assert [entry[1] for entry in log if entry[0] == "execute"] == launched
@@ -590,12 +590,12 @@ def test_a_branch_that_cannot_be_captured_runs_eagerly_alone_and_the_note_says_w
     log.clear()
     result = backend.run(frames)
     np.testing.assert_array_equal(result.forecast, eager.forecast)
-    assert result.bucket.tolist() == eager.bucket.tolist()
-    assert [entry[1] for entry in log if entry[0] == "enqueue"] == ["dpedge-branch1"] * int(np.sum(result.bucket == 1))
+    assert result.branch.tolist() == eager.branch.tolist()
+    assert [entry[1] for entry in log if entry[0] == "enqueue"] == ["dpedge-branch1"] * int(np.sum(result.branch == 1))
     assert [entry[1] for entry in log if entry[0] == "graph launch"] == [
         role
-        for bucket in result.bucket
-        for role in ("dpedge-router", *([f"dpedge-branch{bucket}"] if bucket != 1 else []))
+        for branch in result.branch
+        for role in ("dpedge-router", *([f"dpedge-branch{branch}"] if branch != 1 else []))
     ]
 
 

@@ -17,7 +17,7 @@ from dynaprune_edge.export.tensorrt.commands import trtexec_profile_command
 from dynaprune_edge.export.tensorrt.names import calibration_cache_name, engine_name, parity_tolerances
 from dynaprune_edge.export.tensorrt.polygraphy import PARITY_SAMPLES
 from dynaprune_edge.files import atomic_write_bytes, sha256_file
-from dynaprune_edge.runtime.manifest import BUCKET, BUDGET, FLOPS, FORECAST, INPUT, Manifest, manifest_path
+from dynaprune_edge.runtime.manifest import BRANCH, BUDGET, FLOPS, FORECAST, INPUT, Manifest, manifest_path
 from dynaprune_edge.runtime.tensorrt import (
     BUNDLE_SUFFIX,
     BundleEngine,
@@ -206,10 +206,10 @@ def check_bundle(
     for budget in budgets:
         for sample in samples:
             feeds = {INPUT: sample[None]} | ({} if budget is None else {BUDGET: np.array(budget, np.float32)})
-            expected, flops, bucket = single.run([FORECAST, FLOPS, BUCKET], feeds)
+            expected, flops, branch = single.run([FORECAST, FLOPS, BRANCH], feeds)
             forecast, _, chosen = execution.run(sample[None], budget)
-            if chosen != int(bucket):
-                return f"FAILED: sample {checked} took branch {chosen} in {bundle_file}, {int(bucket)} on onnxruntime"
+            if chosen != int(branch):
+                return f"FAILED: sample {checked} took branch {chosen} in {bundle_file}, {int(branch)} on onnxruntime"
             if not np.allclose(forecast, expected, atol=atol, rtol=rtol):
                 return f"FAILED: sample {checked}'s forecast differs by up to {float(np.abs(forecast - expected).max()):.3g} (atol {atol}, rtol {rtol})"
             worst = max(worst, float(np.abs(forecast - expected).max()))

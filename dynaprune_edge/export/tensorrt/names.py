@@ -12,7 +12,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 JETPACK_TENSORRT = {"5.1": "8.5.2", "6.0": "8.6.2", "6.1": "10.3.0", "6.2": "10.3.0"}
 # The CUDA name of the Jetson AGX Orin's GPU (trtexec prints "Selected Device: Orin").
 ORIN = "Orin"
-# onnxruntime (fp32, CPU) vs the engine: (atol, rtol) per precision. `bucket` is an integer,
+# onnxruntime (fp32, CPU) vs the engine: (atol, rtol) per precision. `branch` is an integer,
 # so a sample routed differently fails at any of these.
 PARITY_TOLERANCES = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 1e-2), "int8": (5e-2, 5e-2)}
 
