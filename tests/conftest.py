@@ -25,6 +25,34 @@ from dynaprune_edge.runtime.manifest import Branch, Manifest, TensorSpec
 # are asked to do to `log`.
 TensorRTBuilder = Callable[[str, list], tuple[ModuleType, ModuleType]]
 OUTPUTS = ("forecast", "flops", "branch")
+TINY = [
+    "--dataset",
+    "taxibj",
+    "--synthetic-frames",
+    "120",
+    "--batch-size",
+    "8",
+    "--arch",
+    "spatial_channels=8",
+    "--arch",
+    "temporal_channels=16",
+]
+"""`dpedge train` options of a model that trains in seconds: a small SimVP on a short synthetic
+TaxiBJ series."""
+METRICS_KEYS = (
+    "val_mae",
+    "val_mse",
+    "flops_dense",
+    "flops_sparse_mean",
+    "flops_ratio_mean",
+    "data_kept_mean",
+    "epochs",
+    "steps",
+    "train_seconds",
+    "flops_convention",
+    "history",
+)
+"""What every metrics.json holds, however the run was started."""
 TEGRASTATS = (
     Path(__file__).parent / "profiling" / "samples" / "tegrastats"
 )  # lines recorded on Jetsons; SOURCES.md says where from

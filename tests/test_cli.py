@@ -21,19 +21,7 @@ from dynaprune_edge.data import load_dataset
 from dynaprune_edge.errors import ConfigError
 from dynaprune_edge.runtime import load
 from dynaprune_edge.training import load_model
-
-TINY = [
-    "--dataset",
-    "taxibj",
-    "--synthetic-frames",
-    "120",
-    "--batch-size",
-    "8",
-    "--arch",
-    "spatial_channels=8",
-    "--arch",
-    "temporal_channels=16",
-]
+from tests.conftest import METRICS_KEYS, TINY
 
 
 def all_commands(command, path=()):
@@ -303,17 +291,7 @@ def test_train_writes_a_self_contained_model_and_metrics(dpedge, tmp_path):
     assert trained.model(x).prediction.shape == (1, 4, 2, 32, 32)
     assert trained.model_config.pruning.activity_weight == 0.5  # the router's prior as asked, in the file
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in (
-        "val_mae",
-        "val_mse",
-        "flops_dense",
-        "flops_sparse_mean",
-        "flops_ratio_mean",
-        "data_kept_mean",
-        "epochs",
-        "train_seconds",
-        "flops_convention",
-    ):
+    for key in METRICS_KEYS:
         assert key in metrics, key
     assert metrics["epochs"] == 1
     assert abs(metrics["flops_dense"] - metrics["flops_dense_fvcore"]) / metrics["flops_dense"] < 0.01

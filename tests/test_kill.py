@@ -188,7 +188,7 @@ RUN = [
     "--epochs",
     "2",
 ]
-"""tests/test_cli.py's TINY model on half its frames (35/2/2 windows) in one step per epoch:
+"""tests/conftest.py's TINY model on half its frames (35/2/2 windows) in one step per epoch:
 two epochs of a dense SimVP in under a second."""
 
 CHECKPOINT = ("model.pt", "resume.pt", "metrics.json")

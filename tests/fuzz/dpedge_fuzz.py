@@ -599,7 +599,7 @@ BAD_REMOTE_PATHS = Text(
 
 SYNTHETIC = ("--dataset", "taxibj", "--synthetic-frames", "120")
 TINY = ("--batch-size", "8", "--arch", "spatial_channels=8", "--arch", "temporal_channels=16", "--epochs", "1")
-"""tests/test_cli.py's TINY sizes (and one epoch): a model that trains in a second."""
+"""tests/conftest.py's TINY sizes (and one epoch): a model that trains in a second."""
 PRUNED = ("--budget", "0.5", "--no-slimmable", "--group-order", "ordered")
 """What the session's model was trained with (a region-pruned model with sliced sub-networks)."""
 EXPORTED = ("model.onnx", "model.dpedge.json", "model.dense.onnx", "model.dense.dpedge.json")

@@ -18,21 +18,9 @@ import torch
 
 from dynaprune_edge.distributed import World
 from dynaprune_edge.training.sample_pruning import EpochPlan
+from tests import conftest
 
-TINY = [
-    "--dataset",
-    "taxibj",
-    "--synthetic-frames",
-    "120",
-    "--batch-size",
-    "8",
-    "--epochs",
-    "2",
-    "--arch",
-    "spatial_channels=8",
-    "--arch",
-    "temporal_channels=16",
-]
+TINY = [*conftest.TINY, "--epochs", "2"]
 
 
 ST_PRUNE = [
