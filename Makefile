@@ -33,14 +33,19 @@ system-deps:
 demo: $(BIN)/dpedge
 	$(BIN)/dpedge demo
 
+# The tests run in one process per core (pytest-xdist; worksteal: a worker that finishes
+# early takes tests queued for the other), each on one thread: the tests' models are tiny,
+# and torch's intra-op threads on them only contend for the cores the other worker needs.
+PYTEST = OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist worksteal
+
 # The whole suite, as CI runs it, after the linter and the formatter's check.
 test: $(BIN)/dpedge lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The inner loop: everything but the tests marked slow (training runs, subprocesses that
 # train or export, the SSH deploy and kill tests), in under 3 minutes on 2 cores.
 test-fast: $(BIN)/dpedge
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The documentation site (MkDocs, Material theme) from docs/ into site/; strict: a broken
 # link or a stale API reference fails the build, as it fails the test suite.
