@@ -79,6 +79,13 @@ def build_optimizer(model: DynaPruner, config: TrainConfig) -> torch.optim.AdamW
 
 
 class Trainer:
+    """One training run into `out`: `fit()` trains epoch by epoch (a sandwich of width levels
+    per step for a slimmable network, the masked forward otherwise); after every epoch it
+    calibrates the budget on the held-out windows, evaluates, and writes model.pt and
+    resume.pt atomically; at the end it writes metrics.json and returns those metrics. The
+    constructor refuses what cannot train: no windows, a batch smaller than the processes, a
+    budget the router or the cap cannot meet."""
+
     def __init__(self, model_config: ModelConfig, data: SpatioTemporalData, config: TrainConfig, out: Path) -> None:
         if len(data.val) == 0 or len(data.train) == 0:
             raise DataError(f"{data.describe()}: training needs at least one training and one validation window")
