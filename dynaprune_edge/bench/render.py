@@ -128,14 +128,14 @@ def training_body(results: Results) -> list[str]:
     ]
 
 
-ORIN_CAPTION = "published: measured by the source (the sources below); emulated: predicted here, never measured"
+ORIN_PAGE_CAPTION = "published: measured by the source (the sources below); emulated: predicted here, never measured"
 
 
 def orin_body(results: Results) -> list[str]:
     result = results.results
     sources = dict.fromkeys(row["source"] for row in result["rows"])
     return [
-        *markdown_table(tables.orin_grid(result["rows"], caption=ORIN_CAPTION)),
+        *markdown_table(tables.orin_grid(result["rows"], caption=ORIN_PAGE_CAPTION)),
         *bullets(tables.orin_summary_lines(result)),
         *paragraph(tables.orin_constants_line(result) + "."),
         *markdown_table(
